@@ -1,0 +1,52 @@
+# Every target creates the virtualenv on first use, so a fresh machine needs only Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run serve gateway test test-fast lint generate migrate bench clean \
+	health-check test-smoke test-post-deploy db-migrate db-migrate-dry-run db-health-check \
+	backup-create performance-report config-validate db-pool-status diagnostics audit
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## run: migrate and serve gRPC (:50051), health/metrics (:3001) and the REST gateway (:3000)
+run: $(STAMP)
+	$(BIN)/jackpot run
+
+serve: $(STAMP)
+	$(BIN)/jackpot serve
+
+gateway: $(STAMP)
+	$(BIN)/jackpot gateway
+
+## test: every test (unit, integration, e2e) against real PostgreSQL
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check jackpot_grpc tests bench scripts migrations
+	$(BIN)/ruff format --check jackpot_grpc tests bench scripts migrations
+	$(BIN)/mypy
+
+generate: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+migrate db-migrate: $(STAMP)
+	$(BIN)/jackpot migrate
+
+db-migrate-dry-run: $(STAMP)
+	$(BIN)/jackpot migrate --dry-run
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+audit: $(STAMP)
+	$(BIN)/jackpot audit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

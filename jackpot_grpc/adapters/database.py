@@ -1,0 +1,25 @@
+"""The psycopg connection pool: created closed, opened and closed explicitly by its owner."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from jackpot_grpc.config import Settings
+
+APPLICATION_NAME = "jackpot-service"
+
+
+def create_pool(settings: Settings, database_url: str) -> AsyncConnectionPool[AsyncConnection]:
+    return AsyncConnectionPool(
+        database_url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        timeout=settings.pool_timeout,
+        open=False,
+        # A connection the server killed is detected before it is handed out.
+        check=AsyncConnectionPool.check_connection,
+        kwargs={"application_name": APPLICATION_NAME, "connect_timeout": 3},
+        reconnect_timeout=0,  # keep trying to reconnect forever; health reports the outage
+        name="jackpot",
+    )

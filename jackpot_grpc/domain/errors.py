@@ -1,0 +1,60 @@
+"""Domain errors. Entry points map each class to one status code (see entrypoints/errors.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(DomainError):
+    """The request is malformed; nothing was changed."""
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        joined = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(f"invalid request: {joined}")
+        self.violations = violations
+
+    @classmethod
+    def of(cls, field: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(field, description)])
+
+
+class InsufficientPool(DomainError):
+    """A win asks for more than the pool holds."""
+
+
+class PoolNotFound(DomainError):
+    pass
+
+
+class VersionConflict(DomainError):
+    """Optimistic concurrency: the pool changed since the caller read it."""
+
+
+class Unavailable(DomainError):
+    """The database cannot be reached, or the service is shutting down."""
+
+
+class Overloaded(DomainError):
+    """The contribution queue is full; the caller should back off and retry."""
+
+
+class Unauthenticated(DomainError):
+    pass
+
+
+class PermissionDenied(DomainError):
+    pass

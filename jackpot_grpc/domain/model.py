@@ -1,0 +1,175 @@
+"""Value objects of the jackpot: groups, pool state, commands and their outcomes."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+
+class Group(enum.Enum):
+    """The three pools. The value is the database key; the order is the lock order."""
+
+    MINOR = "minor"
+    MAJOR = "major"
+    MEGA = "mega"
+
+    @property
+    def lock_order(self) -> int:
+        return GROUPS.index(self)
+
+
+GROUPS: tuple[Group, ...] = (Group.MINOR, Group.MAJOR, Group.MEGA)
+
+
+@dataclass(frozen=True)
+class PoolState:
+    group: Group
+    current_amount: int
+    seed_amount: int
+    max_amount: int | None
+    contribution_rate: Decimal
+    total_contributions: int
+    total_wins: int
+    total_seed_funding: int
+    contribution_count: int
+    win_count: int
+    last_won_amount: int | None
+    last_won_at: datetime | None
+    last_won_by_user_id: uuid.UUID | None
+    version: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ContributeCommand:
+    game_id: str
+    wager_amount: int
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class ContributionShares:
+    """What one wager put into each pool, and each pool's amount right after."""
+
+    amounts: dict[Group, int]
+    pools_after: dict[Group, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.amounts.values())
+
+
+@dataclass(frozen=True)
+class ContributionResult:
+    contribution_id: int
+    shares: ContributionShares
+    created_at: datetime
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class WinCommand:
+    group: Group
+    game_id: str
+    user_id: uuid.UUID
+    win_amount: int | None
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class WinOutcome:
+    """The pure result of paying a pool: what is paid and how the pool is refilled."""
+
+    amount: int
+    pool_before: int
+    seed_top_up: int
+    pool_after: int
+
+
+@dataclass(frozen=True)
+class WinResult:
+    win_id: int
+    outcome: WinOutcome
+    pool: PoolState
+    created_at: datetime
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    group: Group
+    contribution_rate: Decimal
+    seed_amount: int
+    max_amount: int | None
+    version: int
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """An admin's change to one pool. None keeps the current value."""
+
+    group: Group
+    contribution_rate: Decimal | None
+    seed_amount: int | None
+    max_amount: int | None
+    clear_max_amount: bool
+    expected_version: int | None
+    actor: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Statistics:
+    pools: list[PoolState]
+    contribution_count: int
+    total_wagered: int
+
+    @property
+    def total_contributed(self) -> int:
+        return sum(p.total_contributions for p in self.pools)
+
+    @property
+    def total_won(self) -> int:
+        return sum(p.total_wins for p in self.pools)
+
+    @property
+    def total_pool_amount(self) -> int:
+        return sum(p.current_amount for p in self.pools)
+
+    @property
+    def total_win_count(self) -> int:
+        return sum(p.win_count for p in self.pools)
+
+
+@dataclass(frozen=True)
+class PoolAudit:
+    """One pool reconciled against its ledger."""
+
+    group: Group
+    current_amount: int
+    seed_funding: int
+    contributions: int
+    wins: int
+    recorded_total_contributions: int
+    recorded_total_wins: int
+    recorded_total_seed_funding: int
+
+    @property
+    def expected_amount(self) -> int:
+        return self.seed_funding + self.contributions - self.wins
+
+    @property
+    def discrepancy(self) -> int:
+        return self.current_amount - self.expected_amount
+
+    @property
+    def balanced(self) -> bool:
+        return (
+            self.discrepancy == 0
+            and self.recorded_total_contributions == self.contributions
+            and self.recorded_total_wins == self.wins
+            and self.recorded_total_seed_funding == self.seed_funding
+        )

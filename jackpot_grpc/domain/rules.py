@@ -1,0 +1,64 @@
+"""The money rules: exact shares, caps, wins and seed resets. Integers only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from jackpot_grpc.domain.errors import InsufficientPool
+from jackpot_grpc.domain.model import GROUPS, ContributionShares, Group, PoolState, WinOutcome
+
+
+def share_of(wager: int, rate: Decimal) -> int:
+    """floor(wager × rate), exactly: the rate as a fraction, then integer division.
+
+    100 × 0.57 is 57 here (a float gives 56.99999999999999).
+    """
+    numerator, denominator = rate.as_integer_ratio()
+    return wager * numerator // denominator
+
+
+def capped(amount: int, current: int, max_amount: int | None) -> int:
+    """What of `amount` fits in a pool holding `current` under its cap."""
+    if max_amount is None:
+        return amount
+    return max(0, min(amount, max_amount - current))
+
+
+def split_contribution(wager: int, pools: Mapping[Group, PoolState]) -> ContributionShares:
+    """One wager's share for each pool, given the pools as they stand before it."""
+    return split_in_order(wager, {g: pools[g].current_amount for g in GROUPS}, pools)
+
+
+def split_in_order(
+    wager: int, current: dict[Group, int], pools: Mapping[Group, PoolState]
+) -> ContributionShares:
+    """Like split_contribution, but against running amounts, which it advances.
+
+    A batch applies its contributions in arrival order, so a cap reached by one
+    contribution limits the next.
+    """
+    amounts: dict[Group, int] = {}
+    for group in GROUPS:
+        pool = pools[group]
+        amount = capped(share_of(wager, pool.contribution_rate), current[group], pool.max_amount)
+        amounts[group] = amount
+        current[group] += amount
+    return ContributionShares(amounts=amounts, pools_after=dict(current))
+
+
+def pay_win(current: int, seed: int, win_amount: int | None) -> WinOutcome:
+    """Pay `win_amount` (or the whole pool) and refill the pool to its seed if it fell below.
+
+    The refill is new seed money, recorded in the ledger, so the books still balance.
+    """
+    amount = current if win_amount is None else win_amount
+    if amount > current:
+        raise InsufficientPool(f"win of {amount} exceeds the pool's {current}")
+    if amount <= 0:
+        raise InsufficientPool("the pool is empty")
+    left = current - amount
+    top_up = max(0, seed - left)
+    return WinOutcome(
+        amount=amount, pool_before=current, seed_top_up=top_up, pool_after=left + top_up
+    )

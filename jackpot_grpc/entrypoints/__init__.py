@@ -1,0 +1,1 @@
+"""How the service is reached: gRPC servicer, error table, health, server wiring."""

@@ -1,0 +1,127 @@
+"""Translation between protobuf messages and domain values. No rules here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
+from google.type import decimal_pb2
+from jackpot.v1 import jackpot_pb2 as pb
+
+from jackpot_grpc.domain.model import (
+    GROUPS,
+    ContributionResult,
+    Group,
+    PoolConfig,
+    PoolState,
+    Statistics,
+    WinResult,
+)
+
+_TO_PROTO: dict[Group, pb.JackpotGroup.ValueType] = {
+    Group.MINOR: pb.JACKPOT_GROUP_MINOR,
+    Group.MAJOR: pb.JACKPOT_GROUP_MAJOR,
+    Group.MEGA: pb.JACKPOT_GROUP_MEGA,
+}
+_FROM_PROTO = {v: k for k, v in _TO_PROTO.items()}
+
+
+def group_from_proto(value: int) -> Group | None:
+    return _FROM_PROTO.get(value)  # type: ignore[call-overload, no-any-return]
+
+
+def group_to_proto(group: Group) -> pb.JackpotGroup.ValueType:
+    return _TO_PROTO[group]
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def pool(state: PoolState) -> pb.Pool:
+    message = pb.Pool(
+        group=group_to_proto(state.group),
+        current_amount=state.current_amount,
+        seed_amount=state.seed_amount,
+        contribution_rate=decimal_pb2.Decimal(value=str(state.contribution_rate)),
+        total_contributions=state.total_contributions,
+        total_wins=state.total_wins,
+        last_won_amount=state.last_won_amount or 0,
+        last_won_by_user_id=str(state.last_won_by_user_id or ""),
+        version=state.version,
+        total_seed_funding=state.total_seed_funding,
+        last_won_at=timestamp(state.last_won_at),
+        updated_at=timestamp(state.updated_at),
+    )
+    if state.max_amount is not None:
+        message.max_amount = state.max_amount
+    return message
+
+
+def contribute_response(result: ContributionResult) -> pb.ContributeResponse:
+    shares = result.shares
+    return pb.ContributeResponse(
+        contributions=[
+            pb.GroupAmount(group=group_to_proto(g), amount=shares.amounts[g]) for g in GROUPS
+        ],
+        total_contribution=shares.total,
+        pool_amounts=[
+            pb.GroupAmount(group=group_to_proto(g), amount=shares.pools_after[g]) for g in GROUPS
+        ],
+        contribution_id=result.contribution_id,
+        created_at=timestamp(result.created_at),
+        replayed=result.replayed,
+    )
+
+
+def win_response(result: WinResult) -> pb.WinResponse:
+    return pb.WinResponse(
+        actual_win_amount=result.outcome.amount,
+        remaining_amount=result.outcome.pool_after,
+        pool=pool(result.pool),
+        seed_top_up=result.outcome.seed_top_up,
+        win_id=result.win_id,
+        created_at=timestamp(result.created_at),
+        replayed=result.replayed,
+    )
+
+
+def pool_config(config: PoolConfig) -> pb.PoolConfig:
+    message = pb.PoolConfig(
+        group=group_to_proto(config.group),
+        contribution_rate=decimal_pb2.Decimal(value=str(config.contribution_rate)),
+        seed_amount=config.seed_amount,
+        version=config.version,
+    )
+    if config.max_amount is not None:
+        message.max_amount = config.max_amount
+    return message
+
+
+def statistics(stats: Statistics) -> pb.GetStatisticsResponse:
+    return pb.GetStatisticsResponse(
+        pools=[
+            pb.PoolStatistics(
+                group=group_to_proto(p.group),
+                current_amount=p.current_amount,
+                total_contributions=p.total_contributions,
+                total_wins=p.total_wins,
+                total_seed_funding=p.total_seed_funding,
+                contribution_count=p.contribution_count,
+                win_count=p.win_count,
+                last_won_amount=p.last_won_amount or 0,
+                last_won_at=timestamp(p.last_won_at),
+            )
+            for p in stats.pools
+        ],
+        total_contribution_count=stats.contribution_count,
+        total_contributed=stats.total_contributed,
+        total_win_count=stats.total_win_count,
+        total_won=stats.total_won,
+        total_pool_amount=stats.total_pool_amount,
+        total_wagered=stats.total_wagered,
+    )

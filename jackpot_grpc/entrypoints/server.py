@@ -1,0 +1,105 @@
+"""Server wiring: build the pieces, start them, and stop them in the right order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from jackpot.v1 import jackpot_pb2, jackpot_pb2_grpc
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from jackpot_grpc.adapters.database import create_pool
+from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.health import SERVICE_NAME, DatabaseHealthProbe
+from jackpot_grpc.entrypoints.servicer import JackpotServicer
+from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
+from jackpot_grpc.service.jackpot import JackpotService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    pool: AsyncConnectionPool[AsyncConnection[Any]]
+    service: JackpotService
+    contributor: Contributor
+    health: HealthServicer
+    probe: DatabaseHealthProbe
+    settings: Settings
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, stop accepting, let in-flight calls finish, then close the pool."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        await self.probe.stop()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.contributor.close()
+        await self.pool.close()
+        log.info("gRPC server stopped")
+
+
+async def start_server(
+    settings: Settings, database_url: str, *, port: int | None = None, reuse_port: bool = False
+) -> RunningServer:
+    """Open the pool (failing fast on a bad database), then serve on `port` (0: any)."""
+    pool = create_pool(settings, database_url)
+    await pool.open(wait=True, timeout=10)
+    service = JackpotService(pool, settings.snapshot_ttl)
+    contributor: Contributor
+    if settings.batching:
+        batcher = ContributionBatcher(service, settings.batch_max_size, settings.queue_max_size)
+        batcher.start()
+        contributor = batcher
+    else:
+        contributor = DirectContributor(service, settings.queue_max_size)
+
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
+    jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
+        JackpotServicer(service, contributor, settings.admin_token), server
+    )
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            jackpot_pb2.DESCRIPTOR.services_by_name["JackpotService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    bound = server.add_insecure_port(
+        f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
+    )
+    probe = DatabaseHealthProbe(health, service.ping, settings.health_probe_interval)
+    await probe.check()  # health is known before the first call arrives
+    await server.start()
+    probe.start()
+    log.info(
+        "gRPC listening on %s:%d (batching %s)",
+        settings.grpc_host,
+        bound,
+        "on" if settings.batching else "off",
+    )
+    return RunningServer(server, bound, pool, service, contributor, health, probe, settings)
+
+
+async def wait_for_signal() -> None:
+    """Until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+__all__ = ["SERVICE_NAME", "RunningServer", "start_server", "wait_for_signal"]

@@ -1,0 +1,173 @@
+"""The gRPC servicer: parse, call the service, translate. Errors leave through one table."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from jackpot.v1 import jackpot_pb2 as pb
+from jackpot.v1 import jackpot_pb2_grpc
+
+from jackpot_grpc.domain import validation
+from jackpot_grpc.domain.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
+from jackpot_grpc.entrypoints import convert
+from jackpot_grpc.entrypoints.errors import to_status
+from jackpot_grpc.service.batcher import Contributor
+from jackpot_grpc.service.jackpot import JackpotService
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+MAX_BATCH_ITEMS = 5000
+
+
+def translating_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
+    """Every exception leaves as a status from the error table; none as UNKNOWN."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await context.abort_with_status(to_status(exc))
+            raise  # unreachable: abort_with_status raises
+
+    return wrapper
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+def require_admin(context: grpc.aio.ServicerContext, admin_token: str | None) -> None:
+    token = bearer_token(context)
+    if token is None:
+        raise Unauthenticated("admin call needs 'authorization: Bearer <token>'")
+    if admin_token is None:
+        raise PermissionDenied("admin calls are disabled: JACKPOT_ADMIN_TOKEN is not set")
+    if not hmac.compare_digest(token.encode(), admin_token.encode()):
+        raise PermissionDenied("admin token is not valid")
+
+
+class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
+    def __init__(
+        self, service: JackpotService, contributor: Contributor, admin_token: str | None
+    ) -> None:
+        self._service = service
+        self._contributor = contributor
+        self._admin_token = admin_token
+
+    @translating_errors
+    async def Contribute(
+        self, request: pb.ContributeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ContributeResponse:
+        command = validation.contribute_command(
+            request.game_id, request.wager_amount, request.idempotency_key
+        )
+        return convert.contribute_response(await self._contributor.contribute(command))
+
+    @translating_errors
+    async def ContributeBatch(
+        self, request: pb.ContributeBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ContributeBatchResponse:
+        if len(request.contributions) > MAX_BATCH_ITEMS:
+            raise InvalidArgument.of("contributions", f"must hold at most {MAX_BATCH_ITEMS} items")
+        results: list[pb.ContributeBatchItemResult] = []
+        valid = []
+        for item in request.contributions:
+            try:
+                valid.append(
+                    validation.contribute_command(
+                        item.game_id, item.wager_amount, item.idempotency_key
+                    )
+                )
+                results.append(pb.ContributeBatchItemResult())
+            except InvalidArgument as exc:
+                results.append(pb.ContributeBatchItemResult(error=_item_error(exc)))
+        applied = iter(await self._service.contribute_many(valid) if valid else [])
+        for slot in results:
+            if not slot.HasField("error"):
+                slot.result.CopyFrom(convert.contribute_response(next(applied)))
+        return pb.ContributeBatchResponse(
+            results=results, applied_count=len(valid), rejected_count=len(results) - len(valid)
+        )
+
+    @translating_errors
+    async def Win(
+        self, request: pb.WinRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WinResponse:
+        command = validation.win_command(
+            convert.group_from_proto(request.group),
+            request.game_id,
+            request.user_id,
+            request.win_amount if request.HasField("win_amount") else None,
+            request.idempotency_key,
+        )
+        return convert.win_response(await self._service.win(command))
+
+    @translating_errors
+    async def GetPools(
+        self, request: pb.GetPoolsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPoolsResponse:
+        return pb.GetPoolsResponse(pools=[convert.pool(p) for p in await self._service.pools()])
+
+    @translating_errors
+    async def GetStatistics(
+        self, request: pb.GetStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStatisticsResponse:
+        return convert.statistics(await self._service.statistics())
+
+    @translating_errors
+    async def GetConfig(
+        self, request: pb.GetConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConfigResponse:
+        configs = await self._service.config()
+        return pb.GetConfigResponse(pools=[convert.pool_config(c) for c in configs])
+
+    @translating_errors
+    async def UpdateConfig(
+        self, request: pb.UpdateConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateConfigResponse:
+        require_admin(context, self._admin_token)
+        change = validation.config_change(
+            convert.group_from_proto(request.group),
+            validation.parse_rate("contribution_rate", request.contribution_rate.value)
+            if request.HasField("contribution_rate")
+            else None,
+            request.seed_amount if request.HasField("seed_amount") else None,
+            request.max_amount if request.HasField("max_amount") else None,
+            request.clear_max_amount,
+            request.expected_version if request.HasField("expected_version") else None,
+            request.actor,
+            request.reason,
+        )
+        config, audit_id = await self._service.update_config(change)
+        return pb.UpdateConfigResponse(config=convert.pool_config(config), audit_id=audit_id)
+
+
+def _item_error(exc: DomainError) -> pb.ItemError:
+    violation: FieldViolation | None = (
+        exc.violations[0] if isinstance(exc, InvalidArgument) and exc.violations else None
+    )
+    return pb.ItemError(
+        code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        message=exc.message,
+        field=violation.field if violation else "",
+    )

@@ -1,0 +1,126 @@
+"""Group commit for Contribute: concurrent calls share one transaction.
+
+Callers queue their (already validated) command and wait. One worker takes everything
+queued (up to the batch size), applies it in one transaction, and answers each caller
+with its own result only after the commit. While a batch commits, the next one forms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from jackpot_grpc.domain.errors import DomainError, Overloaded, Unavailable
+from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
+from jackpot_grpc.service.jackpot import JackpotService
+
+log = logging.getLogger(__name__)
+
+
+class Contributor(Protocol):
+    async def contribute(self, command: ContributeCommand) -> ContributionResult: ...
+
+    async def close(self) -> None: ...
+
+
+class DirectContributor:
+    """No batching: one transaction per call (JACKPOT_BATCHING=off, for comparison)."""
+
+    def __init__(self, service: JackpotService, max_in_flight: int) -> None:
+        self._service = service
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+
+    async def contribute(self, command: ContributeCommand) -> ContributionResult:
+        if self._in_flight >= self._max_in_flight:
+            raise Overloaded("too many contributions in flight; retry with backoff")
+        self._in_flight += 1
+        try:
+            (result,) = await self._service.contribute_many([command])
+            return result
+        finally:
+            self._in_flight -= 1
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class _Pending:
+    command: ContributeCommand
+    answer: asyncio.Future[ContributionResult]
+
+
+class ContributionBatcher:
+    def __init__(self, service: JackpotService, max_batch: int, max_queue: int) -> None:
+        self._service = service
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches = 0
+        self.batched = 0
+
+    def start(self) -> None:
+        self._worker = asyncio.create_task(self._run(), name="contribution-batcher")
+
+    async def contribute(self, command: ContributeCommand) -> ContributionResult:
+        if self._closed:
+            raise Unavailable("service is shutting down")
+        answer: asyncio.Future[ContributionResult] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Pending(command, answer))
+        except asyncio.QueueFull:
+            raise Overloaded("contribution queue is full; retry with backoff") from None
+        # If the caller goes away (deadline, cancel), the future is cancelled with it and
+        # the worker skips the command: a call whose deadline passed is not executed.
+        return await answer
+
+    async def close(self) -> None:
+        """Stop taking calls, answer everything queued, then stop the worker."""
+        self._closed = True
+        await self._queue.join()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+    def _take_batch(self, first: _Pending) -> list[_Pending]:
+        batch = [first]
+        while len(batch) < self._max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = self._take_batch(await self._queue.get())
+            try:
+                await self._apply([p for p in batch if not p.answer.done()])
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _apply(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        try:
+            results = await self._service.contribute_many([p.command for p in batch])
+        except DomainError as exc:
+            failure: Exception = exc
+        except Exception as exc:  # never leave a caller waiting on an unexpected fault
+            log.exception("contribution batch of %d failed", len(batch))
+            failure = exc
+        else:
+            self.batches += 1
+            self.batched += len(batch)
+            for pending, result in zip(batch, results, strict=True):
+                if not pending.answer.done():
+                    pending.answer.set_result(result)
+            return
+        for pending in batch:
+            if not pending.answer.done():
+                pending.answer.set_exception(failure)

@@ -1,0 +1,165 @@
+"""The jackpot's use cases. Each runs in one transaction and locks pools in lock order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.domain import rules
+from jackpot_grpc.domain.errors import VersionConflict
+from jackpot_grpc.domain.model import (
+    GROUPS,
+    ConfigChange,
+    ContributeCommand,
+    ContributionResult,
+    ContributionShares,
+    Group,
+    PoolAudit,
+    PoolConfig,
+    PoolState,
+    Statistics,
+    WinCommand,
+    WinResult,
+)
+from jackpot_grpc.domain.validation import apply_config_change
+from jackpot_grpc.service.snapshot import PoolSnapshot
+from jackpot_grpc.service.unit_of_work import transaction
+
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
+
+
+class JackpotService:
+    def __init__(self, pool: Pool, snapshot_ttl: float = 0.5) -> None:
+        self.pool = pool
+        self.snapshot = PoolSnapshot(snapshot_ttl)
+        self._refresh = asyncio.Lock()
+
+    async def contribute_many(
+        self, commands: Sequence[ContributeCommand]
+    ) -> list[ContributionResult]:
+        """Apply contributions in order, in one transaction; one result per command.
+
+        Keys already in the ledger, or repeated earlier in `commands`, replay the first
+        result and change nothing. Returns only after the commit.
+        """
+        async with transaction(self.pool) as conn:
+            pools = await repo.lock_pools(conn)
+            keys = sorted({c.idempotency_key for c in commands if c.idempotency_key})
+            known = await repo.find_contributions(conn, keys)
+
+            current = {g: pools[g].current_amount for g in GROUPS}
+            fresh: list[tuple[int, ContributeCommand, ContributionShares]] = []
+            first_in_batch: dict[str, int] = {}
+            replays: dict[int, int] = {}  # position -> position of the first with its key
+            for position, command in enumerate(commands):
+                key = command.idempotency_key
+                if key is not None and key in known:
+                    continue
+                if key is not None and key in first_in_batch:
+                    replays[position] = first_in_batch[key]
+                    continue
+                if key is not None:
+                    first_in_batch[key] = position
+                fresh.append(
+                    (position, command, rules.split_in_order(command.wager_amount, current, pools))
+                )
+
+            stored: dict[int, ContributionResult] = {}
+            if fresh:
+                sums = {g: sum(s.amounts[g] for _, _, s in fresh) for g in GROUPS}
+                counts = {g: sum(1 for _, _, s in fresh if s.amounts[g]) for g in GROUPS}
+                updated = await repo.apply_contribution_sums(conn, sums, counts)
+                ids = await repo.add_contributions(
+                    conn, [c for _, c, _ in fresh], [s for _, _, s in fresh]
+                )
+                for (position, _, shares), (row_id, created_at) in zip(fresh, ids, strict=True):
+                    stored[position] = ContributionResult(
+                        row_id, shares, created_at, replayed=False
+                    )
+        if fresh:
+            self.snapshot.update(updated)
+
+        results: list[ContributionResult] = []
+        for position, command in enumerate(commands):
+            if position in stored:
+                results.append(stored[position])
+            elif position in replays:
+                first = stored[replays[position]]
+                results.append(
+                    ContributionResult(first.contribution_id, first.shares, first.created_at, True)
+                )
+            else:
+                assert command.idempotency_key is not None
+                results.append(known[command.idempotency_key])
+        return results
+
+    async def win(self, command: WinCommand) -> WinResult:
+        async with transaction(self.pool) as conn:
+            pools = await repo.lock_pools(conn)
+            if command.idempotency_key:
+                earlier = await repo.find_win(conn, command.idempotency_key)
+                if earlier is not None:
+                    return WinResult(
+                        win_id=earlier["id"],
+                        outcome=repo.win_outcome(earlier),
+                        pool=pools[Group(earlier["jackpot_group"])],
+                        created_at=earlier["created_at"],
+                        replayed=True,
+                    )
+            pool = pools[command.group]
+            outcome = rules.pay_win(pool.current_amount, pool.seed_amount, command.win_amount)
+            win_id, created_at, after = await repo.record_win(conn, command, outcome)
+        self.snapshot.update([after])
+        return WinResult(win_id, outcome, after, created_at, replayed=False)
+
+    async def pools(self) -> list[PoolState]:
+        cached = self.snapshot.fresh()
+        if cached is not None:
+            return cached
+        async with self._refresh:  # one database read serves every caller waiting here
+            cached = self.snapshot.fresh()
+            if cached is not None:
+                return cached
+            async with transaction(self.pool) as conn:
+                pools = await repo.read_pools(conn)
+            self.snapshot.replace(pools)
+            return pools
+
+    async def statistics(self) -> Statistics:
+        async with transaction(self.pool) as conn:
+            pools = await repo.read_pools(conn)
+            count, wagered = await repo.contribution_totals(conn)
+        return Statistics(pools=pools, contribution_count=count, total_wagered=wagered)
+
+    async def config(self) -> list[PoolConfig]:
+        async with transaction(self.pool) as conn:
+            return [repo.config_of(p) for p in await repo.read_pools(conn)]
+
+    async def update_config(self, change: ConfigChange) -> tuple[PoolConfig, int]:
+        async with transaction(self.pool) as conn:
+            pools = await repo.lock_pools(conn)
+            before = repo.config_of(pools[change.group])
+            if change.expected_version is not None and change.expected_version != before.version:
+                raise VersionConflict(
+                    f"{change.group.value} pool is at version {before.version},"
+                    f" not {change.expected_version}"
+                )
+            after = apply_config_change(before, change)
+            audit_id = await repo.save_config(conn, before, after, change.actor, change.reason)
+            pools_after = await repo.read_pools(conn)
+        self.snapshot.update(pools_after)
+        return after, audit_id
+
+    async def audit(self) -> list[PoolAudit]:
+        async with transaction(self.pool) as conn:
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return await repo.audit_pools(conn)
+
+    async def ping(self) -> None:
+        async with transaction(self.pool) as conn:
+            await repo.ping(conn)

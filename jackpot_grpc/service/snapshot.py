@@ -1,0 +1,36 @@
+"""An in-process copy of the pools, so GetPools does not touch the database on the hot path.
+
+Every commit of this process refreshes it with the rows it wrote (RETURNING). Writes by
+other processes are seen once the copy is older than its TTL and is read again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from jackpot_grpc.domain.model import GROUPS, Group, PoolState
+
+
+class PoolSnapshot:
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._pools: dict[Group, PoolState] = {}
+        self._loaded_at = float("-inf")
+
+    def update(self, pools: Iterable[PoolState]) -> None:
+        """Keep the newest version of each pool: commits may report back out of order."""
+        for pool in pools:
+            known = self._pools.get(pool.group)
+            if known is None or pool.version >= known.version:
+                self._pools[pool.group] = pool
+
+    def replace(self, pools: Iterable[PoolState]) -> None:
+        """A full read from the database: resets the TTL clock."""
+        self.update(pools)
+        self._loaded_at = time.monotonic()
+
+    def fresh(self) -> list[PoolState] | None:
+        if len(self._pools) < len(GROUPS) or time.monotonic() - self._loaded_at > self.ttl:
+            return None
+        return [self._pools[g] for g in GROUPS]

@@ -1,0 +1,37 @@
+"""One transaction per use case: commit on success, roll back on any error.
+
+Database faults become `Unavailable`, so no caller ever mistakes them for an answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+
+from jackpot_grpc.domain.errors import Unavailable
+
+
+@asynccontextmanager
+async def transaction(
+    pool: AsyncConnectionPool[AsyncConnection[Any]],
+) -> AsyncIterator[AsyncConnection[Any]]:
+    """A connection inside a transaction; committed when the block exits cleanly.
+
+    The commit happens before this returns, so whatever the caller answers afterwards is
+    durable. A commit that fails (connection lost) raises Unavailable: the outcome is then
+    unknown to us, and the caller's retry with the same idempotency key settles it.
+    """
+    try:
+        async with pool.connection() as conn:
+            yield conn
+    except PoolTimeout as exc:
+        raise Unavailable("database unavailable: no connection within the pool timeout") from exc
+    except PoolClosed as exc:
+        raise Unavailable("service is shutting down") from exc
+    except psycopg.OperationalError as exc:
+        raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
