@@ -7,8 +7,8 @@ from alembic.config import Config
 
 from jackpot_grpc.config import PROJECT_ROOT
 
-# Offline mode needs only a dialect, never a connection.
-OFFLINE_URL = "postgresql://offline/dry-run"
+# Offline mode needs only a dialect (migrations/env.py), never a connection.
+OFFLINE_URL = "offline"
 
 
 def _config(database_url: str) -> Config:

