@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ from jackpot_grpc.adapters import migrations
 from jackpot_grpc.adapters.embedded import EmbeddedPostgres
 from jackpot_grpc.config import Settings
 from jackpot_grpc.logging_setup import configure_logging
+from jackpot_grpc.supervisor import supervise
 
 
 @contextlib.contextmanager
@@ -33,19 +35,42 @@ def database(settings: Settings, *, migrate: bool) -> Iterator[str]:
         embedded.stop()
 
 
+def child_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jackpot_grpc.cli", *args]
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.entrypoints.server import start_server, wait_for_signal
 
     async def serve(url: str) -> None:
-        running = await start_server(settings, url)
+        running = await start_server(settings, url, reuse_port=settings.reuse_port)
         try:
             await wait_for_signal()
         finally:
             await running.stop()
 
     with database(settings, migrate=not args.no_migrate) as url:
-        asyncio.run(serve(url))
+        if args.workers <= 1:
+            asyncio.run(serve(url))
+            return 0
+        # N processes share the ports through SO_REUSEPORT; the kernel spreads connections.
+        env = {**os.environ, "DATABASE_URL": url, "JACKPOT_REUSE_PORT": "on"}
+        return supervise([child_command("serve", "--no-migrate")] * args.workers, env)
+
+
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from jackpot_grpc.gateway.app import run_gateway
+
+    asyncio.run(run_gateway(settings))
     return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """Everything `make run` needs: database, migrations, gRPC server, gateway."""
+    with database(settings, migrate=True) as url:
+        env = {**os.environ, "DATABASE_URL": url}
+        serve = child_command("serve", "--no-migrate", "--workers", str(args.workers))
+        return supervise([serve, child_command("gateway")], env)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -110,7 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gRPC server (and its health/metrics HTTP)")
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    serve.add_argument("--workers", type=int, default=1, help="server processes on one port")
     serve.set_defaults(func=cmd_serve)
+
+    gateway = sub.add_parser("gateway", help="run the REST gateway sidecar")
+    gateway.set_defaults(func=cmd_gateway)
+
+    run = sub.add_parser("run", help="database, migrations, gRPC server and gateway together")
+    run.add_argument("--workers", type=int, default=1, help="gRPC server processes")
+    run.set_defaults(func=cmd_run)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")

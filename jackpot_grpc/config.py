@@ -46,6 +46,7 @@ class Settings:
     data_dir: Path
     grpc_host: str
     grpc_port: int
+    reuse_port: bool
     health_host: str
     health_port: int
     rest_host: str
@@ -72,6 +73,7 @@ class Settings:
             data_dir=Path(env.get("JACKPOT_DATA_DIR") or PROJECT_ROOT / ".data" / "postgres"),
             grpc_host=env.get("GRPC_HOST", "[::]"),
             grpc_port=_int(env, "GRPC_PORT", 50051),
+            reuse_port=_flag(env, "JACKPOT_REUSE_PORT", False),
             health_host=env.get("HEALTH_HOST", "0.0.0.0"),
             health_port=_int(env, "HEALTH_PORT", 3001),
             rest_host=env.get("REST_HOST", "0.0.0.0"),
