@@ -41,13 +41,18 @@ def child_command(*args: str) -> list[str]:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.entrypoints.server import start_server, wait_for_signal
+    from jackpot_grpc.telemetry import setup_telemetry
 
     async def serve(url: str) -> None:
-        running = await start_server(settings, url, reuse_port=settings.reuse_port)
+        telemetry = setup_telemetry()
+        running = await start_server(
+            settings, url, reuse_port=settings.reuse_port, telemetry=telemetry
+        )
         try:
             await wait_for_signal()
         finally:
             await running.stop()
+            telemetry.shutdown()
 
     with database(settings, migrate=not args.no_migrate) as url:
         if args.workers <= 1:

@@ -20,6 +20,5 @@ def create_pool(settings: Settings, database_url: str) -> AsyncConnectionPool[As
         # A connection the server killed is detected before it is handed out.
         check=AsyncConnectionPool.check_connection,
         kwargs={"application_name": APPLICATION_NAME, "connect_timeout": 3},
-        reconnect_timeout=0,  # keep trying to reconnect forever; health reports the outage
         name="jackpot",
     )

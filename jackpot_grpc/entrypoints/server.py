@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,9 +19,15 @@ from psycopg_pool import AsyncConnectionPool
 from jackpot_grpc.adapters.database import create_pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.health import SERVICE_NAME, DatabaseHealthProbe
+from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
+from jackpot_grpc.gateway.health_http import HealthHttp
+from jackpot_grpc.metrics import RequestMetrics
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
+
+if TYPE_CHECKING:
+    from jackpot_grpc.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +42,40 @@ class RunningServer:
     health: HealthServicer
     probe: DatabaseHealthProbe
     settings: Settings
+    metrics: RequestMetrics
+    health_http: HealthHttp
+    health_port: int
 
     async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING, stop accepting, let in-flight calls finish, then close the pool."""
+        """NOT_SERVING, stop accepting, let in-flight calls finish, then close the pool.
+
+        Health HTTP answers 503 "shutting_down" from the start and closes last, so
+        operators can watch the drain.
+        """
         grace = self.settings.shutdown_grace if grace is None else grace
+        self.health_http.shutting_down = True
         await self.probe.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.contributor.close()
         await self.pool.close()
+        await self.health_http.close()
         log.info("gRPC server stopped")
 
 
 async def start_server(
-    settings: Settings, database_url: str, *, port: int | None = None, reuse_port: bool = False
+    settings: Settings,
+    database_url: str,
+    *,
+    port: int | None = None,
+    reuse_port: bool = False,
+    telemetry: Telemetry | None = None,
 ) -> RunningServer:
-    """Open the pool (failing fast on a bad database), then serve on `port` (0: any)."""
+    """Open the pool (failing fast on a bad database), then serve on `port` (0: any).
+
+    Health/metrics HTTP listens on settings.health_host:health_port (0: any free port;
+    the bound one is RunningServer.health_port).
+    """
     pool = create_pool(settings, database_url)
     await pool.open(wait=True, timeout=10)
     service = JackpotService(pool, settings.snapshot_ttl)
@@ -63,15 +87,26 @@ async def start_server(
     else:
         contributor = DirectContributor(service, settings.queue_max_size)
 
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
+    metrics = RequestMetrics()
+    jackpot_service = jackpot_pb2.DESCRIPTOR.services_by_name["JackpotService"].full_name
+    interceptors: list[Any] = [
+        *(telemetry.server_interceptors() if telemetry else []),
+        MetricsInterceptor(metrics, [jackpot_service]),
+    ]
+    server = grpc.aio.server(
+        interceptors=interceptors, options=[("grpc.so_reuseport", 1 if reuse_port else 0)]
+    )
     jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
-        JackpotServicer(service, contributor, settings.admin_token), server
+        JackpotServicer(
+            service, contributor, settings.admin_token, telemetry.metrics if telemetry else None
+        ),
+        server,
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
-            jackpot_pb2.DESCRIPTOR.services_by_name["JackpotService"].full_name,
+            jackpot_service,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -82,7 +117,26 @@ async def start_server(
     )
     probe = DatabaseHealthProbe(health, service.ping, settings.health_probe_interval)
     await probe.check()  # health is known before the first call arrives
-    await server.start()
+    if telemetry is not None:
+        telemetry.metrics.observe_pools(service.snapshot.latest)
+        telemetry.metrics.observe_connections(pool.get_stats)
+    health_http = HealthHttp(
+        service,
+        probe,
+        metrics,
+        probe_interval=settings.health_probe_interval,
+        registries=[telemetry.prometheus] if telemetry else [],
+    )
+    try:
+        health_port = await health_http.start(
+            settings.health_host, settings.health_port, reuse_port=reuse_port
+        )
+        await server.start()
+    except BaseException:
+        await health_http.close()
+        await contributor.close()
+        await pool.close()
+        raise
     probe.start()
     log.info(
         "gRPC listening on %s:%d (batching %s)",
@@ -90,7 +144,20 @@ async def start_server(
         bound,
         "on" if settings.batching else "off",
     )
-    return RunningServer(server, bound, pool, service, contributor, health, probe, settings)
+    log.info("health/metrics HTTP listening on %s:%d", settings.health_host, health_port)
+    return RunningServer(
+        server,
+        bound,
+        pool,
+        service,
+        contributor,
+        health,
+        probe,
+        settings,
+        metrics,
+        health_http,
+        health_port,
+    )
 
 
 async def wait_for_signal() -> None:

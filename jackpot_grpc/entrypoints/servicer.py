@@ -23,6 +23,7 @@ from jackpot_grpc.entrypoints import convert
 from jackpot_grpc.entrypoints.errors import to_status
 from jackpot_grpc.service.batcher import Contributor
 from jackpot_grpc.service.jackpot import JackpotService
+from jackpot_grpc.telemetry import BusinessMetrics
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -68,11 +69,16 @@ def require_admin(context: grpc.aio.ServicerContext, admin_token: str | None) ->
 
 class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
     def __init__(
-        self, service: JackpotService, contributor: Contributor, admin_token: str | None
+        self,
+        service: JackpotService,
+        contributor: Contributor,
+        admin_token: str | None,
+        metrics: BusinessMetrics | None = None,
     ) -> None:
         self._service = service
         self._contributor = contributor
         self._admin_token = admin_token
+        self._metrics = metrics
 
     @translating_errors
     async def Contribute(
@@ -81,7 +87,10 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         command = validation.contribute_command(
             request.game_id, request.wager_amount, request.idempotency_key
         )
-        return convert.contribute_response(await self._contributor.contribute(command))
+        result = await self._contributor.contribute(command)
+        if self._metrics:
+            self._metrics.contributions_applied([result])
+        return convert.contribute_response(result)
 
     @translating_errors
     async def ContributeBatch(
@@ -101,7 +110,10 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
                 results.append(pb.ContributeBatchItemResult())
             except InvalidArgument as exc:
                 results.append(pb.ContributeBatchItemResult(error=_item_error(exc)))
-        applied = iter(await self._service.contribute_many(valid) if valid else [])
+        outcomes = await self._service.contribute_many(valid) if valid else []
+        if self._metrics:
+            self._metrics.contributions_applied(outcomes)
+        applied = iter(outcomes)
         for slot in results:
             if not slot.HasField("error"):
                 slot.result.CopyFrom(convert.contribute_response(next(applied)))
@@ -120,7 +132,10 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             request.win_amount if request.HasField("win_amount") else None,
             request.idempotency_key,
         )
-        return convert.win_response(await self._service.win(command))
+        result = await self._service.win(command)
+        if self._metrics:
+            self._metrics.win_paid(result)
+        return convert.win_response(result)
 
     @translating_errors
     async def GetPools(
@@ -159,6 +174,8 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             request.reason,
         )
         config, audit_id = await self._service.update_config(change)
+        if self._metrics:
+            self._metrics.config_changed(config.group)
         return pb.UpdateConfigResponse(config=convert.pool_config(config), audit_id=audit_id)
 
 

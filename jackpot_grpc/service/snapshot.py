@@ -30,6 +30,10 @@ class PoolSnapshot:
         self.update(pools)
         self._loaded_at = time.monotonic()
 
+    def latest(self) -> list[PoolState]:
+        """Whatever is known, however old: good enough for gauges, never for answers."""
+        return [self._pools[g] for g in GROUPS if g in self._pools]
+
     def fresh(self) -> list[PoolState] | None:
         if len(self._pools) < len(GROUPS) or time.monotonic() - self._loaded_at > self.ttl:
             return None

@@ -1,0 +1,79 @@
+"""Times every unary jackpot RPC and records its method, final status code and latency.
+
+The latency is the handler's time on the server (after deserialisation, before the
+response is written). Only the methods of the measured services are timed: load-balancer
+health checks and reflection would otherwise drown the business traffic's figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+import grpc
+
+from jackpot_grpc.metrics import RequestMetrics
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    """The status the caller sees: the one set on the context, or what the error implies."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if error is None or isinstance(error, grpc.aio.AbortError):
+        return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
+    if isinstance(error, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN  # what grpc answers for an exception that escapes
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, metrics: RequestMetrics, services: Collection[str]) -> None:
+        self._metrics = metrics
+        self._prefixes = tuple(f"/{s}/" for s in services)
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        full_name: str = handler_call_details.method
+        if (
+            handler is None
+            or handler.unary_unary is None
+            or not full_name.startswith(self._prefixes)
+        ):
+            return handler
+        timed = self._timed(full_name.rsplit("/", 1)[-1], handler.unary_unary)
+        return grpc.unary_unary_rpc_method_handler(
+            timed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _timed(self, method: str, behavior: Behavior) -> Behavior:
+        record = self._metrics.record
+
+        async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                response = behavior(request, context)
+                if inspect.isawaitable(response):
+                    response = await response
+                return response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                record(method, final_code(context, error), time.perf_counter() - started)
+
+        return timed

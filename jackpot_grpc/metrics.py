@@ -1,0 +1,386 @@
+"""In-process request metrics: windowed latency percentiles, error rates and throughput.
+
+Every RPC is recorded once (method, final status code, handler latency) in O(1): per
+method, into one slot of each window's ring and into a since-start aggregate. Memory is
+bounded: each ring has a fixed number of slots, each slot a fixed-size histogram.
+
+Latency histogram: log-spaced buckets from 10 µs to 60 s with growth factor
+γ = (1 + ε) / (1 − ε); a bucket is reported by the value 2γ^i·lo/(γ + 1), so every
+percentile is within ε = 5 % (relative) of a latency that was observed at that rank.
+Estimates are clamped to the window's exact min and max; values above 60 s report as max.
+
+Windows (`?period=`): each is a ring of slots, and covers its current, partial slot plus
+the previous full ones, so it spans between `period − slot` and `period`:
+5m = 300 × 1 s, 1h = 60 × 1 min, 24h = 96 × 15 min, 30d = 120 × 6 h. No period: since
+the process started (the aggregate is exact, not windowed).
+
+What counts as an error (`error_count`, `error_rate`): a server-side fault —
+UNKNOWN, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED, DATA_LOSS, RESOURCE_EXHAUSTED.
+Every other non-OK code (INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, ABORTED,
+UNAUTHENTICATED, PERMISSION_DENIED, CANCELLED, ...) is the caller's problem and is counted
+as `client_error_count` / `client_error_rate`. Rates are fractions in [0, 1]; the
+`*_percent` fields are the same rates × 100.
+
+The Prometheus request counter and latency histogram (by method and code) live in
+`registry`, this object's own CollectorRegistry, and are fed by the same `record` call.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+
+RELATIVE_ERROR = 0.05
+MIN_MS = 0.01
+MAX_MS = 60_000.0
+_GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
+_LOG_GAMMA = math.log(_GAMMA)
+_TOP = math.ceil(math.log(MAX_MS / MIN_MS) / _LOG_GAMMA)  # last bounded bucket
+HISTOGRAM_BUCKETS = _TOP + 2  # 0: ≤ MIN_MS, 1.._TOP: log-spaced, _TOP + 1: above
+
+STATUS_CODES: tuple[grpc.StatusCode, ...] = tuple(grpc.StatusCode)
+_CODE_INDEX: dict[grpc.StatusCode, int] = {c: i for i, c in enumerate(STATUS_CODES)}
+SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+_SERVER_ERROR_INDEXES = tuple(_CODE_INDEX[c] for c in SERVER_ERRORS)
+_OK_INDEX = _CODE_INDEX[grpc.StatusCode.OK]
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    slot_seconds: float
+    slots: int
+
+    @property
+    def seconds(self) -> float:
+        return self.slot_seconds * self.slots
+
+
+WINDOWS: tuple[Window, ...] = (
+    Window("5m", 1.0, 300),
+    Window("1h", 60.0, 60),
+    Window("24h", 900.0, 96),
+    Window("30d", 21_600.0, 120),
+)
+FINE = WINDOWS[0]  # every other slot is a whole number of these
+PERIODS: dict[str, Window] = {w.name: w for w in WINDOWS}
+SINCE_START = "since_start"
+MAX_METHODS = 64  # more distinct names than this fold into "other": bounded memory
+
+# Prometheus buckets (seconds), including the runbook's latency thresholds.
+PROMETHEUS_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class UnknownPeriod(ValueError):
+    def __init__(self, period: str) -> None:
+        super().__init__(
+            f"unknown period {period!r}: use one of {', '.join(PERIODS)} (or none: since start)"
+        )
+        self.period = period
+
+
+def bucket_of(ms: float) -> int:
+    if ms <= MIN_MS:
+        return 0
+    return min(math.ceil(math.log(ms / MIN_MS) / _LOG_GAMMA), _TOP + 1)
+
+
+def bucket_value(index: int) -> float:
+    """The value reported for a bucket: within RELATIVE_ERROR of anything in it."""
+    if index <= 0:
+        return MIN_MS
+    if index > _TOP:
+        return MAX_MS
+    return MIN_MS * 2 * _GAMMA**index / (_GAMMA + 1)
+
+
+class Stats:
+    """Counts by status code, latency sum/min/max and histogram, for one slot or window."""
+
+    __slots__ = ("codes", "count", "hist", "max_ms", "min_ms", "sum_ms")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.codes = [0] * len(STATUS_CODES)
+        self.sum_ms = 0.0
+        self.min_ms = math.inf
+        self.max_ms = 0.0
+        self.hist = array("Q", bytes(8 * HISTOGRAM_BUCKETS))
+
+    def add(self, code: int, ms: float, bucket: int) -> None:
+        self.count += 1
+        self.codes[code] += 1
+        self.sum_ms += ms
+        if ms < self.min_ms:
+            self.min_ms = ms
+        if ms > self.max_ms:
+            self.max_ms = ms
+        self.hist[bucket] += 1
+
+    def merge(self, other: Stats) -> None:
+        self.count += other.count
+        self.sum_ms += other.sum_ms
+        self.min_ms = min(self.min_ms, other.min_ms)
+        self.max_ms = max(self.max_ms, other.max_ms)
+        for i, n in enumerate(other.codes):
+            self.codes[i] += n
+        hist = self.hist
+        for i, n in enumerate(other.hist):
+            if n:
+                hist[i] += n
+
+    def percentile(self, q: float) -> float | None:
+        """Nearest-rank percentile (q in [0, 1]) estimated from the histogram."""
+        if self.count == 0:
+            return None
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for index, n in enumerate(self.hist):
+            seen += n
+            if seen >= rank:
+                return min(max(bucket_value(index), self.min_ms), self.max_ms)
+        return self.max_ms  # unreachable: the histogram holds `count` values
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.codes[i] for i in _SERVER_ERROR_INDEXES)
+
+    @property
+    def client_error_count(self) -> int:
+        return self.count - self.codes[_OK_INDEX] - self.error_count
+
+
+class Ring:
+    """A fixed number of time slots; a slot is reset when its time comes round again."""
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.slots: list[Stats | None] = [None] * window.slots
+        self.epochs: list[int] = [-1] * window.slots
+
+    def slot(self, now: float) -> Stats:
+        epoch = int(now // self.window.slot_seconds)
+        position = epoch % self.window.slots
+        stats = self.slots[position]
+        if stats is None or self.epochs[position] != epoch:
+            stats = self.slots[position] = Stats()
+            self.epochs[position] = epoch
+        return stats
+
+    def live(self, now: float) -> Iterable[Stats]:
+        """The slots inside the window ending now."""
+        current = int(now // self.window.slot_seconds)
+        oldest = current - self.window.slots + 1
+        for stats, epoch in zip(self.slots, self.epochs, strict=True):
+            if stats is not None and oldest <= epoch <= current:
+                yield stats
+
+
+def window_start(window: Window, now: float) -> float:
+    """When the window ending now begins: the start of its oldest slot."""
+    current = int(now // window.slot_seconds)
+    return (current - window.slots + 1) * window.slot_seconds
+
+
+class Series:
+    """One method's rings and since-start aggregate.
+
+    A call touches only the current one-second slot. When the second changes, the finished
+    slot is merged once into the coarser rings and the aggregate (a roll-up), so the cost
+    per call stays at one slot update whatever the number of windows.
+    """
+
+    def __init__(self) -> None:
+        self.total = Stats()
+        self.rings = [Ring(w) for w in WINDOWS]
+        self.current: Stats | None = None
+        self.current_epoch = -1
+
+    def add(self, now: float, code: int, ms: float) -> None:
+        epoch = int(now // FINE.slot_seconds)
+        current = self.current
+        if current is None or epoch != self.current_epoch:
+            self._roll_up()
+            current = self.current = self.rings[0].slot(now)
+            self.current_epoch = epoch
+        current.add(code, ms, bucket_of(ms))
+
+    def _roll_up(self) -> None:
+        if self.current is None:
+            return
+        at = self.current_epoch * FINE.slot_seconds
+        self.total.merge(self.current)
+        for ring in self.rings[1:]:
+            ring.slot(at).merge(self.current)
+
+    def since_start(self) -> Stats:
+        merged = Stats()
+        merged.merge(self.total)
+        if self.current is not None:
+            merged.merge(self.current)
+        return merged
+
+    def window(self, index: int, now: float) -> Stats:
+        merged = Stats()
+        for stats in self.rings[index].live(now):
+            merged.merge(stats)
+        start = window_start(WINDOWS[index], now)
+        if index and self.current is not None and self.current_epoch * FINE.slot_seconds >= start:
+            merged.merge(self.current)  # the second not yet rolled up
+        return merged
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def describe(stats: Stats, seconds: float) -> dict[str, Any]:
+    """The JSON shape of one set of stats over `seconds` (the runbook reads these names)."""
+    count = stats.count
+    errors = stats.error_count
+    client_errors = stats.client_error_count
+    per_second = count / seconds if seconds > 0 else 0.0
+    return {
+        "total_requests": count,
+        "success_count": stats.codes[_OK_INDEX],
+        "error_count": errors,
+        "client_error_count": client_errors,
+        "error_rate": errors / count if count else 0.0,
+        "error_rate_percent": 100.0 * errors / count if count else 0.0,
+        "client_error_rate": client_errors / count if count else 0.0,
+        "client_error_rate_percent": 100.0 * client_errors / count if count else 0.0,
+        "status_codes": {
+            code.name: n for code, n in zip(STATUS_CODES, stats.codes, strict=True) if n
+        },
+        "response_times": {
+            "avg": _ms(stats.sum_ms / count if count else None),
+            "min": _ms(stats.min_ms if count else None),
+            "max": _ms(stats.max_ms if count else None),
+            "p50": _ms(stats.percentile(0.50)),
+            "p90": _ms(stats.percentile(0.90)),
+            "p95": _ms(stats.percentile(0.95)),
+            "p99": _ms(stats.percentile(0.99)),
+        },
+        "throughput": {
+            "per_second": round(per_second, 3),
+            "per_minute": round(per_second * 60, 3),
+        },
+    }
+
+
+class RequestMetrics:
+    """Records every RPC; answers summaries over a period. Runs on the event loop only."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.started = clock()
+        self._series: dict[str, Series] = {}
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self._requests = Counter(
+            "jackpot_grpc_requests",
+            "gRPC requests handled, by method and final status code.",
+            ("method", "code"),
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "jackpot_grpc_request_duration_seconds",
+            "Time in the gRPC handler, by method and final status code.",
+            ("method", "code"),
+            buckets=PROMETHEUS_BUCKETS,
+            registry=self.registry,
+        )
+        self._children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
+
+    def record(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        series = self._series.get(method)
+        if series is None:
+            if len(self._series) >= MAX_METHODS:
+                method = "other"
+            series = self._series.setdefault(method, Series())
+        series.add(self._clock(), _CODE_INDEX[code], seconds * 1000.0)
+        children = self._children.get((method, code))
+        if children is None:
+            children = self._children[(method, code)] = (
+                self._requests.labels(method, code.name),
+                self._latency.labels(method, code.name),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def uptime(self) -> float:
+        return self._clock() - self.started
+
+    def summary(self, period: str | None = None) -> dict[str, Any]:
+        """Totals and per-method figures over `period` (a PERIODS key; None: since start)."""
+        now = self._clock()
+        if period is None or period == "":
+            seconds = now - self.started
+            per_method = {m: series.since_start() for m, series in self._series.items()}
+            name = SINCE_START
+        else:
+            if period not in PERIODS:
+                raise UnknownPeriod(period)
+            index = WINDOWS.index(PERIODS[period])
+            per_method = {m: series.window(index, now) for m, series in self._series.items()}
+            seconds = now - max(self.started, window_start(WINDOWS[index], now))
+            name = period
+        total = Stats()
+        for stats in per_method.values():
+            total.merge(stats)
+        return {
+            "period": name,
+            "window_seconds": round(seconds, 3),
+            "uptime_seconds": round(now - self.started, 3),
+            **describe(total, seconds),
+            "methods": {m: describe(s, seconds) for m, s in sorted(per_method.items())},
+            "units": {
+                "response_times": "milliseconds",
+                "error_rate": "fraction of total_requests (0..1); *_percent is × 100",
+                "throughput": "requests per second / per minute over window_seconds",
+                "percentile_relative_error": RELATIVE_ERROR,
+            },
+        }
+
+    def slot_count(self) -> int:
+        """Allocated slots over every method and window: bounded by design."""
+        return sum(
+            1
+            for series in self._series.values()
+            for ring in series.rings
+            for stats in ring.slots
+            if stats is not None
+        )

@@ -1,0 +1,302 @@
+"""Health and metrics HTTP against a real server on real PostgreSQL, read as the runbook does."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import grpc
+import psycopg
+import pytest
+from jackpot.v1 import jackpot_pb2 as pb
+from jackpot.v1 import jackpot_pb2_grpc
+from psycopg.conninfo import conninfo_to_dict
+
+from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.server import RunningServer, start_server
+
+Stub = jackpot_pb2_grpc.JackpotServiceStub
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+def url(running: RunningServer, path: str) -> str:
+    return f"http://127.0.0.1:{running.health_port}{path}"
+
+
+async def get_json(
+    http: aiohttp.ClientSession, running: RunningServer, path: str
+) -> tuple[int, Any]:
+    async with http.get(url(running, path)) as response:
+        assert response.content_type == "application/json"
+        return response.status, await response.json()
+
+
+async def get_text(
+    http: aiohttp.ClientSession, running: RunningServer, path: str, accept: str = "*/*"
+) -> tuple[int, str, str]:
+    async with http.get(url(running, path), headers={"Accept": accept}) as response:
+        return response.status, response.headers["Content-Type"], await response.text()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, f"not true within {within} s"
+        await asyncio.sleep(0.1)
+
+
+async def status_of(http: aiohttp.ClientSession, running: RunningServer, path: str) -> int:
+    return (await get_json(http, running, path))[0]
+
+
+async def test_metrics_count_exactly_the_calls_made(
+    server: RunningServer, stub: Stub, http: aiohttp.ClientSession
+) -> None:
+    for wager in (1000, 2500, 40):
+        await stub.Contribute(pb.ContributeRequest(game_id="slots", wager_amount=wager))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Contribute(pb.ContributeRequest(game_id="slots", wager_amount=0))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await stub.GetPools(pb.GetPoolsRequest())
+    await stub.GetPools(pb.GetPoolsRequest())
+
+    status, metrics = await get_json(http, server, "/metrics")
+    assert status == 200
+    assert metrics["period"] == "since_start"
+    assert metrics["total_requests"] == 6
+    # A refused request is the caller's mistake: a client error, not an error of ours.
+    assert (metrics["error_count"], metrics["client_error_count"]) == (0, 1)
+    assert metrics["error_rate"] == 0.0
+    assert metrics["client_error_rate"] == pytest.approx(1 / 6)
+    times = metrics["response_times"]
+    assert 0 < times["min"] <= times["p50"] <= times["p95"] <= times["p99"] <= times["max"]
+    assert times["min"] <= times["avg"] <= times["max"]
+    assert metrics["throughput"]["per_second"] > 0
+    contribute = metrics["methods"]["Contribute"]
+    assert (contribute["total_requests"], contribute["client_error_count"]) == (4, 1)
+    assert contribute["status_codes"] == {"OK": 3, "INVALID_ARGUMENT": 1}
+    assert metrics["methods"]["GetPools"]["total_requests"] == 2
+    assert set(metrics["methods"]) == {"Contribute", "GetPools"}  # health checks not counted
+
+    status, recent = await get_json(http, server, "/metrics?period=5m")
+    assert (status, recent["period"], recent["total_requests"]) == (200, "5m", 6)
+    assert 0 < recent["window_seconds"] <= 300
+
+    status, refusal = await get_json(http, server, "/metrics?period=7d")
+    assert status == 400
+    assert refusal["parameter"] == "period"
+    assert refusal["allowed"] == ["5m", "1h", "24h", "30d"]
+
+
+async def test_prometheus_text_carries_the_counts_and_the_gauges(
+    server: RunningServer, stub: Stub, http: aiohttp.ClientSession
+) -> None:
+    for _ in range(3):
+        await stub.Contribute(pb.ContributeRequest(game_id="slots", wager_amount=1000))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Contribute(pb.ContributeRequest(game_id="", wager_amount=1000))
+    pools = await stub.GetPools(pb.GetPoolsRequest())
+
+    status, content_type, text = await get_text(http, server, "/metrics/prometheus")
+    assert status == 200 and content_type.startswith("text/plain")
+    assert 'jackpot_grpc_requests_total{code="OK",method="Contribute"} 3.0' in text
+    assert 'jackpot_grpc_requests_total{code="INVALID_ARGUMENT",method="Contribute"} 1.0' in text
+    assert 'jackpot_grpc_requests_total{code="OK",method="GetPools"} 1.0' in text
+    assert 'jackpot_grpc_request_duration_seconds_count{code="OK",method="Contribute"} 3.0' in text
+    assert "jackpot_database_up 1.0" in text
+    assert "jackpot_db_pool_max_size 8.0" in text
+    minor = next(p for p in pools.pools if p.group == pb.JACKPOT_GROUP_MINOR)
+    assert f'jackpot_pool_current_amount{{group="minor"}} {float(minor.current_amount)}' in text
+
+    # /metrics gives the same text to a scraper that asks for text/plain.
+    status, content_type, scraped = await get_text(http, server, "/metrics", accept="text/plain")
+    assert status == 200 and content_type.startswith("text/plain")
+    assert 'jackpot_grpc_requests_total{code="OK",method="Contribute"} 3.0' in scraped
+    status, content_type, _ = await get_text(
+        http, server, "/metrics", accept="application/json, text/plain"
+    )
+    assert content_type.startswith("application/json")
+
+
+async def test_health_and_database_report_a_healthy_service(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    status, health = await get_json(http, server, "/health")
+    assert status == 200
+    assert health["status"] == "healthy"
+    assert health["checks"]["database"]["status"] == "up"
+    assert health["uptime_seconds"] >= 0 and health["version"]
+
+    status, database = await get_json(http, server, "/health/database")
+    assert status == 200
+    assert database["status"] == "healthy" and database["latency_ms"] > 0
+    pool = database["pool"]
+    assert (pool["min_size"], pool["max_size"]) == (1, 8)
+    assert pool["pool_size"] >= 1 and 0 <= pool["pool_available"] <= pool["pool_size"]
+    assert pool["requests_waiting"] == 0
+    assert 0 <= pool["utilization_percent"] <= 100
+    assert pool["counters"]["requests_num"] >= 1
+
+
+async def test_jackpot_health_shows_pools_and_balanced_books(
+    server: RunningServer, stub: Stub, http: aiohttp.ClientSession
+) -> None:
+    await stub.Contribute(pb.ContributeRequest(game_id="slots", wager_amount=100_000))
+    await stub.Win(
+        pb.WinRequest(
+            group=pb.JACKPOT_GROUP_MINOR, game_id="slots", user_id=str(uuid.uuid4()), win_amount=5
+        )
+    )
+    pools = await stub.GetPools(pb.GetPoolsRequest())
+
+    status, jackpot = await get_json(http, server, "/health/jackpot")
+    assert status == 200
+    assert jackpot["status"] == "healthy" and jackpot["pools_readable"]
+    amounts = {p["group"]: (p["current_amount"], p["version"]) for p in jackpot["pools"]}
+    assert amounts == {
+        name: (p.current_amount, p.version)
+        for name, p in zip(("minor", "major", "mega"), pools.pools, strict=True)
+    }
+    minor = jackpot["pools"][0]
+    assert minor["last_won_at"] is not None and jackpot["last_activity"] >= minor["last_won_at"]
+    ledger = jackpot["ledger"]
+    assert ledger["balanced"] is True and ledger["discrepancies"] == []
+    assert [p["discrepancy"] for p in ledger["pools"]] == [0, 0, 0]
+
+
+def database_name(database_url: str) -> str:
+    name = conninfo_to_dict(database_url)["dbname"]
+    assert isinstance(name, str)
+    return name
+
+
+def allow_connections(admin_url: str, name: str, allowed: bool) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {str(allowed).lower()}")
+        if not allowed:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+
+async def test_a_lost_database_turns_health_503_and_back(
+    server: RunningServer,
+    stub: Stub,
+    http: aiohttp.ClientSession,
+    admin_url: str,
+    database_url: str,
+) -> None:
+    await stub.GetPools(pb.GetPoolsRequest())
+    name = database_name(database_url)
+    try:
+        await asyncio.to_thread(allow_connections, admin_url, name, False)
+        await eventually(lambda: _is(503, http, server, "/health"), within=5)
+        status, health = await get_json(http, server, "/health")
+        assert (status, health["status"]) == (503, "unhealthy")
+        assert health["checks"]["database"]["status"] == "down"
+        status, database = await get_json(http, server, "/health/database")
+        assert (status, database["status"]) == (503, "unhealthy")
+        assert database["error"]
+        assert "pool" in database
+        status, _ = await get_json(http, server, "/health/jackpot")
+        assert status == 503
+
+        # A call that fails for want of a database is our error, not the caller's.
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.GetStatistics(pb.GetStatisticsRequest())
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        _, metrics = await get_json(http, server, "/metrics")
+        assert (metrics["total_requests"], metrics["error_count"]) == (2, 1)
+        assert metrics["error_rate"] == pytest.approx(0.5)
+        assert metrics["error_rate_percent"] == pytest.approx(50.0)
+    finally:
+        await asyncio.to_thread(allow_connections, admin_url, name, True)
+    await eventually(lambda: _is(200, http, server, "/health"), within=10)
+    await eventually(lambda: _is(200, http, server, "/health/database"), within=5)
+
+
+async def _is(
+    expected: int, http: aiohttp.ClientSession, running: RunningServer, path: str
+) -> bool:
+    return await status_of(http, running, path) == expected
+
+
+async def test_shutdown_reports_503_while_draining_then_closes_the_port(
+    settings: Settings, database_url: str, http: aiohttp.ClientSession
+) -> None:
+    running = await start_server(
+        dataclasses.replace(settings, batching=False), database_url, port=0
+    )
+    stopping: asyncio.Task[None] | None = None
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+            await psycopg.AsyncConnection.connect(database_url) as blocker,
+        ):
+            await blocker.execute("SELECT 1 FROM jackpots FOR UPDATE")  # hold every pool row
+            win = asyncio.ensure_future(
+                Stub(channel).Win(
+                    pb.WinRequest(
+                        group=pb.JACKPOT_GROUP_MINOR,
+                        game_id="slots",
+                        user_id=str(uuid.uuid4()),
+                        win_amount=1,
+                    )
+                )
+            )
+            await eventually(lambda: _waits_for_lock(database_url), within=5)
+
+            stopping = asyncio.create_task(running.stop(grace=5.0))
+            await asyncio.sleep(0.1)  # the Win is in flight: the server is draining
+            status, health = await get_json(http, running, "/health")
+            assert (status, health["status"]) == (503, "shutting_down")
+
+            await blocker.commit()  # let the Win finish; the drain then completes
+            assert (await win).actual_win_amount == 1
+    finally:
+        if stopping is None:
+            await running.stop(grace=1.0)
+        else:
+            await asyncio.wait_for(asyncio.shield(stopping), 10)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await get_json(http, running, "/health")
+
+
+async def _waits_for_lock(database_url: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as watcher:
+        cursor = await watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        )
+        row = await cursor.fetchone()
+    return row is not None and row[0] >= 1
+
+
+async def test_a_taken_health_port_fails_the_start_and_leaves_no_connection_open(
+    settings: Settings, database_url: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = dataclasses.replace(settings, health_port=taken.getsockname()[1])
+        with pytest.raises(OSError):
+            await start_server(busy, database_url, port=0)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'jackpot-service'"
+        )
+        assert await cursor.fetchone() == (0,)
