@@ -1,0 +1,292 @@
+"""Every repository operation against a real, freshly migrated PostgreSQL database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.domain.model import (
+    GROUPS,
+    ContributeCommand,
+    ContributionShares,
+    Group,
+    PoolConfig,
+    WinCommand,
+    WinOutcome,
+)
+from tests.random_refs import random_game_id, random_key, random_user_id
+
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Pool]:
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False) as opened:
+        await opened.open(wait=True, timeout=10)
+        yield opened
+
+
+async def scalar(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    async with await AsyncConnection.connect(database_url) as conn:
+        row = await (await conn.execute(sql, params)).fetchone()
+        assert row is not None
+        return row[0]
+
+
+def command(wager: int, key: str | None = None) -> ContributeCommand:
+    return ContributeCommand(game_id=random_game_id(), wager_amount=wager, idempotency_key=key)
+
+
+def shares(minor: int, major: int, mega: int, after: tuple[int, int, int]) -> ContributionShares:
+    return ContributionShares(
+        amounts={Group.MINOR: minor, Group.MAJOR: major, Group.MEGA: mega},
+        pools_after=dict(zip(GROUPS, after, strict=True)),
+    )
+
+
+async def test_lock_pools_returns_the_default_pools_in_lock_order(pool: Pool) -> None:
+    async with pool.connection() as conn:
+        pools = await repo.lock_pools(conn)
+    assert list(pools) == list(GROUPS)
+    minor, major, mega = (pools[g] for g in GROUPS)
+    assert (minor.current_amount, minor.seed_amount, minor.max_amount) == (10000, 10000, 100000)
+    assert (major.current_amount, major.seed_amount, major.max_amount) == (
+        100000,
+        100000,
+        1000000,
+    )
+    assert (mega.current_amount, mega.seed_amount, mega.max_amount) == (1000000, 1000000, None)
+    assert [p.contribution_rate for p in pools.values()] == [
+        Decimal("0.005"),
+        Decimal("0.003"),
+        Decimal("0.002"),
+    ]
+    assert all(p.version == 1 and p.total_seed_funding == p.seed_amount for p in pools.values())
+
+
+async def test_lock_pools_holds_the_rows_until_the_transaction_ends(
+    pool: Pool, database_url: str
+) -> None:
+    async with await AsyncConnection.connect(database_url, autocommit=True) as other:
+        async with pool.connection() as conn:
+            await repo.lock_pools(conn)
+            for group in GROUPS:
+                with pytest.raises(psycopg.errors.LockNotAvailable):
+                    await other.execute(
+                        "SELECT 1 FROM jackpots WHERE jackpot_group = %s FOR UPDATE NOWAIT",
+                        (group.value,),
+                    )
+        # Committed: the rows are free again.
+        await other.execute("SELECT 1 FROM jackpots FOR UPDATE NOWAIT")
+
+
+async def test_add_contributions_returns_ids_in_the_order_given(
+    pool: Pool, database_url: str
+) -> None:
+    wagers = [500, 100, 900, 300, 700, 200]
+    commands = [command(w, random_key(str(i))) for i, w in enumerate(wagers)]
+    rows = [shares(w // 100, 0, 0, (1, 2, 3)) for w in wagers]
+    async with pool.connection() as conn:
+        ids = await repo.add_contributions(conn, commands, rows)
+    assert len(ids) == len(wagers)
+    assert [i for i, _ in ids] == sorted(i for i, _ in ids)
+    async with await AsyncConnection.connect(database_url) as check:
+        cur = await check.execute(
+            "SELECT id, wager_amount, game_id, minor_amount FROM contributions ORDER BY id"
+        )
+        stored = await cur.fetchall()
+    assert [(r[0], r[1], r[2], r[3]) for r in stored] == [
+        (row_id, c.wager_amount, c.game_id, c.wager_amount // 100)
+        for (row_id, _), c in zip(ids, commands, strict=True)
+    ]
+
+
+async def test_find_contributions_finds_by_key_and_replays(pool: Pool) -> None:
+    key_a, key_b = random_key("a"), random_key("b")
+    async with pool.connection() as conn:
+        assert await repo.find_contributions(conn, []) == {}
+        assert await repo.find_contributions(conn, [key_a]) == {}
+        ids = await repo.add_contributions(
+            conn,
+            [command(1000, key_a), command(2000, None), command(3000, key_b)],
+            [
+                shares(5, 3, 2, (10005, 100003, 1000002)),
+                shares(10, 6, 4, (10015, 100009, 1000006)),
+                shares(15, 9, 6, (10030, 100018, 1000012)),
+            ],
+        )
+        found = await repo.find_contributions(conn, [key_b, key_a, random_key("missing")])
+    assert set(found) == {key_a, key_b}
+    assert found[key_a].contribution_id == ids[0][0]
+    assert found[key_b].contribution_id == ids[2][0]
+    assert found[key_b].replayed is True
+    assert found[key_b].shares.amounts == {Group.MINOR: 15, Group.MAJOR: 9, Group.MEGA: 6}
+    assert found[key_b].shares.pools_after == {
+        Group.MINOR: 10030,
+        Group.MAJOR: 100018,
+        Group.MEGA: 1000012,
+    }
+    assert found[key_a].created_at == ids[0][1]
+
+
+async def test_a_repeated_idempotency_key_is_refused_by_the_unique_index(pool: Pool) -> None:
+    key = random_key()
+    row = shares(1, 1, 1, (1, 1, 1))
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        async with pool.connection() as conn:
+            await repo.add_contributions(conn, [command(100, key), command(100, key)], [row, row])
+
+
+async def test_apply_contribution_sums_moves_all_three_pools(pool: Pool) -> None:
+    async with pool.connection() as conn:
+        updated = await repo.apply_contribution_sums(
+            conn,
+            {Group.MINOR: 7, Group.MAJOR: 0, Group.MEGA: 11},
+            {Group.MINOR: 2, Group.MAJOR: 0, Group.MEGA: 3},
+        )
+    async with pool.connection() as conn:
+        read = await repo.read_pools(conn)
+    assert read == updated
+    assert [p.group for p in updated] == list(GROUPS)
+    assert [p.current_amount for p in updated] == [10007, 100000, 1000011]
+    assert [p.total_contributions for p in updated] == [7, 0, 11]
+    assert [p.contribution_count for p in updated] == [2, 0, 3]
+    assert [p.version for p in updated] == [2, 2, 2]
+
+
+async def test_record_win_with_top_up_writes_the_seed_funding(
+    pool: Pool, database_url: str
+) -> None:
+    user = random_user_id()
+    win = WinCommand(Group.MINOR, random_game_id(), user, None, random_key())
+    outcome = WinOutcome(amount=10000, pool_before=10000, seed_top_up=10000, pool_after=10000)
+    async with pool.connection() as conn:
+        win_id, created_at, after = await repo.record_win(conn, win, outcome)
+    assert (after.current_amount, after.total_wins, after.total_seed_funding) == (
+        10000,
+        10000,
+        20000,
+    )
+    assert (after.win_count, after.last_won_amount, after.last_won_by_user_id) == (1, 10000, user)
+    assert after.last_won_at == created_at
+    assert after.version == 2
+    async with await AsyncConnection.connect(database_url) as check:
+        cur = await check.execute(
+            "SELECT jackpot_group, amount, reason FROM seed_fundings WHERE win_id = %s", (win_id,)
+        )
+        assert await cur.fetchall() == [("minor", 10000, "reset to seed after win")]
+        cur = await check.execute(
+            """SELECT idempotency_key, user_id, requested_amount, amount, pool_before,
+                      seed_top_up, pool_after FROM wins WHERE id = %s""",
+            (win_id,),
+        )
+        assert await cur.fetchone() == (win.idempotency_key, user, None, 10000, 10000, 10000, 10000)
+    async with pool.connection() as conn:
+        found = await repo.find_win(conn, win.idempotency_key or "")
+    assert found is not None
+    assert found["id"] == win_id
+    assert repo.win_outcome(found) == outcome
+
+
+async def test_record_win_without_top_up_writes_no_seed_funding(
+    pool: Pool, database_url: str
+) -> None:
+    win = WinCommand(Group.MAJOR, random_game_id(), random_user_id(), 1, None)
+    outcome = WinOutcome(amount=1, pool_before=100000, seed_top_up=0, pool_after=99999)
+    async with pool.connection() as conn:
+        _, _, after = await repo.record_win(conn, win, outcome)
+        assert await repo.find_win(conn, random_key()) is None
+    assert (after.current_amount, after.total_wins, after.total_seed_funding) == (
+        99999,
+        1,
+        100000,
+    )
+    assert await scalar(database_url, "SELECT count(*) FROM seed_fundings") == 3  # initial seeds
+
+
+async def test_save_config_writes_the_pool_and_an_audit_row(pool: Pool, database_url: str) -> None:
+    before = PoolConfig(Group.MEGA, Decimal("0.0020000000"), 1000000, None, 1)
+    after = PoolConfig(Group.MEGA, Decimal("0.0035"), 2000000, 9000000, 2)
+    async with pool.connection() as conn:
+        audit_id = await repo.save_config(conn, before, after, "alice", "seasonal boost")
+        pools = {p.group: p for p in await repo.read_pools(conn)}
+    assert repo.config_of(pools[Group.MEGA]) == after
+    async with await AsyncConnection.connect(database_url) as check:
+        cur = await check.execute(
+            "SELECT jackpot_group, actor, reason, before, after, changed_at FROM config_audit"
+            " WHERE id = %s",
+            (audit_id,),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    group, actor, reason, audit_before, audit_after, changed_at = row
+    assert (group, actor, reason) == ("mega", "alice", "seasonal boost")
+    assert changed_at is not None
+    assert audit_before == {
+        "contribution_rate": "0.0020000000",
+        "seed_amount": 1000000,
+        "max_amount": None,
+        "version": 1,
+    }
+    assert audit_after == {
+        "contribution_rate": "0.0035",
+        "seed_amount": 2000000,
+        "max_amount": 9000000,
+        "version": 2,
+    }
+    assert json.loads(json.dumps(audit_after))["contribution_rate"] == "0.0035"
+
+
+async def test_contribution_totals_counts_and_sums_wagers(pool: Pool) -> None:
+    async with pool.connection() as conn:
+        assert await repo.contribution_totals(conn) == (0, 0)
+        await repo.add_contributions(
+            conn,
+            [command(1000), command(2500), command(1)],
+            [shares(0, 0, 0, (0, 0, 0))] * 3,
+        )
+        assert await repo.contribution_totals(conn) == (3, 3501)
+
+
+async def test_audit_pools_balances_and_finds_a_discrepancy(pool: Pool) -> None:
+    async with pool.connection() as conn:
+        audits = await repo.audit_pools(conn)
+    assert [a.group for a in audits] == list(GROUPS)
+    assert all(a.balanced for a in audits)
+    assert [a.expected_amount for a in audits] == [10000, 100000, 1000000]
+
+    async with pool.connection() as conn:  # a correct contribution, then a stray write
+        await repo.apply_contribution_sums(
+            conn, {Group.MINOR: 5, Group.MAJOR: 3, Group.MEGA: 2}, dict.fromkeys(GROUPS, 1)
+        )
+        await repo.add_contributions(conn, [command(1000)], [shares(5, 3, 2, (0, 0, 0))])
+        await conn.execute(
+            "UPDATE jackpots SET current_amount = current_amount + 7 WHERE jackpot_group = 'major'"
+        )
+        audits = await repo.audit_pools(conn)
+    minor, major, mega = audits
+    assert (minor.contributions, minor.discrepancy, minor.balanced) == (5, 0, True)
+    assert (major.contributions, major.discrepancy, major.balanced) == (3, 7, False)
+    assert (mega.contributions, mega.current_amount, mega.balanced) == (2, 1000002, True)
+
+
+async def test_audit_pools_catches_a_total_that_disagrees_with_the_ledger(pool: Pool) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE jackpots SET total_wins = 1 WHERE jackpot_group = 'minor'")
+        minor = (await repo.audit_pools(conn))[0]
+    assert minor.discrepancy == 0
+    assert minor.balanced is False
+
+
+async def test_ping_answers(pool: Pool) -> None:
+    async with pool.connection() as conn:
+        await repo.ping(conn)
+        assert conn.info.transaction_status is psycopg.pq.TransactionStatus.INTRANS
