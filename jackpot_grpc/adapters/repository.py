@@ -32,7 +32,7 @@ Conn = AsyncConnection[Any]
 
 POOL_COLUMNS = """jackpot_group, current_amount, seed_amount, max_amount, contribution_rate,
     total_contributions, total_wins, total_seed_funding, contribution_count, win_count,
-    last_won_amount, last_won_at, last_won_by_user_id, version, updated_at"""
+    last_won_amount, last_won_at, last_won_by_user_id, version, config_version, updated_at"""
 
 
 def _pool(row: dict[str, Any]) -> PoolState:
@@ -51,6 +51,7 @@ def _pool(row: dict[str, Any]) -> PoolState:
         last_won_at=row["last_won_at"],
         last_won_by_user_id=row["last_won_by_user_id"],
         version=row["version"],
+        config_version=row["config_version"],
         updated_at=row["updated_at"],
     )
 
@@ -242,7 +243,7 @@ def config_of(pool: PoolState) -> PoolConfig:
         contribution_rate=pool.contribution_rate,
         seed_amount=pool.seed_amount,
         max_amount=pool.max_amount,
-        version=pool.version,
+        version=pool.config_version,
     )
 
 
@@ -263,7 +264,7 @@ async def save_config(
     """Write the new config and its audit row (who, when, before, after); the audit id."""
     await conn.execute(
         """UPDATE jackpots SET contribution_rate = %s, seed_amount = %s, max_amount = %s,
-               version = %s, updated_at = now()
+               config_version = %s, version = version + 1, updated_at = now()
            WHERE jackpot_group = %s""",
         (
             after.contribution_rate,

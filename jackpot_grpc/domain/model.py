@@ -40,6 +40,7 @@ class PoolState:
     last_won_at: datetime | None
     last_won_by_user_id: uuid.UUID | None
     version: int
+    config_version: int
     updated_at: datetime
 
 

@@ -53,6 +53,7 @@ def pool(state: PoolState) -> pb.Pool:
         last_won_amount=state.last_won_amount or 0,
         last_won_by_user_id=str(state.last_won_by_user_id or ""),
         version=state.version,
+        config_version=state.config_version,
         total_seed_funding=state.total_seed_funding,
         last_won_at=timestamp(state.last_won_at),
         updated_at=timestamp(state.updated_at),

@@ -146,7 +146,7 @@ class JackpotService:
             before = repo.config_of(pools[change.group])
             if change.expected_version is not None and change.expected_version != before.version:
                 raise VersionConflict(
-                    f"{change.group.value} pool is at version {before.version},"
+                    f"{change.group.value} config is at version {before.version},"
                     f" not {change.expected_version}"
                 )
             after = apply_config_change(before, change)

@@ -33,7 +33,10 @@ def upgrade() -> None:
             last_won_amount     bigint,
             last_won_at         timestamptz,
             last_won_by_user_id uuid,
+            -- Bumped by every change to the row (contributions, wins, config).
             version             bigint NOT NULL DEFAULT 1,
+            -- Bumped by config changes only: UpdateConfig.expected_version compares with it.
+            config_version      bigint NOT NULL DEFAULT 1,
             created_at          timestamptz NOT NULL DEFAULT now(),
             updated_at          timestamptz NOT NULL DEFAULT now()
         )

@@ -258,15 +258,24 @@ async def test_win_above_the_pool_is_failed_precondition(stub: Stub) -> None:
 
 
 async def test_stale_expected_version_is_aborted(stub: Stub) -> None:
-    await contribute(stub, 1000)  # every write bumps every pool's version
+    # Contributions move the row's version but not the config version...
+    await contribute(stub, 1000)
+    first = await stub.UpdateConfig(
+        pb.UpdateConfigRequest(group=MINOR, seed_amount=20000, expected_version=1),
+        metadata=ADMIN,
+    )
+    assert first.config.version == 2
+    # ...a config change does, so a second writer holding version 1 loses.
     error = await failure(
         stub.UpdateConfig(
-            pb.UpdateConfigRequest(group=MINOR, seed_amount=20000, expected_version=1),
+            pb.UpdateConfigRequest(group=MINOR, seed_amount=30000, expected_version=1),
             metadata=ADMIN,
         )
     )
     assert error.code() is grpc.StatusCode.ABORTED
-    assert "version 2, not 1" in (error.details() or "")
+    assert "config is at version 2, not 1" in (error.details() or "")
+    pools = await stub.GetPools(pb.GetPoolsRequest())
+    assert (pools.pools[0].seed_amount, pools.pools[0].config_version) == (20000, 2)
 
 
 async def test_update_config_without_token_is_unauthenticated(stub: Stub) -> None:

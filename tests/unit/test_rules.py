@@ -40,6 +40,7 @@ def pool(
         last_won_at=None,
         last_won_by_user_id=None,
         version=1,
+        config_version=1,
         updated_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
 

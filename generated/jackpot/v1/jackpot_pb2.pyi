@@ -59,6 +59,7 @@ class Pool(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     TOTAL_SEED_FUNDING_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    CONFIG_VERSION_FIELD_NUMBER: _builtins.int
     group: Global___JackpotGroup.ValueType
     current_amount: _builtins.int
     seed_amount: _builtins.int
@@ -71,6 +72,10 @@ class Pool(_message.Message):
     version: _builtins.int
     total_seed_funding: _builtins.int
     """Sum of every seed top-up (initial seed and resets after wins)."""
+    config_version: _builtins.int
+    """Bumped by config changes only (UpdateConfig.expected_version compares with it);
+    `version` above moves with every change of the row.
+    """
     @_builtins.property
     def contribution_rate(self) -> _decimal_pb2.Decimal: ...
     @_builtins.property
@@ -93,10 +98,11 @@ class Pool(_message.Message):
         version: _builtins.int = ...,
         total_seed_funding: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        config_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "last_won_at", b"last_won_at", "max_amount", b"max_amount", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "current_amount", b"current_amount", "group", b"group", "last_won_amount", b"last_won_amount", "last_won_at", b"last_won_at", "last_won_by_user_id", b"last_won_by_user_id", "max_amount", b"max_amount", "seed_amount", b"seed_amount", "total_contributions", b"total_contributions", "total_seed_funding", b"total_seed_funding", "total_wins", b"total_wins", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "config_version", b"config_version", "contribution_rate", b"contribution_rate", "current_amount", b"current_amount", "group", b"group", "last_won_amount", b"last_won_amount", "last_won_at", b"last_won_at", "last_won_by_user_id", b"last_won_by_user_id", "max_amount", b"max_amount", "seed_amount", b"seed_amount", "total_contributions", b"total_contributions", "total_seed_funding", b"total_seed_funding", "total_wins", b"total_wins", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_amount: _TypeAlias = _typing.Literal["max_amount"]  # noqa: Y015
     _WhichOneofArgType__max_amount: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount"]  # noqa: Y015
@@ -529,6 +535,7 @@ class PoolConfig(_message.Message):
     seed_amount: _builtins.int
     max_amount: _builtins.int
     version: _builtins.int
+    """The pool's config version (Pool.config_version)."""
     @_builtins.property
     def contribution_rate(self) -> _decimal_pb2.Decimal: ...
     def __init__(
@@ -588,7 +595,9 @@ class UpdateConfigRequest(_message.Message):
     clear_max_amount: _builtins.bool
     """Removes the cap (max_amount must then be unset)."""
     expected_version: _builtins.int
-    """When set, the update applies only if the pool is still at this version (ABORTED otherwise)."""
+    """When set, the update applies only if the pool's config is still at this version
+    (PoolConfig.version / Pool.config_version); ABORTED otherwise.
+    """
     actor: _builtins.str
     """Who made the change; recorded in the audit row."""
     reason: _builtins.str
