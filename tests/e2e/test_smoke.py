@@ -11,5 +11,7 @@ async def test_contribute_moves_every_pool(stub: jackpot_pb2_grpc.JackpotService
     reply = await stub.Contribute(pb.ContributeRequest(game_id="slots", wager_amount=1000))
     after = await stub.GetPools(pb.GetPoolsRequest())
     assert reply.total_contribution == sum(c.amount for c in reply.contributions) == 10
-    moved = [a.current_amount - b.current_amount for a, b in zip(after.pools, before.pools)]
+    moved = [
+        a.current_amount - b.current_amount for a, b in zip(after.pools, before.pools, strict=True)
+    ]
     assert moved == [c.amount for c in reply.contributions]
