@@ -40,6 +40,11 @@ def _flag(env: dict[str, str], name: str, default: bool) -> bool:
     raise SystemExit(f"{name} must be on or off, got {raw!r}")
 
 
+def _path(env: dict[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw) if raw else None
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -62,6 +67,9 @@ class Settings:
     shutdown_grace: float
     health_probe_interval: float
     admin_token: str | None
+    tls_cert_file: Path | None
+    tls_key_file: Path | None
+    tls_ca_file: Path | None
     max_body_bytes: int
     log_dir: Path
 
@@ -89,6 +97,9 @@ class Settings:
             shutdown_grace=_float(env, "JACKPOT_SHUTDOWN_GRACE", 10.0),
             health_probe_interval=_float(env, "JACKPOT_HEALTH_INTERVAL", 0.5),
             admin_token=env.get("JACKPOT_ADMIN_TOKEN") or None,
+            tls_cert_file=_path(env, "GRPC_TLS_CERT"),
+            tls_key_file=_path(env, "GRPC_TLS_KEY"),
+            tls_ca_file=_path(env, "GRPC_TLS_CA"),
             max_body_bytes=_int(env, "REST_MAX_BODY_BYTES", 1 << 20),
             log_dir=Path(env.get("JACKPOT_LOG_DIR") or PROJECT_ROOT / "logs"),
         )
