@@ -1,0 +1,181 @@
+"""The REST gateway: an aiohttp app whose routes come from the proto, over one gRPC channel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import grpc
+from aiohttp import web
+from google.protobuf.descriptor import ServiceDescriptor
+from jackpot.v1 import jackpot_pb2
+
+from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.tls import channel_credentials
+from jackpot_grpc.gateway import metrics_proxy
+from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit, json_errors
+from jackpot_grpc.gateway.openapi import openapi_document
+from jackpot_grpc.gateway.routes import Route, build_routes
+from jackpot_grpc.gateway.transcode import build_request, forwarded_metadata, response_json
+
+log = logging.getLogger(__name__)
+
+CALLS = web.AppKey("grpc_calls", dict)  # grpc path → unary-unary multicallable
+OPENAPI_JSON = web.AppKey("openapi_json", str)
+
+
+def jackpot_services() -> list[ServiceDescriptor]:
+    return [jackpot_pb2.DESCRIPTOR.services_by_name["JackpotService"]]
+
+
+def _handler(
+    route: Route, timeout: float | None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read() if route.body else b""
+        message = build_request(
+            route,
+            body=body,
+            query=request.query,
+            path_params=request.match_info,
+            headers=request.headers,
+        )
+        call = request.app[CALLS][route.grpc_path]
+        reply = await call(message, metadata=forwarded_metadata(request.headers), timeout=timeout)
+        return web.Response(text=response_json(route, reply), content_type="application/json")
+
+    handle.__name__ = f"{route.method.name}_handler"
+    return handle
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[OPENAPI_JSON], content_type="application/json")
+
+
+def _lifecycle(
+    grpc_target: str,
+    credentials: grpc.ChannelCredentials | None,
+    routes: Sequence[Route],
+    metrics_timeout: float,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def channel_and_session(app: web.Application) -> AsyncIterator[None]:
+        """The channel and HTTP client live exactly as long as the app runs."""
+        channel = (
+            grpc.aio.insecure_channel(grpc_target)
+            if credentials is None
+            else grpc.aio.secure_channel(grpc_target, credentials)
+        )
+        app[CALLS] = {
+            route.grpc_path: channel.unary_unary(
+                route.grpc_path,
+                request_serializer=route.request_class.SerializeToString,
+                response_deserializer=route.response_class.FromString,
+            )
+            for route in routes
+        }
+        timeout = aiohttp.ClientTimeout(total=metrics_timeout)
+        app[metrics_proxy.HTTP_SESSION] = aiohttp.ClientSession(timeout=timeout)
+        try:
+            yield
+        finally:
+            await app[metrics_proxy.HTTP_SESSION].close()
+            await channel.close()
+
+    return channel_and_session
+
+
+def create_gateway_app(
+    grpc_target: str,
+    *,
+    max_body_bytes: int,
+    metrics_url: str,
+    services: Sequence[ServiceDescriptor] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+    call_timeout: float | None = 30.0,
+    metrics_timeout: float = 5.0,
+    version: str = "1.0.0",
+) -> web.Application:
+    """Routes from the services' `google.api.http` annotations (default: JackpotService).
+
+    `credentials` switch the gRPC channel to TLS; `call_timeout` is each call's deadline.
+    """
+    routes = build_routes(jackpot_services() if services is None else services)
+    app = web.Application(middlewares=[json_errors, body_limit], client_max_size=max_body_bytes)
+    app[MAX_BODY_BYTES] = max_body_bytes
+    app[metrics_proxy.METRICS_URL] = metrics_url
+    app[OPENAPI_JSON] = json.dumps(openapi_document(routes, version=version))
+    # Keep one path's methods together so aiohttp answers 405 with the full Allow list.
+    for path in dict.fromkeys(r.router_path for r in routes):
+        for route in (r for r in routes if r.router_path == path):
+            app.router.add_route(route.http_method, path, _handler(route, call_timeout))
+    app.router.add_get("/metrics", metrics_proxy.metrics, allow_head=False)
+    app.router.add_get("/openapi.json", _openapi, allow_head=False)
+    app.cleanup_ctx.append(_lifecycle(grpc_target, credentials, routes, metrics_timeout))
+    return app
+
+
+@dataclass
+class RunningGateway:
+    runner: web.AppRunner
+    port: int
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_gateway(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 10.0
+) -> RunningGateway:
+    """Serve `app` on host:port (0: any free port) and report the port bound."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    address: Any = runner.addresses[0]
+    return RunningGateway(runner, int(address[1]))
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> None:
+    """Serve the gateway on REST_HOST:REST_PORT until SIGTERM/SIGINT, then drain and stop."""
+    app = create_gateway_app(
+        settings.grpc_target,
+        max_body_bytes=settings.max_body_bytes,
+        metrics_url=metrics_url or metrics_proxy.metrics_url_from_env(settings),
+        credentials=channel_credentials(settings),  # TLS when GRPC_TLS_CA is set
+    )
+    running = await start_gateway(
+        app, settings.rest_host, settings.rest_port, shutdown_timeout=settings.shutdown_grace
+    )
+    log.info(
+        "REST gateway listening on %s:%d → gRPC %s",
+        settings.rest_host,
+        running.port,
+        settings.grpc_target,
+    )
+    try:
+        await _until_signalled()
+    finally:
+        await running.stop()
+        log.info("REST gateway stopped")

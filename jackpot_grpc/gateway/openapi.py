@@ -1,0 +1,205 @@
+"""OpenAPI 3.0 for the gateway, derived from the same route table and message descriptors.
+
+Schemas follow the proto3 JSON mapping the gateway speaks: camelCase properties, 64-bit
+integers as strings, enums by name, well-known types in their JSON forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from jackpot_grpc.gateway.routes import Route, message_type
+
+Schema = dict[str, Any]
+REF = "#/components/schemas/"
+STATUS_SCHEMA = "google.rpc.Status"
+_MAX_QUERY_DEPTH = 3
+
+_INT64: Schema = {"type": "string", "format": "int64", "pattern": "^-?[0-9]+$"}
+_UINT64: Schema = {"type": "string", "format": "uint64", "pattern": "^[0-9]+$"}
+_SCALARS: dict[int, Schema] = {
+    FieldDescriptor.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    FieldDescriptor.TYPE_FLOAT: {"type": "number", "format": "float"},
+    FieldDescriptor.TYPE_INT64: _INT64,
+    FieldDescriptor.TYPE_SINT64: _INT64,
+    FieldDescriptor.TYPE_SFIXED64: _INT64,
+    FieldDescriptor.TYPE_UINT64: _UINT64,
+    FieldDescriptor.TYPE_FIXED64: _UINT64,
+    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_UINT32: {"type": "integer", "format": "int64", "minimum": 0},
+    FieldDescriptor.TYPE_FIXED32: {"type": "integer", "format": "int64", "minimum": 0},
+    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
+    FieldDescriptor.TYPE_STRING: {"type": "string"},
+    FieldDescriptor.TYPE_BYTES: {"type": "string", "format": "byte"},
+}
+# Well-known types have their own JSON forms (not objects of their fields).
+_WELL_KNOWN: dict[str, Schema] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$"},
+    "google.protobuf.FieldMask": {"type": "string"},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "additionalProperties": True,
+    },
+    "google.protobuf.DoubleValue": _SCALARS[FieldDescriptor.TYPE_DOUBLE],
+    "google.protobuf.FloatValue": _SCALARS[FieldDescriptor.TYPE_FLOAT],
+    "google.protobuf.Int64Value": _INT64,
+    "google.protobuf.UInt64Value": _UINT64,
+    "google.protobuf.Int32Value": _SCALARS[FieldDescriptor.TYPE_INT32],
+    "google.protobuf.UInt32Value": _SCALARS[FieldDescriptor.TYPE_UINT32],
+    "google.protobuf.BoolValue": {"type": "boolean"},
+    "google.protobuf.StringValue": {"type": "string"},
+    "google.protobuf.BytesValue": _SCALARS[FieldDescriptor.TYPE_BYTES],
+}
+_STATUS: Schema = {
+    "type": "object",
+    "description": "A google.rpc.Status: the gRPC code, a message and typed details.",
+    "properties": {
+        "code": {"type": "integer", "format": "int32"},
+        "message": {"type": "string"},
+        "details": {"type": "array", "items": _WELL_KNOWN["google.protobuf.Any"]},
+    },
+}
+
+
+class _Components:
+    """Collects a component schema for every message and enum reachable from the routes."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Schema] = {STATUS_SCHEMA: _STATUS}
+
+    def message(self, descriptor: Descriptor) -> Schema:
+        if descriptor.full_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[descriptor.full_name])
+        if descriptor.full_name not in self.schemas:
+            self.schemas[descriptor.full_name] = {}  # placeholder: recursion ends at a $ref
+            self.schemas[descriptor.full_name] = {
+                "type": "object",
+                "properties": {f.json_name: self.field(f) for f in descriptor.fields},
+            }
+        return {"$ref": REF + descriptor.full_name}
+
+    def enum(self, descriptor: EnumDescriptor) -> Schema:
+        self.schemas.setdefault(
+            descriptor.full_name,
+            {"type": "string", "enum": [v.name for v in descriptor.values]},
+        )
+        return {"$ref": REF + descriptor.full_name}
+
+    def value(self, field: FieldDescriptor) -> Schema:
+        nested = message_type(field)
+        if nested is not None:
+            return self.message(nested)
+        if field.enum_type is not None:
+            return self.enum(field.enum_type)
+        return dict(_SCALARS.get(field.type, {}))
+
+    def field(self, field: FieldDescriptor) -> Schema:
+        entry = message_type(field)
+        if entry is not None and entry.GetOptions().map_entry:
+            value = entry.fields_by_name["value"]
+            return {"type": "object", "additionalProperties": self.value(value)}
+        if field.is_repeated:
+            return {"type": "array", "items": self.value(field)}
+        return self.value(field)
+
+
+def _query_parameters(
+    components: _Components, message: Descriptor, skip: frozenset[str], prefix: str, depth: int
+) -> list[Schema]:
+    """Scalar and enum fields (nested ones dotted) a GET-style route reads from the query."""
+    params: list[Schema] = []
+    for field in message.fields:
+        if not prefix and field.name in skip:
+            continue
+        name = f"{prefix}{field.json_name}"
+        nested = message_type(field)
+        if nested is not None and nested.full_name not in _WELL_KNOWN:
+            if not field.is_repeated and depth < _MAX_QUERY_DEPTH:
+                params += _query_parameters(components, nested, skip, f"{name}.", depth + 1)
+            continue
+        schema = components.field(field)
+        param: Schema = {"name": name, "in": "query", "required": False, "schema": schema}
+        if field.is_repeated:
+            param.update(style="form", explode=True)
+        params.append(param)
+    return params
+
+
+def _json_content(schema: Schema) -> Schema:
+    return {"application/json": {"schema": schema}}
+
+
+def _operation(components: _Components, route: Route, operation_id: str) -> Schema:
+    method = route.method
+    request = method.input_type
+    parameters: list[Schema] = [
+        {"name": p.field_path, "in": "path", "required": True, "schema": {"type": "string"}}
+        for p in route.path_params
+    ]
+    if route.body != "*":
+        parameters += _query_parameters(components, request, route.bound_fields, "", 0)
+    if route.response_body:
+        response = components.field(method.output_type.fields_by_name[route.response_body])
+    else:
+        response = components.message(method.output_type)
+    operation: Schema = {
+        "operationId": operation_id,
+        "tags": [method.containing_service.full_name],
+        "summary": f"{method.containing_service.name}.{method.name}",
+        "responses": {
+            "200": {"description": "OK", "content": _json_content(response)},
+            "default": {
+                "description": "An error: a google.rpc.Status with an HTTP status per its code.",
+                "content": _json_content({"$ref": REF + STATUS_SCHEMA}),
+            },
+        },
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body:
+        body = (
+            components.message(request)
+            if route.body == "*"
+            else components.field(request.fields_by_name[route.body])
+        )
+        operation["requestBody"] = {"required": True, "content": _json_content(body)}
+    return operation
+
+
+def openapi_document(
+    routes: Sequence[Route], *, title: str = "Jackpot REST gateway", version: str = "1.0.0"
+) -> dict[str, Any]:
+    components = _Components()
+    paths: dict[str, dict[str, Schema]] = {}
+    used_ids: set[str] = set()
+    for route in routes:
+        base_id = f"{route.method.containing_service.name}_{route.method.name}"
+        operation_id, n = base_id, 1
+        while operation_id in used_ids:  # additional bindings of one rpc
+            n += 1
+            operation_id = f"{base_id}{n}"
+        used_ids.add(operation_id)
+        paths.setdefault(route.openapi_path, {})[route.http_method.lower()] = _operation(
+            components, route, operation_id
+        )
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Generated from the services' google.api.http annotations.",
+        },
+        "paths": paths,
+        "components": {"schemas": components.schemas},
+    }

@@ -1,0 +1,238 @@
+"""HTTP request → protobuf request, protobuf response → JSON, HTTP headers → gRPC metadata.
+
+JSON follows the proto3 mapping (google.protobuf.json_format): camelCase or proto names in,
+camelCase out, unknown input fields ignored, unset fields emitted, int64 as strings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from jackpot_grpc.gateway.errors import bad_request
+from jackpot_grpc.gateway.routes import Route, message_type, resolve_field
+
+# Headers that set a request field when the message has it and the body left it empty.
+HEADER_FIELDS: dict[str, str] = {"Idempotency-Key": "idempotency_key"}
+# Headers forwarded as gRPC metadata under their lowercase name (auth, W3C trace context).
+FORWARDED_HEADERS = ("Authorization", "traceparent", "tracestate", "X-Request-Id")
+# grpc-gateway's convention: `Grpc-Metadata-Foo: bar` arrives as metadata `foo: bar`.
+METADATA_PREFIX = "grpc-metadata-"
+
+
+class Query(Protocol):
+    """A query string with repeated keys (aiohttp's request.query is one)."""
+
+    def keys(self) -> Iterable[str]: ...
+
+    def getall(self, key: str) -> list[str]: ...
+
+
+_METADATA_KEY = re.compile(r"[0-9a-z_.\-]+")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+_FAILED_FIELD = re.compile(r"Failed to parse (\S+) field")
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise bad_request(f"invalid JSON body: key {key!r} appears twice", [(key, "repeated")])
+        result[key] = value
+    return result
+
+
+def _load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+    except UnicodeDecodeError:
+        raise bad_request("invalid JSON body: not UTF-8") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise bad_request(f"invalid JSON body: {exc}") from None
+
+
+def _field_named(message: Descriptor, key: str) -> FieldDescriptor | None:
+    field: FieldDescriptor | None = message.fields_by_name.get(key)
+    if field is None:
+        field = next((f for f in message.fields if f.json_name == key), None)
+    return field
+
+
+def _bool_misuse(field: FieldDescriptor, value: Any, path: str) -> list[tuple[str, str]]:
+    """JSON true/false where a number or enum belongs (Python treats bool as int)."""
+    if isinstance(value, bool) and field.type != FieldDescriptor.TYPE_BOOL:
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            return []  # google.protobuf.Value and BoolValue take booleans; json_format decides
+        return [(path, "must not be a boolean")]
+    return []
+
+
+def check_json_types(message: Descriptor, value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Type problems json_format lets through, as (field path, description) pairs."""
+    if not isinstance(value, dict):
+        return []
+    problems: list[tuple[str, str]] = []
+    for key, item in value.items():
+        field = _field_named(message, key)
+        if field is None or item is None:
+            continue
+        where = f"{path}.{key}" if path else key
+        entry = message_type(field)
+        if entry is not None and entry.GetOptions().map_entry:
+            value_field = entry.fields_by_name["value"]
+            if isinstance(item, dict):
+                for map_key, map_value in item.items():
+                    problems += _check_value(value_field, map_value, f"{where}[{map_key}]")
+            continue
+        if field.is_repeated and isinstance(item, list):
+            for index, element in enumerate(item):
+                problems += _check_value(field, element, f"{where}[{index}]")
+            continue
+        problems += _check_value(field, item, where)
+    return problems
+
+
+def _check_value(field: FieldDescriptor, value: Any, path: str) -> list[tuple[str, str]]:
+    nested = message_type(field)
+    if nested is not None:
+        return check_json_types(nested, value, path)
+    return _bool_misuse(field, value, path)
+
+
+def _parse_into(route: Route, message: Message, data: dict[str, Any]) -> None:
+    if not data:
+        return
+    try:
+        problems = check_json_types(route.method.input_type, data)
+    except RecursionError:
+        raise bad_request("the JSON body is nested too deeply") from None
+    if problems:
+        field, description = problems[0]
+        raise bad_request(f"invalid value for field {field}: {description}", problems)
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        text = str(exc).replace("..", ".")
+        field = ".".join(_FAILED_FIELD.findall(text))
+        reason = text.rsplit(" field: ", 1)[-1]
+        raise bad_request(text, [(field, reason)] if field else []) from None
+
+
+def _set_path(target: dict[str, Any], fields: list[FieldDescriptor], value: Any) -> None:
+    for field in fields[:-1]:
+        target = target.setdefault(field.json_name, {})
+    target[fields[-1].json_name] = value
+
+
+def _query_value(field: FieldDescriptor, raw: str, name: str) -> Any:
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise bad_request(f"query parameter {name!r} must be true or false", [(name, "not bool")])
+    return raw  # json_format parses numbers, enums, timestamps... from their string forms
+
+
+def _query_dict(route: Route, query: Query) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    descriptor = route.method.input_type
+    for name in set(query.keys()):
+        try:
+            fields = resolve_field(descriptor, name)
+        except ValueError:
+            continue  # like unknown JSON fields: ignored
+        if fields[0].name in route.bound_fields:
+            continue
+        leaf, values = fields[-1], query.getall(name)
+        if leaf.is_repeated:
+            _set_path(data, fields, [_query_value(leaf, v, name) for v in values])
+        elif len(values) > 1:
+            raise bad_request(
+                f"query parameter {name!r} given more than once", [(name, "repeated")]
+            )
+        else:
+            _set_path(data, fields, _query_value(leaf, values[0], name))
+    return data
+
+
+def build_request(
+    route: Route,
+    *,
+    body: bytes,
+    query: Query,
+    path_params: Mapping[str, str],
+    headers: Mapping[str, str],
+) -> Message:
+    """The gRPC request: body first, then query parameters, then path variables (which win)."""
+    message = route.request_class()
+    if route.body and body.strip():
+        data = _load_json(body)
+        if route.body == "*":
+            if not isinstance(data, dict):
+                raise bad_request("the JSON body must be an object")
+            _parse_into(route, message, data)
+        else:
+            field = route.method.input_type.fields_by_name[route.body]
+            _parse_into(route, message, {field.json_name: data})
+    if route.body != "*":
+        _parse_into(route, message, _query_dict(route, query))
+    from_path: dict[str, Any] = {}
+    for param in route.path_params:
+        _set_path(
+            from_path,
+            resolve_field(route.method.input_type, param.field_path),
+            path_params[param.placeholder],
+        )
+    _parse_into(route, message, from_path)
+    _fill_from_headers(message, headers)
+    return message
+
+
+def _fill_from_headers(message: Message, headers: Mapping[str, str]) -> None:
+    for header, field_name in HEADER_FIELDS.items():
+        field = message.DESCRIPTOR.fields_by_name.get(field_name)
+        value = headers.get(header, "").strip()
+        if (
+            value
+            and field is not None
+            and field.type == FieldDescriptor.TYPE_STRING
+            and not field.is_repeated
+            and not getattr(message, field_name)
+        ):
+            setattr(message, field_name, value)
+
+
+def forwarded_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata from the headers the service reads; values gRPC cannot carry are dropped."""
+    metadata: list[tuple[str, str]] = []
+    for header in FORWARDED_HEADERS:
+        value = headers.get(header)
+        if value is not None:
+            metadata.append((header.lower(), value))
+    for header, value in headers.items():
+        if header.lower().startswith(METADATA_PREFIX):
+            metadata.append((header.lower()[len(METADATA_PREFIX) :], value))
+    return tuple(
+        (key, value)
+        for key, value in metadata
+        if _METADATA_KEY.fullmatch(key)
+        and not key.endswith("-bin")
+        and not key.startswith("grpc-")
+        and _PRINTABLE_ASCII.fullmatch(value)
+    )
+
+
+def response_json(route: Route, message: Message) -> str:
+    data = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    if route.response_body:
+        field = message.DESCRIPTOR.fields_by_name[route.response_body]
+        return json.dumps(data.get(field.json_name))
+    return json.dumps(data)

@@ -1,0 +1,474 @@
+"""The REST gateway over real HTTP, in front of a real gRPC server on a real PostgreSQL.
+
+The runbook's curl commands (port 3000) are replayed here against a gateway on port 0.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from jackpot_grpc.entrypoints.server import RunningServer
+from jackpot_grpc.gateway.app import RunningGateway, create_gateway_app, start_gateway
+
+MAX_BODY = 4096
+ADMIN = "test-admin-token"
+POOLS = "/api/jackpot/pools"
+CONTRIBUTE = "/api/jackpot/contribute"
+BATCH = "/api/jackpot/contribute:batch"
+WIN = "/api/jackpot/win"
+STATISTICS = "/api/jackpot/statistics"
+CONFIG = "/api/jackpot/config"
+
+
+@pytest.fixture
+async def metrics_upstream() -> AsyncIterator[str]:
+    """Stands in for the server process's health/metrics HTTP: echoes what it was asked."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        if request.headers.get("Accept") == "text/plain":
+            return web.Response(text="jackpot_requests_total 42\n", content_type="text/plain")
+        return web.json_response(
+            {
+                "total_requests": 42,
+                "error_rate": 0.0,
+                "response_times": {"avg": 1.5, "p95": 3.0},
+                "period": request.query.get("period"),
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    running = await start_gateway(app, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{running.port}/metrics"
+    await running.stop()
+
+
+async def _gateway(target: str, metrics_url: str) -> RunningGateway:
+    app = create_gateway_app(
+        target, max_body_bytes=MAX_BODY, metrics_url=metrics_url, call_timeout=5.0
+    )
+    return await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def base(server: RunningServer, metrics_upstream: str) -> AsyncIterator[str]:
+    running = await _gateway(f"127.0.0.1:{server.port}", metrics_upstream)
+    yield f"http://127.0.0.1:{running.port}"
+    await running.stop()
+
+
+@pytest.fixture
+async def offline(metrics_upstream: str) -> AsyncIterator[str]:
+    """A gateway with no gRPC server behind it: a request that reached gRPC would get 503,
+    so a 400/404/405/413 here proves the gateway itself answered."""
+    running = await _gateway(f"127.0.0.1:{_closed_port()}", metrics_upstream)
+    yield f"http://127.0.0.1:{running.port}"
+    await running.stop()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def _json(
+    http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, Any, aiohttp.ClientResponse]:
+    async with http.request(method, url, **kwargs) as response:
+        assert response.content_type == "application/json", await response.text()
+        return response.status, await response.json(), response
+
+
+def _assert_error(body: Any, code: int, *words: str) -> None:
+    assert set(body) == {"code", "message", "details"}, body
+    assert body["code"] == code, body
+    assert isinstance(body["details"], list)
+    for word in words:
+        assert word in body["message"], body
+
+
+def _violations(body: Any) -> dict[str, str]:
+    return {
+        v["field"]: v["description"]
+        for d in body["details"]
+        if d["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+        for v in d["fieldViolations"]
+    }
+
+
+# --- the runbook, verbatim in spirit ---------------------------------------------------------
+
+
+async def test_runbook_get_pools(http: aiohttp.ClientSession, base: str) -> None:
+    status, body, _ = await _json(http, "GET", base + POOLS)
+    assert status == 200
+    groups = [p["group"] for p in body["pools"]]
+    assert groups == ["JACKPOT_GROUP_MINOR", "JACKPOT_GROUP_MAJOR", "JACKPOT_GROUP_MEGA"]
+    minor = body["pools"][0]
+    assert minor["currentAmount"] == "10000"  # int64 as a JSON string (proto3 mapping)
+    assert minor["contributionRate"] == {"value": "0.0050000000"}
+    assert minor["totalWins"] == "0" and minor["lastWonByUserId"] == ""  # unset fields emitted
+
+
+async def test_runbook_contribute(http: aiohttp.ClientSession, base: str) -> None:
+    async with http.post(
+        base + CONTRIBUTE,
+        headers={"Content-Type": "application/json"},
+        data='{"gameId": "test", "wagerAmount": 1000}',
+    ) as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body["totalContribution"] == "10"
+    assert [c["amount"] for c in body["contributions"]] == ["5", "3", "2"]
+    assert body["replayed"] is False
+    _, pools, _ = await _json(http, "GET", base + POOLS)
+    assert [p["currentAmount"] for p in pools["pools"]] == ["10005", "100003", "1000002"]
+
+
+async def test_contribute_without_content_type_like_curl_d(
+    http: aiohttp.ClientSession, base: str
+) -> None:
+    """`curl -d` without -H sends form encoding; the body is still JSON and is read as such."""
+    status, body, _ = await _json(
+        http,
+        "POST",
+        base + CONTRIBUTE,
+        data=b'{"game_id": "test", "wager_amount": "2000"}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 200, body
+    assert body["totalContribution"] == "20"
+
+
+# --- every path and method ---------------------------------------------------------------------
+
+
+async def test_idempotency_key_header_replays(http: aiohttp.ClientSession, base: str) -> None:
+    key = f"idem-{uuid.uuid4()}"
+    payload = {"gameId": "slots", "wagerAmount": 1000}
+    headers = {"Idempotency-Key": key}
+    _, first, _ = await _json(http, "POST", base + CONTRIBUTE, json=payload, headers=headers)
+    _, second, _ = await _json(http, "POST", base + CONTRIBUTE, json=payload, headers=headers)
+    assert first["replayed"] is False and second["replayed"] is True
+    assert first["contributionId"] == second["contributionId"] != "0"
+    _, stats, _ = await _json(http, "GET", base + STATISTICS)
+    assert stats["totalContributionCount"] == "1"
+
+
+async def test_body_idempotency_key_wins_over_header(
+    http: aiohttp.ClientSession, base: str
+) -> None:
+    payload = {"gameId": "slots", "wagerAmount": 1000, "idempotencyKey": "from-body"}
+    _, first, _ = await _json(http, "POST", base + CONTRIBUTE, json=payload)
+    _, second, _ = await _json(
+        http, "POST", base + CONTRIBUTE, json=payload, headers={"Idempotency-Key": "other"}
+    )
+    assert second["replayed"] is True and second["contributionId"] == first["contributionId"]
+
+
+async def test_contribute_batch(http: aiohttp.ClientSession, base: str) -> None:
+    payload = {
+        "contributions": [
+            {"gameId": "a", "wagerAmount": 1000},
+            {"gameId": "", "wagerAmount": 1000},
+            {"gameId": "b", "wagerAmount": "2000"},
+        ]
+    }
+    status, body, _ = await _json(http, "POST", base + BATCH, json=payload)
+    assert status == 200
+    assert (body["appliedCount"], body["rejectedCount"]) == (2, 1)
+    assert body["results"][0]["result"]["totalContribution"] == "10"
+    assert body["results"][1]["error"]["field"] == "game_id"
+    assert body["results"][2]["result"]["totalContribution"] == "20"
+
+
+async def test_win_valid_uuid(http: aiohttp.ClientSession, base: str) -> None:
+    user = str(uuid.uuid4())
+    payload = {
+        "group": "JACKPOT_GROUP_MINOR",
+        "gameId": "slots",
+        "userId": user,
+        "winAmount": "2500",
+    }
+    status, body, _ = await _json(http, "POST", base + WIN, json=payload)
+    assert status == 200, body
+    assert body["actualWinAmount"] == "2500"
+    assert body["remainingAmount"] == "10000"  # fell below the seed: topped back up
+    assert body["seedTopUp"] == "2500"
+    assert body["pool"]["lastWonByUserId"] == user
+    assert body["pool"]["lastWonAmount"] == "2500"
+    assert "actual_win_amount" not in body
+
+
+async def test_win_larger_than_pool_is_failed_precondition(
+    http: aiohttp.ClientSession, base: str
+) -> None:
+    payload = {
+        "group": "JACKPOT_GROUP_MINOR",
+        "gameId": "slots",
+        "userId": str(uuid.uuid4()),
+        "winAmount": 10_000_000,
+    }
+    status, body, _ = await _json(http, "POST", base + WIN, json=payload)
+    assert status == 400
+    _assert_error(body, 9)  # FAILED_PRECONDITION
+    _, pools, _ = await _json(http, "GET", base + POOLS)
+    assert pools["pools"][0]["currentAmount"] == "10000"  # nothing changed
+
+
+async def test_win_bad_user_id_has_field_violation(http: aiohttp.ClientSession, base: str) -> None:
+    payload = {"group": 1, "gameId": "slots", "userId": "not-a-uuid"}
+    status, body, _ = await _json(http, "POST", base + WIN, json=payload)
+    assert status == 400
+    _assert_error(body, 3)
+    assert "user_id" in _violations(body)
+
+
+async def test_statistics_and_get_config(http: aiohttp.ClientSession, base: str) -> None:
+    await _json(http, "POST", base + CONTRIBUTE, json={"gameId": "g", "wagerAmount": 1000})
+    status, stats, _ = await _json(http, "GET", base + STATISTICS)
+    assert status == 200
+    assert stats["totalContributionCount"] == "1" and stats["totalContributed"] == "10"
+    assert stats["totalWagered"] == "1000"
+    status, config, _ = await _json(http, "GET", base + CONFIG)
+    assert status == 200
+    assert [c["seedAmount"] for c in config["pools"]] == ["10000", "100000", "1000000"]
+    assert "maxAmount" not in config["pools"][2]  # unset optional: no cap on mega
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status", "code"),
+    [
+        (None, 401, 16),
+        ("Bearer wrong-token", 403, 7),
+        (f"Bearer {ADMIN}", 200, None),
+    ],
+)
+async def test_update_config_needs_bearer_token(
+    http: aiohttp.ClientSession, base: str, authorization: str | None, status: int, code: int | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    payload = {
+        "group": "JACKPOT_GROUP_MAJOR",
+        "seedAmount": "150000",
+        "contributionRate": {"value": "0.004"},
+        "actor": "ops",
+        "reason": "test",
+    }
+    got, body, _ = await _json(http, "PUT", base + CONFIG, json=payload, headers=headers)
+    assert got == status, body
+    if code is not None:
+        _assert_error(body, code)
+        return
+    assert body["config"]["seedAmount"] == "150000"
+    assert body["config"]["contributionRate"]["value"].startswith("0.004")
+    assert int(body["auditId"]) > 0
+    _, config, _ = await _json(http, "GET", base + CONFIG)
+    assert config["pools"][1]["seedAmount"] == "150000"
+
+
+async def test_update_config_version_conflict_is_409(
+    http: aiohttp.ClientSession, base: str
+) -> None:
+    payload = {"group": "JACKPOT_GROUP_MINOR", "seedAmount": "20000", "expectedVersion": "999"}
+    status, body, _ = await _json(
+        http, "PUT", base + CONFIG, json=payload, headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    assert status == 409
+    _assert_error(body, 10)  # ABORTED
+
+
+# --- errors: every one JSON, never a 500 for bad input ---------------------------------------
+
+
+async def test_malformed_json_is_400(http: aiohttp.ClientSession, offline: str) -> None:
+    status, body, _ = await _json(http, "POST", offline + CONTRIBUTE, data=b'{"gameId": "t",')
+    assert status == 400
+    _assert_error(body, 3, "invalid JSON")
+
+
+@pytest.mark.parametrize("payload", [b"[1, 2]", b'"text"', b"42", b"null"])
+async def test_non_object_body_is_400(
+    http: aiohttp.ClientSession, offline: str, payload: bytes
+) -> None:
+    status, body, _ = await _json(http, "POST", offline + CONTRIBUTE, data=payload)
+    assert status == 400
+    _assert_error(body, 3, "object")
+
+
+async def test_wrong_type_is_400_naming_the_field(
+    http: aiohttp.ClientSession, offline: str
+) -> None:
+    status, body, _ = await _json(
+        http, "POST", offline + CONTRIBUTE, json={"gameId": "test", "wagerAmount": "ten"}
+    )
+    assert status == 400
+    _assert_error(body, 3, "wagerAmount")
+    assert "wagerAmount" in _violations(body)
+
+
+async def test_boolean_for_enum_is_400(http: aiohttp.ClientSession, offline: str) -> None:
+    """json_format would read `true` as 1 (MINOR); paying a pool nobody named is refused."""
+    payload = {"group": True, "gameId": "g", "userId": str(uuid.uuid4())}
+    status, body, _ = await _json(http, "POST", offline + WIN, json=payload)
+    assert status == 400
+    assert "group" in _violations(body)
+
+
+async def test_nested_wrong_type_names_the_path(http: aiohttp.ClientSession, offline: str) -> None:
+    payload = {"contributions": [{"gameId": "a", "wagerAmount": 1.5}]}
+    status, body, _ = await _json(http, "POST", offline + BATCH, json=payload)
+    assert status == 400
+    assert "contributions.wagerAmount" in _violations(body)
+
+
+async def test_domain_validation_is_400_with_details(
+    http: aiohttp.ClientSession, base: str
+) -> None:
+    status, body, _ = await _json(
+        http, "POST", base + CONTRIBUTE, json={"gameId": "  ", "wagerAmount": 0}
+    )
+    assert status == 400
+    _assert_error(body, 3)
+    assert set(_violations(body)) == {"game_id", "wager_amount"}
+
+
+async def test_unknown_fields_are_ignored(http: aiohttp.ClientSession, base: str) -> None:
+    payload = {"gameId": "test", "wagerAmount": 1000, "currency": "EUR"}
+    status, body, _ = await _json(http, "POST", base + CONTRIBUTE, json=payload)
+    assert status == 200 and body["totalContribution"] == "10"
+
+
+async def test_unknown_path_is_404(http: aiohttp.ClientSession, offline: str) -> None:
+    status, body, _ = await _json(http, "GET", offline + "/api/jackpot/nope")
+    assert status == 404
+    _assert_error(body, 5, "/api/jackpot/nope")
+
+
+async def test_wrong_method_is_405_with_allow(http: aiohttp.ClientSession, offline: str) -> None:
+    status, body, response = await _json(http, "DELETE", offline + CONFIG)
+    assert status == 405
+    _assert_error(body, 12, "DELETE")
+    assert set(response.headers["Allow"].split(",")) == {"GET", "PUT"}
+    status, body, response = await _json(http, "GET", offline + CONTRIBUTE)
+    assert status == 405 and response.headers["Allow"] == "POST"
+
+
+async def test_oversized_body_is_413(http: aiohttp.ClientSession, offline: str) -> None:
+    padding = "x" * (MAX_BODY + 1)
+    status, body, _ = await _json(
+        http, "POST", offline + CONTRIBUTE, data=f'{{"gameId": "{padding}"}}'.encode()
+    )
+    assert status == 413
+    _assert_error(body, 8, str(MAX_BODY))
+
+
+async def test_oversized_chunked_body_is_413(http: aiohttp.ClientSession, offline: str) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield b" " * 1024  # no Content-Length: only the read limit can catch it
+
+    status, body, _ = await _json(http, "POST", offline + CONTRIBUTE, data=chunks())
+    assert status == 413
+    _assert_error(body, 8)
+
+
+async def test_grpc_service_down_is_503(http: aiohttp.ClientSession, offline: str) -> None:
+    status, body, _ = await _json(http, "GET", offline + POOLS)
+    assert status == 503
+    _assert_error(body, 14)  # UNAVAILABLE
+    status, body, _ = await _json(
+        http, "POST", offline + CONTRIBUTE, json={"gameId": "t", "wagerAmount": 1}
+    )
+    assert status == 503
+    _assert_error(body, 14)
+
+
+# --- metrics and OpenAPI -----------------------------------------------------------------------
+
+
+async def test_metrics_proxied_with_query_and_accept(
+    http: aiohttp.ClientSession, offline: str
+) -> None:
+    status, body, _ = await _json(http, "GET", offline + "/metrics")
+    assert status == 200
+    assert body["total_requests"] == 42 and body["period"] is None
+    _, body, _ = await _json(http, "GET", offline + "/metrics?period=30d")
+    assert body["period"] == "30d"
+    assert body["response_times"] == {"avg": 1.5, "p95": 3.0}
+    async with http.get(offline + "/metrics", headers={"Accept": "text/plain"}) as response:
+        assert response.status == 200
+        assert response.content_type == "text/plain"
+        assert "jackpot_requests_total 42" in await response.text()
+
+
+async def test_runbook_metrics_from_the_real_server(
+    http: aiohttp.ClientSession, server: RunningServer
+) -> None:
+    """`curl -s http://localhost:3000/metrics | jq '.total_requests'` against the real thing."""
+    running = await _gateway(
+        f"127.0.0.1:{server.port}", f"http://127.0.0.1:{server.health_port}/metrics"
+    )
+    try:
+        base = f"http://127.0.0.1:{running.port}"
+        await _json(http, "POST", base + CONTRIBUTE, json={"gameId": "test", "wagerAmount": 1000})
+        status, body, _ = await _json(http, "GET", base + "/metrics")
+        assert status == 200
+        assert body["total_requests"] >= 1
+        assert {"avg", "p95"} <= set(body["response_times"])
+        status, body, _ = await _json(http, "GET", base + "/metrics?period=30d")
+        assert status == 200 and "total_requests" in body
+    finally:
+        await running.stop()
+
+
+async def test_metrics_upstream_down_is_503(http: aiohttp.ClientSession) -> None:
+    running = await _gateway(
+        f"127.0.0.1:{_closed_port()}", f"http://127.0.0.1:{_closed_port()}/metrics"
+    )
+    try:
+        status, body, _ = await _json(http, "GET", f"http://127.0.0.1:{running.port}/metrics")
+        assert status == 503
+        _assert_error(body, 14, "metrics")
+    finally:
+        await running.stop()
+
+
+async def test_openapi_lists_every_route(http: aiohttp.ClientSession, offline: str) -> None:
+    status, doc, _ = await _json(http, "GET", offline + "/openapi.json")
+    assert status == 200
+    assert doc["openapi"].startswith("3.0")
+    methods = {(path, m) for path, item in doc["paths"].items() for m in item}
+    assert methods == {
+        (POOLS, "get"),
+        (CONTRIBUTE, "post"),
+        (BATCH, "post"),
+        (WIN, "post"),
+        (STATISTICS, "get"),
+        (CONFIG, "get"),
+        (CONFIG, "put"),
+    }
+    schemas = doc["components"]["schemas"]
+    request = schemas["jackpot.v1.ContributeRequest"]["properties"]
+    assert request["wagerAmount"] == {"type": "string", "format": "int64", "pattern": "^-?[0-9]+$"}
+    assert request["gameId"] == {"type": "string"}
+    pool = schemas["jackpot.v1.Pool"]["properties"]
+    assert pool["lastWonAt"] == {"type": "string", "format": "date-time"}
+    assert pool["contributionRate"] == {"$ref": "#/components/schemas/google.type.Decimal"}
+    assert schemas["google.type.Decimal"]["properties"]["value"] == {"type": "string"}
+    assert "JACKPOT_GROUP_MEGA" in schemas["jackpot.v1.JackpotGroup"]["enum"]
