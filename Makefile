@@ -48,5 +48,34 @@ bench: $(STAMP)
 audit: $(STAMP)
 	$(BIN)/jackpot audit
 
+# The runbook's npm scripts, translated (docs/OPERATIONS.md).
+health-check: $(STAMP)
+	$(BIN)/jackpot health
+
+test-smoke: $(STAMP)
+	$(BIN)/jackpot smoke
+
+test-post-deploy: $(STAMP)
+	$(BIN)/jackpot health
+	$(BIN)/jackpot smoke
+
+db-health-check: $(STAMP)
+	$(BIN)/jackpot db check
+
+backup-create: $(STAMP)
+	$(BIN)/jackpot backup create
+
+performance-report: $(STAMP)
+	$(BIN)/jackpot report
+
+config-validate: $(STAMP)
+	$(BIN)/jackpot config validate $(CONFIG)
+
+db-pool-status: $(STAMP)
+	$(BIN)/jackpot db pool-status
+
+diagnostics: $(STAMP)
+	$(BIN)/jackpot diagnostics
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Iterator
 
+from jackpot_grpc import ops_cli
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.adapters.embedded import EmbeddedPostgres
 from jackpot_grpc.config import Settings
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="reconcile every pool against its ledger")
     audit.add_argument("--json", action="store_true")
     audit.set_defaults(func=cmd_audit)
+
+    ops_cli.register(sub)
     return parser
 
 

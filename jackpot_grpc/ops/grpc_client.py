@@ -1,0 +1,43 @@
+"""gRPC calls from operator commands: a channel per command, errors described for people."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.tls import open_channel
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+@contextlib.asynccontextmanager
+async def channel(settings: Settings, target: str) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel for one command: TLS when GRPC_TLS_CA is set, as every client of ours."""
+    async with open_channel(settings, target) as chan:
+        yield chan
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    """(field, description) pairs from the google.rpc.BadRequest detail, if any."""
+    found: list[tuple[str, str]] = []
+    for key, value in error.trailing_metadata() or ():
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(bad):  # False for any other kind of detail
+                found.extend((v.field, v.description) for v in bad.field_violations)
+    return found
+
+
+def describe_error(error: grpc.aio.AioRpcError) -> str:
+    text = f"{error.code().name}: {error.details() or ''}".rstrip(": ")
+    violations = field_violations(error)
+    if violations:
+        text += " [" + "; ".join(f"{f}: {d}" for f, d in violations) + "]"
+    return text

@@ -1,0 +1,126 @@
+"""Is the service up? grpc.health.v1 on the gRPC port, and GET /health on the health port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.health import SERVICE_NAME
+from jackpot_grpc.ops.grpc_client import channel
+
+GRPC_SERVICES = ("", SERVICE_NAME)
+
+
+@dataclass(frozen=True)
+class Check:
+    check: str
+    target: str
+    healthy: bool
+    status: str
+    latency_ms: float | None
+    detail: str = ""
+
+
+def _elapsed(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+async def grpc_checks(settings: Settings, target: str, rpc_timeout: float = 3.0) -> list[Check]:
+    checks: list[Check] = []
+    async with channel(settings, target) as chan:
+        stub = health_pb2_grpc.HealthStub(chan)
+        for service in GRPC_SERVICES:
+            name = f"grpc health {service or '(server)'}"
+            started = time.perf_counter()
+            try:
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=rpc_timeout
+                )
+            except grpc.aio.AioRpcError as exc:
+                unreachable = exc.code() in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                )
+                checks.append(
+                    Check(
+                        name,
+                        target,
+                        False,
+                        "UNREACHABLE" if unreachable else exc.code().name,
+                        _elapsed(started),
+                        (exc.details() or "").splitlines()[0][:200] if exc.details() else "",
+                    )
+                )
+                continue
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            checks.append(Check(name, target, status == "SERVING", status, _elapsed(started)))
+    return checks
+
+
+def health_url(base: str, path: str = "/health") -> str:
+    """`http://host:3001` → `http://host:3001/health`; a URL with a path is taken as is."""
+    parts = urlsplit(base if "://" in base else f"http://{base}")
+    if parts.path in ("", "/"):
+        parts = parts._replace(path=path)
+    return urlunsplit(parts)
+
+
+async def http_check(url: str, rpc_timeout: float = 3.0) -> Check:
+    started = time.perf_counter()
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=rpc_timeout)) as session,
+            session.get(url, headers={"Accept": "application/json"}) as response,
+        ):
+            body = await response.text()
+    except aiohttp.ClientConnectorError as exc:
+        reason = "connection refused" if isinstance(exc.os_error, ConnectionRefusedError) else ""
+        return Check(
+            "http health", url, False, "UNREACHABLE", _elapsed(started), reason or str(exc)
+        )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+        return Check("http health", url, False, "UNREACHABLE", _elapsed(started), detail)
+    detail = body.strip()[:200]
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict) and "status" in parsed:
+            detail = f"status={parsed['status']}"
+    except ValueError:
+        pass
+    return Check(
+        "http health",
+        url,
+        response.status == 200,
+        f"HTTP {response.status}",
+        _elapsed(started),
+        detail,
+    )
+
+
+async def run_checks(
+    settings: Settings, grpc_target: str | None, http_base: str | None, rpc_timeout: float = 3.0
+) -> list[Check]:
+    jobs = []
+    if grpc_target:
+        jobs.append(grpc_checks(settings, grpc_target, rpc_timeout))
+    if http_base:
+
+        async def one_http() -> list[Check]:
+            return [await http_check(health_url(http_base), rpc_timeout)]
+
+        jobs.append(one_http())
+    results = await asyncio.gather(*jobs)
+    return [check for group in results for check in group]
+
+
+def default_http_base(health_port: int) -> str:
+    return f"http://localhost:{health_port}"

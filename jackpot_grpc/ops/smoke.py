@@ -1,0 +1,202 @@
+"""The smoke test of a running service: a real contribution, a real small win, clean books.
+
+Contribute (unique idempotency key) → replay it → GetPools shows the pools moved →
+Win a small amount on minor for a random player → replay it → audit every pool against its
+ledger. Money moves for real (game id `smoke-test`), and the books stay balanced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+from jackpot.v1 import jackpot_pb2 as pb
+from jackpot.v1 import jackpot_pb2_grpc
+
+from jackpot_grpc.config import Settings
+from jackpot_grpc.domain.model import Group, PoolAudit
+from jackpot_grpc.entrypoints.convert import group_from_proto, group_to_proto
+from jackpot_grpc.ops.grpc_client import channel, describe_error
+from jackpot_grpc.ops.output import progress
+
+GAME_ID = "smoke-test"
+Audit = Callable[[], Awaitable[list[PoolAudit]]]
+
+
+class StepFailed(Exception):
+    pass
+
+
+@dataclass
+class Step:
+    step: str
+    ok: bool
+    detail: str
+    ms: float
+
+
+@dataclass
+class SmokeResult:
+    target: str
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.steps) and all(s.ok for s in self.steps)
+
+
+def _name(group: int) -> str:
+    found = group_from_proto(group)
+    return found.value if found else str(group)
+
+
+def _by_group(pools: pb.GetPoolsResponse) -> dict[str, pb.Pool]:
+    return {_name(p.group): p for p in pools.pools}
+
+
+async def run_smoke(
+    settings: Settings,
+    target: str,
+    audit: Audit | None,
+    *,
+    wager: int = 1000,
+    win_amount: int = 1,
+    rpc_timeout: float = 5.0,
+) -> SmokeResult:
+    result = SmokeResult(target)
+    run = uuid.uuid4().hex[:12]
+
+    async def step(name: str, action: Callable[[], Awaitable[str]]) -> bool:
+        started = time.perf_counter()
+        try:
+            detail, ok = await action(), True
+        except StepFailed as exc:
+            detail, ok = str(exc), False
+        except grpc.aio.AioRpcError as exc:
+            detail, ok = describe_error(exc), False
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        result.steps.append(Step(name, ok, detail, ms))
+        progress(f"smoke: {name}: {'ok' if ok else 'FAILED'} ({detail})")
+        return ok
+
+    async with channel(settings, target) as chan:
+        stub = jackpot_pb2_grpc.JackpotServiceStub(chan)
+        state: dict[str, object] = {}
+
+        async def read_before() -> str:
+            before = await stub.GetPools(pb.GetPoolsRequest(), timeout=rpc_timeout)
+            if len(before.pools) != 3:
+                raise StepFailed(f"expected 3 pools, got {len(before.pools)}")
+            state["before"] = _by_group(before)
+            return ", ".join(f"{_name(p.group)}={p.current_amount}" for p in before.pools)
+
+        async def contribute() -> str:
+            request = pb.ContributeRequest(
+                game_id=GAME_ID, wager_amount=wager, idempotency_key=f"smoke-contribute-{run}"
+            )
+            reply = await stub.Contribute(request, timeout=rpc_timeout)
+            shares = {_name(c.group): c.amount for c in reply.contributions}
+            if reply.replayed:
+                raise StepFailed("a fresh idempotency key was answered as a replay")
+            if sum(shares.values()) != reply.total_contribution or min(shares.values()) < 0:
+                raise StepFailed(f"shares {shares} do not add up to {reply.total_contribution}")
+            state["request"], state["reply"], state["shares"] = request, reply, shares
+            return f"id {reply.contribution_id}, total {reply.total_contribution} {shares}"
+
+        async def replay_contribution() -> str:
+            request = state["request"]
+            first = state["reply"]
+            assert isinstance(request, pb.ContributeRequest)
+            assert isinstance(first, pb.ContributeResponse)
+            again = await stub.Contribute(request, timeout=rpc_timeout)
+            if not again.replayed or again.contribution_id != first.contribution_id:
+                raise StepFailed("the repeated idempotency key was applied a second time")
+            return f"replayed id {again.contribution_id}, nothing changed"
+
+        async def pools_moved() -> str:
+            before = state["before"]
+            shares = state["shares"]
+            assert isinstance(before, dict) and isinstance(shares, dict)
+            # Totals only grow; other traffic may add more. Another server process may serve
+            # GetPools from a snapshot up to JACKPOT_SNAPSHOT_TTL old: retry briefly.
+            deadline = time.monotonic() + 3.0
+            while True:
+                after = _by_group(await stub.GetPools(pb.GetPoolsRequest(), timeout=rpc_timeout))
+                missing = {
+                    g: (after[g].total_contributions - before[g].total_contributions, share)
+                    for g, share in shares.items()
+                    if after[g].total_contributions - before[g].total_contributions < share
+                }
+                if not missing:
+                    return "every pool took its share: " + ", ".join(
+                        f"{g} +{after[g].total_contributions - before[g].total_contributions}"
+                        for g in shares
+                    )
+                if time.monotonic() > deadline:
+                    raise StepFailed(
+                        f"pools did not move by their shares (moved, share): {missing}"
+                    )
+                await asyncio.sleep(0.2)
+
+        async def win() -> str:
+            request = pb.WinRequest(
+                group=group_to_proto(Group.MINOR),
+                game_id=GAME_ID,
+                user_id=str(uuid.uuid4()),
+                win_amount=win_amount,
+                idempotency_key=f"smoke-win-{run}",
+            )
+            reply = await stub.Win(request, timeout=rpc_timeout)
+            if reply.actual_win_amount != win_amount:
+                raise StepFailed(f"paid {reply.actual_win_amount}, asked for {win_amount}")
+            if reply.remaining_amount < reply.pool.seed_amount:
+                raise StepFailed(
+                    f"minor pool left at {reply.remaining_amount}, below its seed"
+                    f" {reply.pool.seed_amount}"
+                )
+            state["win_request"], state["win_reply"] = request, reply
+            return (
+                f"win {reply.win_id}: paid {reply.actual_win_amount}, minor now"
+                f" {reply.remaining_amount} (seed top-up {reply.seed_top_up})"
+            )
+
+        async def replay_win() -> str:
+            request = state["win_request"]
+            first = state["win_reply"]
+            assert isinstance(request, pb.WinRequest) and isinstance(first, pb.WinResponse)
+            again = await stub.Win(request, timeout=rpc_timeout)
+            if not again.replayed or again.win_id != first.win_id:
+                raise StepFailed("the repeated win was paid a second time")
+            return f"replayed win {again.win_id}, nothing paid"
+
+        for name, action in (
+            ("read pools", read_before),
+            ("contribute", contribute),
+            ("replay contribution", replay_contribution),
+            ("pools moved", pools_moved),
+            ("win minor", win),
+            ("replay win", replay_win),
+        ):
+            if not await step(name, action):
+                break
+
+    if audit is not None:
+
+        async def audit_books() -> str:
+            audits = await audit()
+            bad = [a for a in audits if not a.balanced]
+            if bad:
+                raise StepFailed(
+                    "BOOKS DO NOT BALANCE: "
+                    + ", ".join(f"{a.group.value} off by {a.discrepancy}" for a in bad)
+                )
+            return "books balance: " + ", ".join(
+                f"{a.group.value}={a.current_amount}" for a in audits
+            )
+
+        await step("audit books", audit_books)
+    return result

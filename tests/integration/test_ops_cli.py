@@ -1,0 +1,687 @@
+"""The operator commands (jackpot_grpc.ops_cli) against a real server on real PostgreSQL.
+
+Each command runs as `jackpot` would run it: parsed by argparse, given a Settings, printing
+to stdout; in a worker thread, because commands run their own event loop while the server
+fixture serves on the test's loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+import pytest
+import yaml
+from aiohttp import web
+from jackpot.v1 import jackpot_pb2 as pb
+from jackpot.v1 import jackpot_pb2_grpc
+
+from jackpot_grpc import ops_cli
+from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.entrypoints.server import RunningServer
+from jackpot_grpc.ops import backup, pgstat
+from jackpot_grpc.ops.target import connect
+from jackpot_grpc.service.reports import run_audit
+from tests.conftest import create_database, drop_database, unique_name
+
+Stub = jackpot_pb2_grpc.JackpotServiceStub
+GROUPS = ["minor", "major", "mega"]
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="jackpot")
+    ops_cli.register(top.add_subparsers(dest="command", required=True))
+    return top
+
+
+def run_ops(settings: Settings, *argv: str) -> tuple[int, str]:
+    args = parser().parse_args(list(argv))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code: int = args.func(settings, args)
+    return code, out.getvalue()
+
+
+async def ops(settings: Settings, *argv: str) -> tuple[int, str]:
+    return await asyncio.wait_for(asyncio.to_thread(run_ops, settings, *argv), timeout=60)
+
+
+async def ops_json(settings: Settings, *argv: str) -> tuple[int, Any]:
+    code, out = await ops(settings, *argv, "--json")
+    return code, json.loads(out)
+
+
+@pytest.fixture
+def ops_settings(settings: Settings, database_url: str) -> Settings:
+    return dataclasses.replace(settings, database_url=database_url)
+
+
+def grpc_target(server: RunningServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+def health_base(server: RunningServer) -> str:
+    return f"http://127.0.0.1:{server.health_port}"
+
+
+def ops_json_sync(settings: Settings, *argv: str) -> tuple[int, Any]:
+    code, out = run_ops(settings, *argv, "--json")
+    return code, json.loads(out)
+
+
+def leftovers(root: Path) -> list[Path]:
+    return list(root.rglob("*.partial"))
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def contribute(stub: Stub, wager: int = 1000) -> pb.ContributeResponse:
+    reply: pb.ContributeResponse = await stub.Contribute(
+        pb.ContributeRequest(
+            game_id="ops-test", wager_amount=wager, idempotency_key=uuid.uuid4().hex
+        )
+    )
+    return reply
+
+
+# --- health and smoke --------------------------------------------------------------------
+
+
+async def test_health_is_healthy_over_grpc_and_http(
+    server: RunningServer, ops_settings: Settings
+) -> None:
+    code, data = await ops_json(
+        ops_settings,
+        "health",
+        "--grpc-target",
+        grpc_target(server),
+        "--health-url",
+        health_base(server),
+    )
+    assert code == 0
+    assert data["healthy"] is True
+    statuses = {c["check"]: c["status"] for c in data["checks"]}
+    assert statuses == {
+        "grpc health (server)": "SERVING",
+        "grpc health jackpot.v1.JackpotService": "SERVING",
+        "http health": "HTTP 200",
+    }
+
+    code, text = await ops(
+        ops_settings, "health", "--grpc-target", grpc_target(server), "--grpc-only"
+    )
+    assert code == 0
+    assert "SERVING" in text and "http health" not in text
+
+
+async def test_health_reports_refused_connections_as_unhealthy(
+    server: RunningServer, ops_settings: Settings
+) -> None:
+    dead = closed_port()
+    code, data = await ops_json(
+        ops_settings,
+        "health",
+        "--grpc-target",
+        grpc_target(server),
+        "--health-url",
+        f"http://127.0.0.1:{dead}",
+    )
+    assert code == 1
+    http = next(c for c in data["checks"] if c["check"] == "http health")
+    assert http["status"] == "UNREACHABLE" and http["detail"] == "connection refused"
+    assert all(c["healthy"] for c in data["checks"] if c["check"] != "http health")
+
+    code, text = await ops(
+        ops_settings,
+        "health",
+        "--grpc-target",
+        f"127.0.0.1:{dead}",
+        "--grpc-only",
+        "--timeout",
+        "2",
+    )
+    assert code == 1
+    assert "UNREACHABLE" in text and "UNHEALTHY" in text
+
+
+async def test_smoke_moves_money_and_leaves_the_books_balanced(
+    server: RunningServer, ops_settings: Settings, database_url: str
+) -> None:
+    code, data = await ops_json(ops_settings, "smoke", "--grpc-target", grpc_target(server))
+    assert code == 0, data
+    assert [s["step"] for s in data["steps"]] == [
+        "read pools",
+        "contribute",
+        "replay contribution",
+        "pools moved",
+        "win minor",
+        "replay win",
+        "audit books",
+    ]
+    assert all(s["ok"] for s in data["steps"])
+
+    audits = await run_audit(ops_settings, database_url)
+    assert all(a.balanced for a in audits)
+    with connect(database_url) as conn:
+        counts = pgstat.one(
+            conn,
+            """SELECT
+                 (SELECT count(*) FROM contributions WHERE game_id = 'smoke-test') AS c,
+                 (SELECT count(*) FROM wins WHERE game_id = 'smoke-test' AND amount = 1) AS w""",
+        )
+    assert counts == {"c": 1, "w": 1}  # the replays changed nothing
+
+
+def test_smoke_fails_when_the_service_is_not_there(ops_settings: Settings) -> None:
+    code, data = ops_json_sync(
+        ops_settings, "smoke", "--grpc-target", f"127.0.0.1:{closed_port()}", "--timeout", "2"
+    )
+    assert code == 1
+    assert data["ok"] is False
+    assert data["steps"][0]["ok"] is False
+    # The books are still audited: the database is reachable.
+    assert data["steps"][-1]["step"] == "audit books" and data["steps"][-1]["ok"]
+
+
+# --- database ----------------------------------------------------------------------------
+
+
+def test_db_check_reports_version_latency_and_revision(
+    ops_settings: Settings, admin_url: str, settings: Settings
+) -> None:
+    code, data = ops_json_sync(ops_settings, "db", "check")
+    assert code == 0
+    assert data["connected"] and data["up_to_date"]
+    assert data["revision"] == data["head_revision"] == pgstat.head_revision()
+    assert data["server_version_num"] >= 130000
+    assert data["latency_ms"] >= 0
+
+    name = unique_name("jackpot_empty")
+    url = create_database(admin_url, name)
+    try:
+        code, data = ops_json_sync(dataclasses.replace(settings, database_url=url), "db", "check")
+        assert code == 1
+        assert data["revision"] is None and data["up_to_date"] is False
+    finally:
+        drop_database(admin_url, name)
+
+    unreachable = f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres"
+    code, data = ops_json_sync(
+        dataclasses.replace(settings, database_url=unreachable), "db", "check", "--timeout", "2"
+    )
+    assert code == 1 and data["connected"] is False
+
+
+async def test_db_pool_status_counts_the_service_connections(
+    server: RunningServer, ops_settings: Settings
+) -> None:
+    code, data = await ops_json(ops_settings, "db", "pool-status")
+    assert code == 0
+    # The server's pool (application_name jackpot-service) holds at least min_size open.
+    assert sum(s["connections"] for s in data["states"]) >= ops_settings.pool_min_size
+    assert data["usage"]["max_connections"] > 0
+    assert data["usage"]["jackpot_connections"] >= ops_settings.pool_min_size
+
+    code, text = await ops(ops_settings, "db", "pool-status", "--fail-above", "0")
+    assert code == 1
+    assert "ABOVE 0" in text
+
+
+def test_migrate_dry_run_prints_sql_and_changes_nothing(admin_url: str) -> None:
+    name = unique_name("jackpot_dry")
+    url = create_database(admin_url, name)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "jackpot_grpc.cli", "migrate", "--dry-run"],
+            env={**os.environ, "DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "CREATE TABLE jackpots" in done.stdout
+        assert "INSERT INTO alembic_version" in done.stdout
+        with connect(url) as conn:
+            tables = pgstat.rows(
+                conn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+        assert tables == []
+    finally:
+        drop_database(admin_url, name)
+
+
+def test_db_maintain_and_long_queries(ops_settings: Settings, database_url: str) -> None:
+    code, data = ops_json_sync(ops_settings, "db", "maintain")
+    assert code == 0
+    assert {a["table"] for a in data["actions"]} == set(pgstat.TABLES)
+
+    sleeper = psycopg.connect(database_url, autocommit=True, application_name="ops-test-sleeper")
+    errors: list[BaseException] = []
+
+    def sleep() -> None:
+        try:
+            sleeper.execute("SELECT pg_sleep(30)")
+        except psycopg.Error as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=sleep)
+    thread.start()
+    try:
+        time.sleep(1.2)
+        code, data = ops_json_sync(ops_settings, "db", "long-queries", "--older-than", "1")
+        assert code == 0
+        mine = [q for q in data["queries"] if q["application_name"] == "ops-test-sleeper"]
+        assert len(mine) == 1 and "pg_sleep" in mine[0]["query"]
+
+        code, data = ops_json_sync(
+            ops_settings, "db", "long-queries", "--older-than", "1", "--terminate"
+        )
+        assert code == 0
+        assert any(
+            q["application_name"] == "ops-test-sleeper" and q["terminated"] for q in data["queries"]
+        )
+        thread.join(10)
+        assert not thread.is_alive()
+        assert errors, "the sleeping query was not terminated"
+    finally:
+        sleeper.close()
+        thread.join(1)
+
+
+# --- backups -----------------------------------------------------------------------------
+
+
+async def test_backup_then_restore_gives_the_same_pools_and_ledgers(
+    server: RunningServer,
+    stub: Stub,
+    ops_settings: Settings,
+    admin_url: str,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    for wager in (1000, 2500, 777):
+        await contribute(stub, wager)
+    await stub.Win(
+        pb.WinRequest(
+            group=pb.JACKPOT_GROUP_MINOR,
+            game_id="ops-test",
+            user_id=str(uuid.uuid4()),
+            win_amount=3,
+            idempotency_key=uuid.uuid4().hex,
+        )
+    )
+    with connect(database_url) as conn:
+        source = pgstat.ledger_counts(conn)
+
+    code, created = await ops_json(ops_settings, "backup", "create", "--dir", str(tmp_path))
+    assert code == 0, created
+    file = Path(created["file"])
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert file.parent == tmp_path / today
+    assert re.fullmatch(r"jackpot_full_backup_\d{8}_\d{6}\.dump", file.name)
+    assert created["verification"]["ok"] and not created["verification"]["missing"]
+    assert not leftovers(tmp_path)
+
+    code, verified = await ops_json(ops_settings, "backup", "verify", str(file))
+    assert code == 0 and verified["ok"]
+    assert set(backup.REQUIRED_TABLE_DATA) <= set(verified["table_data"])
+
+    target = unique_name("jackpot_restore")
+    try:
+        code, restored = await ops_json(
+            ops_settings, "backup", "restore", str(file), "--database", target
+        )
+        assert code == 0, restored
+        assert restored["counts"] == json.loads(json.dumps(source, default=str))
+        assert [p["group"] for p in restored["counts"]["pools"]] == GROUPS
+        assert restored["counts"]["tables"]["contributions"] == 3
+        assert restored["counts"]["tables"]["wins"] == 1
+        assert restored["balanced"] is True
+        assert restored["revision"] == pgstat.head_revision()
+
+        code, _ = await ops(ops_settings, "backup", "restore", str(file), "--database", target)
+        assert code == 1  # never over an existing database
+    finally:
+        drop_database(admin_url, target)
+
+
+def test_backup_verify_rejects_a_damaged_file(ops_settings: Settings, tmp_path: Path) -> None:
+    code, created = ops_json_sync(ops_settings, "backup", "create", "--dir", str(tmp_path))
+    assert code == 0
+    damaged = tmp_path / "damaged.dump"
+    damaged.write_bytes(Path(created["file"]).read_bytes()[:200])
+    code, data = ops_json_sync(ops_settings, "backup", "verify", str(damaged))
+    assert code == 1 and data["ok"] is False and data["error"]
+
+    code, data = ops_json_sync(ops_settings, "backup", "verify", str(tmp_path / "missing.dump"))
+    assert code == 1 and data["error"] == "no such file"
+
+
+def _fake_tool(directory: Path, name: str, major: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    tool = directory / name
+    tool.write_text(f"#!/bin/sh\necho '{name} (PostgreSQL) {major}.1'\n")
+    tool.chmod(0o755)
+    return tool
+
+
+def test_client_tools_match_the_server_major_and_never_go_older(tmp_path: Path) -> None:
+    # Majors 97..99 exist nowhere on a real machine, so only the fakes can match them.
+    exact = _fake_tool(tmp_path / "a", "pg_dump", 98)
+    newer = _fake_tool(tmp_path / "b", "pg_dump", 99)
+    assert backup.find_tool("pg_dump", 98, [tmp_path / "b", tmp_path / "a"]).path == exact
+    assert backup.find_tool("pg_dump", 97, [tmp_path / "a", tmp_path / "b"]).path == exact
+    assert backup.find_tool("pg_dump", 99, [tmp_path / "a", tmp_path / "b"]).path == newer
+    with pytest.raises(backup.BackupError, match=r"PostgreSQL 100 or newer.*postgresql-client-100"):
+        backup.find_tool("pg_dump", 100, [tmp_path / "a", tmp_path / "b"])
+
+
+def test_backup_prune_deletes_only_old_backups(ops_settings: Settings, tmp_path: Path) -> None:
+    day = tmp_path / "2020-01-01"
+    day.mkdir()
+    old = day / "jackpot_full_backup_20200101_000000.dump"
+    other = day / "notes.txt"
+    for path in (old, other):
+        path.write_text("x")
+        os.utime(path, (time.time() - 40 * 86400,) * 2)
+    recent = tmp_path / "2099-01-01" / "jackpot_schema_20990101_000000.sql"
+    recent.parent.mkdir()
+    recent.write_text("x")
+
+    code, data = ops_json_sync(ops_settings, "backup", "prune", "--dir", str(tmp_path), "--dry-run")
+    assert code == 0 and [Path(f["file"]) for f in data["files"]] == [old]
+    assert old.exists()
+    code, data = ops_json_sync(ops_settings, "backup", "prune", "--dir", str(tmp_path))
+    assert code == 0 and not old.exists() and other.exists() and recent.exists()
+
+
+# --- diagnostics and report --------------------------------------------------------------
+
+
+async def test_diagnostics_shows_locks_and_long_running_queries(
+    server: RunningServer, ops_settings: Settings, database_url: str
+) -> None:
+    holder = psycopg.connect(database_url, autocommit=True, application_name="ops-test-holder")
+
+    def hold() -> None:
+        with contextlib.suppress(psycopg.Error):
+            holder.execute("SELECT pg_advisory_lock(4242), pg_sleep(2.5)")
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        await asyncio.sleep(1.3)
+        argv = (
+            "diagnostics",
+            "--grpc-target",
+            grpc_target(server),
+            "--health-url",
+            health_base(server),
+            "--long-query-seconds",
+            "1",
+        )
+        code, data = await ops_json(ops_settings, *argv)
+        assert code == 0, data["problems"]
+        assert data["database"]["reachable"] and data["database"]["database"]
+        assert any(lock["locktype"] == "advisory" and lock["granted"] for lock in data["locks"])
+        assert any(q["application_name"] == "ops-test-holder" for q in data["long_running"])
+        assert {c["status"] for c in data["health"]} == {"SERVING", "HTTP 200"}
+        assert "memory_percent" in data["host"]
+
+        code, text = await ops(ops_settings, *argv)
+        assert code == 0
+        for title in (
+            "== Service health ==",
+            "== Locks ==",
+            "== Queries running longer than 1 s ==",
+        ):
+            assert title in text
+    finally:
+        await asyncio.to_thread(thread.join, 10)
+        holder.close()
+
+
+def test_diagnostics_fails_when_the_database_is_down(settings: Settings) -> None:
+    down = dataclasses.replace(
+        settings, database_url=f"postgresql://postgres@127.0.0.1:{closed_port()}/x"
+    )
+    code, data = ops_json_sync(down, "diagnostics", "--no-service", "--timeout", "2")
+    assert code == 1
+    assert data["database"]["reachable"] is False and data["problems"]
+
+
+async def test_report_reads_the_service_metrics_and_database(
+    server: RunningServer, stub: Stub, ops_settings: Settings
+) -> None:
+    await contribute(stub)
+    await stub.GetPools(pb.GetPoolsRequest())
+    code, data = await ops_json(
+        ops_settings,
+        "report",
+        "--metrics-url",
+        health_base(server),
+        "--period",
+        "5m",
+        "--grpc-target",
+        grpc_target(server),
+        "--probe",
+        "3",
+    )
+    assert code == 0, data["problems"]
+    metrics = data["metrics"]
+    assert metrics["ok"] and metrics["url"].endswith("/metrics?period=5m")
+    assert metrics["summary"]["total_requests"] >= 2
+    assert metrics["summary"]["p95_ms"] is not None
+    assert {"Contribute", "GetPools"} <= {m["method"] for m in metrics["methods"]}
+    assert [p["calls"] for p in data["probe"]] == [3, 3, 3]
+    # A fresh test database has no pg_stat_statements extension.
+    assert data["pg_stat_statements"]["status"] == "not installed"
+    assert {i["table"] for i in data["indexes"]} <= set(pgstat.TABLES)
+    assert data["growth"][0]["contributions"] >= 1
+    assert data["resources"] is None or isinstance(data["resources"], list)
+
+    code, text = await ops(ops_settings, "report", "--metrics-url", health_base(server))
+    assert code == 0
+    for title in (
+        "== Service metrics",
+        "== Top queries (pg_stat_statements: not installed) ==",
+        "== Index usage ==",
+        "== Resource utilization by day (system_metrics, 30 days) ==",
+    ):
+        assert title in text
+
+
+@contextlib.asynccontextmanager
+async def canned_metrics(payload: Any) -> AsyncIterator[str]:
+    seen: list[str] = []
+
+    async def metrics(request: web.Request) -> web.Response:
+        seen.append(request.query_string)
+        return web.json_response(payload)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_report_tolerates_missing_metric_fields(ops_settings: Settings) -> None:
+    partial = {
+        "total_requests": 1200,
+        "error_rate": 0.02,
+        "response_times": {"p95": 650.0},
+        "throughput": 90,
+    }
+    async with canned_metrics(partial) as base:
+        code, data = await ops_json(ops_settings, "report", "--metrics-url", base, "--no-db")
+    assert code == 0
+    summary = data["metrics"]["summary"]
+    assert summary["total_requests"] == 1200
+    assert summary["avg_ms"] is None and summary["p99_ms"] is None
+    assert summary["error_rate_status"].startswith("CRITICAL")
+    assert summary["p95_status"].startswith("CRITICAL")
+    assert summary["throughput_per_minute"] == 90
+    assert data["metrics"]["methods"] == []
+
+    code, data = await ops_json(
+        ops_settings, "report", "--metrics-url", f"http://127.0.0.1:{closed_port()}", "--no-db"
+    )
+    assert code == 1 and data["metrics"]["error"] == "connection refused"
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+async def test_config_show_validate_and_update(
+    server: RunningServer, ops_settings: Settings, tmp_path: Path
+) -> None:
+    target = grpc_target(server)
+    code, shown = await ops_json(ops_settings, "config", "show", "--grpc-target", target)
+    assert code == 0 and [p["group"] for p in shown["pools"]] == GROUPS
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(shown))
+    code, data = await ops_json(ops_settings, "config", "validate", str(saved))
+    assert code == 0 and data["violations"] == []
+
+    broken = json.loads(saved.read_text())
+    broken["pools"][0]["contribution_rate"] = "1.5"
+    del broken["pools"][2]["seed_amount"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(broken))
+    code, data = await ops_json(ops_settings, "config", "validate", str(bad))
+    assert code == 1
+    assert {v["field"] for v in data["violations"]} == {
+        "pools.minor.contribution_rate",
+        "pools.mega.seed_amount",
+    }
+
+    toml = tmp_path / "config.toml"
+    toml.write_text(
+        "[pools.minor]\ncontribution_rate = 0.006\nseed_amount = 10000\nmax_amount = 9000\n"
+        '[pools.major]\ncontribution_rate = "0.003"\nseed_amount = 100000\n'
+    )
+    code, text = await ops(ops_settings, "config", "validate", str(toml))
+    assert code == 1
+    assert "pools.minor.max_amount" in text and "pools.mega: is missing" not in text
+
+    code, data = await ops_json(ops_settings, "config", "validate")  # the database's
+    assert code == 0
+
+    update = ("config", "update", "--grpc-target", target, "--group", "minor")
+    code, data = await ops_json(
+        ops_settings, *update, "--rate", "0.006", "--seed", "20000", "--max", "300000", "--dry-run"
+    )
+    assert code == 0 and data["after"]["version"] == data["before"]["version"] + 1
+    code, data = await ops_json(
+        ops_settings,
+        *update,
+        "--rate",
+        "0.006",
+        "--seed",
+        "20000",
+        "--max",
+        "300000",
+        "--actor",
+        "ops-test",
+    )
+    assert code == 0 and data["audit_id"] > 0
+    assert data["config"]["contribution_rate"] == "0.006"
+    code, shown = await ops_json(ops_settings, "config", "show", "--from-db")
+    minor = shown["pools"][0]
+    assert (minor["seed_amount"], minor["max_amount"], minor["version"]) == (20000, 300000, 2)
+
+    code, text = await ops(ops_settings, *update, "--rate", "2")
+    assert code == 1  # the service names the field
+    code, data = await ops_json(
+        dataclasses.replace(ops_settings, admin_token="not-the-token"), *update, "--rate", "0.001"
+    )
+    assert code == 1 and "PERMISSION_DENIED" in data["error"]
+
+
+async def test_config_update_rejects_a_bad_rate_with_the_field(
+    server: RunningServer, ops_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    update = ("config", "update", "--grpc-target", grpc_target(server), "--group", "major")
+    code, _ = await ops(ops_settings, *update, "--rate", "1.01")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT" in err and "contribution_rate: must be between 0 and 1" in err
+    code, _ = await ops(ops_settings, *update)
+    assert code == 2  # nothing to change
+
+
+# --- the alert rules read metrics the service really exposes ---------------------------
+
+
+def _rule_metric_names() -> set[str]:
+    rules = yaml.safe_load((PROJECT_ROOT / "deploy/prometheus/jackpot-alerts.yml").read_text())
+    names: set[str] = set()
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            names.update(re.findall(r"\b(jackpot_[a-z_]+)\b", rule["expr"]))
+    return names
+
+
+async def test_alert_rules_read_metrics_the_service_exposes(server: RunningServer) -> None:
+    from prometheus_client import generate_latest
+
+    from jackpot_grpc.domain import model
+    from jackpot_grpc.domain.model import (
+        ContributionResult,
+        ContributionShares,
+        WinOutcome,
+        WinResult,
+    )
+    from jackpot_grpc.telemetry import setup_telemetry
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{health_base(server)}/metrics/prometheus") as response,
+    ):
+        exposition = await response.text()
+    telemetry = setup_telemetry(environ={})
+    try:  # the OTel business counters appear once used
+        now = datetime.now(UTC)
+        shares = ContributionShares(dict.fromkeys(model.GROUPS, 1), dict.fromkeys(model.GROUPS, 2))
+        telemetry.metrics.contributions_applied([ContributionResult(1, shares, now, False)])
+        pools = await server.service.pools()
+        telemetry.metrics.win_paid(WinResult(1, WinOutcome(1, 2, 0, 1), pools[0], now, False))
+        telemetry.metrics.config_changed(model.Group.MINOR)
+        exposition += generate_latest(telemetry.prometheus).decode()
+    finally:
+        telemetry.shutdown()
+    exposed = set(re.findall(r"^# TYPE (\w+) ", exposition, re.MULTILINE))
+    exposed |= {f"{n}_bucket" for n in exposed}
+    missing = _rule_metric_names() - exposed
+    assert not missing, f"alert rules read metrics nobody exposes: {sorted(missing)}"

@@ -1,0 +1,322 @@
+"""The deployment files, parsed: Dockerfile, .dockerignore, alert rules, process managers, docs.
+
+No container engine or Prometheus runs here, so each file is read as its tool would read
+it and checked for what the runbook asks of it. Every command the files and the operations
+guide give is parsed by the real `jackpot` argument parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import fnmatch
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jackpot_grpc import cli, ops_cli
+from jackpot_grpc.config import PROJECT_ROOT, Settings
+
+DOCKERFILE = PROJECT_ROOT / "Dockerfile"
+ALERTS = PROJECT_ROOT / "deploy" / "prometheus" / "jackpot-alerts.yml"
+OPERATIONS = PROJECT_ROOT / "docs" / "OPERATIONS.md"
+RUNBOOK = PROJECT_ROOT.parent / "shared" / "seeds" / "jackpot-service-runbook.md"
+DURATION = re.compile(r"^\d+[smhdw]$")
+
+
+def jackpot_parser() -> argparse.ArgumentParser:
+    """`jackpot`'s parser, with the operator commands whether or not cli.py registers them."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "health" not in sub.choices:
+        ops_cli.register(sub)
+    return parser
+
+
+def assert_parses(command: str) -> argparse.Namespace:
+    words = shlex.split(command)
+    assert words[0].endswith("jackpot"), command
+    try:
+        return jackpot_parser().parse_args(words[1:])
+    except SystemExit:
+        pytest.fail(f"`{command}` is not a valid jackpot command")
+
+
+# --- Dockerfile ----------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments), continuation lines joined, comments dropped."""
+    logical: list[str] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    assert not pending, "the Dockerfile ends inside a continued line"
+    out = []
+    for line in logical:
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    found: list[list[tuple[str, str]]] = []
+    for instruction in dockerfile_instructions():
+        if instruction[0] == "FROM":
+            found.append([])
+        if found:
+            found[-1].append(instruction)
+    return found
+
+
+def build_args() -> dict[str, str]:
+    args = {}
+    for name, rest in dockerfile_instructions():
+        if name == "FROM":
+            break
+        if name == "ARG" and "=" in rest:
+            key, value = rest.split("=", 1)
+            args[key] = value
+    return args
+
+
+def test_dockerfile_is_multi_stage_from_slim_python() -> None:
+    all_stages = stages()
+    assert len(all_stages) >= 2
+    froms = [s[0][1] for s in all_stages]
+    assert re.search(r"\bAS builder$", froms[0], re.IGNORECASE)
+    image = froms[-1].split()[0]
+    for key, value in build_args().items():
+        image = image.replace(f"${{{key}}}", value)
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", image), image
+    final = all_stages[-1]
+    copies = [rest for name, rest in final if name == "COPY"]
+    assert any(c.startswith("--from=builder") and "/opt/venv" in c for c in copies)
+    # Nothing is compiled or pip-installed in the final stage.
+    assert not any(name == "RUN" and "pip install" in rest for name, rest in final)
+
+
+def test_dockerfile_runs_as_non_root_and_exposes_the_runbook_ports() -> None:
+    final = stages()[-1]
+    users = [rest for name, rest in final if name == "USER"]
+    assert users, "the final stage sets no USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0")
+    exposed = {
+        int(p.split("/")[0]) for name, rest in final if name == "EXPOSE" for p in rest.split()
+    }
+    assert exposed == {50051, 3000, 3001}
+    env = " ".join(rest for name, rest in final if name == "ENV")
+    defaults = Settings.from_env({})
+    for var, port in (
+        ("GRPC_PORT", defaults.grpc_port),
+        ("REST_PORT", defaults.rest_port),
+        ("HEALTH_PORT", defaults.health_port),
+    ):
+        assert f"{var}={port}" in env
+
+
+def test_dockerfile_health_checks_through_grpc_health_and_serves() -> None:
+    final = stages()[-1]
+    checks = [rest for name, rest in final if name == "HEALTHCHECK"]
+    assert len(checks) == 1
+    options, _, command = checks[0].partition("CMD ")
+    assert "--interval=" in options and "--timeout=" in options
+    health = command.split("||")[0].replace("${GRPC_PORT}", "50051")
+    args = assert_parses(health)
+    assert args.command == "health" and args.grpc_only and args.grpc_target == "localhost:50051"
+
+    cmds = [rest for name, rest in final if name == "CMD"]
+    assert json.loads(cmds[-1]) == ["jackpot", "serve"]
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def ignored(path: str) -> bool:
+    return any(
+        fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path.split("/")[0], p)
+        for p in dockerignore_patterns()
+    )
+
+
+def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
+    for name, rest in dockerfile_instructions():
+        if name != "COPY" or rest.startswith("--from"):
+            continue
+        *sources, _destination = rest.split()
+        for source in sources:
+            assert (PROJECT_ROOT / source).exists(), f"COPY {source}: not in the repository"
+            assert not ignored(source), f"COPY {source}: excluded by .dockerignore"
+    for heavy in (".venv", ".git", ".data", "tests", "backups", "logs"):
+        assert ignored(heavy), f".dockerignore lets {heavy} into the build context"
+
+
+# --- alert rules ---------------------------------------------------------------------------
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    document = yaml.safe_load(ALERTS.read_text())
+    assert isinstance(document, dict) and document["groups"]
+    rules = []
+    for group in document["groups"]:
+        assert group["name"] and group["rules"]
+        rules.extend(group["rules"])
+    return rules
+
+
+def headings_anchors(markdown: str) -> set[str]:
+    anchors = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^a-z0-9 -]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def test_every_alert_has_expr_for_and_severity() -> None:
+    anchors = headings_anchors(OPERATIONS.read_text())
+    names = set()
+    for rule in alert_rules():
+        assert re.fullmatch(r"Jackpot[A-Z]\w+", rule["alert"]), rule
+        assert rule["alert"] not in names, f"duplicate alert {rule['alert']}"
+        names.add(rule["alert"])
+        assert isinstance(rule["expr"], str) and rule["expr"].strip()
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
+        assert DURATION.match(str(rule["for"])), rule["alert"]
+        assert rule["labels"]["severity"] in ("warning", "critical")
+        assert rule["annotations"]["summary"]
+        link = rule["annotations"]["runbook"]
+        assert link.startswith("docs/OPERATIONS.md#")
+        assert link.split("#", 1)[1] in anchors, f"{rule['alert']}: no heading for {link}"
+
+
+def _rule(predicate: Any) -> list[dict[str, Any]]:
+    return [r for r in alert_rules() if predicate(r)]
+
+
+def test_alerts_cover_the_runbook_alert_table() -> None:
+    def compact(rule: dict[str, Any]) -> str:
+        return " ".join(rule["expr"].split())
+
+    def severity(rule: dict[str, Any]) -> str:
+        return str(rule["labels"]["severity"])
+
+    errors = _rule(lambda r: "jackpot_grpc_requests_total{code=~" in compact(r))
+    assert {(severity(r), compact(r).rsplit(">", 1)[1].strip()) for r in errors} == {
+        ("critical", "0.01"),
+        ("warning", "0.005"),
+    }
+    latency = _rule(lambda r: "request_duration_seconds_bucket[5m]" in compact(r))
+    assert latency and compact(latency[0]).endswith("> 0.5")
+    pool = _rule(lambda r: "jackpot_db_pool_in_use / jackpot_db_pool_max_size > 0.95" in compact(r))
+    assert pool and severity(pool[0]) == "critical"
+    growth = _rule(lambda r: "jackpot_pool_current_amount" in compact(r))
+    assert growth and compact(growth[0]).endswith("< 0") and growth[0]["for"] == "1h"
+    config = _rule(lambda r: "jackpot_config_changes_total[1h]" in compact(r))
+    assert config and compact(config[0]).endswith("> 5")
+    assert _rule(lambda r: compact(r) == 'up{job="jackpot"} == 0' and severity(r) == "critical")
+
+
+# --- process managers ----------------------------------------------------------------------
+
+
+def unit(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(path.read_text())
+    return parser
+
+
+def test_systemd_units_run_server_and_gateway_side_by_side() -> None:
+    systemd = PROJECT_ROOT / "deploy" / "systemd"
+    serve = unit(systemd / "jackpot.service")
+    gateway = unit(systemd / "jackpot-gateway.service")
+    assert assert_parses(serve["Service"]["ExecStart"]).command == "serve"
+    assert assert_parses(gateway["Service"]["ExecStart"]).command == "gateway"
+    for service in (serve, gateway):
+        assert service["Service"]["User"] not in ("root", "0")
+        assert service["Service"]["KillSignal"] == "SIGTERM"
+        assert service["Install"]["WantedBy"] == "jackpot.target"
+    wants = unit(systemd / "jackpot.target")["Unit"]["Wants"].split()
+    assert set(wants) == {"jackpot.service", "jackpot-gateway.service"}
+
+    for oneshot in ("jackpot-backup.service", "jackpot-maintenance.service"):
+        service = unit(systemd / oneshot)["Service"]
+        for key in ("ExecStart", "ExecStartPost"):
+            assert_parses(service[key])
+        timer = unit(systemd / oneshot.replace(".service", ".timer"))
+        assert timer["Timer"]["OnCalendar"]
+
+
+def test_supervisord_runs_server_and_gateway_side_by_side() -> None:
+    conf = unit(PROJECT_ROOT / "deploy" / "supervisord.conf")
+    commands = {
+        section.removeprefix("program:"): conf[section]["command"]
+        for section in conf.sections()
+        if section.startswith("program:")
+    }
+    assert {k: assert_parses(v).command for k, v in commands.items()} == {
+        "jackpot-serve": "serve",
+        "jackpot-gateway": "gateway",
+    }
+    assert set(conf["group:jackpot"]["programs"].split(",")) == set(commands)
+
+
+# --- the operations guide ------------------------------------------------------------------
+
+
+def documented_commands(markdown: str) -> list[str]:
+    """Every runnable `jackpot ...` command in code spans and code blocks."""
+    candidates: list[str] = []
+    in_block = False
+    for line in markdown.replace("\\\n", " ").splitlines():
+        if line.startswith("```"):
+            in_block = not in_block
+        elif in_block:
+            candidates.append(line)
+        else:
+            candidates.extend(re.findall(r"`(jackpot [^`]+)`", line))
+    commands = []
+    for candidate in candidates:
+        for part in re.split(r"&&|\|\||\||;|>", candidate):
+            part = part.split(" #")[0].strip()
+            words = part.split()
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                words.pop(0)  # VAR=value prefixes
+            part = " ".join(words)
+            if not part.startswith("jackpot ") or re.search(r"[\[<]|\.\.\.|\bGREEN\b", part):
+                continue
+            commands.append(part.removesuffix("&").strip())
+    return commands
+
+
+def test_every_command_in_the_operations_guide_parses() -> None:
+    commands = documented_commands(OPERATIONS.read_text())
+    assert len(commands) > 30
+    used = {assert_parses(c).command for c in commands}
+    assert {"health", "smoke", "db", "backup", "diagnostics", "report", "config"} <= used
+
+
+@pytest.mark.skipif(
+    not RUNBOOK.is_file(), reason="the runbook (shared/seeds) is not beside the repo"
+)
+def test_every_runbook_script_has_a_translation() -> None:
+    scripts = set(re.findall(r"npm run ([\w:-]+)", RUNBOOK.read_text()))
+    guide = OPERATIONS.read_text()
+    missing = sorted(s for s in scripts if f"npm run {s}" not in guide)
+    assert not missing, f"runbook scripts without a translation in docs/OPERATIONS.md: {missing}"
