@@ -71,6 +71,8 @@ class Settings:
     tls_key_file: Path | None
     tls_ca_file: Path | None
     max_body_bytes: int
+    metrics_sample_interval: float
+    metrics_retention_days: float
     log_dir: Path
 
     @classmethod
@@ -101,5 +103,7 @@ class Settings:
             tls_key_file=_path(env, "GRPC_TLS_KEY"),
             tls_ca_file=_path(env, "GRPC_TLS_CA"),
             max_body_bytes=_int(env, "REST_MAX_BODY_BYTES", 1 << 20),
+            metrics_sample_interval=_float(env, "JACKPOT_SAMPLE_INTERVAL", 60.0),
+            metrics_retention_days=_float(env, "JACKPOT_METRICS_RETENTION_DAYS", 35.0),
             log_dir=Path(env.get("JACKPOT_LOG_DIR") or PROJECT_ROOT / "logs"),
         )

@@ -23,6 +23,14 @@ as `client_error_count` / `client_error_rate`. Rates are fractions in [0, 1]; th
 
 The Prometheus request counter and latency histogram (by method and code) live in
 `registry`, this object's own CollectorRegistry, and are fed by the same `record` call.
+
+History (jackpot_grpc.history): `record` also adds each call to a per-method pending
+`Stats`; `drain()` hands those deltas over (an O(1) swap per method, O(buckets) to
+allocate the fresh one) and `pending()` copies them without draining. The metrics
+sampler writes the drained deltas as per-minute rollups (sparse histogram buckets, exact
+counts, sum, min and max), so histograms from many minutes, methods and processes merge
+exactly by summing bucket counts (`Stats.merge`, `Stats.from_parts`): a percentile of a
+merged histogram is as good as one of a single process — within RELATIVE_ERROR.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from __future__ import annotations
 import math
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +67,7 @@ SERVER_ERRORS = frozenset(
 )
 _SERVER_ERROR_INDEXES = tuple(_CODE_INDEX[c] for c in SERVER_ERRORS)
 _OK_INDEX = _CODE_INDEX[grpc.StatusCode.OK]
+_UNKNOWN_INDEX = _CODE_INDEX[grpc.StatusCode.UNKNOWN]
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,9 @@ PROMETHEUS_BUCKETS = (
     5.0,
     10.0,
 )
+
+
+_CODE_BY_NAME: dict[str, int] = {c.name: i for i, c in enumerate(STATUS_CODES)}
 
 
 class UnknownPeriod(ValueError):
@@ -161,6 +173,55 @@ class Stats:
         for i, n in enumerate(other.hist):
             if n:
                 hist[i] += n
+
+    @classmethod
+    def from_parts(
+        cls,
+        *,
+        codes: Mapping[str, int],
+        sum_ms: float,
+        min_ms: float | None,
+        max_ms: float | None,
+        hist: Iterable[tuple[int, int]],
+    ) -> Stats:
+        """Stats rebuilt from stored parts: status-code counts by name, latency sum, min,
+        max and sparse (bucket index, count) pairs. `count` is the sum of the code counts;
+        an unknown code name counts as UNKNOWN and a bucket index out of range is clamped,
+        so a stored row never fails to load.
+        """
+        stats = cls()
+        for name, n in codes.items():
+            if n:
+                stats.codes[_CODE_BY_NAME.get(name, _UNKNOWN_INDEX)] += int(n)
+        stats.count = sum(stats.codes)
+        stats.sum_ms = float(sum_ms)
+        if stats.count:
+            stats.min_ms = math.inf if min_ms is None else float(min_ms)
+            stats.max_ms = 0.0 if max_ms is None else float(max_ms)
+        buckets = stats.hist
+        for index, n in hist:
+            if n:
+                buckets[min(max(int(index), 0), HISTOGRAM_BUCKETS - 1)] += int(n)
+        return stats
+
+    def copy(self) -> Stats:
+        duplicate = Stats()
+        duplicate.merge(self)
+        return duplicate
+
+    def code_counts(self) -> dict[str, int]:
+        """Non-zero counts by status-code name (OK, INVALID_ARGUMENT, ...)."""
+        return {code.name: n for code, n in zip(STATUS_CODES, self.codes, strict=True) if n}
+
+    def sparse_histogram(self) -> tuple[list[int], list[int]]:
+        """The non-empty buckets: (indexes ascending, counts). O(buckets)."""
+        indexes: list[int] = []
+        counts: list[int] = []
+        for index, n in enumerate(self.hist):
+            if n:
+                indexes.append(index)
+                counts.append(n)
+        return indexes, counts
 
     def percentile(self, q: float) -> float | None:
         """Nearest-rank percentile (q in [0, 1]) estimated from the histogram."""
@@ -228,6 +289,7 @@ class Series:
         self.rings = [Ring(w) for w in WINDOWS]
         self.current: Stats | None = None
         self.current_epoch = -1
+        self.pending = Stats()  # since the last drain (RequestMetrics.drain)
 
     def add(self, now: float, code: int, ms: float) -> None:
         epoch = int(now // FINE.slot_seconds)
@@ -236,7 +298,9 @@ class Series:
             self._roll_up()
             current = self.current = self.rings[0].slot(now)
             self.current_epoch = epoch
-        current.add(code, ms, bucket_of(ms))
+        bucket = bucket_of(ms)
+        current.add(code, ms, bucket)
+        self.pending.add(code, ms, bucket)
 
     def _roll_up(self) -> None:
         if self.current is None:
@@ -301,6 +365,38 @@ def describe(stats: Stats, seconds: float) -> dict[str, Any]:
     }
 
 
+def summarize(
+    per_method: Mapping[str, Stats],
+    period: str,
+    seconds: float,
+    uptime: float,
+    *,
+    source: str,
+) -> dict[str, Any]:
+    """The /metrics JSON: totals merged over the methods, and each method's figures.
+
+    `source` says where the figures come from: "memory" (this process's windows) or
+    "database" (the stored rollups of every process, plus what is not yet flushed).
+    """
+    total = Stats()
+    for stats in per_method.values():
+        total.merge(stats)
+    return {
+        "period": period,
+        "source": source,
+        "window_seconds": round(seconds, 3),
+        "uptime_seconds": round(uptime, 3),
+        **describe(total, seconds),
+        "methods": {m: describe(s, seconds) for m, s in sorted(per_method.items())},
+        "units": {
+            "response_times": "milliseconds",
+            "error_rate": "fraction of total_requests (0..1); *_percent is × 100",
+            "throughput": "requests per second / per minute over window_seconds",
+            "percentile_relative_error": RELATIVE_ERROR,
+        },
+    }
+
+
 class RequestMetrics:
     """Records every RPC; answers summaries over a period. Runs on the event loop only."""
 
@@ -344,6 +440,30 @@ class RequestMetrics:
     def uptime(self) -> float:
         return self._clock() - self.started
 
+    def covers(self, period: str) -> bool:
+        """Whether this process has been up for the whole of `period` (a PERIODS key), so
+        its in-memory window holds everything that period asks for."""
+        if period not in PERIODS:
+            raise UnknownPeriod(period)
+        return self.uptime() >= PERIODS[period].seconds
+
+    def drain(self) -> dict[str, Stats]:
+        """Per-method deltas since the last drain (methods with no call are left out).
+
+        O(1) per method (the pending Stats is swapped for a fresh one), so the caller owns
+        what it gets; runs on the event loop, like `record`.
+        """
+        drained: dict[str, Stats] = {}
+        for method, series in self._series.items():
+            if series.pending.count:
+                drained[method] = series.pending
+                series.pending = Stats()
+        return drained
+
+    def pending(self) -> dict[str, Stats]:
+        """Copies of what `drain` would hand over now, leaving it in place."""
+        return {m: s.pending.copy() for m, s in self._series.items() if s.pending.count}
+
     def summary(self, period: str | None = None) -> dict[str, Any]:
         """Totals and per-method figures over `period` (a PERIODS key; None: since start)."""
         now = self._clock()
@@ -358,22 +478,7 @@ class RequestMetrics:
             per_method = {m: series.window(index, now) for m, series in self._series.items()}
             seconds = now - max(self.started, window_start(WINDOWS[index], now))
             name = period
-        total = Stats()
-        for stats in per_method.values():
-            total.merge(stats)
-        return {
-            "period": name,
-            "window_seconds": round(seconds, 3),
-            "uptime_seconds": round(now - self.started, 3),
-            **describe(total, seconds),
-            "methods": {m: describe(s, seconds) for m, s in sorted(per_method.items())},
-            "units": {
-                "response_times": "milliseconds",
-                "error_rate": "fraction of total_requests (0..1); *_percent is × 100",
-                "throughput": "requests per second / per minute over window_seconds",
-                "percentile_relative_error": RELATIVE_ERROR,
-            },
-        }
+        return summarize(per_method, name, seconds, now - self.started, source="memory")
 
     def slot_count(self) -> int:
         """Allocated slots over every method and window: bounded by design."""

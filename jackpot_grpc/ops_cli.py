@@ -553,12 +553,16 @@ def cmd_diagnostics(settings: Settings, args: argparse.Namespace) -> int:
 
 @failing_cleanly
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    import psycopg
+
+    from jackpot_grpc.history.trend import Trend, load_trend, render_trend
     from jackpot_grpc.ops import performance, pgstat
     from jackpot_grpc.ops.target import connect, open_database
 
     data: dict[str, Any] = {"period": args.period}
     sections: list[Section] = []
     problems: list[str] = []
+    trend: Trend | None = None
 
     if not args.no_metrics:
         base = args.metrics_url or f"http://localhost:{settings.health_port}/metrics"
@@ -616,6 +620,13 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
             pool = pgstat.connections_by_state(conn, pgstat.JACKPOT_APPLICATIONS)
             growth = pgstat.monthly_growth(conn)
             trends = pgstat.resource_trends(conn)
+            try:
+                trend = load_trend(conn, args.period)
+            except psycopg.errors.UndefinedTable:
+                trend = None
+                problems.append("no metrics history: run `jackpot migrate`")
+        if trend is not None:
+            data["trend"] = trend.as_dict()
         data["pg_stat_statements"] = {
             "status": stats.status,
             "detail": stats.detail,
@@ -675,6 +686,8 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
         sections,
         "report complete" if not problems else "INCOMPLETE: " + "; ".join(problems),
     )
+    if trend is not None and not args.json:
+        print(f"\n== Trend by day, last {args.period} ==\n" + render_trend(trend), end="")
     return 0 if not problems else 1
 
 

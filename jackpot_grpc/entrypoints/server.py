@@ -22,6 +22,7 @@ from jackpot_grpc.entrypoints.health import SERVICE_NAME, DatabaseHealthProbe
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
 from jackpot_grpc.gateway.health_http import HealthHttp
+from jackpot_grpc.history.sampler import MetricsSampler, sampler_config
 from jackpot_grpc.metrics import RequestMetrics
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
@@ -45,6 +46,7 @@ class RunningServer:
     metrics: RequestMetrics
     health_http: HealthHttp
     health_port: int
+    sampler: MetricsSampler | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, stop accepting, let in-flight calls finish, then close the pool.
@@ -58,6 +60,8 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.contributor.close()
+        if self.sampler is not None:
+            await self.sampler.stop()  # writes the last minute while the pool is open
         await self.pool.close()
         await self.health_http.close()
         log.info("gRPC server stopped")
@@ -76,6 +80,7 @@ async def start_server(
     Health/metrics HTTP listens on settings.health_host:health_port (0: any free port;
     the bound one is RunningServer.health_port).
     """
+    history_config = sampler_config(settings)  # a bad value fails before the pool opens
     pool = create_pool(settings, database_url)
     await pool.open(wait=True, timeout=10)
     service = JackpotService(pool, settings.snapshot_ttl)
@@ -120,12 +125,15 @@ async def start_server(
     if telemetry is not None:
         telemetry.metrics.observe_pools(service.snapshot.latest)
         telemetry.metrics.observe_connections(pool.get_stats)
+    # Started with the server below (JACKPOT_SAMPLE_INTERVAL, JACKPOT_METRICS_RETENTION_DAYS).
+    sampler = MetricsSampler(pool, metrics, history_config)
     health_http = HealthHttp(
         service,
         probe,
         metrics,
         probe_interval=settings.health_probe_interval,
-        registries=[telemetry.prometheus] if telemetry else [],
+        registries=[sampler, *([telemetry.prometheus] if telemetry else [])],
+        history=sampler,
     )
     try:
         health_port = await health_http.start(
@@ -138,6 +146,7 @@ async def start_server(
         await pool.close()
         raise
     probe.start()
+    sampler.start()
     log.info(
         "gRPC listening on %s:%d (batching %s)",
         settings.grpc_host,
@@ -157,6 +166,7 @@ async def start_server(
         metrics,
         health_http,
         health_port,
+        sampler,
     )
 
 

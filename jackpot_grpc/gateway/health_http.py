@@ -4,7 +4,16 @@
     /health/database     reachability, latency, connection pool figures (200/503)
     /health/jackpot      pools readable, amounts and versions, ledger audit (200/503)
     /metrics             JSON summary, `?period=5m|1h|24h|30d` (default since start);
-                         Prometheus text when the client asks for text/plain, not JSON
+                         Prometheus text when the client asks for text/plain, not JSON.
+                         A period this process has been up for is answered from memory
+                         (`"source": "memory"`); a longer one from the metrics history in
+                         the database, every process's rollups summed bucket by bucket
+                         plus this process's unflushed minute (`"source": "database"`),
+                         so `period=30d` survives restarts and adds up replicas.
+                         `&source=database` asks for the history whatever the uptime (the
+                         whole fleet's figures); `&source=memory` for this process only.
+                         With the history unreadable, the answer falls back to memory
+                         and says why in `history_error`.
     /metrics/prometheus  Prometheus text (OpenMetrics when asked for), for scrapers
 
 The handlers only read: the probe's latest result, the pool's stats, the service's use
@@ -19,7 +28,7 @@ import importlib.metadata
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -38,6 +47,13 @@ PING_TIMEOUT = 1.0  # a fresh database ping for /health/database
 READ_TIMEOUT = 3.0  # pools and the ledger audit for /health/jackpot
 SCRAPE_TIMEOUT = 1.0  # pool amounts read for a Prometheus scrape
 POOL_SATURATED_PERCENT = 95.0  # the runbook's warning level for connection use
+SOURCES = ("memory", "database")  # /metrics?source=
+
+
+class MetricsHistory(Protocol):
+    """The stored metrics history (jackpot_grpc.history.sampler.MetricsSampler)."""
+
+    async def window_summary(self, period: str) -> dict[str, Any]: ...
 
 
 def package_version() -> str:
@@ -132,6 +148,19 @@ def wants_prometheus(request: web.Request) -> bool:
     return textual and "application/json" not in accept
 
 
+def _invalid(parameter: str, value: str, allowed: list[str], message: str) -> web.Response:
+    return web.json_response(
+        {
+            "error": "invalid_parameter",
+            "parameter": parameter,
+            "value": value,
+            "allowed": allowed,
+            "message": message,
+        },
+        status=400,
+    )
+
+
 class ServiceCollector:
     """Database, connection pool and jackpot pool gauges, read when Prometheus scrapes."""
 
@@ -207,10 +236,12 @@ class HealthHttp:
         probe_interval: float,
         registries: Sequence[Collector] = (),
         version: str | None = None,
+        history: MetricsHistory | None = None,
     ) -> None:
         self.service = service
         self.probe = probe
         self.metrics = metrics
+        self.history = history
         self.version = package_version() if version is None else version
         self.shutting_down = False
         self._probe_interval = probe_interval
@@ -365,20 +396,32 @@ class HealthHttp:
     async def metrics_summary(self, request: web.Request) -> web.Response:
         if wants_prometheus(request):
             return await self.prometheus(request)
-        try:
-            summary = self.metrics.summary(request.query.get("period"))
-        except UnknownPeriod as exc:
-            return web.json_response(
-                {
-                    "error": "invalid_parameter",
-                    "parameter": "period",
-                    "value": exc.period,
-                    "allowed": list(PERIODS),
-                    "message": str(exc),
-                },
-                status=400,
+        period = request.query.get("period") or None
+        source = request.query.get("source") or None
+        if period is not None and period not in PERIODS:
+            return _invalid("period", period, list(PERIODS), str(UnknownPeriod(period)))
+        if source is not None and source not in SOURCES:
+            message = f"unknown source {source!r}: use memory or database"
+            return _invalid("source", source, list(SOURCES), message)
+        if source == "database" and (period is None or self.history is None):
+            message = (
+                "source=database needs a period"
+                if self.history is not None
+                else "no metrics history in this process"
             )
-        return web.json_response(summary)
+            return _invalid("source", source, ["memory"], message)
+        history = self.history
+        stored = source == "database" or (
+            source is None and period is not None and not self.metrics.covers(period)
+        )
+        if stored and period is not None and history is not None:
+            try:
+                return web.json_response(await history.window_summary(period))
+            except Exception as exc:  # a dead database: this process's figures, and why
+                summary = self.metrics.summary(period)
+                summary["history_error"] = _error(exc)
+                return web.json_response(summary)
+        return web.json_response(self.metrics.summary(period))
 
     async def prometheus(self, request: web.Request) -> web.Response:
         await self._collector.refresh()

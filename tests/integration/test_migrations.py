@@ -8,7 +8,15 @@ import pytest
 from jackpot_grpc.adapters import migrations
 from tests.conftest import create_database, drop_database, unique_name
 
-TABLES = {"jackpots", "contributions", "wins", "seed_fundings", "config_audit"}
+TABLES = {
+    "jackpots",
+    "contributions",
+    "wins",
+    "seed_fundings",
+    "config_audit",
+    "system_metrics",
+    "request_rollups",
+}
 
 
 def tables(url: str) -> set[str]:
@@ -32,7 +40,7 @@ def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
 
         migrations.upgrade(url)
         assert tables(url) == TABLES | {"alembic_version"}
-        assert revision(url) == ["0001"]
+        assert revision(url) == ["0002"]
         with psycopg.connect(url) as conn:
             pools = conn.execute(
                 "SELECT jackpot_group, current_amount, total_seed_funding FROM jackpots"
@@ -49,7 +57,7 @@ def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
         assert seeds == [("minor", 10000), ("major", 100000), ("mega", 1000000)]
 
         migrations.upgrade(url)  # already at head: a no-op
-        assert revision(url) == ["0001"]
+        assert revision(url) == ["0002"]
 
         migrations.downgrade(url, "base")
         assert tables(url) == {"alembic_version"}
@@ -57,7 +65,7 @@ def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
 
         migrations.upgrade(url)
         assert tables(url) == TABLES | {"alembic_version"}
-        assert revision(url) == ["0001"]
+        assert revision(url) == ["0002"]
     finally:
         drop_database(admin_url, name)
 
