@@ -1,0 +1,1 @@
+"""Benchmark harness: a closed-loop load generator and the `make bench` orchestration."""
