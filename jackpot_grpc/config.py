@@ -65,6 +65,7 @@ class Settings:
     queue_max_size: int
     snapshot_ttl: float
     shutdown_grace: float
+    drain_delay: float
     health_probe_interval: float
     admin_token: str | None
     tls_cert_file: Path | None
@@ -97,6 +98,7 @@ class Settings:
             queue_max_size=_int(env, "JACKPOT_QUEUE_MAX", 8192),
             snapshot_ttl=_float(env, "JACKPOT_SNAPSHOT_TTL", 0.5),
             shutdown_grace=_float(env, "JACKPOT_SHUTDOWN_GRACE", 10.0),
+            drain_delay=_float(env, "JACKPOT_DRAIN_DELAY", 1.0),
             health_probe_interval=_float(env, "JACKPOT_HEALTH_INTERVAL", 0.5),
             admin_token=env.get("JACKPOT_ADMIN_TOKEN") or None,
             tls_cert_file=_path(env, "GRPC_TLS_CERT"),

@@ -20,5 +20,9 @@ def create_pool(settings: Settings, database_url: str) -> AsyncConnectionPool[As
         # A connection the server killed is detected before it is handed out.
         check=AsyncConnectionPool.check_connection,
         kwargs={"application_name": APPLICATION_NAME, "connect_timeout": 3},
+        # No exponential backoff after an outage: a failed background reconnect gives up
+        # at once, and the next request for a connection (the health probe asks every
+        # interval) tries again, so the pool follows the database back within a probe.
+        reconnect_timeout=0,
         name="jackpot",
     )

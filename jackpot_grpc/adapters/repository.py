@@ -71,11 +71,18 @@ async def read_pools(conn: Conn) -> list[PoolState]:
 
 async def lock_pools(conn: Conn) -> dict[Group, PoolState]:
     """Lock every pool row, in lock order, and return the pools as they stand."""
-    rows = await _rows(conn, f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE")
+    rows = await _rows(conn, LOCK_POOLS)
     return {p.group: p for p in map(_pool, rows)}
 
 
 # --- contributions ---------------------------------------------------------------------
+
+CONTRIBUTION_COLUMNS = """id, idempotency_key, minor_amount, major_amount, mega_amount,
+    minor_after, major_after, mega_after, created_at"""
+LOCK_POOLS = f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE"
+FIND_CONTRIBUTIONS = (
+    f"SELECT {CONTRIBUTION_COLUMNS} FROM contributions WHERE idempotency_key = ANY(%s)"
+)
 
 
 def _contribution(row: dict[str, Any], replayed: bool) -> ContributionResult:
@@ -94,20 +101,56 @@ async def find_contributions(conn: Conn, keys: list[str]) -> dict[str, Contribut
     """Earlier contributions with these idempotency keys, by key."""
     if not keys:
         return {}
-    rows = await _rows(
-        conn,
-        """SELECT id, idempotency_key, minor_amount, major_amount, mega_amount,
-                  minor_after, major_after, mega_after, created_at
-           FROM contributions WHERE idempotency_key = ANY(%s)""",
-        (keys,),
-    )
+    rows = await _rows(conn, FIND_CONTRIBUTIONS, (keys,))
     return {r["idempotency_key"]: _contribution(r, replayed=True) for r in rows}
 
 
-async def add_contributions(
-    conn: Conn, commands: Sequence[ContributeCommand], shares: Sequence[ContributionShares]
-) -> list[tuple[int, datetime]]:
-    """One multi-row insert for a whole batch; (id, created_at) in the order given."""
+async def lock_pools_and_find_contributions(
+    conn: Conn, keys: list[str]
+) -> tuple[dict[Group, PoolState], dict[str, ContributionResult]]:
+    """lock_pools and find_contributions in one round trip (pipeline mode).
+
+    The key lookup is queued after the lock, so it runs while the lock is held and sees
+    every contribution committed before it.
+    """
+    async with conn.pipeline():
+        locked = conn.cursor(row_factory=dict_row)
+        await locked.execute(LOCK_POOLS)
+        found = conn.cursor(row_factory=dict_row)
+        if keys:
+            await found.execute(FIND_CONTRIBUTIONS, (keys,))
+        pools = {p.group: p for p in map(_pool, await locked.fetchall())}
+        rows = await found.fetchall() if keys else []
+    return pools, {r["idempotency_key"]: _contribution(r, replayed=True) for r in rows}
+
+
+INSERT_CONTRIBUTIONS = """INSERT INTO contributions (idempotency_key, game_id, wager_amount,
+        minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after)
+    SELECT * FROM unnest(%(keys)s::text[], %(games)s::text[], %(wagers)s::bigint[],
+        %(minor_amount)s::bigint[], %(major_amount)s::bigint[], %(mega_amount)s::bigint[],
+        %(minor_after)s::bigint[], %(major_after)s::bigint[], %(mega_after)s::bigint[])
+    RETURNING id, created_at"""
+
+# The runbook's batched CASE update: one statement moves all three pools.
+UPDATE_POOL_SUMS = f"""UPDATE jackpots SET
+        current_amount = current_amount + CASE jackpot_group
+            WHEN 'minor' THEN %(minor)s::bigint WHEN 'major' THEN %(major)s::bigint
+            WHEN 'mega' THEN %(mega)s::bigint END,
+        total_contributions = total_contributions + CASE jackpot_group
+            WHEN 'minor' THEN %(minor)s::bigint WHEN 'major' THEN %(major)s::bigint
+            WHEN 'mega' THEN %(mega)s::bigint END,
+        contribution_count = contribution_count + CASE jackpot_group
+            WHEN 'minor' THEN %(minor_n)s::bigint WHEN 'major' THEN %(major_n)s::bigint
+            WHEN 'mega' THEN %(mega_n)s::bigint END,
+        version = version + 1,
+        updated_at = now()
+    WHERE jackpot_group IN ('minor', 'major', 'mega')
+    RETURNING {POOL_COLUMNS}"""
+
+
+def _ledger_columns(
+    commands: Sequence[ContributeCommand], shares: Sequence[ContributionShares]
+) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {
         "keys": [c.idempotency_key for c in commands],
         "games": [c.game_id for c in commands],
@@ -116,46 +159,52 @@ async def add_contributions(
     for g in GROUPS:
         columns[f"{g.value}_amount"] = [s.amounts[g] for s in shares]
         columns[f"{g.value}_after"] = [s.pools_after[g] for s in shares]
-    rows = await _rows(
-        conn,
-        """INSERT INTO contributions (idempotency_key, game_id, wager_amount,
-               minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after)
-           SELECT * FROM unnest(%(keys)s::text[], %(games)s::text[], %(wagers)s::bigint[],
-               %(minor_amount)s::bigint[], %(major_amount)s::bigint[], %(mega_amount)s::bigint[],
-               %(minor_after)s::bigint[], %(major_after)s::bigint[], %(mega_after)s::bigint[])
-           RETURNING id, created_at""",
-        columns,
-    )
+    return columns
+
+
+def _sum_params(sums: dict[Group, int], counts: dict[Group, int]) -> dict[str, int]:
+    return {**{g.value: sums[g] for g in GROUPS}, **{f"{g.value}_n": counts[g] for g in GROUPS}}
+
+
+def _in_order(rows: list[dict[str, Any]]) -> list[tuple[int, datetime]]:
     # ids come from the sequence in unnest order, so sorting them restores the input order.
     return sorted((r["id"], r["created_at"]) for r in rows)
+
+
+def _pools_in_order(rows: list[dict[str, Any]]) -> list[PoolState]:
+    return sorted(map(_pool, rows), key=lambda p: p.group.lock_order)
+
+
+async def add_contributions(
+    conn: Conn, commands: Sequence[ContributeCommand], shares: Sequence[ContributionShares]
+) -> list[tuple[int, datetime]]:
+    """One multi-row insert for a whole batch; (id, created_at) in the order given."""
+    return _in_order(await _rows(conn, INSERT_CONTRIBUTIONS, _ledger_columns(commands, shares)))
 
 
 async def apply_contribution_sums(
     conn: Conn, sums: dict[Group, int], counts: dict[Group, int]
 ) -> list[PoolState]:
-    """The runbook's batched CASE update: one statement moves all three pools."""
-    rows = await _rows(
-        conn,
-        f"""UPDATE jackpots SET
-               current_amount = current_amount + CASE jackpot_group
-                   WHEN 'minor' THEN %(minor)s::bigint WHEN 'major' THEN %(major)s::bigint
-                   WHEN 'mega' THEN %(mega)s::bigint END,
-               total_contributions = total_contributions + CASE jackpot_group
-                   WHEN 'minor' THEN %(minor)s::bigint WHEN 'major' THEN %(major)s::bigint
-                   WHEN 'mega' THEN %(mega)s::bigint END,
-               contribution_count = contribution_count + CASE jackpot_group
-                   WHEN 'minor' THEN %(minor_n)s::bigint WHEN 'major' THEN %(major_n)s::bigint
-                   WHEN 'mega' THEN %(mega_n)s::bigint END,
-               version = version + 1,
-               updated_at = now()
-           WHERE jackpot_group IN ('minor', 'major', 'mega')
-           RETURNING {POOL_COLUMNS}""",
-        {
-            **{g.value: sums[g] for g in GROUPS},
-            **{f"{g.value}_n": counts[g] for g in GROUPS},
-        },
-    )
-    return sorted(map(_pool, rows), key=lambda p: p.group.lock_order)
+    """Move all three pools by a batch's sums; the pools after, in lock order."""
+    return _pools_in_order(await _rows(conn, UPDATE_POOL_SUMS, _sum_params(sums, counts)))
+
+
+async def record_contributions(
+    conn: Conn,
+    sums: dict[Group, int],
+    counts: dict[Group, int],
+    commands: Sequence[ContributeCommand],
+    shares: Sequence[ContributionShares],
+) -> tuple[list[PoolState], list[tuple[int, datetime]]]:
+    """apply_contribution_sums and add_contributions in one round trip (pipeline mode)."""
+    async with conn.pipeline():
+        update = conn.cursor(row_factory=dict_row)
+        await update.execute(UPDATE_POOL_SUMS, _sum_params(sums, counts))
+        insert = conn.cursor(row_factory=dict_row)
+        await insert.execute(INSERT_CONTRIBUTIONS, _ledger_columns(commands, shares))
+        pools = _pools_in_order(await update.fetchall())
+        ids = _in_order(await insert.fetchall())
+    return pools, ids
 
 
 # --- wins --------------------------------------------------------------------------------

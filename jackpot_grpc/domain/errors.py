@@ -36,6 +36,10 @@ class InsufficientPool(DomainError):
     """A win asks for more than the pool holds."""
 
 
+class OutOfRange(DomainError):
+    """An amount would leave the range the ledger can hold (int64)."""
+
+
 class PoolNotFound(DomainError):
     pass
 

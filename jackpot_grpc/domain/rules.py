@@ -8,6 +8,8 @@ from decimal import Decimal
 from jackpot_grpc.domain.errors import InsufficientPool
 from jackpot_grpc.domain.model import GROUPS, ContributionShares, Group, PoolState, WinOutcome
 
+INT64_MAX = 2**63 - 1
+
 
 def share_of(wager: int, rate: Decimal) -> int:
     """floor(wager × rate), exactly: the rate as a fraction, then integer division.
@@ -23,6 +25,16 @@ def capped(amount: int, current: int, max_amount: int | None) -> int:
     if max_amount is None:
         return amount
     return max(0, min(amount, max_amount - current))
+
+
+def ceiling(pool: PoolState) -> int:
+    """The most a pool may hold: its cap, and never so much that a total overflows int64.
+
+    A pool's amount and its running total of contributions grow by the same amounts, so
+    keeping the larger of the two within int64 is a cap on the amount.
+    """
+    headroom = INT64_MAX - max(0, pool.total_contributions - pool.current_amount)
+    return headroom if pool.max_amount is None else min(pool.max_amount, headroom)
 
 
 def split_contribution(wager: int, pools: Mapping[Group, PoolState]) -> ContributionShares:
@@ -41,7 +53,7 @@ def split_in_order(
     amounts: dict[Group, int] = {}
     for group in GROUPS:
         pool = pools[group]
-        amount = capped(share_of(wager, pool.contribution_rate), current[group], pool.max_amount)
+        amount = capped(share_of(wager, pool.contribution_rate), current[group], ceiling(pool))
         amounts[group] = amount
         current[group] += amount
     return ContributionShares(amounts=amounts, pools_after=dict(current))

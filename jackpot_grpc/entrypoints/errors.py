@@ -14,6 +14,7 @@ from jackpot_grpc.domain.errors import (
     DomainError,
     InsufficientPool,
     InvalidArgument,
+    OutOfRange,
     Overloaded,
     PermissionDenied,
     PoolNotFound,
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     InsufficientPool: grpc.StatusCode.FAILED_PRECONDITION,
+    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     PoolNotFound: grpc.StatusCode.NOT_FOUND,
     VersionConflict: grpc.StatusCode.ABORTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,

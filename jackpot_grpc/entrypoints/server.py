@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters.database import create_pool
 from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.health import SERVICE_NAME, DatabaseHealthProbe
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
+from jackpot_grpc.entrypoints.tls import server_credentials
 from jackpot_grpc.gateway.health_http import HealthHttp
 from jackpot_grpc.history.sampler import MetricsSampler, sampler_config
 from jackpot_grpc.metrics import RequestMetrics
@@ -46,6 +49,7 @@ class RunningServer:
     metrics: RequestMetrics
     health_http: HealthHttp
     health_port: int
+    admission: AdmissionInterceptor | None = None
     sampler: MetricsSampler | None = None
 
     async def stop(self, grace: float | None = None) -> None:
@@ -55,10 +59,15 @@ class RunningServer:
         operators can watch the drain.
         """
         grace = self.settings.shutdown_grace if grace is None else grace
+        deadline = time.monotonic() + grace
         self.health_http.shutting_down = True
         await self.probe.stop()
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        # Load balancers need a moment to see NOT_SERVING; meanwhile calls are served.
+        await asyncio.sleep(min(self.settings.drain_delay, grace))
+        if self.admission is not None:
+            await self.admission.drain(max(0.0, deadline - time.monotonic()))
+        await self.server.stop(max(0.1, deadline - time.monotonic()))
         await self.contributor.close()
         if self.sampler is not None:
             await self.sampler.stop()  # writes the last minute while the pool is open
@@ -83,7 +92,7 @@ async def start_server(
     history_config = sampler_config(settings)  # a bad value fails before the pool opens
     pool = create_pool(settings, database_url)
     await pool.open(wait=True, timeout=10)
-    service = JackpotService(pool, settings.snapshot_ttl)
+    service = JackpotService(pool, settings.snapshot_ttl, telemetry.metrics if telemetry else None)
     contributor: Contributor
     if settings.batching:
         batcher = ContributionBatcher(service, settings.batch_max_size, settings.queue_max_size)
@@ -94,20 +103,20 @@ async def start_server(
 
     metrics = RequestMetrics()
     jackpot_service = jackpot_pb2.DESCRIPTOR.services_by_name["JackpotService"].full_name
+    health = HealthServicer()
+    probe = DatabaseHealthProbe(health, service.ping, settings.health_probe_interval)
+    admission = AdmissionInterceptor([jackpot_service], lambda: probe.healthy)
     interceptors: list[Any] = [
         *(telemetry.server_interceptors() if telemetry else []),
-        MetricsInterceptor(metrics, [jackpot_service]),
+        MetricsInterceptor(metrics, [jackpot_service]),  # before admission: counts refusals
+        admission,
     ]
     server = grpc.aio.server(
         interceptors=interceptors, options=[("grpc.so_reuseport", 1 if reuse_port else 0)]
     )
     jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
-        JackpotServicer(
-            service, contributor, settings.admin_token, telemetry.metrics if telemetry else None
-        ),
-        server,
+        JackpotServicer(service, contributor, settings.admin_token), server
     )
-    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
@@ -117,10 +126,13 @@ async def start_server(
         ),
         server,
     )
-    bound = server.add_insecure_port(
-        f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
+    address = f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
+    credentials = server_credentials(settings)
+    bound = (
+        server.add_insecure_port(address)
+        if credentials is None
+        else server.add_secure_port(address, credentials)
     )
-    probe = DatabaseHealthProbe(health, service.ping, settings.health_probe_interval)
     await probe.check()  # health is known before the first call arrives
     if telemetry is not None:
         telemetry.metrics.observe_pools(service.snapshot.latest)
@@ -166,6 +178,7 @@ async def start_server(
         metrics,
         health_http,
         health_port,
+        admission,
         sampler,
     )
 

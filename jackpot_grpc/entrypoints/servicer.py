@@ -23,7 +23,6 @@ from jackpot_grpc.entrypoints import convert
 from jackpot_grpc.entrypoints.errors import to_status
 from jackpot_grpc.service.batcher import Contributor
 from jackpot_grpc.service.jackpot import JackpotService
-from jackpot_grpc.telemetry import BusinessMetrics
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -73,12 +72,10 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         service: JackpotService,
         contributor: Contributor,
         admin_token: str | None,
-        metrics: BusinessMetrics | None = None,
     ) -> None:
         self._service = service
         self._contributor = contributor
         self._admin_token = admin_token
-        self._metrics = metrics
 
     @translating_errors
     async def Contribute(
@@ -87,10 +84,7 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         command = validation.contribute_command(
             request.game_id, request.wager_amount, request.idempotency_key
         )
-        result = await self._contributor.contribute(command)
-        if self._metrics:
-            self._metrics.contributions_applied([result])
-        return convert.contribute_response(result)
+        return convert.contribute_response(await self._contributor.contribute(command))
 
     @translating_errors
     async def ContributeBatch(
@@ -110,10 +104,7 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
                 results.append(pb.ContributeBatchItemResult())
             except InvalidArgument as exc:
                 results.append(pb.ContributeBatchItemResult(error=_item_error(exc)))
-        outcomes = await self._service.contribute_many(valid) if valid else []
-        if self._metrics:
-            self._metrics.contributions_applied(outcomes)
-        applied = iter(outcomes)
+        applied = iter(await self._service.contribute_many(valid) if valid else [])
         for slot in results:
             if not slot.HasField("error"):
                 slot.result.CopyFrom(convert.contribute_response(next(applied)))
@@ -132,10 +123,7 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             request.win_amount if request.HasField("win_amount") else None,
             request.idempotency_key,
         )
-        result = await self._service.win(command)
-        if self._metrics:
-            self._metrics.win_paid(result)
-        return convert.win_response(result)
+        return convert.win_response(await self._service.win(command))
 
     @translating_errors
     async def GetPools(
@@ -174,8 +162,6 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             request.reason,
         )
         config, audit_id = await self._service.update_config(change)
-        if self._metrics:
-            self._metrics.config_changed(config.group)
         return pb.UpdateConfigResponse(config=convert.pool_config(config), audit_id=audit_id)
 
 

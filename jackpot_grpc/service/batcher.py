@@ -78,13 +78,22 @@ class ContributionBatcher:
         # the worker skips the command: a call whose deadline passed is not executed.
         return await answer
 
-    async def close(self) -> None:
-        """Stop taking calls, answer everything queued, then stop the worker."""
+    async def close(self, budget: float = 10.0) -> None:
+        """Stop taking calls, answer everything queued, then stop the worker.
+
+        Bounded: what is still queued after `budget` seconds is answered UNAVAILABLE
+        (never applied), so shutdown cannot hang on a stuck database.
+        """
         self._closed = True
-        await self._queue.join()
+        try:
+            await asyncio.wait_for(self._queue.join(), budget)
+        except TimeoutError:
+            log.error("contribution queue not drained in %.1f s; failing the rest", budget)
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        left = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+        self._fail(left, Unavailable("service is shutting down"))
 
     def _take_batch(self, first: _Pending) -> list[_Pending]:
         batch = [first]
@@ -111,6 +120,11 @@ class ContributionBatcher:
             results = await self._service.contribute_many([p.command for p in batch])
         except DomainError as exc:
             failure: Exception = exc
+        except asyncio.CancelledError:
+            # Stopped mid-batch (perhaps mid-commit): the outcome is unknown to us, so the
+            # callers are told to retry; their idempotency keys settle it exactly once.
+            self._fail(batch, Unavailable("service stopped while applying the contribution"))
+            raise
         except Exception as exc:  # never leave a caller waiting on an unexpected fault
             log.exception("contribution batch of %d failed", len(batch))
             failure = exc
@@ -121,6 +135,10 @@ class ContributionBatcher:
                 if not pending.answer.done():
                     pending.answer.set_result(result)
             return
+        self._fail(batch, failure)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], failure: Exception) -> None:
         for pending in batch:
             if not pending.answer.done():
                 pending.answer.set_exception(failure)

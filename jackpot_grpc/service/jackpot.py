@@ -29,13 +29,18 @@ from jackpot_grpc.domain.model import (
 from jackpot_grpc.domain.validation import apply_config_change
 from jackpot_grpc.service.snapshot import PoolSnapshot
 from jackpot_grpc.service.unit_of_work import transaction
+from jackpot_grpc.telemetry import BusinessMetrics
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 
 class JackpotService:
-    def __init__(self, pool: Pool, snapshot_ttl: float = 0.5) -> None:
+    def __init__(
+        self, pool: Pool, snapshot_ttl: float = 0.5, metrics: BusinessMetrics | None = None
+    ) -> None:
         self.pool = pool
+        # Recorded once per transaction, after its commit: never per call on the hot path.
+        self.metrics = metrics
         self.snapshot = PoolSnapshot(snapshot_ttl)
         self._refresh = asyncio.Lock()
 
@@ -48,9 +53,8 @@ class JackpotService:
         result and change nothing. Returns only after the commit.
         """
         async with transaction(self.pool) as conn:
-            pools = await repo.lock_pools(conn)
             keys = sorted({c.idempotency_key for c in commands if c.idempotency_key})
-            known = await repo.find_contributions(conn, keys)
+            pools, known = await repo.lock_pools_and_find_contributions(conn, keys)
 
             current = {g: pools[g].current_amount for g in GROUPS}
             fresh: list[tuple[int, ContributeCommand, ContributionShares]] = []
@@ -73,9 +77,8 @@ class JackpotService:
             if fresh:
                 sums = {g: sum(s.amounts[g] for _, _, s in fresh) for g in GROUPS}
                 counts = {g: sum(1 for _, _, s in fresh if s.amounts[g]) for g in GROUPS}
-                updated = await repo.apply_contribution_sums(conn, sums, counts)
-                ids = await repo.add_contributions(
-                    conn, [c for _, c, _ in fresh], [s for _, _, s in fresh]
+                updated, ids = await repo.record_contributions(
+                    conn, sums, counts, [c for _, c, _ in fresh], [s for _, _, s in fresh]
                 )
                 for (position, _, shares), (row_id, created_at) in zip(fresh, ids, strict=True):
                     stored[position] = ContributionResult(
@@ -96,6 +99,8 @@ class JackpotService:
             else:
                 assert command.idempotency_key is not None
                 results.append(known[command.idempotency_key])
+        if self.metrics is not None and fresh:
+            self.metrics.contributions_applied(results)
         return results
 
     async def win(self, command: WinCommand) -> WinResult:
@@ -115,7 +120,10 @@ class JackpotService:
             outcome = rules.pay_win(pool.current_amount, pool.seed_amount, command.win_amount)
             win_id, created_at, after = await repo.record_win(conn, command, outcome)
         self.snapshot.update([after])
-        return WinResult(win_id, outcome, after, created_at, replayed=False)
+        result = WinResult(win_id, outcome, after, created_at, replayed=False)
+        if self.metrics is not None:
+            self.metrics.win_paid(result)
+        return result
 
     async def pools(self) -> list[PoolState]:
         cached = self.snapshot.fresh()
@@ -153,6 +161,8 @@ class JackpotService:
             audit_id = await repo.save_config(conn, before, after, change.actor, change.reason)
             pools_after = await repo.read_pools(conn)
         self.snapshot.update(pools_after)
+        if self.metrics is not None:
+            self.metrics.config_changed(change.group)
         return after, audit_id
 
     async def audit(self) -> list[PoolAudit]:

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from jackpot_grpc.domain.errors import Unavailable
+from jackpot_grpc.domain.errors import OutOfRange, Unavailable
 
 
 @asynccontextmanager
@@ -33,5 +33,7 @@ async def transaction(
         raise Unavailable("database unavailable: no connection within the pool timeout") from exc
     except PoolClosed as exc:
         raise Unavailable("service is shutting down") from exc
+    except psycopg.errors.NumericValueOutOfRange as exc:
+        raise OutOfRange("an amount would exceed the ledger's int64 range") from exc
     except psycopg.OperationalError as exc:
         raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc

@@ -161,16 +161,19 @@ async def test_a_failing_batch_leaves_no_trace(service: JackpotService, database
     assert await fetch(database_url, "SELECT count(*) FROM contributions") == [(0,)]
 
 
-async def test_a_batch_overflowing_bigint_leaves_no_trace(
+async def test_a_pool_near_int64_takes_only_what_fits(
     service: JackpotService, database_url: str
 ) -> None:
     async with await AsyncConnection.connect(database_url) as conn:
         await conn.execute("UPDATE jackpots SET contribution_rate = 1 WHERE jackpot_group = 'mega'")
-    before = await pool_rows(database_url)
-    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
-        await service.contribute_many([contribution(2**62), contribution(2**62)])
-    assert await pool_rows(database_url) == before
-    assert await fetch(database_url, "SELECT count(*) FROM contributions") == [(0,)]
+    first, second = await service.contribute_many([contribution(2**62), contribution(2**62)])
+    int64_max = 2**63 - 1
+    assert first.shares.amounts[Group.MEGA] == 2**62
+    # The second is clipped like a cap: the pool and its total end exactly at int64's max.
+    assert second.shares.amounts[Group.MEGA] == int64_max - 2**62 - 1_000_000
+    assert second.shares.pools_after[Group.MEGA] == int64_max
+    assert (await pool_rows(database_url))["mega"][0] == int64_max
+    assert all(a.balanced for a in await service.audit())
 
 
 # --- the batcher -------------------------------------------------------------------------
@@ -279,3 +282,20 @@ async def test_direct_contributor_limits_calls_in_flight(
     assert after.shares.pools_after[Group.MINOR] == 10015
     for g in GROUPS:
         assert after.shares.amounts[g] > 0
+
+
+async def test_close_is_bounded_when_the_database_is_stuck(
+    service: JackpotService, database_url: str
+) -> None:
+    """A batch stuck on a lock at shutdown: every caller gets UNAVAILABLE, nothing applies."""
+    batcher = ContributionBatcher(service, max_batch=2, max_queue=100)
+    async with await AsyncConnection.connect(database_url) as blocker:
+        await blocker.execute("SELECT 1 FROM jackpots FOR UPDATE")  # holds every pool row
+        batcher.start()
+        calls = [asyncio.create_task(batcher.contribute(contribution(1000))) for _ in range(5)]
+        await asyncio.sleep(0.2)  # the first batch is now waiting for the lock
+        await asyncio.wait_for(batcher.close(budget=0.3), timeout=5)
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        await blocker.rollback()
+    assert [type(o) for o in outcomes] == [Unavailable] * 5
+    assert await fetch(database_url, "SELECT count(*) FROM contributions") == [(0,)]

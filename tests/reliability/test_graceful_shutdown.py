@@ -168,14 +168,6 @@ async def test_sigterm_under_load_loses_nothing_and_exits_zero(sigterm_run: Shut
     report("graceful_shutdown_ledger", checked.figures())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: on SIGTERM, calls the server has received but grpc.aio has not yet handed to "
-        "the application are CANCELLED by server.stop() instead of drained or refused "
-        "with UNAVAILABLE (RunningServer.stop, jackpot_grpc/entrypoints/server.py)"
-    ),
-)
 async def test_sigterm_under_load_answers_every_call_in_flight(sigterm_run: ShutdownRun) -> None:
     run = sigterm_run
     codes = status_codes(c.code for c in run.calls)

@@ -46,14 +46,6 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a request whose bytes do not parse (e.g. invalid UTF-8 in a string field) is "
-        "answered UNKNOWN by grpc.aio's default deserializer, not INVALID_ARGUMENT "
-        "(jackpot_grpc/entrypoints/server.py registers the generated handlers as they are)"
-    ),
-)
 async def test_malformed_request_bytes_are_invalid_argument(
     channel: grpc.aio.Channel, database_url: str
 ) -> None:
@@ -75,14 +67,6 @@ async def test_malformed_request_bytes_are_invalid_argument(
     assert all(code == "INVALID_ARGUMENT" for _, code, _ in seen), seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a contribution that would take a pool or its total past int64 fails its whole "
-        "batch with INTERNAL (psycopg NumericValueOutOfRange, not mapped) - "
-        "jackpot_grpc/service/jackpot.py contribute_many, service/unit_of_work.py"
-    ),
-)
 async def test_pool_totals_near_int64_never_answer_internal(
     stub: jackpot_pb2_grpc.JackpotServiceStub, database_url: str
 ) -> None:
