@@ -62,6 +62,7 @@ class Settings:
     pool_timeout: float
     batching: bool
     batch_max_size: int
+    batch_linger: float
     queue_max_size: int
     snapshot_ttl: float
     shutdown_grace: float
@@ -95,6 +96,7 @@ class Settings:
             pool_timeout=_float(env, "DB_POOL_TIMEOUT", 2.0),
             batching=_flag(env, "JACKPOT_BATCHING", True),
             batch_max_size=_int(env, "JACKPOT_BATCH_MAX", 512),
+            batch_linger=_float(env, "JACKPOT_BATCH_LINGER", 0.002),
             queue_max_size=_int(env, "JACKPOT_QUEUE_MAX", 8192),
             snapshot_ttl=_float(env, "JACKPOT_SNAPSHOT_TTL", 0.5),
             shutdown_grace=_float(env, "JACKPOT_SHUTDOWN_GRACE", 10.0),

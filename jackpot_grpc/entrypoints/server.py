@@ -95,7 +95,9 @@ async def start_server(
     service = JackpotService(pool, settings.snapshot_ttl, telemetry.metrics if telemetry else None)
     contributor: Contributor
     if settings.batching:
-        batcher = ContributionBatcher(service, settings.batch_max_size, settings.queue_max_size)
+        batcher = ContributionBatcher(
+            service, settings.batch_max_size, settings.queue_max_size, settings.batch_linger
+        )
         batcher.start()
         contributor = batcher
     else:

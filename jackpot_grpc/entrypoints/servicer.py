@@ -76,6 +76,7 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         self._service = service
         self._contributor = contributor
         self._admin_token = admin_token
+        self._pools_reply: tuple[tuple[int, ...], pb.GetPoolsResponse] | None = None
 
     @translating_errors
     async def Contribute(
@@ -129,7 +130,13 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
     async def GetPools(
         self, request: pb.GetPoolsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPoolsResponse:
-        return pb.GetPoolsResponse(pools=[convert.pool(p) for p in await self._service.pools()])
+        pools = await self._service.pools()
+        # Pools change far less often than they are read: reuse the last reply while
+        # every pool is at the same version.
+        versions = tuple(p.version for p in pools)
+        if self._pools_reply is None or self._pools_reply[0] != versions:
+            self._pools_reply = (versions, pb.GetPoolsResponse(pools=map(convert.pool, pools)))
+        return self._pools_reply[1]
 
     @translating_errors
     async def GetStatistics(

@@ -54,9 +54,12 @@ class _Pending:
 
 
 class ContributionBatcher:
-    def __init__(self, service: JackpotService, max_batch: int, max_queue: int) -> None:
+    def __init__(
+        self, service: JackpotService, max_batch: int, max_queue: int, linger: float = 0.0
+    ) -> None:
         self._service = service
         self._max_batch = max_batch
+        self._linger = linger
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
@@ -106,7 +109,12 @@ class ContributionBatcher:
 
     async def _run(self) -> None:
         while True:
-            batch = self._take_batch(await self._queue.get())
+            first = await self._queue.get()
+            # Under load (others already queued), wait a moment for more: a bigger batch
+            # costs less database work per contribution. A lone caller is served at once.
+            if self._linger and not self._queue.empty():
+                await asyncio.sleep(self._linger)
+            batch = self._take_batch(first)
             try:
                 await self._apply([p for p in batch if not p.answer.done()])
             finally:
