@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import psycopg
-
 from alembic import context
 from sqlalchemy import create_engine, pool
 
