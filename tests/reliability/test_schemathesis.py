@@ -1,0 +1,147 @@
+"""Schemathesis over the gateway's own /openapi.json: no 5xx for any input, and a
+rejected call writes nothing.
+
+The server and the gateway run as child processes (`jackpot serve`, `jackpot gateway`),
+since schemathesis calls them synchronously from the test's thread.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+
+from tests.conftest import create_database, drop_database, unique_name
+from tests.reliability.support import (
+    ADMIN_TOKEN,
+    PROJECT_ROOT,
+    ServeProcess,
+    check_books,
+    free_port,
+    jackpot_executable,
+    report,
+    scaled,
+    serving,
+)
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = scaled(600, minimum=50)  # per generation mode; JACKPOT_STRESS_SCALE raises it
+WRITES = ("contributions", "wins", "seed_fundings", "config_audit")
+
+
+class Gateway:
+    def __init__(self, serve: ServeProcess, log_dir: Path) -> None:
+        self.port = free_port()
+        env = {
+            **serve.env,
+            "REST_PORT": str(self.port),
+            "JACKPOT_GRPC_TARGET": serve.target,
+            "JACKPOT_METRICS_URL": f"http://127.0.0.1:{serve.health_port}/metrics",
+        }
+        output = open(log_dir / "gateway.out", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*jackpot_executable(), "gateway"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+        )
+        output.close()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.base_url}/api/jackpot/pools", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gateway did not answer in time")
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def service(admin_url: str, template_database: str, tmp_path_factory: Any) -> Iterator[Any]:
+    name = unique_name("jackpot_schemathesis")
+    url = create_database(admin_url, name, template=template_database)
+    logs = tmp_path_factory.mktemp("schemathesis")
+    try:
+        with serving(url, logs) as serve:
+            gateway = Gateway(serve, logs)
+            try:
+                gateway.wait_ready()
+                yield url, gateway.base_url
+            finally:
+                assert gateway.stop() == 0
+    finally:
+        drop_database(admin_url, name)
+
+
+def written(conn: psycopg.Connection[Any]) -> tuple[int, ...]:
+    """Rows in every ledger, and every pool's version: what any accepted write changes."""
+    row = conn.execute(
+        "SELECT "
+        + ", ".join(f"(SELECT count(*) FROM {t})" for t in WRITES)
+        + ", (SELECT array_agg(version ORDER BY lock_order) FROM jackpots)"
+    ).fetchone()
+    assert row is not None
+    return (*row[:-1], *row[-1])
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_gateway_survives_its_own_openapi_schema(service: Any, mode: GenerationMode) -> None:
+    url, base_url = service
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    session = requests.Session()
+    statuses: dict[int, int] = {}
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(data=st.data())
+    def one_call(data: st.DataObject) -> None:
+        case = data.draw(schema.as_strategy(mode))
+        before = written(conn)
+        response = case.call(base_url=base_url, session=session, headers=admin, timeout=10)
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (case.method, case.path, response.text)
+        content_type = response.headers.get("content-type", [""])[0]  # schemathesis: lists
+        assert content_type.startswith("application/json"), (
+            case.method,
+            case.path,
+            response.status_code,
+            dict(response.headers),
+            response.text,
+        )
+        if not 200 <= response.status_code < 300:
+            assert written(conn) == before, (case.method, case.path, response.text)
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        one_call()
+    assert check_books(url) == []
+    total = sum(statuses.values())
+    report(f"schemathesis_{mode.value}", {"calls": total, "statuses": statuses})
+    assert total >= EXAMPLES // 2
+    if os.environ.get("JACKPOT_VERBOSE"):
+        print(mode.value, statuses)
