@@ -35,12 +35,12 @@ import grpc
 import psutil
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from bench.loadgen import LoadResult, LoadSpec, run_in_subprocess
+from jackpot_grpc.adapters.scratch import admin_server, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
-SYSTEM_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "latest.json"
 JACKPOT = Path(sys.executable).parent / "jackpot"
 # Other processes' CPU (in % of one core) above which a scenario is reported as noisy.
@@ -61,33 +61,13 @@ def free_port() -> int:
 # --- databases ---------------------------------------------------------------------------
 
 
-def _answers(url: str) -> bool:
-    try:
-        with psycopg.connect(url, connect_timeout=2):
-            return True
-    except psycopg.OperationalError:
-        return False
-
-
 @contextlib.contextmanager
 def admin_database(choice: str) -> Iterator[tuple[str, str]]:
     """(admin URL, "system" | "embedded" | "url"): a server where we may CREATE DATABASE."""
-    if choice == "embedded" or (choice == "auto" and not _answers(SYSTEM_URL)):
-        from jackpot_grpc.adapters.embedded import EmbeddedPostgres
-
-        if choice == "auto":
+    with admin_server(choice, ROOT / ".data" / "bench-postgres") as (url, kind):
+        if choice == "auto" and kind == "embedded":
             log("system PostgreSQL does not answer; using the embedded one")
-        embedded = EmbeddedPostgres(ROOT / ".data" / "bench-postgres")
-        url = embedded.start()
-        try:
-            yield url, "embedded"
-        finally:
-            embedded.stop()
-        return
-    if choice in ("auto", "system"):
-        yield SYSTEM_URL, "system"
-    else:
-        yield choice, "url"
+        yield url, kind
 
 
 @contextlib.contextmanager
@@ -96,15 +76,12 @@ def bench_database(admin: str, label: str) -> Iterator[str]:
     from jackpot_grpc.adapters import migrations
 
     name = f"jackpot_bench_{label}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
+    url = create_database(admin, name)
     try:
-        url = make_conninfo(admin, dbname=name)
         migrations.upgrade(url)
         yield url
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop_database(admin, name)
 
 
 def postgres_version(admin: str) -> str:
@@ -145,29 +122,14 @@ def transactions_since(url: str, after_id: int) -> dict[str, Any]:
 
 
 def audit(url: str) -> dict[str, Any]:
-    """`jackpot audit`: every pool reconciled against its ledger."""
+    """`jackpot audit --json`: every pool reconciled against its ledger."""
     import asyncio
 
     from jackpot_grpc.config import Settings
-    from jackpot_grpc.service.reports import run_audit
+    from jackpot_grpc.service.reports import audit_report, run_audit
 
     settings = dataclasses.replace(Settings.from_env({}), pool_min_size=1, pool_max_size=2)
-    audits = asyncio.run(run_audit(settings, url))
-    return {
-        "balanced": all(a.balanced for a in audits),
-        "pools": [
-            {
-                "group": a.group.value,
-                "current_amount": a.current_amount,
-                "seed_funding": a.seed_funding,
-                "contributions": a.contributions,
-                "wins": a.wins,
-                "discrepancy": a.discrepancy,
-                "balanced": a.balanced,
-            }
-            for a in audits
-        ],
-    }
+    return audit_report(asyncio.run(run_audit(settings, url)))
 
 
 # --- processes -------------------------------------------------------------------------

@@ -89,33 +89,13 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from jackpot_grpc.service.reports import run_audit
+    from jackpot_grpc.service.reports import audit_report, run_audit
 
     with database(settings, migrate=False) as url:
         audits = asyncio.run(run_audit(settings, url))
     balanced = all(a.balanced for a in audits)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "balanced": balanced,
-                    "pools": [
-                        {
-                            "group": a.group.value,
-                            "current_amount": a.current_amount,
-                            "seed_funding": a.seed_funding,
-                            "contributions": a.contributions,
-                            "wins": a.wins,
-                            "expected_amount": a.expected_amount,
-                            "discrepancy": a.discrepancy,
-                            "balanced": a.balanced,
-                        }
-                        for a in audits
-                    ],
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(audit_report(audits), indent=2))
     else:
         header = (
             f"{'group':<6} {'current':>16} {'seed funding':>16} {'contributions':>16} "

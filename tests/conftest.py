@@ -14,54 +14,21 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
-import psycopg
 import pytest
 from jackpot.v1 import jackpot_pb2_grpc
-from psycopg.conninfo import make_conninfo
 
 from jackpot_grpc.adapters import migrations
-from jackpot_grpc.adapters.embedded import EmbeddedPostgres
+from jackpot_grpc.adapters.scratch import admin_server, create_database, drop_database
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-
-SYSTEM_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _answers(url: str) -> bool:
-    try:
-        with psycopg.connect(url, connect_timeout=2):
-            return True
-    except psycopg.OperationalError:
-        return False
 
 
 @pytest.fixture(scope="session")
 def admin_url() -> Iterator[str]:
     """A connection string to the server's `postgres` database, for CREATE DATABASE."""
-    choice = os.environ.get("JACKPOT_TEST_DATABASE", "")
-    if choice == "embedded" or (not choice and not _answers(SYSTEM_URL)):
-        embedded = EmbeddedPostgres(PROJECT_ROOT / ".data" / "test-postgres")
-        url = embedded.start()
+    choice = os.environ.get("JACKPOT_TEST_DATABASE", "") or "auto"
+    with admin_server(choice, PROJECT_ROOT / ".data" / "test-postgres") as (url, _):
         yield url
-        embedded.stop()
-        return
-    yield SYSTEM_URL if choice in ("", "system") else choice
-
-
-def database_conninfo(admin: str, name: str) -> str:
-    return make_conninfo(admin, dbname=name)
-
-
-def create_database(admin: str, name: str, template: str | None = None) -> str:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        clause = f" TEMPLATE {template}" if template else ""
-        conn.execute(f"CREATE DATABASE {name}{clause}")
-    return database_conninfo(admin, name)
-
-
-def drop_database(admin: str, name: str) -> None:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def unique_name(prefix: str) -> str:

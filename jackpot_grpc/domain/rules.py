@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from decimal import Decimal
 
@@ -16,8 +17,14 @@ def share_of(wager: int, rate: Decimal) -> int:
 
     100 × 0.57 is 57 here (a float gives 56.99999999999999).
     """
-    numerator, denominator = rate.as_integer_ratio()
+    numerator, denominator = _ratio(rate)
     return wager * numerator // denominator
+
+
+@functools.lru_cache(maxsize=64)
+def _ratio(rate: Decimal) -> tuple[int, int]:
+    # Rates change only with config; this runs for every pool of every contribution.
+    return rate.as_integer_ratio()
 
 
 def capped(amount: int, current: int, max_amount: int | None) -> int:

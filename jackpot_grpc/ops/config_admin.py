@@ -16,7 +16,6 @@ from google.type import decimal_pb2
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc.adapters.database import create_pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import FieldViolation, InvalidArgument
 from jackpot_grpc.domain.model import GROUPS, ConfigChange, Group, PoolConfig
@@ -25,6 +24,7 @@ from jackpot_grpc.entrypoints.convert import group_from_proto, group_to_proto
 from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.grpc_client import channel
 from jackpot_grpc.service.jackpot import JackpotService
+from jackpot_grpc.service.reports import run_once
 
 POOL_FIELDS = frozenset({"group", "contribution_rate", "seed_amount", "max_amount", "version"})
 
@@ -64,12 +64,7 @@ async def show_grpc(settings: Settings, target: str, rpc_timeout: float = 5.0) -
 
 
 async def show_db(settings: Settings, url: str) -> list[PoolConfig]:
-    pool = create_pool(settings, url)
-    await pool.open(wait=True, timeout=10)
-    try:
-        return await JackpotService(pool).config()
-    finally:
-        await pool.close()
+    return await run_once(settings, url, JackpotService.config)
 
 
 # --- validation ----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -11,13 +12,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import repository as repo
 from jackpot_grpc.domain import rules
+from jackpot_grpc.domain.batch import plan_contributions
 from jackpot_grpc.domain.errors import VersionConflict
 from jackpot_grpc.domain.model import (
-    GROUPS,
     ConfigChange,
     ContributeCommand,
     ContributionResult,
-    ContributionShares,
     Group,
     PoolAudit,
     PoolConfig,
@@ -55,51 +55,34 @@ class JackpotService:
         async with transaction(self.pool) as conn:
             keys = sorted({c.idempotency_key for c in commands if c.idempotency_key})
             pools, known = await repo.lock_pools_and_find_contributions(conn, keys)
-
-            current = {g: pools[g].current_amount for g in GROUPS}
-            fresh: list[tuple[int, ContributeCommand, ContributionShares]] = []
-            first_in_batch: dict[str, int] = {}
-            replays: dict[int, int] = {}  # position -> position of the first with its key
-            for position, command in enumerate(commands):
-                key = command.idempotency_key
-                if key is not None and key in known:
-                    continue
-                if key is not None and key in first_in_batch:
-                    replays[position] = first_in_batch[key]
-                    continue
-                if key is not None:
-                    first_in_batch[key] = position
-                fresh.append(
-                    (position, command, rules.split_in_order(command.wager_amount, current, pools))
-                )
-
-            stored: dict[int, ContributionResult] = {}
-            if fresh:
-                sums = {g: sum(s.amounts[g] for _, _, s in fresh) for g in GROUPS}
-                counts = {g: sum(1 for _, _, s in fresh if s.amounts[g]) for g in GROUPS}
+            plan = plan_contributions(commands, known, pools)
+            ids: list[tuple[int, datetime]] = []
+            if plan.fresh:
                 updated, ids = await repo.record_contributions(
-                    conn, sums, counts, [c for _, c, _ in fresh], [s for _, _, s in fresh]
+                    conn, plan.sums, plan.counts, [commands[p] for p in plan.fresh], plan.shares
                 )
-                for (position, _, shares), (row_id, created_at) in zip(fresh, ids, strict=True):
-                    stored[position] = ContributionResult(
-                        row_id, shares, created_at, replayed=False
-                    )
-        if fresh:
+        if plan.fresh:
             self.snapshot.update(updated)
 
+        stored = {
+            position: ContributionResult(row_id, shares, created_at, replayed=False)
+            for position, shares, (row_id, created_at) in zip(
+                plan.fresh, plan.shares, ids, strict=True
+            )
+        }
         results: list[ContributionResult] = []
         for position, command in enumerate(commands):
             if position in stored:
                 results.append(stored[position])
-            elif position in replays:
-                first = stored[replays[position]]
+            elif position in plan.replays:
+                first = stored[plan.replays[position]]
                 results.append(
                     ContributionResult(first.contribution_id, first.shares, first.created_at, True)
                 )
             else:
                 assert command.idempotency_key is not None
                 results.append(known[command.idempotency_key])
-        if self.metrics is not None and fresh:
+        if self.metrics is not None and plan.fresh:
             self.metrics.contributions_applied(results)
         return results
 

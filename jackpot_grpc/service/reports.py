@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 from jackpot_grpc.adapters.database import create_pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import PoolAudit
 from jackpot_grpc.service.jackpot import JackpotService
 
+T = TypeVar("T")
 
-async def run_audit(settings: Settings, database_url: str) -> list[PoolAudit]:
+
+async def run_once(
+    settings: Settings, database_url: str, use: Callable[[JackpotService], Awaitable[T]]
+) -> T:
+    """Open a pool, run `use` on a service over it, and close the pool."""
     pool = create_pool(settings, database_url)
     await pool.open(wait=True, timeout=10)
     try:
-        return await JackpotService(pool).audit()
+        return await use(JackpotService(pool))
     finally:
         await pool.close()
+
+
+async def run_audit(settings: Settings, database_url: str) -> list[PoolAudit]:
+    return await run_once(settings, database_url, JackpotService.audit)
+
+
+def audit_report(audits: list[PoolAudit]) -> dict[str, Any]:
+    """`jackpot audit --json`: every pool reconciled against its ledger."""
+    return {
+        "balanced": all(a.balanced for a in audits),
+        "pools": [
+            {
+                "group": a.group.value,
+                "current_amount": a.current_amount,
+                "seed_funding": a.seed_funding,
+                "contributions": a.contributions,
+                "wins": a.wins,
+                "expected_amount": a.expected_amount,
+                "discrepancy": a.discrepancy,
+                "balanced": a.balanced,
+            }
+            for a in audits
+        ],
+    }

@@ -13,7 +13,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.entrypoints.server import RunningServer
-from tests.e2e.test_grpc_health import database_outage
+from tests.db_outage import database_outage
 from tests.random_refs import random_game_id, random_key, random_user
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub

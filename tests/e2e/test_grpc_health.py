@@ -7,47 +7,21 @@ The database "goes away" for real: connections to it are refused
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
-from psycopg import AsyncConnection
-from psycopg.conninfo import conninfo_to_dict
 
 from jackpot_grpc.entrypoints.server import RunningServer
+from tests.db_outage import database_outage
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE = "jackpot.v1.JackpotService"
 OUTAGE_DETECTED_WITHIN = 5.0
 RECOVERY_WITHIN = 10.0
-
-
-async def set_connections_allowed(admin_url: str, name: str, allowed: bool) -> None:
-    async with await AsyncConnection.connect(admin_url, autocommit=True) as admin:
-        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {str(allowed).lower()}")
-        if not allowed:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-
-
-@contextlib.asynccontextmanager
-async def database_outage(admin_url: str, database_url: str) -> AsyncIterator[str]:
-    """The test database refuses connections and loses its sessions until the block ends."""
-    name = conninfo_to_dict(database_url)["dbname"]
-    assert isinstance(name, str) and name.isidentifier()
-    await set_connections_allowed(admin_url, name, False)
-    try:
-        yield name
-    finally:
-        await set_connections_allowed(admin_url, name, True)
 
 
 async def status_of(health: health_pb2_grpc.HealthStub, service: str) -> int:

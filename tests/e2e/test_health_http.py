@@ -16,10 +16,10 @@ import psycopg
 import pytest
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
-from psycopg.conninfo import conninfo_to_dict
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
+from tests.db_outage import database_outage
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
 
@@ -175,23 +175,6 @@ async def test_jackpot_health_shows_pools_and_balanced_books(
     assert [p["discrepancy"] for p in ledger["pools"]] == [0, 0, 0]
 
 
-def database_name(database_url: str) -> str:
-    name = conninfo_to_dict(database_url)["dbname"]
-    assert isinstance(name, str)
-    return name
-
-
-def allow_connections(admin_url: str, name: str, allowed: bool) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {str(allowed).lower()}")
-        if not allowed:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-
-
 async def test_a_lost_database_turns_health_503_and_back(
     server: RunningServer,
     stub: Stub,
@@ -200,9 +183,7 @@ async def test_a_lost_database_turns_health_503_and_back(
     database_url: str,
 ) -> None:
     await stub.GetPools(pb.GetPoolsRequest())
-    name = database_name(database_url)
-    try:
-        await asyncio.to_thread(allow_connections, admin_url, name, False)
+    async with database_outage(admin_url, database_url):
         await eventually(lambda: _is(503, http, server, "/health"), within=5)
         status, health = await get_json(http, server, "/health")
         assert (status, health["status"]) == (503, "unhealthy")
@@ -222,8 +203,6 @@ async def test_a_lost_database_turns_health_503_and_back(
         assert (metrics["total_requests"], metrics["error_count"]) == (2, 1)
         assert metrics["error_rate"] == pytest.approx(0.5)
         assert metrics["error_rate_percent"] == pytest.approx(50.0)
-    finally:
-        await asyncio.to_thread(allow_connections, admin_url, name, True)
     await eventually(lambda: _is(200, http, server, "/health"), within=10)
     await eventually(lambda: _is(200, http, server, "/health/database"), within=5)
 

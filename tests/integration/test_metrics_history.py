@@ -18,7 +18,6 @@ import psycopg
 import pytest
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import migrations
@@ -30,6 +29,7 @@ from jackpot_grpc.history.store import Batch, Rollup, SystemSample
 from jackpot_grpc.history.trend import load_trend, render_trend
 from jackpot_grpc.metrics import RELATIVE_ERROR, RequestMetrics, Stats, bucket_of
 from tests.conftest import create_database, drop_database, unique_name
+from tests.db_outage import database_outage
 
 OK = grpc.StatusCode.OK
 
@@ -203,17 +203,6 @@ async def test_two_servers_on_one_database_add_up(
         await b.stop(grace=1.0)
 
 
-def allow_connections(admin_url: str, name: str, allowed: bool) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {str(allowed).lower()}")
-        if not allowed:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-
-
 async def test_a_database_outage_keeps_the_buffer_bounded_and_writes_resume(
     settings: Settings,
     database_url: str,
@@ -226,32 +215,27 @@ async def test_a_database_outage_keeps_the_buffer_bounded_and_writes_resume(
     sampler.config = dataclasses.replace(
         sampler.config, buffer_max_rows=4, write_timeout=0.3, read_timeout=0.5
     )
-    name = conninfo_to_dict(database_url)["dbname"]
-    assert isinstance(name, str)
     try:
         await calls(running, pools=2)
         await sampler.tick()
         assert (sampler.written_rows, sampler.buffered_rows) == (2, 0)
 
-        await asyncio.to_thread(allow_connections, admin_url, name, False)
-        for _ in range(6):  # one call a tick: each tick buffers 2 rows
-            running.metrics.record("GetPools", OK, 0.001)
-            await sampler.tick()
-            assert sampler.buffered_rows <= 4
-        assert (sampler.buffered_rows, sampler.dropped_rows) == (4, 8)
-        assert sampler.write_errors >= 6
-        assert sampler.status()["writes"] == "failing"
+        async with database_outage(admin_url, database_url):
+            for _ in range(6):  # one call a tick: each tick buffers 2 rows
+                running.metrics.record("GetPools", OK, 0.001)
+                await sampler.tick()
+                assert sampler.buffered_rows <= 4
+            assert (sampler.buffered_rows, sampler.dropped_rows) == (4, 8)
+            assert sampler.write_errors >= 6
+            assert sampler.status()["writes"] == "failing"
 
-        status, month = await get_json(http, running, "/metrics?period=30d")
-        assert status == 200
-        assert month["source"] == "memory" and month["history_error"]
-        async with http.get(f"http://127.0.0.1:{running.health_port}/metrics/prometheus") as r:
-            text = await r.text()
-        assert "jackpot_metrics_history_dropped_rows_total 8.0" in text
-        assert "jackpot_metrics_history_buffered_rows 4.0" in text
-    finally:
-        await asyncio.to_thread(allow_connections, admin_url, name, True)
-    try:
+            status, month = await get_json(http, running, "/metrics?period=30d")
+            assert status == 200
+            assert month["source"] == "memory" and month["history_error"]
+            async with http.get(f"http://127.0.0.1:{running.health_port}/metrics/prometheus") as r:
+                text = await r.text()
+            assert "jackpot_metrics_history_dropped_rows_total 8.0" in text
+            assert "jackpot_metrics_history_buffered_rows 4.0" in text
 
         async def written() -> bool:  # no new sample: it would push an old one out
             return await sampler.flush()

@@ -32,9 +32,9 @@ import pytest
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import migrations
+from jackpot_grpc.adapters.scratch import database_conninfo
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import start_server
-from tests.conftest import database_conninfo
 from tests.reliability.support import (
     NOT_SERVING,
     SERVING,
