@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from jackpot_grpc.adapters.database import create_pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
+from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.health import SERVICE_NAME, DatabaseHealthProbe
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
@@ -51,6 +52,7 @@ class RunningServer:
     health_port: int
     admission: AdmissionInterceptor | None = None
     sampler: MetricsSampler | None = None
+    auditor: AuditMonitor | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, stop accepting, let in-flight calls finish, then close the pool.
@@ -69,6 +71,8 @@ class RunningServer:
             await self.admission.drain(max(0.0, deadline - time.monotonic()))
         await self.server.stop(max(0.1, deadline - time.monotonic()))
         await self.contributor.close()
+        if self.auditor is not None:
+            await self.auditor.stop()
         if self.sampler is not None:
             await self.sampler.stop()  # writes the last minute while the pool is open
         await self.pool.close()
@@ -141,12 +145,13 @@ async def start_server(
         telemetry.metrics.observe_connections(pool.get_stats)
     # Started with the server below (JACKPOT_SAMPLE_INTERVAL, JACKPOT_METRICS_RETENTION_DAYS).
     sampler = MetricsSampler(pool, metrics, history_config)
+    auditor = AuditMonitor(service.audit, settings.audit_interval)
     health_http = HealthHttp(
         service,
         probe,
         metrics,
         probe_interval=settings.health_probe_interval,
-        registries=[sampler, *([telemetry.prometheus] if telemetry else [])],
+        registries=[sampler, auditor, *([telemetry.prometheus] if telemetry else [])],
         history=sampler,
     )
     try:
@@ -161,6 +166,7 @@ async def start_server(
         raise
     probe.start()
     sampler.start()
+    auditor.start()
     log.info(
         "gRPC listening on %s:%d (batching %s)",
         settings.grpc_host,
@@ -182,6 +188,7 @@ async def start_server(
         health_port,
         admission,
         sampler,
+        auditor,
     )
 
 

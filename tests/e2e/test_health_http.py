@@ -279,3 +279,24 @@ async def test_a_taken_health_port_fails_the_start_and_leaves_no_connection_open
             " AND application_name = 'jackpot-service'"
         )
         assert await cursor.fetchone() == (0,)
+
+
+async def test_background_audit_exports_the_books_as_metrics(
+    server: RunningServer, stub: Stub, http: aiohttp.ClientSession, database_url: str
+) -> None:
+    await stub.Contribute(pb.ContributeRequest(game_id="audit", wager_amount=10_000))
+    assert server.auditor is not None
+    await server.auditor.run_once()
+    _, _, text = await get_text(http, server, "/metrics/prometheus")
+    assert "jackpot_books_balanced 1.0" in text
+    assert 'jackpot_ledger_discrepancy{group="minor"} 0.0' in text
+
+    # Money that appears without a ledger entry is caught on the next run.
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute(
+            "UPDATE jackpots SET current_amount = current_amount + 7 WHERE jackpot_group = 'minor'"
+        )
+    await server.auditor.run_once()
+    _, _, text = await get_text(http, server, "/metrics/prometheus")
+    assert "jackpot_books_balanced 0.0" in text
+    assert 'jackpot_ledger_discrepancy{group="minor"} 7.0' in text

@@ -665,6 +665,8 @@ async def test_alert_rules_read_metrics_the_service_exposes(server: RunningServe
     )
     from jackpot_grpc.telemetry import setup_telemetry
 
+    assert server.auditor is not None
+    await server.auditor.run_once()  # the audit gauges exist once an audit has run
     async with (
         aiohttp.ClientSession() as http,
         http.get(f"{health_base(server)}/metrics/prometheus") as response,
