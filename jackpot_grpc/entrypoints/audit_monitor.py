@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from jackpot_grpc.domain.model import PoolAudit
+from jackpot_grpc.entrypoints.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +28,16 @@ class AuditMonitor:
         timeout: float = 30.0,
     ) -> None:
         self._audit = audit
-        self._interval = interval
         self._timeout = timeout
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("ledger-audit", self.run_once, interval)
         self.last: list[PoolAudit] | None = None
         self.last_at: float | None = None
         self.failures = 0
 
     async def run_once(self) -> None:
         try:
-            audits = await asyncio.wait_for(self._audit(), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                audits = await self._audit()
         except Exception as exc:  # the database may be down: keep the last result
             self.failures += 1
             log.warning("ledger audit failed: %s: %s", type(exc).__name__, exc)
@@ -51,18 +52,10 @@ class AuditMonitor:
         self.last, self.last_at = audits, time.time()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ledger-audit")
-
-    async def _run(self) -> None:
-        while True:
-            await self.run_once()
-            await asyncio.sleep(self._interval)
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()
 
     def collect(self) -> Iterable[Metric]:
         yield CounterMetricFamily(

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from jackpot_grpc.entrypoints.periodic import Periodic
+
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "jackpot.v1.JackpotService"
@@ -29,9 +31,8 @@ class DatabaseHealthProbe:
     ) -> None:
         self._health = health
         self._ping = ping
-        self._interval = interval
         self._timeout = timeout
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("database-health-probe", self.check, interval)
         self.healthy: bool | None = None
         self.last_latency_ms: float | None = None
         self.last_error: str | None = None
@@ -40,7 +41,8 @@ class DatabaseHealthProbe:
     async def check(self) -> bool:
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self._ping(), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self._ping()
         except Exception as exc:  # any failure means "not serving", and is reported
             self.last_error = f"{type(exc).__name__}: {exc}"
             ok = False
@@ -63,15 +65,7 @@ class DatabaseHealthProbe:
         return ok
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="database-health-probe")
-
-    async def _run(self) -> None:
-        while True:
-            await self.check()
-            await asyncio.sleep(self._interval)
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()

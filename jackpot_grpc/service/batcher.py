@@ -94,7 +94,8 @@ class ContributionBatcher:
             log.error("contribution queue not drained in %.1f s; failing the rest", budget)
         if self._worker is not None:
             self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+            # Bounded too: on Python 3.11 a cancellation can be lost inside wait_for.
+            await asyncio.wait({self._worker}, timeout=1.0)
         left = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
         self._fail(left, Unavailable("service is shutting down"))
 
