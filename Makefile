@@ -26,7 +26,7 @@ gateway: $(STAMP)
 
 ## test: every test (unit, integration, e2e) against real PostgreSQL
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check jackpot_grpc tests bench scripts migrations
