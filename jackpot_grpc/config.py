@@ -103,7 +103,7 @@ class Settings:
             shutdown_grace=_float(env, "JACKPOT_SHUTDOWN_GRACE", 10.0),
             drain_delay=_float(env, "JACKPOT_DRAIN_DELAY", 1.0),
             health_probe_interval=_float(env, "JACKPOT_HEALTH_INTERVAL", 0.5),
-            audit_interval=_float(env, "JACKPOT_AUDIT_INTERVAL", 60.0),
+            audit_interval=_float(env, "JACKPOT_AUDIT_INTERVAL", 300.0),
             admin_token=env.get("JACKPOT_ADMIN_TOKEN") or None,
             tls_cert_file=_path(env, "GRPC_TLS_CERT"),
             tls_key_file=_path(env, "GRPC_TLS_KEY"),

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from jackpot_grpc.gateway.errors import HTTP_STATUS
 from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import build_routes, parse_template
 from jackpot_grpc.gateway.transcode import forwarded_metadata
+from tests.tls_certs import HAVE_OPENSSL, self_signed
 
 ECHO_PROTO = """
 syntax = "proto3";
@@ -468,19 +467,11 @@ async def test_call_timeout_is_504(http: aiohttp.ClientSession, base: str) -> No
 
 
 def _self_signed(directory: Path) -> tuple[bytes, bytes]:
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    command = [
-        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes", "-days", "1", "-subj", "/CN=localhost",
-        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    ]  # fmt: skip
-    subprocess.run(
-        [*command, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
-    )
+    key, cert = self_signed(directory)
     return key.read_bytes(), cert.read_bytes()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+@pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl CLI")
 async def test_tls_channel_to_the_grpc_server(
     http: aiohttp.ClientSession, echo_service: ServiceDescriptor, tmp_path: Path
 ) -> None:

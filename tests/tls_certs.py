@@ -1,0 +1,23 @@
+"""A throwaway self-signed certificate for localhost, made with the openssl CLI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+HAVE_OPENSSL = shutil.which("openssl") is not None
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """(key.pem, cert.pem) valid for localhost and 127.0.0.1."""
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    command = [
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-days", "1", "-subj", "/CN=localhost",
+        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    ]  # fmt: skip
+    subprocess.run(
+        [*command, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
+    )
+    return key, cert
