@@ -38,6 +38,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.closing = False
         self.in_flight = 0
         self._last_arrival = time.monotonic()
+        # One wrapped handler per method, built on its first call (not on every call).
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -45,11 +47,14 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        return grpc.unary_unary_rpc_method_handler(
-            self._admit(handler.unary_unary, details.method.startswith(self._prefixes)),
-            request_deserializer=_tolerant(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is None:  # only registered methods get here: the dict stays small
+            wrapped = self._wrapped[details.method] = grpc.unary_unary_rpc_method_handler(
+                self._admit(handler.unary_unary, details.method.startswith(self._prefixes)),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        return wrapped
 
     def _admit(self, behavior: Callable[..., Any], guarded: bool) -> Callable[..., Any]:
         async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:

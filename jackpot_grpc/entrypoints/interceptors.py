@@ -40,6 +40,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, metrics: RequestMetrics, services: Collection[str]) -> None:
         self._metrics = metrics
         self._prefixes = tuple(f"/{s}/" for s in services)
+        # One timed handler per method, built on its first call (not on every call).
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -52,12 +54,14 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             or not full_name.startswith(self._prefixes)
         ):
             return handler
-        timed = self._timed(full_name.rsplit("/", 1)[-1], handler.unary_unary)
-        return grpc.unary_unary_rpc_method_handler(
-            timed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        wrapped = self._wrapped.get(full_name)
+        if wrapped is None:
+            wrapped = self._wrapped[full_name] = grpc.unary_unary_rpc_method_handler(
+                self._timed(full_name.rsplit("/", 1)[-1], handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return wrapped
 
     def _timed(self, method: str, behavior: Behavior) -> Behavior:
         record = self._metrics.record
