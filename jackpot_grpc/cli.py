@@ -12,28 +12,21 @@ from collections.abc import Iterator
 
 from jackpot_grpc import ops_cli
 from jackpot_grpc.adapters import migrations
-from jackpot_grpc.adapters.embedded import EmbeddedPostgres
 from jackpot_grpc.config import Settings
 from jackpot_grpc.logging_setup import configure_logging
+from jackpot_grpc.ops.output import render_table
+from jackpot_grpc.ops.target import open_database
 from jackpot_grpc.supervisor import supervise
 
 
 @contextlib.contextmanager
 def database(settings: Settings, *, migrate: bool) -> Iterator[str]:
-    """DATABASE_URL, or the embedded PostgreSQL (started here, stopped on exit)."""
-    if settings.database_url:
+    """DATABASE_URL, or the embedded PostgreSQL (started here if need be, and then
+    stopped on exit; one already running is left running), migrated if asked."""
+    with open_database(settings) as target:
         if migrate:
-            migrations.upgrade(settings.database_url)
-        yield settings.database_url
-        return
-    embedded = EmbeddedPostgres(settings.data_dir)
-    url = embedded.start()
-    try:
-        if migrate:
-            migrations.upgrade(url)
-        yield url
-    finally:
-        embedded.stop()
+            migrations.upgrade(target.url)
+        yield target.url
 
 
 def child_command(*args: str) -> list[str]:
@@ -97,17 +90,17 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(audit_report(audits), indent=2))
     else:
-        header = (
-            f"{'group':<6} {'current':>16} {'seed funding':>16} {'contributions':>16} "
-            f"{'wins':>16} {'discrepancy':>12}  status"
-        )
-        print(header)
-        for a in audits:
-            print(
-                f"{a.group.value:<6} {a.current_amount:>16} {a.seed_funding:>16} "
-                f"{a.contributions:>16} {a.wins:>16} {a.discrepancy:>12}  "
-                f"{'ok' if a.balanced else 'MISMATCH'}"
-            )
+        columns = ("group", "current_amount", "seed_funding", "contributions", "wins")
+        rows = [
+            {
+                **{c: getattr(a, c) for c in columns[1:]},
+                "group": a.group.value,
+                "discrepancy": a.discrepancy,
+                "status": "ok" if a.balanced else "MISMATCH",
+            }
+            for a in audits
+        ]
+        print(render_table((*columns, "discrepancy", "status"), rows))
         print("books balance" if balanced else "BOOKS DO NOT BALANCE")
     return 0 if balanced else 1
 

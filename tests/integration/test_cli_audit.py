@@ -1,0 +1,53 @@
+"""`jackpot audit`: a table and exit 0 when the books balance, exit 1 naming the pool when not."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from jackpot_grpc.cli import main
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    """main() configures logging for the process; put the test runner's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def audit(monkeypatch: pytest.MonkeyPatch, database_url: str, *args: str) -> int:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    return main(["audit", *args])
+
+
+def test_audit_passes_then_catches_money_without_a_ledger_entry(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], database_url: str
+) -> None:
+    assert audit(monkeypatch, database_url) == 0
+    assert capsys.readouterr().out.strip().endswith("books balance")
+
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE jackpots SET current_amount = current_amount + 7 WHERE jackpot_group = 'mega'"
+        )
+    assert audit(monkeypatch, database_url) == 1
+    table = capsys.readouterr().out
+    mega = next(line for line in table.splitlines() if line.startswith("mega"))
+    assert mega.split()[-2:] == ["7", "MISMATCH"]
+    assert "BOOKS DO NOT BALANCE" in table
+
+    assert audit(monkeypatch, database_url, "--json") == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["balanced"] is False
+    assert {p["group"]: p["discrepancy"] for p in report["pools"]} == {
+        "minor": 0,
+        "major": 0,
+        "mega": 7,
+    }
