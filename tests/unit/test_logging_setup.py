@@ -15,10 +15,15 @@ from jackpot_grpc.logging_setup import configure_logging
 
 @pytest.fixture
 def stream(tmp_path: Path) -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     out = io.StringIO()
     configure_logging(tmp_path / "logs", stream=out)
     yield out
-    logging.basicConfig(force=True, handlers=[logging.NullHandler()])
+    for handler in root.handlers:
+        handler.close()
+    root.handlers[:] = handlers  # the test runner's own, as they were
+    root.setLevel(level)
 
 
 def test_a_line_inside_a_span_names_its_trace(stream: io.StringIO, tmp_path: Path) -> None:
