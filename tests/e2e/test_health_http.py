@@ -199,12 +199,20 @@ async def test_a_lost_database_turns_health_503_and_back(
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await stub.GetStatistics(pb.GetStatisticsRequest())
         assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        # An aborted call is recorded when its handler unwinds, just after the status is
+        # sent: the caller can ask before that has run, so allow the loop a moment.
+        await eventually(lambda: _counted(http, server, 2), within=2)
         _, metrics = await get_json(http, server, "/metrics")
         assert (metrics["total_requests"], metrics["error_count"]) == (2, 1)
         assert metrics["error_rate"] == pytest.approx(0.5)
         assert metrics["error_rate_percent"] == pytest.approx(50.0)
     await eventually(lambda: _is(200, http, server, "/health"), within=10)
     await eventually(lambda: _is(200, http, server, "/health/database"), within=5)
+
+
+async def _counted(http: aiohttp.ClientSession, running: RunningServer, calls: int) -> bool:
+    _, metrics = await get_json(http, running, "/metrics")
+    return bool(metrics["total_requests"] >= calls)
 
 
 async def _is(
