@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from jackpot.v1 import jackpot_pb2_grpc
 
@@ -29,6 +30,15 @@ def admin_url() -> Iterator[str]:
     choice = os.environ.get("JACKPOT_TEST_DATABASE", "") or "auto"
     with admin_server(choice, PROJECT_ROOT / ".data" / "test-postgres") as (url, _):
         yield url
+
+
+def public_tables(url: str) -> set[str]:
+    """The tables in a database's public schema (what migrations create and drop)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchall()
+    return {r[0] for r in rows}
 
 
 def unique_name(prefix: str) -> str:

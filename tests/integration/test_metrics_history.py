@@ -28,7 +28,7 @@ from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig
 from jackpot_grpc.history.store import Batch, Rollup, SystemSample
 from jackpot_grpc.history.trend import load_trend, render_trend
 from jackpot_grpc.metrics import RELATIVE_ERROR, RequestMetrics, Stats, bucket_of
-from tests.conftest import create_database, drop_database, unique_name
+from tests.conftest import create_database, drop_database, public_tables, unique_name
 from tests.db_outage import database_outage
 
 OK = grpc.StatusCode.OK
@@ -386,14 +386,6 @@ async def test_the_trend_reports_each_day_from_the_history(
     assert len([line for line in text.splitlines() if line.startswith(str(today.date()))]) == 2
 
 
-def tables(url: str) -> set[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-        ).fetchall()
-    return {r[0] for r in rows}
-
-
 def indexes(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
@@ -409,9 +401,9 @@ def test_migration_0002_upgrades_and_downgrades(admin_url: str) -> None:
     history = {"system_metrics", "request_rollups"}
     try:
         migrations.upgrade(url, "0001")
-        assert not tables(url) & history
+        assert not public_tables(url) & history
         migrations.upgrade(url, "0002")
-        assert history <= tables(url) and "jackpots" in tables(url)
+        assert history <= public_tables(url) and "jackpots" in public_tables(url)
         assert indexes(url) == {
             "system_metrics_stat_timestamp",
             "request_rollups_started_at",
@@ -422,8 +414,8 @@ def test_migration_0002_upgrades_and_downgrades(admin_url: str) -> None:
             conn.execute(CAPACITY_SQL).fetchall()  # the runbook's query runs on the schema
 
         migrations.downgrade(url, "0001")
-        assert not tables(url) & history and "jackpots" in tables(url)
+        assert not public_tables(url) & history and "jackpots" in public_tables(url)
         migrations.upgrade(url)
-        assert history <= tables(url)
+        assert history <= public_tables(url)
     finally:
         drop_database(admin_url, name)

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from jackpot_grpc.adapters import migrations
-from tests.conftest import create_database, drop_database, unique_name
+from tests.conftest import create_database, drop_database, public_tables, unique_name
 
 TABLES = {
     "jackpots",
@@ -19,14 +19,6 @@ TABLES = {
 }
 
 
-def tables(url: str) -> set[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-        ).fetchall()
-    return {r[0] for r in rows}
-
-
 def revision(url: str) -> list[str]:
     with psycopg.connect(url) as conn:
         return [r[0] for r in conn.execute("SELECT version_num FROM alembic_version").fetchall()]
@@ -36,10 +28,10 @@ def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
     name = unique_name("jackpot_migrate")
     url = create_database(admin_url, name)
     try:
-        assert tables(url) == set()
+        assert public_tables(url) == set()
 
         migrations.upgrade(url)
-        assert tables(url) == TABLES | {"alembic_version"}
+        assert public_tables(url) == TABLES | {"alembic_version"}
         assert revision(url) == ["0002"]
         with psycopg.connect(url) as conn:
             pools = conn.execute(
@@ -60,11 +52,11 @@ def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
         assert revision(url) == ["0002"]
 
         migrations.downgrade(url, "base")
-        assert tables(url) == {"alembic_version"}
+        assert public_tables(url) == {"alembic_version"}
         assert revision(url) == []
 
         migrations.upgrade(url)
-        assert tables(url) == TABLES | {"alembic_version"}
+        assert public_tables(url) == TABLES | {"alembic_version"}
         assert revision(url) == ["0002"]
     finally:
         drop_database(admin_url, name)
