@@ -36,6 +36,7 @@ def plan_contributions(
     reached by one limits the next); a key in `known_keys` or earlier in the batch replays."""
     plan = ContributionPlan(sums=dict.fromkeys(GROUPS, 0), counts=dict.fromkeys(GROUPS, 0))
     current = {g: pools[g].current_amount for g in GROUPS}
+    splitter = rules.Splitter(pools)
     first_in_batch: dict[str, int] = {}
     for position, command in enumerate(commands):
         key = command.idempotency_key
@@ -46,7 +47,7 @@ def plan_contributions(
                 plan.replays[position] = first_in_batch[key]
                 continue
             first_in_batch[key] = position
-        shares = rules.split_in_order(command.wager_amount, current, pools)
+        shares = splitter.split(command.wager_amount, current)
         plan.fresh.append(position)
         plan.shares.append(shares)
         for g in GROUPS:

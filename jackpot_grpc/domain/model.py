@@ -16,6 +16,10 @@ class Group(enum.Enum):
     MAJOR = "major"
     MEGA = "mega"
 
+    # Members are singletons compared by identity, so the identity hash is correct, and
+    # it runs in C: Enum's own __hash__ is Python, and money paths key dicts by group.
+    __hash__ = object.__hash__
+
     @property
     def lock_order(self) -> int:
         return GROUPS.index(self)

@@ -46,24 +46,39 @@ def ceiling(pool: PoolState) -> int:
 
 def split_contribution(wager: int, pools: Mapping[Group, PoolState]) -> ContributionShares:
     """One wager's share for each pool, given the pools as they stand before it."""
-    return split_in_order(wager, {g: pools[g].current_amount for g in GROUPS}, pools)
+    return Splitter(pools).split(wager, {g: pools[g].current_amount for g in GROUPS})
 
 
 def split_in_order(
     wager: int, current: dict[Group, int], pools: Mapping[Group, PoolState]
 ) -> ContributionShares:
-    """Like split_contribution, but against running amounts, which it advances.
+    """Like split_contribution, but against running amounts, which it advances."""
+    return Splitter(pools).split(wager, current)
+
+
+class Splitter:
+    """Splits wagers against running pool amounts, with each pool's rate and ceiling
+    worked out once: a batch splits thousands of wagers against the same pools.
 
     A batch applies its contributions in arrival order, so a cap reached by one
     contribution limits the next.
     """
-    amounts: dict[Group, int] = {}
-    for group in GROUPS:
-        pool = pools[group]
-        amount = capped(share_of(wager, pool.contribution_rate), current[group], ceiling(pool))
-        amounts[group] = amount
-        current[group] += amount
-    return ContributionShares(amounts=amounts, pools_after=dict(current))
+
+    def __init__(self, pools: Mapping[Group, PoolState]) -> None:
+        self._terms = [
+            (g, *_ratio(pools[g].contribution_rate), ceiling(pools[g])) for g in GROUPS
+        ]
+
+    def split(self, wager: int, current: dict[Group, int]) -> ContributionShares:
+        """`wager`'s share for each pool (share_of, then capped); advances `current`."""
+        amounts: dict[Group, int] = {}
+        for group, numerator, denominator, limit in self._terms:
+            share = wager * numerator // denominator
+            before = current[group]
+            amount = share if before + share <= limit else max(0, limit - before)
+            amounts[group] = amount
+            current[group] = before + amount
+        return ContributionShares(amounts=amounts, pools_after=dict(current))
 
 
 def pay_win(current: int, seed: int, win_amount: int | None) -> WinOutcome:

@@ -32,7 +32,7 @@ def _text(
         return text, [FieldViolation(field, "must not be empty")]
     if len(text) > max_length:
         return text, [FieldViolation(field, f"must be at most {max_length} characters")]
-    if any(not ch.isprintable() for ch in text):
+    if not text.isprintable():
         return text, [FieldViolation(field, "must not contain control characters")]
     return text, []
 
