@@ -124,8 +124,9 @@ async def lock_pools_and_find_contributions(
     return pools, {r["idempotency_key"]: _contribution(r, replayed=True) for r in rows}
 
 
-INSERT_CONTRIBUTIONS = """WITH inserted AS (INSERT INTO contributions (idempotency_key, game_id, wager_amount,
-        minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after)
+INSERT_CONTRIBUTIONS = """WITH inserted AS (
+    INSERT INTO contributions (idempotency_key, game_id, wager_amount, minor_amount,
+        major_amount, mega_amount, minor_after, major_after, mega_after)
     SELECT * FROM unnest(%(keys)b::text[], %(games)b::text[], %(wagers)b::bigint[],
         %(minor_amount)b::bigint[], %(major_amount)b::bigint[], %(mega_amount)b::bigint[],
         %(minor_after)b::bigint[], %(major_after)b::bigint[], %(mega_after)b::bigint[])

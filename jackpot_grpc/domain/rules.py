@@ -65,9 +65,7 @@ class Splitter:
     """
 
     def __init__(self, pools: Mapping[Group, PoolState]) -> None:
-        self._terms = [
-            (g, *_ratio(pools[g].contribution_rate), ceiling(pools[g])) for g in GROUPS
-        ]
+        self._terms = [(g, *_ratio(pools[g].contribution_rate), ceiling(pools[g])) for g in GROUPS]
 
     def split(self, wager: int, current: dict[Group, int]) -> ContributionShares:
         """`wager`'s share for each pool (share_of, then capped); advances `current`."""
