@@ -64,19 +64,30 @@ def pool(state: PoolState) -> pb.Pool:
 
 
 def contribute_response(result: ContributionResult) -> pb.ContributeResponse:
+    message = pb.ContributeResponse()
+    fill_contribute_response(message, result, timestamp(result.created_at))
+    return message
+
+
+def fill_contribute_response(
+    message: pb.ContributeResponse,
+    result: ContributionResult,
+    created_at: timestamp_pb2.Timestamp | None,
+) -> None:
+    """Write `result` into `message` in place: ContributeBatch fills a thousand of these,
+    and in-place `add` is about 3x faster than building sub-messages and copying them in."""
     shares = result.shares
-    return pb.ContributeResponse(
-        contributions=[
-            pb.GroupAmount(group=group_to_proto(g), amount=shares.amounts[g]) for g in GROUPS
-        ],
-        total_contribution=shares.total,
-        pool_amounts=[
-            pb.GroupAmount(group=group_to_proto(g), amount=shares.pools_after[g]) for g in GROUPS
-        ],
-        contribution_id=result.contribution_id,
-        created_at=timestamp(result.created_at),
-        replayed=result.replayed,
-    )
+    add_contribution = message.contributions.add
+    add_pool_amount = message.pool_amounts.add
+    for group in GROUPS:
+        proto_group = _TO_PROTO[group]
+        add_contribution(group=proto_group, amount=shares.amounts[group])
+        add_pool_amount(group=proto_group, amount=shares.pools_after[group])
+    message.total_contribution = shares.total
+    message.contribution_id = result.contribution_id
+    if created_at is not None:
+        message.created_at.CopyFrom(created_at)
+    message.replayed = result.replayed
 
 
 def win_response(result: WinResult) -> pb.WinResponse:

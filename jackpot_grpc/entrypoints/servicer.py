@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import hmac
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import timestamp_pb2
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
@@ -19,6 +21,7 @@ from jackpot_grpc.domain.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from jackpot_grpc.domain.model import ContributeCommand
 from jackpot_grpc.entrypoints import convert
 from jackpot_grpc.entrypoints.errors import to_status
 from jackpot_grpc.service.batcher import Contributor
@@ -93,25 +96,32 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
     ) -> pb.ContributeBatchResponse:
         if len(request.contributions) > MAX_BATCH_ITEMS:
             raise InvalidArgument.of("contributions", f"must hold at most {MAX_BATCH_ITEMS} items")
-        results: list[pb.ContributeBatchItemResult] = []
-        valid = []
+        checked: list[ContributeCommand | InvalidArgument] = []
         for item in request.contributions:
             try:
-                valid.append(
+                checked.append(
                     validation.contribute_command(
                         item.game_id, item.wager_amount, item.idempotency_key
                     )
                 )
-                results.append(pb.ContributeBatchItemResult())
             except InvalidArgument as exc:
-                results.append(pb.ContributeBatchItemResult(error=_item_error(exc)))
+                checked.append(exc)
+        valid = [c for c in checked if isinstance(c, ContributeCommand)]
         applied = iter(await self._service.contribute_many(valid) if valid else [])
-        for slot in results:
-            if not slot.HasField("error"):
-                slot.result.CopyFrom(convert.contribute_response(next(applied)))
-        return pb.ContributeBatchResponse(
-            results=results, applied_count=len(valid), rejected_count=len(results) - len(valid)
+        response = pb.ContributeBatchResponse(
+            applied_count=len(valid), rejected_count=len(checked) - len(valid)
         )
+        stamps: dict[datetime, timestamp_pb2.Timestamp | None] = {}  # a batch shares one
+        for outcome in checked:
+            slot = response.results.add()
+            if isinstance(outcome, InvalidArgument):
+                slot.error.CopyFrom(_item_error(outcome))
+                continue
+            result = next(applied)
+            if result.created_at not in stamps:
+                stamps[result.created_at] = convert.timestamp(result.created_at)
+            convert.fill_contribute_response(slot.result, result, stamps[result.created_at])
+        return response
 
     @translating_errors
     async def Win(
