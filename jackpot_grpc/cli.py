@@ -85,10 +85,9 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.service.reports import audit_report, run_audit
 
     with database(settings, migrate=False) as url:
-        audits = asyncio.run(run_audit(settings, url))
-    balanced = all(a.balanced for a in audits)
+        books = asyncio.run(run_audit(settings, url))
     if args.json:
-        print(json.dumps(audit_report(audits), indent=2))
+        print(json.dumps(audit_report(books), indent=2))
     else:
         columns = ("group", "current_amount", "seed_funding", "contributions", "wins")
         rows = [
@@ -98,11 +97,20 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
                 "discrepancy": a.discrepancy,
                 "status": "ok" if a.balanced else "MISMATCH",
             }
-            for a in audits
+            for a in books.pools
         ]
         print(render_table((*columns, "discrepancy", "status"), rows))
-        print("books balance" if balanced else "BOOKS DO NOT BALANCE")
-    return 0 if balanced else 1
+        print(
+            f"contribution totals: {books.recorded_contribution_count} contributions,"
+            f" {books.recorded_total_wagered} wagered"
+            + (
+                ""
+                if books.totals_balanced
+                else f" (ledger: {books.contribution_count}, {books.total_wagered}) MISMATCH"
+            )
+        )
+        print("books balance" if books.balanced else "BOOKS DO NOT BALANCE")
+    return 0 if books.balanced else 1
 
 
 SERVICES = ("serve", "run", "gateway")

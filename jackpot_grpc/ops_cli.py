@@ -377,8 +377,8 @@ def cmd_backup_restore(settings: Settings, args: argparse.Namespace) -> int:
             verbose=args.verbose,
         )
         progress(f"restore: auditing the books of {args.database}")
-        audits = asyncio.run(run_audit(settings, with_dbname(db.url, args.database)))
-    balanced = all(a.balanced for a in audits)
+        books = asyncio.run(run_audit(settings, with_dbname(db.url, args.database)))
+    balanced = books.balanced
     groups = [p["group"] for p in result.counts["pools"]]
     ok = balanced and sorted(groups) == sorted(GROUP_NAMES)
     audit_rows = [
@@ -388,7 +388,7 @@ def cmd_backup_restore(settings: Settings, args: argparse.Namespace) -> int:
             "expected_amount": a.expected_amount,
             "balanced": a.balanced,
         }
-        for a in audits
+        for a in books.pools
     ]
     _emit(
         args,

@@ -21,6 +21,7 @@ from jackpot_grpc.domain.model import (
     ContributionResult,
     ContributionShares,
     Group,
+    LedgerAudit,
     PoolAudit,
     PoolConfig,
     PoolState,
@@ -124,20 +125,16 @@ async def lock_pools_and_find_contributions(
     return pools, {r["idempotency_key"]: _contribution(r, replayed=True) for r in rows}
 
 
-INSERT_CONTRIBUTIONS = """WITH inserted AS (
-    INSERT INTO contributions (idempotency_key, game_id, wager_amount, minor_amount,
-        major_amount, mega_amount, minor_after, major_after, mega_after)
-    SELECT * FROM unnest(%(keys)b::text[], %(games)b::text[], %(wagers)b::bigint[],
-        %(minor_amount)b::bigint[], %(major_amount)b::bigint[], %(mega_amount)b::bigint[],
-        %(minor_after)b::bigint[], %(major_after)b::bigint[], %(mega_after)b::bigint[])
-    RETURNING id, created_at)
-    SELECT array_agg(id ORDER BY id) AS ids, min(created_at) AS created_at FROM inserted"""
+# One statement per batch: the runbook's batched CASE update moves all three pools, the
+# ledger gets every row (one insert from arrays), and the contribution totals move by the
+# batch's count and wager sum. Its caller holds the pool locks. Every result row is a pool
+# after the move, carrying the new ledger ids (in input order: the sequence hands them out
+# in unnest order) and their created_at, which defaults to now(), the transaction's
+# timestamp, so every row of the batch has the same.
 # %b: the arrays go in binary, which psycopg dumps in C; as text every string element is
-# run through a quoting regex in Python. One row back instead of one per contribution:
-# created_at defaults to now(), the transaction's timestamp, so every row has the same.
-
-# The runbook's batched CASE update: one statement moves all three pools.
-UPDATE_POOL_SUMS = f"""UPDATE jackpots SET
+# run through a quoting regex in Python.
+RECORD_CONTRIBUTIONS = f"""WITH moved AS (
+    UPDATE jackpots SET
         current_amount = current_amount + CASE jackpot_group
             WHEN 'minor' THEN %(minor)s::bigint WHEN 'major' THEN %(major)s::bigint
             WHEN 'mega' THEN %(mega)s::bigint END,
@@ -150,49 +147,44 @@ UPDATE_POOL_SUMS = f"""UPDATE jackpots SET
         version = version + 1,
         updated_at = now()
     WHERE jackpot_group IN ('minor', 'major', 'mega')
-    RETURNING {POOL_COLUMNS}"""
+    RETURNING {POOL_COLUMNS}),
+inserted AS (
+    INSERT INTO contributions (idempotency_key, game_id, wager_amount, minor_amount,
+        major_amount, mega_amount, minor_after, major_after, mega_after)
+    SELECT * FROM unnest(%(keys)b::text[], %(games)b::text[], %(wagers)b::bigint[],
+        %(minor_amount)b::bigint[], %(major_amount)b::bigint[], %(mega_amount)b::bigint[],
+        %(minor_after)b::bigint[], %(major_after)b::bigint[], %(mega_after)b::bigint[])
+    RETURNING id, created_at),
+counted AS (
+    UPDATE contribution_totals SET
+        contribution_count = contribution_count + %(count)s::bigint,
+        total_wagered = total_wagered + %(wagered)s::numeric)
+SELECT moved.*,
+    (SELECT array_agg(id ORDER BY id) FROM inserted) AS ledger_ids,
+    (SELECT min(created_at) FROM inserted) AS ledger_created_at
+FROM moved"""
 
 
-def _ledger_columns(
-    commands: Sequence[ContributeCommand], shares: Sequence[ContributionShares]
-) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {
+def _record_params(
+    sums: dict[Group, int],
+    counts: dict[Group, int],
+    commands: Sequence[ContributeCommand],
+    shares: Sequence[ContributionShares],
+) -> dict[str, Any]:
+    wagers = [c.wager_amount for c in commands]
+    params: dict[str, Any] = {
         "keys": [c.idempotency_key for c in commands],
         "games": [c.game_id for c in commands],
-        "wagers": [c.wager_amount for c in commands],
+        "wagers": wagers,
+        "count": len(wagers),
+        "wagered": sum(wagers),
     }
     for g in GROUPS:
-        columns[f"{g.value}_amount"] = [s.amounts[g] for s in shares]
-        columns[f"{g.value}_after"] = [s.pools_after[g] for s in shares]
-    return columns
-
-
-def _sum_params(sums: dict[Group, int], counts: dict[Group, int]) -> dict[str, int]:
-    return {**{g.value: sums[g] for g in GROUPS}, **{f"{g.value}_n": counts[g] for g in GROUPS}}
-
-
-def _in_order(rows: list[dict[str, Any]]) -> list[tuple[int, datetime]]:
-    # ids come from the sequence in unnest order, so sorting them restores the input order.
-    (row,) = rows
-    return [(row_id, row["created_at"]) for row_id in row["ids"] or ()]
-
-
-def _pools_in_order(rows: list[dict[str, Any]]) -> list[PoolState]:
-    return sorted(map(_pool, rows), key=lambda p: p.group.lock_order)
-
-
-async def add_contributions(
-    conn: Conn, commands: Sequence[ContributeCommand], shares: Sequence[ContributionShares]
-) -> list[tuple[int, datetime]]:
-    """One multi-row insert for a whole batch; (id, created_at) in the order given."""
-    return _in_order(await _rows(conn, INSERT_CONTRIBUTIONS, _ledger_columns(commands, shares)))
-
-
-async def apply_contribution_sums(
-    conn: Conn, sums: dict[Group, int], counts: dict[Group, int]
-) -> list[PoolState]:
-    """Move all three pools by a batch's sums; the pools after, in lock order."""
-    return _pools_in_order(await _rows(conn, UPDATE_POOL_SUMS, _sum_params(sums, counts)))
+        params[g.value] = sums[g]
+        params[f"{g.value}_n"] = counts[g]
+        params[f"{g.value}_amount"] = [s.amounts[g] for s in shares]
+        params[f"{g.value}_after"] = [s.pools_after[g] for s in shares]
+    return params
 
 
 async def record_contributions(
@@ -202,15 +194,13 @@ async def record_contributions(
     commands: Sequence[ContributeCommand],
     shares: Sequence[ContributionShares],
 ) -> tuple[list[PoolState], list[tuple[int, datetime]]]:
-    """apply_contribution_sums and add_contributions in one round trip (pipeline mode)."""
-    async with conn.pipeline():
-        update = conn.cursor(row_factory=dict_row)
-        await update.execute(UPDATE_POOL_SUMS, _sum_params(sums, counts))
-        insert = conn.cursor(row_factory=dict_row)
-        await insert.execute(INSERT_CONTRIBUTIONS, _ledger_columns(commands, shares))
-        pools = _pools_in_order(await update.fetchall())
-        ids = _in_order(await insert.fetchall())
-    return pools, ids
+    """Apply a planned batch: move each pool by its sum (`counts[g]` contributions moved
+    it), write a ledger row per command with its shares. Returns the pools after, in lock
+    order, and (id, created_at) per ledger row, in the order of `commands`."""
+    rows = await _rows(conn, RECORD_CONTRIBUTIONS, _record_params(sums, counts, commands, shares))
+    pools = sorted(map(_pool, rows), key=lambda p: p.group.lock_order)
+    created_at = rows[0]["ledger_created_at"]
+    return pools, [(row_id, created_at) for row_id in rows[0]["ledger_ids"] or ()]
 
 
 # --- wins --------------------------------------------------------------------------------
@@ -343,11 +333,30 @@ async def save_config(
 
 
 async def contribution_totals(conn: Conn) -> tuple[int, int]:
-    """(number of contributions, sum of wagers) over the whole ledger."""
+    """(number of contributions, sum of wagers), as kept with every batch."""
+    rows = await _rows(conn, "SELECT contribution_count, total_wagered FROM contribution_totals")
+    return rows[0]["contribution_count"], int(rows[0]["total_wagered"])
+
+
+async def audit_ledger(conn: Conn) -> LedgerAudit:
+    """The books reconciled: audit_pools, and the contribution totals against the ledger.
+    Run it in a REPEATABLE READ transaction so both read one snapshot."""
+    pools = await audit_pools(conn)
     rows = await _rows(
-        conn, "SELECT count(*) AS n, coalesce(sum(wager_amount), 0) AS wagered FROM contributions"
+        conn,
+        """SELECT t.contribution_count, t.total_wagered, c.n, c.wagered
+           FROM contribution_totals t CROSS JOIN
+                (SELECT count(*) AS n, coalesce(sum(wager_amount), 0) AS wagered
+                 FROM contributions) c""",
     )
-    return int(rows[0]["n"]), int(rows[0]["wagered"])
+    (row,) = rows
+    return LedgerAudit(
+        pools=pools,
+        contribution_count=int(row["n"]),
+        recorded_contribution_count=row["contribution_count"],
+        total_wagered=int(row["wagered"]),
+        recorded_total_wagered=int(row["total_wagered"]),
+    )
 
 
 async def audit_pools(conn: Conn) -> list[PoolAudit]:

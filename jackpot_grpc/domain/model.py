@@ -178,3 +178,37 @@ class PoolAudit:
             and self.recorded_total_wins == self.wins
             and self.recorded_total_seed_funding == self.seed_funding
         )
+
+
+@dataclass(frozen=True)
+class LedgerAudit:
+    """The books reconciled: every pool, and the contribution totals GetStatistics reports
+    against the count and wager sum of the ledger rows."""
+
+    pools: list[PoolAudit]
+    contribution_count: int
+    recorded_contribution_count: int
+    total_wagered: int
+    recorded_total_wagered: int
+
+    @property
+    def totals_balanced(self) -> bool:
+        return (
+            self.recorded_contribution_count == self.contribution_count
+            and self.recorded_total_wagered == self.total_wagered
+        )
+
+    @property
+    def balanced(self) -> bool:
+        return self.totals_balanced and all(p.balanced for p in self.pools)
+
+    def problems(self) -> list[str]:
+        """What does not balance, one phrase each; empty when the books balance."""
+        found = [f"{p.group.value} off by {p.discrepancy}" for p in self.pools if not p.balanced]
+        if not self.totals_balanced:
+            found.append(
+                f"contribution totals record {self.recorded_contribution_count} rows and"
+                f" {self.recorded_total_wagered} wagered; the ledger has"
+                f" {self.contribution_count} and {self.total_wagered}"
+            )
+        return found

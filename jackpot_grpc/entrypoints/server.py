@@ -153,6 +153,7 @@ async def start_server(
         probe_interval=settings.health_probe_interval,
         registries=[sampler, auditor, *([telemetry.prometheus] if telemetry else [])],
         history=sampler,
+        auditor=auditor,
     )
     try:
         health_port = await health_http.start(

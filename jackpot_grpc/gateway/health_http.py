@@ -2,7 +2,10 @@
 
     /health              overall status: 200 healthy; 503 unhealthy or shutting down
     /health/database     reachability, latency, connection pool figures (200/503)
-    /health/jackpot      pools readable, amounts and versions, ledger audit (200/503)
+    /health/jackpot      pools readable, amounts and versions, and the latest background
+                         ledger audit with its age (200/503); `?audit=now` audits first.
+                         A probe never scans the ledger unless asked to: the audit reads
+                         every ledger row, and a load balancer probes every few seconds.
     /metrics             JSON summary, `?period=5m|1h|24h|30d` (default since start);
                          Prometheus text when the client asks for text/plain, not JSON.
                          A period this process has been up for is answered from memory
@@ -36,15 +39,17 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jackpot_grpc.domain.model import PoolAudit, PoolState
+from jackpot_grpc.domain.model import LedgerAudit, PoolAudit, PoolState
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.metrics import PERIODS, RequestMetrics, UnknownPeriod
 from jackpot_grpc.service.jackpot import JackpotService, Pool
+from jackpot_grpc.service.reports import totals_report
 
 T = TypeVar("T")
 
 PING_TIMEOUT = 1.0  # a fresh database ping for /health/database
-READ_TIMEOUT = 3.0  # pools and the ledger audit for /health/jackpot
+READ_TIMEOUT = 3.0  # pools for /health/jackpot
+AUDIT_TIMEOUT = 10.0  # /health/jackpot?audit=now
 SCRAPE_TIMEOUT = 1.0  # pool amounts read for a Prometheus scrape
 POOL_SATURATED_PERCENT = 95.0  # the runbook's warning level for connection use
 SOURCES = ("memory", "database")  # /metrics?source=
@@ -54,6 +59,15 @@ class MetricsHistory(Protocol):
     """The stored metrics history (jackpot_grpc.history.sampler.MetricsSampler)."""
 
     async def window_summary(self, period: str) -> dict[str, Any]: ...
+
+
+class LedgerAuditor(Protocol):
+    """The background audit (jackpot_grpc.entrypoints.audit_monitor.AuditMonitor)."""
+
+    last: LedgerAudit | None
+    last_at: float | None
+
+    async def audit_now(self) -> LedgerAudit: ...
 
 
 def package_version() -> str:
@@ -237,8 +251,10 @@ class HealthHttp:
         registries: Sequence[Collector] = (),
         version: str | None = None,
         history: MetricsHistory | None = None,
+        auditor: LedgerAuditor | None = None,
     ) -> None:
         self.service = service
+        self.auditor = auditor
         self.probe = probe
         self.metrics = metrics
         self.history = history
@@ -361,37 +377,50 @@ class HealthHttp:
         return web.json_response(body, status=200 if healthy else 503)
 
     async def jackpot(self, request: web.Request) -> web.Response:
-        pools, audits = await asyncio.gather(
-            _within(READ_TIMEOUT, self.service.pools),
-            _within(READ_TIMEOUT, self.service.audit),
-            return_exceptions=True,
-        )
+        audit_now = request.query.get("audit") == "now"
         body: dict[str, Any] = {}
-        readable = not isinstance(pools, BaseException)
-        if isinstance(pools, BaseException):
-            body["pools_readable"] = False
-            body["pools_error"] = _error(pools)
-            body["pools"] = []
+        try:
+            pools = await _within(READ_TIMEOUT, self.service.pools)
+        except Exception as exc:
+            readable = False
+            body.update(pools_readable=False, pools_error=_error(exc), pools=[])
             body["last_activity"] = None
         else:
-            body["pools_readable"] = True
-            body["pools"] = [pool_state(p) for p in pools]
+            readable = True
+            body.update(pools_readable=True, pools=[pool_state(p) for p in pools])
             times = [t for p in pools for t in (p.updated_at, p.last_won_at) if t is not None]
             body["last_activity"] = _iso(max(times)) if times else None
-        if isinstance(audits, BaseException):
-            balanced = False
-            body["ledger"] = {"checked": False, "balanced": None, "error": _error(audits)}
-        else:
-            balanced = all(a.balanced for a in audits)
-            body["ledger"] = {
-                "checked": True,
-                "balanced": balanced,
-                "discrepancies": [pool_audit(a) for a in audits if not a.balanced],
-                "pools": [pool_audit(a) for a in audits],
-            }
-        healthy = readable and balanced and not self.shutting_down
+        ledger_ok, body["ledger"] = await self._ledger(audit_now)
+        healthy = readable and ledger_ok and not self.shutting_down
         body = {"status": "healthy" if healthy else "unhealthy", **body, **self._now()}
         return web.json_response(body, status=200 if healthy else 503)
+
+    async def _ledger(self, audit_now: bool) -> tuple[bool, dict[str, Any]]:
+        """(healthy, report) of the books: the latest audit, or a new one if asked.
+
+        Not audited yet (the first background run is under way) is not unhealthy; books
+        that did not balance stay unhealthy until an audit finds them balanced.
+        """
+        if self.auditor is None:
+            return True, {"checked": False, "balanced": None}
+        if audit_now:
+            try:
+                await _within(AUDIT_TIMEOUT, self.auditor.audit_now)
+            except Exception as exc:
+                return False, {"checked": False, "balanced": None, "error": _error(exc)}
+        books, at = self.auditor.last, self.auditor.last_at
+        if books is None or at is None:
+            return True, {"checked": False, "balanced": None}
+        return books.balanced, {
+            "checked": True,
+            "balanced": books.balanced,
+            "checked_at": _iso(at),
+            "age_seconds": round(max(0.0, time.time() - at), 3),
+            "problems": books.problems(),
+            "discrepancies": [pool_audit(a) for a in books.pools if not a.balanced],
+            "pools": [pool_audit(a) for a in books.pools],
+            "contribution_totals": totals_report(books),
+        }
 
     async def metrics_summary(self, request: web.Request) -> web.Response:
         if wants_prometheus(request):

@@ -18,13 +18,13 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.domain.model import Group, PoolAudit
+from jackpot_grpc.domain.model import Group, LedgerAudit
 from jackpot_grpc.entrypoints.convert import group_from_proto, group_to_proto
 from jackpot_grpc.ops.grpc_client import channel, describe_error
 from jackpot_grpc.ops.output import progress
 
 GAME_ID = "smoke-test"
-Audit = Callable[[], Awaitable[list[PoolAudit]]]
+Audit = Callable[[], Awaitable[LedgerAudit]]
 
 
 class StepFailed(Exception):
@@ -187,15 +187,11 @@ async def run_smoke(
     if audit is not None:
 
         async def audit_books() -> str:
-            audits = await audit()
-            bad = [a for a in audits if not a.balanced]
-            if bad:
-                raise StepFailed(
-                    "BOOKS DO NOT BALANCE: "
-                    + ", ".join(f"{a.group.value} off by {a.discrepancy}" for a in bad)
-                )
+            books = await audit()
+            if not books.balanced:
+                raise StepFailed("BOOKS DO NOT BALANCE: " + ", ".join(books.problems()))
             return "books balance: " + ", ".join(
-                f"{a.group.value}={a.current_amount}" for a in audits
+                f"{a.group.value}={a.current_amount}" for a in books.pools
             )
 
         await step("audit books", audit_books)

@@ -19,7 +19,7 @@ from jackpot_grpc.domain.model import (
     ContributeCommand,
     ContributionResult,
     Group,
-    PoolAudit,
+    LedgerAudit,
     PoolConfig,
     PoolState,
     Statistics,
@@ -148,10 +148,10 @@ class JackpotService:
             self.metrics.config_changed(change.group)
         return after, audit_id
 
-    async def audit(self) -> list[PoolAudit]:
+    async def audit(self) -> LedgerAudit:
         async with transaction(self.pool) as conn:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            return await repo.audit_pools(conn)
+            return await repo.audit_ledger(conn)
 
     async def ping(self) -> None:
         async with transaction(self.pool) as conn:

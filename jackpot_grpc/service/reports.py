@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from jackpot_grpc.adapters.database import create_pool
 from jackpot_grpc.config import Settings
-from jackpot_grpc.domain.model import PoolAudit
+from jackpot_grpc.domain.model import LedgerAudit
 from jackpot_grpc.service.jackpot import JackpotService
 
 T = TypeVar("T")
@@ -25,14 +25,16 @@ async def run_once(
         await pool.close()
 
 
-async def run_audit(settings: Settings, database_url: str) -> list[PoolAudit]:
+async def run_audit(settings: Settings, database_url: str) -> LedgerAudit:
     return await run_once(settings, database_url, JackpotService.audit)
 
 
-def audit_report(audits: list[PoolAudit]) -> dict[str, Any]:
-    """`jackpot audit --json`: every pool reconciled against its ledger."""
+def audit_report(books: LedgerAudit) -> dict[str, Any]:
+    """`jackpot audit --json`: every pool and the contribution totals against the ledger."""
     return {
-        "balanced": all(a.balanced for a in audits),
+        "balanced": books.balanced,
+        "problems": books.problems(),
+        "contribution_totals": totals_report(books),
         "pools": [
             {
                 "group": a.group.value,
@@ -44,6 +46,16 @@ def audit_report(audits: list[PoolAudit]) -> dict[str, Any]:
                 "discrepancy": a.discrepancy,
                 "balanced": a.balanced,
             }
-            for a in audits
+            for a in books.pools
         ],
+    }
+
+
+def totals_report(books: LedgerAudit) -> dict[str, Any]:
+    return {
+        "contribution_count": books.contribution_count,
+        "recorded_contribution_count": books.recorded_contribution_count,
+        "total_wagered": books.total_wagered,
+        "recorded_total_wagered": books.recorded_total_wagered,
+        "balanced": books.totals_balanced,
     }

@@ -177,6 +177,37 @@ async def test_jackpot_health_shows_pools_and_balanced_books(
     assert [p["discrepancy"] for p in ledger["pools"]] == [0, 0, 0]
 
 
+async def test_jackpot_health_reports_the_background_audit_and_audits_on_request(
+    server: RunningServer, http: aiohttp.ClientSession, database_url: str
+) -> None:
+    # The server audits once at start; a probe reads that result and does not scan again.
+    await eventually(lambda: _ledger_checked(http, server), within=5)
+    status, first = await get_json(http, server, "/health/jackpot")
+    assert status == 200 and first["ledger"]["balanced"] is True
+    assert first["ledger"]["age_seconds"] >= 0 and first["ledger"]["problems"] == []
+    assert first["ledger"]["contribution_totals"]["balanced"] is True
+
+    with psycopg.connect(database_url, autocommit=True) as conn:  # money from nowhere
+        conn.execute("UPDATE jackpots SET current_amount = current_amount + 9 WHERE lock_order = 0")
+    status, cached = await get_json(http, server, "/health/jackpot")
+    assert (status, cached["ledger"]["checked_at"]) == (200, first["ledger"]["checked_at"])
+
+    status, audited = await get_json(http, server, "/health/jackpot?audit=now")
+    assert (status, audited["status"]) == (503, "unhealthy")
+    assert audited["ledger"]["problems"] == ["minor off by 9"]
+    assert [d["group"] for d in audited["ledger"]["discrepancies"]] == ["minor"]
+    # The imbalance is now the latest result: every probe reports it until books balance.
+    assert await status_of(http, server, "/health/jackpot") == 503
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE jackpots SET current_amount = current_amount - 9 WHERE lock_order = 0")
+    assert await status_of(http, server, "/health/jackpot?audit=now") == 200
+
+
+async def _ledger_checked(http: aiohttp.ClientSession, running: RunningServer) -> bool:
+    return bool((await get_json(http, running, "/health/jackpot"))[1]["ledger"]["checked"])
+
+
 async def test_a_lost_database_turns_health_503_and_back(
     server: RunningServer,
     stub: Stub,

@@ -61,9 +61,9 @@ async def fetch(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> li
 
 async def assert_books_balance(service: JackpotService, database_url: str) -> None:
     """Pools' totals equal the ledger sums, and the audit agrees."""
-    audits = await service.audit()
-    assert [a.discrepancy for a in audits] == [0, 0, 0]
-    assert all(a.balanced for a in audits), audits
+    books = await service.audit()
+    assert [a.discrepancy for a in books.pools] == [0, 0, 0]
+    assert books.balanced, books.problems()
     ((minor, major, mega),) = await fetch(
         database_url,
         "SELECT coalesce(sum(minor_amount), 0), coalesce(sum(major_amount), 0),"

@@ -16,7 +16,9 @@ TABLES = {
     "config_audit",
     "system_metrics",
     "request_rollups",
+    "contribution_totals",
 }
+HEAD = "0003"
 
 
 def revision(url: str) -> list[str]:
@@ -32,7 +34,7 @@ def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
 
         migrations.upgrade(url)
         assert public_tables(url) == TABLES | {"alembic_version"}
-        assert revision(url) == ["0002"]
+        assert revision(url) == [HEAD]
         with psycopg.connect(url) as conn:
             pools = conn.execute(
                 "SELECT jackpot_group, current_amount, total_seed_funding FROM jackpots"
@@ -49,7 +51,7 @@ def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
         assert seeds == [("minor", 10000), ("major", 100000), ("mega", 1000000)]
 
         migrations.upgrade(url)  # already at head: a no-op
-        assert revision(url) == ["0002"]
+        assert revision(url) == [HEAD]
 
         migrations.downgrade(url, "base")
         assert public_tables(url) == {"alembic_version"}
@@ -57,7 +59,28 @@ def test_upgrade_downgrade_upgrade(admin_url: str) -> None:
 
         migrations.upgrade(url)
         assert public_tables(url) == TABLES | {"alembic_version"}
-        assert revision(url) == ["0002"]
+        assert revision(url) == [HEAD]
+    finally:
+        drop_database(admin_url, name)
+
+
+def test_contribution_totals_are_filled_from_an_existing_ledger(admin_url: str) -> None:
+    name = unique_name("jackpot_migrate")
+    url = create_database(admin_url, name)
+    try:
+        migrations.upgrade(url, "0002")
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                "INSERT INTO contributions (game_id, wager_amount, minor_amount, major_amount,"
+                " mega_amount, minor_after, major_after, mega_after)"
+                " SELECT 'g', w, 0, 0, 0, 0, 0, 0 FROM unnest(ARRAY[100, 2500, 7]) AS w"
+            )
+        migrations.upgrade(url)
+        with psycopg.connect(url) as conn:
+            totals = conn.execute(
+                "SELECT contribution_count, total_wagered FROM contribution_totals"
+            ).fetchall()
+        assert totals == [(3, 2607)]
     finally:
         drop_database(admin_url, name)
 

@@ -52,6 +52,19 @@ def shares(minor: int, major: int, mega: int, after: tuple[int, int, int]) -> Co
     )
 
 
+NO_MOVE = dict.fromkeys(GROUPS, 0)
+
+
+async def add_rows(
+    conn: AsyncConnection[Any],
+    commands: list[ContributeCommand],
+    rows: list[ContributionShares],
+) -> list[tuple[int, Any]]:
+    """Ledger rows through record_contributions, the pools left where they are."""
+    _, ids = await repo.record_contributions(conn, NO_MOVE, NO_MOVE, commands, rows)
+    return ids
+
+
 async def test_lock_pools_returns_the_default_pools_in_lock_order(pool: Pool) -> None:
     async with pool.connection() as conn:
         pools = await repo.lock_pools(conn)
@@ -88,14 +101,14 @@ async def test_lock_pools_holds_the_rows_until_the_transaction_ends(
         await other.execute("SELECT 1 FROM jackpots FOR UPDATE NOWAIT")
 
 
-async def test_add_contributions_returns_ids_in_the_order_given(
+async def test_record_contributions_returns_ids_in_the_order_given(
     pool: Pool, database_url: str
 ) -> None:
     wagers = [500, 100, 900, 300, 700, 200]
     commands = [command(w, random_key(str(i))) for i, w in enumerate(wagers)]
     rows = [shares(w // 100, 0, 0, (1, 2, 3)) for w in wagers]
     async with pool.connection() as conn:
-        ids = await repo.add_contributions(conn, commands, rows)
+        ids = await add_rows(conn, commands, rows)
     assert len(ids) == len(wagers)
     assert [i for i, _ in ids] == sorted(i for i, _ in ids)
     async with await AsyncConnection.connect(database_url) as check:
@@ -114,7 +127,7 @@ async def test_find_contributions_finds_by_key_and_replays(pool: Pool) -> None:
     async with pool.connection() as conn:
         assert await repo.find_contributions(conn, []) == {}
         assert await repo.find_contributions(conn, [key_a]) == {}
-        ids = await repo.add_contributions(
+        ids = await add_rows(
             conn,
             [command(1000, key_a), command(2000, None), command(3000, key_b)],
             [
@@ -142,16 +155,23 @@ async def test_a_repeated_idempotency_key_is_refused_by_the_unique_index(pool: P
     row = shares(1, 1, 1, (1, 1, 1))
     with pytest.raises(psycopg.errors.UniqueViolation):
         async with pool.connection() as conn:
-            await repo.add_contributions(conn, [command(100, key), command(100, key)], [row, row])
+            await add_rows(conn, [command(100, key), command(100, key)], [row, row])
 
 
-async def test_apply_contribution_sums_moves_all_three_pools(pool: Pool) -> None:
+async def test_record_contributions_moves_all_three_pools_and_the_totals(pool: Pool) -> None:
     async with pool.connection() as conn:
-        updated = await repo.apply_contribution_sums(
+        updated, ids = await repo.record_contributions(
             conn,
             {Group.MINOR: 7, Group.MAJOR: 0, Group.MEGA: 11},
             {Group.MINOR: 2, Group.MAJOR: 0, Group.MEGA: 3},
+            [command(1400), command(2000), command(600)],
+            [
+                shares(7, 0, 5, (10007, 100000, 1000005)),
+                shares(0, 0, 4, (10007, 100000, 1000009)),
+                shares(0, 0, 2, (10007, 100000, 1000011)),
+            ],
         )
+        assert await repo.contribution_totals(conn) == (3, 4000)
     async with pool.connection() as conn:
         read = await repo.read_pools(conn)
     assert read == updated
@@ -160,6 +180,7 @@ async def test_apply_contribution_sums_moves_all_three_pools(pool: Pool) -> None
     assert [p.total_contributions for p in updated] == [7, 0, 11]
     assert [p.contribution_count for p in updated] == [2, 0, 3]
     assert [p.version for p in updated] == [2, 2, 2]
+    assert len(ids) == 3 and len({created_at for _, created_at in ids}) == 1
 
 
 async def test_record_win_with_top_up_writes_the_seed_funding(
@@ -248,7 +269,7 @@ async def test_save_config_writes_the_pool_and_an_audit_row(pool: Pool, database
 async def test_contribution_totals_counts_and_sums_wagers(pool: Pool) -> None:
     async with pool.connection() as conn:
         assert await repo.contribution_totals(conn) == (0, 0)
-        await repo.add_contributions(
+        await add_rows(
             conn,
             [command(1000), command(2500), command(1)],
             [shares(0, 0, 0, (0, 0, 0))] * 3,
@@ -264,10 +285,13 @@ async def test_audit_pools_balances_and_finds_a_discrepancy(pool: Pool) -> None:
     assert [a.expected_amount for a in audits] == [10000, 100000, 1000000]
 
     async with pool.connection() as conn:  # a correct contribution, then a stray write
-        await repo.apply_contribution_sums(
-            conn, {Group.MINOR: 5, Group.MAJOR: 3, Group.MEGA: 2}, dict.fromkeys(GROUPS, 1)
+        await repo.record_contributions(
+            conn,
+            {Group.MINOR: 5, Group.MAJOR: 3, Group.MEGA: 2},
+            dict.fromkeys(GROUPS, 1),
+            [command(1000)],
+            [shares(5, 3, 2, (0, 0, 0))],
         )
-        await repo.add_contributions(conn, [command(1000)], [shares(5, 3, 2, (0, 0, 0))])
         await conn.execute(
             "UPDATE jackpots SET current_amount = current_amount + 7 WHERE jackpot_group = 'major'"
         )
@@ -290,3 +314,28 @@ async def test_ping_answers(pool: Pool) -> None:
     async with pool.connection() as conn:
         await repo.ping(conn)
         assert conn.info.transaction_status is psycopg.pq.TransactionStatus.INTRANS
+
+
+async def test_audit_ledger_checks_the_contribution_totals_against_the_ledger(
+    pool: Pool,
+) -> None:
+    async with pool.connection() as conn:
+        await add_rows(conn, [command(1000), command(250)], [shares(0, 0, 0, (0, 0, 0))] * 2)
+        books = await repo.audit_ledger(conn)
+    assert books.balanced and books.problems() == []
+    assert (books.contribution_count, books.total_wagered) == (2, 1250)
+    assert (books.recorded_contribution_count, books.recorded_total_wagered) == (2, 1250)
+
+    async with pool.connection() as conn:  # a ledger row written behind the totals' back
+        await conn.execute(
+            "INSERT INTO contributions (game_id, wager_amount, minor_amount, major_amount,"
+            " mega_amount, minor_after, major_after, mega_after)"
+            " VALUES ('stray', 40, 0, 0, 0, 0, 0, 0)"
+        )
+        books = await repo.audit_ledger(conn)
+    assert all(p.balanced for p in books.pools)
+    assert not books.totals_balanced and not books.balanced
+    assert (books.contribution_count, books.recorded_contribution_count) == (3, 2)
+    assert books.problems() == [
+        "contribution totals record 2 rows and 1250 wagered; the ledger has 3 and 1290"
+    ]
