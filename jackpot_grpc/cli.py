@@ -34,7 +34,8 @@ def child_command(*args: str) -> list[str]:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from jackpot_grpc.entrypoints.server import start_server, wait_for_signal
+    from jackpot_grpc.entrypoints.server import start_server
+    from jackpot_grpc.signals import wait_for_signal
     from jackpot_grpc.telemetry import setup_telemetry
 
     async def serve(url: str) -> None:

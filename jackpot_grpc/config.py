@@ -91,7 +91,10 @@ class Settings:
             health_port=_int(env, "HEALTH_PORT", 3001),
             rest_host=env.get("REST_HOST", "0.0.0.0"),
             rest_port=_int(env, "REST_PORT", 3000),
-            grpc_target=env.get("JACKPOT_GRPC_TARGET", "localhost:50051"),
+            # The gateway's default target is this machine's gRPC port, so `jackpot run`
+            # with a GRPC_PORT of its own still wires the two together.
+            grpc_target=env.get("JACKPOT_GRPC_TARGET")
+            or f"localhost:{_int(env, 'GRPC_PORT', 50051)}",
             pool_min_size=_int(env, "DB_POOL_MIN", 2),
             pool_max_size=_int(env, "DB_POOL_MAX", 10),
             pool_timeout=_float(env, "DB_POOL_TIMEOUT", 2.0),

@@ -1,8 +1,12 @@
 """Runs child processes side by side and stops them together.
 
 `jackpot run` (server + gateway) and `jackpot serve --workers N` use it. SIGTERM or
-SIGINT is forwarded to every child; when one child dies, the others are stopped too, so
-a half-running service never looks healthy.
+SIGINT is forwarded to every child, once; when one child dies, the others are stopped
+too, so a half-running service never looks healthy.
+
+Children run in their own process group, so a terminal's Ctrl-C (sent to the whole
+foreground group) reaches only the supervisor, which forwards it: each child gets exactly
+one stop signal and drains, instead of two signals racing its shutdown.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ def supervise(
     commands: Sequence[Sequence[str]], env: Mapping[str, str], stop_timeout: float = 30.0
 ) -> int:
     """Start every command; return 0 only if all of them exit 0 after a stop signal."""
-    children = [subprocess.Popen(list(cmd), env=dict(env)) for cmd in commands]
+    children = [subprocess.Popen(list(cmd), env=dict(env), process_group=0) for cmd in commands]
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
+        if stopping:
+            log.warning("already stopping; waiting for the children to drain")
+            return
         stopping = True
         for child in children:
             if child.poll() is None:

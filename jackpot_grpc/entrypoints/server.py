@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -193,13 +192,4 @@ async def start_server(
     )
 
 
-async def wait_for_signal() -> None:
-    """Until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
-__all__ = ["SERVICE_NAME", "RunningServer", "start_server", "wait_for_signal"]
+__all__ = ["SERVICE_NAME", "RunningServer", "start_server"]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +21,7 @@ from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit, json_err
 from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import Route, build_routes
 from jackpot_grpc.gateway.transcode import build_request, forwarded_metadata, response_json
+from jackpot_grpc.signals import wait_for_signal
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +144,6 @@ async def start_gateway(
     return RunningGateway(runner, int(address[1]))
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-
-
 async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> None:
     """Serve the gateway on REST_HOST:REST_PORT until SIGTERM/SIGINT, then drain and stop."""
     app = create_gateway_app(
@@ -175,7 +162,7 @@ async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> 
         settings.grpc_target,
     )
     try:
-        await _until_signalled()
+        await wait_for_signal()
     finally:
         await running.stop()
         log.info("REST gateway stopped")
