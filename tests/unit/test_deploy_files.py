@@ -225,11 +225,80 @@ def test_alerts_cover_the_runbook_alert_table() -> None:
     assert latency and compact(latency[0]).endswith("> 0.5")
     pool = _rule(lambda r: "jackpot_db_pool_in_use / jackpot_db_pool_max_size > 0.95" in compact(r))
     assert pool and severity(pool[0]) == "critical"
+    exhausted = _rule(lambda r: "jackpot_db_pool_requests_waiting > 0" in compact(r))
+    assert [severity(r) for r in exhausted] == ["critical"]
     growth = _rule(lambda r: "jackpot_pool_current_amount" in compact(r))
     assert growth and compact(growth[0]).endswith("< 0") and growth[0]["for"] == "1h"
     config = _rule(lambda r: "jackpot_config_changes_total[1h]" in compact(r))
     assert config and compact(config[0]).endswith("> 5")
     assert _rule(lambda r: compact(r) == 'up{job="jackpot"} == 0' and severity(r) == "critical")
+
+
+# (runbook row, what the expression reads, {(comparison, threshold): severity})
+RUNBOOK_LEVELS = [
+    (
+        "Response Time (Contribution)",
+        'jackpot_grpc_request_duration_seconds_bucket{method="Contribute"}',
+        {(">", 0.2): "warning", (">", 0.5): "critical"},
+    ),
+    (
+        "Response Time (Win Processing)",
+        'jackpot_grpc_request_duration_seconds_bucket{method="Win"}',
+        {(">", 0.3): "warning", (">", 1.0): "critical"},
+    ),
+    (
+        "Response Time (Pool Query)",
+        'jackpot_grpc_request_duration_seconds_bucket{method="GetPools"}',
+        {(">", 0.1): "warning", (">", 0.25): "critical"},
+    ),
+    (
+        "Throughput (ops/min)",
+        "sum(rate(jackpot_grpc_requests_total[5m])) * 60",
+        {("<", 500.0): "warning", ("<", 100.0): "critical"},
+    ),
+    (
+        "Database Connections (% of pool)",
+        "jackpot_db_pool_in_use / jackpot_db_pool_max_size",
+        {(">", 0.8): "warning", (">", 0.95): "critical"},
+    ),
+    (
+        "Network Latency (database response time)",
+        "jackpot_database_ping_seconds",
+        {(">", 0.05): "warning", (">", 0.1): "critical"},
+    ),
+    (
+        "CPU Usage",
+        'process_cpu_seconds_total{job="jackpot"}',
+        {(">", 0.8): "warning", (">", 0.95): "critical"},
+    ),
+]
+COMPARISON = re.compile(r"([<>]=?)\s*(\d+(?:\.\d+)?)$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def seconds(duration: str) -> int:
+    return int(duration[:-1]) * UNIT_SECONDS[duration[-1]]
+
+
+@pytest.mark.parametrize(
+    ("row", "reads", "levels"), RUNBOOK_LEVELS, ids=[row for row, _, _ in RUNBOOK_LEVELS]
+)
+def test_alerts_have_each_runbook_level_with_its_severity(
+    row: str, reads: str, levels: dict[tuple[str, float], str]
+) -> None:
+    found: dict[tuple[str, float], str] = {}
+    hold: dict[str, int] = {}
+    for rule in _rule(lambda r: reads in " ".join(r["expr"].split())):
+        match = COMPARISON.search(" ".join(rule["expr"].split()))
+        if match is None:  # e.g. "pool exhausted", checked on its own
+            continue
+        level = (match[1], float(match[2]))
+        assert level not in found, f"{row}: two rules for {level}"
+        found[level] = rule["labels"]["severity"]
+        hold[found[level]] = seconds(str(rule["for"]))
+    assert found == levels, f"{row}: rules {found}, runbook {levels}"
+    # a warning waits at least as long as the critical before it fires
+    assert hold["warning"] >= hold["critical"], row
 
 
 # --- process managers ----------------------------------------------------------------------
