@@ -60,6 +60,7 @@ class Settings:
     pool_min_size: int
     pool_max_size: int
     pool_timeout: float
+    pool_max_waiting: int
     batching: bool
     batch_max_size: int
     batch_linger: float
@@ -98,6 +99,7 @@ class Settings:
             pool_min_size=_int(env, "DB_POOL_MIN", 2),
             pool_max_size=_int(env, "DB_POOL_MAX", 10),
             pool_timeout=_float(env, "DB_POOL_TIMEOUT", 2.0),
+            pool_max_waiting=_int(env, "DB_POOL_MAX_WAITING", 64),
             batching=_flag(env, "JACKPOT_BATCHING", True),
             batch_max_size=_int(env, "JACKPOT_BATCH_MAX", 512),
             batch_linger=_float(env, "JACKPOT_BATCH_LINGER", 0.002),

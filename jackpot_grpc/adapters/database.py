@@ -16,6 +16,9 @@ def create_pool(settings: Settings, database_url: str) -> AsyncConnectionPool[As
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         timeout=settings.pool_timeout,
+        # Past this many callers queued for a connection, the next is refused at once
+        # (RESOURCE_EXHAUSTED) instead of waiting out the timeout: overload fails fast.
+        max_waiting=settings.pool_max_waiting,
         open=False,
         # A connection the server killed is detected before it is handed out.
         check=AsyncConnectionPool.check_connection,

@@ -53,7 +53,8 @@ class Unavailable(DomainError):
 
 
 class Overloaded(DomainError):
-    """The contribution queue is full; the caller should back off and retry."""
+    """A queue is full (contributions, or callers waiting for a database connection);
+    the caller should back off and retry."""
 
 
 class Unauthenticated(DomainError):

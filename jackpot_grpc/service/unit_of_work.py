@@ -11,9 +11,9 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
-from jackpot_grpc.domain.errors import OutOfRange, Unavailable
+from jackpot_grpc.domain.errors import OutOfRange, Overloaded, Unavailable
 
 
 @asynccontextmanager
@@ -29,6 +29,8 @@ async def transaction(
     try:
         async with pool.connection() as conn:
             yield conn
+    except TooManyRequests as exc:
+        raise Overloaded("too many calls waiting for a database connection; retry") from exc
     except PoolTimeout as exc:
         raise Unavailable("database unavailable: no connection within the pool timeout") from exc
     except PoolClosed as exc:

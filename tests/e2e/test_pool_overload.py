@@ -1,0 +1,74 @@
+"""Past the connection queue, calls are refused at once: RESOURCE_EXHAUSTED, not a timeout.
+
+Contribute has its own bounded queue (the batcher); every other call that needs the
+database (Win, ContributeBatch, reads, UpdateConfig) waits for a pool connection, and the
+pool lets at most DB_POOL_MAX_WAITING callers wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import psycopg
+import pytest
+from jackpot.v1 import jackpot_pb2 as pb
+from jackpot.v1 import jackpot_pb2_grpc
+
+from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.server import RunningServer, start_server
+
+CALLS = 6
+
+
+@pytest.fixture
+async def small_server(settings: Settings, database_url: str) -> AsyncIterator[RunningServer]:
+    tight = dataclasses.replace(
+        settings, pool_min_size=1, pool_max_size=1, pool_max_waiting=1, pool_timeout=5.0
+    )
+    running = await start_server(tight, database_url, port=0)
+    yield running
+    await running.stop(grace=1.0)
+
+
+async def test_calls_past_the_connection_queue_get_resource_exhausted_at_once(
+    small_server: RunningServer, database_url: str
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{small_server.port}") as channel:
+        stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+        await stub.GetConfig(pb.GetConfigRequest())  # connected and warm
+
+        async def win() -> tuple[grpc.StatusCode, float]:
+            started = time.monotonic()
+            request = pb.WinRequest(
+                group=pb.JACKPOT_GROUP_MINOR,
+                game_id="slots",
+                user_id=str(uuid.uuid4()),
+                win_amount=1,
+            )
+            try:
+                await stub.Win(request, timeout=10)
+                code = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+            return code, time.monotonic() - started
+
+        # The only connection is taken: one caller may wait for it, the rest may not.
+        async with small_server.pool.connection():
+            calls = [asyncio.create_task(win()) for _ in range(CALLS)]
+            await asyncio.sleep(1.0)  # well inside the 5 s pool timeout
+            refused = [c.result() for c in calls if c.done()]
+        answers = [await c for c in calls]
+
+    codes = [code for code, _ in answers]
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    exhausted = [t for code, t in refused if code == grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert len(exhausted) >= CALLS - 1, codes  # refused while the connection was held...
+    assert max(exhausted) < 1.0  # ...at once, not after the pool timeout
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM wins").fetchone()
+    assert row is not None and row[0] == codes.count(grpc.StatusCode.OK)  # refused: no trace
