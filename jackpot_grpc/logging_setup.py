@@ -3,6 +3,11 @@
 Each record is one line: time, level name, logger, the trace id of the current span (or
 `-`), the message; a traceback is folded onto the same line, so `grep ERROR` finds every
 error exactly once.
+
+Several processes write the one file (`jackpot run`: the server, its workers and the
+gateway), so none of them rotates it: a process that renamed the file would leave the
+others writing to the renamed one. Each reopens `application.log` when it has been moved
+or removed (WatchedFileHandler), and logrotate rotates it (`deploy/logrotate/jackpot`).
 """
 
 from __future__ import annotations
@@ -38,12 +43,7 @@ def configure_logging(
     handlers: list[logging.Handler] = [logging.StreamHandler(stream)]
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        # Rotated by size here; operators may use logrotate instead (copytruncate).
-        handlers.append(
-            logging.handlers.RotatingFileHandler(
-                log_dir / "application.log", maxBytes=50 << 20, backupCount=5
-            )
-        )
+        handlers.append(logging.handlers.WatchedFileHandler(log_dir / "application.log"))
     for handler in handlers:
         handler.addFilter(TraceContext())
         handler.setFormatter(OneLine(FORMAT))

@@ -45,3 +45,14 @@ def test_an_error_with_a_traceback_is_one_line(stream: io.StringIO) -> None:
     assert len(lines) == 1
     assert "ERROR [jackpot.test] trace=- batch failed | Traceback" in lines[0]
     assert "ValueError: boom" in lines[0]
+
+
+def test_a_moved_log_file_is_reopened_so_rotation_loses_nothing(
+    stream: io.StringIO, tmp_path: Path
+) -> None:
+    log_file = tmp_path / "logs" / "application.log"
+    logging.getLogger("jackpot.test").warning("before rotation")
+    log_file.rename(log_file.with_name("application.log.1"))  # what logrotate does
+    logging.getLogger("jackpot.test").warning("after rotation")
+    assert "before rotation" in log_file.with_name("application.log.1").read_text()
+    assert "after rotation" in log_file.read_text()
