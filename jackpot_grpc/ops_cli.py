@@ -28,6 +28,8 @@ Command = Callable[[Settings, argparse.Namespace], int]
 
 DEFAULT_BACKUP_DIR = PROJECT_ROOT / "backups"
 GROUP_NAMES = ("minor", "major", "mega")
+# argparse formats help with %: a checkout path holding a % must not break --help.
+BACKUP_DIR_HELP = f"backup root (default: {str(DEFAULT_BACKUP_DIR).replace('%', '%%')})"
 
 
 def failing_cleanly(command: Command) -> Command:
@@ -72,10 +74,15 @@ def _grpc_target(settings: Settings, args: argparse.Namespace) -> str:
     return str(args.grpc_target or settings.grpc_target)
 
 
+def _health_url(settings: Settings, args: argparse.Namespace) -> str:
+    """The service's health HTTP base URL: --health-url, else localhost:HEALTH_PORT."""
+    return str(args.health_url or f"http://localhost:{settings.health_port}")
+
+
 def _health_base(settings: Settings, args: argparse.Namespace) -> str | None:
     if getattr(args, "grpc_only", False):
         return None
-    return str(args.health_url or f"http://localhost:{settings.health_port}")
+    return _health_url(settings, args)
 
 
 HEALTH_COLUMNS = ("check", "target", "status", "latency_ms", "detail")
@@ -107,19 +114,20 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
 @failing_cleanly
 def cmd_smoke(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.ops.smoke import run_smoke
-    from jackpot_grpc.ops.target import open_database
-    from jackpot_grpc.service.reports import run_audit
 
     target = _grpc_target(settings, args)
-    options = {"wager": args.wager, "win_amount": args.win_amount}
-    if args.no_audit:
-        result = asyncio.run(run_smoke(settings, target, None, rpc_timeout=args.timeout, **options))
-    else:
-        with open_database(settings) as db:
-            audit = functools.partial(run_audit, settings, db.url)
-            result = asyncio.run(
-                run_smoke(settings, target, audit, rpc_timeout=args.timeout, **options)
-            )
+    # The service audits its own books over its health HTTP: never this shell's database.
+    health = None if args.no_audit else _health_url(settings, args)
+    result = asyncio.run(
+        run_smoke(
+            settings,
+            target,
+            health,
+            wager=args.wager,
+            win_amount=args.win_amount,
+            rpc_timeout=args.timeout,
+        )
+    )
     _emit(
         args,
         {"ok": result.ok, "target": result.target, "steps": result.steps},
@@ -829,6 +837,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _health_url_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--health-url",
+        help="base URL of the health HTTP (default: http://localhost:HEALTH_PORT)",
+    )
+
+
 def _common(
     parser: argparse.ArgumentParser, *, grpc_target: bool = False, health: bool = False
 ) -> None:
@@ -839,10 +854,7 @@ def _common(
             "--grpc-target", help="host:port of the gRPC server (default: JACKPOT_GRPC_TARGET)"
         )
     if health:
-        parser.add_argument(
-            "--health-url",
-            help="base URL of the health HTTP (default: http://localhost:HEALTH_PORT)",
-        )
+        _health_url_option(parser)
         parser.add_argument("--grpc-only", action="store_true", help="skip the HTTP health check")
 
 
@@ -858,15 +870,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(health, grpc_target=True, health=True)
     health.set_defaults(func=cmd_health)
 
-    smoke = subparsers.add_parser("smoke", help="contribute, win a little, and audit the books")
+    smoke = subparsers.add_parser(
+        "smoke", help="contribute, win a little, and have the service audit its books"
+    )
     _common(smoke, grpc_target=True)
+    _health_url_option(smoke)  # where the service audits its books: /health/jackpot?audit=now
     smoke.add_argument(
         "--wager", type=_positive_int, default=1000, help="wager of the test contribution"
     )
     smoke.add_argument(
         "--win-amount", type=_positive_int, default=1, help="test win on minor (minor units)"
     )
-    smoke.add_argument("--no-audit", action="store_true", help="skip the database audit")
+    smoke.add_argument(
+        "--no-audit", action="store_true", help="skip the service's audit of its books"
+    )
     smoke.set_defaults(func=cmd_smoke)
 
     db = subparsers.add_parser("db", help="database checks and maintenance")
@@ -876,7 +893,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.set_defaults(func=cmd_db_check)
     pool = db_sub.add_parser("pool-status", help="jackpot connections by state; max_connections")
     _common(pool)
-    pool.add_argument("--fail-above", type=float, default=95.0, help="exit 1 above this % used")
+    pool.add_argument(
+        "--fail-above",
+        type=float,
+        default=95.0,
+        help="exit 1 above this %% of usable connections in use (default: %(default)s)",
+    )
     pool.set_defaults(func=cmd_db_pool_status)
     maintain = db_sub.add_parser("maintain", help="VACUUM ANALYZE the service's tables")
     _common(maintain)
@@ -894,7 +916,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create = backup_sub.add_parser("create", help="pg_dump --format=custom, then verify it")
     _common(create)
     _pg_bin(create)
-    create.add_argument("--dir", help=f"backup root (default: {DEFAULT_BACKUP_DIR})")
+    create.add_argument("--dir", help=BACKUP_DIR_HELP)
     create.add_argument(
         "--with-sql", action="store_true", help="also schema-only and data-only SQL"
     )
@@ -912,7 +934,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     restore.set_defaults(func=cmd_backup_restore)
     prune = backup_sub.add_parser("prune", help="delete backups older than N days")
     _common(prune)
-    prune.add_argument("--dir", help=f"backup root (default: {DEFAULT_BACKUP_DIR})")
+    prune.add_argument("--dir", help=BACKUP_DIR_HELP)
     prune.add_argument("--older-than-days", type=_positive_seconds, default=30.0)
     prune.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     prune.set_defaults(func=cmd_backup_prune)

@@ -1,30 +1,39 @@
 """The smoke test of a running service: a real contribution, a real small win, clean books.
 
 Contribute (unique idempotency key) → replay it → GetPools shows the pools moved →
-Win a small amount on minor for a random player → replay it → audit every pool against its
-ledger. Money moves for real (game id `smoke-test`), and the books stay balanced.
+Win a small amount on minor for a random player → replay it → ask the service to audit its
+own books (`GET /health/jackpot?audit=now` on its health port), so the books checked are the
+ones the service writes, whatever database this shell would reach. Money moves for real
+(game id `smoke-test`), and the books stay balanced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import grpc
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.domain.model import Group, LedgerAudit
+from jackpot_grpc.domain.model import Group
 from jackpot_grpc.entrypoints.convert import group_from_proto, group_to_proto
 from jackpot_grpc.ops.grpc_client import channel, describe_error
+from jackpot_grpc.ops.health import health_url
 from jackpot_grpc.ops.output import progress
 
 GAME_ID = "smoke-test"
-Audit = Callable[[], Awaitable[LedgerAudit]]
+AUDIT_PATH = "/health/jackpot"
+# The service gives its audit up to 10 s and its pool read 3 s: wait for that at least.
+AUDIT_HTTP_TIMEOUT = 15.0
 
 
 class StepFailed(Exception):
@@ -58,10 +67,62 @@ def _by_group(pools: pb.GetPoolsResponse) -> dict[str, pb.Pool]:
     return {_name(p.group): p for p in pools.pools}
 
 
+def audit_url(health_base: str) -> str:
+    """The service's audit-now URL under its health base URL (what `jackpot health` reads):
+    `http://host:3001`, `http://host:3001/health` and `.../health/jackpot` all give
+    `http://host:3001/health/jackpot?audit=now`."""
+    parts = urlsplit(health_url(health_base, AUDIT_PATH))
+    path = parts.path.rstrip("/")
+    if path.endswith("/health"):
+        path += "/jackpot"
+    return urlunsplit(parts._replace(path=path, query="audit=now"))
+
+
+async def audit_service_books(url: str, connect_seconds: float) -> str:
+    """GET the service's /health/jackpot?audit=now: the books of the database it serves.
+
+    Connecting gets `connect_seconds`; the answer, at least AUDIT_HTTP_TIMEOUT (the audit
+    reads the whole ledger). Raises StepFailed with the ledger's problems when they do not
+    balance, and when the service cannot be reached or did not audit."""
+    limits = aiohttp.ClientTimeout(
+        total=max(connect_seconds, AUDIT_HTTP_TIMEOUT), sock_connect=connect_seconds
+    )
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=limits) as session,
+            session.get(url, headers={"Accept": "application/json"}) as response,
+        ):
+            status, body = response.status, await response.text()
+    except aiohttp.ClientConnectorError as exc:
+        refused = isinstance(exc.os_error, ConnectionRefusedError)
+        raise StepFailed(f"cannot reach {url}: {'connection refused' if refused else exc}") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+        raise StepFailed(f"cannot reach {url}: {reason}") from exc
+    try:
+        report: Any = json.loads(body)
+    except ValueError:
+        report = None
+    ledger = report.get("ledger") if isinstance(report, dict) else None
+    if not isinstance(ledger, dict):
+        raise StepFailed(f"HTTP {status} from {url} without a ledger report: {body.strip()[:200]}")
+    if ledger.get("balanced") is False:
+        problems = ledger.get("problems") or ["no problem listed"]
+        raise StepFailed("BOOKS DO NOT BALANCE: " + ", ".join(map(str, problems)))
+    if ledger.get("checked") is not True or ledger.get("balanced") is not True:
+        why = ledger.get("error") or "the service has no ledger audit"
+        raise StepFailed(f"the service did not audit its books ({url}): {why}")
+    pools = ", ".join(
+        f"{p.get('group')}={p.get('current_amount')}" for p in ledger.get("pools", [])
+    )
+    unhealthy = "" if status == 200 else f"; service {report.get('status')} (HTTP {status})"
+    return f"books balance: {pools} (audited by {url}{unhealthy})"
+
+
 async def run_smoke(
     settings: Settings,
     target: str,
-    audit: Audit | None,
+    health_base: str | None,
     *,
     wager: int = 1000,
     win_amount: int = 1,
@@ -184,15 +245,7 @@ async def run_smoke(
             if not await step(name, action):
                 break
 
-    if audit is not None:
-
-        async def audit_books() -> str:
-            books = await audit()
-            if not books.balanced:
-                raise StepFailed("BOOKS DO NOT BALANCE: " + ", ".join(books.problems()))
-            return "books balance: " + ", ".join(
-                f"{a.group.value}={a.current_amount}" for a in books.pools
-            )
-
-        await step("audit books", audit_books)
+    if health_base is not None:  # the service audits its own books; None: no audit step
+        url = audit_url(health_base)
+        await step("audit books", lambda: audit_service_books(url, rpc_timeout))
     return result

@@ -167,10 +167,25 @@ async def test_health_reports_refused_connections_as_unhealthy(
     assert "UNREACHABLE" in text and "UNHEALTHY" in text
 
 
+def smoke_argv(server: RunningServer, *more: str) -> tuple[str, ...]:
+    return (
+        "smoke",
+        "--grpc-target",
+        grpc_target(server),
+        "--health-url",
+        health_base(server),
+        *more,
+    )
+
+
 async def test_smoke_moves_money_and_leaves_the_books_balanced(
-    server: RunningServer, ops_settings: Settings, database_url: str
+    server: RunningServer, settings: Settings, ops_settings: Settings, database_url: str
 ) -> None:
-    code, data = await ops_json(ops_settings, "smoke", "--grpc-target", grpc_target(server))
+    # The shell's own database is unreachable: the service audits the books it writes.
+    elsewhere = dataclasses.replace(
+        settings, database_url=f"postgresql://postgres@127.0.0.1:{closed_port()}/nowhere"
+    )
+    code, data = await ops_json(elsewhere, *smoke_argv(server))
     assert code == 0, data
     assert [s["step"] for s in data["steps"]] == [
         "read pools",
@@ -182,6 +197,9 @@ async def test_smoke_moves_money_and_leaves_the_books_balanced(
         "audit books",
     ]
     assert all(s["ok"] for s in data["steps"])
+    audit = data["steps"][-1]["detail"]
+    assert audit.startswith("books balance: minor=") and "major=" in audit and "mega=" in audit
+    assert f"{health_base(server)}/health/jackpot?audit=now" in audit
 
     books = await run_audit(ops_settings, database_url)
     assert books.balanced, books.problems()
@@ -196,14 +214,67 @@ async def test_smoke_moves_money_and_leaves_the_books_balanced(
 
 
 def test_smoke_fails_when_the_service_is_not_there(ops_settings: Settings) -> None:
+    dead = closed_port()
     code, data = ops_json_sync(
-        ops_settings, "smoke", "--grpc-target", f"127.0.0.1:{closed_port()}", "--timeout", "2"
+        ops_settings,
+        "smoke",
+        "--grpc-target",
+        f"127.0.0.1:{dead}",
+        "--health-url",
+        f"http://127.0.0.1:{dead}",
+        "--timeout",
+        "2",
     )
     assert code == 1
     assert data["ok"] is False
     assert data["steps"][0]["ok"] is False
-    # The books are still audited: the database is reachable.
-    assert data["steps"][-1]["step"] == "audit books" and data["steps"][-1]["ok"]
+    # The audit is the service's: no service, no audit, even with the database reachable.
+    audit = data["steps"][-1]
+    assert audit["step"] == "audit books" and audit["ok"] is False
+    assert audit["detail"] == (
+        f"cannot reach http://127.0.0.1:{dead}/health/jackpot?audit=now: connection refused"
+    )
+
+
+async def test_smoke_audit_fails_when_the_service_books_do_not_balance(
+    server: RunningServer, ops_settings: Settings, database_url: str
+) -> None:
+    with connect(database_url) as conn:
+        conn.execute("UPDATE jackpots SET current_amount = current_amount + 9 WHERE lock_order = 0")
+
+    code, data = await ops_json(ops_settings, *smoke_argv(server))
+    assert code == 1 and data["ok"] is False
+    *money, audit = data["steps"]
+    assert all(s["ok"] for s in money), money  # the money moved; only the books are wrong
+    assert audit["step"] == "audit books" and audit["ok"] is False
+    assert audit["detail"] == "BOOKS DO NOT BALANCE: minor off by 9"
+
+    code, text = await ops(ops_settings, *smoke_argv(server))
+    assert code == 1
+    assert "BOOKS DO NOT BALANCE: minor off by 9" in text and "SMOKE TEST FAILED" in text
+
+    code, data = await ops_json(ops_settings, *smoke_argv(server, "--no-audit"))
+    assert code == 0 and "audit books" not in [s["step"] for s in data["steps"]]
+
+    with connect(database_url) as conn:
+        conn.execute("UPDATE jackpots SET current_amount = current_amount - 9 WHERE lock_order = 0")
+    code, data = await ops_json(ops_settings, *smoke_argv(server))
+    assert code == 0, data
+    assert data["steps"][-1]["detail"].startswith("books balance: minor=")
+
+
+def test_smoke_audits_under_the_health_base_url() -> None:
+    from jackpot_grpc.ops.smoke import audit_url
+
+    expected = "http://host:3001/health/jackpot?audit=now"
+    for base in (
+        "http://host:3001",
+        "http://host:3001/",
+        "host:3001",
+        "http://host:3001/health",
+        "http://host:3001/health/jackpot",
+    ):
+        assert audit_url(base) == expected, base
 
 
 # --- database ----------------------------------------------------------------------------
