@@ -3,7 +3,9 @@
 Tracing is on only when there is somewhere to send spans (OTEL_EXPORTER_OTLP_ENDPOINT, or
 an exporter passed in by a test), so an unconfigured service pays nothing for it. Metrics
 always go to a Prometheus registry served by the health port's /metrics/prometheus, and
-also to OTLP when an endpoint is configured.
+also to OTLP when an endpoint is configured. RPC latency is recorded in OpenTelemetry
+(`rpc.server.duration`) only when metrics leave the process that way: Prometheus already
+has it from jackpot_grpc.metrics, and the record costs ~7 us per call.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -105,6 +108,30 @@ class BusinessMetrics:
         )
 
 
+class RpcLatency:
+    """`rpc.server.duration` (OpenTelemetry's RPC semantic conventions), per method and
+    status code, for the jackpot service's unary calls."""
+
+    def __init__(self, meter_provider: MeterProvider, service: str) -> None:
+        self._service = service
+        self._histogram = meter_provider.get_meter("jackpot_grpc").create_histogram(
+            "rpc.server.duration", unit="s", description="Server time of each jackpot RPC"
+        )
+        # One attribute dict per method and code, built once: calls reuse it.
+        self._attributes: dict[tuple[str, grpc.StatusCode], dict[str, Any]] = {}
+
+    def record(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        attributes = self._attributes.get((method, code))
+        if attributes is None:
+            attributes = self._attributes[(method, code)] = {
+                "rpc.system": "grpc",
+                "rpc.service": self._service,
+                "rpc.method": method,
+                "rpc.grpc.status_code": code.value[0],
+            }
+        self._histogram.record(seconds, attributes)
+
+
 @dataclass
 class Telemetry:
     meter_provider: MeterProvider
@@ -112,6 +139,11 @@ class Telemetry:
     prometheus: CollectorRegistry
     metrics: BusinessMetrics
     _instrumented: list[Any] = field(default_factory=list)
+    # Set when metrics are exported beyond the Prometheus registry (OTLP, a test's reader).
+    exports_metrics: bool = False
+
+    def rpc_latency(self, service: str) -> RpcLatency | None:
+        return RpcLatency(self.meter_provider, service) if self.exports_metrics else None
 
     def server_interceptors(self) -> list[Any]:
         """The OpenTelemetry gRPC server interceptor, when tracing is on."""
@@ -170,4 +202,5 @@ def setup_telemetry(
         prometheus=registry,
         metrics=BusinessMetrics(meter_provider),
         _instrumented=instrumented,
+        exports_metrics=otlp or bool(metric_readers),
     )

@@ -19,6 +19,7 @@ from jackpot_grpc.metrics import RequestMetrics
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+Recorder = Callable[[str, grpc.StatusCode, float], None]
 
 
 def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
@@ -37,8 +38,14 @@ def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, metrics: RequestMetrics, services: Collection[str]) -> None:
+    def __init__(
+        self,
+        metrics: RequestMetrics,
+        services: Collection[str],
+        also_record: Recorder | None = None,
+    ) -> None:
         self._metrics = metrics
+        self._also_record = also_record  # e.g. OpenTelemetry's rpc.server.duration
         self._prefixes = tuple(f"/{s}/" for s in services)
         # One timed handler per method, built on its first call (not on every call).
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
@@ -64,7 +71,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
     def _timed(self, method: str, behavior: Behavior) -> Behavior:
-        record = self._metrics.record
+        record, also_record = self._metrics.record, self._also_record
 
         async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -78,6 +85,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 error = exc
                 raise
             finally:
-                record(method, final_code(context, error), time.perf_counter() - started)
+                seconds, code = time.perf_counter() - started, final_code(context, error)
+                record(method, code, seconds)
+                if also_record is not None:
+                    also_record(method, code, seconds)
 
         return timed

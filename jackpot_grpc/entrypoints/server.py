@@ -111,9 +111,11 @@ async def start_server(
     health = HealthServicer()
     probe = DatabaseHealthProbe(health, service.ping, settings.health_probe_interval)
     admission = AdmissionInterceptor([jackpot_service], lambda: probe.healthy)
+    rpc_latency = telemetry.rpc_latency(jackpot_service) if telemetry else None
     interceptors: list[Any] = [
         *(telemetry.server_interceptors() if telemetry else []),
-        MetricsInterceptor(metrics, [jackpot_service]),  # before admission: counts refusals
+        # Before admission: refusals are counted too.
+        MetricsInterceptor(metrics, [jackpot_service], rpc_latency.record if rpc_latency else None),
         admission,
     ]
     server = grpc.aio.server(

@@ -102,3 +102,25 @@ async def test_business_metrics_count_contributions_and_wins(
     assert amounts["mega"] == win.remaining_amount
     text = generate_latest(telemetry.prometheus).decode()
     assert 'jackpot_wins_total{group="mega"' in text
+
+
+async def test_rpc_latency_is_an_opentelemetry_histogram_per_method_and_code(
+    traced: tuple[RunningServer, Telemetry],
+    exporters: tuple[InMemorySpanExporter, InMemoryMetricReader],
+) -> None:
+    running, _ = traced
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+        await stub.GetPools(pb.GetPoolsRequest())
+        await stub.GetPools(pb.GetPoolsRequest())
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Contribute(pb.ContributeRequest(game_id="m", wager_amount=0))
+    points = {
+        (p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p
+        for p in metric_points(exporters[1])["rpc.server.duration"]
+    }
+    invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert set(points) == {("GetPools", 0), ("Contribute", invalid)}
+    assert points[("GetPools", 0)].count == 2 and points[("Contribute", invalid)].count == 1
+    assert 0 < points[("GetPools", 0)].sum < 5  # seconds
+    assert points[("GetPools", 0)].attributes["rpc.service"] == "jackpot.v1.JackpotService"
