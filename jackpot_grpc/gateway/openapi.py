@@ -1,7 +1,8 @@
 """OpenAPI 3.0 for the gateway, derived from the same route table and message descriptors.
 
 Schemas follow the proto3 JSON mapping the gateway speaks: camelCase properties, 64-bit
-integers as strings, enums by name, well-known types in their JSON forms.
+integers as strings, enums by name, well-known types in their JSON forms. A field the
+gateway emits as `null` when unset (singular messages, `optional` scalars) is `nullable`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from jackpot_grpc.gateway.routes import Route, message_type
+from jackpot_grpc.gateway.transcode import null_when_unset
 
 Schema = dict[str, Any]
 REF = "#/components/schemas/"
@@ -85,7 +87,7 @@ class _Components:
             self.schemas[descriptor.full_name] = {}  # placeholder: recursion ends at a $ref
             self.schemas[descriptor.full_name] = {
                 "type": "object",
-                "properties": {f.json_name: self.field(f) for f in descriptor.fields},
+                "properties": {f.json_name: self.property(f) for f in descriptor.fields},
             }
         return {"$ref": REF + descriptor.full_name}
 
@@ -112,6 +114,18 @@ class _Components:
         if field.is_repeated:
             return {"type": "array", "items": self.value(field)}
         return self.value(field)
+
+    def property(self, field: FieldDescriptor) -> Schema:
+        """A field as it appears in JSON: `null` allowed where an unset field is emitted so."""
+        schema = self.field(field)
+        return _nullable(schema) if null_when_unset(field) else schema
+
+
+def _nullable(schema: Schema) -> Schema:
+    """OpenAPI 3.0's `nullable`; beside a `$ref` it would be ignored, so the ref is wrapped."""
+    if "$ref" in schema:
+        return {"allOf": [schema], "nullable": True}
+    return {**schema, "nullable": True}
 
 
 def _query_parameters(
@@ -150,7 +164,10 @@ def _operation(components: _Components, route: Route, operation_id: str) -> Sche
     if route.body != "*":
         parameters += _query_parameters(components, request, route.bound_fields, "", 0)
     if route.response_body:
-        response = components.field(method.output_type.fields_by_name[route.response_body])
+        field = method.output_type.fields_by_name[route.response_body]
+        response = components.field(field)
+        if field.has_presence and not field.is_repeated:  # unset, it comes out as `null`
+            response = _nullable(response)
     else:
         response = components.message(method.output_type)
     operation: Schema = {

@@ -1,17 +1,19 @@
 """HTTP request → protobuf request, protobuf response → JSON, HTTP headers → gRPC metadata.
 
 JSON follows the proto3 mapping (google.protobuf.json_format): camelCase or proto names in,
-camelCase out, unknown input fields ignored, unset fields emitted, int64 as strings.
+camelCase out, unknown input fields ignored, unset fields emitted, int64 as strings. Unset
+message fields and unset `optional` scalars come out as `null` (see `null_when_unset`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from google.protobuf import json_format
+from google.protobuf import descriptor_pb2, json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -230,8 +232,77 @@ def forwarded_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...
     )
 
 
+# json_format renders google.protobuf's well-known types in their own JSON forms (Timestamp
+# and Duration as strings, wrappers as scalars, Struct/Value/Any as free JSON): their fields
+# are not properties of the JSON, so nothing is added inside them.
+_OPAQUE_PACKAGE = "google.protobuf"
+
+
+@functools.cache
+def _proto3_optional(message: Descriptor) -> frozenset[str]:
+    """Names of the message's proto3 `optional` fields (each is alone in a synthetic oneof)."""
+    proto = descriptor_pb2.DescriptorProto()
+    message.CopyToProto(proto)
+    return frozenset(f.name for f in proto.field if f.proto3_optional)
+
+
+def _in_real_oneof(field: FieldDescriptor) -> bool:
+    return field.containing_oneof is not None and field.name not in _proto3_optional(
+        field.containing_type
+    )
+
+
+def null_when_unset(field: FieldDescriptor) -> bool:
+    """Whether response JSON carries the field as `null` when it is unset.
+
+    json_format with always_print_fields_with_no_presence already prints every field
+    without presence (scalars, enums, repeated, maps) at its default; what it leaves out is
+    fields with presence: singular messages, `optional` scalars and oneof members. The first
+    two become `null` (grpc-gateway's EmitUnpopulated does so for messages; proto3
+    `optional` scalars are nulled here too, so a client sees every declared field). Members
+    of a real oneof are not: only the set member is emitted, and a oneof with none set emits
+    nothing, as protojson's EmitUnpopulated does; nulls for every member would read as
+    several alternatives present at once, and absence already says "none of them".
+    """
+    return field.has_presence and not field.is_repeated and not _in_real_oneof(field)
+
+
+def _with_nulls(message: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
+    """MessageToDict's output with every unset nullable field added as None, recursively."""
+    if message.file.package == _OPAQUE_PACKAGE:
+        return data
+    result: dict[str, Any] = {}
+    for field in message.fields:
+        key = field.json_name
+        if key not in data:
+            if null_when_unset(field):
+                result[key] = None
+            continue
+        value = result[key] = data[key]
+        nested = message_type(field)
+        if nested is None or value is None:
+            continue
+        if nested.GetOptions().map_entry:
+            nested = message_type(nested.fields_by_name["value"])
+            if nested is not None and isinstance(value, dict):
+                result[key] = {k: _nested(nested, v) for k, v in value.items()}
+        elif field.is_repeated:
+            if isinstance(value, list):
+                result[key] = [_nested(nested, v) for v in value]
+        else:
+            result[key] = _nested(nested, value)
+    for key, value in data.items():  # anything json_format printed that is not a field
+        result.setdefault(key, value)
+    return result
+
+
+def _nested(message: Descriptor, value: Any) -> Any:
+    return _with_nulls(message, value) if isinstance(value, dict) else value
+
+
 def response_json(route: Route, message: Message) -> str:
     data = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    data = _with_nulls(cast(Descriptor, message.DESCRIPTOR), data)
     if route.response_body:
         field = message.DESCRIPTOR.fields_by_name[route.response_body]
         return json.dumps(data.get(field.json_name))

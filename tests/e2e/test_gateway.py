@@ -8,11 +8,15 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import aiohttp
 import pytest
+import requests
+import schemathesis
 from aiohttp import web
+from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.gateway.app import RunningGateway, create_gateway_app, start_gateway
@@ -155,6 +159,59 @@ async def test_contribute_without_content_type_like_curl_d(
     assert body["totalContribution"] == "20"
 
 
+def _assert_conforms(doc: Any, path: str, method: str, status: int, body: bytes) -> None:
+    """The response validates against the gateway's own OpenAPI (as schemathesis reads it)."""
+    operation = schemathesis.openapi.from_dict(doc)[path][method]
+    response = schemathesis.Response(
+        status_code=status,
+        headers={"content-type": ["application/json"]},
+        content=body,
+        request=requests.Request(method, "http://gateway" + path).prepare(),
+        elapsed=0.0,
+        verify=False,
+    )
+    operation.validate_response(response)
+
+
+async def test_unset_fields_are_null_until_a_win(http: aiohttp.ClientSession, base: str) -> None:
+    """Every declared field is present: unset messages and `optional` scalars as null."""
+    _, doc, _ = await _json(http, "GET", base + "/openapi.json")
+    async with http.get(base + POOLS) as response:
+        assert response.status == 200
+        raw = await response.read()
+        before = await response.json()
+    _assert_conforms(doc, POOLS, "GET", 200, raw)
+    declared = {f.json_name for f in jackpot_pb2.Pool.DESCRIPTOR.fields}
+    for pool in before["pools"]:
+        assert set(pool) == declared, pool
+        assert pool["lastWonAt"] is None
+    mega = before["pools"][2]
+    assert mega["group"] == "JACKPOT_GROUP_MEGA" and mega["maxAmount"] is None
+    assert isinstance(mega["updatedAt"], str)  # a set Timestamp stays an RFC 3339 string
+
+    payload = {"group": "JACKPOT_GROUP_MINOR", "gameId": "slots", "userId": str(uuid.uuid4())}
+    status, win, _ = await _json(http, "POST", base + WIN, json={**payload, "winAmount": "100"})
+    assert status == 200, win
+    async with http.get(base + POOLS) as response:
+        raw = await response.read()
+        after = await response.json()
+    _assert_conforms(doc, POOLS, "GET", 200, raw)
+    minor = after["pools"][0]
+    won_at = datetime.fromisoformat(minor["lastWonAt"].replace("Z", "+00:00"))
+    assert minor["lastWonAt"].endswith("Z") and won_at.tzinfo is not None
+    assert minor["lastWonAt"] == win["pool"]["lastWonAt"]
+    assert [p["lastWonAt"] for p in after["pools"][1:]] == [None, None]
+    assert after["pools"][2]["maxAmount"] is None
+
+
+async def test_oneof_emits_only_the_set_member(http: aiohttp.ClientSession, base: str) -> None:
+    payload = {"contributions": [{"gameId": "a", "wagerAmount": 1000}, {"gameId": ""}]}
+    _, body, _ = await _json(http, "POST", base + BATCH, json=payload)
+    ok, rejected = body["results"]
+    assert set(ok) == {"result"} and set(rejected) == {"error"}
+    assert isinstance(ok["result"]["createdAt"], str)
+
+
 # --- every path and method ---------------------------------------------------------------------
 
 
@@ -248,7 +305,7 @@ async def test_statistics_and_get_config(http: aiohttp.ClientSession, base: str)
     status, config, _ = await _json(http, "GET", base + CONFIG)
     assert status == 200
     assert [c["seedAmount"] for c in config["pools"]] == ["10000", "100000", "1000000"]
-    assert "maxAmount" not in config["pools"][2]  # unset optional: no cap on mega
+    assert config["pools"][2]["maxAmount"] is None  # unset optional: no cap on mega
 
 
 @pytest.mark.parametrize(
@@ -468,7 +525,15 @@ async def test_openapi_lists_every_route(http: aiohttp.ClientSession, offline: s
     assert request["wagerAmount"] == {"type": "string", "format": "int64", "pattern": "^-?[0-9]+$"}
     assert request["gameId"] == {"type": "string"}
     pool = schemas["jackpot.v1.Pool"]["properties"]
-    assert pool["lastWonAt"] == {"type": "string", "format": "date-time"}
-    assert pool["contributionRate"] == {"$ref": "#/components/schemas/google.type.Decimal"}
+    # Unset, these are emitted as null: OpenAPI 3.0 `nullable` (a $ref is wrapped in allOf).
+    assert pool["lastWonAt"] == {"type": "string", "format": "date-time", "nullable": True}
+    assert pool["maxAmount"] == {**request["wagerAmount"], "nullable": True}
+    assert pool["contributionRate"] == {
+        "allOf": [{"$ref": "#/components/schemas/google.type.Decimal"}],
+        "nullable": True,
+    }
+    assert pool["currentAmount"] == request["wagerAmount"]  # no presence: never null
+    results = schemas["jackpot.v1.ContributeBatchItemResult"]["properties"]
+    assert "nullable" not in results["error"]  # a oneof member: set or absent, never null
     assert schemas["google.type.Decimal"]["properties"]["value"] == {"type": "string"}
     assert "JACKPOT_GROUP_MEGA" in schemas["jackpot.v1.JackpotGroup"]["enum"]

@@ -530,6 +530,7 @@ def test_openapi_from_a_test_only_proto(echo_service: ServiceDescriptor) -> None
     assert schemas["gatewaytest.v1.Book"]["properties"]["published"] == {
         "type": "string",
         "format": "date-time",
+        "nullable": True,  # an unset message field is emitted as null
     }
     assert schemas["gatewaytest.v1.EchoReply"]["properties"]["metadata"] == {
         "type": "object",
