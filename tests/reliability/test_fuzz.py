@@ -348,7 +348,7 @@ BAD_INPUT = {"INVALID_ARGUMENT"}
 TOO_BIG = {"RESOURCE_EXHAUSTED"}  # grpc's own 4 MiB receive limit
 
 
-@settings(FUZZ, max_examples=examples("CONTRIBUTE", 1200))
+@settings(FUZZ, max_examples=examples("CONTRIBUTE", 3000))
 @given(request=contribute_messages)
 def test_fuzz_contribute(target: Target, request: pb.ContributeRequest) -> None:
     code, reply, before, after = target.call("Contribute", request, BAD_INPUT | TOO_BIG)
@@ -374,7 +374,7 @@ def test_fuzz_contribute(target: Target, request: pb.ContributeRequest) -> None:
     target.balanced()
 
 
-@settings(FUZZ, max_examples=examples("BATCH", 300))
+@settings(FUZZ, max_examples=examples("BATCH", 750))
 @given(request=batch_requests())
 def test_fuzz_contribute_batch(target: Target, request: pb.ContributeBatchRequest) -> None:
     code, reply, before, after = target.call("ContributeBatch", request, BAD_INPUT | TOO_BIG)
@@ -396,7 +396,7 @@ def test_fuzz_contribute_batch(target: Target, request: pb.ContributeBatchReques
     target.balanced()
 
 
-@settings(FUZZ, max_examples=examples("WIN", 800))
+@settings(FUZZ, max_examples=examples("WIN", 2000))
 @given(request=st.one_of(st.just(pb.WinRequest()), win_requests()))
 def test_fuzz_win(target: Target, request: pb.WinRequest) -> None:
     code, reply, before, after = target.call(
@@ -422,7 +422,7 @@ def test_fuzz_win(target: Target, request: pb.WinRequest) -> None:
     target.balanced()
 
 
-@settings(FUZZ, max_examples=examples("CONFIG", 800))
+@settings(FUZZ, max_examples=examples("CONFIG", 2000))
 @given(case=st.one_of(st.just((pb.UpdateConfigRequest(), ())), config_requests()))
 def test_fuzz_update_config(target: Target, case: tuple[pb.UpdateConfigRequest, Any]) -> None:
     request, metadata = case

@@ -37,7 +37,7 @@ from tests.reliability.support import (
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = scaled(600, minimum=50)  # per generation mode; JACKPOT_STRESS_SCALE raises it
+EXAMPLES = scaled(1500, minimum=50)  # per generation mode; JACKPOT_STRESS_SCALE raises it
 WRITES = ("contributions", "wins", "seed_fundings", "config_audit")
 
 

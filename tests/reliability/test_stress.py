@@ -43,7 +43,7 @@ from tests.reliability.support import (
 
 pytestmark = pytest.mark.slow
 
-CONTRIBUTIONS = scaled(12_000, minimum=500)
+CONTRIBUTIONS = scaled(30_000, minimum=500)
 IN_FLIGHT = env_int("JACKPOT_STRESS_IN_FLIGHT", 64)
 RETRYABLE = {"RESOURCE_EXHAUSTED", "UNAVAILABLE"}
 GROUPS = (pb.JACKPOT_GROUP_MINOR, pb.JACKPOT_GROUP_MAJOR, pb.JACKPOT_GROUP_MEGA)
