@@ -8,7 +8,8 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 from jackpot_grpc import ops_cli
 from jackpot_grpc.adapters import migrations
@@ -33,6 +34,16 @@ def child_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "jackpot_grpc.cli", *args]
 
 
+def run_service(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
+    """Run a long-lived service process (server or gateway) on JACKPOT_EVENT_LOOP."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.entrypoints.server import start_server
     from jackpot_grpc.signals import wait_for_signal
@@ -51,7 +62,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     with database(settings, migrate=not args.no_migrate) as url:
         if args.workers <= 1:
-            asyncio.run(serve(url))
+            run_service(settings, serve(url))
             return 0
         # N processes share the ports through SO_REUSEPORT; the kernel spreads connections.
         env = {**os.environ, "DATABASE_URL": url, "JACKPOT_REUSE_PORT": "on"}
@@ -61,7 +72,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.gateway.app import run_gateway
 
-    asyncio.run(run_gateway(settings))
+    run_service(settings, run_gateway(settings))
     return 0
 
 

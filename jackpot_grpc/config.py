@@ -40,6 +40,13 @@ def _flag(env: dict[str, str], name: str, default: bool) -> bool:
     raise SystemExit(f"{name} must be on or off, got {raw!r}")
 
 
+def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise SystemExit(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _path(env: dict[str, str], name: str) -> Path | None:
     raw = env.get(name, "").strip()
     return Path(raw) if raw else None
@@ -62,6 +69,7 @@ class Settings:
     pool_timeout: float
     pool_max_waiting: int
     batching: bool
+    event_loop: str
     batch_max_size: int
     batch_linger: float
     queue_max_size: int
@@ -101,6 +109,7 @@ class Settings:
             pool_timeout=_float(env, "DB_POOL_TIMEOUT", 2.0),
             pool_max_waiting=_int(env, "DB_POOL_MAX_WAITING", 64),
             batching=_flag(env, "JACKPOT_BATCHING", True),
+            event_loop=_choice(env, "JACKPOT_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
             batch_max_size=_int(env, "JACKPOT_BATCH_MAX", 512),
             batch_linger=_float(env, "JACKPOT_BATCH_LINGER", 0.002),
             queue_max_size=_int(env, "JACKPOT_QUEUE_MAX", 8192),
