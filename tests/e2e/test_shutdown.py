@@ -6,9 +6,7 @@ These tests start their own servers: the `server` fixture stops its server in te
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from psycopg import AsyncConnection
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
 from tests.random_refs import random_game_id, random_key
+from tests.reliability.support import service_env
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -113,13 +112,6 @@ async def test_stop_drains_the_call_in_flight_and_refuses_new_ones(
             await running.stop(grace=0)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def wait_for_serving(port: int, process: subprocess.Popen[bytes], within: float) -> None:
     started = time.monotonic()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -139,19 +131,8 @@ def wait_for_serving(port: int, process: subprocess.Popen[bytes], within: float)
 
 
 def test_sigterm_stops_jackpot_serve_cleanly(database_url: str, tmp_path: Path) -> None:
-    grpc_port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "GRPC_HOST": "127.0.0.1",
-        "GRPC_PORT": str(grpc_port),
-        "HEALTH_HOST": "127.0.0.1",
-        "HEALTH_PORT": str(free_port()),
-        "REST_HOST": "127.0.0.1",
-        "REST_PORT": str(free_port()),
-        "JACKPOT_LOG_DIR": str(tmp_path / "logs"),
-        "JACKPOT_SHUTDOWN_GRACE": "5",
-    }
+    env = service_env(database_url, tmp_path / "logs", JACKPOT_SHUTDOWN_GRACE="5")
+    grpc_port = int(env["GRPC_PORT"])
     output = tmp_path / "serve.out"
     with output.open("wb") as sink:
         process = subprocess.Popen(

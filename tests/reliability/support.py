@@ -387,30 +387,36 @@ def jackpot_executable() -> list[str]:
 SERVICE_ENV = ("DATABASE_URL", "GRPC_", "HEALTH_", "REST_", "JACKPOT_", "DB_POOL_", "OTEL_")
 
 
+def service_env(database_url: str, log_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a `jackpot` service child: free local ports, logs in `log_dir`,
+    and none of the developer's own service settings."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_ENV)}
+    return {
+        **inherited,
+        "DATABASE_URL": database_url,
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(free_port()),
+        "HEALTH_HOST": "127.0.0.1",
+        "HEALTH_PORT": str(free_port()),
+        "REST_HOST": "127.0.0.1",
+        "REST_PORT": str(free_port()),
+        "JACKPOT_LOG_DIR": str(log_dir),
+        "JACKPOT_ADMIN_TOKEN": ADMIN_TOKEN,
+        "JACKPOT_HEALTH_INTERVAL": "0.2",
+        "OTEL_SDK_DISABLED": "true",
+        **overrides,
+    }
+
+
 class ServeProcess:
     """`jackpot serve` as a child process on free ports, started and stopped by the test."""
 
     def __init__(self, database_url: str, log_dir: Path, **env: str) -> None:
         self.database_url = database_url
         self.log_dir = log_dir
-        self.grpc_port = free_port()
-        self.health_port = free_port()
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_ENV)}
-        self.env = {
-            **inherited,
-            "DATABASE_URL": database_url,
-            "GRPC_HOST": "127.0.0.1",
-            "GRPC_PORT": str(self.grpc_port),
-            "HEALTH_HOST": "127.0.0.1",
-            "HEALTH_PORT": str(self.health_port),
-            "REST_HOST": "127.0.0.1",
-            "REST_PORT": str(free_port()),
-            "JACKPOT_LOG_DIR": str(log_dir),
-            "JACKPOT_ADMIN_TOKEN": ADMIN_TOKEN,
-            "JACKPOT_HEALTH_INTERVAL": "0.2",
-            "OTEL_SDK_DISABLED": "true",
-            **env,
-        }
+        self.env = service_env(database_url, log_dir, **env)
+        self.grpc_port = int(self.env["GRPC_PORT"])
+        self.health_port = int(self.env["HEALTH_PORT"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 

@@ -20,7 +20,7 @@ import pytest
 
 from jackpot_grpc.config import PROJECT_ROOT
 from tests.conftest import create_database, drop_database, unique_name
-from tests.reliability.support import SERVICE_ENV, free_port, jackpot_executable
+from tests.reliability.support import jackpot_executable, service_env
 
 pytestmark = pytest.mark.slow
 
@@ -29,21 +29,8 @@ pytestmark = pytest.mark.slow
 def run_env(admin_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     name = unique_name("jackpot_run")
     url = create_database(admin_url, name)
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_ENV)}
     try:
-        yield {
-            **inherited,
-            "DATABASE_URL": url,
-            "GRPC_HOST": "127.0.0.1",
-            "GRPC_PORT": str(free_port()),
-            "HEALTH_HOST": "127.0.0.1",
-            "HEALTH_PORT": str(free_port()),
-            "REST_HOST": "127.0.0.1",
-            "REST_PORT": str(free_port()),
-            "JACKPOT_LOG_DIR": str(tmp_path / "logs"),
-            "JACKPOT_DRAIN_DELAY": "0.2",
-            "OTEL_SDK_DISABLED": "true",
-        }
+        yield service_env(url, tmp_path / "logs", JACKPOT_DRAIN_DELAY="0.2")
     finally:
         drop_database(admin_url, name)
 
