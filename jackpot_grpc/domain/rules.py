@@ -73,6 +73,7 @@ class Splitter:
         for group, numerator, denominator, limit in self._terms:
             share = wager * numerator // denominator
             before = current[group]
+            # capped(share, before, limit), inline: it runs per wager and pool.
             amount = share if before + share <= limit else max(0, limit - before)
             amounts[group] = amount
             current[group] = before + amount

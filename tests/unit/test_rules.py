@@ -245,3 +245,22 @@ def test_pay_win_balances(current: int, seed: int, data: st.DataObject) -> None:
     assert outcome.pool_after >= seed
     assert outcome.seed_top_up >= 0
     assert outcome.seed_top_up == 0 or outcome.pool_after == seed
+
+
+@given(
+    wager=wagers,
+    rate=rates,
+    start=st.integers(min_value=0, max_value=INT64_MAX),
+    room=st.one_of(st.none(), st.integers(min_value=0, max_value=10**15)),
+)
+def test_splitter_is_share_of_then_capped_at_the_ceiling(
+    wager: int, rate: Decimal, start: int, room: int | None
+) -> None:
+    """The batch's inlined arithmetic is exactly the rules it stands for."""
+    cap = None if room is None else min(INT64_MAX, start + room)
+    state = {g: pool(g, current=start, rate=str(rate), seed=1, max_amount=cap) for g in GROUPS}
+    shares = rules.Splitter(state).split(wager, {g: start for g in GROUPS})
+    for g in GROUPS:
+        expected = rules.capped(rules.share_of(wager, rate), start, rules.ceiling(state[g]))
+        assert shares.amounts[g] == expected
+        assert shares.pools_after[g] == start + expected
