@@ -115,12 +115,9 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         print(
             f"contribution totals: {books.recorded_contribution_count} contributions,"
             f" {books.recorded_total_wagered} wagered"
-            + (
-                ""
-                if books.totals_balanced
-                else f" (ledger: {books.contribution_count}, {books.total_wagered}) MISMATCH"
-            )
         )
+        for problem in books.problems():
+            print(f"MISMATCH: {problem}")
         print("books balance" if books.balanced else "BOOKS DO NOT BALANCE")
     return 0 if books.balanced else 1
 
