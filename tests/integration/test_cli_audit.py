@@ -51,3 +51,29 @@ def test_audit_passes_then_catches_money_without_a_ledger_entry(
         "major": 0,
         "mega": 7,
     }
+
+
+def test_audit_catches_a_ledger_row_the_contribution_totals_do_not_count(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], database_url: str
+) -> None:
+    with psycopg.connect(database_url) as conn:  # a zero-share row: every pool still balances
+        conn.execute(
+            "INSERT INTO contributions (game_id, wager_amount, minor_amount, major_amount,"
+            " mega_amount, minor_after, major_after, mega_after)"
+            " VALUES ('stray', 500, 0, 0, 0, 0, 0, 0)"
+        )
+    assert audit(monkeypatch, database_url) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH: contribution totals record 0 rows and 0 wagered;" in out
+    assert "the ledger has 1 and 500" in out and "BOOKS DO NOT BALANCE" in out
+
+    assert audit(monkeypatch, database_url, "--json") == 1
+    report = json.loads(capsys.readouterr().out)
+    assert all(p["balanced"] for p in report["pools"])
+    assert report["contribution_totals"] == {
+        "contribution_count": 1,
+        "recorded_contribution_count": 0,
+        "total_wagered": 500,
+        "recorded_total_wagered": 0,
+        "balanced": False,
+    }
