@@ -25,7 +25,9 @@ from jackpot_grpc.config import PROJECT_ROOT, Settings
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 ALERTS = PROJECT_ROOT / "deploy" / "prometheus" / "jackpot-alerts.yml"
 OPERATIONS = PROJECT_ROOT / "docs" / "OPERATIONS.md"
-RUNBOOK = PROJECT_ROOT.parent / "shared" / "seeds" / "jackpot-service-runbook.md"
+# The operations runbook the service must satisfy, kept in the repo so CI reads it too.
+RUNBOOK = PROJECT_ROOT / "docs" / "runbook" / "jackpot-service-runbook.md"
+SHARED_RUNBOOK = PROJECT_ROOT.parent / "shared" / "seeds" / "jackpot-service-runbook.md"
 DURATION = re.compile(r"^\d+[smhdw]$")
 
 
@@ -382,8 +384,12 @@ def test_every_command_in_the_operations_guide_parses() -> None:
 
 
 @pytest.mark.skipif(
-    not RUNBOOK.is_file(), reason="the runbook (shared/seeds) is not beside the repo"
+    not SHARED_RUNBOOK.is_file(), reason="no shared/seeds beside the repo to compare with"
 )
+def test_the_runbook_copy_is_the_shared_one() -> None:
+    assert RUNBOOK.read_text() == SHARED_RUNBOOK.read_text(), "copy shared/seeds' runbook again"
+
+
 def test_every_runbook_script_has_a_translation() -> None:
     scripts = set(re.findall(r"npm run ([\w:-]+)", RUNBOOK.read_text()))
     guide = OPERATIONS.read_text()
