@@ -44,18 +44,6 @@ def ceiling(pool: PoolState) -> int:
     return headroom if pool.max_amount is None else min(pool.max_amount, headroom)
 
 
-def split_contribution(wager: int, pools: Mapping[Group, PoolState]) -> ContributionShares:
-    """One wager's share for each pool, given the pools as they stand before it."""
-    return Splitter(pools).split(wager, {g: pools[g].current_amount for g in GROUPS})
-
-
-def split_in_order(
-    wager: int, current: dict[Group, int], pools: Mapping[Group, PoolState]
-) -> ContributionShares:
-    """Like split_contribution, but against running amounts, which it advances."""
-    return Splitter(pools).split(wager, current)
-
-
 class Splitter:
     """Splits wagers against running pool amounts, with each pool's rate and ceiling
     worked out once: a batch splits thousands of wagers against the same pools.

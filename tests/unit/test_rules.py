@@ -112,7 +112,7 @@ def test_split_contribution_caps_each_pool_independently() -> None:
         major=pool(Group.MAJOR, current=5000, rate="0.25", max_amount=5000),
         mega=pool(Group.MEGA, current=7, rate="0.1"),
     )
-    shares = rules.split_contribution(100, state)
+    shares = rules.Splitter(state).split(100, {g: state[g].current_amount for g in GROUPS})
     assert shares.amounts == {Group.MINOR: 5, Group.MAJOR: 0, Group.MEGA: 10}
     assert shares.pools_after == {Group.MINOR: 1000, Group.MAJOR: 5000, Group.MEGA: 17}
     assert shares.total == 15
@@ -125,7 +125,7 @@ def test_split_in_order_reaches_the_cap_mid_batch() -> None:
         mega=pool(Group.MEGA, current=0, rate="0"),
     )
     running = {g: state[g].current_amount for g in GROUPS}
-    minors = [rules.split_in_order(80, running, state).amounts[Group.MINOR] for _ in range(4)]
+    minors = [rules.Splitter(state).split(80, running).amounts[Group.MINOR] for _ in range(4)]
     assert minors == [8, 8, 4, 0]  # the third contribution fills the pool, the fourth finds it full
     assert running == {Group.MINOR: 100, Group.MAJOR: 0, Group.MEGA: 0}
 
@@ -137,13 +137,13 @@ def test_split_in_order_advances_running_amounts() -> None:
         mega=pool(Group.MEGA, current=30, rate="0.125"),
     )
     running = {g: state[g].current_amount for g in GROUPS}
-    first = rules.split_in_order(8, running, state)
-    second = rules.split_in_order(16, running, state)
+    first = rules.Splitter(state).split(8, running)
+    second = rules.Splitter(state).split(16, running)
     assert first.pools_after == {Group.MINOR: 14, Group.MAJOR: 22, Group.MEGA: 31}
     assert second.pools_after == {Group.MINOR: 22, Group.MAJOR: 26, Group.MEGA: 33}
     assert running == second.pools_after
     # The result owns its own copy: advancing the running amounts later changes nothing.
-    rules.split_in_order(8, running, state)
+    rules.Splitter(state).split(8, running)
     assert second.pools_after[Group.MINOR] == 22
 
 
@@ -219,7 +219,7 @@ def test_split_in_order_never_exceeds_share_or_cap_and_sums_match(
     running = {g: start for g in GROUPS}
     paid = dict.fromkeys(GROUPS, 0)
     for wager in batch:
-        shares = rules.split_in_order(wager, running, state)
+        shares = rules.Splitter(state).split(wager, running)
         for g in GROUPS:
             assert 0 <= shares.amounts[g] <= rules.share_of(wager, rate)
             paid[g] += shares.amounts[g]
