@@ -20,6 +20,8 @@ import grpc
 import psycopg
 
 from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.domain.model import GROUP_NAMES
+from jackpot_grpc.messages import first_line
 from jackpot_grpc.metrics import PERIODS
 from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.output import Section, emit_json, emit_sections, key_values, progress
@@ -27,7 +29,6 @@ from jackpot_grpc.ops.output import Section, emit_json, emit_sections, key_value
 Command = Callable[[Settings, argparse.Namespace], int]
 
 DEFAULT_BACKUP_DIR = PROJECT_ROOT / "backups"
-GROUP_NAMES = ("minor", "major", "mega")
 # argparse formats help with %: a checkout path holding a % must not break --help.
 BACKUP_DIR_HELP = f"backup root (default: {str(DEFAULT_BACKUP_DIR).replace('%', '%%')})"
 
@@ -44,8 +45,7 @@ def failing_cleanly(command: Command) -> Command:
         except grpc.aio.AioRpcError as exc:
             message = f"service call failed: {describe_error(exc)}"
         except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()
-            message = f"database error: {first[0] if first else type(exc).__name__}"
+            message = f"database error: {first_line(exc) or type(exc).__name__}"
         except OpsError as exc:
             message = str(exc)
         except OSError as exc:  # a backup directory that cannot be written, say
@@ -158,7 +158,7 @@ def cmd_db_check(settings: Settings, args: argparse.Namespace) -> int:
         try:
             conn = connect(db.url, timeout=args.timeout)
         except psycopg.OperationalError as exc:
-            error = str(exc).strip().splitlines()[0] if str(exc).strip() else "cannot connect"
+            error = first_line(exc) or "cannot connect"
             _emit(
                 args,
                 {"ok": False, "connected": False, "error": error},
@@ -490,7 +490,7 @@ def cmd_diagnostics(settings: Settings, args: argparse.Namespace) -> int:
             slow = pgstat.long_running(conn, args.long_query_seconds, this_database=False)
             memory = pgstat.memory_settings(conn)
     except psycopg.Error as exc:
-        error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        error = first_line(exc) or type(exc).__name__
         data["database"] = {"reachable": False, "error": error}
         sections.append(Section("Database", ("item", "value"), key_values(data["database"])))
         problems.append(f"database unreachable: {error}")

@@ -27,7 +27,8 @@ from prometheus_client import CollectorRegistry
 
 from jackpot_grpc.domain.model import GROUPS, ContributionResult, Group, PoolState, WinResult
 
-SERVICE_NAME = "jackpot-service"
+# OpenTelemetry service.name when OTEL_SERVICE_NAME does not set one.
+DEFAULT_OTEL_SERVICE_NAME = "jackpot-service"
 
 
 class BusinessMetrics:
@@ -170,7 +171,9 @@ def setup_telemetry(
 ) -> Telemetry:
     """Providers for this process; nothing global is set, so tests can make several."""
     env = dict(os.environ if environ is None else environ)
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", SERVICE_NAME)})
+    resource = Resource.create(
+        {"service.name": env.get("OTEL_SERVICE_NAME", DEFAULT_OTEL_SERVICE_NAME)}
+    )
     otlp = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
     registry = CollectorRegistry()

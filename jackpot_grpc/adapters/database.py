@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -9,8 +11,11 @@ from jackpot_grpc.config import Settings
 
 APPLICATION_NAME = "jackpot-service"
 
+# The one spelling of the pool's type, for everyone who is handed it.
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
-def create_pool(settings: Settings, database_url: str) -> AsyncConnectionPool[AsyncConnection]:
+
+def create_pool(settings: Settings, database_url: str) -> Pool:
     return AsyncConnectionPool(
         database_url,
         min_size=settings.pool_min_size,

@@ -26,6 +26,9 @@ class Group(enum.Enum):
 
 
 GROUPS: tuple[Group, ...] = (Group.MINOR, Group.MAJOR, Group.MEGA)
+GROUP_NAMES: tuple[str, ...] = tuple(g.value for g in GROUPS)
+# The one wording of a bad group, wherever a group is parsed.
+GROUP_CHOICES = "must be one of " + ", ".join(GROUP_NAMES)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from decimal import Decimal, InvalidOperation
 
 from jackpot_grpc.domain.errors import FieldViolation, InvalidArgument
 from jackpot_grpc.domain.model import (
+    GROUP_CHOICES,
     ConfigChange,
     ContributeCommand,
     Group,
@@ -67,7 +68,7 @@ def win_command(
 ) -> WinCommand:
     problems: list[FieldViolation] = []
     if group is None:
-        problems.append(FieldViolation("group", "must be one of minor, major, mega"))
+        problems.append(FieldViolation("group", GROUP_CHOICES))
     game, game_problems = _text("game_id", game_id, MAX_GAME_ID_LENGTH, required=True)
     problems += game_problems
     user: uuid.UUID | None = None
@@ -113,7 +114,7 @@ def config_change(
     """Checks the shape of a change; `apply_config_change` checks it against the pool."""
     problems: list[FieldViolation] = []
     if group is None:
-        problems.append(FieldViolation("group", "must be one of minor, major, mega"))
+        problems.append(FieldViolation("group", GROUP_CHOICES))
     if clear_max_amount and max_amount is not None:
         problems.append(FieldViolation("max_amount", "must be unset when clear_max_amount is true"))
     who, actor_problems = _text("actor", actor, MAX_ACTOR_LENGTH, required=False)

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import grpc
 
 from jackpot_grpc.domain.errors import Unavailable
 from jackpot_grpc.entrypoints.errors import to_status
-
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+from jackpot_grpc.entrypoints.interceptors import Continuation
 
 
 class _Malformed:

@@ -9,12 +9,14 @@ from collections.abc import Awaitable, Callable
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
+from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.entrypoints.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "jackpot.v1.JackpotService"
+# The health service name of JackpotService (its fully qualified gRPC name).
+JACKPOT_SERVICE = jackpot_pb2.DESCRIPTOR.services_by_name["JackpotService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -60,7 +62,7 @@ class DatabaseHealthProbe:
             )
             status = SERVING if ok else NOT_SERVING
             await self._health.set("", status)
-            await self._health.set(SERVICE_NAME, status)
+            await self._health.set(JACKPOT_SERVICE, status)
         self.healthy = ok
         return ok
 

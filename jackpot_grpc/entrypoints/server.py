@@ -12,15 +12,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from jackpot.v1 import jackpot_pb2, jackpot_pb2_grpc
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc.adapters.database import create_pool
+from jackpot_grpc.adapters.database import Pool, create_pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
-from jackpot_grpc.entrypoints.health import SERVICE_NAME, DatabaseHealthProbe
+from jackpot_grpc.entrypoints.health import JACKPOT_SERVICE, DatabaseHealthProbe
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
 from jackpot_grpc.entrypoints.tls import server_credentials
@@ -40,7 +38,7 @@ log = logging.getLogger(__name__)
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    pool: AsyncConnectionPool[AsyncConnection[Any]]
+    pool: Pool
     service: JackpotService
     contributor: Contributor
     health: HealthServicer
@@ -107,7 +105,7 @@ async def start_server(
         contributor = DirectContributor(service, settings.queue_max_size)
 
     metrics = RequestMetrics()
-    jackpot_service = jackpot_pb2.DESCRIPTOR.services_by_name["JackpotService"].full_name
+    jackpot_service = JACKPOT_SERVICE
     health = HealthServicer()
     probe = DatabaseHealthProbe(health, service.ping, settings.health_probe_interval)
     admission = AdmissionInterceptor([jackpot_service], lambda: probe.healthy)
@@ -194,4 +192,4 @@ async def start_server(
     )
 
 
-__all__ = ["SERVICE_NAME", "RunningServer", "start_server"]
+__all__ = ["RunningServer", "start_server"]

@@ -39,10 +39,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.domain.model import LedgerAudit, PoolAudit, PoolState
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.metrics import PERIODS, RequestMetrics, UnknownPeriod
-from jackpot_grpc.service.jackpot import JackpotService, Pool
+from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.reports import totals_report
 
 T = TypeVar("T")

@@ -46,17 +46,16 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
+from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.history import store
 from jackpot_grpc.history.store import Batch, Rollup, SystemSample
+from jackpot_grpc.messages import first_line
 from jackpot_grpc.metrics import PERIODS, RequestMetrics, Stats, UnknownPeriod, summarize
 
 log = logging.getLogger(__name__)
 
-Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 DEFAULT_INTERVAL = 60.0
 DEFAULT_RETENTION_DAYS = 35.0
@@ -113,7 +112,7 @@ class CompactResult:
 
 
 def _error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = first_line(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -18,7 +18,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import FieldViolation, InvalidArgument
-from jackpot_grpc.domain.model import GROUPS, ConfigChange, Group, PoolConfig
+from jackpot_grpc.domain.model import GROUP_CHOICES, GROUPS, ConfigChange, Group, PoolConfig
 from jackpot_grpc.domain.validation import apply_config_change, parse_rate
 from jackpot_grpc.entrypoints.convert import group_from_proto, group_to_proto
 from jackpot_grpc.ops.errors import OpsError
@@ -132,7 +132,7 @@ def validate_document(document: Any) -> tuple[list[PoolConfig], list[FieldViolat
         try:
             group = Group(entry.get("group"))
         except ValueError:
-            problems.append(FieldViolation(f"{where}.group", "must be one of minor, major, mega"))
+            problems.append(FieldViolation(f"{where}.group", GROUP_CHOICES))
             continue
         if group in seen:
             problems.append(FieldViolation(where, f"{group.value} appears twice"))

@@ -13,10 +13,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.entrypoints.health import SERVICE_NAME
+from jackpot_grpc.entrypoints.health import JACKPOT_SERVICE
+from jackpot_grpc.messages import first_line
 from jackpot_grpc.ops.grpc_client import channel
 
-GRPC_SERVICES = ("", SERVICE_NAME)
+GRPC_SERVICES = ("", JACKPOT_SERVICE)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ async def grpc_checks(settings: Settings, target: str, rpc_timeout: float = 3.0)
                         False,
                         "UNREACHABLE" if unreachable else exc.code().name,
                         _elapsed(started),
-                        (exc.details() or "").splitlines()[0][:200] if exc.details() else "",
+                        first_line(exc.details())[:200],
                     )
                 )
                 continue

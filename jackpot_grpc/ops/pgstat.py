@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from jackpot_grpc.config import PROJECT_ROOT
+from jackpot_grpc.messages import first_line
 from jackpot_grpc.ops.target import Conn, one, rows
 
 # The service's tables (migrations/versions): what reports and restores look at.
@@ -208,7 +209,7 @@ def statements(conn: Conn, limit: int = 10) -> StatementStats:
         top = rows(conn, top_query, params)
         summary = one(conn, summary_query, params)
     except psycopg.errors.ObjectNotInPrerequisiteState as exc:
-        return StatementStats("not loaded", str(exc).strip().splitlines()[0])
+        return StatementStats("not loaded", first_line(exc))
     return StatementStats("ok", f"pg_stat_statements {ext[0]['extversion']}", top, summary)
 
 

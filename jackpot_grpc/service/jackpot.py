@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
-
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.batch import plan_contributions
 from jackpot_grpc.domain.errors import VersionConflict
@@ -30,8 +27,6 @@ from jackpot_grpc.domain.validation import apply_config_change
 from jackpot_grpc.service.snapshot import PoolSnapshot
 from jackpot_grpc.service.unit_of_work import transaction
 from jackpot_grpc.telemetry import BusinessMetrics
-
-Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 
 class JackpotService:

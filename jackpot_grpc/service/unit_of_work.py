@@ -11,14 +11,15 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
+from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
+from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.domain.errors import OutOfRange, Overloaded, Unavailable
 
 
 @asynccontextmanager
 async def transaction(
-    pool: AsyncConnectionPool[AsyncConnection[Any]],
+    pool: Pool,
 ) -> AsyncIterator[AsyncConnection[Any]]:
     """A connection inside a transaction; committed when the block exits cleanly.
 

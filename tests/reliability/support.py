@@ -29,11 +29,11 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import PROJECT_ROOT
+from jackpot_grpc.entrypoints.health import JACKPOT_SERVICE
 
 GROUPS = ("minor", "major", "mega")
 ADMIN_TOKEN = "test-admin-token"
 ADMIN_METADATA = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
-SERVICE_NAME = "jackpot.v1.JackpotService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Never acceptable from this service, whatever the input or the fault.
@@ -487,7 +487,7 @@ def serving(database_url: str, log_dir: Path, **env: str) -> Iterator[ServeProce
         process.stop()
 
 
-def health_status(target: str, timeout: float = 1.0, service: str = SERVICE_NAME) -> int | None:
+def health_status(target: str, timeout: float = 1.0, service: str = JACKPOT_SERVICE) -> int | None:
     """grpc.health.v1 status of `service` at `target`, None if it does not answer."""
     with grpc.insecure_channel(target) as channel:
         try:
@@ -501,7 +501,7 @@ def health_status(target: str, timeout: float = 1.0, service: str = SERVICE_NAME
 
 
 async def health_status_async(
-    channel: grpc.aio.Channel, deadline_s: float = 0.5, service: str = SERVICE_NAME
+    channel: grpc.aio.Channel, deadline_s: float = 0.5, service: str = JACKPOT_SERVICE
 ) -> int | None:
     try:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
