@@ -1,33 +1,20 @@
-"""`jackpot`: the operator's commands."""
+"""`jackpot`: the entry point. The service processes (serve, gateway, run) live here;
+the operator's commands come from jackpot_grpc.ops.cli."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from typing import Any
 
-from jackpot_grpc import ops_cli
-from jackpot_grpc.adapters import migrations
 from jackpot_grpc.config import Settings
 from jackpot_grpc.logging_setup import configure_logging
-from jackpot_grpc.ops.output import render_table
-from jackpot_grpc.ops.target import open_database
+from jackpot_grpc.ops import cli as ops_commands
+from jackpot_grpc.ops.cli.shared import database
 from jackpot_grpc.supervisor import supervise
-
-
-@contextlib.contextmanager
-def database(settings: Settings, *, migrate: bool) -> Iterator[str]:
-    """DATABASE_URL, or the embedded PostgreSQL (started here if need be, and then
-    stopped on exit; one already running is left running), migrated if asked."""
-    with open_database(settings) as target:
-        if migrate:
-            migrations.upgrade(target.url)
-        yield target.url
 
 
 def child_command(*args: str) -> list[str]:
@@ -84,44 +71,6 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         return supervise([serve, child_command("gateway")], env)
 
 
-def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    if args.dry_run:
-        migrations.print_upgrade_sql()
-        return 0
-    with database(settings, migrate=True):
-        print("database is at the latest schema revision")
-    return 0
-
-
-def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from jackpot_grpc.service.reports import audit_report, run_audit
-
-    with database(settings, migrate=False) as url:
-        books = asyncio.run(run_audit(settings, url))
-    if args.json:
-        print(json.dumps(audit_report(books), indent=2))
-    else:
-        columns = ("group", "current_amount", "seed_funding", "contributions", "wins")
-        rows = [
-            {
-                **{c: getattr(a, c) for c in columns[1:]},
-                "group": a.group.value,
-                "discrepancy": a.discrepancy,
-                "status": "ok" if a.balanced else "MISMATCH",
-            }
-            for a in books.pools
-        ]
-        print(render_table((*columns, "discrepancy", "status"), rows))
-        print(
-            f"contribution totals: {books.recorded_contribution_count} contributions,"
-            f" {books.recorded_total_wagered} wagered"
-        )
-        for problem in books.problems():
-            print(f"MISMATCH: {problem}")
-        print("books balance" if books.balanced else "BOOKS DO NOT BALANCE")
-    return 0 if books.balanced else 1
-
-
 SERVICES = ("serve", "run", "gateway")
 
 
@@ -141,15 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="gRPC server processes")
     run.set_defaults(func=cmd_run)
 
-    migrate = sub.add_parser("migrate", help="apply database migrations")
-    migrate.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
-    migrate.set_defaults(func=cmd_migrate)
-
-    audit = sub.add_parser("audit", help="reconcile every pool against its ledger")
-    audit.add_argument("--json", action="store_true")
-    audit.set_defaults(func=cmd_audit)
-
-    ops_cli.register(sub)
+    ops_commands.register(sub)  # migrate, audit and the runbook's commands
     return parser
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from jackpot_grpc.history import store
 from jackpot_grpc.metrics import RELATIVE_ERROR
+from jackpot_grpc.text_table import render_table
 
 _PERIOD = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
@@ -172,21 +173,6 @@ def _percent(rate: float | None) -> float | None:
     return None if rate is None else 100.0 * rate
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Aligned columns: the first left-aligned, the others right-aligned."""
-    widths = [len(c) for c in columns]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
 def sparkline(values: Sequence[float | None], *, ascii_only: bool = False) -> str:
     """One character per value, scaled from 0 to the largest; a gap (None) is a space."""
     ramp = ASCII_BARS if ascii_only else BARS
@@ -289,7 +275,8 @@ def render_trend(trend: Trend, *, width: int = 40, ascii_only: bool = False) -> 
             "",
         ]
     )
-    out = [head, "", table(columns, rows), ""]
+    right_aligned = [False] + [True] * (len(columns) - 1)  # the day, then figures
+    out = [head, "", render_table(columns, rows, right_aligned), ""]
 
     calendar = _calendar(trend)
     label = max(len(name) for name, _ in _CHARTS)

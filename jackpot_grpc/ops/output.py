@@ -12,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+from jackpot_grpc import text_table
+
 Row = Mapping[str, Any]
 
 
@@ -69,12 +71,9 @@ def cell(value: Any) -> str:
 
 
 def render_table(columns: Sequence[str], rows: Sequence[Row], max_width: int = 80) -> str:
+    """Rows of values as a text table; columns of numbers only are right-aligned."""
     cells = [[cell(row.get(c)) for c in columns] for row in rows]
     cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in r] for r in cells]
-    widths = [len(c) for c in columns]
-    for r in cells:
-        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
-
     numeric = [
         bool(rows)
         and all(
@@ -84,17 +83,7 @@ def render_table(columns: Sequence[str], rows: Sequence[Row], max_width: int = 8
         )
         for c in columns
     ]
-
-    def line(values: Sequence[str]) -> str:
-        padded = [
-            value.rjust(width) if right else value.ljust(width)
-            for value, width, right in zip(values, widths, numeric, strict=True)
-        ]
-        return "  ".join(padded).rstrip()
-
-    out = [line(list(columns)), line(["-" * w for w in widths])]
-    out.extend(line(r) for r in cells)
-    return "\n".join(out)
+    return text_table.render_table(columns, cells, numeric)
 
 
 def emit_sections(sections: Sequence[Section], out: TextIO | None = None) -> None:

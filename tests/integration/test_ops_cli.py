@@ -1,4 +1,4 @@
-"""The operator commands (jackpot_grpc.ops_cli) against a real server on real PostgreSQL.
+"""The operator commands (jackpot_grpc.ops.cli) against a real server on real PostgreSQL.
 
 Each command runs as `jackpot` would run it: parsed by argparse, given a Settings, printing
 to stdout; in a worker thread, because commands run their own event loop while the server
@@ -34,10 +34,10 @@ from aiohttp import web
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc import ops_cli
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.ops import backup, pgstat
+from jackpot_grpc.ops import cli as ops_cli
 from jackpot_grpc.ops.target import connect
 from jackpot_grpc.service.reports import run_audit
 from tests.conftest import create_database, drop_database, unique_name

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from jackpot_grpc import cli, ops_cli
+from jackpot_grpc import cli
 from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.ops import cli as ops_cli
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 ALERTS = PROJECT_ROOT / "deploy" / "prometheus" / "jackpot-alerts.yml"
