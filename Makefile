@@ -29,8 +29,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check jackpot_grpc tests bench scripts migrations
-	$(BIN)/ruff format --check jackpot_grpc tests bench scripts migrations
+	$(BIN)/ruff check jackpot_grpc tests testkit bench scripts migrations
+	$(BIN)/ruff format --check jackpot_grpc tests testkit bench scripts migrations
 	$(BIN)/mypy
 
 generate: $(STAMP)

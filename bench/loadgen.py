@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import math
 import multiprocessing
 import multiprocessing.connection
 import signal
@@ -32,6 +31,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
+
+from testkit.figures import percentile
 
 Kind = Literal["health", "contribute", "contribute_batch", "get_pools", "rest_contribute"]
 
@@ -113,21 +114,6 @@ class LoadResult:
             "total_ok_items": self.total_ok_items,
             "client_cpu_pct": round(self.client_cpu_pct, 1),
         }
-
-
-def percentile(samples: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile: the smallest sample with at least q% of samples ≤ it.
-
-    None for no samples. q=0 gives the minimum, q=100 the maximum.
-    """
-    if not samples:
-        return None
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be within [0, 100], got {q}")
-    ordered = sorted(samples)
-    # round() keeps float noise (99.9 * 1000 / 100 = 999.0000000000001) from adding a rank.
-    rank = max(1, math.ceil(round(q * len(ordered) / 100, 9)))
-    return ordered[rank - 1]
 
 
 def latency_summary(samples: Sequence[float]) -> dict[str, float | None]:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
-import psycopg
 import pytest
 from jackpot.v1 import jackpot_pb2_grpc
 
@@ -22,6 +20,8 @@ from jackpot_grpc.adapters import migrations
 from jackpot_grpc.adapters.scratch import admin_server, create_database, drop_database
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
+from testkit.calls import ADMIN_TOKEN
+from testkit.database import scratch_database, unique_name
 
 
 @pytest.fixture(scope="session")
@@ -30,19 +30,6 @@ def admin_url() -> Iterator[str]:
     choice = os.environ.get("JACKPOT_TEST_DATABASE", "") or "auto"
     with admin_server(choice, PROJECT_ROOT / ".data" / "test-postgres") as (url, _):
         yield url
-
-
-def public_tables(url: str) -> set[str]:
-    """The tables in a database's public schema (what migrations create and drop)."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-        ).fetchall()
-    return {r[0] for r in rows}
-
-
-def unique_name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")
@@ -58,10 +45,8 @@ def template_database(admin_url: str) -> Iterator[str]:
 @pytest.fixture
 def database_url(admin_url: str, template_database: str) -> Iterator[str]:
     """A fresh, migrated database holding only the default pools."""
-    name = unique_name("jackpot_test")
-    url = create_database(admin_url, name, template=template_database)
-    yield url
-    drop_database(admin_url, name)
+    with scratch_database(admin_url, "jackpot_test", template=template_database) as url:
+        yield url
 
 
 @pytest.fixture
@@ -79,7 +64,7 @@ def settings(tmp_path: Path) -> Settings:
         health_probe_interval=0.2,
         shutdown_grace=5.0,
         drain_delay=0.0,
-        admin_token="test-admin-token",
+        admin_token=ADMIN_TOKEN,
         log_dir=tmp_path / "logs",
     )
 

@@ -5,7 +5,6 @@ The runbook's curl commands (port 3000) are replayed here against a gateway on p
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -20,6 +19,7 @@ from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.gateway.app import RunningGateway, create_gateway_app, start_gateway
+from testkit.ports import free_port
 
 MAX_BODY = 4096
 ADMIN = "test-admin-token"
@@ -78,16 +78,9 @@ async def base(server: RunningServer, metrics_upstream: str) -> AsyncIterator[st
 async def offline(metrics_upstream: str) -> AsyncIterator[str]:
     """A gateway with no gRPC server behind it: a request that reached gRPC would get 503,
     so a 400/404/405/413 here proves the gateway itself answered."""
-    running = await _gateway(f"127.0.0.1:{_closed_port()}", metrics_upstream)
+    running = await _gateway(f"127.0.0.1:{free_port()}", metrics_upstream)
     yield f"http://127.0.0.1:{running.port}"
     await running.stop()
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def _json(
@@ -495,9 +488,7 @@ async def test_runbook_metrics_from_the_real_server(
 
 
 async def test_metrics_upstream_down_is_503(http: aiohttp.ClientSession) -> None:
-    running = await _gateway(
-        f"127.0.0.1:{_closed_port()}", f"http://127.0.0.1:{_closed_port()}/metrics"
-    )
+    running = await _gateway(f"127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}/metrics")
     try:
         status, body, _ = await _json(http, "GET", f"http://127.0.0.1:{running.port}/metrics")
         assert status == 503

@@ -13,8 +13,8 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.entrypoints.server import RunningServer
-from tests.db_outage import database_outage
-from tests.random_refs import random_game_id, random_key, random_user
+from testkit.outage import database_outage
+from testkit.random_refs import random_game_id, random_key, random_user
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
 

@@ -19,7 +19,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from tests.db_outage import database_outage
+from testkit.outage import database_outage
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
 

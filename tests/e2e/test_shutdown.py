@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,13 +20,11 @@ from psycopg import AsyncConnection
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
-from tests.random_refs import random_game_id, random_key
-from tests.reliability.support import service_env
+from testkit.grpc_health import NOT_SERVING, SERVING
+from testkit.processes import serve_process
+from testkit.random_refs import random_game_id, random_key
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 GRACE = 5.0
-JACKPOT = Path(sys.executable).with_name("jackpot")
 
 
 async def wait_until_blocked_on_a_lock(conn: AsyncConnection[Any], within: float = 5) -> None:
@@ -112,38 +108,13 @@ async def test_stop_drains_the_call_in_flight_and_refuses_new_ones(
             await running.stop(grace=0)
 
 
-def wait_for_serving(port: int, process: subprocess.Popen[bytes], within: float) -> None:
-    started = time.monotonic()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            assert process.poll() is None, f"jackpot serve exited with {process.returncode}"
-            try:
-                reply = health.Check(
-                    health_pb2.HealthCheckRequest(service="jackpot.v1.JackpotService"), timeout=1
-                )
-                if reply.status == SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            assert time.monotonic() - started < within, "jackpot serve never became SERVING"
-            time.sleep(0.2)
-
-
 def test_sigterm_stops_jackpot_serve_cleanly(database_url: str, tmp_path: Path) -> None:
-    env = service_env(database_url, tmp_path / "logs", JACKPOT_SHUTDOWN_GRACE="5")
-    grpc_port = int(env["GRPC_PORT"])
-    output = tmp_path / "serve.out"
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            [str(JACKPOT), "serve"], env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-        try:
-            wait_for_serving(grpc_port, process, within=30)
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(timeout=15)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=5)
-    assert code == 0, output.read_text(errors="replace")[-3000:]
+    process = serve_process(database_url, tmp_path / "logs", JACKPOT_SHUTDOWN_GRACE="5")
+    try:
+        process.start(timeout=30)
+        process.signal(signal.SIGTERM)
+        code = process.wait(timeout=15)
+    finally:
+        if process.alive():
+            process.stop(timeout=0)
+    assert code == 0, process.output()[-3000:]

@@ -15,7 +15,7 @@ from jackpot_grpc.domain.errors import Overloaded, Unavailable
 from jackpot_grpc.domain.model import GROUPS, ContributeCommand, Group
 from jackpot_grpc.service.batcher import ContributionBatcher, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
-from tests.random_refs import random_game_id, random_key
+from testkit.random_refs import random_game_id, random_key
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 

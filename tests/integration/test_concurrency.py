@@ -27,7 +27,7 @@ from jackpot_grpc.domain.model import (
 )
 from jackpot_grpc.service.batcher import ContributionBatcher
 from jackpot_grpc.service.jackpot import JackpotService
-from tests.random_refs import random_game_id, random_key, random_user_id
+from testkit.random_refs import random_game_id, random_key, random_user_id
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 

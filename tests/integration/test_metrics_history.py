@@ -28,8 +28,8 @@ from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig
 from jackpot_grpc.history.store import Batch, Rollup, SystemSample
 from jackpot_grpc.history.trend import load_trend, render_trend
 from jackpot_grpc.metrics import RELATIVE_ERROR, RequestMetrics, Stats, bucket_of
-from tests.conftest import create_database, drop_database, public_tables, unique_name
-from tests.db_outage import database_outage
+from testkit.database import create_database, drop_database, public_tables, unique_name
+from testkit.outage import database_outage
 
 OK = grpc.StatusCode.OK
 

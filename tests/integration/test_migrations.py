@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from jackpot_grpc.adapters import migrations
-from tests.conftest import create_database, drop_database, public_tables, unique_name
+from testkit.database import create_database, drop_database, public_tables, unique_name
 
 TABLES = {
     "jackpots",

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -40,7 +39,8 @@ from jackpot_grpc.ops import backup, pgstat
 from jackpot_grpc.ops import cli as ops_cli
 from jackpot_grpc.ops.target import connect
 from jackpot_grpc.service.reports import run_audit
-from tests.conftest import create_database, drop_database, unique_name
+from testkit.database import create_database, drop_database, unique_name
+from testkit.ports import free_port
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
 GROUPS = ["minor", "major", "mega"]
@@ -91,13 +91,6 @@ def leftovers(root: Path) -> list[Path]:
     return list(root.rglob("*.partial"))
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def contribute(stub: Stub, wager: int = 1000) -> pb.ContributeResponse:
     reply: pb.ContributeResponse = await stub.Contribute(
         pb.ContributeRequest(
@@ -140,7 +133,7 @@ async def test_health_is_healthy_over_grpc_and_http(
 async def test_health_reports_refused_connections_as_unhealthy(
     server: RunningServer, ops_settings: Settings
 ) -> None:
-    dead = closed_port()
+    dead = free_port()
     code, data = await ops_json(
         ops_settings,
         "health",
@@ -183,7 +176,7 @@ async def test_smoke_moves_money_and_leaves_the_books_balanced(
 ) -> None:
     # The shell's own database is unreachable: the service audits the books it writes.
     elsewhere = dataclasses.replace(
-        settings, database_url=f"postgresql://postgres@127.0.0.1:{closed_port()}/nowhere"
+        settings, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     )
     code, data = await ops_json(elsewhere, *smoke_argv(server))
     assert code == 0, data
@@ -214,7 +207,7 @@ async def test_smoke_moves_money_and_leaves_the_books_balanced(
 
 
 def test_smoke_fails_when_the_service_is_not_there(ops_settings: Settings) -> None:
-    dead = closed_port()
+    dead = free_port()
     code, data = ops_json_sync(
         ops_settings,
         "smoke",
@@ -299,7 +292,7 @@ def test_db_check_reports_version_latency_and_revision(
     finally:
         drop_database(admin_url, name)
 
-    unreachable = f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres"
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     code, data = ops_json_sync(
         dataclasses.replace(settings, database_url=unreachable), "db", "check", "--timeout", "2"
     )
@@ -538,7 +531,7 @@ async def test_diagnostics_shows_locks_and_long_running_queries(
 
 def test_diagnostics_fails_when_the_database_is_down(settings: Settings) -> None:
     down = dataclasses.replace(
-        settings, database_url=f"postgresql://postgres@127.0.0.1:{closed_port()}/x"
+        settings, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x"
     )
     code, data = ops_json_sync(down, "diagnostics", "--no-service", "--timeout", "2")
     assert code == 1
@@ -626,7 +619,7 @@ async def test_report_tolerates_missing_metric_fields(ops_settings: Settings) ->
     assert data["metrics"]["methods"] == []
 
     code, data = await ops_json(
-        ops_settings, "report", "--metrics-url", f"http://127.0.0.1:{closed_port()}", "--no-db"
+        ops_settings, "report", "--metrics-url", f"http://127.0.0.1:{free_port()}", "--no-db"
     )
     assert code == 1 and data["metrics"]["error"] == "connection refused"
 

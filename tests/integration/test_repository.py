@@ -22,7 +22,7 @@ from jackpot_grpc.domain.model import (
     WinCommand,
     WinOutcome,
 )
-from tests.random_refs import random_game_id, random_key, random_user_id
+from testkit.random_refs import random_game_id, random_key, random_user_id
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 

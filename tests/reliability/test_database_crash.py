@@ -35,20 +35,10 @@ from jackpot_grpc.adapters import migrations
 from jackpot_grpc.adapters.scratch import database_conninfo
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import start_server
-from tests.reliability.support import (
-    NOT_SERVING,
-    SERVING,
-    Call,
-    check_books,
-    check_contributions,
-    contribute_once,
-    env_int,
-    health_status_async,
-    latency_ms,
-    report,
-    scaled,
-    status_codes,
-)
+from testkit.calls import Call, contribute_once, status_codes
+from testkit.figures import env_int, latency_ms, report, scaled
+from testkit.grpc_health import NOT_SERVING, SERVING, health_status_async
+from testkit.ledger import check_books, check_contributions
 
 pytestmark = pytest.mark.slow
 

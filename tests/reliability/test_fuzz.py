@@ -35,16 +35,11 @@ from hypothesis import strategies as st
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from tests.conftest import create_database, drop_database, unique_name
-from tests.reliability.support import (
-    ADMIN_TOKEN,
-    FORBIDDEN_CODES,
-    ServeProcess,
-    books_problems,
-    env_int,
-    report,
-    scale,
-)
+from testkit.calls import ADMIN_TOKEN, FORBIDDEN_CODES
+from testkit.database import create_database, drop_database, unique_name
+from testkit.figures import env_int, report, scale
+from testkit.ledger import books_problems
+from testkit.processes import ServiceProcess, serve_process
 
 pytestmark = pytest.mark.slow
 
@@ -270,7 +265,7 @@ class Snapshot:
 class Target:
     stub: jackpot_pb2_grpc.JackpotServiceStub
     conn: psycopg.Connection[Any]
-    process: ServeProcess
+    process: ServiceProcess
     seen: dict[str, Counter[str]] = field(default_factory=dict)
 
     def snapshot(self) -> Snapshot:
@@ -317,7 +312,7 @@ def target(
         # have it); without a flush per commit the fuzzer runs several times more inputs.
         admin.execute(f"ALTER DATABASE {name} SET synchronous_commit = off")
     log_dir: Path = tmp_path_factory.mktemp("fuzz")
-    process = ServeProcess(url, log_dir)
+    process = serve_process(url, log_dir)
     try:
         process.start()
         with (

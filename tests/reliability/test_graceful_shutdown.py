@@ -26,21 +26,11 @@ import grpc
 import pytest
 from jackpot.v1 import jackpot_pb2_grpc
 
-from tests.conftest import create_database, drop_database, unique_name
-from tests.reliability.support import (
-    Call,
-    ServeProcess,
-    check_books,
-    check_contributions,
-    cli_audit,
-    contribute_once,
-    env_int,
-    latency_ms,
-    ledger_rows,
-    report,
-    scaled,
-    status_codes,
-)
+from testkit.calls import Call, contribute_once, status_codes
+from testkit.database import scratch_database
+from testkit.figures import env_int, latency_ms, report, scaled
+from testkit.ledger import check_books, check_contributions, cli_audit, ledger_rows
+from testkit.processes import serve_process
 
 pytestmark = pytest.mark.slow
 
@@ -77,16 +67,12 @@ class ShutdownRun:
 async def sigterm_run(
     admin_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ShutdownRun]:
-    name = unique_name("jackpot_sigterm")
-    url = create_database(admin_url, name, template=template_database)
-    try:
+    with scratch_database(admin_url, "jackpot_sigterm", template=template_database) as url:
         yield await run_sigterm_under_load(url, tmp_path_factory.mktemp("sigterm"))
-    finally:
-        drop_database(admin_url, name)
 
 
 async def run_sigterm_under_load(database_url: str, log_dir: Path) -> ShutdownRun:
-    process = ServeProcess(database_url, log_dir)
+    process = serve_process(database_url, log_dir)
     process.start()
     calls: list[Call] = []
     time_to_stop = asyncio.Event()

@@ -19,17 +19,9 @@ from google.type import decimal_pb2
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from tests.reliability.support import (
-    ADMIN_METADATA,
-    FORBIDDEN_CODES,
-    Call,
-    check_books,
-    check_contributions,
-    contribute_once,
-    report,
-    status_codes,
-    table_counts,
-)
+from testkit.calls import ADMIN_METADATA, FORBIDDEN_CODES, Call, contribute_once, status_codes
+from testkit.figures import report
+from testkit.ledger import check_books, check_contributions, table_counts
 
 pytestmark = pytest.mark.slow
 

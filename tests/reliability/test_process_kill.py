@@ -19,20 +19,10 @@ import grpc
 import pytest
 from jackpot.v1 import jackpot_pb2_grpc
 
-from tests.reliability.support import (
-    FAST_RECONNECT,
-    Call,
-    ServeProcess,
-    check_books,
-    check_contributions,
-    cli_audit,
-    contribute_once,
-    env_int,
-    latency_ms,
-    report,
-    scaled,
-    status_codes,
-)
+from testkit.calls import FAST_RECONNECT, Call, contribute_once, status_codes
+from testkit.figures import env_int, latency_ms, report, scaled
+from testkit.ledger import check_books, check_contributions, cli_audit
+from testkit.processes import serve_process
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +36,7 @@ IN_DOUBT = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 async def test_sigkill_mid_batch_then_restart_applies_every_key_once(
     database_url: str, tmp_path: Path
 ) -> None:
-    process = ServeProcess(database_url, tmp_path / "logs")
+    process = serve_process(database_url, tmp_path / "logs")
     process.start()
     calls: list[Call] = []
     pending: set[str] = set()

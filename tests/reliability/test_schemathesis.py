@@ -8,8 +8,6 @@ since schemathesis calls them synchronously from the test's thread.
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,18 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.conftest import create_database, drop_database, unique_name
-from tests.reliability.support import (
-    ADMIN_TOKEN,
-    PROJECT_ROOT,
-    ServeProcess,
-    check_books,
-    free_port,
-    jackpot_executable,
-    report,
-    scaled,
-    serving,
-)
+from testkit.calls import ADMIN_TOKEN
+from testkit.database import scratch_database
+from testkit.figures import report, scaled
+from testkit.ledger import check_books
+from testkit.ports import free_port
+from testkit.processes import ServiceProcess, http_ok, serving
 
 pytestmark = pytest.mark.slow
 
@@ -41,57 +33,41 @@ EXAMPLES = scaled(1500, minimum=50)  # per generation mode; JACKPOT_STRESS_SCALE
 WRITES = ("contributions", "wins", "seed_fundings", "config_audit")
 
 
-class Gateway:
-    def __init__(self, serve: ServeProcess, log_dir: Path) -> None:
-        self.port = free_port()
-        env = {
-            **serve.env,
-            "REST_PORT": str(self.port),
-            "JACKPOT_GRPC_TARGET": serve.target,
-            "JACKPOT_METRICS_URL": f"http://127.0.0.1:{serve.health_port}/metrics",
-        }
-        output = open(log_dir / "gateway.out", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*jackpot_executable(), "gateway"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-        )
-        output.close()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+def start_gateway(serve: ServiceProcess, log_dir: Path, timeout: float = 20.0) -> ServiceProcess:
+    """`jackpot gateway` in front of `serve`, answering /api/jackpot/pools."""
+    env = {
+        **serve.env,
+        "REST_PORT": str(free_port()),
+        "JACKPOT_GRPC_TARGET": serve.target,
+        "JACKPOT_METRICS_URL": f"http://127.0.0.1:{serve.health_port}/metrics",
+    }
+    gateway = ServiceProcess(["gateway"], env, log_dir)
+    gateway.launch()
+    pools = f"{base_url(gateway)}/api/jackpot/pools"
+    try:
+        gateway.wait_until(lambda: http_ok(pools), timeout, "answering", interval=0.1)
+    except BaseException:
+        gateway.stop()
+        raise
+    return gateway
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.base_url}/api/jackpot/pools", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("gateway did not answer in time")
 
-    def stop(self) -> int:
-        self.proc.terminate()
-        return self.proc.wait(15)
+def base_url(gateway: ServiceProcess) -> str:
+    return f"http://127.0.0.1:{gateway.env['REST_PORT']}"
 
 
 @pytest.fixture(scope="module")
 def service(admin_url: str, template_database: str, tmp_path_factory: Any) -> Iterator[Any]:
-    name = unique_name("jackpot_schemathesis")
-    url = create_database(admin_url, name, template=template_database)
     logs = tmp_path_factory.mktemp("schemathesis")
-    try:
-        with serving(url, logs) as serve:
-            gateway = Gateway(serve, logs)
-            try:
-                gateway.wait_ready()
-                yield url, gateway.base_url
-            finally:
-                assert gateway.stop() == 0
-    finally:
-        drop_database(admin_url, name)
+    with (
+        scratch_database(admin_url, "jackpot_schemathesis", template=template_database) as url,
+        serving(url, logs) as serve,
+    ):
+        gateway = start_gateway(serve, logs)
+        try:
+            yield url, base_url(gateway)
+        finally:
+            assert gateway.stop() == 0
 
 
 def written(conn: psycopg.Connection[Any]) -> tuple[int, ...]:

@@ -26,20 +26,9 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.entrypoints.server import RunningServer
-from tests.reliability.support import (
-    ADMIN_METADATA,
-    FORBIDDEN_CODES,
-    Call,
-    check_books,
-    check_contributions,
-    contribute_once,
-    env_int,
-    latency_ms,
-    report,
-    scaled,
-    status_codes,
-    table_counts,
-)
+from testkit.calls import ADMIN_METADATA, FORBIDDEN_CODES, Call, contribute_once, status_codes
+from testkit.figures import env_int, latency_ms, report, scaled
+from testkit.ledger import check_books, check_contributions, table_counts
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from jackpot_grpc.domain.batch import plan_contributions
 from jackpot_grpc.domain.model import ContributeCommand, Group, PoolState
-from tests.unit.test_rules import pool
+from testkit.pools import pool
 
 MINOR, MAJOR, MEGA = Group.MINOR, Group.MAJOR, Group.MEGA
 

@@ -30,7 +30,7 @@ from jackpot_grpc.gateway.errors import HTTP_STATUS
 from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import build_routes, parse_template
 from jackpot_grpc.gateway.transcode import forwarded_metadata
-from tests.tls_certs import HAVE_OPENSSL, self_signed
+from testkit.certs import HAVE_OPENSSL, self_signed
 
 ECHO_PROTO = """
 syntax = "proto3";

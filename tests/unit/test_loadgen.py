@@ -8,8 +8,9 @@ import pytest
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from bench.loadgen import LoadSpec, latency_summary, percentile, run_load
+from bench.loadgen import LoadSpec, latency_summary, run_load
 from jackpot_grpc.entrypoints.server import RunningServer
+from testkit.figures import percentile
 
 
 def test_percentile_is_nearest_rank_on_known_samples() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -13,36 +12,9 @@ from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.errors import InsufficientPool
 from jackpot_grpc.domain.model import GROUPS, Group, PoolState
 from jackpot_grpc.domain.validation import MAX_WAGER_AMOUNT, RATE_DECIMAL_PLACES
+from testkit.pools import pool
 
 INT64_MAX = 2**63 - 1
-
-
-def pool(
-    group: Group,
-    *,
-    current: int,
-    rate: str,
-    seed: int = 100,
-    max_amount: int | None = None,
-) -> PoolState:
-    return PoolState(
-        group=group,
-        current_amount=current,
-        seed_amount=seed,
-        max_amount=max_amount,
-        contribution_rate=Decimal(rate),
-        total_contributions=0,
-        total_wins=0,
-        total_seed_funding=seed,
-        contribution_count=0,
-        win_count=0,
-        last_won_amount=None,
-        last_won_at=None,
-        last_won_by_user_id=None,
-        version=1,
-        config_version=1,
-        updated_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
 
 
 def pools(**kwargs: PoolState) -> dict[Group, PoolState]:

@@ -32,7 +32,7 @@ from jackpot_grpc.domain.model import (
     ContributionShares,
 )
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
-from tests.random_refs import random_user
+from testkit.random_refs import random_user
 
 TOKEN = "test-admin-token"
 SERVICE = pb.DESCRIPTOR.services_by_name["JackpotService"]

@@ -19,7 +19,7 @@ from jackpot_grpc.domain.validation import (
     parse_rate,
     win_command,
 )
-from tests.random_refs import random_user
+from testkit.random_refs import random_user
 
 
 def fields(exc: pytest.ExceptionInfo[InvalidArgument]) -> list[str]:

@@ -1,0 +1,257 @@
+"""The run: fresh databases, `jackpot serve` (and `jackpot gateway`) as subprocesses, every
+scenario in order, the audits, then the report.
+
+Everything started here is stopped in `finally` blocks, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import report as reporting
+from bench import scenarios
+from bench.console import log
+from bench.loadgen import LoadSpec
+from bench.scenarios import Scenario
+from jackpot_grpc.adapters import migrations
+from jackpot_grpc.adapters.scratch import admin_server
+from jackpot_grpc.config import Settings
+from jackpot_grpc.service.reports import audit_report, run_audit
+from testkit.database import scratch_database
+from testkit.ledger import table_counts
+from testkit.ports import free_port
+from testkit.processes import ServiceProcess, http_ok, local_service_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(args: argparse.Namespace) -> int:
+    """Every scenario, batching off then on, each on a fresh database; 0 if books balance."""
+    check_installed()
+    base = base_spec(args)
+    found: dict[str, Scenario] = {}
+    report = reporting.new_report(args)
+    started = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory(prefix="jackpot-bench-") as tmp,
+        admin_database(args.database) as (admin, kind),
+    ):
+        workdir = Path(tmp)
+        report["machine"] = reporting.machine_info(admin, kind)
+        log(f"PostgreSQL ({kind}): {report['machine']['postgresql']}")
+        report["audit_batching_off"] = batching_off(args, base, admin, workdir, found)
+        rest_note, report["rss"], report["audit"] = batching_on(args, base, admin, workdir, found)
+    report["rest_note"] = rest_note
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    reporting.conclude(report, found, rest_note)
+    reporting.write(report, args.output)
+    return 0 if reporting.balanced(report) else 1
+
+
+def check_installed() -> None:
+    script = Path(sys.executable).parent / "jackpot"
+    if not script.exists():
+        raise SystemExit(f"{script} not found: run `make bench` (it installs the virtualenv)")
+
+
+def base_spec(args: argparse.Namespace) -> LoadSpec:
+    """Every load is this one with its kind, target and perhaps concurrency replaced."""
+    return LoadSpec(
+        "contribute",
+        "",
+        args.concurrency,
+        duration=args.duration,
+        warmup=args.warmup,
+        channels=args.channels,
+        batch_items=args.batch_items,
+        idempotency_keys=args.idempotency_keys,
+    )
+
+
+def batching_off(
+    args: argparse.Namespace,
+    base: LoadSpec,
+    admin: str,
+    workdir: Path,
+    found: dict[str, Scenario],
+) -> dict[str, Any]:
+    """(b) Contribute with batching off, on a database of its own; that database's audit."""
+    with bench_database(admin, "off") as url:
+        with server(args, url, workdir, batching=False) as srv:
+            found["contribute_nobatch"] = scenarios.contribute_nobatch(base, srv, url)
+        acknowledged = found["contribute_nobatch"].result.total_ok_items
+        return audited(url, acknowledged)
+
+
+def batching_on(
+    args: argparse.Namespace,
+    base: LoadSpec,
+    admin: str,
+    workdir: Path,
+    found: dict[str, Scenario],
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Everything else: batching on (the default), one fresh database.
+
+    (REST note, RSS figures, audit of the database.)
+    """
+    with bench_database(admin, "on") as url:
+        with server(args, url, workdir, batching=True) as srv:
+            found["health"] = scenarios.health(base, srv)
+            found["contribute_batching"] = scenarios.contribute_batching(
+                base, srv, url, args.profile, args.server_workers
+            )
+            found["get_pools"] = scenarios.get_pools(base, srv)
+            found["contribute_batch"] = scenarios.contribute_batch(
+                base, srv, args.batch_concurrency
+            )
+            rest_note = rest_step(args, base, srv, workdir, found)
+            found["rss_run"], rss = scenarios.rss_run(
+                base, srv, args.rss_contributions, args.batch_concurrency
+            )
+        acknowledged = sum(
+            found[k].result.total_ok_items for k in scenarios.CONTRIBUTING if k in found
+        )
+        return rest_note, rss, audited(url, acknowledged)
+
+
+def rest_step(
+    args: argparse.Namespace,
+    base: LoadSpec,
+    srv: ServiceProcess,
+    workdir: Path,
+    found: dict[str, Scenario],
+) -> str:
+    """(g) REST contribute through `jackpot gateway`; a note instead when it is unavailable."""
+    if args.no_gateway:
+        return "skipped: --no-gateway"
+    rest_port = free_port()
+    env = {
+        **srv.env,
+        "REST_HOST": "127.0.0.1",
+        "REST_PORT": str(rest_port),
+        "HEALTH_PORT": str(free_port()),
+        "JACKPOT_GRPC_TARGET": f"localhost:{srv.grpc_port}",
+    }
+    base_url = f"http://127.0.0.1:{rest_port}"
+    with service("gateway", ["gateway"], env, workdir) as gateway:
+        pools = f"{base_url}/api/jackpot/pools"
+        try:
+            gateway.wait_until(lambda: http_ok(pools), 20, f"answering {pools}", interval=0.2)
+        except RuntimeError as exc:
+            problem = str(exc).splitlines()[0].removeprefix("jackpot gateway ")
+            last_line = (gateway.tail(1) or "no output").strip()
+            note = f"skipped: `jackpot gateway` is not available ({problem}: {last_line})"
+            log(note)
+            return note
+        found["rest_contribute"] = scenarios.rest_contribute(base, srv, gateway, base_url)
+    return "measured against `jackpot gateway` (a separate process, like in production)"
+
+
+# --- databases -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def admin_database(choice: str) -> Iterator[tuple[str, str]]:
+    """(admin URL, "system" | "embedded" | "url"): a server where we may CREATE DATABASE."""
+    with admin_server(choice, ROOT / ".data" / "bench-postgres") as (url, kind):
+        if choice == "auto" and kind == "embedded":
+            log("system PostgreSQL does not answer; using the embedded one")
+        yield url, kind
+
+
+@contextlib.contextmanager
+def bench_database(admin: str, label: str) -> Iterator[str]:
+    """A fresh database, migrated to head, dropped on exit."""
+    with scratch_database(admin, f"jackpot_bench_{label}") as url:
+        migrations.upgrade(url)
+        yield url
+
+
+def audited(url: str, acknowledged: int) -> dict[str, Any]:
+    """`jackpot audit --json` (every pool reconciled against its ledger), the ledger's
+    size, and how many contributions the load generators were told were applied."""
+    settings = dataclasses.replace(Settings.from_env({}), pool_min_size=1, pool_max_size=2)
+    return {
+        **audit_report(asyncio.run(run_audit(settings, url))),
+        "ledger_rows": table_counts(url)["contributions"],
+        "acknowledged_contributions": acknowledged,
+    }
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def server(
+    args: argparse.Namespace, url: str, workdir: Path, *, batching: bool
+) -> Iterator[ServiceProcess]:
+    """`jackpot serve --no-migrate [--workers N]`, SERVING (every worker listening)."""
+    label = "on" if batching else "off"
+    env = {
+        **os.environ,  # the developer's settings apply (e.g. JACKPOT_EVENT_LOOP=asyncio)
+        **local_service_env(url, workdir / f"logs-{label}"),
+        "JACKPOT_BATCHING": label,
+    }
+    command = ["serve", "--no-migrate"]
+    if args.server_workers > 1:
+        command += ["--workers", str(args.server_workers)]
+    name = "server" if batching else "server-batching-off"
+    with service(name, command, env, workdir) as srv:
+        wait_ready(srv, args.server_workers, timeout=60.0)
+        yield srv
+
+
+@contextlib.contextmanager
+def service(
+    name: str, command: list[str], env: dict[str, str], workdir: Path
+) -> Iterator[ServiceProcess]:
+    """`jackpot <command>` in its own session (Ctrl-C reaches only us), stopped on exit."""
+    running = ServiceProcess(command, env, workdir, name=name, new_session=True)
+    running.launch()
+    try:
+        yield running
+    finally:
+        code = running.stop()
+        if running.killed:
+            log(f"{name} ignored SIGTERM; killed it")
+        if code not in (0, None, -signal.SIGTERM):
+            log(f"{name} exited with code {code}; last output:\n{running.tail()}")
+
+
+def wait_ready(srv: ServiceProcess, workers: int, timeout: float) -> None:
+    """Until grpc.health.v1 says SERVING (or the process dies).
+
+    With `serve --workers N`, first until all N children listen on the port (a worker
+    starts listening only after its health is known).
+    """
+    started = time.monotonic()
+    if workers > 1:
+        srv.wait_until(
+            lambda: listening_workers(srv) >= workers, timeout, f"{workers} workers listening"
+        )
+    srv.wait_serving(max(0.0, timeout - (time.monotonic() - started)))
+
+
+def listening_workers(srv: ServiceProcess) -> int:
+    return sum(_listening(child, srv.grpc_port) for child in srv.processes()[1:])
+
+
+def _listening(proc: psutil.Process, port: int) -> bool:
+    with contextlib.suppress(psutil.Error):
+        for conn in proc.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return True
+    return False
