@@ -32,6 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check jackpot_grpc tests testkit bench scripts migrations
 	$(BIN)/ruff format --check jackpot_grpc tests testkit bench scripts migrations
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

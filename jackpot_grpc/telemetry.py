@@ -32,7 +32,10 @@ DEFAULT_OTEL_SERVICE_NAME = "jackpot-service"
 
 
 class BusinessMetrics:
-    """The runbook's business metrics: contributions, wins, batches, config changes, pools."""
+    """The runbook's business metrics: contributions, wins, batches, config changes, pools.
+
+    The service records through its port, jackpot_grpc.service.ports.ServiceMetrics.
+    """
 
     def __init__(self, meter_provider: MeterProvider) -> None:
         meter = meter_provider.get_meter("jackpot_grpc")

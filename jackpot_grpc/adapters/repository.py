@@ -25,6 +25,7 @@ from jackpot_grpc.domain.model import (
     PoolAudit,
     PoolConfig,
     PoolState,
+    RecordedWin,
     WinCommand,
     WinOutcome,
 )
@@ -206,22 +207,27 @@ async def record_contributions(
 # --- wins --------------------------------------------------------------------------------
 
 
-async def find_win(conn: Conn, key: str) -> dict[str, Any] | None:
+async def find_win(conn: Conn, key: str) -> RecordedWin | None:
+    """The win recorded with this idempotency key, if any."""
     rows = await _rows(
         conn,
         """SELECT id, jackpot_group, amount, pool_before, seed_top_up, pool_after, created_at
            FROM wins WHERE idempotency_key = %s""",
         (key,),
     )
-    return rows[0] if rows else None
-
-
-def win_outcome(row: dict[str, Any]) -> WinOutcome:
-    return WinOutcome(
-        amount=row["amount"],
-        pool_before=row["pool_before"],
-        seed_top_up=row["seed_top_up"],
-        pool_after=row["pool_after"],
+    if not rows:
+        return None
+    (row,) = rows
+    return RecordedWin(
+        win_id=row["id"],
+        group=Group(row["jackpot_group"]),
+        outcome=WinOutcome(
+            amount=row["amount"],
+            pool_before=row["pool_before"],
+            seed_top_up=row["seed_top_up"],
+            pool_after=row["pool_after"],
+        ),
+        created_at=row["created_at"],
     )
 
 

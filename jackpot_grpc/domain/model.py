@@ -98,6 +98,16 @@ class WinOutcome:
 
 
 @dataclass(frozen=True)
+class RecordedWin:
+    """A win already in the ledger, found by its idempotency key."""
+
+    win_id: int
+    group: Group
+    outcome: WinOutcome
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class WinResult:
     win_id: int
     outcome: WinOutcome

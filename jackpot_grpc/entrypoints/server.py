@@ -1,4 +1,4 @@
-"""Server wiring: build the pieces, start them, and stop them in the right order."""
+"""Server wiring: build the pieces (no I/O), start them, and stop them in the right order."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.health import JACKPOT_SERVICE, DatabaseHealthProbe
+from jackpot_grpc.entrypoints.health_http import HealthHttp
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
-from jackpot_grpc.entrypoints.tls import server_credentials
-from jackpot_grpc.gateway.health_http import HealthHttp
 from jackpot_grpc.history.sampler import MetricsSampler, sampler_config
 from jackpot_grpc.metrics import RequestMetrics
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
+from jackpot_grpc.tls import server_credentials
 
 if TYPE_CHECKING:
     from jackpot_grpc.telemetry import Telemetry
@@ -34,7 +34,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
+class ServerParts:
+    """Everything the server is made of, built and wired but not yet running: no pool
+    connection, no bound port, no background task."""
+
+    settings: Settings
+    pool: Pool
+    service: JackpotService
+    contributor: Contributor
+    batcher: ContributionBatcher | None  # the contributor, when batching is on
+    metrics: RequestMetrics
+    health: HealthServicer
+    probe: DatabaseHealthProbe
+    admission: AdmissionInterceptor
+    server: grpc.aio.Server
+    address: str  # host:port the gRPC server binds when started
+    sampler: MetricsSampler
+    auditor: AuditMonitor
+    health_http: HealthHttp
+
+
+@dataclass(kw_only=True)
 class RunningServer:
     server: grpc.aio.Server
     port: int
@@ -77,45 +98,16 @@ class RunningServer:
         log.info("gRPC server stopped")
 
 
-async def start_server(
+def _grpc_server(
     settings: Settings,
-    database_url: str,
+    service: JackpotService,
+    contributor: Contributor,
+    interceptors: list[Any],
     *,
-    port: int | None = None,
-    reuse_port: bool = False,
-    telemetry: Telemetry | None = None,
-) -> RunningServer:
-    """Open the pool (failing fast on a bad database), then serve on `port` (0: any).
-
-    Health/metrics HTTP listens on settings.health_host:health_port (0: any free port;
-    the bound one is RunningServer.health_port).
-    """
-    history_config = sampler_config(settings)  # a bad value fails before the pool opens
-    pool = create_pool(settings, database_url)
-    await pool.open(wait=True, timeout=10)
-    service = JackpotService(pool, settings.snapshot_ttl, telemetry.metrics if telemetry else None)
-    contributor: Contributor
-    if settings.batching:
-        batcher = ContributionBatcher(
-            service, settings.batch_max_size, settings.queue_max_size, settings.batch_linger
-        )
-        batcher.start()
-        contributor = batcher
-    else:
-        contributor = DirectContributor(service, settings.queue_max_size)
-
-    metrics = RequestMetrics()
-    jackpot_service = JACKPOT_SERVICE
-    health = HealthServicer()
-    probe = DatabaseHealthProbe(health, service.ping, settings.health_probe_interval)
-    admission = AdmissionInterceptor([jackpot_service], lambda: probe.healthy)
-    rpc_latency = telemetry.rpc_latency(jackpot_service) if telemetry else None
-    interceptors: list[Any] = [
-        *(telemetry.server_interceptors() if telemetry else []),
-        # Before admission: refusals are counted too.
-        MetricsInterceptor(metrics, [jackpot_service], rpc_latency.record if rpc_latency else None),
-        admission,
-    ]
+    reuse_port: bool,
+    health: HealthServicer,
+) -> grpc.aio.Server:
+    """The gRPC server with the jackpot, health and reflection services (not yet bound)."""
     server = grpc.aio.server(
         interceptors=interceptors, options=[("grpc.so_reuseport", 1 if reuse_port else 0)]
     )
@@ -125,24 +117,56 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
-            jackpot_service,
+            JACKPOT_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
         server,
     )
-    address = f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
-    credentials = server_credentials(settings)
-    bound = (
-        server.add_insecure_port(address)
-        if credentials is None
-        else server.add_secure_port(address, credentials)
+    return server
+
+
+def build_server(
+    settings: Settings,
+    database_url: str,
+    *,
+    port: int | None = None,
+    reuse_port: bool = False,
+    telemetry: Telemetry | None = None,
+) -> ServerParts:
+    """Build and wire every part of the server. No I/O: the pool is created closed,
+    nothing is bound and no task starts; a bad setting fails here, before any of that."""
+    history_config = sampler_config(settings)
+    pool = create_pool(settings, database_url)
+    service = JackpotService(pool, settings.snapshot_ttl, telemetry.metrics if telemetry else None)
+    batcher: ContributionBatcher | None = None
+    contributor: Contributor
+    if settings.batching:
+        batcher = ContributionBatcher(
+            service, settings.batch_max_size, settings.queue_max_size, settings.batch_linger
+        )
+        contributor = batcher
+    else:
+        contributor = DirectContributor(service, settings.queue_max_size)
+
+    metrics = RequestMetrics()
+    health = HealthServicer()
+    probe = DatabaseHealthProbe(health, service.ping, settings.health_probe_interval)
+    admission = AdmissionInterceptor([JACKPOT_SERVICE], lambda: probe.healthy)
+    rpc_latency = telemetry.rpc_latency(JACKPOT_SERVICE) if telemetry else None
+    interceptors: list[Any] = [
+        *(telemetry.server_interceptors() if telemetry else []),
+        # Before admission: refusals are counted too.
+        MetricsInterceptor(metrics, [JACKPOT_SERVICE], rpc_latency.record if rpc_latency else None),
+        admission,
+    ]
+    server = _grpc_server(
+        settings, service, contributor, interceptors, reuse_port=reuse_port, health=health
     )
-    await probe.check()  # health is known before the first call arrives
     if telemetry is not None:
         telemetry.metrics.observe_pools(service.snapshot.latest)
         telemetry.metrics.observe_connections(pool.get_stats)
-    # Started with the server below (JACKPOT_SAMPLE_INTERVAL, JACKPOT_METRICS_RETENTION_DAYS).
+    # Started with the server (JACKPOT_SAMPLE_INTERVAL, JACKPOT_METRICS_RETENTION_DAYS).
     sampler = MetricsSampler(pool, metrics, history_config)
     auditor = AuditMonitor(service.audit, settings.audit_interval)
     health_http = HealthHttp(
@@ -154,19 +178,51 @@ async def start_server(
         history=sampler,
         auditor=auditor,
     )
+    return ServerParts(
+        settings=settings,
+        pool=pool,
+        service=service,
+        contributor=contributor,
+        batcher=batcher,
+        metrics=metrics,
+        health=health,
+        probe=probe,
+        admission=admission,
+        server=server,
+        address=f"{settings.grpc_host}:{settings.grpc_port if port is None else port}",
+        sampler=sampler,
+        auditor=auditor,
+        health_http=health_http,
+    )
+
+
+async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> RunningServer:
+    """Open the pool (failing fast on a bad database), bind and start serving, then start
+    the background tasks. On a failure, whatever was opened is closed again."""
+    settings = parts.settings
+    await parts.pool.open(wait=True, timeout=10)
     try:
-        health_port = await health_http.start(
+        if parts.batcher is not None:
+            parts.batcher.start()
+        credentials = server_credentials(settings)
+        bound = (
+            parts.server.add_insecure_port(parts.address)
+            if credentials is None
+            else parts.server.add_secure_port(parts.address, credentials)
+        )
+        await parts.probe.check()  # health is known before the first call arrives
+        health_port = await parts.health_http.start(
             settings.health_host, settings.health_port, reuse_port=reuse_port
         )
-        await server.start()
+        await parts.server.start()
     except BaseException:
-        await health_http.close()
-        await contributor.close()
-        await pool.close()
+        await parts.health_http.close()
+        await parts.contributor.close()
+        await parts.pool.close()
         raise
-    probe.start()
-    sampler.start()
-    auditor.start()
+    parts.probe.start()
+    parts.sampler.start()
+    parts.auditor.start()
     log.info(
         "gRPC listening on %s:%d (batching %s)",
         settings.grpc_host,
@@ -175,21 +231,40 @@ async def start_server(
     )
     log.info("health/metrics HTTP listening on %s:%d", settings.health_host, health_port)
     return RunningServer(
-        server,
-        bound,
-        pool,
-        service,
-        contributor,
-        health,
-        probe,
-        settings,
-        metrics,
-        health_http,
-        health_port,
-        admission,
-        sampler,
-        auditor,
+        server=parts.server,
+        port=bound,
+        pool=parts.pool,
+        service=parts.service,
+        contributor=parts.contributor,
+        health=parts.health,
+        probe=parts.probe,
+        settings=settings,
+        metrics=parts.metrics,
+        health_http=parts.health_http,
+        health_port=health_port,
+        admission=parts.admission,
+        sampler=parts.sampler,
+        auditor=parts.auditor,
     )
 
 
-__all__ = ["RunningServer", "start_server"]
+async def start_server(
+    settings: Settings,
+    database_url: str,
+    *,
+    port: int | None = None,
+    reuse_port: bool = False,
+    telemetry: Telemetry | None = None,
+) -> RunningServer:
+    """Build the server and start it on `port` (0: any).
+
+    Health/metrics HTTP listens on settings.health_host:health_port (0: any free port;
+    the bound one is RunningServer.health_port).
+    """
+    parts = build_server(
+        settings, database_url, port=port, reuse_port=reuse_port, telemetry=telemetry
+    )
+    return await start_parts(parts, reuse_port=reuse_port)
+
+
+__all__ = ["RunningServer", "ServerParts", "build_server", "start_parts", "start_server"]

@@ -6,7 +6,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import grpc
@@ -15,13 +14,14 @@ from google.protobuf.descriptor import ServiceDescriptor
 from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.entrypoints.tls import channel_credentials
 from jackpot_grpc.gateway import metrics_proxy
 from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit, json_errors
 from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import Route, build_routes
 from jackpot_grpc.gateway.transcode import build_request, forwarded_metadata, response_json
+from jackpot_grpc.http_site import start_site
 from jackpot_grpc.signals import wait_for_signal
+from jackpot_grpc.tls import channel_credentials
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +132,8 @@ async def start_gateway(
     app: web.Application, host: str, port: int, *, shutdown_timeout: float = 10.0
 ) -> RunningGateway:
     """Serve `app` on host:port (0: any free port) and report the port bound."""
-    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    address: Any = runner.addresses[0]
-    return RunningGateway(runner, int(address[1]))
+    runner, bound = await start_site(app, host, port, shutdown_timeout=shutdown_timeout)
+    return RunningGateway(runner, bound)
 
 
 async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> None:

@@ -25,9 +25,10 @@ minute) it
 so a restart loses nothing that was recorded.
 
 /metrics windows longer than this process's uptime read `window_summary`: every process's
-stored rollups since the window's start, summed bucket by bucket (see history.store), plus
-this process's not-yet-stored deltas (the pending metrics and the buffer). Other processes'
-last unflushed interval (at most one tick) is not visible until they write it.
+stored rollups since the window's start, summed bucket by bucket (see
+adapters.history_store), plus this process's not-yet-stored deltas (the pending metrics and
+the buffer). Other processes' last unflushed interval (at most one tick) is not visible
+until they write it.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from jackpot_grpc.adapters import history_store as store
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.config import Settings
-from jackpot_grpc.history import store
-from jackpot_grpc.history.store import Batch, Rollup, SystemSample
+from jackpot_grpc.history.records import Batch, Rollup, SystemSample
 from jackpot_grpc.messages import first_line
 from jackpot_grpc.metrics import PERIODS, RequestMetrics, Stats, UnknownPeriod, summarize
 

@@ -6,8 +6,8 @@ table and small bar charts for a terminal. Days are calendar days in the connect
 time zone, as the runbook's `date_trunc('day', stat_timestamp)` counts them.
 
 Each day's p95/p99 come from that day's histogram, the sum over every minute and process
-(history.store), so they carry the same ±5 % bound as the live figures; the period's
-totals merge the days' histograms the same way, never averaging percentiles.
+(adapters.history_store), so they carry the same ±5 % bound as the live figures; the
+period's totals merge the days' histograms the same way, never averaging percentiles.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from jackpot_grpc.history import store
+from jackpot_grpc.adapters import history_store as store
+from jackpot_grpc.history.records import sum_stats
 from jackpot_grpc.metrics import RELATIVE_ERROR
 from jackpot_grpc.text_table import render_table
 
@@ -139,7 +140,7 @@ def load_trend(
             figures[key] = _round(figures[key], 2)
         by_day.setdefault(row["day"].date(), {}).update(figures)
     days = [TrendDay(day=d, **by_day[d]) for d in sorted(by_day)]
-    total = store.sum_stats(r.latency for r in requests)
+    total = sum_stats(r.latency for r in requests)
     server_errors = sum(r.server_errors for r in requests)
     return Trend(
         period=period if isinstance(period, str) else f"{span.total_seconds():g}s",

@@ -21,12 +21,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
-
-from jackpot_grpc.ops import pgstat
+from jackpot_grpc.adapters import pgstat
+from jackpot_grpc.adapters.backup_sql import create_database, database_exists, drop_database
+from jackpot_grpc.adapters.ops_connection import (
+    APPLICATION_NAME,
+    connect,
+    split_password,
+    with_dbname,
+)
 from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.output import progress
-from jackpot_grpc.ops.target import APPLICATION_NAME, connect, split_password, with_dbname
 
 # Tables whose data every full backup must hold (pgstat.TABLES plus the schema revision).
 REQUIRED_TABLE_DATA = (*pgstat.TABLES, "alembic_version")
@@ -308,13 +312,10 @@ def restore_backup(
         listed = verify_backup(file, pg_restore)
         if not listed.ok:
             raise BackupError(f"{file} is not a usable backup: {listed.error}")
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-        if exists.fetchone():
+        if database_exists(conn, database):
             raise BackupError(f"database {database} already exists: pick a new name")
         progress(f"restore: creating database {database}")
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(database))
-        )
+        create_database(conn, database)
     target = with_dbname(url, database)
     conninfo, password = split_password(target)
     command = [
@@ -334,9 +335,7 @@ def restore_backup(
     except BackupError:
         progress(f"restore: failed; dropping the half-made database {database}")
         with connect(url) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-            )
+            drop_database(conn, database)
         raise
     with connect(target) as conn:
         counts = pgstat.ledger_counts(conn)

@@ -9,7 +9,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.entrypoints.tls import open_channel
+from jackpot_grpc.tls import open_channel
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 

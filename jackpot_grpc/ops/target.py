@@ -1,4 +1,4 @@
-"""Which database an operator command works on, and connections to it.
+"""Which database an operator command works on.
 
 DATABASE_URL, or the embedded PostgreSQL under JACKPOT_DATA_DIR. An embedded server that was
 already running (say, under `jackpot run`) is adopted and left running; one started here is
@@ -8,24 +8,23 @@ stopped on exit.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
 
 from jackpot_grpc.adapters.embedded import EmbeddedPostgres
+from jackpot_grpc.adapters.ops_connection import (
+    APPLICATION_NAME,
+    Conn,
+    connect,
+    dbname_of,
+    one,
+    rows,
+    split_password,
+    timed_ping,
+    with_dbname,
+)
 from jackpot_grpc.config import Settings
-
-# Contains "jackpot", as the runbook's `application_name LIKE '%jackpot%'` expects; the
-# queries below leave out their own connection.
-APPLICATION_NAME = "jackpot-ops"
-
-Conn = psycopg.Connection[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -48,54 +47,18 @@ def open_database(settings: Settings) -> Iterator[DatabaseTarget]:
         embedded.stop()  # a no-op for a server that was already running
 
 
-def connect(url: str, *, dbname: str | None = None, timeout: float = 5.0) -> Conn:
-    """An autocommit connection (each statement its own transaction) with dict rows."""
-    conninfo = make_conninfo(url, dbname=dbname) if dbname else url
-    return psycopg.connect(
-        conninfo,
-        autocommit=True,
-        connect_timeout=max(1, round(timeout)),
-        application_name=APPLICATION_NAME,
-        row_factory=dict_row,
-    )
-
-
-def rows(
-    conn: Conn, query: Any, params: Sequence[Any] | dict[str, Any] = ()
-) -> list[dict[str, Any]]:
-    with conn.cursor() as cur:
-        cur.execute(query, params)
-        return cur.fetchall()
-
-
-def one(conn: Conn, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any]:
-    found = rows(conn, query, params)
-    if not found:
-        raise LookupError("query returned no row")
-    return found[0]
-
-
-def timed_ping(conn: Conn, samples: int = 3) -> float:
-    """The best of a few `SELECT 1` round trips, in milliseconds."""
-    best = float("inf")
-    for _ in range(samples):
-        started = time.perf_counter()
-        conn.execute("SELECT 1")
-        best = min(best, (time.perf_counter() - started) * 1000)
-    return best
-
-
-def split_password(url: str) -> tuple[str, str | None]:
-    """The conninfo without its password (for command lines, which others can read)."""
-    params = conninfo_to_dict(url)
-    password = params.pop("password", None)
-    return make_conninfo("", **params), None if password is None else str(password)
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    return make_conninfo(url, dbname=dbname)
-
-
-def dbname_of(url: str) -> str | None:
-    name = conninfo_to_dict(url).get("dbname")
-    return None if name is None else str(name)
+# The connection helpers live in adapters.ops_connection; re-exported for the operator
+# CLI, which imports them from here.
+__all__ = [
+    "APPLICATION_NAME",
+    "Conn",
+    "DatabaseTarget",
+    "connect",
+    "dbname_of",
+    "one",
+    "open_database",
+    "rows",
+    "split_password",
+    "timed_ping",
+    "with_dbname",
+]

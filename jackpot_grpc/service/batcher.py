@@ -3,6 +3,7 @@
 Callers queue their (already validated) command and wait. One worker takes everything
 queued (up to the batch size), applies it in one transaction, and answers each caller
 with its own result only after the commit. While a batch commits, the next one forms.
+The batch goes to a BatchApplier (JackpotService.contribute_many in the server).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Protocol
 
 from jackpot_grpc.domain.errors import DomainError, Overloaded, Unavailable
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
-from jackpot_grpc.service.jackpot import JackpotService
+from jackpot_grpc.service.ports import BatchApplier
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class Contributor(Protocol):
 class DirectContributor:
     """No batching: one transaction per call (JACKPOT_BATCHING=off, for comparison)."""
 
-    def __init__(self, service: JackpotService, max_in_flight: int) -> None:
+    def __init__(self, service: BatchApplier, max_in_flight: int) -> None:
         self._service = service
         self._max_in_flight = max_in_flight
         self._in_flight = 0
@@ -55,7 +56,7 @@ class _Pending:
 
 class ContributionBatcher:
     def __init__(
-        self, service: JackpotService, max_batch: int, max_queue: int, linger: float = 0.0
+        self, service: BatchApplier, max_batch: int, max_queue: int, linger: float = 0.0
     ) -> None:
         self._service = service
         self._max_batch = max_batch

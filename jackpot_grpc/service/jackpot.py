@@ -8,6 +8,7 @@ from datetime import datetime
 
 from jackpot_grpc.adapters import repository as repo
 from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.unit_of_work import Isolation, transaction
 from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.batch import plan_contributions
 from jackpot_grpc.domain.errors import VersionConflict
@@ -15,7 +16,6 @@ from jackpot_grpc.domain.model import (
     ConfigChange,
     ContributeCommand,
     ContributionResult,
-    Group,
     LedgerAudit,
     PoolConfig,
     PoolState,
@@ -24,14 +24,13 @@ from jackpot_grpc.domain.model import (
     WinResult,
 )
 from jackpot_grpc.domain.validation import apply_config_change
+from jackpot_grpc.service.ports import ServiceMetrics
 from jackpot_grpc.service.snapshot import PoolSnapshot
-from jackpot_grpc.service.unit_of_work import transaction
-from jackpot_grpc.telemetry import BusinessMetrics
 
 
 class JackpotService:
     def __init__(
-        self, pool: Pool, snapshot_ttl: float = 0.5, metrics: BusinessMetrics | None = None
+        self, pool: Pool, snapshot_ttl: float = 0.5, metrics: ServiceMetrics | None = None
     ) -> None:
         self.pool = pool
         # Recorded once per transaction, after its commit: never per call on the hot path.
@@ -88,10 +87,10 @@ class JackpotService:
                 earlier = await repo.find_win(conn, command.idempotency_key)
                 if earlier is not None:
                     return WinResult(
-                        win_id=earlier["id"],
-                        outcome=repo.win_outcome(earlier),
-                        pool=pools[Group(earlier["jackpot_group"])],
-                        created_at=earlier["created_at"],
+                        win_id=earlier.win_id,
+                        outcome=earlier.outcome,
+                        pool=pools[earlier.group],
+                        created_at=earlier.created_at,
                         replayed=True,
                     )
             pool = pools[command.group]
@@ -144,8 +143,8 @@ class JackpotService:
         return after, audit_id
 
     async def audit(self) -> LedgerAudit:
-        async with transaction(self.pool) as conn:
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        # Several reads of the ledger that must agree: one snapshot.
+        async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
             return await repo.audit_ledger(conn)
 
     async def ping(self) -> None:

@@ -7,7 +7,7 @@ calls' counts and latency histogram (sparse: bucket indexes of jackpot_grpc.metr
 their counts), so percentiles over any span and any number of processes combine exactly by
 summing buckets. Finished hours are compacted into one row per method (`compacted`, no
 host/pid), which keeps a 30-day read to a few thousand rows. Both tables are pruned by age
-(jackpot_grpc.history.store).
+(jackpot_grpc.adapters.history_store).
 
 Revision ID: 0002
 Revises: 0001

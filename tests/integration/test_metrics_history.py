@@ -20,12 +20,12 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 from psycopg_pool import AsyncConnectionPool
 
+from jackpot_grpc.adapters import history_store as store
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.history import store
+from jackpot_grpc.history.records import Batch, Rollup, SystemSample
 from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig
-from jackpot_grpc.history.store import Batch, Rollup, SystemSample
 from jackpot_grpc.history.trend import load_trend, render_trend
 from jackpot_grpc.metrics import RELATIVE_ERROR, RequestMetrics, Stats, bucket_of
 from testkit.database import create_database, drop_database, public_tables, unique_name

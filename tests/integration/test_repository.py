@@ -213,8 +213,8 @@ async def test_record_win_with_top_up_writes_the_seed_funding(
     async with pool.connection() as conn:
         found = await repo.find_win(conn, win.idempotency_key or "")
     assert found is not None
-    assert found["id"] == win_id
-    assert repo.win_outcome(found) == outcome
+    assert found.win_id == win_id
+    assert found.outcome == outcome
 
 
 async def test_record_win_without_top_up_writes_no_seed_funding(

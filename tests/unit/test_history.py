@@ -14,8 +14,8 @@ import grpc
 import pytest
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.history.records import Rollup
 from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig, sampler_config
-from jackpot_grpc.history.store import Rollup
 from jackpot_grpc.history.trend import (
     Trend,
     TrendDay,

@@ -27,21 +27,27 @@ gives a quick 503 and never a hung health check or a 500.
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.domain.model import LedgerAudit, PoolAudit, PoolState
+from jackpot_grpc.domain.model import LedgerAudit
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
+from jackpot_grpc.entrypoints.health_report import (
+    error_text,
+    iso_time,
+    package_version,
+    pool_audit,
+    pool_figures,
+    pool_state,
+)
+from jackpot_grpc.entrypoints.service_collector import ServiceCollector
+from jackpot_grpc.http_site import start_site
 from jackpot_grpc.metrics import PERIODS, RequestMetrics, UnknownPeriod
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.reports import totals_report
@@ -51,9 +57,12 @@ T = TypeVar("T")
 PING_TIMEOUT = 1.0  # a fresh database ping for /health/database
 READ_TIMEOUT = 3.0  # pools for /health/jackpot
 AUDIT_TIMEOUT = 10.0  # /health/jackpot?audit=now
-SCRAPE_TIMEOUT = 1.0  # pool amounts read for a Prometheus scrape
-POOL_SATURATED_PERCENT = 95.0  # the runbook's warning level for connection use
 SOURCES = ("memory", "database")  # /metrics?source=
+
+
+async def _within(seconds: float, call: Callable[[], Awaitable[T]]) -> T:
+    async with asyncio.timeout(seconds):
+        return await call()
 
 
 class MetricsHistory(Protocol):
@@ -69,92 +78,6 @@ class LedgerAuditor(Protocol):
     last_at: float | None
 
     async def audit_now(self) -> LedgerAudit: ...
-
-
-def package_version() -> str:
-    try:
-        return importlib.metadata.version("jackpot-grpc")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _iso(value: datetime | float | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, float):
-        value = datetime.fromtimestamp(value, UTC)
-    return value.isoformat()
-
-
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-async def _within(seconds: float, call: Callable[[], Awaitable[T]]) -> T:
-    async with asyncio.timeout(seconds):
-        return await call()
-
-
-def pool_figures(pool: Pool) -> dict[str, Any]:
-    """psycopg_pool's get_stats(), with sizes and the share of connections in use."""
-    stats = pool.get_stats()
-    size = stats.get("pool_size", 0)
-    available = stats.get("pool_available", 0)
-    waiting = stats.get("requests_waiting", 0)
-    in_use = max(size - available, 0)
-    utilisation = 100.0 * in_use / pool.max_size if pool.max_size else 0.0
-    if waiting and in_use >= pool.max_size:
-        status = "exhausted"
-    elif utilisation >= POOL_SATURATED_PERCENT:
-        status = "saturated"
-    else:
-        status = "ok"
-    measures = {"pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting"}
-    return {
-        "status": status,
-        "min_size": pool.min_size,
-        "max_size": pool.max_size,
-        "pool_size": size,
-        "pool_available": available,
-        "in_use": in_use,
-        "requests_waiting": waiting,
-        "utilization_percent": round(utilisation, 1),
-        "counters": {k: v for k, v in sorted(stats.items()) if k not in measures},
-    }
-
-
-def pool_state(pool: PoolState) -> dict[str, Any]:
-    return {
-        "group": pool.group.value,
-        "current_amount": pool.current_amount,
-        "seed_amount": pool.seed_amount,
-        "max_amount": pool.max_amount,
-        "contribution_rate": str(pool.contribution_rate),
-        "total_contributions": pool.total_contributions,
-        "total_wins": pool.total_wins,
-        "contribution_count": pool.contribution_count,
-        "win_count": pool.win_count,
-        "last_won_amount": pool.last_won_amount,
-        "last_won_at": _iso(pool.last_won_at),
-        "updated_at": _iso(pool.updated_at),
-        "version": pool.version,
-    }
-
-
-def pool_audit(audit: PoolAudit) -> dict[str, Any]:
-    return {
-        "group": audit.group.value,
-        "balanced": audit.balanced,
-        "current_amount": audit.current_amount,
-        "expected_amount": audit.expected_amount,
-        "discrepancy": audit.discrepancy,
-        "seed_funding": audit.seed_funding,
-        "contributions": audit.contributions,
-        "wins": audit.wins,
-        "recorded_total_contributions": audit.recorded_total_contributions,
-        "recorded_total_wins": audit.recorded_total_wins,
-        "recorded_total_seed_funding": audit.recorded_total_seed_funding,
-    }
 
 
 def wants_prometheus(request: web.Request) -> bool:
@@ -174,69 +97,6 @@ def _invalid(parameter: str, value: str, allowed: list[str], message: str) -> we
         },
         status=400,
     )
-
-
-class ServiceCollector:
-    """Database, connection pool and jackpot pool gauges, read when Prometheus scrapes."""
-
-    def __init__(self, service: JackpotService, probe: DatabaseHealthProbe) -> None:
-        self._service = service
-        self._probe = probe
-        self._pools: list[PoolState] = []
-
-    async def refresh(self) -> None:
-        """Read the pools before a scrape (collect() cannot await); none when unreadable."""
-        try:
-            self._pools = await _within(SCRAPE_TIMEOUT, self._service.pools)
-        except Exception:
-            self._pools = []
-
-    def collect(self) -> Iterable[Metric]:
-        probe = self._probe
-        yield GaugeMetricFamily(
-            "jackpot_database_up",
-            "1 while the database health probe answers, else 0.",
-            value=1.0 if probe.healthy else 0.0,
-        )
-        if probe.last_latency_ms is not None:
-            yield GaugeMetricFamily(
-                "jackpot_database_ping_seconds",
-                "Latency of the last successful database probe.",
-                value=probe.last_latency_ms / 1000.0,
-            )
-        figures = pool_figures(self._service.pool)
-        for key, help_text in (
-            ("min_size", "Configured minimum connections."),
-            ("max_size", "Configured maximum connections."),
-            ("pool_size", "Connections open (in use or idle)."),
-            ("pool_available", "Idle connections ready to hand out."),
-            ("in_use", "Connections lent to a caller."),
-            ("requests_waiting", "Callers queued for a connection."),
-        ):
-            name = "jackpot_db_pool_" + key.removeprefix("pool_")
-            yield GaugeMetricFamily(name, help_text, value=figures[key])
-        counters = figures["counters"]
-        for key, name, help_text in (
-            ("connections_errors", "connection_errors", "Failed connection attempts."),
-            ("connections_lost", "connections_lost", "Connections found broken, discarded."),
-            ("requests_errors", "request_errors", "Connection requests that failed."),
-        ):
-            yield CounterMetricFamily(
-                f"jackpot_db_pool_{name}", help_text, value=counters.get(key, 0)
-            )
-        amount = GaugeMetricFamily(
-            "jackpot_pool_current_amount",
-            "Current amount of each jackpot pool, in minor units (cents).",
-            labels=["group"],
-        )
-        version = GaugeMetricFamily(
-            "jackpot_pool_version", "Version of each jackpot pool row.", labels=["group"]
-        )
-        for pool in self._pools:
-            amount.add_metric([pool.group.value], pool.current_amount)
-            version.add_metric([pool.group.value], pool.version)
-        yield amount
-        yield version
 
 
 class HealthHttp:
@@ -280,16 +140,9 @@ class HealthHttp:
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen on host:port (0: any free port); returns the bound port."""
-        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host.strip("[]"), port, reuse_port=reuse_port or None)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound: int = runner.addresses[0][1]
+        self._runner, bound = await start_site(
+            self.app(), host, port, shutdown_timeout=1.0, reuse_port=reuse_port, access_log=False
+        )
         return bound
 
     async def close(self) -> None:
@@ -309,7 +162,7 @@ class HealthHttp:
             "status": "up" if up else "down",
             "latency_ms": None if latency is None else round(latency, 3),
             "error": "health probe has not run recently" if stale else probe.last_error,
-            "last_checked": _iso(probe.last_checked),
+            "last_checked": iso_time(probe.last_checked),
             "age_seconds": None if age is None else round(age, 3),
             "source": "probe",
         }
@@ -323,9 +176,9 @@ class HealthHttp:
         try:
             await _within(PING_TIMEOUT, self.service.ping)
         except Exception as exc:
-            return {**result, "status": "down", "error": _error(exc), "source": "ping"}
+            return {**result, "status": "down", "error": error_text(exc), "source": "ping"}
         latency = (time.perf_counter() - started) * 1000
-        checked = _iso(time.time())
+        checked = iso_time(time.time())
         return {
             "status": "up",
             "latency_ms": round(latency, 3),
@@ -337,7 +190,7 @@ class HealthHttp:
 
     def _now(self) -> dict[str, Any]:
         return {
-            "timestamp": _iso(time.time()),
+            "timestamp": iso_time(time.time()),
             "uptime_seconds": round(self.metrics.uptime(), 3),
             "version": self.version,
         }
@@ -384,13 +237,13 @@ class HealthHttp:
             pools = await _within(READ_TIMEOUT, self.service.pools)
         except Exception as exc:
             readable = False
-            body.update(pools_readable=False, pools_error=_error(exc), pools=[])
+            body.update(pools_readable=False, pools_error=error_text(exc), pools=[])
             body["last_activity"] = None
         else:
             readable = True
             body.update(pools_readable=True, pools=[pool_state(p) for p in pools])
             times = [t for p in pools for t in (p.updated_at, p.last_won_at) if t is not None]
-            body["last_activity"] = _iso(max(times)) if times else None
+            body["last_activity"] = iso_time(max(times)) if times else None
         ledger_ok, body["ledger"] = await self._ledger(audit_now)
         healthy = readable and ledger_ok and not self.shutting_down
         body = {"status": "healthy" if healthy else "unhealthy", **body, **self._now()}
@@ -408,14 +261,14 @@ class HealthHttp:
             try:
                 await _within(AUDIT_TIMEOUT, self.auditor.audit_now)
             except Exception as exc:
-                return False, {"checked": False, "balanced": None, "error": _error(exc)}
+                return False, {"checked": False, "balanced": None, "error": error_text(exc)}
         books, at = self.auditor.last, self.auditor.last_at
         if books is None or at is None:
             return True, {"checked": False, "balanced": None}
         return books.balanced, {
             "checked": True,
             "balanced": books.balanced,
-            "checked_at": _iso(at),
+            "checked_at": iso_time(at),
             "age_seconds": round(max(0.0, time.time() - at), 3),
             "problems": books.problems(),
             "discrepancies": [pool_audit(a) for a in books.pools if not a.balanced],
@@ -449,7 +302,7 @@ class HealthHttp:
                 return web.json_response(await history.window_summary(period))
             except Exception as exc:  # a dead database: this process's figures, and why
                 summary = self.metrics.summary(period)
-                summary["history_error"] = _error(exc)
+                summary["history_error"] = error_text(exc)
                 return web.json_response(summary)
         return web.json_response(self.metrics.summary(period))
 

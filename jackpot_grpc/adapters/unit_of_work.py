@@ -1,10 +1,12 @@
 """One transaction per use case: commit on success, roll back on any error.
 
-Database faults become `Unavailable`, so no caller ever mistakes them for an answer.
+Database faults become `Unavailable`, so no caller ever mistakes them for an answer. The
+isolation level is the caller's choice of unit of work, never a statement it runs.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,9 +19,17 @@ from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.domain.errors import OutOfRange, Overloaded, Unavailable
 
 
+class Isolation(enum.Enum):
+    """READ_COMMITTED is the database default and costs no statement; REPEATABLE_READ reads
+    one snapshot for the whole transaction (an audit's several reads must agree)."""
+
+    READ_COMMITTED = None
+    REPEATABLE_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+
+
 @asynccontextmanager
 async def transaction(
-    pool: Pool,
+    pool: Pool, *, isolation: Isolation = Isolation.READ_COMMITTED
 ) -> AsyncIterator[AsyncConnection[Any]]:
     """A connection inside a transaction; committed when the block exits cleanly.
 
@@ -29,6 +39,8 @@ async def transaction(
     """
     try:
         async with pool.connection() as conn:
+            if isolation.value is not None:  # the transaction's first statement
+                await conn.execute(isolation.value)
             yield conn
     except TooManyRequests as exc:
         raise Overloaded("too many calls waiting for a database connection; retry") from exc
