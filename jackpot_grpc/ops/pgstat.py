@@ -13,11 +13,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from jackpot_grpc.config import PROJECT_ROOT
 from jackpot_grpc.messages import first_line
 from jackpot_grpc.ops.target import Conn, one, rows
 
-# The service's tables (migrations/versions): what reports and restores look at.
+# The service's tables (jackpot_grpc/migrations/versions): what reports and restores look at.
 TABLES = ("jackpots", "contributions", "wins", "seed_fundings", "config_audit")
 JACKPOT_APPLICATIONS = "%jackpot%"
 MEMORY_SETTINGS = ("shared_buffers", "work_mem", "maintenance_work_mem", "effective_cache_size")
@@ -148,12 +147,9 @@ def current_revision(conn: Conn) -> str | None:
 
 def head_revision() -> str | None:
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # chatty at import
-    from alembic.config import Config  # imported here: slow, and only needed here
-    from alembic.script import ScriptDirectory
+    from jackpot_grpc.adapters import migrations  # imported here: alembic is slow to import
 
-    script = ScriptDirectory.from_config(Config(str(PROJECT_ROOT / "alembic.ini")))
-    heads = script.get_heads()
-    return heads[0] if heads else None
+    return migrations.head_revision()
 
 
 @dataclass

@@ -94,20 +94,63 @@ def build_args() -> dict[str, str]:
     return args
 
 
-def test_dockerfile_is_multi_stage_from_slim_python() -> None:
+def base_image() -> str:
+    image = stages()[-1][0][1].split()[0]
+    for key, value in build_args().items():
+        image = image.replace(f"${{{key}}}", value)
+    return image
+
+
+def test_dockerfile_is_multi_stage_from_slim_python_pinned_by_digest() -> None:
     all_stages = stages()
     assert len(all_stages) >= 2
     froms = [s[0][1] for s in all_stages]
     assert re.search(r"\bAS builder$", froms[0], re.IGNORECASE)
-    image = froms[-1].split()[0]
-    for key, value in build_args().items():
-        image = image.replace(f"${{{key}}}", value)
-    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", image), image
-    final = all_stages[-1]
-    copies = [rest for name, rest in final if name == "COPY"]
-    assert any(c.startswith("--from=builder") and "/opt/venv" in c for c in copies)
-    # Nothing is compiled or pip-installed in the final stage.
-    assert not any(name == "RUN" and "pip install" in rest for name, rest in final)
+    assert {f.split()[0] for f in froms} == {"${PYTHON_IMAGE}"}, "every stage on one base"
+    name, _, digest = base_image().partition("@")
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", name), name
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"base image not pinned: {digest!r}"
+
+
+def test_dockerfile_builds_the_wheel_and_installs_it_with_the_runtime_lock() -> None:
+    builder, final = stages()[0], stages()[-1]
+    assert any(n == "RUN" and re.search(r"pip wheel --no-deps|-m build", r) for n, r in builder)
+    installs = " ".join(r for n, r in final if n == "RUN" and "pip install" in r)
+    assert "--require-hashes -r /build/requirements.lock" in installs
+    assert re.search(r"pip install [^&]*--no-deps [^&]*\.whl", installs)
+    everything = " ".join(r for _, r in dockerfile_instructions())
+    for forbidden in ("--editable", "pip install -e", "[embedded]", "pixeltable", "[dev]"):
+        assert forbidden not in everything, forbidden
+    # The final stage carries no source tree: only what the wheel installed.
+    assert not any(n == "COPY" and "jackpot_grpc" in r for n, r in final)
+
+
+def declared_volumes() -> set[str]:
+    volumes: set[str] = set()
+    for name, rest in stages()[-1]:
+        if name == "VOLUME":
+            volumes.update(json.loads(rest) if rest.startswith("[") else rest.split())
+    return volumes
+
+
+def final_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name, rest in stages()[-1]:
+        if name == "ENV":
+            env.update(word.split("=", 1) for word in shlex.split(rest))
+    return env
+
+
+def test_dockerfile_writes_only_to_declared_volumes() -> None:
+    """Read-only root filesystem: every directory the service writes is a volume."""
+    env = final_env()
+    settings = Settings.from_env(env)
+    assert {str(settings.log_dir), str(settings.backup_dir), "/tmp"} <= declared_volumes()
+    workdirs = [r for n, r in stages()[-1] if n == "WORKDIR"]
+    assert workdirs[-1] in declared_volumes(), "the working directory is not writable"
+    # No throwaway database and no migration at start, whatever the image's environment.
+    assert settings.database_url is None
+    assert not settings.embedded_db and not settings.migrate_on_start
 
 
 def test_dockerfile_runs_as_non_root_and_exposes_the_runbook_ports() -> None:
@@ -120,14 +163,15 @@ def test_dockerfile_runs_as_non_root_and_exposes_the_runbook_ports() -> None:
         int(p.split("/")[0]) for name, rest in final if name == "EXPOSE" for p in rest.split()
     }
     assert exposed == {50051, 3000, 3001}
-    env = " ".join(rest for name, rest in final if name == "ENV")
+    env = final_env()
     defaults = Settings.from_env({})
     for var, port in (
         ("GRPC_PORT", defaults.grpc_port),
         ("REST_PORT", defaults.rest_port),
         ("HEALTH_PORT", defaults.health_port),
     ):
-        assert f"{var}={port}" in env
+        assert env[var] == str(port)
+    assert re.fullmatch(r"\d+:\d+", users[-1]), "numeric USER (runAsNonRoot can check it)"
 
 
 def test_dockerfile_health_checks_through_grpc_health_and_serves() -> None:
