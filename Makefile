@@ -56,8 +56,8 @@ lock-check: $(UV)
 
 ## wheel-check: the built wheel, installed from the runtime lock outside the checkout, migrates,
 ## serves and passes `jackpot smoke` (PostgreSQL on 127.0.0.1:5432)
-wheel-check:
-	scripts/wheel_check.sh
+wheel-check: $(STAMP)
+	PYTHON=$(abspath $(BIN))/python scripts/wheel_check.sh
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache
