@@ -54,6 +54,70 @@ lock-check: $(UV)
 	diff -u requirements-dev.lock "$$tmp"/requirements-dev.lock || \
 	{ echo "the locks do not match pyproject.toml: run make lock, commit them" >&2; exit 1; }
 
+## run: migrate and serve gRPC (:50051), health/metrics (:3001) and the REST gateway (:3000);
+## with no DATABASE_URL, on the embedded PostgreSQL (JACKPOT_EMBEDDED_DB, exported above)
+run: $(STAMP)
+	$(BIN)/jackpot run
+
+serve: $(STAMP)
+	$(BIN)/jackpot serve
+
+gateway: $(STAMP)
+	$(BIN)/jackpot gateway
+
+## test: every test (unit, integration, e2e) against real PostgreSQL
+test: $(STAMP)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check jackpot_grpc tests bench scripts
+	$(BIN)/ruff format --check jackpot_grpc tests bench scripts
+	$(BIN)/mypy
+
+generate: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+migrate db-migrate: $(STAMP)
+	$(BIN)/jackpot migrate
+
+db-migrate-dry-run: $(STAMP)
+	$(BIN)/jackpot migrate --dry-run
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+audit: $(STAMP)
+	$(BIN)/jackpot audit
+
+# The runbook's npm scripts, translated (docs/OPERATIONS.md).
+health-check: $(STAMP)
+	$(BIN)/jackpot health
+
+test-smoke: $(STAMP)
+	$(BIN)/jackpot smoke
+
+test-post-deploy: $(STAMP)
+	$(BIN)/jackpot health
+	$(BIN)/jackpot smoke
+
+db-health-check: $(STAMP)
+	$(BIN)/jackpot db check
+
+backup-create: $(STAMP)
+	$(BIN)/jackpot backup create
+
+performance-report: $(STAMP)
+	$(BIN)/jackpot report
+
+config-validate: $(STAMP)
+	$(BIN)/jackpot config validate $(CONFIG)
+
+db-pool-status: $(STAMP)
+	$(BIN)/jackpot db pool-status
+
+diagnostics: $(STAMP)
+	$(BIN)/jackpot diagnostics
+
 ## wheel-check: the built wheel, installed from the runtime lock outside the checkout, migrates,
 ## serves and passes `jackpot smoke` (PostgreSQL on 127.0.0.1:5432)
 wheel-check: $(STAMP)
