@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from jackpot_grpc import cli, ops_cli
+from jackpot_grpc import cli, logging_setup, ops_cli
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
@@ -358,7 +358,7 @@ def unit(path: Path) -> configparser.ConfigParser:
 
 
 def test_systemd_units_run_server_and_gateway_side_by_side() -> None:
-    systemd = PROJECT_ROOT / "deploy" / "systemd"
+    systemd = SYSTEMD
     serve = unit(systemd / "jackpot.service")
     gateway = unit(systemd / "jackpot-gateway.service")
     assert assert_parses(serve["Service"]["ExecStart"]).command == "serve"
@@ -376,6 +376,122 @@ def test_systemd_units_run_server_and_gateway_side_by_side() -> None:
             assert_parses(service[key])
         timer = unit(systemd / oneshot.replace(".service", ".timer"))
         assert timer["Timer"]["OnCalendar"]
+
+
+SYSTEMD = PROJECT_ROOT / "deploy" / "systemd"
+LOGROTATE = PROJECT_ROOT / "deploy" / "logrotate" / "jackpot"
+HARDENING = (
+    "NoNewPrivileges",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectControlGroups",
+    "RestrictSUIDSGID",
+    "RestrictRealtime",
+    "LockPersonality",
+    "UMask",
+)
+
+
+def unit_entries(path: Path) -> dict[str, list[str]]:
+    """The [Service] section's settings, each with every value it is given (systemd keeps
+    repeated Environment= lines; configparser would keep only the last)."""
+    entries: dict[str, list[str]] = {}
+    section = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith(("#", ";")):
+            key, value = line.split("=", 1)
+            entries.setdefault(key, []).append(value)
+    return entries
+
+
+def unit_settings(entries: dict[str, list[str]]) -> Settings:
+    env = dict(value.split("=", 1) for value in entries.get("Environment", []))
+    return Settings.from_env(env)
+
+
+def writable_paths(entries: dict[str, list[str]]) -> list[Path]:
+    """What a ProtectSystem=strict unit may write: its systemd-made directories and
+    ReadWritePaths (PrivateTmp gives it a /tmp of its own)."""
+    paths = [Path("/var/log") / d for d in entries.get("LogsDirectory", [""])[0].split() if d]
+    paths += [Path("/var/lib") / d for d in entries.get("StateDirectory", [""])[0].split() if d]
+    for value in entries.get("ReadWritePaths", []):
+        paths += [Path(p.lstrip("-")) for p in value.split()]
+    return paths
+
+
+def can_write(entries: dict[str, list[str]], path: Path) -> bool:
+    return any(path == w or w in path.parents for w in writable_paths(entries))
+
+
+def service_units() -> list[Path]:
+    units = sorted(SYSTEMD.glob("*.service"))
+    assert len(units) == 4
+    return units
+
+
+@pytest.mark.parametrize("path", service_units(), ids=lambda p: p.name)
+def test_every_unit_can_write_where_it_logs_and_works(path: Path) -> None:
+    entries = unit_entries(path)
+    assert entries["ProtectSystem"] == ["strict"]
+    settings = unit_settings(entries)
+    assert can_write(entries, settings.log_dir), f"{path.name}: cannot write {settings.log_dir}"
+    assert can_write(entries, Path(entries["WorkingDirectory"][0])), path.name
+    for key in ("ExecStart", "ExecStartPost"):
+        for command in entries.get(key, []):
+            args = assert_parses(command)
+            if args.command == "serve":
+                assert not args.migrate, "migrations are a deployment step, not a start step"
+            if getattr(args, "dir", None):
+                assert Path(args.dir) == settings.backup_dir, f"{path.name}: --dir"
+                assert can_write(entries, Path(args.dir)), f"{path.name}: cannot write --dir"
+
+
+def test_every_unit_is_hardened_alike() -> None:
+    hardening = {
+        path.name: {key: unit_entries(path).get(key) for key in HARDENING}
+        for path in service_units()
+    }
+    first = next(iter(hardening.values()))
+    assert all(first[key] for key in HARDENING), first
+    for name, found in hardening.items():
+        assert found == first, f"{name} is hardened differently"
+
+
+def logrotate_stanza() -> tuple[list[str], list[list[str]]]:
+    text = "\n".join(
+        ln for ln in LOGROTATE.read_text().splitlines() if not ln.lstrip().startswith("#")
+    )
+    head, _, body = text.partition("{")
+    directives = [ln.split() for ln in body.partition("}")[0].splitlines() if ln.strip()]
+    return head.split(), directives
+
+
+def test_logrotate_rotates_the_file_the_units_write() -> None:
+    paths, directives = logrotate_stanza()
+    written = set()
+    for path in service_units():
+        entries = unit_entries(path)
+        written.add(unit_settings(entries).log_dir / logging_setup.LOG_FILE)
+        owner = [entries["User"][0], entries["Group"][0]]
+    assert [Path(p) for p in paths] == sorted(written)
+    assert ["su", *owner] in directives
+    assert ["create", "0640", *owner] in directives
+    # The supervisord example writes the same file.
+    conf = unit(PROJECT_ROOT / "deploy" / "supervisord.conf")
+    for section in conf.sections():
+        if section.startswith("program:"):
+            env = dict(
+                pair.split("=", 1) for pair in conf[section]["environment"].split(",") if pair
+            )
+            log_dir = Path(env["JACKPOT_LOG_DIR"].strip('"'))
+            assert log_dir / logging_setup.LOG_FILE in written
 
 
 def test_supervisord_runs_server_and_gateway_side_by_side() -> None:
