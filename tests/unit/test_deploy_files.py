@@ -536,6 +536,14 @@ def documented_commands(markdown: str) -> list[str]:
     return commands
 
 
+def test_every_command_in_the_deployment_guide_parses_and_readme_links_it() -> None:
+    guide = PROJECT_ROOT / "docs" / "DEPLOY.md"
+    commands = documented_commands(guide.read_text())
+    used = {assert_parses(c).command for c in commands}
+    assert {"migrate", "serve", "gateway", "backup"} <= used
+    assert "(docs/DEPLOY.md)" in (PROJECT_ROOT / "README.md").read_text()
+
+
 def test_every_command_in_the_operations_guide_parses() -> None:
     commands = documented_commands(OPERATIONS.read_text())
     assert len(commands) > 30
