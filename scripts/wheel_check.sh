@@ -33,8 +33,18 @@ trap cleanup EXIT
 
 step() { echo "wheel-check: $*"; }
 
+# Built from a copy of the files git knows (committed or not, ignored ones left out): an
+# in-tree build would leave build/ behind, and a stale build/lib can slip deleted modules
+# into the wheel.
 step "building the wheel"
-"$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$repo"
+mkdir "$work/src"
+(
+    cd "$repo"
+    git ls-files -z --cached --others --exclude-standard |
+        while IFS= read -r -d '' path; do [ -e "$path" ] && printf '%s\0' "$path"; done |
+        tar --null -T - -cf -
+) | tar -xf - -C "$work/src"
+"$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$work/src"
 wheel="$(ls "$work"/dist/jackpot_grpc-*.whl)"
 
 step "installing $(basename "$wheel") with requirements.lock into a fresh virtualenv"
