@@ -1,20 +1,61 @@
 # Every target creates the virtualenv on first use, so a fresh machine needs only Python 3.11+.
+# It is installed from requirements-dev.lock (every dependency pinned, with hashes), then the
+# project itself without dependencies. `make lock` regenerates the locks from pyproject.toml.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve gateway test test-fast lint generate migrate bench clean \
-	health-check test-smoke test-post-deploy db-migrate db-migrate-dry-run db-health-check \
-	backup-create performance-report config-validate db-pool-status diagnostics audit
+# Developer mode: with no DATABASE_URL, commands use the embedded PostgreSQL (.data/postgres).
+export JACKPOT_EMBEDDED_DB ?= 1
 
-$(STAMP): pyproject.toml
+# The lock tool lives in a virtualenv of its own (not in the locks it writes).
+UV_VERSION := 0.13.8
+LOCK_VENV := .venv-lock
+UV := $(abspath $(LOCK_VENV))/bin/uv
+# --no-config: no uv.toml or pip configuration of this machine shapes the locks; --universal:
+# one lock for every platform and Python from 3.11 up.
+UV_COMPILE := $(UV) pip compile --no-config --universal --python-version 3.11 \
+	--generate-hashes --quiet --custom-compile-command "make lock"
+
+.PHONY: run serve gateway test test-fast lint generate migrate bench clean lock lock-check \
+	wheel-check health-check test-smoke test-post-deploy db-migrate db-migrate-dry-run \
+	db-health-check backup-create performance-report config-validate db-pool-status \
+	diagnostics audit
+
+$(STAMP): pyproject.toml requirements-dev.lock
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-## run: migrate and serve gRPC (:50051), health/metrics (:3001) and the REST gateway (:3000)
+$(UV):
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q uv==$(UV_VERSION)
+
+# Versions already in a lock are kept (uv reads the output file): only what pyproject.toml
+# changed moves. `rm requirements*.lock; make lock` takes the newest of everything. Paths are
+# relative to LOCK_DIR, so the files' comments read the same wherever they were written.
+LOCK_DIR ?= .
+
+## lock: regenerate requirements.lock (runtime) and requirements-dev.lock (dev + embedded)
+lock: $(UV)
+	cd $(LOCK_DIR) && $(UV_COMPILE) pyproject.toml -o requirements.lock
+	cd $(LOCK_DIR) && $(UV_COMPILE) pyproject.toml --extra dev --extra embedded \
+		-c requirements.lock -o requirements-dev.lock
+
+## lock-check: fail when the locks no longer match pyproject.toml (regenerated aside, compared)
+lock-check: $(UV)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	cp pyproject.toml requirements.lock requirements-dev.lock "$$tmp"/ && \
+	$(MAKE) --no-print-directory lock LOCK_DIR="$$tmp" && \
+	diff -u requirements.lock "$$tmp"/requirements.lock && \
+	diff -u requirements-dev.lock "$$tmp"/requirements-dev.lock || \
+	{ echo "the locks do not match pyproject.toml: run make lock, commit them" >&2; exit 1; }
+
+## run: migrate and serve gRPC (:50051), health/metrics (:3001) and the REST gateway (:3000);
+## with no DATABASE_URL, on the embedded PostgreSQL (JACKPOT_EMBEDDED_DB, exported above)
 run: $(STAMP)
 	$(BIN)/jackpot run
 
@@ -29,8 +70,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check jackpot_grpc tests testkit bench scripts migrations
-	$(BIN)/ruff format --check jackpot_grpc tests testkit bench scripts migrations
+	$(BIN)/ruff check jackpot_grpc tests testkit bench scripts
+	$(BIN)/ruff format --check jackpot_grpc tests testkit bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
@@ -78,5 +119,10 @@ db-pool-status: $(STAMP)
 diagnostics: $(STAMP)
 	$(BIN)/jackpot diagnostics
 
+## wheel-check: the built wheel, installed from the runtime lock outside the checkout, migrates,
+## serves and passes `jackpot smoke` (PostgreSQL on 127.0.0.1:5432)
+wheel-check: $(STAMP)
+	PYTHON=$(abspath $(BIN))/python scripts/wheel_check.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -47,7 +47,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             await running.stop()
             telemetry.shutdown()
 
-    with database(settings, migrate=not args.no_migrate) as url:
+    migrate = settings.migrate_on_start if args.migrate is None else args.migrate
+    with database(settings, migrate=migrate) as url:
         if args.workers <= 1:
             run_service(settings, serve(url))
             return 0
@@ -79,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server (and its health/metrics HTTP)")
-    serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    serve.add_argument(
+        "--migrate",
+        action=argparse.BooleanOptionalAction,
+        help="migrate before serving (default: JACKPOT_MIGRATE_ON_START, off)",
+    )
     serve.add_argument("--workers", type=int, default=1, help="server processes on one port")
     serve.set_defaults(func=cmd_serve)
 

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# The source checkout, for tests and developer tools only. Nothing the service runs reads
+# it: an installed wheel has no checkout, so run-time paths come from the settings below.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,9 +54,17 @@ def _path(env: dict[str, str], name: str) -> Path | None:
     return Path(raw) if raw else None
 
 
+def _dir(env: dict[str, str], name: str, default: str) -> Path:
+    """A directory the service writes: the setting, else `default` under the current
+    directory (where `make` runs; units and images set the variable to a real place)."""
+    return (_path(env, name) or Path(default)).absolute()
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
+    embedded_db: bool
+    migrate_on_start: bool
     data_dir: Path
     grpc_host: str
     grpc_port: int
@@ -86,13 +96,17 @@ class Settings:
     metrics_sample_interval: float
     metrics_retention_days: float
     log_dir: Path
+    backup_dir: Path
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
         return cls(
             database_url=env.get("DATABASE_URL") or None,
-            data_dir=Path(env.get("JACKPOT_DATA_DIR") or PROJECT_ROOT / ".data" / "postgres"),
+            # No DATABASE_URL: refuse, unless a throwaway embedded server is asked for.
+            embedded_db=_flag(env, "JACKPOT_EMBEDDED_DB", False),
+            migrate_on_start=_flag(env, "JACKPOT_MIGRATE_ON_START", False),
+            data_dir=_dir(env, "JACKPOT_DATA_DIR", ".data/postgres"),
             grpc_host=env.get("GRPC_HOST", "[::]"),
             grpc_port=_int(env, "GRPC_PORT", 50051),
             reuse_port=_flag(env, "JACKPOT_REUSE_PORT", False),
@@ -125,5 +139,6 @@ class Settings:
             max_body_bytes=_int(env, "REST_MAX_BODY_BYTES", 1 << 20),
             metrics_sample_interval=_float(env, "JACKPOT_SAMPLE_INTERVAL", 60.0),
             metrics_retention_days=_float(env, "JACKPOT_METRICS_RETENTION_DAYS", 35.0),
-            log_dir=Path(env.get("JACKPOT_LOG_DIR") or PROJECT_ROOT / "logs"),
+            log_dir=_dir(env, "JACKPOT_LOG_DIR", "logs"),
+            backup_dir=_dir(env, "JACKPOT_BACKUP_DIR", "backups"),
         )

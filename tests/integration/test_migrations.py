@@ -1,6 +1,14 @@
-"""Alembic migrations: upgrade, downgrade and upgrade again on an empty database; dry run."""
+"""Alembic migrations: upgrade, downgrade and upgrade again on an empty database; dry run;
+concurrent runs serialised by the migration lock."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -121,3 +129,61 @@ def test_print_upgrade_sql_needs_no_database(
     assert "CREATE UNIQUE INDEX contributions_idempotency_key" in out
     assert "INSERT INTO alembic_version (version_num) VALUES ('0001')" in out
     assert out.index("CREATE TABLE jackpots") < out.index("CREATE TABLE wins")
+
+
+def migrate_process(url: str, cwd: Path) -> subprocess.Popen[bytes]:
+    """`jackpot migrate` as its own process (alembic's context is per process)."""
+    env = {**os.environ, "DATABASE_URL": url, "OTEL_SDK_DISABLED": "true"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "jackpot_grpc.cli", "migrate"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def advisory_waiters(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+    key = migrations.MIGRATION_LOCK_KEY
+    found = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND ((classid::bigint << 32) | objid::bigint) = %s",
+        (key,),
+    ).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def test_concurrent_migrations_queue_on_the_lock_and_apply_once(
+    admin_url: str, tmp_path: Path
+) -> None:
+    """Two `jackpot migrate` on a fresh database: both wait for the migration lock (held
+    here until both are queued), then one upgrades and the other finds nothing to do."""
+    name = unique_name("jackpot_migrate")
+    url = create_database(admin_url, name)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with psycopg.connect(url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (migrations.MIGRATION_LOCK_KEY,))
+            procs = [migrate_process(url, tmp_path) for _ in range(2)]
+            deadline = time.monotonic() + 30
+            while advisory_waiters(holder) < 2:
+                assert all(p.poll() is None for p in procs), "a migrate ran past the lock"
+                assert time.monotonic() < deadline, "the migrations never waited on the lock"
+                time.sleep(0.1)
+            holder.execute("SELECT pg_advisory_unlock(%s)", (migrations.MIGRATION_LOCK_KEY,))
+        for proc in procs:
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0, out.decode()
+        assert revision(url) == [HEAD]
+        assert public_tables(url) == TABLES | {"alembic_version"}
+        with psycopg.connect(url) as conn:
+            seeds = conn.execute("SELECT count(*) FROM seed_fundings").fetchone()
+            pools = conn.execute("SELECT count(*) FROM jackpots").fetchone()
+        assert seeds == (3,) and pools == (3,)  # the seed rows were written once
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        drop_database(admin_url, name)

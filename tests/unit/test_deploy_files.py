@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from jackpot_grpc import cli
+from jackpot_grpc import cli, logging_setup
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.ops import cli as ops_cli
 
@@ -95,20 +95,63 @@ def build_args() -> dict[str, str]:
     return args
 
 
-def test_dockerfile_is_multi_stage_from_slim_python() -> None:
+def base_image() -> str:
+    image = stages()[-1][0][1].split()[0]
+    for key, value in build_args().items():
+        image = image.replace(f"${{{key}}}", value)
+    return image
+
+
+def test_dockerfile_is_multi_stage_from_slim_python_pinned_by_digest() -> None:
     all_stages = stages()
     assert len(all_stages) >= 2
     froms = [s[0][1] for s in all_stages]
     assert re.search(r"\bAS builder$", froms[0], re.IGNORECASE)
-    image = froms[-1].split()[0]
-    for key, value in build_args().items():
-        image = image.replace(f"${{{key}}}", value)
-    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", image), image
-    final = all_stages[-1]
-    copies = [rest for name, rest in final if name == "COPY"]
-    assert any(c.startswith("--from=builder") and "/opt/venv" in c for c in copies)
-    # Nothing is compiled or pip-installed in the final stage.
-    assert not any(name == "RUN" and "pip install" in rest for name, rest in final)
+    assert {f.split()[0] for f in froms} == {"${PYTHON_IMAGE}"}, "every stage on one base"
+    name, _, digest = base_image().partition("@")
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", name), name
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"base image not pinned: {digest!r}"
+
+
+def test_dockerfile_builds_the_wheel_and_installs_it_with_the_runtime_lock() -> None:
+    builder, final = stages()[0], stages()[-1]
+    assert any(n == "RUN" and re.search(r"pip wheel --no-deps|-m build", r) for n, r in builder)
+    installs = " ".join(r for n, r in final if n == "RUN" and "pip install" in r)
+    assert "--require-hashes -r /build/requirements.lock" in installs
+    assert re.search(r"pip install [^&]*--no-deps [^&]*\.whl", installs)
+    everything = " ".join(r for _, r in dockerfile_instructions())
+    for forbidden in ("--editable", "pip install -e", "[embedded]", "pixeltable", "[dev]"):
+        assert forbidden not in everything, forbidden
+    # The final stage carries no source tree: only what the wheel installed.
+    assert not any(n == "COPY" and "jackpot_grpc" in r for n, r in final)
+
+
+def declared_volumes() -> set[str]:
+    volumes: set[str] = set()
+    for name, rest in stages()[-1]:
+        if name == "VOLUME":
+            volumes.update(json.loads(rest) if rest.startswith("[") else rest.split())
+    return volumes
+
+
+def final_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name, rest in stages()[-1]:
+        if name == "ENV":
+            env.update(word.split("=", 1) for word in shlex.split(rest))
+    return env
+
+
+def test_dockerfile_writes_only_to_declared_volumes() -> None:
+    """Read-only root filesystem: every directory the service writes is a volume."""
+    env = final_env()
+    settings = Settings.from_env(env)
+    assert {str(settings.log_dir), str(settings.backup_dir), "/tmp"} <= declared_volumes()
+    workdirs = [r for n, r in stages()[-1] if n == "WORKDIR"]
+    assert workdirs[-1] in declared_volumes(), "the working directory is not writable"
+    # No throwaway database and no migration at start, whatever the image's environment.
+    assert settings.database_url is None
+    assert not settings.embedded_db and not settings.migrate_on_start
 
 
 def test_dockerfile_runs_as_non_root_and_exposes_the_runbook_ports() -> None:
@@ -121,14 +164,15 @@ def test_dockerfile_runs_as_non_root_and_exposes_the_runbook_ports() -> None:
         int(p.split("/")[0]) for name, rest in final if name == "EXPOSE" for p in rest.split()
     }
     assert exposed == {50051, 3000, 3001}
-    env = " ".join(rest for name, rest in final if name == "ENV")
+    env = final_env()
     defaults = Settings.from_env({})
     for var, port in (
         ("GRPC_PORT", defaults.grpc_port),
         ("REST_PORT", defaults.rest_port),
         ("HEALTH_PORT", defaults.health_port),
     ):
-        assert f"{var}={port}" in env
+        assert env[var] == str(port)
+    assert re.fullmatch(r"\d+:\d+", users[-1]), "numeric USER (runAsNonRoot can check it)"
 
 
 def test_dockerfile_health_checks_through_grpc_health_and_serves() -> None:
@@ -315,7 +359,7 @@ def unit(path: Path) -> configparser.ConfigParser:
 
 
 def test_systemd_units_run_server_and_gateway_side_by_side() -> None:
-    systemd = PROJECT_ROOT / "deploy" / "systemd"
+    systemd = SYSTEMD
     serve = unit(systemd / "jackpot.service")
     gateway = unit(systemd / "jackpot-gateway.service")
     assert assert_parses(serve["Service"]["ExecStart"]).command == "serve"
@@ -333,6 +377,122 @@ def test_systemd_units_run_server_and_gateway_side_by_side() -> None:
             assert_parses(service[key])
         timer = unit(systemd / oneshot.replace(".service", ".timer"))
         assert timer["Timer"]["OnCalendar"]
+
+
+SYSTEMD = PROJECT_ROOT / "deploy" / "systemd"
+LOGROTATE = PROJECT_ROOT / "deploy" / "logrotate" / "jackpot"
+HARDENING = (
+    "NoNewPrivileges",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectControlGroups",
+    "RestrictSUIDSGID",
+    "RestrictRealtime",
+    "LockPersonality",
+    "UMask",
+)
+
+
+def unit_entries(path: Path) -> dict[str, list[str]]:
+    """The [Service] section's settings, each with every value it is given (systemd keeps
+    repeated Environment= lines; configparser would keep only the last)."""
+    entries: dict[str, list[str]] = {}
+    section = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith(("#", ";")):
+            key, value = line.split("=", 1)
+            entries.setdefault(key, []).append(value)
+    return entries
+
+
+def unit_settings(entries: dict[str, list[str]]) -> Settings:
+    env = dict(value.split("=", 1) for value in entries.get("Environment", []))
+    return Settings.from_env(env)
+
+
+def writable_paths(entries: dict[str, list[str]]) -> list[Path]:
+    """What a ProtectSystem=strict unit may write: its systemd-made directories and
+    ReadWritePaths (PrivateTmp gives it a /tmp of its own)."""
+    paths = [Path("/var/log") / d for d in entries.get("LogsDirectory", [""])[0].split() if d]
+    paths += [Path("/var/lib") / d for d in entries.get("StateDirectory", [""])[0].split() if d]
+    for value in entries.get("ReadWritePaths", []):
+        paths += [Path(p.lstrip("-")) for p in value.split()]
+    return paths
+
+
+def can_write(entries: dict[str, list[str]], path: Path) -> bool:
+    return any(path == w or w in path.parents for w in writable_paths(entries))
+
+
+def service_units() -> list[Path]:
+    units = sorted(SYSTEMD.glob("*.service"))
+    assert len(units) == 4
+    return units
+
+
+@pytest.mark.parametrize("path", service_units(), ids=lambda p: p.name)
+def test_every_unit_can_write_where_it_logs_and_works(path: Path) -> None:
+    entries = unit_entries(path)
+    assert entries["ProtectSystem"] == ["strict"]
+    settings = unit_settings(entries)
+    assert can_write(entries, settings.log_dir), f"{path.name}: cannot write {settings.log_dir}"
+    assert can_write(entries, Path(entries["WorkingDirectory"][0])), path.name
+    for key in ("ExecStart", "ExecStartPost"):
+        for command in entries.get(key, []):
+            args = assert_parses(command)
+            if args.command == "serve":
+                assert not args.migrate, "migrations are a deployment step, not a start step"
+            if getattr(args, "dir", None):
+                assert Path(args.dir) == settings.backup_dir, f"{path.name}: --dir"
+                assert can_write(entries, Path(args.dir)), f"{path.name}: cannot write --dir"
+
+
+def test_every_unit_is_hardened_alike() -> None:
+    hardening = {
+        path.name: {key: unit_entries(path).get(key) for key in HARDENING}
+        for path in service_units()
+    }
+    first = next(iter(hardening.values()))
+    assert all(first[key] for key in HARDENING), first
+    for name, found in hardening.items():
+        assert found == first, f"{name} is hardened differently"
+
+
+def logrotate_stanza() -> tuple[list[str], list[list[str]]]:
+    text = "\n".join(
+        ln for ln in LOGROTATE.read_text().splitlines() if not ln.lstrip().startswith("#")
+    )
+    head, _, body = text.partition("{")
+    directives = [ln.split() for ln in body.partition("}")[0].splitlines() if ln.strip()]
+    return head.split(), directives
+
+
+def test_logrotate_rotates_the_file_the_units_write() -> None:
+    paths, directives = logrotate_stanza()
+    written = set()
+    for path in service_units():
+        entries = unit_entries(path)
+        written.add(unit_settings(entries).log_dir / logging_setup.LOG_FILE)
+        owner = [entries["User"][0], entries["Group"][0]]
+    assert [Path(p) for p in paths] == sorted(written)
+    assert ["su", *owner] in directives
+    assert ["create", "0640", *owner] in directives
+    # The supervisord example writes the same file.
+    conf = unit(PROJECT_ROOT / "deploy" / "supervisord.conf")
+    for section in conf.sections():
+        if section.startswith("program:"):
+            env = dict(
+                pair.split("=", 1) for pair in conf[section]["environment"].split(",") if pair
+            )
+            log_dir = Path(env["JACKPOT_LOG_DIR"].strip('"'))
+            assert log_dir / logging_setup.LOG_FILE in written
 
 
 def test_supervisord_runs_server_and_gateway_side_by_side() -> None:
@@ -375,6 +535,14 @@ def documented_commands(markdown: str) -> list[str]:
                 continue
             commands.append(part.removesuffix("&").strip())
     return commands
+
+
+def test_every_command_in_the_deployment_guide_parses_and_readme_links_it() -> None:
+    guide = PROJECT_ROOT / "docs" / "DEPLOY.md"
+    commands = documented_commands(guide.read_text())
+    used = {assert_parses(c).command for c in commands}
+    assert {"migrate", "serve", "gateway", "backup"} <= used
+    assert "(docs/DEPLOY.md)" in (PROJECT_ROOT / "README.md").read_text()
 
 
 def test_every_command_in_the_operations_guide_parses() -> None:

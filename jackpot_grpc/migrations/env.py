@@ -6,7 +6,9 @@ import os
 
 import psycopg
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
+
+from jackpot_grpc.adapters.migrations import MIGRATION_LOCK_KEY
 
 
 def database_url() -> str:
@@ -39,6 +41,12 @@ def run_online() -> None:
     with engine.connect() as connection:
         context.configure(connection=connection)
         with context.begin_transaction():
+            # One migration at a time: a concurrent run waits here, then reads the version
+            # table the first one committed and has nothing left to do. A transaction-level
+            # lock, so it is released at commit (and works through PgBouncer's transaction mode).
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
             context.run_migrations()
     engine.dispose()
 

@@ -1,0 +1,1 @@
+"""Alembic's environment and revision scripts, shipped inside the package (wheel included)."""

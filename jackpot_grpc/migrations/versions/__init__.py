@@ -1,0 +1,1 @@
+"""Revision scripts; alembic loads them by path (their names are not importable)."""
