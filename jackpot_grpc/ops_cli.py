@@ -731,12 +731,13 @@ def cmd_config_validate(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.file:
         source = args.file
-        configs, problems = config_admin.validate_document(config_admin.load_file(Path(args.file)))
+        document = config_admin.load_file(Path(args.file))
+        configs, problems = config_admin.validate_document(document, settings.max_rate_sum)
     else:
         with open_database(settings) as db:
             configs = asyncio.run(config_admin.show_db(settings, db.url))
         source = "database"
-        problems = config_admin.validate_configs(configs)
+        problems = config_admin.validate_configs(configs, settings.max_rate_sum)
     ok = not problems
     violations = [{"field": p.field, "problem": p.description} for p in problems]
     rows = [config_admin.config_row(c) for c in configs]

@@ -93,7 +93,12 @@ async def start_server(
     history_config = sampler_config(settings)  # a bad value fails before the pool opens
     pool = create_pool(settings, database_url)
     await pool.open(wait=True, timeout=10)
-    service = JackpotService(pool, settings.snapshot_ttl, telemetry.metrics if telemetry else None)
+    service = JackpotService(
+        pool,
+        settings.snapshot_ttl,
+        telemetry.metrics if telemetry else None,
+        max_rate_sum=settings.max_rate_sum,
+    )
     contributor: Contributor
     if settings.batching:
         batcher = ContributionBatcher(
@@ -120,7 +125,8 @@ async def start_server(
         interceptors=interceptors, options=[("grpc.so_reuseport", 1 if reuse_port else 0)]
     )
     jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
-        JackpotServicer(service, contributor, settings.admin_token), server
+        JackpotServicer(service, contributor, settings.admin_token, max_wager=settings.max_wager),
+        server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
