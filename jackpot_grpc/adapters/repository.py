@@ -29,7 +29,7 @@ from jackpot_grpc.domain.model import (
     WinCommand,
     WinOutcome,
 )
-from jackpot_grpc.domain.validation import decimal_text
+from jackpot_grpc.domain.validation import rate_text
 
 Conn = AsyncConnection[Any]
 
@@ -303,7 +303,7 @@ def config_of(pool: PoolState) -> PoolConfig:
 def _config_json(config: PoolConfig) -> str:
     return json.dumps(
         {
-            "contribution_rate": decimal_text(config.contribution_rate),
+            "contribution_rate": rate_text(config.contribution_rate),
             "seed_amount": config.seed_amount,
             "max_amount": config.max_amount,
             "version": config.version,

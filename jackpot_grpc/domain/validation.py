@@ -118,8 +118,9 @@ def win_command(
 
 def parse_rate(field: str, text: str) -> Decimal:
     """An exact decimal rate from its string form (google.type.Decimal's value), in its
-    canonical form: `0E+999999999` is 0, `0.50000000000000` is 0.5. Its range (0 to 1)
-    is checked with the config it goes into (apply_config_change)."""
+    canonical form, RATE_DECIMAL_PLACES places as the database keeps it: `0E+999999999`
+    is 0.0000000000, `0.50000000000000` is 0.5000000000. Its range (0 to 1) is checked
+    with the config it goes into (apply_config_change)."""
     try:
         rate = Decimal(text.strip())
     except InvalidOperation:
@@ -127,11 +128,11 @@ def parse_rate(field: str, text: str) -> Decimal:
     if not rate.is_finite():
         raise InvalidArgument.of(field, "must be a finite decimal number")
     if rate.is_zero():
-        return Decimal(0)
+        return Decimal(0).quantize(_RATE_STEP)  # -0 and 0E+999999999 alike
     if rate.adjusted() > _MAX_RATE_ADJUSTED:  # 1E+999999999: no rate, and too big to scale
         raise InvalidArgument.of(field, "must be between 0 and 1")
     try:
-        return rate.quantize(_RATE_STEP, context=_EXACT).normalize(_EXACT)
+        return rate.quantize(_RATE_STEP, context=_EXACT)
     except (Inexact, InvalidOperation):
         raise InvalidArgument.of(
             field, f"must have at most {RATE_DECIMAL_PLACES} decimal places"
@@ -141,6 +142,12 @@ def parse_rate(field: str, text: str) -> Decimal:
 def decimal_text(value: Decimal) -> str:
     """A decimal in plain notation without trailing zeros: 0.005, 0, 1 (never 0E-10)."""
     return format(value.normalize(_EXACT) if value else Decimal(0), "f")
+
+
+def rate_text(rate: Decimal) -> str:
+    """A rate as the API shows it: plain notation, RATE_DECIMAL_PLACES places, as the
+    database keeps it (0.0050000000, 0.0000000000; never 0E-10 or 0E+999999999)."""
+    return format(rate.quantize(_RATE_STEP, context=_EXACT), "f")
 
 
 def check_rate_sum(rates: Iterable[Decimal], bound: Decimal = MAX_RATE_SUM) -> None:

@@ -18,7 +18,7 @@ from jackpot_grpc.domain.model import (
     WinResult,
 )
 from jackpot_grpc.domain.rules import INT64_MAX
-from jackpot_grpc.domain.validation import decimal_text
+from jackpot_grpc.domain.validation import rate_text
 
 _TO_PROTO: dict[Group, pb.JackpotGroup.ValueType] = {
     Group.MINOR: pb.JACKPOT_GROUP_MINOR,
@@ -49,7 +49,7 @@ def pool(state: PoolState) -> pb.Pool:
         group=group_to_proto(state.group),
         current_amount=state.current_amount,
         seed_amount=state.seed_amount,
-        contribution_rate=decimal_pb2.Decimal(value=decimal_text(state.contribution_rate)),
+        contribution_rate=decimal_pb2.Decimal(value=rate_text(state.contribution_rate)),
         total_contributions=state.total_contributions,
         total_wins=state.total_wins,
         last_won_amount=state.last_won_amount or 0,
@@ -107,7 +107,7 @@ def win_response(result: WinResult) -> pb.WinResponse:
 def pool_config(config: PoolConfig) -> pb.PoolConfig:
     message = pb.PoolConfig(
         group=group_to_proto(config.group),
-        contribution_rate=decimal_pb2.Decimal(value=decimal_text(config.contribution_rate)),
+        contribution_rate=decimal_pb2.Decimal(value=rate_text(config.contribution_rate)),
         seed_amount=config.seed_amount,
         version=config.version,
     )

@@ -76,7 +76,9 @@ async def assert_books_balance(service: JackpotService, database_url: str) -> No
 
 
 def contribution(wager: int, key: str | None = None) -> ContributeCommand:
-    return ContributeCommand(game_id=random_game_id(), wager_amount=wager, idempotency_key=key)
+    # A key is bound to its request: the same key and wager must be the same game too.
+    game = random_game_id() if key is None else f"game-{key}"
+    return ContributeCommand(game_id=game, wager_amount=wager, idempotency_key=key)
 
 
 async def run_contributors(

@@ -216,7 +216,7 @@ async def test_update_config_passes_only_the_fields_that_are_set() -> None:
     )
     (change,) = service.changes
     assert (change.seed_amount, change.max_amount, change.expected_version) == (None, None, 3)
-    assert str(change.contribution_rate) == "0.25"
+    assert str(change.contribution_rate) == "0.2500000000"  # canonical, the database's scale
     assert change.actor == "alice"
 
 

@@ -19,6 +19,7 @@ from jackpot_grpc.domain.validation import (
     contribute_command,
     decimal_text,
     parse_rate,
+    rate_text,
     win_command,
 )
 from tests.random_refs import random_user
@@ -184,11 +185,14 @@ def test_parse_rate_is_exact(text: str, expected: Decimal) -> None:
     rate = parse_rate("contribution_rate", text)
     assert rate == expected
     assert rate.as_integer_ratio() == expected.as_integer_ratio()
-    assert str(rate) == str(expected.normalize())  # canonical: never 0E+999999999
+    # Canonical: the database's scale, never 0E+999999999.
+    assert rate.as_tuple().exponent == -10
 
 
 def test_rates_are_echoed_in_plain_notation() -> None:
-    assert decimal_text(parse_rate("r", "0E+999999999")) == "0"
+    assert rate_text(parse_rate("r", "0E+999999999")) == "0.0000000000"
+    assert rate_text(Decimal("0E-10")) == "0.0000000000"
+    assert rate_text(Decimal("0.005")) == "0.0050000000"
     assert decimal_text(Decimal("0E-10")) == "0"
     assert decimal_text(Decimal("0.0050000000")) == "0.005"
     assert decimal_text(Decimal("1")) == "1"
