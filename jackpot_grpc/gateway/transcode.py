@@ -105,6 +105,8 @@ def enum_choices(enum: EnumDescriptor) -> str:
 def _enum_value(field: FieldDescriptor, value: Any, path: str) -> tuple[Any, list[tuple[str, str]]]:
     """An enum's JSON value as json_format takes it, or the problem with it."""
     enum = field.enum_type
+    if isinstance(value, bool):  # json_format would read true as 1
+        return value, [(path, "must not be a boolean")]
     if not isinstance(value, str) or enum is None:
         return value, []  # numbers: json_format checks them
     spellings = _enum_spellings(enum)

@@ -301,7 +301,7 @@ async def test_two_concurrent_config_updates_with_one_version_have_one_loser(
     config, _ = winners[0]
     assert config.version == 2
     rows = await fetch(database_url, "SELECT after->>'contribution_rate' FROM config_audit")
-    assert rows == [(str(config.contribution_rate),)]
+    assert [Decimal(r) for (r,) in rows] == [config.contribution_rate]
     ((rate, version),) = await fetch(
         database_url,
         "SELECT contribution_rate, version FROM jackpots WHERE jackpot_group = 'minor'",
