@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+
+from jackpot_grpc.domain.rules import INT64_MAX
+from jackpot_grpc.domain.validation import MAX_RATE_SUM, MAX_WAGER_AMOUNT
 
 # The source checkout, for tests and developer tools only. Nothing the service runs reads
 # it: an installed wheel has no checkout, so run-time paths come from the settings below.
@@ -29,6 +33,27 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bounded_int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _int(env, name, default)
+    if not low <= value <= high:
+        raise SystemExit(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _rate_bound(env: dict[str, str], name: str, default: Decimal) -> Decimal:
+    """An exact decimal in (0, 1]: the most the three contribution rates may sum to."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise SystemExit(f"{name} must be a decimal number, got {raw!r}") from None
+    if not (value.is_finite() and 0 < value <= 1):
+        raise SystemExit(f"{name} must be a decimal above 0 and at most 1, got {raw!r}")
+    return value
 
 
 def _flag(env: dict[str, str], name: str, default: bool) -> bool:
@@ -89,6 +114,9 @@ class Settings:
     health_probe_interval: float
     audit_interval: float
     admin_token: str | None
+    # The largest wager accepted (minor units) and the bound on the three rates' sum.
+    max_wager: int
+    max_rate_sum: Decimal
     tls_cert_file: Path | None
     tls_key_file: Path | None
     tls_ca_file: Path | None
@@ -133,6 +161,8 @@ class Settings:
             health_probe_interval=_float(env, "JACKPOT_HEALTH_INTERVAL", 0.5),
             audit_interval=_float(env, "JACKPOT_AUDIT_INTERVAL", 300.0),
             admin_token=env.get("JACKPOT_ADMIN_TOKEN") or None,
+            max_wager=_bounded_int(env, "JACKPOT_MAX_WAGER", MAX_WAGER_AMOUNT, 1, INT64_MAX),
+            max_rate_sum=_rate_bound(env, "JACKPOT_MAX_RATE_SUM", MAX_RATE_SUM),
             tls_cert_file=_path(env, "GRPC_TLS_CERT"),
             tls_key_file=_path(env, "GRPC_TLS_KEY"),
             tls_ca_file=_path(env, "GRPC_TLS_CA"),

@@ -26,9 +26,11 @@ from jackpot_grpc.domain.model import (
     PoolConfig,
     PoolState,
     RecordedWin,
+    StoredContribution,
     WinCommand,
     WinOutcome,
 )
+from jackpot_grpc.domain.validation import rate_text
 
 Conn = AsyncConnection[Any]
 
@@ -79,37 +81,38 @@ async def lock_pools(conn: Conn) -> dict[Group, PoolState]:
 
 # --- contributions ---------------------------------------------------------------------
 
-CONTRIBUTION_COLUMNS = """id, idempotency_key, minor_amount, major_amount, mega_amount,
-    minor_after, major_after, mega_after, created_at"""
+CONTRIBUTION_COLUMNS = """id, idempotency_key, fingerprint, minor_amount, major_amount,
+    mega_amount, minor_after, major_after, mega_after, created_at"""
 LOCK_POOLS = f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE"
 FIND_CONTRIBUTIONS = (
     f"SELECT {CONTRIBUTION_COLUMNS} FROM contributions WHERE idempotency_key = ANY(%s)"
 )
 
 
-def _contribution(row: dict[str, Any], replayed: bool) -> ContributionResult:
-    return ContributionResult(
+def _stored(row: dict[str, Any]) -> StoredContribution:
+    result = ContributionResult(
         contribution_id=row["id"],
         shares=ContributionShares(
             amounts={g: row[f"{g.value}_amount"] for g in GROUPS},
             pools_after={g: row[f"{g.value}_after"] for g in GROUPS},
         ),
         created_at=row["created_at"],
-        replayed=replayed,
+        replayed=True,
     )
+    return StoredContribution(result, bytes(row["fingerprint"]))
 
 
-async def find_contributions(conn: Conn, keys: list[str]) -> dict[str, ContributionResult]:
+async def find_contributions(conn: Conn, keys: list[str]) -> dict[str, StoredContribution]:
     """Earlier contributions with these idempotency keys, by key."""
     if not keys:
         return {}
     rows = await _rows(conn, FIND_CONTRIBUTIONS, (keys,))
-    return {r["idempotency_key"]: _contribution(r, replayed=True) for r in rows}
+    return {r["idempotency_key"]: _stored(r) for r in rows}
 
 
 async def lock_pools_and_find_contributions(
     conn: Conn, keys: list[str]
-) -> tuple[dict[Group, PoolState], dict[str, ContributionResult]]:
+) -> tuple[dict[Group, PoolState], dict[str, StoredContribution]]:
     """lock_pools and find_contributions in one round trip (pipeline mode).
 
     The key lookup is queued after the lock, so it runs while the lock is held and sees
@@ -123,7 +126,7 @@ async def lock_pools_and_find_contributions(
             await found.execute(FIND_CONTRIBUTIONS, (keys,))
         pools = {p.group: p for p in map(_pool, await locked.fetchall())}
         rows = await found.fetchall() if keys else []
-    return pools, {r["idempotency_key"]: _contribution(r, replayed=True) for r in rows}
+    return pools, {r["idempotency_key"]: _stored(r) for r in rows}
 
 
 # One statement per batch: the runbook's batched CASE update moves all three pools, the
@@ -150,9 +153,10 @@ RECORD_CONTRIBUTIONS = f"""WITH moved AS (
     WHERE jackpot_group IN ('minor', 'major', 'mega')
     RETURNING {POOL_COLUMNS}),
 inserted AS (
-    INSERT INTO contributions (idempotency_key, game_id, wager_amount, minor_amount,
-        major_amount, mega_amount, minor_after, major_after, mega_after)
-    SELECT * FROM unnest(%(keys)b::text[], %(games)b::text[], %(wagers)b::bigint[],
+    INSERT INTO contributions (idempotency_key, fingerprint, game_id, wager_amount,
+        minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after)
+    SELECT * FROM unnest(%(keys)b::text[], %(fingerprints)b::bytea[], %(games)b::text[],
+        %(wagers)b::bigint[],
         %(minor_amount)b::bigint[], %(major_amount)b::bigint[], %(mega_amount)b::bigint[],
         %(minor_after)b::bigint[], %(major_after)b::bigint[], %(mega_after)b::bigint[])
     RETURNING id, created_at),
@@ -175,6 +179,8 @@ def _record_params(
     wagers = [c.wager_amount for c in commands]
     params: dict[str, Any] = {
         "keys": [c.idempotency_key for c in commands],
+        # Only keyed rows are bound to a request (and hashing the rest would be wasted).
+        "fingerprints": [c.fingerprint if c.idempotency_key else None for c in commands],
         "games": [c.game_id for c in commands],
         "wagers": wagers,
         "count": len(wagers),
@@ -211,7 +217,8 @@ async def find_win(conn: Conn, key: str) -> RecordedWin | None:
     """The win recorded with this idempotency key, if any."""
     rows = await _rows(
         conn,
-        """SELECT id, jackpot_group, amount, pool_before, seed_top_up, pool_after, created_at
+        """SELECT id, jackpot_group, fingerprint, amount, pool_before, seed_top_up,
+                  pool_after, created_at
            FROM wins WHERE idempotency_key = %s""",
         (key,),
     )
@@ -221,6 +228,7 @@ async def find_win(conn: Conn, key: str) -> RecordedWin | None:
     return RecordedWin(
         win_id=row["id"],
         group=Group(row["jackpot_group"]),
+        fingerprint=bytes(row["fingerprint"]) if row["fingerprint"] is not None else None,
         outcome=WinOutcome(
             amount=row["amount"],
             pool_before=row["pool_before"],
@@ -259,12 +267,13 @@ async def record_win(
     )
     wins = await _rows(
         conn,
-        """INSERT INTO wins (idempotency_key, jackpot_group, game_id, user_id, requested_amount,
-                             amount, pool_before, seed_top_up, pool_after)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+        """INSERT INTO wins (idempotency_key, fingerprint, jackpot_group, game_id, user_id,
+                             requested_amount, amount, pool_before, seed_top_up, pool_after)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
            RETURNING id, created_at""",
         (
             command.idempotency_key,
+            command.fingerprint if command.idempotency_key else None,
             command.group.value,
             command.game_id,
             command.user_id,
@@ -301,7 +310,7 @@ def config_of(pool: PoolState) -> PoolConfig:
 def _config_json(config: PoolConfig) -> str:
     return json.dumps(
         {
-            "contribution_rate": str(config.contribution_rate),
+            "contribution_rate": rate_text(config.contribution_rate),
             "seed_amount": config.seed_amount,
             "max_amount": config.max_amount,
             "version": config.version,

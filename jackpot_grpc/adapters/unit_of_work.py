@@ -16,7 +16,12 @@ from psycopg import AsyncConnection
 from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
 from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.domain.errors import OutOfRange, Overloaded, Unavailable
+from jackpot_grpc.domain.errors import OutOfRange, Overloaded, ShuttingDown, Unavailable
+
+
+class KeyTaken(Exception):
+    """An insert lost a race for an idempotency key (its unique index refused the row):
+    the use case runs again and finds the winner's row."""
 
 
 class Isolation(enum.Enum):
@@ -47,7 +52,9 @@ async def transaction(
     except PoolTimeout as exc:
         raise Unavailable("database unavailable: no connection within the pool timeout") from exc
     except PoolClosed as exc:
-        raise Unavailable("service is shutting down") from exc
+        raise ShuttingDown("service is shutting down") from exc
+    except psycopg.errors.UniqueViolation as exc:
+        raise KeyTaken(str(exc)) from exc
     except psycopg.errors.NumericValueOutOfRange as exc:
         raise OutOfRange("an amount would exceed the ledger's int64 range") from exc
     except psycopg.OperationalError as exc:

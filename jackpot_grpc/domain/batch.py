@@ -2,38 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jackpot_grpc.domain import rules
+from jackpot_grpc.domain.errors import IdempotencyKeyReused
 from jackpot_grpc.domain.model import (
     GROUPS,
     ContributeCommand,
     ContributionShares,
     Group,
     PoolState,
+    StoredContribution,
 )
 
 
 @dataclass(frozen=True)
 class ContributionPlan:
     """Per position in the batch: fresh (applied now), a replay of an earlier position in
-    the batch, or (neither) a replay of the ledger row with its key."""
+    the batch, a key reused for another request (refused), or (none of these) a replay of
+    the ledger row with its key."""
 
     fresh: list[int] = field(default_factory=list)  # positions applied now, in order
     shares: list[ContributionShares] = field(default_factory=list)  # theirs, same order
     replays: dict[int, int] = field(default_factory=dict)  # position -> first with its key
+    conflicts: dict[int, IdempotencyKeyReused] = field(default_factory=dict)
     sums: dict[Group, int] = field(default_factory=dict)  # each pool's total move
     counts: dict[Group, int] = field(default_factory=dict)  # contributions moving each pool
 
 
+def key_reused(key: str, what: str) -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(
+        f"idempotency key {key!r} is already bound to a different {what};"
+        " resend the same request to replay it, or use a new key"
+    )
+
+
 def plan_contributions(
     commands: Sequence[ContributeCommand],
-    known_keys: Container[str],
+    known: Mapping[str, StoredContribution],
     pools: Mapping[Group, PoolState],
 ) -> ContributionPlan:
     """Split each fresh command in arrival order against the pools as they stand (a cap
-    reached by one limits the next); a key in `known_keys` or earlier in the batch replays."""
+    reached by one limits the next). A key in `known` or earlier in the batch replays when
+    the request is the same (same fingerprint), and is refused when it is not."""
     plan = ContributionPlan(sums=dict.fromkeys(GROUPS, 0), counts=dict.fromkeys(GROUPS, 0))
     current = {g: pools[g].current_amount for g in GROUPS}
     splitter = rules.Splitter(pools)
@@ -41,10 +53,17 @@ def plan_contributions(
     for position, command in enumerate(commands):
         key = command.idempotency_key
         if key is not None:
-            if key in known_keys:
+            stored = known.get(key)
+            if stored is not None:
+                if stored.fingerprint != command.fingerprint:
+                    plan.conflicts[position] = key_reused(key, "contribution")
                 continue
-            if key in first_in_batch:
-                plan.replays[position] = first_in_batch[key]
+            first = first_in_batch.get(key)
+            if first is not None:
+                if commands[first].fingerprint != command.fingerprint:
+                    plan.conflicts[position] = key_reused(key, "contribution in this batch")
+                else:
+                    plan.replays[position] = first
                 continue
             first_in_batch[key] = position
         shares = splitter.split(command.wager_amount, current)

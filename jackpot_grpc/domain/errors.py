@@ -32,8 +32,22 @@ class InvalidArgument(DomainError):
         return cls([FieldViolation(field, description)])
 
 
+class RateSumExceeded(InvalidArgument):
+    """A config change would make the three pools' rates sum above the bound: each wager
+    would then put more into the pools than it is."""
+
+
+class IdempotencyKeyReused(DomainError):
+    """An idempotency key already bound to a different request. Not retryable: the same
+    request replays, a different one needs a new key. Nothing was written."""
+
+
 class InsufficientPool(DomainError):
     """A win asks for more than the pool holds."""
+
+
+class PoolEmpty(InsufficientPool):
+    """A whole-pool win on a pool with nothing to pay."""
 
 
 class OutOfRange(DomainError):
@@ -49,7 +63,11 @@ class VersionConflict(DomainError):
 
 
 class Unavailable(DomainError):
-    """The database cannot be reached, or the service is shutting down."""
+    """The database cannot be reached."""
+
+
+class ShuttingDown(Unavailable):
+    """The service is stopping; another instance (or this one, restarted) can answer."""
 
 
 class Overloaded(DomainError):

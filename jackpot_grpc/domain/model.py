@@ -7,6 +7,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
+
+from jackpot_grpc.domain import idempotency
 
 
 class Group(enum.Enum):
@@ -57,6 +60,11 @@ class ContributeCommand:
     wager_amount: int
     idempotency_key: str | None
 
+    @cached_property
+    def fingerprint(self) -> bytes:
+        """What the idempotency key is bound to (domain.idempotency)."""
+        return idempotency.contribute_fingerprint(self.game_id, self.wager_amount)
+
 
 @dataclass(frozen=True)
 class ContributionShares:
@@ -79,12 +87,26 @@ class ContributionResult:
 
 
 @dataclass(frozen=True)
+class StoredContribution:
+    """A ledger row found by its idempotency key: its result, and what the key is bound to."""
+
+    result: ContributionResult
+    fingerprint: bytes
+
+
+@dataclass(frozen=True)
 class WinCommand:
     group: Group
     game_id: str
     user_id: uuid.UUID
     win_amount: int | None
     idempotency_key: str | None
+
+    @cached_property
+    def fingerprint(self) -> bytes:
+        return idempotency.win_fingerprint(
+            self.group.value, self.game_id, self.user_id, self.win_amount
+        )
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,8 @@ class RecordedWin:
 
     win_id: int
     group: Group
+    # What the key is bound to (domain/idempotency.py); a keyed row always has one.
+    fingerprint: bytes | None
     outcome: WinOutcome
     created_at: datetime
 

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Mapping
 from decimal import Decimal
 
-from jackpot_grpc.domain.errors import InsufficientPool
+from jackpot_grpc.domain.errors import InsufficientPool, PoolEmpty
 from jackpot_grpc.domain.model import GROUPS, ContributionShares, Group, PoolState, WinOutcome
 
 INT64_MAX = 2**63 - 1
@@ -77,7 +77,7 @@ def pay_win(current: int, seed: int, win_amount: int | None) -> WinOutcome:
     if amount > current:
         raise InsufficientPool(f"win of {amount} exceeds the pool's {current}")
     if amount <= 0:
-        raise InsufficientPool("the pool is empty")
+        raise PoolEmpty("the pool is empty")
     left = current - amount
     top_up = max(0, seed - left)
     return WinOutcome(

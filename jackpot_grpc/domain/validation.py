@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal, InvalidOperation
+from collections.abc import Iterable
+from decimal import Context, Decimal, Inexact, InvalidOperation
 
-from jackpot_grpc.domain.errors import FieldViolation, InvalidArgument
+from jackpot_grpc.domain.errors import FieldViolation, InvalidArgument, RateSumExceeded
 from jackpot_grpc.domain.model import (
     GROUP_CHOICES,
     ConfigChange,
@@ -19,28 +20,59 @@ MAX_GAME_ID_LENGTH = 128
 MAX_KEY_LENGTH = 128
 MAX_ACTOR_LENGTH = 128
 MAX_REASON_LENGTH = 500
-# 10^15 minor units (ten trillion in a two-decimal currency): far above any real wager,
-# far enough below int64 that pool totals cannot overflow.
+# The default largest wager (JACKPOT_MAX_WAGER): 10^15 minor units (ten trillion in a
+# two-decimal currency), far above any real wager, far below int64.
 MAX_WAGER_AMOUNT = 10**15
 RATE_DECIMAL_PLACES = 10
+# The default bound on the three rates' sum (JACKPOT_MAX_RATE_SUM): above 1, a wager
+# would put more into the pools than it is.
+MAX_RATE_SUM = Decimal(1)
+_RATE_STEP = Decimal(1).scaleb(-RATE_DECIMAL_PLACES)
+# Room for any rate of at most 18 integer and RATE_DECIMAL_PLACES decimal digits.
+_EXACT = Context(prec=40, traps=[Inexact, InvalidOperation])
+_MAX_RATE_ADJUSTED = 17
 
 
 def _text(
     field: str, value: str, max_length: int, *, required: bool
 ) -> tuple[str, list[FieldViolation]]:
+    """Free text (actor, reason): surrounding whitespace is trimmed."""
     text = value.strip()
+    return text, _checked(field, text, max_length, required=required)
+
+
+def _exact(
+    field: str, value: str, max_length: int, *, required: bool
+) -> tuple[str, list[FieldViolation]]:
+    """An identifier, taken exactly as sent: surrounding whitespace is an error, never
+    trimmed, so two spellings can never name the same key, game or user."""
+    if value != value.strip():
+        return value, [FieldViolation(field, "must not start or end with whitespace")]
+    return value, _checked(field, value, max_length, required=required)
+
+
+def _checked(field: str, text: str, max_length: int, *, required: bool) -> list[FieldViolation]:
     if required and not text:
-        return text, [FieldViolation(field, "must not be empty")]
+        return [FieldViolation(field, "must not be empty")]
     if len(text) > max_length:
-        return text, [FieldViolation(field, f"must be at most {max_length} characters")]
+        return [FieldViolation(field, f"must be at most {max_length} characters")]
     if not text.isprintable():
-        return text, [FieldViolation(field, "must not contain control characters")]
-    return text, []
+        return [FieldViolation(field, "must not contain control characters")]
+    return []
 
 
 def _key(value: str) -> tuple[str | None, list[FieldViolation]]:
-    key, problems = _text("idempotency_key", value, MAX_KEY_LENGTH, required=False)
+    key, problems = _exact("idempotency_key", value, MAX_KEY_LENGTH, required=False)
     return (key or None), problems
+
+
+def _user(value: str) -> tuple[uuid.UUID | None, list[FieldViolation]]:
+    if value != value.strip():
+        return None, [FieldViolation("user_id", "must not start or end with whitespace")]
+    try:
+        return uuid.UUID(value), []
+    except ValueError:
+        return None, [FieldViolation("user_id", "must be a UUID")]
 
 
 def _raise_if(problems: list[FieldViolation]) -> None:
@@ -48,12 +80,14 @@ def _raise_if(problems: list[FieldViolation]) -> None:
         raise InvalidArgument(problems)
 
 
-def contribute_command(game_id: str, wager_amount: int, idempotency_key: str) -> ContributeCommand:
-    game, problems = _text("game_id", game_id, MAX_GAME_ID_LENGTH, required=True)
+def contribute_command(
+    game_id: str, wager_amount: int, idempotency_key: str, max_wager: int = MAX_WAGER_AMOUNT
+) -> ContributeCommand:
+    game, problems = _exact("game_id", game_id, MAX_GAME_ID_LENGTH, required=True)
     if wager_amount <= 0:
         problems.append(FieldViolation("wager_amount", "must be greater than 0"))
-    elif wager_amount > MAX_WAGER_AMOUNT:
-        problems.append(FieldViolation("wager_amount", f"must be at most {MAX_WAGER_AMOUNT}"))
+    elif wager_amount > max_wager:
+        problems.append(FieldViolation("wager_amount", f"must be at most {max_wager}"))
     key, key_problems = _key(idempotency_key)
     _raise_if(problems + key_problems)
     return ContributeCommand(game_id=game, wager_amount=wager_amount, idempotency_key=key)
@@ -69,13 +103,9 @@ def win_command(
     problems: list[FieldViolation] = []
     if group is None:
         problems.append(FieldViolation("group", GROUP_CHOICES))
-    game, game_problems = _text("game_id", game_id, MAX_GAME_ID_LENGTH, required=True)
-    problems += game_problems
-    user: uuid.UUID | None = None
-    try:
-        user = uuid.UUID(user_id.strip())
-    except ValueError:
-        problems.append(FieldViolation("user_id", "must be a UUID"))
+    game, game_problems = _exact("game_id", game_id, MAX_GAME_ID_LENGTH, required=True)
+    user, user_problems = _user(user_id)
+    problems += game_problems + user_problems
     if win_amount is not None and win_amount <= 0:
         problems.append(FieldViolation("win_amount", "must be greater than 0 when set"))
     key, key_problems = _key(idempotency_key)
@@ -87,18 +117,52 @@ def win_command(
 
 
 def parse_rate(field: str, text: str) -> Decimal:
-    """An exact decimal rate from its string form (google.type.Decimal's value)."""
+    """An exact decimal rate from its string form (google.type.Decimal's value), in its
+    canonical form, RATE_DECIMAL_PLACES places as the database keeps it: `0E+999999999`
+    is 0.0000000000, `0.50000000000000` is 0.5000000000. Its range (0 to 1) is checked
+    with the config it goes into (apply_config_change)."""
     try:
         rate = Decimal(text.strip())
     except InvalidOperation:
         raise InvalidArgument.of(field, f"{text!r} is not a decimal number") from None
     if not rate.is_finite():
         raise InvalidArgument.of(field, "must be a finite decimal number")
-    exponent = rate.as_tuple().exponent
-    assert isinstance(exponent, int)
-    if -exponent > RATE_DECIMAL_PLACES:
-        raise InvalidArgument.of(field, f"must have at most {RATE_DECIMAL_PLACES} decimal places")
-    return rate
+    if rate.is_zero():
+        return Decimal(0).quantize(_RATE_STEP)  # -0 and 0E+999999999 alike
+    if rate.adjusted() > _MAX_RATE_ADJUSTED:  # 1E+999999999: no rate, and too big to scale
+        raise InvalidArgument.of(field, "must be between 0 and 1")
+    try:
+        return rate.quantize(_RATE_STEP, context=_EXACT)
+    except (Inexact, InvalidOperation):
+        raise InvalidArgument.of(
+            field, f"must have at most {RATE_DECIMAL_PLACES} decimal places"
+        ) from None
+
+
+def decimal_text(value: Decimal) -> str:
+    """A decimal in plain notation without trailing zeros: 0.005, 0, 1 (never 0E-10)."""
+    return format(value.normalize(_EXACT) if value else Decimal(0), "f")
+
+
+def rate_text(rate: Decimal) -> str:
+    """A rate as the API shows it: plain notation, RATE_DECIMAL_PLACES places, as the
+    database keeps it (0.0050000000, 0.0000000000; never 0E-10 or 0E+999999999)."""
+    return format(rate.quantize(_RATE_STEP, context=_EXACT), "f")
+
+
+def check_rate_sum(rates: Iterable[Decimal], bound: Decimal = MAX_RATE_SUM) -> None:
+    """The pools' rates together may not exceed `bound` (at most 1): RateSumExceeded."""
+    total = sum(rates, Decimal(0))
+    if total > bound:
+        raise RateSumExceeded(
+            [
+                FieldViolation(
+                    "contribution_rate",
+                    f"the three pools' rates would sum to {decimal_text(total)},"
+                    f" above the limit of {decimal_text(bound)}",
+                )
+            ]
+        )
 
 
 def config_change(

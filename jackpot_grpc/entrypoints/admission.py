@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from jackpot_grpc.domain.errors import Unavailable
+from jackpot_grpc.domain.errors import ShuttingDown, Unavailable
 from jackpot_grpc.entrypoints.errors import to_status
 from jackpot_grpc.entrypoints.interceptors import Continuation
 
@@ -63,7 +63,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return await behavior(request, context)
             self._last_arrival = time.monotonic()
             if self.closing:
-                await context.abort_with_status(to_status(Unavailable("server is shutting down")))
+                await context.abort_with_status(to_status(ShuttingDown("server is shutting down")))
             if self._database_up() is False:
                 await context.abort_with_status(to_status(Unavailable("database unavailable")))
             self.in_flight += 1

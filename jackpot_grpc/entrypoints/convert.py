@@ -17,6 +17,8 @@ from jackpot_grpc.domain.model import (
     Statistics,
     WinResult,
 )
+from jackpot_grpc.domain.rules import INT64_MAX
+from jackpot_grpc.domain.validation import rate_text
 
 _TO_PROTO: dict[Group, pb.JackpotGroup.ValueType] = {
     Group.MINOR: pb.JACKPOT_GROUP_MINOR,
@@ -47,7 +49,7 @@ def pool(state: PoolState) -> pb.Pool:
         group=group_to_proto(state.group),
         current_amount=state.current_amount,
         seed_amount=state.seed_amount,
-        contribution_rate=decimal_pb2.Decimal(value=str(state.contribution_rate)),
+        contribution_rate=decimal_pb2.Decimal(value=rate_text(state.contribution_rate)),
         total_contributions=state.total_contributions,
         total_wins=state.total_wins,
         last_won_amount=state.last_won_amount or 0,
@@ -105,7 +107,7 @@ def win_response(result: WinResult) -> pb.WinResponse:
 def pool_config(config: PoolConfig) -> pb.PoolConfig:
     message = pb.PoolConfig(
         group=group_to_proto(config.group),
-        contribution_rate=decimal_pb2.Decimal(value=str(config.contribution_rate)),
+        contribution_rate=decimal_pb2.Decimal(value=rate_text(config.contribution_rate)),
         seed_amount=config.seed_amount,
         version=config.version,
     )
@@ -130,10 +132,24 @@ def statistics(stats: Statistics) -> pb.GetStatisticsResponse:
             )
             for p in stats.pools
         ],
-        total_contribution_count=stats.contribution_count,
-        total_contributed=stats.total_contributed,
-        total_win_count=stats.total_win_count,
-        total_won=stats.total_won,
-        total_pool_amount=stats.total_pool_amount,
-        total_wagered=stats.total_wagered,
+        total_contribution_count=saturated(stats.contribution_count),
+        total_contributed=saturated(stats.total_contributed),
+        total_win_count=saturated(stats.total_win_count),
+        total_won=saturated(stats.total_won),
+        total_pool_amount=saturated(stats.total_pool_amount),
+        total_wagered=saturated(stats.total_wagered),
+        total_contributed_decimal=exact(stats.total_contributed),
+        total_won_decimal=exact(stats.total_won),
+        total_pool_amount_decimal=exact(stats.total_pool_amount),
+        total_wagered_decimal=exact(stats.total_wagered),
     )
+
+
+def saturated(value: int) -> int:
+    """A lifetime sum in an int64 field: INT64_MAX once it passes (its `*_decimal` twin
+    carries the exact value). A read must never fail because a sum grew."""
+    return min(value, INT64_MAX)
+
+
+def exact(value: int) -> decimal_pb2.Decimal:
+    return decimal_pb2.Decimal(value=str(value))

@@ -1,4 +1,5 @@
-"""The one table from domain errors to gRPC status codes, with rich details (grpcio-status)."""
+"""The one table from domain errors to gRPC status codes and ErrorInfo reasons, with rich
+details (grpcio-status). docs/ERRORS.md lists every reason and what a caller should do."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from grpc_status import rpc_status
 
 from jackpot_grpc.domain.errors import (
     DomainError,
+    IdempotencyKeyReused,
     InsufficientPool,
     InvalidArgument,
     OutOfRange,
     Overloaded,
     PermissionDenied,
+    PoolEmpty,
     PoolNotFound,
+    RateSumExceeded,
+    ShuttingDown,
     Unauthenticated,
     Unavailable,
     VersionConflict,
@@ -25,27 +30,47 @@ from jackpot_grpc.domain.errors import (
 
 log = logging.getLogger(__name__)
 
-STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    InsufficientPool: grpc.StatusCode.FAILED_PRECONDITION,
-    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
-    PoolNotFound: grpc.StatusCode.NOT_FOUND,
-    VersionConflict: grpc.StatusCode.ABORTED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+# google.rpc.ErrorInfo.domain of every error this service raises.
+ERROR_DOMAIN = "jackpot.v1"
+# The reason of an error no row below explains (answered INTERNAL).
+INTERNAL_REASON = "INTERNAL"
+
+# Every domain error: its gRPC code and its ErrorInfo reason (stable, UPPER_SNAKE).
+ERRORS: dict[type[DomainError], tuple[grpc.StatusCode, str]] = {
+    InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST"),
+    RateSumExceeded: (grpc.StatusCode.INVALID_ARGUMENT, "RATE_SUM_EXCEEDED"),
+    IdempotencyKeyReused: (grpc.StatusCode.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED"),
+    InsufficientPool: (grpc.StatusCode.FAILED_PRECONDITION, "WIN_EXCEEDS_POOL"),
+    PoolEmpty: (grpc.StatusCode.FAILED_PRECONDITION, "POOL_EMPTY"),
+    OutOfRange: (grpc.StatusCode.OUT_OF_RANGE, "AMOUNT_OUT_OF_RANGE"),
+    PoolNotFound: (grpc.StatusCode.NOT_FOUND, "POOL_NOT_FOUND"),
+    VersionConflict: (grpc.StatusCode.ABORTED, "VERSION_CONFLICT"),
+    Unavailable: (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
+    ShuttingDown: (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
+    Overloaded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"),
+    Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
 }
+STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {k: v[0] for k, v in ERRORS.items()}
 
 # Callers that may simply retry (with the same idempotency key) are told when.
 RETRY_AFTER_SECONDS: dict[type[DomainError], float] = {Unavailable: 1.0, Overloaded: 0.1}
 
 
-def status_code_of(exc: BaseException) -> grpc.StatusCode:
+def error_kind(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """(code, reason) of the nearest class in the table; INTERNAL for anything else."""
     for cls in type(exc).__mro__:
-        if cls in STATUS_CODES:
-            return STATUS_CODES[cls]
-    return grpc.StatusCode.INTERNAL
+        if cls in ERRORS:
+            return ERRORS[cls]
+    return grpc.StatusCode.INTERNAL, INTERNAL_REASON
+
+
+def status_code_of(exc: BaseException) -> grpc.StatusCode:
+    return error_kind(exc)[0]
+
+
+def reason_of(exc: BaseException) -> str:
+    return error_kind(exc)[1]
 
 
 def _packed(message: Message) -> any_pb2.Any:
@@ -56,13 +81,13 @@ def _packed(message: Message) -> any_pb2.Any:
 
 def to_status(exc: BaseException) -> grpc.Status:
     """A gRPC status for any exception; unexpected ones become INTERNAL, never UNKNOWN."""
-    code = status_code_of(exc)
+    code, reason = error_kind(exc)
     if isinstance(exc, DomainError):
         message = exc.message
     else:
         log.error("unexpected error: %s: %s", type(exc).__name__, exc, exc_info=exc)
         message = "internal error"
-    details = []
+    details = [_packed(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))]
     if isinstance(exc, InvalidArgument):
         details.append(
             _packed(

@@ -112,7 +112,8 @@ def _grpc_server(
         interceptors=interceptors, options=[("grpc.so_reuseport", 1 if reuse_port else 0)]
     )
     jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
-        JackpotServicer(service, contributor, settings.admin_token), server
+        JackpotServicer(service, contributor, settings.admin_token, max_wager=settings.max_wager),
+        server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -138,7 +139,12 @@ def build_server(
     nothing is bound and no task starts; a bad setting fails here, before any of that."""
     history_config = sampler_config(settings)
     pool = create_pool(settings, database_url)
-    service = JackpotService(pool, settings.snapshot_ttl, telemetry.metrics if telemetry else None)
+    service = JackpotService(
+        pool,
+        settings.snapshot_ttl,
+        telemetry.metrics if telemetry else None,
+        max_rate_sum=settings.max_rate_sum,
+    )
     batcher: ContributionBatcher | None = None
     contributor: Contributor
     if settings.batching:

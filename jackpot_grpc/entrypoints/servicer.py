@@ -23,7 +23,7 @@ from jackpot_grpc.domain.errors import (
 )
 from jackpot_grpc.domain.model import ContributeCommand
 from jackpot_grpc.entrypoints import convert
-from jackpot_grpc.entrypoints.errors import to_status
+from jackpot_grpc.entrypoints.errors import error_kind, to_status
 from jackpot_grpc.service.batcher import Contributor
 from jackpot_grpc.service.jackpot import JackpotService
 
@@ -75,10 +75,13 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         service: JackpotService,
         contributor: Contributor,
         admin_token: str | None,
+        *,
+        max_wager: int = validation.MAX_WAGER_AMOUNT,
     ) -> None:
         self._service = service
         self._contributor = contributor
         self._admin_token = admin_token
+        self._max_wager = max_wager
         self._pools_reply: tuple[tuple[int, ...], pb.GetPoolsResponse] | None = None
 
     @translating_errors
@@ -86,7 +89,7 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         self, request: pb.ContributeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ContributeResponse:
         command = validation.contribute_command(
-            request.game_id, request.wager_amount, request.idempotency_key
+            request.game_id, request.wager_amount, request.idempotency_key, self._max_wager
         )
         return convert.contribute_response(await self._contributor.contribute(command))
 
@@ -101,23 +104,26 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             try:
                 checked.append(
                     validation.contribute_command(
-                        item.game_id, item.wager_amount, item.idempotency_key
+                        item.game_id, item.wager_amount, item.idempotency_key, self._max_wager
                     )
                 )
             except InvalidArgument as exc:
                 checked.append(exc)
         valid = [c for c in checked if isinstance(c, ContributeCommand)]
         applied = iter(await self._service.contribute_many(valid) if valid else [])
-        response = pb.ContributeBatchResponse(
-            applied_count=len(valid), rejected_count=len(checked) - len(valid)
-        )
+        response = pb.ContributeBatchResponse()
         stamps: dict[datetime, timestamp_pb2.Timestamp | None] = {}  # a batch shares one
         for outcome in checked:
             slot = response.results.add()
-            if isinstance(outcome, InvalidArgument):
-                slot.error.CopyFrom(_item_error(outcome))
+            result = outcome if isinstance(outcome, InvalidArgument) else next(applied)
+            if isinstance(result, DomainError):
+                slot.error.CopyFrom(_item_error(result))
+                response.rejected_count += 1
                 continue
-            result = next(applied)
+            if result.replayed:
+                response.replayed_count += 1
+            else:
+                response.applied_count += 1
             if result.created_at not in stamps:
                 stamps[result.created_at] = convert.timestamp(result.created_at)
             convert.fill_contribute_response(slot.result, result, stamps[result.created_at])
@@ -186,8 +192,10 @@ def _item_error(exc: DomainError) -> pb.ItemError:
     violation: FieldViolation | None = (
         exc.violations[0] if isinstance(exc, InvalidArgument) and exc.violations else None
     )
+    code, reason = error_kind(exc)
     return pb.ItemError(
-        code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        code=code.value[0],
         message=exc.message,
         field=violation.field if violation else "",
+        reason=reason,
     )

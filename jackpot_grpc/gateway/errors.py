@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 from google.protobuf import any_pb2, json_format
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -40,6 +41,16 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DATA_LOSS: 500,
 }
+
+# A few reasons answer a more precise HTTP status than their gRPC code's (ErrorInfo.reason).
+# A key reused for another request is 422, as the IETF Idempotency-Key draft has it.
+HTTP_STATUS_BY_REASON: dict[str, int] = {"IDEMPOTENCY_KEY_REUSED": 422}
+# Shared with the service's ErrorInfo (jackpot_grpc.entrypoints.errors).
+ERROR_DOMAIN = "jackpot.v1"
+INVALID_REQUEST = "INVALID_REQUEST"
+# What a client is told when the gRPC server cannot be reached at all: the transport's own
+# text (addresses, TLS details) goes to the log only.
+UNAVAILABLE_MESSAGE = "service unavailable"
 
 # Errors raised by HTTP routing itself (grpc-gateway's DefaultRoutingErrorHandler): the HTTP
 # status stays, the body carries the closest gRPC code.
@@ -73,8 +84,13 @@ class GatewayError(Exception):
 
 
 def bad_request(message: str, violations: Sequence[tuple[str, str]] = ()) -> GatewayError:
-    """400 INVALID_ARGUMENT, with a google.rpc.BadRequest naming each bad field."""
-    details = []
+    """400 INVALID_ARGUMENT, with ErrorInfo INVALID_REQUEST and a google.rpc.BadRequest
+    naming each bad field."""
+    details = [
+        any_to_json(
+            _packed(error_details_pb2.ErrorInfo(reason=INVALID_REQUEST, domain=ERROR_DOMAIN))
+        )
+    ]
     if violations:
         details.append(
             any_to_json(
@@ -93,7 +109,7 @@ def bad_request(message: str, violations: Sequence[tuple[str, str]] = ()) -> Gat
     return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, details)
 
 
-def _packed(message: error_details_pb2.BadRequest) -> any_pb2.Any:
+def _packed(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
@@ -145,16 +161,29 @@ def _retry_after(details: Sequence[any_pb2.Any]) -> dict[str, str]:
     return {}
 
 
+def _reason(details: Sequence[any_pb2.Any]) -> str | None:
+    for detail in details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    return None
+
+
 def rpc_error_response(error: grpc.aio.AioRpcError) -> web.Response:
-    """The gRPC status as HTTP, with the rich status's details (BadRequest, RetryInfo...)."""
+    """The gRPC status as HTTP, with the rich status's details (ErrorInfo, BadRequest,
+    RetryInfo...) passed through; the HTTP status by reason first, then by code."""
     code: grpc.StatusCode = error.code()
     message: str = error.details() or ""
     rich = _rich_status(error)
     details = list(rich.details) if rich is not None else []
     if code == grpc.StatusCode.UNAVAILABLE and rich is None:
+        # The service always sends details; none means the transport failed on the way.
         log.warning("gRPC upstream unavailable: %s", message)
+        message = UNAVAILABLE_MESSAGE
+    reason = _reason(details)
+    http_status = HTTP_STATUS_BY_REASON.get(reason or "") or http_status_of(code)
     return error_response(
-        http_status_of(code),
+        http_status,
         code,
         message,
         [any_to_json(d) for d in details],

@@ -1,8 +1,11 @@
 """HTTP request → protobuf request, protobuf response → JSON, HTTP headers → gRPC metadata.
 
 JSON follows the proto3 mapping (google.protobuf.json_format): camelCase or proto names in,
-camelCase out, unknown input fields ignored, unset fields emitted, int64 as strings. Unset
-message fields and unset `optional` scalars come out as `null` (see `null_when_unset`).
+camelCase out, unset fields emitted, int64 as strings. Unset message fields and unset
+`optional` scalars come out as `null` (see `null_when_unset`). Stricter than grpc-gateway's
+defaults, so a typo can never pass as "unset": an unknown field in the body or the query is
+400 naming it, and an enum takes its value's name (`JACKPOT_GROUP_MINOR`), that name
+without the enum's prefix in any case (`minor`), or its number.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, cast
 
 from google.protobuf import descriptor_pb2, json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from jackpot_grpc.gateway.errors import bad_request
 from jackpot_grpc.gateway.routes import Route, message_type, resolve_field
 
-# Headers that set a request field when the message has it and the body left it empty.
+# Headers that set a request field. A route whose request lacks the field refuses the
+# header (it would be silently ignored); a body that sets the field to another value too.
 HEADER_FIELDS: dict[str, str] = {"Idempotency-Key": "idempotency_key"}
 # Headers forwarded as gRPC metadata under their lowercase name (auth, W3C trace context).
 FORWARDED_HEADERS = ("Authorization", "traceparent", "tracestate", "X-Request-Id")
@@ -40,6 +44,7 @@ _METADATA_KEY = re.compile(r"[0-9a-z_.\-]+")
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 _FAILED_FIELD = re.compile(r"Failed to parse (\S+) field")
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
+_UPPER_SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -67,6 +72,50 @@ def _field_named(message: Descriptor, key: str) -> FieldDescriptor | None:
     return field
 
 
+@functools.cache
+def _enum_names(enum: EnumDescriptor) -> tuple[tuple[str, str], ...]:
+    """(value name, short name) of each value. The short name drops the enum's prefix,
+    its name in UPPER_SNAKE as the protobuf style guide has it (JackpotGroup →
+    JACKPOT_GROUP_), and is lower case. The zero (UNSPECIFIED) value is left out: it means
+    "not set"."""
+    prefix = _UPPER_SNAKE.sub("_", enum.name).upper() + "_"
+    return tuple(
+        (v.name, v.name.removeprefix(prefix).lower()) for v in enum.values if v.number != 0
+    )
+
+
+@functools.cache
+def _enum_spellings(enum: EnumDescriptor) -> dict[str, str]:
+    """Every accepted spelling, lower-cased → the value name json_format parses (the zero
+    value's name too: it reaches the service as "unset", which answers for it)."""
+    spellings = {v.name.lower(): v.name for v in enum.values}
+    for name, short in _enum_names(enum):
+        spellings.setdefault(short, name)
+    return spellings
+
+
+def enum_choices(enum: EnumDescriptor) -> str:
+    """The wording of a bad enum value: every spelling the gateway accepts."""
+    names = _enum_names(enum)
+    listed = ", ".join([short for _, short in names] + [name for name, _ in names])
+    numbers = ", ".join(str(enum.values_by_name[name].number) for name, _ in names)
+    return f"must be one of {listed} (any case), or its number ({numbers})"
+
+
+def _enum_value(field: FieldDescriptor, value: Any, path: str) -> tuple[Any, list[tuple[str, str]]]:
+    """An enum's JSON value as json_format takes it, or the problem with it."""
+    enum = field.enum_type
+    if isinstance(value, bool):  # json_format would read true as 1
+        return value, [(path, "must not be a boolean")]
+    if not isinstance(value, str) or enum is None:
+        return value, []  # numbers: json_format checks them
+    spellings = _enum_spellings(enum)
+    name = spellings.get(value.lower())
+    if name is None:
+        return value, [(path, enum_choices(enum))]
+    return name, []
+
+
 def _bool_misuse(field: FieldDescriptor, value: Any, path: str) -> list[tuple[str, str]]:
     """JSON true/false where a number or enum belongs (Python treats bool as int)."""
     if isinstance(value, bool) and field.type != FieldDescriptor.TYPE_BOOL:
@@ -77,15 +126,29 @@ def _bool_misuse(field: FieldDescriptor, value: Any, path: str) -> list[tuple[st
 
 
 def check_json_types(message: Descriptor, value: Any, path: str = "") -> list[tuple[str, str]]:
-    """Type problems json_format lets through, as (field path, description) pairs."""
-    if not isinstance(value, dict):
-        return []
+    """Problems json_format lets through (or words badly), as (field path, description)
+    pairs: unknown fields, booleans where numbers belong, enum values it does not know.
+    Enum values given in a short spelling are rewritten in place to their value names."""
+    if not isinstance(value, dict) or message.file.package == _OPAQUE_PACKAGE:
+        return []  # well-known types have JSON forms of their own: json_format checks them
     problems: list[tuple[str, str]] = []
     for key, item in value.items():
         field = _field_named(message, key)
-        if field is None or item is None:
-            continue
         where = f"{path}.{key}" if path else key
+        if field is None:
+            problems.append((where, "unknown field"))
+            continue
+        if item is None:
+            continue
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            if field.is_repeated and isinstance(item, list):
+                for index, element in enumerate(item):
+                    item[index], found = _enum_value(field, element, f"{where}[{index}]")
+                    problems += found
+            elif not field.is_repeated:
+                value[key], found = _enum_value(field, item, where)
+                problems += found
+            continue
         entry = message_type(field)
         if entry is not None and entry.GetOptions().map_entry:
             value_field = entry.fields_by_name["value"]
@@ -119,7 +182,7 @@ def _parse_into(route: Route, message: Message, data: dict[str, Any]) -> None:
         field, description = problems[0]
         raise bad_request(f"invalid value for field {field}: {description}", problems)
     try:
-        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+        json_format.ParseDict(data, message, ignore_unknown_fields=False)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         text = str(exc).replace("..", ".")
         field = ".".join(_FAILED_FIELD.findall(text))
@@ -150,9 +213,11 @@ def _query_dict(route: Route, query: Query) -> dict[str, Any]:
         try:
             fields = resolve_field(descriptor, name)
         except ValueError:
-            continue  # like unknown JSON fields: ignored
+            raise bad_request(
+                f"unknown query parameter {name!r}", [(name, "unknown field")]
+            ) from None
         if fields[0].name in route.bound_fields:
-            continue
+            continue  # the path's value wins (grpc-gateway's rule)
         leaf, values = fields[-1], query.getall(name)
         if leaf.is_repeated:
             _set_path(data, fields, [_query_value(leaf, v, name) for v in values])
@@ -186,6 +251,12 @@ def build_request(
             _parse_into(route, message, {field.json_name: data})
     if route.body != "*":
         _parse_into(route, message, _query_dict(route, query))
+    elif query:
+        name = next(iter(query.keys()))
+        raise bad_request(
+            f"unknown query parameter {name!r}: this route takes its request in the body",
+            [(name, "unknown field")],
+        )
     from_path: dict[str, Any] = {}
     for param in route.path_params:
         _set_path(
@@ -199,17 +270,25 @@ def build_request(
 
 
 def _fill_from_headers(message: Message, headers: Mapping[str, str]) -> None:
+    """Set each header's field, exactly as sent (the service checks it like the body's)."""
     for header, field_name in HEADER_FIELDS.items():
+        value = headers.get(header)
+        if value is None:
+            continue
         field = message.DESCRIPTOR.fields_by_name.get(field_name)
-        value = headers.get(header, "").strip()
-        if (
-            value
-            and field is not None
-            and field.type == FieldDescriptor.TYPE_STRING
-            and not field.is_repeated
-            and not getattr(message, field_name)
-        ):
-            setattr(message, field_name, value)
+        if field is None or field.type != FieldDescriptor.TYPE_STRING or field.is_repeated:
+            raise bad_request(
+                f"the {header} header is not accepted here: this request has no"
+                f" {field_name} (it would be ignored)",
+                [(header, "not accepted on this route")],
+            )
+        current = getattr(message, field_name)
+        if current and current != value:
+            raise bad_request(
+                f"the {header} header and the body's {field.json_name} disagree",
+                [(header, f"differs from {field.json_name} in the body")],
+            )
+        setattr(message, field_name, value)
 
 
 def forwarded_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

@@ -19,7 +19,12 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import FieldViolation, InvalidArgument
 from jackpot_grpc.domain.model import GROUP_CHOICES, GROUPS, ConfigChange, Group, PoolConfig
-from jackpot_grpc.domain.validation import apply_config_change, parse_rate
+from jackpot_grpc.domain.validation import (
+    MAX_RATE_SUM,
+    apply_config_change,
+    check_rate_sum,
+    parse_rate,
+)
 from jackpot_grpc.entrypoints.convert import group_from_proto, group_to_proto
 from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.grpc_client import channel
@@ -119,7 +124,11 @@ def _amount(
     return value, []
 
 
-def validate_document(document: Any) -> tuple[list[PoolConfig], list[FieldViolation]]:
+def validate_document(
+    document: Any, max_rate_sum: Decimal = MAX_RATE_SUM
+) -> tuple[list[PoolConfig], list[FieldViolation]]:
+    """The pools of a config document, and every rule it breaks (the domain's rules, and
+    the rates' sum against `max_rate_sum`, JACKPOT_MAX_RATE_SUM)."""
     entries, problems = _pool_entries(document)
     configs: list[PoolConfig] = []
     seen: set[Group] = set()
@@ -175,12 +184,19 @@ def validate_document(document: Any) -> tuple[list[PoolConfig], list[FieldViolat
         problems.extend(
             FieldViolation(f"pools.{g.value}", "is missing") for g in GROUPS if g not in seen
         )
+    if not problems:
+        try:
+            check_rate_sum((c.contribution_rate for c in configs), max_rate_sum)
+        except InvalidArgument as exc:
+            problems.extend(FieldViolation("pools", v.description) for v in exc.violations)
     return configs, problems
 
 
-def validate_configs(configs: list[PoolConfig]) -> list[FieldViolation]:
+def validate_configs(
+    configs: list[PoolConfig], max_rate_sum: Decimal = MAX_RATE_SUM
+) -> list[FieldViolation]:
     """The rules applied to configs read from the database (or the service)."""
-    return validate_document({"pools": [config_row(c) for c in configs]})[1]
+    return validate_document({"pools": [config_row(c) for c in configs]}, max_rate_sum)[1]
 
 
 # --- update ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from jackpot_grpc.domain.errors import DomainError, Overloaded, Unavailable
+from jackpot_grpc.domain.errors import DomainError, Overloaded, ShuttingDown, Unavailable
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
 from jackpot_grpc.service.ports import BatchApplier
 
@@ -40,6 +40,8 @@ class DirectContributor:
         self._in_flight += 1
         try:
             (result,) = await self._service.contribute_many([command])
+            if isinstance(result, DomainError):
+                raise result
             return result
         finally:
             self._in_flight -= 1
@@ -72,7 +74,7 @@ class ContributionBatcher:
 
     async def contribute(self, command: ContributeCommand) -> ContributionResult:
         if self._closed:
-            raise Unavailable("service is shutting down")
+            raise ShuttingDown("service is shutting down")
         answer: asyncio.Future[ContributionResult] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait(_Pending(command, answer))
@@ -98,7 +100,7 @@ class ContributionBatcher:
             # Bounded too: on Python 3.11 a cancellation can be lost inside wait_for.
             await asyncio.wait({self._worker}, timeout=1.0)
         left = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
-        self._fail(left, Unavailable("service is shutting down"))
+        self._fail(left, ShuttingDown("service is shutting down"))
 
     def _take_batch(self, first: _Pending) -> list[_Pending]:
         batch = [first]
@@ -141,8 +143,14 @@ class ContributionBatcher:
         else:
             self.batches += 1
             self.batched += len(batch)
+            # Calls batched together follow ContributeBatch's rules: a key repeated with the
+            # same request replays the first, with another request fails that call alone.
             for pending, result in zip(batch, results, strict=True):
-                if not pending.answer.done():
+                if pending.answer.done():
+                    continue
+                if isinstance(result, DomainError):
+                    pending.answer.set_exception(result)
+                else:
                     pending.answer.set_result(result)
             return
         self._fail(batch, failure)

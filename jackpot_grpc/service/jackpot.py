@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from decimal import Decimal
+from typing import TypeVar
 
 from jackpot_grpc.adapters import repository as repo
 from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.adapters.unit_of_work import Isolation, transaction
+from jackpot_grpc.adapters.unit_of_work import Isolation, KeyTaken, transaction
 from jackpot_grpc.domain import rules
-from jackpot_grpc.domain.batch import plan_contributions
-from jackpot_grpc.domain.errors import VersionConflict
+from jackpot_grpc.domain.batch import key_reused, plan_contributions
+from jackpot_grpc.domain.errors import IdempotencyKeyReused, VersionConflict
 from jackpot_grpc.domain.model import (
     ConfigChange,
     ContributeCommand,
@@ -23,16 +25,34 @@ from jackpot_grpc.domain.model import (
     WinCommand,
     WinResult,
 )
-from jackpot_grpc.domain.validation import apply_config_change
+from jackpot_grpc.domain.validation import MAX_RATE_SUM, apply_config_change, check_rate_sum
 from jackpot_grpc.service.ports import ServiceMetrics
 from jackpot_grpc.service.snapshot import PoolSnapshot
+
+T = TypeVar("T")
+
+
+async def _settling_key_races(use_case: Callable[[], Awaitable[T]]) -> T:
+    """Run a use case; if its insert lost a race for an idempotency key (the unique index
+    decides), run it once more: it then finds the winner's row and replays it or refuses
+    the key. Pool locks make this rare (the key is looked up under them)."""
+    try:
+        return await use_case()
+    except KeyTaken:
+        return await use_case()
 
 
 class JackpotService:
     def __init__(
-        self, pool: Pool, snapshot_ttl: float = 0.5, metrics: ServiceMetrics | None = None
+        self,
+        pool: Pool,
+        snapshot_ttl: float = 0.5,
+        metrics: ServiceMetrics | None = None,
+        *,
+        max_rate_sum: Decimal = MAX_RATE_SUM,
     ) -> None:
         self.pool = pool
+        self.max_rate_sum = max_rate_sum
         # Recorded once per transaction, after its commit: never per call on the hot path.
         self.metrics = metrics
         self.snapshot = PoolSnapshot(snapshot_ttl)
@@ -40,12 +60,18 @@ class JackpotService:
 
     async def contribute_many(
         self, commands: Sequence[ContributeCommand]
-    ) -> list[ContributionResult]:
+    ) -> list[ContributionResult | IdempotencyKeyReused]:
         """Apply contributions in order, in one transaction; one result per command.
 
-        Keys already in the ledger, or repeated earlier in `commands`, replay the first
-        result and change nothing. Returns only after the commit.
+        A key already in the ledger, or earlier in `commands`, replays the first result
+        when the request is the same and is refused (IdempotencyKeyReused, in its place)
+        when it is not; neither changes anything. Returns only after the commit.
         """
+        return await _settling_key_races(lambda: self._contribute_many(commands))
+
+    async def _contribute_many(
+        self, commands: Sequence[ContributeCommand]
+    ) -> list[ContributionResult | IdempotencyKeyReused]:
         async with transaction(self.pool) as conn:
             keys = sorted({c.idempotency_key for c in commands if c.idempotency_key})
             pools, known = await repo.lock_pools_and_find_contributions(conn, keys)
@@ -64,10 +90,12 @@ class JackpotService:
                 plan.fresh, plan.shares, ids, strict=True
             )
         }
-        results: list[ContributionResult] = []
+        results: list[ContributionResult | IdempotencyKeyReused] = []
         for position, command in enumerate(commands):
             if position in stored:
                 results.append(stored[position])
+            elif position in plan.conflicts:
+                results.append(plan.conflicts[position])
             elif position in plan.replays:
                 first = stored[plan.replays[position]]
                 results.append(
@@ -75,17 +103,24 @@ class JackpotService:
                 )
             else:
                 assert command.idempotency_key is not None
-                results.append(known[command.idempotency_key])
+                results.append(known[command.idempotency_key].result)
         if self.metrics is not None and plan.fresh:
-            self.metrics.contributions_applied(results)
+            self.metrics.contributions_applied(stored.values())
         return results
 
     async def win(self, command: WinCommand) -> WinResult:
+        """Pay a win. A key already used replays its win when the request is the same,
+        and raises IdempotencyKeyReused (nothing written) when it is not."""
+        return await _settling_key_races(lambda: self._win(command))
+
+    async def _win(self, command: WinCommand) -> WinResult:
         async with transaction(self.pool) as conn:
             pools = await repo.lock_pools(conn)
             if command.idempotency_key:
                 earlier = await repo.find_win(conn, command.idempotency_key)
                 if earlier is not None:
+                    if earlier.fingerprint != command.fingerprint:
+                        raise key_reused(command.idempotency_key, "win")
                     return WinResult(
                         win_id=earlier.win_id,
                         outcome=earlier.outcome,
@@ -135,6 +170,10 @@ class JackpotService:
                     f" not {change.expected_version}"
                 )
             after = apply_config_change(before, change)
+            if after.contribution_rate > before.contribution_rate:
+                # Under the locks of all three pools: no concurrent change can slip past.
+                others = (p.contribution_rate for g, p in pools.items() if g != change.group)
+                check_rate_sum([after.contribution_rate, *others], self.max_rate_sum)
             audit_id = await repo.save_config(conn, before, after, change.actor, change.reason)
             pools_after = await repo.read_pools(conn)
         self.snapshot.update(pools_after)

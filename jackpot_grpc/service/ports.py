@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from jackpot_grpc.domain.errors import IdempotencyKeyReused
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult, Group, WinResult
 
 
@@ -23,8 +24,9 @@ class ServiceMetrics(Protocol):
 
 
 class BatchApplier(Protocol):
-    """Applies contributions in order, in one transaction; one result per command."""
+    """Applies contributions in order, in one transaction; one result per command, or the
+    refusal of a command whose key is bound to another request."""
 
     async def contribute_many(
         self, commands: Sequence[ContributeCommand]
-    ) -> list[ContributionResult]: ...
+    ) -> list[ContributionResult | IdempotencyKeyReused]: ...

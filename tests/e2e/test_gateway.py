@@ -220,15 +220,16 @@ async def test_idempotency_key_header_replays(http: aiohttp.ClientSession, base:
     assert stats["totalContributionCount"] == "1"
 
 
-async def test_body_idempotency_key_wins_over_header(
-    http: aiohttp.ClientSession, base: str
+async def test_body_and_header_keys_that_disagree_are_400(
+    http: aiohttp.ClientSession, offline: str
 ) -> None:
+    """Neither silently wins: the caller sent two keys and is told so."""
     payload = {"gameId": "slots", "wagerAmount": 1000, "idempotencyKey": "from-body"}
-    _, first, _ = await _json(http, "POST", base + CONTRIBUTE, json=payload)
-    _, second, _ = await _json(
-        http, "POST", base + CONTRIBUTE, json=payload, headers={"Idempotency-Key": "other"}
+    status, body, _ = await _json(
+        http, "POST", offline + CONTRIBUTE, json=payload, headers={"Idempotency-Key": "other"}
     )
-    assert second["replayed"] is True and second["contributionId"] == first["contributionId"]
+    assert status == 400
+    assert "Idempotency-Key" in _violations(body)
 
 
 async def test_contribute_batch(http: aiohttp.ClientSession, base: str) -> None:
@@ -398,10 +399,11 @@ async def test_domain_validation_is_400_with_details(
     assert set(_violations(body)) == {"game_id", "wager_amount"}
 
 
-async def test_unknown_fields_are_ignored(http: aiohttp.ClientSession, base: str) -> None:
+async def test_unknown_fields_are_400_by_name(http: aiohttp.ClientSession, offline: str) -> None:
     payload = {"gameId": "test", "wagerAmount": 1000, "currency": "EUR"}
-    status, body, _ = await _json(http, "POST", base + CONTRIBUTE, json=payload)
-    assert status == 200 and body["totalContribution"] == "10"
+    status, body, _ = await _json(http, "POST", offline + CONTRIBUTE, json=payload)
+    assert status == 400
+    assert _violations(body) == {"currency": "unknown field"}
 
 
 async def test_unknown_path_is_404(http: aiohttp.ClientSession, offline: str) -> None:

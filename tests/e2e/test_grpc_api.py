@@ -36,16 +36,15 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
     status = rpc_status.from_call(error)
     assert status is not None
     assert status.code == code_pb2.INVALID_ARGUMENT
-    (detail,) = status.details
     bad = error_details_pb2.BadRequest()
-    assert detail.Unpack(bad)
+    (_,) = [d for d in status.details if d.Unpack(bad)]
     return [(v.field, v.description) for v in bad.field_violations]
 
 
 async def contribute(stub: Stub, wager: int, key: str = "") -> pb.ContributeResponse:
-    request = pb.ContributeRequest(
-        game_id=random_game_id(), wager_amount=wager, idempotency_key=key
-    )
+    # A keyed request is bound to its fields: the same key and wager is the same game.
+    game = f"game-{key}" if key else random_game_id()
+    request = pb.ContributeRequest(game_id=game, wager_amount=wager, idempotency_key=key)
     reply: pb.ContributeResponse = await stub.Contribute(request)
     return reply
 
@@ -66,10 +65,15 @@ async def test_contribute_answers_shares_and_pools(stub: Stub) -> None:
 async def test_contribute_with_a_repeated_key_replays(stub: Stub) -> None:
     key = random_key()
     first = await contribute(stub, 100_000, key)
-    again = await contribute(stub, 999_999, key)
+    again = await contribute(stub, 100_000, key)
     assert again.replayed is True
     assert (again.contribution_id, again.total_contribution) == (first.contribution_id, 1000)
     assert again.pool_amounts == first.pool_amounts
+    pools = await stub.GetPools(pb.GetPoolsRequest())
+    assert [p.current_amount for p in pools.pools] == [10500, 100300, 1000200]
+    # The key is bound to the first request: another wager with it is refused.
+    reused = await failure(contribute(stub, 999_999, key))
+    assert reused.code() is grpc.StatusCode.FAILED_PRECONDITION
     pools = await stub.GetPools(pb.GetPoolsRequest())
     assert [p.current_amount for p in pools.pools] == [10500, 100300, 1000200]
 
@@ -82,11 +86,12 @@ async def test_contribute_batch_mixes_results_and_item_errors(stub: Stub) -> Non
             pb.ContributeRequest(game_id="slots", wager_amount=-1),
             pb.ContributeRequest(game_id="", wager_amount=1000),
             pb.ContributeRequest(game_id="slots", wager_amount=2000),
-            pb.ContributeRequest(game_id="slots", wager_amount=5000, idempotency_key=key),
+            pb.ContributeRequest(game_id="slots", wager_amount=1000, idempotency_key=key),
         ]
     )
     reply = await stub.ContributeBatch(request)
-    assert (reply.applied_count, reply.rejected_count) == (3, 2)
+    counts = (reply.applied_count, reply.replayed_count, reply.rejected_count)
+    assert counts == (2, 1, 2)
     outcome = [r.WhichOneof("outcome") for r in reply.results]
     assert outcome == ["result", "error", "error", "result", "result"]
     first, _, _, second, repeat = reply.results
@@ -220,7 +225,7 @@ async def test_bad_contribute_is_invalid_argument_with_bad_request(stub: Stub) -
     error = await failure(stub.Contribute(pb.ContributeRequest(game_id="  ", wager_amount=0)))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(error) == [
-        ("game_id", "must not be empty"),
+        ("game_id", "must not start or end with whitespace"),
         ("wager_amount", "must be greater than 0"),
     ]
 

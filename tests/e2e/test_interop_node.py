@@ -74,5 +74,5 @@ async def test_node_client_calls_every_rpc(node_client: Path, server: RunningSer
     assert groups == ["JACKPOT_GROUP_MINOR", "JACKPOT_GROUP_MAJOR", "JACKPOT_GROUP_MEGA"]
     assert r["statistics"]["total_contribution_count"] == "2"
     assert len(r["config"]["pools"]) == 3
-    assert r["updateConfig"]["config"]["contribution_rate"]["value"] == "0.0025"
+    assert r["updateConfig"]["config"]["contribution_rate"]["value"] == "0.0025000000"
     assert r["invalid"]["error"]["code"] == 3  # INVALID_ARGUMENT

@@ -11,8 +11,13 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from jackpot_grpc.domain.errors import Overloaded, Unavailable
-from jackpot_grpc.domain.model import GROUPS, ContributeCommand, Group
+from jackpot_grpc.domain.errors import (
+    IdempotencyKeyReused,
+    Overloaded,
+    ShuttingDown,
+    Unavailable,
+)
+from jackpot_grpc.domain.model import GROUPS, ContributeCommand, ContributionResult, Group
 from jackpot_grpc.service.batcher import ContributionBatcher, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
 from testkit.random_refs import random_game_id, random_key
@@ -50,7 +55,9 @@ async def pool_rows(database_url: str) -> dict[str, tuple[int, int, int, int]]:
 
 
 def contribution(wager: int, key: str | None = None) -> ContributeCommand:
-    return ContributeCommand(game_id=random_game_id(), wager_amount=wager, idempotency_key=key)
+    # A key is bound to its request: the same key and wager must be the same game too.
+    game = random_game_id() if key is None else f"game-{key}"
+    return ContributeCommand(game_id=game, wager_amount=wager, idempotency_key=key)
 
 
 async def queued(batcher: ContributionBatcher, commands: list[ContributeCommand]) -> list[Any]:
@@ -96,12 +103,21 @@ async def test_duplicate_keys_inside_one_batch_apply_once(
 ) -> None:
     key = random_key()
     results = await service.contribute_many(
-        [contribution(1000, key), contribution(5000), contribution(9999, key)]
+        [
+            contribution(1000, key),
+            contribution(5000),
+            contribution(1000, key),
+            contribution(9999, key),
+        ]
     )
-    first, other, repeat = results
+    first, other, repeat, reused = results
+    assert isinstance(first, ContributionResult) and isinstance(other, ContributionResult)
+    assert isinstance(repeat, ContributionResult)
     assert (first.replayed, other.replayed, repeat.replayed) == (False, False, True)
     assert repeat.contribution_id == first.contribution_id
-    assert repeat.shares == first.shares  # the first result, not a share of 9999
+    assert repeat.shares == first.shares
+    # The same key with another wager is refused, not answered with the first's result.
+    assert isinstance(reused, IdempotencyKeyReused)
     assert await fetch(database_url, "SELECT count(*), sum(wager_amount) FROM contributions") == [
         (2, 6000)
     ]
@@ -113,8 +129,10 @@ async def test_duplicate_keys_across_batches_replay_the_first(
 ) -> None:
     key = random_key()
     (first,) = await service.contribute_many([contribution(1000, key)])
+    assert isinstance(first, ContributionResult)
     before = await pool_rows(database_url)
-    again, fresh = await service.contribute_many([contribution(3000, key), contribution(200)])
+    again, fresh = await service.contribute_many([contribution(1000, key), contribution(200)])
+    assert isinstance(again, ContributionResult) and isinstance(fresh, ContributionResult)
     assert again.replayed and not first.replayed
     assert (again.contribution_id, again.shares, again.created_at) == (
         first.contribution_id,
@@ -125,8 +143,12 @@ async def test_duplicate_keys_across_batches_replay_the_first(
     after = await pool_rows(database_url)
     assert after["minor"][0] == before["minor"][0] + 1
     # A batch of nothing but replays writes nothing at all, not even a version bump.
-    (replay,) = await service.contribute_many([contribution(7, key)])
+    (replay,) = await service.contribute_many([contribution(1000, key)])
+    assert isinstance(replay, ContributionResult)
     assert replay.contribution_id == first.contribution_id
+    # Nor does a key reused for another wager: it is refused.
+    (reused,) = await service.contribute_many([contribution(7, key)])
+    assert isinstance(reused, IdempotencyKeyReused)
     assert await pool_rows(database_url) == after
     assert await fetch(database_url, "SELECT count(*) FROM contributions") == [(2,)]
 
@@ -165,8 +187,10 @@ async def test_a_pool_near_int64_takes_only_what_fits(
     service: JackpotService, database_url: str
 ) -> None:
     async with await AsyncConnection.connect(database_url) as conn:
+        await conn.execute("UPDATE jackpots SET contribution_rate = 0")  # the sum stays <= 1
         await conn.execute("UPDATE jackpots SET contribution_rate = 1 WHERE jackpot_group = 'mega'")
-    first, second = await service.contribute_many([contribution(2**62), contribution(2**62)])
+    results = await service.contribute_many([contribution(2**62), contribution(2**62)])
+    first, second = (r for r in results if isinstance(r, ContributionResult))
     int64_max = 2**63 - 1
     assert first.shares.amounts[Group.MEGA] == 2**62
     # The second is clipped like a cap: the pool and its total end exactly at int64's max.
@@ -226,7 +250,7 @@ async def test_batch_on_a_closed_pool_is_unavailable_for_every_caller(
         outcomes = await queued(batcher, [contribution(1000) for _ in range(4)])
     finally:
         await batcher.close()
-    assert [type(o) for o in outcomes] == [Unavailable] * 4
+    assert [type(o) for o in outcomes] == [ShuttingDown] * 4  # UNAVAILABLE, SHUTTING_DOWN
     assert await fetch(database_url, "SELECT count(*) FROM contributions") == [(0,)]
 
 
@@ -297,5 +321,6 @@ async def test_close_is_bounded_when_the_database_is_stuck(
         await asyncio.wait_for(batcher.close(budget=0.3), timeout=5)
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         await blocker.rollback()
-    assert [type(o) for o in outcomes] == [Unavailable] * 5
+    assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+    assert len(outcomes) == 5
     assert await fetch(database_url, "SELECT count(*) FROM contributions") == [(0,)]

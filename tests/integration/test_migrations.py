@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 
 from jackpot_grpc.adapters import migrations
+from jackpot_grpc.domain import idempotency
 from testkit.database import create_database, drop_database, public_tables, unique_name
 
 TABLES = {
@@ -26,7 +28,7 @@ TABLES = {
     "request_rollups",
     "contribution_totals",
 }
-HEAD = "0003"
+HEAD = "0004"
 
 
 def revision(url: str) -> list[str]:
@@ -102,20 +104,67 @@ def test_schema_refuses_what_the_rules_refuse(database_url: str) -> None:
             "UPDATE jackpots SET max_amount = seed_amount WHERE jackpot_group = 'minor'",
             "INSERT INTO contributions (game_id, wager_amount, minor_amount, major_amount,"
             " mega_amount, minor_after, major_after, mega_after) VALUES ('g', 0, 0, 0, 0, 0, 0, 0)",
+            # Rates summing above 1: money from nowhere (0.005 + 0.003 + 1).
+            "UPDATE jackpots SET contribution_rate = 1 WHERE jackpot_group = 'mega'",
+            # A key bound to nothing would replay for any request.
+            "INSERT INTO wins (idempotency_key, jackpot_group, game_id, user_id, amount,"
+            " pool_before, seed_top_up, pool_after)"
+            " VALUES ('k', 'minor', 'g', gen_random_uuid(), 1, 1, 0, 0)",
         ):
             with pytest.raises(psycopg.errors.CheckViolation):
                 conn.execute(bad)
-        conn.execute(
-            "INSERT INTO wins (idempotency_key, jackpot_group, game_id, user_id, amount,"
-            " pool_before, seed_top_up, pool_after)"
-            " VALUES ('k', 'minor', 'g', gen_random_uuid(), 1, 1, 0, 0)"
+        keyed_win = (
+            "INSERT INTO wins (idempotency_key, fingerprint, jackpot_group, game_id, user_id,"
+            " amount, pool_before, seed_top_up, pool_after)"
+            " VALUES ('k', '\\x00', 'minor', 'g', gen_random_uuid(), 1, 1, 0, 0)"
         )
+        conn.execute(keyed_win)
         with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(keyed_win)
+        # Lowering a rate is always allowed, even while the sum is above 1.
+        conn.execute("ALTER TABLE jackpots DISABLE TRIGGER jackpots_rates_sum_at_most_one")
+        conn.execute("UPDATE jackpots SET contribution_rate = 1")
+        conn.execute("ALTER TABLE jackpots ENABLE TRIGGER jackpots_rates_sum_at_most_one")
+        conn.execute("UPDATE jackpots SET contribution_rate = 0.5 WHERE jackpot_group = 'minor'")
+
+
+def test_0004_fingerprints_rows_written_before_it_as_the_code_does(admin_url: str) -> None:
+    """The SQL backfill and domain.idempotency hash the same canonical text."""
+    name = unique_name("jackpot_migrate")
+    url = create_database(admin_url, name)
+    user = uuid.uuid4()
+    try:
+        migrations.upgrade(url, "0003")
+        with psycopg.connect(url) as conn:
             conn.execute(
-                "INSERT INTO wins (idempotency_key, jackpot_group, game_id, user_id, amount,"
-                " pool_before, seed_top_up, pool_after)"
-                " VALUES ('k', 'minor', 'g', gen_random_uuid(), 1, 1, 0, 0)"
+                "INSERT INTO contributions (idempotency_key, game_id, wager_amount,"
+                " minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after)"
+                " VALUES ('c-1', 'slots-é', 1234, 0, 0, 0, 0, 0, 0),"
+                " (NULL, 'slots', 1, 0, 0, 0, 0, 0, 0)"
             )
+            conn.execute(
+                "INSERT INTO wins (idempotency_key, jackpot_group, game_id, user_id,"
+                " requested_amount, amount, pool_before, seed_top_up, pool_after)"
+                " VALUES ('w-1', 'major', 'poker', %(u)s, 50, 50, 100, 0, 50),"
+                " ('w-2', 'mega', 'poker', %(u)s, NULL, 100, 100, 0, 0)",
+                {"u": user},
+            )
+        migrations.upgrade(url)
+        with psycopg.connect(url) as conn:
+            contributions = conn.execute(
+                "SELECT idempotency_key, fingerprint FROM contributions ORDER BY id"
+            ).fetchall()
+            wins = dict(conn.execute("SELECT idempotency_key, fingerprint FROM wins").fetchall())
+        assert contributions == [
+            ("c-1", idempotency.contribute_fingerprint("slots-é", 1234)),
+            (None, None),
+        ]
+        assert wins == {
+            "w-1": idempotency.win_fingerprint("major", "poker", user, 50),
+            "w-2": idempotency.win_fingerprint("mega", "poker", user, None),
+        }
+    finally:
+        drop_database(admin_url, name)
 
 
 def test_print_upgrade_sql_needs_no_database(

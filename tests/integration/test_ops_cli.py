@@ -659,6 +659,18 @@ async def test_config_show_validate_and_update(
     assert code == 1
     assert "pools.minor.max_amount" in text and "pools.mega: is missing" not in text
 
+    # Three rates of 1 would put three times each wager into the pools.
+    creating = tmp_path / "money-from-nowhere.toml"
+    creating.write_text(
+        "".join(
+            f'[pools.{g}]\ncontribution_rate = "1"\nseed_amount = 10000\n'
+            for g in ("minor", "major", "mega")
+        )
+    )
+    code, text = await ops(ops_settings, "config", "validate", str(creating))
+    assert code == 1
+    assert "rates would sum to 3, above the limit of 1" in text
+
     code, data = await ops_json(ops_settings, "config", "validate")  # the database's
     assert code == 0
 
@@ -680,7 +692,7 @@ async def test_config_show_validate_and_update(
         "ops-test",
     )
     assert code == 0 and data["audit_id"] > 0
-    assert data["config"]["contribution_rate"] == "0.006"
+    assert data["config"]["contribution_rate"] == "0.0060000000"
     code, shown = await ops_json(ops_settings, "config", "show", "--from-db")
     minor = shown["pools"][0]
     assert (minor["seed_amount"], minor["max_amount"], minor["version"]) == (20000, 300000, 2)

@@ -127,16 +127,19 @@ async def test_find_contributions_finds_by_key_and_replays(pool: Pool) -> None:
     async with pool.connection() as conn:
         assert await repo.find_contributions(conn, []) == {}
         assert await repo.find_contributions(conn, [key_a]) == {}
+        commands = [command(1000, key_a), command(2000, None), command(3000, key_b)]
         ids = await add_rows(
             conn,
-            [command(1000, key_a), command(2000, None), command(3000, key_b)],
+            commands,
             [
                 shares(5, 3, 2, (10005, 100003, 1000002)),
                 shares(10, 6, 4, (10015, 100009, 1000006)),
                 shares(15, 9, 6, (10030, 100018, 1000012)),
             ],
         )
-        found = await repo.find_contributions(conn, [key_b, key_a, random_key("missing")])
+        stored = await repo.find_contributions(conn, [key_b, key_a, random_key("missing")])
+    assert stored[key_a].fingerprint == commands[0].fingerprint
+    found = {key: s.result for key, s in stored.items()}
     assert set(found) == {key_a, key_b}
     assert found[key_a].contribution_id == ids[0][0]
     assert found[key_b].contribution_id == ids[2][0]
@@ -258,12 +261,12 @@ async def test_save_config_writes_the_pool_and_an_audit_row(pool: Pool, database
         "version": 1,
     }
     assert audit_after == {
-        "contribution_rate": "0.0035",
+        "contribution_rate": "0.0035000000",
         "seed_amount": 2000000,
         "max_amount": 9000000,
         "version": 2,
     }
-    assert json.loads(json.dumps(audit_after))["contribution_rate"] == "0.0035"
+    assert json.loads(json.dumps(audit_after))["contribution_rate"] == "0.0035000000"
 
 
 async def test_contribution_totals_counts_and_sums_wagers(pool: Pool) -> None:

@@ -341,12 +341,15 @@ def stepped(before: Snapshot, after: Snapshot, groups: set[int]) -> bool:
 
 BAD_INPUT = {"INVALID_ARGUMENT"}
 TOO_BIG = {"RESOURCE_EXHAUSTED"}  # grpc's own 4 MiB receive limit
+KEY_REUSED = {"FAILED_PRECONDITION"}  # a recurring key drawn with another request
 
 
 @settings(FUZZ, max_examples=examples("CONTRIBUTE", 3000))
 @given(request=contribute_messages)
 def test_fuzz_contribute(target: Target, request: pb.ContributeRequest) -> None:
-    code, reply, before, after = target.call("Contribute", request, BAD_INPUT | TOO_BIG)
+    code, reply, before, after = target.call(
+        "Contribute", request, BAD_INPUT | TOO_BIG | KEY_REUSED
+    )
     if code != "OK":
         return
     assert reply.total_contribution == sum(c.amount for c in reply.contributions)
@@ -376,11 +379,18 @@ def test_fuzz_contribute_batch(target: Target, request: pb.ContributeBatchReques
     if code != "OK":
         return
     assert len(reply.results) == len(request.contributions)
-    assert reply.applied_count + reply.rejected_count == len(request.contributions)
+    counts = reply.applied_count + reply.replayed_count + reply.rejected_count
+    assert counts == len(request.contributions)
     errors = [r.error for r in reply.results if r.HasField("error")]
     assert len(errors) == reply.rejected_count
-    assert all(e.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and e.field for e in errors)
+    bad_input = (grpc.StatusCode.INVALID_ARGUMENT.value[0], "INVALID_REQUEST")
+    key_reused = (grpc.StatusCode.FAILED_PRECONDITION.value[0], "IDEMPOTENCY_KEY_REUSED")
+    assert all(
+        ((e.code, e.reason) == bad_input and e.field) or (e.code, e.reason) == key_reused
+        for e in errors
+    )
     fresh = sum(1 for r in reply.results if r.HasField("result") and not r.result.replayed)
+    assert fresh == reply.applied_count
     assert after.contributions == before.contributions + fresh
     assert (after.wins, after.seed_fundings, after.config_audit) == (
         before.wins,

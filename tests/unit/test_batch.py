@@ -1,9 +1,20 @@
-"""Planning a batch of contributions: fresh, replayed from the batch or from the ledger."""
+"""Planning a batch of contributions: fresh, replayed from the batch or from the ledger,
+or refused because its key is bound to another request."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from jackpot_grpc.domain.batch import plan_contributions
-from jackpot_grpc.domain.model import ContributeCommand, Group, PoolState
+from jackpot_grpc.domain.errors import IdempotencyKeyReused
+from jackpot_grpc.domain.model import (
+    ContributeCommand,
+    ContributionResult,
+    ContributionShares,
+    Group,
+    PoolState,
+    StoredContribution,
+)
 from testkit.pools import pool
 
 MINOR, MAJOR, MEGA = Group.MINOR, Group.MAJOR, Group.MEGA
@@ -17,12 +28,23 @@ def pools(mega_max: int | None = None) -> dict[Group, PoolState]:
     }
 
 
-def command(wager: int, key: str | None = None) -> ContributeCommand:
-    return ContributeCommand(game_id="g", wager_amount=wager, idempotency_key=key)
+def command(wager: int, key: str | None = None, game: str = "g") -> ContributeCommand:
+    return ContributeCommand(game_id=game, wager_amount=wager, idempotency_key=key)
+
+
+def ledger(*commands: ContributeCommand) -> dict[str, StoredContribution]:
+    """Keyed commands as if already written."""
+    shares = ContributionShares(dict.fromkeys(pools(), 0), dict.fromkeys(pools(), 0))
+    result = ContributionResult(1, shares, datetime(2026, 1, 1, tzinfo=UTC), replayed=True)
+    return {
+        c.idempotency_key: StoredContribution(result, c.fingerprint)
+        for c in commands
+        if c.idempotency_key
+    }
 
 
 def test_every_command_without_a_key_is_fresh_in_order() -> None:
-    plan = plan_contributions([command(1000), command(2000)], set(), pools())
+    plan = plan_contributions([command(1000), command(2000)], {}, pools())
     assert plan.fresh == [0, 1]
     assert [s.amounts for s in plan.shares] == [
         {MINOR: 10, MAJOR: 5, MEGA: 2},
@@ -35,28 +57,44 @@ def test_every_command_without_a_key_is_fresh_in_order() -> None:
 
 
 def test_a_key_in_the_ledger_replays_and_moves_nothing() -> None:
-    plan = plan_contributions([command(1000, "old"), command(1000, "new")], {"old"}, pools())
+    known = ledger(command(1000, "old"))
+    plan = plan_contributions([command(1000, "old"), command(1000, "new")], known, pools())
     assert plan.fresh == [1]
     assert plan.replays == {}
+    assert plan.conflicts == {}
     assert plan.sums == {MINOR: 10, MAJOR: 5, MEGA: 2}
 
 
-def test_a_key_repeated_in_the_batch_replays_its_first() -> None:
+def test_a_key_in_the_ledger_with_another_request_is_refused_and_moves_nothing() -> None:
+    known = ledger(command(1000, "old"))
+    plan = plan_contributions(
+        [command(2000, "old"), command(1000, "old", game="other")], known, pools()
+    )
+    assert (plan.fresh, plan.replays) == ([], {})
+    assert set(plan.conflicts) == {0, 1}
+    assert all(isinstance(e, IdempotencyKeyReused) for e in plan.conflicts.values())
+    assert plan.sums == {MINOR: 0, MAJOR: 0, MEGA: 0}
+
+
+def test_a_key_repeated_in_the_batch_replays_its_first_only_for_the_same_request() -> None:
     commands = [command(1000, "k"), command(500), command(9999, "k"), command(1000, "k")]
-    plan = plan_contributions(commands, set(), pools())
+    plan = plan_contributions(commands, {}, pools())
     assert plan.fresh == [0, 1]
-    assert plan.replays == {2: 0, 3: 0}
+    assert plan.replays == {3: 0}
+    assert list(plan.conflicts) == [2]
+    assert "'k'" in plan.conflicts[2].message
     assert plan.sums == {MINOR: 15, MAJOR: 7, MEGA: 3}
 
 
 def test_a_cap_reached_mid_batch_limits_the_next_and_is_not_counted() -> None:
-    plan = plan_contributions([command(1000), command(1000)], set(), pools(mega_max=102))
+    plan = plan_contributions([command(1000), command(1000)], {}, pools(mega_max=102))
     assert [s.amounts[MEGA] for s in plan.shares] == [2, 0]
     assert (plan.sums[MEGA], plan.counts[MEGA]) == (2, 1)
     assert plan.counts[MINOR] == 2
 
 
 def test_only_replays_plan_no_write() -> None:
-    plan = plan_contributions([command(1000, "a"), command(1000, "a")], {"a"}, pools())
+    known = ledger(command(1000, "a"))
+    plan = plan_contributions([command(1000, "a"), command(1000, "a")], known, pools())
     assert (plan.fresh, plan.shares, plan.replays) == ([], [], {})
     assert plan.sums == {MINOR: 0, MAJOR: 0, MEGA: 0}

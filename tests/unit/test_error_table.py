@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 import psycopg
 import pytest
+from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from jackpot_grpc.config import PROJECT_ROOT
 from jackpot_grpc.domain.errors import (
     DomainError,
     FieldViolation,
+    IdempotencyKeyReused,
     InsufficientPool,
     InvalidArgument,
     Overloaded,
     PermissionDenied,
+    PoolEmpty,
     PoolNotFound,
+    ShuttingDown,
     Unauthenticated,
     Unavailable,
     VersionConflict,
 )
-from jackpot_grpc.entrypoints.errors import STATUS_CODES, status_code_of, to_status
+from jackpot_grpc.entrypoints.errors import ERRORS, INTERNAL_REASON, status_code_of, to_status
 
 
 def status_proto(status: grpc.Status) -> status_pb2.Status:
@@ -50,8 +57,59 @@ def test_each_domain_error_has_its_code(error: DomainError, code: grpc.StatusCod
     assert proto.message == error.message
 
 
-def test_the_table_covers_every_domain_error() -> None:
-    assert set(STATUS_CODES) == set(DomainError.__subclasses__())
+def _all_subclasses(cls: type[DomainError]) -> set[type[DomainError]]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= _all_subclasses(sub)
+    return found
+
+
+def test_the_table_covers_every_domain_error_with_a_reason() -> None:
+    """Every domain error class, subclasses included, has its own row: code and reason."""
+    assert set(ERRORS) == _all_subclasses(DomainError)
+    reasons = [reason for _, reason in ERRORS.values()]
+    assert len(set(reasons)) == len(reasons)
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9_]+", r) for r in reasons)
+
+
+def test_every_reason_is_documented() -> None:
+    text = (PROJECT_ROOT / "docs" / "ERRORS.md").read_text()
+    for _code, reason in ERRORS.values():
+        assert f"`{reason}`" in text, reason
+    assert f"`{INTERNAL_REASON}`" in text
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "reason"),
+    [
+        (InvalidArgument.of("game_id", "x"), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST"),
+        (
+            IdempotencyKeyReused("key k"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "IDEMPOTENCY_KEY_REUSED",
+        ),
+        (PoolEmpty("empty"), grpc.StatusCode.FAILED_PRECONDITION, "POOL_EMPTY"),
+        (ShuttingDown("bye"), grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
+        (RuntimeError("boom"), grpc.StatusCode.INTERNAL, "INTERNAL"),
+    ],
+)
+def test_every_status_carries_error_info(
+    error: Exception, code: grpc.StatusCode, reason: str
+) -> None:
+    proto = status_proto(to_status(error))
+    assert proto.code == code.value[0]
+    info = error_info(proto)
+    assert (info.reason, info.domain) == (reason, "jackpot.v1")
+
+
+def error_info(proto: status_pb2.Status) -> error_details_pb2.ErrorInfo:
+    (info,) = [i for d in proto.details if d.Unpack(i := error_details_pb2.ErrorInfo())]
+    return info
+
+
+def others(proto: status_pb2.Status) -> list[any_pb2.Any]:
+    """The details besides the ErrorInfo every status carries."""
+    return [d for d in proto.details if not d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
 
 
 def test_subclass_of_a_domain_error_takes_its_parents_code() -> None:
@@ -70,7 +128,7 @@ def test_invalid_argument_carries_bad_request_field_violations() -> None:
     )
     proto = status_proto(to_status(error))
     assert proto.code == code_pb2.INVALID_ARGUMENT
-    (detail,) = proto.details
+    (detail,) = others(proto)
     bad_request = error_details_pb2.BadRequest()
     assert detail.Unpack(bad_request)
     assert [(v.field, v.description) for v in bad_request.field_violations] == [
@@ -81,7 +139,7 @@ def test_invalid_argument_carries_bad_request_field_violations() -> None:
 
 @pytest.mark.parametrize(("error", "seconds"), [(Unavailable("down"), 1), (Overloaded("full"), 0)])
 def test_retryable_errors_say_when_to_retry(error: DomainError, seconds: int) -> None:
-    (detail,) = status_proto(to_status(error)).details
+    (detail,) = others(status_proto(to_status(error)))
     retry = error_details_pb2.RetryInfo()
     assert detail.Unpack(retry)
     assert retry.retry_delay.seconds == seconds
@@ -89,7 +147,7 @@ def test_retryable_errors_say_when_to_retry(error: DomainError, seconds: int) ->
 
 
 def test_final_errors_carry_no_retry_info() -> None:
-    assert list(status_proto(to_status(InsufficientPool("no"))).details) == []
+    assert others(status_proto(to_status(InsufficientPool("no")))) == []
 
 
 @pytest.mark.parametrize(

@@ -58,9 +58,8 @@ class FakeContext:
         return status_pb2.Status.FromString(blob)
 
     def violations(self) -> list[tuple[str, str]]:
-        (detail,) = self.rpc_status().details
         bad = error_details_pb2.BadRequest()
-        assert detail.Unpack(bad)
+        (_,) = [d for d in self.rpc_status().details if d.Unpack(bad)]
         return [(v.field, v.description) for v in bad.field_violations]
 
 
@@ -139,7 +138,7 @@ def test_grpc_testing_cannot_drive_async_servicers() -> None:
 
 async def test_bad_contribute_is_invalid_argument_with_field_violations() -> None:
     context = FakeContext()
-    call = servicer().Contribute(pb.ContributeRequest(game_id=" ", wager_amount=-5), context)
+    call = servicer().Contribute(pb.ContributeRequest(game_id="", wager_amount=-5), context)
     assert await aborted(call, context) is grpc.StatusCode.INVALID_ARGUMENT
     assert context.violations() == [
         ("game_id", "must not be empty"),
@@ -217,7 +216,7 @@ async def test_update_config_passes_only_the_fields_that_are_set() -> None:
     )
     (change,) = service.changes
     assert (change.seed_amount, change.max_amount, change.expected_version) == (None, None, 3)
-    assert str(change.contribution_rate) == "0.25"
+    assert str(change.contribution_rate) == "0.2500000000"  # canonical, the database's scale
     assert change.actor == "alice"
 
 
@@ -254,10 +253,11 @@ async def test_contribute_batch_answers_each_item() -> None:
     assert [r.result.contribution_id for r in reply.results if r.HasField("result")] == [100, 101]
     assert [r.result.total_contribution for r in reply.results if r.HasField("result")] == [30, 15]
     errors = [r.error for r in reply.results if r.HasField("error")]
-    assert [(e.code, e.field) for e in errors] == [
-        (grpc.StatusCode.INVALID_ARGUMENT.value[0], "game_id"),
-        (grpc.StatusCode.INVALID_ARGUMENT.value[0], "wager_amount"),
+    assert [(e.code, e.field, e.reason) for e in errors] == [
+        (grpc.StatusCode.INVALID_ARGUMENT.value[0], "game_id", "INVALID_REQUEST"),
+        (grpc.StatusCode.INVALID_ARGUMENT.value[0], "wager_amount", "INVALID_REQUEST"),
     ]
+    assert reply.replayed_count == 0
     # Only the valid items reached the service, in one call.
     assert [[c.wager_amount for c in batch] for batch in service.batches] == [[1000, 500]]
 

@@ -7,16 +7,19 @@ from decimal import Decimal
 
 import pytest
 
-from jackpot_grpc.domain.errors import FieldViolation, InvalidArgument
+from jackpot_grpc.domain.errors import FieldViolation, InvalidArgument, RateSumExceeded
 from jackpot_grpc.domain.model import ConfigChange, Group, PoolConfig
 from jackpot_grpc.domain.validation import (
     MAX_GAME_ID_LENGTH,
     MAX_KEY_LENGTH,
     MAX_WAGER_AMOUNT,
     apply_config_change,
+    check_rate_sum,
     config_change,
     contribute_command,
+    decimal_text,
     parse_rate,
+    rate_text,
     win_command,
 )
 from testkit.random_refs import random_user
@@ -29,24 +32,42 @@ def fields(exc: pytest.ExceptionInfo[InvalidArgument]) -> list[str]:
 # --- Contribute --------------------------------------------------------------------------
 
 
-def test_contribute_command_trims_and_keeps_values() -> None:
-    command = contribute_command("  slots-1 ", 1000, "  k1  ")
+def test_contribute_command_keeps_values_exactly() -> None:
+    command = contribute_command("slots-1", 1000, "k 1")
     assert (command.game_id, command.wager_amount, command.idempotency_key) == (
         "slots-1",
         1000,
-        "k1",
+        "k 1",
     )
 
 
-def test_contribute_command_blank_key_means_no_key() -> None:
-    assert contribute_command("slots", 1, "   ").idempotency_key is None
+def test_contribute_command_empty_key_means_no_key() -> None:
+    assert contribute_command("slots", 1, "").idempotency_key is None
+
+
+@pytest.mark.parametrize("key", [" k-1 ", "k-1 ", "\tk-1", "   "])
+def test_keys_with_surrounding_whitespace_are_rejected_not_trimmed(key: str) -> None:
+    """Defect 8: " k-1 " used to be stored (and replayed) as "k-1"."""
+    with pytest.raises(InvalidArgument) as exc:
+        contribute_command("slots", 1, key)
+    assert exc.value.violations == [
+        FieldViolation("idempotency_key", "must not start or end with whitespace")
+    ]
+
+
+def test_the_largest_wager_is_a_setting() -> None:
+    assert contribute_command("slots", 500, "", max_wager=500).wager_amount == 500
+    with pytest.raises(InvalidArgument) as exc:
+        contribute_command("slots", 501, "", max_wager=500)
+    assert exc.value.violations == [FieldViolation("wager_amount", "must be at most 500")]
 
 
 @pytest.mark.parametrize(
     ("game_id", "description"),
     [
         ("", "must not be empty"),
-        ("   \t ", "must not be empty"),
+        ("   \t ", "must not start or end with whitespace"),
+        (" slots", "must not start or end with whitespace"),
         ("x" * (MAX_GAME_ID_LENGTH + 1), f"must be at most {MAX_GAME_ID_LENGTH} characters"),
         ("slots\x00", "must not contain control characters"),
         ("slo\nts", "must not contain control characters"),
@@ -95,10 +116,19 @@ def test_contribute_command_reports_every_bad_field_at_once() -> None:
 
 def test_win_command_parses_user_and_amount() -> None:
     user = random_user()
-    command = win_command(Group.MAJOR, " slots ", f" {user} ", 50, "w1")
+    command = win_command(Group.MAJOR, "slots", user, 50, "w1")
     assert command.group is Group.MAJOR
     assert command.user_id == uuid.UUID(user)
     assert (command.game_id, command.win_amount, command.idempotency_key) == ("slots", 50, "w1")
+
+
+@pytest.mark.parametrize("padded", ["{} ", " {}", "{}\n"])
+def test_user_ids_with_surrounding_whitespace_are_rejected(padded: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        win_command(Group.MAJOR, "slots", padded.format(random_user()), 50, "w1")
+    assert exc.value.violations == [
+        FieldViolation("user_id", "must not start or end with whitespace")
+    ]
 
 
 def test_win_command_whole_pool_has_no_amount() -> None:
@@ -145,12 +175,48 @@ def test_win_command_reports_every_bad_field_at_once() -> None:
         ("1", Decimal("1")),
         ("0.0000000001", Decimal("0.0000000001")),
         ("1e-3", Decimal("0.001")),
+        ("0E+999999999", Decimal("0")),
+        ("-0", Decimal("0")),
+        ("0.50000000000000000000", Decimal("0.5")),
+        ("1.0000000000000", Decimal("1")),
     ],
 )
 def test_parse_rate_is_exact(text: str, expected: Decimal) -> None:
     rate = parse_rate("contribution_rate", text)
     assert rate == expected
     assert rate.as_integer_ratio() == expected.as_integer_ratio()
+    # Canonical: the database's scale, never 0E+999999999.
+    assert rate.as_tuple().exponent == -10
+
+
+def test_rates_are_echoed_in_plain_notation() -> None:
+    assert rate_text(parse_rate("r", "0E+999999999")) == "0.0000000000"
+    assert rate_text(Decimal("0E-10")) == "0.0000000000"
+    assert rate_text(Decimal("0.005")) == "0.0050000000"
+    assert decimal_text(Decimal("0E-10")) == "0"
+    assert decimal_text(Decimal("0.0050000000")) == "0.005"
+    assert decimal_text(Decimal("1")) == "1"
+
+
+@pytest.mark.parametrize(
+    ("rates", "bound", "ok"),
+    [
+        (["0.5", "0.3", "0.2"], "1", True),
+        (["1", "1", "1"], "1", False),
+        (["0.5", "0.3", "0.2000000001"], "1", False),
+        (["0.005", "0.003", "0.002"], "0.01", True),
+        (["0.005", "0.003", "0.0021"], "0.01", False),
+    ],
+)
+def test_rate_sum_is_bounded(rates: list[str], bound: str, ok: bool) -> None:
+    values = [Decimal(r) for r in rates]
+    if ok:
+        check_rate_sum(values, Decimal(bound))
+        return
+    with pytest.raises(RateSumExceeded) as exc:
+        check_rate_sum(values, Decimal(bound))
+    assert [v.field for v in exc.value.violations] == ["contribution_rate"]
+    assert f"above the limit of {bound}" in exc.value.message
 
 
 @pytest.mark.parametrize(
@@ -164,6 +230,9 @@ def test_parse_rate_is_exact(text: str, expected: Decimal) -> None:
         ("inf", "must be a finite decimal number"),
         ("-Infinity", "must be a finite decimal number"),
         ("0.00000000001", "must have at most 10 decimal places"),
+        ("1E-999999999", "must have at most 10 decimal places"),
+        ("1E+999999999", "must be between 0 and 1"),
+        ("5e18", "must be between 0 and 1"),
     ],
 )
 def test_parse_rate_rejects(text: str, description: str) -> None:

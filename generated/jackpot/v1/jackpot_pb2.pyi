@@ -142,7 +142,11 @@ class ContributeRequest(_message.Message):
     game_id: _builtins.str
     wager_amount: _builtins.int
     idempotency_key: _builtins.str
-    """Optional. A repeated key returns the first result and changes nothing."""
+    """Optional, taken exactly as sent (surrounding whitespace or control characters are
+    INVALID_ARGUMENT). Bound on first use to this request's game_id and wager_amount: the
+    same key with the same request replays the first result and changes nothing; with a
+    different request it is FAILED_PRECONDITION, ErrorInfo reason IDEMPOTENCY_KEY_REUSED.
+    """
     def __init__(
         self,
         *,
@@ -255,19 +259,23 @@ class ItemError(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     FIELD_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     code: _builtins.int
     message: _builtins.str
     field: _builtins.str
+    reason: _builtins.str
+    """google.rpc.ErrorInfo's reason for this item (INVALID_REQUEST, IDEMPOTENCY_KEY_REUSED)."""
     def __init__(
         self,
         *,
         code: _builtins.int = ...,
         message: _builtins.str = ...,
         field: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -280,8 +288,15 @@ class ContributeBatchResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     APPLIED_COUNT_FIELD_NUMBER: _builtins.int
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
+    REPLAYED_COUNT_FIELD_NUMBER: _builtins.int
     applied_count: _builtins.int
+    """Items written now (new ledger rows)."""
     rejected_count: _builtins.int
+    """Items answered with an error (results[i].error)."""
+    replayed_count: _builtins.int
+    """Items answered from an earlier write with the same key and request (replayed: true),
+    earlier in the ledger or earlier in this batch.
+    """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContributeBatchItemResult]: ...
     def __init__(
@@ -290,10 +305,11 @@ class ContributeBatchResponse(_message.Message):
         results: _abc.Iterable[Global___ContributeBatchItemResult] | None = ...,
         applied_count: _builtins.int = ...,
         rejected_count: _builtins.int = ...,
+        replayed_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_count", b"applied_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_count", b"applied_count", "rejected_count", b"rejected_count", "replayed_count", b"replayed_count", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -311,10 +327,11 @@ class WinRequest(_message.Message):
     group: Global___JackpotGroup.ValueType
     game_id: _builtins.str
     user_id: _builtins.str
-    """UUID of the winning player."""
+    """UUID of the winning player, exactly as sent (no surrounding whitespace)."""
     win_amount: _builtins.int
     """Unset: the whole pool is won."""
     idempotency_key: _builtins.str
+    """Bound on first use to group, game_id, user_id and win_amount (see ContributeRequest)."""
     def __init__(
         self,
         *,
@@ -471,6 +488,10 @@ Global___PoolStatistics: _TypeAlias = PoolStatistics  # noqa: Y015
 
 @_typing.final
 class GetStatisticsResponse(_message.Message):
+    """Lifetime sums can pass int64: each int64 sum below saturates at 9223372036854775807
+    (never an error), and its `*_decimal` twin carries the exact value as a decimal string.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOLS_FIELD_NUMBER: _builtins.int
@@ -480,6 +501,10 @@ class GetStatisticsResponse(_message.Message):
     TOTAL_WON_FIELD_NUMBER: _builtins.int
     TOTAL_POOL_AMOUNT_FIELD_NUMBER: _builtins.int
     TOTAL_WAGERED_FIELD_NUMBER: _builtins.int
+    TOTAL_CONTRIBUTED_DECIMAL_FIELD_NUMBER: _builtins.int
+    TOTAL_WON_DECIMAL_FIELD_NUMBER: _builtins.int
+    TOTAL_POOL_AMOUNT_DECIMAL_FIELD_NUMBER: _builtins.int
+    TOTAL_WAGERED_DECIMAL_FIELD_NUMBER: _builtins.int
     total_contribution_count: _builtins.int
     total_contributed: _builtins.int
     total_win_count: _builtins.int
@@ -488,6 +513,14 @@ class GetStatisticsResponse(_message.Message):
     total_wagered: _builtins.int
     @_builtins.property
     def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolStatistics]: ...
+    @_builtins.property
+    def total_contributed_decimal(self) -> _decimal_pb2.Decimal: ...
+    @_builtins.property
+    def total_won_decimal(self) -> _decimal_pb2.Decimal: ...
+    @_builtins.property
+    def total_pool_amount_decimal(self) -> _decimal_pb2.Decimal: ...
+    @_builtins.property
+    def total_wagered_decimal(self) -> _decimal_pb2.Decimal: ...
     def __init__(
         self,
         *,
@@ -498,10 +531,14 @@ class GetStatisticsResponse(_message.Message):
         total_won: _builtins.int = ...,
         total_pool_amount: _builtins.int = ...,
         total_wagered: _builtins.int = ...,
+        total_contributed_decimal: _decimal_pb2.Decimal | None = ...,
+        total_won_decimal: _decimal_pb2.Decimal | None = ...,
+        total_pool_amount_decimal: _decimal_pb2.Decimal | None = ...,
+        total_wagered_decimal: _decimal_pb2.Decimal | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total_contributed_decimal", b"total_contributed_decimal", "total_pool_amount_decimal", b"total_pool_amount_decimal", "total_wagered_decimal", b"total_wagered_decimal", "total_won_decimal", b"total_won_decimal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pools", b"pools", "total_contributed", b"total_contributed", "total_contribution_count", b"total_contribution_count", "total_pool_amount", b"total_pool_amount", "total_wagered", b"total_wagered", "total_win_count", b"total_win_count", "total_won", b"total_won"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pools", b"pools", "total_contributed", b"total_contributed", "total_contributed_decimal", b"total_contributed_decimal", "total_contribution_count", b"total_contribution_count", "total_pool_amount", b"total_pool_amount", "total_pool_amount_decimal", b"total_pool_amount_decimal", "total_wagered", b"total_wagered", "total_wagered_decimal", b"total_wagered_decimal", "total_win_count", b"total_win_count", "total_won", b"total_won", "total_won_decimal", b"total_won_decimal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -603,7 +640,9 @@ class UpdateConfigRequest(_message.Message):
     reason: _builtins.str
     @_builtins.property
     def contribution_rate(self) -> _decimal_pb2.Decimal:
-        """Each unset field keeps its current value."""
+        """Each unset field keeps its current value. The three pools' rates may never sum above
+        1 (or the operator's JACKPOT_MAX_RATE_SUM): INVALID_ARGUMENT, reason RATE_SUM_EXCEEDED.
+        """
 
     def __init__(
         self,
