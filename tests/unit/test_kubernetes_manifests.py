@@ -261,7 +261,7 @@ def test_the_service_monitor_scrapes_the_prometheus_endpoint() -> None:
         for s in kinds("Service")
         if matches(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
     ]
-    routes = (PACKAGE / "gateway" / "health_http.py").read_text()
+    routes = (PACKAGE / "entrypoints" / "health_http.py").read_text()
     for endpoint in monitor["spec"]["endpoints"]:
         assert any(endpoint["port"] in {p["name"] for p in s["spec"]["ports"]} for s in services)
         assert re.search(rf'add_get\("{re.escape(endpoint["path"])}"', routes)
