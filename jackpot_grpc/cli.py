@@ -15,6 +15,7 @@ from jackpot_grpc import ops_cli
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.config import Settings
 from jackpot_grpc.logging_setup import configure_logging
+from jackpot_grpc.ops import clients_cli
 from jackpot_grpc.ops.output import render_table
 from jackpot_grpc.ops.target import open_database
 from jackpot_grpc.supervisor import supervise
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_audit)
 
     ops_cli.register(sub)
+    clients_cli.register(sub)
     return parser
 
 

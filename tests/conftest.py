@@ -79,7 +79,6 @@ def settings(tmp_path: Path) -> Settings:
         health_probe_interval=0.2,
         shutdown_grace=5.0,
         drain_delay=0.0,
-        admin_token="test-admin-token",
         log_dir=tmp_path / "logs",
     )
 

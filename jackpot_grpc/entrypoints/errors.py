@@ -18,6 +18,7 @@ from jackpot_grpc.domain.errors import (
     Overloaded,
     PermissionDenied,
     PoolNotFound,
+    RateLimited,
     Unauthenticated,
     Unavailable,
     VersionConflict,
@@ -35,10 +36,15 @@ STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 # Callers that may simply retry (with the same idempotency key) are told when.
-RETRY_AFTER_SECONDS: dict[type[DomainError], float] = {Unavailable: 1.0, Overloaded: 0.1}
+RETRY_AFTER_SECONDS: dict[type[DomainError], float] = {
+    Unavailable: 1.0,
+    Overloaded: 0.1,
+    RateLimited: 30.0,  # the default JACKPOT_AUTH_BLOCK_SECONDS
+}
 
 
 def status_code_of(exc: BaseException) -> grpc.StatusCode:

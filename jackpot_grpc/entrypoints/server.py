@@ -18,8 +18,10 @@ from jackpot_grpc.adapters.database import Pool, create_pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
+from jackpot_grpc.entrypoints.auth import build_auth_interceptor
 from jackpot_grpc.entrypoints.health import JACKPOT_SERVICE, DatabaseHealthProbe
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
+from jackpot_grpc.entrypoints.open_mode import check_server
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
 from jackpot_grpc.entrypoints.tls import server_credentials
 from jackpot_grpc.gateway.health_http import HealthHttp
@@ -91,6 +93,7 @@ async def start_server(
     the bound one is RunningServer.health_port).
     """
     history_config = sampler_config(settings)  # a bad value fails before the pool opens
+    check_server(settings)  # no clients configured: loopback only (open_mode.py)
     pool = create_pool(settings, database_url)
     await pool.open(wait=True, timeout=10)
     service = JackpotService(pool, settings.snapshot_ttl, telemetry.metrics if telemetry else None)
@@ -114,13 +117,14 @@ async def start_server(
         *(telemetry.server_interceptors() if telemetry else []),
         # Before admission: refusals are counted too.
         MetricsInterceptor(metrics, [jackpot_service], rpc_latency.record if rpc_latency else None),
+        build_auth_interceptor(settings, metrics, [jackpot_service]),  # before admission
         admission,
     ]
     server = grpc.aio.server(
         interceptors=interceptors, options=[("grpc.so_reuseport", 1 if reuse_port else 0)]
     )
     jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
-        JackpotServicer(service, contributor, settings.admin_token), server
+        JackpotServicer(service, contributor), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

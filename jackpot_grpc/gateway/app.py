@@ -15,6 +15,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.auth import FORWARDED_FOR
+from jackpot_grpc.entrypoints.open_mode import check_listening
 from jackpot_grpc.entrypoints.tls import channel_credentials
 from jackpot_grpc.gateway import metrics_proxy
 from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit, json_errors
@@ -46,7 +48,8 @@ def _handler(
             headers=request.headers,
         )
         call = request.app[CALLS][route.grpc_path]
-        reply = await call(message, metadata=forwarded_metadata(request.headers), timeout=timeout)
+        metadata = (*forwarded_metadata(request.headers), *caller_address(request))
+        reply = await call(message, metadata=metadata, timeout=timeout)
         return web.Response(text=response_json(route, reply), content_type="application/json")
 
     handle.__name__ = f"{route.method.name}_handler"
@@ -144,8 +147,14 @@ async def start_gateway(
     return RunningGateway(runner, int(address[1]))
 
 
+def caller_address(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """The HTTP caller's address, so the server throttles failing callers one by one."""
+    return ((FORWARDED_FOR, request.remote),) if request.remote else ()
+
+
 async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> None:
     """Serve the gateway on REST_HOST:REST_PORT until SIGTERM/SIGINT, then drain and stop."""
+    check_listening(settings, {"REST_HOST": settings.rest_host})
     app = create_gateway_app(
         settings.grpc_target,
         max_body_bytes=settings.max_body_bytes,

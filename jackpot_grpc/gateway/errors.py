@@ -153,12 +153,15 @@ def rpc_error_response(error: grpc.aio.AioRpcError) -> web.Response:
     details = list(rich.details) if rich is not None else []
     if code == grpc.StatusCode.UNAVAILABLE and rich is None:
         log.warning("gRPC upstream unavailable: %s", message)
+    headers = _retry_after(details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        headers["WWW-Authenticate"] = 'Bearer realm="jackpot"'  # RFC 6750: how to retry
     return error_response(
         http_status_of(code),
         code,
         message,
         [any_to_json(d) for d in details],
-        headers=_retry_after(details) or None,
+        headers=headers or None,
     )
 
 

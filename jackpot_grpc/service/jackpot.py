@@ -126,7 +126,8 @@ class JackpotService:
         async with transaction(self.pool) as conn:
             return [repo.config_of(p) for p in await repo.read_pools(conn)]
 
-    async def update_config(self, change: ConfigChange) -> tuple[PoolConfig, int]:
+    async def update_config(self, change: ConfigChange, client: str) -> tuple[PoolConfig, int]:
+        """Apply `change` for the authenticated `client` (recorded in the audit row)."""
         async with transaction(self.pool) as conn:
             pools = await repo.lock_pools(conn)
             before = repo.config_of(pools[change.group])
@@ -136,7 +137,9 @@ class JackpotService:
                     f" not {change.expected_version}"
                 )
             after = apply_config_change(before, change)
-            audit_id = await repo.save_config(conn, before, after, change.actor, change.reason)
+            audit_id = await repo.save_config(
+                conn, before, after, change.actor, change.reason, client
+            )
             pools_after = await repo.read_pools(conn)
         self.snapshot.update(pools_after)
         if self.metrics is not None:

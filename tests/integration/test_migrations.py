@@ -18,7 +18,7 @@ TABLES = {
     "request_rollups",
     "contribution_totals",
 }
-HEAD = "0003"
+HEAD = "0006"
 
 
 def revision(url: str) -> list[str]:
