@@ -38,6 +38,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg.conninfo import conninfo_to_dict
 
 from bench.loadgen import LoadResult, LoadSpec, run_in_subprocess
+from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.adapters.scratch import admin_server, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -706,8 +707,16 @@ def server_env(
         HEALTH_PORT=str(free_port()),
         JACKPOT_BATCHING="on" if batching else "off",
         JACKPOT_LOG_DIR=str(workdir / f"logs-{label}"),
+        JACKPOT_CLIENTS_FILE=str(workdir / "clients.json"),  # written by bench_client
     )
     return env
+
+
+def bench_client(workdir: Path) -> str:
+    """A game client in the servers' clients file: the bench runs as production does."""
+    token = clients_file.add_client(workdir / "clients.json", "bench", "game")
+    assert token is not None
+    return token
 
 
 def run(args: argparse.Namespace) -> int:
@@ -751,6 +760,7 @@ def run(args: argparse.Namespace) -> int:
         admin_database(args.database) as (admin, kind),
     ):
         workdir = Path(tmp)
+        base = replace(base, token=bench_client(workdir))
         report["machine"] = machine_info(admin, kind)
         log(f"PostgreSQL ({kind}): {report['machine']['postgresql']}")
 
