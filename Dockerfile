@@ -45,7 +45,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     REST_PORT=3000 \
     HEALTH_PORT=3001 \
     JACKPOT_LOG_DIR=/var/log/jackpot \
-    JACKPOT_DATA_DIR=/var/lib/jackpot/postgres
+    JACKPOT_DATA_DIR=/var/lib/jackpot/postgres \
+    JACKPOT_CLIENTS_FILE=/var/lib/jackpot/clients.json
+# Clients configured (docs/SECURITY.md): every call needs a client's credentials, so the
+# ports may listen on every interface. Add one: `docker exec jackpot jackpot clients add ...`.
 WORKDIR /app
 USER 10001:10001
 EXPOSE 50051 3000 3001
