@@ -55,8 +55,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     REST_PORT=3000 \
     HEALTH_PORT=3001 \
     JACKPOT_LOG_DIR=/var/log/jackpot \
-    JACKPOT_BACKUP_DIR=/var/backups/jackpot
-VOLUME ["/var/log/jackpot", "/var/backups/jackpot", "/tmp"]
+    JACKPOT_BACKUP_DIR=/var/backups/jackpot \
+    JACKPOT_CLIENTS_FILE=/var/lib/jackpot/clients.json
+# Clients configured (docs/SECURITY.md): every call needs a client's credentials, so the
+# ports may listen on every interface. Add one: `docker exec jackpot jackpot clients add ...`.
+VOLUME ["/var/log/jackpot", "/var/backups/jackpot", "/var/lib/jackpot", "/tmp"]
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 50051 3000 3001

@@ -64,6 +64,7 @@ class LoadSpec:
     # Stop issuing after this many calls (duration then only caps the run).
     max_calls: int | None = None
     call_timeout: float = 30.0
+    token: str | None = None  # a game client's bearer token (the server has clients)
 
 
 @dataclass
@@ -155,6 +156,7 @@ def _grpc_calls(spec: LoadSpec, channel: grpc.aio.Channel) -> Call:
 
     stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
     next_key = _keys() if spec.idempotency_keys else None
+    auth = (("authorization", f"Bearer {spec.token}"),) if spec.token else None
 
     def item() -> pb.ContributeRequest:
         return pb.ContributeRequest(
@@ -167,7 +169,7 @@ def _grpc_calls(spec: LoadSpec, channel: grpc.aio.Channel) -> Call:
         fixed = item()
 
         async def contribute() -> int:
-            await stub.Contribute(item() if next_key else fixed, timeout=timeout)
+            await stub.Contribute(item() if next_key else fixed, timeout=timeout, metadata=auth)
             return 1
 
         return contribute
@@ -183,7 +185,7 @@ def _grpc_calls(spec: LoadSpec, channel: grpc.aio.Channel) -> Call:
                 if next_key
                 else fixed_batch
             )
-            reply = await stub.ContributeBatch(request, timeout=timeout)
+            reply = await stub.ContributeBatch(request, timeout=timeout, metadata=auth)
             if reply.rejected_count:
                 raise CallFailed("ITEMS_REJECTED")
             return int(reply.applied_count)
@@ -194,7 +196,7 @@ def _grpc_calls(spec: LoadSpec, channel: grpc.aio.Channel) -> Call:
         pools_request = pb.GetPoolsRequest()
 
         async def get_pools() -> int:
-            await stub.GetPools(pools_request, timeout=timeout)
+            await stub.GetPools(pools_request, timeout=timeout, metadata=auth)
             return 1
 
         return get_pools
@@ -207,6 +209,8 @@ def _rest_call(spec: LoadSpec, session: aiohttp.ClientSession) -> Call:
         raise ValueError(f"not a REST load: {spec.kind}")
     url = spec.target.rstrip("/") + "/api/jackpot/contribute"
     headers = {"content-type": "application/json"}
+    if spec.token:
+        headers["authorization"] = f"Bearer {spec.token}"
     next_key = _keys() if spec.idempotency_keys else None
     fixed = json.dumps({"gameId": spec.game_id, "wagerAmount": spec.wager_amount}).encode()
     timeout = aiohttp.ClientTimeout(total=spec.call_timeout)

@@ -26,7 +26,7 @@ from bench import scenarios
 from bench.console import log
 from bench.loadgen import LoadSpec
 from bench.scenarios import Scenario
-from jackpot_grpc.adapters import migrations
+from jackpot_grpc.adapters import clients_file, migrations
 from jackpot_grpc.adapters.scratch import admin_server
 from jackpot_grpc.config import Settings
 from jackpot_grpc.service.reports import audit_report, run_audit
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         admin_database(args.database) as (admin, kind),
     ):
         workdir = Path(tmp)
+        base = dataclasses.replace(base, token=bench_client(workdir))
         report["machine"] = reporting.machine_info(admin, kind)
         log(f"PostgreSQL ({kind}): {report['machine']['postgresql']}")
         report["audit_batching_off"] = batching_off(args, base, admin, workdir, found)
@@ -59,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
     reporting.conclude(report, found, rest_note)
     reporting.write(report, args.output)
     return 0 if reporting.balanced(report) else 1
+
+
+def bench_client(workdir: Path) -> str:
+    """A game client in the servers' clients file: the bench runs as production does."""
+    token = clients_file.add_client(workdir / "clients.json", "bench", "game")
+    assert token is not None
+    return token
 
 
 def check_installed() -> None:
@@ -204,6 +212,7 @@ def server(
         **os.environ,  # the developer's settings apply (e.g. JACKPOT_EVENT_LOOP=asyncio)
         **local_service_env(url, workdir / f"logs-{label}"),
         "JACKPOT_BATCHING": label,
+        "JACKPOT_CLIENTS_FILE": str(workdir / "clients.json"),  # written by bench_client
     }
     command = ["serve", "--no-migrate"]
     if args.server_workers > 1:

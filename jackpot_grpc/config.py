@@ -13,6 +13,7 @@ from jackpot_grpc.domain.validation import MAX_RATE_SUM, MAX_WAGER_AMOUNT
 # The source checkout, for tests and developer tools only. Nothing the service runs reads
 # it: an installed wheel has no checkout, so run-time paths come from the settings below.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -117,30 +118,51 @@ class Settings:
     # The largest wager accepted (minor units) and the bound on the three rates' sum.
     max_wager: int
     max_rate_sum: Decimal
+    clients_file: Path | None
+    allow_open: bool
+    client_token: str | None
+    auth_failure_limit: int
+    auth_failure_window: float
+    auth_block_seconds: float
     tls_cert_file: Path | None
     tls_key_file: Path | None
     tls_ca_file: Path | None
+    tls_client_ca_file: Path | None
+    tls_client_cert_file: Path | None
+    tls_client_key_file: Path | None
     max_body_bytes: int
     metrics_sample_interval: float
     metrics_retention_days: float
     log_dir: Path
     backup_dir: Path
 
+    @property
+    def open_mode(self) -> bool:
+        """No clients configured: every caller is let in (development only)."""
+        return self.admin_token is None and self.clients_file is None
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
+        admin_token = env.get("JACKPOT_ADMIN_TOKEN") or None
+        clients_file = _path(env, "JACKPOT_CLIENTS_FILE")
+        # With no clients configured the service runs open, so by default it listens on
+        # this machine only; listening elsewhere while open is refused at start
+        # (jackpot_grpc.open_mode) unless JACKPOT_ALLOW_OPEN=1.
+        closed = admin_token is not None or clients_file is not None
+        everywhere_v6, everywhere_v4 = ("[::]", "0.0.0.0") if closed else (LOOPBACK, LOOPBACK)
         return cls(
             database_url=env.get("DATABASE_URL") or None,
             # No DATABASE_URL: refuse, unless a throwaway embedded server is asked for.
             embedded_db=_flag(env, "JACKPOT_EMBEDDED_DB", False),
             migrate_on_start=_flag(env, "JACKPOT_MIGRATE_ON_START", False),
             data_dir=_dir(env, "JACKPOT_DATA_DIR", ".data/postgres"),
-            grpc_host=env.get("GRPC_HOST", "[::]"),
+            grpc_host=env.get("GRPC_HOST") or everywhere_v6,
             grpc_port=_int(env, "GRPC_PORT", 50051),
             reuse_port=_flag(env, "JACKPOT_REUSE_PORT", False),
-            health_host=env.get("HEALTH_HOST", "0.0.0.0"),
+            health_host=env.get("HEALTH_HOST") or everywhere_v4,
             health_port=_int(env, "HEALTH_PORT", 3001),
-            rest_host=env.get("REST_HOST", "0.0.0.0"),
+            rest_host=env.get("REST_HOST") or everywhere_v4,
             rest_port=_int(env, "REST_PORT", 3000),
             # The gateway's default target is this machine's gRPC port, so `jackpot run`
             # with a GRPC_PORT of its own still wires the two together.
@@ -160,12 +182,21 @@ class Settings:
             drain_delay=_float(env, "JACKPOT_DRAIN_DELAY", 1.0),
             health_probe_interval=_float(env, "JACKPOT_HEALTH_INTERVAL", 0.5),
             audit_interval=_float(env, "JACKPOT_AUDIT_INTERVAL", 300.0),
-            admin_token=env.get("JACKPOT_ADMIN_TOKEN") or None,
+            admin_token=admin_token,
+            clients_file=clients_file,
+            allow_open=_flag(env, "JACKPOT_ALLOW_OPEN", False),
+            client_token=env.get("JACKPOT_TOKEN") or None,
+            auth_failure_limit=_int(env, "JACKPOT_AUTH_FAILURE_LIMIT", 20),
+            auth_failure_window=_float(env, "JACKPOT_AUTH_FAILURE_WINDOW", 60.0),
+            auth_block_seconds=_float(env, "JACKPOT_AUTH_BLOCK_SECONDS", 30.0),
             max_wager=_bounded_int(env, "JACKPOT_MAX_WAGER", MAX_WAGER_AMOUNT, 1, INT64_MAX),
             max_rate_sum=_rate_bound(env, "JACKPOT_MAX_RATE_SUM", MAX_RATE_SUM),
             tls_cert_file=_path(env, "GRPC_TLS_CERT"),
             tls_key_file=_path(env, "GRPC_TLS_KEY"),
             tls_ca_file=_path(env, "GRPC_TLS_CA"),
+            tls_client_ca_file=_path(env, "GRPC_TLS_CLIENT_CA"),
+            tls_client_cert_file=_path(env, "GRPC_TLS_CLIENT_CERT"),
+            tls_client_key_file=_path(env, "GRPC_TLS_CLIENT_KEY"),
             max_body_bytes=_int(env, "REST_MAX_BODY_BYTES", 1 << 20),
             metrics_sample_interval=_float(env, "JACKPOT_SAMPLE_INTERVAL", 60.0),
             metrics_retention_days=_float(env, "JACKPOT_METRICS_RETENTION_DAYS", 35.0),

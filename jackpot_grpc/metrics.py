@@ -420,6 +420,16 @@ class RequestMetrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
+        self._auth_failures = Counter(
+            "jackpot_auth_failures",
+            "Calls refused by authentication or authorisation, by reason.",
+            ("reason",),
+            registry=self.registry,
+        )
+
+    def auth_failure(self, reason: str) -> None:
+        """One refused call (entrypoints/auth.py; reasons are a small fixed set)."""
+        self._auth_failures.labels(reason).inc()
 
     def record(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         series = self._series.get(method)

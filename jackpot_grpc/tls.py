@@ -1,11 +1,16 @@
 """Optional TLS for the gRPC port and for the gateway's channel to it.
 
-Server: GRPC_TLS_CERT and GRPC_TLS_KEY (PEM files) turn TLS on. Clients (the gateway, the
-CLI): GRPC_TLS_CA is the CA that signed the server's certificate; with it set, channels use
-TLS. Admin calls are protected by the bearer token, not by client certificates.
+Server: GRPC_TLS_CERT and GRPC_TLS_KEY (PEM files) turn TLS on; GRPC_TLS_CLIENT_CA adds
+mTLS: every client must then present a certificate signed by that CA, and its subject
+(CN or a SAN) names a client in the clients file (entrypoints/auth.py). Clients (the
+gateway, the CLI, the bench): GRPC_TLS_CA is the CA that signed the server's certificate;
+with it set, channels use TLS, and present GRPC_TLS_CLIENT_CERT / GRPC_TLS_CLIENT_KEY when
+those are set. See docs/SECURITY.md.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import grpc
 
@@ -13,23 +18,42 @@ from jackpot_grpc.config import Settings
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:
+        raise SystemExit("GRPC_TLS_CLIENT_CA (mTLS) needs TLS: set GRPC_TLS_CERT and GRPC_TLS_KEY")
     if settings.tls_cert_file is None and settings.tls_key_file is None:
         return None
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         raise SystemExit("TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY")
     pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
-    return grpc.ssl_server_credentials([pair])
+    if settings.tls_client_ca_file is None:
+        return grpc.ssl_server_credentials([pair])
+    return grpc.ssl_server_credentials(
+        [pair],
+        root_certificates=settings.tls_client_ca_file.read_bytes(),
+        require_client_auth=True,
+    )
 
 
 def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     if settings.tls_ca_file is None:
         return None
-    return grpc.ssl_channel_credentials(root_certificates=settings.tls_ca_file.read_bytes())
+    cert, key = settings.tls_client_cert_file, settings.tls_client_key_file
+    if (cert is None) != (key is None):
+        raise SystemExit(
+            "a client certificate needs both GRPC_TLS_CLIENT_CERT and GRPC_TLS_CLIENT_KEY"
+        )
+    return grpc.ssl_channel_credentials(
+        root_certificates=settings.tls_ca_file.read_bytes(),
+        private_key=key.read_bytes() if key is not None else None,
+        certificate_chain=cert.read_bytes() if cert is not None else None,
+    )
 
 
-def open_channel(settings: Settings, target: str) -> grpc.aio.Channel:
+def open_channel(
+    settings: Settings, target: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+) -> grpc.aio.Channel:
     """A grpc.aio channel to `target`, with TLS when GRPC_TLS_CA is set."""
     credentials = channel_credentials(settings)
     if credentials is None:
-        return grpc.aio.insecure_channel(target)
-    return grpc.aio.secure_channel(target, credentials)
+        return grpc.aio.insecure_channel(target, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, interceptors=interceptors)

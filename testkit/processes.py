@@ -17,7 +17,6 @@ from pathlib import Path
 import psutil
 
 from jackpot_grpc.config import PROJECT_ROOT
-from testkit.calls import ADMIN_TOKEN
 from testkit.grpc_health import SERVING, health_status
 from testkit.ports import free_port
 
@@ -60,7 +59,8 @@ def service_env(database_url: str, log_dir: Path, **overrides: str) -> dict[str,
     return {
         **clean_env(),
         **local_service_env(database_url, log_dir),
-        "JACKPOT_ADMIN_TOKEN": ADMIN_TOKEN,
+        # No clients: the service runs open on loopback, so every call here is let in
+        # (tests/e2e/test_identity*.py cover the closed service).
         "JACKPOT_HEALTH_INTERVAL": "0.2",
         "OTEL_SDK_DISABLED": "true",
         **overrides,

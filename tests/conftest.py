@@ -20,7 +20,6 @@ from jackpot_grpc.adapters import migrations
 from jackpot_grpc.adapters.scratch import admin_server, create_database, drop_database
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from testkit.calls import ADMIN_TOKEN
 from testkit.database import scratch_database, unique_name
 
 
@@ -64,7 +63,6 @@ def settings(tmp_path: Path) -> Settings:
         health_probe_interval=0.2,
         shutdown_grace=5.0,
         drain_delay=0.0,
-        admin_token=ADMIN_TOKEN,
         log_dir=tmp_path / "logs",
     )
 

@@ -319,9 +319,12 @@ def _config_json(config: PoolConfig) -> str:
 
 
 async def save_config(
-    conn: Conn, before: PoolConfig, after: PoolConfig, actor: str, reason: str
+    conn: Conn, before: PoolConfig, after: PoolConfig, actor: str, reason: str, client: str
 ) -> int:
-    """Write the new config and its audit row (who, when, before, after); the audit id."""
+    """Write the new config and its audit row (who, when, before, after); the audit id.
+
+    `client` is the authenticated caller; `actor` is the free text the request carried.
+    """
     await conn.execute(
         """UPDATE jackpots SET contribution_rate = %s, seed_amount = %s, max_amount = %s,
                config_version = %s, version = version + 1, updated_at = now()
@@ -336,9 +339,9 @@ async def save_config(
     )
     rows = await _rows(
         conn,
-        """INSERT INTO config_audit (jackpot_group, actor, reason, before, after)
-           VALUES (%s, %s, %s, %s::jsonb, %s::jsonb) RETURNING id""",
-        (after.group.value, actor, reason, _config_json(before), _config_json(after)),
+        """INSERT INTO config_audit (jackpot_group, actor, reason, before, after, client)
+           VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s) RETURNING id""",
+        (after.group.value, actor, reason, _config_json(before), _config_json(after), client),
     )
     audit_id: int = rows[0]["id"]
     return audit_id

@@ -81,3 +81,7 @@ class Unauthenticated(DomainError):
 
 class PermissionDenied(DomainError):
     pass
+
+
+class RateLimited(DomainError):
+    """A caller that keeps failing authentication is refused for a while."""

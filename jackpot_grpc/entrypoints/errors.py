@@ -21,6 +21,7 @@ from jackpot_grpc.domain.errors import (
     PermissionDenied,
     PoolEmpty,
     PoolNotFound,
+    RateLimited,
     RateSumExceeded,
     ShuttingDown,
     Unauthenticated,
@@ -50,11 +51,16 @@ ERRORS: dict[type[DomainError], tuple[grpc.StatusCode, str]] = {
     Overloaded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"),
     Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
     PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
+    RateLimited: (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
 }
 STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {k: v[0] for k, v in ERRORS.items()}
 
 # Callers that may simply retry (with the same idempotency key) are told when.
-RETRY_AFTER_SECONDS: dict[type[DomainError], float] = {Unavailable: 1.0, Overloaded: 0.1}
+RETRY_AFTER_SECONDS: dict[type[DomainError], float] = {
+    Unavailable: 1.0,
+    Overloaded: 0.1,
+    RateLimited: 30.0,  # the default JACKPOT_AUTH_BLOCK_SECONDS
+}
 
 
 def error_kind(exc: BaseException) -> tuple[grpc.StatusCode, str]:

@@ -18,12 +18,14 @@ from jackpot_grpc.adapters.database import Pool, create_pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
+from jackpot_grpc.entrypoints.auth import build_auth_interceptor
 from jackpot_grpc.entrypoints.health import JACKPOT_SERVICE, DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
 from jackpot_grpc.history.sampler import MetricsSampler, sampler_config
 from jackpot_grpc.metrics import RequestMetrics
+from jackpot_grpc.open_mode import check_server
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.tls import server_credentials
@@ -112,7 +114,7 @@ def _grpc_server(
         interceptors=interceptors, options=[("grpc.so_reuseport", 1 if reuse_port else 0)]
     )
     jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
-        JackpotServicer(service, contributor, settings.admin_token, max_wager=settings.max_wager),
+        JackpotServicer(service, contributor, max_wager=settings.max_wager),
         server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -138,6 +140,7 @@ def build_server(
     """Build and wire every part of the server. No I/O: the pool is created closed,
     nothing is bound and no task starts; a bad setting fails here, before any of that."""
     history_config = sampler_config(settings)
+    check_server(settings)  # no clients configured: loopback only (open_mode.py)
     pool = create_pool(settings, database_url)
     service = JackpotService(
         pool,
@@ -164,6 +167,7 @@ def build_server(
         *(telemetry.server_interceptors() if telemetry else []),
         # Before admission: refusals are counted too.
         MetricsInterceptor(metrics, [JACKPOT_SERVICE], rpc_latency.record if rpc_latency else None),
+        build_auth_interceptor(settings, metrics, [JACKPOT_SERVICE]),  # before admission
         admission,
     ]
     server = _grpc_server(

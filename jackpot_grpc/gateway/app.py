@@ -20,6 +20,8 @@ from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import Route, build_routes
 from jackpot_grpc.gateway.transcode import build_request, forwarded_metadata, response_json
 from jackpot_grpc.http_site import start_site
+from jackpot_grpc.open_mode import check_listening
+from jackpot_grpc.peer_metadata import FORWARDED_FOR
 from jackpot_grpc.signals import wait_for_signal
 from jackpot_grpc.tls import channel_credentials
 
@@ -46,7 +48,8 @@ def _handler(
             headers=request.headers,
         )
         call = request.app[CALLS][route.grpc_path]
-        reply = await call(message, metadata=forwarded_metadata(request.headers), timeout=timeout)
+        metadata = (*forwarded_metadata(request.headers), *caller_address(request))
+        reply = await call(message, metadata=metadata, timeout=timeout)
         return web.Response(text=response_json(route, reply), content_type="application/json")
 
     handle.__name__ = f"{route.method.name}_handler"
@@ -136,8 +139,14 @@ async def start_gateway(
     return RunningGateway(runner, bound)
 
 
+def caller_address(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """The HTTP caller's address, so the server throttles failing callers one by one."""
+    return ((FORWARDED_FOR, request.remote),) if request.remote else ()
+
+
 async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> None:
     """Serve the gateway on REST_HOST:REST_PORT until SIGTERM/SIGINT, then drain and stop."""
+    check_listening(settings, {"REST_HOST": settings.rest_host})
     app = create_gateway_app(
         settings.grpc_target,
         max_body_bytes=settings.max_body_bytes,

@@ -182,12 +182,15 @@ def rpc_error_response(error: grpc.aio.AioRpcError) -> web.Response:
         message = UNAVAILABLE_MESSAGE
     reason = _reason(details)
     http_status = HTTP_STATUS_BY_REASON.get(reason or "") or http_status_of(code)
+    headers = _retry_after(details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        headers["WWW-Authenticate"] = 'Bearer realm="jackpot"'  # RFC 6750: how to retry
     return error_response(
         http_status,
         code,
         message,
         [any_to_json(d) for d in details],
-        headers=_retry_after(details) or None,
+        headers=headers or None,
     )
 
 

@@ -2,6 +2,8 @@
 
 The runbook reads `curl -s http://localhost:3000/metrics | jq '.total_requests'`; the numbers
 live in the server process (HEALTH_PORT), so the gateway forwards rather than counts.
+The REST port is public: it asks for the server's in-memory view only (`source=memory`),
+never a database-backed period, so no caller there can make the server query its database.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ async def metrics(request: web.Request) -> web.Response:
     headers = {h: request.headers[h] for h in _FORWARDED_REQUEST_HEADERS if h in request.headers}
     try:
         async with session.get(
-            request.app[METRICS_URL], params=request.query, headers=headers
+            request.app[METRICS_URL], params={**request.query, "source": "memory"}, headers=headers
         ) as upstream:
             body = await upstream.read()
             out_headers = {

@@ -3,6 +3,9 @@
 Schemas follow the proto3 JSON mapping the gateway speaks: camelCase properties, 64-bit
 integers as strings, enums by name, well-known types in their JSON forms. A field the
 gateway emits as `null` when unset (singular messages, `optional` scalars) is `nullable`.
+Every operation needs a bearer token (`Authorization: Bearer <token>`, forwarded to gRPC)
+of a client holding one of the roles in `x-required-roles` (domain/roles.py), unless
+the service runs open (no clients configured; development only).
 """
 
 from __future__ import annotations
@@ -12,11 +15,20 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from jackpot_grpc.domain.roles import roles_for
 from jackpot_grpc.gateway.routes import Route, message_type
 from jackpot_grpc.gateway.transcode import null_when_unset
 
 Schema = dict[str, Any]
 REF = "#/components/schemas/"
+BEARER = "bearerAuth"
+_SECURITY_SCHEMES: Schema = {
+    BEARER: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A client token from `jackpot clients add` (docs/SECURITY.md).",
+    }
+}
 STATUS_SCHEMA = "google.rpc.Status"
 _MAX_QUERY_DEPTH = 3
 
@@ -170,12 +182,22 @@ def _operation(components: _Components, route: Route, operation_id: str) -> Sche
             response = _nullable(response)
     else:
         response = components.message(method.output_type)
+    roles = roles_for(method.name)
+    error = _json_content({"$ref": REF + STATUS_SCHEMA})
     operation: Schema = {
         "operationId": operation_id,
         "tags": [method.containing_service.full_name],
         "summary": f"{method.containing_service.name}.{method.name}",
+        "description": f"Needs a client with one of the roles: {', '.join(roles)}.",
+        "security": [{BEARER: []}],
+        "x-required-roles": roles,
         "responses": {
             "200": {"description": "OK", "content": _json_content(response)},
+            "401": {
+                "description": "No or unknown credentials (`WWW-Authenticate: Bearer`).",
+                "content": error,
+            },
+            "403": {"description": "The client lacks the role this call needs.", "content": error},
             "default": {
                 "description": "An error: a google.rpc.Status with an HTTP status per its code.",
                 "content": _json_content({"$ref": REF + STATUS_SCHEMA}),
@@ -218,5 +240,6 @@ def openapi_document(
             "description": "Generated from the services' google.api.http annotations.",
         },
         "paths": paths,
-        "components": {"schemas": components.schemas},
+        "security": [{BEARER: []}],
+        "components": {"schemas": components.schemas, "securitySchemes": _SECURITY_SCHEMES},
     }

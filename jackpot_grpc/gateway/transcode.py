@@ -307,6 +307,7 @@ def forwarded_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...
         if _METADATA_KEY.fullmatch(key)
         and not key.endswith("-bin")
         and not key.startswith("grpc-")
+        and key != "x-forwarded-for"  # the gateway's own word on who called (app.py)
         and _PRINTABLE_ASCII.fullmatch(value)
     )
 

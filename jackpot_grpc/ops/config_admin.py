@@ -230,15 +230,15 @@ def update_request(
 async def update_grpc(
     settings: Settings,
     target: str,
-    token: str,
+    token: str | None,
     request: pb.UpdateConfigRequest,
     rpc_timeout: float = 5.0,
 ) -> tuple[PoolConfig, int]:
+    """UpdateConfig with `token` (else the channel's JACKPOT_TOKEN, if any)."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     async with channel(settings, target) as chan:
         stub = jackpot_pb2_grpc.JackpotServiceStub(chan)
-        reply = await stub.UpdateConfig(
-            request, timeout=rpc_timeout, metadata=(("authorization", f"Bearer {token}"),)
-        )
+        reply = await stub.UpdateConfig(request, timeout=rpc_timeout, metadata=metadata)
     return from_proto(reply.config), reply.audit_id
 
 

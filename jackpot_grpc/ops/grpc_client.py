@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -14,10 +15,27 @@ from jackpot_grpc.tls import open_channel
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
+class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Sends `authorization: Bearer <token>` with every call that carries none of its own."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
+        if "authorization" not in metadata:
+            metadata.add(*self._header)
+        return await continuation(client_call_details._replace(metadata=metadata), request)
+
+
 @contextlib.asynccontextmanager
 async def channel(settings: Settings, target: str) -> AsyncIterator[grpc.aio.Channel]:
-    """A channel for one command: TLS when GRPC_TLS_CA is set, as every client of ours."""
-    async with open_channel(settings, target) as chan:
+    """A channel for one command: TLS when GRPC_TLS_CA is set, as every client of ours,
+    and this client's token (JACKPOT_TOKEN) on every call."""
+    token = settings.client_token
+    async with open_channel(settings, target, [BearerToken(token)] if token else ()) as chan:
         yield chan
 
 

@@ -160,7 +160,8 @@ class JackpotService:
         async with transaction(self.pool) as conn:
             return [repo.config_of(p) for p in await repo.read_pools(conn)]
 
-    async def update_config(self, change: ConfigChange) -> tuple[PoolConfig, int]:
+    async def update_config(self, change: ConfigChange, client: str) -> tuple[PoolConfig, int]:
+        """Apply `change` for the authenticated `client` (recorded in the audit row)."""
         async with transaction(self.pool) as conn:
             pools = await repo.lock_pools(conn)
             before = repo.config_of(pools[change.group])
@@ -174,7 +175,9 @@ class JackpotService:
                 # Under the locks of all three pools: no concurrent change can slip past.
                 others = (p.contribution_rate for g, p in pools.items() if g != change.group)
                 check_rate_sum([after.contribution_rate, *others], self.max_rate_sum)
-            audit_id = await repo.save_config(conn, before, after, change.actor, change.reason)
+            audit_id = await repo.save_config(
+                conn, before, after, change.actor, change.reason, client
+            )
             pools_after = await repo.read_pools(conn)
         self.snapshot.update(pools_after)
         if self.metrics is not None:

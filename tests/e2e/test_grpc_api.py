@@ -283,21 +283,7 @@ async def test_stale_expected_version_is_aborted(stub: Stub) -> None:
     assert (pools.pools[0].seed_amount, pools.pools[0].config_version) == (20000, 2)
 
 
-async def test_update_config_without_token_is_unauthenticated(stub: Stub) -> None:
-    error = await failure(stub.UpdateConfig(pb.UpdateConfigRequest(group=MINOR, seed_amount=5)))
-    assert error.code() is grpc.StatusCode.UNAUTHENTICATED
-
-
-async def test_update_config_with_wrong_token_is_permission_denied(stub: Stub) -> None:
-    error = await failure(
-        stub.UpdateConfig(
-            pb.UpdateConfigRequest(group=MINOR, seed_amount=20000),
-            metadata=(("authorization", "Bearer not-the-token"),),
-        )
-    )
-    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
-    config = await stub.GetConfig(pb.GetConfigRequest())
-    assert config.pools[0].seed_amount == 10000
+# Who may call what, and the answers to everyone else: tests/e2e/test_identity.py.
 
 
 async def test_unreachable_database_is_unavailable(

@@ -278,8 +278,8 @@ async def test_two_concurrent_config_updates_with_one_version_have_one_loser(
         # Hold the pools so both updates are in flight, queued on the lock, at once.
         await blocker.execute("SELECT * FROM jackpots FOR UPDATE")
         tasks = [
-            asyncio.create_task(first.update_config(change("0.006"))),
-            asyncio.create_task(second.update_config(change("0.007"))),
+            asyncio.create_task(first.update_config(change("0.006"), "tester")),
+            asyncio.create_task(second.update_config(change("0.007"), "tester")),
         ]
         for _ in range(100):
             waiting = await fetch(

@@ -28,7 +28,7 @@ TABLES = {
     "request_rollups",
     "contribution_totals",
 }
-HEAD = "0004"
+HEAD = "0006"
 
 
 def revision(url: str) -> list[str]:

@@ -699,10 +699,6 @@ async def test_config_show_validate_and_update(
 
     code, text = await ops(ops_settings, *update, "--rate", "2")
     assert code == 1  # the service names the field
-    code, data = await ops_json(
-        dataclasses.replace(ops_settings, admin_token="not-the-token"), *update, "--rate", "0.001"
-    )
-    assert code == 1 and "PERMISSION_DENIED" in data["error"]
 
 
 async def test_config_update_rejects_a_bad_rate_with_the_field(

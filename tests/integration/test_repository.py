@@ -240,19 +240,21 @@ async def test_save_config_writes_the_pool_and_an_audit_row(pool: Pool, database
     before = PoolConfig(Group.MEGA, Decimal("0.0020000000"), 1000000, None, 1)
     after = PoolConfig(Group.MEGA, Decimal("0.0035"), 2000000, 9000000, 2)
     async with pool.connection() as conn:
-        audit_id = await repo.save_config(conn, before, after, "alice", "seasonal boost")
+        audit_id = await repo.save_config(
+            conn, before, after, "alice", "seasonal boost", "ops-console"
+        )
         pools = {p.group: p for p in await repo.read_pools(conn)}
     assert repo.config_of(pools[Group.MEGA]) == after
     async with await AsyncConnection.connect(database_url) as check:
         cur = await check.execute(
-            "SELECT jackpot_group, actor, reason, before, after, changed_at FROM config_audit"
-            " WHERE id = %s",
+            "SELECT jackpot_group, actor, reason, before, after, changed_at, client"
+            " FROM config_audit WHERE id = %s",
             (audit_id,),
         )
         row = await cur.fetchone()
     assert row is not None
-    group, actor, reason, audit_before, audit_after, changed_at = row
-    assert (group, actor, reason) == ("mega", "alice", "seasonal boost")
+    group, actor, reason, audit_before, audit_after, changed_at, client = row
+    assert (group, actor, reason, client) == ("mega", "alice", "seasonal boost", "ops-console")
     assert changed_at is not None
     assert audit_before == {
         "contribution_rate": "0.0020000000",

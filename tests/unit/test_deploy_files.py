@@ -7,7 +7,6 @@ guide give is parsed by the real `jackpot` argument parser.
 
 from __future__ import annotations
 
-import argparse
 import configparser
 import fnmatch
 import json
@@ -19,69 +18,19 @@ from typing import Any
 import pytest
 import yaml
 
-from jackpot_grpc import cli, logging_setup
+from jackpot_grpc import logging_setup
 from jackpot_grpc.config import PROJECT_ROOT, Settings
-from jackpot_grpc.ops import cli as ops_cli
+from testkit.deploy_files import assert_parses, dockerfile_instructions, stages
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 ALERTS = PROJECT_ROOT / "deploy" / "prometheus" / "jackpot-alerts.yml"
 OPERATIONS = PROJECT_ROOT / "docs" / "OPERATIONS.md"
 # The operations runbook the service must satisfy, kept in the repo so CI reads it too.
 RUNBOOK = PROJECT_ROOT / "docs" / "runbook" / "jackpot-service-runbook.md"
-SHARED_RUNBOOK = PROJECT_ROOT.parent / "shared" / "seeds" / "jackpot-service-runbook.md"
 DURATION = re.compile(r"^\d+[smhdw]$")
 
 
-def jackpot_parser() -> argparse.ArgumentParser:
-    """`jackpot`'s parser, with the operator commands whether or not cli.py registers them."""
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "health" not in sub.choices:
-        ops_cli.register(sub)
-    return parser
-
-
-def assert_parses(command: str) -> argparse.Namespace:
-    words = shlex.split(command)
-    assert words[0].endswith("jackpot"), command
-    try:
-        return jackpot_parser().parse_args(words[1:])
-    except SystemExit:
-        pytest.fail(f"`{command}` is not a valid jackpot command")
-
-
 # --- Dockerfile ----------------------------------------------------------------------------
-
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments), continuation lines joined, comments dropped."""
-    logical: list[str] = []
-    pending = ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        logical.append(pending + line)
-        pending = ""
-    assert not pending, "the Dockerfile ends inside a continued line"
-    out = []
-    for line in logical:
-        word, _, rest = line.partition(" ")
-        out.append((word.upper(), rest.strip()))
-    return out
-
-
-def stages() -> list[list[tuple[str, str]]]:
-    found: list[list[tuple[str, str]]] = []
-    for instruction in dockerfile_instructions():
-        if instruction[0] == "FROM":
-            found.append([])
-        if found:
-            found[-1].append(instruction)
-    return found
 
 
 def build_args() -> dict[str, str]:
@@ -550,13 +499,6 @@ def test_every_command_in_the_operations_guide_parses() -> None:
     assert len(commands) > 30
     used = {assert_parses(c).command for c in commands}
     assert {"health", "smoke", "db", "backup", "diagnostics", "report", "config"} <= used
-
-
-@pytest.mark.skipif(
-    not SHARED_RUNBOOK.is_file(), reason="no shared/seeds beside the repo to compare with"
-)
-def test_the_runbook_copy_is_the_shared_one() -> None:
-    assert RUNBOOK.read_text() == SHARED_RUNBOOK.read_text(), "copy shared/seeds' runbook again"
 
 
 def test_every_runbook_script_has_a_translation() -> None:

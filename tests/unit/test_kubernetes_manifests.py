@@ -17,7 +17,7 @@ import yaml
 
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints import health
-from tests.unit.test_deploy_files import assert_parses, stages
+from testkit.deploy_files import assert_parses, stages
 
 MANIFESTS = PROJECT_ROOT / "deploy" / "kubernetes"
 PACKAGE = PROJECT_ROOT / "jackpot_grpc"

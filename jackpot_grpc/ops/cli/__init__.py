@@ -10,6 +10,7 @@ from __future__ import annotations
 from jackpot_grpc.ops.cli import (
     audit,
     backup,
+    clients,
     config,
     db,
     diagnostics,
@@ -21,7 +22,7 @@ from jackpot_grpc.ops.cli import (
 from jackpot_grpc.ops.cli.options import Subparsers
 
 # In the order `jackpot --help` lists them.
-GROUPS = (migrate, audit, health, smoke, db, backup, diagnostics, report, config)
+GROUPS = (migrate, audit, health, smoke, db, backup, diagnostics, report, config, clients)
 
 
 def register(subparsers: Subparsers) -> None:

@@ -129,11 +129,10 @@ def _apply(
 ) -> int:
     from jackpot_grpc.ops import config_admin
 
-    if not settings.admin_token:
-        print("error: set JACKPOT_ADMIN_TOKEN to the service's admin token", file=sys.stderr)
-        return 1
+    # An admin client's token: JACKPOT_TOKEN (sent by every command), else JACKPOT_ADMIN_TOKEN.
+    token = None if settings.client_token else settings.admin_token
     config, audit_id = asyncio.run(
-        config_admin.update_grpc(settings, target, settings.admin_token, request, args.timeout)
+        config_admin.update_grpc(settings, target, token, request, args.timeout)
     )
     row = config_admin.config_row(config)
     emit(
@@ -170,7 +169,9 @@ def register(subparsers: Subparsers) -> None:
     common(validate)
     validate.add_argument("file", nargs="?", help="config file (default: the database's config)")
     validate.set_defaults(func=cmd_config_validate)
-    update = config_sub.add_parser("update", help="UpdateConfig (admin; JACKPOT_ADMIN_TOKEN)")
+    update = config_sub.add_parser(
+        "update", help="UpdateConfig (admin; JACKPOT_TOKEN or JACKPOT_ADMIN_TOKEN)"
+    )
     common(update, grpc_target=True)
     update.add_argument("--group", required=True, choices=GROUP_NAMES)
     update.add_argument("--rate", help="contribution rate, an exact decimal (0.006)")

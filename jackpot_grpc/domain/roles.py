@@ -1,0 +1,25 @@
+"""Least privilege: which role may call which JackpotService method.
+
+A method listed under no role is refused to everyone; grpc.health.v1 and reflection are
+not JackpotService methods and stay open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+ROLES = ("game", "reader", "admin")
+READS = frozenset({"GetPools", "GetStatistics", "GetConfig"})
+ROLE_METHODS: dict[str, frozenset[str]] = {
+    "game": READS | {"Contribute", "ContributeBatch", "Win"},
+    "reader": READS,
+    "admin": READS | {"UpdateConfig"},
+}
+
+
+def may_call(roles: Iterable[str], method: str) -> bool:
+    return any(method in ROLE_METHODS.get(role, ()) for role in roles)
+
+
+def roles_for(method: str) -> list[str]:
+    return [role for role, methods in ROLE_METHODS.items() if method in methods]

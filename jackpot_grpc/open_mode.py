@@ -1,0 +1,50 @@
+"""Open mode: with no clients configured the service lets every caller in, so it must
+listen on this machine only, unless JACKPOT_ALLOW_OPEN=1 says otherwise on purpose."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from jackpot_grpc.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a wildcard ("", "[::]", "0.0.0.0" parse, "*" does not) or a name
+
+
+def check_listening(settings: Settings, hosts: dict[str, str]) -> None:
+    """Refuse to start open on a non-loopback address; say loudly that it runs open.
+
+    `hosts` maps each setting's name (GRPC_HOST...) to the address it will listen on.
+    """
+    if not settings.open_mode:
+        return
+    exposed = {name: host for name, host in hosts.items() if not is_loopback(host)}
+    if exposed and not settings.allow_open:
+        listed = ", ".join(f"{name}={host!r}" for name, host in exposed.items())
+        raise SystemExit(
+            f"refusing to start: no clients are configured (JACKPOT_CLIENTS_FILE,"
+            f" JACKPOT_ADMIN_TOKEN), so anyone could call every method, and {listed} would"
+            f" listen beyond this machine. Configure clients (docs/SECURITY.md), listen on"
+            f" 127.0.0.1, or set JACKPOT_ALLOW_OPEN=1 to run open anyway."
+        )
+    log.warning(
+        "no clients configured (JACKPOT_CLIENTS_FILE, JACKPOT_ADMIN_TOKEN): running OPEN,"
+        " every caller may call every method; listening on %s (development only)",
+        ", ".join(f"{name}={host}" for name, host in hosts.items()),
+    )
+
+
+def check_server(settings: Settings) -> None:
+    """For the gRPC server process: its gRPC and health/metrics ports."""
+    check_listening(
+        settings, {"GRPC_HOST": settings.grpc_host, "HEALTH_HOST": settings.health_host}
+    )
