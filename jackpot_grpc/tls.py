@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import grpc
 
+from jackpot_grpc.balancing import channel_target
 from jackpot_grpc.config import Settings
 
 
@@ -28,7 +29,8 @@ def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
 
 
 def open_channel(settings: Settings, target: str) -> grpc.aio.Channel:
-    """A grpc.aio channel to `target`, with TLS when GRPC_TLS_CA is set."""
+    """A grpc.aio channel to `target` (an address list too), with TLS when GRPC_TLS_CA is set."""
+    target = channel_target(target)
     credentials = channel_credentials(settings)
     if credentials is None:
         return grpc.aio.insecure_channel(target)
