@@ -104,6 +104,7 @@ class Settings:
     pool_max_size: int
     pool_timeout: float
     pool_max_waiting: int
+    pgbouncer: bool  # DB_PGBOUNCER: the pool talks to PgBouncer in transaction mode
     batching: bool
     event_loop: str
     batch_max_size: int
@@ -172,6 +173,7 @@ class Settings:
             pool_max_size=_int(env, "DB_POOL_MAX", 10),
             pool_timeout=_float(env, "DB_POOL_TIMEOUT", 2.0),
             pool_max_waiting=_int(env, "DB_POOL_MAX_WAITING", 64),
+            pgbouncer=_flag(env, "DB_PGBOUNCER", False),
             batching=_flag(env, "JACKPOT_BATCHING", True),
             event_loop=_choice(env, "JACKPOT_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
             batch_max_size=_int(env, "JACKPOT_BATCH_MAX", 512),

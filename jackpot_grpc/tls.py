@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from jackpot_grpc.balancing import channel_target
 from jackpot_grpc.config import Settings
 
 
@@ -53,6 +54,7 @@ def open_channel(
     settings: Settings, target: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `target`, with TLS when GRPC_TLS_CA is set."""
+    target = channel_target(target)
     credentials = channel_credentials(settings)
     if credentials is None:
         return grpc.aio.insecure_channel(target, interceptors=interceptors)

@@ -1,4 +1,12 @@
-"""The psycopg connection pool: created closed, opened and closed explicitly by its owner."""
+"""The psycopg connection pool: created closed, opened and closed explicitly by its owner.
+
+Behind PgBouncer in transaction mode (DB_PGBOUNCER=1) consecutive transactions of one pool
+connection may run on different server connections, so nothing may live in the session:
+the pool's connections never prepare statements (prepare_threshold=None), and the service
+keeps no other session state anyway: isolation is set per transaction (SET TRANSACTION),
+timeouts with set_config(..., is_local => true), advisory locks are transaction-scoped
+(pg_try_advisory_xact_lock), and nothing LISTENs. docs/REPLICAS.md, "Behind PgBouncer".
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,16 @@ APPLICATION_NAME = "jackpot-service"
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 
+def connection_kwargs(settings: Settings) -> dict[str, Any]:
+    """What every pool connection is opened with."""
+    kwargs: dict[str, Any] = {"application_name": APPLICATION_NAME, "connect_timeout": 3}
+    if settings.pgbouncer:
+        # Server-side prepared statements belong to a server session, which a transaction
+        # pooler hands to another client between transactions.
+        kwargs["prepare_threshold"] = None
+    return kwargs
+
+
 def create_pool(settings: Settings, database_url: str) -> Pool:
     return AsyncConnectionPool(
         database_url,
@@ -27,7 +45,7 @@ def create_pool(settings: Settings, database_url: str) -> Pool:
         open=False,
         # A connection the server killed is detected before it is handed out.
         check=AsyncConnectionPool.check_connection,
-        kwargs={"application_name": APPLICATION_NAME, "connect_timeout": 3},
+        kwargs=connection_kwargs(settings),
         # No exponential backoff after an outage: a failed background reconnect gives up
         # at once, and the next request for a connection (the health probe asks every
         # interval) tries again, so the pool follows the database back within a probe.

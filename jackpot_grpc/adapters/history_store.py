@@ -32,6 +32,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from jackpot_grpc.adapters import advisory_locks
 from jackpot_grpc.history.records import (
     Batch,
     Compaction,
@@ -47,8 +48,13 @@ SyncConn = psycopg.Connection[Any]
 
 SYSTEM_TABLE: Final = "system_metrics"
 ROLLUP_TABLE: Final = "request_rollups"
+AUDIT_TABLE: Final = "ledger_audits"  # the shared background audit's results (0007)
 # Each table with the column its age is measured by (for pruning).
-TIME_COLUMNS: Final = {SYSTEM_TABLE: "stat_timestamp", ROLLUP_TABLE: "started_at"}
+TIME_COLUMNS: Final = {
+    SYSTEM_TABLE: "stat_timestamp",
+    ROLLUP_TABLE: "started_at",
+    AUDIT_TABLE: "audited_at",
+}
 
 
 INSERT_SAMPLE = """
@@ -136,7 +142,7 @@ DAILY_SYSTEM = """
     ORDER BY day
 """
 
-# Small batches, each its own short transaction; SKIP LOCKED lets replicas prune together.
+# Small batches, each its own short transaction (SKIP LOCKED: never waits on a row).
 PRUNE = {
     SYSTEM_TABLE: """
         DELETE FROM system_metrics
@@ -150,11 +156,29 @@ PRUNE = {
             SELECT ctid FROM request_rollups WHERE started_at < %s
             LIMIT %s FOR UPDATE SKIP LOCKED))
     """,
+    AUDIT_TABLE: """
+        DELETE FROM ledger_audits
+        WHERE id = ANY(ARRAY(
+            SELECT id FROM ledger_audits WHERE audited_at < %s
+            -- the newest result stays, however old: replicas report it
+            AND id <> (SELECT max(id) FROM ledger_audits)
+            LIMIT %s FOR UPDATE SKIP LOCKED))
+    """,
 }
 
 
-# Replicas compact one at a time: a transaction-scoped advisory lock on this key.
-COMPACT_LOCK_KEY: Final = 0x6A61636B706F74  # "jackpot"
+# Replicas compact one at a time, and prune one at a time: transaction-scoped advisory
+# locks on these keys (released by the commit: nothing held in the session, so they work
+# behind PgBouncer in transaction mode too).
+COMPACT_LOCK_KEY: Final = advisory_locks.COMPACT_METRICS
+PRUNE_LOCK_KEY: Final = advisory_locks.PRUNE_METRICS
+
+
+async def _try_xact_lock(conn: AsyncConn, key: int) -> bool:
+    cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (key,))
+    locked = await cursor.fetchone()
+    return locked is not None and bool(locked[0])
+
 
 OLDEST_UNCOMPACTED = """
     SELECT min(started_at) FROM request_rollups WHERE NOT compacted AND started_at < %s
@@ -297,10 +321,13 @@ async def read_window(conn: AsyncConn, since: datetime, *, statement_timeout: fl
 
 async def prune_batch(
     conn: AsyncConn, table: str, before: datetime, limit: int, *, statement_timeout: float
-) -> int:
-    """Delete up to `limit` rows of `table` older than `before`, in one short transaction."""
+) -> int | None:
+    """Delete up to `limit` rows of `table` older than `before`, in one short transaction;
+    None when another process holds the pruning lock (it is pruning now)."""
     async with conn.transaction():
         await _set_statement_timeout(conn, statement_timeout)
+        if not await _try_xact_lock(conn, PRUNE_LOCK_KEY):
+            return None
         cursor = await conn.execute(PRUNE[table], (before, limit))
         return max(cursor.rowcount, 0)
 
@@ -313,9 +340,7 @@ async def compact_oldest_hour(
     compaction lock."""
     async with conn.transaction():
         await _set_statement_timeout(conn, statement_timeout)
-        cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (COMPACT_LOCK_KEY,))
-        locked = await cursor.fetchone()
-        if locked is None or not locked[0]:
+        if not await _try_xact_lock(conn, COMPACT_LOCK_KEY):
             return None
         cursor = await conn.execute(OLDEST_UNCOMPACTED, (before,))
         row = await cursor.fetchone()

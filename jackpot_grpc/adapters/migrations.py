@@ -12,14 +12,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from jackpot_grpc.adapters import advisory_locks
+
 # Offline mode needs only a dialect (migrations/env.py), never a connection.
 OFFLINE_URL = "offline"
 
 # pg_advisory_xact_lock key held by every online upgrade or downgrade (migrations/env.py):
 # concurrent `jackpot migrate` runs (several replicas, a Job retried) queue up on it, and
-# each one after the first finds the schema already at head. Other advisory locks of the
-# service must use other keys.
-MIGRATION_LOCK_KEY = 0x6A61636B706F7401  # "jackpot" + 1
+# each one after the first finds the schema already at head.
+MIGRATION_LOCK_KEY = advisory_locks.MIGRATION
 
 
 def script_location() -> str:

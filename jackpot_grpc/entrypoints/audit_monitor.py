@@ -4,52 +4,83 @@ The same check as `jackpot audit`, run every JACKPOT_AUDIT_INTERVAL seconds off 
 path, so an alert can fire on `jackpot_books_balanced == 0` without anyone polling an
 endpoint, and /health/jackpot reports the latest result instead of scanning the whole
 ledger on every probe. A failed run leaves the last result and counts the failure.
+
+With several replicas on one database, one audit per interval runs across all of them
+(jackpot_grpc.service.shared_audit): a replica whose turn it is not reports the newest
+recorded result, with the time it was audited (its age) and which process ran it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
+from typing import Protocol
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from jackpot_grpc.adapters.audit_store import RecordedAudit
 from jackpot_grpc.domain.model import LedgerAudit
 from jackpot_grpc.entrypoints.periodic import Periodic
+from jackpot_grpc.service.shared_audit import AuditTick
 
 log = logging.getLogger(__name__)
 
 
+class Audits(Protocol):
+    """The shared audit (jackpot_grpc.service.shared_audit.SharedAudit)."""
+
+    async def tick(self) -> AuditTick: ...
+
+    async def audit_now(self) -> RecordedAudit: ...
+
+
 class AuditMonitor:
-    def __init__(
-        self,
-        audit: Callable[[], Awaitable[LedgerAudit]],
-        interval: float,
-        timeout: float = 30.0,
-    ) -> None:
-        self._audit = audit
+    def __init__(self, audits: Audits, interval: float, timeout: float = 30.0) -> None:
+        self._audits = audits
         self._timeout = timeout
         self._loop = Periodic("ledger-audit", self.run_once, interval)
         self.last: LedgerAudit | None = None
-        self.last_at: float | None = None
+        self.last_at: float | None = None  # when it was audited (Unix time)
+        self.last_by: str | None = None  # which process audited it
         self.failures = 0
+        self.runs = 0  # audits this process ran
+        self.adopted = 0  # ticks that reported another replica's audit
+
+    def _keep(self, audit: RecordedAudit) -> LedgerAudit:
+        books = audit.books
+        if not books.balanced and audit.audited_at.timestamp() != self.last_at:
+            log.error(
+                "BOOKS DO NOT BALANCE (audited by %s): %s",
+                audit.audited_by,
+                ", ".join(books.problems()),
+            )
+        self.last, self.last_at = books, audit.audited_at.timestamp()
+        self.last_by = audit.audited_by
+        return books
 
     async def audit_now(self) -> LedgerAudit:
         """Audit now and keep the result as the latest; raises if the audit cannot run."""
         async with asyncio.timeout(self._timeout):
-            books = await self._audit()
-        if not books.balanced:
-            log.error("BOOKS DO NOT BALANCE: %s", ", ".join(books.problems()))
-        self.last, self.last_at = books, time.time()
-        return books
+            audit = await self._audits.audit_now()
+        self.runs += 1
+        return self._keep(audit)
 
     async def run_once(self) -> None:
+        """One periodic tick: audit if it is this replica's turn, else adopt the latest."""
         try:
-            await self.audit_now()
+            async with asyncio.timeout(self._timeout):
+                tick = await self._audits.tick()
         except Exception as exc:  # the database may be down: keep the last result
             self.failures += 1
             log.warning("ledger audit failed: %s: %s", type(exc).__name__, exc)
+            return
+        if tick.ran_here:
+            self.runs += 1
+        elif tick.audit is not None:
+            self.adopted += 1
+        if tick.audit is not None:
+            self._keep(tick.audit)
 
     def start(self) -> None:
         self._loop.start()
@@ -63,6 +94,16 @@ class AuditMonitor:
             "Background ledger audits that could not run.",
             value=self.failures,
         )
+        yield CounterMetricFamily(
+            "jackpot_audit_runs",
+            "Background ledger audits this process ran (replicas take turns).",
+            value=self.runs,
+        )
+        yield CounterMetricFamily(
+            "jackpot_audit_adopted",
+            "Background audit ticks that reported another replica's recorded audit.",
+            value=self.adopted,
+        )
         if self.last is None or self.last_at is None:
             return
         yield GaugeMetricFamily(
@@ -73,7 +114,7 @@ class AuditMonitor:
         )
         yield GaugeMetricFamily(
             "jackpot_audit_timestamp_seconds",
-            "When the last ledger audit ran (Unix time).",
+            "When the latest ledger audit ran, on whichever replica ran it (Unix time).",
             value=self.last_at,
         )
         discrepancy = GaugeMetricFamily(

@@ -76,6 +76,7 @@ class LedgerAuditor(Protocol):
 
     last: LedgerAudit | None
     last_at: float | None
+    last_by: str | None
 
     async def audit_now(self) -> LedgerAudit: ...
 
@@ -270,6 +271,7 @@ class HealthHttp:
             "balanced": books.balanced,
             "checked_at": iso_time(at),
             "age_seconds": round(max(0.0, time.time() - at), 3),
+            "audited_by": self.auditor.last_by,  # replicas take turns (shared_audit)
             "problems": books.problems(),
             "discrepancies": [pool_audit(a) for a in books.pools if not a.balanced],
             "pools": [pool_audit(a) for a in books.pools],

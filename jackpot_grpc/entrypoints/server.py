@@ -28,6 +28,7 @@ from jackpot_grpc.metrics import RequestMetrics
 from jackpot_grpc.open_mode import check_server
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
+from jackpot_grpc.service.shared_audit import SharedAudit
 from jackpot_grpc.tls import server_credentials
 
 if TYPE_CHECKING:
@@ -178,7 +179,8 @@ def build_server(
         telemetry.metrics.observe_connections(pool.get_stats)
     # Started with the server (JACKPOT_SAMPLE_INTERVAL, JACKPOT_METRICS_RETENTION_DAYS).
     sampler = MetricsSampler(pool, metrics, history_config)
-    auditor = AuditMonitor(service.audit, settings.audit_interval)
+    # Replicas on one database take turns: one audit per interval across all of them.
+    auditor = AuditMonitor(SharedAudit(pool, settings.audit_interval), settings.audit_interval)
     health_http = HealthHttp(
         service,
         probe,

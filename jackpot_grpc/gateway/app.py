@@ -1,4 +1,5 @@
-"""The REST gateway: an aiohttp app whose routes come from the proto, over one gRPC channel."""
+"""The REST gateway: an aiohttp app whose routes come from the proto, over one gRPC channel
+that balances over every server of JACKPOT_GRPC_TARGET (jackpot_grpc.balancing)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
 from jackpot.v1 import jackpot_pb2
 
+from jackpot_grpc.balancing import balanced_channel_options, channel_target
 from jackpot_grpc.config import Settings
 from jackpot_grpc.gateway import metrics_proxy
 from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit, json_errors
@@ -68,10 +70,11 @@ def _lifecycle(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def channel_and_session(app: web.Application) -> AsyncIterator[None]:
         """The channel and HTTP client live exactly as long as the app runs."""
+        options = balanced_channel_options()
         channel = (
-            grpc.aio.insecure_channel(grpc_target)
+            grpc.aio.insecure_channel(grpc_target, options=options)
             if credentials is None
-            else grpc.aio.secure_channel(grpc_target, credentials)
+            else grpc.aio.secure_channel(grpc_target, credentials, options=options)
         )
         app[CALLS] = {
             route.grpc_path: channel.unary_unary(
@@ -105,8 +108,11 @@ def create_gateway_app(
 ) -> web.Application:
     """Routes from the services' `google.api.http` annotations (default: JackpotService).
 
-    `credentials` switch the gRPC channel to TLS; `call_timeout` is each call's deadline.
+    `grpc_target` is any gRPC target or a list of addresses (balancing.channel_target;
+    ValueError when it is neither). `credentials` switch the gRPC channel to TLS;
+    `call_timeout` is each call's deadline.
     """
+    grpc_target = channel_target(grpc_target)
     routes = build_routes(jackpot_services() if services is None else services)
     app = web.Application(middlewares=[json_errors, body_limit], client_max_size=max_body_bytes)
     app[MAX_BODY_BYTES] = max_body_bytes
@@ -147,12 +153,15 @@ def caller_address(request: web.Request) -> tuple[tuple[str, str], ...]:
 async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> None:
     """Serve the gateway on REST_HOST:REST_PORT until SIGTERM/SIGINT, then drain and stop."""
     check_listening(settings, {"REST_HOST": settings.rest_host})
-    app = create_gateway_app(
-        settings.grpc_target,
-        max_body_bytes=settings.max_body_bytes,
-        metrics_url=metrics_url or metrics_proxy.metrics_url_from_env(settings),
-        credentials=channel_credentials(settings),  # TLS when GRPC_TLS_CA is set
-    )
+    try:
+        app = create_gateway_app(
+            settings.grpc_target,
+            max_body_bytes=settings.max_body_bytes,
+            metrics_url=metrics_url or metrics_proxy.metrics_url_from_env(settings),
+            credentials=channel_credentials(settings),  # TLS when GRPC_TLS_CA is set
+        )
+    except ValueError as exc:  # a bad JACKPOT_GRPC_TARGET
+        raise SystemExit(str(exc)) from None
     running = await start_gateway(
         app, settings.rest_host, settings.rest_port, shutdown_timeout=settings.shutdown_grace
     )

@@ -17,8 +17,10 @@ minute) it
    ago, so late writers are in) into one row per method — every replica may try, an
    advisory lock lets one work at a time;
 5. prunes, every `prune_every` seconds (hourly), rows older than `retention_days`
-   (JACKPOT_METRICS_RETENTION_DAYS, default 35) in batches of `prune_batch` rows, each its
-   own short transaction. Compaction and pruning share a time budget per tick; what is
+   (JACKPOT_METRICS_RETENTION_DAYS, default 35; the ledger audits' results too, but for
+   the newest) in batches of `prune_batch` rows, each its own short transaction — an
+   advisory lock lets one replica prune at a time; the others leave it to that one until
+   their next prune is due. Compaction and pruning share a time budget per tick; what is
    left is done at the next tick.
 
 `stop()` (RunningServer.stop, before the pool closes) drains and writes a last batch,
@@ -327,6 +329,8 @@ class MetricsSampler:
                         n = await store.prune_batch(
                             conn, table, cutoff, self.config.prune_batch, statement_timeout=timeout
                         )
+                if n is None:  # another replica is pruning: its turn
+                    return PruneResult(deleted, complete=True)
                 deleted[table] += n
                 self.pruned_rows += n
                 if n < self.config.prune_batch:

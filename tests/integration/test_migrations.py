@@ -27,8 +27,9 @@ TABLES = {
     "system_metrics",
     "request_rollups",
     "contribution_totals",
+    "ledger_audits",
 }
-HEAD = "0006"
+HEAD = "0007"
 
 
 def revision(url: str) -> list[str]:

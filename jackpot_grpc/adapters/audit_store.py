@@ -1,0 +1,113 @@
+"""The SQL of the shared background audit: its advisory lock and `ledger_audits` (0007).
+
+Replicas on one database audit the books one at a time and share the result: the lock is
+transaction-scoped (`pg_try_advisory_xact_lock`), so it is released by the commit and holds
+no session state, which keeps it correct behind PgBouncer in transaction mode. Results are
+appended (never updated), so two writers can never conflict, even in REPEATABLE READ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from jackpot_grpc.adapters import advisory_locks
+from jackpot_grpc.domain.model import Group, LedgerAudit, PoolAudit
+
+Conn = AsyncConnection[Any]
+
+# Distinct from history_store's compaction key: an audit never waits for a compaction.
+AUDIT_LOCK_KEY: Final = advisory_locks.LEDGER_AUDIT
+
+TABLE: Final = "ledger_audits"
+
+
+@dataclass(frozen=True)
+class RecordedAudit:
+    """An audit as recorded: the books, when (database clock) and by which process."""
+
+    books: LedgerAudit
+    audited_at: datetime
+    host: str
+    pid: int
+
+    @property
+    def audited_by(self) -> str:
+        return f"{self.host} pid {self.pid}"
+
+
+async def try_lock(conn: Conn) -> bool:
+    """The audit lock for the rest of the caller's transaction; False if another has it."""
+    cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (AUDIT_LOCK_KEY,))
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+async def database_now(conn: Conn) -> datetime:
+    """The database's clock (the transaction's start): replicas compare times on one clock."""
+    cursor = await conn.execute("SELECT now()")
+    row = await cursor.fetchone()
+    assert row is not None
+    value: datetime = row[0]
+    return value
+
+
+async def latest(conn: Conn) -> RecordedAudit | None:
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(
+            "SELECT audited_at, host, pid, report FROM ledger_audits"
+            " ORDER BY audited_at DESC, id DESC LIMIT 1"
+        )
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    return RecordedAudit(_books(row["report"]), row["audited_at"], row["host"], row["pid"])
+
+
+async def record(conn: Conn, books: LedgerAudit, host: str, pid: int) -> RecordedAudit:
+    """Append `books`, audited in the caller's transaction (audited_at: its start)."""
+    cursor = await conn.execute(
+        "INSERT INTO ledger_audits (host, pid, balanced, report) VALUES (%s, %s, %s, %s)"
+        " RETURNING audited_at",
+        (host, pid, books.balanced, Jsonb(_report(books))),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return RecordedAudit(books, row[0], host, pid)
+
+
+def _report(books: LedgerAudit) -> dict[str, Any]:
+    return {
+        "pools": [
+            {
+                "group": p.group.value,
+                "current_amount": p.current_amount,
+                "seed_funding": p.seed_funding,
+                "contributions": p.contributions,
+                "wins": p.wins,
+                "recorded_total_contributions": p.recorded_total_contributions,
+                "recorded_total_wins": p.recorded_total_wins,
+                "recorded_total_seed_funding": p.recorded_total_seed_funding,
+            }
+            for p in books.pools
+        ],
+        "contribution_count": books.contribution_count,
+        "recorded_contribution_count": books.recorded_contribution_count,
+        "total_wagered": books.total_wagered,
+        "recorded_total_wagered": books.recorded_total_wagered,
+    }
+
+
+def _books(report: dict[str, Any]) -> LedgerAudit:
+    return LedgerAudit(
+        pools=[PoolAudit(**{**p, "group": Group(p["group"])}) for p in report["pools"]],
+        contribution_count=report["contribution_count"],
+        recorded_contribution_count=report["recorded_contribution_count"],
+        total_wagered=report["total_wagered"],
+        recorded_total_wagered=report["recorded_total_wagered"],
+    )
