@@ -118,6 +118,9 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         )
         for problem in books.problems():
             print(f"MISMATCH: {problem}")
+        note = books.rows.legacy_note()
+        if note:
+            print(f"note: {note}")
         print("books balance" if books.balanced else "BOOKS DO NOT BALANCE")
     return 0 if books.balanced else 1
 

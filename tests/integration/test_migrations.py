@@ -17,8 +17,9 @@ TABLES = {
     "system_metrics",
     "request_rollups",
     "contribution_totals",
+    "ledger_chain_starts",
 }
-HEAD = "0003"
+HEAD = "0005"
 
 
 def revision(url: str) -> list[str]:
