@@ -11,7 +11,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import migrations
