@@ -37,6 +37,7 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg.conninfo import conninfo_to_dict
 
+from bench import audit_scenario
 from bench.loadgen import LoadResult, LoadSpec, run_in_subprocess
 from jackpot_grpc.adapters.scratch import admin_server, create_database, drop_database
 
@@ -683,8 +684,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="py-spy record the server during Contribute(batching) into this file (.svg/.txt)",
     )
+    p.add_argument(
+        "--audit-rows", type=int, help="contributions in the audit scenario (default 1,000,000)"
+    )
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = p.parse_args(argv)
+    if args.audit_rows is None:
+        args.audit_rows = 100_000 if args.quick else 1_000_000
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
     if args.channels is None:
@@ -831,6 +837,11 @@ def run(args: argparse.Namespace) -> int:
                 "acknowledged_contributions": acknowledged,
             }
 
+        # The audit's cost per million ledger rows (bench/audit_scenario.py).
+        with bench_database(admin, "audit") as url_audit:
+            log(f"audit scenario: {args.audit_rows:,} contributions")
+            report["audit_scenario"] = audit_scenario.measure(url_audit, args.audit_rows)
+
     ordered = [
         scenarios[k]
         for k in (
@@ -871,6 +882,7 @@ def run(args: argparse.Namespace) -> int:
             f"; ledger rows {a['ledger_rows']:,}, acknowledged contributions "
             f"{a['acknowledged_contributions']:,}"
         )
+    print(audit_scenario.summary(report["audit_scenario"]))
     for key in ("contribute_nobatch", "contribute_batching"):
         extra = scenarios[key].extra
         print(
@@ -887,7 +899,11 @@ def run(args: argparse.Namespace) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {args.output} in {report['elapsed_s']:.0f}s")
-    balanced = report["audit"]["balanced"] and report["audit_batching_off"]["balanced"]
+    balanced = (
+        report["audit"]["balanced"]
+        and report["audit_batching_off"]["balanced"]
+        and report["audit_scenario"]["balanced"]
+    )
     return 0 if balanced else 1
 
 
