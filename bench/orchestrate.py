@@ -21,8 +21,8 @@ from typing import Any
 
 import psutil
 
+from bench import audit_scenario, scenarios
 from bench import report as reporting
-from bench import scenarios
 from bench.console import log
 from bench.loadgen import LoadSpec
 from bench.scenarios import Scenario
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         log(f"PostgreSQL ({kind}): {report['machine']['postgresql']}")
         report["audit_batching_off"] = batching_off(args, base, admin, workdir, found)
         rest_note, report["rss"], report["audit"] = batching_on(args, base, admin, workdir, found)
+        report["audit_scenario"] = audit_cost(args, admin)
     report["rest_note"] = rest_note
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     reporting.conclude(report, found, rest_note)
@@ -67,6 +68,13 @@ def bench_client(workdir: Path) -> str:
     token = clients_file.add_client(workdir / "clients.json", "bench", "game")
     assert token is not None
     return token
+
+
+def audit_cost(args: argparse.Namespace, admin: str) -> dict[str, Any]:
+    """The audit's cost per million ledger rows (bench/audit_scenario.py)."""
+    with bench_database(admin, "audit") as url:
+        log(f"audit scenario: {args.audit_rows:,} contributions")
+        return audit_scenario.measure(url, args.audit_rows)
 
 
 def check_installed() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 import psycopg
 
+from bench import audit_scenario
 from bench.scenarios import ORDER, Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +78,7 @@ def print_ledgers(report: dict[str, Any], scenarios: dict[str, Scenario]) -> Non
             f"; ledger rows {a['ledger_rows']:,}, acknowledged contributions "
             f"{a['acknowledged_contributions']:,}"
         )
+    print(audit_scenario.summary(report["audit_scenario"]))
     for key in ("contribute_nobatch", "contribute_batching"):
         extra = scenarios[key].extra
         print(
@@ -99,7 +101,11 @@ def write(report: dict[str, Any], output: Path) -> None:
 
 
 def balanced(report: dict[str, Any]) -> bool:
-    return bool(report["audit"]["balanced"] and report["audit_batching_off"]["balanced"])
+    return bool(
+        report["audit"]["balanced"]
+        and report["audit_batching_off"]["balanced"]
+        and report["audit_scenario"]["balanced"]
+    )
 
 
 # --- targets -------------------------------------------------------------------------------

@@ -63,8 +63,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="py-spy record the server during Contribute(batching) into this file (.svg/.txt)",
     )
+    p.add_argument(
+        "--audit-rows", type=int, help="contributions in the audit scenario (default 1,000,000)"
+    )
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = p.parse_args(argv)
+    if args.audit_rows is None:
+        args.audit_rows = 100_000 if args.quick else 1_000_000
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
     if args.channels is None:

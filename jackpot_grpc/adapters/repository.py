@@ -8,15 +8,17 @@ physical order and deadlocks from 4 clients up).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.model import (
     GROUPS,
+    BadRow,
     ContributeCommand,
     ContributionResult,
     ContributionShares,
@@ -26,6 +28,7 @@ from jackpot_grpc.domain.model import (
     PoolConfig,
     PoolState,
     RecordedWin,
+    RowAudit,
     StoredContribution,
     WinCommand,
     WinOutcome,
@@ -129,6 +132,26 @@ async def lock_pools_and_find_contributions(
     return pools, {r["idempotency_key"]: _stored(r) for r in rows}
 
 
+# What lets the audit re-prove each row (migration 0005): the rate each pool applied, and
+# the ceiling a share was cut to when the whole share did not fit (NULL when it fitted).
+# Every row of a batch splits against the same locked pools, so rate and ceiling are one
+# value per pool; the share is cut exactly when it is below floor(wager × rate).
+PROOF_COLUMNS = ", ".join(f"{g.value}_rate, {g.value}_cap" for g in GROUPS)
+PROOF_VALUES = ", ".join(
+    f"%({g.value}_rate)s::numeric, CASE WHEN u.{g.value}_amount"
+    f" < floor(u.wager * %({g.value}_rate)s::numeric) THEN %({g.value}_limit)s::bigint END"
+    for g in GROUPS
+)
+
+
+def _proof_params(pools: Mapping[Group, PoolState]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for g in GROUPS:
+        params[f"{g.value}_rate"] = pools[g].contribution_rate
+        params[f"{g.value}_limit"] = rules.ceiling(pools[g])
+    return params
+
+
 # One statement per batch: the runbook's batched CASE update moves all three pools, the
 # ledger gets every row (one insert from arrays), and the contribution totals move by the
 # batch's count and wager sum. Its caller holds the pool locks. Every result row is a pool
@@ -154,11 +177,15 @@ RECORD_CONTRIBUTIONS = f"""WITH moved AS (
     RETURNING {POOL_COLUMNS}),
 inserted AS (
     INSERT INTO contributions (idempotency_key, fingerprint, game_id, wager_amount,
-        minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after)
-    SELECT * FROM unnest(%(keys)b::text[], %(fingerprints)b::bytea[], %(games)b::text[],
+        minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after,
+        {PROOF_COLUMNS})
+    SELECT u.*, {PROOF_VALUES}
+    FROM unnest(%(keys)b::text[], %(fingerprints)b::bytea[], %(games)b::text[],
         %(wagers)b::bigint[],
         %(minor_amount)b::bigint[], %(major_amount)b::bigint[], %(mega_amount)b::bigint[],
         %(minor_after)b::bigint[], %(major_after)b::bigint[], %(mega_after)b::bigint[])
+        AS u(key, fingerprint, game, wager, minor_amount, major_amount, mega_amount,
+             minor_after, major_after, mega_after)
     RETURNING id, created_at),
 counted AS (
     UPDATE contribution_totals SET
@@ -200,14 +227,17 @@ async def record_contributions(
     counts: dict[Group, int],
     commands: Sequence[ContributeCommand],
     shares: Sequence[ContributionShares],
+    pools: Mapping[Group, PoolState],
 ) -> tuple[list[PoolState], list[tuple[int, datetime]]]:
     """Apply a planned batch: move each pool by its sum (`counts[g]` contributions moved
-    it), write a ledger row per command with its shares. Returns the pools after, in lock
-    order, and (id, created_at) per ledger row, in the order of `commands`."""
-    rows = await _rows(conn, RECORD_CONTRIBUTIONS, _record_params(sums, counts, commands, shares))
-    pools = sorted(map(_pool, rows), key=lambda p: p.group.lock_order)
+    it), write a ledger row per command with its shares and their proof (the rates and
+    ceilings of `pools`, the locked pools the shares were split against). Returns the
+    pools after, in lock order, and (id, created_at) per ledger row, in command order."""
+    params = _record_params(sums, counts, commands, shares) | _proof_params(pools)
+    rows = await _rows(conn, RECORD_CONTRIBUTIONS, params)
+    updated = sorted(map(_pool, rows), key=lambda p: p.group.lock_order)
     created_at = rows[0]["ledger_created_at"]
-    return pools, [(row_id, created_at) for row_id in rows[0]["ledger_ids"] or ()]
+    return updated, [(row_id, created_at) for row_id in rows[0]["ledger_ids"] or ()]
 
 
 # --- wins --------------------------------------------------------------------------------
@@ -368,12 +398,173 @@ async def audit_ledger(conn: Conn) -> LedgerAudit:
                  FROM contributions) c""",
     )
     (row,) = rows
+    proofs = await audit_rows(conn)
     return LedgerAudit(
         pools=pools,
         contribution_count=int(row["n"]),
         recorded_contribution_count=row["contribution_count"],
         total_wagered=int(row["wagered"]),
         recorded_total_wagered=int(row["total_wagered"]),
+        rows=proofs,
+    )
+
+
+# Every ledger row re-proved, in one statement (window functions over the three ledgers):
+# - each contribution share recomputed from its wager and the rate it records:
+#   floor(wager × rate), or, when it records a ceiling, what fitted under it (the amount
+#   the row left the pool at is where the share stopped);
+# - the chain of each pool: ordered by ledger_seq (drawn under the pool locks, so per
+#   pool it is the commit order), from the pool's chain start, every row's `*_after` must
+#   be the previous one moved by this row. `drift` is how far a row's after is from the
+#   sum of every move before it; a broken link is where the drift changes, so one bad
+#   row is named once instead of every row after it;
+# - each win's seed top-up against its seed-funding rows, and each win's own arithmetic;
+# - each pool's counts against the pool row. (Its amount against the ledger is the sums'
+#   check, audit_pools.)
+# One row per problem: table, id (NULL for a pool row), pool, what is wrong.
+#
+# The chain runs per pool (one ordered scan each: narrower and much faster than one
+# window partitioned by pool over every contribution unpivoted three times).
+def _chain_of(g: str) -> str:
+    return f"""running_{g} AS (
+    SELECT s.*, (SELECT amount FROM ledger_chain_starts WHERE jackpot_group = '{g}')
+        + sum(delta) OVER (ORDER BY ledger_seq) AS expected
+    FROM (SELECT ledger_seq, 'contributions' AS tbl, id, {g}_amount AS delta, {g}_after AS after
+          FROM contributions WHERE ledger_seq IS NOT NULL
+          UNION ALL
+          SELECT ledger_seq, 'wins', id, seed_top_up - amount, pool_after
+          FROM wins WHERE ledger_seq IS NOT NULL AND jackpot_group = '{g}'
+          UNION ALL  -- a top-up is part of its win's move; other fundings move on their own
+          SELECT ledger_seq, 'seed_fundings', id, amount, NULL
+          FROM seed_fundings
+          WHERE ledger_seq IS NOT NULL AND win_id IS NULL AND jackpot_group = '{g}') s),
+drifts_{g} AS (
+    SELECT *, '{g}' AS grp, after - expected AS drift,
+        lag(after - expected, 1, 0) OVER (ORDER BY ledger_seq) AS prev_drift
+    FROM running_{g} WHERE after IS NOT NULL)"""
+
+
+# Only the broken links leave the windows.
+CHAIN_CTES = ",\n".join(_chain_of(g.value) for g in GROUPS) + (
+    ",\ndrifts AS ("
+    + " UNION ALL ".join(
+        f"SELECT * FROM drifts_{g.value} WHERE drift <> prev_drift" for g in GROUPS
+    )
+    + ")"
+)
+AUDIT_ROWS = f"""WITH shares AS (
+    SELECT 'contributions' AS tbl, id, 'minor' AS grp,
+        format('share %%s, but floor(%%s × %%s) = %%s%%s', minor_amount, wager_amount, minor_rate,
+               floor(wager_amount * minor_rate),
+               CASE WHEN minor_cap IS NOT NULL THEN format(' capped at %%s', minor_cap) ELSE '' END)
+            AS problem
+    FROM contributions
+    WHERE minor_rate IS NOT NULL AND CASE WHEN minor_cap IS NULL
+        THEN minor_amount <> floor(wager_amount * minor_rate)
+        ELSE minor_amount >= floor(wager_amount * minor_rate) OR minor_amount <> greatest(0,
+             least(floor(wager_amount * minor_rate), minor_cap - (minor_after - minor_amount))) END
+    UNION ALL
+    SELECT 'contributions', id, 'major',
+        format('share %%s, but floor(%%s × %%s) = %%s%%s', major_amount, wager_amount, major_rate,
+               floor(wager_amount * major_rate),
+               CASE WHEN major_cap IS NOT NULL THEN format(' capped at %%s', major_cap) ELSE '' END)
+    FROM contributions
+    WHERE major_rate IS NOT NULL AND CASE WHEN major_cap IS NULL
+        THEN major_amount <> floor(wager_amount * major_rate)
+        ELSE major_amount >= floor(wager_amount * major_rate) OR major_amount <> greatest(0,
+             least(floor(wager_amount * major_rate), major_cap - (major_after - major_amount))) END
+    UNION ALL
+    SELECT 'contributions', id, 'mega',
+        format('share %%s, but floor(%%s × %%s) = %%s%%s', mega_amount, wager_amount, mega_rate,
+               floor(wager_amount * mega_rate),
+               CASE WHEN mega_cap IS NOT NULL THEN format(' capped at %%s', mega_cap) ELSE '' END)
+    FROM contributions
+    WHERE mega_rate IS NOT NULL AND CASE WHEN mega_cap IS NULL
+        THEN mega_amount <> floor(wager_amount * mega_rate)
+        ELSE mega_amount >= floor(wager_amount * mega_rate) OR mega_amount <> greatest(0,
+             least(floor(wager_amount * mega_rate), mega_cap - (mega_after - mega_amount))) END),
+{CHAIN_CTES},
+chain AS (
+    SELECT tbl, id, grp,
+        format('after %%s, but the amount before it was %%s and it moves %%s', after,
+               expected + prev_drift - delta, delta) AS problem
+    FROM drifts WHERE drift <> prev_drift),
+funding AS (
+    SELECT win_id, count(*) AS n, sum(amount) AS funded
+    FROM seed_fundings WHERE win_id IS NOT NULL GROUP BY win_id),
+top_ups AS (
+    SELECT 'wins' AS tbl, w.id, w.jackpot_group AS grp,
+        format('seed top-up %%s, but %%s', w.seed_top_up,
+               CASE WHEN f.win_id IS NULL THEN 'no seed-funding row'
+                    ELSE format('%%s seed-funding row(s) of %%s', f.n, f.funded) END)
+            AS problem
+    FROM wins w LEFT JOIN funding f ON f.win_id = w.id
+    WHERE w.seed_top_up <> coalesce(f.funded, 0) OR f.n > 1
+    UNION ALL
+    SELECT 'seed_fundings', s.id, s.jackpot_group,
+        format('funds win %%s, a %%s win', s.win_id, w.jackpot_group)
+    FROM seed_fundings s JOIN wins w ON w.id = s.win_id
+    WHERE s.jackpot_group <> w.jackpot_group
+    UNION ALL
+    SELECT 'wins', id, jackpot_group,
+        format('pays %%s from %%s with top-up %%s, but records %%s after', amount,
+               pool_before, seed_top_up, pool_after)
+    FROM wins WHERE pool_after <> pool_before - amount + seed_top_up),
+counted AS (
+    SELECT count(*) FILTER (WHERE minor_amount > 0) AS minor,
+           count(*) FILTER (WHERE major_amount > 0) AS major,
+           count(*) FILTER (WHERE mega_amount > 0) AS mega
+    FROM contributions),
+counts AS (
+    SELECT 'jackpots' AS tbl, NULL::bigint AS id, j.jackpot_group AS grp,
+        format('records %%s contributions and %%s wins; the ledger has %%s and %%s',
+               j.contribution_count, j.win_count, cc.n, coalesce(wc.n, 0)) AS problem
+    FROM jackpots j
+    JOIN (SELECT 'minor' AS grp, minor AS n FROM counted UNION ALL
+          SELECT 'major', major FROM counted UNION ALL SELECT 'mega', mega FROM counted) cc
+        ON cc.grp = j.jackpot_group
+    LEFT JOIN (SELECT jackpot_group, count(*) AS n FROM wins GROUP BY jackpot_group) wc
+        ON wc.jackpot_group = j.jackpot_group
+    WHERE j.contribution_count <> cc.n OR j.win_count <> coalesce(wc.n, 0)),
+problems AS (
+    SELECT * FROM shares UNION ALL SELECT * FROM chain UNION ALL SELECT * FROM top_ups
+    UNION ALL SELECT * FROM counts)
+SELECT tbl, id, grp, problem, count(*) OVER () AS total
+FROM problems ORDER BY tbl, id NULLS FIRST, grp LIMIT %(limit)s"""
+
+# What the proofs could not cover: rows from before migration 0005.
+AUDIT_LEGACY = """SELECT
+    (SELECT count(*) FROM contributions
+     WHERE minor_rate IS NULL OR major_rate IS NULL OR mega_rate IS NULL) AS without_rate,
+    (SELECT count(*) FROM contributions WHERE ledger_seq IS NULL)
+    + (SELECT count(*) FROM wins WHERE ledger_seq IS NULL)
+    + (SELECT count(*) FROM seed_fundings WHERE ledger_seq IS NULL) AS unsequenced"""
+
+# Memory for the audit's sorts (this transaction only): about 70 bytes per pool per row.
+AUDIT_WORK_MEM = "256MB"
+# The most bad rows an audit names; it still counts them all.
+BAD_ROWS_NAMED = 1000
+
+
+async def audit_rows(conn: Conn, limit: int = BAD_ROWS_NAMED) -> RowAudit:
+    """Every ledger row re-proved (AUDIT_ROWS): the bad ones named, up to `limit`."""
+    # The chain's window sorts every row of every pool: in memory, not in temporary files.
+    await conn.execute(f"SET LOCAL work_mem = '{AUDIT_WORK_MEM}'")
+    rows = await _rows(conn, AUDIT_ROWS, {"limit": limit})
+    (legacy,) = await _rows(conn, AUDIT_LEGACY)
+    return RowAudit(
+        bad=[
+            BadRow(
+                table=r["tbl"],
+                row_id=r["id"],
+                group=Group(r["grp"]),
+                problem=r["problem"],
+            )
+            for r in rows
+        ],
+        bad_count=rows[0]["total"] if rows else 0,
+        without_rate=legacy["without_rate"],
+        unsequenced=legacy["unsequenced"],
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
@@ -218,6 +218,43 @@ class PoolAudit:
 
 
 @dataclass(frozen=True)
+class BadRow:
+    """A ledger row the audit could not re-prove: its table and id (None for a pool row of
+    `jackpots`), the pool it concerns, and what is wrong."""
+
+    table: str
+    row_id: int | None
+    group: Group
+    problem: str
+
+    def __str__(self) -> str:
+        where = "" if self.row_id is None else f" #{self.row_id}"
+        return f"{self.table}{where} [{self.group.value}]: {self.problem}"
+
+
+@dataclass(frozen=True)
+class RowAudit:
+    """Every ledger row recomputed: the bad ones (the first of them, `bad_count` in all),
+    and how many legacy rows (written before rows carried their proof) it could check
+    only in part: contributions without a recorded rate, rows outside the ordered chain."""
+
+    bad: list[BadRow] = field(default_factory=list)
+    bad_count: int = 0
+    without_rate: int = 0
+    unsequenced: int = 0
+
+    def legacy_note(self) -> str | None:
+        """What the audit could not re-prove, or None when it proved every row."""
+        if not (self.without_rate or self.unsequenced):
+            return None
+        return (
+            f"legacy rows: {self.without_rate} contributions without a recorded rate (shares"
+            f" not recomputed), {self.unsequenced} rows from before the ledger was sequenced"
+            " (outside the chain of amounts; counted in the sums)"
+        )
+
+
+@dataclass(frozen=True)
 class LedgerAudit:
     """The books reconciled: every pool, and the contribution totals GetStatistics reports
     against the count and wager sum of the ledger rows."""
@@ -227,6 +264,7 @@ class LedgerAudit:
     recorded_contribution_count: int
     total_wagered: int
     recorded_total_wagered: int
+    rows: RowAudit = field(default_factory=RowAudit)
 
     @property
     def totals_balanced(self) -> bool:
@@ -237,7 +275,11 @@ class LedgerAudit:
 
     @property
     def balanced(self) -> bool:
-        return self.totals_balanced and all(p.balanced for p in self.pools)
+        return (
+            self.totals_balanced
+            and all(p.balanced for p in self.pools)
+            and self.rows.bad_count == 0
+        )
 
     def problems(self) -> list[str]:
         """What does not balance, one phrase each; empty when the books balance."""
@@ -248,4 +290,7 @@ class LedgerAudit:
                 f" {self.recorded_total_wagered} wagered; the ledger has"
                 f" {self.contribution_count} and {self.total_wagered}"
             )
+        found.extend(str(row) for row in self.rows.bad)
+        if self.rows.bad_count > len(self.rows.bad):
+            found.append(f"... {self.rows.bad_count - len(self.rows.bad)} more bad rows")
         return found

@@ -78,8 +78,9 @@ class JackpotService:
             plan = plan_contributions(commands, known, pools)
             ids: list[tuple[int, datetime]] = []
             if plan.fresh:
+                fresh = [commands[p] for p in plan.fresh]
                 updated, ids = await repo.record_contributions(
-                    conn, plan.sums, plan.counts, [commands[p] for p in plan.fresh], plan.shares
+                    conn, plan.sums, plan.counts, fresh, plan.shares, pools
                 )
         if plan.fresh:
             self.snapshot.update(updated)

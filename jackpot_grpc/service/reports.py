@@ -35,6 +35,7 @@ def audit_report(books: LedgerAudit) -> dict[str, Any]:
         "balanced": books.balanced,
         "problems": books.problems(),
         "contribution_totals": totals_report(books),
+        "rows": rows_report(books),
         "pools": [
             {
                 "group": a.group.value,
@@ -58,4 +59,17 @@ def totals_report(books: LedgerAudit) -> dict[str, Any]:
         "total_wagered": books.total_wagered,
         "recorded_total_wagered": books.recorded_total_wagered,
         "balanced": books.totals_balanced,
+    }
+
+
+def rows_report(books: LedgerAudit) -> dict[str, Any]:
+    """Every ledger row re-proved: the bad ones by table and id, and what was legacy."""
+    return {
+        "bad_count": books.rows.bad_count,
+        "bad": [
+            {"table": r.table, "id": r.row_id, "group": r.group.value, "problem": r.problem}
+            for r in books.rows.bad
+        ],
+        "legacy_without_rate": books.rows.without_rate,
+        "legacy_unsequenced": books.rows.unsequenced,
     }

@@ -161,6 +161,9 @@ async def test_jackpot_health_shows_pools_and_balanced_books(
         )
     )
     pools = await stub.GetPools(pb.GetPoolsRequest())
+    # The books shown are the background audit's, which starts with the server: wait for
+    # its first result rather than race it.
+    await eventually(lambda: _ledger_checked(http, server), within=5)
 
     status, jackpot = await get_json(http, server, "/health/jackpot")
     assert status == 200

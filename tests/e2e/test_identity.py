@@ -22,11 +22,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
-from jackpot_grpc.entrypoints.tls import open_channel
 
 from jackpot_grpc import cli
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
+from jackpot_grpc.tls import open_channel
 from testkit.certs import HAVE_OPENSSL
 from testkit.certs_ca import authority
 from testkit.identity import Metadata, bearer, secured

@@ -28,6 +28,7 @@ TABLES = {
     "request_rollups",
     "contribution_totals",
     "ledger_audits",
+    "ledger_chain_starts",
 }
 HEAD = "0007"
 

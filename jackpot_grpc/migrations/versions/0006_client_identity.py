@@ -13,7 +13,7 @@ Create Date: 2026-12-01
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -32,6 +32,9 @@ def print_books(books: LedgerAudit) -> None:
     )
     for problem in books.problems():
         print(f"MISMATCH: {problem}")
+    note = books.rows.legacy_note()
+    if note:
+        print(f"note: {note}")
     print("books balance" if books.balanced else "BOOKS DO NOT BALANCE")
 
 

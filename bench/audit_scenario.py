@@ -1,0 +1,95 @@
+"""The audit scenario of `make bench`: how long `jackpot audit` takes per million ledger rows.
+
+A scratch database is filled with N contributions in one generate_series insert: rows as
+the batch path writes them (shares of floor(wager × rate), the rates, the shared ledger
+sequence, a chain of `*_after` amounts), the pools and totals moved to match, so the audit
+does all its work and must find the books balanced. Then the audit the CLI runs is timed
+end to end (the query and the report), the best of a few runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+import psycopg
+
+from jackpot_grpc.config import Settings
+from jackpot_grpc.domain.model import LedgerAudit
+from jackpot_grpc.service.reports import run_audit
+
+WAGER = 1000
+
+# N contributions of WAGER at the default pools' rates (migration 0001), so shares of 5, 3
+# and 2, each row's `*_after` the seed plus i shares; ledger_seq is drawn in row order.
+FILL = """INSERT INTO contributions (game_id, wager_amount,
+        minor_amount, minor_after, minor_rate, major_amount, major_after, major_rate,
+        mega_amount, mega_after, mega_rate)
+    SELECT 'bench-audit', %(wager)s,
+        5, mi.seed_amount + 5 * i, 0.005, 3, ma.seed_amount + 3 * i, 0.003,
+        2, me.seed_amount + 2 * i, 0.002
+    FROM generate_series(1, %(n)s) AS i,
+        (SELECT seed_amount FROM jackpots WHERE jackpot_group = 'minor') mi,
+        (SELECT seed_amount FROM jackpots WHERE jackpot_group = 'major') ma,
+        (SELECT seed_amount FROM jackpots WHERE jackpot_group = 'mega') me
+    ORDER BY i"""
+MOVE_POOLS = """UPDATE jackpots SET
+    current_amount = current_amount + %(n)s * s.share,
+    total_contributions = total_contributions + %(n)s * s.share,
+    contribution_count = contribution_count + %(n)s
+    FROM (VALUES ('minor', 5), ('major', 3), ('mega', 2)) AS s(grp, share)
+    WHERE jackpot_group = s.grp"""
+MOVE_TOTALS = """UPDATE contribution_totals
+    SET contribution_count = %(n)s, total_wagered = %(n)s * %(wager)s"""
+
+
+def fill_ledger(url: str, rows: int) -> None:
+    """`rows` valid contributions after the default pools' seeds, caps lifted so none is cut."""
+    params = {"n": rows, "wager": WAGER}
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("UPDATE jackpots SET max_amount = NULL")
+            conn.execute(FILL, params)
+            conn.execute(MOVE_POOLS, params)
+            conn.execute(MOVE_TOTALS, params)
+        conn.execute("VACUUM ANALYZE")
+
+
+def audit_once(url: str) -> tuple[float, LedgerAudit]:
+    settings = dataclasses.replace(Settings.from_env({}), pool_min_size=1, pool_max_size=2)
+    started = time.perf_counter()
+    books = asyncio.run(run_audit(settings, url))
+    return time.perf_counter() - started, books
+
+
+def measure(url: str, rows: int, repeats: int = 3) -> dict[str, Any]:
+    """Fill `url` (a fresh, migrated database) with `rows` contributions and time the audit."""
+    started = time.perf_counter()
+    fill_ledger(url, rows)
+    fill_s = time.perf_counter() - started
+    runs = [audit_once(url) for _ in range(repeats)]
+    best = min(seconds for seconds, _ in runs)
+    books = runs[-1][1]
+    # Every ledger row the audit re-proves: the contributions and the three initial seeds.
+    ledger_rows = rows + 3
+    return {
+        "contributions": rows,
+        "ledger_rows": ledger_rows,
+        "fill_s": round(fill_s, 2),
+        "audit_s": [round(seconds, 3) for seconds, _ in runs],
+        "best_audit_s": round(best, 3),
+        "seconds_per_million_rows": round(best * 1_000_000 / ledger_rows, 2),
+        "balanced": books.balanced,
+        "problems": books.problems()[:5],
+    }
+
+
+def summary(result: dict[str, Any]) -> str:
+    verdict = "books balance" if result["balanced"] else "BOOKS DO NOT BALANCE"
+    return (
+        f"audit of {result['ledger_rows']:,} ledger rows: {result['best_audit_s']:.2f} s"
+        f" (best of {len(result['audit_s'])}), {result['seconds_per_million_rows']:.2f} s"
+        f" per million rows; {verdict}"
+    )

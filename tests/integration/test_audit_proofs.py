@@ -1,0 +1,251 @@
+"""`jackpot audit` re-proves every ledger row: shares from wager and rate, caps, the chain of
+`*_after` amounts per pool, seed top-ups and per-pool counts; it names each bad row."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from jackpot_grpc.adapters import migrations
+from jackpot_grpc.cli import main
+from jackpot_grpc.domain.model import ConfigChange, ContributeCommand, Group, WinCommand
+from jackpot_grpc.service.jackpot import JackpotService
+from testkit.database import create_database, drop_database, unique_name
+from testkit.random_refs import random_game_id, random_key, random_user_id
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    """main() configures logging for the process; put the test runner's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def audit_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+) -> tuple[int, dict[str, Any]]:
+    monkeypatch.setenv("DATABASE_URL", url)
+    code = main(["audit", "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def contribute(game: str, wager: int) -> ContributeCommand:
+    return ContributeCommand(game_id=game, wager_amount=wager, idempotency_key=random_key())
+
+
+def change(group: Group, **values: Any) -> ConfigChange:
+    fields: dict[str, Any] = {
+        "contribution_rate": None,
+        "seed_amount": None,
+        "max_amount": None,
+        "clear_max_amount": False,
+        "expected_version": None,
+        "actor": "test",
+        "reason": "audit proofs",
+    }
+    return ConfigChange(group=group, **(fields | values))
+
+
+async def real_traffic(url: str) -> None:
+    """Batches and single wagers, a rate change, a lowered cap (shares cut, some to 0),
+    wins with and without a seed top-up: every kind of ledger row."""
+    async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
+        await pool.open(wait=True, timeout=10)
+        service = JackpotService(pool)
+        game = random_game_id()
+        await service.contribute_many([contribute(game, w) for w in (1000, 250, 7, 99_999)])
+        await service.update_config(change(Group.MAJOR, contribution_rate=Decimal("0.0041")))
+        await service.contribute_many([contribute(game, 12_345)])
+        # minor holds ~10 500 under a cap of 100 000: a wager of 20 000 000 fills it.
+        await service.contribute_many([contribute(game, 20_000_000), contribute(game, 5_000)])
+        await service.win(WinCommand(Group.MINOR, game, random_user_id(), 95_000, random_key()))
+        await service.win(WinCommand(Group.MEGA, game, random_user_id(), 100, random_key()))
+        await service.update_config(change(Group.MAJOR, max_amount=100_500))
+        await service.contribute_many([contribute(game, 3_000_000), contribute(game, 10)])
+        await service.win(WinCommand(Group.MAJOR, game, random_user_id(), None, random_key()))
+        await service.contribute_many([contribute(game, 777)])
+
+
+@pytest.fixture
+async def traffic_url(database_url: str) -> AsyncIterator[str]:
+    await real_traffic(database_url)
+    yield database_url
+
+
+def sql(url: str, statement: str) -> Any:
+    """Run one statement; its first value, if it returns rows."""
+    with psycopg.connect(url) as conn:
+        cur = conn.execute(statement)
+        row = cur.fetchone() if cur.description else None
+        return row[0] if row else None
+
+
+def bad_rows(report: dict[str, Any]) -> set[tuple[str, int | None, str]]:
+    return {(r["table"], r["id"], r["group"]) for r in report["rows"]["bad"]}
+
+
+def test_an_untouched_ledger_after_real_traffic_passes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    assert sql(traffic_url, "SELECT count(*) FROM contributions WHERE minor_cap IS NOT NULL") >= 2
+    assert sql(traffic_url, "SELECT count(*) FROM contributions WHERE major_cap IS NOT NULL") >= 1
+    assert sql(traffic_url, "SELECT count(*) FROM seed_fundings WHERE win_id IS NOT NULL") >= 2
+    code, report = audit_json(monkeypatch, capsys, traffic_url)
+    assert report["rows"] == {
+        "bad_count": 0,
+        "bad": [],
+        "legacy_without_rate": 0,
+        "legacy_unsequenced": 0,  # a fresh install: the initial seeds are sequenced too
+    }
+    assert report["balanced"] is True and code == 0
+
+
+# Each tampering as (what it does, the SQL, the row the audit must name).
+TAMPERED = {
+    "wrong share": (
+        "UPDATE contributions SET minor_rate = minor_rate * 2"
+        " WHERE id = (SELECT min(id) FROM contributions) RETURNING id",
+        "contributions",
+        "minor",
+    ),
+    "wrong cap": (
+        "UPDATE contributions SET minor_cap = minor_cap + 5"
+        " WHERE id = (SELECT min(id) FROM contributions WHERE minor_amount > 0"
+        " AND minor_cap IS NOT NULL) RETURNING id",
+        "contributions",
+        "minor",
+    ),
+    "broken chain": (
+        "UPDATE contributions SET mega_after = mega_after + 1"
+        " WHERE id = (SELECT min(id) FROM contributions) RETURNING id",
+        "contributions",
+        "mega",
+    ),
+    "top-up without funding row": (
+        "DELETE FROM seed_fundings WHERE win_id = (SELECT min(id) FROM wins"
+        " WHERE seed_top_up > 0) RETURNING win_id",
+        "wins",
+        "minor",
+    ),
+}
+
+
+@pytest.mark.parametrize("tampering", sorted(TAMPERED))
+def test_a_tampered_row_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    traffic_url: str,
+    tampering: str,
+) -> None:
+    statement, table, group = TAMPERED[tampering]
+    row_id = sql(traffic_url, statement)
+    assert row_id is not None
+
+    code, report = audit_json(monkeypatch, capsys, traffic_url)
+    assert code == 1 and report["balanced"] is False
+    assert (table, row_id, group) in bad_rows(report)
+
+    monkeypatch.setenv("DATABASE_URL", traffic_url)
+    assert main(["audit"]) == 1
+    assert f"MISMATCH: {table} #{row_id} [{group}]: " in capsys.readouterr().out
+
+
+def test_a_wrong_count_names_the_pool(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    sql(traffic_url, "UPDATE jackpots SET win_count = win_count + 1 WHERE jackpot_group = 'mega'")
+    code, report = audit_json(monkeypatch, capsys, traffic_url)
+    assert code == 1
+    assert bad_rows(report) == {("jackpots", None, "mega")}
+    (bad,) = report["rows"]["bad"]
+    assert bad["problem"] == "records 7 contributions and 2 wins; the ledger has 7 and 1"
+    assert all(p["balanced"] for p in report["pools"])  # the sums still balance
+
+
+def test_a_changed_share_is_named_once_by_the_chain(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    """A share moved by 1 with its after left alone: the share and the link are wrong at
+    that row only; every later row still follows the one before it."""
+    row_id = sql(
+        traffic_url,
+        "UPDATE contributions SET mega_amount = mega_amount + 1"
+        " WHERE id = (SELECT min(id) FROM contributions) RETURNING id",
+    )
+    _, report = audit_json(monkeypatch, capsys, traffic_url)
+    contributions = {r["problem"] for r in report["rows"]["bad"] if r["table"] == "contributions"}
+    assert {r["id"] for r in report["rows"]["bad"] if r["table"] == "contributions"} == {row_id}
+    assert len(contributions) == 2  # the share, and the link
+
+
+def test_migration_brings_an_existing_ledger_along(
+    admin_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows from before 0005: where a pool's rate never changed it is filled in and the
+    shares are re-proved; where it changed they are legacy, and the audit says so."""
+    name = unique_name("jackpot_proofs")
+    url = create_database(admin_url, name)
+    try:
+        migrations.upgrade(url, "0003")
+        with psycopg.connect(url) as conn:
+            # A wager of 1000 at the default rates, then major's rate changed from 0.003.
+            conn.execute(
+                "INSERT INTO contributions (game_id, wager_amount, minor_amount, major_amount,"
+                " mega_amount, minor_after, major_after, mega_after)"
+                " VALUES ('g', 1000, 5, 3, 2, 10005, 100003, 1000002)"
+            )
+            conn.execute(
+                "UPDATE jackpots SET current_amount = current_amount + CASE jackpot_group"
+                " WHEN 'minor' THEN 5 WHEN 'major' THEN 3 ELSE 2 END,"
+                " total_contributions = total_contributions + CASE jackpot_group"
+                " WHEN 'minor' THEN 5 WHEN 'major' THEN 3 ELSE 2 END,"
+                " contribution_count = contribution_count + 1"
+            )
+            conn.execute(
+                "UPDATE contribution_totals SET contribution_count = 1, total_wagered = 1000"
+            )
+            conn.execute(
+                "INSERT INTO config_audit (jackpot_group, actor, before, after) VALUES ('major',"
+                """ 'ops', '{"contribution_rate": "0.003"}', '{"contribution_rate": "0.004"}')"""
+            )
+            conn.execute(
+                "UPDATE jackpots SET contribution_rate = 0.004 WHERE jackpot_group = 'major'"
+            )
+        migrations.upgrade(url)
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT minor_rate, major_rate, mega_rate, ledger_seq FROM contributions"
+            ).fetchone()
+        assert row == (Decimal("0.005"), None, Decimal("0.002"), None)
+
+        code, report = audit_json(monkeypatch, capsys, url)
+        assert report["rows"]["bad"] == []
+        assert report["rows"]["legacy_without_rate"] == 1
+        assert code == 0
+
+        monkeypatch.setenv("DATABASE_URL", url)
+        assert main(["audit"]) == 0
+        assert "note: legacy rows: 1 contributions without a recorded rate" in (
+            capsys.readouterr().out
+        )
+
+        with psycopg.connect(url) as conn:  # a known rate re-proves the old row
+            conn.execute("UPDATE contributions SET minor_amount = 6, minor_after = 10006")
+            conn.execute(
+                "UPDATE jackpots SET current_amount = 10006, total_contributions = 6"
+                " WHERE jackpot_group = 'minor'"
+            )
+        code, report = audit_json(monkeypatch, capsys, url)
+        assert code == 1 and "contributions" in {r["table"] for r in report["rows"]["bad"]}
+    finally:
+        drop_database(admin_url, name)
