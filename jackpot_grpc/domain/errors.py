@@ -63,3 +63,7 @@ class Unauthenticated(DomainError):
 
 class PermissionDenied(DomainError):
     pass
+
+
+class DeadlineTooShort(Overloaded):
+    """The caller's deadline is shorter than calls take now: refused before any work."""

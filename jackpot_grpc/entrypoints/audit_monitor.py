@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from jackpot_grpc.domain.model import LedgerAudit
+from jackpot_grpc.entrypoints.on_demand import OnDemand, Outcome
 from jackpot_grpc.entrypoints.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -27,16 +28,26 @@ class AuditMonitor:
         audit: Callable[[], Awaitable[LedgerAudit]],
         interval: float,
         timeout: float = 30.0,
+        min_interval: float = 10.0,
     ) -> None:
         self._audit = audit
         self._timeout = timeout
+        self._on_demand = OnDemand(self._run, min_interval)
         self._loop = Periodic("ledger-audit", self.run_once, interval)
         self.last: LedgerAudit | None = None
         self.last_at: float | None = None
         self.failures = 0
 
-    async def audit_now(self) -> LedgerAudit:
-        """Audit now and keep the result as the latest; raises if the audit cannot run."""
+    async def audit_now(self) -> Outcome[LedgerAudit]:
+        """The latest audit, run now unless one is running or ran within the minimum
+        interval; raises if the audit cannot run."""
+        return await self._on_demand.get()
+
+    @property
+    def runs(self) -> int:
+        return self._on_demand.runs
+
+    async def _run(self) -> LedgerAudit:
         async with asyncio.timeout(self._timeout):
             books = await self._audit()
         if not books.balanced:
