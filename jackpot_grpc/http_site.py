@@ -87,7 +87,12 @@ def body_guard(
 async def close_if_unread(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The outermost middleware: a response to a request whose body was left unread (a
     refusal) closes the connection instead of reading the rest of the body."""
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # raised, not returned: aiohttp answers with it
+        if request.body_exists and not request.content.is_eof():
+            exc.force_close()
+        raise
     if request.body_exists and not request.content.is_eof():
         response.force_close()
     return response

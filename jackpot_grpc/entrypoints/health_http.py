@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -53,6 +54,7 @@ from jackpot_grpc.entrypoints.health_report import (
     pool_state,
 )
 from jackpot_grpc.entrypoints.on_demand import OnDemand, Outcome
+from jackpot_grpc.entrypoints.pacer import Pacer
 from jackpot_grpc.entrypoints.service_collector import ServiceCollector
 from jackpot_grpc.http_site import HttpLimits, body_guard, close_if_unread, start_site
 from jackpot_grpc.metrics import PERIODS, RequestMetrics, UnknownPeriod
@@ -66,6 +68,10 @@ PING_TIMEOUT = 1.0  # a fresh database ping for /health/database
 READ_TIMEOUT = 3.0  # pools for /health/jackpot
 AUDIT_TIMEOUT = 10.0  # /health/jackpot?audit=now
 SOURCES = ("memory", "database")  # /metrics?source=
+# Requests a second each class of endpoint serves (excess requests wait, see pacer):
+# load balancers' /health probes, and everything else (detail, audits, metrics).
+PROBE_RATE, DETAIL_RATE = 200.0, 20.0
+MAX_WAIT = 10.0  # a request that would wait longer for its turn is refused 503
 
 
 async def _within(seconds: float, call: Callable[[], Awaitable[T]]) -> T:
@@ -140,6 +146,8 @@ class HealthHttp:
         self._fresh_ping = OnDemand(service.ping if ping is None else ping, probe_interval)
         self._on_demand_interval = on_demand_interval
         self._history_reads: dict[str, OnDemand[dict[str, Any]]] = {}  # by period
+        self._probe_pacer = Pacer(PROBE_RATE, burst=50, max_wait=MAX_WAIT)
+        self._detail_pacer = Pacer(DETAIL_RATE, burst=10, max_wait=MAX_WAIT)
         self._collector = ServiceCollector(service, probe)
         self.registry = CollectorRegistry()  # what /metrics/prometheus exposes
         collectors: list[Collector] = [
@@ -154,7 +162,7 @@ class HealthHttp:
 
     def app(self) -> web.Application:
         no_body = body_guard(lambda request: 0, self.refusals)
-        app = web.Application(middlewares=[close_if_unread, no_body])
+        app = web.Application(middlewares=[close_if_unread, no_body, self._paced])
         app.router.add_get("/health", self.health)
         app.router.add_get("/health/database", self.database)
         app.router.add_get("/health/jackpot", self.jackpot)
@@ -180,6 +188,17 @@ class HealthHttp:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @web.middleware
+    async def _paced(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        pacer = self._probe_pacer if request.path == "/health" else self._detail_pacer
+        if not await pacer.turn():
+            self.refusals.count("http", "paced_out")
+            raise web.HTTPServiceUnavailable(
+                text="too many requests to the health port; retry later",
+                headers={"Retry-After": "1"},
+            )
+        return await handler(request)
 
     # --- checks ------------------------------------------------------------------------
 

@@ -159,7 +159,12 @@ async def start_gateway(
 ) -> RunningGateway:
     """Serve `app` on host:port (0: any free port) and report the port bound."""
     runner, bound = await start_site(
-        app, host, port, shutdown_timeout=shutdown_timeout, limits=limits, refusals=app.get(REFUSALS)
+        app,
+        host,
+        port,
+        shutdown_timeout=shutdown_timeout,
+        limits=limits,
+        refusals=app.get(REFUSALS),
     )
     return RunningGateway(runner, bound)
 
