@@ -12,6 +12,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from jackpot_grpc.domain.errors import (
+    DeadlineTooShort,
     DomainError,
     IdempotencyKeyReused,
     InsufficientPool,
@@ -49,6 +50,7 @@ ERRORS: dict[type[DomainError], tuple[grpc.StatusCode, str]] = {
     Unavailable: (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
     ShuttingDown: (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
     Overloaded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"),
+    DeadlineTooShort: (grpc.StatusCode.RESOURCE_EXHAUSTED, "DEADLINE_TOO_SHORT"),
     Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
     PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
     RateLimited: (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
