@@ -86,6 +86,9 @@ class Settings:
     metrics_sample_interval: float
     metrics_retention_days: float
     log_dir: Path
+    log_format: str = "text"  # JACKPOT_LOG_FORMAT: text or json (one JSON object a line)
+    # The longest deadline the gateway gives a call; a Grpc-Timeout header asks for less.
+    gateway_max_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -126,4 +129,6 @@ class Settings:
             metrics_sample_interval=_float(env, "JACKPOT_SAMPLE_INTERVAL", 60.0),
             metrics_retention_days=_float(env, "JACKPOT_METRICS_RETENTION_DAYS", 35.0),
             log_dir=Path(env.get("JACKPOT_LOG_DIR") or PROJECT_ROOT / "logs"),
+            log_format=_choice(env, "JACKPOT_LOG_FORMAT", "text", ("text", "json")),
+            gateway_max_timeout=_float(env, "JACKPOT_GATEWAY_MAX_TIMEOUT", 30.0),
         )

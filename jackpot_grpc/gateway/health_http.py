@@ -27,7 +27,6 @@ gives a quick 503 and never a hung health check or a 500.
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.metrics import PERIODS, RequestMetrics, UnknownPeriod
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.reports import totals_report
+from jackpot_grpc.version import package_version
 
 T = TypeVar("T")
 
@@ -69,13 +69,6 @@ class LedgerAuditor(Protocol):
     last_at: float | None
 
     async def audit_now(self) -> LedgerAudit: ...
-
-
-def package_version() -> str:
-    try:
-        return importlib.metadata.version("jackpot-grpc")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _iso(value: datetime | float | None) -> str | None:
@@ -225,7 +218,7 @@ class ServiceCollector:
                 f"jackpot_db_pool_{name}", help_text, value=counters.get(key, 0)
             )
         amount = GaugeMetricFamily(
-            "jackpot_pool_current_amount",
+            "jackpot_pool_current_amount_minor_units",
             "Current amount of each jackpot pool, in minor units (cents).",
             labels=["group"],
         )

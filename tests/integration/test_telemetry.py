@@ -117,7 +117,7 @@ async def test_rpc_latency_is_an_opentelemetry_histogram_per_method_and_code(
             await stub.Contribute(pb.ContributeRequest(game_id="m", wager_amount=0))
     points = {
         (p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p
-        for p in metric_points(exporters[1])["rpc.server.duration"]
+        for p in metric_points(exporters[1])["rpc.server.call.duration"]
     }
     invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert set(points) == {("GetPools", 0), ("Contribute", invalid)}
