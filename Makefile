@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve gateway test test-fast lint generate migrate bench clean \
+.PHONY: run serve gateway test test-fast lint generate migrate bench clean dashboard prometheus-tools \
 	health-check test-smoke test-post-deploy db-migrate db-migrate-dry-run db-health-check \
 	backup-create performance-report config-validate db-pool-status diagnostics audit
 
@@ -35,6 +35,16 @@ lint: $(STAMP)
 
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
+
+## dashboard: regenerate deploy/grafana/jackpot-dashboard.json from scripts/gen_dashboard.py
+dashboard: $(STAMP)
+	$(BIN)/python scripts/gen_dashboard.py
+
+## prometheus-tools: Debian's prometheus and promtool, for tests/prometheus (apt-get, as root)
+prometheus-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
+	@promtool --version | head -1
 
 migrate db-migrate: $(STAMP)
 	$(BIN)/jackpot migrate
