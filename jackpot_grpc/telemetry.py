@@ -318,6 +318,8 @@ def setup_telemetry(
     """
     env = os.environ if environ is None else environ
     disabled = sdk_disabled(env)
+    for signal in ("traces", "metrics"):
+        signal_protocol(env, signal)  # a bad value fails at start, endpoint or not
     resource = otel_resource(default_service_name)
 
     registry = CollectorRegistry()

@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import grpc
@@ -16,12 +16,16 @@ from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.tls import channel_credentials
-from jackpot_grpc.gateway import metrics_proxy
+from jackpot_grpc.gateway import forwarding, metrics_proxy
 from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit, json_errors
 from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import Route, build_routes
 from jackpot_grpc.gateway.transcode import build_request, forwarded_metadata, response_json
 from jackpot_grpc.signals import wait_for_signal
+from jackpot_grpc.telemetry import GATEWAY_OTEL_SERVICE_NAME, Telemetry, setup_telemetry
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ def jackpot_services() -> list[ServiceDescriptor]:
 
 
 def _handler(
-    route: Route, timeout: float | None
+    route: Route, max_timeout: float | None, *, traced: bool
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         body = await request.read() if route.body else b""
@@ -45,8 +49,23 @@ def _handler(
             path_params=request.match_info,
             headers=request.headers,
         )
-        call = request.app[CALLS][route.grpc_path]
-        reply = await call(message, metadata=forwarded_metadata(request.headers), timeout=timeout)
+        timeout = forwarding.call_timeout(request.headers, max_timeout)
+        metadata = (
+            # Traced, the gRPC client instrumentation sends the gateway span's context.
+            *forwarded_metadata(request.headers, trace_context=not traced),
+            *forwarding.forwarded_for(request.headers, request.host, request.remote),
+        )
+        call = request.app[CALLS][route.grpc_path](message, metadata=metadata, timeout=timeout)
+        try:
+            reply = await call
+        except grpc.aio.AioRpcError as error:
+            request[forwarding.RESPONSE_METADATA] = forwarding.response_headers(
+                error.initial_metadata(), error.trailing_metadata()
+            )
+            raise
+        request[forwarding.RESPONSE_METADATA] = forwarding.response_headers(
+            await call.initial_metadata(), await call.trailing_metadata()
+        )
         return web.Response(text=response_json(route, reply), content_type="application/json")
 
     handle.__name__ = f"{route.method.name}_handler"
@@ -62,13 +81,16 @@ def _lifecycle(
     credentials: grpc.ChannelCredentials | None,
     routes: Sequence[Route],
     metrics_timeout: float,
+    interceptors: Sequence[Any],
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def channel_and_session(app: web.Application) -> AsyncIterator[None]:
         """The channel and HTTP client live exactly as long as the app runs."""
         channel = (
-            grpc.aio.insecure_channel(grpc_target)
+            grpc.aio.insecure_channel(grpc_target, interceptors=interceptors or None)
             if credentials is None
-            else grpc.aio.secure_channel(grpc_target, credentials)
+            else grpc.aio.secure_channel(
+                grpc_target, credentials, interceptors=interceptors or None
+            )
         )
         app[CALLS] = {
             route.grpc_path: channel.unary_unary(
@@ -89,6 +111,23 @@ def _lifecycle(
     return channel_and_session
 
 
+def _application(tracer_provider: TracerProvider | None, max_body_bytes: int) -> web.Application:
+    """The app; traced, it is built while the aiohttp server instrumentation is on, which
+    makes it an application with the tracing middleware first, and the instrumentation is
+    turned off again at once, so no other application of the process is touched."""
+    middlewares = [json_errors, body_limit]
+    if tracer_provider is None:
+        return web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+    instrumentor = AioHttpServerInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider)
+    try:
+        return web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
+    finally:
+        instrumentor.uninstrument()
+
+
 def create_gateway_app(
     grpc_target: str,
     *,
@@ -99,23 +138,36 @@ def create_gateway_app(
     call_timeout: float | None = 30.0,
     metrics_timeout: float = 5.0,
     version: str = "1.0.0",
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     """Routes from the services' `google.api.http` annotations (default: JackpotService).
 
-    `credentials` switch the gRPC channel to TLS; `call_timeout` is each call's deadline.
+    `credentials` switch the gRPC channel to TLS; `call_timeout` is each call's deadline
+    and the most a `Grpc-Timeout` header can ask for. With `telemetry` tracing, every
+    request gets a server span and every gRPC call a client span beneath it, whose context
+    the service continues (REST → gRPC → SQL in one trace).
     """
     routes = build_routes(jackpot_services() if services is None else services)
-    app = web.Application(middlewares=[json_errors, body_limit], client_max_size=max_body_bytes)
+    tracer_provider = telemetry.tracer_provider if telemetry is not None else None
+    app = _application(tracer_provider, max_body_bytes)
+    app.on_response_prepare.append(forwarding.add_response_metadata)
     app[MAX_BODY_BYTES] = max_body_bytes
     app[metrics_proxy.METRICS_URL] = metrics_url
     app[OPENAPI_JSON] = json.dumps(openapi_document(routes, version=version))
     # Keep one path's methods together so aiohttp answers 405 with the full Allow list.
     for path in dict.fromkeys(r.router_path for r in routes):
         for route in (r for r in routes if r.router_path == path):
-            app.router.add_route(route.http_method, path, _handler(route, call_timeout))
+            app.router.add_route(
+                route.http_method,
+                path,
+                _handler(route, call_timeout, traced=tracer_provider is not None),
+            )
     app.router.add_get("/metrics", metrics_proxy.metrics, allow_head=False)
     app.router.add_get("/openapi.json", _openapi, allow_head=False)
-    app.cleanup_ctx.append(_lifecycle(grpc_target, credentials, routes, metrics_timeout))
+    interceptors = telemetry.client_interceptors() if telemetry is not None else []
+    app.cleanup_ctx.append(
+        _lifecycle(grpc_target, credentials, routes, metrics_timeout, interceptors)
+    )
     return app
 
 
@@ -146,11 +198,23 @@ async def start_gateway(
 
 async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> None:
     """Serve the gateway on REST_HOST:REST_PORT until SIGTERM/SIGINT, then drain and stop."""
+    telemetry = setup_telemetry(
+        default_service_name=GATEWAY_OTEL_SERVICE_NAME, instrument_sql=False
+    )
+    try:
+        await _serve_gateway(settings, metrics_url, telemetry)
+    finally:
+        telemetry.shutdown()
+
+
+async def _serve_gateway(settings: Settings, metrics_url: str | None, telemetry: Telemetry) -> None:
     app = create_gateway_app(
         settings.grpc_target,
         max_body_bytes=settings.max_body_bytes,
         metrics_url=metrics_url or metrics_proxy.metrics_url_from_env(settings),
         credentials=channel_credentials(settings),  # TLS when GRPC_TLS_CA is set
+        call_timeout=settings.gateway_max_timeout,
+        telemetry=telemetry,
     )
     running = await start_gateway(
         app, settings.rest_host, settings.rest_port, shutdown_timeout=settings.shutdown_grace
