@@ -7,6 +7,9 @@ TLS. Admin calls are protected by the bearer token, not by client certificates.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import grpc
 
 from jackpot_grpc.config import Settings
@@ -27,9 +30,11 @@ def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     return grpc.ssl_channel_credentials(root_certificates=settings.tls_ca_file.read_bytes())
 
 
-def open_channel(settings: Settings, target: str) -> grpc.aio.Channel:
+def open_channel(
+    settings: Settings, target: str, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.aio.Channel:
     """A grpc.aio channel to `target`, with TLS when GRPC_TLS_CA is set."""
     credentials = channel_credentials(settings)
     if credentials is None:
-        return grpc.aio.insecure_channel(target)
-    return grpc.aio.secure_channel(target, credentials)
+        return grpc.aio.insecure_channel(target, options=list(options))
+    return grpc.aio.secure_channel(target, credentials, options=list(options))

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from jackpot_grpc.client.service_config import channel_options
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.tls import open_channel
 
@@ -15,9 +16,15 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 @contextlib.asynccontextmanager
-async def channel(settings: Settings, target: str) -> AsyncIterator[grpc.aio.Channel]:
-    """A channel for one command: TLS when GRPC_TLS_CA is set, as every client of ours."""
-    async with open_channel(settings, target) as chan:
+async def channel(
+    settings: Settings, target: str, *, keyed_writes: bool = False
+) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel for one command: TLS when GRPC_TLS_CA is set, as every client of ours, and
+    the retry service config (jackpot_grpc/client/service_config.json): reads are retried
+    on UNAVAILABLE / RESOURCE_EXHAUSTED, and writes too when the command says every write
+    it sends carries an idempotency key (`keyed_writes`)."""
+    options = channel_options(keyed_writes=keyed_writes)
+    async with open_channel(settings, target, options) as chan:
         yield chan
 
 
