@@ -21,7 +21,7 @@ UV_COMPILE := $(UV) pip compile --no-config --universal --python-version 3.11 \
 .PHONY: run serve gateway test test-fast lint generate migrate bench clean lock lock-check \
 	wheel-check health-check test-smoke test-post-deploy db-migrate db-migrate-dry-run \
 	db-health-check backup-create performance-report config-validate db-pool-status \
-	diagnostics audit
+	diagnostics audit dashboard prometheus-tools
 
 $(STAMP): pyproject.toml requirements-dev.lock
 	rm -rf $(VENV)
@@ -77,6 +77,16 @@ lint: $(STAMP)
 
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
+
+## dashboard: regenerate deploy/grafana/jackpot-dashboard.json from scripts/gen_dashboard.py
+dashboard: $(STAMP)
+	$(BIN)/python scripts/gen_dashboard.py
+
+## prometheus-tools: Debian's prometheus and promtool, for tests/prometheus (apt-get, as root)
+prometheus-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
+	@promtool --version | head -1
 
 migrate db-migrate: $(STAMP)
 	$(BIN)/jackpot migrate

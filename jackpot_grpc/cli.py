@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     if args.command in SERVICES:
-        configure_logging(settings.log_dir)
+        configure_logging(settings.log_dir, log_format=settings.log_format)
     else:  # reports own stdout; logs go to stderr
-        configure_logging(None, stream=sys.stderr)
+        configure_logging(None, stream=sys.stderr, log_format=settings.log_format)
     code: int = args.func(settings, args)
     return code
 

@@ -159,6 +159,10 @@ class Settings:
         """No clients configured: every caller is let in (development only)."""
         return self.admin_token is None and self.clients_file is None
 
+    log_format: str = "text"  # JACKPOT_LOG_FORMAT: text or json (one JSON object a line)
+    # The longest deadline the gateway gives a call; a Grpc-Timeout header asks for less.
+    gateway_max_timeout: float = 30.0
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
@@ -241,4 +245,6 @@ class Settings:
             http_max_connections=_int(env, "HTTP_MAX_CONNECTIONS", 256),
             http_keepalive_timeout=_float(env, "HTTP_KEEPALIVE_TIMEOUT", 5.0),
             http_body_timeout=_float(env, "HTTP_BODY_TIMEOUT", 10.0),
+            log_format=_choice(env, "JACKPOT_LOG_FORMAT", "text", ("text", "json")),
+            gateway_max_timeout=_float(env, "JACKPOT_GATEWAY_MAX_TIMEOUT", 30.0),
         )

@@ -21,8 +21,13 @@ UNAUTHENTICATED, PERMISSION_DENIED, CANCELLED, ...) is the caller's problem and 
 as `client_error_count` / `client_error_rate`. Rates are fractions in [0, 1]; the
 `*_percent` fields are the same rates × 100.
 
-The Prometheus request counter and latency histogram (by method and code) live in
-`registry`, this object's own CollectorRegistry, and are fed by the same `record` call.
+The Prometheus gRPC server metrics live in `registry`, this object's own
+CollectorRegistry, under the names and labels of go-grpc-prometheus / py-grpc-prometheus,
+so the community's gRPC dashboards and alerts read them as they are:
+`grpc_server_started_total{grpc_type,grpc_service,grpc_method}` (fed by `started`),
+`grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}` and the
+`grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}` histogram (fed by the
+same `record` call as the windows). Every measured call is unary (`grpc_type="unary"`).
 
 History (jackpot_grpc.history): `record` also adds each call to a per-method pending
 `Stats`; `drain()` hands those deltas over (an O(1) swap per method, O(buckets) to
@@ -44,6 +49,8 @@ from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+
+from jackpot_grpc.contract import JACKPOT_SERVICE
 
 RELATIVE_ERROR = 0.05
 MIN_MS = 0.01
@@ -114,6 +121,8 @@ PROMETHEUS_BUCKETS = (
 
 
 _CODE_BY_NAME: dict[str, int] = {c.name: i for i, c in enumerate(STATUS_CODES)}
+_GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+_UNARY = "unary"
 
 
 class UnknownPeriod(ValueError):
@@ -400,25 +409,36 @@ def summarize(
 class RequestMetrics:
     """Records every RPC; answers summaries over a period. Runs on the event loop only."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, service: str = JACKPOT_SERVICE
+    ) -> None:
         self._clock = clock
-        self.started = clock()
+        self.started_at = clock()
+        self.service = service  # the grpc_service label: the one service this object measures
         self._series: dict[str, Series] = {}
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
-        self._requests = Counter(
-            "jackpot_grpc_requests",
-            "gRPC requests handled, by method and final status code.",
-            ("method", "code"),
+        self._started = Counter(
+            "grpc_server_started",
+            "Total number of RPCs started on the server.",
+            _GRPC_LABELS,
+            registry=self.registry,
+        )
+        self._handled = Counter(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            (*_GRPC_LABELS, "grpc_code"),
             registry=self.registry,
         )
         self._latency = Histogram(
-            "jackpot_grpc_request_duration_seconds",
-            "Time in the gRPC handler, by method and final status code.",
-            ("method", "code"),
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level"
+            " handled by the server.",
+            _GRPC_LABELS,
             buckets=PROMETHEUS_BUCKETS,
             registry=self.registry,
         )
+        self._started_children: dict[str, Any] = {}
         self._children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
         self._auth_failures = Counter(
             "jackpot_auth_failures",
@@ -431,24 +451,39 @@ class RequestMetrics:
         """One refused call (entrypoints/auth.py; reasons are a small fixed set)."""
         self._auth_failures.labels(reason).inc()
 
+    def _label(self, method: str) -> str:
+        """The method's name, or "other" once MAX_METHODS names are known: bounded memory."""
+        if method in self._series or len(self._series) < MAX_METHODS:
+            return method
+        return "other"
+
+    def started(self, method: str) -> None:
+        """A call has arrived (grpc_server_started_total)."""
+        method = self._label(method)
+        child = self._started_children.get(method)
+        if child is None:
+            child = self._started_children[method] = self._started.labels(
+                _UNARY, self.service, method
+            )
+        child.inc()
+
     def record(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        method = self._label(method)
         series = self._series.get(method)
         if series is None:
-            if len(self._series) >= MAX_METHODS:
-                method = "other"
             series = self._series.setdefault(method, Series())
         series.add(self._clock(), _CODE_INDEX[code], seconds * 1000.0)
         children = self._children.get((method, code))
         if children is None:
             children = self._children[(method, code)] = (
-                self._requests.labels(method, code.name),
-                self._latency.labels(method, code.name),
+                self._handled.labels(_UNARY, self.service, method, code.name),
+                self._latency.labels(_UNARY, self.service, method),
             )
         children[0].inc()
         children[1].observe(seconds)
 
     def uptime(self) -> float:
-        return self._clock() - self.started
+        return self._clock() - self.started_at
 
     def covers(self, period: str) -> bool:
         """Whether this process has been up for the whole of `period` (a PERIODS key), so
@@ -478,7 +513,7 @@ class RequestMetrics:
         """Totals and per-method figures over `period` (a PERIODS key; None: since start)."""
         now = self._clock()
         if period is None or period == "":
-            seconds = now - self.started
+            seconds = now - self.started_at
             per_method = {m: series.since_start() for m, series in self._series.items()}
             name = SINCE_START
         else:
@@ -486,9 +521,9 @@ class RequestMetrics:
                 raise UnknownPeriod(period)
             index = WINDOWS.index(PERIODS[period])
             per_method = {m: series.window(index, now) for m, series in self._series.items()}
-            seconds = now - max(self.started, window_start(WINDOWS[index], now))
+            seconds = now - max(self.started_at, window_start(WINDOWS[index], now))
             name = period
-        return summarize(per_method, name, seconds, now - self.started, source="memory")
+        return summarize(per_method, name, seconds, now - self.started_at, source="memory")
 
     def slot_count(self) -> int:
         """Allocated slots over every method and window: bounded by design."""

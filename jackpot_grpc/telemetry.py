@@ -1,34 +1,144 @@
 """OpenTelemetry: traces (a span per RPC and per SQL statement) and business metrics.
 
-Tracing is on only when there is somewhere to send spans (OTEL_EXPORTER_OTLP_ENDPOINT, or
-an exporter passed in by a test), so an unconfigured service pays nothing for it. Metrics
-always go to a Prometheus registry served by the health port's /metrics/prometheus, and
-also to OTLP when an endpoint is configured. RPC latency is recorded in OpenTelemetry
-(`rpc.server.duration`) only when metrics leave the process that way: Prometheus already
-has it from jackpot_grpc.metrics, and the record costs ~7 us per call.
+The standard environment of the OpenTelemetry SDK specification is honoured:
+
+- Resource: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` as the SDK reads them; only
+  what they leave unset is filled in: service.name (DEFAULT_OTEL_SERVICE_NAME, or the
+  gateway's own), service.version (this package's version) and service.instance.id (a
+  fresh UUID per process).
+- Export: `OTEL_EXPORTER_OTLP_ENDPOINT`, or per signal `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` /
+  `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`; `OTEL_EXPORTER_OTLP_PROTOCOL` (or the per-signal
+  `..._TRACES_PROTOCOL` / `..._METRICS_PROTOCOL`): `grpc` (default, port 4317) or
+  `http/protobuf` (port 4318; a generic endpoint gets `/v1/traces`, `/v1/metrics` appended,
+  a per-signal one is used as given). `OTEL_TRACES_EXPORTER=none` / `OTEL_METRICS_EXPORTER=none`
+  turn one signal's export off. Headers, timeouts and certificates are read by the exporters.
+- `OTEL_SDK_DISABLED=true`: no spans, no OTLP, no OpenTelemetry metrics (the SDK's meters
+  become no-ops, so the business counters leave /metrics/prometheus too; the gRPC server
+  metrics and the gauges the health port collects itself remain).
+
+Tracing is on only when there is somewhere to send spans (a traces endpoint, or an exporter
+passed in by a test), so an unconfigured service pays nothing for it. Metrics always go to
+a Prometheus registry served by the health port's /metrics/prometheus, and also to OTLP
+when a metrics endpoint is configured. RPC latency is recorded in OpenTelemetry
+(`rpc.server.call.duration`, seconds) only when metrics leave the process that way:
+Prometheus already has it from jackpot_grpc.metrics, and the record costs ~7 us per call.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.semconv._incubating.metrics.rpc_metrics import RPC_SERVER_CALL_DURATION
 from prometheus_client import CollectorRegistry
 
 from jackpot_grpc.domain.model import GROUPS, ContributionResult, Group, PoolState, WinResult
+from jackpot_grpc.version import package_version
 
 # OpenTelemetry service.name when OTEL_SERVICE_NAME does not set one.
 DEFAULT_OTEL_SERVICE_NAME = "jackpot-service"
+GATEWAY_OTEL_SERVICE_NAME = "jackpot-gateway"
+
+Signal = Literal["traces", "metrics"]
+Protocol = Literal["grpc", "http/protobuf"]
+PROTOCOLS: tuple[Protocol, ...] = ("grpc", "http/protobuf")
+# The semantic conventions' advice for rpc.server.call.duration (seconds).
+RPC_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def sdk_disabled(env: Mapping[str, str]) -> bool:
+    return env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def signal_endpoint(env: Mapping[str, str], signal: Signal) -> str | None:
+    """Where a signal goes: its own endpoint, else the generic one; None when neither is
+    set or the signal's exporter is `none`."""
+    if env.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip().lower() == "none":
+        return None
+    own = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+    if own:
+        return own
+    generic = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if not generic:
+        return None
+    return (
+        _http_path(generic, signal) if signal_protocol(env, signal) == "http/protobuf" else generic
+    )
+
+
+def _http_path(base: str, signal: Signal) -> str:
+    """The spec's rule for a generic endpoint over HTTP: append /v1/<signal>."""
+    return f"{base.rstrip('/')}/v1/{signal}"
+
+
+def signal_protocol(env: Mapping[str, str], signal: Signal) -> Protocol:
+    raw = (
+        env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "").strip()
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
+        or "grpc"
+    )
+    for protocol in PROTOCOLS:
+        if raw == protocol:
+            return protocol
+    raise SystemExit(f"OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, got {raw!r}")
+
+
+def otel_resource(default_service_name: str = DEFAULT_OTEL_SERVICE_NAME) -> Resource:
+    """The SDK's resource (telemetry.sdk.*, OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME),
+    with service.name, service.version and service.instance.id added where it has none."""
+    from_env = OTELResourceDetector().detect().attributes
+    ours = {
+        "service.name": default_service_name,
+        "service.version": package_version(),
+        "service.instance.id": str(uuid.uuid4()),
+    }
+    return Resource.create({k: v for k, v in ours.items() if k not in from_env})
+
+
+def otlp_span_exporter(env: Mapping[str, str]) -> SpanExporter | None:
+    endpoint = signal_endpoint(env, "traces")
+    if endpoint is None:
+        return None
+    if signal_protocol(env, "traces") == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpSpanExporter,
+        )
+
+        return HttpSpanExporter(endpoint=endpoint)
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=endpoint)
+
+
+def otlp_metric_exporter(env: Mapping[str, str]) -> MetricExporter | None:
+    endpoint = signal_endpoint(env, "metrics")
+    if endpoint is None:
+        return None
+    if signal_protocol(env, "metrics") == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetricExporter,
+        )
+
+        return HttpMetricExporter(endpoint=endpoint)
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter(endpoint=endpoint)
 
 
 class BusinessMetrics:
@@ -39,21 +149,30 @@ class BusinessMetrics:
 
     def __init__(self, meter_provider: MeterProvider) -> None:
         meter = meter_provider.get_meter("jackpot_grpc")
+        # Prometheus names (the exporter adds the unit and `_total`): jackpot_contributions_total,
+        # jackpot_contribution_amount_minor_units_total, jackpot_wins_total,
+        # jackpot_win_amount_minor_units_total, jackpot_batch_size (histogram),
+        # jackpot_config_changes_total, jackpot_pool_amount_minor_units.
         self._contributions = meter.create_counter(
-            "jackpot.contributions", unit="1", description="Contributions applied, per group"
+            "jackpot.contributions",
+            unit="{contribution}",
+            description="Contributions applied, per group",
         )
         self._contributed = meter.create_counter(
             "jackpot.contribution.amount", unit="minor_units", description="Money contributed"
         )
-        self._wins = meter.create_counter("jackpot.wins", unit="1", description="Wins paid")
+        self._wins = meter.create_counter("jackpot.wins", unit="{win}", description="Wins paid")
         self._won = meter.create_counter(
             "jackpot.win.amount", unit="minor_units", description="Money paid out"
         )
         self._batch_size = meter.create_histogram(
-            "jackpot.batch.size", unit="1", description="Contributions per group commit"
+            "jackpot.batch.size",
+            unit="{contribution}",
+            description="Contributions per group commit",
+            explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
         )
         self._config_changes = meter.create_counter(
-            "jackpot.config.changes", unit="1", description="Audited config changes"
+            "jackpot.config.changes", unit="{change}", description="Audited config changes"
         )
         self._meter = meter
 
@@ -95,7 +214,10 @@ class BusinessMetrics:
                 yield Observation(pool.current_amount, {"group": pool.group.value})
 
         self._meter.create_observable_gauge(
-            "jackpot.pool.amount", callbacks=[amounts], unit="minor_units"
+            "jackpot.pool.amount",
+            callbacks=[amounts],
+            unit="minor_units",
+            description="Each pool's amount in the in-process snapshot",
         )
 
     def observe_connections(self, stats: Callable[[], dict[str, int]]) -> None:
@@ -108,18 +230,24 @@ class BusinessMetrics:
             yield Observation(current.get("requests_waiting", 0), {"state": "waiting"})
 
         self._meter.create_observable_gauge(
-            "jackpot.db.connections", callbacks=[connections], unit="1"
+            "jackpot.db.connections",
+            callbacks=[connections],
+            unit="{connection}",
+            description="Database pool connections by state",
         )
 
 
 class RpcLatency:
-    """`rpc.server.duration` (OpenTelemetry's RPC semantic conventions), per method and
-    status code, for the jackpot service's unary calls."""
+    """`rpc.server.call.duration` in seconds (OpenTelemetry's RPC semantic conventions), with
+    rpc.system, rpc.service, rpc.method and rpc.grpc.status_code, for unary calls."""
 
     def __init__(self, meter_provider: MeterProvider, service: str) -> None:
         self._service = service
         self._histogram = meter_provider.get_meter("jackpot_grpc").create_histogram(
-            "rpc.server.duration", unit="s", description="Server time of each jackpot RPC"
+            RPC_SERVER_CALL_DURATION,
+            unit="s",
+            description="Measures the duration of inbound RPC.",
+            explicit_bucket_boundaries_advisory=RPC_DURATION_BUCKETS,
         )
         # One attribute dict per method and code, built once: calls reuse it.
         self._attributes: dict[tuple[str, grpc.StatusCode], dict[str, Any]] = {}
@@ -142,6 +270,9 @@ class Telemetry:
     tracer_provider: TracerProvider | None
     prometheus: CollectorRegistry
     metrics: BusinessMetrics
+    resource: Resource = field(default_factory=Resource.get_empty)
+    span_exporter: SpanExporter | None = None
+    metric_exporter: MetricExporter | None = None
     _instrumented: list[Any] = field(default_factory=list)
     # Set when metrics are exported beyond the Prometheus registry (OTLP, a test's reader).
     exports_metrics: bool = False
@@ -157,6 +288,15 @@ class Telemetry:
 
         return [aio_server_interceptor(tracer_provider=self.tracer_provider)]  # type: ignore[no-untyped-call]
 
+    def client_interceptors(self) -> list[Any]:
+        """The OpenTelemetry gRPC client interceptors (a span per call, the trace context
+        injected into the metadata), when tracing is on."""
+        if self.tracer_provider is None:
+            return []
+        from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+        return list(aio_client_interceptors(tracer_provider=self.tracer_provider))  # type: ignore[no-untyped-call]
+
     def shutdown(self) -> None:
         for instrumentor in self._instrumented:
             instrumentor.uninstrument()
@@ -170,43 +310,50 @@ def setup_telemetry(
     *,
     span_exporter: SpanExporter | None = None,
     metric_readers: Sequence[MetricReader] = (),
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    default_service_name: str = DEFAULT_OTEL_SERVICE_NAME,
+    instrument_sql: bool = True,
 ) -> Telemetry:
-    """Providers for this process; nothing global is set, so tests can make several."""
-    env = dict(os.environ if environ is None else environ)
-    resource = Resource.create(
-        {"service.name": env.get("OTEL_SERVICE_NAME", DEFAULT_OTEL_SERVICE_NAME)}
-    )
-    otlp = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    """Providers for this process; nothing global is set, so tests can make several.
+
+    `environ` holds the OTEL_* settings read here (default: os.environ); the resource comes
+    from the SDK's own reading of os.environ.
+    """
+    env = os.environ if environ is None else environ
+    disabled = sdk_disabled(env)
+    for signal in ("traces", "metrics"):
+        signal_protocol(env, signal)  # a bad value fails at start, endpoint or not
+    resource = otel_resource(default_service_name)
 
     registry = CollectorRegistry()
     readers: list[MetricReader] = [PrometheusMetricReader(registry=registry), *metric_readers]
-    if otlp:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    metric_exporter = None if disabled else otlp_metric_exporter(env)
+    if metric_exporter is not None:
+        readers.append(PeriodicExportingMetricReader(metric_exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
 
     tracer_provider: TracerProvider | None = None
     instrumented: list[Any] = []
-    if span_exporter is None and otlp:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        span_exporter = OTLPSpanExporter()
+    if span_exporter is None and not disabled:
+        span_exporter = otlp_span_exporter(env)
     if span_exporter is not None:
         tracer_provider = TracerProvider(resource=resource)
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-        from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+        if instrument_sql:
+            from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 
-        psycopg_instrumentor = PsycopgInstrumentor()
-        psycopg_instrumentor.instrument(tracer_provider=tracer_provider, skip_dep_check=True)
-        instrumented.append(psycopg_instrumentor)
+            psycopg_instrumentor = PsycopgInstrumentor()
+            psycopg_instrumentor.instrument(tracer_provider=tracer_provider, skip_dep_check=True)
+            instrumented.append(psycopg_instrumentor)
 
     return Telemetry(
         meter_provider=meter_provider,
         tracer_provider=tracer_provider,
         prometheus=registry,
         metrics=BusinessMetrics(meter_provider),
+        resource=resource,
+        span_exporter=span_exporter,
+        metric_exporter=metric_exporter,
         _instrumented=instrumented,
-        exports_metrics=otlp or bool(metric_readers),
+        exports_metrics=metric_exporter is not None or bool(metric_readers),
     )

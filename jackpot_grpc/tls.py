@@ -11,6 +11,7 @@ those are set. See docs/SECURITY.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
@@ -51,11 +52,16 @@ def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
 
 
 def open_channel(
-    settings: Settings, target: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+    settings: Settings,
+    target: str,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
-    """A grpc.aio channel to `target`, with TLS when GRPC_TLS_CA is set."""
+    """A grpc.aio channel to `target` (an address list too), with TLS when GRPC_TLS_CA is set."""
     target = channel_target(target)
     credentials = channel_credentials(settings)
     if credentials is None:
-        return grpc.aio.insecure_channel(target, interceptors=interceptors)
-    return grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        target, credentials, options=list(options), interceptors=interceptors
+    )

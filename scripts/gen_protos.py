@@ -15,11 +15,12 @@ OUT = ROOT / "generated"
 # The googleapis-common-protos wheel ships google/api/*.proto next to its modules.
 BIN = Path(sys.executable).parent
 GOOGLEAPIS = Path(next(iter(google.api.__path__))).parent.parent
+DESCRIPTOR_SET = "jackpot.binpb"
 
 
 def main() -> int:
     shutil.rmtree(OUT / "jackpot", ignore_errors=True)
-    OUT.mkdir(exist_ok=True)
+    (OUT / "jackpot" / "v1").mkdir(parents=True)
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     wkt = Path(protoc.__file__).parent / "_proto"
     args = [
@@ -34,6 +35,10 @@ def main() -> int:
         f"--plugin=protoc-gen-mypy_grpc={BIN / 'protoc-gen-mypy_grpc'}",
         f"--mypy_out={OUT}",
         f"--mypy_grpc_out={OUT}",
+        # The descriptors with their comments (source info), shipped as package data: the
+        # gateway's OpenAPI document takes its descriptions from them.
+        f"--descriptor_set_out={OUT / 'jackpot' / 'v1' / DESCRIPTOR_SET}",
+        "--include_source_info",
         *sources,
     ]
     if protoc.main(args) != 0:

@@ -129,7 +129,7 @@ class AuditMonitor:
             value=self.last_at,
         )
         discrepancy = GaugeMetricFamily(
-            "jackpot_ledger_discrepancy",
+            "jackpot_ledger_discrepancy_minor_units",
             "current_amount minus what the ledger says, per pool (minor units; 0 is right).",
             labels=["group"],
         )

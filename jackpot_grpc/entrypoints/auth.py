@@ -77,7 +77,10 @@ def peer_key(peer: str, metadata: Sequence[tuple[str, Any]] | None) -> str:
     if loopback:
         forwarded = next((v for k, v in metadata or () if k == FORWARDED_FOR), None)
         if isinstance(forwarded, str) and forwarded:
-            return f"{address} for {forwarded[:64]}"
+            # The gateway appends the address it saw last (grpc-gateway's convention);
+            # earlier entries are whatever the caller claimed, so only the last counts.
+            caller = forwarded.rsplit(",", 1)[-1].strip()
+            return f"{address} for {caller[:64]}"
     return address
 
 

@@ -17,14 +17,12 @@ from collections.abc import Awaitable, Callable
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
-from jackpot.v1 import jackpot_pb2
 
+from jackpot_grpc.contract import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
-# The health service name of JackpotService (its fully qualified gRPC name).
-JACKPOT_SERVICE = jackpot_pb2.DESCRIPTOR.services_by_name["JackpotService"].full_name
 LIVENESS = "liveness"
 READINESS = ("", JACKPOT_SERVICE)
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -48,7 +48,6 @@ from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_report import (
     error_text,
     iso_time,
-    package_version,
     pool_audit,
     pool_figures,
     pool_state,
@@ -61,6 +60,7 @@ from jackpot_grpc.metrics import PERIODS, RequestMetrics, UnknownPeriod
 from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.reports import totals_report
+from jackpot_grpc.version import package_version
 
 T = TypeVar("T")
 

@@ -6,7 +6,6 @@ Prometheus collector (entrypoints.service_collector) serve them.
 
 from __future__ import annotations
 
-import importlib.metadata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,13 +13,6 @@ from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.domain.model import PoolAudit, PoolState
 
 POOL_SATURATED_PERCENT = 95.0  # the runbook's warning level for connection use
-
-
-def package_version() -> str:
-    try:
-        return importlib.metadata.version("jackpot-grpc")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def iso_time(value: datetime | float | None) -> str | None:

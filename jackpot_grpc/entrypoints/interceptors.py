@@ -45,7 +45,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         also_record: Recorder | None = None,
     ) -> None:
         self._metrics = metrics
-        self._also_record = also_record  # e.g. OpenTelemetry's rpc.server.duration
+        self._also_record = also_record  # e.g. OpenTelemetry's rpc.server.call.duration
         self._prefixes = tuple(f"/{s}/" for s in services)
         # One timed handler per method, built on its first call (not on every call).
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
@@ -71,9 +71,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
     def _timed(self, method: str, behavior: Behavior) -> Behavior:
-        record, also_record = self._metrics.record, self._also_record
+        started_call, record = self._metrics.started, self._metrics.record
+        also_record = self._also_record
 
         async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started_call(method)
             started = time.perf_counter()
             error: BaseException | None = None
             try:

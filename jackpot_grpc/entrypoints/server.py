@@ -17,11 +17,12 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.adapters.database import Pool, create_pool, create_side_pool
 from jackpot_grpc.adapters.probe_connection import ProbeConnection
 from jackpot_grpc.config import Settings
+from jackpot_grpc.contract import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor
 from jackpot_grpc.entrypoints.grpc_options import server_options
-from jackpot_grpc.entrypoints.health import JACKPOT_SERVICE, DatabaseHealthProbe
+from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
 from jackpot_grpc.entrypoints.servicer import JackpotServicer

@@ -69,7 +69,7 @@ class ServiceCollector:
                 f"jackpot_db_pool_{name}", help_text, value=counters.get(key, 0)
             )
         amount = GaugeMetricFamily(
-            "jackpot_pool_current_amount",
+            "jackpot_pool_current_amount_minor_units",
             "Current amount of each jackpot pool, in minor units (cents).",
             labels=["group"],
         )

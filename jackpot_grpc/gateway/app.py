@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import grpc
@@ -17,17 +18,20 @@ from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.balancing import balanced_channel_options, channel_target
 from jackpot_grpc.config import Settings
-from jackpot_grpc.gateway import metrics_proxy
+from jackpot_grpc.gateway import forwarding, metrics_proxy
 from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit_of, json_errors
 from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import Route, build_routes
 from jackpot_grpc.gateway.transcode import build_request, forwarded_metadata, response_json
 from jackpot_grpc.http_site import HttpLimits, body_guard, close_if_unread, start_site
 from jackpot_grpc.open_mode import check_listening
-from jackpot_grpc.peer_metadata import FORWARDED_FOR
 from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.signals import wait_for_signal
+from jackpot_grpc.telemetry import GATEWAY_OTEL_SERVICE_NAME, Telemetry, setup_telemetry
 from jackpot_grpc.tls import channel_credentials
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ def jackpot_services() -> list[ServiceDescriptor]:
 
 
 def _handler(
-    route: Route, timeout: float | None, body_timeout: float
+    route: Route, max_timeout: float | None, body_timeout: float, *, traced: bool
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         body = b""
@@ -59,9 +63,23 @@ def _handler(
             path_params=request.match_info,
             headers=request.headers,
         )
-        call = request.app[CALLS][route.grpc_path]
-        metadata = (*forwarded_metadata(request.headers), *caller_address(request))
-        reply = await call(message, metadata=metadata, timeout=timeout)
+        timeout = forwarding.call_timeout(request.headers, max_timeout)
+        metadata = (
+            # Traced, the gRPC client instrumentation sends the gateway span's context.
+            *forwarded_metadata(request.headers, trace_context=not traced),
+            *forwarding.forwarded_for(request.headers, request.host, request.remote),
+        )
+        call = request.app[CALLS][route.grpc_path](message, metadata=metadata, timeout=timeout)
+        try:
+            reply = await call
+        except grpc.aio.AioRpcError as error:
+            request[forwarding.RESPONSE_METADATA] = forwarding.response_headers(
+                error.initial_metadata(), error.trailing_metadata()
+            )
+            raise
+        request[forwarding.RESPONSE_METADATA] = forwarding.response_headers(
+            await call.initial_metadata(), await call.trailing_metadata()
+        )
         return web.Response(text=response_json(route, reply), content_type="application/json")
 
     handle.__name__ = f"{route.method.name}_handler"
@@ -82,14 +100,19 @@ def _lifecycle(
     credentials: grpc.ChannelCredentials | None,
     routes: Sequence[Route],
     metrics_timeout: float,
+    interceptors: Sequence[Any],
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def channel_and_session(app: web.Application) -> AsyncIterator[None]:
         """The channel and HTTP client live exactly as long as the app runs."""
         options = balanced_channel_options()
         channel = (
-            grpc.aio.insecure_channel(grpc_target, options=options)
+            grpc.aio.insecure_channel(
+                grpc_target, options=options, interceptors=interceptors or None
+            )
             if credentials is None
-            else grpc.aio.secure_channel(grpc_target, credentials, options=options)
+            else grpc.aio.secure_channel(
+                grpc_target, credentials, options=options, interceptors=interceptors or None
+            )
         )
         app[CALLS] = {
             route.grpc_path: channel.unary_unary(
@@ -110,6 +133,24 @@ def _lifecycle(
     return channel_and_session
 
 
+def _application(
+    tracer_provider: TracerProvider | None, max_body_bytes: int, middlewares: list[Any]
+) -> web.Application:
+    """The app; traced, it is built while the aiohttp server instrumentation is on, which
+    makes it an application with the tracing middleware first, and the instrumentation is
+    turned off again at once, so no other application of the process is touched."""
+    if tracer_provider is None:
+        return web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+    instrumentor = AioHttpServerInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider)
+    try:
+        return web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
+    finally:
+        instrumentor.uninstrument()
+
+
 def create_gateway_app(
     grpc_target: str,
     *,
@@ -121,18 +162,23 @@ def create_gateway_app(
     metrics_timeout: float = 5.0,
     body_timeout: float = 10.0,
     version: str = "1.0.0",
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     """Routes from the services' `google.api.http` annotations (default: JackpotService).
 
     `grpc_target` is any gRPC target or a list of addresses (balancing.channel_target;
     ValueError when it is neither). `credentials` switch the gRPC channel to TLS;
-    `call_timeout` is each call's deadline.
+    `call_timeout` is each call's deadline and the most a `Grpc-Timeout` header can ask
+    for. With `telemetry` tracing, every request gets a server span and every gRPC call a
+    client span beneath it, whose context the service continues (REST → gRPC → SQL).
     """
     grpc_target = channel_target(grpc_target)
     routes = build_routes(jackpot_services() if services is None else services)
     refusals = Refusals()
     middlewares = [close_if_unread, json_errors, body_guard(body_limit_of, refusals)]
-    app = web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
+    tracer_provider = telemetry.tracer_provider if telemetry is not None else None
+    app = _application(tracer_provider, max_body_bytes, middlewares)
+    app.on_response_prepare.append(forwarding.add_response_metadata)
     app[MAX_BODY_BYTES] = max_body_bytes
     app[REFUSALS] = refusals
     app[metrics_proxy.METRICS_URL] = metrics_url
@@ -140,12 +186,16 @@ def create_gateway_app(
     # Keep one path's methods together so aiohttp answers 405 with the full Allow list.
     for path in dict.fromkeys(r.router_path for r in routes):
         for route in (r for r in routes if r.router_path == path):
-            handler = _handler(route, call_timeout, body_timeout)
+            traced = tracer_provider is not None
+            handler = _handler(route, call_timeout, body_timeout, traced=traced)
             app.router.add_route(route.http_method, path, handler)
     app.router.add_get("/metrics", metrics_proxy.metrics, allow_head=False)
     app.router.add_get("/metrics/gateway", _gateway_metrics, allow_head=False)
     app.router.add_get("/openapi.json", _openapi, allow_head=False)
-    app.cleanup_ctx.append(_lifecycle(grpc_target, credentials, routes, metrics_timeout))
+    interceptors = telemetry.client_interceptors() if telemetry is not None else []
+    app.cleanup_ctx.append(
+        _lifecycle(grpc_target, credentials, routes, metrics_timeout, interceptors)
+    )
     return app
 
 
@@ -178,21 +228,28 @@ async def start_gateway(
     return RunningGateway(runner, bound)
 
 
-def caller_address(request: web.Request) -> tuple[tuple[str, str], ...]:
-    """The HTTP caller's address, so the server throttles failing callers one by one."""
-    return ((FORWARDED_FOR, request.remote),) if request.remote else ()
-
-
 async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> None:
     """Serve the gateway on REST_HOST:REST_PORT until SIGTERM/SIGINT, then drain and stop."""
     check_listening(settings, {"REST_HOST": settings.rest_host})
+    telemetry = setup_telemetry(
+        default_service_name=GATEWAY_OTEL_SERVICE_NAME, instrument_sql=False
+    )
+    try:
+        await _serve_gateway(settings, metrics_url, telemetry)
+    finally:
+        telemetry.shutdown()
+
+
+async def _serve_gateway(settings: Settings, metrics_url: str | None, telemetry: Telemetry) -> None:
     try:
         app = create_gateway_app(
             settings.grpc_target,
             max_body_bytes=settings.max_body_bytes,
             metrics_url=metrics_url or metrics_proxy.metrics_url_from_env(settings),
             credentials=channel_credentials(settings),  # TLS when GRPC_TLS_CA is set
+            call_timeout=settings.gateway_max_timeout,
             body_timeout=settings.http_body_timeout,
+            telemetry=telemetry,
         )
     except ValueError as exc:  # a bad JACKPOT_GRPC_TARGET
         raise SystemExit(str(exc)) from None

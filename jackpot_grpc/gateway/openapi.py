@@ -6,6 +6,11 @@ gateway emits as `null` when unset (singular messages, `optional` scalars) is `n
 Every operation needs a bearer token (`Authorization: Bearer <token>`, forwarded to gRPC)
 of a client holding one of the roles in `x-required-roles` (domain/roles.py), unless
 the service runs open (no clients configured; development only).
+
+Descriptions are the proto comments (jackpot_grpc.gateway.proto_comments). A request field
+the gateway also reads from a header (Idempotency-Key) is documented as a header parameter.
+Errors are a google.rpc.Status whose details carry google.rpc.ErrorInfo (a stable reason),
+BadRequest (the fields at fault) or RetryInfo (when to try again).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from jackpot_grpc.domain.roles import roles_for
+from jackpot_grpc.gateway.proto_comments import comments
 from jackpot_grpc.gateway.routes import Route, message_type
-from jackpot_grpc.gateway.transcode import null_when_unset
+from jackpot_grpc.gateway.transcode import HEADER_FIELDS, null_when_unset
 
 Schema = dict[str, Any]
 REF = "#/components/schemas/"
@@ -75,13 +81,64 @@ _WELL_KNOWN: dict[str, Schema] = {
     "google.protobuf.StringValue": {"type": "string"},
     "google.protobuf.BytesValue": _SCALARS[FieldDescriptor.TYPE_BYTES],
 }
+_ANY = _WELL_KNOWN["google.protobuf.Any"]
+_TYPE_URL = "type.googleapis.com/"
+# The error details the service and the gateway send (google/rpc/error_details.proto).
+_ERROR_DETAILS: dict[str, Schema] = {
+    "google.rpc.ErrorInfo": {
+        "type": "object",
+        "description": "Why the call failed, as a stable, machine-readable reason (AIP-193).",
+        "required": ["@type"],
+        "properties": {
+            "@type": {"type": "string", "enum": [_TYPE_URL + "google.rpc.ErrorInfo"]},
+            "reason": {"type": "string", "description": "UPPER_SNAKE reason (docs/ERRORS.md)."},
+            "domain": {"type": "string", "description": "The reasons' namespace: jackpot.v1."},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+    "google.rpc.BadRequest": {
+        "type": "object",
+        "description": "The request fields at fault.",
+        "required": ["@type"],
+        "properties": {
+            "@type": {"type": "string", "enum": [_TYPE_URL + "google.rpc.BadRequest"]},
+            "fieldViolations": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "field": {"type": "string"},
+                        "description": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "google.rpc.RetryInfo": {
+        "type": "object",
+        "description": "When the call may be retried (also sent as Retry-After).",
+        "required": ["@type"],
+        "properties": {
+            "@type": {"type": "string", "enum": [_TYPE_URL + "google.rpc.RetryInfo"]},
+            "retryDelay": _WELL_KNOWN["google.protobuf.Duration"],
+        },
+    },
+}
 _STATUS: Schema = {
     "type": "object",
-    "description": "A google.rpc.Status: the gRPC code, a message and typed details.",
+    "description": (
+        "A google.rpc.Status: the gRPC code, a message and typed details. The HTTP status"
+        " follows the code (400 INVALID_ARGUMENT/FAILED_PRECONDITION, 401, 403, 404, 409"
+        " ABORTED, 429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, ...)."
+    ),
+    "required": ["code", "message"],
     "properties": {
-        "code": {"type": "integer", "format": "int32"},
-        "message": {"type": "string"},
-        "details": {"type": "array", "items": _WELL_KNOWN["google.protobuf.Any"]},
+        "code": {"type": "integer", "format": "int32", "description": "The gRPC status code."},
+        "message": {"type": "string", "description": "For people; branch on ErrorInfo.reason."},
+        "details": {
+            "type": "array",
+            "items": {"anyOf": [*({"$ref": REF + name} for name in _ERROR_DETAILS), _ANY]},
+        },
     },
 }
 
@@ -90,23 +147,29 @@ class _Components:
     """Collects a component schema for every message and enum reachable from the routes."""
 
     def __init__(self) -> None:
-        self.schemas: dict[str, Schema] = {STATUS_SCHEMA: _STATUS}
+        self.schemas: dict[str, Schema] = {STATUS_SCHEMA: _STATUS, **_ERROR_DETAILS}
 
     def message(self, descriptor: Descriptor) -> Schema:
         if descriptor.full_name in _WELL_KNOWN:
             return dict(_WELL_KNOWN[descriptor.full_name])
         if descriptor.full_name not in self.schemas:
             self.schemas[descriptor.full_name] = {}  # placeholder: recursion ends at a $ref
-            self.schemas[descriptor.full_name] = {
-                "type": "object",
-                "properties": {f.json_name: self.property(f) for f in descriptor.fields},
-            }
+            self.schemas[descriptor.full_name] = _described(
+                {
+                    "type": "object",
+                    "properties": {f.json_name: self.property(f) for f in descriptor.fields},
+                },
+                descriptor.full_name,
+            )
         return {"$ref": REF + descriptor.full_name}
 
     def enum(self, descriptor: EnumDescriptor) -> Schema:
         self.schemas.setdefault(
             descriptor.full_name,
-            {"type": "string", "enum": [v.name for v in descriptor.values]},
+            _described(
+                {"type": "string", "enum": [v.name for v in descriptor.values]},
+                descriptor.full_name,
+            ),
         )
         return {"$ref": REF + descriptor.full_name}
 
@@ -130,7 +193,19 @@ class _Components:
     def property(self, field: FieldDescriptor) -> Schema:
         """A field as it appears in JSON: `null` allowed where an unset field is emitted so."""
         schema = self.field(field)
-        return _nullable(schema) if null_when_unset(field) else schema
+        schema = _nullable(schema) if null_when_unset(field) else schema
+        return _described(schema, field.full_name)
+
+
+def _described(schema: Schema, full_name: str) -> Schema:
+    """The schema with the element's proto comment; a bare `$ref` is wrapped (OpenAPI 3.0
+    ignores what stands beside one)."""
+    text = comments().get(full_name)
+    if not text:
+        return schema
+    if "$ref" in schema:
+        schema = {"allOf": [schema]}
+    return {**schema, "description": text}
 
 
 def _nullable(schema: Schema) -> Schema:
@@ -162,8 +237,35 @@ def _query_parameters(
     return params
 
 
+def _header_parameters(request: Descriptor) -> list[Schema]:
+    """Headers the gateway copies into a request field the body left empty."""
+    params: list[Schema] = []
+    for header, field_name in HEADER_FIELDS.items():
+        field = request.fields_by_name.get(field_name)
+        if field is None:
+            continue
+        text = comments().get(field.full_name, "")
+        params.append(
+            {
+                "name": header,
+                "in": "header",
+                "required": False,
+                "description": f"Sets `{field.json_name}` when the body does not. {text}".strip(),
+                "schema": {"type": "string"},
+            }
+        )
+    return params
+
+
 def _json_content(schema: Schema) -> Schema:
     return {"application/json": {"schema": schema}}
+
+
+def _describe(method_name: str, roles: list[str]) -> str:
+    """The proto comment of the method, then who may call it."""
+    needs = f"Needs a client with one of the roles: {', '.join(roles)}."
+    comment = comments().get(method_name)
+    return f"{comment}\n\n{needs}" if comment else needs
 
 
 def _operation(components: _Components, route: Route, operation_id: str) -> Schema:
@@ -175,6 +277,7 @@ def _operation(components: _Components, route: Route, operation_id: str) -> Sche
     ]
     if route.body != "*":
         parameters += _query_parameters(components, request, route.bound_fields, "", 0)
+    parameters += _header_parameters(request)
     if route.response_body:
         field = method.output_type.fields_by_name[route.response_body]
         response = components.field(field)
@@ -188,7 +291,7 @@ def _operation(components: _Components, route: Route, operation_id: str) -> Sche
         "operationId": operation_id,
         "tags": [method.containing_service.full_name],
         "summary": f"{method.containing_service.name}.{method.name}",
-        "description": f"Needs a client with one of the roles: {', '.join(roles)}.",
+        "description": _describe(method.full_name, roles),
         "security": [{BEARER: []}],
         "x-required-roles": roles,
         "responses": {
@@ -237,7 +340,10 @@ def openapi_document(
         "info": {
             "title": title,
             "version": version,
-            "description": "Generated from the services' google.api.http annotations.",
+            "description": (
+                "Generated from the services' google.api.http annotations; descriptions are"
+                " the proto comments."
+            ),
         },
         "paths": paths,
         "security": [{BEARER: []}],

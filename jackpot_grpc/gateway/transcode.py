@@ -28,6 +28,7 @@ from jackpot_grpc.gateway.routes import Route, message_type, resolve_field
 HEADER_FIELDS: dict[str, str] = {"Idempotency-Key": "idempotency_key"}
 # Headers forwarded as gRPC metadata under their lowercase name (auth, W3C trace context).
 FORWARDED_HEADERS = ("Authorization", "traceparent", "tracestate", "X-Request-Id")
+TRACE_CONTEXT_HEADERS = frozenset({"traceparent", "tracestate"})
 # grpc-gateway's convention: `Grpc-Metadata-Foo: bar` arrives as metadata `foo: bar`.
 METADATA_PREFIX = "grpc-metadata-"
 
@@ -291,10 +292,17 @@ def _fill_from_headers(message: Message, headers: Mapping[str, str]) -> None:
         setattr(message, field_name, value)
 
 
-def forwarded_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """gRPC metadata from the headers the service reads; values gRPC cannot carry are dropped."""
+def forwarded_metadata(
+    headers: Mapping[str, str], *, trace_context: bool = True
+) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata from the headers the service reads; values gRPC cannot carry are dropped.
+
+    `trace_context=False` leaves traceparent/tracestate out: a traced gateway sends its own.
+    """
     metadata: list[tuple[str, str]] = []
     for header in FORWARDED_HEADERS:
+        if not trace_context and header in TRACE_CONTEXT_HEADERS:
+            continue
         value = headers.get(header)
         if value is not None:
             metadata.append((header.lower(), value))

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from jackpot_grpc.client.service_config import channel_options
 from jackpot_grpc.config import Settings
 from jackpot_grpc.tls import open_channel
 
@@ -31,11 +32,18 @@ class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
 
 
 @contextlib.asynccontextmanager
-async def channel(settings: Settings, target: str) -> AsyncIterator[grpc.aio.Channel]:
-    """A channel for one command: TLS when GRPC_TLS_CA is set, as every client of ours,
-    and this client's token (JACKPOT_TOKEN) on every call."""
+async def channel(
+    settings: Settings, target: str, *, keyed_writes: bool = False
+) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel for one command: TLS when GRPC_TLS_CA is set, as every client of ours; this
+    client's token (JACKPOT_TOKEN) on every call; and the retry service config
+    (jackpot_grpc/client/service_config.json): reads are retried on UNAVAILABLE /
+    RESOURCE_EXHAUSTED, and writes too when the command says every write it sends carries
+    an idempotency key (`keyed_writes`)."""
     token = settings.client_token
-    async with open_channel(settings, target, [BearerToken(token)] if token else ()) as chan:
+    interceptors = [BearerToken(token)] if token else []
+    options = channel_options(keyed_writes=keyed_writes)
+    async with open_channel(settings, target, interceptors, options) as chan:
         yield chan
 
 

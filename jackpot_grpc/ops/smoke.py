@@ -144,7 +144,7 @@ async def run_smoke(
         progress(f"smoke: {name}: {'ok' if ok else 'FAILED'} ({detail})")
         return ok
 
-    async with channel(settings, target) as chan:
+    async with channel(settings, target, keyed_writes=True) as chan:  # every write is keyed
         stub = jackpot_pb2_grpc.JackpotServiceStub(chan)
         state: dict[str, object] = {}
 

@@ -519,7 +519,11 @@ async def test_openapi_lists_every_route(http: aiohttp.ClientSession, offline: s
     pool = schemas["jackpot.v1.Pool"]["properties"]
     # Unset, these are emitted as null: OpenAPI 3.0 `nullable` (a $ref is wrapped in allOf).
     assert pool["lastWonAt"] == {"type": "string", "format": "date-time", "nullable": True}
-    assert pool["maxAmount"] == {**request["wagerAmount"], "nullable": True}
+    assert pool["maxAmount"] == {
+        **request["wagerAmount"],
+        "nullable": True,
+        "description": "Unset: the pool has no cap.",  # the proto comment
+    }
     assert pool["contributionRate"] == {
         "allOf": [{"$ref": "#/components/schemas/google.type.Decimal"}],
         "nullable": True,

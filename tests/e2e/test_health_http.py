@@ -110,19 +110,25 @@ async def test_prometheus_text_carries_the_counts_and_the_gauges(
 
     status, content_type, text = await get_text(http, server, "/metrics/prometheus")
     assert status == 200 and content_type.startswith("text/plain")
-    assert 'jackpot_grpc_requests_total{code="OK",method="Contribute"} 3.0' in text
-    assert 'jackpot_grpc_requests_total{code="INVALID_ARGUMENT",method="Contribute"} 1.0' in text
-    assert 'jackpot_grpc_requests_total{code="OK",method="GetPools"} 1.0' in text
-    assert 'jackpot_grpc_request_duration_seconds_count{code="OK",method="Contribute"} 3.0' in text
+    contribute = (
+        'grpc_method="Contribute",grpc_service="jackpot.v1.JackpotService",grpc_type="unary"'
+    )
+    get_pools = 'grpc_method="GetPools",grpc_service="jackpot.v1.JackpotService",grpc_type="unary"'
+    assert f'grpc_server_handled_total{{grpc_code="OK",{contribute}}} 3.0' in text
+    assert f'grpc_server_handled_total{{grpc_code="INVALID_ARGUMENT",{contribute}}} 1.0' in text
+    assert f'grpc_server_handled_total{{grpc_code="OK",{get_pools}}} 1.0' in text
+    assert f"grpc_server_started_total{{{contribute}}} 4.0" in text
+    assert f"grpc_server_handling_seconds_count{{{contribute}}} 4.0" in text
     assert "jackpot_database_up 1.0" in text
     assert "jackpot_db_pool_max_size 8.0" in text
     minor = next(p for p in pools.pools if p.group == pb.JACKPOT_GROUP_MINOR)
-    assert f'jackpot_pool_current_amount{{group="minor"}} {float(minor.current_amount)}' in text
+    amount = float(minor.current_amount)
+    assert f'jackpot_pool_current_amount_minor_units{{group="minor"}} {amount}' in text
 
     # /metrics gives the same text to a scraper that asks for text/plain.
     status, content_type, scraped = await get_text(http, server, "/metrics", accept="text/plain")
     assert status == 200 and content_type.startswith("text/plain")
-    assert 'jackpot_grpc_requests_total{code="OK",method="Contribute"} 3.0' in scraped
+    assert f'grpc_server_handled_total{{grpc_code="OK",{contribute}}} 3.0' in scraped
     status, content_type, _ = await get_text(
         http, server, "/metrics", accept="application/json, text/plain"
     )
@@ -339,7 +345,7 @@ async def test_background_audit_exports_the_books_as_metrics(
     await server.auditor.run_once()
     _, _, text = await get_text(http, server, "/metrics/prometheus")
     assert "jackpot_books_balanced 1.0" in text
-    assert 'jackpot_ledger_discrepancy{group="minor"} 0.0' in text
+    assert 'jackpot_ledger_discrepancy_minor_units{group="minor"} 0.0' in text
 
     # Money that appears without a ledger entry is caught on the next run.
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
@@ -349,4 +355,4 @@ async def test_background_audit_exports_the_books_as_metrics(
     await server.auditor.run_once()
     _, _, text = await get_text(http, server, "/metrics/prometheus")
     assert "jackpot_books_balanced 0.0" in text
-    assert 'jackpot_ledger_discrepancy{group="minor"} 7.0' in text
+    assert 'jackpot_ledger_discrepancy_minor_units{group="minor"} 7.0' in text

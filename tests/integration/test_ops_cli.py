@@ -721,11 +721,16 @@ async def test_config_update_rejects_a_bad_rate_with_the_field(
 
 
 def _rule_metric_names() -> set[str]:
-    rules = yaml.safe_load((PROJECT_ROOT / "deploy/prometheus/jackpot-alerts.yml").read_text())
+    """The service's metric names the alert and recording rules read (not the recorded
+    `level:metric:operation` names, which contain colons)."""
     names: set[str] = set()
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            names.update(re.findall(r"\b(jackpot_[a-z_]+)\b", rule["expr"]))
+    for path in (PROJECT_ROOT / "deploy/prometheus").glob("jackpot-*.yml"):
+        rules = yaml.safe_load(path.read_text())
+        for group in rules.get("groups", ()):
+            for rule in group["rules"]:
+                names.update(
+                    re.findall(r"(?<![\w:])((?:jackpot|grpc_server)_\w+)(?![\w:])", rule["expr"])
+                )
     return names
 
 
@@ -760,6 +765,6 @@ async def test_alert_rules_read_metrics_the_service_exposes(server: RunningServe
     finally:
         telemetry.shutdown()
     exposed = set(re.findall(r"^# TYPE (\w+) ", exposition, re.MULTILINE))
-    exposed |= {f"{n}_bucket" for n in exposed}
+    exposed |= {f"{n}_{part}" for n in exposed for part in ("bucket", "sum", "count")}
     missing = _rule_metric_names() - exposed
     assert not missing, f"alert rules read metrics nobody exposes: {sorted(missing)}"

@@ -196,7 +196,7 @@ def test_every_alert_has_expr_for_and_severity() -> None:
         assert DURATION.match(str(rule["for"])), rule["alert"]
         assert rule["labels"]["severity"] in ("warning", "critical")
         assert rule["annotations"]["summary"]
-        link = rule["annotations"]["runbook"]
+        link = rule["annotations"]["runbook_url"]
         assert link.startswith("docs/OPERATIONS.md#")
         assert link.split("#", 1)[1] in anchors, f"{rule['alert']}: no heading for {link}"
 
@@ -212,44 +212,45 @@ def test_alerts_cover_the_runbook_alert_table() -> None:
     def severity(rule: dict[str, Any]) -> str:
         return str(rule["labels"]["severity"])
 
-    errors = _rule(lambda r: "jackpot_grpc_requests_total{code=~" in compact(r))
+    errors = _rule(lambda r: "job:grpc_server_errors:ratio_rate5m" in compact(r))
     assert {(severity(r), compact(r).rsplit(">", 1)[1].strip()) for r in errors} == {
         ("critical", "0.01"),
         ("warning", "0.005"),
     }
-    latency = _rule(lambda r: "request_duration_seconds_bucket[5m]" in compact(r))
+    latency = _rule(lambda r: compact(r).startswith("job:grpc_server_handling_seconds:p95_5m"))
     assert latency and compact(latency[0]).endswith("> 0.5")
     pool = _rule(lambda r: "jackpot_db_pool_in_use / jackpot_db_pool_max_size > 0.95" in compact(r))
     assert pool and severity(pool[0]) == "critical"
     exhausted = _rule(lambda r: "jackpot_db_pool_requests_waiting > 0" in compact(r))
     assert [severity(r) for r in exhausted] == ["critical"]
-    growth = _rule(lambda r: "jackpot_pool_current_amount" in compact(r))
+    growth = _rule(lambda r: "jackpot_pool_current_amount_minor_units" in compact(r))
     assert growth and compact(growth[0]).endswith("< 0") and growth[0]["for"] == "1h"
     config = _rule(lambda r: "jackpot_config_changes_total[1h]" in compact(r))
     assert config and compact(config[0]).endswith("> 5")
     assert _rule(lambda r: compact(r) == 'up{job="jackpot"} == 0' and severity(r) == "critical")
+    assert _rule(lambda r: compact(r) == 'absent(up{job="jackpot"})' and severity(r) == "critical")
 
 
 # (runbook row, what the expression reads, {(comparison, threshold): severity})
 RUNBOOK_LEVELS = [
     (
         "Response Time (Contribution)",
-        'jackpot_grpc_request_duration_seconds_bucket{method="Contribute"}',
+        'job_grpc_method:grpc_server_handling_seconds:p95_5m{grpc_method="Contribute"}',
         {(">", 0.2): "warning", (">", 0.5): "critical"},
     ),
     (
         "Response Time (Win Processing)",
-        'jackpot_grpc_request_duration_seconds_bucket{method="Win"}',
+        'job_grpc_method:grpc_server_handling_seconds:p95_5m{grpc_method="Win"}',
         {(">", 0.3): "warning", (">", 1.0): "critical"},
     ),
     (
         "Response Time (Pool Query)",
-        'jackpot_grpc_request_duration_seconds_bucket{method="GetPools"}',
+        'job_grpc_method:grpc_server_handling_seconds:p95_5m{grpc_method="GetPools"}',
         {(">", 0.1): "warning", (">", 0.25): "critical"},
     ),
     (
         "Throughput (ops/min)",
-        "sum(rate(jackpot_grpc_requests_total[5m])) * 60",
+        "job:grpc_server_handled:rate5m * 60",
         {("<", 500.0): "warning", ("<", 100.0): "critical"},
     ),
     (

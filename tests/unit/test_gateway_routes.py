@@ -520,6 +520,7 @@ def test_openapi_from_a_test_only_proto(echo_service: ServiceDescriptor) -> None
         ("color", "query"),
         ("inner.depth", "query"),
         ("idempotencyKey", "query"),
+        ("Idempotency-Key", "header"),
     }
     assert doc["paths"]["/v1/echo"]["post"]["operationId"] == "EchoService_Echo"
     assert get_echo["operationId"] == "EchoService_Echo2"

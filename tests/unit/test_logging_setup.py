@@ -56,3 +56,34 @@ def test_a_moved_log_file_is_reopened_so_rotation_loses_nothing(
     logging.getLogger("jackpot.test").warning("after rotation")
     assert "before rotation" in log_file.with_name("application.log.1").read_text()
     assert "after rotation" in log_file.read_text()
+
+
+def test_json_lines_carry_the_trace_and_span_ids(tmp_path: Path) -> None:
+    import json
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    out = io.StringIO()
+    configure_logging(None, stream=out, log_format="json")
+    try:
+        tracer = TracerProvider().get_tracer("test")
+        with tracer.start_as_current_span("call") as span:
+            logging.getLogger("jackpot.test").warning("pool %s", "low")
+        try:
+            raise ValueError("bad\nthing")
+        except ValueError:
+            logging.getLogger("jackpot.test").exception("outside")
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    inside, outside = (json.loads(line) for line in out.getvalue().splitlines())
+    context = span.get_span_context()
+    assert inside["message"] == "pool low" and inside["level"] == "WARNING"
+    assert inside["logger"] == "jackpot.test"
+    assert inside["trace_id"] == format(context.trace_id, "032x")
+    assert inside["span_id"] == format(context.span_id, "016x")
+    assert inside["time"].endswith("+00:00")
+    assert "trace_id" not in outside and "span_id" not in outside
+    assert "ValueError: bad\nthing" in outside["exc_info"]

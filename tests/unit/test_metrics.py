@@ -215,15 +215,17 @@ def test_method_names_are_bounded(metrics: RequestMetrics) -> None:
     assert sum(m["total_requests"] for m in methods.values()) == 200
 
 
-def test_prometheus_counter_and_histogram_follow_the_records(metrics: RequestMetrics) -> None:
+def test_prometheus_grpc_server_metrics_follow_the_records(metrics: RequestMetrics) -> None:
+    """go-grpc-prometheus's names and labels, so community dashboards read them as they are."""
+    metrics.started("Contribute")
     metrics.record("Contribute", OK, 0.004)
     metrics.record("Contribute", OK, 0.3)
     metrics.record("Contribute", grpc.StatusCode.INVALID_ARGUMENT, 0.001)
     text = generate_latest(metrics.registry).decode()
-    assert 'jackpot_grpc_requests_total{code="OK",method="Contribute"} 2.0' in text
-    assert 'jackpot_grpc_requests_total{code="INVALID_ARGUMENT",method="Contribute"} 1.0' in text
-    assert (
-        'jackpot_grpc_request_duration_seconds_bucket{code="OK",le="0.005",method="Contribute"}'
-        " 1.0" in text
-    )
-    assert 'jackpot_grpc_request_duration_seconds_count{code="OK",method="Contribute"} 2.0' in text
+    labels = 'grpc_method="Contribute",grpc_service="jackpot.v1.JackpotService",grpc_type="unary"'
+    assert f"grpc_server_started_total{{{labels}}} 1.0" in text
+    assert f'grpc_server_handled_total{{grpc_code="OK",{labels}}} 2.0' in text
+    assert f'grpc_server_handled_total{{grpc_code="INVALID_ARGUMENT",{labels}}} 1.0' in text
+    assert f'grpc_server_handling_seconds_bucket{{{labels},le="0.005"}} 2.0' in text
+    assert f"grpc_server_handling_seconds_count{{{labels}}} 3.0" in text
+    assert "jackpot_grpc_requests" not in text

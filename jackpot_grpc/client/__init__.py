@@ -1,0 +1,1 @@
+"""What a client of the jackpot service needs beside the stubs: the retry service config."""
