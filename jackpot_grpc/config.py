@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BACKUP_DIR = Path("/var/backups/jackpot")
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -52,6 +53,13 @@ def _path(env: dict[str, str], name: str) -> Path | None:
     return Path(raw) if raw else None
 
 
+def log_dir_from_env(environ: dict[str, str] | None = None) -> Path:
+    """JACKPOT_LOG_DIR: read on its own, so logging is set up before any other setting can
+    fail (a bad one is then logged to application.log like every other start failure)."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("JACKPOT_LOG_DIR") or PROJECT_ROOT / "logs")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -86,6 +94,8 @@ class Settings:
     metrics_sample_interval: float
     metrics_retention_days: float
     log_dir: Path
+    # One backup root for `jackpot backup create|prune` and the backup timer.
+    backup_dir: Path
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -125,5 +135,6 @@ class Settings:
             max_body_bytes=_int(env, "REST_MAX_BODY_BYTES", 1 << 20),
             metrics_sample_interval=_float(env, "JACKPOT_SAMPLE_INTERVAL", 60.0),
             metrics_retention_days=_float(env, "JACKPOT_METRICS_RETENTION_DAYS", 35.0),
-            log_dir=Path(env.get("JACKPOT_LOG_DIR") or PROJECT_ROOT / "logs"),
+            log_dir=log_dir_from_env(env),
+            backup_dir=Path(env.get("JACKPOT_BACKUP_DIR") or DEFAULT_BACKUP_DIR),
         )

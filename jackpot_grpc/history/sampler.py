@@ -48,6 +48,7 @@ import psutil  # type: ignore[import-untyped]
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.cgroup_memory import memory_limit, memory_percent
 from jackpot_grpc.config import Settings
 from jackpot_grpc.history import store
 from jackpot_grpc.history.store import Batch, Rollup, SystemSample
@@ -178,8 +179,8 @@ class MetricsSampler:
         process = self._process
         with process.oneshot():
             cpu = float(process.cpu_percent(None))
-            memory = float(process.memory_percent())
             rss = int(process.memory_info().rss)
+        memory = memory_percent(rss, memory_limit())  # of the cgroup's limit, if any
         stats = self.pool.get_stats()
         return SystemSample(
             stat_timestamp=_utc(at),

@@ -7,6 +7,7 @@ fixed lists below are composed into SQL, through psycopg.sql.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from psycopg import sql
 
 from jackpot_grpc.config import PROJECT_ROOT
 from jackpot_grpc.messages import first_line
+from jackpot_grpc.ops.output import progress
 from jackpot_grpc.ops.target import Conn, one, rows
 
 # The service's tables (migrations/versions): what reports and restores look at.
@@ -306,11 +308,17 @@ def ledger_counts(conn: Conn) -> dict[str, Any]:
 def maintain(conn: Conn, *, reindex: bool) -> list[dict[str, Any]]:
     """VACUUM ANALYZE (and REINDEX CONCURRENTLY) each service table; needs autocommit."""
     done: list[dict[str, Any]] = []
-    for table in TABLES:
+    for index, table in enumerate(TABLES, 1):
         name = sql.Identifier(table)
-        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(name))
-        done.append({"table": table, "action": "VACUUM ANALYZE"})
+        actions = [("VACUUM ANALYZE", sql.SQL("VACUUM (ANALYZE) {}").format(name))]
         if reindex:
-            conn.execute(sql.SQL("REINDEX TABLE CONCURRENTLY {}").format(name))
-            done.append({"table": table, "action": "REINDEX CONCURRENTLY"})
+            actions.append(
+                ("REINDEX CONCURRENTLY", sql.SQL("REINDEX TABLE CONCURRENTLY {}").format(name))
+            )
+        for action, statement in actions:
+            progress(f"maintain: {action} {table} ({index}/{len(TABLES)})")
+            started = time.perf_counter()
+            conn.execute(statement)
+            seconds = round(time.perf_counter() - started, 2)
+            done.append({"table": table, "action": action, "seconds": seconds})
     return done

@@ -110,14 +110,23 @@ def test_schema_refuses_what_the_rules_refuse(database_url: str) -> None:
             )
 
 
-def test_print_upgrade_sql_needs_no_database(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_upgrade_sql_needs_no_database(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/nowhere")
-    migrations.print_upgrade_sql()
-    out = capfd.readouterr().out
+    out = migrations.upgrade_sql(None)
     assert "CREATE TABLE jackpots" in out
     assert "CREATE TABLE contributions" in out
     assert "CREATE UNIQUE INDEX contributions_idempotency_key" in out
     assert "INSERT INTO alembic_version (version_num) VALUES ('0001')" in out
     assert out.index("CREATE TABLE jackpots") < out.index("CREATE TABLE wins")
+
+
+def test_upgrade_sql_from_a_revision_holds_only_what_follows() -> None:
+    out = migrations.upgrade_sql("0001")
+    assert "CREATE TABLE jackpots" not in out
+    assert "CREATE TABLE system_metrics" in out
+    assert [r.revision for r in migrations.pending("0001")] == ["0002", HEAD]
+    assert migrations.pending(HEAD) == []
+
+
+def test_schema_tables_are_read_from_the_migrations() -> None:
+    assert set(migrations.schema_tables()) == TABLES | {"alembic_version"}

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import GROUP_NAMES, LedgerAudit
 from jackpot_grpc.ops.cli.options import Subparsers, common, positive_seconds
 from jackpot_grpc.ops.cli.shared import emit, failing_cleanly
@@ -16,9 +16,7 @@ from jackpot_grpc.ops.output import Section, key_values, progress
 if TYPE_CHECKING:
     from jackpot_grpc.ops.backup import RestoreResult, Verification
 
-DEFAULT_BACKUP_DIR = PROJECT_ROOT / "backups"
-# argparse formats help with %: a checkout path holding a % must not break --help.
-BACKUP_DIR_HELP = f"backup root (default: {str(DEFAULT_BACKUP_DIR).replace('%', '%%')})"
+BACKUP_DIR_HELP = "backup root (default: JACKPOT_BACKUP_DIR, /var/backups/jackpot)"
 
 
 def _bin_dirs(args: argparse.Namespace, embedded: Path | None) -> list[Path]:
@@ -26,8 +24,8 @@ def _bin_dirs(args: argparse.Namespace, embedded: Path | None) -> list[Path]:
     return dirs + ([embedded] if embedded else [])
 
 
-def _backup_root(args: argparse.Namespace) -> Path:
-    return Path(args.dir) if args.dir else DEFAULT_BACKUP_DIR
+def _backup_root(settings: Settings, args: argparse.Namespace) -> Path:
+    return Path(args.dir) if args.dir else settings.backup_dir
 
 
 def _verification_rows(v: Verification) -> list[dict[str, Any]]:
@@ -62,7 +60,7 @@ def cmd_backup_create(settings: Settings, args: argparse.Namespace) -> int:
     with open_database(settings) as db:
         result = create_backup(
             db.url,
-            _backup_root(args),
+            _backup_root(settings, args),
             _bin_dirs(args, db.bin_dir),
             with_sql=args.with_sql,
             verbose=args.verbose,
@@ -107,7 +105,7 @@ def _restore_and_audit(
     settings: Settings, args: argparse.Namespace
 ) -> tuple[RestoreResult, LedgerAudit]:
     """Restore into the new database, then audit the books restored there."""
-    from jackpot_grpc.ops.backup import restore_backup
+    from jackpot_grpc.ops.backup import BackupError, describe, discard_database, restore_backup
     from jackpot_grpc.ops.target import open_database, with_dbname
     from jackpot_grpc.service.reports import run_audit
 
@@ -120,7 +118,13 @@ def _restore_and_audit(
             verbose=args.verbose,
         )
         progress(f"restore: auditing the books of {args.database}")
-        books = asyncio.run(run_audit(settings, with_dbname(db.url, args.database)))
+        try:
+            books = asyncio.run(run_audit(settings, with_dbname(db.url, args.database)))
+        except BaseException as exc:  # books that cannot be audited are no recovery
+            raise BackupError(
+                f"the books of {args.database} cannot be audited: {describe(exc)};"
+                f" {discard_database(db.url, args.database)}"
+            ) from exc
     return result, books
 
 
@@ -180,7 +184,7 @@ def cmd_backup_restore(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_backup_prune(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.ops.backup import prune_backups
 
-    root = _backup_root(args)
+    root = _backup_root(settings, args)
     pruned = prune_backups(root, args.older_than_days, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     emit(

@@ -110,7 +110,7 @@ def cmd_db_maintain(settings: Settings, args: argparse.Namespace) -> int:
         args,
         {"ok": True, "actions": done, "tables": tables},
         [
-            Section("Maintenance", ("table", "action"), done),
+            Section("Maintenance", ("table", "action", "seconds"), done),
             Section("Tables", TABLE_STATS_COLUMNS, tables),
         ],
         "maintenance done",
