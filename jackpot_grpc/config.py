@@ -76,6 +76,10 @@ class Settings:
     pool_max_size: int
     pool_timeout: float
     pool_max_waiting: int
+    # Every server connection's lock_timeout and statement_timeout (seconds; 0: the
+    # server's or the role's own): a call never waits on a lock or a query past them.
+    db_lock_timeout: float
+    db_statement_timeout: float
     batching: bool
     event_loop: str
     batch_max_size: int
@@ -118,6 +122,8 @@ class Settings:
             pool_max_size=_int(env, "DB_POOL_MAX", 10),
             pool_timeout=_float(env, "DB_POOL_TIMEOUT", 2.0),
             pool_max_waiting=_int(env, "DB_POOL_MAX_WAITING", 64),
+            db_lock_timeout=_float(env, "DB_LOCK_TIMEOUT", 2.0),
+            db_statement_timeout=_float(env, "DB_STATEMENT_TIMEOUT", 5.0),
             batching=_flag(env, "JACKPOT_BATCHING", True),
             event_loop=_choice(env, "JACKPOT_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
             batch_max_size=_int(env, "JACKPOT_BATCH_MAX", 512),

@@ -15,6 +15,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from jackpot_grpc.domain.errors import Unavailable
 from jackpot_grpc.domain.model import (
     GROUPS,
     ContributeCommand,
@@ -396,4 +397,11 @@ async def audit_pools(conn: Conn) -> list[PoolAudit]:
 
 
 async def ping(conn: Conn) -> None:
-    await conn.execute("SELECT 1")
+    """The database answers and can take writes: a standby or a read-only database
+    answers SELECT 1 but refuses every Contribute, so it is not ready."""
+    cursor = await conn.execute(
+        "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
+    )
+    row = await cursor.fetchone()
+    if row is None or row[0]:
+        raise Unavailable("database answers but cannot take writes (read-only or in recovery)")

@@ -52,6 +52,11 @@ class Unavailable(DomainError):
     """The database cannot be reached, or the service is shutting down."""
 
 
+class LockTimeout(Unavailable):
+    """A statement waited past the lock or statement timeout; nothing was written, and
+    the same call (same idempotency key) may be retried."""
+
+
 class Overloaded(DomainError):
     """A queue is full (contributions, or callers waiting for a database connection);
     the caller should back off and retry."""

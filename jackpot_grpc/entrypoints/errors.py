@@ -14,6 +14,7 @@ from jackpot_grpc.domain.errors import (
     DomainError,
     InsufficientPool,
     InvalidArgument,
+    LockTimeout,
     OutOfRange,
     Overloaded,
     PermissionDenied,
@@ -38,7 +39,15 @@ STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
 }
 
 # Callers that may simply retry (with the same idempotency key) are told when.
-RETRY_AFTER_SECONDS: dict[type[DomainError], float] = {Unavailable: 1.0, Overloaded: 0.1}
+RETRY_AFTER_SECONDS: dict[type[DomainError], float] = {
+    LockTimeout: 0.2,
+    Unavailable: 1.0,
+    Overloaded: 0.1,
+}
+
+# google.rpc.ErrorInfo: a stable reason a client can switch on (AIP-193).
+ERROR_DOMAIN = "jackpot.v1"
+REASONS: dict[type[DomainError], str] = {LockTimeout: "LOCK_TIMEOUT"}
 
 
 def status_code_of(exc: BaseException) -> grpc.StatusCode:
@@ -76,6 +85,9 @@ def to_status(exc: BaseException) -> grpc.Status:
                 )
             )
         )
+    reason = next((r for c, r in REASONS.items() if isinstance(exc, c)), None)
+    if reason is not None:
+        details.append(_packed(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)))
     retry = next((s for c, s in RETRY_AFTER_SECONDS.items() if isinstance(exc, c)), None)
     if retry is not None:
         delay = duration_pb2.Duration()

@@ -145,7 +145,11 @@ class JackpotService:
 
     async def audit(self) -> LedgerAudit:
         async with transaction(self.pool) as conn:
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            # The audit reads every ledger row: longer than DB_STATEMENT_TIMEOUT allows.
+            await conn.execute(
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;"
+                " SET LOCAL statement_timeout = '60s'"
+            )
             return await repo.audit_ledger(conn)
 
     async def ping(self) -> None:
