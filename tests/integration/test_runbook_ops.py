@@ -4,6 +4,7 @@ backups hold every table, config validation reports everything, memory is of the
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import json
@@ -20,6 +21,7 @@ import pytest
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.cgroup_memory import memory_limit, memory_percent
 from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.ops import backup, diagnostics, pgstat
 from jackpot_grpc.ops.target import connect
 from tests.conftest import create_database, drop_database, unique_name
@@ -310,3 +312,40 @@ def test_memory_limit_of_cgroup_v2_and_v1(tmp_path: Path) -> None:
     assert memory_limit(root=v1, proc=proc) is None
 
     assert memory_percent(256 << 20, 512 << 20) == pytest.approx(50.0)
+
+
+# --- 8. smoke targets exactly what it is told; 9. health goes red on unbalanced books -------
+
+
+def test_smoke_refuses_a_default_target_when_database_url_points_elsewhere(
+    ops_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = run_ops(ops_settings, "smoke")  # DATABASE_URL set, no target named
+    assert code == 1
+    assert "name the instance under test with --grpc-target" in capsys.readouterr().err
+
+
+def test_smoke_refuses_a_grpc_target_without_its_health_url(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = run_ops(settings, "smoke", "--grpc-target", "green:50052")
+    assert code == 1
+    assert "--grpc-target green:50052 needs --health-url" in capsys.readouterr().err
+
+
+async def test_health_is_red_when_the_books_do_not_balance(
+    server: RunningServer, ops_settings: Settings, database_url: str
+) -> None:
+    with connect(database_url) as conn:
+        conn.execute("UPDATE jackpots SET current_amount = current_amount + 5 WHERE lock_order = 0")
+    assert server.auditor is not None
+    await server.auditor.audit_now()
+    argv = ("health", "--grpc-target", f"127.0.0.1:{server.port}")
+    base = f"http://127.0.0.1:{server.health_port}"
+    code, out = await asyncio.to_thread(
+        run_ops, ops_settings, *argv, "--health-url", base, "--json"
+    )
+    data = json.loads(out)
+    assert code == 1 and data["healthy"] is False
+    books = next(c for c in data["checks"] if c["check"] == "books")
+    assert books["status"] == "UNBALANCED" and "minor off by 5" in books["detail"]
