@@ -349,3 +349,72 @@ async def test_health_is_red_when_the_books_do_not_balance(
     assert code == 1 and data["healthy"] is False
     books = next(c for c in data["checks"] if c["check"] == "books")
     assert books["status"] == "UNBALANCED" and "minor off by 5" in books["detail"]
+
+
+# --- 7. loadtest against a running service; make test-load, make security-audit ----------
+
+
+async def test_loadtest_drives_a_running_service(
+    server: RunningServer, ops_settings: Settings, database_url: str
+) -> None:
+    argv = ("loadtest", "--grpc-target", f"127.0.0.1:{server.port}")
+    timing = ("--duration", "1", "--warmup", "0.2", "--concurrency", "8")
+    code, out = await asyncio.to_thread(
+        run_ops, ops_settings, *argv, *timing, "--rate", "40", "--json"
+    )
+    data = json.loads(out)
+    assert code == 0, data
+    (load,) = data["loads"]
+    assert load["load"] == "contribute" and 20 <= load["calls"] <= 60  # ~40/s for 1 s
+    assert load["p50_ms"] is not None and load["p95_ms"] >= load["p50_ms"]
+    assert load["p99_ms"] >= load["p95_ms"] and data["errors"] == []
+    with connect(database_url) as conn:
+        keyed = pgstat.one(
+            conn,
+            "SELECT count(*) AS n, count(DISTINCT idempotency_key) AS keys FROM contributions"
+            " WHERE game_id = 'loadtest'",
+        )
+    assert keyed["n"] == keyed["keys"] >= load["calls"]  # every call its own key
+
+    closed = ("--duration", "0.5", "--warmup", "0", "--concurrency", "2")
+    code, text = await asyncio.to_thread(
+        run_ops, ops_settings, *argv, *closed, "--kind", "get_pools"
+    )
+    assert code == 0 and "p95_ms" in text and "load test passed" in text
+
+
+def test_loadtest_fails_on_errors(ops_settings: Settings) -> None:
+    dead = f"127.0.0.1:{closed_port()}"
+    code, data = ops_json_sync(
+        ops_settings,
+        "loadtest",
+        "--grpc-target",
+        dead,
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+        "--concurrency",
+        "1",
+        "--timeout",
+        "1",
+    )
+    assert code == 1 and data["ok"] is False
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("test-load", "jackpot loadtest --grpc-target green:50052 --duration 30 --rate 200"),
+        ("security-audit", "pip-audit --skip-editable"),
+    ],
+)
+def test_make_targets(target: str, expected: str) -> None:
+    done = subprocess.run(
+        ["make", "-n", target, "TARGET=green:50052", "RATE=200"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert expected in " ".join(done.stdout.replace("\\\n", " ").split())

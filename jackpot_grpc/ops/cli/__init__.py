@@ -14,6 +14,7 @@ from jackpot_grpc.ops.cli import (
     db,
     diagnostics,
     health,
+    loadtest,
     migrate,
     report,
     smoke,
@@ -21,7 +22,7 @@ from jackpot_grpc.ops.cli import (
 from jackpot_grpc.ops.cli.options import Subparsers
 
 # In the order `jackpot --help` lists them.
-GROUPS = (migrate, audit, health, smoke, db, backup, diagnostics, report, config)
+GROUPS = (migrate, audit, health, smoke, loadtest, db, backup, diagnostics, report, config)
 
 
 def register(subparsers: Subparsers) -> None:
