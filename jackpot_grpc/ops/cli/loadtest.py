@@ -119,9 +119,7 @@ def register(subparsers: Subparsers) -> None:
     load.add_argument("--kind", choices=GRPC_KINDS, default="contribute", help="gRPC call")
     load.add_argument("--batch-items", type=positive_int, default=100, help="contribute_batch")
     load.add_argument("--wager", type=positive_int, default=1000, help="wager (minor units)")
-    load.add_argument(
-        "--no-idempotency-keys", action="store_true", help="send calls without keys"
-    )
+    load.add_argument("--no-idempotency-keys", action="store_true", help="send calls without keys")
     load.add_argument(
         "--max-error-percent", type=float, default=1.0, help="fail above this error rate"
     )
