@@ -21,7 +21,7 @@ UV_COMPILE := $(UV) pip compile --no-config --universal --python-version 3.11 \
 .PHONY: run serve gateway test test-fast lint generate migrate bench clean lock lock-check \
 	wheel-check health-check test-smoke test-post-deploy db-migrate db-migrate-dry-run \
 	db-health-check backup-create performance-report config-validate db-pool-status \
-	diagnostics audit dashboard prometheus-tools
+	diagnostics audit dashboard prometheus-tools test-load security-audit
 
 $(STAMP): pyproject.toml requirements-dev.lock
 	rm -rf $(VENV)
@@ -110,6 +110,20 @@ test-smoke: $(STAMP)
 test-post-deploy: $(STAMP)
 	$(BIN)/jackpot health
 	$(BIN)/jackpot smoke
+
+# The runbook's `npm run test:load -- --target=green`: TARGET (gRPC host:port), REST_URL
+# (optional gateway), DURATION (s), RATE (calls/s; empty: closed loop).
+TARGET ?= localhost:50051
+DURATION ?= 30
+RATE ?=
+test-load: $(STAMP)
+	$(BIN)/jackpot loadtest --grpc-target $(TARGET) --duration $(DURATION) \
+		$(if $(RATE),--rate $(RATE)) $(if $(REST_URL),--rest-url $(REST_URL))
+
+# The runbook's `npm run security:audit`: known vulnerabilities of the installed (pinned)
+# dependencies; the project itself is not on PyPI, so it is skipped.
+security-audit: $(STAMP)
+	$(BIN)/pip-audit --skip-editable
 
 db-health-check: $(STAMP)
 	$(BIN)/jackpot db check

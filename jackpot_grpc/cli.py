@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from jackpot_grpc.config import Settings
+from jackpot_grpc.config import Settings, log_dir_from_env, log_format_from_env
 from jackpot_grpc.logging_setup import configure_logging
 from jackpot_grpc.ops import cli as ops_commands
 from jackpot_grpc.ops.cli.shared import database
 from jackpot_grpc.supervisor import supervise
+
+log = logging.getLogger("jackpot_grpc.cli")
 
 
 def child_command(*args: str) -> list[str]:
@@ -101,12 +104,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env()
-    if args.command in SERVICES:
-        configure_logging(settings.log_dir, log_format=settings.log_format)
-    else:  # reports own stdout; logs go to stderr
-        configure_logging(None, stream=sys.stderr, log_format=settings.log_format)
-    code: int = args.func(settings, args)
+    if args.command not in SERVICES:  # reports own stdout; logs go to stderr
+        configure_logging(None, stream=sys.stderr, log_format=log_format_from_env())
+        code: int = args.func(Settings.from_env(), args)
+        return code
+    return run_logged(args)
+
+
+def run_logged(args: argparse.Namespace) -> int:
+    """A service process: logging first (application.log), so that every failure to start,
+    a bad setting, a port in use, a database that does not answer, is logged there before
+    the process exits non-zero, where `grep ERROR` and `jackpot diagnostics` find it."""
+    try:
+        configure_logging(log_dir_from_env(), log_format=log_format_from_env())
+    except OSError as exc:
+        print(f"error: cannot open the application log: {exc}", file=sys.stderr)
+        return 1
+    try:
+        code: int = args.func(Settings.from_env(), args)
+    except SystemExit as exc:  # a setting Settings refused, with its message
+        if exc.code in (None, 0):
+            raise
+        log.error("jackpot %s failed to start: %s", args.command, exc.code)
+        return exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        log.error("jackpot %s failed: %s: %s", args.command, type(exc).__name__, exc, exc_info=exc)
+        return 1
     return code
 
 

@@ -14,6 +14,7 @@ from jackpot_grpc.domain.validation import MAX_RATE_SUM, MAX_WAGER_AMOUNT
 # it: an installed wheel has no checkout, so run-time paths come from the settings below.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
+LOG_FORMATS = ("text", "json")
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -86,6 +87,18 @@ def _dir(env: dict[str, str], name: str, default: str) -> Path:
     return (_path(env, name) or Path(default)).absolute()
 
 
+def log_dir_from_env(environ: dict[str, str] | None = None) -> Path:
+    """JACKPOT_LOG_DIR: read on its own, so logging is set up before any other setting can
+    fail (a bad one is then logged to application.log like every other start failure)."""
+    return _dir(dict(os.environ if environ is None else environ), "JACKPOT_LOG_DIR", "logs")
+
+
+def log_format_from_env(environ: dict[str, str] | None = None) -> str:
+    """JACKPOT_LOG_FORMAT (text or json), read on its own for the same reason."""
+    env = dict(os.environ if environ is None else environ)
+    return _choice(env, "JACKPOT_LOG_FORMAT", "text", LOG_FORMATS)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -105,6 +118,10 @@ class Settings:
     pool_timeout: float
     pool_max_waiting: int
     pgbouncer: bool  # DB_PGBOUNCER: the pool talks to PgBouncer in transaction mode
+    # Every server connection's lock_timeout and statement_timeout (seconds; 0: the
+    # server's or the role's own): a call never waits on a lock or a query past them.
+    db_lock_timeout: float
+    db_statement_timeout: float
     batching: bool
     event_loop: str
     batch_max_size: int
@@ -195,6 +212,8 @@ class Settings:
             pool_timeout=_float(env, "DB_POOL_TIMEOUT", 2.0),
             pool_max_waiting=_int(env, "DB_POOL_MAX_WAITING", 64),
             pgbouncer=_flag(env, "DB_PGBOUNCER", False),
+            db_lock_timeout=_float(env, "DB_LOCK_TIMEOUT", 2.0),
+            db_statement_timeout=_float(env, "DB_STATEMENT_TIMEOUT", 5.0),
             batching=_flag(env, "JACKPOT_BATCHING", True),
             event_loop=_choice(env, "JACKPOT_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
             batch_max_size=_int(env, "JACKPOT_BATCH_MAX", 512),
@@ -223,7 +242,7 @@ class Settings:
             max_body_bytes=_int(env, "REST_MAX_BODY_BYTES", 1 << 20),
             metrics_sample_interval=_float(env, "JACKPOT_SAMPLE_INTERVAL", 60.0),
             metrics_retention_days=_float(env, "JACKPOT_METRICS_RETENTION_DAYS", 35.0),
-            log_dir=_dir(env, "JACKPOT_LOG_DIR", "logs"),
+            log_dir=log_dir_from_env(env),
             backup_dir=_dir(env, "JACKPOT_BACKUP_DIR", "backups"),
             health_probe_timeout=_float(env, "JACKPOT_HEALTH_TIMEOUT", 1.0),
             health_failure_threshold=_int(env, "JACKPOT_HEALTH_FAILURES", 3),
@@ -245,6 +264,6 @@ class Settings:
             http_max_connections=_int(env, "HTTP_MAX_CONNECTIONS", 256),
             http_keepalive_timeout=_float(env, "HTTP_KEEPALIVE_TIMEOUT", 5.0),
             http_body_timeout=_float(env, "HTTP_BODY_TIMEOUT", 10.0),
-            log_format=_choice(env, "JACKPOT_LOG_FORMAT", "text", ("text", "json")),
+            log_format=log_format_from_env(env),
             gateway_max_timeout=_float(env, "JACKPOT_GATEWAY_MAX_TIMEOUT", 30.0),
         )

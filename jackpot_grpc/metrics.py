@@ -406,6 +406,16 @@ def summarize(
     }
 
 
+# Statements stopped by lock_timeout / statement_timeout (service.unit_of_work), by kind
+# ("lock", "statement"). One per process; every RequestMetrics registry exposes it.
+DATABASE_TIMEOUTS = Counter(
+    "jackpot_db_timeouts",
+    "Database statements stopped by the lock or statement timeout, by kind.",
+    ("kind",),
+    registry=None,
+)
+
+
 class RequestMetrics:
     """Records every RPC; answers summaries over a period. Runs on the event loop only."""
 
@@ -418,6 +428,7 @@ class RequestMetrics:
         self._series: dict[str, Series] = {}
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
+        self.registry.register(DATABASE_TIMEOUTS)
         self._started = Counter(
             "grpc_server_started",
             "Total number of RPCs started on the server.",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from jackpot_grpc.ops.loadtest import percentile
 
 
 def scale() -> float:
@@ -24,21 +25,6 @@ def scaled(default: int, minimum: int = 1) -> int:
 def env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     return int(raw) if raw else default
-
-
-def percentile(samples: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile: the smallest sample with at least q% of samples ≤ it.
-
-    None for no samples. q=0 gives the minimum, q=100 the maximum.
-    """
-    if not samples:
-        return None
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be within [0, 100], got {q}")
-    ordered = sorted(samples)
-    # round() keeps float noise (99.9 * 1000 / 100 = 999.0000000000001) from adding a rank.
-    rank = max(1, math.ceil(round(q * len(ordered) / 100, 9)))
-    return ordered[rank - 1]
 
 
 def latency_ms(seconds: Sequence[float]) -> dict[str, float]:

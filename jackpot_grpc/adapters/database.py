@@ -1,18 +1,32 @@
-"""The psycopg connection pool: created closed, opened and closed explicitly by its owner.
+"""The psycopg connection pools: created closed, opened and closed explicitly by their owner.
+
+Every server connection carries the lock and statement timeouts (DB_LOCK_TIMEOUT,
+DB_STATEMENT_TIMEOUT) in libpq's `options`, i.e. in the startup packet: they hold from the
+first statement of every connection, reconnections included, at no extra round trip (a
+`configure` callback running SET would cost one on every new connection).
 
 Behind PgBouncer in transaction mode (DB_PGBOUNCER=1) consecutive transactions of one pool
 connection may run on different server connections, so nothing may live in the session:
-the pool's connections never prepare statements (prepare_threshold=None), and the service
-keeps no other session state anyway: isolation is set per transaction (SET TRANSACTION),
-timeouts with set_config(..., is_local => true), advisory locks are transaction-scoped
-(pg_try_advisory_xact_lock), and nothing LISTENs. docs/REPLICAS.md, "Behind PgBouncer".
+the pool's connections never prepare statements (prepare_threshold=None), and no `options`
+are sent (PgBouncer refuses them): set the timeouts on the role instead,
+`ALTER ROLE jackpot SET lock_timeout = '2s'; ALTER ROLE jackpot SET statement_timeout = '5s'`.
+The service keeps no other session state: isolation is set per transaction, advisory locks
+are transaction-scoped and nothing LISTENs (docs/REPLICAS.md, "Behind PgBouncer").
+
+A connection is checked before it is handed out without a round trip: an idle connection
+has nothing to read, one the server closed (terminated, restarted) has its FATAL message
+or end-of-file waiting. Finding one dead sweeps the idle ones at once, so the next request
+waits for one new connection, not for the pool's one-second backoff between checks.
 """
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.config import Settings
@@ -24,18 +38,75 @@ SIDE_APPLICATION_NAME = "jackpot-on-demand"
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 
-def connection_kwargs(settings: Settings) -> dict[str, Any]:
-    """What every pool connection is opened with."""
-    kwargs: dict[str, Any] = {"application_name": APPLICATION_NAME, "connect_timeout": 3}
+def connection_kwargs(
+    settings: Settings,
+    database_url: str,
+    *,
+    application_name: str = APPLICATION_NAME,
+    statement_timeout: float | None = None,
+) -> dict[str, Any]:
+    """What a connection of ours is opened with; `statement_timeout` overrides the
+    setting's (the side pool's longer bound)."""
+    kwargs: dict[str, Any] = {"application_name": application_name, "connect_timeout": 3}
     if settings.pgbouncer:
         # Server-side prepared statements belong to a server session, which a transaction
         # pooler hands to another client between transactions.
         kwargs["prepare_threshold"] = None
+        return kwargs
+    options = server_options(settings, database_url, statement_timeout=statement_timeout)
+    if options:
+        kwargs["options"] = options
     return kwargs
 
 
+def server_options(
+    settings: Settings, database_url: str, *, statement_timeout: float | None = None
+) -> str | None:
+    """libpq `options` with the timeouts, after any the URL already gives; 0 leaves a
+    timeout to the server (or the role's setting)."""
+    parts = [str(conninfo_to_dict(database_url).get("options") or "").strip()]
+    statement = settings.db_statement_timeout if statement_timeout is None else statement_timeout
+    for name, seconds in (
+        ("lock_timeout", settings.db_lock_timeout),
+        ("statement_timeout", statement),
+    ):
+        if seconds > 0:
+            parts.append(f"-c {name}={round(seconds * 1000)}")
+    joined = " ".join(p for p in parts if p)
+    return joined or None
+
+
+class IdleCheck:
+    """The pool's `check`: zero round trips for a live connection (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.pool: Pool | None = None
+
+    async def __call__(self, conn: AsyncConnection[Any]) -> None:
+        if not conn.closed and not _has_input(conn):
+            return
+        if not conn.closed:
+            try:  # something to read: most likely the server's goodbye; make sure
+                await AsyncConnectionPool.check_connection(conn)
+                return
+            except psycopg.Error:
+                pass
+        if self.pool is not None:
+            await self.pool.check()  # the others died with it: replace them all now
+        raise psycopg.OperationalError("the server closed the connection")
+
+
+def _has_input(conn: AsyncConnection[Any]) -> bool:
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
+    return bool(readable)
+
+
 def create_pool(settings: Settings, database_url: str) -> Pool:
-    return AsyncConnectionPool(
+    check = IdleCheck()
+    pool: Pool = AsyncConnectionPool(
         database_url,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
@@ -45,21 +116,22 @@ def create_pool(settings: Settings, database_url: str) -> Pool:
         max_waiting=settings.pool_max_waiting,
         open=False,
         # A connection the server killed is detected before it is handed out.
-        check=AsyncConnectionPool.check_connection,
-        kwargs=connection_kwargs(settings),
+        check=check,
+        kwargs=connection_kwargs(settings, database_url),
         # No exponential backoff after an outage: a failed background reconnect gives up
         # at once, and the next request for a connection (the health probe asks every
         # interval) tries again, so the pool follows the database back within a probe.
         reconnect_timeout=0,
         name="jackpot",
     )
+    check.pool = pool
+    return pool
 
 
 def create_side_pool(settings: Settings, database_url: str) -> Pool:
     """The small pool for expensive reads on demand (ledger audits, long metric periods):
     they can never take a connection Contribute needs, and every statement on it is cut
     off after JACKPOT_SIDE_STATEMENT_TIMEOUT. Past a few waiters, callers are refused."""
-    timeout_ms = max(1, round(settings.side_statement_timeout * 1000))
     return AsyncConnectionPool(
         database_url,
         min_size=0,
@@ -68,11 +140,12 @@ def create_side_pool(settings: Settings, database_url: str) -> Pool:
         max_waiting=4 * max(1, settings.side_pool_max_size),
         open=False,
         check=AsyncConnectionPool.check_connection,
-        kwargs={
-            "application_name": SIDE_APPLICATION_NAME,
-            "connect_timeout": 3,
-            "options": f"-c statement_timeout={timeout_ms}",
-        },
+        kwargs=connection_kwargs(
+            settings,
+            database_url,
+            application_name=SIDE_APPLICATION_NAME,
+            statement_timeout=max(0.001, settings.side_statement_timeout),
+        ),
         reconnect_timeout=0,
         name="jackpot-on-demand",
     )

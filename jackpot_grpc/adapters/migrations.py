@@ -1,4 +1,5 @@
-"""Alembic, driven from code: online upgrades and the offline (--sql) dry run.
+"""Alembic, driven from code: online upgrades, the pending revisions, their SQL (dry run),
+and the tables the schema at head holds.
 
 The scripts ship inside the package (jackpot_grpc/migrations), and the configuration is
 built here rather than read from an alembic.ini, so a plain wheel install can migrate.
@@ -6,8 +7,14 @@ built here rather than read from an alembic.ini, so a plain wheel install can mi
 
 from __future__ import annotations
 
+import functools
+import io
+import logging
+import re
+from dataclasses import dataclass
 from importlib import resources
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -16,6 +23,8 @@ from jackpot_grpc.adapters import advisory_locks
 
 # Offline mode needs only a dialect (migrations/env.py), never a connection.
 OFFLINE_URL = "offline"
+_CREATE_TABLE = re.compile(r"\bCREATE TABLE (?:IF NOT EXISTS )?(\w+)", re.IGNORECASE)
+_DROP_TABLE = re.compile(r"\bDROP TABLE (?:IF EXISTS )?(\w+)", re.IGNORECASE)
 
 # pg_advisory_xact_lock key held by every online upgrade or downgrade (migrations/env.py):
 # concurrent `jackpot migrate` runs (several replicas, a Job retried) queue up on it, and
@@ -23,20 +32,31 @@ OFFLINE_URL = "offline"
 MIGRATION_LOCK_KEY = advisory_locks.MIGRATION
 
 
+@dataclass(frozen=True)
+class Revision:
+    revision: str
+    description: str
+
+
 def script_location() -> str:
     return str(resources.files("jackpot_grpc") / "migrations")
 
 
-def alembic_config(database_url: str = OFFLINE_URL) -> Config:
-    config = Config()
+def alembic_config(database_url: str = OFFLINE_URL, output: io.StringIO | None = None) -> Config:
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # chatty at import
+    config = Config(output_buffer=output)
     config.set_main_option("script_location", script_location())
     config.set_main_option("path_separator", "os")
     config.attributes["database_url"] = database_url
     return config
 
 
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str | None:
-    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    heads = _scripts().get_heads()
     return heads[0] if heads else None
 
 
@@ -48,6 +68,45 @@ def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
-def print_upgrade_sql(revision: str = "head") -> None:
-    """Print the SQL an upgrade would run, touching no database."""
-    command.upgrade(alembic_config(OFFLINE_URL), revision, sql=True)
+def current_revision(database_url: str, connect_timeout: int = 5) -> str | None:
+    """The database's revision (None: never migrated); raises psycopg.OperationalError when
+    the database cannot be reached."""
+    with psycopg.connect(database_url, connect_timeout=connect_timeout) as conn:
+        present = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
+        if not present or not present[0]:
+            return None
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return None if row is None else str(row[0])
+
+
+def pending(current: str | None, target: str = "head") -> list[Revision]:
+    """The revisions an upgrade from `current` to `target` would apply, oldest first."""
+    found = _scripts().iterate_revisions(target, current or "base")
+    return [Revision(s.revision, first_doc_line(s.doc)) for s in reversed(list(found))]
+
+
+def first_doc_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
+
+
+def upgrade_sql(current: str | None, target: str = "head") -> str:
+    """The SQL an upgrade from `current` would run, touching no database."""
+    output = io.StringIO()
+    span = f"{current}:{target}" if current else target
+    command.upgrade(alembic_config(OFFLINE_URL, output), span, sql=True)
+    return output.getvalue()
+
+
+@functools.cache
+def schema_tables() -> tuple[str, ...]:
+    """Every table the schema at head holds, read from the migrations' own SQL (so a new
+    migration's table is in every backup check without a list to keep up to date)."""
+    tables: list[str] = []
+    for statement in upgrade_sql(None).split(";"):
+        for created in _CREATE_TABLE.findall(statement):
+            if created not in tables:
+                tables.append(created)
+        for dropped in _DROP_TABLE.findall(statement):
+            if dropped in tables:
+                tables.remove(dropped)
+    return tuple(tables)

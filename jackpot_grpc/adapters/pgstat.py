@@ -6,6 +6,8 @@ fixed lists below are composed into SQL, through psycopg.sql.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -291,14 +293,23 @@ def ledger_counts(conn: Conn) -> dict[str, Any]:
     return {"pools": pools, "tables": counts}
 
 
-def maintain(conn: Conn, *, reindex: bool) -> list[dict[str, Any]]:
-    """VACUUM ANALYZE (and REINDEX CONCURRENTLY) each service table; needs autocommit."""
+def maintain(
+    conn: Conn, *, reindex: bool, on_step: Callable[[str], None] = lambda _: None
+) -> list[dict[str, Any]]:
+    """VACUUM ANALYZE (and REINDEX CONCURRENTLY) each service table; needs autocommit.
+    `on_step` hears of each step before it runs (the CLI's progress line)."""
     done: list[dict[str, Any]] = []
-    for table in TABLES:
+    for index, table in enumerate(TABLES, 1):
         name = sql.Identifier(table)
-        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(name))
-        done.append({"table": table, "action": "VACUUM ANALYZE"})
+        actions = [("VACUUM ANALYZE", sql.SQL("VACUUM (ANALYZE) {}").format(name))]
         if reindex:
-            conn.execute(sql.SQL("REINDEX TABLE CONCURRENTLY {}").format(name))
-            done.append({"table": table, "action": "REINDEX CONCURRENTLY"})
+            actions.append(
+                ("REINDEX CONCURRENTLY", sql.SQL("REINDEX TABLE CONCURRENTLY {}").format(name))
+            )
+        for action, statement in actions:
+            on_step(f"maintain: {action} {table} ({index}/{len(TABLES)})")
+            started = time.perf_counter()
+            conn.execute(statement)
+            seconds = round(time.perf_counter() - started, 2)
+            done.append({"table": table, "action": action, "seconds": seconds})
     return done

@@ -14,14 +14,22 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters.database import connection_kwargs
+from jackpot_grpc.config import Settings
 
 APPLICATION_NAME = "jackpot-health-probe"
 
 
 class ProbeConnection:
-    def __init__(self, database_url: str, timeout: float) -> None:
+    def __init__(self, settings: Settings, database_url: str) -> None:
         self._url = database_url
-        self._timeout = timeout
+        self._timeout = settings.health_probe_timeout
+        self._kwargs = connection_kwargs(
+            settings,
+            database_url,
+            application_name=APPLICATION_NAME,
+            statement_timeout=max(0.001, self._timeout),
+        )
         self._conn: AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()  # one round trip at a time on the one connection
 
@@ -34,9 +42,7 @@ class ProbeConnection:
                     self._conn = await AsyncConnection.connect(
                         self._url,
                         autocommit=True,
-                        application_name=APPLICATION_NAME,
-                        connect_timeout=max(1, round(self._timeout)),
-                        options=f"-c statement_timeout={max(1, round(self._timeout * 1000))}",
+                        **{**self._kwargs, "connect_timeout": max(1, round(self._timeout))},
                     )
                 await repo.ping(self._conn)
             except BaseException:

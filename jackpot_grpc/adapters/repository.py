@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from jackpot_grpc.domain import rules
+from jackpot_grpc.domain.errors import Unavailable
 from jackpot_grpc.domain.model import (
     GROUPS,
     BadRow,
@@ -542,6 +543,9 @@ AUDIT_LEGACY = """SELECT
 
 # Memory for the audit's sorts (this transaction only): about 70 bytes per pool per row.
 AUDIT_WORK_MEM = "256MB"
+# The audit reads every ledger row: longer than DB_STATEMENT_TIMEOUT allows a call (the
+# server's background audit is bounded by its own timeout on top, and cancelled at it).
+AUDIT_STATEMENT_TIMEOUT = "120s"
 # The most bad rows an audit names; it still counts them all.
 BAD_ROWS_NAMED = 1000
 
@@ -549,7 +553,10 @@ BAD_ROWS_NAMED = 1000
 async def audit_rows(conn: Conn, limit: int = BAD_ROWS_NAMED) -> RowAudit:
     """Every ledger row re-proved (AUDIT_ROWS): the bad ones named, up to `limit`."""
     # The chain's window sorts every row of every pool: in memory, not in temporary files.
-    await conn.execute(f"SET LOCAL work_mem = '{AUDIT_WORK_MEM}'")
+    await conn.execute(
+        f"SET LOCAL work_mem = '{AUDIT_WORK_MEM}';"
+        f" SET LOCAL statement_timeout = '{AUDIT_STATEMENT_TIMEOUT}'"
+    )
     rows = await _rows(conn, AUDIT_ROWS, {"limit": limit})
     (legacy,) = await _rows(conn, AUDIT_LEGACY)
     return RowAudit(
@@ -605,4 +612,11 @@ async def audit_pools(conn: Conn) -> list[PoolAudit]:
 
 
 async def ping(conn: Conn) -> None:
-    await conn.execute("SELECT 1")
+    """The database answers and can take writes: a standby or a read-only database
+    answers SELECT 1 but refuses every Contribute, so it is not ready."""
+    cursor = await conn.execute(
+        "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
+    )
+    row = await cursor.fetchone()
+    if row is None or row[0]:
+        raise Unavailable("database answers but cannot take writes (read-only or in recovery)")

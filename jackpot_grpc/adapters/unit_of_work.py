@@ -1,12 +1,15 @@
 """One transaction per use case: commit on success, roll back on any error.
 
-Database faults become `Unavailable`, so no caller ever mistakes them for an answer. The
-isolation level is the caller's choice of unit of work, never a statement it runs.
+Database faults become `Unavailable`, so no caller ever mistakes them for an answer; a
+statement stopped by the lock or statement timeout becomes `LockTimeout` (retryable),
+logged and counted (jackpot_db_timeouts_total). The isolation level is the caller's choice
+of unit of work, never a statement it runs.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +19,16 @@ from psycopg import AsyncConnection
 from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
 from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.domain.errors import OutOfRange, Overloaded, ShuttingDown, Unavailable
+from jackpot_grpc.domain.errors import (
+    LockTimeout,
+    OutOfRange,
+    Overloaded,
+    ShuttingDown,
+    Unavailable,
+)
+from jackpot_grpc.metrics import DATABASE_TIMEOUTS
+
+log = logging.getLogger(__name__)
 
 
 class KeyTaken(Exception):
@@ -55,6 +67,13 @@ async def transaction(
         raise ShuttingDown("service is shutting down") from exc
     except psycopg.errors.UniqueViolation as exc:
         raise KeyTaken(str(exc)) from exc
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+        kind = "lock" if isinstance(exc, psycopg.errors.LockNotAvailable) else "statement"
+        DATABASE_TIMEOUTS.labels(kind).inc()
+        log.warning("database %s timeout (SQLSTATE %s): %s", kind, exc.sqlstate, exc)
+        raise LockTimeout(
+            f"database {kind} timeout: the call could not get its locks in time; retry"
+        ) from exc
     except psycopg.errors.NumericValueOutOfRange as exc:
         raise OutOfRange("an amount would exceed the ledger's int64 range") from exc
     except psycopg.OperationalError as exc:

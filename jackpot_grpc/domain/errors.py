@@ -70,6 +70,11 @@ class ShuttingDown(Unavailable):
     """The service is stopping; another instance (or this one, restarted) can answer."""
 
 
+class LockTimeout(Unavailable):
+    """A statement waited past the lock or statement timeout; nothing was written, and
+    the same call (same idempotency key) may be retried."""
+
+
 class Overloaded(DomainError):
     """A queue is full (contributions, or callers waiting for a database connection);
     the caller should back off and retry."""

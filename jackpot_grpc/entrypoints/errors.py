@@ -17,6 +17,7 @@ from jackpot_grpc.domain.errors import (
     IdempotencyKeyReused,
     InsufficientPool,
     InvalidArgument,
+    LockTimeout,
     OutOfRange,
     Overloaded,
     PermissionDenied,
@@ -48,6 +49,7 @@ ERRORS: dict[type[DomainError], tuple[grpc.StatusCode, str]] = {
     PoolNotFound: (grpc.StatusCode.NOT_FOUND, "POOL_NOT_FOUND"),
     VersionConflict: (grpc.StatusCode.ABORTED, "VERSION_CONFLICT"),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
+    LockTimeout: (grpc.StatusCode.UNAVAILABLE, "LOCK_TIMEOUT"),
     ShuttingDown: (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
     Overloaded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"),
     DeadlineTooShort: (grpc.StatusCode.RESOURCE_EXHAUSTED, "DEADLINE_TOO_SHORT"),
@@ -59,6 +61,7 @@ STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {k: v[0] for k, v in ER
 
 # Callers that may simply retry (with the same idempotency key) are told when.
 RETRY_AFTER_SECONDS: dict[type[DomainError], float] = {
+    LockTimeout: 0.2,
     Unavailable: 1.0,
     Overloaded: 0.1,
     RateLimited: 30.0,  # the default JACKPOT_AUTH_BLOCK_SECONDS

@@ -114,6 +114,10 @@ def _invalid(parameter: str, value: str, allowed: list[str], message: str) -> we
     )
 
 
+# What /health says of the books (the whole report is /health/jackpot's).
+LEDGER_VERDICT = ("checked", "balanced", "checked_at", "age_seconds", "audited_by", "problems")
+
+
 class HealthHttp:
     """The aiohttp app for HEALTH_PORT, and its site: started and closed by the server."""
 
@@ -251,10 +255,13 @@ class HealthHttp:
     async def health(self, request: web.Request) -> web.Response:
         database = self._probe_result()
         pool = pool_figures(self.service.pool)
+        # The latest audit's verdict (never a new audit here): books that do not balance
+        # make the service unhealthy for operators; not audited yet does not.
+        books_ok, ledger = await self._ledger(audit_now=False)
         if self.shutting_down:
             status = "shutting_down"
         else:
-            status = "healthy" if database["status"] == "up" else "unhealthy"
+            status = "healthy" if database["status"] == "up" and books_ok else "unhealthy"
         body = {
             "status": status,
             "checks": {
@@ -263,6 +270,7 @@ class HealthHttp:
                     k: pool[k]
                     for k in ("status", "pool_size", "in_use", "max_size", "utilization_percent")
                 },
+                "ledger": {k: ledger[k] for k in LEDGER_VERDICT if k in ledger},
             },
             **self._now(),
         }

@@ -175,7 +175,7 @@ def build_server(
     metrics = RequestMetrics()
     refusals = Refusals()
     health = HealthServicer()
-    probe_connection = ProbeConnection(database_url, settings.health_probe_timeout)
+    probe_connection = ProbeConnection(settings, database_url)
     probe = DatabaseHealthProbe(
         health,
         probe_connection.ping,

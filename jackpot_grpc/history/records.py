@@ -18,8 +18,9 @@ class SystemSample:
 
     cpu_usage: percent of one CPU the process used since its previous sample (as `top`
     shows it, so above 100 when it kept more than one core busy).
-    memory_usage: the process's resident memory (rss_bytes) as a percent of the machine's
-    physical memory (psutil's memory_percent).
+    memory_usage: the process's resident memory (rss_bytes) as a percent of its cgroup's
+    memory limit (MemoryMax=, a container's limit), or of the machine's physical memory
+    when it has none (jackpot_grpc.cgroup_memory).
     connection_count: connections open in the process's database pool.
     """
 

@@ -52,6 +52,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from jackpot_grpc.adapters import history_store as store
 from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.cgroup_memory import memory_limit, memory_percent
 from jackpot_grpc.config import Settings
 from jackpot_grpc.history.records import Batch, Rollup, SystemSample
 from jackpot_grpc.messages import first_line
@@ -185,8 +186,8 @@ class MetricsSampler:
         process = self._process
         with process.oneshot():
             cpu = float(process.cpu_percent(None))
-            memory = float(process.memory_percent())
             rss = int(process.memory_info().rss)
+        memory = memory_percent(rss, memory_limit())  # of the cgroup's limit, if any
         stats = self.pool.get_stats()
         return SystemSample(
             stat_timestamp=_utc(at),

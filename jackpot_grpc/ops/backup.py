@@ -14,6 +14,7 @@ import importlib.util
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,11 +30,11 @@ from jackpot_grpc.adapters.ops_connection import (
     split_password,
     with_dbname,
 )
+from jackpot_grpc.messages import first_line
 from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.output import progress
 
-# Tables whose data every full backup must hold (pgstat.TABLES plus the schema revision).
-REQUIRED_TABLE_DATA = (*pgstat.TABLES, "alembic_version")
+HEARTBEAT_SECONDS = 2.0  # progress of a running pg_dump / pg_restore
 DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 BACKUP_FILE = re.compile(r"^jackpot_(full_backup|schema|data)_\d{8}_\d{6}(_\d+)?\.(dump|sql)$")
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)")
@@ -137,13 +138,53 @@ def _env(password: str | None) -> dict[str, str]:
     return env
 
 
-def _run(command: list[str], env: dict[str, str], verbose: bool) -> None:
-    done = subprocess.run(command, env=env, capture_output=not verbose, text=True, check=False)
-    if done.returncode != 0:
-        tail = (done.stderr or "").strip().splitlines()[-5:] if not verbose else []
+def required_tables() -> tuple[str, ...]:
+    """Every table of the schema (read from the migrations, alembic_version included): a
+    full backup must hold the data of each, or a restore cannot run the service."""
+    from jackpot_grpc.adapters.migrations import schema_tables
+
+    return schema_tables()
+
+
+def _run(
+    command: list[str],
+    env: dict[str, str],
+    verbose: bool,
+    *,
+    label: str,
+    output: Path | None = None,
+) -> None:
+    """Run a client tool; every HEARTBEAT_SECONDS, say on stderr that it is still running
+    (and how large `output` has grown), so a long dump is never silence."""
+    name = Path(command[0]).name
+    started = time.monotonic()
+    with subprocess.Popen(
+        command,
+        env=env,
+        stdout=None if verbose else subprocess.DEVNULL,
+        stderr=None if verbose else subprocess.PIPE,
+        text=True,
+    ) as process:
+        stderr_lines: list[str] = []
+        reader = None
+        if process.stderr is not None:
+            stream = process.stderr
+            reader = threading.Thread(target=lambda: stderr_lines.extend(stream), daemon=True)
+            reader.start()
+        while True:
+            try:
+                returncode = process.wait(timeout=HEARTBEAT_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                size = output.stat().st_size if output is not None and output.exists() else None
+                written = f", {size / 2**20:.1f} MB written" if size is not None else ""
+                progress(f"{label}: {name} running {time.monotonic() - started:.0f} s{written}")
+        if reader is not None:
+            reader.join(timeout=5)
+    if returncode != 0:
+        tail = [line.strip() for line in stderr_lines if line.strip()][-5:]
         raise BackupError(
-            f"{Path(command[0]).name} failed (exit {done.returncode})"
-            + (": " + " | ".join(tail) if tail else "")
+            f"{name} failed (exit {returncode})" + (": " + " | ".join(tail) if tail else "")
         )
 
 
@@ -202,7 +243,7 @@ def verify_backup(file: Path, tool: ClientTool) -> Verification:
             result.table_data.append(data.group(2))
         elif table := _TOC_TABLE.match(desc):
             result.tables.append(table.group(2))
-    result.missing = [t for t in REQUIRED_TABLE_DATA if t not in result.table_data]
+    result.missing = [t for t in required_tables() if t not in result.table_data]
     if result.missing:
         result.ok = False
         result.error = "no data for table(s): " + ", ".join(result.missing)
@@ -250,7 +291,13 @@ def create_backup(
     if verbose:
         base.append("--verbose")
     try:
-        _run([*base, "--format=custom", "--compress=9", f"--file={partial}"], env, verbose)
+        _run(
+            [*base, "--format=custom", "--compress=9", f"--file={partial}"],
+            env,
+            verbose,
+            label="backup",
+            output=partial,
+        )
         progress(
             f"backup: written {partial.stat().st_size} bytes; verifying with pg_restore --list"
         )
@@ -266,7 +313,7 @@ def create_backup(
         for kind, flag in (("schema", "--schema-only"), ("data", "--data-only")):
             path = backup_path(root, stamp, kind, "sql")
             progress(f"backup: {kind}-only SQL to {path}")
-            _run([*base, flag, f"--file={path}"], env, verbose)
+            _run([*base, flag, f"--file={path}"], env, verbose, label="backup", output=path)
             extra.append(path)
     return BackupResult(
         file=target,
@@ -331,15 +378,14 @@ def restore_backup(
         command.append("--verbose")
     progress(f"restore: {pg_restore.path} ({pg_restore.major}) from {file}")
     try:
-        _run([*command, str(file)], _env(password), verbose)
-    except BackupError:
-        progress(f"restore: failed; dropping the half-made database {database}")
-        with connect(url) as conn:
-            drop_database(conn, database)
-        raise
-    with connect(target) as conn:
-        counts = pgstat.ledger_counts(conn)
-        revision = pgstat.current_revision(conn)
+        _run([*command, str(file)], _env(password), verbose, label="restore")
+        with connect(target) as conn:
+            counts = pgstat.ledger_counts(conn)
+            revision = pgstat.current_revision(conn)
+    except BaseException as exc:  # interrupted too: never leave a half-made database
+        raise BackupError(
+            f"restore into {database} failed: {describe(exc)}; {discard_database(url, database)}"
+        ) from exc
     return RestoreResult(
         file=file,
         database=database,
@@ -348,6 +394,26 @@ def restore_backup(
         counts=counts,
         revision=revision,
     )
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return first_line(exc) or type(exc).__name__
+
+
+def discard_database(url: str, database: str) -> str:
+    """Drop a database this command created and could not finish; what is left, in words."""
+    progress(f"restore: dropping the half-made database {database}")
+    try:
+        with connect(url) as conn:
+            drop_database(conn, database)
+    except Exception as exc:
+        return (
+            f"the half-made database {database} is LEFT BEHIND ({describe(exc)}):"
+            f" drop it with DROP DATABASE {database}"
+        )
+    return f"the half-made database {database} was dropped; nothing is left"
 
 
 def prune_backups(root: Path, older_than_days: float, *, dry_run: bool) -> list[dict[str, Any]]:

@@ -164,31 +164,36 @@ def validate_document(
         seed, seed_problems = _amount(entry, "seed_amount", where, required=True)
         cap, cap_problems = _amount(entry, "max_amount", where, required=False)
         pool_problems += seed_problems + cap_problems
-        if pool_problems or rate is None or seed is None:
+        if seed is None:
             problems.extend(pool_problems)
             continue
-        base = PoolConfig(group, rate, seed, cap, version=0)
+        # The domain's rules run even when the rate is bad (with a stand-in rate whose
+        # verdict is dropped), so a cap below the seed is reported beside the bad rate.
+        base = PoolConfig(group, Decimal(0) if rate is None else rate, seed, cap, version=0)
         keep = ConfigChange(group, None, None, None, False, None, "validate", "")
         try:
             checked = apply_config_change(base, keep)
         except InvalidArgument as exc:
-            problems.extend(
-                FieldViolation(f"{where}.{v.field}", v.description) for v in exc.violations
+            pool_problems.extend(
+                FieldViolation(f"{where}.{v.field}", v.description)
+                for v in exc.violations
+                if rate is not None or v.field != "contribution_rate"
             )
+        if pool_problems:
+            problems.extend(pool_problems)
             continue
         version = entry.get("version")
         if not isinstance(version, int) or isinstance(version, bool):
             version = 0
         configs.append(dataclasses.replace(checked, version=version))
-    if not problems:
-        problems.extend(
-            FieldViolation(f"pools.{g.value}", "is missing") for g in GROUPS if g not in seen
-        )
-    if not problems:
-        try:
-            check_rate_sum((c.contribution_rate for c in configs), max_rate_sum)
-        except InvalidArgument as exc:
-            problems.extend(FieldViolation("pools", v.description) for v in exc.violations)
+    # Reported with everything else, not only once the rest is right.
+    problems.extend(
+        FieldViolation(f"pools.{g.value}", "is missing") for g in GROUPS if g not in seen
+    )
+    try:
+        check_rate_sum((c.contribution_rate for c in configs), max_rate_sum)
+    except InvalidArgument as exc:
+        problems.extend(FieldViolation("pools", v.description) for v in exc.violations)
     return configs, problems
 
 

@@ -107,6 +107,38 @@ async def http_check(url: str, rpc_timeout: float = 3.0) -> Check:
     )
 
 
+def books_url(base: str) -> str:
+    """`http://host:3001[/anything]` → `http://host:3001/health/jackpot`."""
+    parts = urlsplit(base if "://" in base else f"http://{base}")
+    return urlunsplit(parts._replace(path="/health/jackpot", query=""))
+
+
+async def books_check(base: str, rpc_timeout: float = 3.0) -> Check:
+    """The service's latest ledger audit (/health/jackpot's `ledger`): books that do not
+    balance make the service unhealthy, whatever its database does."""
+    url = books_url(base)
+    started = time.perf_counter()
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=rpc_timeout)) as session,
+            session.get(url, headers={"Accept": "application/json"}) as response,
+        ):
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        detail = "timed out" if isinstance(exc, TimeoutError) else first_line(str(exc))
+        return Check("books", url, False, "UNREACHABLE", _elapsed(started), detail[:200])
+    ledger = body.get("ledger") if isinstance(body, dict) else None
+    if not isinstance(ledger, dict):
+        return Check("books", url, False, f"HTTP {response.status}", _elapsed(started), "no ledger")
+    if ledger.get("balanced") is False:
+        problems = "; ".join(str(p) for p in ledger.get("problems") or [])
+        return Check("books", url, False, "UNBALANCED", _elapsed(started), problems[:200])
+    if not ledger.get("checked"):
+        return Check("books", url, True, "NOT AUDITED YET", _elapsed(started), "")
+    detail = f"audited {ledger.get('age_seconds')} s ago"
+    return Check("books", url, True, "BALANCED", _elapsed(started), detail)
+
+
 async def run_checks(
     settings: Settings, grpc_target: str | None, http_base: str | None, rpc_timeout: float = 3.0
 ) -> list[Check]:
@@ -116,7 +148,10 @@ async def run_checks(
     if http_base:
 
         async def one_http() -> list[Check]:
-            return [await http_check(health_url(http_base), rpc_timeout)]
+            return [
+                await http_check(health_url(http_base), rpc_timeout),
+                await books_check(http_base, rpc_timeout),
+            ]
 
         jobs.append(one_http())
     results = await asyncio.gather(*jobs)

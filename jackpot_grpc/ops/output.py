@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import enum
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -103,6 +105,20 @@ def key_values(pairs: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"item": k, "value": v} for k, v in pairs.items()]
 
 
+# --json asks for the JSON alone: no progress, on either stream.
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("progress_quiet", default=False)
+
+
+@contextlib.contextmanager
+def quiet_progress(quiet: bool) -> Iterator[None]:
+    token = _QUIET.set(quiet)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
 def progress(message: str) -> None:
     """Progress of long work: stderr, so stdout stays the report (and valid JSON)."""
-    print(message, file=sys.stderr, flush=True)
+    if not _QUIET.get():
+        print(message, file=sys.stderr, flush=True)

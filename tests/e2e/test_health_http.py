@@ -207,10 +207,16 @@ async def test_jackpot_health_reports_the_background_audit_and_audits_on_request
     assert [d["group"] for d in audited["ledger"]["discrepancies"]] == ["minor"]
     # The imbalance is now the latest result: every probe reports it until books balance.
     assert await status_of(http, server, "/health/jackpot") == 503
+    # /health carries the verdict too: books that do not balance are not healthy.
+    status, health = await get_json(http, server, "/health")
+    assert (status, health["status"]) == (503, "unhealthy")
+    assert health["checks"]["ledger"]["balanced"] is False
+    assert health["checks"]["ledger"]["problems"] == ["minor off by 9"]
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("UPDATE jackpots SET current_amount = current_amount - 9 WHERE lock_order = 0")
     assert await status_of(http, server, "/health/jackpot?audit=now") == 200
+    assert await status_of(http, server, "/health") == 200
 
 
 async def _ledger_checked(http: aiohttp.ClientSession, running: RunningServer) -> bool:

@@ -169,12 +169,9 @@ def test_0004_fingerprints_rows_written_before_it_as_the_code_does(admin_url: st
         drop_database(admin_url, name)
 
 
-def test_print_upgrade_sql_needs_no_database(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_upgrade_sql_needs_no_database(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/nowhere")
-    migrations.print_upgrade_sql()
-    out = capfd.readouterr().out
+    out = migrations.upgrade_sql(None)
     assert "CREATE TABLE jackpots" in out
     assert "CREATE TABLE contributions" in out
     assert "CREATE UNIQUE INDEX contributions_idempotency_key" in out
@@ -238,3 +235,17 @@ def test_concurrent_migrations_queue_on_the_lock_and_apply_once(
                 proc.kill()
                 proc.wait()
         drop_database(admin_url, name)
+
+
+def test_upgrade_sql_from_a_revision_holds_only_what_follows() -> None:
+    out = migrations.upgrade_sql("0001")
+    assert "CREATE TABLE jackpots" not in out
+    assert "CREATE TABLE system_metrics" in out
+    assert [r.revision for r in migrations.pending("0001")] == [
+        f"{n:04d}" for n in range(2, int(HEAD) + 1)
+    ]
+    assert migrations.pending(HEAD) == []
+
+
+def test_schema_tables_are_read_from_the_migrations() -> None:
+    assert set(migrations.schema_tables()) == TABLES | {"alembic_version"}

@@ -97,7 +97,7 @@ ignore_startup_parameters = extra_float_digits
 def _alternate(url: str, settings: Settings, rounds: int = 8) -> None:
     """Two client connections run one query in turn, more often than psycopg's default
     threshold for preparing it."""
-    kwargs = connection_kwargs(settings)
+    kwargs = connection_kwargs(settings, url)
     with (
         psycopg.connect(url, autocommit=True, **kwargs) as first,
         psycopg.connect(url, autocommit=True, **kwargs) as second,

@@ -45,7 +45,11 @@ def test_commands_exit_with_one_line_when_no_database_is_set(command: str, tmp_p
         check=False,
     )
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == NO_DATABASE
+    if command == "serve":  # a service logs its failure to start (stdout, application.log)
+        assert NO_DATABASE in done.stdout.strip().splitlines()[-1]
+        assert NO_DATABASE in (tmp_path / "logs" / "application.log").read_text()
+    else:
+        assert done.stderr.strip().splitlines()[-1] == NO_DATABASE
     assert not (tmp_path / ".data").exists()
 
 

@@ -37,7 +37,7 @@ def test_percentile_small_and_uneven_samples() -> None:
 
 def test_latency_summary() -> None:
     summary = latency_summary([4.0, 1.0, 3.0, 2.0])
-    assert summary == {"p50": 2.0, "p90": 4.0, "p99": 4.0, "max": 4.0, "mean": 2.5}
+    assert summary == {"p50": 2.0, "p90": 4.0, "p95": 4.0, "p99": 4.0, "max": 4.0, "mean": 2.5}
     assert latency_summary([])["p99"] is None
 
 

@@ -7,11 +7,13 @@ import pytest
 from jackpot_grpc.adapters.database import connection_kwargs, create_pool
 from jackpot_grpc.config import Settings
 
+URL = "postgresql://jackpot@127.0.0.1/jackpot"
+
 
 def test_pgbouncer_mode_turns_prepared_statements_off() -> None:
     settings = Settings.from_env({"DB_PGBOUNCER": "1"})
     assert settings.pgbouncer
-    assert connection_kwargs(settings)["prepare_threshold"] is None
+    assert connection_kwargs(settings, URL)["prepare_threshold"] is None
     pool = create_pool(settings, "postgresql://127.0.0.1/none")  # created closed: no I/O
     assert pool.kwargs["prepare_threshold"] is None
 
@@ -19,7 +21,7 @@ def test_pgbouncer_mode_turns_prepared_statements_off() -> None:
 def test_direct_connections_keep_psycopg_prepared_statements() -> None:
     settings = Settings.from_env({})
     assert not settings.pgbouncer
-    assert "prepare_threshold" not in connection_kwargs(settings)
+    assert "prepare_threshold" not in connection_kwargs(settings, URL)
 
 
 def test_a_bad_value_names_the_setting() -> None:

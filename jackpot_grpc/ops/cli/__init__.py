@@ -15,6 +15,7 @@ from jackpot_grpc.ops.cli import (
     db,
     diagnostics,
     health,
+    loadtest,
     migrate,
     report,
     smoke,
@@ -22,7 +23,19 @@ from jackpot_grpc.ops.cli import (
 from jackpot_grpc.ops.cli.options import Subparsers
 
 # In the order `jackpot --help` lists them.
-GROUPS = (migrate, audit, health, smoke, db, backup, diagnostics, report, config, clients)
+GROUPS = (
+    migrate,
+    audit,
+    health,
+    smoke,
+    loadtest,
+    db,
+    backup,
+    diagnostics,
+    report,
+    config,
+    clients,
+)
 
 
 def register(subparsers: Subparsers) -> None:

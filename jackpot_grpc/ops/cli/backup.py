@@ -105,7 +105,7 @@ def _restore_and_audit(
     settings: Settings, args: argparse.Namespace
 ) -> tuple[RestoreResult, LedgerAudit]:
     """Restore into the new database, then audit the books restored there."""
-    from jackpot_grpc.ops.backup import restore_backup
+    from jackpot_grpc.ops.backup import BackupError, describe, discard_database, restore_backup
     from jackpot_grpc.ops.target import open_database, with_dbname
     from jackpot_grpc.service.reports import run_audit
 
@@ -118,7 +118,13 @@ def _restore_and_audit(
             verbose=args.verbose,
         )
         progress(f"restore: auditing the books of {args.database}")
-        books = asyncio.run(run_audit(settings, with_dbname(db.url, args.database)))
+        try:
+            books = asyncio.run(run_audit(settings, with_dbname(db.url, args.database)))
+        except BaseException as exc:  # books that cannot be audited are no recovery
+            raise BackupError(
+                f"the books of {args.database} cannot be audited: {describe(exc)};"
+                f" {discard_database(db.url, args.database)}"
+            ) from exc
     return result, books
 
 

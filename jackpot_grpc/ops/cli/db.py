@@ -104,13 +104,13 @@ def cmd_db_maintain(settings: Settings, args: argparse.Namespace) -> int:
 
     with open_database(settings) as db, connect(db.url) as conn:
         progress("maintain: VACUUM ANALYZE" + (" and REINDEX CONCURRENTLY" if args.reindex else ""))
-        done = pgstat.maintain(conn, reindex=args.reindex)
+        done = pgstat.maintain(conn, reindex=args.reindex, on_step=progress)
         tables = pgstat.table_stats(conn)
     emit(
         args,
         {"ok": True, "actions": done, "tables": tables},
         [
-            Section("Maintenance", ("table", "action"), done),
+            Section("Maintenance", ("table", "action", "seconds"), done),
             Section("Tables", TABLE_STATS_COLUMNS, tables),
         ],
         "maintenance done",

@@ -107,7 +107,7 @@ def host_part(settings: Settings) -> Part:
             Section("Host", ("item", "value"), key_values(host)),
             Section(
                 "Jackpot processes",
-                ("pid", "status", "rss_mb", "started", "command"),
+                ("pid", "status", "rss_mb", "limit_mb", "memory_percent", "started", "command"),
                 processes,
                 note="none on this host",
             ),

@@ -20,7 +20,7 @@ import psycopg
 from jackpot_grpc.config import Settings
 from jackpot_grpc.messages import first_line
 from jackpot_grpc.ops.errors import OpsError
-from jackpot_grpc.ops.output import Section, emit_json, emit_sections
+from jackpot_grpc.ops.output import Section, emit_json, emit_sections, quiet_progress
 from jackpot_grpc.ops.target import open_database
 
 Command = Callable[[Settings, argparse.Namespace], int]
@@ -55,7 +55,8 @@ def failing_cleanly(command: Command) -> Command:
         from jackpot_grpc.ops.grpc_client import describe_error
 
         try:
-            return command(settings, args)
+            with quiet_progress(getattr(args, "json", False)):
+                return command(settings, args)
         except grpc.aio.AioRpcError as exc:
             message = f"service call failed: {describe_error(exc)}"
         except psycopg.Error as exc:

@@ -8,16 +8,41 @@ import asyncio
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ops.cli.options import Subparsers, common, health_url_option, positive_int
 from jackpot_grpc.ops.cli.shared import emit, failing_cleanly, grpc_target, health_url
+from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.output import Section
+
+
+def explicit_target(settings: Settings, args: argparse.Namespace) -> tuple[str, str | None]:
+    """(gRPC target, health URL) of the instance under test, said outright when in doubt.
+
+    Smoke never reads DATABASE_URL: with it set (the recovery recipe), the default target
+    would be the live service on this host, so a target must be named (--grpc-target or
+    JACKPOT_GRPC_TARGET). With --grpc-target, the books are audited by that instance, so
+    its health URL must be named too (another instance's port cannot be guessed).
+    """
+    defaulted = args.grpc_target is None and settings.grpc_target == (
+        f"localhost:{settings.grpc_port}"
+    )
+    if settings.database_url and defaulted:
+        raise OpsError(
+            "DATABASE_URL is set, but smoke tests a running service, not a database: name"
+            " the instance under test with --grpc-target HOST:PORT --health-url URL"
+        )
+    if args.grpc_target and not args.health_url and not args.no_audit:
+        raise OpsError(
+            f"--grpc-target {args.grpc_target} needs --health-url (that instance's health"
+            " HTTP, where it audits its own books), or --no-audit"
+        )
+    target = grpc_target(settings, args)
+    # The service audits its own books over its health HTTP: never this shell's database.
+    return target, None if args.no_audit else health_url(settings, args)
 
 
 @failing_cleanly
 def cmd_smoke(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.ops.smoke import run_smoke
 
-    target = grpc_target(settings, args)
-    # The service audits its own books over its health HTTP: never this shell's database.
-    health = None if args.no_audit else health_url(settings, args)
+    target, health = explicit_target(settings, args)
     result = asyncio.run(
         run_smoke(
             settings,

@@ -1,0 +1,202 @@
+"""Issue 16, item 5: every transaction has a lock and statement timeout; a call that cannot
+get its locks fails fast with UNAVAILABLE + LOCK_TIMEOUT, logged and counted; readiness
+follows a database that answers but cannot write; a reset pool reconnects in one round
+trip per connection, with no check queries and no backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+
+import grpc
+import psycopg
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from jackpot.v1 import jackpot_pb2 as pb
+from jackpot.v1 import jackpot_pb2_grpc
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from jackpot_grpc.adapters.database import APPLICATION_NAME, create_pool, server_options
+from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.server import start_server
+from jackpot_grpc.metrics import DATABASE_TIMEOUTS
+from jackpot_grpc.service.jackpot import JackpotService
+from tests.db_outage import database_name
+from tests.round_trip_proxy import round_trip_proxy
+
+
+def lock_timeouts() -> int:
+    return int(DATABASE_TIMEOUTS.labels("lock")._value.get())
+
+
+def terminate_service_backends(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND application_name = %s",
+            (name, APPLICATION_NAME),
+        )
+        for _ in range(100):  # until the backends have gone
+            left = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = %s AND application_name = %s",
+                (name, APPLICATION_NAME),
+            ).fetchone()
+            if left is not None and left[0] == 0:
+                return
+            time.sleep(0.02)
+
+
+def test_settings_and_options() -> None:
+    settings = Settings.from_env({})
+    assert (settings.db_lock_timeout, settings.db_statement_timeout) == (2.0, 5.0)
+    url = "postgresql://u@h/db?options=-c%20search_path%3Dpublic"
+    assert server_options(settings, url) == (
+        "-c search_path=public -c lock_timeout=2000 -c statement_timeout=5000"
+    )
+    off = Settings.from_env({"DB_LOCK_TIMEOUT": "0", "DB_STATEMENT_TIMEOUT": "0"})
+    assert server_options(off, "postgresql://u@h/db") is None
+
+
+async def test_a_held_lock_fails_the_call_fast_with_lock_timeout(
+    settings: Settings, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    quick = dataclasses.replace(settings, db_lock_timeout=0.3, batching=False)
+    running = await start_server(quick, database_url, port=0)
+    holder = await psycopg.AsyncConnection.connect(database_url)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+            # Every server connection runs with the timeouts.
+            async with running.pool.connection() as conn:
+                cursor = await conn.execute("SHOW lock_timeout")
+                assert await cursor.fetchone() == ("300ms",)
+                cursor = await conn.execute("SHOW statement_timeout")
+                assert await cursor.fetchone() == ("5s",)
+
+            await holder.execute("LOCK TABLE jackpots IN ACCESS EXCLUSIVE MODE")
+            before = lock_timeouts()
+            started = time.perf_counter()
+            with caplog.at_level(logging.WARNING), pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.Contribute(
+                    pb.ContributeRequest(
+                        game_id="locked", wager_amount=1000, idempotency_key=uuid.uuid4().hex
+                    ),
+                    timeout=10,
+                )
+            elapsed = time.perf_counter() - started
+            await holder.rollback()
+
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert elapsed < 3.0  # bounded by the lock timeout, not by the lock holder
+            status = rpc_status.from_call(raised.value)
+            assert status is not None
+            infos, retries = [], []
+            for detail in status.details:
+                info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+                if detail.Unpack(info):
+                    infos.append(info)
+                elif detail.Unpack(retry):
+                    retries.append(retry)
+            assert [(i.reason, i.domain) for i in infos] == [("LOCK_TIMEOUT", "jackpot.v1")]
+            assert retries and retries[0].retry_delay.ToNanoseconds() > 0
+            assert lock_timeouts() == before + 1
+            assert any("lock timeout" in r.getMessage() for r in caplog.records)
+
+            # The lock is gone: the same call now succeeds.
+            reply = await stub.Contribute(
+                pb.ContributeRequest(game_id="locked", wager_amount=1000), timeout=10
+            )
+            assert reply.contribution_id > 0
+    finally:
+        await holder.close()
+        await running.stop(grace=1.0)
+
+
+async def _serving(stub: health_pb2_grpc.HealthStub) -> int:
+    reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    return int(reply.status)
+
+
+async def _wait_for(stub: health_pb2_grpc.HealthStub, status: int) -> None:
+    for _ in range(100):
+        if await _serving(stub) == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"health never became {status}")
+
+
+async def test_readiness_follows_a_read_only_database(
+    settings: Settings, database_url: str, admin_url: str
+) -> None:
+    name = database_name(database_url)
+    running = await start_server(settings, database_url, port=0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert await _serving(health) == health_pb2.HealthCheckResponse.SERVING
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+            await asyncio.to_thread(terminate_service_backends, admin_url, name)
+            await _wait_for(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+            assert "cannot take writes" in (running.probe.last_error or "")
+
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute(f"ALTER DATABASE {name} RESET default_transaction_read_only")
+            await asyncio.to_thread(terminate_service_backends, admin_url, name)
+            await _wait_for(health, health_pb2.HealthCheckResponse.SERVING)
+    finally:
+        await running.stop(grace=1.0)
+
+
+async def test_reconnecting_after_a_reset_costs_one_round_trip(
+    settings: Settings, database_url: str, admin_url: str
+) -> None:
+    params = conninfo_to_dict(database_url)
+    host = str(params.get("host") or "")
+    if not host or host.startswith("/"):
+        pytest.skip("the round-trip proxy needs a TCP server (not a unix socket)")
+    name = database_name(database_url)
+    async with round_trip_proxy(host, int(params.get("port") or 5432)) as proxy:
+        url = make_conninfo(
+            database_url,
+            host="127.0.0.1",
+            port=str(proxy.port),
+            sslmode="disable",  # no SSL or GSS negotiation: one round trip per connect
+            gssencmode="disable",
+        )
+        pool = create_pool(dataclasses.replace(settings, pool_min_size=2), url)
+        await pool.open(wait=True, timeout=10)
+        service = JackpotService(pool)
+        try:
+            await service.ping()
+            before = proxy.round_trips
+            await service.ping()
+            healthy = proxy.round_trips - before
+
+            await asyncio.to_thread(terminate_service_backends, admin_url, name)
+            for _ in range(100):
+                if proxy.open_connections == 0:
+                    break
+                await asyncio.sleep(0.02)
+            opened = len(proxy.per_connection)
+            started = time.perf_counter()
+            await service.ping()  # succeeds: the dead connections are never handed out
+            elapsed = time.perf_counter() - started
+            await asyncio.sleep(0.2)  # background replacements finish their startup
+            fresh = sorted(proxy.per_connection[opened:])
+        finally:
+            await pool.close()
+    # A healthy checkout costs no check query: only the ping's own statements.
+    assert healthy <= 3, healthy
+    # After the reset: the connection that served the ping paid one startup round trip on
+    # top of the ping's own; its replacements only their startup; no check queries.
+    assert fresh and fresh[-1] == healthy + 1, (healthy, fresh)
+    assert all(trips == 1 for trips in fresh[:-1]), (healthy, fresh)
+    # And no backoff between checks (psycopg_pool sleeps ~1 s after a second dead one).
+    assert elapsed < 0.8, elapsed
