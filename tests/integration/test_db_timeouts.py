@@ -26,8 +26,8 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
 from jackpot_grpc.metrics import DATABASE_TIMEOUTS
 from jackpot_grpc.service.jackpot import JackpotService
-from tests.db_outage import database_name
-from tests.round_trip_proxy import round_trip_proxy
+from testkit.outage import database_name
+from testkit.round_trip_proxy import round_trip_proxy
 
 
 def lock_timeouts() -> int:

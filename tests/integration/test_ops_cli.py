@@ -7,11 +7,9 @@ fixture serves on the test's loop.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
-import io
 import json
 import os
 import re
@@ -36,37 +34,14 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.ops import backup, pgstat
-from jackpot_grpc.ops import cli as ops_cli
 from jackpot_grpc.ops.target import connect
 from jackpot_grpc.service.reports import run_audit
 from testkit.database import create_database, drop_database, unique_name
+from testkit.ops_commands import ops, ops_json, ops_json_sync
 from testkit.ports import free_port
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
 GROUPS = ["minor", "major", "mega"]
-
-
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="jackpot")
-    ops_cli.register(top.add_subparsers(dest="command", required=True))
-    return top
-
-
-def run_ops(settings: Settings, *argv: str) -> tuple[int, str]:
-    args = parser().parse_args(list(argv))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code: int = args.func(settings, args)
-    return code, out.getvalue()
-
-
-async def ops(settings: Settings, *argv: str) -> tuple[int, str]:
-    return await asyncio.wait_for(asyncio.to_thread(run_ops, settings, *argv), timeout=60)
-
-
-async def ops_json(settings: Settings, *argv: str) -> tuple[int, Any]:
-    code, out = await ops(settings, *argv, "--json")
-    return code, json.loads(out)
 
 
 @pytest.fixture
@@ -80,11 +55,6 @@ def grpc_target(server: RunningServer) -> str:
 
 def health_base(server: RunningServer) -> str:
     return f"http://127.0.0.1:{server.health_port}"
-
-
-def ops_json_sync(settings: Settings, *argv: str) -> tuple[int, Any]:
-    code, out = run_ops(settings, *argv, "--json")
-    return code, json.loads(out)
 
 
 def leftovers(root: Path) -> list[Path]:

@@ -24,8 +24,9 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.ops import backup, diagnostics, pgstat
 from jackpot_grpc.ops.target import connect
-from tests.conftest import create_database, drop_database, unique_name
-from tests.integration.test_ops_cli import closed_port, ops_json_sync, run_ops
+from testkit.database import create_database, drop_database, unique_name
+from testkit.ops_commands import ops_json_sync, run_ops
+from testkit.ports import free_port
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def test_dry_run_prints_only_the_pending_revisions(admin_url: str) -> None:
 
 
 def test_dry_run_fails_clearly_when_the_database_is_unreachable() -> None:
-    url = f"postgresql://postgres@127.0.0.1:{closed_port()}/nowhere"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     done = jackpot("migrate", "--dry-run", "--timeout", "2", env={"DATABASE_URL": url})
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("error: database error:")
@@ -122,7 +123,7 @@ def test_a_port_in_use_is_logged_before_exit(database_url: str, tmp_path: Path) 
 
 
 def test_a_database_that_does_not_answer_is_logged(tmp_path: Path) -> None:
-    url = f"postgresql://postgres@127.0.0.1:{closed_port()}/nowhere"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     done = jackpot("serve", env={"DATABASE_URL": url, "JACKPOT_LOG_DIR": str(tmp_path)})
     assert done.returncode != 0
     errors = _logged_errors(tmp_path)
@@ -384,7 +385,7 @@ async def test_loadtest_drives_a_running_service(
 
 
 def test_loadtest_fails_on_errors(ops_settings: Settings) -> None:
-    dead = f"127.0.0.1:{closed_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     code, data = ops_json_sync(
         ops_settings,
         "loadtest",

@@ -33,8 +33,8 @@ from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.telemetry import setup_telemetry
 from scripts import gen_dashboard
-from tests.conftest import unique_name
-from tests.prometheus.promql import selectors
+from testkit.database import unique_name
+from testkit.promql import selectors
 
 RULES_DIR = PROJECT_ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted(p for p in RULES_DIR.glob("jackpot-*.yml") if not p.name.endswith(".test.yml"))
