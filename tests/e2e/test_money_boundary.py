@@ -389,15 +389,15 @@ def write_books_beyond_int64(url: str) -> tuple[int, int]:
         for group in ("minor", "major", "mega"):
             amounts = {g: share if g == group else 0 for g in ("minor", "major", "mega")}
             conn.execute(
-                """INSERT INTO contributions (game_id, wager_amount, minor_amount, major_amount,
-                       mega_amount, minor_after, major_after, mega_after)
-                   VALUES ('slots', %s, %s, %s, %s, 0, 0, 0)""",
+                """INSERT INTO contributions (client, game_id, wager_amount, minor_amount,
+                       major_amount, mega_amount, minor_after, major_after, mega_after)
+                   VALUES ('test', 'slots', %s, %s, %s, %s, 0, 0, 0)""",
                 (INT64_MAX, amounts["minor"], amounts["major"], amounts["mega"]),
             )
             conn.execute(
-                """INSERT INTO wins (jackpot_group, game_id, user_id, amount, pool_before,
-                       seed_top_up, pool_after)
-                   VALUES (%s, 'slots', %s, %s, 0, 0, 0)""",
+                """INSERT INTO wins (client, jackpot_group, game_id, user_id, amount,
+                       pool_before, seed_top_up, pool_after)
+                   VALUES ('test', %s, 'slots', %s, %s, 0, 0, 0)""",
                 (group, uuid.uuid4(), share),
             )
         conn.execute(
