@@ -16,15 +16,14 @@ import aiohttp
 import grpc
 import psycopg
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from google.type import decimal_pb2
-from grpc_status import rpc_status
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
+from testkit.calls import error_reason as reason
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
 ADMIN = (("authorization", "Bearer test-admin-token"),)
@@ -35,17 +34,6 @@ async def failure(call: Any) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await call
     return exc.value
-
-
-def reason(error: grpc.aio.AioRpcError) -> str:
-    status: status_pb2.Status | None = rpc_status.from_call(error)
-    assert status is not None
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            assert info.domain == "jackpot.v1"
-            return info.reason
-    raise AssertionError(f"no ErrorInfo in {error}")
 
 
 def win(group: int = pb.JACKPOT_GROUP_MINOR, user: str = "", **fields: Any) -> pb.WinRequest:
