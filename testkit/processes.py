@@ -244,3 +244,26 @@ def serving(database_url: str, log_dir: Path, **env: str) -> Iterator[ServicePro
         yield process
     finally:
         process.stop()
+
+
+def start_gateway(serve: ServiceProcess, log_dir: Path, timeout: float = 20.0) -> ServiceProcess:
+    """`jackpot gateway` in front of `serve`, answering /api/jackpot/pools."""
+    env = {
+        **serve.env,
+        "REST_PORT": str(free_port()),
+        "JACKPOT_GRPC_TARGET": serve.target,
+        "JACKPOT_METRICS_URL": f"http://127.0.0.1:{serve.health_port}/metrics",
+    }
+    gateway = ServiceProcess(["gateway"], env, log_dir)
+    gateway.launch()
+    pools = f"{base_url(gateway)}/api/jackpot/pools"
+    try:
+        gateway.wait_until(lambda: http_ok(pools), timeout, "answering", interval=0.1)
+    except BaseException:
+        gateway.stop()
+        raise
+    return gateway
+
+
+def base_url(gateway: ServiceProcess) -> str:
+    return f"http://127.0.0.1:{gateway.env['REST_PORT']}"

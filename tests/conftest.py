@@ -63,6 +63,9 @@ def settings(tmp_path: Path) -> Settings:
         health_probe_interval=0.2,
         shutdown_grace=5.0,
         drain_delay=0.0,
+        # Tests audit on demand back to back (concurrent requests still share one run);
+        # the abuse tests set the production interval.
+        on_demand_interval=0.0,
         log_dir=tmp_path / "logs",
     )
 

@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from jackpot_grpc.config import Settings
 
 APPLICATION_NAME = "jackpot-service"
+SIDE_APPLICATION_NAME = "jackpot-on-demand"
 
 # The one spelling of the pool's type, for everyone who is handed it.
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
@@ -51,4 +52,27 @@ def create_pool(settings: Settings, database_url: str) -> Pool:
         # interval) tries again, so the pool follows the database back within a probe.
         reconnect_timeout=0,
         name="jackpot",
+    )
+
+
+def create_side_pool(settings: Settings, database_url: str) -> Pool:
+    """The small pool for expensive reads on demand (ledger audits, long metric periods):
+    they can never take a connection Contribute needs, and every statement on it is cut
+    off after JACKPOT_SIDE_STATEMENT_TIMEOUT. Past a few waiters, callers are refused."""
+    timeout_ms = max(1, round(settings.side_statement_timeout * 1000))
+    return AsyncConnectionPool(
+        database_url,
+        min_size=0,
+        max_size=max(1, settings.side_pool_max_size),
+        timeout=settings.pool_timeout,
+        max_waiting=4 * max(1, settings.side_pool_max_size),
+        open=False,
+        check=AsyncConnectionPool.check_connection,
+        kwargs={
+            "application_name": SIDE_APPLICATION_NAME,
+            "connect_timeout": 3,
+            "options": f"-c statement_timeout={timeout_ms}",
+        },
+        reconnect_timeout=0,
+        name="jackpot-on-demand",
     )

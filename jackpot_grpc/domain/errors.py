@@ -85,3 +85,7 @@ class PermissionDenied(DomainError):
 
 class RateLimited(DomainError):
     """A caller that keeps failing authentication is refused for a while."""
+
+
+class DeadlineTooShort(Overloaded):
+    """The caller's deadline is shorter than calls take now: refused before any work."""

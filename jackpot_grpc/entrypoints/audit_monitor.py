@@ -4,6 +4,7 @@ The same check as `jackpot audit`, run every JACKPOT_AUDIT_INTERVAL seconds off 
 path, so an alert can fire on `jackpot_books_balanced == 0` without anyone polling an
 endpoint, and /health/jackpot reports the latest result instead of scanning the whole
 ledger on every probe. A failed run leaves the last result and counts the failure.
+It runs on the server's side pool (never the connections Contribute needs).
 
 With several replicas on one database, one audit per interval runs across all of them
 (jackpot_grpc.service.shared_audit): a replica whose turn it is not reports the newest
@@ -21,6 +22,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from jackpot_grpc.adapters.audit_store import RecordedAudit
 from jackpot_grpc.domain.model import LedgerAudit
+from jackpot_grpc.entrypoints.on_demand import OnDemand, Outcome
 from jackpot_grpc.entrypoints.periodic import Periodic
 from jackpot_grpc.service.shared_audit import AuditTick
 
@@ -36,9 +38,14 @@ class Audits(Protocol):
 
 
 class AuditMonitor:
-    def __init__(self, audits: Audits, interval: float, timeout: float = 30.0) -> None:
+    def __init__(
+        self, audits: Audits, interval: float, timeout: float = 30.0, min_interval: float = 10.0
+    ) -> None:
         self._audits = audits
         self._timeout = timeout
+        # On-demand audits (?audit=now) are shared by concurrent callers, at most one a
+        # min_interval: nobody on the health port can make the service audit in a loop.
+        self._on_demand = OnDemand(self._run_now, min_interval)
         self._loop = Periodic("ledger-audit", self.run_once, interval)
         self.last: LedgerAudit | None = None
         self.last_at: float | None = None  # when it was audited (Unix time)
@@ -59,8 +66,12 @@ class AuditMonitor:
         self.last_by = audit.audited_by
         return books
 
-    async def audit_now(self) -> LedgerAudit:
-        """Audit now and keep the result as the latest; raises if the audit cannot run."""
+    async def audit_now(self) -> Outcome[LedgerAudit]:
+        """The latest audit, run now unless one is running or ran within the minimum
+        interval; raises if the audit cannot run."""
+        return await self._on_demand.get()
+
+    async def _run_now(self) -> LedgerAudit:
         async with asyncio.timeout(self._timeout):
             audit = await self._audits.audit_now()
         self.runs += 1

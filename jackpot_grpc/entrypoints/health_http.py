@@ -22,6 +22,12 @@
 The handlers only read: the probe's latest result, the pool's stats, the service's use
 cases, the request metrics. Every database read has a short timeout, so a dead database
 gives a quick 503 and never a hung health check or a 500.
+
+Nothing here can make the service do unbounded work or take a connection calls need
+(docs/RELIABILITY.md): load balancers keep `/health*` without credentials, so a fresh
+ping uses the probe's own connection, `?audit=now` and history reads are shared and run
+at most once per JACKPOT_ON_DEMAND_INTERVAL on the small on-demand pool, and no request
+may carry a body (413 from its headers, 415 for any Content-Encoding: nothing is inflated).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -46,9 +53,12 @@ from jackpot_grpc.entrypoints.health_report import (
     pool_figures,
     pool_state,
 )
+from jackpot_grpc.entrypoints.on_demand import OnDemand, Outcome
+from jackpot_grpc.entrypoints.pacer import Pacer
 from jackpot_grpc.entrypoints.service_collector import ServiceCollector
-from jackpot_grpc.http_site import start_site
+from jackpot_grpc.http_site import HttpLimits, body_guard, close_if_unread, start_site
 from jackpot_grpc.metrics import PERIODS, RequestMetrics, UnknownPeriod
+from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.reports import totals_report
 
@@ -58,6 +68,10 @@ PING_TIMEOUT = 1.0  # a fresh database ping for /health/database
 READ_TIMEOUT = 3.0  # pools for /health/jackpot
 AUDIT_TIMEOUT = 10.0  # /health/jackpot?audit=now
 SOURCES = ("memory", "database")  # /metrics?source=
+# Requests a second each class of endpoint serves (excess requests wait, see pacer):
+# load balancers' /health probes, and everything else (detail, audits, metrics).
+PROBE_RATE, DETAIL_RATE = 200.0, 20.0
+MAX_WAIT = 10.0  # a request that would wait longer for its turn is refused 503
 
 
 async def _within(seconds: float, call: Callable[[], Awaitable[T]]) -> T:
@@ -78,7 +92,7 @@ class LedgerAuditor(Protocol):
     last_at: float | None
     last_by: str | None
 
-    async def audit_now(self) -> LedgerAudit: ...
+    async def audit_now(self) -> Outcome[LedgerAudit]: ...
 
 
 def wants_prometheus(request: web.Request) -> bool:
@@ -114,6 +128,10 @@ class HealthHttp:
         version: str | None = None,
         history: MetricsHistory | None = None,
         auditor: LedgerAuditor | None = None,
+        ping: Callable[[], Awaitable[None]] | None = None,
+        refusals: Refusals | None = None,
+        limits: HttpLimits | None = None,
+        on_demand_interval: float = 10.0,
     ) -> None:
         self.service = service
         self.auditor = auditor
@@ -123,15 +141,29 @@ class HealthHttp:
         self.version = package_version() if version is None else version
         self.shutting_down = False
         self._probe_interval = probe_interval
+        self.refusals = Refusals() if refusals is None else refusals
+        self._limits = limits
+        # A fresh ping (the probe's result is stale) is shared by whoever asks meanwhile.
+        self._fresh_ping = OnDemand(service.ping if ping is None else ping, probe_interval)
+        self._on_demand_interval = on_demand_interval
+        self._history_reads: dict[str, OnDemand[dict[str, Any]]] = {}  # by period
+        self._probe_pacer = Pacer(PROBE_RATE, burst=50, max_wait=MAX_WAIT)
+        self._detail_pacer = Pacer(DETAIL_RATE, burst=10, max_wait=MAX_WAIT)
         self._collector = ServiceCollector(service, probe)
         self.registry = CollectorRegistry()  # what /metrics/prometheus exposes
-        collectors: list[Collector] = [metrics.registry, self._collector, *registries]
+        collectors: list[Collector] = [
+            metrics.registry,
+            self._collector,
+            self.refusals.registry,
+            *registries,
+        ]
         for collector in collectors:
             self.registry.register(collector)
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        no_body = body_guard(lambda request: 0, self.refusals)
+        app = web.Application(middlewares=[close_if_unread, no_body, self._paced])
         app.router.add_get("/health", self.health)
         app.router.add_get("/health/database", self.database)
         app.router.add_get("/health/jackpot", self.jackpot)
@@ -142,7 +174,14 @@ class HealthHttp:
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen on host:port (0: any free port); returns the bound port."""
         self._runner, bound = await start_site(
-            self.app(), host, port, shutdown_timeout=1.0, reuse_port=reuse_port, access_log=False
+            self.app(),
+            host,
+            port,
+            shutdown_timeout=1.0,
+            limits=self._limits,
+            refusals=self.refusals,
+            reuse_port=reuse_port,
+            access_log=False,
         )
         return bound
 
@@ -150,6 +189,17 @@ class HealthHttp:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @web.middleware
+    async def _paced(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        pacer = self._probe_pacer if request.path == "/health" else self._detail_pacer
+        if not await pacer.turn():
+            self.refusals.count("http", "paced_out")
+            raise web.HTTPServiceUnavailable(
+                text="too many requests to the health port; retry later",
+                headers={"Retry-After": "1"},
+            )
+        return await handler(request)
 
     # --- checks ------------------------------------------------------------------------
 
@@ -175,7 +225,7 @@ class HealthHttp:
             return result
         started = time.perf_counter()
         try:
-            await _within(PING_TIMEOUT, self.service.ping)
+            await _within(PING_TIMEOUT, self._fresh_ping.get)
         except Exception as exc:
             return {**result, "status": "down", "error": error_text(exc), "source": "ping"}
         latency = (time.perf_counter() - started) * 1000
@@ -258,15 +308,20 @@ class HealthHttp:
         """
         if self.auditor is None:
             return True, {"checked": False, "balanced": None}
+        asked: dict[str, Any] = {}
         if audit_now:
             try:
-                await _within(AUDIT_TIMEOUT, self.auditor.audit_now)
+                outcome = await _within(AUDIT_TIMEOUT, self.auditor.audit_now)
             except Exception as exc:
                 return False, {"checked": False, "balanced": None, "error": error_text(exc)}
+            # "ran": this request's audit; "shared": one already running; "recent": one
+            # ran within JACKPOT_ON_DEMAND_INTERVAL (its age is age_seconds).
+            asked = {"audit_now": outcome.how}
         books, at = self.auditor.last, self.auditor.last_at
         if books is None or at is None:
-            return True, {"checked": False, "balanced": None}
+            return True, {"checked": False, "balanced": None, **asked}
         return books.balanced, {
+            **asked,
             "checked": True,
             "balanced": books.balanced,
             "checked_at": iso_time(at),
@@ -300,13 +355,20 @@ class HealthHttp:
             source is None and period is not None and not self.metrics.covers(period)
         )
         if stored and period is not None and history is not None:
+            read = self._history_reads.get(period)
+            if read is None:
+                read = self._history_reads[period] = OnDemand(
+                    lambda: history.window_summary(period), self._on_demand_interval
+                )
             try:
-                return web.json_response(await history.window_summary(period))
+                return web.json_response((await read.get()).value)
             except Exception as exc:  # a dead database: this process's figures, and why
                 summary = self.metrics.summary(period)
                 summary["history_error"] = error_text(exc)
                 return web.json_response(summary)
-        return web.json_response(self.metrics.summary(period))
+        return web.json_response(
+            {**self.metrics.summary(period), "refusals": self.refusals.summary()}
+        )
 
     async def prometheus(self, request: web.Request) -> web.Response:
         await self._collector.refresh()

@@ -14,18 +14,22 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc.adapters.database import Pool, create_pool
+from jackpot_grpc.adapters.database import Pool, create_pool, create_side_pool
+from jackpot_grpc.adapters.probe_connection import ProbeConnection
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor
+from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health import JACKPOT_SERVICE, DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
 from jackpot_grpc.history.sampler import MetricsSampler, sampler_config
+from jackpot_grpc.http_site import HttpLimits
 from jackpot_grpc.metrics import RequestMetrics
 from jackpot_grpc.open_mode import check_server
+from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.shared_audit import SharedAudit
@@ -44,6 +48,8 @@ class ServerParts:
 
     settings: Settings
     pool: Pool
+    side_pool: Pool  # audits and history reads on demand: never the calls' connections
+    probe_connection: ProbeConnection
     service: JackpotService
     contributor: Contributor
     batcher: ContributionBatcher | None  # the contributor, when batching is on
@@ -74,6 +80,8 @@ class RunningServer:
     admission: AdmissionInterceptor | None = None
     sampler: MetricsSampler | None = None
     auditor: AuditMonitor | None = None
+    side_pool: Pool | None = None
+    probe_connection: ProbeConnection | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, stop accepting, let in-flight calls finish, then close the pool.
@@ -97,6 +105,10 @@ class RunningServer:
         if self.sampler is not None:
             await self.sampler.stop()  # writes the last minute while the pool is open
         await self.pool.close()
+        if self.side_pool is not None:
+            await self.side_pool.close()
+        if self.probe_connection is not None:
+            await self.probe_connection.close()
         await self.health_http.close()
         log.info("gRPC server stopped")
 
@@ -112,7 +124,7 @@ def _grpc_server(
 ) -> grpc.aio.Server:
     """The gRPC server with the jackpot, health and reflection services (not yet bound)."""
     server = grpc.aio.server(
-        interceptors=interceptors, options=[("grpc.so_reuseport", 1 if reuse_port else 0)]
+        interceptors=interceptors, options=server_options(settings, reuse_port=reuse_port)
     )
     jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
         JackpotServicer(service, contributor, max_wager=settings.max_wager),
@@ -160,9 +172,23 @@ def build_server(
         contributor = DirectContributor(service, settings.queue_max_size)
 
     metrics = RequestMetrics()
+    refusals = Refusals()
     health = HealthServicer()
-    probe = DatabaseHealthProbe(health, service.ping, settings.health_probe_interval)
-    admission = AdmissionInterceptor([JACKPOT_SERVICE], lambda: probe.healthy)
+    probe_connection = ProbeConnection(database_url, settings.health_probe_timeout)
+    probe = DatabaseHealthProbe(
+        health,
+        probe_connection.ping,
+        settings.health_probe_interval,
+        settings.health_probe_timeout,
+        settings.health_failure_threshold,
+    )
+    admission = AdmissionInterceptor(
+        [JACKPOT_SERVICE],
+        lambda: probe.healthy,
+        max_in_flight=settings.max_in_flight,
+        per_connection=settings.max_in_flight_per_connection,
+        refusals=refusals,
+    )
     rpc_latency = telemetry.rpc_latency(JACKPOT_SERVICE) if telemetry else None
     interceptors: list[Any] = [
         *(telemetry.server_interceptors() if telemetry else []),
@@ -178,9 +204,16 @@ def build_server(
         telemetry.metrics.observe_pools(service.snapshot.latest)
         telemetry.metrics.observe_connections(pool.get_stats)
     # Started with the server (JACKPOT_SAMPLE_INTERVAL, JACKPOT_METRICS_RETENTION_DAYS).
-    sampler = MetricsSampler(pool, metrics, history_config)
-    # Replicas on one database take turns: one audit per interval across all of them.
-    auditor = AuditMonitor(SharedAudit(pool, settings.audit_interval), settings.audit_interval)
+    side_pool = create_side_pool(settings, database_url)
+    sampler = MetricsSampler(pool, metrics, history_config, read_pool=side_pool)
+    # Replicas on one database take turns: one audit per interval across all of them. The
+    # audit, like other expensive reads on demand, runs on its own small pool with a
+    # statement timeout, over connections Contribute never needs.
+    auditor = AuditMonitor(
+        SharedAudit(side_pool, settings.audit_interval),
+        settings.audit_interval,
+        min_interval=settings.on_demand_interval,
+    )
     health_http = HealthHttp(
         service,
         probe,
@@ -189,10 +222,16 @@ def build_server(
         registries=[sampler, auditor, *([telemetry.prometheus] if telemetry else [])],
         history=sampler,
         auditor=auditor,
+        ping=probe_connection.ping,
+        refusals=refusals,
+        limits=HttpLimits.from_settings(settings),
+        on_demand_interval=settings.on_demand_interval,
     )
     return ServerParts(
         settings=settings,
         pool=pool,
+        side_pool=side_pool,
+        probe_connection=probe_connection,
         service=service,
         contributor=contributor,
         batcher=batcher,
@@ -213,6 +252,7 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
     the background tasks. On a failure, whatever was opened is closed again."""
     settings = parts.settings
     await parts.pool.open(wait=True, timeout=10)
+    await parts.side_pool.open()  # min_size 0: connects on first use
     try:
         if parts.batcher is not None:
             parts.batcher.start()
@@ -222,6 +262,7 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
             if credentials is None
             else parts.server.add_secure_port(parts.address, credentials)
         )
+        await parts.probe.set_live()
         await parts.probe.check()  # health is known before the first call arrives
         health_port = await parts.health_http.start(
             settings.health_host, settings.health_port, reuse_port=reuse_port
@@ -231,6 +272,8 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         await parts.health_http.close()
         await parts.contributor.close()
         await parts.pool.close()
+        await parts.side_pool.close()
+        await parts.probe_connection.close()
         raise
     parts.probe.start()
     parts.sampler.start()
@@ -257,6 +300,8 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         admission=parts.admission,
         sampler=parts.sampler,
         auditor=parts.auditor,
+        side_pool=parts.side_pool,
+        probe_connection=parts.probe_connection,
     )
 
 

@@ -3,6 +3,7 @@ that balances over every server of JACKPOT_GRPC_TARGET (jackpot_grpc.balancing).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -17,13 +18,14 @@ from jackpot.v1 import jackpot_pb2
 from jackpot_grpc.balancing import balanced_channel_options, channel_target
 from jackpot_grpc.config import Settings
 from jackpot_grpc.gateway import metrics_proxy
-from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit, json_errors
+from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit_of, json_errors
 from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import Route, build_routes
 from jackpot_grpc.gateway.transcode import build_request, forwarded_metadata, response_json
-from jackpot_grpc.http_site import start_site
+from jackpot_grpc.http_site import HttpLimits, body_guard, close_if_unread, start_site
 from jackpot_grpc.open_mode import check_listening
 from jackpot_grpc.peer_metadata import FORWARDED_FOR
+from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.signals import wait_for_signal
 from jackpot_grpc.tls import channel_credentials
 
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CALLS = web.AppKey("grpc_calls", dict)  # grpc path → unary-unary multicallable
 OPENAPI_JSON = web.AppKey("openapi_json", str)
+REFUSALS = web.AppKey("refusals", Refusals)  # the gateway's own: GET /metrics/gateway
 
 
 def jackpot_services() -> list[ServiceDescriptor]:
@@ -38,10 +41,17 @@ def jackpot_services() -> list[ServiceDescriptor]:
 
 
 def _handler(
-    route: Route, timeout: float | None
+    route: Route, timeout: float | None, body_timeout: float
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
-        body = await request.read() if route.body else b""
+        body = b""
+        if route.body:
+            try:
+                async with asyncio.timeout(body_timeout):  # a body sent slowly on purpose
+                    body = await request.read()
+            except TimeoutError:
+                request.app[REFUSALS].count("http", "body_timeout")
+                raise web.HTTPRequestTimeout(text="request body not received in time") from None
         message = build_request(
             route,
             body=body,
@@ -60,6 +70,11 @@ def _handler(
 
 async def _openapi(request: web.Request) -> web.Response:
     return web.Response(text=request.app[OPENAPI_JSON], content_type="application/json")
+
+
+async def _gateway_metrics(request: web.Request) -> web.Response:
+    """What this gateway refused (the server's figures are at /metrics)."""
+    return web.json_response({"refusals": request.app[REFUSALS].summary()})
 
 
 def _lifecycle(
@@ -104,6 +119,7 @@ def create_gateway_app(
     credentials: grpc.ChannelCredentials | None = None,
     call_timeout: float | None = 30.0,
     metrics_timeout: float = 5.0,
+    body_timeout: float = 10.0,
     version: str = "1.0.0",
 ) -> web.Application:
     """Routes from the services' `google.api.http` annotations (default: JackpotService).
@@ -114,15 +130,20 @@ def create_gateway_app(
     """
     grpc_target = channel_target(grpc_target)
     routes = build_routes(jackpot_services() if services is None else services)
-    app = web.Application(middlewares=[json_errors, body_limit], client_max_size=max_body_bytes)
+    refusals = Refusals()
+    middlewares = [close_if_unread, json_errors, body_guard(body_limit_of, refusals)]
+    app = web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
     app[MAX_BODY_BYTES] = max_body_bytes
+    app[REFUSALS] = refusals
     app[metrics_proxy.METRICS_URL] = metrics_url
     app[OPENAPI_JSON] = json.dumps(openapi_document(routes, version=version))
     # Keep one path's methods together so aiohttp answers 405 with the full Allow list.
     for path in dict.fromkeys(r.router_path for r in routes):
         for route in (r for r in routes if r.router_path == path):
-            app.router.add_route(route.http_method, path, _handler(route, call_timeout))
+            handler = _handler(route, call_timeout, body_timeout)
+            app.router.add_route(route.http_method, path, handler)
     app.router.add_get("/metrics", metrics_proxy.metrics, allow_head=False)
+    app.router.add_get("/metrics/gateway", _gateway_metrics, allow_head=False)
     app.router.add_get("/openapi.json", _openapi, allow_head=False)
     app.cleanup_ctx.append(_lifecycle(grpc_target, credentials, routes, metrics_timeout))
     return app
@@ -138,10 +159,22 @@ class RunningGateway:
 
 
 async def start_gateway(
-    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 10.0
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float = 10.0,
+    limits: HttpLimits | None = None,
 ) -> RunningGateway:
     """Serve `app` on host:port (0: any free port) and report the port bound."""
-    runner, bound = await start_site(app, host, port, shutdown_timeout=shutdown_timeout)
+    runner, bound = await start_site(
+        app,
+        host,
+        port,
+        shutdown_timeout=shutdown_timeout,
+        limits=limits,
+        refusals=app.get(REFUSALS),
+    )
     return RunningGateway(runner, bound)
 
 
@@ -159,11 +192,16 @@ async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> 
             max_body_bytes=settings.max_body_bytes,
             metrics_url=metrics_url or metrics_proxy.metrics_url_from_env(settings),
             credentials=channel_credentials(settings),  # TLS when GRPC_TLS_CA is set
+            body_timeout=settings.http_body_timeout,
         )
     except ValueError as exc:  # a bad JACKPOT_GRPC_TARGET
         raise SystemExit(str(exc)) from None
     running = await start_gateway(
-        app, settings.rest_host, settings.rest_port, shutdown_timeout=settings.shutdown_grace
+        app,
+        settings.rest_host,
+        settings.rest_port,
+        shutdown_timeout=settings.shutdown_grace,
+        limits=HttpLimits.from_settings(settings),
     )
     log.info(
         "REST gateway listening on %s:%d → gRPC %s",

@@ -1,4 +1,9 @@
-"""Middlewares: every error leaves as JSON from one place, and oversized bodies stop early."""
+"""Middlewares: every error leaves as JSON from one place, and unwanted bodies stop early.
+
+The body bounds themselves (413 from the headers, 415 for a Content-Encoding, never a
+byte read) are jackpot_grpc.http_site's, shared with the health port; here is only how
+much body each request may carry.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +33,12 @@ def _routing_message(request: web.Request, exc: web.HTTPException) -> str | None
     if isinstance(exc, web.HTTPNotFound):
         return f"no route for {request.method} {request.path}"
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        limit = request.app[MAX_BODY_BYTES]
+        limit = body_limit_of(request)
+        if limit == 0:
+            return f"{request.method} {request.path} takes no request body"
         return f"request body is larger than the limit of {limit} bytes"
+    if isinstance(exc, web.HTTPUnsupportedMediaType):
+        return exc.text
     return None
 
 
@@ -51,11 +60,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, grpc.StatusCode.INTERNAL, "internal error")
 
 
-@web.middleware
-async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """413 from Content-Length before reading; chunked bodies hit client_max_size on read."""
-    length = request.content_length
-    limit = request.app[MAX_BODY_BYTES]
-    if length is not None and length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
-    return await handler(request)
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def body_limit_of(request: web.Request) -> int:
+    """REST_MAX_BODY_BYTES for a method that carries a body; none for the others."""
+    return request.app[MAX_BODY_BYTES] if request.method in BODY_METHODS else 0

@@ -138,8 +138,12 @@ class MetricsSampler:
         host: str | None = None,
         pid: int | None = None,
         wall_clock: Callable[[], float] = time.time,
+        read_pool: Pool | None = None,
     ) -> None:
         self.pool = pool
+        # /metrics?period= reads (whole windows of history) run here: the server passes
+        # its small on-demand pool, so they never take a connection calls need.
+        self.read_pool = pool if read_pool is None else read_pool
         self.metrics = metrics
         self.config = SamplerConfig() if config is None else config
         self.host = socket.gethostname() if host is None else host
@@ -450,7 +454,7 @@ class MetricsSampler:
                     await self._idle.wait()  # no write in flight
                     generation = self._generation
                     local, local_earliest = self._unflushed(since)
-                    async with self.pool.connection(timeout=timeout) as conn:
+                    async with self.read_pool.connection(timeout=timeout) as conn:
                         read = await store.read_window(conn, since, statement_timeout=timeout)
                     if self._idle.is_set() and self._generation == generation:
                         break

@@ -144,11 +144,11 @@ async def test_health_and_database_report_a_healthy_service(
     pool = database["pool"]
     assert (pool["min_size"], pool["max_size"]) == (1, 8)
     assert pool["pool_size"] >= 1 and 0 <= pool["pool_available"] <= pool["pool_size"]
-    # The server's own background work (health probe, sampler, audit monitor) shares this
-    # pool, so a request may be waiting at the instant of the read; only its shape is fixed.
     assert isinstance(pool["requests_waiting"], int) and pool["requests_waiting"] >= 0
     assert 0 <= pool["utilization_percent"] <= 100
-    assert pool["counters"]["requests_num"] >= 1
+    # The health probe (its own connection) and the audit (the on-demand pool) never
+    # borrow from the calls' pool: no call was made, so nothing has asked it for one.
+    assert pool["counters"].get("requests_num", 0) == 0, pool["counters"]
 
 
 async def test_jackpot_health_shows_pools_and_balanced_books(
@@ -317,12 +317,18 @@ async def test_a_taken_health_port_fails_the_start_and_leaves_no_connection_open
         busy = dataclasses.replace(settings, health_port=taken.getsockname()[1])
         with pytest.raises(OSError):
             await start_server(busy, database_url, port=0)
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        cursor = await conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name = 'jackpot-service'"
-        )
-        assert await cursor.fetchone() == (0,)
+
+    async def none_open() -> bool:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'jackpot-%'"
+            )
+            return await cursor.fetchone() == (0,)
+
+    # A closed connection's backend may take a moment to leave pg_stat_activity on a busy
+    # machine; a leaked one stays.
+    await eventually(none_open, within=3)
 
 
 async def test_background_audit_exports_the_books_as_metrics(

@@ -370,23 +370,35 @@ async def test_an_operator_bound_lowers_the_limit(settings: Settings, database_u
 
 def write_books_beyond_int64(url: str) -> tuple[int, int]:
     """Balanced books whose lifetime sums pass int64: three wagers of INT64_MAX, each pool
-    contributed 2**62 and paid it out again (so every pool still holds its seed). Written
-    directly: reaching them through the API would take billions of calls."""
-    share = 2**62
+    contributed half of one (rate 0.5, no cap) and paid it out again (so every pool still
+    holds its seed). Written directly, as the service writes rows, so the audit re-proves
+    every one: reaching them through the API would take billions of calls."""
+    share = INT64_MAX // 2
+    groups = ("minor", "major", "mega")
     with psycopg.connect(url) as conn:
-        for group in ("minor", "major", "mega"):
-            amounts = {g: share if g == group else 0 for g in ("minor", "major", "mega")}
+        conn.execute("UPDATE jackpots SET max_amount = NULL")
+        current = dict(conn.execute("SELECT jackpot_group, current_amount FROM jackpots"))
+        for group in groups:
+            amounts = {g: share if g == group else 0 for g in groups}
+            rates = {g: Decimal("0.5") if g == group else Decimal(0) for g in groups}
+            after = {g: current[g] + amounts[g] for g in groups}
             conn.execute(
                 """INSERT INTO contributions (client, game_id, wager_amount, minor_amount,
-                       major_amount, mega_amount, minor_after, major_after, mega_after)
-                   VALUES ('test', 'slots', %s, %s, %s, %s, 0, 0, 0)""",
-                (INT64_MAX, amounts["minor"], amounts["major"], amounts["mega"]),
+                       major_amount, mega_amount, minor_after, major_after, mega_after,
+                       minor_rate, major_rate, mega_rate)
+                   VALUES ('test', 'slots', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                (
+                    INT64_MAX,
+                    *(amounts[g] for g in groups),
+                    *(after[g] for g in groups),
+                    *(rates[g] for g in groups),
+                ),
             )
             conn.execute(
                 """INSERT INTO wins (client, jackpot_group, game_id, user_id, amount,
                        pool_before, seed_top_up, pool_after)
-                   VALUES ('test', %s, 'slots', %s, %s, 0, 0, 0)""",
-                (group, uuid.uuid4(), share),
+                   VALUES ('test', %s, 'slots', %s, %s, %s, 0, %s)""",
+                (group, uuid.uuid4(), share, after[group], current[group]),
             )
         conn.execute(
             """UPDATE jackpots SET total_contributions = %s, total_wins = %s,
@@ -416,7 +428,7 @@ async def test_reads_answer_however_large_the_lifetime_sums(
     assert stats.total_won_decimal.value == str(contributed)
     assert stats.total_pool_amount == 1_110_000
     assert stats.total_pool_amount_decimal.value == "1110000"
-    assert [p.total_contributions for p in stats.pools] == [2**62] * 3
+    assert [p.total_contributions for p in stats.pools] == [INT64_MAX // 2] * 3
 
     status, body = await call(http, "GET", f"{base}/api/jackpot/statistics")
     assert status == 200 and body["totalWageredDecimal"] == {"value": str(wagered)}

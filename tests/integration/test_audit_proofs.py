@@ -66,7 +66,9 @@ async def real_traffic(url: str) -> None:
         service = JackpotService(pool)
         game = random_game_id()
         await service.contribute_many([contribute(game, w) for w in (1000, 250, 7, 99_999)])
-        await service.update_config(change(Group.MAJOR, contribution_rate=Decimal("0.0041")))
+        await service.update_config(
+            change(Group.MAJOR, contribution_rate=Decimal("0.0041")), client="test"
+        )
         await service.contribute_many([contribute(game, 12_345)])
         # minor holds ~10 500 under a cap of 100 000: a wager of 20 000 000 fills it.
         await service.contribute_many([contribute(game, 20_000_000), contribute(game, 5_000)])
@@ -76,7 +78,7 @@ async def real_traffic(url: str) -> None:
         await service.win(
             WinCommand(Group.MEGA, game, random_user_id(), 100, random_key(), "game-a")
         )
-        await service.update_config(change(Group.MAJOR, max_amount=100_500))
+        await service.update_config(change(Group.MAJOR, max_amount=100_500), client="test")
         await service.contribute_many([contribute(game, 3_000_000), contribute(game, 10)])
         await service.win(
             WinCommand(Group.MAJOR, game, random_user_id(), None, random_key(), "game-a")

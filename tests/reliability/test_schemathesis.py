@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,36 +23,12 @@ from testkit.calls import ADMIN_TOKEN
 from testkit.database import scratch_database
 from testkit.figures import report, scaled
 from testkit.ledger import check_books
-from testkit.ports import free_port
-from testkit.processes import ServiceProcess, http_ok, serving
+from testkit.processes import base_url, serving, start_gateway
 
 pytestmark = pytest.mark.slow
 
 EXAMPLES = scaled(1500, minimum=50)  # per generation mode; JACKPOT_STRESS_SCALE raises it
 WRITES = ("contributions", "wins", "seed_fundings", "config_audit")
-
-
-def start_gateway(serve: ServiceProcess, log_dir: Path, timeout: float = 20.0) -> ServiceProcess:
-    """`jackpot gateway` in front of `serve`, answering /api/jackpot/pools."""
-    env = {
-        **serve.env,
-        "REST_PORT": str(free_port()),
-        "JACKPOT_GRPC_TARGET": serve.target,
-        "JACKPOT_METRICS_URL": f"http://127.0.0.1:{serve.health_port}/metrics",
-    }
-    gateway = ServiceProcess(["gateway"], env, log_dir)
-    gateway.launch()
-    pools = f"{base_url(gateway)}/api/jackpot/pools"
-    try:
-        gateway.wait_until(lambda: http_ok(pools), timeout, "answering", interval=0.1)
-    except BaseException:
-        gateway.stop()
-        raise
-    return gateway
-
-
-def base_url(gateway: ServiceProcess) -> str:
-    return f"http://127.0.0.1:{gateway.env['REST_PORT']}"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,161 @@
+"""The bounds against hostile traffic, one at a time, against a real server (fast).
+
+The same abuses at full size, with a canary measuring legitimate callers, are the slow
+suite tests/reliability/test_abuse.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from jackpot.v1 import jackpot_pb2 as pb
+from jackpot.v1 import jackpot_pb2_grpc
+
+from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.health import LIVENESS
+from jackpot_grpc.entrypoints.server import RunningServer, start_server
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+async def raw_http(port: int, request: bytes, read_for: float = 3.0) -> tuple[bytes, float]:
+    """Send `request` as is; everything answered until the server closes (or `read_for`
+    seconds pass) and how long that took."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    writer.write(request)
+    answer = b""
+    try:
+        async with asyncio.timeout(read_for):
+            while chunk := await reader.read(65536):
+                answer += chunk
+    except TimeoutError:
+        pass
+    finally:
+        writer.close()
+    return answer, time.monotonic() - started
+
+
+@pytest.fixture
+async def strict(settings: Settings, database_url: str) -> AsyncIterator[RunningServer]:
+    """A server with small HTTP bounds, so each is quick to reach."""
+    tight = dataclasses.replace(
+        settings,
+        http_keepalive_timeout=0.5,
+        http_max_connections=4,
+        max_in_flight_per_connection=2,
+        on_demand_interval=10.0,
+    )
+    running = await start_server(tight, database_url, port=0)
+    yield running
+    await running.stop(grace=1.0)
+
+
+async def test_a_compressed_body_is_refused_415_unread_and_the_connection_closed(
+    strict: RunningServer,
+) -> None:
+    # Announces 10 MB of gzip and sends the first bytes only: an answer that waited for
+    # (or inflated) the body would never come.
+    head = (
+        b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: 10000000\r\n\r\n\x1f\x8b\x08\x00"
+    )
+    answer, took = await raw_http(strict.health_port, head)
+    assert answer.startswith(b"HTTP/1.1 415"), answer[:200]
+    assert b"Connection: close" in answer
+    assert took < 2.0  # closed by the server, not by our read timeout
+    assert strict.health_http.refusals.summary()["http"]["content_encoding"] == 1
+
+
+async def test_a_body_on_a_get_is_refused_413_and_the_connection_closed(
+    strict: RunningServer,
+) -> None:
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nxx"
+    answer, took = await raw_http(strict.health_port, head)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"Connection: close" in answer and took < 2.0
+
+
+async def test_half_sent_and_idle_connections_are_closed_at_the_keepalive_timeout(
+    strict: RunningServer,
+) -> None:
+    half, took = await raw_http(strict.health_port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-")
+    assert half == b"" and 0.3 < took < 2.5, (half, took)
+    idle, took = await raw_http(strict.health_port, b"")
+    assert idle == b"" and took < 2.5
+
+
+async def test_connections_over_the_cap_are_answered_503_at_once(strict: RunningServer) -> None:
+    held = [await asyncio.open_connection("127.0.0.1", strict.health_port) for _ in range(4)]
+    try:
+        await asyncio.sleep(0.05)
+        answer, took = await raw_http(strict.health_port, b"")
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert took < 0.5
+    finally:
+        for _, writer in held:
+            writer.close()
+    assert strict.health_http.refusals.summary()["http"]["connection_cap"] >= 1
+
+
+async def test_concurrent_audits_on_demand_share_one_run(strict: RunningServer) -> None:
+    import aiohttp
+
+    auditor = strict.auditor
+    assert auditor is not None
+    await asyncio.sleep(0.2)  # the start-up audit
+    runs = auditor.runs
+    url = f"http://127.0.0.1:{strict.health_port}/health/jackpot?audit=now"
+    async with aiohttp.ClientSession() as http:
+
+        async def ask() -> str:
+            async with http.get(url) as response:
+                return str((await response.json())["ledger"]["audit_now"])
+
+        answers = await asyncio.gather(*(ask() for _ in range(20)))
+    # The start-up audit ran within the interval: everyone got it, no new scan.
+    assert auditor.runs - runs <= 1, (runs, auditor.runs, answers)
+    assert set(answers) <= {"ran", "shared", "recent"} and answers.count("ran") <= 1
+
+
+async def test_liveness_is_serving_and_ignores_the_database(strict: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{strict.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in (LIVENESS, "", "jackpot.v1.JackpotService"):
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert answer.status == SERVING, name
+        strict.probe.healthy = False  # as after JACKPOT_HEALTH_FAILURES failed probes
+        await strict.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        live = await health.Check(health_pb2.HealthCheckRequest(service=LIVENESS), timeout=5)
+        assert live.status == SERVING
+
+
+async def test_calls_over_the_connection_bound_are_resource_exhausted_with_retry_info(
+    strict: RunningServer,
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{strict.port}") as channel:
+        stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+
+        async def contribute(n: int) -> grpc.StatusCode:
+            request = pb.ContributeRequest(game_id="g", wager_amount=100, idempotency_key=f"k{n}")
+            try:
+                await stub.Contribute(request, timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    trailers = dict(exc.trailing_metadata() or ())
+                    assert "grpc-status-details-bin" in trailers  # RetryInfo
+                return exc.code()
+            return grpc.StatusCode.OK
+
+        codes = await asyncio.gather(*(contribute(n) for n in range(40)))
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    refused = codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert refused > 0
+    counted = strict.health_http.refusals.summary()["admission"]["connection_in_flight_limit"]
+    assert counted == refused

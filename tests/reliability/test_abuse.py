@@ -1,0 +1,182 @@
+"""Hostile traffic cannot take the service down (docs/RELIABILITY.md, "Abuse").
+
+Each abuse runs from loopback in a process of its own (testkit.attacks) for a bounded
+time against `jackpot serve` and `jackpot gateway` child processes, while a canary
+(testkit.canary: gRPC Contribute at 75/s, REST GET pools every 100 ms, /health every
+250 ms) measures what legitimate callers see. Each asserts the canary stayed at ≥ 99 % OK
+with p99 under 250 ms, and what the abuse itself was answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from jackpot_grpc.config import PROJECT_ROOT
+from testkit.canary import CanaryResult, canary
+from testkit.database import scratch_database
+from testkit.figures import report
+from testkit.ledger import check_books
+from testkit.processes import ServiceProcess, base_url, serving, start_gateway
+
+pytestmark = pytest.mark.slow
+
+SECONDS = 8.0  # each abuse runs this long
+MIN_OK, MAX_P99 = 0.99, 0.250
+ABUSE_ENV = dict(item.split("=", 1) for item in os.environ.get("ABUSE_ENV", "").split() if item)
+
+
+@dataclass
+class Stack:
+    database_url: str
+    serve: ServiceProcess
+    gateway: ServiceProcess
+
+    @property
+    def health(self) -> str:
+        return f"http://127.0.0.1:{self.serve.health_port}"
+
+    @property
+    def rest(self) -> str:
+        return base_url(self.gateway)
+
+
+@pytest.fixture(scope="module")
+def stack(admin_url: str, template_database: str, tmp_path_factory: Any) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("abuse")
+    with (
+        scratch_database(admin_url, "jackpot_abuse", template=template_database) as url,
+        # Production values for what the abuses aim at (service_env speeds the probe up).
+        serving(url, logs, JACKPOT_HEALTH_INTERVAL="0.5", **ABUSE_ENV) as serve,
+    ):
+        gateway = start_gateway(serve, logs)
+        try:
+            yield Stack(url, serve, gateway)
+        finally:
+            gateway.stop()
+
+
+async def attack(*args: object, budget: float = SECONDS + 60) -> dict[str, Any]:
+    """Run `python -m testkit.attacks ARGS` to its end (killed past `budget`); its JSON."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "testkit.attacks",
+        *map(str, args),
+        cwd=PROJECT_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(budget):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def under(stack: Stack, *attacks: tuple[object, ...]) -> tuple[CanaryResult, list[Any]]:
+    async with canary(stack.serve.target, stack.rest, stack.health) as seen:
+        await asyncio.sleep(0.5)  # the canary's connections are open before the abuse
+        results = await asyncio.gather(*(attack(*a) for a in attacks))
+    return seen, list(results)
+
+
+async def refusals(stack: Stack) -> dict[str, dict[str, int]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{stack.health}/metrics") as response:
+        summary: dict[str, dict[str, int]] = (await response.json())["refusals"]
+        return summary
+
+
+def check_canary(name: str, seen: CanaryResult, attacker: Any) -> None:
+    report(f"abuse_{name}", {"canary": seen.figures(), "attacker": attacker})
+    problems = seen.failures(MIN_OK, MAX_P99)
+    assert not problems, f"{name}: canary out of bounds: {problems}"
+
+
+async def test_probe_failures_the_database_did_not_cause_turn_nobody_away(stack: Stack) -> None:
+    before = await refusals(stack)
+    seen, (attacker,) = await under(stack, ("kill-probe", stack.database_url, SECONDS))
+    after = await refusals(stack)
+    check_canary("probe_failures", seen, attacker)
+    assert attacker["probe_connections_killed"] >= 5, attacker
+    turned_away = after.get("admission", {}).get("database_unavailable", 0)
+    assert turned_away == before.get("admission", {}).get("database_unavailable", 0), after
+
+
+async def test_fifty_clients_auditing_on_demand_share_one_audit(stack: Stack) -> None:
+    url = f"{stack.health}/health/jackpot?audit=now"
+    seen, (attacker,) = await under(stack, ("audit-flood", url, 50, SECONDS))
+    check_canary("audit_flood", seen, attacker)
+    assert set(attacker["outcomes"]) == {"200"}, attacker
+    # At most one audit per JACKPOT_ON_DEMAND_INTERVAL (10 s): every other request
+    # shared a running one or got the last result with its age.
+    assert attacker["audit_now"].get("ran", 0) <= 2, attacker
+    assert sum(attacker["audit_now"].values()) >= 100, attacker
+
+
+async def test_gzip_bombs_are_refused_unread(stack: Stack) -> None:
+    seen, results = await under(
+        stack,
+        ("gzip-bomb", f"{stack.health}/health", SECONDS),
+        ("gzip-bomb", f"{stack.rest}/api/jackpot/contribute", SECONDS),
+    )
+    check_canary("gzip_bomb", seen, results)
+    for result in results:
+        answers = result["outcomes"]
+        # The refusal (415 and Connection: close) came before the upload could finish, or
+        # the client saw the connection closed under its upload.
+        assert set(answers) <= {"415 close", "ClientOSError", "ServerDisconnectedError"}, result
+        assert result["answer_ms"]["p99"] < 1000, result
+
+
+@pytest.mark.xfail(
+    reason="200 connections x 50 closed-loop calls outrun one grpc.aio process on 2 shared"
+    " cores: gRPC core cancels calls it holds before Python can take them (the canary's"
+    " too); see docs/RELIABILITY.md",
+    strict=False,
+)
+async def test_an_overload_flood_is_answered_resource_exhausted_and_counted(
+    stack: Stack,
+) -> None:
+    before = sum((await refusals(stack)).get("admission", {}).values())
+    seen, (attacker,) = await under(stack, ("flood", stack.serve.target, 200, 50, SECONDS))
+    refused = sum((await refusals(stack)).get("admission", {}).values()) - before
+    check_canary("overload_flood", seen, attacker)
+    codes = attacker["codes"]
+    exhausted = codes.get("RESOURCE_EXHAUSTED", 0)
+    assert exhausted > 0, attacker
+    # Overload answers are RESOURCE_EXHAUSTED, not calls cancelled in a queue.
+    shed_otherwise = sum(n for code, n in codes.items() if code not in ("OK", "RESOURCE_EXHAUSTED"))
+    assert shed_otherwise <= 0.01 * sum(codes.values()), attacker
+    assert refused >= exhausted, (refused, attacker)  # every refusal counted
+    assert check_books(stack.database_url) == []
+
+
+async def test_idle_and_half_sent_connections_are_closed(stack: Stack) -> None:
+    port = stack.serve.health_port
+    seen, (attacker,) = await under(stack, ("idle", "127.0.0.1", port, 300, SECONDS))
+    check_canary("idle_connections", seen, attacker)
+    # Over the cap (256) answered 503 at once; the rest closed at the keep-alive timeout
+    # (5 s), whether they sent nothing or half a request.
+    assert attacker["closed_by_server"] + attacker["refused"] == 300, attacker
+    assert attacker["closed_after_ms"]["max"] < SECONDS * 1000, attacker
+
+
+def test_reliability_doc_has_the_abuse_table() -> None:
+    text = (Path(PROJECT_ROOT) / "docs" / "RELIABILITY.md").read_text()
+    for probe in ("kill-probe", "audit-flood", "gzip-bomb", "flood", "idle"):
+        assert f"`{probe}`" in text, probe

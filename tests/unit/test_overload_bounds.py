@@ -1,0 +1,93 @@
+"""Pacing, sharing of on-demand work, the probe's failure threshold, gRPC options."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.grpc_options import server_options
+from jackpot_grpc.entrypoints.health import LIVENESS, DatabaseHealthProbe
+from jackpot_grpc.entrypoints.on_demand import OnDemand
+from jackpot_grpc.entrypoints.pacer import Pacer
+
+
+def test_the_pacer_lets_a_burst_through_then_spaces_requests_and_refuses_past_max_wait() -> None:
+    now = [100.0]
+    pacer = Pacer(rate=10.0, burst=3, max_wait=0.25, clock=lambda: now[0])
+    assert [pacer.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+    waits = [pacer.reserve() for _ in range(3)]
+    assert waits[0] is not None and abs(waits[0] - 0.1) < 1e-9
+    assert waits[1] is not None and abs(waits[1] - 0.2) < 1e-9
+    assert waits[2] is None  # 0.3 s > max_wait: refused, nothing reserved
+    now[0] += 10
+    assert pacer.reserve() == 0.0
+
+
+async def test_on_demand_work_is_shared_and_run_at_most_once_per_interval() -> None:
+    runs = 0
+
+    async def audit() -> int:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.05)
+        return runs
+
+    on_demand = OnDemand(audit, interval=60.0)
+    outcomes = await asyncio.gather(*(on_demand.get() for _ in range(50)))
+    assert runs == 1
+    assert sorted(o.how for o in outcomes) == ["ran"] + ["shared"] * 49
+    later = await on_demand.get()
+    assert (later.how, later.value, runs) == ("recent", 1, 1)
+
+
+async def test_a_failed_run_is_not_retried_within_the_interval() -> None:
+    calls = 0
+
+    async def broken() -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("statement timeout")
+
+    on_demand = OnDemand(broken, interval=60.0)
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            await on_demand.get()
+    assert calls == 1
+
+
+async def test_readiness_flips_only_after_consecutive_failures_and_liveness_never() -> None:
+    health = HealthServicer()
+    answers = iter([True, False, False, True, False, False, False])
+
+    async def ping() -> None:
+        if not next(answers):
+            raise TimeoutError
+
+    probe = DatabaseHealthProbe(health, ping, interval=1.0, failures_to_flip=3)
+    await probe.set_live()
+    seen = [await probe.check() for _ in range(7)]
+    assert seen == [True, True, True, True, True, True, False]
+
+    async def status(name: str) -> int:
+        request = health_pb2.HealthCheckRequest(service=name)
+        return int((await health.Check(request, None)).status)  # type: ignore[arg-type]
+
+    assert await status("") == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert await status(LIVENESS) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_grpc_server_options_come_from_settings() -> None:
+    settings = dataclasses.replace(
+        Settings.from_env({}), grpc_max_connection_age=60.0, grpc_max_streams_per_connection=7
+    )
+    options = dict(server_options(settings, reuse_port=False))
+    assert options["grpc.max_connection_age_ms"] == 60_000
+    assert options["grpc.max_connection_age_grace_ms"] == 10_000  # the shutdown grace
+    assert options["grpc.max_concurrent_streams"] == 7
+    assert options["grpc.keepalive_permit_without_calls"] == 1
+    assert options["grpc.keepalive_time_ms"] == 60_000
