@@ -24,10 +24,10 @@ WAGER = 1000
 
 # N contributions of WAGER at the default pools' rates (migration 0001), so shares of 5, 3
 # and 2, each row's `*_after` the seed plus i shares; ledger_seq is drawn in row order.
-FILL = """INSERT INTO contributions (game_id, wager_amount,
+FILL = """INSERT INTO contributions (client, game_id, wager_amount,
         minor_amount, minor_after, minor_rate, major_amount, major_after, major_rate,
         mega_amount, mega_after, mega_rate)
-    SELECT 'bench-audit', %(wager)s,
+    SELECT 'bench-audit', 'bench-audit', %(wager)s,
         5, mi.seed_amount + 5 * i, 0.005, 3, ma.seed_amount + 3 * i, 0.003,
         2, me.seed_amount + 2 * i, 0.002
     FROM generate_series(1, %(n)s) AS i,

@@ -30,6 +30,7 @@ from jackpot_grpc.domain.model import (
     PoolState,
     RecordedWin,
     RowAudit,
+    ScopedKey,
     StoredContribution,
     WinCommand,
     WinOutcome,
@@ -85,12 +86,13 @@ async def lock_pools(conn: Conn) -> dict[Group, PoolState]:
 
 # --- contributions ---------------------------------------------------------------------
 
-CONTRIBUTION_COLUMNS = """id, idempotency_key, fingerprint, minor_amount, major_amount,
-    mega_amount, minor_after, major_after, mega_after, created_at"""
+CONTRIBUTION_COLUMNS = """id, client, idempotency_key, fingerprint, minor_amount,
+    major_amount, mega_amount, minor_after, major_after, mega_after, created_at"""
 LOCK_POOLS = f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE"
-FIND_CONTRIBUTIONS = (
-    f"SELECT {CONTRIBUTION_COLUMNS} FROM contributions WHERE idempotency_key = ANY(%s)"
-)
+# Keys are scoped per client: look up (client, key) pairs, on their unique index.
+FIND_CONTRIBUTIONS = f"""SELECT {CONTRIBUTION_COLUMNS} FROM contributions
+    WHERE idempotency_key IS NOT NULL
+      AND (client, idempotency_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"""
 
 
 def _stored(row: dict[str, Any]) -> StoredContribution:
@@ -106,17 +108,26 @@ def _stored(row: dict[str, Any]) -> StoredContribution:
     return StoredContribution(result, bytes(row["fingerprint"]))
 
 
-async def find_contributions(conn: Conn, keys: list[str]) -> dict[str, StoredContribution]:
-    """Earlier contributions with these idempotency keys, by key."""
+def _find_params(keys: Sequence[ScopedKey]) -> tuple[list[str], list[str]]:
+    return [client for client, _ in keys], [key for _, key in keys]
+
+
+def _by_scoped_key(rows: list[dict[str, Any]]) -> dict[ScopedKey, StoredContribution]:
+    return {(r["client"], r["idempotency_key"]): _stored(r) for r in rows}
+
+
+async def find_contributions(
+    conn: Conn, keys: Sequence[ScopedKey]
+) -> dict[ScopedKey, StoredContribution]:
+    """Earlier contributions with these (client, idempotency key) pairs, by pair."""
     if not keys:
         return {}
-    rows = await _rows(conn, FIND_CONTRIBUTIONS, (keys,))
-    return {r["idempotency_key"]: _stored(r) for r in rows}
+    return _by_scoped_key(await _rows(conn, FIND_CONTRIBUTIONS, _find_params(keys)))
 
 
 async def lock_pools_and_find_contributions(
-    conn: Conn, keys: list[str]
-) -> tuple[dict[Group, PoolState], dict[str, StoredContribution]]:
+    conn: Conn, keys: Sequence[ScopedKey]
+) -> tuple[dict[Group, PoolState], dict[ScopedKey, StoredContribution]]:
     """lock_pools and find_contributions in one round trip (pipeline mode).
 
     The key lookup is queued after the lock, so it runs while the lock is held and sees
@@ -127,10 +138,10 @@ async def lock_pools_and_find_contributions(
         await locked.execute(LOCK_POOLS)
         found = conn.cursor(row_factory=dict_row)
         if keys:
-            await found.execute(FIND_CONTRIBUTIONS, (keys,))
+            await found.execute(FIND_CONTRIBUTIONS, _find_params(keys))
         pools = {p.group: p for p in map(_pool, await locked.fetchall())}
         rows = await found.fetchall() if keys else []
-    return pools, {r["idempotency_key"]: _stored(r) for r in rows}
+    return pools, _by_scoped_key(rows)
 
 
 # What lets the audit re-prove each row (migration 0005): the rate each pool applied, and
@@ -177,15 +188,15 @@ RECORD_CONTRIBUTIONS = f"""WITH moved AS (
     WHERE jackpot_group IN ('minor', 'major', 'mega')
     RETURNING {POOL_COLUMNS}),
 inserted AS (
-    INSERT INTO contributions (idempotency_key, fingerprint, game_id, wager_amount,
+    INSERT INTO contributions (idempotency_key, fingerprint, client, game_id, wager_amount,
         minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after,
         {PROOF_COLUMNS})
     SELECT u.*, {PROOF_VALUES}
-    FROM unnest(%(keys)b::text[], %(fingerprints)b::bytea[], %(games)b::text[],
-        %(wagers)b::bigint[],
+    FROM unnest(%(keys)b::text[], %(fingerprints)b::bytea[], %(clients)b::text[],
+        %(games)b::text[], %(wagers)b::bigint[],
         %(minor_amount)b::bigint[], %(major_amount)b::bigint[], %(mega_amount)b::bigint[],
         %(minor_after)b::bigint[], %(major_after)b::bigint[], %(mega_after)b::bigint[])
-        AS u(key, fingerprint, game, wager, minor_amount, major_amount, mega_amount,
+        AS u(key, fingerprint, client, game, wager, minor_amount, major_amount, mega_amount,
              minor_after, major_after, mega_after)
     RETURNING id, created_at),
 counted AS (
@@ -209,6 +220,8 @@ def _record_params(
         "keys": [c.idempotency_key for c in commands],
         # Only keyed rows are bound to a request (and hashing the rest would be wasted).
         "fingerprints": [c.fingerprint if c.idempotency_key else None for c in commands],
+        # Each row's own client: the batcher batches calls from many clients together.
+        "clients": [c.client for c in commands],
         "games": [c.game_id for c in commands],
         "wagers": wagers,
         "count": len(wagers),
@@ -244,14 +257,14 @@ async def record_contributions(
 # --- wins --------------------------------------------------------------------------------
 
 
-async def find_win(conn: Conn, key: str) -> RecordedWin | None:
-    """The win recorded with this idempotency key, if any."""
+async def find_win(conn: Conn, client: str, key: str) -> RecordedWin | None:
+    """The win `client` recorded with this idempotency key, if any (keys are per client)."""
     rows = await _rows(
         conn,
         """SELECT id, jackpot_group, fingerprint, amount, pool_before, seed_top_up,
                   pool_after, created_at
-           FROM wins WHERE idempotency_key = %s""",
-        (key,),
+           FROM wins WHERE client = %s AND idempotency_key = %s""",
+        (client, key),
     )
     if not rows:
         return None
@@ -298,13 +311,15 @@ async def record_win(
     )
     wins = await _rows(
         conn,
-        """INSERT INTO wins (idempotency_key, fingerprint, jackpot_group, game_id, user_id,
-                             requested_amount, amount, pool_before, seed_top_up, pool_after)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        """INSERT INTO wins (idempotency_key, fingerprint, client, jackpot_group, game_id,
+                             user_id, requested_amount, amount, pool_before, seed_top_up,
+                             pool_after)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
            RETURNING id, created_at""",
         (
             command.idempotency_key,
             command.fingerprint if command.idempotency_key else None,
+            command.client,
             command.group.value,
             command.game_id,
             command.user_id,

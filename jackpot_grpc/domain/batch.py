@@ -13,6 +13,7 @@ from jackpot_grpc.domain.model import (
     ContributionShares,
     Group,
     PoolState,
+    ScopedKey,
     StoredContribution,
 )
 
@@ -40,32 +41,34 @@ def key_reused(key: str, what: str) -> IdempotencyKeyReused:
 
 def plan_contributions(
     commands: Sequence[ContributeCommand],
-    known: Mapping[str, StoredContribution],
+    known: Mapping[ScopedKey, StoredContribution],
     pools: Mapping[Group, PoolState],
 ) -> ContributionPlan:
     """Split each fresh command in arrival order against the pools as they stand (a cap
     reached by one limits the next). A key in `known` or earlier in the batch replays when
-    the request is the same (same fingerprint), and is refused when it is not."""
+    the request is the same (same fingerprint), and is refused when it is not. Keys are
+    scoped per client: the same key from two clients names two requests."""
     plan = ContributionPlan(sums=dict.fromkeys(GROUPS, 0), counts=dict.fromkeys(GROUPS, 0))
     current = {g: pools[g].current_amount for g in GROUPS}
     splitter = rules.Splitter(pools)
-    first_in_batch: dict[str, int] = {}
+    first_in_batch: dict[ScopedKey, int] = {}
     for position, command in enumerate(commands):
         key = command.idempotency_key
         if key is not None:
-            stored = known.get(key)
+            scoped = (command.client, key)
+            stored = known.get(scoped)
             if stored is not None:
                 if stored.fingerprint != command.fingerprint:
                     plan.conflicts[position] = key_reused(key, "contribution")
                 continue
-            first = first_in_batch.get(key)
+            first = first_in_batch.get(scoped)
             if first is not None:
                 if commands[first].fingerprint != command.fingerprint:
                     plan.conflicts[position] = key_reused(key, "contribution in this batch")
                 else:
                     plan.replays[position] = first
                 continue
-            first_in_batch[key] = position
+            first_in_batch[scoped] = position
         shares = splitter.split(command.wager_amount, current)
         plan.fresh.append(position)
         plan.shares.append(shares)

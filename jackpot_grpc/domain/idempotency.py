@@ -8,8 +8,9 @@ is unambiguous. Migration 0004 computes the same text in SQL for rows written be
     win:        'win' || E'\\n' || jackpot_group || E'\\n' || game_id || E'\\n'
                 || user_id::text || E'\\n' || coalesce(requested_amount::text, '')
 
-Keys are scoped to the whole service today (one implicit client, "anonymous"); with client
-identity (issue 12) the scope becomes the client.
+A key is scoped per client (issue 12): the ledger looks it up by (client, key), so the
+same key from two clients names two independent requests. The fingerprint is the request
+alone; the client is part of the key, not of what the key is bound to.
 """
 
 from __future__ import annotations

@@ -54,11 +54,16 @@ class PoolState:
     updated_at: datetime
 
 
+# An idempotency key is unique per client: (client, key) names one request.
+ScopedKey = tuple[str, str]
+
+
 @dataclass(frozen=True)
 class ContributeCommand:
     game_id: str
     wager_amount: int
     idempotency_key: str | None
+    client: str  # who sends it (the authenticated client): recorded, and scopes the key
 
     @cached_property
     def fingerprint(self) -> bytes:
@@ -101,6 +106,7 @@ class WinCommand:
     user_id: uuid.UUID
     win_amount: int | None
     idempotency_key: str | None
+    client: str  # who sends it (the authenticated client): recorded, and scopes the key
 
     @cached_property
     def fingerprint(self) -> bytes:

@@ -81,7 +81,11 @@ def _raise_if(problems: list[FieldViolation]) -> None:
 
 
 def contribute_command(
-    game_id: str, wager_amount: int, idempotency_key: str, max_wager: int = MAX_WAGER_AMOUNT
+    game_id: str,
+    wager_amount: int,
+    idempotency_key: str,
+    client: str,
+    max_wager: int = MAX_WAGER_AMOUNT,
 ) -> ContributeCommand:
     game, problems = _exact("game_id", game_id, MAX_GAME_ID_LENGTH, required=True)
     if wager_amount <= 0:
@@ -90,7 +94,9 @@ def contribute_command(
         problems.append(FieldViolation("wager_amount", f"must be at most {max_wager}"))
     key, key_problems = _key(idempotency_key)
     _raise_if(problems + key_problems)
-    return ContributeCommand(game_id=game, wager_amount=wager_amount, idempotency_key=key)
+    return ContributeCommand(
+        game_id=game, wager_amount=wager_amount, idempotency_key=key, client=client
+    )
 
 
 def win_command(
@@ -99,6 +105,7 @@ def win_command(
     user_id: str,
     win_amount: int | None,
     idempotency_key: str,
+    client: str,
 ) -> WinCommand:
     problems: list[FieldViolation] = []
     if group is None:
@@ -112,7 +119,12 @@ def win_command(
     _raise_if(problems + key_problems)
     assert group is not None and user is not None
     return WinCommand(
-        group=group, game_id=game, user_id=user, win_amount=win_amount, idempotency_key=key
+        group=group,
+        game_id=game,
+        user_id=user,
+        win_amount=win_amount,
+        idempotency_key=key,
+        client=client,
     )
 
 

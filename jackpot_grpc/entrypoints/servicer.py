@@ -66,7 +66,11 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         self, request: pb.ContributeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ContributeResponse:
         command = validation.contribute_command(
-            request.game_id, request.wager_amount, request.idempotency_key, self._max_wager
+            request.game_id,
+            request.wager_amount,
+            request.idempotency_key,
+            current_client_name(),
+            self._max_wager,
         )
         return convert.contribute_response(await self._contributor.contribute(command))
 
@@ -77,11 +81,16 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         if len(request.contributions) > MAX_BATCH_ITEMS:
             raise InvalidArgument.of("contributions", f"must hold at most {MAX_BATCH_ITEMS} items")
         checked: list[ContributeCommand | InvalidArgument] = []
+        client = current_client_name()
         for item in request.contributions:
             try:
                 checked.append(
                     validation.contribute_command(
-                        item.game_id, item.wager_amount, item.idempotency_key, self._max_wager
+                        item.game_id,
+                        item.wager_amount,
+                        item.idempotency_key,
+                        client,
+                        self._max_wager,
                     )
                 )
             except InvalidArgument as exc:
@@ -116,6 +125,7 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             request.user_id,
             request.win_amount if request.HasField("win_amount") else None,
             request.idempotency_key,
+            current_client_name(),
         )
         return convert.win_response(await self._service.win(command))
 

@@ -69,6 +69,11 @@ class ContributionBatcher:
         self.batches = 0
         self.batched = 0
 
+    @property
+    def waiting(self) -> int:
+        """Calls queued for the next batch (not the one being applied)."""
+        return self._queue.qsize()
+
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name="contribution-batcher")
 

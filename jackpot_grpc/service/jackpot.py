@@ -63,7 +63,8 @@ class JackpotService:
     ) -> list[ContributionResult | IdempotencyKeyReused]:
         """Apply contributions in order, in one transaction; one result per command.
 
-        A key already in the ledger, or earlier in `commands`, replays the first result
+        Keys are scoped per client (each command's own: a batch may mix clients). A key
+        already in the ledger, or earlier in `commands`, replays the first result
         when the request is the same and is refused (IdempotencyKeyReused, in its place)
         when it is not; neither changes anything. Returns only after the commit.
         """
@@ -73,7 +74,7 @@ class JackpotService:
         self, commands: Sequence[ContributeCommand]
     ) -> list[ContributionResult | IdempotencyKeyReused]:
         async with transaction(self.pool) as conn:
-            keys = sorted({c.idempotency_key for c in commands if c.idempotency_key})
+            keys = sorted({(c.client, c.idempotency_key) for c in commands if c.idempotency_key})
             pools, known = await repo.lock_pools_and_find_contributions(conn, keys)
             plan = plan_contributions(commands, known, pools)
             ids: list[tuple[int, datetime]] = []
@@ -104,21 +105,21 @@ class JackpotService:
                 )
             else:
                 assert command.idempotency_key is not None
-                results.append(known[command.idempotency_key].result)
+                results.append(known[command.client, command.idempotency_key].result)
         if self.metrics is not None and plan.fresh:
             self.metrics.contributions_applied(stored.values())
         return results
 
     async def win(self, command: WinCommand) -> WinResult:
-        """Pay a win. A key already used replays its win when the request is the same,
-        and raises IdempotencyKeyReused (nothing written) when it is not."""
+        """Pay a win. A key the same client already used replays its win when the request
+        is the same, and raises IdempotencyKeyReused (nothing written) when it is not."""
         return await _settling_key_races(lambda: self._win(command))
 
     async def _win(self, command: WinCommand) -> WinResult:
         async with transaction(self.pool) as conn:
             pools = await repo.lock_pools(conn)
             if command.idempotency_key:
-                earlier = await repo.find_win(conn, command.idempotency_key)
+                earlier = await repo.find_win(conn, command.client, command.idempotency_key)
                 if earlier is not None:
                     if earlier.fingerprint != command.fingerprint:
                         raise key_reused(command.idempotency_key, "win")

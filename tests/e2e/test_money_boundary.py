@@ -16,15 +16,14 @@ import aiohttp
 import grpc
 import psycopg
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from google.type import decimal_pb2
-from grpc_status import rpc_status
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
+from testkit.calls import error_reason as reason
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
 ADMIN = (("authorization", "Bearer test-admin-token"),)
@@ -35,17 +34,6 @@ async def failure(call: Any) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await call
     return exc.value
-
-
-def reason(error: grpc.aio.AioRpcError) -> str:
-    status: status_pb2.Status | None = rpc_status.from_call(error)
-    assert status is not None
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            assert info.domain == "jackpot.v1"
-            return info.reason
-    raise AssertionError(f"no ErrorInfo in {error}")
 
 
 def win(group: int = pb.JACKPOT_GROUP_MINOR, user: str = "", **fields: Any) -> pb.WinRequest:
@@ -395,10 +383,10 @@ def write_books_beyond_int64(url: str) -> tuple[int, int]:
             rates = {g: Decimal("0.5") if g == group else Decimal(0) for g in groups}
             after = {g: current[g] + amounts[g] for g in groups}
             conn.execute(
-                """INSERT INTO contributions (game_id, wager_amount, minor_amount, major_amount,
-                       mega_amount, minor_after, major_after, mega_after,
+                """INSERT INTO contributions (client, game_id, wager_amount, minor_amount,
+                       major_amount, mega_amount, minor_after, major_after, mega_after,
                        minor_rate, major_rate, mega_rate)
-                   VALUES ('slots', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                   VALUES ('test', 'slots', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                 (
                     INT64_MAX,
                     *(amounts[g] for g in groups),
@@ -407,9 +395,9 @@ def write_books_beyond_int64(url: str) -> tuple[int, int]:
                 ),
             )
             conn.execute(
-                """INSERT INTO wins (jackpot_group, game_id, user_id, amount, pool_before,
-                       seed_top_up, pool_after)
-                   VALUES (%s, 'slots', %s, %s, %s, 0, %s)""",
+                """INSERT INTO wins (client, jackpot_group, game_id, user_id, amount,
+                       pool_before, seed_top_up, pool_after)
+                   VALUES ('test', %s, 'slots', %s, %s, %s, 0, %s)""",
                 (group, uuid.uuid4(), share, after[group], current[group]),
             )
         conn.execute(

@@ -40,7 +40,9 @@ def audit_json(
 
 
 def contribute(game: str, wager: int) -> ContributeCommand:
-    return ContributeCommand(game_id=game, wager_amount=wager, idempotency_key=random_key())
+    return ContributeCommand(
+        game_id=game, wager_amount=wager, idempotency_key=random_key(), client="game-a"
+    )
 
 
 def change(group: Group, **values: Any) -> ConfigChange:
@@ -70,11 +72,17 @@ async def real_traffic(url: str) -> None:
         await service.contribute_many([contribute(game, 12_345)])
         # minor holds ~10 500 under a cap of 100 000: a wager of 20 000 000 fills it.
         await service.contribute_many([contribute(game, 20_000_000), contribute(game, 5_000)])
-        await service.win(WinCommand(Group.MINOR, game, random_user_id(), 95_000, random_key()))
-        await service.win(WinCommand(Group.MEGA, game, random_user_id(), 100, random_key()))
+        await service.win(
+            WinCommand(Group.MINOR, game, random_user_id(), 95_000, random_key(), "game-a")
+        )
+        await service.win(
+            WinCommand(Group.MEGA, game, random_user_id(), 100, random_key(), "game-a")
+        )
         await service.update_config(change(Group.MAJOR, max_amount=100_500), client="test")
         await service.contribute_many([contribute(game, 3_000_000), contribute(game, 10)])
-        await service.win(WinCommand(Group.MAJOR, game, random_user_id(), None, random_key()))
+        await service.win(
+            WinCommand(Group.MAJOR, game, random_user_id(), None, random_key(), "game-a")
+        )
         await service.contribute_many([contribute(game, 777)])
 
 

@@ -54,10 +54,10 @@ async def pool_rows(database_url: str) -> dict[str, tuple[int, int, int, int]]:
     return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
 
-def contribution(wager: int, key: str | None = None) -> ContributeCommand:
+def contribution(wager: int, key: str | None = None, client: str = "game-a") -> ContributeCommand:
     # A key is bound to its request: the same key and wager must be the same game too.
     game = random_game_id() if key is None else f"game-{key}"
-    return ContributeCommand(game_id=game, wager_amount=wager, idempotency_key=key)
+    return ContributeCommand(game_id=game, wager_amount=wager, idempotency_key=key, client=client)
 
 
 async def queued(batcher: ContributionBatcher, commands: list[ContributeCommand]) -> list[Any]:

@@ -58,9 +58,9 @@ def test_audit_catches_a_ledger_row_the_contribution_totals_do_not_count(
 ) -> None:
     with psycopg.connect(database_url) as conn:  # a zero-share row: every pool still balances
         conn.execute(
-            "INSERT INTO contributions (game_id, wager_amount, minor_amount, major_amount,"
-            " mega_amount, minor_after, major_after, mega_after)"
-            " VALUES ('stray', 500, 0, 0, 0, 0, 0, 0)"
+            "INSERT INTO contributions (client, game_id, wager_amount, minor_amount,"
+            " major_amount, mega_amount, minor_after, major_after, mega_after)"
+            " VALUES ('stray', 'stray', 500, 0, 0, 0, 0, 0, 0)"
         )
     assert audit(monkeypatch, database_url) == 1
     out = capsys.readouterr().out

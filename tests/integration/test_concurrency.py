@@ -78,7 +78,7 @@ async def assert_books_balance(service: JackpotService, database_url: str) -> No
 def contribution(wager: int, key: str | None = None) -> ContributeCommand:
     # A key is bound to its request: the same key and wager must be the same game too.
     game = random_game_id() if key is None else f"game-{key}"
-    return ContributeCommand(game_id=game, wager_amount=wager, idempotency_key=key)
+    return ContributeCommand(game_id=game, wager_amount=wager, idempotency_key=key, client="game-a")
 
 
 async def run_contributors(
@@ -148,7 +148,7 @@ async def test_32_contributors_through_the_batcher_with_wins_racing(
 
     async def winner() -> None:  # takes small wins from minor while contributions pour in
         for _ in range(10):
-            command = WinCommand(Group.MINOR, random_game_id(), random_user_id(), 3, None)
+            command = WinCommand(Group.MINOR, random_game_id(), random_user_id(), 3, None, "game-a")
             wins.append(await service.win(command))
             await asyncio.sleep(0.05)
 
@@ -173,7 +173,9 @@ async def test_racing_whole_pool_wins_pay_the_pool_once_then_the_seed(
     pool = await make_pool(10)
     services = [JackpotService(pool, snapshot_ttl=0) for _ in range(10)]
     await services[0].contribute_many([contribution(1_000_000)])  # minor: 10000 + 5000
-    commands = [WinCommand(Group.MINOR, random_game_id(), random_user_id(), None, None)] * 10
+    commands = [
+        WinCommand(Group.MINOR, random_game_id(), random_user_id(), None, None, "game-a")
+    ] * 10
 
     results = await asyncio.wait_for(
         asyncio.gather(*(s.win(c) for s, c in zip(services, commands, strict=True))),
@@ -248,7 +250,9 @@ async def test_one_win_key_raced_by_20_services_pays_once(
 ) -> None:
     pool = await make_pool(20)
     services = [JackpotService(pool, snapshot_ttl=0) for _ in range(20)]
-    command = WinCommand(Group.MAJOR, random_game_id(), random_user_id(), None, random_key())
+    command = WinCommand(
+        Group.MAJOR, random_game_id(), random_user_id(), None, random_key(), "game-a"
+    )
     results = await asyncio.gather(*(s.win(command) for s in services))
     assert {r.win_id for r in results} == {results[0].win_id}
     assert sorted(r.replayed for r in results) == [False] + [True] * 19

@@ -30,7 +30,7 @@ TABLES = {
     "ledger_audits",
     "ledger_chain_starts",
 }
-HEAD = "0007"
+HEAD = "0008"
 
 
 def revision(url: str) -> list[str]:
@@ -104,25 +104,34 @@ def test_schema_refuses_what_the_rules_refuse(database_url: str) -> None:
             "UPDATE jackpots SET current_amount = -1 WHERE jackpot_group = 'minor'",
             "UPDATE jackpots SET contribution_rate = 1.5 WHERE jackpot_group = 'minor'",
             "UPDATE jackpots SET max_amount = seed_amount WHERE jackpot_group = 'minor'",
-            "INSERT INTO contributions (game_id, wager_amount, minor_amount, major_amount,"
-            " mega_amount, minor_after, major_after, mega_after) VALUES ('g', 0, 0, 0, 0, 0, 0, 0)",
+            "INSERT INTO contributions (client, game_id, wager_amount, minor_amount,"
+            " major_amount, mega_amount, minor_after, major_after, mega_after)"
+            " VALUES ('c', 'g', 0, 0, 0, 0, 0, 0, 0)",
             # Rates summing above 1: money from nowhere (0.005 + 0.003 + 1).
             "UPDATE jackpots SET contribution_rate = 1 WHERE jackpot_group = 'mega'",
             # A key bound to nothing would replay for any request.
-            "INSERT INTO wins (idempotency_key, jackpot_group, game_id, user_id, amount,"
-            " pool_before, seed_top_up, pool_after)"
-            " VALUES ('k', 'minor', 'g', gen_random_uuid(), 1, 1, 0, 0)",
+            "INSERT INTO wins (client, idempotency_key, jackpot_group, game_id, user_id,"
+            " amount, pool_before, seed_top_up, pool_after)"
+            " VALUES ('c', 'k', 'minor', 'g', gen_random_uuid(), 1, 1, 0, 0)",
         ):
             with pytest.raises(psycopg.errors.CheckViolation):
                 conn.execute(bad)
         keyed_win = (
-            "INSERT INTO wins (idempotency_key, fingerprint, jackpot_group, game_id, user_id,"
-            " amount, pool_before, seed_top_up, pool_after)"
-            " VALUES ('k', '\\x00', 'minor', 'g', gen_random_uuid(), 1, 1, 0, 0)"
+            "INSERT INTO wins (client, idempotency_key, fingerprint, jackpot_group, game_id,"
+            " user_id, amount, pool_before, seed_top_up, pool_after)"
+            " VALUES (%s, 'k', '\\x00', 'minor', 'g', gen_random_uuid(), 1, 1, 0, 0)"
         )
-        conn.execute(keyed_win)
+        conn.execute(keyed_win, ("c",))
         with pytest.raises(psycopg.errors.UniqueViolation):
-            conn.execute(keyed_win)
+            conn.execute(keyed_win, ("c",))
+        conn.execute(keyed_win, ("another client",))  # keys are scoped per client
+        # Every ledger row says who wrote it.
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            conn.execute(
+                "INSERT INTO contributions (game_id, wager_amount, minor_amount, major_amount,"
+                " mega_amount, minor_after, major_after, mega_after)"
+                " VALUES ('g', 1, 0, 0, 0, 0, 0, 0)"
+            )
         # Lowering a rate is always allowed, even while the sum is above 1.
         conn.execute("ALTER TABLE jackpots DISABLE TRIGGER jackpots_rates_sum_at_most_one")
         conn.execute("UPDATE jackpots SET contribution_rate = 1")
@@ -165,6 +174,63 @@ def test_0004_fingerprints_rows_written_before_it_as_the_code_does(admin_url: st
             "w-1": idempotency.win_fingerprint("major", "poker", user, 50),
             "w-2": idempotency.win_fingerprint("mega", "poker", user, None),
         }
+    finally:
+        drop_database(admin_url, name)
+
+
+def test_0008_gives_existing_ledger_rows_the_anonymous_client_and_keeps_their_keys(
+    admin_url: str,
+) -> None:
+    """Rows from before 0008 were written in the one implicit scope, "anonymous": they get
+    that client, their keys stay unique in it, and other clients may reuse them."""
+    name = unique_name("jackpot_migrate")
+    url = create_database(admin_url, name)
+    contribution = (
+        "INSERT INTO contributions ({client}idempotency_key, fingerprint, game_id,"
+        " wager_amount, minor_amount, major_amount, mega_amount, minor_after, major_after,"
+        " mega_after) VALUES ({value}'c-1', '\\x01', 'g', 1, 0, 0, 0, 0, 0, 0)"
+    )
+    win = (
+        "INSERT INTO wins ({client}idempotency_key, fingerprint, jackpot_group, game_id,"
+        " user_id, amount, pool_before, seed_top_up, pool_after)"
+        " VALUES ({value}'w-1', '\\x02', 'minor', 'g', gen_random_uuid(), 1, 1, 0, 0)"
+    )
+    try:
+        migrations.upgrade(url, "0007")
+        with psycopg.connect(url) as conn:
+            conn.execute(contribution.format(client="", value=""))
+            conn.execute(
+                contribution.replace("'c-1', '\\x01'", "NULL, NULL").format(client="", value="")
+            )
+            conn.execute(win.format(client="", value=""))
+        migrations.upgrade(url, "0008")
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute(
+                "SELECT client, idempotency_key FROM contributions ORDER BY id"
+            ).fetchall() == [("anonymous", "c-1"), ("anonymous", None)]
+            assert conn.execute("SELECT client, idempotency_key FROM wins").fetchall() == [
+                ("anonymous", "w-1")
+            ]
+            for statement in (contribution, win):
+                with pytest.raises(psycopg.errors.UniqueViolation):
+                    conn.execute(statement.format(client="client, ", value="'anonymous', "))
+                conn.execute(statement.format(client="client, ", value="'slots-backend', "))
+            indexes = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE tablename IN ('contributions', 'wins')"
+                )
+            }
+        assert {"contributions_client_idempotency_key", "wins_client_idempotency_key"} <= indexes
+        assert not {"contributions_idempotency_key", "wins_idempotency_key"} & indexes
+
+        # Down again once the keys fit the old, service-wide scope.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DELETE FROM contributions WHERE client = 'slots-backend'")
+            conn.execute("DELETE FROM wins WHERE client = 'slots-backend'")
+        migrations.downgrade(url, "0007")
+        with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(win.format(client="", value=""))
     finally:
         drop_database(admin_url, name)
 

@@ -41,8 +41,13 @@ async def scalar(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> A
         return row[0]
 
 
-def command(wager: int, key: str | None = None) -> ContributeCommand:
-    return ContributeCommand(game_id=random_game_id(), wager_amount=wager, idempotency_key=key)
+CLIENT = "game-a"
+
+
+def command(wager: int, key: str | None = None, client: str = CLIENT) -> ContributeCommand:
+    return ContributeCommand(
+        game_id=random_game_id(), wager_amount=wager, idempotency_key=key, client=client
+    )
 
 
 def shares(minor: int, major: int, mega: int, after: tuple[int, int, int]) -> ContributionShares:
@@ -127,8 +132,13 @@ async def test_find_contributions_finds_by_key_and_replays(pool: Pool) -> None:
     key_a, key_b = random_key("a"), random_key("b")
     async with pool.connection() as conn:
         assert await repo.find_contributions(conn, []) == {}
-        assert await repo.find_contributions(conn, [key_a]) == {}
-        commands = [command(1000, key_a), command(2000, None), command(3000, key_b)]
+        assert await repo.find_contributions(conn, [(CLIENT, key_a)]) == {}
+        commands = [
+            command(1000, key_a),
+            command(2000, None),
+            command(3000, key_b),
+            command(4000, key_a, client="game-b"),
+        ]
         ids = await add_rows(
             conn,
             commands,
@@ -136,22 +146,31 @@ async def test_find_contributions_finds_by_key_and_replays(pool: Pool) -> None:
                 shares(5, 3, 2, (10005, 100003, 1000002)),
                 shares(10, 6, 4, (10015, 100009, 1000006)),
                 shares(15, 9, 6, (10030, 100018, 1000012)),
+                shares(20, 12, 8, (10050, 100030, 1000020)),
             ],
         )
-        stored = await repo.find_contributions(conn, [key_b, key_a, random_key("missing")])
-    assert stored[key_a].fingerprint == commands[0].fingerprint
+        stored = await repo.find_contributions(
+            conn,
+            [(CLIENT, key_b), (CLIENT, key_a), (CLIENT, random_key("missing")), ("x", key_b)],
+        )
+        theirs = await repo.find_contributions(conn, [("game-b", key_a), ("game-b", key_b)])
+    a, b = (CLIENT, key_a), (CLIENT, key_b)
+    assert stored[a].fingerprint == commands[0].fingerprint
     found = {key: s.result for key, s in stored.items()}
-    assert set(found) == {key_a, key_b}
-    assert found[key_a].contribution_id == ids[0][0]
-    assert found[key_b].contribution_id == ids[2][0]
-    assert found[key_b].replayed is True
-    assert found[key_b].shares.amounts == {Group.MINOR: 15, Group.MAJOR: 9, Group.MEGA: 6}
-    assert found[key_b].shares.pools_after == {
+    assert set(found) == {a, b}  # keys are per client: ("x", key_b) is another request
+    assert found[a].contribution_id == ids[0][0]
+    assert found[b].contribution_id == ids[2][0]
+    assert found[b].replayed is True
+    assert found[b].shares.amounts == {Group.MINOR: 15, Group.MAJOR: 9, Group.MEGA: 6}
+    assert found[b].shares.pools_after == {
         Group.MINOR: 10030,
         Group.MAJOR: 100018,
         Group.MEGA: 1000012,
     }
-    assert found[key_a].created_at == ids[0][1]
+    assert found[a].created_at == ids[0][1]
+    assert list(theirs) == [("game-b", key_a)]
+    assert theirs["game-b", key_a].result.contribution_id == ids[3][0]
+    assert theirs["game-b", key_a].fingerprint == commands[3].fingerprint
 
 
 async def test_a_repeated_idempotency_key_is_refused_by_the_unique_index(pool: Pool) -> None:
@@ -160,6 +179,19 @@ async def test_a_repeated_idempotency_key_is_refused_by_the_unique_index(pool: P
     with pytest.raises(psycopg.errors.UniqueViolation):
         async with pool.connection() as conn:
             await add_rows(conn, [command(100, key), command(100, key)], [row, row])
+
+
+async def test_the_unique_index_scopes_a_key_per_client(pool: Pool, database_url: str) -> None:
+    key = random_key()
+    row = shares(1, 1, 1, (1, 1, 1))
+    async with pool.connection() as conn:
+        await add_rows(conn, [command(100, key), command(100, key, client="game-b")], [row, row])
+    clients = await scalar(
+        database_url,
+        "SELECT array_agg(client ORDER BY client) FROM contributions WHERE idempotency_key = %s",
+        (key,),
+    )
+    assert clients == [CLIENT, "game-b"]
 
 
 async def test_record_contributions_moves_all_three_pools_and_the_totals(pool: Pool) -> None:
@@ -192,7 +224,7 @@ async def test_record_win_with_top_up_writes_the_seed_funding(
     pool: Pool, database_url: str
 ) -> None:
     user = random_user_id()
-    win = WinCommand(Group.MINOR, random_game_id(), user, None, random_key())
+    win = WinCommand(Group.MINOR, random_game_id(), user, None, random_key(), CLIENT)
     outcome = WinOutcome(amount=10000, pool_before=10000, seed_top_up=10000, pool_after=10000)
     async with pool.connection() as conn:
         win_id, created_at, after = await repo.record_win(conn, win, outcome)
@@ -210,13 +242,23 @@ async def test_record_win_with_top_up_writes_the_seed_funding(
         )
         assert await cur.fetchall() == [("minor", 10000, "reset to seed after win")]
         cur = await check.execute(
-            """SELECT idempotency_key, user_id, requested_amount, amount, pool_before,
+            """SELECT idempotency_key, client, user_id, requested_amount, amount, pool_before,
                       seed_top_up, pool_after FROM wins WHERE id = %s""",
             (win_id,),
         )
-        assert await cur.fetchone() == (win.idempotency_key, user, None, 10000, 10000, 10000, 10000)
+        assert await cur.fetchone() == (
+            win.idempotency_key,
+            CLIENT,
+            user,
+            None,
+            10000,
+            10000,
+            10000,
+            10000,
+        )
     async with pool.connection() as conn:
-        found = await repo.find_win(conn, win.idempotency_key or "")
+        found = await repo.find_win(conn, CLIENT, win.idempotency_key or "")
+        assert await repo.find_win(conn, "game-b", win.idempotency_key or "") is None
     assert found is not None
     assert found.win_id == win_id
     assert found.outcome == outcome
@@ -225,11 +267,11 @@ async def test_record_win_with_top_up_writes_the_seed_funding(
 async def test_record_win_without_top_up_writes_no_seed_funding(
     pool: Pool, database_url: str
 ) -> None:
-    win = WinCommand(Group.MAJOR, random_game_id(), random_user_id(), 1, None)
+    win = WinCommand(Group.MAJOR, random_game_id(), random_user_id(), 1, None, CLIENT)
     outcome = WinOutcome(amount=1, pool_before=100000, seed_top_up=0, pool_after=99999)
     async with pool.connection() as conn:
         _, _, after = await repo.record_win(conn, win, outcome)
-        assert await repo.find_win(conn, random_key()) is None
+        assert await repo.find_win(conn, CLIENT, random_key()) is None
     assert (after.current_amount, after.total_wins, after.total_seed_funding) == (
         99999,
         1,
@@ -343,9 +385,9 @@ async def test_audit_ledger_checks_the_contribution_totals_against_the_ledger(
 
     async with pool.connection() as conn:  # a ledger row written behind the totals' back
         await conn.execute(
-            "INSERT INTO contributions (game_id, wager_amount, minor_amount, major_amount,"
-            " mega_amount, minor_after, major_after, mega_after)"
-            " VALUES ('stray', 40, 0, 0, 0, 0, 0, 0)"
+            "INSERT INTO contributions (client, game_id, wager_amount, minor_amount,"
+            " major_amount, mega_amount, minor_after, major_after, mega_after)"
+            " VALUES ('stray', 'stray', 40, 0, 0, 0, 0, 0, 0)"
         )
         books = await repo.audit_ledger(conn)
     assert all(p.balanced for p in books.pools)

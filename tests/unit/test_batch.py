@@ -13,6 +13,7 @@ from jackpot_grpc.domain.model import (
     ContributionShares,
     Group,
     PoolState,
+    ScopedKey,
     StoredContribution,
 )
 from testkit.pools import pool
@@ -28,16 +29,18 @@ def pools(mega_max: int | None = None) -> dict[Group, PoolState]:
     }
 
 
-def command(wager: int, key: str | None = None, game: str = "g") -> ContributeCommand:
-    return ContributeCommand(game_id=game, wager_amount=wager, idempotency_key=key)
+def command(
+    wager: int, key: str | None = None, game: str = "g", client: str = "game-a"
+) -> ContributeCommand:
+    return ContributeCommand(game_id=game, wager_amount=wager, idempotency_key=key, client=client)
 
 
-def ledger(*commands: ContributeCommand) -> dict[str, StoredContribution]:
+def ledger(*commands: ContributeCommand) -> dict[ScopedKey, StoredContribution]:
     """Keyed commands as if already written."""
     shares = ContributionShares(dict.fromkeys(pools(), 0), dict.fromkeys(pools(), 0))
     result = ContributionResult(1, shares, datetime(2026, 1, 1, tzinfo=UTC), replayed=True)
     return {
-        c.idempotency_key: StoredContribution(result, c.fingerprint)
+        (c.client, c.idempotency_key): StoredContribution(result, c.fingerprint)
         for c in commands
         if c.idempotency_key
     }
@@ -84,6 +87,33 @@ def test_a_key_repeated_in_the_batch_replays_its_first_only_for_the_same_request
     assert list(plan.conflicts) == [2]
     assert "'k'" in plan.conflicts[2].message
     assert plan.sums == {MINOR: 15, MAJOR: 7, MEGA: 3}
+
+
+def test_a_key_in_the_ledger_is_another_clients_request_for_any_other_client() -> None:
+    known = ledger(command(1000, "k", client="game-a"))
+    plan = plan_contributions(
+        [command(2000, "k", client="game-b"), command(2000, "k", client="game-a")],
+        known,
+        pools(),
+    )
+    assert plan.fresh == [0]
+    assert list(plan.conflicts) == [1]
+    assert plan.sums == {MINOR: 20, MAJOR: 10, MEGA: 4}
+
+
+def test_one_key_from_two_clients_in_a_batch_is_two_requests_each_with_its_own_rules() -> None:
+    commands = [
+        command(1000, "k", client="game-a"),
+        command(3000, "k", client="game-b"),
+        command(1000, "k", client="game-a"),  # replays position 0
+        command(3000, "k", client="game-b"),  # replays position 1
+        command(3000, "k", client="game-a"),  # bound to 1000 for game-a: refused
+    ]
+    plan = plan_contributions(commands, {}, pools())
+    assert plan.fresh == [0, 1]
+    assert plan.replays == {2: 0, 3: 1}
+    assert list(plan.conflicts) == [4]
+    assert plan.sums == {MINOR: 40, MAJOR: 20, MEGA: 8}
 
 
 def test_a_cap_reached_mid_batch_limits_the_next_and_is_not_counted() -> None:

@@ -47,7 +47,7 @@ class FakeApplier:
 
 
 def command(wager: int) -> ContributeCommand:
-    return ContributeCommand(game_id="game", wager_amount=wager, idempotency_key=None)
+    return ContributeCommand(game_id="game", wager_amount=wager, idempotency_key=None, client="c")
 
 
 async def settle() -> None:

@@ -24,6 +24,8 @@ from jackpot_grpc.domain.validation import (
 )
 from testkit.random_refs import random_user
 
+CLIENT = "game-a"
+
 
 def fields(exc: pytest.ExceptionInfo[InvalidArgument]) -> list[str]:
     return [v.field for v in exc.value.violations]
@@ -33,32 +35,33 @@ def fields(exc: pytest.ExceptionInfo[InvalidArgument]) -> list[str]:
 
 
 def test_contribute_command_keeps_values_exactly() -> None:
-    command = contribute_command("slots-1", 1000, "k 1")
-    assert (command.game_id, command.wager_amount, command.idempotency_key) == (
+    command = contribute_command("slots-1", 1000, "k 1", CLIENT)
+    assert (command.game_id, command.wager_amount, command.idempotency_key, command.client) == (
         "slots-1",
         1000,
         "k 1",
+        CLIENT,
     )
 
 
 def test_contribute_command_empty_key_means_no_key() -> None:
-    assert contribute_command("slots", 1, "").idempotency_key is None
+    assert contribute_command("slots", 1, "", CLIENT).idempotency_key is None
 
 
 @pytest.mark.parametrize("key", [" k-1 ", "k-1 ", "\tk-1", "   "])
 def test_keys_with_surrounding_whitespace_are_rejected_not_trimmed(key: str) -> None:
     """Defect 8: " k-1 " used to be stored (and replayed) as "k-1"."""
     with pytest.raises(InvalidArgument) as exc:
-        contribute_command("slots", 1, key)
+        contribute_command("slots", 1, key, CLIENT)
     assert exc.value.violations == [
         FieldViolation("idempotency_key", "must not start or end with whitespace")
     ]
 
 
 def test_the_largest_wager_is_a_setting() -> None:
-    assert contribute_command("slots", 500, "", max_wager=500).wager_amount == 500
+    assert contribute_command("slots", 500, "", CLIENT, max_wager=500).wager_amount == 500
     with pytest.raises(InvalidArgument) as exc:
-        contribute_command("slots", 501, "", max_wager=500)
+        contribute_command("slots", 501, "", CLIENT, max_wager=500)
     assert exc.value.violations == [FieldViolation("wager_amount", "must be at most 500")]
 
 
@@ -76,13 +79,16 @@ def test_the_largest_wager_is_a_setting() -> None:
 )
 def test_contribute_command_rejects_bad_game_id(game_id: str, description: str) -> None:
     with pytest.raises(InvalidArgument) as exc:
-        contribute_command(game_id, 100, "")
+        contribute_command(game_id, 100, "", CLIENT)
     assert exc.value.violations == [FieldViolation("game_id", description)]
     assert f"game_id: {description}" in exc.value.message
 
 
 def test_contribute_command_accepts_game_id_at_max_length() -> None:
-    assert contribute_command("x" * MAX_GAME_ID_LENGTH, 1, "").game_id == "x" * MAX_GAME_ID_LENGTH
+    assert (
+        contribute_command("x" * MAX_GAME_ID_LENGTH, 1, "", CLIENT).game_id
+        == "x" * MAX_GAME_ID_LENGTH
+    )
 
 
 @pytest.mark.parametrize(
@@ -97,17 +103,19 @@ def test_contribute_command_accepts_game_id_at_max_length() -> None:
 )
 def test_contribute_command_rejects_bad_wager(wager: int, description: str) -> None:
     with pytest.raises(InvalidArgument) as exc:
-        contribute_command("slots", wager, "")
+        contribute_command("slots", wager, "", CLIENT)
     assert exc.value.violations == [FieldViolation("wager_amount", description)]
 
 
 def test_contribute_command_accepts_max_wager() -> None:
-    assert contribute_command("slots", MAX_WAGER_AMOUNT, "").wager_amount == MAX_WAGER_AMOUNT
+    assert (
+        contribute_command("slots", MAX_WAGER_AMOUNT, "", CLIENT).wager_amount == MAX_WAGER_AMOUNT
+    )
 
 
 def test_contribute_command_reports_every_bad_field_at_once() -> None:
     with pytest.raises(InvalidArgument) as exc:
-        contribute_command("", 0, "k" * (MAX_KEY_LENGTH + 1))
+        contribute_command("", 0, "k" * (MAX_KEY_LENGTH + 1), CLIENT)
     assert fields(exc) == ["game_id", "wager_amount", "idempotency_key"]
 
 
@@ -116,23 +124,24 @@ def test_contribute_command_reports_every_bad_field_at_once() -> None:
 
 def test_win_command_parses_user_and_amount() -> None:
     user = random_user()
-    command = win_command(Group.MAJOR, "slots", user, 50, "w1")
+    command = win_command(Group.MAJOR, "slots", user, 50, "w1", CLIENT)
     assert command.group is Group.MAJOR
     assert command.user_id == uuid.UUID(user)
     assert (command.game_id, command.win_amount, command.idempotency_key) == ("slots", 50, "w1")
+    assert command.client == CLIENT
 
 
 @pytest.mark.parametrize("padded", ["{} ", " {}", "{}\n"])
 def test_user_ids_with_surrounding_whitespace_are_rejected(padded: str) -> None:
     with pytest.raises(InvalidArgument) as exc:
-        win_command(Group.MAJOR, "slots", padded.format(random_user()), 50, "w1")
+        win_command(Group.MAJOR, "slots", padded.format(random_user()), 50, "w1", CLIENT)
     assert exc.value.violations == [
         FieldViolation("user_id", "must not start or end with whitespace")
     ]
 
 
 def test_win_command_whole_pool_has_no_amount() -> None:
-    assert win_command(Group.MINOR, "slots", random_user(), None, "").win_amount is None
+    assert win_command(Group.MINOR, "slots", random_user(), None, "", CLIENT).win_amount is None
 
 
 @pytest.mark.parametrize(
@@ -140,26 +149,26 @@ def test_win_command_whole_pool_has_no_amount() -> None:
 )
 def test_win_command_rejects_bad_uuid(user_id: str) -> None:
     with pytest.raises(InvalidArgument) as exc:
-        win_command(Group.MINOR, "slots", user_id, None, "")
+        win_command(Group.MINOR, "slots", user_id, None, "", CLIENT)
     assert exc.value.violations == [FieldViolation("user_id", "must be a UUID")]
 
 
 def test_win_command_rejects_unspecified_group() -> None:
     with pytest.raises(InvalidArgument) as exc:
-        win_command(None, "slots", random_user(), None, "")
+        win_command(None, "slots", random_user(), None, "", CLIENT)
     assert exc.value.violations == [FieldViolation("group", "must be one of minor, major, mega")]
 
 
 @pytest.mark.parametrize("amount", [0, -1, -(2**63)])
 def test_win_command_rejects_non_positive_amount(amount: int) -> None:
     with pytest.raises(InvalidArgument) as exc:
-        win_command(Group.MEGA, "slots", random_user(), amount, "")
+        win_command(Group.MEGA, "slots", random_user(), amount, "", CLIENT)
     assert exc.value.violations == [FieldViolation("win_amount", "must be greater than 0 when set")]
 
 
 def test_win_command_reports_every_bad_field_at_once() -> None:
     with pytest.raises(InvalidArgument) as exc:
-        win_command(None, " ", "nope", 0, "bad\x07key")
+        win_command(None, " ", "nope", 0, "bad\x07key", CLIENT)
     assert fields(exc) == ["group", "game_id", "user_id", "win_amount", "idempotency_key"]
 
 
