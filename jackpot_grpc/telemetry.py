@@ -47,6 +47,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.semconv._incubating.metrics.rpc_metrics import RPC_SERVER_CALL_DURATION
 from prometheus_client import CollectorRegistry
 
+from jackpot_grpc.contract import JACKPOT_SERVICE
 from jackpot_grpc.domain.model import GROUPS, ContributionResult, Group, PoolState, WinResult
 from jackpot_grpc.version import package_version
 
@@ -284,9 +285,14 @@ class Telemetry:
         """The OpenTelemetry gRPC server interceptor, when tracing is on."""
         if self.tracer_provider is None:
             return []
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-        return [aio_server_interceptor(tracer_provider=self.tracer_provider)]  # type: ignore[no-untyped-call]
+        # Only JackpotService: the interceptor cannot wrap grpc.health.v1's Watch (it writes
+        # with context.write, no async iterator), and health checks are noise in traces.
+        only_jackpot = filters.service_name(JACKPOT_SERVICE)
+        return [
+            aio_server_interceptor(tracer_provider=self.tracer_provider, filter_=only_jackpot)  # type: ignore[no-untyped-call]
+        ]
 
     def client_interceptors(self) -> list[Any]:
         """The OpenTelemetry gRPC client interceptors (a span per call, the trace context

@@ -111,7 +111,13 @@ def test_prepared_statements_collide_behind_pgbouncer_unless_disabled(
     bouncer_url: str, settings: Settings
 ) -> None:
     with pytest.raises(psycopg.errors.DuplicatePreparedStatement):
-        _alternate(bouncer_url, dataclasses.replace(settings, pgbouncer=False))
+        _alternate(
+            bouncer_url,
+            # No timeouts in the startup packet: PgBouncer would refuse the connection.
+            dataclasses.replace(
+                settings, pgbouncer=False, db_lock_timeout=0, db_statement_timeout=0
+            ),
+        )
     _alternate(bouncer_url, dataclasses.replace(settings, pgbouncer=True))
 
 

@@ -72,7 +72,10 @@ def test_dry_run_prints_only_the_pending_revisions(admin_url: str) -> None:
         applied = jackpot("migrate", "--json", env={"DATABASE_URL": url})
         assert applied.returncode == 0, applied.stderr
         report = json.loads(applied.stdout)
-        assert [r["revision"] for r in report["applied"]] == ["0002", "0003"]
+        head = pgstat.head_revision()
+        assert head is not None
+        expected = [f"{n:04d}" for n in range(2, int(head) + 1)]
+        assert [r["revision"] for r in report["applied"]] == expected
         assert report["before"] == "0001" and report["current"] == pgstat.head_revision()
 
         again = jackpot("migrate", env={"DATABASE_URL": url})
@@ -127,7 +130,8 @@ def test_a_database_that_does_not_answer_is_logged(tmp_path: Path) -> None:
     done = jackpot("serve", env={"DATABASE_URL": url, "JACKPOT_LOG_DIR": str(tmp_path)})
     assert done.returncode != 0
     errors = _logged_errors(tmp_path)
-    assert errors and "OperationalError" in errors[-1], errors
+    # The pool gives up on its first connection (PoolTimeout), the driver's error behind it.
+    assert errors and ("OperationalError" in errors[-1] or "PoolTimeout" in errors[-1]), errors
 
 
 def test_a_bad_setting_is_logged(tmp_path: Path) -> None:
@@ -234,7 +238,8 @@ def test_backup_create_shows_progress_unless_json(
 
 
 def test_backup_dir_is_one_setting(ops_settings: Settings, tmp_path: Path) -> None:
-    assert Settings.from_env({}).backup_dir == Path("/var/backups/jackpot")
+    # Default ./backups where the command runs; units and the image set /var/backups/jackpot.
+    assert Settings.from_env({}).backup_dir == Path("backups").absolute()
     configured = Settings.from_env({"JACKPOT_BACKUP_DIR": str(tmp_path)})
     assert configured.backup_dir == tmp_path
     code, data = ops_json_sync(

@@ -28,9 +28,11 @@ import yaml
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
+from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.adapters.scratch import create_database, drop_database
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
+from jackpot_grpc.ops.grpc_client import BearerToken
 from jackpot_grpc.telemetry import setup_telemetry
 from scripts import gen_dashboard
 from testkit.database import unique_name
@@ -168,9 +170,11 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("prometheus")
 
 
-async def drive_load(server: RunningServer) -> None:
+async def drive_load(server: RunningServer, game_token: str) -> None:
     """Contributions (batched), wins, reads and a few refused calls, for LOAD_SECONDS."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{server.port}", interceptors=[BearerToken(game_token)]
+    ) as channel:
         stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
 
         async def contributor(n: int) -> None:
@@ -205,6 +209,8 @@ async def drive_load(server: RunningServer) -> None:
 
 @pytest.fixture(scope="module")
 async def scraped(module_database: str, workdir: Path) -> AsyncIterator[Scraped]:
+    game_token = clients_file.add_client(workdir / "clients.json", "prometheus-game", "game")
+    assert game_token is not None
     settings = dataclasses.replace(
         Settings.from_env({}),
         grpc_host="127.0.0.1",
@@ -215,6 +221,8 @@ async def scraped(module_database: str, workdir: Path) -> AsyncIterator[Scraped]
         health_probe_interval=0.2,
         drain_delay=0.0,
         admin_token=ADMIN,
+        # A game client too: with any client configured, every call needs credentials.
+        clients_file=workdir / "clients.json",
         log_dir=workdir / "logs",
     )
     telemetry = setup_telemetry(environ={})  # the business counters reach /metrics/prometheus
@@ -239,7 +247,7 @@ async def scraped(module_database: str, workdir: Path) -> AsyncIterator[Scraped]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             scraped = Scraped(server, f"http://127.0.0.1:{port}/api/v1", http)
             await wait_ready(http, port, process, workdir)
-            await drive_load(server)
+            await drive_load(server, game_token)
             await wait_for_series(scraped)
             yield scraped
     finally:
