@@ -1,5 +1,8 @@
 """In-process request metrics: windowed latency percentiles, error rates and throughput.
 
+One concept (the histogram, its windows and the gRPC counters read from them) kept in one
+module so the error bound below is argued in one place; hence its length.
+
 Every RPC is recorded once (method, final status code, handler latency) in O(1): per
 method, into one slot of each window's ring and into a since-start aggregate. Memory is
 bounded: each ring has a fixed number of slots, each slot a fixed-size histogram.

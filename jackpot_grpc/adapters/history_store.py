@@ -1,4 +1,5 @@
 """All SQL of the metrics history: `system_metrics` and `request_rollups` (migration 0002).
+(Its length is SQL text: writes, windows, trends, compaction and pruning of two tables.)
 
 The server's sampler writes (async, through the service's pool); /metrics reads windows
 (async); the CLI's trend report reads per-day figures (sync, an operator connection).

@@ -1,5 +1,8 @@
 """All SQL of the service. Every function runs inside the caller's transaction.
 
+Long on purpose: it is the one module that knows the ledger schema (the scale plan's slot
+rows change only this file), and most of its lines are SQL text.
+
 Writers lock the pool rows first, always in `lock_order`, so concurrent writers queue
 instead of deadlocking (the runbook's `UPDATE ... WHERE group IN (...)` locks rows in
 physical order and deadlocks from 4 clients up).

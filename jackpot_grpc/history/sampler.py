@@ -1,4 +1,5 @@
 """The metrics sampler: a background task that keeps the metrics history of this process.
+(One class and its buffer; long because its failure handling is spelled out.)
 
 Every `interval` seconds (JACKPOT_SAMPLE_INTERVAL, default 60; ticks are aligned on
 multiples of the interval in wall-clock time, so with 60 s a row covers a calendar

@@ -1,5 +1,6 @@
 """Backups with pg_dump's custom format, verified with pg_restore --list; restores into a new
-database, checked by counts and by the ledger audit.
+database, checked by counts and by the ledger audit. (One job, create/verify/restore/prune
+with the right client tools; long because each failure path says what is left.)
 
 The client tools must be able to talk to the server: pg_dump refuses a server newer than
 itself. So the tool is chosen by the server's major version: the embedded server's own

@@ -1,5 +1,6 @@
 """A load generator on grpc.aio (and aiohttp for the REST gateway): `jackpot loadtest`
-against a running service, and the benchmarks (bench/).
+against a running service, and the benchmarks (bench/). (One generator; its length is the
+open and closed loops and their bookkeeping.)
 
 Closed loop (no `rate`): `concurrency` workers each keep one call in flight: send, await
 the answer, send the next. Open loop (`rate` calls/s): calls start on a fixed schedule
