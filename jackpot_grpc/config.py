@@ -250,8 +250,15 @@ class Settings:
             side_pool_max_size=_int(env, "JACKPOT_SIDE_POOL_MAX", 2),
             side_statement_timeout=_float(env, "JACKPOT_SIDE_STATEMENT_TIMEOUT", 30.0),
             max_in_flight=_int(env, "JACKPOT_MAX_IN_FLIGHT", 512),
-            max_in_flight_per_connection=_int(env, "JACKPOT_MAX_IN_FLIGHT_PER_CONNECTION", 64),
-            grpc_max_streams_per_connection=_int(env, "GRPC_MAX_STREAMS_PER_CONNECTION", 100),
+            # Default: the streams a connection may open, so by default only the total binds
+            # (one busy backend connection is not refused for its own burst); set lower to
+            # cap what one connection may hold.
+            max_in_flight_per_connection=_int(
+                env,
+                "JACKPOT_MAX_IN_FLIGHT_PER_CONNECTION",
+                _int(env, "GRPC_MAX_STREAMS_PER_CONNECTION", 1024),
+            ),
+            grpc_max_streams_per_connection=_int(env, "GRPC_MAX_STREAMS_PER_CONNECTION", 1024),
             grpc_keepalive_time=_float(env, "GRPC_KEEPALIVE_TIME", 60.0),
             grpc_keepalive_timeout=_float(env, "GRPC_KEEPALIVE_TIMEOUT", 20.0),
             grpc_min_ping_interval=_float(env, "GRPC_MIN_PING_INTERVAL", 10.0),

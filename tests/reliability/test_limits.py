@@ -62,7 +62,15 @@ async def test_malformed_request_bytes_are_invalid_argument(
 async def test_pool_totals_near_int64_never_answer_internal(
     stub: jackpot_pb2_grpc.JackpotServiceStub, database_url: str
 ) -> None:
-    # Mega takes the whole wager (a valid config), then two large valid batches.
+    # Mega takes the whole wager (a valid config: the others give theirs up first, as the
+    # rates may never sum above 1), then two large valid batches.
+    for group in (pb.JACKPOT_GROUP_MINOR, pb.JACKPOT_GROUP_MAJOR):
+        await stub.UpdateConfig(
+            pb.UpdateConfigRequest(
+                group=group, contribution_rate=decimal_pb2.Decimal(value="0"), actor="limits"
+            ),
+            metadata=ADMIN_METADATA,
+        )
     await stub.UpdateConfig(
         pb.UpdateConfigRequest(
             group=pb.JACKPOT_GROUP_MEGA,

@@ -33,10 +33,13 @@ from testkit.ledger import check_books, check_contributions, table_counts
 pytestmark = pytest.mark.slow
 
 CONTRIBUTIONS = scaled(30_000, minimum=500)
+KEYED_GAME = "reliability"
 IN_FLIGHT = env_int("JACKPOT_STRESS_IN_FLIGHT", 64)
 RETRYABLE = {"RESOURCE_EXHAUSTED", "UNAVAILABLE"}
 GROUPS = (pb.JACKPOT_GROUP_MINOR, pb.JACKPOT_GROUP_MAJOR, pb.JACKPOT_GROUP_MEGA)
-RATES = ("0.001", "0.0025", "0.005", "0.0075", "0.01", "0.02", "0.57")
+# At most 0.29 each, so no change can take the sum above 1 (RATE_SUM_EXCEEDED is tested
+# elsewhere); 0.29 is the rate floats get wrong (100 × 0.29 = 28.999999999999996).
+RATES = ("0.001", "0.0025", "0.005", "0.0075", "0.01", "0.02", "0.29")
 
 
 @dataclass
@@ -54,7 +57,8 @@ class Load:
     calls: list[Call] = field(default_factory=list)
     batch_answers: list[tuple[str | None, pb.ContributeResponse]] = field(default_factory=list)
     batch_codes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    acknowledged: list[tuple[str, int]] = field(default_factory=list)
+    # (key, wager, game): a resend must be the same request to be a replay.
+    acknowledged: list[tuple[str, int, str]] = field(default_factory=list)
     wins: list[WinCall] = field(default_factory=list)
     configs: list[tuple[str, pb.UpdateConfigResponse | None]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -76,14 +80,14 @@ class Load:
 
     # --- contributions -------------------------------------------------------------------
 
-    async def keyed(self, key: str, wager: int) -> Call:
+    async def keyed(self, key: str, wager: int, game: str = KEYED_GAME) -> Call:
         """Send until acknowledged; a retryable answer means: same key again, later."""
         while True:
-            call = await contribute_once(self.stub, key, wager)
+            call = await contribute_once(self.stub, key, wager, game=game)
             self.calls.append(call)
             if call.code not in RETRYABLE:
                 if call.ok:
-                    self.acknowledged.append((key, wager))
+                    self.acknowledged.append((key, wager, game))
                 return call
             self.counts["retries"] += 1
             await asyncio.sleep(0.01 + self.rng.random() * 0.05)
@@ -112,19 +116,21 @@ class Load:
         if not self.take(size):
             return
         self.counts["batch_calls"] += 1
-        items: list[tuple[str | None, int]] = [
-            (self.fresh_key("b"), self.wager()) for _ in range(size - 2)
+        items: list[tuple[str | None, int, str]] = [
+            (self.fresh_key("b"), self.wager(), "batch") for _ in range(size - 2)
         ]
         items.append(items[0])  # the same key twice in one call
         if self.acknowledged:
-            items.append(self.rng.choice(self.acknowledged))  # a key applied earlier
+            # A key applied earlier, resent as the same request: a replay. (The same key
+            # with another request is refused: tests/e2e/test_money_boundary.py.)
+            items.append(self.rng.choice(self.acknowledged))
         else:
-            items.append((None, self.wager()))
+            items.append((None, self.wager(), "batch"))
         bad = self.rng.randrange(len(items) + 1)
         request = pb.ContributeBatchRequest(
             contributions=[
-                pb.ContributeRequest(game_id="batch", wager_amount=w, idempotency_key=k or "")
-                for k, w in items
+                pb.ContributeRequest(game_id=g, wager_amount=w, idempotency_key=k or "")
+                for k, w, g in items
             ]
         )
         request.contributions.insert(bad, pb.ContributeRequest(game_id="batch", wager_amount=0))
@@ -145,7 +151,9 @@ class Load:
             if result.HasField("result"):
                 self.batch_answers.append((item.idempotency_key or None, result.result))
                 if item.idempotency_key:
-                    self.acknowledged.append((item.idempotency_key, item.wager_amount))
+                    self.acknowledged.append(
+                        (item.idempotency_key, item.wager_amount, item.game_id)
+                    )
 
     # --- wins ----------------------------------------------------------------------------
 
@@ -216,8 +224,12 @@ class Load:
                     decimal_pb2.Decimal(value=self.rng.choice(RATES))
                 )
             else:
+                # A stranger's token: the test server runs open (no clients), so this is
+                # one more change; refusals are tests/e2e/test_identity*.py's.
                 metadata = (("authorization", "Bearer not-the-token"),)
-                request.contribution_rate.CopyFrom(decimal_pb2.Decimal(value="1"))
+                request.contribution_rate.CopyFrom(
+                    decimal_pb2.Decimal(value=self.rng.choice(RATES))
+                )
             try:
                 reply = await self.stub.UpdateConfig(request, metadata=metadata, timeout=30)
             except grpc.aio.AioRpcError as exc:
