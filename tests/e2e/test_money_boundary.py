@@ -222,6 +222,15 @@ async def test_batch_key_repeated_with_another_wager_is_an_item_error(
 async def test_rest_idempotency_key_header_is_never_ignored(
     base: str, http: aiohttp.ClientSession, database_url: str
 ) -> None:
+    async def contribute(body: dict[str, Any], key: str) -> tuple[int, Any]:
+        return await call(
+            http,
+            "POST",
+            f"{base}/api/jackpot/contribute",
+            json=body,
+            headers={"Idempotency-Key": key},
+        )
+
     batch = {"contributions": [{"gameId": "slots", "wagerAmount": "1000"}]}
     status, body = await call(
         http,
@@ -241,45 +250,21 @@ async def test_rest_idempotency_key_header_is_never_ignored(
     )
     assert status == 400 and json_fields(body) == ["Idempotency-Key"]
 
-    contribute = {"gameId": "slots", "wagerAmount": "1000", "idempotencyKey": "body-key"}
-    status, body = await call(
-        http,
-        "POST",
-        f"{base}/api/jackpot/contribute",
-        json=contribute,
-        headers={"Idempotency-Key": "header-key"},
-    )
+    in_body = {"gameId": "slots", "wagerAmount": "1000", "idempotencyKey": "body-key"}
+    status, body = await contribute(in_body, "header-key")
     assert status == 400 and json_fields(body) == ["Idempotency-Key"]
     assert ledger_rows(database_url)[0] == 0
 
     # Agreeing header and body, or the header alone, is the key.
-    status, first = await call(
-        http,
-        "POST",
-        f"{base}/api/jackpot/contribute",
-        json=contribute,
-        headers={"Idempotency-Key": "body-key"},
-    )
+    status, first = await contribute(in_body, "body-key")
     assert status == 200 and not first["replayed"]
     plain = {"gameId": "slots", "wagerAmount": "1000"}
-    status, replay = await call(
-        http,
-        "POST",
-        f"{base}/api/jackpot/contribute",
-        json=plain,
-        headers={"Idempotency-Key": "body-key"},
-    )
+    status, replay = await contribute(plain, "body-key")
     assert status == 200 and replay["replayed"]
     assert replay["contributionId"] == first["contributionId"]
 
     # Reused for another request: 422, with the reason passed through.
-    status, body = await call(
-        http,
-        "POST",
-        f"{base}/api/jackpot/contribute",
-        json={"gameId": "slots", "wagerAmount": "999"},
-        headers={"Idempotency-Key": "body-key"},
-    )
+    status, body = await contribute({"gameId": "slots", "wagerAmount": "999"}, "body-key")
     assert status == 422, body
     assert body["code"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert json_reason(body) == "IDEMPOTENCY_KEY_REUSED"
