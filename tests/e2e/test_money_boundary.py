@@ -5,6 +5,7 @@ no money from nowhere, no aggregate can break a read."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import uuid
@@ -50,17 +51,26 @@ def ledger_rows(url: str) -> tuple[int, int, list[int]]:
     return contributions, wins, pools
 
 
-@pytest.fixture
-async def base(server: RunningServer) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def gateway_to(target: str) -> AsyncIterator[str]:
+    """A REST gateway in front of the gRPC `target`; yields its base URL."""
     app = create_gateway_app(
-        f"127.0.0.1:{server.port}",
+        target,
         max_body_bytes=4096,
         metrics_url="http://127.0.0.1:9/metrics",
         call_timeout=5.0,
     )
     running = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
-    yield f"http://127.0.0.1:{running.port}"
-    await running.stop()
+    try:
+        yield f"http://127.0.0.1:{running.port}"
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def base(server: RunningServer) -> AsyncIterator[str]:
+    async with gateway_to(f"127.0.0.1:{server.port}") as url:
+        yield url
 
 
 @pytest.fixture
@@ -499,17 +509,8 @@ def _closed_port() -> int:
 async def test_rest_hides_upstream_transport_text(
     http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_gateway_app(
-        f"127.0.0.1:{_closed_port()}",
-        max_body_bytes=4096,
-        metrics_url="http://127.0.0.1:9/metrics",
-        call_timeout=5.0,
-    )
-    running = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
-    try:
-        status, body = await call(http, "GET", f"http://127.0.0.1:{running.port}/api/jackpot/pools")
-    finally:
-        await running.stop()
+    async with gateway_to(f"127.0.0.1:{_closed_port()}") as gateway:
+        status, body = await call(http, "GET", f"{gateway}/api/jackpot/pools")
     assert status == 503
     assert body == {"code": 14, "message": "service unavailable", "details": []}
     assert "127.0.0.1" in caplog.text  # the detail is logged, not sent
