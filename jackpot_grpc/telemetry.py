@@ -26,11 +26,12 @@ Prometheus already has it from jackpot_grpc.metrics, and the record costs ~7 us 
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import grpc
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -112,34 +113,42 @@ def otel_resource(default_service_name: str = DEFAULT_OTEL_SERVICE_NAME) -> Reso
     return Resource.create({k: v for k, v in ours.items() if k not in from_env})
 
 
-def otlp_span_exporter(env: Mapping[str, str]) -> SpanExporter | None:
-    endpoint = signal_endpoint(env, "traces")
+# The OTLP exporter of each signal over each protocol, (module, class): imported only when
+# that export is configured.
+_OTLP_EXPORTERS: dict[tuple[Signal, Protocol], tuple[str, str]] = {
+    ("traces", "grpc"): (
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        "OTLPSpanExporter",
+    ),
+    ("traces", "http/protobuf"): (
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "OTLPSpanExporter",
+    ),
+    ("metrics", "grpc"): (
+        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+        "OTLPMetricExporter",
+    ),
+    ("metrics", "http/protobuf"): (
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+        "OTLPMetricExporter",
+    ),
+}
+
+
+@overload
+def otlp_exporter(env: Mapping[str, str], signal: Literal["traces"]) -> SpanExporter | None: ...
+@overload
+def otlp_exporter(env: Mapping[str, str], signal: Literal["metrics"]) -> MetricExporter | None: ...
+def otlp_exporter(env: Mapping[str, str], signal: Signal) -> SpanExporter | MetricExporter | None:
+    """The signal's OTLP exporter over its protocol; None when the signal goes nowhere."""
+    endpoint = signal_endpoint(env, signal)
     if endpoint is None:
         return None
-    if signal_protocol(env, "traces") == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpSpanExporter,
-        )
-
-        return HttpSpanExporter(endpoint=endpoint)
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter(endpoint=endpoint)
-
-
-def otlp_metric_exporter(env: Mapping[str, str]) -> MetricExporter | None:
-    endpoint = signal_endpoint(env, "metrics")
-    if endpoint is None:
-        return None
-    if signal_protocol(env, "metrics") == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-            OTLPMetricExporter as HttpMetricExporter,
-        )
-
-        return HttpMetricExporter(endpoint=endpoint)
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-    return OTLPMetricExporter(endpoint=endpoint)
+    module, name = _OTLP_EXPORTERS[signal, signal_protocol(env, signal)]
+    exporter: SpanExporter | MetricExporter = getattr(importlib.import_module(module), name)(
+        endpoint=endpoint
+    )
+    return exporter
 
 
 class BusinessMetrics:
@@ -333,7 +342,7 @@ def setup_telemetry(
 
     registry = CollectorRegistry()
     readers: list[MetricReader] = [PrometheusMetricReader(registry=registry), *metric_readers]
-    metric_exporter = None if disabled else otlp_metric_exporter(env)
+    metric_exporter = None if disabled else otlp_exporter(env, "metrics")
     if metric_exporter is not None:
         readers.append(PeriodicExportingMetricReader(metric_exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
@@ -341,7 +350,7 @@ def setup_telemetry(
     tracer_provider: TracerProvider | None = None
     instrumented: list[Any] = []
     if span_exporter is None and not disabled:
-        span_exporter = otlp_span_exporter(env)
+        span_exporter = otlp_exporter(env, "traces")
     if span_exporter is not None:
         tracer_provider = TracerProvider(resource=resource)
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))

@@ -471,37 +471,26 @@ CHAIN_CTES = ",\n".join(_chain_of(g.value) for g in GROUPS) + (
     )
     + ")"
 )
-AUDIT_ROWS = f"""WITH shares AS (
-    SELECT 'contributions' AS tbl, id, 'minor' AS grp,
-        format('share %%s, but floor(%%s × %%s) = %%s%%s', minor_amount, wager_amount, minor_rate,
-               floor(wager_amount * minor_rate),
-               CASE WHEN minor_cap IS NOT NULL THEN format(' capped at %%s', minor_cap) ELSE '' END)
+
+
+# A contribution's share of pool g against floor(wager × rate), or what fitted under its
+# ceiling when it records one.
+def _share_check_of(g: str) -> str:
+    return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
+        format('share %%s, but floor(%%s × %%s) = %%s%%s', {g}_amount, wager_amount, {g}_rate,
+               floor(wager_amount * {g}_rate),
+               CASE WHEN {g}_cap IS NOT NULL THEN format(' capped at %%s', {g}_cap) ELSE '' END)
             AS problem
     FROM contributions
-    WHERE minor_rate IS NOT NULL AND CASE WHEN minor_cap IS NULL
-        THEN minor_amount <> floor(wager_amount * minor_rate)
-        ELSE minor_amount >= floor(wager_amount * minor_rate) OR minor_amount <> greatest(0,
-             least(floor(wager_amount * minor_rate), minor_cap - (minor_after - minor_amount))) END
-    UNION ALL
-    SELECT 'contributions', id, 'major',
-        format('share %%s, but floor(%%s × %%s) = %%s%%s', major_amount, wager_amount, major_rate,
-               floor(wager_amount * major_rate),
-               CASE WHEN major_cap IS NOT NULL THEN format(' capped at %%s', major_cap) ELSE '' END)
-    FROM contributions
-    WHERE major_rate IS NOT NULL AND CASE WHEN major_cap IS NULL
-        THEN major_amount <> floor(wager_amount * major_rate)
-        ELSE major_amount >= floor(wager_amount * major_rate) OR major_amount <> greatest(0,
-             least(floor(wager_amount * major_rate), major_cap - (major_after - major_amount))) END
-    UNION ALL
-    SELECT 'contributions', id, 'mega',
-        format('share %%s, but floor(%%s × %%s) = %%s%%s', mega_amount, wager_amount, mega_rate,
-               floor(wager_amount * mega_rate),
-               CASE WHEN mega_cap IS NOT NULL THEN format(' capped at %%s', mega_cap) ELSE '' END)
-    FROM contributions
-    WHERE mega_rate IS NOT NULL AND CASE WHEN mega_cap IS NULL
-        THEN mega_amount <> floor(wager_amount * mega_rate)
-        ELSE mega_amount >= floor(wager_amount * mega_rate) OR mega_amount <> greatest(0,
-             least(floor(wager_amount * mega_rate), mega_cap - (mega_after - mega_amount))) END),
+    WHERE {g}_rate IS NOT NULL AND CASE WHEN {g}_cap IS NULL
+        THEN {g}_amount <> floor(wager_amount * {g}_rate)
+        ELSE {g}_amount >= floor(wager_amount * {g}_rate) OR {g}_amount <> greatest(0,
+             least(floor(wager_amount * {g}_rate), {g}_cap - ({g}_after - {g}_amount))) END"""
+
+
+SHARE_CHECKS = "\n    UNION ALL\n    ".join(_share_check_of(g.value) for g in GROUPS)
+AUDIT_ROWS = f"""WITH shares AS (
+    {SHARE_CHECKS}),
 {CHAIN_CTES},
 chain AS (
     SELECT tbl, id, grp,

@@ -29,7 +29,12 @@ import grpc
 
 from jackpot_grpc.domain.errors import DeadlineTooShort, Overloaded, ShuttingDown, Unavailable
 from jackpot_grpc.entrypoints.errors import to_status
-from jackpot_grpc.entrypoints.interceptors import Continuation
+from jackpot_grpc.entrypoints.interceptors import (
+    Behavior,
+    Continuation,
+    Deserializer,
+    WrappedUnaryHandlers,
+)
 from jackpot_grpc.refusals import Refusals
 
 LAYER = "admission"
@@ -65,8 +70,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._by_peer: dict[str, int] = {}
         self._seconds: dict[str, float] = {}  # method → smoothed running time
         self._last_arrival = time.monotonic()
-        # One wrapped handler per method, built on its first call (not on every call).
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        # Every registered method: a malformed request of any service is INVALID_ARGUMENT.
+        self._admitted_handlers = WrappedUnaryHandlers(self._admit, _tolerant)
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -74,19 +79,13 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        wrapped = self._wrapped.get(details.method)
-        if wrapped is None:  # only registered methods get here: the dict stays small
-            wrapped = self._wrapped[details.method] = grpc.unary_unary_rpc_method_handler(
-                self._admit(
-                    handler.unary_unary,
-                    details.method if details.method.startswith(self._prefixes) else None,
-                ),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        return wrapped
+        # Only registered methods get here: the cache stays small.
+        return self._admitted_handlers.get(details.method, handler)
 
-    def _admit(self, behavior: Callable[..., Any], method: str | None) -> Callable[..., Any]:
+    def _admit(self, full_name: str, behavior: Behavior) -> Behavior:
+        # Only the jackpot calls are gated; the others are only checked for malformed bytes.
+        method = full_name if full_name.startswith(self._prefixes) else None
+
         async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if isinstance(request, _Malformed):
                 self.refusals.count(LAYER, "malformed_request")
@@ -152,7 +151,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return False
 
 
-def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+def _tolerant(deserialize: Deserializer | None) -> Deserializer:
     def parse(data: bytes) -> Any:
         if deserialize is None:
             return data

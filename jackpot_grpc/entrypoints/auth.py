@@ -38,7 +38,12 @@ from jackpot_grpc.entrypoints.auth_throttle import FailureThrottle
 from jackpot_grpc.entrypoints.client_registry import ClientRegistry
 from jackpot_grpc.entrypoints.errors import to_status
 from jackpot_grpc.entrypoints.identity import Client, acting_as
-from jackpot_grpc.entrypoints.interceptors import Behavior, Continuation
+from jackpot_grpc.entrypoints.interceptors import (
+    Behavior,
+    Continuation,
+    WrappedUnaryHandlers,
+    method_name,
+)
 from jackpot_grpc.metrics import RequestMetrics
 from jackpot_grpc.peer_metadata import FORWARDED_FOR
 
@@ -96,7 +101,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._throttle = throttle
         self._prefixes = tuple(f"/{s}/" for s in services)
         self._count_failure = count_failure
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # one per method, built once
+        self._guarded_handlers = WrappedUnaryHandlers(self._guarded)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -108,16 +113,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary is None:  # nothing streams today; never let one through
             log.error("refusing %s: only unary methods are guarded", full_name)
             return None
-        wrapped = self._wrapped.get(full_name)
-        if wrapped is None:
-            wrapped = self._wrapped[full_name] = grpc.unary_unary_rpc_method_handler(
-                self._guarded(full_name.rsplit("/", 1)[-1], handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return wrapped
+        return self._guarded_handlers.get(full_name, handler)
 
-    def _guarded(self, method: str, behavior: Behavior) -> Behavior:
+    def _guarded(self, full_name: str, behavior: Behavior) -> Behavior:
+        method = method_name(full_name)
+
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 client = self.authenticate(context, method)

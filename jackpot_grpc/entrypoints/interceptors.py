@@ -20,6 +20,44 @@ from jackpot_grpc.metrics import RequestMetrics
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 Recorder = Callable[[str, grpc.StatusCode, float], None]
+Deserializer = Callable[[bytes], Any]
+
+
+class WrappedUnaryHandlers:
+    """One wrapped unary handler per method, built on its first call (not on every call).
+
+    `wrap(method, behavior)` is what the interceptor runs instead of the handler (`method`
+    is the full name, /package.Service/Method); `request_deserializer`, when given, turns
+    the handler's deserializer into the one the wrapped handler uses.
+    """
+
+    def __init__(
+        self,
+        wrap: Callable[[str, Behavior], Behavior],
+        request_deserializer: Callable[[Deserializer | None], Deserializer] | None = None,
+    ) -> None:
+        self._wrap = wrap
+        self._request_deserializer = request_deserializer
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def get(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The wrapped `handler` (a unary-unary one) of `method`."""
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            deserializer = handler.request_deserializer
+            if self._request_deserializer is not None:
+                deserializer = self._request_deserializer(deserializer)
+            wrapped = self._handlers[method] = grpc.unary_unary_rpc_method_handler(
+                self._wrap(method, handler.unary_unary),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return wrapped
+
+
+def method_name(full_name: str) -> str:
+    """`Method` of /package.Service/Method."""
+    return full_name.rsplit("/", 1)[-1]
 
 
 def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
@@ -47,8 +85,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._metrics = metrics
         self._also_record = also_record  # e.g. OpenTelemetry's rpc.server.call.duration
         self._prefixes = tuple(f"/{s}/" for s in services)
-        # One timed handler per method, built on its first call (not on every call).
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._timed_handlers = WrappedUnaryHandlers(self._timed)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -61,16 +98,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             or not full_name.startswith(self._prefixes)
         ):
             return handler
-        wrapped = self._wrapped.get(full_name)
-        if wrapped is None:
-            wrapped = self._wrapped[full_name] = grpc.unary_unary_rpc_method_handler(
-                self._timed(full_name.rsplit("/", 1)[-1], handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return wrapped
+        return self._timed_handlers.get(full_name, handler)
 
-    def _timed(self, method: str, behavior: Behavior) -> Behavior:
+    def _timed(self, full_name: str, behavior: Behavior) -> Behavior:
+        method = method_name(full_name)
         started_call, record = self._metrics.started, self._metrics.record
         also_record = self._also_record
 

@@ -5,6 +5,7 @@ no money from nowhere, no aggregate can break a read."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import uuid
@@ -50,17 +51,26 @@ def ledger_rows(url: str) -> tuple[int, int, list[int]]:
     return contributions, wins, pools
 
 
-@pytest.fixture
-async def base(server: RunningServer) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def gateway_to(target: str) -> AsyncIterator[str]:
+    """A REST gateway in front of the gRPC `target`; yields its base URL."""
     app = create_gateway_app(
-        f"127.0.0.1:{server.port}",
+        target,
         max_body_bytes=4096,
         metrics_url="http://127.0.0.1:9/metrics",
         call_timeout=5.0,
     )
     running = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
-    yield f"http://127.0.0.1:{running.port}"
-    await running.stop()
+    try:
+        yield f"http://127.0.0.1:{running.port}"
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def base(server: RunningServer) -> AsyncIterator[str]:
+    async with gateway_to(f"127.0.0.1:{server.port}") as url:
+        yield url
 
 
 @pytest.fixture
@@ -222,6 +232,15 @@ async def test_batch_key_repeated_with_another_wager_is_an_item_error(
 async def test_rest_idempotency_key_header_is_never_ignored(
     base: str, http: aiohttp.ClientSession, database_url: str
 ) -> None:
+    async def contribute(body: dict[str, Any], key: str) -> tuple[int, Any]:
+        return await call(
+            http,
+            "POST",
+            f"{base}/api/jackpot/contribute",
+            json=body,
+            headers={"Idempotency-Key": key},
+        )
+
     batch = {"contributions": [{"gameId": "slots", "wagerAmount": "1000"}]}
     status, body = await call(
         http,
@@ -241,45 +260,21 @@ async def test_rest_idempotency_key_header_is_never_ignored(
     )
     assert status == 400 and json_fields(body) == ["Idempotency-Key"]
 
-    contribute = {"gameId": "slots", "wagerAmount": "1000", "idempotencyKey": "body-key"}
-    status, body = await call(
-        http,
-        "POST",
-        f"{base}/api/jackpot/contribute",
-        json=contribute,
-        headers={"Idempotency-Key": "header-key"},
-    )
+    in_body = {"gameId": "slots", "wagerAmount": "1000", "idempotencyKey": "body-key"}
+    status, body = await contribute(in_body, "header-key")
     assert status == 400 and json_fields(body) == ["Idempotency-Key"]
     assert ledger_rows(database_url)[0] == 0
 
     # Agreeing header and body, or the header alone, is the key.
-    status, first = await call(
-        http,
-        "POST",
-        f"{base}/api/jackpot/contribute",
-        json=contribute,
-        headers={"Idempotency-Key": "body-key"},
-    )
+    status, first = await contribute(in_body, "body-key")
     assert status == 200 and not first["replayed"]
     plain = {"gameId": "slots", "wagerAmount": "1000"}
-    status, replay = await call(
-        http,
-        "POST",
-        f"{base}/api/jackpot/contribute",
-        json=plain,
-        headers={"Idempotency-Key": "body-key"},
-    )
+    status, replay = await contribute(plain, "body-key")
     assert status == 200 and replay["replayed"]
     assert replay["contributionId"] == first["contributionId"]
 
     # Reused for another request: 422, with the reason passed through.
-    status, body = await call(
-        http,
-        "POST",
-        f"{base}/api/jackpot/contribute",
-        json={"gameId": "slots", "wagerAmount": "999"},
-        headers={"Idempotency-Key": "body-key"},
-    )
+    status, body = await contribute({"gameId": "slots", "wagerAmount": "999"}, "body-key")
     assert status == 422, body
     assert body["code"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert json_reason(body) == "IDEMPOTENCY_KEY_REUSED"
@@ -514,17 +509,8 @@ def _closed_port() -> int:
 async def test_rest_hides_upstream_transport_text(
     http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_gateway_app(
-        f"127.0.0.1:{_closed_port()}",
-        max_body_bytes=4096,
-        metrics_url="http://127.0.0.1:9/metrics",
-        call_timeout=5.0,
-    )
-    running = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
-    try:
-        status, body = await call(http, "GET", f"http://127.0.0.1:{running.port}/api/jackpot/pools")
-    finally:
-        await running.stop()
+    async with gateway_to(f"127.0.0.1:{_closed_port()}") as gateway:
+        status, body = await call(http, "GET", f"{gateway}/api/jackpot/pools")
     assert status == 503
     assert body == {"code": 14, "message": "service unavailable", "details": []}
     assert "127.0.0.1" in caplog.text  # the detail is logged, not sent
