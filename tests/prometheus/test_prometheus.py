@@ -28,14 +28,13 @@ import yaml
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.adapters.scratch import create_database, drop_database
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.ops.grpc_client import BearerToken
 from jackpot_grpc.telemetry import setup_telemetry
 from scripts import gen_dashboard
 from testkit.database import unique_name
+from testkit.identity import bearer, secured
 from testkit.promql import selectors
 
 RULES_DIR = PROJECT_ROOT / "deploy" / "prometheus"
@@ -45,7 +44,6 @@ DASHBOARD = PROJECT_ROOT / "deploy" / "grafana" / "jackpot-dashboard.json"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 LOAD_SECONDS = 6.0
-ADMIN = "prometheus-test-admin"
 
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None or PROMTOOL is None,
@@ -170,49 +168,52 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("prometheus")
 
 
-async def drive_load(server: RunningServer, game_token: str) -> None:
+async def drive_load(server: RunningServer, tokens: dict[str, str]) -> None:
     """Contributions (batched), wins, reads and a few refused calls, for LOAD_SECONDS."""
-    async with grpc.aio.insecure_channel(
-        f"127.0.0.1:{server.port}", interceptors=[BearerToken(game_token)]
-    ) as channel:
+    game = bearer(tokens["game"])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
 
         async def contributor(n: int) -> None:
             end = time.monotonic() + LOAD_SECONDS
             while time.monotonic() < end:
-                await stub.Contribute(pb.ContributeRequest(game_id=f"g{n}", wager_amount=10_000))
+                await stub.Contribute(
+                    pb.ContributeRequest(game_id=f"g{n}", wager_amount=10_000), metadata=game
+                )
 
         async def others() -> None:
             end = time.monotonic() + LOAD_SECONDS
             while time.monotonic() < end:
-                await stub.GetPools(pb.GetPoolsRequest())
-                await stub.GetStatistics(pb.GetStatisticsRequest())
+                await stub.GetPools(pb.GetPoolsRequest(), metadata=game)
+                await stub.GetStatistics(pb.GetStatisticsRequest(), metadata=game)
                 await stub.Win(
                     pb.WinRequest(
                         group=pb.JACKPOT_GROUP_MINOR,
                         game_id="prom",
                         user_id=str(uuid.uuid4()),
                         win_amount=1,
-                    )
+                    ),
+                    metadata=game,
                 )
                 with pytest.raises(grpc.aio.AioRpcError):
-                    await stub.Contribute(pb.ContributeRequest(game_id="", wager_amount=1))
+                    await stub.Contribute(
+                        pb.ContributeRequest(game_id="", wager_amount=1), metadata=game
+                    )
                 await asyncio.sleep(0.05)
 
-        admin = (("authorization", f"Bearer {ADMIN}"),)
         await stub.UpdateConfig(
             pb.UpdateConfigRequest(group=pb.JACKPOT_GROUP_MINOR, seed_amount=1000, actor="prom"),
-            metadata=admin,
+            metadata=bearer(tokens["admin"]),
         )
         await asyncio.gather(*(contributor(n) for n in range(8)), others())
 
 
 @pytest.fixture(scope="module")
 async def scraped(module_database: str, workdir: Path) -> AsyncIterator[Scraped]:
-    game_token = clients_file.add_client(workdir / "clients.json", "prometheus-game", "game")
-    assert game_token is not None
-    settings = dataclasses.replace(
+    # Closed, as in production: a client per role, so the calls carry their tokens.
+    settings, tokens = secured(
         Settings.from_env({}),
+        workdir,
         grpc_host="127.0.0.1",
         health_host="127.0.0.1",
         health_port=0,
@@ -220,9 +221,6 @@ async def scraped(module_database: str, workdir: Path) -> AsyncIterator[Scraped]
         pool_max_size=8,
         health_probe_interval=0.2,
         drain_delay=0.0,
-        admin_token=ADMIN,
-        # A game client too: with any client configured, every call needs credentials.
-        clients_file=workdir / "clients.json",
         log_dir=workdir / "logs",
     )
     telemetry = setup_telemetry(environ={})  # the business counters reach /metrics/prometheus
@@ -247,7 +245,7 @@ async def scraped(module_database: str, workdir: Path) -> AsyncIterator[Scraped]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             scraped = Scraped(server, f"http://127.0.0.1:{port}/api/v1", http)
             await wait_ready(http, port, process, workdir)
-            await drive_load(server, game_token)
+            await drive_load(server, tokens)
             await wait_for_series(scraped)
             yield scraped
     finally:

