@@ -44,6 +44,7 @@ class _Pending:
 
 
 _STOP = None  # queued by close(): the thread ends after everything queued before it
+LINGER_STEPS = 8  # the linger is waited in steps; a step that brings nothing ends it
 
 
 class ThreadedBatcher:
@@ -126,18 +127,29 @@ class ThreadedBatcher:
             if first is None:
                 return
             batch, stopping = self._take(first)
-            # Under load (others already queued), wait a moment for more: a bigger batch
-            # costs less per contribution. A lone caller is served at once.
             if self._linger and len(batch) > 1 and not stopping:
-                time.sleep(self._linger)
-                more, stopping = self._take(None, len(batch))
-                batch += more
+                stopping = self._grow(batch)
             live = [p for p in batch if not p.answer.done()]
             if live:
                 self._applying = live
                 outcome = self._apply([p.command for p in live])
                 self._answer(live, outcome)
                 self._applying = []
+
+    def _grow(self, batch: list[_Pending]) -> bool:
+        """Under load (others were queued with the first), wait for more in short steps
+        while each step brings more, up to the linger: a bigger batch costs less per
+        contribution, and the wait ends as soon as the queue stops filling. A lone caller
+        is never delayed. Returns whether close() was queued meanwhile."""
+        deadline = time.monotonic() + self._linger
+        step = self._linger / LINGER_STEPS
+        while len(batch) < self._max_batch and time.monotonic() < deadline:
+            time.sleep(step)
+            more, stopping = self._take(None, len(batch))
+            batch += more
+            if stopping or not more:
+                return stopping
+        return False
 
     def _take(self, first: _Pending | None, have: int = 0) -> tuple[list[_Pending], bool]:
         """Everything queued now, up to the batch size; and whether close() was queued."""

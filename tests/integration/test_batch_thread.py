@@ -167,3 +167,26 @@ async def test_closing_answers_what_was_queued_and_refuses_the_rest(
     with pytest.raises(ShuttingDown):
         await batcher.contribute(command("late"))
     assert [rows_with_key(database_url, f"c-{i}") for i in range(20)] == [1] * 20
+
+
+async def test_a_lone_caller_is_not_delayed_by_the_linger(
+    settings: Settings, database_url: str, service: JackpotService
+) -> None:
+    batcher = ThreadedBatcher(
+        service, BatchConnection(settings, database_url), 512, 1000, linger=5.0
+    )
+    batcher.start()
+    try:
+        await batcher.contribute(command("warm"))  # the connection is open
+        started = asyncio.get_running_loop().time()
+        await batcher.contribute(command("alone"))
+        alone = asyncio.get_running_loop().time() - started
+        # Several queued together: the batch waits (a step of 5/8 s) for more, then stops
+        # because none came, well before the 5 s linger.
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(batcher.contribute(command(f"together-{i}")) for i in range(4)))
+        together = asyncio.get_running_loop().time() - started
+    finally:
+        await batcher.close()
+    assert alone < 0.5, alone
+    assert 0.5 < together < 2.5, together
