@@ -78,15 +78,27 @@ async def pipelined_transaction(pool: Pool) -> AsyncIterator[AsyncConnection[Any
             try:
                 yield conn
             finally:
-                if not conn.closed:
-                    if conn.info.transaction_status != TransactionStatus.IDLE:
-                        await conn.execute("ROLLBACK")
-                    await conn.set_autocommit(False)
+                await _back_to_transactions(conn)
     except Exception as exc:
         mapped = translated(exc)
         if mapped is exc:
             raise
         raise mapped from exc
+
+
+async def _back_to_transactions(conn: AsyncConnection[Any]) -> None:
+    """Roll back what the caller left open and leave autocommit; a connection that cannot
+    be put back so (a statement still running after a cancellation, a lost server) is
+    closed, so the pool replaces it instead of handing out an autocommit connection."""
+    try:
+        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            await conn.execute("ROLLBACK")
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            await conn.set_autocommit(False)
+            return
+    except psycopg.Error:
+        pass
+    await conn.close()
 
 
 def translated(exc: Exception) -> Exception:

@@ -11,6 +11,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jackpot_grpc.adapters.database import create_pool
+from jackpot_grpc.adapters.unit_of_work import pipelined_transaction
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.validation import contribute_command
 from jackpot_grpc.service.jackpot import JackpotService
@@ -51,3 +52,28 @@ async def test_a_contribute_batch_costs_two_round_trips(
             await pool.close()
     assert len(results) == 9
     assert trips == 2, trips
+
+
+async def test_a_pipelined_transaction_gives_its_connection_back_as_it_found_it(
+    settings: Settings, database_url: str
+) -> None:
+    pool = create_pool(
+        dataclasses.replace(settings, pool_min_size=1, pool_max_size=1), database_url
+    )
+    await pool.open(wait=True, timeout=10)
+    try:
+        async with pool.connection() as first:
+            before = await (await first.execute("SELECT version FROM jackpots")).fetchall()
+        with pytest.raises(ZeroDivisionError):
+            async with pipelined_transaction(pool) as conn:
+                assert conn.autocommit
+                await conn.execute("BEGIN")
+                await conn.execute("UPDATE jackpots SET version = version + 1")
+                1 / 0  # noqa: B018 - the caller fails mid-transaction
+        async with pool.connection() as again:
+            assert again is conn
+            assert not again.autocommit
+            versions = await (await again.execute("SELECT version FROM jackpots")).fetchall()
+    finally:
+        await pool.close()
+    assert versions == before  # the update was rolled back
