@@ -42,7 +42,7 @@ MOVE_POOLS = """UPDATE jackpots SET
     FROM (VALUES ('minor', 5), ('major', 3), ('mega', 2)) AS s(grp, share)
     WHERE jackpot_group = s.grp"""
 MOVE_TOTALS = """UPDATE contribution_totals
-    SET contribution_count = %(n)s, total_wagered = %(n)s * %(wager)s"""
+    SET contribution_count = %(n)s::bigint, total_wagered = %(n)s::bigint * %(wager)s::bigint"""
 
 
 def fill_ledger(url: str, rows: int) -> None:

@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         log(f"PostgreSQL ({kind}): {report['machine']['postgresql']}")
         report["audit_batching_off"] = batching_off(args, base, admin, workdir, found)
         rest_note, report["rss"], report["audit"] = batching_on(args, base, admin, workdir, found)
+        if args.scaling_workers > args.server_workers:
+            report["audit_scaling"] = scaling(args, base, admin, workdir, found)
         report["audit_scenario"] = audit_cost(args, admin)
     report["rest_note"] = rest_note
     report["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -143,6 +145,23 @@ def batching_on(
         return rest_note, rss, audited(url, acknowledged)
 
 
+def scaling(
+    args: argparse.Namespace,
+    base: LoadSpec,
+    admin: str,
+    workdir: Path,
+    found: dict[str, Scenario],
+) -> dict[str, Any]:
+    """(h) Contribute against `serve --workers N` (N = --scaling-workers), on a database of
+    its own, so the table shows how Contribute scales past one process; its audit."""
+    workers = args.scaling_workers
+    spec = dataclasses.replace(base, channels=4 * workers)
+    with bench_database(admin, "scaling") as url:
+        with server(args, url, workdir, batching=True, workers=workers) as srv:
+            found["contribute_workers"] = scenarios.contribute_workers(spec, srv, url, workers)
+        return audited(url, found["contribute_workers"].result.total_ok_items)
+
+
 def rest_step(
     args: argparse.Namespace,
     base: LoadSpec,
@@ -165,7 +184,9 @@ def rest_step(
     with service("gateway", ["gateway"], env, workdir) as gateway:
         pools = f"{base_url}/api/jackpot/pools"
         try:
-            gateway.wait_until(lambda: http_ok(pools), 20, f"answering {pools}", interval=0.2)
+            gateway.wait_until(
+                lambda: http_ok(pools, token=base.token), 20, f"answering {pools}", interval=0.2
+            )
         except RuntimeError as exc:
             problem = str(exc).splitlines()[0].removeprefix("jackpot gateway ")
             last_line = (gateway.tail(1) or "no output").strip()
@@ -212,7 +233,12 @@ def audited(url: str, acknowledged: int) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def server(
-    args: argparse.Namespace, url: str, workdir: Path, *, batching: bool
+    args: argparse.Namespace,
+    url: str,
+    workdir: Path,
+    *,
+    batching: bool,
+    workers: int | None = None,
 ) -> Iterator[ServiceProcess]:
     """`jackpot serve --no-migrate [--workers N]`, SERVING (every worker listening)."""
     label = "on" if batching else "off"
@@ -222,12 +248,14 @@ def server(
         "JACKPOT_BATCHING": label,
         "JACKPOT_CLIENTS_FILE": str(workdir / "clients.json"),  # written by bench_client
     }
+    workers = args.server_workers if workers is None else workers
     command = ["serve", "--no-migrate"]
-    if args.server_workers > 1:
-        command += ["--workers", str(args.server_workers)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     name = "server" if batching else "server-batching-off"
+    name += f"-{workers}w" if workers > 1 else ""
     with service(name, command, env, workdir) as srv:
-        wait_ready(srv, args.server_workers, timeout=60.0)
+        wait_ready(srv, workers, timeout=60.0)
         yield srv
 
 

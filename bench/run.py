@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="`jackpot serve --workers N` (SO_REUSEPORT processes; default 1)",
     )
+    p.add_argument(
+        "--scaling-workers",
+        type=int,
+        default=2,
+        help="also run Contribute against `serve --workers N` to show scaling (default 2; 1: skip)",
+    )
     p.add_argument("--idempotency-keys", action="store_true", help="a unique key on every item")
     p.add_argument("--quick", action="store_true", help="2 s scenarios, 100,000 for the RSS run")
     p.add_argument("--no-gateway", action="store_true", help="skip the REST scenario")

@@ -34,6 +34,7 @@ ORDER = (
     "contribute_batch",
     "rest_contribute",
     "rss_run",
+    "contribute_workers",
 )
 # Scenarios whose items are contributions in the batching-on database.
 CONTRIBUTING = ("contribute_batching", "contribute_batch", "rest_contribute", "rss_run")
@@ -253,6 +254,28 @@ def contribute_batching(
             replace(base, target=server.target),
             server,
         )
+    scenario.extra.update(transactions_since(url, first))
+    return scenario
+
+
+def contribute_workers(base: LoadSpec, server: ServiceProcess, url: str, workers: int) -> Scenario:
+    """(h) Contribute with batching on against `serve --workers N`; each process's CPU."""
+    first = last_contribution_id(url)
+    processes = server.processes()
+    started = time.monotonic()
+    before = [_cpu_seconds([p]) for p in processes]
+    scenario = measure(
+        "contribute_workers",
+        f"Contribute, batching on, {workers} server processes",
+        replace(base, target=server.target),
+        server,
+    )
+    wall = time.monotonic() - started
+    after = [_cpu_seconds([p]) for p in processes]
+    # The supervisor first, then each worker: how the server's CPU is split between them.
+    scenario.extra["server_cpu_pct_by_process"] = [
+        round(100 * (b - a) / wall, 1) for a, b in zip(before, after, strict=True)
+    ]
     scenario.extra.update(transactions_since(url, first))
     return scenario
 

@@ -123,6 +123,9 @@ class Settings:
     db_lock_timeout: float
     db_statement_timeout: float
     batching: bool
+    # Where a group-commit batch runs: "thread" (its own thread and blocking connection)
+    # or "loop" (the event loop, on the pool).
+    batch_executor: str
     event_loop: str
     batch_max_size: int
     batch_linger: float
@@ -215,6 +218,7 @@ class Settings:
             db_lock_timeout=_float(env, "DB_LOCK_TIMEOUT", 2.0),
             db_statement_timeout=_float(env, "DB_STATEMENT_TIMEOUT", 5.0),
             batching=_flag(env, "JACKPOT_BATCHING", True),
+            batch_executor=_choice(env, "JACKPOT_BATCH_EXECUTOR", "thread", ("thread", "loop")),
             event_loop=_choice(env, "JACKPOT_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
             batch_max_size=_int(env, "JACKPOT_BATCH_MAX", 512),
             batch_linger=_float(env, "JACKPOT_BATCH_LINGER", 0.002),

@@ -67,10 +67,13 @@ def service_env(database_url: str, log_dir: Path, **overrides: str) -> dict[str,
     }
 
 
-def http_ok(url: str, timeout: float = 1.0) -> bool:
-    """Whether `url` answers 200 right now."""
+def http_ok(url: str, timeout: float = 1.0, token: str | None = None) -> bool:
+    """Whether `url` answers 200 right now (to a bearer `token`, if given)."""
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False

@@ -83,7 +83,7 @@ class IdleCheck:
         self.pool: Pool | None = None
 
     async def __call__(self, conn: AsyncConnection[Any]) -> None:
-        if not conn.closed and not _has_input(conn):
+        if not conn.closed and not has_input(conn):
             return
         if not conn.closed:
             try:  # something to read: most likely the server's goodbye; make sure
@@ -96,7 +96,7 @@ class IdleCheck:
         raise psycopg.OperationalError("the server closed the connection")
 
 
-def _has_input(conn: AsyncConnection[Any]) -> bool:
+def has_input(conn: AsyncConnection[Any] | psycopg.Connection[Any]) -> bool:
     try:
         readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
     except (OSError, ValueError, psycopg.OperationalError):

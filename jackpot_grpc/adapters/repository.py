@@ -11,11 +11,12 @@ physical order and deadlocks from 4 clients up).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row
 
 from jackpot_grpc.domain import rules
@@ -41,6 +42,7 @@ from jackpot_grpc.domain.model import (
 from jackpot_grpc.domain.validation import rate_text
 
 Conn = AsyncConnection[Any]
+SyncConn = Connection[Any]
 
 POOL_COLUMNS = """jackpot_group, current_amount, seed_amount, max_amount, contribution_rate,
     total_contributions, total_wins, total_seed_funding, contribution_count, win_count,
@@ -251,10 +253,84 @@ async def record_contributions(
     ceilings of `pools`, the locked pools the shares were split against). Returns the
     pools after, in lock order, and (id, created_at) per ledger row, in command order."""
     params = _record_params(sums, counts, commands, shares) | _proof_params(pools)
-    rows = await _rows(conn, RECORD_CONTRIBUTIONS, params)
+    return _recorded(await _rows(conn, RECORD_CONTRIBUTIONS, params))
+
+
+def _recorded(
+    rows: list[dict[str, Any]],
+) -> tuple[list[PoolState], list[tuple[int, datetime]]]:
     updated = sorted(map(_pool, rows), key=lambda p: p.group.lock_order)
     created_at = rows[0]["ledger_created_at"]
     return updated, [(row_id, created_at) for row_id in rows[0]["ledger_ids"] or ()]
+
+
+# --- a contribution batch in two round trips ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchWrite:
+    """What a planned batch writes (record_contributions' arguments)."""
+
+    sums: dict[Group, int]
+    counts: dict[Group, int]
+    commands: Sequence[ContributeCommand]
+    shares: Sequence[ContributionShares]
+
+
+# Given the locked pools and the earlier contributions with the batch's keys: what to write
+# (None: nothing, every command is a replay or a refusal).
+Planner = Callable[[dict[Group, PoolState], dict[ScopedKey, StoredContribution]], BatchWrite | None]
+Recorded = tuple[list[PoolState], list[tuple[int, datetime]]]
+
+
+async def contribute_in_two_flights(
+    conn: Conn, keys: Sequence[ScopedKey], plan: Planner
+) -> Recorded:
+    """A whole contribution batch on an autocommit connection in two round trips: BEGIN,
+    the pool locks and the key lookup in one pipeline flight; the write and COMMIT in the
+    second (sent as the pipeline closes). Returns after the COMMIT's answer: the pools after
+    and (id, created_at) per written row, or ([], []) when nothing was written."""
+    async with conn.pipeline() as flight:
+        await conn.execute("BEGIN")
+        locked = conn.cursor(row_factory=dict_row)
+        await locked.execute(LOCK_POOLS)
+        found = conn.cursor(row_factory=dict_row)
+        if keys:
+            await found.execute(FIND_CONTRIBUTIONS, _find_params(keys))
+        await flight.sync()
+        pools = {p.group: p for p in map(_pool, await locked.fetchall())}
+        write = plan(pools, _by_scoped_key(await found.fetchall() if keys else []))
+        written = conn.cursor(row_factory=dict_row)
+        if write is not None:
+            await written.execute(RECORD_CONTRIBUTIONS, _write_params(write, pools))
+        await conn.execute("COMMIT")
+    return _recorded(await written.fetchall()) if write is not None else ([], [])
+
+
+def contribute_in_two_flights_sync(
+    conn: SyncConn, keys: Sequence[ScopedKey], plan: Planner
+) -> Recorded:
+    """contribute_in_two_flights on a blocking connection (the batch thread's)."""
+    with conn.pipeline() as flight:
+        conn.execute("BEGIN")
+        locked = conn.cursor(row_factory=dict_row)
+        locked.execute(LOCK_POOLS)
+        found = conn.cursor(row_factory=dict_row)
+        if keys:
+            found.execute(FIND_CONTRIBUTIONS, _find_params(keys))
+        flight.sync()
+        pools = {p.group: p for p in map(_pool, locked.fetchall())}
+        write = plan(pools, _by_scoped_key(found.fetchall() if keys else []))
+        written = conn.cursor(row_factory=dict_row)
+        if write is not None:
+            written.execute(RECORD_CONTRIBUTIONS, _write_params(write, pools))
+        conn.execute("COMMIT")
+    return _recorded(written.fetchall()) if write is not None else ([], [])
+
+
+def _write_params(write: BatchWrite, pools: Mapping[Group, PoolState]) -> dict[str, Any]:
+    params = _record_params(write.sums, write.counts, write.commands, write.shares)
+    return params | _proof_params(pools)
 
 
 # --- wins --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
 from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
 from jackpot_grpc.adapters.database import Pool
@@ -59,22 +60,66 @@ async def transaction(
             if isolation.value is not None:  # the transaction's first statement
                 await conn.execute(isolation.value)
             yield conn
-    except TooManyRequests as exc:
-        raise Overloaded("too many calls waiting for a database connection; retry") from exc
-    except PoolTimeout as exc:
-        raise Unavailable("database unavailable: no connection within the pool timeout") from exc
-    except PoolClosed as exc:
-        raise ShuttingDown("service is shutting down") from exc
-    except psycopg.errors.UniqueViolation as exc:
-        raise KeyTaken(str(exc)) from exc
-    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+    except Exception as exc:
+        mapped = translated(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+@asynccontextmanager
+async def pipelined_transaction(pool: Pool) -> AsyncIterator[AsyncConnection[Any]]:
+    """A pool connection in autocommit mode for a caller that sends BEGIN and COMMIT itself,
+    each in a pipeline flight with its statements (no round trip of their own). Whatever
+    the caller left open is rolled back; the connection goes back as it came."""
+    try:
+        async with pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                yield conn
+            finally:
+                await _back_to_transactions(conn)
+    except Exception as exc:
+        mapped = translated(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+async def _back_to_transactions(conn: AsyncConnection[Any]) -> None:
+    """Roll back what the caller left open and leave autocommit; a connection that cannot
+    be put back so (a statement still running after a cancellation, a lost server) is
+    closed, so the pool replaces it instead of handing out an autocommit connection."""
+    try:
+        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            await conn.execute("ROLLBACK")
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            await conn.set_autocommit(False)
+            return
+    except psycopg.Error:
+        pass
+    await conn.close()
+
+
+def translated(exc: Exception) -> Exception:
+    """The domain's error for a database or pool fault (`exc` itself when it is none)."""
+    if isinstance(exc, TooManyRequests):
+        return Overloaded("too many calls waiting for a database connection; retry")
+    if isinstance(exc, PoolTimeout):
+        return Unavailable("database unavailable: no connection within the pool timeout")
+    if isinstance(exc, PoolClosed):
+        return ShuttingDown("service is shutting down")
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return KeyTaken(str(exc))
+    if isinstance(exc, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
         kind = "lock" if isinstance(exc, psycopg.errors.LockNotAvailable) else "statement"
         DATABASE_TIMEOUTS.labels(kind).inc()
         log.warning("database %s timeout (SQLSTATE %s): %s", kind, exc.sqlstate, exc)
-        raise LockTimeout(
+        return LockTimeout(
             f"database {kind} timeout: the call could not get its locks in time; retry"
-        ) from exc
-    except psycopg.errors.NumericValueOutOfRange as exc:
-        raise OutOfRange("an amount would exceed the ledger's int64 range") from exc
-    except psycopg.OperationalError as exc:
-        raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+        )
+    if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+        return OutOfRange("an amount would exceed the ledger's int64 range")
+    if isinstance(exc, psycopg.OperationalError):
+        return Unavailable(f"database unavailable: {type(exc).__name__}")
+    return exc

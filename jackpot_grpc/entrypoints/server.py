@@ -14,6 +14,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from jackpot.v1 import jackpot_pb2_grpc
 
+from jackpot_grpc.adapters.batch_connection import BatchConnection
 from jackpot_grpc.adapters.database import Pool, create_pool, create_side_pool
 from jackpot_grpc.adapters.probe_connection import ProbeConnection
 from jackpot_grpc.config import Settings
@@ -31,6 +32,7 @@ from jackpot_grpc.http_site import HttpLimits
 from jackpot_grpc.metrics import RequestMetrics
 from jackpot_grpc.open_mode import check_server
 from jackpot_grpc.refusals import Refusals
+from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.shared_audit import SharedAudit
@@ -53,7 +55,7 @@ class ServerParts:
     probe_connection: ProbeConnection
     service: JackpotService
     contributor: Contributor
-    batcher: ContributionBatcher | None  # the contributor, when batching is on
+    batcher: ContributionBatcher | ThreadedBatcher | None  # the contributor, when batching
     metrics: RequestMetrics
     health: HealthServicer
     probe: DatabaseHealthProbe
@@ -162,9 +164,18 @@ def build_server(
         telemetry.metrics if telemetry else None,
         max_rate_sum=settings.max_rate_sum,
     )
-    batcher: ContributionBatcher | None = None
+    batcher: ContributionBatcher | ThreadedBatcher | None = None
     contributor: Contributor
-    if settings.batching:
+    if settings.batching and settings.batch_executor == "thread":
+        batcher = ThreadedBatcher(
+            service,
+            BatchConnection(settings, database_url),
+            settings.batch_max_size,
+            settings.queue_max_size,
+            settings.batch_linger,
+        )
+        contributor = batcher
+    elif settings.batching:
         batcher = ContributionBatcher(
             service, settings.batch_max_size, settings.queue_max_size, settings.batch_linger
         )

@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
 
 from jackpot_grpc.adapters import repository as repo
 from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.adapters.unit_of_work import Isolation, KeyTaken, transaction
+from jackpot_grpc.adapters.unit_of_work import (
+    Isolation,
+    KeyTaken,
+    pipelined_transaction,
+    transaction,
+)
 from jackpot_grpc.domain import rules
-from jackpot_grpc.domain.batch import key_reused, plan_contributions
+from jackpot_grpc.domain.batch import ContributionPlan, key_reused, plan_contributions
 from jackpot_grpc.domain.errors import IdempotencyKeyReused, VersionConflict
 from jackpot_grpc.domain.model import (
     ConfigChange,
     ContributeCommand,
     ContributionResult,
+    Group,
     LedgerAudit,
     PoolConfig,
     PoolState,
+    ScopedKey,
     Statistics,
+    StoredContribution,
     WinCommand,
     WinResult,
 )
@@ -40,6 +48,64 @@ async def _settling_key_races(use_case: Callable[[], Awaitable[T]]) -> T:
         return await use_case()
     except KeyTaken:
         return await use_case()
+
+
+@dataclass(frozen=True)
+class AppliedBatch:
+    """A committed contribution batch: one result per command, the pools after (empty
+    when nothing was written) and the results of the rows written."""
+
+    results: list[ContributionResult | IdempotencyKeyReused]
+    pools_after: list[PoolState]
+    written: list[ContributionResult]
+
+
+class BatchPlanner:
+    """Plans a contribution batch against the locked pools (repository.Planner) and turns
+    what was recorded into each command's result: written, replayed or refused."""
+
+    def __init__(self, commands: Sequence[ContributeCommand]) -> None:
+        self.commands = commands
+        # Keys are scoped per client (each command's own: a batch may mix clients).
+        self.keys = sorted({(c.client, c.idempotency_key) for c in commands if c.idempotency_key})
+        self._plan: ContributionPlan | None = None
+        self._known: dict[ScopedKey, StoredContribution] = {}
+
+    def __call__(
+        self, pools: dict[Group, PoolState], known: dict[ScopedKey, StoredContribution]
+    ) -> repo.BatchWrite | None:
+        plan = self._plan = plan_contributions(self.commands, known, pools)
+        self._known = known
+        if not plan.fresh:
+            return None
+        fresh = [self.commands[p] for p in plan.fresh]
+        return repo.BatchWrite(plan.sums, plan.counts, fresh, plan.shares)
+
+    def outcome(self, recorded: repo.Recorded) -> AppliedBatch:
+        plan, known = self._plan, self._known
+        assert plan is not None, "the batch was never planned"
+        updated, ids = recorded
+        stored = {
+            position: ContributionResult(row_id, shares, created_at, replayed=False)
+            for position, shares, (row_id, created_at) in zip(
+                plan.fresh, plan.shares, ids, strict=True
+            )
+        }
+        results: list[ContributionResult | IdempotencyKeyReused] = []
+        for position, command in enumerate(self.commands):
+            if position in stored:
+                results.append(stored[position])
+            elif position in plan.conflicts:
+                results.append(plan.conflicts[position])
+            elif position in plan.replays:
+                first = stored[plan.replays[position]]
+                results.append(
+                    ContributionResult(first.contribution_id, first.shares, first.created_at, True)
+                )
+            else:
+                assert command.idempotency_key is not None
+                results.append(known[command.client, command.idempotency_key].result)
+        return AppliedBatch(results, updated, list(stored.values()))
 
 
 class JackpotService:
@@ -73,42 +139,19 @@ class JackpotService:
     async def _contribute_many(
         self, commands: Sequence[ContributeCommand]
     ) -> list[ContributionResult | IdempotencyKeyReused]:
-        async with transaction(self.pool) as conn:
-            keys = sorted({(c.client, c.idempotency_key) for c in commands if c.idempotency_key})
-            pools, known = await repo.lock_pools_and_find_contributions(conn, keys)
-            plan = plan_contributions(commands, known, pools)
-            ids: list[tuple[int, datetime]] = []
-            if plan.fresh:
-                fresh = [commands[p] for p in plan.fresh]
-                updated, ids = await repo.record_contributions(
-                    conn, plan.sums, plan.counts, fresh, plan.shares, pools
-                )
-        if plan.fresh:
-            self.snapshot.update(updated)
+        planner = BatchPlanner(commands)
+        async with pipelined_transaction(self.pool) as conn:
+            recorded = await repo.contribute_in_two_flights(conn, planner.keys, planner)
+        return self.committed(planner.outcome(recorded))
 
-        stored = {
-            position: ContributionResult(row_id, shares, created_at, replayed=False)
-            for position, shares, (row_id, created_at) in zip(
-                plan.fresh, plan.shares, ids, strict=True
-            )
-        }
-        results: list[ContributionResult | IdempotencyKeyReused] = []
-        for position, command in enumerate(commands):
-            if position in stored:
-                results.append(stored[position])
-            elif position in plan.conflicts:
-                results.append(plan.conflicts[position])
-            elif position in plan.replays:
-                first = stored[plan.replays[position]]
-                results.append(
-                    ContributionResult(first.contribution_id, first.shares, first.created_at, True)
-                )
-            else:
-                assert command.idempotency_key is not None
-                results.append(known[command.client, command.idempotency_key].result)
-        if self.metrics is not None and plan.fresh:
-            self.metrics.contributions_applied(stored.values())
-        return results
+    def committed(self, batch: AppliedBatch) -> list[ContributionResult | IdempotencyKeyReused]:
+        """After a batch's commit (on the event loop): the snapshot follows the pools, the
+        metrics count the rows written; the callers' results."""
+        if batch.pools_after:
+            self.snapshot.update(batch.pools_after)
+        if self.metrics is not None and batch.written:
+            self.metrics.contributions_applied(batch.written)
+        return batch.results
 
     async def win(self, command: WinCommand) -> WinResult:
         """Pay a win. A key the same client already used replays its win when the request

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import grpc
 import pytest
@@ -19,11 +20,27 @@ from google.type import decimal_pb2
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
+from jackpot_grpc.config import Settings
 from testkit.calls import ADMIN_METADATA, FORBIDDEN_CODES, Call, contribute_once, status_codes
 from testkit.figures import report
 from testkit.ledger import check_books, check_contributions, table_counts
 
 pytestmark = pytest.mark.slow
+
+BURST = 350  # concurrent Contribute calls on one connection in the int64 test
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The int64 test sends its burst on one connection, past the stream and admission
+    bounds per connection (REFUSED_STREAM, RESOURCE_EXHAUSTED; tested in tests/e2e and the
+    abuse suite): lifted here, this module is about amounts."""
+    return dataclasses.replace(
+        settings,
+        max_in_flight_per_connection=2 * BURST,
+        grpc_max_streams_per_connection=2 * BURST,
+    )
+
 
 # (method, payload, metadata): every payload is refused by the protobuf parser.
 SURROGATE = b"\xed\xa0\x80"  # U+D800 encoded as if it were a character: not UTF-8
