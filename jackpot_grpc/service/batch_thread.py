@@ -17,7 +17,6 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from jackpot_grpc.adapters import repository as repo
@@ -25,6 +24,7 @@ from jackpot_grpc.adapters.unit_of_work import KeyTaken
 from jackpot_grpc.domain.errors import Overloaded, ShuttingDown, Unavailable
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult, ScopedKey
 from jackpot_grpc.service.jackpot import AppliedBatch, BatchPlanner, JackpotService
+from jackpot_grpc.service.pending import Pending, answer_all, fail_all
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,6 @@ class BatchExecutor(Protocol):
     def contribute(self, keys: Sequence[ScopedKey], plan: repo.Planner) -> repo.Recorded: ...
 
     def close(self) -> None: ...
-
-
-@dataclass
-class _Pending:
-    command: ContributeCommand
-    answer: asyncio.Future[ContributionResult]
 
 
 _STOP = None  # queued by close(): the thread ends after everything queued before it
@@ -61,10 +55,10 @@ class ThreadedBatcher:
         self._max_batch = max_batch
         self._max_queue = max_queue
         self._linger = linger
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._applying: list[_Pending] = []  # the batch the thread is applying now
+        self._applying: list[Pending] = []  # the batch the thread is applying now
         self._closed = False
         self.batches = 0
         self.batched = 0
@@ -85,7 +79,7 @@ class ThreadedBatcher:
         if self._queue.qsize() >= self._max_queue:
             raise Overloaded("contribution queue is full; retry with backoff")
         answer: asyncio.Future[ContributionResult] = self._loop.create_future()
-        self._queue.put(_Pending(command, answer))
+        self._queue.put(Pending(command, answer))
         # A caller that goes away (deadline, cancel) cancels its future; the thread skips
         # a command whose future is done when its batch is taken.
         return await answer
@@ -105,10 +99,10 @@ class ThreadedBatcher:
             await asyncio.sleep(0)  # the last batch's answers, scheduled by the thread
             if thread.is_alive():
                 log.error("contribution batch not finished in %.1f s; failing the rest", budget)
-                _fail(self._applying, Unavailable("service stopped while applying the batch"))
+                fail_all(self._applying, Unavailable("service stopped while applying the batch"))
             else:
                 self._executor.close()
-        left: list[_Pending] = []
+        left: list[Pending] = []
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -116,7 +110,7 @@ class ThreadedBatcher:
                 break
             if item is not None:
                 left.append(item)
-        _fail(left, ShuttingDown("service is shutting down"))
+        fail_all(left, ShuttingDown("service is shutting down"))
 
     # --- on the thread -------------------------------------------------------------------
 
@@ -136,7 +130,7 @@ class ThreadedBatcher:
                 self._answer(live, outcome)
                 self._applying = []
 
-    def _grow(self, batch: list[_Pending]) -> bool:
+    def _grow(self, batch: list[Pending]) -> bool:
         """Under load (others were queued with the first), wait for more in short steps
         while each step brings more, up to the linger: a bigger batch costs less per
         contribution, and the wait ends as soon as the queue stops filling. A lone caller
@@ -151,7 +145,7 @@ class ThreadedBatcher:
                 return stopping
         return False
 
-    def _take(self, first: _Pending | None, have: int = 0) -> tuple[list[_Pending], bool]:
+    def _take(self, first: Pending | None, have: int = 0) -> tuple[list[Pending], bool]:
         """Everything queued now, up to the batch size; and whether close() was queued."""
         batch = [] if first is None else [first]
         while have + len(batch) < self._max_batch:
@@ -177,7 +171,7 @@ class ThreadedBatcher:
                 log.exception("contribution batch of %d failed", len(commands))
             return exc
 
-    def _answer(self, batch: list[_Pending], outcome: AppliedBatch | Exception) -> None:
+    def _answer(self, batch: list[Pending], outcome: AppliedBatch | Exception) -> None:
         assert self._loop is not None
         # RuntimeError: the loop is gone (the process is exiting), nobody waits.
         with contextlib.suppress(RuntimeError):
@@ -185,25 +179,11 @@ class ThreadedBatcher:
 
     # --- back on the event loop ----------------------------------------------------------
 
-    def _resolve(self, batch: list[_Pending], outcome: AppliedBatch | Exception) -> None:
+    def _resolve(self, batch: list[Pending], outcome: AppliedBatch | Exception) -> None:
         if isinstance(outcome, Exception):
-            _fail(batch, outcome)
+            fail_all(batch, outcome)
             return
         results = self._service.committed(outcome)
         self.batches += 1
         self.batched += len(batch)
-        # Calls batched together follow ContributeBatch's rules: a key repeated with the
-        # same request replays the first, with another request fails that call alone.
-        for pending, result in zip(batch, results, strict=True):
-            if pending.answer.done():
-                continue
-            if isinstance(result, Exception):
-                pending.answer.set_exception(result)
-            else:
-                pending.answer.set_result(result)
-
-
-def _fail(batch: list[_Pending], failure: Exception) -> None:
-    for pending in batch:
-        if not pending.answer.done():
-            pending.answer.set_exception(failure)
+        answer_all(batch, results)

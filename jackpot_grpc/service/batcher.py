@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Protocol
 
 from jackpot_grpc.domain.errors import DomainError, Overloaded, ShuttingDown, Unavailable
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
+from jackpot_grpc.service.pending import Pending, answer_all, fail_all
 from jackpot_grpc.service.ports import BatchApplier
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,6 @@ class DirectContributor:
         return None
 
 
-@dataclass
-class _Pending:
-    command: ContributeCommand
-    answer: asyncio.Future[ContributionResult]
-
-
 class ContributionBatcher:
     def __init__(
         self, service: BatchApplier, max_batch: int, max_queue: int, linger: float = 0.0
@@ -63,7 +57,7 @@ class ContributionBatcher:
         self._service = service
         self._max_batch = max_batch
         self._linger = linger
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=max_queue)
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self.batches = 0
@@ -82,7 +76,7 @@ class ContributionBatcher:
             raise ShuttingDown("service is shutting down")
         answer: asyncio.Future[ContributionResult] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Pending(command, answer))
+            self._queue.put_nowait(Pending(command, answer))
         except asyncio.QueueFull:
             raise Overloaded("contribution queue is full; retry with backoff") from None
         # If the caller goes away (deadline, cancel), the future is cancelled with it and
@@ -105,9 +99,9 @@ class ContributionBatcher:
             # Bounded too: on Python 3.11 a cancellation can be lost inside wait_for.
             await asyncio.wait({self._worker}, timeout=1.0)
         left = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
-        self._fail(left, ShuttingDown("service is shutting down"))
+        fail_all(left, ShuttingDown("service is shutting down"))
 
-    def _take_batch(self, first: _Pending) -> list[_Pending]:
+    def _take_batch(self, first: Pending) -> list[Pending]:
         batch = [first]
         while len(batch) < self._max_batch:
             try:
@@ -130,7 +124,7 @@ class ContributionBatcher:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _apply(self, batch: list[_Pending]) -> None:
+    async def _apply(self, batch: list[Pending]) -> None:
         if not batch:
             return
         try:
@@ -140,7 +134,7 @@ class ContributionBatcher:
         except asyncio.CancelledError:
             # Stopped mid-batch (perhaps mid-commit): the outcome is unknown to us, so the
             # callers are told to retry; their idempotency keys settle it exactly once.
-            self._fail(batch, Unavailable("service stopped while applying the contribution"))
+            fail_all(batch, Unavailable("service stopped while applying the contribution"))
             raise
         except Exception as exc:  # never leave a caller waiting on an unexpected fault
             log.exception("contribution batch of %d failed", len(batch))
@@ -148,20 +142,6 @@ class ContributionBatcher:
         else:
             self.batches += 1
             self.batched += len(batch)
-            # Calls batched together follow ContributeBatch's rules: a key repeated with the
-            # same request replays the first, with another request fails that call alone.
-            for pending, result in zip(batch, results, strict=True):
-                if pending.answer.done():
-                    continue
-                if isinstance(result, DomainError):
-                    pending.answer.set_exception(result)
-                else:
-                    pending.answer.set_result(result)
+            answer_all(batch, results)
             return
-        self._fail(batch, failure)
-
-    @staticmethod
-    def _fail(batch: list[_Pending], failure: Exception) -> None:
-        for pending in batch:
-            if not pending.answer.done():
-                pending.answer.set_exception(failure)
+        fail_all(batch, failure)
