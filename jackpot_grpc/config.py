@@ -192,6 +192,7 @@ class Settings:
         # this machine only; listening elsewhere while open is refused at start
         # (jackpot_grpc.open_mode) unless JACKPOT_ALLOW_OPEN=1.
         closed = admin_token is not None or clients_file is not None
+        streams = _int(env, "GRPC_MAX_STREAMS_PER_CONNECTION", 1024)
         everywhere_v6, everywhere_v4 = ("[::]", "0.0.0.0") if closed else (LOOPBACK, LOOPBACK)
         return cls(
             database_url=env.get("DATABASE_URL") or None,
@@ -257,12 +258,8 @@ class Settings:
             # Default: the streams a connection may open, so by default only the total binds
             # (one busy backend connection is not refused for its own burst); set lower to
             # cap what one connection may hold.
-            max_in_flight_per_connection=_int(
-                env,
-                "JACKPOT_MAX_IN_FLIGHT_PER_CONNECTION",
-                _int(env, "GRPC_MAX_STREAMS_PER_CONNECTION", 1024),
-            ),
-            grpc_max_streams_per_connection=_int(env, "GRPC_MAX_STREAMS_PER_CONNECTION", 1024),
+            max_in_flight_per_connection=_int(env, "JACKPOT_MAX_IN_FLIGHT_PER_CONNECTION", streams),
+            grpc_max_streams_per_connection=streams,
             grpc_keepalive_time=_float(env, "GRPC_KEEPALIVE_TIME", 60.0),
             grpc_keepalive_timeout=_float(env, "GRPC_KEEPALIVE_TIMEOUT", 20.0),
             grpc_min_ping_interval=_float(env, "GRPC_MIN_PING_INTERVAL", 10.0),
