@@ -14,14 +14,19 @@ Both listeners face whoever can reach them, so both get the same bounds:
 - Request line, header size and header count are bounded (aiohttp's parser limits).
 - At most HTTP_MAX_CONNECTIONS connections are open at once; one more is answered 503
   and closed at once (the cap may be overshot by one accept batch).
+- The listen backlog is as deep as the kernel allows (SOMAXCONN, clamped to
+  net.core.somaxconn), not aiohttp's 128: a burst of connections that overflows the accept
+  queue is not refused, its handshakes are dropped and retried 1, 3 and 7 s later, so those
+  connections would be neither served, nor answered 503, nor timed out until then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -105,8 +110,8 @@ class _RefusedConnection:
         self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.write(_REFUSED_CONNECTION)
+        # A TCP transport; not an isinstance test: uvloop's does not subclass asyncio's.
+        cast(asyncio.WriteTransport, transport).write(_REFUSED_CONNECTION)
         transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -138,7 +143,7 @@ class CappedSite(web.TCPSite):
         refusals: Refusals | None,
         reuse_port: bool | None,
     ) -> None:
-        super().__init__(runner, host, port, reuse_port=reuse_port)
+        super().__init__(runner, host, port, reuse_port=reuse_port, backlog=socket.SOMAXCONN)
         self._max_connections = max_connections
         self._refusals = refusals
 

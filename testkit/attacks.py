@@ -121,9 +121,10 @@ async def flood(target: str, channels: int, concurrency: int, seconds: float) ->
 async def idle(host: str, port: int, connections: int, seconds: float) -> dict[str, Any]:
     closed_after: list[float] = []
     refused = 0
+    answered_503 = 0
 
     async def one(n: int) -> None:
-        nonlocal refused
+        nonlocal refused, answered_503
         try:
             reader, writer = await asyncio.open_connection(host, port)
         except OSError:
@@ -135,8 +136,11 @@ async def idle(host: str, port: int, connections: int, seconds: float) -> dict[s
         try:
             async with asyncio.timeout(seconds):
                 data = await reader.read(1024)
+                answered_503 += data.startswith(b"HTTP/1.1 503")
                 while data:
                     data = await reader.read(1024)
+            closed_after.append(time.monotonic() - started)
+        except ConnectionResetError:  # closed with our half request unread: a reset
             closed_after.append(time.monotonic() - started)
         except (TimeoutError, OSError):
             pass
@@ -146,6 +150,7 @@ async def idle(host: str, port: int, connections: int, seconds: float) -> dict[s
     return {
         "connections": connections,
         "refused": refused,
+        "answered_503": answered_503,
         "closed_by_server": len(closed_after),
         "closed_after_ms": latency_ms(closed_after),
     }

@@ -171,11 +171,11 @@ async def test_idle_and_half_sent_connections_are_closed(stack: Stack) -> None:
     seen, (attacker,) = await under(stack, ("idle", "127.0.0.1", port, 300, SECONDS))
     check_canary("idle_connections", seen, attacker)
     # Over the cap (256) answered 503 at once; the rest closed at the keep-alive timeout
-    # (5 s), whether they sent nothing or half a request. In CI runs 9, 21 and 22 of the
-    # 300 were still open when the 8 s window ended (docs/RELIABILITY.md): bounded at 10 %
-    # while that is understood, never silently.
-    closed = attacker["closed_by_server"] + attacker["refused"]
-    assert closed >= 0.9 * 300, attacker
+    # (5 s), whether they sent nothing or half a request. (With aiohttp's listen backlog of
+    # 128 the burst overflowed the accept queue and some handshakes were retried seconds
+    # later, past the window; see tests/integration/test_http_site.py.)
+    assert attacker["closed_by_server"] + attacker["refused"] == 300, attacker
+    assert attacker["answered_503"] >= 1, attacker  # 44 over the cap, less any overshoot
     assert attacker["closed_after_ms"]["max"] < SECONDS * 1000, attacker
 
 
