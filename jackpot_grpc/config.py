@@ -165,6 +165,7 @@ class Settings:
     max_in_flight: int
     max_in_flight_per_connection: int
     grpc_max_streams_per_connection: int
+    grpc_max_pending_calls: int | None
     grpc_keepalive_time: float
     grpc_keepalive_timeout: float
     grpc_min_ping_interval: float
@@ -260,6 +261,8 @@ class Settings:
             # cap what one connection may hold.
             max_in_flight_per_connection=_int(env, "JACKPOT_MAX_IN_FLIGHT_PER_CONNECTION", streams),
             grpc_max_streams_per_connection=streams,
+            # Unset: gRPC core's own (drops at random from 1,000 waiting, all from 3,000).
+            grpc_max_pending_calls=_int(env, "GRPC_MAX_PENDING_CALLS", 0) or None,
             grpc_keepalive_time=_float(env, "GRPC_KEEPALIVE_TIME", 60.0),
             grpc_keepalive_timeout=_float(env, "GRPC_KEEPALIVE_TIMEOUT", 20.0),
             grpc_min_ping_interval=_float(env, "GRPC_MIN_PING_INTERVAL", 10.0),

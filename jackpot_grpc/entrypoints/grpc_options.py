@@ -9,6 +9,12 @@
   calls in flight get GRPC_MAX_CONNECTION_AGE_GRACE seconds to finish.
 - Streams per connection: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. A client cannot open
   more concurrent calls than this on one connection; its library queues the rest.
+- Calls waiting in core: grpc.aio takes calls from gRPC core one at a time; those not yet
+  taken wait in core's queue. Past `grpc.server.max_pending_requests` waiting calls core
+  cancels new ones at random, and all of them past the hard limit (CANCELLED at once; no
+  interceptor sees them: entrypoints.core_calls counts them). GRPC_MAX_PENDING_CALLS sets
+  both limits to one bound, so every call past it is dropped; unset keeps core's 1,000
+  and 3,000.
 
 grpc.aio's own `maximum_concurrent_rpcs` is deliberately not used: in grpc.aio it does not
 answer RESOURCE_EXHAUSTED, it stops taking calls from gRPC core until one finishes (health
@@ -29,7 +35,16 @@ def _ms(seconds: float) -> int:
 
 
 def server_options(settings: Settings, *, reuse_port: bool) -> Options:
+    pending = settings.grpc_max_pending_calls
     return [
+        *(
+            []
+            if pending is None
+            else [
+                ("grpc.server.max_pending_requests", pending),
+                ("grpc.server.max_pending_requests_hard_limit", pending),
+            ]
+        ),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_concurrent_streams", settings.grpc_max_streams_per_connection),
         ("grpc.keepalive_time_ms", _ms(settings.grpc_keepalive_time)),

@@ -44,6 +44,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from jackpot_grpc.domain.model import LedgerAudit
+from jackpot_grpc.entrypoints.core_calls import CallIntake
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_report import (
     error_text,
@@ -134,6 +135,7 @@ class HealthHttp:
         auditor: LedgerAuditor | None = None,
         ping: Callable[[], Awaitable[None]] | None = None,
         refusals: Refusals | None = None,
+        intake: CallIntake | None = None,
         limits: HttpLimits | None = None,
         on_demand_interval: float = 10.0,
     ) -> None:
@@ -146,6 +148,7 @@ class HealthHttp:
         self.shutting_down = False
         self._probe_interval = probe_interval
         self.refusals = Refusals() if refusals is None else refusals
+        self._intake = intake
         self._limits = limits
         # A fresh ping (the probe's result is stale) is shared by whoever asks meanwhile.
         self._fresh_ping = OnDemand(service.ping if ping is None else ping, probe_interval)
@@ -374,9 +377,15 @@ class HealthHttp:
                 summary = self.metrics.summary(period)
                 summary["history_error"] = error_text(exc)
                 return web.json_response(summary)
-        return web.json_response(
-            {**self.metrics.summary(period), "refusals": self.refusals.summary()}
-        )
+        return web.json_response({**self.metrics.summary(period), "refusals": self._refusals()})
+
+    def _refusals(self) -> dict[str, dict[str, int]]:
+        """Ours by layer and reason, and what gRPC core received that we never took."""
+        summary = self.refusals.summary()
+        not_taken = self._intake.not_taken() if self._intake is not None else None
+        if not_taken:
+            summary["grpc_core"] = {"not_taken": not_taken}
+        return summary
 
     async def prometheus(self, request: web.Request) -> web.Response:
         await self._collector.refresh()

@@ -22,6 +22,7 @@ from jackpot_grpc.contract import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor
+from jackpot_grpc.entrypoints.core_calls import CallIntake, newest_server_on
 from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
@@ -60,6 +61,7 @@ class ServerParts:
     health: HealthServicer
     probe: DatabaseHealthProbe
     admission: AdmissionInterceptor
+    intake: CallIntake
     server: grpc.aio.Server
     address: str  # host:port the gRPC server binds when started
     sampler: MetricsSampler
@@ -202,7 +204,9 @@ def build_server(
         refusals=refusals,
     )
     rpc_latency = telemetry.rpc_latency(JACKPOT_SERVICE) if telemetry else None
+    intake = CallIntake()
     interceptors: list[Any] = [
+        intake,  # first: every call the application takes, whatever the others decide
         *(telemetry.server_interceptors() if telemetry else []),
         # Before admission: refusals are counted too.
         MetricsInterceptor(metrics, [JACKPOT_SERVICE], rpc_latency.record if rpc_latency else None),
@@ -231,11 +235,12 @@ def build_server(
         probe,
         metrics,
         probe_interval=settings.health_probe_interval,
-        registries=[sampler, auditor, *([telemetry.prometheus] if telemetry else [])],
+        registries=[sampler, auditor, intake, *([telemetry.prometheus] if telemetry else [])],
         history=sampler,
         auditor=auditor,
         ping=probe_connection.ping,
         refusals=refusals,
+        intake=intake,
         limits=HttpLimits.from_settings(settings),
         on_demand_interval=settings.on_demand_interval,
     )
@@ -251,6 +256,7 @@ def build_server(
         health=health,
         probe=probe,
         admission=admission,
+        intake=intake,
         server=server,
         address=f"{settings.grpc_host}:{settings.grpc_port if port is None else port}",
         sampler=sampler,
@@ -274,6 +280,7 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
             if credentials is None
             else parts.server.add_secure_port(parts.address, credentials)
         )
+        parts.intake.server_id = newest_server_on(int(parts.address.rsplit(":", 1)[1]))
         await parts.probe.set_live()
         await parts.probe.check()  # health is known before the first call arrives
         health_port = await parts.health_http.start(

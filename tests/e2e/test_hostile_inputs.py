@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -159,3 +161,60 @@ async def test_calls_over_the_connection_bound_are_resource_exhausted_with_retry
     assert refused > 0
     counted = strict.health_http.refusals.summary()["admission"]["connection_in_flight_limit"]
     assert counted == refused
+
+
+@pytest.fixture
+async def short_queue(settings: Settings, database_url: str) -> AsyncIterator[RunningServer]:
+    """A server on which at most 4 calls may wait in gRPC core to be taken."""
+    running = await start_server(
+        dataclasses.replace(settings, grpc_max_pending_calls=4), database_url, port=0
+    )
+    yield running
+    await running.stop(grace=1.0)
+
+
+async def test_calls_grpc_core_drops_before_the_server_takes_them_are_counted(
+    short_queue: RunningServer,
+) -> None:
+    """Past GRPC_MAX_PENDING_CALLS waiting, gRPC core drops calls before any interceptor
+    sees them; channelz still counts them, and /metrics reports the difference."""
+    sent = 20
+    connected, go = threading.Event(), threading.Event()
+
+    def call_while_the_loop_is_blocked() -> list[grpc.StatusCode]:
+        with grpc.insecure_channel(f"127.0.0.1:{short_queue.port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=5)  # core's threads answer
+            stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+            connected.set()
+            go.wait(5)
+            calls = [stub.GetPools.future(pb.GetPoolsRequest(), timeout=5) for _ in range(sent)]
+            return [call.code() for call in calls]
+
+    async def figures() -> tuple[int, float, float]:
+        base = f"http://127.0.0.1:{short_queue.health_port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/metrics") as response:
+                summary = (await response.json())["refusals"]
+            async with http.get(f"{base}/metrics/prometheus") as response:
+                lines = (await response.text()).splitlines()
+        values = {line.split()[0]: float(line.split()[1]) for line in lines if line[:1] != "#"}
+        return (
+            int(summary.get("grpc_core", {}).get("not_taken", 0)),
+            values["jackpot_grpc_core_calls_started_total"],
+            values["jackpot_grpc_calls_taken_total"],
+        )
+
+    before, _, _ = await figures()
+    caller = asyncio.create_task(asyncio.to_thread(call_while_the_loop_is_blocked))
+    assert await asyncio.to_thread(connected.wait, 5)
+    go.set()
+    time.sleep(0.5)  # noqa: ASYNC251 (the server's loop takes no call meanwhile)
+    codes = await caller
+    # About 4 waited in core's queue and one more in grpc.aio's request for the next call:
+    # those were taken and answered once the loop ran again; core dropped the rest at once.
+    dropped = codes.count(grpc.StatusCode.CANCELLED)
+    assert codes.count(grpc.StatusCode.OK) == sent - dropped, codes
+    assert dropped >= sent - 6, codes
+    not_taken, started, taken = await figures()
+    assert not_taken - before == dropped
+    assert started - taken == not_taken

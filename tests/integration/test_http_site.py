@@ -59,7 +59,7 @@ async def test_a_burst_of_connections_waits_in_the_accept_queue_not_in_syn_retri
         # The event loop is blocked: nothing is accepted, so every handshake the kernel
         # completes waits in the accept queue, and a handshake that overflows it is
         # dropped and retried a second later.
-        time.sleep(0.3)
+        time.sleep(0.3)  # noqa: ASYNC251 (blocking the loop is the point)
         answered = await asyncio.to_thread(answer_all, sockets, 0.9)
         assert answered == BURST
     finally:

@@ -144,26 +144,31 @@ async def test_gzip_bombs_are_refused_unread(stack: Stack) -> None:
 
 
 @pytest.mark.xfail(
-    reason="200 connections x 50 closed-loop calls outrun one grpc.aio process on 2 shared"
-    " cores: gRPC core cancels calls it holds before Python can take them (the canary's"
-    " too); see docs/RELIABILITY.md",
+    reason="10,000 closed-loop calls outrun what one grpc.aio process takes from gRPC core"
+    " (about 2,000-3,000 a second on 2 shared cores): the canary's calls wait behind them in"
+    " core's queue, and core drops calls past 1,000 waiting as CANCELLED; see RELIABILITY.md",
     strict=False,
 )
 async def test_an_overload_flood_is_answered_resource_exhausted_and_counted(
     stack: Stack,
 ) -> None:
-    before = sum((await refusals(stack)).get("admission", {}).values())
+    before = refused_in_all(await refusals(stack))
     seen, (attacker,) = await under(stack, ("flood", stack.serve.target, 200, 50, SECONDS))
-    refused = sum((await refusals(stack)).get("admission", {}).values()) - before
-    check_canary("overload_flood", seen, attacker)
+    await asyncio.sleep(1.0)  # calls still queued in core are taken or dropped
+    refused = refused_in_all(await refusals(stack)) - before
     codes = attacker["codes"]
-    exhausted = codes.get("RESOURCE_EXHAUSTED", 0)
-    assert exhausted > 0, attacker
+    # Every call not answered OK was counted, whichever layer turned it away: admission
+    # (RESOURCE_EXHAUSTED) or gRPC core (dropped before the server took it: CANCELLED).
+    assert refused >= sum(n for code, n in codes.items() if code != "OK"), (refused, attacker)
+    assert check_books(stack.database_url) == []
+    check_canary("overload_flood", seen, attacker)
     # Overload answers are RESOURCE_EXHAUSTED, not calls cancelled in a queue.
     shed_otherwise = sum(n for code, n in codes.items() if code not in ("OK", "RESOURCE_EXHAUSTED"))
     assert shed_otherwise <= 0.01 * sum(codes.values()), attacker
-    assert refused >= exhausted, (refused, attacker)  # every refusal counted
-    assert check_books(stack.database_url) == []
+
+
+def refused_in_all(summary: dict[str, dict[str, int]]) -> int:
+    return sum(summary.get("admission", {}).values()) + sum(summary.get("grpc_core", {}).values())
 
 
 async def test_idle_and_half_sent_connections_are_closed(stack: Stack) -> None:

@@ -1,0 +1,112 @@
+"""What gRPC core saw of the server's calls, against what the application took (channelz).
+
+A call reaches the application only when grpc.aio takes it from gRPC core's queue, one at
+a time. Calls that core turns away first never reach an interceptor, so no metric of ours
+sees them: under a flood, core cancels calls at random once more than
+`grpc.server.max_pending_requests` (1,000) wait untaken (CANCELLED, at once), and a call
+whose client gives up while queued is gone too. Core counts every call it starts in
+channelz, so `started - taken` is the number of calls core received that the application
+never took: the ones queued right now plus every one dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import grpc
+from grpc_channelz.v1 import channelz_pb2
+from grpc_channelz.v1.channelz import ChannelzServicer
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+
+from jackpot_grpc.entrypoints.interceptors import Continuation
+
+_PAGE_LIMIT = 100  # pages of servers to read (a process runs a handful; tests, more)
+
+
+@dataclass(frozen=True)
+class CoreCalls:
+    started: int
+    succeeded: int
+    failed: int
+
+
+def _servers() -> Iterator[channelz_pb2.Server]:
+    """Every gRPC server of this process, as channelz lists them (in pages)."""
+    start = 0
+    for _ in range(_PAGE_LIMIT):
+        request = channelz_pb2.GetServersRequest(start_server_id=start)
+        # The servicer's method is the library's reading of core's channelz into the proto;
+        # called in-process, its context is only used on failure.
+        page: channelz_pb2.GetServersResponse = ChannelzServicer.GetServers(  # type: ignore[no-untyped-call]
+            request, None
+        )
+        yield from page.server
+        if page.end or not page.server:
+            return
+        start = page.server[-1].ref.server_id + 1
+
+
+def newest_server_on(requested_port: int) -> int | None:
+    """The channelz id of the newest server listening on the port it was asked for (what
+    channelz records: a server bound to port 0 is listed as ":0", not the port it got)."""
+    try:
+        ids = [
+            server.ref.server_id
+            for server in _servers()
+            if any(s.name.endswith(f":{requested_port}") for s in server.listen_socket)
+        ]
+    except Exception:  # channelz is an experimental API of gRPC core: never fail a start
+        return None
+    return max(ids, default=None)
+
+
+def server_calls(server_id: int) -> CoreCalls | None:
+    """gRPC core's call counts for one server of this process (None when unknown)."""
+    request = channelz_pb2.GetServerRequest(server_id=server_id)
+    try:
+        found: channelz_pb2.GetServerResponse = ChannelzServicer.GetServer(  # type: ignore[no-untyped-call]
+            request, None
+        )
+    except Exception:  # unknown id (context None fails) or channelz unavailable
+        return None
+    data = found.server.data
+    return CoreCalls(data.calls_started, data.calls_succeeded, data.calls_failed)
+
+
+class CallIntake(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """The first interceptor: counts every call the application takes from gRPC core, to
+    set against the calls core started on the server's port."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.server_id: int | None = None  # channelz's, set once the server is bound
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        self.taken += 1
+        return await continuation(details)
+
+    def core(self) -> CoreCalls | None:
+        return None if self.server_id is None else server_calls(self.server_id)
+
+    def not_taken(self) -> int | None:
+        """Calls core received that the application never took: dropped, or queued now."""
+        core = self.core()
+        return None if core is None else max(0, core.started - self.taken)
+
+    def collect(self) -> Iterable[Metric]:
+        """For /metrics/prometheus: rate(started) - rate(taken) is the rate core drops at."""
+        core = self.core()
+        if core is not None:
+            yield CounterMetricFamily(
+                "jackpot_grpc_core_calls_started",
+                "Calls gRPC core received on the jackpot gRPC port (channelz).",
+                value=core.started,
+            )
+        yield CounterMetricFamily(
+            "jackpot_grpc_calls_taken",
+            "Calls the application took from gRPC core; the rest were dropped or are queued.",
+            value=self.taken,
+        )
