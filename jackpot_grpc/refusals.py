@@ -24,6 +24,12 @@ class Refusals:
         )
         self._counts: dict[tuple[str, str], int] = {}
 
+    def declare(self, layer: str, reasons: tuple[str, ...]) -> None:
+        """Export these at 0 before the first refusal: a series that appears only when
+        something goes wrong leaves rate() and alerts nothing to read until then."""
+        for reason in reasons:
+            self._counter.labels(layer, reason)
+
     def count(self, layer: str, reason: str) -> None:
         key = (layer, reason)
         self._counts[key] = self._counts.get(key, 0) + 1

@@ -128,6 +128,24 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 (Query("job:grpc_server_errors:ratio_rate5m", "server errors"),),
             ),
             PanelSpec(
+                "Overload: calls refused and dropped",
+                "Calls admission refused (RESOURCE_EXHAUSTED / UNAVAILABLE, by reason) and"
+                " calls gRPC core received but the server never took (dropped past"
+                " GRPC_MAX_PENDING_CALLS), per second.",
+                "reqps",
+                (
+                    Query(
+                        f"sum by (reason) (rate(jackpot_refusals_total{{{JOB}}}[5m]))",
+                        "{{reason}}",
+                    ),
+                    Query(
+                        f"sum(rate(jackpot_grpc_core_calls_started_total{{{JOB}}}[5m]))"
+                        f" - sum(rate(jackpot_grpc_calls_taken_total{{{JOB}}}[5m]))",
+                        "dropped by gRPC core",
+                    ),
+                ),
+            ),
+            PanelSpec(
                 "Contributions per group commit",
                 "Batch sizes of the contribution batcher: mean and p95 over 5 minutes.",
                 "none",

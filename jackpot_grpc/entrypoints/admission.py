@@ -38,6 +38,14 @@ from jackpot_grpc.entrypoints.interceptors import (
 from jackpot_grpc.refusals import Refusals
 
 LAYER = "admission"
+REASONS = (
+    "shutting_down",
+    "database_unavailable",
+    "connection_in_flight_limit",
+    "in_flight_limit",
+    "deadline_too_short",
+    "malformed_request",
+)
 FAIR_SHARE = 8  # calls a connection may always have running, whatever the global bound
 # Smoothing of each method's running time: about the last 20 calls.
 _EWMA_WEIGHT = 0.05
@@ -65,6 +73,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._max_in_flight = max_in_flight
         self._per_connection = per_connection
         self.refusals = Refusals() if refusals is None else refusals
+        self.refusals.declare(LAYER, REASONS)
         self.closing = False
         self.in_flight = 0
         self._by_peer: dict[str, int] = {}
