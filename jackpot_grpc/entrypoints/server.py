@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -70,23 +70,11 @@ class ServerParts:
 
 
 @dataclass(kw_only=True)
-class RunningServer:
-    server: grpc.aio.Server
+class RunningServer(ServerParts):
+    """The parts, started: the ports they got, and how to stop them in order."""
+
     port: int
-    pool: Pool
-    service: JackpotService
-    contributor: Contributor
-    health: HealthServicer
-    probe: DatabaseHealthProbe
-    settings: Settings
-    metrics: RequestMetrics
-    health_http: HealthHttp
     health_port: int
-    admission: AdmissionInterceptor | None = None
-    sampler: MetricsSampler | None = None
-    auditor: AuditMonitor | None = None
-    side_pool: Pool | None = None
-    probe_connection: ProbeConnection | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, stop accepting, let in-flight calls finish, then close the pool.
@@ -101,19 +89,14 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         # Load balancers need a moment to see NOT_SERVING; meanwhile calls are served.
         await asyncio.sleep(min(self.settings.drain_delay, grace))
-        if self.admission is not None:
-            await self.admission.drain(max(0.0, deadline - time.monotonic()))
+        await self.admission.drain(max(0.0, deadline - time.monotonic()))
         await self.server.stop(max(0.1, deadline - time.monotonic()))
         await self.contributor.close()
-        if self.auditor is not None:
-            await self.auditor.stop()
-        if self.sampler is not None:
-            await self.sampler.stop()  # writes the last minute while the pool is open
+        await self.auditor.stop()
+        await self.sampler.stop()  # writes the last minute while the pool is open
         await self.pool.close()
-        if self.side_pool is not None:
-            await self.side_pool.close()
-        if self.probe_connection is not None:
-            await self.probe_connection.close()
+        await self.side_pool.close()
+        await self.probe_connection.close()
         await self.health_http.close()
         log.info("gRPC server stopped")
 
@@ -304,24 +287,8 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         "on" if settings.batching else "off",
     )
     log.info("health/metrics HTTP listening on %s:%d", settings.health_host, health_port)
-    return RunningServer(
-        server=parts.server,
-        port=bound,
-        pool=parts.pool,
-        service=parts.service,
-        contributor=parts.contributor,
-        health=parts.health,
-        probe=parts.probe,
-        settings=settings,
-        metrics=parts.metrics,
-        health_http=parts.health_http,
-        health_port=health_port,
-        admission=parts.admission,
-        sampler=parts.sampler,
-        auditor=parts.auditor,
-        side_pool=parts.side_pool,
-        probe_connection=parts.probe_connection,
-    )
+    started = {f.name: getattr(parts, f.name) for f in fields(ServerParts)}
+    return RunningServer(**started, port=bound, health_port=health_port)
 
 
 async def start_server(
