@@ -12,7 +12,6 @@ never took: the ones queued right now plus every one dropped.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import grpc
 from grpc_channelz.v1 import channelz_pb2
@@ -22,13 +21,6 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from jackpot_grpc.entrypoints.interceptors import Continuation
 
 _PAGE_LIMIT = 100  # pages of servers to read (a process runs a handful; tests, more)
-
-
-@dataclass(frozen=True)
-class CoreCalls:
-    started: int
-    succeeded: int
-    failed: int
 
 
 def _servers() -> Iterator[channelz_pb2.Server]:
@@ -61,8 +53,8 @@ def newest_server_on(requested_port: int) -> int | None:
     return max(ids, default=None)
 
 
-def server_calls(server_id: int) -> CoreCalls | None:
-    """gRPC core's call counts for one server of this process (None when unknown)."""
+def calls_started(server_id: int) -> int | None:
+    """The calls gRPC core started on one server of this process (None when unknown)."""
     request = channelz_pb2.GetServerRequest(server_id=server_id)
     try:
         found: channelz_pb2.GetServerResponse = ChannelzServicer.GetServer(  # type: ignore[no-untyped-call]
@@ -70,8 +62,7 @@ def server_calls(server_id: int) -> CoreCalls | None:
         )
     except Exception:  # unknown id (context None fails) or channelz unavailable
         return None
-    data = found.server.data
-    return CoreCalls(data.calls_started, data.calls_succeeded, data.calls_failed)
+    return int(found.server.data.calls_started)
 
 
 class CallIntake(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -88,22 +79,22 @@ class CallIntake(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.taken += 1
         return await continuation(details)
 
-    def core(self) -> CoreCalls | None:
-        return None if self.server_id is None else server_calls(self.server_id)
+    def started(self) -> int | None:
+        return None if self.server_id is None else calls_started(self.server_id)
 
     def not_taken(self) -> int | None:
         """Calls core received that the application never took: dropped, or queued now."""
-        core = self.core()
-        return None if core is None else max(0, core.started - self.taken)
+        started = self.started()
+        return None if started is None else max(0, started - self.taken)
 
     def collect(self) -> Iterable[Metric]:
         """For /metrics/prometheus: rate(started) - rate(taken) is the rate core drops at."""
-        core = self.core()
-        if core is not None:
+        started = self.started()
+        if started is not None:
             yield CounterMetricFamily(
                 "jackpot_grpc_core_calls_started",
                 "Calls gRPC core received on the jackpot gRPC port (channelz).",
-                value=core.started,
+                value=started,
             )
         yield CounterMetricFamily(
             "jackpot_grpc_calls_taken",
