@@ -39,18 +39,15 @@ def _servers() -> Iterator[channelz_pb2.Server]:
         start = page.server[-1].ref.server_id + 1
 
 
-def newest_server_on(requested_port: int) -> int | None:
-    """The channelz id of the newest server listening on the port it was asked for (what
-    channelz records: a server bound to port 0 is listed as ":0", not the port it got)."""
+def listening_servers() -> set[int]:
+    """The channelz ids of this process's servers that have a listening socket (empty when
+    channelz cannot be read). Taken just before and just after a server binds (with no
+    await between), the difference is that server: channelz names a listener by the
+    address it was asked for (":0"), so the port alone cannot tell servers apart."""
     try:
-        ids = [
-            server.ref.server_id
-            for server in _servers()
-            if any(s.name.endswith(f":{requested_port}") for s in server.listen_socket)
-        ]
+        return {server.ref.server_id for server in _servers() if server.listen_socket}
     except Exception:  # channelz is an experimental API of gRPC core: never fail a start
-        return None
-    return max(ids, default=None)
+        return set()
 
 
 def calls_started(server_id: int) -> int | None:

@@ -22,7 +22,7 @@ from jackpot_grpc.contract import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor
-from jackpot_grpc.entrypoints.core_calls import CallIntake, newest_server_on
+from jackpot_grpc.entrypoints.core_calls import CallIntake, listening_servers
 from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
@@ -258,12 +258,13 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         if parts.batcher is not None:
             parts.batcher.start()
         credentials = server_credentials(settings)
+        others = listening_servers()
         bound = (
             parts.server.add_insecure_port(parts.address)
             if credentials is None
             else parts.server.add_secure_port(parts.address, credentials)
         )
-        parts.intake.server_id = newest_server_on(int(parts.address.rsplit(":", 1)[1]))
+        parts.intake.server_id = min(listening_servers() - others, default=None)
         await parts.probe.set_live()
         await parts.probe.check()  # health is known before the first call arrives
         health_port = await parts.health_http.start(
