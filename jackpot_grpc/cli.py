@@ -37,6 +37,7 @@ def run_service(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.entrypoints.server import start_server
     from jackpot_grpc.signals import wait_for_signal
+    from jackpot_grpc.startup_gc import freeze_startup_objects
     from jackpot_grpc.telemetry import setup_telemetry
 
     async def serve(url: str) -> None:
@@ -44,6 +45,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         running = await start_server(
             settings, url, reuse_port=settings.reuse_port, telemetry=telemetry
         )
+        freeze_startup_objects()
         try:
             await wait_for_signal()
         finally:

@@ -27,6 +27,7 @@ from jackpot_grpc.http_site import HttpLimits, body_guard, close_if_unread, star
 from jackpot_grpc.open_mode import check_listening
 from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.signals import wait_for_signal
+from jackpot_grpc.startup_gc import freeze_startup_objects
 from jackpot_grpc.telemetry import GATEWAY_OTEL_SERVICE_NAME, Telemetry, setup_telemetry
 from jackpot_grpc.tls import channel_credentials
 
@@ -266,6 +267,7 @@ async def _serve_gateway(settings: Settings, metrics_url: str | None, telemetry:
         running.port,
         settings.grpc_target,
     )
+    freeze_startup_objects()
     try:
         await wait_for_signal()
     finally:
