@@ -98,10 +98,12 @@ async def test_grpc_timeout_sets_the_deadline_within_the_gateways_maximum(
     await get(f"{base}/api/jackpot/pools", headers={"Grpc-Timeout": "1H"})
     await get(f"{base}/api/jackpot/pools")
     asked, capped, default = service.remaining
-    assert asked is not None and 0 < asked <= 0.5
-    # gRPC rounds a deadline on the wire up to whole milliseconds, hence the slack.
-    assert capped is not None and 0.5 < capped <= MAX_TIMEOUT + 0.05
-    assert default is not None and 0.5 < default <= MAX_TIMEOUT + 0.05
+    # gRPC rounds a deadline on the wire up to whole milliseconds, hence the slack (a CI
+    # run saw 0.5007 s left of the 500 ms asked for).
+    slack = 0.05
+    assert asked is not None and 0 < asked <= 0.5 + slack
+    assert capped is not None and 0.5 + slack < capped <= MAX_TIMEOUT + slack
+    assert default is not None and 0.5 + slack < default <= MAX_TIMEOUT + slack
 
     late = await get(f"{base}/api/jackpot/statistics", headers={"Grpc-Timeout": "100m"})
     assert late.status == 504
