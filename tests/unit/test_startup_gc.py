@@ -18,7 +18,8 @@ def test_live_objects_are_frozen_and_garbage_is_collected_first() -> None:
         for _ in range(1000):
             Cycle()  # unreachable cycles: collected before the freeze, not frozen
         frozen = freeze_startup_objects()
-        assert frozen == gc.get_freeze_count() >= len(alive)
+        # Frozen objects still die by reference counting, so the count can only shrink.
+        assert frozen >= len(alive) and 0 < gc.get_freeze_count() <= frozen
         assert not any(isinstance(o, Cycle) for o in gc.get_objects())  # none left behind
     finally:
         gc.unfreeze()
