@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.health import LIVENESS
@@ -196,8 +197,12 @@ async def test_calls_grpc_core_drops_before_the_server_takes_them_are_counted(
             async with http.get(f"{base}/metrics") as response:
                 summary = (await response.json())["refusals"]
             async with http.get(f"{base}/metrics/prometheus") as response:
-                lines = (await response.text()).splitlines()
-        values = {line.split()[0]: float(line.split()[1]) for line in lines if line[:1] != "#"}
+                text = await response.text()
+        values = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
         return (
             int(summary.get("grpc_core", {}).get("not_taken", 0)),
             values["jackpot_grpc_core_calls_started_total"],
