@@ -58,11 +58,13 @@ def test_registry_picks_up_changes_and_keeps_the_last_good_set(tmp_path: Path) -
     path, clock = tmp_path / "clients.json", Clock()
     token = clients_file.add_client(path, "slots", "game")
     assert token is not None
-    registry = ClientRegistry(path, "admin-secret", poll_seconds=2.0, clock=clock)
+    registry = ClientRegistry(
+        path, "admin-secret-0123456789abcdef-0123", poll_seconds=2.0, clock=clock
+    )
     assert not registry.open
     client = registry.by_token(token)
     assert client is not None and (client.name, client.roles) == ("slots", frozenset({"game"}))
-    admin = registry.by_token("admin-secret")
+    admin = registry.by_token("admin-secret-0123456789abcdef-0123")
     assert admin is not None and admin.name == "admin"
     assert registry.by_token(token + "x") is None
 
@@ -78,7 +80,7 @@ def test_registry_picks_up_changes_and_keeps_the_last_good_set(tmp_path: Path) -
     path.write_text("{ half a file")
     clock.now = 5.0
     registry.refresh()  # invalid: the previous clients stay
-    assert registry.by_token("admin-secret") is not None
+    assert registry.by_token("admin-secret-0123456789abcdef-0123") is not None
     assert registry.by_certificate(["dash.example"]) is None  # never loaded
 
 
