@@ -202,7 +202,7 @@ def _conflicts(entries: list[Entry]) -> dict[int, str]:
             shown = value if kind != "token_sha256" else value[:8] + "…"
             listed = ", ".join(str(p) for p in positions)
             for position in positions:
-                problems.setdefault(position, f"{kind} {shown!r} is also in entries {listed}")
+                problems.setdefault(position, f"{kind} {shown!r} appears in entries {listed}")
     return problems
 
 
