@@ -17,6 +17,7 @@ import grpc
 
 from jackpot_grpc.balancing import channel_target
 from jackpot_grpc.config import Settings
+from jackpot_grpc.secret_rules import require_private
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -26,6 +27,7 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         return None
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         raise SystemExit("TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY")
+    require_private(settings.tls_key_file, "GRPC_TLS_KEY")
     pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
     if settings.tls_client_ca_file is None:
         return grpc.ssl_server_credentials([pair])
@@ -44,6 +46,8 @@ def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
         raise SystemExit(
             "a client certificate needs both GRPC_TLS_CLIENT_CERT and GRPC_TLS_CLIENT_KEY"
         )
+    if key is not None:
+        require_private(key, "GRPC_TLS_CLIENT_KEY")
     return grpc.ssl_channel_credentials(
         root_certificates=settings.tls_ca_file.read_bytes(),
         private_key=key.read_bytes() if key is not None else None,

@@ -13,7 +13,7 @@ from grpc_status import rpc_status
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # 32+ characters, as required
 ADMIN_METADATA = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 # Never acceptable from this service, whatever the input or the fault.
 FORBIDDEN_CODES = frozenset({"UNKNOWN", "INTERNAL"})

@@ -103,6 +103,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._count_failure = count_failure
         self._guarded_handlers = WrappedUnaryHandlers(self._guarded)
 
+    @property
+    def registry(self) -> ClientRegistry:
+        """The clients in use (the health port shows its state and metrics)."""
+        return self._registry
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:

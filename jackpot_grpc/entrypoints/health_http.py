@@ -138,8 +138,10 @@ class HealthHttp:
         intake: CallIntake | None = None,
         limits: HttpLimits | None = None,
         on_demand_interval: float = 10.0,
+        clients: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.service = service
+        self._clients = clients  # the clients file's state, when the server has one
         self.auditor = auditor
         self.probe = probe
         self.metrics = metrics
@@ -274,6 +276,8 @@ class HealthHttp:
                     for k in ("status", "pool_size", "in_use", "max_size", "utilization_percent")
                 },
                 "ledger": {k: ledger[k] for k in LEDGER_VERDICT if k in ledger},
+                # Shown, not judged: the server serves its valid clients whatever this says.
+                **({"clients_file": self._clients()} if self._clients is not None else {}),
             },
             **self._now(),
         }

@@ -33,6 +33,7 @@ from jackpot_grpc.http_site import HttpLimits
 from jackpot_grpc.metrics import RequestMetrics
 from jackpot_grpc.open_mode import check_server
 from jackpot_grpc.refusals import Refusals
+from jackpot_grpc.secret_rules import check_server_secrets
 from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
@@ -142,6 +143,7 @@ def build_server(
     nothing is bound and no task starts; a bad setting fails here, before any of that."""
     history_config = sampler_config(settings)
     check_server(settings)  # no clients configured: loopback only (open_mode.py)
+    check_server_secrets(settings)  # short tokens, key files others may read
     pool = create_pool(settings, database_url)
     service = JackpotService(
         pool,
@@ -187,13 +189,14 @@ def build_server(
         refusals=refusals,
     )
     rpc_latency = telemetry.rpc_latency(JACKPOT_SERVICE) if telemetry else None
+    auth = build_auth_interceptor(settings, metrics, [JACKPOT_SERVICE])
     intake = CallIntake()
     interceptors: list[Any] = [
         intake,  # first: every call the application takes, whatever the others decide
         *(telemetry.server_interceptors() if telemetry else []),
         # Before admission: refusals are counted too.
         MetricsInterceptor(metrics, [JACKPOT_SERVICE], rpc_latency.record if rpc_latency else None),
-        build_auth_interceptor(settings, metrics, [JACKPOT_SERVICE]),  # before admission
+        auth,  # before admission
         admission,
     ]
     server = _grpc_server(
@@ -218,7 +221,14 @@ def build_server(
         probe,
         metrics,
         probe_interval=settings.health_probe_interval,
-        registries=[sampler, auditor, intake, *([telemetry.prometheus] if telemetry else [])],
+        registries=[
+            sampler,
+            auditor,
+            intake,
+            auth.registry.prometheus,
+            *([telemetry.prometheus] if telemetry else []),
+        ],
+        clients=auth.registry.health,
         history=sampler,
         auditor=auditor,
         ping=probe_connection.ping,

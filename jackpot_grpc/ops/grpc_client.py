@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from jackpot_grpc.client.service_config import channel_options
 from jackpot_grpc.config import Settings
+from jackpot_grpc.secret_rules import require_long_token
 from jackpot_grpc.tls import open_channel
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -41,6 +42,7 @@ async def channel(
     RESOURCE_EXHAUSTED, and writes too when the command says every write it sends carries
     an idempotency key (`keyed_writes`)."""
     token = settings.client_token
+    require_long_token("JACKPOT_TOKEN", token)  # could never be a valid token: say so now
     interceptors = [BearerToken(token)] if token else []
     options = channel_options(keyed_writes=keyed_writes)
     async with open_channel(settings, target, interceptors, options) as chan:

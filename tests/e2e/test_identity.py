@@ -145,13 +145,13 @@ async def test_audit_row_records_the_authenticated_client(
 async def test_admin_token_is_the_admin_client(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
-    admin_only = dataclasses.replace(settings, admin_token="a-long-admin-secret")
+    admin_only = dataclasses.replace(settings, admin_token="a-long-admin-secret-0123456789abcdef")
     running = await start_server(admin_only, database_url, port=0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = Stub(channel)
             assert await code_of(stub.GetPools(pb.GetPoolsRequest())) == UNAUTHENTICATED
-            admin = bearer("a-long-admin-secret")
+            admin = bearer("a-long-admin-secret-0123456789abcdef")
             assert (
                 await code_of(stub.Contribute(requests()["Contribute"], metadata=admin)) == DENIED
             )

@@ -54,15 +54,49 @@ def test_a_bad_file_is_refused_with_its_name(tmp_path: Path) -> None:
     assert clients_file.load(tmp_path / "missing.json") == []
 
 
+def test_each_entry_is_checked_and_named_by_its_line() -> None:
+    good, bad = "ab" * 32, "z" * 64
+    text = f"""{{
+  "note": {{"clients": [1, 2, 3], "s": "[{{,]}}"}},
+  "clients": [
+    {{"name": "a", "roles": ["game"], "token_sha256": "{good}"}},
+    {{"name": "b", "roles": ["game"],
+     "token_sha256": "{bad}"}},
+    {{"name": "c", "roles": ["reader"], "revoked_at": false}},
+    {{"name": "a", "roles": ["reader"]}},
+    {{"name": "d", "roles": ["admin"], "token_sha256": "{good}"}}
+  ]
+}}"""
+    document = clients_file.parse(text, "clients.json")
+    assert [r.name for r in document.records] == []  # a twice; d shares a's token
+    invalid = {e.position: e for e in document.invalid}
+    assert [(e.line, clients_file.name_of(e.raw)) for e in invalid.values()] == [
+        (4, "a"),
+        (5, "b"),
+        (7, "c"),
+        (8, "a"),
+        (9, "d"),
+    ]
+    assert "token_sha256 must be 64 hex" in str(invalid[2])
+    assert str(invalid[2]).startswith("entry 2 (line 5), client 'b'")
+    assert "revoked_at" in str(invalid[3])
+    assert "appears in entries 1, 4" in str(invalid[1])
+    assert "appears in entries 1, 5" in str(invalid[5])
+    with pytest.raises(clients_file.ClientsFileError, match="not valid JSON"):
+        clients_file.parse("{ half", "clients.json")
+
+
 def test_registry_picks_up_changes_and_keeps_the_last_good_set(tmp_path: Path) -> None:
     path, clock = tmp_path / "clients.json", Clock()
     token = clients_file.add_client(path, "slots", "game")
     assert token is not None
-    registry = ClientRegistry(path, "admin-secret", poll_seconds=2.0, clock=clock)
+    registry = ClientRegistry(
+        path, "admin-secret-0123456789abcdef-0123", poll_seconds=2.0, clock=clock
+    )
     assert not registry.open
     client = registry.by_token(token)
     assert client is not None and (client.name, client.roles) == ("slots", frozenset({"game"}))
-    admin = registry.by_token("admin-secret")
+    admin = registry.by_token("admin-secret-0123456789abcdef-0123")
     assert admin is not None and admin.name == "admin"
     assert registry.by_token(token + "x") is None
 
@@ -78,7 +112,7 @@ def test_registry_picks_up_changes_and_keeps_the_last_good_set(tmp_path: Path) -
     path.write_text("{ half a file")
     clock.now = 5.0
     registry.refresh()  # invalid: the previous clients stay
-    assert registry.by_token("admin-secret") is not None
+    assert registry.by_token("admin-secret-0123456789abcdef-0123") is not None
     assert registry.by_certificate(["dash.example"]) is None  # never loaded
 
 

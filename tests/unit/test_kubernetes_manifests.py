@@ -17,6 +17,7 @@ import yaml
 
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints import health
+from jackpot_grpc.secret_rules import TOO_OPEN
 from testkit.deploy_files import assert_parses, stages
 
 MANIFESTS = PROJECT_ROOT / "deploy" / "kubernetes"
@@ -215,6 +216,16 @@ def test_secret_references_exist_in_the_templates() -> None:
     (mount,) = [m for m in the_container("jackpot")["volumeMounts"] if m["name"] == volume["name"]]
     assert clients_file.parent == Path(mount["mountPath"])
     assert (volume["secret"]["secretName"], clients_file.name) in keys
+
+
+def test_secret_volumes_are_private_enough_for_the_server() -> None:
+    """The server refuses a clients file others may read or its group may write
+    (secret_rules.TOO_OPEN); Kubernetes mounts secrets 0644 unless told otherwise."""
+    for deployment in kinds("Deployment"):
+        for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
+            if "secret" in volume:
+                mode = volume["secret"].get("defaultMode", 0o644)
+                assert not mode & TOO_OPEN, (deployment["metadata"]["name"], oct(mode))
 
 
 def test_services_budgets_autoscalers_and_policies_point_at_real_pods() -> None:

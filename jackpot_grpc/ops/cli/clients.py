@@ -1,7 +1,9 @@
 """`jackpot clients add|list|revoke`: manage the clients file (JACKPOT_CLIENTS_FILE).
 
 A running server picks up every change on its own (SIGHUP, or within a few seconds
-without one). `add` prints the new token once: only its hash is kept.
+without one). `add` prints the new token once: only its hash is kept. Every write is
+read back before it replaces the file (an entry the server would not accept is refused);
+entries edited in by hand that are invalid are kept as they are and listed as INVALID.
 """
 
 from __future__ import annotations
@@ -66,22 +68,33 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _row(entry: clients_file.Entry) -> dict[str, object]:
+    r = entry.record
+    if r is None:  # shown, so the operator sees it; it admits nobody
+        return {
+            "client": clients_file.name_of(entry.raw) or f"(entry {entry.position})",
+            "roles": "",
+            "token": False,
+            "cert_subjects": "",
+            "created_at": "",
+            "status": f"INVALID {entry}",
+        }
+    return {
+        "client": r.name,
+        "roles": ",".join(r.roles),
+        "token": r.token_sha256 is not None,
+        "cert_subjects": ",".join(r.cert_subjects),
+        "created_at": r.created_at,
+        "status": "active" if r.active else f"revoked {r.revoked_at}",
+    }
+
+
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        records = clients_file.load(_file(settings, args))
+        document = clients_file.read(_file(settings, args))
     except clients_file.ClientsFileError as exc:
         return _failing(args, str(exc))
-    rows = [
-        {
-            "client": r.name,
-            "roles": ",".join(r.roles),
-            "token": r.token_sha256 is not None,
-            "cert_subjects": ",".join(r.cert_subjects),
-            "created_at": r.created_at,
-            "status": "active" if r.active else f"revoked {r.revoked_at}",
-        }
-        for r in records
-    ]
+    rows = [_row(entry) for entry in document.entries]
     if args.json:
         emit_json({"clients": rows})
     else:

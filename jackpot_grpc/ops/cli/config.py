@@ -15,6 +15,7 @@ from jackpot_grpc.domain.model import GROUP_NAMES, Group, PoolConfig
 from jackpot_grpc.ops.cli.options import Subparsers, common
 from jackpot_grpc.ops.cli.shared import emit, failing_cleanly, grpc_target
 from jackpot_grpc.ops.output import Section, emit_json, emit_sections
+from jackpot_grpc.secret_rules import require_long_token
 
 if TYPE_CHECKING:
     from jackpot.v1 import jackpot_pb2 as pb
@@ -131,6 +132,7 @@ def _apply(
 
     # An admin client's token: JACKPOT_TOKEN (sent by every command), else JACKPOT_ADMIN_TOKEN.
     token = None if settings.client_token else settings.admin_token
+    require_long_token("JACKPOT_ADMIN_TOKEN", token)  # the server would refuse it anyway
     config, audit_id = asyncio.run(
         config_admin.update_grpc(settings, target, token, request, args.timeout)
     )
