@@ -1,29 +1,47 @@
 """GET /metrics on the gateway port, proxied to the gRPC process's health/metrics HTTP.
 
-The runbook reads `curl -s http://localhost:3000/metrics | jq '.total_requests'`; the numbers
-live in the server process (HEALTH_PORT), so the gateway forwards rather than counts.
-The REST port is public: it asks for the server's in-memory view only (`source=memory`),
-never a database-backed period, so no caller there can make the server query its database.
+The runbook reads `curl -s http://localhost:3000/metrics | jq '.total_requests'` and, once
+a month, `curl -s http://localhost:3000/metrics?period=30d`; the numbers live in the server
+process (HEALTH_PORT), so the gateway forwards rather than counts.
+
+The REST port is public (no credentials are asked here), so what it forwards is narrow:
+
+- the request figures as JSON only, whatever the caller's Accept: never the Prometheus
+  text, which carries pool amounts and the books' verdict (that is the health port's);
+- only the keys of the runbook's summary (`PUBLIC_KEYS`): no refusal counts, no history
+  status, and no database error text (a failed history read says only that it failed);
+- only `?period=`, answered as the health port answers it: a period longer than the
+  server's uptime from the stored history, whose reads the server shares and runs at most
+  once per JACKPOT_ON_DEMAND_INTERVAL per period, so no caller can make it read more.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 import grpc
 from aiohttp import web
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.gateway.errors import GatewayError
+from jackpot_grpc.gateway.errors import GatewayError, bad_request
+from jackpot_grpc.metrics import Stats, describe
 
 METRICS_URL_ENV = "JACKPOT_METRICS_URL"
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 METRICS_URL = web.AppKey("metrics_url", str)
-_FORWARDED_REQUEST_HEADERS = ("Accept", "traceparent", "tracestate")
-_FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Cache-Control")
+_FORWARDED_REQUEST_HEADERS = ("traceparent", "tracestate")
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+QUERY_PARAMETERS = ("period",)
+# The summary's own keys (jackpot_grpc.metrics.summarize) and each figure's (describe).
+PUBLIC_KEYS = frozenset(
+    {"period", "source", "window_seconds", "uptime_seconds", "methods", "units"}
+    | set(describe(Stats(), 1.0))
+)
+HISTORY_ERROR = "the metrics history could not be read; these are one process's figures"
 
 
 def metrics_url_from_env(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
@@ -38,19 +56,45 @@ def metrics_url_from_env(settings: Settings, environ: Mapping[str, str] | None =
     return f"http://{host}:{settings.health_port}/metrics"
 
 
+def public_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The runbook's figures of a health-port summary, and nothing an operator alone reads."""
+    public = {k: v for k, v in summary.items() if k in PUBLIC_KEYS}
+    if "history_error" in summary:
+        public["history_error"] = HISTORY_ERROR
+    return public
+
+
+def _query(request: web.Request) -> dict[str, str]:
+    for name in request.query:
+        if name not in QUERY_PARAMETERS:
+            raise bad_request(
+                f"unknown query parameter {name!r}: /metrics takes only period",
+                [(name, "unknown field")],
+            )
+    return {name: request.query[name] for name in QUERY_PARAMETERS if name in request.query}
+
+
 async def metrics(request: web.Request) -> web.Response:
+    query = _query(request)
     session = request.app[HTTP_SESSION]
     headers = {h: request.headers[h] for h in _FORWARDED_REQUEST_HEADERS if h in request.headers}
+    headers["Accept"] = "application/json"
     try:
-        async with session.get(
-            request.app[METRICS_URL], params={**request.query, "source": "memory"}, headers=headers
-        ) as upstream:
+        async with session.get(request.app[METRICS_URL], params=query, headers=headers) as upstream:
             body = await upstream.read()
-            out_headers = {
-                h: upstream.headers[h] for h in _FORWARDED_RESPONSE_HEADERS if h in upstream.headers
-            }
-            return web.Response(status=upstream.status, body=body, headers=out_headers)
+            status, json_body = upstream.status, upstream.content_type == "application/json"
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise GatewayError(
             grpc.StatusCode.UNAVAILABLE, f"metrics upstream is unreachable: {exc}"
         ) from None
+    if not json_body:  # the health port's pacer (503) or anything but its JSON
+        raise GatewayError(grpc.StatusCode.UNAVAILABLE, f"metrics upstream answered {status}")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise GatewayError(grpc.StatusCode.UNAVAILABLE, "metrics upstream sent bad JSON") from None
+    if status == 200 and isinstance(data, dict):
+        return web.json_response(public_summary(data))
+    if status == 400:  # a bad period: the health port's answer names it and the choices
+        return web.json_response(data, status=400)
+    raise GatewayError(grpc.StatusCode.UNAVAILABLE, f"metrics upstream answered {status}")

@@ -36,7 +36,7 @@ async def metrics_upstream() -> AsyncIterator[str]:
     """Stands in for the server process's health/metrics HTTP: echoes what it was asked."""
 
     async def metrics(request: web.Request) -> web.Response:
-        if request.headers.get("Accept") == "text/plain":
+        if "application/json" not in request.headers.get("Accept", ""):
             return web.Response(text="jackpot_requests_total 42\n", content_type="text/plain")
         return web.json_response(
             {
@@ -44,6 +44,10 @@ async def metrics_upstream() -> AsyncIterator[str]:
                 "error_rate": 0.0,
                 "response_times": {"avg": 1.5, "p95": 3.0},
                 "period": request.query.get("period"),
+                # The health port's operator extras, which the public port leaves out.
+                "refusals": {"admission": {"in_flight_limit": 3}},
+                "history": {"writes": "ok"},
+                "history_error": "connection to db.internal:5432 refused",
             }
         )
 
@@ -453,7 +457,7 @@ async def test_grpc_service_down_is_503(http: aiohttp.ClientSession, offline: st
 # --- metrics and OpenAPI -----------------------------------------------------------------------
 
 
-async def test_metrics_proxied_with_query_and_accept(
+async def test_metrics_proxied_with_the_period_as_public_json(
     http: aiohttp.ClientSession, offline: str
 ) -> None:
     status, body, _ = await _json(http, "GET", offline + "/metrics")
@@ -462,10 +466,19 @@ async def test_metrics_proxied_with_query_and_accept(
     _, body, _ = await _json(http, "GET", offline + "/metrics?period=30d")
     assert body["period"] == "30d"
     assert body["response_times"] == {"avg": 1.5, "p95": 3.0}
-    async with http.get(offline + "/metrics", headers={"Accept": "text/plain"}) as response:
-        assert response.status == 200
-        assert response.content_type == "text/plain"
-        assert "jackpot_requests_total 42" in await response.text()
+    # JSON whatever is asked for, without the operator extras or the database's address.
+    status, body, _ = await _json(
+        http, "GET", offline + "/metrics", headers={"Accept": "text/plain"}
+    )
+    assert status == 200
+    assert set(body) == {
+        "total_requests",
+        "error_rate",
+        "response_times",
+        "period",
+        "history_error",
+    }
+    assert "db.internal" not in body["history_error"]
 
 
 async def test_runbook_metrics_from_the_real_server(
