@@ -388,7 +388,7 @@ async def test_nested_wrong_type_names_the_path(http: aiohttp.ClientSession, off
     payload = {"contributions": [{"gameId": "a", "wagerAmount": 1.5}]}
     status, body, _ = await _json(http, "POST", offline + BATCH, json=payload)
     assert status == 400
-    assert "contributions.wagerAmount" in _violations(body)
+    assert "contributions[0].wagerAmount" in _violations(body)
 
 
 async def test_domain_validation_is_400_with_details(
