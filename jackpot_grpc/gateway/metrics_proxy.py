@@ -10,13 +10,18 @@ The REST port is public (no credentials are asked here), so what it forwards is 
   text, which carries pool amounts and the books' verdict (that is the health port's);
 - only the keys of the runbook's summary (`PUBLIC_KEYS`): no refusal counts, no history
   status, and no database error text (a failed history read says only that it failed);
-- only `?period=`, answered as the health port answers it: a period longer than the
-  server's uptime from the stored history, whose reads the server shares and runs at most
-  once per JACKPOT_ON_DEMAND_INTERVAL per period, so no caller can make it read more.
+- only `?period=` (checked here: a bad one never leaves), answered as the health port
+  answers it: a period longer than the server's uptime from the stored history, whose
+  reads the server shares and runs at most once per JACKPOT_ON_DEMAND_INTERVAL per period,
+  so no caller can make it read more;
+- one request to the health port per period at a time, whose answer every caller of that
+  period waiting meanwhile shares: the health port paces requests for everyone (its
+  Prometheus scrape and operators' checks too), so a flood here must not queue there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Mapping
@@ -28,11 +33,13 @@ from aiohttp import web
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.gateway.errors import GatewayError, bad_request
-from jackpot_grpc.metrics import Stats, describe
+from jackpot_grpc.metrics import PERIODS, Stats, UnknownPeriod, describe
 
 METRICS_URL_ENV = "JACKPOT_METRICS_URL"
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 METRICS_URL = web.AppKey("metrics_url", str)
+# The request to the health port in flight for each period ("" for since start).
+IN_FLIGHT = web.AppKey("metrics_in_flight", dict)
 _FORWARDED_REQUEST_HEADERS = ("traceparent", "tracestate")
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 QUERY_PARAMETERS = ("period",)
@@ -64,29 +71,31 @@ def public_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
     return public
 
 
-def _query(request: web.Request) -> dict[str, str]:
+def _period(request: web.Request) -> str:
+    """The asked period ("" for since start); 400 for any other parameter or period."""
     for name in request.query:
         if name not in QUERY_PARAMETERS:
             raise bad_request(
                 f"unknown query parameter {name!r}: /metrics takes only period",
                 [(name, "unknown field")],
             )
-    return {name: request.query[name] for name in QUERY_PARAMETERS if name in request.query}
+    period = request.query.get("period", "")
+    if period and period not in PERIODS:
+        raise bad_request(str(UnknownPeriod(period)), [("period", "unknown period")])
+    return period
 
 
 async def metrics(request: web.Request) -> web.Response:
-    query = _query(request)
-    session = request.app[HTTP_SESSION]
-    headers = {h: request.headers[h] for h in _FORWARDED_REQUEST_HEADERS if h in request.headers}
-    headers["Accept"] = "application/json"
-    try:
-        async with session.get(request.app[METRICS_URL], params=query, headers=headers) as upstream:
-            body = await upstream.read()
-            status, json_body = upstream.status, upstream.content_type == "application/json"
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise GatewayError(
-            grpc.StatusCode.UNAVAILABLE, f"metrics upstream is unreachable: {exc}"
-        ) from None
+    period = _period(request)
+    in_flight: dict[str, asyncio.Task[tuple[int, bool, bytes]]] = request.app[IN_FLIGHT]
+    fetch = in_flight.get(period)
+    if fetch is None:
+        fetch = in_flight[period] = asyncio.create_task(_fetch(request, period))
+        fetch.add_done_callback(lambda _: in_flight.pop(period, None))
+        # Its failure is for its callers; none left is no "exception never retrieved".
+        fetch.add_done_callback(lambda done: done.cancelled() or done.exception())
+    # A caller that goes away never cancels the others' request.
+    status, json_body, body = await asyncio.shield(fetch)
     if not json_body:  # the health port's pacer (503) or anything but its JSON
         raise GatewayError(grpc.StatusCode.UNAVAILABLE, f"metrics upstream answered {status}")
     try:
@@ -95,6 +104,24 @@ async def metrics(request: web.Request) -> web.Response:
         raise GatewayError(grpc.StatusCode.UNAVAILABLE, "metrics upstream sent bad JSON") from None
     if status == 200 and isinstance(data, dict):
         return web.json_response(public_summary(data))
-    if status == 400:  # a bad period: the health port's answer names it and the choices
+    if status == 400:  # a period this gateway knows and the server does not (versions apart)
         return web.json_response(data, status=400)
     raise GatewayError(grpc.StatusCode.UNAVAILABLE, f"metrics upstream answered {status}")
+
+
+async def _fetch(request: web.Request, period: str) -> tuple[int, bool, bytes]:
+    """(status, whether JSON, body) of the health port's /metrics for `period`."""
+    session = request.app[HTTP_SESSION]
+    headers = {h: request.headers[h] for h in _FORWARDED_REQUEST_HEADERS if h in request.headers}
+    headers["Accept"] = "application/json"
+    params = {"period": period} if period else {}
+    try:
+        async with session.get(
+            request.app[METRICS_URL], params=params, headers=headers
+        ) as upstream:
+            body = await upstream.read()
+            return upstream.status, upstream.content_type == "application/json", body
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise GatewayError(
+            grpc.StatusCode.UNAVAILABLE, f"metrics upstream is unreachable: {exc}"
+        ) from None

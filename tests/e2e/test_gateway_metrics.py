@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from aiohttp import web
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
@@ -183,3 +184,51 @@ async def test_the_runbooks_monthly_curl_answers_the_stored_month_after_a_restar
     finally:
         await gateway.stop()
         await second.stop(grace=1.0)
+
+
+@pytest.fixture
+async def slow_upstream() -> AsyncIterator[tuple[str, list[int]]]:
+    """Stands in for the health port's /metrics, slow to answer: (its URL, how many
+    requests it held at once, each time one arrived)."""
+    waiting: list[int] = []
+    in_flight = 0
+
+    async def summary(request: web.Request) -> web.Response:
+        nonlocal in_flight
+        in_flight += 1
+        waiting.append(in_flight)
+        try:
+            await asyncio.sleep(1.0)
+        finally:
+            in_flight -= 1
+        return web.json_response({"total_requests": 1, "period": request.query.get("period")})
+
+    app = web.Application()
+    app.router.add_get("/metrics", summary)
+    running = await start_gateway(app, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{running.port}/metrics", waiting
+    await running.stop()
+
+
+async def test_a_flood_of_public_metrics_reaches_the_health_port_once_per_period(
+    slow_upstream: tuple[str, list[int]],
+) -> None:
+    """The health port paces its requests (20/s beyond /health) for everyone: Prometheus'
+    scrape and the operators' checks must not wait behind a flood sent to the public port.
+    Callers of one period share the request in flight; a bad period never leaves."""
+    url, waiting = slow_upstream
+    app = create_gateway_app("127.0.0.1:9", max_body_bytes=4096, metrics_url=url, call_timeout=5.0)
+    gateway = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
+    base = f"http://127.0.0.1:{gateway.port}"
+    try:
+        asks = [f"{base}/metrics?period={p}" for p in ("5m", "30d") for _ in range(50)]
+        asks += [f"{base}/metrics" for _ in range(50)]
+        asks += [f"{base}/metrics?period=p{n}" for n in range(50)]
+        answers = await asyncio.gather(*(_get(ask) for ask in asks))
+    finally:
+        await gateway.stop()
+    statuses = [status for status, _, _ in answers]
+    assert statuses == [200] * 150 + [400] * 50
+    assert max(waiting) <= 3, waiting  # one per period asked: 5m, 30d, since start
+    # 150 callers at once: about 3 requests (5x slack for callers arriving after a reply).
+    assert len(waiting) <= 15, waiting
