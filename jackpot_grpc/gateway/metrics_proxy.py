@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +35,8 @@ from aiohttp import web
 from jackpot_grpc.config import Settings
 from jackpot_grpc.gateway.errors import GatewayError, bad_request
 from jackpot_grpc.metrics import PERIODS, Stats, UnknownPeriod, describe
+
+log = logging.getLogger(__name__)
 
 METRICS_URL_ENV = "JACKPOT_METRICS_URL"
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
@@ -122,6 +125,6 @@ async def _fetch(request: web.Request, period: str) -> tuple[int, bool, bytes]:
             body = await upstream.read()
             return upstream.status, upstream.content_type == "application/json", body
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise GatewayError(
-            grpc.StatusCode.UNAVAILABLE, f"metrics upstream is unreachable: {exc}"
-        ) from None
+        # Its text names the health port's address: for the log, not for a public caller.
+        log.warning("metrics upstream %s is unreachable: %r", request.app[METRICS_URL], exc)
+        raise GatewayError(grpc.StatusCode.UNAVAILABLE, "metrics upstream is unreachable") from None

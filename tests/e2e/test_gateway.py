@@ -507,6 +507,7 @@ async def test_metrics_upstream_down_is_503(http: aiohttp.ClientSession) -> None
         status, body, _ = await _json(http, "GET", f"http://127.0.0.1:{running.port}/metrics")
         assert status == 503
         _assert_error(body, 14, "metrics")
+        assert "127.0.0.1" not in body["message"]  # the health port's address: logged only
     finally:
         await running.stop()
 
