@@ -18,6 +18,8 @@ Both listeners face whoever can reach them, so both get the same bounds:
   net.core.somaxconn), not aiohttp's 128: a burst of connections that overflows the accept
   queue is not refused, its handshakes are dropped and retried 1, 3 and 7 s later, so those
   connections would be neither served, nor answered 503, nor timed out until then.
+- The access log (the gateway's; the health port keeps none) never records a query string:
+  callers put tokens there (jackpot_grpc.access_log).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from jackpot_grpc.access_log import RedactingAccessLogger
 from jackpot_grpc.config import Settings
 from jackpot_grpc.refusals import Refusals
 
@@ -197,7 +200,12 @@ async def start_site(
         "max_headers": limits.max_headers,
     }
     runner = (
-        web.AppRunner(app, shutdown_timeout=shutdown_timeout, **handler_args)
+        web.AppRunner(
+            app,
+            shutdown_timeout=shutdown_timeout,
+            access_log_class=RedactingAccessLogger,  # never a query string (access_log.py)
+            **handler_args,
+        )
         if access_log
         else web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None, **handler_args)
     )

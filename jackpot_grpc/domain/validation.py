@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from decimal import Context, Decimal, Inexact, InvalidOperation
@@ -128,17 +129,27 @@ def win_command(
     )
 
 
+# google.type.Decimal's grammar, in ASCII: [sign] significand [exponent]. Python's
+# Decimal() also reads surrounding whitespace, `_` separators, every script's digits
+# (`٠.٥` is 0.5) and NaN/Infinity; none of those is a rate.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def parse_rate(field: str, text: str) -> Decimal:
     """An exact decimal rate from its string form (google.type.Decimal's value), in its
     canonical form, RATE_DECIMAL_PLACES places as the database keeps it: `0E+999999999`
     is 0.0000000000, `0.50000000000000` is 0.5000000000. Its range (0 to 1) is checked
     with the config it goes into (apply_config_change)."""
+    if not _DECIMAL_TEXT.fullmatch(text):
+        raise InvalidArgument.of(
+            field,
+            f"{text!r} is not a decimal number (digits 0-9, an optional sign, point and"
+            " exponent; no spaces or separators)",
+        )
     try:
-        rate = Decimal(text.strip())
+        rate = Decimal(text)
     except InvalidOperation:
         raise InvalidArgument.of(field, f"{text!r} is not a decimal number") from None
-    if not rate.is_finite():
-        raise InvalidArgument.of(field, "must be a finite decimal number")
     if rate.is_zero():
         return Decimal(0).quantize(_RATE_STEP)  # -0 and 0E+999999999 alike
     if rate.adjusted() > _MAX_RATE_ADJUSTED:  # 1E+999999999: no rate, and too big to scale

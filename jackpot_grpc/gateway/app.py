@@ -183,6 +183,7 @@ def create_gateway_app(
     app[MAX_BODY_BYTES] = max_body_bytes
     app[REFUSALS] = refusals
     app[metrics_proxy.METRICS_URL] = metrics_url
+    app[metrics_proxy.IN_FLIGHT] = {}
     app[OPENAPI_JSON] = json.dumps(openapi_document(routes, version=version))
     # Keep one path's methods together so aiohttp answers 405 with the full Allow list.
     for path in dict.fromkeys(r.router_path for r in routes):

@@ -165,11 +165,46 @@ def check_json_types(message: Descriptor, value: Any, path: str = "") -> list[tu
     return problems
 
 
+_INTEGER_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_SFIXED32,
+    }
+)
+# ASCII only: `[0-9]`, not `\d`, which matches every script's digits.
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
+INTEGER_GRAMMAR = "must be an integer: a JSON integer or a string of digits 0-9 with an optional -"
+
+
+def _integer_misuse(field: FieldDescriptor, value: Any, path: str) -> list[tuple[str, str]]:
+    """Money is int64: json_format would take 900719925474099.99 (a float that rounds to
+    ...100.0), 1e3, and any string int() reads ("1_000", "+1000", "\t1000", full-width or
+    Arabic-Indic digits). Only a JSON integer (read exactly, whatever its size) or a
+    string of ASCII digits with an optional leading `-` is an integer here."""
+    if field.type not in _INTEGER_TYPES or isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return []
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        return []
+    if isinstance(value, float | str):
+        return [(path, INTEGER_GRAMMAR)]
+    return []  # lists, objects: json_format words those
+
+
 def _check_value(field: FieldDescriptor, value: Any, path: str) -> list[tuple[str, str]]:
     nested = message_type(field)
     if nested is not None:
         return check_json_types(nested, value, path)
-    return _bool_misuse(field, value, path)
+    return _bool_misuse(field, value, path) + _integer_misuse(field, value, path)
 
 
 def _parse_into(route: Route, message: Message, data: dict[str, Any]) -> None:

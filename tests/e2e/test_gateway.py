@@ -36,7 +36,7 @@ async def metrics_upstream() -> AsyncIterator[str]:
     """Stands in for the server process's health/metrics HTTP: echoes what it was asked."""
 
     async def metrics(request: web.Request) -> web.Response:
-        if request.headers.get("Accept") == "text/plain":
+        if "application/json" not in request.headers.get("Accept", ""):
             return web.Response(text="jackpot_requests_total 42\n", content_type="text/plain")
         return web.json_response(
             {
@@ -44,6 +44,10 @@ async def metrics_upstream() -> AsyncIterator[str]:
                 "error_rate": 0.0,
                 "response_times": {"avg": 1.5, "p95": 3.0},
                 "period": request.query.get("period"),
+                # The health port's operator extras, which the public port leaves out.
+                "refusals": {"admission": {"in_flight_limit": 3}},
+                "history": {"writes": "ok"},
+                "history_error": "connection to db.internal:5432 refused",
             }
         )
 
@@ -384,7 +388,7 @@ async def test_nested_wrong_type_names_the_path(http: aiohttp.ClientSession, off
     payload = {"contributions": [{"gameId": "a", "wagerAmount": 1.5}]}
     status, body, _ = await _json(http, "POST", offline + BATCH, json=payload)
     assert status == 400
-    assert "contributions.wagerAmount" in _violations(body)
+    assert "contributions[0].wagerAmount" in _violations(body)
 
 
 async def test_domain_validation_is_400_with_details(
@@ -453,7 +457,7 @@ async def test_grpc_service_down_is_503(http: aiohttp.ClientSession, offline: st
 # --- metrics and OpenAPI -----------------------------------------------------------------------
 
 
-async def test_metrics_proxied_with_query_and_accept(
+async def test_metrics_proxied_with_the_period_as_public_json(
     http: aiohttp.ClientSession, offline: str
 ) -> None:
     status, body, _ = await _json(http, "GET", offline + "/metrics")
@@ -462,10 +466,19 @@ async def test_metrics_proxied_with_query_and_accept(
     _, body, _ = await _json(http, "GET", offline + "/metrics?period=30d")
     assert body["period"] == "30d"
     assert body["response_times"] == {"avg": 1.5, "p95": 3.0}
-    async with http.get(offline + "/metrics", headers={"Accept": "text/plain"}) as response:
-        assert response.status == 200
-        assert response.content_type == "text/plain"
-        assert "jackpot_requests_total 42" in await response.text()
+    # JSON whatever is asked for, without the operator extras or the database's address.
+    status, body, _ = await _json(
+        http, "GET", offline + "/metrics", headers={"Accept": "text/plain"}
+    )
+    assert status == 200
+    assert set(body) == {
+        "total_requests",
+        "error_rate",
+        "response_times",
+        "period",
+        "history_error",
+    }
+    assert "db.internal" not in body["history_error"]
 
 
 async def test_runbook_metrics_from_the_real_server(
@@ -494,6 +507,7 @@ async def test_metrics_upstream_down_is_503(http: aiohttp.ClientSession) -> None
         status, body, _ = await _json(http, "GET", f"http://127.0.0.1:{running.port}/metrics")
         assert status == 503
         _assert_error(body, 14, "metrics")
+        assert "127.0.0.1" not in body["message"]  # the health port's address: logged only
     finally:
         await running.stop()
 

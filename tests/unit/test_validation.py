@@ -179,7 +179,9 @@ def test_win_command_reports_every_bad_field_at_once() -> None:
     ("text", "expected"),
     [
         ("0.57", Decimal("0.57")),
-        (" 0.005 ", Decimal("0.005")),
+        ("+0.005", Decimal("0.005")),
+        (".005", Decimal("0.005")),
+        ("5.E-3", Decimal("0.005")),
         ("0", Decimal("0")),
         ("1", Decimal("1")),
         ("0.0000000001", Decimal("0.0000000001")),
@@ -228,16 +230,30 @@ def test_rate_sum_is_bounded(rates: list[str], bound: str, ok: bool) -> None:
     assert f"above the limit of {bound}" in exc.value.message
 
 
+NOT_DECIMAL = (
+    "is not a decimal number (digits 0-9, an optional sign, point and exponent;"
+    " no spaces or separators)"
+)
+
+
 @pytest.mark.parametrize(
     ("text", "description"),
     [
-        ("abc", "'abc' is not a decimal number"),
-        ("", "'' is not a decimal number"),
-        ("0,5", "'0,5' is not a decimal number"),
-        ("NaN", "must be a finite decimal number"),
-        ("sNaN", "must be a finite decimal number"),
-        ("inf", "must be a finite decimal number"),
-        ("-Infinity", "must be a finite decimal number"),
+        ("abc", f"'abc' {NOT_DECIMAL}"),
+        ("", f"'' {NOT_DECIMAL}"),
+        ("0,5", f"'0,5' {NOT_DECIMAL}"),
+        ("NaN", f"'NaN' {NOT_DECIMAL}"),
+        ("sNaN", f"'sNaN' {NOT_DECIMAL}"),
+        ("inf", f"'inf' {NOT_DECIMAL}"),
+        ("-Infinity", f"'-Infinity' {NOT_DECIMAL}"),
+        (" 0.005 ", f"' 0.005 ' {NOT_DECIMAL}"),
+        ("0.005\n", f"'0.005\\n' {NOT_DECIMAL}"),
+        ("0_5", f"'0_5' {NOT_DECIMAL}"),
+        ("٠.٥", f"'٠.٥' {NOT_DECIMAL}"),  # Arabic-Indic digits, which Decimal() reads
+        ("０.５", f"'０.５' {NOT_DECIMAL}"),  # full-width
+        ("1e", f"'1e' {NOT_DECIMAL}"),
+        (".", f"'.' {NOT_DECIMAL}"),
+        ("1e99999999999999999999", "'1e99999999999999999999' is not a decimal number"),
         ("0.00000000001", "must have at most 10 decimal places"),
         ("1E-999999999", "must have at most 10 decimal places"),
         ("1E+999999999", "must be between 0 and 1"),
