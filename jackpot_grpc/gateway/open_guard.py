@@ -102,7 +102,9 @@ class OpenServerGuard:
 
     async def admit(self) -> None:
         """Return when the server is known to need credentials; else GatewayError (503)."""
-        if self.verdict is not Verdict.OPEN and not self._closed.is_set():
+        if self.verdict is Verdict.CLOSED and not self._connected():
+            self._record(Verdict.UNKNOWN)  # the connection that was asked is gone
+        if self.verdict is Verdict.UNKNOWN:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._wait_seconds):
                     await self._closed.wait()
@@ -114,6 +116,9 @@ class OpenServerGuard:
             grpc.StatusCode.UNAVAILABLE,
             "service unavailable: the gRPC server has not yet shown that it requires credentials",
         )
+
+    def _connected(self) -> bool:
+        return self._channel.get_state(try_to_connect=False) is grpc.ChannelConnectivity.READY
 
     async def _ask(self, deadline: float, *, wait: bool = False) -> Verdict:
         self.probes += 1
@@ -131,7 +136,8 @@ class OpenServerGuard:
             self._closed.clear()
 
     async def _watch(self) -> None:
-        """Ask again after every reconnect, and every retry_seconds while unsure or open."""
+        """Ask again once reconnected after the channel left READY, and every
+        retry_seconds while unsure or open."""
         last = self._channel.get_state(try_to_connect=False)
         while True:
             if self.verdict is not Verdict.CLOSED:
@@ -141,7 +147,6 @@ class OpenServerGuard:
                     None if self.verdict is Verdict.CLOSED else self._retry_seconds
                 ):
                     await self._channel.wait_for_state_change(last)
-            state = self._channel.get_state(try_to_connect=False)
-            if state is grpc.ChannelConnectivity.READY and last is not state:
-                self._record(Verdict.UNKNOWN)  # reconnected: maybe to another server
-            last = state
+            last = self._channel.get_state(try_to_connect=False)
+            if self.verdict is Verdict.CLOSED and last is not grpc.ChannelConnectivity.READY:
+                self._record(Verdict.UNKNOWN)  # disconnected: maybe to another server next
