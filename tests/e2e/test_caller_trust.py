@@ -23,10 +23,14 @@ import pytest
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1.jackpot_pb2_grpc import JackpotServiceStub
 
+from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
 from jackpot_grpc.peer_address import TrustedProxies
+from jackpot_grpc.tls import channel_credentials
+from testkit.certs import HAVE_OPENSSL
+from testkit.certs_ca import authority
 from testkit.identity import bearer, secured
 
 CALLER_A, CALLER_B = "127.0.0.2", "127.0.0.3"
@@ -109,9 +113,18 @@ async def closed_on(
 
     @asynccontextmanager
     async def start(
-        host: str, **changes: object
+        host: str, gateway_subject: str | None = None, **changes: object
     ) -> AsyncIterator[tuple[RunningServer, dict[str, str]]]:
         closed, tokens = secured(settings, tmp_path, **changes)
+        if gateway_subject is not None:  # a gateway known by its certificate
+            assert closed.clients_file is not None
+            clients_file.add_client(
+                closed.clients_file,
+                "rest-gateway",
+                "gateway",
+                cert_subjects=(gateway_subject,),
+                token=False,
+            )
         running = await start_server(
             dataclasses.replace(closed, grpc_host=host), database_url, port=0
         )
@@ -176,6 +189,36 @@ async def test_a_remote_gateways_callers_are_throttled_one_by_one(
             ):
                 refusals = (await response.json())["refusals"]
             assert refusals["http"]["auth_throttled"] == 5
+
+
+@pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl CLI")
+async def test_a_gateway_certificate_vouches_for_its_callers(
+    closed_on: Starter, tmp_path: Path
+) -> None:
+    """Under mTLS a client certificate with the gateway role vouches, though the server
+    trusts no proxy address; it never stands in for a REST caller without a token."""
+    ca = authority(tmp_path / "ca")
+    server_key, server_cert = ca.issue(tmp_path, "localhost")
+    gateway_key, gateway_cert = ca.issue(tmp_path, "gateway.example")
+    tls = {
+        "tls_cert_file": server_cert,
+        "tls_key_file": server_key,
+        "tls_client_ca_file": ca.cert,
+        "tls_ca_file": ca.cert,
+        "tls_client_cert_file": gateway_cert,
+        "tls_client_key_file": gateway_key,
+    }
+    changes = {"trusted_proxies": TrustedProxies.parse("none"), **tls}
+    async with closed_on("127.0.0.1", gateway_subject="gateway.example", **changes) as (
+        running,
+        tokens,
+    ):
+        credentials = channel_credentials(running.settings)
+        async with gateway_to(f"localhost:{running.port}", credentials=credentials) as base:
+            assert await statuses(base + POOLS, WRONG, LIMIT, CALLER_A) == [401] * LIMIT
+            assert await statuses(base + POOLS, tokens["reader"], 5, CALLER_B) == [200] * 5
+            no_token = await statuses(base + POOLS, "", 1, CALLER_B)
+            assert no_token == [401]
 
 
 async def test_a_gateway_token_without_the_gateway_role_is_refused(closed_on: Starter) -> None:
