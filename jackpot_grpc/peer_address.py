@@ -30,9 +30,9 @@ _NO_PROXIES = "none"
 
 
 def parse_address(text: str) -> Address | None:
-    """`text` as an IP address ('::1', '[::1]', '%5B::1%5D', '::ffff:10.0.0.1' → 10.0.0.1);
-    None when it is not one."""
-    text = unquote(text).strip()
+    """`text` as an IP address ('::1', '[::1]', '::ffff:10.0.0.1' → 10.0.0.1); None when it
+    is not one."""
+    text = text.strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
     try:

@@ -124,7 +124,8 @@ def test_bearer_token_parsing() -> None:
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [("127.0.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
-     ("0.0.0.0", False), ("[::]", False), ("", False), ("10.0.0.1", False)],
+     ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("[::]", False), ("", False),
+     ("10.0.0.1", False), ("::ffff:10.0.0.1", False)],
 )  # fmt: skip
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback

@@ -37,7 +37,7 @@ def test_local_and_unknown_peers() -> None:
     assert http_peer(None).address is None
 
 
-@pytest.mark.parametrize("text", ["", "ü", "1.2.3", "1.2.3.4:80", "unknown", "::1]"])
+@pytest.mark.parametrize("text", ["", "ü", "1.2.3", "1.2.3.4:80", "unknown", "::1]", "%31.2.3.4"])
 def test_what_is_not_an_address(text: str) -> None:
     assert parse_address(text) is None
 
