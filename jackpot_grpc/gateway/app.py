@@ -129,6 +129,7 @@ def _lifecycle(
     metrics_timeout: float,
     interceptors: Sequence[Any],
     open_server_probe_wait: float | None,
+    own_metadata: Sequence[tuple[str, str]],
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def channel_and_session(app: web.Application) -> AsyncIterator[None]:
         """The channel and HTTP client live exactly as long as the app runs."""
@@ -151,7 +152,7 @@ def _lifecycle(
             for route in routes
         }
         if open_server_probe_wait is not None:
-            guard = OpenServerGuard(channel)
+            guard = OpenServerGuard(channel, metadata=own_metadata)
             try:
                 await guard.start(open_server_probe_wait)
             except BaseException:
@@ -249,7 +250,14 @@ def create_gateway_app(
     interceptors = telemetry.client_interceptors() if telemetry is not None else []
     app.cleanup_ctx.append(
         _lifecycle(
-            grpc_target, credentials, routes, metrics_timeout, interceptors, open_server_probe_wait
+            grpc_target,
+            credentials,
+            routes,
+            metrics_timeout,
+            interceptors,
+            open_server_probe_wait,
+            # The check calls as the gateway itself: its role may call nothing.
+            [("authorization", f"Bearer {gateway_token}")] if gateway_token else [],
         )
     )
     return app

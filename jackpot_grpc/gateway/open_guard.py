@@ -4,8 +4,9 @@ A server with no clients configured lets every caller in, and therefore listens 
 only (jackpot_grpc.open_mode). A gateway in front of it listening on a wider address would
 undo that, whatever the gateway's own settings say. So a gateway listening beyond loopback
 (without JACKPOT_ALLOW_OPEN=1) asks the server, at start and after each reconnect, with a
-call that needs a role and carries no credentials (GetConfig, a read): a closed server
-refuses it (UNAUTHENTICATED or PERMISSION_DENIED); one that answers is open. Until a server
+call that needs a role and carries no caller's credentials (GetConfig, a read; with the
+gateway's own token when it has one, whose role may call nothing): a closed server refuses
+it (UNAUTHENTICATED or PERMISSION_DENIED); one that answers is open. Until a server
 has refused it, the gateway forwards nothing (503); a server found open at start stops the
 gateway from starting (OpenServerError), and one found open later makes it answer 503
 until a later probe finds it closed.
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+from collections.abc import Sequence
 
 import grpc
 from jackpot.v1 import jackpot_pb2
@@ -49,15 +51,29 @@ class Verdict(enum.Enum):
     OPEN = "open"
 
 
-async def probe(channel: grpc.aio.Channel, deadline: float, *, wait: bool = False) -> Verdict:
-    """Ask the server once, with no credentials, for something that needs a role."""
+async def probe(
+    channel: grpc.aio.Channel,
+    deadline: float,
+    *,
+    wait: bool = False,
+    metadata: Sequence[tuple[str, str]] = (),
+) -> Verdict:
+    """Ask the server once, with no caller's credentials, for something that needs a role.
+    `metadata`: the gateway's own token as `authorization`, whose role may call nothing
+    (PERMISSION_DENIED, which does not count against the gateway's address as an
+    uncredentialed call's UNAUTHENTICATED does)."""
     call = channel.unary_unary(
         PROBE_METHOD,
         request_serializer=jackpot_pb2.GetConfigRequest.SerializeToString,
         response_deserializer=jackpot_pb2.GetConfigResponse.FromString,
     )
     try:
-        await call(jackpot_pb2.GetConfigRequest(), timeout=deadline, wait_for_ready=wait)
+        await call(
+            jackpot_pb2.GetConfigRequest(),
+            timeout=deadline,
+            wait_for_ready=wait,
+            metadata=tuple(metadata),
+        )
     except grpc.aio.AioRpcError as error:
         if error.code() in REFUSED:
             return Verdict.CLOSED
@@ -73,11 +89,13 @@ class OpenServerGuard:
         self,
         channel: grpc.aio.Channel,
         *,
+        metadata: Sequence[tuple[str, str]] = (),
         probe_timeout: float = 2.0,
         retry_seconds: float = 2.0,
         wait_seconds: float = 5.0,
     ) -> None:
         self._channel = channel
+        self._metadata = metadata
         self._probe_timeout = probe_timeout
         self._retry_seconds = retry_seconds
         self._wait_seconds = wait_seconds
@@ -122,7 +140,7 @@ class OpenServerGuard:
 
     async def _ask(self, deadline: float, *, wait: bool = False) -> Verdict:
         self.probes += 1
-        return await probe(self._channel, deadline, wait=wait)
+        return await probe(self._channel, deadline, wait=wait, metadata=self._metadata)
 
     def _record(self, verdict: Verdict) -> None:
         if verdict is Verdict.OPEN and self.verdict is not Verdict.OPEN:

@@ -105,7 +105,11 @@ async def test_a_wide_gateway_fronts_a_closed_server(
     closed, tokens = secured(settings, tmp_path)
     running = await start_server(closed, database_url, port=0)
     try:
-        gateway = gateway_process(f"127.0.0.1:{running.port}", tmp_path / "closed")
+        gateway = gateway_process(
+            f"127.0.0.1:{running.port}",
+            tmp_path / "closed",
+            JACKPOT_GATEWAY_TOKEN=tokens["gateway"],
+        )
         gateway.launch()
         try:
             port = await asyncio.to_thread(listening_port, gateway)
@@ -114,6 +118,11 @@ async def test_a_wide_gateway_fronts_a_closed_server(
             assert await asyncio.to_thread(get_status, base + POOLS) == 401
         finally:
             gateway.stop()
+        # The check went with the gateway's own token: refused as forbidden, which does not
+        # count against the gateway's address; the one uncredentialed call above did.
+        failures = running.metrics.registry.get_sample_value
+        assert failures("jackpot_auth_failures_total", {"reason": "forbidden"}) == 1
+        assert failures("jackpot_auth_failures_total", {"reason": "missing_credentials"}) == 1
     finally:
         await running.stop(grace=1.0)
 
