@@ -77,7 +77,8 @@ async def probe(
     except grpc.aio.AioRpcError as error:
         if error.code() in REFUSED:
             return Verdict.CLOSED
-        log.warning("could not ask the gRPC server whether it needs credentials: %s", error)
+        # Unreachable, overloaded...: asked again soon (logged once, by the guard).
+        log.debug("could not ask the gRPC server whether it needs credentials: %s", error)
         return Verdict.UNKNOWN
     return Verdict.OPEN
 
@@ -110,6 +111,12 @@ class OpenServerGuard:
         self._record(await self._ask(first_wait, wait=True))
         if self.verdict is Verdict.OPEN:
             raise OpenServerError(f"refusing to start: {OPEN_MESSAGE}")
+        if self.verdict is Verdict.UNKNOWN:
+            log.warning(
+                "the gRPC server did not answer within %.0f s: forwarding nothing until it"
+                " shows that it requires credentials",
+                first_wait,
+            )
         self._task = asyncio.create_task(self._watch(), name="open-server-guard")
 
     async def stop(self) -> None:
