@@ -21,6 +21,7 @@ from jackpot_grpc.entrypoints.server import start_server
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
 from jackpot_grpc.gateway.open_guard import OpenServerError
 from testkit.identity import secured
+from testkit.ports import free_port
 from testkit.processes import ServiceProcess, clean_env
 
 POOLS = "/api/jackpot/pools"
@@ -179,3 +180,39 @@ async def test_a_server_that_comes_back_open_is_not_fronted(
         await gateway.stop()
         if reopened is not None:
             await reopened.stop(grace=0.5)
+
+
+async def test_a_gateway_started_before_its_server_forwards_once_the_server_refuses(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """No server yet: the gateway starts, but forwards nothing (503) until the server has
+    shown that it requires credentials."""
+    port = free_port()
+    app = create_gateway_app(
+        f"127.0.0.1:{port}",
+        max_body_bytes=1 << 16,
+        metrics_url="http://127.0.0.1:9/metrics",
+        call_timeout=5.0,
+        open_server_probe_wait=0.5,
+    )
+    gateway = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
+    url = f"http://127.0.0.1:{gateway.port}{POOLS}"
+    running = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url) as response:
+                assert response.status == 503
+                assert "not yet shown" in (await response.json())["message"]
+            closed, tokens = secured(settings, tmp_path)
+            running = await start_server(closed, database_url, port=port)
+            reader = {"Authorization": f"Bearer {tokens['reader']}"}
+            deadline = time.monotonic() + 30
+            status = 0
+            while status != 200 and time.monotonic() < deadline:
+                async with http.get(url, headers=reader) as response:
+                    status = response.status
+            assert status == 200
+    finally:
+        await gateway.stop()
+        if running is not None:
+            await running.stop(grace=0.5)
