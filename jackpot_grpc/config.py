@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jackpot_grpc.domain.rules import INT64_MAX
 from jackpot_grpc.domain.validation import MAX_RATE_SUM, MAX_WAGER_AMOUNT
+from jackpot_grpc.peer_address import DEFAULT_TRUSTED_PROXIES, LOOPBACK_PROXIES, TrustedProxies
 
 # The source checkout, for tests and developer tools only. Nothing the service runs reads
 # it: an installed wheel has no checkout, so run-time paths come from the settings below.
@@ -74,6 +75,16 @@ def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ..
     if raw not in choices:
         raise SystemExit(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return raw
+
+
+def _trusted_proxies(env: dict[str, str], name: str) -> TrustedProxies:
+    raw = env.get(name, "").strip() or DEFAULT_TRUSTED_PROXIES
+    try:
+        return TrustedProxies.parse(raw)
+    except ValueError as exc:
+        raise SystemExit(
+            f"{name} must list addresses or CIDRs separated by commas (or none): {exc}"
+        ) from None
 
 
 def _path(env: dict[str, str], name: str) -> Path | None:
@@ -180,6 +191,11 @@ class Settings:
         """No clients configured: every caller is let in (development only)."""
         return self.admin_token is None and self.clients_file is None
 
+    # Whose X-Forwarded-For is believed (the server's gateway, the gateway's load balancer).
+    trusted_proxies: TrustedProxies = LOOPBACK_PROXIES
+    # The gateway's own token (a client with the gateway role): vouches for its callers'
+    # addresses from wherever it connects.
+    gateway_token: str | None = None
     log_format: str = "text"  # JACKPOT_LOG_FORMAT: text or json (one JSON object a line)
     # The longest deadline the gateway gives a call; a Grpc-Timeout header asks for less.
     gateway_max_timeout: float = 30.0
@@ -275,6 +291,8 @@ class Settings:
             http_max_connections=_int(env, "HTTP_MAX_CONNECTIONS", 256),
             http_keepalive_timeout=_float(env, "HTTP_KEEPALIVE_TIMEOUT", 5.0),
             http_body_timeout=_float(env, "HTTP_BODY_TIMEOUT", 10.0),
+            trusted_proxies=_trusted_proxies(env, "JACKPOT_TRUSTED_PROXIES"),
+            gateway_token=env.get("JACKPOT_GATEWAY_TOKEN") or None,
             log_format=log_format_from_env(env),
             gateway_max_timeout=_float(env, "JACKPOT_GATEWAY_MAX_TIMEOUT", 30.0),
         )

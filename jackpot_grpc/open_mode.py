@@ -3,10 +3,10 @@ listen on this machine only, unless JACKPOT_ALLOW_OPEN=1 says otherwise on purpo
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.peer_address import parse_address
 
 log = logging.getLogger(__name__)
 
@@ -14,10 +14,9 @@ log = logging.getLogger(__name__)
 def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a wildcard ("", "[::]", "0.0.0.0" parse, "*" does not) or a name
+    # A wildcard ("", "[::]", "0.0.0.0"; "*" is no address) or a name is not loopback.
+    address = parse_address(host)
+    return address is not None and address.is_loopback
 
 
 def check_listening(settings: Settings, hosts: dict[str, str]) -> None:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-ROLES = ("game", "reader", "admin")
+# A gateway (the REST sidecar, a proxy) may vouch for its callers' addresses
+# (`jackpot-gateway-authorization` metadata, or its mTLS certificate) and call nothing.
+GATEWAY_ROLE = "gateway"
+ROLES = ("game", "reader", "admin", GATEWAY_ROLE)
 READS = frozenset({"GetPools", "GetStatistics", "GetConfig"})
 ROLE_METHODS: dict[str, frozenset[str]] = {
     "game": READS | {"Contribute", "ContributeBatch", "Win"},
     "reader": READS,
     "admin": READS | {"UpdateConfig"},
+    GATEWAY_ROLE: frozenset(),
 }
 
 

@@ -8,9 +8,14 @@ grpc.health.v1 and reflection are not intercepted. In open mode (no clients conf
 nothing is checked.
 
 Answers: no or unknown credentials → UNAUTHENTICATED; a known client without the role →
-PERMISSION_DENIED; a peer that keeps failing → RESOURCE_EXHAUSTED for a while
-(auth_throttle.py). Nothing reaches the handler, so nothing is written. Each failure is
-logged at WARNING (peer, method, reason; never the token) and counted by reason.
+PERMISSION_DENIED; a caller that keeps failing → RESOURCE_EXHAUSTED for a while
+(jackpot_grpc.failure_throttle). Nothing reaches the handler, so nothing is written. Each
+failure is logged at WARNING (caller, method, reason; never the token) and counted by reason.
+
+The caller is the transport peer, or the address in `x-forwarded-for` when the peer is a
+trusted proxy: listed in JACKPOT_TRUSTED_PROXIES (default: loopback), or a client with the
+gateway role, proven by `jackpot-gateway-authorization` metadata or its certificate
+(docs/SECURITY.md, "Who is believed about whose address").
 """
 
 from __future__ import annotations
@@ -18,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import ipaddress
 import logging
 import signal
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -33,8 +37,7 @@ from jackpot_grpc.domain.errors import (
     RateLimited,
     Unauthenticated,
 )
-from jackpot_grpc.domain.roles import may_call, roles_for
-from jackpot_grpc.entrypoints.auth_throttle import FailureThrottle
+from jackpot_grpc.domain.roles import GATEWAY_ROLE, may_call, roles_for
 from jackpot_grpc.entrypoints.client_registry import ClientRegistry
 from jackpot_grpc.entrypoints.errors import to_status
 from jackpot_grpc.entrypoints.identity import Client, acting_as
@@ -44,8 +47,17 @@ from jackpot_grpc.entrypoints.interceptors import (
     WrappedUnaryHandlers,
     method_name,
 )
+from jackpot_grpc.failure_throttle import FailureThrottle
 from jackpot_grpc.metrics import RequestMetrics
-from jackpot_grpc.peer_metadata import FORWARDED_FOR
+from jackpot_grpc.peer_address import (
+    LOOPBACK_PROXIES,
+    Caller,
+    TrustedProxies,
+    forwarded_entries,
+    grpc_peer,
+    real_caller,
+)
+from jackpot_grpc.peer_metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +83,24 @@ def certificate_subjects(context: grpc.aio.ServicerContext) -> list[str]:
     ]
 
 
-def peer_key(peer: str, metadata: Sequence[tuple[str, Any]] | None) -> str:
-    """The caller's address without its port (and the gateway's caller, via loopback)."""
-    kind, _, rest = peer.partition(":")
-    address = rest.rsplit(":", 1)[0] if kind in ("ipv4", "ipv6") else rest
-    try:
-        loopback = ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        loopback = kind == "unix"
-    if loopback:
-        forwarded = next((v for k, v in metadata or () if k == FORWARDED_FOR), None)
-        if isinstance(forwarded, str) and forwarded:
-            # The gateway appends the address it saw last (grpc-gateway's convention);
-            # earlier entries are whatever the caller claimed, so only the last counts.
-            caller = forwarded.rsplit(",", 1)[-1].strip()
-            return f"{address} for {caller[:64]}"
-    return address
+def gateway_token(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+    """The token a gateway proves itself with, apart from its caller's `authorization`."""
+    return bearer_token(
+        [("authorization", v) for k, v in metadata or () if k == GATEWAY_AUTHORIZATION]
+    )
+
+
+def caller_of(
+    peer: str,
+    metadata: Sequence[tuple[str, Any]] | None,
+    trusted: TrustedProxies = LOOPBACK_PROXIES,
+    *,
+    vouched: bool = False,
+) -> Caller:
+    """Who called: the transport peer, or the caller a trusted proxy forwarded for
+    (peer_address.real_caller); `vouched`: the peer proved it has the gateway role."""
+    forwarded = [v for k, v in metadata or () if k == FORWARDED_FOR and isinstance(v, str)]
+    return real_caller(grpc_peer(peer), forwarded_entries(forwarded), trusted, vouched=vouched)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -96,8 +110,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         throttle: FailureThrottle,
         services: Collection[str],
         count_failure: Callable[[str], None],
+        trusted_proxies: TrustedProxies = LOOPBACK_PROXIES,
     ) -> None:
         self._registry = registry
+        self._trusted_proxies = trusted_proxies
         self._throttle = throttle
         self._prefixes = tuple(f"/{s}/" for s in services)
         self._count_failure = count_failure
@@ -139,43 +155,77 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def authenticate(self, context: grpc.aio.ServicerContext, method: str) -> Client:
         metadata = context.invocation_metadata()
-        peer = peer_key(context.peer() or "", metadata)
-        if self._throttle.blocked(peer):
+        self._registry.refresh()
+        proxy, proxy_refusal = self._proxy(context, metadata)
+        caller = caller_of(
+            context.peer() or "", metadata, self._trusted_proxies, vouched=proxy is not None
+        )
+        key = caller.throttle_key
+        if self._throttle.blocked(key):
             self._count_failure("throttled")  # not logged: the block itself was
             raise RateLimited("too many failed authentications from this address; retry later")
-        self._registry.refresh()
+        if proxy_refusal is not None:
+            self._refuse(caller, method, proxy_refusal)
         token = bearer_token(metadata)
         if token is not None:
             client, reason = self._registry.by_token(token), "unknown_token"
+        elif caller.via is not None:
+            # A forwarded call is the caller's: the proxy's own certificate never stands in
+            # for it, so a REST caller without a token is unauthenticated.
+            client, reason = None, "missing_credentials"
         else:
             subjects = certificate_subjects(context)
             client = self._registry.by_certificate(subjects)
             reason = "unknown_certificate" if subjects else "missing_credentials"
         if client is None:
-            self._fail(peer, method, reason)
-            if self._throttle.failed(peer):
-                log.warning(
-                    "auth: peer %s refused for %.0f s after %d failures in %.0f s",
-                    peer,
-                    self._throttle.block_seconds,
-                    self._throttle.limit,
-                    self._throttle.window,
-                )
-            raise Unauthenticated(
-                "this call needs credentials: 'authorization: Bearer <token>' or a client"
-                " certificate of a known client"
-                if reason == "missing_credentials"
-                else "credentials not recognised"
-            )
+            self._refuse(caller, method, reason)
         if not may_call(client.roles, method):
-            self._fail(peer, method, "forbidden", client.name)
+            self._fail(caller, method, "forbidden", client.name)
             raise PermissionDenied(
                 f"client {client.name!r} may not call {method}"
                 f" (needs one of the roles: {', '.join(roles_for(method)) or 'none'})"
             )
         return client
 
-    def _fail(self, peer: str, method: str, reason: str, client: str | None = None) -> None:
+    def _proxy(
+        self, context: grpc.aio.ServicerContext, metadata: Sequence[tuple[str, Any]] | None
+    ) -> tuple[Client | None, str | None]:
+        """The gateway-role client the peer proved to be (by its gateway token, else by its
+        certificate), and why a gateway token it sent is refused, if it is."""
+        token = gateway_token(metadata)
+        if token is not None:
+            client = self._registry.by_token(token)
+            if client is None:
+                return None, "unknown_gateway_token"
+            if GATEWAY_ROLE not in client.roles:
+                return None, "not_a_gateway"
+            return client, None
+        client = self._registry.by_certificate(certificate_subjects(context))
+        return (client if client is not None and GATEWAY_ROLE in client.roles else None), None
+
+    def _refuse(self, caller: Caller, method: str, reason: str) -> NoReturn:
+        self._fail(caller, method, reason)
+        if self._throttle.failed(caller.throttle_key):
+            log.warning(
+                "auth: peer %s refused for %.0f s after %d failures in %.0f s",
+                caller,
+                self._throttle.block_seconds,
+                self._throttle.limit,
+                self._throttle.window,
+            )
+        if reason == "not_a_gateway":
+            raise PermissionDenied(
+                f"the {GATEWAY_AUTHORIZATION} metadata names a client without the"
+                f" {GATEWAY_ROLE!r} role"
+            )
+        raise Unauthenticated(
+            "this call needs credentials: 'authorization: Bearer <token>' or a client"
+            " certificate of a known client"
+            if reason == "missing_credentials"
+            else "credentials not recognised"
+        )
+
+    def _fail(self, peer: Caller, method: str, reason: str, client: str | None = None) -> None:
         self._count_failure(reason)
         log.warning(
             "auth failure: peer=%s method=%s reason=%s%s",
@@ -198,4 +248,6 @@ def build_auth_interceptor(
     if not registry.open:
         with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, registry.reload)
-    return AuthInterceptor(registry, throttle, services, metrics.auth_failure)
+    return AuthInterceptor(
+        registry, throttle, services, metrics.auth_failure, settings.trusted_proxies
+    )

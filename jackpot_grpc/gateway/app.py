@@ -18,14 +18,19 @@ from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.balancing import balanced_channel_options, channel_target
 from jackpot_grpc.config import Settings
+from jackpot_grpc.failure_throttle import FailureThrottle
 from jackpot_grpc.gateway import forwarding, metrics_proxy
+from jackpot_grpc.gateway.caller_limit import CallerFailureLimit
 from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit_of, json_errors
+from jackpot_grpc.gateway.open_guard import OpenServerError, OpenServerGuard
 from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import Route, build_routes
 from jackpot_grpc.gateway.transcode import build_request, forwarded_metadata, response_json
 from jackpot_grpc.http_site import HttpLimits, body_guard, close_if_unread, start_site
-from jackpot_grpc.open_mode import check_listening
+from jackpot_grpc.open_mode import is_loopback
+from jackpot_grpc.peer_address import LOOPBACK_PROXIES, TrustedProxies
 from jackpot_grpc.refusals import Refusals
+from jackpot_grpc.secret_rules import require_long_token
 from jackpot_grpc.signals import wait_for_signal
 from jackpot_grpc.startup_gc import freeze_startup_objects
 from jackpot_grpc.telemetry import GATEWAY_OTEL_SERVICE_NAME, Telemetry, setup_telemetry
@@ -39,6 +44,16 @@ log = logging.getLogger(__name__)
 CALLS = web.AppKey("grpc_calls", dict)  # grpc path → unary-unary multicallable
 OPENAPI_JSON = web.AppKey("openapi_json", str)
 REFUSALS = web.AppKey("refusals", Refusals)  # the gateway's own: GET /metrics/gateway
+CALLER_LIMIT = web.AppKey("caller_failure_limit", CallerFailureLimit)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", TrustedProxies)
+GATEWAY_CREDENTIALS = web.AppKey("gateway_credentials", list)  # its own token's metadata
+# Present when the gateway must not forward to a server in open mode (open_guard.py).
+OPEN_GUARD = web.AppKey("open_server_guard", OpenServerGuard)
+
+
+# How long a gateway that must check the server waits at start for its first answer; a
+# server still down then is asked again in the background (calls get 503 meanwhile).
+OPEN_SERVER_PROBE_WAIT = 5.0
 
 
 def jackpot_services() -> list[ServiceDescriptor]:
@@ -49,6 +64,14 @@ def _handler(
     route: Route, max_timeout: float | None, body_timeout: float, *, traced: bool
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
+        app = request.app
+        caller = forwarding.http_caller(request.headers, request.remote, app[TRUSTED_PROXIES])
+        refusal = app[CALLER_LIMIT].refusal(caller)
+        if refusal is not None:
+            return refusal
+        guard = app.get(OPEN_GUARD)
+        if guard is not None:
+            await guard.admit()
         body = b""
         if route.body:
             try:
@@ -67,13 +90,17 @@ def _handler(
         timeout = forwarding.call_timeout(request.headers, max_timeout)
         metadata = (
             # Traced, the gRPC client instrumentation sends the gateway span's context.
-            *forwarded_metadata(request.headers, trace_context=not traced),
-            *forwarding.forwarded_for(request.headers, request.host, request.remote),
+            *forwarding.without_gateway_keys(
+                forwarded_metadata(request.headers, trace_context=not traced)
+            ),
+            *forwarding.forwarded_for(request.headers, request.host, caller),
+            *app[GATEWAY_CREDENTIALS],
         )
-        call = request.app[CALLS][route.grpc_path](message, metadata=metadata, timeout=timeout)
+        call = app[CALLS][route.grpc_path](message, metadata=metadata, timeout=timeout)
         try:
             reply = await call
         except grpc.aio.AioRpcError as error:
+            app[CALLER_LIMIT].answered(caller, error.code())
             request[forwarding.RESPONSE_METADATA] = forwarding.response_headers(
                 error.initial_metadata(), error.trailing_metadata()
             )
@@ -102,6 +129,8 @@ def _lifecycle(
     routes: Sequence[Route],
     metrics_timeout: float,
     interceptors: Sequence[Any],
+    open_server_probe_wait: float | None,
+    own_metadata: Sequence[tuple[str, str]],
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def channel_and_session(app: web.Application) -> AsyncIterator[None]:
         """The channel and HTTP client live exactly as long as the app runs."""
@@ -123,11 +152,21 @@ def _lifecycle(
             )
             for route in routes
         }
+        if open_server_probe_wait is not None:
+            guard = OpenServerGuard(channel, metadata=own_metadata)
+            try:
+                await guard.start(open_server_probe_wait)
+            except BaseException:
+                await channel.close()
+                raise
+            app[OPEN_GUARD] = guard
         timeout = aiohttp.ClientTimeout(total=metrics_timeout)
         app[metrics_proxy.HTTP_SESSION] = aiohttp.ClientSession(timeout=timeout)
         try:
             yield
         finally:
+            if OPEN_GUARD in app:
+                await app[OPEN_GUARD].stop()
             await app[metrics_proxy.HTTP_SESSION].close()
             await channel.close()
 
@@ -164,6 +203,10 @@ def create_gateway_app(
     body_timeout: float = 10.0,
     version: str = "1.0.0",
     telemetry: Telemetry | None = None,
+    trusted_proxies: TrustedProxies = LOOPBACK_PROXIES,
+    gateway_token: str | None = None,
+    auth_throttle: FailureThrottle | None = None,
+    open_server_probe_wait: float | None = None,
 ) -> web.Application:
     """Routes from the services' `google.api.http` annotations (default: JackpotService).
 
@@ -172,6 +215,13 @@ def create_gateway_app(
     `call_timeout` is each call's deadline and the most a `Grpc-Timeout` header can ask
     for. With `telemetry` tracing, every request gets a server span and every gRPC call a
     client span beneath it, whose context the service continues (REST → gRPC → SQL).
+
+    `trusted_proxies` may tell the gateway who its HTTP callers are (X-Forwarded-For);
+    `gateway_token` (a client with the gateway role) makes the server believe the gateway
+    about them from any address. `auth_throttle` limits each caller's failed
+    authentications (default: the service's 20 in 60 s, then 30 s of 429). With
+    `open_server_probe_wait` set, the gateway refuses to front a server in open mode
+    (open_guard.py), waiting that long at start for the server's first answer.
     """
     grpc_target = channel_target(grpc_target)
     routes = build_routes(jackpot_services() if services is None else services)
@@ -182,6 +232,11 @@ def create_gateway_app(
     app.on_response_prepare.append(forwarding.add_response_metadata)
     app[MAX_BODY_BYTES] = max_body_bytes
     app[REFUSALS] = refusals
+    app[TRUSTED_PROXIES] = trusted_proxies
+    app[GATEWAY_CREDENTIALS] = forwarding.gateway_credentials(gateway_token)
+    app[CALLER_LIMIT] = CallerFailureLimit(
+        auth_throttle or FailureThrottle(20, 60.0, 30.0), refusals
+    )
     app[metrics_proxy.METRICS_URL] = metrics_url
     app[metrics_proxy.IN_FLIGHT] = {}
     app[OPENAPI_JSON] = json.dumps(openapi_document(routes, version=version))
@@ -196,7 +251,16 @@ def create_gateway_app(
     app.router.add_get("/openapi.json", _openapi, allow_head=False)
     interceptors = telemetry.client_interceptors() if telemetry is not None else []
     app.cleanup_ctx.append(
-        _lifecycle(grpc_target, credentials, routes, metrics_timeout, interceptors)
+        _lifecycle(
+            grpc_target,
+            credentials,
+            routes,
+            metrics_timeout,
+            interceptors,
+            open_server_probe_wait,
+            # The check calls as the gateway itself: its role may call nothing.
+            [("authorization", f"Bearer {gateway_token}")] if gateway_token else [],
+        )
     )
     return app
 
@@ -232,7 +296,13 @@ async def start_gateway(
 
 async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> None:
     """Serve the gateway on REST_HOST:REST_PORT until SIGTERM/SIGINT, then drain and stop."""
-    check_listening(settings, {"REST_HOST": settings.rest_host})
+    require_long_token("JACKPOT_GATEWAY_TOKEN", settings.gateway_token)
+    if settings.allow_open and not is_loopback(settings.rest_host):
+        log.warning(
+            "JACKPOT_ALLOW_OPEN=1: not checking whether the gRPC server requires credentials"
+            " although REST_HOST=%s listens beyond loopback",
+            settings.rest_host,
+        )
     telemetry = setup_telemetry(
         default_service_name=GATEWAY_OTEL_SERVICE_NAME, instrument_sql=False
     )
@@ -252,16 +322,31 @@ async def _serve_gateway(settings: Settings, metrics_url: str | None, telemetry:
             call_timeout=settings.gateway_max_timeout,
             body_timeout=settings.http_body_timeout,
             telemetry=telemetry,
+            trusted_proxies=settings.trusted_proxies,
+            gateway_token=settings.gateway_token,
+            auth_throttle=FailureThrottle(
+                settings.auth_failure_limit,
+                settings.auth_failure_window,
+                settings.auth_block_seconds,
+            ),
+            open_server_probe_wait=(
+                None
+                if settings.allow_open or is_loopback(settings.rest_host)
+                else OPEN_SERVER_PROBE_WAIT
+            ),
         )
     except ValueError as exc:  # a bad JACKPOT_GRPC_TARGET
         raise SystemExit(str(exc)) from None
-    running = await start_gateway(
-        app,
-        settings.rest_host,
-        settings.rest_port,
-        shutdown_timeout=settings.shutdown_grace,
-        limits=HttpLimits.from_settings(settings),
-    )
+    try:
+        running = await start_gateway(
+            app,
+            settings.rest_host,
+            settings.rest_port,
+            shutdown_timeout=settings.shutdown_grace,
+            limits=HttpLimits.from_settings(settings),
+        )
+    except OpenServerError as exc:
+        raise SystemExit(str(exc)) from None
     log.info(
         "REST gateway listening on %s:%d → gRPC %s",
         settings.rest_host,

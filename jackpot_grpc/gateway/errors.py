@@ -48,6 +48,7 @@ HTTP_STATUS_BY_REASON: dict[str, int] = {"IDEMPOTENCY_KEY_REUSED": 422}
 # Shared with the service's ErrorInfo (jackpot_grpc.entrypoints.errors).
 ERROR_DOMAIN = "jackpot.v1"
 INVALID_REQUEST = "INVALID_REQUEST"
+RATE_LIMITED = "RATE_LIMITED"  # the server's reason for its own auth throttle, too
 # What a client is told when the gRPC server cannot be reached at all: the transport's own
 # text (addresses, TLS details) goes to the log only.
 UNAVAILABLE_MESSAGE = "service unavailable"
@@ -202,3 +203,22 @@ def http_exception_response(exc: web.HTTPException, message: str | None = None) 
     )
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
     return error_response(exc.status, code, message or exc.reason, headers=headers or None)
+
+
+def rate_limited_response(message: str, retry_after: float) -> web.Response:
+    """429 RESOURCE_EXHAUSTED the gateway answers itself, shaped like the server's
+    (ErrorInfo RATE_LIMITED, RetryInfo) with `Retry-After`."""
+    seconds = max(1, math.ceil(retry_after))
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromSeconds(seconds)
+    details = [
+        any_to_json(_packed(error_details_pb2.ErrorInfo(reason=RATE_LIMITED, domain=ERROR_DOMAIN))),
+        any_to_json(_packed(retry)),
+    ]
+    return error_response(
+        429,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        message,
+        details,
+        headers={"Retry-After": str(seconds)},
+    )

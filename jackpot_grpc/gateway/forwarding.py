@@ -1,9 +1,15 @@
 """What the gateway passes between HTTP and gRPC besides the message, as grpc-gateway does
 (runtime/context.go, runtime/handler.go):
 
-- `X-Forwarded-Host` (the request's, else its Host) and `X-Forwarded-For` (the request's
-  with the peer's address appended, else the peer's address) go to the service as
-  metadata `x-forwarded-host` / `x-forwarded-for`.
+- `X-Forwarded-Host` (the request's, else its Host) goes to the service as metadata
+  `x-forwarded-host`. `x-forwarded-for` carries one address, the caller's: the TCP peer,
+  or, when the peer is a trusted proxy (JACKPOT_TRUSTED_PROXIES), the address it put in
+  the request's `X-Forwarded-For` (peer_address.real_caller). Unlike grpc-gateway, which
+  appends the peer to whatever the caller claimed, the gateway resolves the chain itself:
+  the server then needs to trust only the gateway, and a garbage header never makes the
+  caller vanish (the last good hop is sent instead). With JACKPOT_GATEWAY_TOKEN the
+  gateway proves itself to the server (`jackpot-gateway-authorization`), so that the
+  server believes it from any address.
 - `Grpc-Timeout` (gRPC's wire format: up to 8 digits and a unit H, M, S, m, u or n) sets
   the call's deadline, bounded by the gateway's own maximum (JACKPOT_GATEWAY_MAX_TIMEOUT),
   which is also the deadline when the header is absent. A malformed value is a 400.
@@ -21,9 +27,17 @@ import re
 from collections.abc import Iterable, Mapping
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from jackpot_grpc.gateway.errors import bad_request
-from jackpot_grpc.peer_metadata import FORWARDED_FOR
+from jackpot_grpc.peer_address import (
+    Caller,
+    TrustedProxies,
+    forwarded_entries,
+    http_peer,
+    real_caller,
+)
+from jackpot_grpc.peer_metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 
 GRPC_TIMEOUT = "Grpc-Timeout"
 X_FORWARDED_FOR = "X-Forwarded-For"
@@ -53,18 +67,36 @@ def call_timeout(headers: Mapping[str, str], maximum: float | None) -> float | N
     return asked if maximum is None else min(asked, maximum)
 
 
+def http_caller(
+    headers: CIMultiDictProxy[str], remote: str | None, trusted: TrustedProxies
+) -> Caller:
+    """The HTTP caller: the TCP peer, or whom a trusted proxy in front says it served."""
+    claimed = forwarded_entries(headers.getall(X_FORWARDED_FOR, ()))
+    return real_caller(http_peer(remote), claimed, trusted)
+
+
 def forwarded_for(
-    headers: Mapping[str, str], host: str | None, peer: str | None
+    headers: Mapping[str, str], host: str | None, caller: Caller
 ) -> list[tuple[str, str]]:
-    """`x-forwarded-host` and `x-forwarded-for` metadata, grpc-gateway's way."""
+    """`x-forwarded-host` (when gRPC can carry it) and `x-forwarded-for`: the caller's
+    address, always (an `ipaddress` text, or the peer as aiohttp saw it)."""
     pairs: list[tuple[str, str]] = []
     forwarded_host = headers.get(X_FORWARDED_HOST) or host
-    if forwarded_host:
+    if forwarded_host and _HEADER_VALUE.fullmatch(forwarded_host):
         pairs.append((X_FORWARDED_HOST.lower(), forwarded_host))
-    if peer:
-        earlier = headers.get(X_FORWARDED_FOR)
-        pairs.append((FORWARDED_FOR, f"{earlier}, {peer}" if earlier else peer))
-    return [(k, v) for k, v in pairs if _HEADER_VALUE.fullmatch(v)]
+    if _HEADER_VALUE.fullmatch(caller.address):
+        pairs.append((FORWARDED_FOR, caller.address))
+    return pairs
+
+
+def gateway_credentials(token: str | None) -> list[tuple[str, str]]:
+    """The gateway's own token for the server (JACKPOT_GATEWAY_TOKEN), if it has one."""
+    return [(GATEWAY_AUTHORIZATION, f"Bearer {token}")] if token else []
+
+
+def without_gateway_keys(metadata: Metadata) -> tuple[tuple[str, str | bytes], ...]:
+    """The caller's metadata minus what only the gateway itself may say."""
+    return tuple((k, v) for k, v in metadata if k not in (GATEWAY_AUTHORIZATION, FORWARDED_FOR))
 
 
 def _header_value(key: str, value: str | bytes) -> str | None:

@@ -19,6 +19,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
+from jackpot_grpc.peer_address import TrustedProxies
 
 MAX_TIMEOUT = 2.0
 
@@ -86,7 +87,9 @@ async def test_client_address_and_host_reach_the_service(
     plain, proxied = service.metadata
     assert plain["x-forwarded-for"] == "127.0.0.1"
     assert plain["x-forwarded-host"] == base.removeprefix("http://")
-    assert proxied["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    # The caller (a loopback peer, trusted by default) said whom it served: that address
+    # alone goes on, resolved by the gateway (tests/e2e/test_caller_trust.py).
+    assert proxied["x-forwarded-for"] == "203.0.113.9"
     assert proxied["x-forwarded-host"] == "jackpot.example"
 
 
@@ -125,3 +128,56 @@ async def test_response_metadata_comes_back_as_headers(recorder: tuple[Recorder,
     refused = await get(f"{base}/api/jackpot/config")
     assert refused.status == 400
     assert refused.headers["Grpc-Trailer-X-Reason-Detail"] == "pool locked"
+
+
+async def test_the_gateway_alone_speaks_for_itself_and_always_names_the_caller() -> None:
+    """Its own token goes as jackpot-gateway-authorization, whatever a caller smuggles in
+    Grpc-Metadata-*; a garbage X-Forwarded-For still leaves the caller's address."""
+    service = Recorder()
+    server = grpc.aio.server()
+    jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    app = create_gateway_app(
+        f"127.0.0.1:{port}",
+        max_body_bytes=4096,
+        metrics_url="http://127.0.0.1:9/metrics",
+        gateway_token="jpk_the-gateways-own",
+        trusted_proxies=TrustedProxies.parse("none"),
+    )
+    gateway = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
+    base = f"http://127.0.0.1:{gateway.port}"
+    try:
+        await get(
+            f"{base}/api/jackpot/pools",
+            headers={
+                "Grpc-Metadata-Jackpot-Gateway-Authorization": "Bearer jpk_forged",
+                "Grpc-Metadata-X-Forwarded-For": "203.0.113.66",
+                "X-Forwarded-For": "203.0.113.9",
+            },
+        )
+        (seen,) = service.metadata
+        assert seen["jackpot-gateway-authorization"] == "Bearer jpk_the-gateways-own"
+        # Not a trusted proxy (the list is empty): the caller is its TCP address.
+        assert seen["x-forwarded-for"] == "127.0.0.1"
+    finally:
+        await gateway.stop()
+        await server.stop(None)
+
+
+async def test_a_garbage_forwarded_for_still_names_the_caller(
+    recorder: tuple[Recorder, str],
+) -> None:
+    service, base = recorder
+    port = int(base.rsplit(":", 1)[1])
+    for garbage in ("☃".encode(), b"\xff", "203.0.113.9, ü".encode()):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /api/jackpot/pools HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n"
+            b"X-Forwarded-For: " + garbage + b"\r\n\r\n"
+        )
+        await writer.drain()
+        assert (await reader.readline()).split()[1] == b"200"
+        writer.close()
+        await writer.wait_closed()
+    assert [m.get("x-forwarded-for") for m in service.metadata] == ["127.0.0.1"] * 3

@@ -11,9 +11,9 @@ from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.domain.roles import ROLE_METHODS, may_call
-from jackpot_grpc.entrypoints.auth import bearer_token, peer_key
-from jackpot_grpc.entrypoints.auth_throttle import FailureThrottle
+from jackpot_grpc.entrypoints.auth import bearer_token, caller_of
 from jackpot_grpc.entrypoints.client_registry import ClientRegistry
+from jackpot_grpc.failure_throttle import FailureThrottle
 from jackpot_grpc.open_mode import is_loopback
 
 
@@ -136,12 +136,15 @@ def test_throttle_blocks_then_forgets_and_stays_bounded() -> None:
     assert len(throttle._peers) == 2
 
 
-def test_peer_key_and_forwarded_callers() -> None:
-    assert peer_key("ipv4:10.0.0.7:5123", [("x-forwarded-for", "1.2.3.4")]) == "10.0.0.7"
-    assert peer_key("ipv4:127.0.0.1:5123", [("x-forwarded-for", "1.2.3.4")]) == (
-        "127.0.0.1 for 1.2.3.4"
-    )
-    assert peer_key("ipv6:[::1]:5123", None) == "[::1]"
+def test_callers_and_forwarded_callers() -> None:
+    forwarded = [("x-forwarded-for", "1.2.3.4")]
+    assert caller_of("ipv4:10.0.0.7:5123", forwarded).throttle_key == "10.0.0.7"
+    assert caller_of("ipv4:127.0.0.1:5123", forwarded).throttle_key == "1.2.3.4 (forwarded)"
+    assert str(caller_of("ipv4:127.0.0.1:5123", forwarded)) == "1.2.3.4 via 127.0.0.1"
+    assert caller_of("ipv6:%5B::1%5D:5123", forwarded).throttle_key == "1.2.3.4 (forwarded)"
+    assert caller_of("ipv6:[::1]:5123", None).throttle_key == "::1"
+    # A gateway that proved its role is believed from anywhere.
+    assert caller_of("ipv4:10.0.0.7:5123", forwarded, vouched=True).address == "1.2.3.4"
 
 
 def test_bearer_token_parsing() -> None:
@@ -155,7 +158,8 @@ def test_bearer_token_parsing() -> None:
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [("127.0.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
-     ("0.0.0.0", False), ("[::]", False), ("", False), ("10.0.0.1", False)],
+     ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("[::]", False), ("", False),
+     ("10.0.0.1", False), ("::ffff:10.0.0.1", False)],
 )  # fmt: skip
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback

@@ -1,9 +1,12 @@
 """Refuse, for a while, a peer that keeps failing authentication (bounded memory).
 
-After `limit` failures within `window` seconds from one peer key, every call from it is
+After `limit` failures within `window` seconds from one caller key, every call from it is
 refused for `block_seconds`, valid credentials or not: a token guesser learns nothing
 more during the block. At most `max_peers` keys are remembered (least recently failing
 forgotten first), so a flood of addresses cannot grow the table without bound.
+
+The server keys it on each caller (entrypoints/auth.py); the REST gateway keeps one of its
+own, keyed on each HTTP caller, so a flood of bad tokens stops at the gateway.
 """
 
 from __future__ import annotations
