@@ -341,20 +341,14 @@ def test_memory_limit_of_cgroup_v2_and_v1(tmp_path: Path) -> None:
 # --- 8. smoke targets exactly what it is told; 9. health goes red on unbalanced books -------
 
 
-def test_smoke_refuses_a_default_target_when_database_url_points_elsewhere(
-    ops_settings: Settings, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, _ = run_ops(ops_settings, "smoke")  # DATABASE_URL set, no target named
-    assert code == 1
-    assert "name the instance under test with --grpc-target" in capsys.readouterr().err
-
-
 def test_smoke_refuses_a_grpc_target_without_its_health_url(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # DATABASE_URL set or not, smoke tests the instance it names (the deploy shell:
+    # tests/integration/test_smoke_deploy_shell.py); another host's health port is not guessed.
     code, _ = run_ops(settings, "smoke", "--grpc-target", "green:50052")
     assert code == 1
-    assert "--grpc-target green:50052 needs --health-url" in capsys.readouterr().err
+    assert "green:50052 is not this host's instance" in capsys.readouterr().err
 
 
 async def test_health_is_red_when_the_books_do_not_balance(
@@ -429,7 +423,10 @@ def test_loadtest_fails_on_errors(ops_settings: Settings) -> None:
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        ("test-load", "jackpot loadtest --grpc-target green:50052 --duration 30 --rate 200"),
+        (
+            "test-load",
+            "jackpot loadtest --grpc-target green:50052 --duration 30 --kind get_pools --rate 200",
+        ),
         ("security-audit", "pip-audit --skip-editable"),
     ],
 )
