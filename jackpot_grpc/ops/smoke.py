@@ -31,9 +31,11 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import Group
 from jackpot_grpc.entrypoints.convert import group_from_proto, group_to_proto
+from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.grpc_client import channel, describe_error
 from jackpot_grpc.ops.health import health_url
 from jackpot_grpc.ops.output import progress
+from jackpot_grpc.ops.server_features import require_validate_only
 
 GAME_ID = "smoke-test"
 AUDIT_PATH = "/health/jackpot"
@@ -186,7 +188,11 @@ async def run_smoke(
             shares = {_name(c.group): c.amount for c in reply.contributions}
             if reply.replayed:
                 raise StepFailed("a fresh idempotency key was answered as a replay")
-            if sum(shares.values()) != reply.total_contribution or min(shares.values()) < 0:
+            if (
+                len(shares) != 3
+                or sum(shares.values()) != reply.total_contribution
+                or min(shares.values()) < 0
+            ):
                 raise StepFailed(f"shares {shares} do not add up to {reply.total_contribution}")
             state["request"], state["reply"], state["shares"] = request, reply, shares
             return f"id {reply.contribution_id}, total {reply.total_contribution} {shares}"
@@ -257,6 +263,13 @@ async def run_smoke(
                 raise StepFailed("the repeated win was paid a second time")
             return f"replayed win {again.win_id}, nothing paid"
 
+        async def knows_validate_only() -> str:
+            try:
+                await require_validate_only(chan, target, rpc_timeout, for_real="--write")
+            except OpsError as exc:
+                raise StepFailed(str(exc)) from exc
+            return "its Contribute and Win requests have validate_only"
+
         async def dry_contribute() -> str:
             request = pb.ContributeRequest(
                 game_id=GAME_ID,
@@ -268,7 +281,11 @@ async def run_smoke(
             shares = {_name(c.group): c.amount for c in reply.contributions}
             if reply.replayed or reply.contribution_id:
                 raise StepFailed("a dry run with a fresh key was answered as recorded")
-            if sum(shares.values()) != reply.total_contribution or min(shares.values()) < 0:
+            if (
+                len(shares) != 3
+                or sum(shares.values()) != reply.total_contribution
+                or min(shares.values()) < 0
+            ):
                 raise StepFailed(f"shares {shares} do not add up to {reply.total_contribution}")
             state["request"] = request
             after = ", ".join(f"{_name(p.group)}={p.amount}" for p in reply.pool_amounts)
@@ -322,6 +339,7 @@ async def run_smoke(
             if write
             else (
                 ("read pools", read_before),
+                ("server knows validate_only", knows_validate_only),
                 ("contribute (validate only)", dry_contribute),
                 ("nothing contributed", nothing_contributed),
                 ("win minor (validate only)", dry_win),

@@ -21,6 +21,7 @@ from testkit.ports import free_port
 
 DRY_STEPS = [
     "read pools",
+    "server knows validate_only",
     "contribute (validate only)",
     "nothing contributed",
     "win minor (validate only)",

@@ -82,13 +82,25 @@ def _guard_writes(settings: Settings, args: argparse.Namespace, specs: list[Load
     from jackpot_grpc.ops.ledger_guard import refuse_writes_into_a_used_ledger
     from jackpot_grpc.ops.loadtest import WRITE_KINDS
 
+    target = grpc_target(settings, args)
+    if any(s.kind in WRITE_KINDS and s.validate_only for s in specs):
+        asyncio.run(_require_validate_only(settings, target, args.timeout))
     if not any(s.kind in WRITE_KINDS and not s.validate_only for s in specs):
         return
-    target = grpc_target(settings, args)
     if args.allow_writes:
         print(WRITE_WARNING.format(target=target), file=sys.stderr, flush=True)
         return
     asyncio.run(refuse_writes_into_a_used_ledger(settings, target, args.timeout))
+
+
+async def _require_validate_only(settings: Settings, target: str, rpc_timeout: float) -> None:
+    """--validate-only against a server that would drop the field is refused (it would
+    write). --rest-url is taken to front the same server release."""
+    from jackpot_grpc.ops.grpc_client import channel
+    from jackpot_grpc.ops.server_features import require_validate_only
+
+    async with channel(settings, target) as chan:
+        await require_validate_only(chan, target, rpc_timeout, for_real="--allow-writes")
 
 
 @failing_cleanly
