@@ -104,21 +104,29 @@ audit: $(STAMP)
 health-check: $(STAMP)
 	$(BIN)/jackpot health
 
+# The instance under test: TARGET (gRPC host:port; empty: JACKPOT_GRPC_TARGET, else
+# localhost:GRPC_PORT) and HEALTH_URL (its health HTTP; needed when TARGET is not this host's
+# GRPC_PORT). Smoke writes nothing (validate_only) unless SMOKE_ARGS=--write.
+TARGET ?=
+HEALTH_URL ?=
+INSTANCE_ARGS = $(if $(TARGET),--grpc-target $(TARGET)) $(if $(HEALTH_URL),--health-url $(HEALTH_URL))
 test-smoke: $(STAMP)
-	$(BIN)/jackpot smoke
+	$(BIN)/jackpot smoke $(INSTANCE_ARGS) $(SMOKE_ARGS)
 
 test-post-deploy: $(STAMP)
-	$(BIN)/jackpot health
-	$(BIN)/jackpot smoke
+	$(BIN)/jackpot health $(INSTANCE_ARGS)
+	$(BIN)/jackpot smoke $(INSTANCE_ARGS) $(SMOKE_ARGS)
 
-# The runbook's `npm run test:load -- --target=green`: TARGET (gRPC host:port), REST_URL
-# (optional gateway), DURATION (s), RATE (calls/s; empty: closed loop).
-TARGET ?= localhost:50051
+# The runbook's `npm run test:load -- --target=green`: TARGET (as above), REST_URL
+# (optional gateway), DURATION (s), RATE (calls/s; empty: closed loop), KIND (default
+# get_pools: reads only), LOAD_ARGS (e.g. --validate-only, --allow-writes).
 DURATION ?= 30
 RATE ?=
+KIND ?= get_pools
 test-load: $(STAMP)
-	$(BIN)/jackpot loadtest --grpc-target $(TARGET) --duration $(DURATION) \
-		$(if $(RATE),--rate $(RATE)) $(if $(REST_URL),--rest-url $(REST_URL))
+	$(BIN)/jackpot loadtest $(if $(TARGET),--grpc-target $(TARGET)) --duration $(DURATION) \
+		--kind $(KIND) $(if $(RATE),--rate $(RATE)) $(if $(REST_URL),--rest-url $(REST_URL)) \
+		$(LOAD_ARGS)
 
 # The runbook's `npm run security:audit`: known vulnerabilities of the installed (pinned)
 # dependencies; the project itself is not on PyPI, so it is skipped.

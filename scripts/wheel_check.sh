@@ -90,7 +90,8 @@ EOF
 
 export DATABASE_URL="${admin_url%/*}/$database"
 export GRPC_HOST=127.0.0.1 GRPC_PORT="$grpc_port" HEALTH_HOST=127.0.0.1 HEALTH_PORT="$health_port"
-export JACKPOT_GRPC_TARGET="127.0.0.1:$grpc_port" OTEL_SDK_DISABLED=true
+# The deploy shell's spelling (DATABASE_URL loaded too): smoke must run against it.
+export JACKPOT_GRPC_TARGET="localhost:$grpc_port" OTEL_SDK_DISABLED=true
 unset JACKPOT_EMBEDDED_DB JACKPOT_MIGRATE_ON_START JACKPOT_LOG_DIR JACKPOT_BACKUP_DIR
 
 step "jackpot migrate (twice: the second finds nothing to do)"
@@ -112,8 +113,8 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 
-step "jackpot smoke"
-if ! "$bin/jackpot" smoke; then
+step "jackpot smoke (validate_only: nothing written), then jackpot smoke --write"
+if ! "$bin/jackpot" smoke || ! "$bin/jackpot" smoke --write; then
     cat "$work/serve.out" >&2
     exit 1
 fi

@@ -283,13 +283,21 @@ Planner = Callable[[dict[Group, PoolState], dict[ScopedKey, StoredContribution]]
 Recorded = tuple[list[PoolState], list[tuple[int, datetime]]]
 
 
+# How a batch's transaction ends: COMMIT, or (validate_only) the checks COMMIT would run
+# (deferred constraints fire now), then ROLLBACK.
+COMMIT = ("COMMIT",)
+VALIDATE_ONLY_END = ("SET CONSTRAINTS ALL IMMEDIATE", "ROLLBACK")
+
+
 async def contribute_in_two_flights(
-    conn: Conn, keys: Sequence[ScopedKey], plan: Planner
+    conn: Conn, keys: Sequence[ScopedKey], plan: Planner, *, end: Sequence[str] = COMMIT
 ) -> Recorded:
     """A whole contribution batch on an autocommit connection in two round trips: BEGIN,
     the pool locks and the key lookup in one pipeline flight; the write and COMMIT in the
     second (sent as the pipeline closes). Returns after the COMMIT's answer: the pools after
-    and (id, created_at) per written row, or ([], []) when nothing was written."""
+    and (id, created_at) per written row, or ([], []) when nothing was written. With
+    `end=VALIDATE_ONLY_END` the same rows are written and rolled back: the answer is what
+    would have been written (ids the rolled-back sequence handed out, never recorded)."""
     async with conn.pipeline() as flight:
         await conn.execute("BEGIN")
         locked = conn.cursor(row_factory=dict_row)
@@ -303,7 +311,8 @@ async def contribute_in_two_flights(
         written = conn.cursor(row_factory=dict_row)
         if write is not None:
             await written.execute(RECORD_CONTRIBUTIONS, _write_params(write, pools))
-        await conn.execute("COMMIT")
+        for statement in end:
+            await conn.execute(statement)
     return _recorded(await written.fetchall()) if write is not None else ([], [])
 
 

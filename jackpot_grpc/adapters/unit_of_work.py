@@ -4,6 +4,9 @@ Database faults become `Unavailable`, so no caller ever mistakes them for an ans
 statement stopped by the lock or statement timeout becomes `LockTimeout` (retryable),
 logged and counted (jackpot_db_timeouts_total). The isolation level is the caller's choice
 of unit of work, never a statement it runs.
+
+A validate-only unit of work (AIP-163's validate_only) runs exactly what the real one runs,
+then, instead of COMMIT, runs the checks COMMIT would (deferred constraints) and rolls back.
 """
 
 from __future__ import annotations
@@ -45,21 +48,34 @@ class Isolation(enum.Enum):
     REPEATABLE_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
 
 
+# What COMMIT would check besides the statements themselves: the deferred constraints (the
+# rates-sum trigger) fire now. A validate-only transaction runs it, then rolls back.
+CHECK_DEFERRED = "SET CONSTRAINTS ALL IMMEDIATE"
+
+
 @asynccontextmanager
 async def transaction(
-    pool: Pool, *, isolation: Isolation = Isolation.READ_COMMITTED
+    pool: Pool,
+    *,
+    isolation: Isolation = Isolation.READ_COMMITTED,
+    validate_only: bool = False,
 ) -> AsyncIterator[AsyncConnection[Any]]:
     """A connection inside a transaction; committed when the block exits cleanly.
 
     The commit happens before this returns, so whatever the caller answers afterwards is
     durable. A commit that fails (connection lost) raises Unavailable: the outcome is then
     unknown to us, and the caller's retry with the same idempotency key settles it.
+    With `validate_only`, a clean exit checks the deferred constraints and rolls back:
+    nothing the block wrote remains.
     """
     try:
         async with pool.connection() as conn:
             if isolation.value is not None:  # the transaction's first statement
                 await conn.execute(isolation.value)
             yield conn
+            if validate_only:
+                await conn.execute(CHECK_DEFERRED)
+                await conn.rollback()
     except Exception as exc:
         mapped = translated(exc)
         if mapped is exc:

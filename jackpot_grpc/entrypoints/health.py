@@ -5,7 +5,10 @@ The probe has its own connection (not the pool calls use) and flips to NOT_SERVI
 after JACKPOT_HEALTH_FAILURES consecutive failures: one slow answer on a busy machine must
 not turn away every call the database could serve. One success flips it back.
 "liveness" is SERVING from start to shutdown whatever the database does, so a liveness
-probe never restarts a process during a database blip.
+probe never restarts a process during a database blip, nor one started during an outage.
+While readiness is NOT_SERVING the probe backs off: each failure doubles the wait before
+the next try, up to MAX_BACKOFF, so a long outage is not knocked on every interval and
+the database is seen back within MAX_BACKOFF of answering.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ LIVENESS = "liveness"
 READINESS = ("", JACKPOT_SERVICE)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# The longest wait between two tries while the database is down (s; the interval itself,
+# when longer). Below the 5 s after which /health calls the probe's answer stale.
+MAX_BACKOFF = 3.0
 
 
 class DatabaseHealthProbe:
@@ -44,8 +50,9 @@ class DatabaseHealthProbe:
         self._ping = ping
         self._timeout = timeout
         self._failures_to_flip = max(1, failures_to_flip)
+        self._interval = interval
         self.consecutive_failures = 0
-        self._loop = Periodic("database-health-probe", self.check, interval)
+        self._loop = Periodic("database-health-probe", self.check, self.next_delay)
         self.healthy: bool | None = None
         self.last_latency_ms: float | None = None
         self.last_error: str | None = None
@@ -87,6 +94,15 @@ class DatabaseHealthProbe:
                 await self._health.set(service, status)
         self.healthy = ok
         return ok
+
+    def next_delay(self) -> float:
+        """The interval while SERVING (a failure must flip readiness promptly); while
+        NOT_SERVING, doubled per failure up to MAX_BACKOFF."""
+        if self.healthy is not False:
+            return self._interval
+        doublings = min(self.consecutive_failures - 1, 16)
+        backoff: float = self._interval * 2.0**doublings
+        return min(backoff, max(self._interval, MAX_BACKOFF))
 
     async def set_live(self) -> None:
         """Liveness is SERVING from start until grpc's graceful shutdown turns all off."""

@@ -1,4 +1,5 @@
-"""A background loop that runs an action every `interval` seconds until stopped.
+"""A background loop that runs an action every `interval` seconds until stopped (or after
+the delay a callable `interval` names after each run: a backoff).
 
 Stopping sets an event instead of cancelling: a cancellation that lands while the action
 is inside `asyncio.wait_for` can be lost on Python 3.11 (the loop then runs on and the
@@ -14,7 +15,12 @@ from typing import Any
 
 
 class Periodic:
-    def __init__(self, name: str, action: Callable[[], Awaitable[Any]], interval: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        action: Callable[[], Awaitable[Any]],
+        interval: float | Callable[[], float],
+    ) -> None:
         self._name = name
         self._action = action
         self._interval = interval
@@ -28,8 +34,9 @@ class Periodic:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             await self._action()
+            delay = self._interval() if callable(self._interval) else self._interval
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
+                async with asyncio.timeout(delay):
                     await self._stopping.wait()
 
     async def stop(self, budget: float = 5.0) -> None:

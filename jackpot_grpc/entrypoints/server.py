@@ -259,10 +259,15 @@ def build_server(
 
 
 async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> RunningServer:
-    """Open the pool (failing fast on a bad database), bind and start serving, then start
-    the background tasks. On a failure, whatever was opened is closed again."""
+    """Open the pool, bind and start serving, then start the background tasks. On a
+    failure, whatever was opened is closed again.
+
+    The database need not answer yet: the pool connects in the background, and a server
+    started during an outage stays up (liveness SERVING, readiness NOT_SERVING, calls
+    UNAVAILABLE) while its probe retries with backoff, SERVING once the database answers.
+    A restart during an outage must not become a crash loop."""
     settings = parts.settings
-    await parts.pool.open(wait=True, timeout=10)
+    await parts.pool.open(wait=False)
     await parts.side_pool.open()  # min_size 0: connects on first use
     try:
         if parts.batcher is not None:
@@ -291,6 +296,11 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
     parts.probe.start()
     parts.sampler.start()
     parts.auditor.start()
+    if not parts.probe.healthy:
+        log.error(
+            "started without the database (%s): NOT_SERVING until it answers; retrying",
+            parts.probe.last_error,
+        )
     log.info(
         "gRPC listening on %s:%d (batching %s)",
         settings.grpc_host,

@@ -18,7 +18,7 @@ from jackpot_grpc.domain.errors import (
     FieldViolation,
     InvalidArgument,
 )
-from jackpot_grpc.domain.model import ContributeCommand
+from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
 from jackpot_grpc.entrypoints import convert
 from jackpot_grpc.entrypoints.errors import error_kind, to_status
 from jackpot_grpc.entrypoints.identity import current_client_name
@@ -72,7 +72,16 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             current_client_name(),
             self._max_wager,
         )
+        if request.validate_only:
+            # Never through the group-commit batch: a dry run's transaction is its own.
+            return convert.contribute_response(await self._dry_run_contribution(command))
         return convert.contribute_response(await self._contributor.contribute(command))
+
+    async def _dry_run_contribution(self, command: ContributeCommand) -> ContributionResult:
+        (result,) = await self._service.contribute_many([command], validate_only=True)
+        if isinstance(result, DomainError):
+            raise result
+        return result
 
     @translating_errors
     async def ContributeBatch(
@@ -80,6 +89,8 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
     ) -> pb.ContributeBatchResponse:
         if len(request.contributions) > MAX_BATCH_ITEMS:
             raise InvalidArgument.of("contributions", f"must hold at most {MAX_BATCH_ITEMS} items")
+        if not request.validate_only:
+            _refuse_half_dry_run(request)
         checked: list[ContributeCommand | InvalidArgument] = []
         client = current_client_name()
         for item in request.contributions:
@@ -96,7 +107,11 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             except InvalidArgument as exc:
                 checked.append(exc)
         valid = [c for c in checked if isinstance(c, ContributeCommand)]
-        applied = iter(await self._service.contribute_many(valid) if valid else [])
+        applied = iter(
+            await self._service.contribute_many(valid, validate_only=request.validate_only)
+            if valid
+            else []
+        )
         response = pb.ContributeBatchResponse()
         stamps: dict[datetime, timestamp_pb2.Timestamp | None] = {}  # a batch shares one
         for outcome in checked:
@@ -127,7 +142,9 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             request.idempotency_key,
             current_client_name(),
         )
-        return convert.win_response(await self._service.win(command))
+        return convert.win_response(
+            await self._service.win(command, validate_only=request.validate_only)
+        )
 
     @translating_errors
     async def GetPools(
@@ -172,8 +189,21 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         )
         # Who is allowed is settled before the handler (entrypoints/auth.py); the audit
         # row records that client beside the request's free-text actor.
-        config, audit_id = await self._service.update_config(change, current_client_name())
+        config, audit_id = await self._service.update_config(
+            change, current_client_name(), validate_only=request.validate_only
+        )
         return pb.UpdateConfigResponse(config=convert.pool_config(config), audit_id=audit_id)
+
+
+def _refuse_half_dry_run(request: pb.ContributeBatchRequest) -> None:
+    """An item asking for a dry run inside a real batch: the whole batch is refused rather
+    than writing what one item asked only to validate."""
+    for position, item in enumerate(request.contributions):
+        if item.validate_only:
+            raise InvalidArgument.of(
+                f"contributions[{position}].validate_only",
+                "set validate_only on the batch request (a batch is validated whole)",
+            )
 
 
 def _item_error(exc: DomainError) -> pb.ItemError:

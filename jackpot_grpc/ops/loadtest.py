@@ -31,6 +31,8 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 Kind = Literal["health", "contribute", "contribute_batch", "get_pools", "rest_contribute"]
+# The kinds that write (unless sent with validate_only).
+WRITE_KINDS = frozenset({"contribute", "contribute_batch", "rest_contribute"})
 
 # Call = one request; it returns how many items it applied (1 for a single call).
 Call = Callable[[], Awaitable[int]]
@@ -63,6 +65,8 @@ class LoadSpec:
     token: str | None = None  # a game client's bearer token (the server has clients)
     # Calls per second on a fixed schedule (open loop); None: closed loop.
     rate: float | None = None
+    # Writes sent with validate_only (AIP-163): every check runs, nothing is written.
+    validate_only: bool = False
 
 
 @dataclass
@@ -177,6 +181,7 @@ def _grpc_calls(spec: LoadSpec, channel: grpc.aio.Channel) -> Call:
             game_id=spec.game_id,
             wager_amount=spec.wager_amount,
             idempotency_key=next_key() if next_key else "",
+            validate_only=spec.validate_only,
         )
 
     if spec.kind == "contribute":
@@ -189,16 +194,17 @@ def _grpc_calls(spec: LoadSpec, channel: grpc.aio.Channel) -> Call:
         return contribute
 
     if spec.kind == "contribute_batch":
-        fixed_batch = pb.ContributeBatchRequest(
-            contributions=[item() for _ in range(spec.batch_items)]
-        )
+
+        def batch() -> pb.ContributeBatchRequest:
+            return pb.ContributeBatchRequest(
+                contributions=[item() for _ in range(spec.batch_items)],
+                validate_only=spec.validate_only,
+            )
+
+        fixed_batch = batch()
 
         async def contribute_batch() -> int:
-            request = (
-                pb.ContributeBatchRequest(contributions=[item() for _ in range(spec.batch_items)])
-                if next_key
-                else fixed_batch
-            )
+            request = batch() if next_key else fixed_batch
             reply = await stub.ContributeBatch(request, timeout=timeout, metadata=auth)
             if reply.rejected_count:
                 raise CallFailed("ITEMS_REJECTED")
@@ -226,19 +232,16 @@ def _rest_call(spec: LoadSpec, session: aiohttp.ClientSession) -> Call:
     if spec.token:
         headers["authorization"] = f"Bearer {spec.token}"
     next_key = _keys() if spec.idempotency_keys else None
-    fixed = json.dumps({"gameId": spec.game_id, "wagerAmount": spec.wager_amount}).encode()
+    fields: dict[str, Any] = {"gameId": spec.game_id, "wagerAmount": spec.wager_amount}
+    if spec.validate_only:
+        fields["validateOnly"] = True
+    fixed = json.dumps(fields).encode()
     timeout = aiohttp.ClientTimeout(total=spec.call_timeout)
 
     async def contribute() -> int:
         body = fixed
         if next_key:
-            body = json.dumps(
-                {
-                    "gameId": spec.game_id,
-                    "wagerAmount": spec.wager_amount,
-                    "idempotencyKey": next_key(),
-                }
-            ).encode()
+            body = json.dumps({**fields, "idempotencyKey": next_key()}).encode()
         async with session.post(url, data=body, headers=headers, timeout=timeout) as response:
             await response.read()
             if response.status != 200:

@@ -1,10 +1,15 @@
-"""The smoke test of a running service: a real contribution, a real small win, clean books.
+"""The smoke test of a running service: a contribution, a small win, clean books.
 
-Contribute (unique idempotency key) → replay it → GetPools shows the pools moved →
-Win a small amount on minor for a random player → replay it → ask the service to audit its
-own books (`GET /health/jackpot?audit=now` on its health port), so the books checked are the
-ones the service writes, whatever database this shell would reach. Money moves for real
-(game id `smoke-test`), and the books stay balanced.
+By default nothing moves: Contribute and Win are sent with validate_only (AIP-163), so the
+service runs every check of a real call (auth, validation, idempotency, pool state, the
+pool locks) and answers what it would do, writing nothing. Contribute (unique idempotency
+key) → the same dry run again is not a replay (nothing was recorded) → Win a small amount
+on minor for a random player → again, not a replay → ask the service to audit its own
+books (`GET /health/jackpot?audit=now` on its health port), so the books checked are the
+ones the service writes, whatever database this shell would reach.
+
+With `write` (`jackpot smoke --write`) the money moves for real (game id `smoke-test`):
+Contribute → its replay → GetPools shows the pools moved → Win → its replay → audit.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import Group
 from jackpot_grpc.entrypoints.convert import group_from_proto, group_to_proto
+from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.grpc_client import channel, describe_error
 from jackpot_grpc.ops.health import health_url
 from jackpot_grpc.ops.output import progress
+from jackpot_grpc.ops.server_features import require_validate_only
 
 GAME_ID = "smoke-test"
 AUDIT_PATH = "/health/jackpot"
@@ -38,6 +45,22 @@ AUDIT_HTTP_TIMEOUT = 15.0
 
 class StepFailed(Exception):
     pass
+
+
+# A closed service (clients configured) refuses a caller without a game-role token.
+REFUSED_CALLER = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+TOKEN_HINT = (
+    "smoke calls Contribute and Win (even with validate_only): set JACKPOT_TOKEN to the"
+    " token of a client with the game role (jackpot clients add smoke --role game)"
+)
+
+
+def describe_refusal(error: grpc.aio.AioRpcError, token_set: bool) -> str:
+    """The call's error, and for a refused caller what smoke needs."""
+    detail = describe_error(error)
+    if error.code() in REFUSED_CALLER:
+        detail += f" -- {TOKEN_HINT}" + ("" if token_set else "; JACKPOT_TOKEN is not set")
+    return detail
 
 
 @dataclass
@@ -127,7 +150,9 @@ async def run_smoke(
     wager: int = 1000,
     win_amount: int = 1,
     rpc_timeout: float = 5.0,
+    write: bool = False,
 ) -> SmokeResult:
+    """Smoke-test `target`; with `write`, for real (money moves), else with validate_only."""
     result = SmokeResult(target)
     run = uuid.uuid4().hex[:12]
 
@@ -138,7 +163,7 @@ async def run_smoke(
         except StepFailed as exc:
             detail, ok = str(exc), False
         except grpc.aio.AioRpcError as exc:
-            detail, ok = describe_error(exc), False
+            detail, ok = describe_refusal(exc, bool(settings.client_token)), False
         ms = round((time.perf_counter() - started) * 1000, 2)
         result.steps.append(Step(name, ok, detail, ms))
         progress(f"smoke: {name}: {'ok' if ok else 'FAILED'} ({detail})")
@@ -163,7 +188,11 @@ async def run_smoke(
             shares = {_name(c.group): c.amount for c in reply.contributions}
             if reply.replayed:
                 raise StepFailed("a fresh idempotency key was answered as a replay")
-            if sum(shares.values()) != reply.total_contribution or min(shares.values()) < 0:
+            if (
+                len(shares) != 3
+                or sum(shares.values()) != reply.total_contribution
+                or min(shares.values()) < 0
+            ):
                 raise StepFailed(f"shares {shares} do not add up to {reply.total_contribution}")
             state["request"], state["reply"], state["shares"] = request, reply, shares
             return f"id {reply.contribution_id}, total {reply.total_contribution} {shares}"
@@ -234,14 +263,90 @@ async def run_smoke(
                 raise StepFailed("the repeated win was paid a second time")
             return f"replayed win {again.win_id}, nothing paid"
 
-        for name, action in (
-            ("read pools", read_before),
-            ("contribute", contribute),
-            ("replay contribution", replay_contribution),
-            ("pools moved", pools_moved),
-            ("win minor", win),
-            ("replay win", replay_win),
-        ):
+        async def knows_validate_only() -> str:
+            try:
+                await require_validate_only(chan, target, rpc_timeout, for_real="--write")
+            except OpsError as exc:
+                raise StepFailed(str(exc)) from exc
+            return "its Contribute and Win requests have validate_only"
+
+        async def dry_contribute() -> str:
+            request = pb.ContributeRequest(
+                game_id=GAME_ID,
+                wager_amount=wager,
+                idempotency_key=f"smoke-contribute-{run}",
+                validate_only=True,
+            )
+            reply = await stub.Contribute(request, timeout=rpc_timeout)
+            shares = {_name(c.group): c.amount for c in reply.contributions}
+            if reply.replayed or reply.contribution_id:
+                raise StepFailed("a dry run with a fresh key was answered as recorded")
+            if (
+                len(shares) != 3
+                or sum(shares.values()) != reply.total_contribution
+                or min(shares.values()) < 0
+            ):
+                raise StepFailed(f"shares {shares} do not add up to {reply.total_contribution}")
+            state["request"] = request
+            after = ", ".join(f"{_name(p.group)}={p.amount}" for p in reply.pool_amounts)
+            return f"would contribute {reply.total_contribution} {shares}; pools after: {after}"
+
+        async def nothing_contributed() -> str:
+            request = state["request"]
+            assert isinstance(request, pb.ContributeRequest)
+            again = await stub.Contribute(request, timeout=rpc_timeout)
+            if again.replayed:
+                raise StepFailed("the dry run's idempotency key was recorded: it wrote")
+            return "the key was not recorded: nothing written"
+
+        async def dry_win() -> str:
+            request = pb.WinRequest(
+                group=group_to_proto(Group.MINOR),
+                game_id=GAME_ID,
+                user_id=str(uuid.uuid4()),
+                win_amount=win_amount,
+                idempotency_key=f"smoke-win-{run}",
+                validate_only=True,
+            )
+            reply = await stub.Win(request, timeout=rpc_timeout)
+            if reply.replayed or reply.win_id:
+                raise StepFailed("a dry run with a fresh key was answered as recorded")
+            if reply.actual_win_amount != win_amount:
+                raise StepFailed(f"would pay {reply.actual_win_amount}, asked for {win_amount}")
+            state["win_request"] = request
+            return (
+                f"would pay {reply.actual_win_amount}, minor then {reply.remaining_amount}"
+                f" (seed top-up {reply.seed_top_up})"
+            )
+
+        async def nothing_paid() -> str:
+            request = state["win_request"]
+            assert isinstance(request, pb.WinRequest)
+            again = await stub.Win(request, timeout=rpc_timeout)
+            if again.replayed:
+                raise StepFailed("the dry run's win key was recorded: it paid")
+            return "the key was not recorded: nothing paid"
+
+        steps = (
+            (
+                ("read pools", read_before),
+                ("contribute", contribute),
+                ("replay contribution", replay_contribution),
+                ("pools moved", pools_moved),
+                ("win minor", win),
+                ("replay win", replay_win),
+            )
+            if write
+            else (
+                ("read pools", read_before),
+                ("server knows validate_only", knows_validate_only),
+                ("contribute (validate only)", dry_contribute),
+                ("nothing contributed", nothing_contributed),
+                ("win minor (validate only)", dry_win),
+                ("nothing paid", nothing_paid),
+            )
+        )
+        for name, action in steps:
             if not await step(name, action):
                 break
 

@@ -125,7 +125,7 @@ class JackpotService:
         self._refresh = asyncio.Lock()
 
     async def contribute_many(
-        self, commands: Sequence[ContributeCommand]
+        self, commands: Sequence[ContributeCommand], *, validate_only: bool = False
     ) -> list[ContributionResult | IdempotencyKeyReused]:
         """Apply contributions in order, in one transaction; one result per command.
 
@@ -133,15 +133,21 @@ class JackpotService:
         already in the ledger, or earlier in `commands`, replays the first result
         when the request is the same and is refused (IdempotencyKeyReused, in its place)
         when it is not; neither changes anything. Returns only after the commit.
+        With `validate_only` everything runs the same and is rolled back: the results are
+        what would be applied, with contribution_id 0 (nothing recorded).
         """
-        return await _settling_key_races(lambda: self._contribute_many(commands))
+        return await _settling_key_races(lambda: self._contribute_many(commands, validate_only))
 
     async def _contribute_many(
-        self, commands: Sequence[ContributeCommand]
+        self, commands: Sequence[ContributeCommand], validate_only: bool
     ) -> list[ContributionResult | IdempotencyKeyReused]:
         planner = BatchPlanner(commands)
+        end = repo.VALIDATE_ONLY_END if validate_only else repo.COMMIT
         async with pipelined_transaction(self.pool) as conn:
-            recorded = await repo.contribute_in_two_flights(conn, planner.keys, planner)
+            recorded = await repo.contribute_in_two_flights(conn, planner.keys, planner, end=end)
+        if validate_only:  # rolled back: no id was recorded; the snapshot and metrics stay
+            pools_after, rows = recorded
+            return planner.outcome((pools_after, [(0, at) for _, at in rows])).results
         return self.committed(planner.outcome(recorded))
 
     def committed(self, batch: AppliedBatch) -> list[ContributionResult | IdempotencyKeyReused]:
@@ -153,13 +159,15 @@ class JackpotService:
             self.metrics.contributions_applied(batch.written)
         return batch.results
 
-    async def win(self, command: WinCommand) -> WinResult:
+    async def win(self, command: WinCommand, *, validate_only: bool = False) -> WinResult:
         """Pay a win. A key the same client already used replays its win when the request
-        is the same, and raises IdempotencyKeyReused (nothing written) when it is not."""
-        return await _settling_key_races(lambda: self._win(command))
+        is the same, and raises IdempotencyKeyReused (nothing written) when it is not.
+        With `validate_only` the win is written and rolled back: the answer is the win as
+        it would be paid, with win_id 0."""
+        return await _settling_key_races(lambda: self._win(command, validate_only))
 
-    async def _win(self, command: WinCommand) -> WinResult:
-        async with transaction(self.pool) as conn:
+    async def _win(self, command: WinCommand, validate_only: bool) -> WinResult:
+        async with transaction(self.pool, validate_only=validate_only) as conn:
             pools = await repo.lock_pools(conn)
             if command.idempotency_key:
                 earlier = await repo.find_win(conn, command.client, command.idempotency_key)
@@ -176,6 +184,8 @@ class JackpotService:
             pool = pools[command.group]
             outcome = rules.pay_win(pool.current_amount, pool.seed_amount, command.win_amount)
             win_id, created_at, after = await repo.record_win(conn, command, outcome)
+        if validate_only:  # rolled back: nothing was paid, the snapshot stays
+            return WinResult(0, outcome, after, created_at, replayed=False)
         self.snapshot.update([after])
         result = WinResult(win_id, outcome, after, created_at, replayed=False)
         if self.metrics is not None:
@@ -205,9 +215,12 @@ class JackpotService:
         async with transaction(self.pool) as conn:
             return [repo.config_of(p) for p in await repo.read_pools(conn)]
 
-    async def update_config(self, change: ConfigChange, client: str) -> tuple[PoolConfig, int]:
-        """Apply `change` for the authenticated `client` (recorded in the audit row)."""
-        async with transaction(self.pool) as conn:
+    async def update_config(
+        self, change: ConfigChange, client: str, *, validate_only: bool = False
+    ) -> tuple[PoolConfig, int]:
+        """Apply `change` for the authenticated `client` (recorded in the audit row). With
+        `validate_only` it is applied and rolled back: the config it would give, audit id 0."""
+        async with transaction(self.pool, validate_only=validate_only) as conn:
             pools = await repo.lock_pools(conn)
             before = repo.config_of(pools[change.group])
             if change.expected_version is not None and change.expected_version != before.version:
@@ -224,6 +237,8 @@ class JackpotService:
                 conn, before, after, change.actor, change.reason, client
             )
             pools_after = await repo.read_pools(conn)
+        if validate_only:
+            return after, 0
         self.snapshot.update(pools_after)
         if self.metrics is not None:
             self.metrics.config_changed(change.group)

@@ -142,14 +142,14 @@ def smoke_argv(server: RunningServer, *more: str) -> tuple[str, ...]:
     )
 
 
-async def test_smoke_moves_money_and_leaves_the_books_balanced(
+async def test_smoke_write_moves_money_and_leaves_the_books_balanced(
     server: RunningServer, settings: Settings, ops_settings: Settings, database_url: str
 ) -> None:
     # The shell's own database is unreachable: the service audits the books it writes.
     elsewhere = dataclasses.replace(
         settings, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     )
-    code, data = await ops_json(elsewhere, *smoke_argv(server))
+    code, data = await ops_json(elsewhere, *smoke_argv(server, "--write"))
     assert code == 0, data
     assert [s["step"] for s in data["steps"]] == [
         "read pools",
@@ -206,7 +206,7 @@ async def test_smoke_audit_fails_when_the_service_books_do_not_balance(
     with connect(database_url) as conn:
         conn.execute("UPDATE jackpots SET current_amount = current_amount + 9 WHERE lock_order = 0")
 
-    code, data = await ops_json(ops_settings, *smoke_argv(server))
+    code, data = await ops_json(ops_settings, *smoke_argv(server, "--write"))
     assert code == 1 and data["ok"] is False
     *money, audit = data["steps"]
     assert all(s["ok"] for s in money), money  # the money moved; only the books are wrong

@@ -11,7 +11,7 @@ from grpc_health.v1._async import HealthServicer
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.grpc_options import server_options
-from jackpot_grpc.entrypoints.health import LIVENESS, DatabaseHealthProbe
+from jackpot_grpc.entrypoints.health import LIVENESS, MAX_BACKOFF, DatabaseHealthProbe
 from jackpot_grpc.entrypoints.on_demand import OnDemand
 from jackpot_grpc.entrypoints.pacer import Pacer
 
@@ -91,3 +91,22 @@ def test_grpc_server_options_come_from_settings() -> None:
     assert options["grpc.max_concurrent_streams"] == 7
     assert options["grpc.keepalive_permit_without_calls"] == 1
     assert options["grpc.keepalive_time_ms"] == 60_000
+
+
+async def test_the_probe_backs_off_while_the_database_is_down_and_not_while_serving() -> None:
+    health = HealthServicer()
+    up = [True, True, False, False, False, False, False, False, True]
+    answers = iter(up)
+
+    async def ping() -> None:
+        if not next(answers):
+            raise ConnectionRefusedError
+
+    probe = DatabaseHealthProbe(health, ping, interval=0.5, failures_to_flip=2)
+    delays = []
+    for _ in up:
+        await probe.check()
+        delays.append(probe.next_delay())
+    # Serving (and the first failure, still tolerated): the interval. Down: doubled per
+    # failure up to MAX_BACKOFF. Back: the interval again.
+    assert delays == [0.5, 0.5, 0.5, 1.0, 2.0, MAX_BACKOFF, MAX_BACKOFF, MAX_BACKOFF, 0.5]

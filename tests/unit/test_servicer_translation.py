@@ -76,7 +76,9 @@ class FakeService:
         self.changes: list[Any] = []
         self.clients: list[str] = []
 
-    async def contribute_many(self, commands: list[ContributeCommand]) -> list[ContributionResult]:
+    async def contribute_many(
+        self, commands: list[ContributeCommand], validate_only: bool = False
+    ) -> list[ContributionResult]:
         if self.error:
             raise self.error
         self.batches.append(list(commands))
@@ -97,11 +99,11 @@ class FakeService:
         (result,) = await self.contribute_many([command])
         return result
 
-    async def win(self, command: Any) -> Any:
+    async def win(self, command: Any, validate_only: bool = False) -> Any:
         assert self.error is not None
         raise self.error
 
-    async def update_config(self, change: Any, client: str) -> Any:
+    async def update_config(self, change: Any, client: str, validate_only: bool = False) -> Any:
         self.changes.append(change)
         self.clients.append(client)
         assert self.error is not None

@@ -139,6 +139,7 @@ class ContributeRequest(_message.Message):
     GAME_ID_FIELD_NUMBER: _builtins.int
     WAGER_AMOUNT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     game_id: _builtins.str
     wager_amount: _builtins.int
     idempotency_key: _builtins.str
@@ -147,16 +148,26 @@ class ContributeRequest(_message.Message):
     same key with the same request replays the first result and changes nothing; with a
     different request it is FAILED_PRECONDITION, ErrorInfo reason IDEMPOTENCY_KEY_REUSED.
     """
+    validate_only: _builtins.bool
+    """AIP-163 dry run: when set, nothing is written. Every check of a real call runs (auth,
+    validation, idempotency, pool state, the same pool row locks) and the answer is what
+    the call would return (shares, each pool's amount after), then the transaction is
+    rolled back: no ledger row, no pool change, the idempotency key not recorded. A key
+    already bound to a different request is still refused; one already applied answers
+    its replay (replayed: true), as a real call would. contribution_id is 0 (nothing was
+    recorded). REST: "validateOnly": true in the body.
+    """
     def __init__(
         self,
         *,
         game_id: _builtins.str = ...,
         wager_amount: _builtins.int = ...,
         idempotency_key: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["game_id", b"game_id", "idempotency_key", b"idempotency_key", "wager_amount", b"wager_amount"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["game_id", b"game_id", "idempotency_key", b"idempotency_key", "validate_only", b"validate_only", "wager_amount", b"wager_amount"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -209,16 +220,24 @@ class ContributeBatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    validate_only: _builtins.bool
+    """AIP-163 dry run of the whole batch (see ContributeRequest.validate_only): every item
+    is answered as it would be, in one transaction that is rolled back; applied_count
+    counts the items that would be applied. An item's own validate_only is only allowed
+    together with this one (INVALID_ARGUMENT otherwise: a batch is never half a dry run).
+    """
     @_builtins.property
     def contributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContributeRequest]: ...
     def __init__(
         self,
         *,
         contributions: _abc.Iterable[Global___ContributeRequest] | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributions", b"contributions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributions", b"contributions", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -324,6 +343,7 @@ class WinRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     WIN_AMOUNT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     group: Global___JackpotGroup.ValueType
     game_id: _builtins.str
     user_id: _builtins.str
@@ -332,6 +352,11 @@ class WinRequest(_message.Message):
     """Unset: the whole pool is won."""
     idempotency_key: _builtins.str
     """Bound on first use to group, game_id, user_id and win_amount (see ContributeRequest)."""
+    validate_only: _builtins.bool
+    """AIP-163 dry run (see ContributeRequest.validate_only): the answer is the win as it
+    would be paid (amount, seed top-up, the pool after), win_id 0, nothing written, the
+    key not recorded.
+    """
     def __init__(
         self,
         *,
@@ -340,10 +365,11 @@ class WinRequest(_message.Message):
         user_id: _builtins.str = ...,
         win_amount: _builtins.int | None = ...,
         idempotency_key: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_win_amount", b"_win_amount", "win_amount", b"win_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_win_amount", b"_win_amount", "game_id", b"game_id", "group", b"group", "idempotency_key", b"idempotency_key", "user_id", b"user_id", "win_amount", b"win_amount"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_win_amount", b"_win_amount", "game_id", b"game_id", "group", b"group", "idempotency_key", b"idempotency_key", "user_id", b"user_id", "validate_only", b"validate_only", "win_amount", b"win_amount"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__win_amount: _TypeAlias = _typing.Literal["win_amount"]  # noqa: Y015
     _WhichOneofArgType__win_amount: _TypeAlias = _typing.Literal["_win_amount", b"_win_amount"]  # noqa: Y015
@@ -626,6 +652,7 @@ class UpdateConfigRequest(_message.Message):
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     group: Global___JackpotGroup.ValueType
     seed_amount: _builtins.int
     max_amount: _builtins.int
@@ -638,6 +665,12 @@ class UpdateConfigRequest(_message.Message):
     actor: _builtins.str
     """Who made the change; recorded in the audit row."""
     reason: _builtins.str
+    validate_only: _builtins.bool
+    """AIP-163 dry run: every check of a real update runs (admin role, validation, the rate
+    sum, expected_version, under the same pool row locks) and the answer is the config as
+    it would be (with its new version), then the transaction is rolled back: no change,
+    no audit row, audit_id 0.
+    """
     @_builtins.property
     def contribution_rate(self) -> _decimal_pb2.Decimal:
         """Each unset field keeps its current value. The three pools' rates may never sum above
@@ -655,10 +688,11 @@ class UpdateConfigRequest(_message.Message):
         expected_version: _builtins.int | None = ...,
         actor: _builtins.str = ...,
         reason: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "contribution_rate", b"contribution_rate", "expected_version", b"expected_version", "max_amount", b"max_amount", "seed_amount", b"seed_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "actor", b"actor", "clear_max_amount", b"clear_max_amount", "contribution_rate", b"contribution_rate", "expected_version", b"expected_version", "group", b"group", "max_amount", b"max_amount", "reason", b"reason", "seed_amount", b"seed_amount"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "actor", b"actor", "clear_max_amount", b"clear_max_amount", "contribution_rate", b"contribution_rate", "expected_version", b"expected_version", "group", b"group", "max_amount", b"max_amount", "reason", b"reason", "seed_amount", b"seed_amount", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
     _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import TYPE_CHECKING, Any
 
 from jackpot_grpc.config import Settings
@@ -43,6 +44,8 @@ def _specs(settings: Settings, args: argparse.Namespace) -> list[LoadSpec]:
         "idempotency_keys": not args.no_idempotency_keys,
         "call_timeout": args.timeout,
         "batch_items": args.batch_items,
+        "token": settings.client_token,
+        "validate_only": args.validate_only,
     }
     specs = [LoadSpec(kind=args.kind, target=grpc_target(settings, args), **shared)]
     if args.rest_url:
@@ -67,17 +70,53 @@ def _row(summary: dict[str, Any], target: str) -> dict[str, Any]:
     }
 
 
+WRITE_WARNING = (
+    "WARNING: --allow-writes: this load test writes REAL contributions into the ledger of"
+    " {target}, whatever it holds"
+)
+
+
+def _guard_writes(settings: Settings, args: argparse.Namespace, specs: list[LoadSpec]) -> None:
+    """A load that would write goes ahead only into an empty ledger, or with --allow-writes
+    (said loudly). The ledger is the gRPC target's; --rest-url is taken to front it."""
+    from jackpot_grpc.ops.ledger_guard import refuse_writes_into_a_used_ledger
+    from jackpot_grpc.ops.loadtest import WRITE_KINDS
+
+    target = grpc_target(settings, args)
+    if any(s.kind in WRITE_KINDS and s.validate_only for s in specs):
+        asyncio.run(_require_validate_only(settings, target, args.timeout))
+    if not any(s.kind in WRITE_KINDS and not s.validate_only for s in specs):
+        return
+    if args.allow_writes:
+        print(WRITE_WARNING.format(target=target), file=sys.stderr, flush=True)
+        return
+    asyncio.run(refuse_writes_into_a_used_ledger(settings, target, args.timeout))
+
+
+async def _require_validate_only(settings: Settings, target: str, rpc_timeout: float) -> None:
+    """--validate-only against a server that would drop the field is refused (it would
+    write). --rest-url is taken to front the same server release."""
+    from jackpot_grpc.ops.grpc_client import channel
+    from jackpot_grpc.ops.server_features import require_validate_only
+
+    async with channel(settings, target) as chan:
+        await require_validate_only(chan, target, rpc_timeout, for_real="--allow-writes")
+
+
 @failing_cleanly
 def cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.ops.loadtest import run_load
 
     loads: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    for spec in _specs(settings, args):
+    specs = _specs(settings, args)
+    _guard_writes(settings, args, specs)
+    for spec in specs:
         mode = f"{spec.rate:g} calls/s (open loop)" if spec.rate else "closed loop"
+        dry = " (validate_only: nothing written)" if spec.validate_only else ""
         progress(
-            f"loadtest: {spec.kind} on {spec.target}, {mode}, {spec.concurrency} in flight,"
-            f" {spec.warmup:g} s warm-up + {spec.duration:g} s"
+            f"loadtest: {spec.kind}{dry} on {spec.target}, {mode}, {spec.concurrency} in"
+            f" flight, {spec.warmup:g} s warm-up + {spec.duration:g} s"
         )
         summary = asyncio.run(run_load(spec)).summary()
         loads.append({**_row(summary, spec.target), "summary": summary})
@@ -120,6 +159,16 @@ def register(subparsers: Subparsers) -> None:
     load.add_argument("--batch-items", type=positive_int, default=100, help="contribute_batch")
     load.add_argument("--wager", type=positive_int, default=1000, help="wager (minor units)")
     load.add_argument("--no-idempotency-keys", action="store_true", help="send calls without keys")
+    load.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="send the writes with validate_only: every check runs, nothing is written",
+    )
+    load.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="write real contributions even into a ledger that holds rows (refused otherwise)",
+    )
     load.add_argument(
         "--max-error-percent", type=float, default=1.0, help="fail above this error rate"
     )

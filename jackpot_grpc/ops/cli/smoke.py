@@ -1,48 +1,59 @@
-"""`jackpot smoke`: contribute, win a little, and have the service audit its books."""
+"""`jackpot smoke`: contribute, win a little (validate_only unless --write), and have the
+service audit its books."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ops.cli.options import Subparsers, common, health_url_option, positive_int
 from jackpot_grpc.ops.cli.shared import emit, failing_cleanly, grpc_target, health_url
 from jackpot_grpc.ops.errors import OpsError
-from jackpot_grpc.ops.output import Section
+from jackpot_grpc.ops.instance import is_local_instance
+from jackpot_grpc.ops.output import Section, progress
 
 
-def explicit_target(settings: Settings, args: argparse.Namespace) -> tuple[str, str | None]:
-    """(gRPC target, health URL) of the instance under test, said outright when in doubt.
+def instance_under_test(settings: Settings, args: argparse.Namespace) -> tuple[str, str | None]:
+    """(gRPC target, health URL) of the instance under test.
 
-    Smoke never reads DATABASE_URL: with it set (the recovery recipe), the default target
-    would be the live service on this host, so a target must be named (--grpc-target or
-    JACKPOT_GRPC_TARGET). With --grpc-target, the books are audited by that instance, so
-    its health URL must be named too (another instance's port cannot be guessed).
+    The target is --grpc-target, else JACKPOT_GRPC_TARGET, else localhost:GRPC_PORT. The
+    service audits its own books over its health HTTP, so the audit must reach the same
+    instance: --health-url, else, for this host's instance (a loopback host at GRPC_PORT),
+    http://localhost:HEALTH_PORT. Another instance's health port cannot be guessed: it is
+    refused without --health-url (or --no-audit). DATABASE_URL is never read: smoke tests
+    the service it names, never this shell's database.
     """
-    defaulted = args.grpc_target is None and settings.grpc_target == (
-        f"localhost:{settings.grpc_port}"
-    )
-    if settings.database_url and defaulted:
-        raise OpsError(
-            "DATABASE_URL is set, but smoke tests a running service, not a database: name"
-            " the instance under test with --grpc-target HOST:PORT --health-url URL"
-        )
-    if args.grpc_target and not args.health_url and not args.no_audit:
-        raise OpsError(
-            f"--grpc-target {args.grpc_target} needs --health-url (that instance's health"
-            " HTTP, where it audits its own books), or --no-audit"
-        )
     target = grpc_target(settings, args)
-    # The service audits its own books over its health HTTP: never this shell's database.
-    return target, None if args.no_audit else health_url(settings, args)
+    if args.no_audit:
+        return target, None
+    if args.health_url or is_local_instance(target, settings.grpc_port):
+        return target, health_url(settings, args)
+    raise OpsError(
+        f"{target} is not this host's instance (localhost:{settings.grpc_port}): name its"
+        " health HTTP with --health-url URL (the instance audits its own books there),"
+        " or --no-audit"
+    )
+
+
+WRITE_WARNING = (
+    "WARNING: jackpot smoke --write MOVES REAL MONEY on {target}: it contributes a wager of"
+    " {wager} and pays {win} on minor (game id smoke-test); without --write nothing is"
+    " written (validate_only)"
+)
 
 
 @failing_cleanly
 def cmd_smoke(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.ops.smoke import run_smoke
 
-    target, health = explicit_target(settings, args)
+    target, health = instance_under_test(settings, args)
+    if args.write:
+        warning = WRITE_WARNING.format(target=target, wager=args.wager, win=args.win_amount)
+        print(warning, file=sys.stderr, flush=True)  # never quieted by --json
+    mode = "for real (--write)" if args.write else "validate only: nothing is written"
+    progress(f"smoke: testing {target} ({mode}), books audited by {health or 'nobody'}")
     result = asyncio.run(
         run_smoke(
             settings,
@@ -51,14 +62,15 @@ def cmd_smoke(settings: Settings, args: argparse.Namespace) -> int:
             wager=args.wager,
             win_amount=args.win_amount,
             rpc_timeout=args.timeout,
+            write=args.write,
         )
     )
     emit(
         args,
-        {"ok": result.ok, "target": result.target, "steps": result.steps},
+        {"ok": result.ok, "target": result.target, "write": args.write, "steps": result.steps},
         [
             Section(
-                f"Smoke test of {target}",
+                f"Smoke test of {target}" + (" (WROTE: money moved)" if args.write else ""),
                 ("step", "ok", "ms", "detail"),
                 [vars(s) for s in result.steps],
             )
@@ -70,7 +82,9 @@ def cmd_smoke(settings: Settings, args: argparse.Namespace) -> int:
 
 def register(subparsers: Subparsers) -> None:
     smoke = subparsers.add_parser(
-        "smoke", help="contribute, win a little, and have the service audit its books"
+        "smoke",
+        help="contribute and win a little with validate_only (nothing written; --write: for"
+        " real), and have the service audit its books",
     )
     common(smoke, grpc_target=True)
     health_url_option(smoke)  # where the service audits its books: /health/jackpot?audit=now
@@ -82,5 +96,10 @@ def register(subparsers: Subparsers) -> None:
     )
     smoke.add_argument(
         "--no-audit", action="store_true", help="skip the service's audit of its books"
+    )
+    smoke.add_argument(
+        "--write",
+        action="store_true",
+        help="move real money: contribute and win for real (default: validate_only)",
     )
     smoke.set_defaults(func=cmd_smoke)
