@@ -88,6 +88,14 @@ prometheus-tools:
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
 	@promtool --version | head -1
 
+.PHONY: test-tools
+## test-tools: every tool the suite needs from the machine, as CI has them (apt-get, as root):
+## Prometheus (above) and Debian's PgBouncer, for tests/integration/test_pgbouncer.py
+test-tools: prometheus-tools
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer; }
+	@PATH="$$PATH:/usr/sbin" pgbouncer --version | head -1
+
 migrate db-migrate: $(STAMP)
 	$(BIN)/jackpot migrate
 

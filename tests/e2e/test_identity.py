@@ -27,7 +27,6 @@ from jackpot_grpc import cli
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.tls import open_channel
-from testkit.certs import HAVE_OPENSSL
 from testkit.certs_ca import authority
 from testkit.identity import Metadata, bearer, secured
 from testkit.ledger import table_counts
@@ -273,7 +272,6 @@ def test_open_mode_listens_on_loopback_by_default() -> None:
     assert Settings.from_env({"JACKPOT_ADMIN_TOKEN": "t"}).grpc_host == "[::]"
 
 
-@pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl CLI")
 async def test_mtls_client_certificates_identify_clients(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from jackpot_grpc.adapters.database import create_pool, server_options
 from jackpot_grpc.config import Settings
@@ -28,6 +28,7 @@ from jackpot_grpc.metrics import DATABASE_TIMEOUTS
 from jackpot_grpc.service.jackpot import JackpotService
 from testkit.outage import database_name
 from testkit.round_trip_proxy import round_trip_proxy
+from testkit.tools import require_tcp_server
 
 
 def lock_timeouts() -> int:
@@ -164,15 +165,13 @@ async def test_readiness_follows_a_read_only_database(
         await running.stop(grace=1.0)
 
 
+@pytest.mark.system_postgres
 async def test_reconnecting_after_a_reset_costs_one_round_trip(
     settings: Settings, database_url: str, admin_url: str
 ) -> None:
-    params = conninfo_to_dict(database_url)
-    host = str(params.get("host") or "")
-    if not host or host.startswith("/"):
-        pytest.skip("the round-trip proxy needs a TCP server (not a unix socket)")
+    host, port = require_tcp_server(database_url)  # the proxy speaks TCP
     name = database_name(database_url)
-    async with round_trip_proxy(host, int(params.get("port") or 5432)) as proxy:
+    async with round_trip_proxy(host, port) as proxy:
         url = make_conninfo(
             database_url,
             host="127.0.0.1",
