@@ -26,6 +26,7 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
 from jackpot_grpc.metrics import DATABASE_TIMEOUTS
 from jackpot_grpc.service.jackpot import JackpotService
+from testkit.figures import report
 from testkit.ledger import table_counts
 from testkit.outage import database_name
 from testkit.round_trip_proxy import round_trip_proxy
@@ -174,7 +175,7 @@ async def test_readiness_follows_a_read_only_database(
 
 @pytest.mark.system_postgres
 async def test_reconnecting_after_a_reset_costs_one_round_trip(
-    settings: Settings, database_url: str, admin_url: str
+    settings: Settings, database_url: str, admin_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     host, port = require_tcp_server(database_url)  # the proxy speaks TCP
     name = database_name(database_url)
@@ -202,7 +203,8 @@ async def test_reconnecting_after_a_reset_costs_one_round_trip(
                 await asyncio.sleep(0.02)
             opened = len(proxy.per_connection)
             started = time.perf_counter()
-            await service.ping()  # succeeds: the dead connections are never handed out
+            with caplog.at_level(logging.INFO, logger="psycopg.pool"):
+                await service.ping()  # succeeds: the dead connections are never handed out
             elapsed = time.perf_counter() - started
             await asyncio.sleep(0.2)  # background replacements finish their startup
             fresh = sorted(proxy.per_connection[opened:])
@@ -214,5 +216,8 @@ async def test_reconnecting_after_a_reset_costs_one_round_trip(
     # top of the ping's own; its replacements only their startup; no check queries.
     assert fresh and fresh[-1] == healthy + 1, (healthy, fresh)
     assert all(trips == 1 for trips in fresh[:-1]), (healthy, fresh)
-    # And no backoff between checks (psycopg_pool sleeps ~1 s after a second dead one).
-    assert elapsed < 0.8, elapsed
+    # And no backoff between checks: psycopg_pool sleeps (~1 s, then doubling) after each
+    # failed check but the first, and logs each; at most one may fail.
+    failed = [r for r in caplog.records if "failed check" in r.getMessage()]
+    assert len(failed) <= 1, [r.getMessage() for r in failed]
+    report("reconnect_after_reset", {"ping_s": round(elapsed, 4), "failed_checks": len(failed)})
