@@ -74,6 +74,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check jackpot_grpc tests testkit bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_test_assertions.py
 
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
