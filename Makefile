@@ -74,6 +74,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check jackpot_grpc tests testkit bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_test_assertions.py
 
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
@@ -87,6 +88,14 @@ prometheus-tools:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
 	@promtool --version | head -1
+
+.PHONY: test-tools
+## test-tools: every tool the suite needs from the machine, as CI has them (apt-get, as root):
+## Prometheus (above) and Debian's PgBouncer, for tests/integration/test_pgbouncer.py
+test-tools: prometheus-tools
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer; }
+	@PATH="$$PATH:/usr/sbin" pgbouncer --version | head -1
 
 migrate db-migrate: $(STAMP)
 	$(BIN)/jackpot migrate

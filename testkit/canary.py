@@ -60,13 +60,15 @@ class CanaryResult:
     def figures(self) -> dict[str, Any]:
         return {p.name: p.figures() for p in self.probes}
 
-    def failures(self, min_ok: float = 0.99, max_p99: float = 0.250) -> list[str]:
-        """What broke the bounds, one line per probe (empty: the canary was fine)."""
+    def failures(self, min_ok: float = 0.99) -> list[str]:
+        """What broke the bound, one line per probe (empty: the canary was fine). A request
+        slower than the canary's `limit` failed; latency percentiles are figures to report
+        (`figures()`), not a bound: on a shared machine they measure the machine."""
         problems = []
         for probe in self.probes:
             if probe.total == 0:
                 problems.append(f"{probe.name}: no request was made")
-            elif probe.ok_rate < min_ok or probe.p99 > max_p99:
+            elif probe.ok_rate < min_ok:
                 problems.append(
                     f"{probe.name}: {100 * probe.ok_rate:.2f}% OK, p99 {1000 * probe.p99:.0f} ms"
                     f" ({dict(probe.outcomes)})"
@@ -87,7 +89,9 @@ async def _every(
     async def one() -> None:
         started = time.monotonic()
         try:
-            async with asyncio.timeout(limit):
+            # A backstop: each call carries its own `limit` (gRPC deadline, HTTP timeout), so
+            # the outcome is the call's own (DEADLINE_EXCEEDED, or a refusal that raced it).
+            async with asyncio.timeout(limit + 1.0):
                 outcome = await call()
         except TimeoutError:
             outcome = "TIMEOUT"
@@ -106,7 +110,7 @@ async def _every(
             async with asyncio.timeout(max(0.0, next_at - time.monotonic())):
                 await stop.wait()
     if pending:
-        await asyncio.wait(pending, timeout=limit + 1)
+        await asyncio.wait(pending, timeout=limit + 2)
 
 
 @contextlib.asynccontextmanager

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-HAVE_OPENSSL = shutil.which("openssl") is not None
+from testkit.tools import require_tool
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
     """(key.pem, cert.pem) valid for localhost and 127.0.0.1."""
     key, cert = directory / "key.pem", directory / "cert.pem"
     command = [
-        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        require_tool("openssl"), "req", "-x509",
+        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
         "-nodes", "-days", "1", "-subj", "/CN=localhost",
         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
     ]  # fmt: skip

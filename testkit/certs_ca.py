@@ -6,11 +6,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from testkit.tools import require_tool
+
 _EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
 
 
 def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
+    subprocess.run([require_tool("openssl"), *args], check=True, capture_output=True)
 
 
 @dataclass(frozen=True)

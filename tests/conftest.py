@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
+import hypothesis
 import pytest
 from jackpot.v1 import jackpot_pb2_grpc
 
@@ -21,6 +22,15 @@ from jackpot_grpc.adapters.scratch import admin_server, create_database, drop_da
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from testkit.database import scratch_database, unique_name
+
+# CI=true (which .ci/run exports, so that a missing tool fails) also makes Hypothesis load
+# its "ci" profile, which derandomizes: every CI run would try the same examples. Keep
+# exploring new ones there too; a failure prints the blob that reproduces it.
+hypothesis.settings.register_profile(
+    "ci-exploring", hypothesis.settings.get_profile("ci"), derandomize=False
+)
+if hypothesis.settings.default is not None and hypothesis.settings.default.derandomize:
+    hypothesis.settings.load_profile("ci-exploring")
 
 
 @pytest.fixture(scope="session")

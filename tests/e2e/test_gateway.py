@@ -19,6 +19,7 @@ from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.gateway.app import RunningGateway, create_gateway_app, start_gateway
+from testkit.ledger import table_counts
 from testkit.ports import free_port
 
 MAX_BODY = 4096
@@ -101,6 +102,23 @@ def _assert_error(body: Any, code: int, *words: str) -> None:
     assert isinstance(body["details"], list)
     for word in words:
         assert word in body["message"], body
+
+
+# A fresh database's ledger row counts (the migration funds the three default pools' seeds).
+NOTHING_WRITTEN = {"contributions": 0, "wins": 0, "seed_fundings": 3, "config_audit": 0}
+
+
+async def _applies_once(
+    http: aiohttp.ClientSession, url: str, payload: dict[str, Any], key: str
+) -> None:
+    """POSTed twice with one Idempotency-Key: written once (the refusal before did not take
+    the key), the second answer the same but replayed."""
+    headers = {"Idempotency-Key": key}
+    status, first, _ = await _json(http, "POST", url, json=payload, headers=headers)
+    assert status == 200, first
+    _, again, _ = await _json(http, "POST", url, json=payload, headers=headers)
+    assert (first["replayed"], again["replayed"]) == (False, True)
+    assert {**again, "replayed": False} == first
 
 
 def _violations(body: Any) -> dict[str, str]:
@@ -271,7 +289,7 @@ async def test_win_valid_uuid(http: aiohttp.ClientSession, base: str) -> None:
 
 
 async def test_win_larger_than_pool_is_failed_precondition(
-    http: aiohttp.ClientSession, base: str
+    http: aiohttp.ClientSession, base: str, database_url: str
 ) -> None:
     payload = {
         "group": "JACKPOT_GROUP_MINOR",
@@ -279,11 +297,17 @@ async def test_win_larger_than_pool_is_failed_precondition(
         "userId": str(uuid.uuid4()),
         "winAmount": 10_000_000,
     }
-    status, body, _ = await _json(http, "POST", base + WIN, json=payload)
+    key = f"rest-win-{uuid.uuid4()}"
+    status, body, _ = await _json(
+        http, "POST", base + WIN, json=payload, headers={"Idempotency-Key": key}
+    )
     assert status == 400
     _assert_error(body, 9)  # FAILED_PRECONDITION
     _, pools, _ = await _json(http, "GET", base + POOLS)
     assert pools["pools"][0]["currentAmount"] == "10000"  # nothing changed
+    assert table_counts(database_url) == NOTHING_WRITTEN
+    await _applies_once(http, base + WIN, {**payload, "winAmount": 5}, key)
+    assert table_counts(database_url)["wins"] == 1
 
 
 async def test_win_bad_user_id_has_field_violation(http: aiohttp.ClientSession, base: str) -> None:
@@ -337,14 +361,21 @@ async def test_update_config_needs_bearer_token(
 
 
 async def test_update_config_version_conflict_is_409(
-    http: aiohttp.ClientSession, base: str
+    http: aiohttp.ClientSession, base: str, database_url: str
 ) -> None:
     payload = {"group": "JACKPOT_GROUP_MINOR", "seedAmount": "20000", "expectedVersion": "999"}
-    status, body, _ = await _json(
-        http, "PUT", base + CONFIG, json=payload, headers={"Authorization": f"Bearer {ADMIN}"}
-    )
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    status, body, _ = await _json(http, "PUT", base + CONFIG, json=payload, headers=admin)
     assert status == 409
     _assert_error(body, 10)  # ABORTED
+    assert table_counts(database_url) == NOTHING_WRITTEN
+    # Retried at the version the pool is at, it applies once; the same retry again is 409.
+    retry = {**payload, "expectedVersion": "1"}
+    status, body, _ = await _json(http, "PUT", base + CONFIG, json=retry, headers=admin)
+    assert status == 200, body
+    status, _, _ = await _json(http, "PUT", base + CONFIG, json=retry, headers=admin)
+    assert status == 409
+    assert table_counts(database_url) == {**NOTHING_WRITTEN, "config_audit": 1}
 
 
 # --- errors: every one JSON, never a 500 for bad input ---------------------------------------
@@ -392,14 +423,22 @@ async def test_nested_wrong_type_names_the_path(http: aiohttp.ClientSession, off
 
 
 async def test_domain_validation_is_400_with_details(
-    http: aiohttp.ClientSession, base: str
+    http: aiohttp.ClientSession, base: str, database_url: str
 ) -> None:
+    key = f"rest-bad-{uuid.uuid4()}"
     status, body, _ = await _json(
-        http, "POST", base + CONTRIBUTE, json={"gameId": "  ", "wagerAmount": 0}
+        http,
+        "POST",
+        base + CONTRIBUTE,
+        json={"gameId": "  ", "wagerAmount": 0},
+        headers={"Idempotency-Key": key},
     )
     assert status == 400
     _assert_error(body, 3)
     assert set(_violations(body)) == {"game_id", "wager_amount"}
+    assert table_counts(database_url) == NOTHING_WRITTEN
+    await _applies_once(http, base + CONTRIBUTE, {"gameId": "slots", "wagerAmount": 1000}, key)
+    assert table_counts(database_url) == {**NOTHING_WRITTEN, "contributions": 1}
 
 
 async def test_unknown_fields_are_400_by_name(http: aiohttp.ClientSession, offline: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 import grpc
@@ -13,6 +14,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.entrypoints.server import RunningServer
+from testkit.ledger import table_counts
 from testkit.outage import database_outage
 from testkit.random_refs import random_game_id, random_key, random_user
 
@@ -20,6 +22,8 @@ Stub = jackpot_pb2_grpc.JackpotServiceStub
 
 ADMIN = (("authorization", "Bearer test-admin-token"),)
 MINOR, MAJOR, MEGA = pb.JACKPOT_GROUP_MINOR, pb.JACKPOT_GROUP_MAJOR, pb.JACKPOT_GROUP_MEGA
+# A fresh database's ledger row counts (the migration funds the three default pools' seeds).
+NOTHING_WRITTEN = {"contributions": 0, "wins": 0, "seed_fundings": 3, "config_audit": 0}
 
 
 def amounts(items: Iterable[pb.GroupAmount]) -> list[tuple[int, int]]:
@@ -47,6 +51,16 @@ async def contribute(stub: Stub, wager: int, key: str = "") -> pb.ContributeResp
     request = pb.ContributeRequest(game_id=game, wager_amount=wager, idempotency_key=key)
     reply: pb.ContributeResponse = await stub.Contribute(request)
     return reply
+
+
+async def applies_once(stub: Stub, request: pb.ContributeRequest | pb.WinRequest) -> None:
+    """A keyed request sent twice: written the first time (its key was not taken by an
+    earlier refusal), replayed the second."""
+    send = stub.Contribute if isinstance(request, pb.ContributeRequest) else stub.Win
+    first, again = await send(request), await send(request)  # type: ignore[arg-type]
+    assert (first.replayed, again.replayed) == (False, True)
+    row_id = "contribution_id" if isinstance(request, pb.ContributeRequest) else "win_id"
+    assert getattr(again, row_id) == getattr(first, row_id) > 0
 
 
 # --- the RPCs ----------------------------------------------------------------------------
@@ -221,19 +235,39 @@ async def test_update_config_can_clear_the_cap(stub: Stub) -> None:
 # --- every error code --------------------------------------------------------------------
 
 
-async def test_bad_contribute_is_invalid_argument_with_bad_request(stub: Stub) -> None:
-    error = await failure(stub.Contribute(pb.ContributeRequest(game_id="  ", wager_amount=0)))
+async def test_bad_contribute_is_invalid_argument_with_bad_request(
+    stub: Stub, database_url: str
+) -> None:
+    key = random_key("bad")
+    bad = pb.ContributeRequest(game_id="  ", wager_amount=0, idempotency_key=key)
+    error = await failure(stub.Contribute(bad))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(error) == [
         ("game_id", "must not start or end with whitespace"),
         ("wager_amount", "must be greater than 0"),
     ]
+    assert table_counts(database_url) == NOTHING_WRITTEN
+    # The corrected request, with the same key, is applied once.
+    await applies_once(
+        stub, pb.ContributeRequest(game_id="g", wager_amount=1000, idempotency_key=key)
+    )
+    assert table_counts(database_url) == {**NOTHING_WRITTEN, "contributions": 1}
 
 
-async def test_bad_win_is_invalid_argument_with_bad_request(stub: Stub) -> None:
-    error = await failure(stub.Win(pb.WinRequest(game_id="g", user_id="x", win_amount=-3)))
+async def test_bad_win_is_invalid_argument_with_bad_request(stub: Stub, database_url: str) -> None:
+    key = random_key("bad-win")
+    bad = pb.WinRequest(game_id="g", user_id="x", win_amount=-3, idempotency_key=key)
+    error = await failure(stub.Win(bad))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in field_violations(error)] == ["group", "user_id", "win_amount"]
+    assert table_counts(database_url) == NOTHING_WRITTEN
+    await applies_once(
+        stub,
+        pb.WinRequest(
+            group=MINOR, game_id="g", user_id=random_user(), win_amount=3, idempotency_key=key
+        ),
+    )
+    assert table_counts(database_url)["wins"] == 1
 
 
 async def test_bad_config_is_invalid_argument_and_changes_nothing(stub: Stub) -> None:
@@ -251,15 +285,29 @@ async def test_bad_config_is_invalid_argument_and_changes_nothing(stub: Stub) ->
     assert config.pools[1].version == 1
 
 
-async def test_win_above_the_pool_is_failed_precondition(stub: Stub) -> None:
+async def test_win_above_the_pool_is_failed_precondition(stub: Stub, database_url: str) -> None:
+    user, key = random_user(), random_key("above")
     error = await failure(
-        stub.Win(pb.WinRequest(group=MINOR, game_id="g", user_id=random_user(), win_amount=10001))
+        stub.Win(
+            pb.WinRequest(
+                group=MINOR, game_id="g", user_id=user, win_amount=10001, idempotency_key=key
+            )
+        )
     )
     assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "exceeds" in (error.details() or "")
     pools = await stub.GetPools(pb.GetPoolsRequest())
     assert pools.pools[0].current_amount == 10000
     assert pools.pools[0].total_wins == 0
+    assert table_counts(database_url) == NOTHING_WRITTEN
+    # What the pool holds, with the same key, is paid once.
+    await applies_once(
+        stub,
+        pb.WinRequest(
+            group=MINOR, game_id="g", user_id=user, win_amount=10000, idempotency_key=key
+        ),
+    )
+    assert table_counts(database_url)["wins"] == 1
 
 
 async def test_stale_expected_version_is_aborted(stub: Stub) -> None:
@@ -289,9 +337,10 @@ async def test_stale_expected_version_is_aborted(stub: Stub) -> None:
 async def test_unreachable_database_is_unavailable(
     stub: Stub, server: RunningServer, admin_url: str, database_url: str
 ) -> None:
+    keyed = pb.ContributeRequest(game_id="g", wager_amount=1000, idempotency_key=random_key("o"))
     async with database_outage(admin_url, database_url):
         for call in (
-            stub.Contribute(pb.ContributeRequest(game_id="g", wager_amount=1000), timeout=10),
+            stub.Contribute(keyed, timeout=10),
             stub.GetStatistics(pb.GetStatisticsRequest(), timeout=10),
         ):
             error = await failure(call)
@@ -301,3 +350,14 @@ async def test_unreachable_database_is_unavailable(
             retry = error_details_pb2.RetryInfo()
             assert any(d.Unpack(retry) for d in status.details)
             assert retry.retry_delay.seconds == 1
+    assert table_counts(database_url) == NOTHING_WRITTEN
+    # The database is back: once the server reads again, the keyed call applies once.
+    for _ in range(100):  # up to 10 s; the health probe reconnects within a second or so
+        try:
+            await stub.GetStatistics(pb.GetStatisticsRequest(), timeout=10)
+            break
+        except grpc.aio.AioRpcError as error:
+            assert error.code() is grpc.StatusCode.UNAVAILABLE
+            await asyncio.sleep(0.1)
+    await applies_once(stub, keyed)
+    assert table_counts(database_url) == {**NOTHING_WRITTEN, "contributions": 1}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,21 +13,20 @@ import pytest
 
 from jackpot_grpc.config import PROJECT_ROOT
 from jackpot_grpc.entrypoints.server import RunningServer
+from testkit.tools import require_tool
 
 CLIENT = Path(__file__).resolve().parent.parent / "interop" / "node"
 # The googleapis-common-protos wheel ships google/api/*.proto and google/type/*.proto.
 GOOGLEAPIS = Path(next(iter(google.api.__path__))).parent.parent
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or shutil.which("npm") is None, reason="needs Node.js and npm"
-)
-
 
 @pytest.fixture(scope="module")
 def node_client() -> Path:
+    require_tool("node", "needs Node.js")
+    npm = require_tool("npm", "needs Node.js's npm")
     if not (CLIENT / "node_modules" / "@grpc" / "grpc-js").is_dir():
         subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
+            [npm, "ci", "--no-audit", "--no-fund"],
             cwd=CLIENT,
             check=True,
             timeout=180,

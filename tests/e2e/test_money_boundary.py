@@ -24,7 +24,9 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
+from testkit.calls import amounts
 from testkit.calls import error_reason as reason
+from testkit.ledger import table_counts
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
 ADMIN = (("authorization", "Bearer test-admin-token"),)
@@ -319,6 +321,7 @@ async def test_rates_may_not_sum_above_one(stub: Stub, database_url: str) -> Non
         return stub.UpdateConfig(request, metadata=ADMIN)
 
     await raise_rate(pb.JACKPOT_GROUP_MINOR, "0.995")  # 0.995 + 0.003 + 0.002 = 1
+    before = (await stub.GetConfig(pb.GetConfigRequest()), table_counts(database_url))
     error = await failure(raise_rate(pb.JACKPOT_GROUP_MAJOR, "1"))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert reason(error) == "RATE_SUM_EXCEEDED"
@@ -329,9 +332,38 @@ async def test_rates_may_not_sum_above_one(stub: Stub, database_url: str) -> Non
         "0.0030000000",
         "0.0020000000",
     ]
+    # The refused change wrote nothing: no audit row, no version step.
+    assert (configs, table_counts(database_url)) == before
 
-    reply = await stub.Contribute(pb.ContributeRequest(game_id="slots", wager_amount=1000))
-    assert reply.total_contribution <= 1000
+    # Shares of a 1,000 wager at 0.995 / 0.003 / 0.002: exactly 995, 3 and 2 (the pools are
+    # far under their caps), the whole wager; its keyed retry replays, writing nothing more.
+    request = pb.ContributeRequest(game_id="slots", wager_amount=1000, idempotency_key="r-1")
+    reply = await stub.Contribute(request)
+    assert (amounts(reply), reply.total_contribution, reply.replayed) == ((995, 3, 2), 1000, False)
+    written = table_counts(database_url)
+    again = await stub.Contribute(request)
+    assert (amounts(again), again.replayed, again.contribution_id) == (
+        (995, 3, 2),
+        True,
+        reply.contribution_id,
+    )
+    assert table_counts(database_url) == written
+
+    # The refused change, retried within the bound at the version it read, applies once:
+    # the same retry again meets a moved version.
+    major = configs.pools[1]
+    retry = pb.UpdateConfigRequest(
+        group=pb.JACKPOT_GROUP_MAJOR,
+        contribution_rate=decimal_pb2.Decimal(value="0.001"),
+        expected_version=major.version,
+        actor="t",
+    )
+    applied = await stub.UpdateConfig(retry, metadata=ADMIN)
+    assert applied.config.version == major.version + 1
+    assert (await failure(stub.UpdateConfig(retry, metadata=ADMIN))).code() is (
+        grpc.StatusCode.ABORTED
+    )
+    assert table_counts(database_url)["config_audit"] == written["config_audit"] + 1
 
     # The database refuses it too, whoever writes.
     with psycopg.connect(database_url) as conn, pytest.raises(psycopg.errors.CheckViolation):

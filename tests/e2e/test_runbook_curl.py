@@ -17,7 +17,6 @@ import asyncio
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -32,9 +31,9 @@ import pytest
 from jackpot_grpc.config import PROJECT_ROOT
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
+from testkit.tools import require_tool
 
 RUNBOOK = PROJECT_ROOT / "docs" / "runbook" / "jackpot-service-runbook.md"
-CURL = shutil.which("curl")
 CURL_TIMEOUT = 10.0  # seconds, per command: curl's --max-time, and subprocess's backstop
 RUNBOOK_HOSTS = ("localhost:3000", "localhost:3001")
 # (method, path) → the status a runbook command gets; anything else must be 2xx.
@@ -250,7 +249,7 @@ class CurlResult:
 
 def _run_curl(args: tuple[str, ...], ports: dict[str, int], scratch: Path) -> CurlResult:
     body, headers = scratch / "body", scratch / "headers"
-    argv: list[str] = [CURL or "curl"]
+    argv: list[str] = [require_tool("curl")]
     skip_value = False
     for arg in args:
         if skip_value:
@@ -293,7 +292,6 @@ def _at_path(body: Any, path: str) -> Any:
     return body
 
 
-@pytest.mark.skipif(CURL is None, reason="curl is not installed")
 @pytest.mark.parametrize("curl", _cases())
 async def test_runbook_curl(curl: RunbookCurl, ports: dict[str, int], tmp_path: Path) -> None:
     # In a thread: the server and the gateway answer from this test's event loop.

@@ -13,9 +13,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
 from jackpot_grpc.tls import open_channel
-from testkit.certs import HAVE_OPENSSL, self_signed
-
-pytestmark = pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl CLI")
+from testkit.certs import self_signed
 
 
 async def test_tls_port_serves_trusting_clients_only(

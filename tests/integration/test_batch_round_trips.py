@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from jackpot_grpc.adapters.database import create_pool
 from jackpot_grpc.adapters.unit_of_work import pipelined_transaction
@@ -16,15 +16,13 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.validation import contribute_command
 from jackpot_grpc.service.jackpot import JackpotService
 from testkit.round_trip_proxy import RoundTripProxy, round_trip_proxy
+from testkit.tools import require_tcp_server
 
 
 @asynccontextmanager
 async def proxied(database_url: str) -> AsyncIterator[tuple[RoundTripProxy, str]]:
-    params = conninfo_to_dict(database_url)
-    host = str(params.get("host") or "")
-    if not host or host.startswith("/"):
-        pytest.skip("the round-trip proxy needs a TCP server (not a unix socket)")
-    async with round_trip_proxy(host, int(params.get("port") or 5432)) as proxy:
+    host, port = require_tcp_server(database_url)  # the proxy speaks TCP
+    async with round_trip_proxy(host, port) as proxy:
         url = make_conninfo(
             database_url,
             host="127.0.0.1",
@@ -35,6 +33,7 @@ async def proxied(database_url: str) -> AsyncIterator[tuple[RoundTripProxy, str]
         yield proxy, url
 
 
+@pytest.mark.system_postgres
 async def test_a_contribute_batch_costs_two_round_trips(
     settings: Settings, database_url: str
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from jackpot_grpc.adapters.database import APPLICATION_NAME, create_pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import ShuttingDown, Unavailable
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult, ScopedKey
+from jackpot_grpc.service import batch_thread
 from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.jackpot import JackpotService
 from testkit.outage import database_name
@@ -169,24 +171,44 @@ async def test_closing_answers_what_was_queued_and_refuses_the_rest(
     assert [rows_with_key(database_url, f"c-{i}") for i in range(20)] == [1] * 20
 
 
+class CountedSleeps:
+    """The batch thread's `time` module, with each sleep (a linger step) recorded."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        time.sleep(seconds)
+
+
 async def test_a_lone_caller_is_not_delayed_by_the_linger(
-    settings: Settings, database_url: str, service: JackpotService
+    settings: Settings,
+    database_url: str,
+    service: JackpotService,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    clock = CountedSleeps()
+    monkeypatch.setattr(batch_thread, "time", clock)
     batcher = ThreadedBatcher(
         service, BatchConnection(settings, database_url), 512, 1000, linger=5.0
     )
     batcher.start()
     try:
         await batcher.contribute(command("warm"))  # the connection is open
-        started = asyncio.get_running_loop().time()
         await batcher.contribute(command("alone"))
-        alone = asyncio.get_running_loop().time() - started
-        # Several queued together: the batch waits (a step of 5/8 s) for more, then stops
-        # because none came, well before the 5 s linger.
-        started = asyncio.get_running_loop().time()
+        alone = list(clock.sleeps)
+        # Several queued together: the batch waits a step (5/8 s) for more, and stops at
+        # the first step that brings none, well before the 5 s linger.
         await asyncio.gather(*(batcher.contribute(command(f"together-{i}")) for i in range(4)))
-        together = asyncio.get_running_loop().time() - started
+        together = clock.sleeps[len(alone) :]
     finally:
         await batcher.close()
-    assert alone < 0.5, alone
-    assert 0.5 < together < 2.5, together
+    assert alone == [], alone  # counted, not timed: no linger step for a lone caller
+    step = 5.0 / batch_thread.LINGER_STEPS
+    assert together and set(together) == {step}, together
+    assert len(together) < batch_thread.LINGER_STEPS, together
+    assert [rows_with_key(database_url, f"together-{i}") for i in range(4)] == [1] * 4

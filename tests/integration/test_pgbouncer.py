@@ -1,4 +1,5 @@
-"""DB_PGBOUNCER=1 behind a real PgBouncer in transaction mode (skipped without `pgbouncer`).
+"""DB_PGBOUNCER=1 behind a real PgBouncer in transaction mode (`make test-tools` installs it;
+without it the tests skip, or fail under CI=true).
 
 PgBouncer runs with one server connection per database, so every client connection's
 transactions share it: anything a connection left in the session (a prepared statement)
@@ -30,25 +31,30 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
 from testkit.ledger import check_books
 from testkit.ports import free_port
+from testkit.tools import require, require_tcp_server, require_tool
 
-# Debian installs it outside a normal user's PATH.
-PGBOUNCER = shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
-pytestmark = pytest.mark.skipif(not PGBOUNCER, reason="pgbouncer is not installed")
+# PgBouncer reaches PostgreSQL over TCP: not the embedded server's private unix socket.
+pytestmark = pytest.mark.system_postgres
+
+
+def has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 @pytest.fixture
 def bouncer_url(database_url: str) -> Iterator[str]:
     """`database_url` through PgBouncer (transaction mode, one server connection)."""
+    pgbouncer = require_tool("pgbouncer", "make test-tools: apt-get install pgbouncer")
     if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("pgbouncer will not run as root, and there is no postgres user")
+        require(
+            has_user("postgres"), "pgbouncer will not run as root, and there is no postgres user"
+        )
+    host, server_port = require_tcp_server(database_url)
     target = conninfo_to_dict(database_url)
-    if str(target.get("host") or "/").startswith("/"):
-        # The embedded server listens on a unix socket in a private directory, which the
-        # pgbouncer process (running as another user) cannot reach.
-        pytest.skip("PgBouncer is tested against a TCP server (JACKPOT_TEST_DATABASE=system)")
     port = free_port()
     # PgBouncer refuses to run as root; as root it drops to `user`, which must read this.
     directory = Path(tempfile.mkdtemp(prefix="jackpot-pgbouncer-"))
@@ -56,7 +62,7 @@ def bouncer_url(database_url: str) -> Iterator[str]:
     config = directory / "pgbouncer.ini"
     config.write_text(
         f"""[databases]
-* = host={target.get("host", "127.0.0.1")} port={target.get("port", 5432)}
+* = host={host} port={server_port}
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {port}
@@ -74,7 +80,7 @@ ignore_startup_parameters = extra_float_digits
     for path in directory.iterdir():
         path.chmod(0o644)
     bouncer = subprocess.Popen(
-        [PGBOUNCER, str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [pgbouncer, str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     url = make_conninfo(database_url, host="127.0.0.1", port=port)
     try:

@@ -146,7 +146,7 @@ def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     return None
 
 
-# --- what issue 11 changes (branch money): these helpers hold its contract -----------------
+# --- the idempotency contract: a key reused for another request, batch counts ------------
 
 
 def assert_idempotency_key_reused(error: grpc.RpcError) -> None:
@@ -169,13 +169,8 @@ def assert_batch_counts(
 ) -> None:
     """applied_count counts only rows written; replayed_count the items answered from an
     earlier write; rejected_count the item errors."""
-    counts = (reply.applied_count, reply.replayed_count, reply.rejected_count)  # type: ignore[attr-defined]
+    counts = (reply.applied_count, reply.replayed_count, reply.rejected_count)
     assert counts == (written, replayed, rejected)
-
-
-def contract_of_issue_11_merged() -> bool:
-    """The proto carries ContributeBatchResponse.replayed_count once issue 11 is merged."""
-    return "replayed_count" in pb.ContributeBatchResponse.DESCRIPTOR.fields_by_name
 
 
 # --- the state machine -------------------------------------------------------------------------
@@ -372,7 +367,7 @@ class ServiceModel(RuleBasedStateMachine):
 
 
 class ServiceModelPerContract(ServiceModel):
-    """ServiceModel, plus what issue 11 defines: mismatched replays, and batches holding
+    """ServiceModel, plus the idempotency contract: mismatched replays, and batches holding
     replays of earlier keys and repeats of their own keys (same or different request)."""
 
     @rule(key=contribution_keys, wager=wagers)
@@ -512,10 +507,6 @@ def test_service_matches_the_model(settings: Settings, database_url: str) -> Non
     run_model(ServiceModel, settings, database_url)
 
 
-@pytest.mark.skipif(
-    not contract_of_issue_11_merged(),
-    reason="needs issue 11's idempotency fingerprints and replayed_count (branch money)",
-)
 def test_service_matches_the_model_with_mismatched_replays(
     settings: Settings, database_url: str
 ) -> None:

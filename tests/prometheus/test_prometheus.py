@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -36,19 +35,21 @@ from scripts import gen_dashboard
 from testkit.database import unique_name
 from testkit.identity import bearer, secured
 from testkit.promql import selectors
+from testkit.tools import find_tool, require_tool
 
 RULES_DIR = PROJECT_ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted(p for p in RULES_DIR.glob("jackpot-*.yml") if not p.name.endswith(".test.yml"))
 UNIT_TESTS = sorted(RULES_DIR.glob("*.test.yml"))
 DASHBOARD = PROJECT_ROOT / "deploy" / "grafana" / "jackpot-dashboard.json"
-PROMETHEUS = shutil.which("prometheus")
-PROMTOOL = shutil.which("promtool")
+PROMETHEUS = find_tool("prometheus")
+PROMTOOL = find_tool("promtool")
 LOAD_SECONDS = 6.0
 
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None or PROMTOOL is None,
-    reason="Prometheus is not installed (`make prometheus-tools`: apt-get install prometheus)",
-)
+
+@pytest.fixture(scope="module", autouse=True)
+def _prometheus_installed() -> None:
+    for tool in ("prometheus", "promtool"):
+        require_tool(tool, "`make prometheus-tools`: apt-get install prometheus")
 
 
 def free_port() -> int:

@@ -13,11 +13,14 @@ The rules for every call:
 - the status is one the contract allows for that RPC: never UNKNOWN, never INTERNAL;
 - a refused call wrote nothing: ledger row counts, pool amounts and versions unchanged;
 - an accepted call wrote exactly what it says (one ledger row, one version step, ...),
-  a replay wrote nothing, and the books still balance.
+  a replay wrote nothing, and the books still balance;
+- at teardown, each test's RPC was answered OK at least a set share of its examples (and
+  the batches wrote items), so the checks on accepted calls cannot pass vacuously.
 """
 
 from __future__ import annotations
 
+import math
 import string
 import uuid
 from collections import Counter
@@ -45,7 +48,8 @@ pytestmark = pytest.mark.slow
 
 
 def examples(name: str, default: int) -> int:
-    return env_int(f"JACKPOT_FUZZ_{name}", max(20, round(default * scale())))
+    # At least 100: the floor of OK answers (ACCEPTED_AT_LEAST) needs enough of them.
+    return env_int(f"JACKPOT_FUZZ_{name}", max(100, round(default * scale())))
 
 
 FUZZ = settings(
@@ -267,6 +271,7 @@ class Target:
     conn: psycopg.Connection[Any]
     process: ServiceProcess
     seen: dict[str, Counter[str]] = field(default_factory=dict)
+    fresh_batch_items: int = 0  # batch items written (not replayed, not rejected)
 
     def snapshot(self) -> Snapshot:
         row = self.conn.execute(
@@ -339,12 +344,45 @@ def stepped(before: Snapshot, after: Snapshot, groups: set[int]) -> bool:
 
 # --- the tests ---------------------------------------------------------------------------
 
+CONTRIBUTE_EXAMPLES = examples("CONTRIBUTE", 3000)
+BATCH_EXAMPLES = examples("BATCH", 750)
+WIN_EXAMPLES = examples("WIN", 2000)
+CONFIG_EXAMPLES = examples("CONFIG", 2000)
+# test -> (its RPC, its examples, the share of them that must be answered OK): about a
+# third of what a run sees (Contribute ~32 %, ContributeBatch ~99 %, Win and UpdateConfig
+# ~17 %: most inputs are malformed on purpose).
+ACCEPTED_AT_LEAST = {
+    "test_fuzz_contribute": ("Contribute", CONTRIBUTE_EXAMPLES, 0.10),
+    "test_fuzz_contribute_batch": ("ContributeBatch", BATCH_EXAMPLES, 0.30),
+    "test_fuzz_win": ("Win", WIN_EXAMPLES, 0.05),
+    "test_fuzz_update_config": ("UpdateConfig", CONFIG_EXAMPLES, 0.05),
+}
+
+
+def ok_answers(target: Target, method: str) -> int:
+    return target.seen.get(method, Counter())["OK"]
+
+
+@pytest.fixture(autouse=True)
+def enough_accepted(target: Target, request: pytest.FixtureRequest) -> Iterator[None]:
+    """At teardown: the test's RPC was answered OK at least its set number of times."""
+    method, count, share = ACCEPTED_AT_LEAST[request.node.originalname]
+    floor = math.ceil(count * share)
+    before, items_before = ok_answers(target, method), target.fresh_batch_items
+    yield
+    accepted = ok_answers(target, method) - before
+    assert accepted >= floor, f"{method}: {accepted} OK answers of {count}, fewer than {floor}"
+    if method == "ContributeBatch":  # OK answers that wrote items, not only item errors
+        items = target.fresh_batch_items - items_before
+        assert items >= floor, f"{method}: {items} items written, fewer than {floor}"
+
+
 BAD_INPUT = {"INVALID_ARGUMENT"}
 TOO_BIG = {"RESOURCE_EXHAUSTED"}  # grpc's own 4 MiB receive limit
 KEY_REUSED = {"FAILED_PRECONDITION"}  # a recurring key drawn with another request
 
 
-@settings(FUZZ, max_examples=examples("CONTRIBUTE", 3000))
+@settings(FUZZ, max_examples=CONTRIBUTE_EXAMPLES)
 @given(request=contribute_messages)
 def test_fuzz_contribute(target: Target, request: pb.ContributeRequest) -> None:
     code, reply, before, after = target.call(
@@ -372,7 +410,7 @@ def test_fuzz_contribute(target: Target, request: pb.ContributeRequest) -> None:
     target.balanced()
 
 
-@settings(FUZZ, max_examples=examples("BATCH", 750))
+@settings(FUZZ, max_examples=BATCH_EXAMPLES)
 @given(request=batch_requests())
 def test_fuzz_contribute_batch(target: Target, request: pb.ContributeBatchRequest) -> None:
     code, reply, before, after = target.call("ContributeBatch", request, BAD_INPUT | TOO_BIG)
@@ -391,6 +429,7 @@ def test_fuzz_contribute_batch(target: Target, request: pb.ContributeBatchReques
     )
     fresh = sum(1 for r in reply.results if r.HasField("result") and not r.result.replayed)
     assert fresh == reply.applied_count
+    target.fresh_batch_items += fresh
     assert after.contributions == before.contributions + fresh
     assert (after.wins, after.seed_fundings, after.config_audit) == (
         before.wins,
@@ -401,7 +440,7 @@ def test_fuzz_contribute_batch(target: Target, request: pb.ContributeBatchReques
     target.balanced()
 
 
-@settings(FUZZ, max_examples=examples("WIN", 2000))
+@settings(FUZZ, max_examples=WIN_EXAMPLES)
 @given(request=st.one_of(st.just(pb.WinRequest()), win_requests()))
 def test_fuzz_win(target: Target, request: pb.WinRequest) -> None:
     code, reply, before, after = target.call(
@@ -427,7 +466,7 @@ def test_fuzz_win(target: Target, request: pb.WinRequest) -> None:
     target.balanced()
 
 
-@settings(FUZZ, max_examples=examples("CONFIG", 2000))
+@settings(FUZZ, max_examples=CONFIG_EXAMPLES)
 @given(case=st.one_of(st.just((pb.UpdateConfigRequest(), ())), config_requests()))
 def test_fuzz_update_config(target: Target, case: tuple[pb.UpdateConfigRequest, Any]) -> None:
     request, metadata = case

@@ -30,7 +30,7 @@ from jackpot_grpc.gateway.errors import HTTP_STATUS
 from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import build_routes, parse_template
 from jackpot_grpc.gateway.transcode import forwarded_metadata
-from testkit.certs import HAVE_OPENSSL, self_signed
+from testkit.certs import self_signed
 
 ECHO_PROTO = """
 syntax = "proto3";
@@ -471,7 +471,6 @@ def _self_signed(directory: Path) -> tuple[bytes, bytes]:
     return key.read_bytes(), cert.read_bytes()
 
 
-@pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl CLI")
 async def test_tls_channel_to_the_grpc_server(
     http: aiohttp.ClientSession, echo_service: ServiceDescriptor, tmp_path: Path
 ) -> None:
