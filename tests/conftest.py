@@ -21,6 +21,7 @@ from jackpot_grpc.adapters import migrations
 from jackpot_grpc.adapters.scratch import admin_server, create_database, drop_database
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
+from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
 from testkit.database import scratch_database, unique_name
 
 # CI=true (which .ci/run exports, so that a missing tool fails) also makes Hypothesis load
@@ -96,3 +97,17 @@ async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> jackpot_pb2_grpc.JackpotServiceStub:
     return jackpot_pb2_grpc.JackpotServiceStub(channel)
+
+
+@pytest.fixture
+async def rest_url(server: RunningServer) -> AsyncIterator[str]:
+    """A real REST gateway in front of `server`: its base URL."""
+    app = create_gateway_app(
+        f"127.0.0.1:{server.port}",
+        max_body_bytes=4096,
+        metrics_url=f"http://127.0.0.1:{server.health_port}/metrics",
+        call_timeout=5.0,
+    )
+    running = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
+    yield f"http://127.0.0.1:{running.port}"
+    await running.stop()

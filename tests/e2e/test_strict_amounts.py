@@ -11,7 +11,6 @@ INVALID_ARGUMENT naming the field, and writes nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,8 +20,6 @@ from google.type import decimal_pb2
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc.entrypoints.server import RunningServer
-from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
 from testkit.ledger import table_counts
 from testkit.random_refs import random_user
 
@@ -96,16 +93,8 @@ GRAMMATICAL_RATES = [("+0.005", "0.0050000000"), (".005", "0.0050000000"), ("5E-
 
 
 @pytest.fixture
-async def base(server: RunningServer) -> AsyncIterator[str]:
-    app = create_gateway_app(
-        f"127.0.0.1:{server.port}",
-        max_body_bytes=4096,
-        metrics_url=f"http://127.0.0.1:{server.health_port}/metrics",
-        call_timeout=5.0,
-    )
-    running = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
-    yield f"http://127.0.0.1:{running.port}"
-    await running.stop()
+def base(rest_url: str) -> str:
+    return rest_url
 
 
 async def _send(base: str, method: str, path: str, body: str) -> tuple[int, Any]:
