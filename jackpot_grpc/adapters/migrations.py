@@ -104,12 +104,22 @@ def upgrade_sql(current: str | None, target: str = "head") -> str:
     return output.getvalue()
 
 
+def known_revision(revision: str) -> bool:
+    try:
+        return _scripts().get_revision(revision) is not None
+    except Exception:  # alembic's lookup errors differ by version; unknown is unknown
+        return False
+
+
 @functools.cache
-def schema_tables() -> tuple[str, ...]:
-    """Every table the schema at head holds, read from the migrations' own SQL (so a new
-    migration's table is in every backup check without a list to keep up to date)."""
+def schema_tables(revision: str | None = "head") -> tuple[str, ...]:
+    """Every table the schema at `revision` holds (None: an unmigrated database, none),
+    read from the migrations' own SQL (so a new migration's table is in every backup check
+    without a list to keep up to date)."""
+    if revision is None:
+        return ()
     tables: list[str] = []
-    for statement in upgrade_sql(None).split(";"):
+    for statement in upgrade_sql(None, revision).split(";"):
         for created in _CREATE_TABLE.findall(statement):
             if created not in tables:
                 tables.append(created)

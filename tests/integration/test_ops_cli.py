@@ -454,11 +454,18 @@ def test_backup_prune_deletes_only_old_backups(ops_settings: Settings, tmp_path:
     recent = tmp_path / "2099-01-01" / "jackpot_schema_20990101_000000.sql"
     recent.parent.mkdir()
     recent.write_text("x")
+    # The newest verified backup is never pruned: with this one, the old one may go.
+    newest = tmp_path / "2099-01-01" / "jackpot_full_backup_20990101_000000.dump"
+    newest.write_text("x")
 
-    code, data = ops_json_sync(ops_settings, "backup", "prune", "--dir", str(tmp_path), "--dry-run")
+    code, data = ops_json_sync(
+        ops_settings, "backup", "prune", "--dir", str(tmp_path), "--dry-run", "--keep", "1"
+    )
     assert code == 0 and [Path(f["file"]) for f in data["files"]] == [old]
     assert old.exists()
-    code, data = ops_json_sync(ops_settings, "backup", "prune", "--dir", str(tmp_path))
+    code, data = ops_json_sync(
+        ops_settings, "backup", "prune", "--dir", str(tmp_path), "--keep", "1"
+    )
     assert code == 0 and not old.exists() and other.exists() and recent.exists()
 
 
