@@ -103,9 +103,12 @@ def cmd_db_maintain(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.ops.target import connect, open_database
 
     with open_database(settings) as db, connect(db.url) as conn:
+        # Every table of the schema the database has (contribution_totals, the hottest,
+        # included), not a list to keep up to date.
+        names = pgstat.existing_tables(conn, pgstat.schema_tables())
         progress("maintain: VACUUM ANALYZE" + (" and REINDEX CONCURRENTLY" if args.reindex else ""))
-        done = pgstat.maintain(conn, reindex=args.reindex, on_step=progress)
-        tables = pgstat.table_stats(conn)
+        done = pgstat.maintain(conn, names, reindex=args.reindex, on_step=progress)
+        tables = pgstat.table_stats(conn, names)
     emit(
         args,
         {"ok": True, "actions": done, "tables": tables},
@@ -163,7 +166,7 @@ def register(subparsers: Subparsers) -> None:
         help="exit 1 above this %% of usable connections in use (default: %(default)s)",
     )
     pool.set_defaults(func=cmd_db_pool_status)
-    maintain = db_sub.add_parser("maintain", help="VACUUM ANALYZE the service's tables")
+    maintain = db_sub.add_parser("maintain", help="VACUUM ANALYZE every table of the schema")
     common(maintain)
     maintain.add_argument("--reindex", action="store_true", help="also REINDEX TABLE CONCURRENTLY")
     maintain.set_defaults(func=cmd_db_maintain)
