@@ -133,6 +133,16 @@ async def books_check(base: str, rpc_timeout: float = 3.0) -> Check:
     if ledger.get("balanced") is False:
         problems = "; ".join(str(p) for p in ledger.get("problems") or [])
         return Check("books", url, False, "UNBALANCED", _elapsed(started), problems[:200])
+    if body.get("pools_readable") is False:
+        # The ledger cannot be read now: the last verdict is old news, not a state.
+        last = (
+            f"last audit balanced {ledger.get('age_seconds')} s ago"
+            if ledger.get("checked")
+            else "not audited yet"
+        )
+        error = first_line(str(body.get("pools_error") or "database unreadable"))
+        detail = f"ledger unreadable ({error}); {last}"
+        return Check("books", url, False, "UNKNOWN", _elapsed(started), detail[:200])
     if not ledger.get("checked"):
         return Check("books", url, True, "NOT AUDITED YET", _elapsed(started), "")
     detail = f"audited {ledger.get('age_seconds')} s ago"

@@ -15,6 +15,7 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import psycopg
 import pytest
 
@@ -26,6 +27,7 @@ from jackpot_grpc.ops import backup, diagnostics, pgstat
 from jackpot_grpc.ops.target import connect
 from testkit.database import create_database, drop_database, unique_name
 from testkit.ops_commands import ops_json_sync, run_ops
+from testkit.outage import database_outage
 from testkit.ports import free_port
 
 
@@ -357,6 +359,30 @@ async def test_health_is_red_when_the_books_do_not_balance(
     assert code == 1 and data["healthy"] is False
     books = next(c for c in data["checks"] if c["check"] == "books")
     assert books["status"] == "UNBALANCED" and "minor off by 5" in books["detail"]
+
+
+async def test_health_shows_no_stale_books_verdict_while_the_database_is_down(
+    server: RunningServer, ops_settings: Settings, database_url: str, admin_url: str
+) -> None:
+    assert server.auditor is not None
+    await server.auditor.audit_now()  # balanced, a moment ago
+    argv = ("health", "--grpc-target", f"127.0.0.1:{server.port}")
+    base = f"http://127.0.0.1:{server.health_port}"
+    async with database_outage(admin_url, database_url), aiohttp.ClientSession() as http:
+        for _ in range(100):  # the pools' snapshot expires, then reads fail (bounded: 10 s)
+            async with http.get(f"{base}/health/jackpot") as response:
+                if response.status == 503:
+                    break
+            await asyncio.sleep(0.1)
+        code, out = await asyncio.to_thread(
+            run_ops, ops_settings, *argv, "--health-url", base, "--json"
+        )
+    data = json.loads(out)
+    assert code == 1
+    books = next(c for c in data["checks"] if c["check"] == "books")
+    # The last verdict is old news while the ledger cannot be read: unknown, with its age.
+    assert books["status"] == "UNKNOWN" and not books["healthy"], books
+    assert "last audit balanced" in books["detail"] and " s ago" in books["detail"]
 
 
 # --- 7. loadtest against a running service; make test-load, make security-audit ----------
