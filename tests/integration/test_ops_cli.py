@@ -598,7 +598,7 @@ async def test_report_tolerates_missing_metric_fields(ops_settings: Settings) ->
     }
     async with canned_metrics(partial) as base:
         code, data = await ops_json(ops_settings, "report", "--metrics-url", base, "--no-db")
-    assert code == 0
+    assert code == 1  # graded critical: the report fails
     summary = data["metrics"]["summary"]
     assert summary["total_requests"] == 1200
     assert summary["avg_ms"] is None and summary["p99_ms"] is None
@@ -611,6 +611,24 @@ async def test_report_tolerates_missing_metric_fields(ops_settings: Settings) ->
         ops_settings, "report", "--metrics-url", f"http://127.0.0.1:{free_port()}", "--no-db"
     )
     assert code == 1 and data["metrics"]["error"] == "connection refused"
+
+
+@pytest.mark.parametrize(
+    ("error_rate", "p95", "code", "problem"),
+    [
+        (0.0005, 40.0, 0, None),
+        (0.002, 40.0, 1, "error rate 0.2% above target (0.1%)"),
+        (0.0, 650.0, 1, "p95 650.0 ms CRITICAL (> 500 ms)"),
+    ],
+)
+async def test_report_fails_when_it_grades_the_service_off_target(
+    ops_settings: Settings, error_rate: float, p95: float, code: int, problem: str | None
+) -> None:
+    payload = {"total_requests": 5000, "error_rate": error_rate, "response_times": {"p95": p95}}
+    async with canned_metrics(payload) as base:
+        got, data = await ops_json(ops_settings, "report", "--metrics-url", base, "--no-db")
+    assert got == code, data
+    assert data["problems"] == ([] if problem is None else [problem])
 
 
 # --- configuration -----------------------------------------------------------------------
