@@ -32,7 +32,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import PROJECT_ROOT, Settings
-from jackpot_grpc.entrypoints.server import RunningServer
+from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.ops import backup, pgstat
 from jackpot_grpc.ops.target import connect
 from jackpot_grpc.service.reports import run_audit
@@ -277,16 +277,48 @@ def test_db_check_reports_version_latency_and_revision(
 async def test_db_pool_status_counts_the_service_connections(
     server: RunningServer, ops_settings: Settings
 ) -> None:
-    code, data = await ops_json(ops_settings, "db", "pool-status")
-    assert code == 0
+    code, data = await ops_json(
+        ops_settings, "db", "pool-status", "--health-url", health_base(server)
+    )
+    assert code == 0, data
     # The server's pool (application_name jackpot-service) holds at least min_size open.
     assert sum(s["connections"] for s in data["states"]) >= ops_settings.pool_min_size
     assert data["usage"]["max_connections"] > 0
     assert data["usage"]["jackpot_connections"] >= ops_settings.pool_min_size
 
-    code, text = await ops(ops_settings, "db", "pool-status", "--fail-above", "0")
+    code, text = await ops(
+        ops_settings, "db", "pool-status", "--health-url", health_base(server), "--fail-above", "0"
+    )
     assert code == 1
     assert "ABOVE 0" in text
+
+
+async def test_db_pool_status_reports_the_servers_own_pool(
+    settings: Settings, database_url: str
+) -> None:
+    # The server runs with DB_POOL_MAX=2; the command's own settings say 8 (the fixture's).
+    small = dataclasses.replace(settings, pool_min_size=1, pool_max_size=2)
+    running = await start_server(small, database_url, port=0)
+    try:
+        ops_settings = dataclasses.replace(settings, database_url=database_url)
+        argv = ("db", "pool-status", "--health-url", health_base(running))
+        code, data = await ops_json(ops_settings, *argv)
+        assert code == 0, data
+        assert data["service_pool"]["max_size"] == 2
+        # Saturated: both connections taken.
+        async with running.pool.connection(), running.pool.connection():
+            code, data = await ops_json(ops_settings, *argv)
+        assert code == 1, data
+        pool = data["service_pool"]
+        assert (pool["max_size"], pool["in_use"], pool["utilization_percent"]) == (2, 2, 100.0)
+        assert any(p.startswith("service pool") for p in data["problems"]), data["problems"]
+
+        # A server that does not answer: the pool is unknown, which is a failure.
+        down = ("db", "pool-status", "--health-url", f"http://127.0.0.1:{free_port()}")
+        code, data = await ops_json(ops_settings, *down)
+        assert code == 1 and "error" in data["service_pool"]
+    finally:
+        await running.stop(grace=1.0)
 
 
 def test_migrate_dry_run_prints_sql_and_changes_nothing(admin_url: str) -> None:
