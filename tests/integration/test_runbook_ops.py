@@ -25,7 +25,7 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.ops import backup, diagnostics, pgstat
 from jackpot_grpc.ops.target import connect
-from testkit.database import create_database, drop_database, unique_name
+from testkit.database import create_database, drop_database, public_tables, unique_name
 from testkit.ops_commands import ops_json_sync, run_ops
 from testkit.outage import database_outage
 from testkit.ports import free_port
@@ -93,6 +93,48 @@ def test_dry_run_fails_clearly_when_the_database_is_unreachable() -> None:
     assert done.stderr.strip().splitlines()[-1].startswith("error: database error:")
     assert "Traceback" not in done.stderr
     assert "CREATE TABLE" not in done.stdout
+
+
+def test_migrate_to_a_revision_moves_down_and_back_up(admin_url: str) -> None:
+    name = unique_name("jackpot_updown")
+    url = create_database(admin_url, name)
+    env = {"DATABASE_URL": url}
+    head = pgstat.head_revision()
+    try:
+        up = jackpot("migrate", "--json", env=env)
+        assert up.returncode == 0, up.stderr
+        assert json.loads(up.stdout)["current"] == head
+        dry = jackpot("migrate", "--to", "0006", "--dry-run", env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert "DROP TABLE ledger_audits" in dry.stdout
+        assert migrations.current_revision(url) == head  # a dry run changes nothing
+
+        down = jackpot("migrate", "--to", "0006", "--json", env=env)
+        assert down.returncode == 0, down.stderr
+        report = json.loads(down.stdout)
+        assert report["direction"] == "down" and report["current"] == "0006"
+        assert [r["revision"] for r in report["applied"]] == ["0008", "0007"]  # newest first
+        assert "Running downgrade 0008 -> 0007" in down.stderr
+        assert migrations.current_revision(url) == "0006"
+        assert "ledger_audits" not in public_tables(url)
+        with connect(url) as conn:
+            columns = pgstat.rows(
+                conn,
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'contributions' AND column_name = 'client'",
+            )
+        assert columns == []
+
+        again = jackpot("migrate", "--json", env=env)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["current"] == head
+        assert "ledger_audits" in public_tables(url)
+
+        unknown = jackpot("migrate", "--to", "0099", env=env)
+        assert unknown.returncode == 1 and "unknown revision '0099'" in unknown.stderr
+        assert migrations.current_revision(url) == head
+    finally:
+        drop_database(admin_url, name)
 
 
 # --- 2. start failures in application.log; errors across rotated logs -------------------
