@@ -619,3 +619,17 @@ def test_docs_stand_on_their_own() -> None:
         text = path.read_text()
         assert "../shared" not in text and "shared/" not in text, path
         assert "DESIGN.md" not in text, path
+
+
+def test_the_previous_release_is_a_commit_of_this_history() -> None:
+    lines = (PROJECT_ROOT / "deploy" / "PREVIOUS_RELEASE").read_text().splitlines()
+    (commit,) = [line for line in lines if line and not line.startswith("#")]
+    assert re.fullmatch(r"[0-9a-f]{40}", commit), commit
+    if not (PROJECT_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    found = subprocess.run(
+        ["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=PROJECT_ROOT, check=False
+    )
+    assert found.returncode == 0, f"{commit} is not in this clone's history"
+    ci = (PROJECT_ROOT / ".ci" / "run").read_text()
+    assert "scripts/previous_release_check.sh" in ci
