@@ -633,3 +633,11 @@ def test_the_previous_release_is_a_commit_of_this_history() -> None:
     assert found.returncode == 0, f"{commit} is not in this clone's history"
     ci = (PROJECT_ROOT / ".ci" / "run").read_text()
     assert "scripts/previous_release_check.sh" in ci
+
+
+def test_ci_runs_the_recovery_drill_the_operations_guide_describes() -> None:
+    ci = (PROJECT_ROOT / ".ci" / "run").read_text()
+    assert "scripts/pitr_drill.sh" in ci
+    guide = OPERATIONS.read_text()
+    assert "### Point-in-time recovery drill (quarterly)" in guide
+    assert "scripts/pitr_drill.sh" in guide
