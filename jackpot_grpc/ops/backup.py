@@ -338,13 +338,20 @@ def _required_for(result: Verification) -> tuple[str, ...]:
     return required_tables(result.revision)
 
 
+@dataclass(frozen=True)
+class Expected:
+    """The schema revision a dump must hold (None: an unmigrated database)."""
+
+    revision: str | None
+
+
 def verify_backup(
-    file: Path, tool: ClientTool, *, expected_revision: str | bool | None = False
+    file: Path, tool: ClientTool, *, expected: Expected | None = None
 ) -> Verification:
     """The whole archive reads: its table of contents (pg_restore --list), every entry's
     data to the end (pg_restore to /dev/null: a truncated or corrupt dump fails here), the
     sha256 manifest when there is one; and it holds the data of every table of the schema
-    revision it was dumped at (`expected_revision`, when given, must be that revision)."""
+    revision it was dumped at (which, when `expected` is given, must be that one)."""
     if not file.is_file():
         return _failed(file, tool, "no such file")
     listed = subprocess.run(
@@ -370,9 +377,9 @@ def verify_backup(
     problems: list[str] = []
     if result.checksum not in ("ok", "absent"):
         problems.append(result.checksum)
-    if expected_revision is not False and result.revision != expected_revision:
+    if expected is not None and result.revision != expected.revision:
         problems.append(
-            f"the dump is at revision {result.revision}, the database at {expected_revision}"
+            f"the dump is at revision {result.revision}, the database at {expected.revision}"
         )
     result.missing = [t for t in _required_for(result) if t not in result.table_data]
     if result.missing:
@@ -446,7 +453,7 @@ def create_backup(
         raise
     progress(f"backup: written {partial.stat().st_size} bytes; verifying (reading it whole)")
     digest = sha256_of(partial)
-    verification = verify_backup(partial, pg_restore, expected_revision=revision)
+    verification = verify_backup(partial, pg_restore, expected=Expected(revision))
     if not verification.ok:
         kept = target.with_name(target.name + UNVERIFIED_SUFFIX)
         partial.rename(kept)

@@ -64,7 +64,6 @@ def _create(settings: Settings, url: str, root: Path, *extra: str) -> tuple[int,
 def test_a_database_at_an_older_revision_backs_up_and_verifies(
     settings: Settings, older_database: str, tmp_path: Path
 ) -> None:
-    assert OLDER_REVISION in migrations.pending(None, OLDER_REVISION)[-1].revision
     code, created = _create(settings, older_database, tmp_path)
     assert code == 0, created
     assert created["revision"] == OLDER_REVISION
