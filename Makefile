@@ -6,8 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Developer mode: with no DATABASE_URL, commands use the embedded PostgreSQL (.data/postgres).
-export JACKPOT_EMBEDDED_DB ?= 1
+# Developer mode: with no DATABASE_URL, `make run`, `make serve` and `make test` use the
+# embedded PostgreSQL (.data/postgres). Only these: every operator target (backup-create,
+# audit, db-migrate, ...) needs DATABASE_URL and refuses without it, never touching a
+# throwaway database.
+EMBEDDED_DB_TARGETS := run serve test
+$(EMBEDDED_DB_TARGETS): export JACKPOT_EMBEDDED_DB ?= 1
 
 # The lock tool lives in a virtualenv of its own (not in the locks it writes).
 UV_VERSION := 0.13.8
@@ -55,7 +59,7 @@ lock-check: $(UV)
 	{ echo "the locks do not match pyproject.toml: run make lock, commit them" >&2; exit 1; }
 
 ## run: migrate and serve gRPC (:50051), health/metrics (:3001) and the REST gateway (:3000);
-## with no DATABASE_URL, on the embedded PostgreSQL (JACKPOT_EMBEDDED_DB, exported above)
+## with no DATABASE_URL, on the embedded PostgreSQL (JACKPOT_EMBEDDED_DB, set above)
 run: $(STAMP)
 	$(BIN)/jackpot run
 

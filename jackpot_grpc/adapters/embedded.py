@@ -48,7 +48,8 @@ class EmbeddedPostgres:
         self._server = postgres_server.get_server(self.data_dir, cleanup_mode=None)
         url: str = self._server.get_uri()
         self._wait_until_ready(url)
-        log.info("embedded PostgreSQL ready in %s", self.data_dir)
+        # Operator commands never start one: they are pointed at it with this URL.
+        log.info("embedded PostgreSQL ready in %s: DATABASE_URL=%s", self.data_dir, url)
         return url
 
     @property

@@ -84,6 +84,60 @@ def pending(current: str | None, target: str = "head") -> list[Revision]:
     return [Revision(s.revision, first_doc_line(s.doc)) for s in reversed(list(found))]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What moving from one revision to another runs: `up` or `down` (or `none`), and the
+    revisions in the order they run (newest first when going down)."""
+
+    direction: str
+    target: str | None
+    revisions: list[Revision]
+
+
+def resolve(revision: str) -> str | None:
+    """A revision id (or "head"/"base") as an id; None for base. Raises ValueError for a
+    revision the migrations do not know."""
+    if revision == "base":
+        return None
+    try:
+        found = _scripts().get_revision(revision)
+    except Exception as exc:  # alembic's lookup errors differ by version
+        raise ValueError(f"unknown revision {revision!r}") from exc
+    if found is None:
+        raise ValueError(f"unknown revision {revision!r}")
+    return str(found.revision)
+
+
+def plan(current: str | None, target: str = "head") -> Plan:
+    """The way from `current` to `target`: up (pending revisions) or down (each undone
+    revision's downgrade(), newest first)."""
+    wanted = resolve(target)
+    if wanted == current:
+        return Plan("none", wanted, [])
+    if current is not None:
+        below = [s.revision for s in _scripts().iterate_revisions(current, "base")]
+        if wanted is None or wanted in below:
+            undone = _scripts().iterate_revisions(current, wanted or "base")
+            steps = [Revision(s.revision, first_doc_line(s.doc)) for s in undone]
+            return Plan("down", wanted, [r for r in steps if r.revision != wanted])
+    return Plan("up", wanted, pending(current, wanted or "base"))
+
+
+def below(revision: str) -> str | None:
+    """The revision `revision` revises (None: it is the first)."""
+    down = _scripts().get_revision(revision).down_revision
+    return None if down is None else str(down)
+
+
+def downgrade_sql(current: str, target: str | None) -> str:
+    """The SQL a downgrade from `current` to `target` (None: base) would run, offline."""
+    output = io.StringIO()
+    command.downgrade(
+        alembic_config(OFFLINE_URL, output), f"{current}:{target or 'base'}", sql=True
+    )
+    return output.getvalue()
+
+
 def first_doc_line(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
 
@@ -104,12 +158,22 @@ def upgrade_sql(current: str | None, target: str = "head") -> str:
     return output.getvalue()
 
 
+def known_revision(revision: str) -> bool:
+    try:
+        return _scripts().get_revision(revision) is not None
+    except Exception:  # alembic's lookup errors differ by version; unknown is unknown
+        return False
+
+
 @functools.cache
-def schema_tables() -> tuple[str, ...]:
-    """Every table the schema at head holds, read from the migrations' own SQL (so a new
-    migration's table is in every backup check without a list to keep up to date)."""
+def schema_tables(revision: str | None = "head") -> tuple[str, ...]:
+    """Every table the schema at `revision` holds (None: an unmigrated database, none),
+    read from the migrations' own SQL (so a new migration's table is in every backup check
+    without a list to keep up to date)."""
+    if revision is None:
+        return ()
     tables: list[str] = []
-    for statement in upgrade_sql(None).split(";"):
+    for statement in upgrade_sql(None, revision).split(";"):
         for created in _CREATE_TABLE.findall(statement):
             if created not in tables:
                 tables.append(created)

@@ -7,7 +7,7 @@ fixed lists below are composed into SQL, through psycopg.sql.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,7 +216,15 @@ def index_usage(conn: Conn) -> list[dict[str, Any]]:
     )
 
 
-def table_stats(conn: Conn) -> list[dict[str, Any]]:
+def existing_tables(conn: Conn, names: Sequence[str]) -> list[str]:
+    """Those of `names` that exist in the current schema (a database at an older revision
+    lacks the newer tables), in the order given."""
+    found = rows(conn, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+    present = {r["tablename"] for r in found}
+    return [name for name in names if name in present]
+
+
+def table_stats(conn: Conn, tables: Sequence[str] = TABLES) -> list[dict[str, Any]]:
     return rows(
         conn,
         """SELECT relname AS "table", n_live_tup AS live_rows, n_dead_tup AS dead_rows,
@@ -227,7 +235,7 @@ def table_stats(conn: Conn) -> list[dict[str, Any]]:
            FROM pg_stat_user_tables
            WHERE schemaname = current_schema() AND relname = ANY(%s)
            ORDER BY relname""",
-        (list(TABLES),),
+        (list(tables),),
     )
 
 
@@ -294,12 +302,16 @@ def ledger_counts(conn: Conn) -> dict[str, Any]:
 
 
 def maintain(
-    conn: Conn, *, reindex: bool, on_step: Callable[[str], None] = lambda _: None
+    conn: Conn,
+    tables: Sequence[str],
+    *,
+    reindex: bool,
+    on_step: Callable[[str], None] = lambda _: None,
 ) -> list[dict[str, Any]]:
-    """VACUUM ANALYZE (and REINDEX CONCURRENTLY) each service table; needs autocommit.
+    """VACUUM ANALYZE (and REINDEX CONCURRENTLY) each of `tables`; needs autocommit.
     `on_step` hears of each step before it runs (the CLI's progress line)."""
     done: list[dict[str, Any]] = []
-    for index, table in enumerate(TABLES, 1):
+    for index, table in enumerate(tables, 1):
         name = sql.Identifier(table)
         actions = [("VACUUM ANALYZE", sql.SQL("VACUUM (ANALYZE) {}").format(name))]
         if reindex:
@@ -307,7 +319,7 @@ def maintain(
                 ("REINDEX CONCURRENTLY", sql.SQL("REINDEX TABLE CONCURRENTLY {}").format(name))
             )
         for action, statement in actions:
-            on_step(f"maintain: {action} {table} ({index}/{len(TABLES)})")
+            on_step(f"maintain: {action} {table} ({index}/{len(tables)})")
             started = time.perf_counter()
             conn.execute(statement)
             seconds = round(time.perf_counter() - started, 2)

@@ -120,7 +120,10 @@ async def _back_to_transactions(conn: AsyncConnection[Any]) -> None:
 def translated(exc: Exception) -> Exception:
     """The domain's error for a database or pool fault (`exc` itself when it is none)."""
     if isinstance(exc, TooManyRequests):
-        return Overloaded("too many calls waiting for a database connection; retry")
+        return Overloaded(
+            "too many calls waiting for a database connection; retry",
+            queue=Overloaded.DATABASE_POOL,
+        )
     if isinstance(exc, PoolTimeout):
         return Unavailable("database unavailable: no connection within the pool timeout")
     if isinstance(exc, PoolClosed):

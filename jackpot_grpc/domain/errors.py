@@ -77,7 +77,15 @@ class LockTimeout(Unavailable):
 
 class Overloaded(DomainError):
     """A queue is full (contributions, or callers waiting for a database connection);
-    the caller should back off and retry."""
+    the caller should back off and retry. `queue` says which (the refusals counter's
+    layer): the caller sees the same OVERLOADED either way."""
+
+    CONTRIBUTIONS = "contributions"
+    DATABASE_POOL = "database_pool"  # DB_POOL_MAX_WAITING callers already wait
+
+    def __init__(self, message: str, *, queue: str = CONTRIBUTIONS) -> None:
+        super().__init__(message)
+        self.queue = queue
 
 
 class Unauthenticated(DomainError):

@@ -110,13 +110,14 @@ def _grpc_server(
     *,
     reuse_port: bool,
     health: HealthServicer,
+    refusals: Refusals,
 ) -> grpc.aio.Server:
     """The gRPC server with the jackpot, health and reflection services (not yet bound)."""
     server = grpc.aio.server(
         interceptors=interceptors, options=server_options(settings, reuse_port=reuse_port)
     )
     jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
-        JackpotServicer(service, contributor, max_wager=settings.max_wager),
+        JackpotServicer(service, contributor, max_wager=settings.max_wager, refusals=refusals),
         server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -200,7 +201,13 @@ def build_server(
         admission,
     ]
     server = _grpc_server(
-        settings, service, contributor, interceptors, reuse_port=reuse_port, health=health
+        settings,
+        service,
+        contributor,
+        interceptors,
+        reuse_port=reuse_port,
+        health=health,
+        refusals=refusals,
     )
     if telemetry is not None:
         telemetry.metrics.observe_pools(service.snapshot.latest)

@@ -17,11 +17,13 @@ from jackpot_grpc.domain.errors import (
     DomainError,
     FieldViolation,
     InvalidArgument,
+    Overloaded,
 )
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
 from jackpot_grpc.entrypoints import convert
 from jackpot_grpc.entrypoints.errors import error_kind, to_status
 from jackpot_grpc.entrypoints.identity import current_client_name
+from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.service.batcher import Contributor
 from jackpot_grpc.service.jackpot import JackpotService
 
@@ -42,10 +44,20 @@ def translating_errors(handler: Handler[Request, Response]) -> Handler[Request, 
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
+            if isinstance(exc, Overloaded):
+                self.count_refusal(exc)
             await context.abort_with_status(to_status(exc))
             raise  # unreachable: abort_with_status raises
 
     return wrapper
+
+
+# Overload found past admission, by the queue that was full: (layer, reason) of
+# jackpot_refusals_total, like admission's own refusals.
+OVERLOAD_REFUSALS: dict[str, tuple[str, str]] = {
+    Overloaded.DATABASE_POOL: ("database_pool", "waiting_limit"),  # DB_POOL_MAX_WAITING
+    Overloaded.CONTRIBUTIONS: ("contributions", "queue_full"),  # the contribution queue
+}
 
 
 class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
@@ -55,11 +67,19 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         contributor: Contributor,
         *,
         max_wager: int = validation.MAX_WAGER_AMOUNT,
+        refusals: Refusals | None = None,
     ) -> None:
         self._service = service
         self._contributor = contributor
         self._max_wager = max_wager
+        self._refusals = Refusals() if refusals is None else refusals
+        for layer, reason in OVERLOAD_REFUSALS.values():
+            self._refusals.declare(layer, (reason,))
         self._pools_reply: tuple[tuple[int, ...], pb.GetPoolsResponse] | None = None
+
+    def count_refusal(self, exc: Overloaded) -> None:
+        layer, reason = OVERLOAD_REFUSALS.get(exc.queue, (exc.queue, "full"))
+        self._refusals.count(layer, reason)
 
     @translating_errors
     async def Contribute(

@@ -1,6 +1,11 @@
-"""Backups with pg_dump's custom format, verified with pg_restore --list; restores into a new
-database, checked by counts and by the ledger audit. (One job, create/verify/restore/prune
-with the right client tools; long because each failure path says what is left.)
+"""Backups with pg_dump's custom format, verified by reading them whole (pg_restore of every
+table's data to /dev/null, and the sha256 manifest written beside each dump) against the
+tables of the schema revision the dump itself holds; restores into a new database, checked
+by counts and by the ledger audit. (One job, create/verify/restore/prune with the right
+client tools; long because each failure path says what is left.)
+
+Backups and their manifests are created 0600 whatever the umask: they hold the whole
+ledger. A dump that fails verification is kept, renamed `*.unverified`, never deleted.
 
 The client tools must be able to talk to the server: pg_dump refuses a server newer than
 itself. So the tool is chosen by the server's major version: the embedded server's own
@@ -11,6 +16,7 @@ An older major only is refused with the install hint.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -37,7 +43,16 @@ from jackpot_grpc.ops.output import progress
 
 HEARTBEAT_SECONDS = 2.0  # progress of a running pg_dump / pg_restore
 DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-BACKUP_FILE = re.compile(r"^jackpot_(full_backup|schema|data)_\d{8}_\d{6}(_\d+)?\.(dump|sql)$")
+# What `create` writes: the dump (verified), its sha256 manifest, the optional SQL files, and
+# a dump that failed verification (kept, marked). Group 2 is the stamp the files share.
+BACKUP_FILE = re.compile(
+    r"^jackpot_(full_backup|schema|data)_(\d{8}_\d{6}(?:_\d+)?)\.(dump|sql)"
+    r"(\.sha256|\.unverified)?$"
+)
+MANIFEST_SUFFIX = ".sha256"
+UNVERIFIED_SUFFIX = ".unverified"
+PRIVATE_MODE = 0o600
+DEFAULT_KEEP = 3
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)")
 _TOC_ENTRY = re.compile(r"^\d+;\s+\d+\s+\d+\s+(.*)$")
 _TOC_TABLE_DATA = re.compile(r"^TABLE DATA (\S+) (\S+)\b")
@@ -139,12 +154,57 @@ def _env(password: str | None) -> dict[str, str]:
     return env
 
 
-def required_tables() -> tuple[str, ...]:
-    """Every table of the schema (read from the migrations, alembic_version included): a
-    full backup must hold the data of each, or a restore cannot run the service."""
+def required_tables(revision: str | None = "head") -> tuple[str, ...]:
+    """Every table of the schema at `revision` (read from the migrations, alembic_version
+    included; None: an unmigrated database, none): a full backup of a database at that
+    revision must hold the data of each, or a restore cannot run the service."""
     from jackpot_grpc.adapters.migrations import schema_tables
 
-    return schema_tables()
+    return schema_tables(revision)
+
+
+def private_file(path: Path) -> Path:
+    """Create `path` empty and 0600 before anything is written into it (pg_dump opens an
+    existing file without changing its mode), so no umask ever makes a backup readable."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_MODE)  # the umask may have taken bits from os.open's mode
+    finally:
+        os.close(fd)
+    return path
+
+
+def sha256_of(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_path(file: Path) -> Path:
+    return file.with_name(file.name + MANIFEST_SUFFIX)
+
+
+def write_manifest(file: Path, digest: str) -> Path:
+    """`<file>.sha256` in sha256sum's format (`sha256sum -c` checks it too), 0600."""
+    manifest = manifest_path(file)
+    manifest.unlink(missing_ok=True)
+    private_file(manifest).write_text(f"{digest}  {file.name}\n")
+    return manifest
+
+
+def check_manifest(file: Path) -> str:
+    """ "ok", "absent" (a dump made before manifests), or what is wrong."""
+    manifest = manifest_path(file)
+    if not manifest.is_file():
+        return "absent"
+    expected, _, name = manifest.read_text().strip().partition("  ")
+    if name != file.name:
+        return f"manifest names {name!r}, not {file.name}"
+    if sha256_of(file) != expected:
+        return "sha256 does not match the manifest written when the backup was made"
+    return "ok"
 
 
 def _run(
@@ -211,21 +271,22 @@ class Verification:
     table_data: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     header: dict[str, str] = field(default_factory=dict)
+    revision: str | None = None  # the schema revision the dump holds (None: unmigrated)
+    read_whole: bool = False  # pg_restore read every entry's data to the end
+    checksum: str = "absent"
     error: str = ""
 
 
-def verify_backup(file: Path, tool: ClientTool) -> Verification:
-    """pg_restore --list reads the whole table of contents; the service's data must be there."""
-    if not file.is_file():
-        return Verification(file, False, str(tool.path), error="no such file")
-    done = subprocess.run(
-        [str(tool.path), "--list", str(file)], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        error = " | ".join(done.stderr.strip().splitlines()[-3:])
-        return Verification(file, False, str(tool.path), error=error or "pg_restore failed")
-    result = Verification(file, True, str(tool.path))
-    for line in done.stdout.splitlines():
+def _failed(file: Path, tool: ClientTool, error: str) -> Verification:
+    return Verification(file, False, str(tool.path), error=error)
+
+
+def _stderr_tail(done: subprocess.CompletedProcess[str], default: str) -> str:
+    return " | ".join(done.stderr.strip().splitlines()[-3:]) or default
+
+
+def _read_toc(result: Verification, listing: str) -> None:
+    for line in listing.splitlines():
         if line.startswith(";"):
             text = line.lstrip("; ")
             if text.startswith("Archive created at "):
@@ -244,10 +305,91 @@ def verify_backup(file: Path, tool: ClientTool) -> Verification:
             result.table_data.append(data.group(2))
         elif table := _TOC_TABLE.match(desc):
             result.tables.append(table.group(2))
-    result.missing = [t for t in required_tables() if t not in result.table_data]
-    if result.missing:
+
+
+def dumped_revision(file: Path, tool: ClientTool) -> str | None:
+    """The version_num in the dump's alembic_version data (None: not there or empty)."""
+    done = subprocess.run(
+        [str(tool.path), "--data-only", "--table=alembic_version", "--file=-", str(file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BackupError(_stderr_tail(done, "pg_restore could not read alembic_version"))
+    lines = done.stdout.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("COPY ") and "alembic_version" in line and index + 1 < len(lines):
+            value = lines[index + 1].strip()
+            return None if value in ("", "\\.") else value
+    return None
+
+
+def _required_for(result: Verification) -> tuple[str, ...]:
+    """The tables a dump at its own revision must hold data for. A dump with service tables
+    but no revision (alembic_version left out) is held to head, so the gap is named."""
+    from jackpot_grpc.adapters.migrations import known_revision
+
+    if result.revision is None:
+        head = required_tables()
+        return head if set(result.tables) & set(head) else ()
+    if not known_revision(result.revision):  # a newer release's dump: at least head's
+        return required_tables()
+    return required_tables(result.revision)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The schema revision a dump must hold (None: an unmigrated database)."""
+
+    revision: str | None
+
+
+def verify_backup(
+    file: Path, tool: ClientTool, *, expected: Expected | None = None
+) -> Verification:
+    """The whole archive reads: its table of contents (pg_restore --list), every entry's
+    data to the end (pg_restore to /dev/null: a truncated or corrupt dump fails here), the
+    sha256 manifest when there is one; and it holds the data of every table of the schema
+    revision it was dumped at (which, when `expected` is given, must be that one)."""
+    if not file.is_file():
+        return _failed(file, tool, "no such file")
+    listed = subprocess.run(
+        [str(tool.path), "--list", str(file)], capture_output=True, text=True, check=False
+    )
+    if listed.returncode != 0:
+        return _failed(file, tool, _stderr_tail(listed, "pg_restore failed"))
+    result = Verification(file, True, str(tool.path))
+    _read_toc(result, listed.stdout)
+    whole = subprocess.run(
+        [str(tool.path), "--file=/dev/null", str(file)], capture_output=True, text=True, check=False
+    )
+    if whole.returncode != 0:
         result.ok = False
-        result.error = "no data for table(s): " + ", ".join(result.missing)
+        result.error = "the archive does not read to the end: " + _stderr_tail(
+            whole, "pg_restore failed"
+        )
+        return result
+    result.read_whole = True
+    if "alembic_version" in result.table_data:
+        result.revision = dumped_revision(file, tool)
+    result.checksum = check_manifest(file)
+    problems: list[str] = []
+    if result.checksum not in ("ok", "absent"):
+        problems.append(result.checksum)
+    if expected is not None and result.revision != expected.revision:
+        problems.append(
+            f"the dump is at revision {result.revision}, the database at {expected.revision}"
+        )
+    result.missing = [t for t in _required_for(result) if t not in result.table_data]
+    if result.missing:
+        problems.append(
+            f"no data for table(s) of revision {result.revision or 'head'}: "
+            + ", ".join(result.missing)
+        )
+    if problems:
+        result.ok = False
+        result.error = "; ".join(problems)
     return result
 
 
@@ -260,6 +402,8 @@ class BackupResult:
     database: str
     pg_dump: str
     verification: Verification
+    revision: str | None = None
+    manifest: Path | None = None
     extra_files: list[Path] = field(default_factory=list)
 
 
@@ -272,20 +416,25 @@ def create_backup(
     verbose: bool = False,
     now: datetime | None = None,
 ) -> BackupResult:
+    """Dump, verify against the database's own schema revision (an unmigrated database, a
+    first deploy, backs up too), then name it final and write its manifest. A dump that
+    fails verification is kept as `<name>.unverified` and the error says where."""
     started = time.perf_counter()
     with connect(url) as conn:
         info = pgstat.server_info(conn)
+        revision = pgstat.current_revision(conn)
     major = int(info["server_version_num"]) // 10000
     pg_dump = find_tool("pg_dump", major, preferred_bin)
     pg_restore = find_tool("pg_restore", major, preferred_bin)
     progress(
         f"backup: database {info['database']} on PostgreSQL {info['server_version']}"
-        f" ({info['database_size']}), {pg_dump.path} ({pg_dump.major})"
+        f" ({info['database_size']}, schema revision {revision or 'none'}),"
+        f" {pg_dump.path} ({pg_dump.major})"
     )
     stamp = now or datetime.now(UTC)
     target = backup_path(root, stamp)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = private_file(target.with_name(target.name + ".partial"))
     conninfo, password = split_password(url)
     env = _env(password)
     base = [str(pg_dump.path), f"--dbname={conninfo}", "--no-password"]
@@ -299,20 +448,27 @@ def create_backup(
             label="backup",
             output=partial,
         )
-        progress(
-            f"backup: written {partial.stat().st_size} bytes; verifying with pg_restore --list"
+    except BaseException:
+        partial.unlink(missing_ok=True)  # pg_dump did not finish: nothing to keep
+        raise
+    progress(f"backup: written {partial.stat().st_size} bytes; verifying (reading it whole)")
+    digest = sha256_of(partial)
+    verification = verify_backup(partial, pg_restore, expected=Expected(revision))
+    if not verification.ok:
+        kept = target.with_name(target.name + UNVERIFIED_SUFFIX)
+        partial.rename(kept)
+        raise BackupError(
+            f"backup verification failed: {verification.error}; the dump is kept,"
+            f" marked unverified, as {kept}"
         )
-        verification = verify_backup(partial, pg_restore)
-        if not verification.ok:
-            raise BackupError(f"backup verification failed: {verification.error}")
-        partial.rename(target)
-        verification.file = target
-    finally:
-        partial.unlink(missing_ok=True)
+    partial.rename(target)
+    write_manifest(target, digest)
+    verification.file = target
+    verification.checksum = "ok"
     extra: list[Path] = []
     if with_sql:
         for kind, flag in (("schema", "--schema-only"), ("data", "--data-only")):
-            path = backup_path(root, stamp, kind, "sql")
+            path = private_file(backup_path(root, stamp, kind, "sql"))
             progress(f"backup: {kind}-only SQL to {path}")
             _run([*base, flag, f"--file={path}"], env, verbose, label="backup", output=path)
             extra.append(path)
@@ -324,6 +480,8 @@ def create_backup(
         database=str(info["database"]),
         pg_dump=f"{pg_dump.path} ({pg_dump.major})",
         verification=verification,
+        revision=revision,
+        manifest=manifest_path(target),
         extra_files=extra,
     )
 
@@ -417,30 +575,72 @@ def discard_database(url: str, database: str) -> str:
     return f"the half-made database {database} was dropped; nothing is left"
 
 
-def prune_backups(root: Path, older_than_days: float, *, dry_run: bool) -> list[dict[str, Any]]:
-    """Remove backup files older than the given age (the runbook's 30-day cleanup)."""
+@dataclass(frozen=True)
+class BackupFile:
+    path: Path
+    kind: str
+    stamp: str
+    ext: str
+    suffix: str
+
+    @property
+    def verified_dump(self) -> bool:
+        return self.kind == "full_backup" and self.ext == "dump" and not self.suffix
+
+    @property
+    def order(self) -> tuple[str, int]:
+        """Newest last: the stamp's time, then its collision counter (`_2`, `_3`, ...)."""
+        return (self.stamp[:15], int(self.stamp[16:] or 1))
+
+
+def backup_files(root: Path) -> list[BackupFile]:
+    found: list[BackupFile] = []
+    for path in sorted(root.glob("*/*")):
+        match = BACKUP_FILE.match(path.name)
+        if path.is_file() and match:
+            kind, stamp, ext, suffix = match.groups()
+            found.append(BackupFile(path, kind, stamp, ext, suffix or ""))
+    return found
+
+
+def prune_backups(
+    root: Path, older_than_days: float, *, keep: int = DEFAULT_KEEP, dry_run: bool
+) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Remove backup files older than the given age (the runbook's 30-day cleanup), but
+    never the newest `keep` verified dumps (nor their manifests and SQL files). A directory
+    holding no verified dump is an error: a mistyped --dir must not read as "deleted 0".
+    Returns what was (or would be) deleted and the dumps kept."""
+    if keep < 1:
+        raise BackupError("--keep must be at least 1: prune never deletes the last backup")
+    if not root.is_dir():
+        raise BackupError(f"{root}: no such backup directory; nothing deleted")
+    files = backup_files(root)
+    verified = sorted((f for f in files if f.verified_dump), key=lambda f: f.order)
+    if not verified:
+        raise BackupError(
+            f"{root} holds no verified backup (YYYY-MM-DD/jackpot_full_backup_*.dump):"
+            " is the directory right? nothing deleted"
+        )
+    kept = verified[-keep:]
+    kept_stamps = {f.stamp for f in kept}
     cutoff = time.time() - timedelta(days=older_than_days).total_seconds()
     pruned: list[dict[str, Any]] = []
-    if not root.is_dir():
-        return pruned
-    for path in sorted(root.glob("*/*")):
-        if not (path.is_file() and BACKUP_FILE.match(path.name)):
-            continue
-        stat = path.stat()
-        if stat.st_mtime >= cutoff:
+    for backup_file in files:
+        stat = backup_file.path.stat()
+        if backup_file.stamp in kept_stamps or stat.st_mtime >= cutoff:
             continue
         pruned.append(
             {
-                "file": path,
+                "file": backup_file.path,
                 "size_bytes": stat.st_size,
                 "modified": datetime.fromtimestamp(stat.st_mtime, UTC),
                 "deleted": not dry_run,
             }
         )
         if not dry_run:
-            path.unlink()
+            backup_file.path.unlink()
     if not dry_run:
         for day in root.iterdir():
             if day.is_dir() and not any(day.iterdir()):
                 day.rmdir()
-    return pruned
+    return pruned, [f.path for f in kept]

@@ -133,6 +133,16 @@ async def books_check(base: str, rpc_timeout: float = 3.0) -> Check:
     if ledger.get("balanced") is False:
         problems = "; ".join(str(p) for p in ledger.get("problems") or [])
         return Check("books", url, False, "UNBALANCED", _elapsed(started), problems[:200])
+    if body.get("pools_readable") is False:
+        # The ledger cannot be read now: the last verdict is old news, not a state.
+        last = (
+            f"last audit balanced {ledger.get('age_seconds')} s ago"
+            if ledger.get("checked")
+            else "not audited yet"
+        )
+        error = first_line(str(body.get("pools_error") or "database unreadable"))
+        detail = f"ledger unreadable ({error}); {last}"
+        return Check("books", url, False, "UNKNOWN", _elapsed(started), detail[:200])
     if not ledger.get("checked"):
         return Check("books", url, True, "NOT AUDITED YET", _elapsed(started), "")
     detail = f"audited {ledger.get('age_seconds')} s ago"
@@ -160,3 +170,28 @@ async def run_checks(
 
 def default_http_base(health_port: int) -> str:
     return f"http://localhost:{health_port}"
+
+
+def database_url_of(base: str) -> str:
+    """`http://host:3001[/anything]` → `http://host:3001/health/database`."""
+    parts = urlsplit(base if "://" in base else f"http://{base}")
+    return urlunsplit(parts._replace(path="/health/database", query=""))
+
+
+async def service_pool(base: str, rpc_timeout: float = 3.0) -> dict[str, object]:
+    """The running server's own connection pool (its /health/database `pool`: sizes, in
+    use, waiting, utilisation), as the server sees it; `error` when it cannot be read."""
+    url = database_url_of(base)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=rpc_timeout)) as session,
+            session.get(url, headers={"Accept": "application/json"}) as response,
+        ):
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        detail = "timed out" if isinstance(exc, TimeoutError) else first_line(str(exc))
+        return {"url": url, "error": detail or type(exc).__name__}
+    pool = body.get("pool") if isinstance(body, dict) else None
+    if not isinstance(pool, dict):
+        return {"url": url, "error": f"HTTP {response.status}: no pool figures"}
+    return {"url": url, **pool}

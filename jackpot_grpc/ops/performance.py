@@ -129,6 +129,18 @@ def summarize(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def off_target(summary: Mapping[str, Any]) -> list[str]:
+    """What the grades say is wrong: an error rate above target (0.1 %), a p95 past the
+    degradation level (500 ms). A report that finds either fails (exit 1)."""
+    problems: list[str] = []
+    if summary["error_rate_status"] not in ("ok", "-"):
+        rate = f"{summary['error_rate_percent']:g}%"
+        problems.append(f"error rate {rate} {summary['error_rate_status']}")
+    if summary["p95_status"].startswith("CRITICAL"):
+        problems.append(f"p95 {summary['p95_ms']} ms {summary['p95_status']}")
+    return problems
+
+
 def method_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     methods = data.get("methods")
     items: list[tuple[str, Any]] = []

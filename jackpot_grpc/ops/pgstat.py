@@ -17,6 +17,7 @@ from jackpot_grpc.adapters.pgstat import (
     connection_usage,
     connections_by_state,
     current_revision,
+    existing_tables,
     index_usage,
     ledger_counts,
     locks,
@@ -31,6 +32,13 @@ from jackpot_grpc.adapters.pgstat import (
     table_stats,
     terminate,
 )
+
+
+def schema_tables() -> tuple[str, ...]:
+    """Every table of the schema at head (read from the migrations)."""
+    from jackpot_grpc.adapters import migrations  # imported here: alembic is slow to import
+
+    return migrations.schema_tables()
 
 
 def head_revision() -> str | None:
@@ -49,6 +57,7 @@ __all__ = [
     "connection_usage",
     "connections_by_state",
     "current_revision",
+    "existing_tables",
     "head_revision",
     "index_usage",
     "ledger_counts",
@@ -60,6 +69,7 @@ __all__ = [
     "one",
     "resource_trends",
     "rows",
+    "schema_tables",
     "server_info",
     "server_major",
     "statements",

@@ -1,8 +1,10 @@
-"""Which database an operator command works on.
+"""Which database a command works on.
 
-DATABASE_URL, or — only when JACKPOT_EMBEDDED_DB asks for it — the embedded PostgreSQL under
-JACKPOT_DATA_DIR. An embedded server that was already running (say, under `jackpot run`) is
-adopted and left running; one started here is stopped on exit.
+Operator commands: DATABASE_URL, nothing else — never a throwaway embedded server, which
+would back up, audit or migrate an empty database and call it a success. The service
+processes (`jackpot run`, `jackpot serve`): DATABASE_URL, or — only when JACKPOT_EMBEDDED_DB
+asks for it — the embedded PostgreSQL under JACKPOT_DATA_DIR. An embedded server that was
+already running is adopted and left running; one started here is stopped on exit.
 """
 
 from __future__ import annotations
@@ -40,13 +42,22 @@ NO_DATABASE = (
     "DATABASE_URL is not set: point it at PostgreSQL, or set JACKPOT_EMBEDDED_DB=1 for a"
     " throwaway embedded server (development only)"
 )
+OPS_NO_DATABASE = (
+    "DATABASE_URL is not set: operator commands work only on the database it names, never on"
+    " a throwaway embedded one (JACKPOT_EMBEDDED_DB is for `jackpot run`/`serve`; the URL of"
+    " a running embedded server is in their log)"
+)
 
 
 @contextlib.contextmanager
-def open_database(settings: Settings) -> Iterator[DatabaseTarget]:
+def open_database(settings: Settings, *, service: bool = False) -> Iterator[DatabaseTarget]:
+    """The database of DATABASE_URL; for a service process (`service`) that asked for it
+    with JACKPOT_EMBEDDED_DB, the embedded one."""
     if settings.database_url:
         yield DatabaseTarget(settings.database_url)
         return
+    if not service:
+        raise SystemExit(OPS_NO_DATABASE)
     if not settings.embedded_db:
         raise SystemExit(NO_DATABASE)
     embedded = EmbeddedPostgres(settings.data_dir)

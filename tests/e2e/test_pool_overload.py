@@ -12,6 +12,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
+import aiohttp
 import grpc
 import psycopg
 import pytest
@@ -44,12 +45,14 @@ async def test_calls_past_the_connection_queue_get_resource_exhausted_at_once(
         stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
         # Connected and warm. The server's own start-up work (the first ledger audit, the
         # health probe) shares the one connection, so the warm-up may itself be turned away.
+        warm_up_refused = 0
         for _ in range(50):
             try:
                 await stub.GetConfig(pb.GetConfigRequest())
                 break
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                warm_up_refused += 1
                 await asyncio.sleep(0.1)
 
         async def win() -> grpc.StatusCode:
@@ -84,3 +87,16 @@ async def test_calls_past_the_connection_queue_get_resource_exhausted_at_once(
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT count(*) FROM wins").fetchone()
     assert row is not None and row[0] == codes.count(grpc.StatusCode.OK)  # refused: no trace
+
+    # Each refusal is counted where overload is looked for: jackpot_refusals_total (and the
+    # /metrics JSON's refusals), like admission's own.
+    refused_calls = warm_up_refused + codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    base = f"http://127.0.0.1:{small_server.health_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/metrics") as response:
+            summary = await response.json()
+        async with http.get(f"{base}/metrics/prometheus") as response:
+            text = await response.text()
+    assert summary["refusals"]["database_pool"] == {"waiting_limit": refused_calls}, summary
+    series = 'jackpot_refusals_total{layer="database_pool",reason="waiting_limit"}'
+    assert f"{series} {float(refused_calls)}" in text.splitlines()

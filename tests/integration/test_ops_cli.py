@@ -32,11 +32,11 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import PROJECT_ROOT, Settings
-from jackpot_grpc.entrypoints.server import RunningServer
+from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.ops import backup, pgstat
 from jackpot_grpc.ops.target import connect
 from jackpot_grpc.service.reports import run_audit
-from testkit.database import create_database, drop_database, unique_name
+from testkit.database import create_database, drop_database, public_tables, unique_name
 from testkit.ops_commands import ops, ops_json, ops_json_sync
 from testkit.ports import free_port
 
@@ -277,16 +277,48 @@ def test_db_check_reports_version_latency_and_revision(
 async def test_db_pool_status_counts_the_service_connections(
     server: RunningServer, ops_settings: Settings
 ) -> None:
-    code, data = await ops_json(ops_settings, "db", "pool-status")
-    assert code == 0
+    code, data = await ops_json(
+        ops_settings, "db", "pool-status", "--health-url", health_base(server)
+    )
+    assert code == 0, data
     # The server's pool (application_name jackpot-service) holds at least min_size open.
     assert sum(s["connections"] for s in data["states"]) >= ops_settings.pool_min_size
     assert data["usage"]["max_connections"] > 0
     assert data["usage"]["jackpot_connections"] >= ops_settings.pool_min_size
 
-    code, text = await ops(ops_settings, "db", "pool-status", "--fail-above", "0")
+    code, text = await ops(
+        ops_settings, "db", "pool-status", "--health-url", health_base(server), "--fail-above", "0"
+    )
     assert code == 1
     assert "ABOVE 0" in text
+
+
+async def test_db_pool_status_reports_the_servers_own_pool(
+    settings: Settings, database_url: str
+) -> None:
+    # The server runs with DB_POOL_MAX=2; the command's own settings say 8 (the fixture's).
+    small = dataclasses.replace(settings, pool_min_size=1, pool_max_size=2)
+    running = await start_server(small, database_url, port=0)
+    try:
+        ops_settings = dataclasses.replace(settings, database_url=database_url)
+        argv = ("db", "pool-status", "--health-url", health_base(running))
+        code, data = await ops_json(ops_settings, *argv)
+        assert code == 0, data
+        assert data["service_pool"]["max_size"] == 2
+        # Saturated: both connections taken.
+        async with running.pool.connection(), running.pool.connection():
+            code, data = await ops_json(ops_settings, *argv)
+        assert code == 1, data
+        pool = data["service_pool"]
+        assert (pool["max_size"], pool["in_use"], pool["utilization_percent"]) == (2, 2, 100.0)
+        assert any(p.startswith("service pool") for p in data["problems"]), data["problems"]
+
+        # A server that does not answer: the pool is unknown, which is a failure.
+        down = ("db", "pool-status", "--health-url", f"http://127.0.0.1:{free_port()}")
+        code, data = await ops_json(ops_settings, *down)
+        assert code == 1 and "error" in data["service_pool"]
+    finally:
+        await running.stop(grace=1.0)
 
 
 def test_migrate_dry_run_prints_sql_and_changes_nothing(admin_url: str) -> None:
@@ -316,7 +348,9 @@ def test_migrate_dry_run_prints_sql_and_changes_nothing(admin_url: str) -> None:
 def test_db_maintain_and_long_queries(ops_settings: Settings, database_url: str) -> None:
     code, data = ops_json_sync(ops_settings, "db", "maintain")
     assert code == 0
-    assert {a["table"] for a in data["actions"]} == set(pgstat.TABLES)
+    # Every table the database holds, the hottest (contribution_totals) included.
+    assert {a["table"] for a in data["actions"]} == public_tables(database_url)
+    assert "contribution_totals" in {t["table"] for t in data["tables"]}
 
     sleeper = psycopg.connect(database_url, autocommit=True, application_name="ops-test-sleeper")
     errors: list[BaseException] = []
@@ -454,11 +488,18 @@ def test_backup_prune_deletes_only_old_backups(ops_settings: Settings, tmp_path:
     recent = tmp_path / "2099-01-01" / "jackpot_schema_20990101_000000.sql"
     recent.parent.mkdir()
     recent.write_text("x")
+    # The newest verified backup is never pruned: with this one, the old one may go.
+    newest = tmp_path / "2099-01-01" / "jackpot_full_backup_20990101_000000.dump"
+    newest.write_text("x")
 
-    code, data = ops_json_sync(ops_settings, "backup", "prune", "--dir", str(tmp_path), "--dry-run")
+    code, data = ops_json_sync(
+        ops_settings, "backup", "prune", "--dir", str(tmp_path), "--dry-run", "--keep", "1"
+    )
     assert code == 0 and [Path(f["file"]) for f in data["files"]] == [old]
     assert old.exists()
-    code, data = ops_json_sync(ops_settings, "backup", "prune", "--dir", str(tmp_path))
+    code, data = ops_json_sync(
+        ops_settings, "backup", "prune", "--dir", str(tmp_path), "--keep", "1"
+    )
     assert code == 0 and not old.exists() and other.exists() and recent.exists()
 
 
@@ -589,7 +630,7 @@ async def test_report_tolerates_missing_metric_fields(ops_settings: Settings) ->
     }
     async with canned_metrics(partial) as base:
         code, data = await ops_json(ops_settings, "report", "--metrics-url", base, "--no-db")
-    assert code == 0
+    assert code == 1  # graded critical: the report fails
     summary = data["metrics"]["summary"]
     assert summary["total_requests"] == 1200
     assert summary["avg_ms"] is None and summary["p99_ms"] is None
@@ -602,6 +643,24 @@ async def test_report_tolerates_missing_metric_fields(ops_settings: Settings) ->
         ops_settings, "report", "--metrics-url", f"http://127.0.0.1:{free_port()}", "--no-db"
     )
     assert code == 1 and data["metrics"]["error"] == "connection refused"
+
+
+@pytest.mark.parametrize(
+    ("error_rate", "p95", "code", "problem"),
+    [
+        (0.0005, 40.0, 0, None),
+        (0.002, 40.0, 1, "error rate 0.2% above target (0.1%)"),
+        (0.0, 650.0, 1, "p95 650.0 ms CRITICAL (> 500 ms)"),
+    ],
+)
+async def test_report_fails_when_it_grades_the_service_off_target(
+    ops_settings: Settings, error_rate: float, p95: float, code: int, problem: str | None
+) -> None:
+    payload = {"total_requests": 5000, "error_rate": error_rate, "response_times": {"p95": p95}}
+    async with canned_metrics(payload) as base:
+        got, data = await ops_json(ops_settings, "report", "--metrics-url", base, "--no-db")
+    assert got == code, data
+    assert data["problems"] == ([] if problem is None else [problem])
 
 
 # --- configuration -----------------------------------------------------------------------

@@ -15,6 +15,7 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import psycopg
 import pytest
 
@@ -24,8 +25,9 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.ops import backup, diagnostics, pgstat
 from jackpot_grpc.ops.target import connect
-from testkit.database import create_database, drop_database, unique_name
+from testkit.database import create_database, drop_database, public_tables, unique_name
 from testkit.ops_commands import ops_json_sync, run_ops
+from testkit.outage import database_outage
 from testkit.ports import free_port
 from testkit.processes import serve_process
 
@@ -92,6 +94,48 @@ def test_dry_run_fails_clearly_when_the_database_is_unreachable() -> None:
     assert done.stderr.strip().splitlines()[-1].startswith("error: database error:")
     assert "Traceback" not in done.stderr
     assert "CREATE TABLE" not in done.stdout
+
+
+def test_migrate_to_a_revision_moves_down_and_back_up(admin_url: str) -> None:
+    name = unique_name("jackpot_updown")
+    url = create_database(admin_url, name)
+    env = {"DATABASE_URL": url}
+    head = pgstat.head_revision()
+    try:
+        up = jackpot("migrate", "--json", env=env)
+        assert up.returncode == 0, up.stderr
+        assert json.loads(up.stdout)["current"] == head
+        dry = jackpot("migrate", "--to", "0006", "--dry-run", env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert "DROP TABLE ledger_audits" in dry.stdout
+        assert migrations.current_revision(url) == head  # a dry run changes nothing
+
+        down = jackpot("migrate", "--to", "0006", "--json", env=env)
+        assert down.returncode == 0, down.stderr
+        report = json.loads(down.stdout)
+        assert report["direction"] == "down" and report["current"] == "0006"
+        assert [r["revision"] for r in report["applied"]] == ["0008", "0007"]  # newest first
+        assert "Running downgrade 0008 -> 0007" in down.stderr
+        assert migrations.current_revision(url) == "0006"
+        assert "ledger_audits" not in public_tables(url)
+        with connect(url) as conn:
+            columns = pgstat.rows(
+                conn,
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'contributions' AND column_name = 'client'",
+            )
+        assert columns == []
+
+        again = jackpot("migrate", "--json", env=env)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["current"] == head
+        assert "ledger_audits" in public_tables(url)
+
+        unknown = jackpot("migrate", "--to", "0099", env=env)
+        assert unknown.returncode == 1 and "unknown revision '0099'" in unknown.stderr
+        assert migrations.current_revision(url) == head
+    finally:
+        drop_database(admin_url, name)
 
 
 # --- 2. start failures in application.log; errors across rotated logs -------------------
@@ -272,7 +316,9 @@ def test_db_maintain_reports_each_table_as_it_goes(
     code, _ = run_ops(ops_settings, "db", "maintain", "--reindex")
     err = capsys.readouterr().err
     assert code == 0
-    assert f"maintain: REINDEX CONCURRENTLY jackpots (1/{len(pgstat.TABLES)})" in err
+    tables = pgstat.schema_tables()
+    assert f"maintain: REINDEX CONCURRENTLY {tables[0]} (1/{len(tables)})" in err
+    assert f"maintain: VACUUM ANALYZE {tables[-1]} ({len(tables)}/{len(tables)})" in err
 
 
 # --- 4. config validate reports every violation at once -------------------------------------
@@ -367,6 +413,30 @@ async def test_health_is_red_when_the_books_do_not_balance(
     assert code == 1 and data["healthy"] is False
     books = next(c for c in data["checks"] if c["check"] == "books")
     assert books["status"] == "UNBALANCED" and "minor off by 5" in books["detail"]
+
+
+async def test_health_shows_no_stale_books_verdict_while_the_database_is_down(
+    server: RunningServer, ops_settings: Settings, database_url: str, admin_url: str
+) -> None:
+    assert server.auditor is not None
+    await server.auditor.audit_now()  # balanced, a moment ago
+    argv = ("health", "--grpc-target", f"127.0.0.1:{server.port}")
+    base = f"http://127.0.0.1:{server.health_port}"
+    async with database_outage(admin_url, database_url), aiohttp.ClientSession() as http:
+        for _ in range(100):  # the pools' snapshot expires, then reads fail (bounded: 10 s)
+            async with http.get(f"{base}/health/jackpot") as response:
+                if response.status == 503:
+                    break
+            await asyncio.sleep(0.1)
+        code, out = await asyncio.to_thread(
+            run_ops, ops_settings, *argv, "--health-url", base, "--json"
+        )
+    data = json.loads(out)
+    assert code == 1
+    books = next(c for c in data["checks"] if c["check"] == "books")
+    # The last verdict is old news while the ledger cannot be read: unknown, with its age.
+    assert books["status"] == "UNKNOWN" and not books["healthy"], books
+    assert "last audit balanced" in books["detail"] and " s ago" in books["detail"]
 
 
 # --- 7. loadtest against a running service; make test-load, make security-audit ----------

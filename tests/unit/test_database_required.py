@@ -1,5 +1,6 @@
-"""No DATABASE_URL: the service refuses to start unless the embedded server is asked for;
-and `serve` migrates only when asked."""
+"""No DATABASE_URL: the service refuses to start unless the embedded server is asked for,
+operator commands refuse whatever is asked (never a throwaway database), and only `make run`,
+`make serve` and `make test` ask for it; and `serve` migrates only when asked."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import pytest
 
 from jackpot_grpc import cli
 from jackpot_grpc.config import Settings
-from jackpot_grpc.ops.target import NO_DATABASE, open_database
+from jackpot_grpc.ops.target import NO_DATABASE, OPS_NO_DATABASE, open_database
+from testkit.ops_commands import run_ops
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_open_database_refuses_without_url_or_embedded_opt_in(tmp_path: Path) -> None:
     settings = Settings.from_env({"JACKPOT_DATA_DIR": str(tmp_path / "pg")})
     assert settings.database_url is None and not settings.embedded_db
-    with pytest.raises(SystemExit) as refused, open_database(settings):
+    with pytest.raises(SystemExit) as refused, open_database(settings, service=True):
         pytest.fail("opened a database without DATABASE_URL or JACKPOT_EMBEDDED_DB")
     assert refused.value.code == NO_DATABASE
     assert not (tmp_path / "pg").exists(), "an embedded server was started anyway"
@@ -49,8 +53,87 @@ def test_commands_exit_with_one_line_when_no_database_is_set(command: str, tmp_p
         assert NO_DATABASE in done.stdout.strip().splitlines()[-1]
         assert NO_DATABASE in (tmp_path / "logs" / "application.log").read_text()
     else:
-        assert done.stderr.strip().splitlines()[-1] == NO_DATABASE
+        assert done.stderr.strip().splitlines()[-1] == OPS_NO_DATABASE
     assert not (tmp_path / ".data").exists()
+
+
+# Every operator command that reads or writes the database, as the make targets run them.
+DATABASE_COMMANDS = [
+    ("migrate",),
+    ("migrate", "--dry-run"),
+    ("audit",),
+    ("backup", "create"),
+    ("backup", "restore", "x.dump", "--database", "jackpot_restored"),
+    ("db", "check"),
+    ("db", "pool-status"),
+    ("db", "maintain"),
+    ("db", "long-queries"),
+    ("report",),
+    ("diagnostics",),
+    ("config", "show", "--from-db"),
+]
+
+
+@pytest.mark.parametrize("argv", DATABASE_COMMANDS, ids=" ".join)
+def test_operator_commands_never_start_the_embedded_database(
+    argv: tuple[str, ...], tmp_path: Path
+) -> None:
+    # Asked for the embedded server (as the Makefile once exported for every target), an
+    # operator command still refuses: it would back up, audit or migrate a throwaway.
+    data_dir = tmp_path / "pg"
+    settings = Settings.from_env({"JACKPOT_EMBEDDED_DB": "1", "JACKPOT_DATA_DIR": str(data_dir)})
+    with pytest.raises(SystemExit) as refused:
+        run_ops(settings, *argv)
+    assert refused.value.code == OPS_NO_DATABASE
+    assert not data_dir.exists(), "an embedded server was started"
+
+
+def _fake_bin(directory: Path) -> Path:
+    """jackpot and pytest that print the JACKPOT_EMBEDDED_DB they were given."""
+    directory.mkdir()
+    for name in ("jackpot", "pytest"):
+        tool = directory / name
+        tool.write_text('#!/bin/sh\necho "JACKPOT_EMBEDDED_DB=${JACKPOT_EMBEDDED_DB-unset}"\n')
+        tool.chmod(0o755)
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("target", "embedded"),
+    [
+        ("run", "1"),
+        ("serve", "1"),
+        ("test", "1"),
+        ("backup-create", "unset"),
+        ("audit", "unset"),
+        ("db-migrate", "unset"),
+        ("migrate", "unset"),
+        ("db-migrate-dry-run", "unset"),
+        ("db-health-check", "unset"),
+        ("db-pool-status", "unset"),
+        ("performance-report", "unset"),
+        ("diagnostics", "unset"),
+        ("config-validate", "unset"),
+    ],
+)
+def test_only_run_serve_and_test_targets_ask_for_the_embedded_database(
+    target: str, embedded: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MAKEFLAGS")}
+    env.pop("JACKPOT_EMBEDDED_DB", None)
+    fakes = _fake_bin(tmp_path / "bin")
+    done = subprocess.run(
+        # -o: the virtualenv counts as installed; BIN: the fakes run instead of the tools.
+        ["make", "--no-print-directory", "-o", ".venv/.installed", target, f"BIN={fakes}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"JACKPOT_EMBEDDED_DB={embedded}" in done.stdout.splitlines()
 
 
 def test_serve_migrates_only_when_asked() -> None:

@@ -13,6 +13,8 @@ import fnmatch
 import json
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +326,47 @@ def unit(path: Path) -> configparser.ConfigParser:
     return parser
 
 
+TARGET_SERVICES = ("jackpot.service", "jackpot-gateway.service")
+
+
+def test_jackpot_target_is_down_while_a_service_has_failed() -> None:
+    # Wants= alone kept the target active over a failed server (`systemctl status
+    # jackpot.target` said active). BindsTo= with After=: active only while both are.
+    target = unit(SYSTEMD / "jackpot.target")["Unit"]
+    assert set(target["BindsTo"].split()) == set(TARGET_SERVICES)
+    assert set(TARGET_SERVICES) <= set(target["After"].split())
+    for name in TARGET_SERVICES:
+        service = unit(SYSTEMD / name)
+        assert service["Unit"]["PartOf"] == "jackpot.target"  # stop/restart reach both
+        assert service["Service"]["Restart"] == "on-failure"
+        # A restart must not pass through "failed" (systemd 254+ does by default), or the
+        # bound target would go down with every restart and take the gateway with it.
+        assert service["Service"]["RestartMode"] == "direct"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_analyze_verifies_the_service_units(tmp_path: Path) -> None:
+    for name in ("jackpot.target", *TARGET_SERVICES):
+        # The release's binary is not installed here: an executable that exists instead.
+        text = (SYSTEMD / name).read_text().replace("/opt/jackpot/venv/bin/jackpot", "/bin/true")
+        (tmp_path / name).write_text(text)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", "jackpot.target", *TARGET_SERVICES],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # systemd before 254 does not know RestartMode= yet and says so; nothing else may show.
+    complaints = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if line.strip() and "Unknown key 'RestartMode'" not in line
+    ]
+    assert done.returncode == 0 and not complaints, complaints
+
+
 def test_systemd_units_run_server_and_gateway_side_by_side() -> None:
     systemd = SYSTEMD
     serve = unit(systemd / "jackpot.service")
@@ -334,8 +377,8 @@ def test_systemd_units_run_server_and_gateway_side_by_side() -> None:
         assert service["Service"]["User"] not in ("root", "0")
         assert service["Service"]["KillSignal"] == "SIGTERM"
         assert service["Install"]["WantedBy"] == "jackpot.target"
-    wants = unit(systemd / "jackpot.target")["Unit"]["Wants"].split()
-    assert set(wants) == {"jackpot.service", "jackpot-gateway.service"}
+    binds = unit(systemd / "jackpot.target")["Unit"]["BindsTo"].split()
+    assert set(binds) == {"jackpot.service", "jackpot-gateway.service"}
 
     for oneshot in ("jackpot-backup.service", "jackpot-maintenance.service"):
         service = unit(systemd / oneshot)["Service"]
@@ -576,3 +619,25 @@ def test_docs_stand_on_their_own() -> None:
         text = path.read_text()
         assert "../shared" not in text and "shared/" not in text, path
         assert "DESIGN.md" not in text, path
+
+
+def test_the_previous_release_is_a_commit_of_this_history() -> None:
+    lines = (PROJECT_ROOT / "deploy" / "PREVIOUS_RELEASE").read_text().splitlines()
+    (commit,) = [line for line in lines if line and not line.startswith("#")]
+    assert re.fullmatch(r"[0-9a-f]{40}", commit), commit
+    if not (PROJECT_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    found = subprocess.run(
+        ["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=PROJECT_ROOT, check=False
+    )
+    assert found.returncode == 0, f"{commit} is not in this clone's history"
+    ci = (PROJECT_ROOT / ".ci" / "run").read_text()
+    assert "scripts/previous_release_check.sh" in ci
+
+
+def test_ci_runs_the_recovery_drill_the_operations_guide_describes() -> None:
+    ci = (PROJECT_ROOT / ".ci" / "run").read_text()
+    assert "scripts/pitr_drill.sh" in ci
+    guide = OPERATIONS.read_text()
+    assert "### Point-in-time recovery drill (quarterly)" in guide
+    assert "scripts/pitr_drill.sh" in guide

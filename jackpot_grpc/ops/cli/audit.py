@@ -9,8 +9,8 @@ import json
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import LedgerAudit
 from jackpot_grpc.ops.cli.options import Subparsers
-from jackpot_grpc.ops.cli.shared import database
 from jackpot_grpc.ops.output import render_table
+from jackpot_grpc.ops.target import open_database
 
 COLUMNS = ("group", "current_amount", "seed_funding", "contributions", "wins")
 
@@ -41,8 +41,8 @@ def print_books(books: LedgerAudit) -> None:
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.service.reports import audit_report, run_audit
 
-    with database(settings, migrate=False) as url:
-        books = asyncio.run(run_audit(settings, url))
+    with open_database(settings) as db:
+        books = asyncio.run(run_audit(settings, db.url))
     if args.json:
         print(json.dumps(audit_report(books), indent=2))
     else:

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import GROUP_NAMES, LedgerAudit
-from jackpot_grpc.ops.cli.options import Subparsers, common, positive_seconds
+from jackpot_grpc.ops.cli.options import Subparsers, common, positive_int, positive_seconds
 from jackpot_grpc.ops.cli.shared import emit, failing_cleanly
 from jackpot_grpc.ops.output import Section, key_values, progress
 
 if TYPE_CHECKING:
     from jackpot_grpc.ops.backup import RestoreResult, Verification
 
+DEFAULT_KEEP = 3  # jackpot_grpc.ops.backup.DEFAULT_KEEP (not imported: pg tooling is lazy)
 BACKUP_DIR_HELP = "backup root (default: JACKPOT_BACKUP_DIR, else ./backups)"
 
 
@@ -46,6 +47,9 @@ def _verification_rows(v: Verification) -> list[dict[str, Any]]:
             "toc_entries": v.entries,
             "tables": len(v.tables),
             "table_data": ", ".join(v.table_data),
+            "schema_revision": v.revision,
+            "read_whole": v.read_whole,
+            "sha256_manifest": v.checksum,
             **header,
             "error": v.error or None,
         }
@@ -72,7 +76,9 @@ def cmd_backup_create(settings: Settings, args: argparse.Namespace) -> int:
         "database": result.database,
         "server_version": result.server_version,
         "pg_dump": result.pg_dump,
+        "schema_revision": result.revision,
         "verified": result.verification.ok,
+        "manifest": result.manifest,
         "extra_files": ", ".join(str(p) for p in result.extra_files) or None,
     }
     emit(
@@ -196,20 +202,21 @@ def cmd_backup_prune(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.ops.backup import prune_backups
 
     root = _backup_root(settings, args)
-    pruned = prune_backups(root, args.older_than_days, dry_run=args.dry_run)
+    pruned, kept = prune_backups(root, args.older_than_days, keep=args.keep, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     emit(
         args,
-        {"ok": True, "dir": root, "dry_run": args.dry_run, "files": pruned},
+        {"ok": True, "dir": root, "dry_run": args.dry_run, "files": pruned, "kept": kept},
         [
             Section(
                 f"Backups older than {args.older_than_days:g} days in {root}",
                 ("file", "size_bytes", "modified", "deleted"),
                 pruned,
                 note="none",
-            )
+            ),
+            Section("Kept (newest verified)", ("file",), [{"file": k} for k in kept]),
         ],
-        f"{verb} {len(pruned)} file(s)",
+        f"{verb} {len(pruned)} file(s); kept the newest {len(kept)} verified backup(s)",
     )
     return 0
 
@@ -230,7 +237,9 @@ def register(subparsers: Subparsers) -> None:
         "--with-sql", action="store_true", help="also schema-only and data-only SQL"
     )
     create.set_defaults(func=cmd_backup_create)
-    verify = backup_sub.add_parser("verify", help="pg_restore --list a backup; check its tables")
+    verify = backup_sub.add_parser(
+        "verify", help="read a backup whole, check its manifest and its revision's tables"
+    )
     common(verify)
     _pg_bin(verify)
     verify.add_argument("file")
@@ -241,9 +250,17 @@ def register(subparsers: Subparsers) -> None:
     restore.add_argument("file")
     restore.add_argument("--database", required=True, help="name of the database to create")
     restore.set_defaults(func=cmd_backup_restore)
-    prune = backup_sub.add_parser("prune", help="delete backups older than N days")
+    prune = backup_sub.add_parser(
+        "prune", help="delete backups older than N days, keeping the newest verified ones"
+    )
     common(prune)
     prune.add_argument("--dir", help=BACKUP_DIR_HELP)
     prune.add_argument("--older-than-days", type=positive_seconds, default=30.0)
+    prune.add_argument(
+        "--keep",
+        type=positive_int,
+        default=DEFAULT_KEEP,
+        help=f"newest verified backups never deleted, whatever their age ({DEFAULT_KEEP})",
+    )
     prune.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     prune.set_defaults(func=cmd_backup_prune)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from typing import Any
 
@@ -10,13 +11,14 @@ import psycopg
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.messages import first_line
-from jackpot_grpc.ops.cli.options import Subparsers, common, positive_seconds
+from jackpot_grpc.ops.cli.options import Subparsers, common, health_url_option, positive_seconds
 from jackpot_grpc.ops.cli.shared import (
     CONNECTION_STATE_COLUMNS,
     LONG_QUERY_COLUMNS,
     TABLE_STATS_COLUMNS,
     emit,
     failing_cleanly,
+    health_url,
 )
 from jackpot_grpc.ops.output import Section, key_values, progress
 
@@ -68,21 +70,56 @@ def cmd_db_check(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if up_to_date else 1
 
 
+def _service_pool_problems(pool: dict[str, Any], fail_above: float) -> list[str]:
+    if "error" in pool:
+        return [f"service pool unknown: {pool['url']}: {pool['error']}"]
+    problems = []
+    if pool.get("status") == "exhausted":
+        problems.append(
+            f"service pool exhausted: {pool['in_use']}/{pool['max_size']} in use,"
+            f" {pool['requests_waiting']} waiting"
+        )
+    elif pool.get("utilization_percent", 0) > fail_above:
+        problems.append(
+            f"service pool {pool['utilization_percent']}% in use"
+            f" ({pool['in_use']}/{pool['max_size']}) — ABOVE {fail_above:g}%"
+        )
+    return problems
+
+
 @failing_cleanly
 def cmd_db_pool_status(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.ops import pgstat
+    from jackpot_grpc.ops.health import service_pool
     from jackpot_grpc.ops.target import connect, open_database
 
     with open_database(settings) as db, connect(db.url) as conn:
         states = pgstat.connections_by_state(conn, pgstat.JACKPOT_APPLICATIONS)
         usage = pgstat.connection_usage(conn)
-    usage["service_pool_min"] = settings.pool_min_size
-    usage["service_pool_max"] = settings.pool_max_size
-    ok = usage["used_percent"] <= args.fail_above
+    # The pool as the running server has it (its DB_POOL_MAX, its load), not this
+    # command's settings.
+    pool = asyncio.run(service_pool(health_url(settings, args), args.timeout))
+    problems = _service_pool_problems(pool, args.fail_above)
+    if usage["used_percent"] > args.fail_above:
+        problems.append(
+            f"{usage['used_percent']}% of usable server connections in use"
+            f" — ABOVE {args.fail_above:g}%"
+        )
     emit(
         args,
-        {"ok": ok, "states": states, "usage": usage},
+        {
+            "ok": not problems,
+            "states": states,
+            "usage": usage,
+            "service_pool": pool,
+            "problems": problems,
+        },
         [
+            Section(
+                f"Service pool (the server's own, {pool['url']})",
+                ("item", "value"),
+                key_values({k: v for k, v in pool.items() if k not in ("url", "counters")}),
+            ),
             Section(
                 "Jackpot connections by state (application_name LIKE '%jackpot%')",
                 CONNECTION_STATE_COLUMNS,
@@ -91,10 +128,14 @@ def cmd_db_pool_status(settings: Settings, args: argparse.Namespace) -> int:
             ),
             Section("Server connections", ("item", "value"), key_values(usage)),
         ],
-        f"{usage['used_percent']}% of usable connections in use"
-        + ("" if ok else f" — ABOVE {args.fail_above}%"),
+        (
+            f"service pool {pool.get('utilization_percent')}% in use;"
+            f" {usage['used_percent']}% of usable server connections in use"
+        )
+        if not problems
+        else "POOL STATUS: " + "; ".join(problems),
     )
-    return 0 if ok else 1
+    return 0 if not problems else 1
 
 
 @failing_cleanly
@@ -103,9 +144,12 @@ def cmd_db_maintain(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.ops.target import connect, open_database
 
     with open_database(settings) as db, connect(db.url) as conn:
+        # Every table of the schema the database has (contribution_totals, the hottest,
+        # included), not a list to keep up to date.
+        names = pgstat.existing_tables(conn, pgstat.schema_tables())
         progress("maintain: VACUUM ANALYZE" + (" and REINDEX CONCURRENTLY" if args.reindex else ""))
-        done = pgstat.maintain(conn, reindex=args.reindex, on_step=progress)
-        tables = pgstat.table_stats(conn)
+        done = pgstat.maintain(conn, names, reindex=args.reindex, on_step=progress)
+        tables = pgstat.table_stats(conn, names)
     emit(
         args,
         {"ok": True, "actions": done, "tables": tables},
@@ -154,16 +198,20 @@ def register(subparsers: Subparsers) -> None:
     check = db_sub.add_parser("check", help="connect, version, latency, schema revision vs head")
     common(check)
     check.set_defaults(func=cmd_db_check)
-    pool = db_sub.add_parser("pool-status", help="jackpot connections by state; max_connections")
+    pool = db_sub.add_parser(
+        "pool-status", help="the server's pool; jackpot connections by state; max_connections"
+    )
     common(pool)
+    health_url_option(pool)
     pool.add_argument(
         "--fail-above",
         type=float,
         default=95.0,
-        help="exit 1 above this %% of usable connections in use (default: %(default)s)",
+        help="exit 1 above this %% of the service pool or of usable server connections in use"
+        " (default: %(default)s)",
     )
     pool.set_defaults(func=cmd_db_pool_status)
-    maintain = db_sub.add_parser("maintain", help="VACUUM ANALYZE the service's tables")
+    maintain = db_sub.add_parser("maintain", help="VACUUM ANALYZE every table of the schema")
     common(maintain)
     maintain.add_argument("--reindex", action="store_true", help="also REINDEX TABLE CONCURRENTLY")
     maintain.set_defaults(func=cmd_db_maintain)

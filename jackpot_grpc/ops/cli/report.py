@@ -129,6 +129,7 @@ def metrics_part(fetched: MetricsFetch) -> Part:
             Section(f"Service metrics ({url})", ("item", "value"), key_values(summary)),
             Section("By method", METHOD_COLUMNS, methods, note="no per-method figures"),
         ],
+        problems=performance.off_target(summary),
     )
 
 
@@ -194,7 +195,7 @@ def emit_report(args: argparse.Namespace, parts: list[Part], trend: Trend | None
     from jackpot_grpc.history.trend import render_trend
 
     code = emit_parts(
-        args, {"period": args.period}, parts, passed="report complete", failed="INCOMPLETE"
+        args, {"period": args.period}, parts, passed="report complete", failed="REPORT FAILED"
     )
     if trend is not None and not args.json:
         print(f"\n== Trend by day, last {args.period} ==\n" + render_trend(trend), end="")

@@ -132,11 +132,12 @@ def emit_parts(
 
 @contextlib.contextmanager
 def database(settings: Settings, *, migrate: bool) -> Iterator[str]:
-    """DATABASE_URL, or the embedded PostgreSQL (started here if need be, and then
-    stopped on exit; one already running is left running), migrated if asked."""
+    """For the service processes: DATABASE_URL, or the embedded PostgreSQL when
+    JACKPOT_EMBEDDED_DB asks for it (started here if need be, and then stopped on exit;
+    one already running is left running), migrated if asked."""
     from jackpot_grpc.adapters import migrations
 
-    with open_database(settings) as target:
+    with open_database(settings, service=True) as target:
         if migrate:
             migrations.upgrade(target.url)
         yield target.url
