@@ -29,7 +29,6 @@ from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
 from jackpot_grpc.peer_address import TrustedProxies
 from jackpot_grpc.tls import channel_credentials
-from testkit.certs import HAVE_OPENSSL
 from testkit.certs_ca import authority
 from testkit.identity import bearer, secured
 
@@ -191,7 +190,6 @@ async def test_a_remote_gateways_callers_are_throttled_one_by_one(
             assert refusals["http"]["auth_throttled"] == 5
 
 
-@pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl CLI")
 async def test_a_gateway_certificate_vouches_for_its_callers(
     closed_on: Starter, tmp_path: Path
 ) -> None:

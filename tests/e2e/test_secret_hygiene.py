@@ -15,7 +15,6 @@ from jackpot_grpc import cli
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
-from testkit.certs import HAVE_OPENSSL
 from testkit.certs_ca import authority
 
 LONG = "a" * 32
@@ -60,7 +59,6 @@ async def test_a_clients_file_that_is_not_json_is_refused_at_start(
         await starts(dataclasses.replace(settings, clients_file=path), database_url)
 
 
-@pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl CLI")
 async def test_a_tls_key_others_may_read_is_refused_at_start(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> None:

@@ -5,12 +5,12 @@ saying why, only where promtool is missing (`make prometheus-tools`)."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
 
 from jackpot_grpc.config import PROJECT_ROOT
+from testkit.tools import require_tool
 
 # Where the commands are documented (the rule files' own comments included).
 DOCUMENTS = (
@@ -44,9 +44,9 @@ def test_the_docs_give_promtool_commands() -> None:
     assert any(" test rules " in c for c in commands), commands
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 @pytest.mark.parametrize("command", documented_commands())
 def test_a_documented_promtool_command_passes(command: str) -> None:
+    require_tool("promtool", "make prometheus-tools")
     done = subprocess.run(
         ["bash", "-c", command],
         cwd=PROJECT_ROOT,

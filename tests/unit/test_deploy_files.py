@@ -13,7 +13,6 @@ import fnmatch
 import json
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import yaml
 from jackpot_grpc import logging_setup
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from testkit.deploy_files import assert_parses, dockerfile_instructions, stages
+from testkit.tools import require_tool
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 ALERTS = PROJECT_ROOT / "deploy" / "prometheus" / "jackpot-alerts.yml"
@@ -344,8 +344,8 @@ def test_jackpot_target_is_down_while_a_service_has_failed() -> None:
         assert service["Service"]["RestartMode"] == "direct"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_systemd_analyze_verifies_the_service_units(tmp_path: Path) -> None:
+    require_tool("systemd-analyze", "apt-get install systemd")
     for name in ("jackpot.target", *TARGET_SERVICES):
         # The release's binary is not installed here: an executable that exists instead.
         text = (SYSTEMD / name).read_text().replace("/opt/jackpot/venv/bin/jackpot", "/bin/true")
