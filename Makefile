@@ -97,6 +97,13 @@ test-tools: prometheus-tools
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer; }
 	@PATH="$$PATH:/usr/sbin" pgbouncer --version | head -1
 
+.PHONY: edge-tools
+## edge-tools: Debian's HAProxy (2.6), the edge of `make run-edge` and tests/edge (apt-get, as root)
+edge-tools:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }
+	@PATH="$$PATH:/usr/sbin" haproxy -v | head -1
+
 migrate db-migrate: $(STAMP)
 	$(BIN)/jackpot migrate
 
