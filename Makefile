@@ -59,6 +59,12 @@ lock-check: $(UV)
 run: $(STAMP)
 	$(BIN)/jackpot run
 
+.PHONY: run-edge
+## run-edge: `make run` behind HAProxy (make edge-tools): the edge on GRPC_PORT and REST_PORT
+## with per-client limits, the server and gateway on loopback ports behind it (docs/DEPLOY.md)
+run-edge: $(STAMP)
+	$(BIN)/jackpot run --edge
+
 serve: $(STAMP)
 	$(BIN)/jackpot serve
 

@@ -141,6 +141,8 @@ global
     # Server state changes and errors only: no request is logged, so no header is.
     log stderr format raw local0 notice
     stats socket {d}/admin.sock mode 600 level admin
+    # After a reload, the old workers finish the connections they hold, for at most this.
+    hard-stop-after 30s
 
 defaults
     mode http
