@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,19 +20,26 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+import yaml
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import clients_file
+from jackpot_grpc.config import PROJECT_ROOT
+from scripts import gen_dashboard
 from testkit.database import scratch_database
 from testkit.edge import Edge, running_edge
 from testkit.identity import bearer
+from testkit.promql import selectors
 from testkit.random_refs import random_key
+from testkit.tools import require_tool
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
 POOLS = "/api/jackpot/pools"
 BURST = 30
 EDGE_MESSAGE = "edge limit: "
+PROMETHEUS = PROJECT_ROOT / "deploy" / "prometheus"
+SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? ", re.MULTILINE)
 
 
 @dataclass
@@ -144,3 +154,35 @@ async def test_a_clients_file_change_reloads_the_edge_without_dropping_connectio
     assert master.is_running()
     assert master.pid in {p.pid for p in setup.edge.processes()}, "reloaded, not restarted"
     assert "haproxy reloaded" in setup.edge.output()
+
+
+def exported(stats: str) -> dict[str, set[str]]:
+    """Metric name -> label names, from HAProxy's Prometheus text."""
+    with urllib.request.urlopen(f"{stats}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found: dict[str, set[str]] = {}
+    for match in SAMPLE.finditer(text):
+        labels = {pair.split("=", 1)[0] for pair in (match["labels"] or "").split(",") if pair}
+        found.setdefault(match["name"], set()).update(labels)
+    return found
+
+
+def edge_expressions() -> list[tuple[str, str]]:
+    rules = yaml.safe_load((PROMETHEUS / "edge-alerts.yml").read_text())
+    alerts = [(r["alert"], r["expr"]) for g in rules["groups"] for r in g["rules"]]
+    panels = gen_dashboard.queries(json.loads(gen_dashboard.OUTPUT.read_text()))
+    edge_panels = [(t, e) for t, e in panels if gen_dashboard.EDGE_METRIC_PREFIX in e]
+    assert len(edge_panels) >= 2
+    return alerts + edge_panels
+
+
+def test_the_edge_alerts_and_panels_read_series_haproxy_exports(setup: Setup) -> None:
+    series = exported(setup.edge.stats)
+    for name, expr in edge_expressions():
+        for metric, labels in selectors(expr).metrics.items():
+            assert metric in series, f"{name}: HAProxy exports no {metric}"
+            assert labels - {"job"} <= series[metric], f"{name}: {metric} lacks {labels}"
+    promtool = require_tool("promtool", "make prometheus-tools")
+    for args in (["check", "rules", "edge-alerts.yml"], ["test", "rules", "edge-alerts.test.yml"]):
+        done = subprocess.run([promtool, *args], cwd=PROMETHEUS, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
