@@ -13,6 +13,10 @@ from testkit.ports import free_port
 from testkit.processes import ServiceProcess, service_env
 from testkit.tools import require_tool
 
+QUEUE_TIMEOUTS = re.compile(
+    r'^haproxy_backend_http_responses_total\{proxy="jackpot_grpc",code="5xx"\} (\d+)',
+    re.MULTILINE,
+)
 REFUSED = re.compile(
     r'^haproxy_backend_http_requests_total\{proxy="edge_refused_(\w+)"\} (\d+)', re.MULTILINE
 )
@@ -33,11 +37,18 @@ class Edge(ServiceProcess):
     def config_dir(self) -> Path:
         return Path(self.env["JACKPOT_EDGE_DIR"])
 
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.stats}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
     def refused(self) -> dict[str, int]:
         """Refusals by backend (grpc_rate, rest_in_flight, ...), from the edge's /metrics."""
-        with urllib.request.urlopen(f"{self.stats}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        return {kind: int(n) for kind, n in REFUSED.findall(text)}
+        return {kind: int(n) for kind, n in REFUSED.findall(self.metrics())}
+
+    def queue_timeouts(self) -> int:
+        """gRPC calls that waited for a server past the queue timeout (answered
+        RESOURCE_EXHAUSTED), or that a server failed (UNAVAILABLE): the backend's 5xx."""
+        return sum(int(n) for n in QUEUE_TIMEOUTS.findall(self.metrics()))
 
 
 def edge_process(database_url: str, log_dir: Path, clients: Path, **env: str) -> Edge:
