@@ -133,6 +133,30 @@ async def test_rest_over_the_limit_is_429_with_retry_after(setup: Setup) -> None
     assert refusal[2]["message"].startswith(EDGE_MESSAGE), refusal
 
 
+async def test_the_server_and_gateway_name_the_real_caller_behind_the_edge(setup: Setup) -> None:
+    """A caller at 127.0.0.2 failing authentication is blocked alone: the edge forwards its
+    address (X-Forwarded-For), so the gateway and server do not blame the edge's 127.0.0.1
+    for it (which would lock every client out), and the log names 127.0.0.2."""
+    bad = {"Authorization": "Bearer " + "x" * 40}  # long enough, but nobody's
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    statuses: Counter[int] = Counter()
+    async with aiohttp.ClientSession(connector=connector) as http:
+        for _ in range(25):  # past the 20 failures a minute that block an address
+            async with http.get(setup.edge.rest + POOLS, headers=bad) as response:
+                statuses[response.status] += 1
+            await asyncio.sleep(0.03)  # within the edge's anonymous rate
+    assert statuses[401] >= 19 and statuses[429] >= 1, statuses
+    good = {"Authorization": f"Bearer {setup.tokens['g2']}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(setup.edge.rest + POOLS, headers=good) as response,
+    ):
+        assert response.status == 200, await response.text()
+    async with grpc.aio.insecure_channel(setup.edge.target) as channel:
+        assert await contribute(Stub(channel), setup.tokens["g2"]) == "OK"
+    assert "auth failure: peer=127.0.0.2" in setup.edge.output()
+
+
 async def test_a_clients_file_change_reloads_the_edge_without_dropping_connections(
     setup: Setup,
 ) -> None:
