@@ -4,13 +4,20 @@ local ports, with a clients file; and what the edge's Prometheus endpoint counts
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import re
+import subprocess
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from jackpot_grpc.edge import haproxy
+from jackpot_grpc.edge.settings import Backend, EdgeSettings, Limit
 from testkit.ports import free_port
-from testkit.processes import ServiceProcess, service_env
+from testkit.processes import ServiceProcess, http_ok, service_env
 from testkit.tools import require_tool
 
 QUEUE_TIMEOUTS = re.compile(
@@ -75,3 +82,57 @@ def running_edge(database_url: str, log_dir: Path, clients: Path, **env: str) ->
         yield edge
     finally:
         edge.stop()
+
+
+@dataclass
+class Haproxy:
+    """HAProxy alone, with the generated config, in front of servers started elsewhere."""
+
+    settings: EdgeSettings
+
+    @property
+    def target(self) -> str:
+        return self.settings.grpc_bind
+
+    def server_stats(self) -> dict[str, dict[str, str]]:
+        """The stats page's CSV row of each gRPC server (s1, s2, ...): status, stot, ..."""
+        url = f"http://{self.settings.stats_bind}/stats;csv"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode().lstrip("# ")
+        rows = csv.DictReader(io.StringIO(text))
+        return {r["svname"]: r for r in rows if r["pxname"] == "jackpot_grpc"}
+
+
+@contextlib.contextmanager
+def haproxy_in_front(servers: Sequence[ServiceProcess], config_dir: Path) -> Iterator[Haproxy]:
+    """HAProxy with the generated config in front of `servers` (open: every caller shares
+    the anonymous budget, made large), until every server is UP; stopped after."""
+    tool = require_tool("haproxy", "make edge-tools")
+    settings = EdgeSettings(
+        grpc_bind=f"127.0.0.1:{free_port()}",
+        rest_bind=f"127.0.0.1:{free_port()}",
+        stats_bind=f"127.0.0.1:{free_port()}",
+        servers=tuple(Backend("127.0.0.1", s.grpc_port, s.health_port) for s in servers),
+        gateways=(f"127.0.0.1:{free_port()}",),
+        config_dir=config_dir,
+        anonymous=Limit(rate=100_000, in_flight=10_000),
+    )
+    config = haproxy.write(settings, [])
+    with (config_dir / "haproxy.out").open("wb") as output:
+        proc = subprocess.Popen(
+            [tool, "-W", "-f", str(config)], stdout=output, stderr=subprocess.STDOUT
+        )
+    front = Haproxy(settings)
+    try:
+        deadline = time.monotonic() + 20
+        while not (
+            http_ok(f"http://{settings.stats_bind}/stats")
+            and all(r["status"] == "UP" for r in front.server_stats().values())
+        ):
+            assert proc.poll() is None, (config_dir / "haproxy.out").read_text()
+            assert time.monotonic() < deadline, front.server_stats()
+            time.sleep(0.1)
+        yield front
+    finally:
+        proc.terminate()
+        proc.wait(10)
