@@ -104,10 +104,13 @@ class Haproxy:
 
 
 @contextlib.contextmanager
-def haproxy_in_front(servers: Sequence[ServiceProcess], config_dir: Path) -> Iterator[Haproxy]:
-    """HAProxy with the generated config in front of `servers` (open: every caller shares
-    the anonymous budget, made large), until every server is UP; stopped after."""
-    tool = require_tool("haproxy", "make edge-tools")
+def haproxy_in_front(
+    servers: Sequence[ServiceProcess], config_dir: Path, tool: str | None = None
+) -> Iterator[Haproxy]:
+    """HAProxy (`tool`, else found or skipped) with the generated config in front of
+    `servers`, every caller on the anonymous budget, made large enough never to bind;
+    yielded once every server is UP, stopped after."""
+    tool = tool or require_tool("haproxy", "make edge-tools")
     settings = EdgeSettings(
         grpc_bind=f"127.0.0.1:{free_port()}",
         rest_bind=f"127.0.0.1:{free_port()}",
