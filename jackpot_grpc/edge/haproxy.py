@@ -151,7 +151,9 @@ defaults
     timeout connect 2s
     timeout client 120s
     timeout server 120s
-    timeout http-request 10s
+    # Idle and half-sent HTTP requests: as long as the service's own HTTP listeners allow.
+    timeout http-request 5s
+    timeout http-keep-alive 5s
     timeout queue {settings.queue_timeout_ms}ms
     # The caller's address for the server and gateway; whatever the caller claimed is
     # dropped first, so the edge's word is the only one.
@@ -163,6 +165,9 @@ backend edge_clients
 
 frontend edge_grpc
     bind {settings.grpc_bind} proto h2
+    # A connection with no call open (one that never sent its HTTP/2 preface too) is
+    # closed after this; a gRPC client reconnects on its next call.
+    timeout client 30s
 {_keying(d)}
     http-request return errorfile {d}/grpc-unavailable.http if {{ nbsrv(jackpot_grpc) eq 0 }}
     use_backend edge_refused_grpc_rate if {{ var(txn.refused) -m str rate }}

@@ -67,15 +67,15 @@ def stack(admin_url: str, template_database: str, tmp_path_factory: Any) -> Iter
         yield Stack(edge, url, tokens)
 
 
-async def flood_as(token: str, target: str) -> dict[str, Any]:
-    """`python -m testkit.attacks flood` as the client holding `token`; its JSON."""
+async def attack(*args: object, token: str | None = None) -> dict[str, Any]:
+    """`python -m testkit.attacks ARGS` (as the client holding `token`); its JSON."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "testkit.attacks",
-        *map(str, ("flood", target, CHANNELS, LOOPS, SECONDS)),
+        *map(str, args),
         cwd=PROJECT_ROOT,
-        env={**os.environ, "ATTACK_TOKEN": token},
+        env={**os.environ, **({"ATTACK_TOKEN": token} if token else {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -121,7 +121,9 @@ async def flood(stack: Stack) -> Flood:
         stack.edge.target, stack.edge.rest, stack.health, token=stack.tokens["g2"]
     ) as seen:
         await asyncio.sleep(0.5)  # the canary's connections are open before the flood
-        attacker = await flood_as(stack.tokens["g1"], stack.edge.target)
+        attacker = await attack(
+            "flood", stack.edge.target, CHANNELS, LOOPS, SECONDS, token=stack.tokens["g1"]
+        )
     await asyncio.sleep(1.0)  # calls still queued are taken or dropped
     after = edge_refusals(stack.edge) + await server_refusals(stack)
     codes = Counter(attacker["codes"])
@@ -156,6 +158,35 @@ async def test_the_flood_is_answered_ok_or_resource_exhausted_and_every_refusal_
 async def test_the_other_clients_canary_is_served_through_the_flood(flood: Flood) -> None:
     problems = flood.seen.failures(MIN_OK)
     assert not problems, f"canary out of bounds: {problems}"
+
+
+async def test_gzip_bombs_through_the_edge_are_refused_unread(stack: Stack) -> None:
+    url = f"{stack.edge.rest}/api/jackpot/contribute"
+    async with canary(
+        stack.edge.target, stack.edge.rest, stack.health, token=stack.tokens["g2"]
+    ) as seen:
+        await asyncio.sleep(0.5)
+        bombs = await attack("gzip-bomb", url, SECONDS)
+    report("edge_gzip_bomb", {"canary": seen.figures(), "attacker": bombs})
+    assert not seen.failures(MIN_OK), seen.figures()
+    # The gateway's 415 (HAProxy drops its Connection: close, and closes), or the
+    # connection closed under the upload.
+    answers = set(bombs["outcomes"])
+    assert answers <= {"415 ", "415 close", "ClientOSError", "ServerDisconnectedError"}, bombs
+    assert bombs["outcomes"].get("415 ", 0) + bombs["outcomes"].get("415 close", 0) > 0, bombs
+
+
+async def test_idle_and_half_sent_connections_to_the_edge_are_closed(stack: Stack) -> None:
+    port = int(stack.edge.env["REST_PORT"])
+    async with canary(
+        stack.edge.target, stack.edge.rest, stack.health, token=stack.tokens["g2"]
+    ) as seen:
+        await asyncio.sleep(0.5)
+        # HAProxy's `timeout http-request` is 5 s: each waits up to 5x that.
+        idle = await attack("idle", "127.0.0.1", port, 300, 25)
+    report("edge_idle", {"canary": seen.figures(), "attacker": idle})
+    assert not seen.failures(MIN_OK), seen.figures()
+    assert idle["closed_by_server"] == 300, idle
 
 
 def test_reliability_doc_has_the_edge_flood_table() -> None:
