@@ -165,9 +165,11 @@ def run_edge(settings: Settings, edge: EdgeSettings, poll_seconds: float = POLL_
                 continue
             config = haproxy.write(edge, changed)
             if _accepted(executable, config):
-                rendered = haproxy.render(edge, changed)
+                rendered, clients = haproxy.render(edge, changed), changed
                 master.send_signal(signal.SIGUSR2)
                 log.info("edge: clients file changed; haproxy reloaded")
+            else:  # the files on disk go back to what runs, for the next reload or restart
+                haproxy.write(edge, clients)
         if not stopping:
             log.error("edge: haproxy exited with %s", master.returncode)
             return 1

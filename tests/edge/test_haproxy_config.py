@@ -12,6 +12,7 @@ import pytest
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.adapters.clients_file import ClientRecord, ClientsFileError
 from jackpot_grpc.edge import haproxy
+from jackpot_grpc.edge.runner import bind
 from jackpot_grpc.edge.settings import Backend, EdgeSettings, Limit, parse_limit
 from testkit.tools import require_tool
 
@@ -114,3 +115,16 @@ def test_unset_edge_limits_are_not_written(tmp_path: Path) -> None:
 def test_a_bad_role_limit_setting_is_refused_by_name(raw: str) -> None:
     with pytest.raises(SystemExit, match="JACKPOT_EDGE_LIMIT_GAME must be RATE/IN_FLIGHT"):
         parse_limit(raw, "JACKPOT_EDGE_LIMIT_GAME")
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("[::]", "ipv6@:::50051 v4v6"),
+        ("::1", "ipv6@::1:50051"),
+        ("0.0.0.0", "0.0.0.0:50051"),
+        ("127.0.0.1", "127.0.0.1:50051"),
+    ],
+)
+def test_the_service_hosts_become_haproxy_bind_addresses(host: str, expected: str) -> None:
+    assert bind(host, 50051) == expected
