@@ -128,3 +128,15 @@ def test_a_bad_role_limit_setting_is_refused_by_name(raw: str) -> None:
 )
 def test_the_service_hosts_become_haproxy_bind_addresses(host: str, expected: str) -> None:
     assert bind(host, 50051) == expected
+
+
+def test_jackpot_clients_add_and_revoke_keep_the_edge_limits_set_by_hand(tmp_path: Path) -> None:
+    path = tmp_path / "clients.json"
+    clients_file.add_client(path, "slots", "game")
+    document = json.loads(path.read_text())
+    document["clients"][0].update(edge_rate=25, edge_in_flight=5)
+    path.write_text(json.dumps(document))
+    clients_file.add_client(path, "dash", "reader")
+    clients_file.revoke_client(path, "dash")
+    slots = next(r for r in clients_file.load(path) if r.name == "slots")
+    assert (slots.edge_rate, slots.edge_in_flight) == (25, 5)
