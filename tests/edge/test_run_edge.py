@@ -124,9 +124,13 @@ async def test_rest_over_the_limit_is_429_with_retry_after(setup: Setup) -> None
                 return response.status, response.headers.get("Retry-After"), await response.json()
 
         await asyncio.sleep(0.5)  # g1's earlier calls are out of the 100 ms rate window
+        before = setup.edge.refused()
         answers = await asyncio.gather(*(get() for _ in range(BURST)))
     statuses = Counter(status for status, _, _ in answers)
     assert set(statuses) == {200, 429}, statuses
+    after = setup.edge.refused()
+    counted = sum(after.get(k, 0) - before.get(k, 0) for k in ("rest_rate", "rest_in_flight"))
+    assert counted == statuses[429], (before, after)
     refusal = next(a for a in answers if a[0] == 429)
     assert refusal[1] == "1", refusal
     assert refusal[2]["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], refusal
