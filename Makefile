@@ -63,6 +63,12 @@ lock-check: $(UV)
 run: $(STAMP)
 	$(BIN)/jackpot run
 
+.PHONY: run-edge
+## run-edge: `make run` behind HAProxy (make edge-tools): the edge on GRPC_PORT and REST_PORT
+## with per-client limits, the server and gateway on loopback ports behind it (docs/DEPLOY.md)
+run-edge: $(STAMP)
+	$(BIN)/jackpot run --edge
+
 serve: $(STAMP)
 	$(BIN)/jackpot serve
 
@@ -100,6 +106,13 @@ test-tools: prometheus-tools
 	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer; }
 	@PATH="$$PATH:/usr/sbin" pgbouncer --version | head -1
+
+.PHONY: edge-tools
+## edge-tools: Debian's HAProxy (2.6), the edge of `make run-edge` and tests/edge (apt-get, as root)
+edge-tools:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }
+	@PATH="$$PATH:/usr/sbin" haproxy -v | head -1
 
 migrate db-migrate: $(STAMP)
 	$(BIN)/jackpot migrate

@@ -31,9 +31,11 @@ from jackpot_grpc.adapters.scratch import admin_server
 from jackpot_grpc.config import Settings
 from jackpot_grpc.service.reports import audit_report, run_audit
 from testkit.database import scratch_database
+from testkit.edge import haproxy_in_front
 from testkit.ledger import table_counts
 from testkit.ports import free_port
 from testkit.processes import ServiceProcess, http_ok, local_service_env
+from testkit.tools import find_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,6 +133,7 @@ def batching_on(
             found["contribute_batching"] = scenarios.contribute_batching(
                 base, srv, url, args.profile, args.server_workers
             )
+            edge_step(args, base, srv, workdir, found)
             found["get_pools"] = scenarios.get_pools(base, srv)
             found["contribute_batch"] = scenarios.contribute_batch(
                 base, srv, args.batch_concurrency
@@ -195,6 +198,25 @@ def rest_step(
             return note
         found["rest_contribute"] = scenarios.rest_contribute(base, srv, gateway, base_url)
     return "measured against `jackpot gateway` (a separate process, like in production)"
+
+
+def edge_step(
+    args: argparse.Namespace,
+    base: LoadSpec,
+    srv: ServiceProcess,
+    workdir: Path,
+    found: dict[str, Scenario],
+) -> str:
+    """(i) Contribute through HAProxy with the generated config, against the same server
+    as (c), so the two give the edge's cost; a note instead when HAProxy is missing."""
+    tool = find_tool("haproxy")
+    if args.no_edge or tool is None:
+        note = "skipped: " + ("--no-edge" if args.no_edge else "haproxy not installed")
+        log(f"edge {note}")
+        return note
+    with haproxy_in_front([srv], workdir / "edge", tool) as edge:
+        found["contribute_edge"] = scenarios.contribute_edge(base, srv, edge.target)
+    return "measured through HAProxy (make edge-tools)"
 
 
 # --- databases -----------------------------------------------------------------------------

@@ -210,6 +210,17 @@ def evaluate(
             else rest_note,
         )
     )
+    edge = s.get("contribute_edge")
+    targets.append(
+        at_least(
+            "Contribute through the edge / direct",
+            ratio(edge.result.calls_per_s, batching) if edge else None,
+            0.9,
+            note=per_cpu("contribute_edge", "contribute_batching") + " (server only)"
+            if edge
+            else "skipped: no HAProxy (make edge-tools) or --no-edge",
+        )
+    )
     p99 = s[p99_key].result.summary()["latency_ms"]["p99"]
     concurrency = s[p99_key].result.concurrency
     targets.append(

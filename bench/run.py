@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idempotency-keys", action="store_true", help="a unique key on every item")
     p.add_argument("--quick", action="store_true", help="2 s scenarios, 100,000 for the RSS run")
     p.add_argument("--no-gateway", action="store_true", help="skip the REST scenario")
+    p.add_argument("--no-edge", action="store_true", help="skip Contribute through HAProxy")
     p.add_argument(
         "--database",
         default="auto",

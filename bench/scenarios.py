@@ -30,6 +30,7 @@ ORDER = (
     "health",
     "contribute_nobatch",
     "contribute_batching",
+    "contribute_edge",
     "get_pools",
     "contribute_batch",
     "rest_contribute",
@@ -37,7 +38,13 @@ ORDER = (
     "contribute_workers",
 )
 # Scenarios whose items are contributions in the batching-on database.
-CONTRIBUTING = ("contribute_batching", "contribute_batch", "rest_contribute", "rss_run")
+CONTRIBUTING = (
+    "contribute_batching",
+    "contribute_edge",
+    "contribute_batch",
+    "rest_contribute",
+    "rss_run",
+)
 
 
 # --- measuring ---------------------------------------------------------------------------
@@ -284,6 +291,12 @@ def get_pools(base: LoadSpec, server: ServiceProcess) -> Scenario:
     """(d) GetPools."""
     spec = replace(base, kind="get_pools", target=server.target)
     return measure("get_pools", "GetPools", spec, server)
+
+
+def contribute_edge(base: LoadSpec, server: ServiceProcess, edge_target: str) -> Scenario:
+    """(i) Contribute with batching on, through the edge (HAProxy, limits that never bind)."""
+    spec = replace(base, target=edge_target)
+    return measure("contribute_edge", "Contribute through the edge (HAProxy)", spec, server)
 
 
 def contribute_batch(base: LoadSpec, server: ServiceProcess, concurrency: int) -> Scenario:

@@ -73,11 +73,23 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Everything `make run` needs: database, migrations, gRPC server, gateway."""
     with database(settings, migrate=True) as url:
         env = {**os.environ, "DATABASE_URL": url}
+        if args.edge:
+            from jackpot_grpc.edge.processes import edge_children
+
+            commands, overrides = edge_children(settings, args.workers, child_command)
+            return supervise(commands, env, overrides=overrides)
         serve = child_command("serve", "--no-migrate", "--workers", str(args.workers))
         return supervise([serve, child_command("gateway")], env)
 
 
-SERVICES = ("serve", "run", "gateway")
+def cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
+    from jackpot_grpc.edge.runner import EdgePorts, edge_settings, run_edge
+
+    ports = EdgePorts.from_env(dict(os.environ), settings)
+    return run_edge(settings, edge_settings(settings, ports, args.servers))
+
+
+SERVICES = ("serve", "run", "gateway", "edge")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="database, migrations, gRPC server and gateway together")
     run.add_argument("--workers", type=int, default=1, help="gRPC server processes")
+    run.add_argument(
+        "--edge",
+        action="store_true",
+        help="HAProxy in front of GRPC_PORT and REST_PORT, per-client limits (make run-edge)",
+    )
     run.set_defaults(func=cmd_run)
+
+    edge = sub.add_parser("edge", help="run HAProxy in front of the servers (jackpot run --edge)")
+    edge.add_argument("--servers", type=int, default=1, help="server processes behind it")
+    edge.set_defaults(func=cmd_edge)
 
     ops_commands.register(sub)  # migrate, audit and the runbook's commands
     return parser

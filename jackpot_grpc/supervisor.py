@@ -22,10 +22,18 @@ log = logging.getLogger(__name__)
 
 
 def supervise(
-    commands: Sequence[Sequence[str]], env: Mapping[str, str], stop_timeout: float = 30.0
+    commands: Sequence[Sequence[str]],
+    env: Mapping[str, str],
+    stop_timeout: float = 30.0,
+    overrides: Sequence[Mapping[str, str]] = (),
 ) -> int:
-    """Start every command; return 0 only if all of them exit 0 after a stop signal."""
-    children = [subprocess.Popen(list(cmd), env=dict(env), process_group=0) for cmd in commands]
+    """Start every command; return 0 only if all of them exit 0 after a stop signal.
+    `overrides[i]`, if given, is added to the environment of command i."""
+    extra = list(overrides) + [{}] * (len(commands) - len(overrides))
+    children = [
+        subprocess.Popen(list(cmd), env={**env, **more}, process_group=0)
+        for cmd, more in zip(commands, extra, strict=True)
+    ]
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:

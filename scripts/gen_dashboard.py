@@ -30,6 +30,8 @@ OUTPUT = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "jackpo
 UID = "jackpot-service"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 JOB = 'job="jackpot"'
+# The edge's HAProxy exporter (docs/DEPLOY.md, "The edge"), scraped as a job of its own.
+EDGE_JOB = 'job="jackpot-edge"'
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,47 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             ),
         ),
     ),
+    (
+        "Edge",
+        (
+            PanelSpec(
+                "Edge refusals",
+                "Calls the edge refused per second, by kind: a client over its admitted rate"
+                " or calls in flight (gRPC RESOURCE_EXHAUSTED, REST 429), and queue timeouts"
+                " with every server at its calls in flight (empty without the edge).",
+                "reqps",
+                (
+                    Query(
+                        "sum by (proxy) (rate(haproxy_backend_http_requests_total"
+                        f'{{{EDGE_JOB},proxy=~"edge_refused_.*"}}[5m]))',
+                        "{{proxy}}",
+                    ),
+                    Query(
+                        "sum(rate(haproxy_backend_http_responses_total"
+                        f'{{{EDGE_JOB},proxy="jackpot_grpc",code="5xx"}}[5m]))',
+                        "queue timeouts and server errors",
+                    ),
+                ),
+            ),
+            PanelSpec(
+                "Edge: servers up",
+                "Servers behind the edge passing their health check (NOT_SERVING ones are"
+                " drained).",
+                "none",
+                (
+                    Query(
+                        f'min(haproxy_backend_active_servers{{{EDGE_JOB},proxy="jackpot_grpc"}})',
+                        "serving",
+                    ),
+                ),
+            ),
+        ),
+    ),
 )
+
+# Panels reading the edge's series; tests/edge checks them against HAProxy's exporter, as
+# the service's own Prometheus test has no edge in front.
+EDGE_METRIC_PREFIX = "haproxy_"
 
 
 def _targets(spec: PanelSpec) -> list[prometheus.Dataquery]:

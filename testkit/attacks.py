@@ -7,7 +7,9 @@ prints one JSON object of what the attacker saw and exits.
                                         and again; reports each answer's status and time
     flood TARGET CHANNELS CONCURRENCY SECONDS
                                         CHANNELS gRPC channels × CONCURRENCY closed loops of
-                                        Contribute (no backoff); reports the status codes
+                                        Contribute (no backoff); reports the status codes;
+                                        with ATTACK_TOKEN in the environment, as that
+                                        client (a bearer token, kept out of the command line)
     idle HOST PORT CONNECTIONS SECONDS  CONNECTIONS sockets that send half a request and
                                         stall; reports how many the server closed, and when
     kill-probe DATABASE_URL SECONDS     terminates the health probe's database connection
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -93,6 +96,8 @@ async def flood(target: str, channels: int, concurrency: int, seconds: float) ->
     # A local subchannel pool each: one TCP connection per channel, as separate clients have.
     options = [("grpc.use_local_subchannel_pool", 1)]
     opened = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
+    token = os.environ.get("ATTACK_TOKEN")
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     try:
 
         async def caller(stub: jackpot_pb2_grpc.JackpotServiceStub) -> None:
@@ -102,7 +107,7 @@ async def flood(target: str, channels: int, concurrency: int, seconds: float) ->
                     game_id="flood", wager_amount=100, idempotency_key=f"flood-{uuid.uuid4()}"
                 )
                 try:
-                    await stub.Contribute(request, timeout=5)
+                    await stub.Contribute(request, timeout=5, metadata=metadata)
                     codes["OK"] += 1
                 except grpc.aio.AioRpcError as exc:
                     codes[exc.code().name] += 1

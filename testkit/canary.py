@@ -121,9 +121,13 @@ async def canary(
     *,
     contribute_rate: float = 75.0,
     limit: float = 1.0,
+    token: str | None = None,
 ) -> AsyncIterator[CanaryResult]:
     """Runs the three probes for as long as the block runs; the result fills as it goes.
-    A request fails when it takes longer than `limit` seconds."""
+    A request fails when it takes longer than `limit` seconds. With `token`, the gRPC and
+    REST probes send it as a bearer token (a client of a closed service)."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     grpc_probe, rest_probe = Probe("grpc_contribute"), Probe("rest_pools")
     health_probe = Probe("health")
     result = CanaryResult([grpc_probe, rest_probe, health_probe])
@@ -139,20 +143,22 @@ async def canary(
                 game_id="canary", wager_amount=100, idempotency_key=f"canary-{uuid.uuid4()}"
             )
             try:
-                await stub.Contribute(request, timeout=limit)
+                await stub.Contribute(request, timeout=limit, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 return exc.code().name
             return "OK"
 
         def get(url: str) -> Callable[[], Awaitable[str]]:
             async def fetch() -> str:
-                async with http.get(url) as response:
+                async with http.get(url, headers=headers) as response:
                     await response.read()
                     return "OK" if response.status == 200 else f"HTTP {response.status}"
 
             return fetch
 
-        await stub.GetPools(pb.GetPoolsRequest(), timeout=5)  # connected before measuring
+        await stub.GetPools(
+            pb.GetPoolsRequest(), timeout=5, metadata=metadata
+        )  # connected before measuring
         tasks = [
             asyncio.create_task(_every(1 / contribute_rate, stop, grpc_probe, contribute, limit)),
             asyncio.create_task(

@@ -7,6 +7,9 @@ the old one) with mode 0600, so a running server never reads half a file:
       "token_sha256": "<hex>", "cert_subjects": ["slots-eu.example"],
       "created_at": "...", "revoked_at": null}]}
 
+Optional per client, for the edge proxy (jackpot_grpc.edge): "edge_rate" (admitted calls a
+second) and "edge_in_flight" (calls at once), positive integers overriding its role's limits.
+
 Only a SHA-256 of each token is stored. That is enough because our tokens are 256 random
 bits (`new_token`): a slow password hash (bcrypt, scrypt) protects low-entropy secrets
 from guessing, which a 256-bit random value does not need, and it would cost every RPC.
@@ -49,6 +52,9 @@ class ClientRecord:
     cert_subjects: tuple[str, ...] = ()
     created_at: str = field(default_factory=lambda: _now())
     revoked_at: str | None = None
+    # The edge's per-client limits, when this client's differ from its role's.
+    edge_rate: int | None = None
+    edge_in_flight: int | None = None
 
     @property
     def active(self) -> bool:
@@ -79,6 +85,20 @@ def _text(raw: dict[str, Any], key: str, *, empty: bool) -> str | None:
     return value
 
 
+EDGE_LIMIT_MAX = 1_000_000
+EDGE_LIMITS = ("edge_rate", "edge_in_flight")
+
+
+def _edge_limit(raw: dict[str, Any], key: str) -> int | None:
+    value = raw.get(key)
+    # bool is an int in Python: `true` must not read as a limit of 1.
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= EDGE_LIMIT_MAX
+    ):
+        raise ClientsFileError(f"{key} must be an integer from 1 to {EDGE_LIMIT_MAX} or null")
+    return value
+
+
 def _record(raw: Any) -> ClientRecord:
     """One entry, checked as the server will use it: anything that would fail later
     (a digest that is not hex, a revocation that is not a timestamp) fails here."""
@@ -103,6 +123,8 @@ def _record(raw: Any) -> ClientRecord:
         created_at=_text(raw, "created_at", empty=True) or "",
         # Anything but null or a timestamp is refused: `false` or "" must not read as active.
         revoked_at=_text(raw, "revoked_at", empty=False),
+        edge_rate=_edge_limit(raw, "edge_rate"),
+        edge_in_flight=_edge_limit(raw, "edge_in_flight"),
     )
 
 
@@ -257,11 +279,13 @@ def _as_json(entry: Entry) -> Any:
     record = entry.record
     if record is None:
         return entry.raw
-    return {
+    body = {
         **record.__dict__,
         "roles": list(record.roles),
         "cert_subjects": list(record.cert_subjects),
     }
+    # Unset edge limits are left out: a file without them reads and writes as before.
+    return {k: v for k, v in body.items() if k not in EDGE_LIMITS or v is not None}
 
 
 def render(entries: Iterable[Entry]) -> str:

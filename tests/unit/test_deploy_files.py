@@ -442,7 +442,7 @@ def can_write(entries: dict[str, list[str]], path: Path) -> bool:
 
 def service_units() -> list[Path]:
     units = sorted(SYSTEMD.glob("*.service"))
-    assert len(units) == 4
+    assert len(units) == 5
     return units
 
 
