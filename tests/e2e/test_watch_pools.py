@@ -151,3 +151,49 @@ async def test_watchers_end_unavailable_on_shutdown(settings: Settings, database
             await stopping
     finally:
         await running.stop(grace=1.0)
+
+
+# --- two server instances on one database: changes cross by LISTEN/NOTIFY ------------------
+
+CROSS_PROCESS_GOAL = 0.25  # seconds, the bench's figure; asserted 5x looser
+
+
+@pytest.fixture
+async def other_server(settings: Settings, database_url: str) -> AsyncIterator[RunningServer]:
+    """A second server on the same database: it shares nothing in memory with `server`."""
+    running = await start_server(settings, database_url, port=0)
+    yield running
+    await running.stop(grace=1.0)
+
+
+async def test_a_win_on_one_server_reaches_a_watcher_of_another_once(
+    stub: jackpot_pb2_grpc.JackpotServiceStub, other_server: RunningServer
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{other_server.port}") as channel:
+        call = jackpot_pb2_grpc.JackpotServiceStub(channel).WatchPools(pb.WatchPoolsRequest())
+        first = await asyncio.wait_for(call.read(), WAIT)
+        wins, delays, told = [], [], []
+        for n in range(5):
+            wins.append(await stub.Win(win_request(GROUPS[n % 3], 1 + n)))
+            answered = asyncio.get_running_loop().time()
+            while True:
+                message = await asyncio.wait_for(call.read(), WAIT)
+                if message.HasField("hit"):
+                    delays.append(asyncio.get_running_loop().time() - answered)
+                    told.append((message.hit.win_id, message.hit.amount))
+                    break
+        assert max(delays) < 5 * CROSS_PROCESS_GOAL, delays
+        # The pools the other server saw move follow too; then nothing more arrives.
+        contributed = await stub.Contribute(
+            pb.ContributeRequest(game_id=random_game_id("watch"), wager_amount=10_000)
+        )
+        target = [g.amount for g in contributed.pool_amounts]
+        messages = []
+        while not messages or [p.current_amount for p in messages[-1].pools] != target:
+            messages.append(await asyncio.wait_for(call.read(), WAIT))
+        assert not any(m.HasField("hit") for m in messages)  # no win told twice
+        assert told == [(w.win_id, w.actual_win_amount) for w in wins]
+        assert first.sequence == 1 and messages[-1].sequence >= 7
+        call.cancel()
+        # One refresh per notification burst on the other server, never one per watcher.
+        assert other_server.watch_hub.counters.refreshes >= 1
