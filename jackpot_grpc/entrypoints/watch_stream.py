@@ -18,6 +18,7 @@ from jackpot_grpc.domain.errors import InvalidArgument, WatcherTooSlow
 from jackpot_grpc.domain.model import Group, PoolState
 from jackpot_grpc.domain.watch import Hit
 from jackpot_grpc.entrypoints import convert
+from jackpot_grpc.peer_metadata import FORWARDED_FOR
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.watch_hub import Delivery, WatchHub
 
@@ -44,6 +45,16 @@ def hit(value: Hit) -> pb.PoolHit:
         win_id=value.win_id,
         ledger_seq=value.ledger_seq or 0,
     )
+
+
+def connection_of(context: grpc.aio.ServicerContext) -> str:
+    """What the per-connection cap counts by: the connection, and for a call a gateway
+    forwards (x-forwarded-for), the caller it forwards for: a gateway carries the streams
+    of many HTTP callers over one connection. (A client that sends its own header only
+    spreads its streams over more counts; the total cap and the connection's stream limit
+    still bound it.)"""
+    forwarded = [str(v) for k, v in context.invocation_metadata() or () if k == FORWARDED_FOR]
+    return "|".join([context.peer() or "unknown", *forwarded])
 
 
 class PoolWatch:
@@ -74,7 +85,7 @@ class PoolWatch:
     async def serve(self, request: pb.WatchPoolsRequest, context: grpc.aio.ServicerContext) -> None:
         groups = watched_groups(request)
         sequence = request.resume_after
-        with self._hub.watch(groups, context.peer() or "unknown") as watcher:
+        with self._hub.watch(groups, connection_of(context)) as watcher:
             watcher.start_with(await self._service.pools())
             while True:
                 delivery = await watcher.next()

@@ -86,12 +86,17 @@ class Watcher:
     _pools: list[PoolState] | None = None
     _hits: deque[Hit] = field(default_factory=deque)
     _skipped: int = 0
+    _versions: tuple[int, ...] = ()  # of the pools last given to it
     _ended: DomainError | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer_pools(self, pools: list[PoolState]) -> bool:
         """Keep the newest; True when an untaken update was overwritten (skipped)."""
         chosen = [p for p in pools if p.group in self.groups]
+        versions = tuple(p.version for p in chosen)
+        if versions == self._versions:
+            return False  # this watcher has (or holds) that state already
+        self._versions = versions
         skipped = self._pools is not None
         if skipped:
             self._skipped += 1
@@ -103,6 +108,7 @@ class Watcher:
         """The first delivery: the current pools, unless an update came meanwhile."""
         if self._pools is None:
             self._pools = [p for p in pools if p.group in self.groups]
+            self._versions = tuple(p.version for p in self._pools)
             self._wake.set()
 
     def offer_hit(self, hit: Hit) -> bool:

@@ -248,6 +248,7 @@ def test_jackpot_routes_come_from_the_annotations() -> None:
         ("POST", "/api/jackpot/contribute:batch"): ("ContributeBatch", "*"),
         ("POST", "/api/jackpot/win"): ("Win", "*"),
         ("GET", "/api/jackpot/pools"): ("GetPools", ""),
+        ("GET", "/api/jackpot/pools:watch"): ("WatchPools", ""),
         ("GET", "/api/jackpot/statistics"): ("GetStatistics", ""),
         ("GET", "/api/jackpot/config"): ("GetConfig", ""),
         ("PUT", "/api/jackpot/config"): ("UpdateConfig", "*"),
@@ -264,7 +265,8 @@ def test_a_test_only_proto_gets_its_routes(echo_service: ServiceDescriptor) -> N
         ("GET", "/v1/{name=shelves/*/books/*}"): "GetBook",
         ("PATCH", "/v1/books/{book.id}"): "UpdateBook",
         ("POST", "/v1/fail"): "Fail",
-    }  # Hidden has no annotation; Stream is streaming: neither is routed
+        ("GET", "/v1/stream"): "Stream",  # server streaming: SSE or NDJSON
+    }  # Hidden has no annotation: not routed
     echo = next(r for r in routes if r.method.name == "Echo")
     assert echo.request_class.DESCRIPTOR.full_name == "gatewaytest.v1.EchoRequest"
     assert echo.grpc_path == "/gatewaytest.v1.EchoService/Echo"
@@ -508,6 +510,7 @@ def test_openapi_from_a_test_only_proto(echo_service: ServiceDescriptor) -> None
         "/v1/{name}",
         "/v1/books/{book.id}",
         "/v1/fail",
+        "/v1/stream",
     }
     get_echo = doc["paths"]["/v1/echo/{text}"]["get"]
     params = {(p["name"], p["in"]) for p in get_echo["parameters"]}
