@@ -220,7 +220,7 @@ def build_server(
     )
     service.wins_committed.append(hub.wins_committed)
     # Other processes' changes arrive by NOTIFY (migration 0009); a transaction pooler
-    # cannot LISTEN, so behind one they arrive with the snapshot's TTL reads instead.
+    # cannot LISTEN, so behind one the hub reads every JACKPOT_SNAPSHOT_TTL instead.
     listener = None if settings.pgbouncer else ChangeListener(settings, database_url, hub.notified)
     server = _grpc_server(
         settings,
@@ -326,7 +326,7 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         await parts.probe_connection.close()
         raise
     parts.probe.start()
-    parts.watch_hub.start()
+    parts.watch_hub.start(poll=None if parts.listener else settings.snapshot_ttl)
     if parts.listener is not None:
         parts.listener.start()
     parts.sampler.start()

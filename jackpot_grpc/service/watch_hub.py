@@ -6,7 +6,8 @@ The hub never reads the database for a watcher. It learns of changes two ways:
   commits goes into its PoolSnapshot, which tells the hub (`pools_changed`); a win also
   asks for the new wins to be read (`wins_committed`);
 - from the database's change notifications (adapters.change_listener: `notified`), for
-  what other processes and replicas commit.
+  what other processes and replicas commit; where no connection may LISTEN (behind
+  PgBouncer), by reading every JACKPOT_SNAPSHOT_TTL while anyone watches.
 
 Pool updates are coalesced: at most one per `interval`, carrying the newest state of the
 pools that changed. Hits (wins) are read from the ledger once per process, `id > last`
@@ -156,6 +157,7 @@ class WatchHub:
         self._want_wins = self._want_pools = False
         self._wake_reader = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
         self._last_win_id: int | None = None  # None: not read yet (the start is not a hit)
         self._closed: DomainError | None = None
         self.synced = False  # the snapshot follows the database (listener connected)
@@ -165,9 +167,19 @@ class WatchHub:
     def watchers(self) -> int:
         return len(self._watchers)
 
-    def start(self) -> None:
+    def start(self, poll: float | None = None) -> None:
+        """Start the reader. With `poll` (no LISTEN possible, e.g. behind PgBouncer), the
+        pools and new wins are read every `poll` seconds while anyone watches."""
         self._reader = asyncio.create_task(self._read_loop(), name="watch-hub-reader")
+        if poll is not None:
+            self._poller = asyncio.create_task(self._poll(poll), name="watch-hub-poller")
         self.notified(NOTIFY_WINS)  # learn where the ledger stands
+
+    async def _poll(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            if self._watchers:
+                self.notified("poll")
 
     async def close(self, reason: DomainError | None = None) -> None:
         """End every watcher (ShuttingDown: clients reconnect elsewhere), refuse new ones."""
@@ -176,10 +188,11 @@ class WatchHub:
             watcher.end(self._closed)
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            await asyncio.wait({reader}, timeout=2.0)
+        for task in (self._reader, self._poller):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task}, timeout=2.0)
+        self._reader = self._poller = None
 
     # --- watchers --------------------------------------------------------------------------
 

@@ -129,6 +129,10 @@ async def test_pool_updates_are_coalesced_and_reach_the_watcher(
             break
     # 20 commits, at most one update per 100 ms: far fewer messages than commits (the
     # contributions take well under 2 s here, so at most about 20 intervals pass).
+    for _ in range(100):  # counted once the write returned, maybe just after the read
+        if server.watch_hub.counters.updates_sent > sent_before:
+            break
+        await asyncio.sleep(0.01)
     sent = server.watch_hub.counters.updates_sent - sent_before
     assert 1 <= sent <= 20
     call.cancel()
@@ -197,3 +201,24 @@ async def test_a_win_on_one_server_reaches_a_watcher_of_another_once(
         call.cancel()
         # One refresh per notification burst on the other server, never one per watcher.
         assert other_server.watch_hub.counters.refreshes >= 1
+
+
+async def test_without_listen_a_polling_server_still_tells_another_servers_win(
+    stub: jackpot_pb2_grpc.JackpotServiceStub, settings: Settings, database_url: str
+) -> None:
+    """Behind PgBouncer (transaction mode) nothing may LISTEN: the hub reads every
+    JACKPOT_SNAPSHOT_TTL while anyone watches."""
+    polling = await start_server(
+        dataclasses.replace(settings, pgbouncer=True, snapshot_ttl=0.2), database_url, port=0
+    )
+    try:
+        assert polling.listener is None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{polling.port}") as channel:
+            call = jackpot_pb2_grpc.JackpotServiceStub(channel).WatchPools(pb.WatchPoolsRequest())
+            await asyncio.wait_for(call.read(), WAIT)
+            paid = await stub.Win(win_request(pb.JACKPOT_GROUP_MINOR, 3))
+            messages = await read_until_hits(call, 1)
+            assert messages[-1].hit.win_id == paid.win_id
+            call.cancel()
+    finally:
+        await polling.stop(grace=1.0)
