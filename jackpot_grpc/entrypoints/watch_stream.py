@@ -23,6 +23,7 @@ from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.watch_hub import Delivery, WatchHub
 
 PoolsKey = tuple[tuple[Group, int], ...]
+READY_TIMEOUT = 5.0  # the hub's first read (the ledger's last win) before UNAVAILABLE
 
 
 def watched_groups(request: pb.WatchPoolsRequest) -> list[Group]:
@@ -86,6 +87,7 @@ class PoolWatch:
         groups = watched_groups(request)
         sequence = request.resume_after
         with self._hub.watch(groups, connection_of(context)) as watcher:
+            await self._hub.ready(READY_TIMEOUT)
             watcher.start_with(await self._service.pools())
             while True:
                 delivery = await watcher.next()

@@ -38,6 +38,7 @@ from jackpot_grpc.domain.errors import (
     DomainError,
     ShuttingDown,
     TooManyWatchers,
+    Unavailable,
     WatcherTooSlow,
 )
 from jackpot_grpc.domain.model import GROUPS, Group, PoolState
@@ -158,7 +159,11 @@ class WatchHub:
         self._wake_reader = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
-        self._last_win_id: int | None = None  # None: not read yet (the start is not a hit)
+        # The last win told; None until read when the first watcher comes (wins before
+        # it are not hits), and again after the last one left (nothing is read meanwhile).
+        self._last_win_id: int | None = None
+        self._ready = asyncio.Event()  # set once _last_win_id is known
+        self._epoch = 0  # moves when the watchers start again from none
         self._closed: DomainError | None = None
         self.synced = False  # the snapshot follows the database (listener connected)
         snapshot.subscribe(self.pools_changed)
@@ -173,7 +178,6 @@ class WatchHub:
         self._reader = asyncio.create_task(self._read_loop(), name="watch-hub-reader")
         if poll is not None:
             self._poller = asyncio.create_task(self._poll(poll), name="watch-hub-poller")
-        self.notified(NOTIFY_WINS)  # learn where the ledger stands
 
     async def _poll(self, every: float) -> None:
         while True:
@@ -215,6 +219,11 @@ class WatchHub:
             )
         watcher = Watcher(frozenset(groups or GROUPS), connection, self.limits.max_pending_hits)
         self._watchers.add(watcher)
+        if len(self._watchers) == 1:  # the first: learn where the ledger stands now
+            self._epoch += 1
+            self._last_win_id = None
+            self._ready.clear()
+            self.notified(NOTIFY_WINS)
         self._by_connection[connection] = mine + 1
         try:
             yield watcher
@@ -243,8 +252,19 @@ class WatchHub:
         """A win was committed by this process: read the new wins now."""
         self.notified(NOTIFY_WINS)
 
+    async def ready(self, within: float) -> None:
+        """Wait until the hub knows the ledger's last win (the first watcher's read), so a
+        win committed after a watcher's first message is surely told to it."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), within)
+        except TimeoutError:
+            raise Unavailable("the pools' changes cannot be read now; retry") from None
+
     def notified(self, payload: str) -> None:
-        """A database notification (or a reconnection: read everything)."""
+        """A database notification (or a reconnection: read everything). Nothing is read
+        while nobody watches (GetPools reads for itself)."""
+        if not self._watchers:
+            return
         if payload != NOTIFY_POOLS:
             self._want_wins = True
         if payload != NOTIFY_WINS:
@@ -289,6 +309,8 @@ class WatchHub:
                     await asyncio.sleep(wait)
             wins, pools = self._want_wins, self._want_pools
             self._want_wins = self._want_pools = False
+            if not self._watchers:
+                continue  # they left meanwhile: nobody to tell
             try:
                 await self._refresh(wins=wins, pools=pools)
             except asyncio.CancelledError:
@@ -302,18 +324,25 @@ class WatchHub:
 
     async def _refresh(self, *, wins: bool, pools: bool) -> None:
         self.counters.refreshes += 1
+        epoch = self._epoch
+        last, first, hits = self._last_win_id, None, []
         async with transaction(self._pool) as conn:
             states = await repo.read_pools(conn) if pools else None
-            hits: list[Hit] = []
-            if wins and self._last_win_id is None:
-                self._last_win_id = await watch_store.last_win_id(conn)
-            elif wins and self._last_win_id is not None:
-                hits = await watch_store.wins_after(conn, self._last_win_id)
+            if wins and last is None:
+                first = await watch_store.last_win_id(conn)
+            elif wins and last is not None:
+                hits = await watch_store.wins_after(conn, last)
+        if epoch != self._epoch:
+            return  # the watchers started again meanwhile: their own first read follows
+        if first is not None:
+            self._last_win_id = first
+            self._ready.set()
         if states is not None:
             self._last_pools_read = time.monotonic()
             self._snapshot.replace(states)
         if hits:
             self._last_win_id = hits[-1].win_id
+            self._ready.set()
             self._tell_hits(hits)
             if len(hits) >= watch_store.WINS_PER_READ:
                 self.notified(NOTIFY_WINS)  # more are waiting
