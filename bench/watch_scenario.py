@@ -112,6 +112,11 @@ async def grpc_watcher(
     except grpc.aio.AioRpcError as error:
         if error.code() != grpc.StatusCode.CANCELLED:
             tally.failed(error.code().name)
+    finally:
+        if previous == 0:  # it never started: the others need not wait for it
+            counter[0] += 1
+            if counter[0] == total:
+                ready.set()
 
 
 async def sse_watcher(
@@ -127,7 +132,7 @@ async def sse_watcher(
     try:
         async with http.get(url, headers=headers) as response:
             if response.status != 200:
-                tally.failed(f"http_{response.status}")
+                tally.failed(f"http_{response.status}: {(await response.text())[:200]}")
                 return
             sequence = 0
             async for raw in response.content:
@@ -148,9 +153,13 @@ async def sse_watcher(
                             int(data.get("skippedUpdates", "0")),
                         )
                     previous = sequence
-    except (aiohttp.ClientError, asyncio.CancelledError) as error:
-        if not isinstance(error, asyncio.CancelledError):
-            tally.failed(type(error).__name__)
+    except aiohttp.ClientError as error:
+        tally.failed(type(error).__name__)
+    finally:
+        if previous == 0:  # it never started: the others need not wait for it
+            counter[0] += 1
+            if counter[0] == total:
+                ready.set()
 
 
 async def watch_all(

@@ -10,8 +10,10 @@ The hub never reads the database for a watcher. It learns of changes two ways:
   PgBouncer), by reading every JACKPOT_SNAPSHOT_TTL while anyone watches.
 
 Pool updates are coalesced: at most one per `interval`, carrying the newest state of the
-pools that changed. Hits (wins) are read from the ledger once per process, `id > last`
-(adapters.watch_store: exactly once each, in commit order) and told at once.
+pools that changed, and no sooner than twice the time the last fan-out kept the event loop
+busy: with many watchers the updates slow down instead of starving the calls. Hits (wins)
+are read from the ledger once per process, `id > last` (adapters.watch_store: exactly
+once each, in commit order) and told at once.
 
 Each watcher holds at most the newest pool state and a bounded queue of hits. A watcher
 whose reader is slower than the updates keeps only the newest state and counts what it
@@ -92,12 +94,13 @@ class Watcher:
     _ended: DomainError | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def offer_pools(self, pools: list[PoolState]) -> bool:
-        """Keep the newest; True when an untaken update was overwritten (skipped)."""
+    def offer_pools(self, pools: list[PoolState]) -> bool | None:
+        """Keep the newest; True when an untaken update was overwritten (skipped), None
+        when the watcher has (or holds) that state already."""
         chosen = [p for p in pools if p.group in self.groups]
         versions = tuple(p.version for p in chosen)
         if versions == self._versions:
-            return False  # this watcher has (or holds) that state already
+            return None
         self._versions = versions
         skipped = self._pools is not None
         if skipped:
@@ -154,6 +157,7 @@ class WatchHub:
         self._flushed: dict[Group, int] = {}  # pool versions last told to watchers
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")
+        self._fan_out_s = 0.0  # how long the last fan-out kept the loop busy
         self._last_pools_read = float("-inf")
         self._want_wins = self._want_pools = False
         self._wake_reader = asyncio.Event()
@@ -245,8 +249,8 @@ class WatchHub:
         if self._flush_handle is not None or self._closed is not None:
             return
         loop = asyncio.get_running_loop()
-        wait = max(0.0, self._last_flush + self.limits.interval - time.monotonic())
-        self._flush_handle = loop.call_later(wait, self._flush)
+        at = max(self._last_flush + self.limits.interval, self._last_flush + 2 * self._fan_out_s)
+        self._flush_handle = loop.call_later(max(0.0, at - time.monotonic()), self._flush)
 
     def wins_committed(self) -> None:
         """A win was committed by this process: read the new wins now."""
@@ -283,6 +287,14 @@ class WatchHub:
         for watcher in self._watchers:
             if watcher.groups & groups and watcher.offer_pools(pools):
                 self.counters.updates_skipped += 1
+        # The woken watchers run first (each builds and starts writing its message): when
+        # this callback runs, most of the fan-out's work is done. The next flush waits at
+        # least as long again, so fan-out takes at most about half of the loop.
+        started = time.monotonic()
+        asyncio.get_running_loop().call_soon(self._fanned_out, started)
+
+    def _fanned_out(self, started: float) -> None:
+        self._fan_out_s = time.monotonic() - started
 
     def _tell_hits(self, hits: list[Hit]) -> None:
         for hit in hits:
