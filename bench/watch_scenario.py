@@ -451,6 +451,11 @@ def _run(
         "messages_sent_in_probes": int(sent),
         "contribute_per_s_alone": round(alone.calls_per_s),
         "contribute_per_s_watched": round(watched.calls_per_s),
+        "contribute_errors_watched": watched.errors,
+        "contribute_p50_ms": {
+            "alone": percentile(alone.latencies_ms, 50),
+            "watched": percentile(watched.latencies_ms, 50),
+        },
         "throughput_ratio": round(watched.calls_per_s / alone.calls_per_s, 3)
         if alone.calls_per_s
         else None,

@@ -10,8 +10,8 @@ The hub never reads the database for a watcher. It learns of changes two ways:
   PgBouncer), by reading every JACKPOT_SNAPSHOT_TTL while anyone watches.
 
 Pool updates are coalesced: at most one per `interval`, carrying the newest state of the
-pools that changed, and no sooner than twice the time the last fan-out kept the event loop
-busy: with many watchers the updates slow down instead of starving the calls. Hits (wins)
+pools that changed, and spaced so that writing them takes at most about FAN_OUT_SHARE of
+the event loop: with many watchers the updates slow down instead of starving the calls. Hits (wins)
 are read from the ledger once per process, `id > last` (adapters.watch_store: exactly
 once each, in commit order) and told at once.
 
@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 NOTIFY_WINS = "wins"  # payloads of migration 0009's triggers
 NOTIFY_POOLS = "pools"
 RETRY_READ_AFTER = 0.5  # a failed refresh is tried again after this long
+# Writing pool updates to watchers may take about this share of the event loop: the next
+# update waits for the last one's fan-out time divided by it (the calls keep the rest).
+FAN_OUT_SHARE = 0.25
+FAN_OUT_WAIT_MAX = 1.0  # the longest a fan-out holds the next update back
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,8 @@ class WatchHub:
         self._flushed: dict[Group, int] = {}  # pool versions last told to watchers
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")
-        self._fan_out_s = 0.0  # how long the last fan-out kept the loop busy
+        self._fan_out_s = 0.0  # how long the last fan-out took (to 90 % of its watchers)
+        self._to_deliver = 0  # watchers still to write the last update before that
         self._last_pools_read = float("-inf")
         self._want_wins = self._want_pools = False
         self._wake_reader = asyncio.Event()
@@ -241,6 +246,10 @@ class WatchHub:
 
     def delivered(self, delivery: Delivery, messages: int) -> None:
         self.counters.updates_sent += messages
+        if delivery.pools is not None and self._to_deliver > 0:
+            self._to_deliver -= 1
+            if self._to_deliver == 0:  # most watchers have it: the fan-out's time
+                self._fan_out_s = time.monotonic() - self._last_flush
 
     # --- changes ---------------------------------------------------------------------------
 
@@ -249,7 +258,7 @@ class WatchHub:
         if self._flush_handle is not None or self._closed is not None:
             return
         loop = asyncio.get_running_loop()
-        at = max(self._last_flush + self.limits.interval, self._last_flush + 2 * self._fan_out_s)
+        at = self._last_flush + max(self.limits.interval, self._fan_out_s / FAN_OUT_SHARE)
         self._flush_handle = loop.call_later(max(0.0, at - time.monotonic()), self._flush)
 
     def wins_committed(self) -> None:
@@ -276,25 +285,32 @@ class WatchHub:
         self._wake_reader.set()
 
     def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if self._to_deliver > 0 and now - self._last_flush < FAN_OUT_WAIT_MAX:
+            # The last update is still being written to most watchers: not yet.
+            self._flush_handle = loop.call_later(self.limits.interval / 4, self._flush)
+            return
         self._flush_handle = None
-        self._last_flush = time.monotonic()
+        self._last_flush = now
         pools = self._snapshot.latest()
         changed = [p for p in pools if self._flushed.get(p.group) != p.version]
         if not changed:
             return
         self._flushed.update((p.group, p.version) for p in changed)
         groups = {p.group for p in changed}
+        offered = 0
         for watcher in self._watchers:
-            if watcher.groups & groups and watcher.offer_pools(pools):
-                self.counters.updates_skipped += 1
-        # The woken watchers run first (each builds and starts writing its message): when
-        # this callback runs, most of the fan-out's work is done. The next flush waits at
-        # least as long again, so fan-out takes at most about half of the loop.
-        started = time.monotonic()
-        asyncio.get_running_loop().call_soon(self._fanned_out, started)
-
-    def _fanned_out(self, started: float) -> None:
-        self._fan_out_s = time.monotonic() - started
+            if not watcher.groups & groups:
+                continue
+            told = watcher.offer_pools(pools)
+            offered += told is not None
+            self.counters.updates_skipped += bool(told)
+        # The fan-out is timed until 90 % of these watchers have it written (the slowest
+        # readers do not count: they skip instead).
+        self._to_deliver = int(offered * 0.9)
+        if self._to_deliver == 0:
+            self._fan_out_s = 0.0
 
     def _tell_hits(self, hits: list[Hit]) -> None:
         for hit in hits:

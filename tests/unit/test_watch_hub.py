@@ -3,6 +3,8 @@ bound it is cut off), and pool updates it did not take are replaced and counted.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,7 +16,7 @@ from jackpot_grpc.domain.errors import ShuttingDown, WatcherTooSlow
 from jackpot_grpc.domain.model import Group, PoolState
 from jackpot_grpc.domain.watch import Hit
 from jackpot_grpc.service.snapshot import PoolSnapshot
-from jackpot_grpc.service.watch_hub import WatchHub, WatchLimits
+from jackpot_grpc.service.watch_hub import FAN_OUT_SHARE, WatchHub, WatchLimits
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
 
@@ -82,3 +84,22 @@ async def test_closing_ends_every_watcher_and_refuses_new_ones() -> None:
     with pytest.raises(ShuttingDown), watch_hub.watch([], "peer"):
         pass
     assert dataclasses.asdict(watch_hub.counters)["watchers_cut"] == 0
+
+
+async def test_updates_are_spaced_by_the_time_their_fan_out_takes() -> None:
+    """A fan-out that took 0.1 s to reach 90 % of the watchers holds the next update back
+    0.1 / FAN_OUT_SHARE, not the 10 ms interval: the calls keep most of the loop."""
+    watch_hub, snapshot = hub(interval=0.01)
+    with contextlib.ExitStack() as stack:
+        watchers = [stack.enter_context(watch_hub.watch([], f"peer{n}")) for n in range(10)]
+        snapshot.update([pool(Group.MINOR, 1)])
+        watch_hub._flush()
+        watch_hub._last_flush -= 0.1  # as if the writes below took 0.1 s
+        for watcher in watchers[:9]:
+            watch_hub.delivered(await watcher.next(), 1)
+        snapshot.update([pool(Group.MINOR, 2)])  # schedules the next flush
+        handle = watch_hub._flush_handle
+        assert handle is not None
+        wait = handle.when() - asyncio.get_running_loop().time()
+        assert 0.1 / FAN_OUT_SHARE - 0.1 - 0.05 < wait <= 0.1 / FAN_OUT_SHARE - 0.1 + 0.01
+        handle.cancel()
