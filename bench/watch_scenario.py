@@ -110,8 +110,8 @@ async def grpc_watcher(
                 )
             previous = message.sequence
     except grpc.aio.AioRpcError as error:
-        if error.code() != grpc.StatusCode.CANCELLED:
-            tally.failed(error.code().name)
+        if error.code() != grpc.StatusCode.CANCELLED or previous == 0:
+            tally.failed(error.code().name)  # CANCELLED at the start: core dropped it
     finally:
         if previous == 0:  # it never started: the others need not wait for it
             counter[0] += 1
