@@ -21,7 +21,7 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.failure_throttle import FailureThrottle
 from jackpot_grpc.gateway import forwarding, metrics_proxy, stream_framing
 from jackpot_grpc.gateway.caller_limit import CallerFailureLimit
-from jackpot_grpc.gateway.errors import rpc_error_response
+from jackpot_grpc.gateway.errors import GatewayError, rpc_error_response
 from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit_of, json_errors
 from jackpot_grpc.gateway.open_guard import OpenServerError, OpenServerGuard
 from jackpot_grpc.gateway.openapi import openapi_document
@@ -161,6 +161,14 @@ def _stream_handler(
             request[forwarding.RESPONSE_METADATA] = forwarding.response_headers(
                 error.initial_metadata(), error.trailing_metadata()
             )
+            if error.code() == grpc.StatusCode.CANCELLED:
+                # Not the caller (still here): the server dropped a call it never took
+                # (a flood of new streams). A retry helps, as after 503; an EventSource
+                # would give up for good on 499.
+                raise GatewayError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the server dropped the stream before it started; retry with backoff",
+                ) from None
             raise
         request[forwarding.RESPONSE_METADATA] = forwarding.response_headers(
             await call.initial_metadata(), None
