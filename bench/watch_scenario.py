@@ -52,6 +52,7 @@ from testkit.ports import free_port
 from testkit.processes import ServiceProcess, base_url, http_ok, local_service_env
 
 STREAMS_PER_CHANNEL = 500
+RAMP_STEP, RAMP_PAUSE = 200, 0.5  # watchers opened at a time, and the pause between
 READY = "ready"
 STOP = "stop"
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,25 +181,24 @@ async def watch_all(
         for _ in range(max(1, -(-grpc_count // STREAMS_PER_CHANNEL)))
     ]
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    tasks = [
-        asyncio.create_task(
-            grpc_watcher(
-                jackpot_pb2_grpc.JackpotServiceStub(channels[n % len(channels)]),
-                metadata,
-                tally,
-                ready,
-                counter,
-                total,
-            )
+    tasks = []
+    # Clients arrive over a moment, not in one instant: an instant's thousands of new
+    # calls are more than gRPC core queues for the server (it drops the excess).
+    for n in range(grpc_count):
+        stub = jackpot_pb2_grpc.JackpotServiceStub(channels[n % len(channels)])
+        tasks.append(
+            asyncio.create_task(grpc_watcher(stub, metadata, tally, ready, counter, total))
         )
-        for n in range(grpc_count)
-    ]
+        if n % RAMP_STEP == RAMP_STEP - 1:
+            await asyncio.sleep(RAMP_PAUSE)
     headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {token}"}
     url = f"{rest}/api/jackpot/pools:watch"
-    tasks += [
-        asyncio.create_task(sse_watcher(http, url, headers, tally, ready, counter, total))
-        for _ in range(sse_count)
-    ]
+    for n in range(sse_count):
+        tasks.append(
+            asyncio.create_task(sse_watcher(http, url, headers, tally, ready, counter, total))
+        )
+        if n % RAMP_STEP == RAMP_STEP - 1:
+            await asyncio.sleep(RAMP_PAUSE)
     if total:
         await asyncio.wait_for(ready.wait(), 300)
     conn.send(READY)
