@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
+from testkit.processes import serving
 from testkit.random_refs import random_game_id, random_key, random_user_id
 
 GROUPS = (pb.JACKPOT_GROUP_MINOR, pb.JACKPOT_GROUP_MAJOR, pb.JACKPOT_GROUP_MEGA)
@@ -222,3 +224,30 @@ async def test_without_listen_a_polling_server_still_tells_another_servers_win(
             call.cancel()
     finally:
         await polling.stop(grace=1.0)
+
+
+async def test_two_server_processes_each_watcher_sees_the_others_wins_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Two `jackpot serve` processes on one database; a watcher on each; wins paid on
+    both: every watcher sees every win exactly once and in order."""
+    with (
+        serving(database_url, tmp_path / "a") as first,
+        serving(database_url, tmp_path / "b") as second,
+    ):
+        async with (
+            grpc.aio.insecure_channel(first.target) as channel_a,
+            grpc.aio.insecure_channel(second.target) as channel_b,
+        ):
+            stubs = [jackpot_pb2_grpc.JackpotServiceStub(c) for c in (channel_a, channel_b)]
+            calls = [s.WatchPools(pb.WatchPoolsRequest()) for s in stubs]
+            for call in calls:
+                await asyncio.wait_for(call.read(), WAIT)
+            paid = [await stubs[n % 2].Win(win_request(GROUPS[n % 3], 1 + n)) for n in range(6)]
+            for call in calls:
+                messages = await read_until_hits(call, len(paid))
+                told = [m.hit.win_id for m in messages if m.HasField("hit")]
+                # Each exactly once, in ledger order: each process reads `id > last`.
+                assert told == [w.win_id for w in paid]
+                assert [m.sequence for m in messages] == list(range(2, len(messages) + 2))
+                call.cancel()
