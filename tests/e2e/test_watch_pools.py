@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -251,3 +252,24 @@ async def test_two_server_processes_each_watcher_sees_the_others_wins_once(
                 assert told == [w.win_id for w in paid]
                 assert [m.sequence for m in messages] == list(range(2, len(messages) + 2))
                 call.cancel()
+
+
+async def test_on_sigterm_watchers_end_unavailable_after_the_drain_delay(
+    database_url: str, tmp_path: Path
+) -> None:
+    with serving(database_url, tmp_path, JACKPOT_DRAIN_DELAY="1.0") as process:
+        async with grpc.aio.insecure_channel(process.target) as channel:
+            call = jackpot_pb2_grpc.JackpotServiceStub(channel).WatchPools(pb.WatchPoolsRequest())
+            await asyncio.wait_for(call.read(), WAIT)
+            process.signal(signal.SIGTERM)
+            signalled = asyncio.get_running_loop().time()
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                while True:
+                    await asyncio.wait_for(call.read(), WAIT)
+            ended = asyncio.get_running_loop().time() - signalled
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "shutting down" in (raised.value.details() or "")
+            # Not before the drain delay (load balancers first see NOT_SERVING), and not
+            # held until the shutdown grace (10 s) either.
+            assert 0.9 <= ended < 5 * 1.0, ended
+        assert process.wait(20) == 0
