@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from bench import audit_scenario, scenarios
+from bench import audit_scenario, scenarios, watch_scenario
 from bench import report as reporting
 from bench.console import log
 from bench.loadgen import LoadSpec
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         if args.scaling_workers > args.server_workers:
             report["audit_scaling"] = scaling(args, base, admin, workdir, found)
         report["audit_scenario"] = audit_cost(args, admin)
+        if args.watchers or args.sse_watchers:
+            report["watch_scenario"] = watch_cost(args, admin, workdir)
     report["rest_note"] = rest_note
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     reporting.conclude(report, found, rest_note)
@@ -79,6 +81,20 @@ def audit_cost(args: argparse.Namespace, admin: str) -> dict[str, Any]:
     with bench_database(admin, "audit") as url:
         log(f"audit scenario: {args.audit_rows:,} contributions")
         return audit_scenario.measure(url, args.audit_rows)
+
+
+def watch_cost(args: argparse.Namespace, admin: str, workdir: Path) -> dict[str, Any]:
+    """WatchPools: many watchers on one server (bench/watch_scenario.py)."""
+    result = watch_scenario.measure(
+        admin,
+        workdir,
+        grpc_watchers=args.watchers,
+        sse_watchers=args.sse_watchers,
+        duration=args.duration,
+        concurrency=args.concurrency,
+    )
+    log(f"watch scenario: {result}")
+    return result
 
 
 def check_installed() -> None:

@@ -73,11 +73,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--audit-rows", type=int, help="contributions in the audit scenario (default 1,000,000)"
     )
+    p.add_argument(
+        "--watchers", type=int, help="WatchPools gRPC watchers (default 10,000; quick 1,000)"
+    )
+    p.add_argument(
+        "--sse-watchers", type=int, help="WatchPools SSE watchers (default 1,000; quick 100)"
+    )
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = p.parse_args(argv)
     if args.audit_rows is None:
         args.audit_rows = 100_000 if args.quick else 1_000_000
     args.duration = args.duration or (2.0 if args.quick else 5.0)
+    if args.watchers is None:
+        args.watchers = 1_000 if args.quick else 10_000
+    if args.sse_watchers is None:
+        args.sse_watchers = 100 if args.quick else 1_000
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
     if args.channels is None:
         args.channels = 1 if args.server_workers <= 1 else 4 * args.server_workers

@@ -199,6 +199,13 @@ class Settings:
     log_format: str = "text"  # JACKPOT_LOG_FORMAT: text or json (one JSON object a line)
     # The longest deadline the gateway gives a call; a Grpc-Timeout header asks for less.
     gateway_max_timeout: float = 30.0
+    # WatchPools (docs/OPERATIONS.md, "Watching the watchers"): at most one pool update per
+    # interval; watchers per server process and per connection.
+    watch_interval: float = 0.1
+    watch_max_watchers: int = 10_000
+    watch_max_per_connection: int = 100
+    # A stream whose reader takes no message for this long is cut off (WATCHER_TOO_SLOW).
+    watch_max_lag: float = 10.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -295,4 +302,8 @@ class Settings:
             gateway_token=env.get("JACKPOT_GATEWAY_TOKEN") or None,
             log_format=log_format_from_env(env),
             gateway_max_timeout=_float(env, "JACKPOT_GATEWAY_MAX_TIMEOUT", 30.0),
+            watch_interval=_float(env, "JACKPOT_WATCH_INTERVAL", 0.1),
+            watch_max_watchers=_int(env, "JACKPOT_WATCH_MAX", 10_000),
+            watch_max_per_connection=_int(env, "JACKPOT_WATCH_MAX_PER_CONNECTION", 100),
+            watch_max_lag=_float(env, "JACKPOT_WATCH_MAX_LAG", 10.0),
         )

@@ -102,3 +102,13 @@ class RateLimited(DomainError):
 
 class DeadlineTooShort(Overloaded):
     """The caller's deadline is shorter than calls take now: refused before any work."""
+
+
+class TooManyWatchers(Overloaded):
+    """WatchPools: the server (or this connection) already serves as many watchers as it
+    may; back off and retry, perhaps on another replica."""
+
+
+class WatcherTooSlow(Overloaded):
+    """WatchPools: the stream's reader fell too far behind and was cut off; reconnect, and
+    the new stream starts from the current state."""

@@ -118,6 +118,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._prefixes = tuple(f"/{s}/" for s in services)
         self._count_failure = count_failure
         self._guarded_handlers = WrappedUnaryHandlers(self._guarded)
+        self._guarded_streams = WrappedUnaryHandlers(self._guarded, streaming=True)
 
     @property
     def registry(self) -> ClientRegistry:
@@ -131,8 +132,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         full_name: str = handler_call_details.method
         if handler is None or self._registry.open or not full_name.startswith(self._prefixes):
             return handler
-        if handler.unary_unary is None:  # nothing streams today; never let one through
-            log.error("refusing %s: only unary methods are guarded", full_name)
+        if handler.unary_stream is not None:  # WatchPools
+            return self._guarded_streams.get(full_name, handler)
+        if handler.unary_unary is None:  # no other kind streams; never let one through
+            log.error("refusing %s: only unary and server-streaming methods are guarded", full_name)
             return None
         return self._guarded_handlers.get(full_name, handler)
 

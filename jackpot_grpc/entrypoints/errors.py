@@ -26,9 +26,11 @@ from jackpot_grpc.domain.errors import (
     RateLimited,
     RateSumExceeded,
     ShuttingDown,
+    TooManyWatchers,
     Unauthenticated,
     Unavailable,
     VersionConflict,
+    WatcherTooSlow,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ ERRORS: dict[type[DomainError], tuple[grpc.StatusCode, str]] = {
     Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
     PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
     RateLimited: (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
+    TooManyWatchers: (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_WATCHERS"),
+    WatcherTooSlow: (grpc.StatusCode.RESOURCE_EXHAUSTED, "WATCHER_TOO_SLOW"),
 }
 STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {k: v[0] for k, v in ERRORS.items()}
 

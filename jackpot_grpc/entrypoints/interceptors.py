@@ -35,7 +35,10 @@ class WrappedUnaryHandlers:
         self,
         wrap: Callable[[str, Behavior], Behavior],
         request_deserializer: Callable[[Deserializer | None], Deserializer] | None = None,
+        *,
+        streaming: bool = False,
     ) -> None:
+        self._streaming = streaming  # unary-stream handlers written with context.write
         self._wrap = wrap
         self._request_deserializer = request_deserializer
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -47,6 +50,13 @@ class WrappedUnaryHandlers:
             deserializer = handler.request_deserializer
             if self._request_deserializer is not None:
                 deserializer = self._request_deserializer(deserializer)
+            if self._streaming:
+                wrapped = self._handlers[method] = grpc.unary_stream_rpc_method_handler(
+                    self._wrap(method, handler.unary_stream),
+                    request_deserializer=deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+                return wrapped
             wrapped = self._handlers[method] = grpc.unary_unary_rpc_method_handler(
                 self._wrap(method, handler.unary_unary),
                 request_deserializer=deserializer,

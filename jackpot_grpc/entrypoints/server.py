@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters.batch_connection import BatchConnection
+from jackpot_grpc.adapters.change_listener import ChangeListener
 from jackpot_grpc.adapters.database import Pool, create_pool, create_side_pool
 from jackpot_grpc.adapters.probe_connection import ProbeConnection
 from jackpot_grpc.config import Settings
@@ -28,6 +29,8 @@ from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
+from jackpot_grpc.entrypoints.watch_metrics import WatchCollector
+from jackpot_grpc.entrypoints.watch_stream import PoolWatch
 from jackpot_grpc.history.sampler import MetricsSampler, sampler_config
 from jackpot_grpc.http_site import HttpLimits
 from jackpot_grpc.metrics import RequestMetrics
@@ -38,6 +41,7 @@ from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.shared_audit import SharedAudit
+from jackpot_grpc.service.watch_hub import WatchHub, WatchLimits
 from jackpot_grpc.tls import server_credentials
 
 if TYPE_CHECKING:
@@ -68,6 +72,8 @@ class ServerParts:
     sampler: MetricsSampler
     auditor: AuditMonitor
     health_http: HealthHttp
+    watch_hub: WatchHub
+    listener: ChangeListener | None  # None behind PgBouncer (transaction mode: no LISTEN)
 
 
 @dataclass(kw_only=True)
@@ -90,6 +96,9 @@ class RunningServer(ServerParts):
         await self.health.enter_graceful_shutdown()
         # Load balancers need a moment to see NOT_SERVING; meanwhile calls are served.
         await asyncio.sleep(min(self.settings.drain_delay, grace))
+        await self.watch_hub.close()  # watchers end UNAVAILABLE: they reconnect elsewhere
+        if self.listener is not None:
+            await self.listener.stop()
         await self.admission.drain(max(0.0, deadline - time.monotonic()))
         await self.server.stop(max(0.1, deadline - time.monotonic()))
         await self.contributor.close()
@@ -111,13 +120,20 @@ def _grpc_server(
     reuse_port: bool,
     health: HealthServicer,
     refusals: Refusals,
+    watch: PoolWatch | None = None,
 ) -> grpc.aio.Server:
     """The gRPC server with the jackpot, health and reflection services (not yet bound)."""
     server = grpc.aio.server(
         interceptors=interceptors, options=server_options(settings, reuse_port=reuse_port)
     )
     jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
-        JackpotServicer(service, contributor, max_wager=settings.max_wager, refusals=refusals),
+        JackpotServicer(
+            service,
+            contributor,
+            max_wager=settings.max_wager,
+            refusals=refusals,
+            watch=watch,
+        ),
         server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -200,6 +216,19 @@ def build_server(
         auth,  # before admission
         admission,
     ]
+    hub = WatchHub(
+        pool,
+        service.snapshot,
+        WatchLimits(
+            interval=settings.watch_interval,
+            max_watchers=settings.watch_max_watchers,
+            max_per_connection=settings.watch_max_per_connection,
+        ),
+    )
+    service.wins_committed.append(hub.wins_committed)
+    # Other processes' changes arrive by NOTIFY (migration 0009); a transaction pooler
+    # cannot LISTEN, so behind one the hub reads every JACKPOT_SNAPSHOT_TTL instead.
+    listener = None if settings.pgbouncer else ChangeListener(settings, database_url, hub.notified)
     server = _grpc_server(
         settings,
         service,
@@ -208,6 +237,7 @@ def build_server(
         reuse_port=reuse_port,
         health=health,
         refusals=refusals,
+        watch=PoolWatch(service, hub, settings.watch_max_lag),
     )
     if telemetry is not None:
         telemetry.metrics.observe_pools(service.snapshot.latest)
@@ -232,6 +262,7 @@ def build_server(
             sampler,
             auditor,
             intake,
+            WatchCollector(hub),
             auth.registry.prometheus,
             *([telemetry.prometheus] if telemetry else []),
         ],
@@ -262,6 +293,8 @@ def build_server(
         sampler=sampler,
         auditor=auditor,
         health_http=health_http,
+        watch_hub=hub,
+        listener=listener,
     )
 
 
@@ -301,6 +334,9 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         await parts.probe_connection.close()
         raise
     parts.probe.start()
+    parts.watch_hub.start(poll=None if parts.listener else settings.snapshot_ttl)
+    if parts.listener is not None:
+        parts.listener.start()
     parts.sampler.start()
     parts.auditor.start()
     if not parts.probe.healthy:

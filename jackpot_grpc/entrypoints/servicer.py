@@ -23,6 +23,7 @@ from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
 from jackpot_grpc.entrypoints import convert
 from jackpot_grpc.entrypoints.errors import error_kind, to_status
 from jackpot_grpc.entrypoints.identity import current_client_name
+from jackpot_grpc.entrypoints.watch_stream import PoolWatch
 from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.service.batcher import Contributor
 from jackpot_grpc.service.jackpot import JackpotService
@@ -68,7 +69,9 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         *,
         max_wager: int = validation.MAX_WAGER_AMOUNT,
         refusals: Refusals | None = None,
+        watch: PoolWatch | None = None,
     ) -> None:
+        self._watch = watch
         self._service = service
         self._contributor = contributor
         self._max_wager = max_wager
@@ -213,6 +216,17 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             change, current_client_name(), validate_only=request.validate_only
         )
         return pb.UpdateConfigResponse(config=convert.pool_config(config), audit_id=audit_id)
+
+    # Written with context.write, not as a generator: each write is awaited with a bound,
+    # so a reader that stops reading is cut off (entrypoints/watch_stream.py).
+    @translating_errors
+    async def WatchPools(  # type: ignore[override]
+        self, request: pb.WatchPoolsRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        if self._watch is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchPools is not served here")
+        else:
+            await self._watch.serve(request, context)
 
 
 def _refuse_half_dry_run(request: pb.ContributeBatchRequest) -> None:

@@ -19,8 +19,9 @@ from jackpot.v1 import jackpot_pb2
 from jackpot_grpc.balancing import balanced_channel_options, channel_target
 from jackpot_grpc.config import Settings
 from jackpot_grpc.failure_throttle import FailureThrottle
-from jackpot_grpc.gateway import forwarding, metrics_proxy
+from jackpot_grpc.gateway import forwarding, metrics_proxy, stream_framing
 from jackpot_grpc.gateway.caller_limit import CallerFailureLimit
+from jackpot_grpc.gateway.errors import GatewayError, rpc_error_response
 from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit_of, json_errors
 from jackpot_grpc.gateway.open_guard import OpenServerError, OpenServerGuard
 from jackpot_grpc.gateway.openapi import openapi_document
@@ -114,6 +115,119 @@ def _handler(
     return handle
 
 
+def _stream_handler(
+    route: Route, keepalive: float, *, traced: bool
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A server-streaming rpc as SSE or newline-delimited JSON (gateway/stream_framing.py).
+
+    Until the first message the call is answered like a unary one (an error is its HTTP
+    status: 429 past a cap, 503 while the server stops); from then on each message is
+    written as it comes, and an error ends the stream as its last item."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        app = request.app
+        caller = forwarding.http_caller(request.headers, request.remote, app[TRUSTED_PROXIES])
+        refusal = app[CALLER_LIMIT].refusal(caller)
+        if refusal is not None:
+            return refusal
+        guard = app.get(OPEN_GUARD)
+        if guard is not None:
+            await guard.admit()
+        message = build_request(
+            route,
+            body=b"",
+            query=request.query,
+            path_params=request.match_info,
+            headers=request.headers,
+        )
+        sse = stream_framing.wants_sse(request.headers)
+        resume = stream_framing.resume_after(request.headers) if sse else None
+        if resume is not None and stream_framing.RESUME_FIELD in message.DESCRIPTOR.fields_by_name:
+            setattr(message, stream_framing.RESUME_FIELD, resume)
+        metadata = (
+            *forwarding.without_gateway_keys(
+                forwarded_metadata(request.headers, trace_context=not traced)
+            ),
+            *forwarding.forwarded_for(request.headers, request.host, caller),
+            *app[GATEWAY_CREDENTIALS],
+        )
+        # No deadline unless the caller sends Grpc-Timeout: a stream lasts.
+        timeout = forwarding.call_timeout(request.headers, None)
+        call = app[CALLS][route.grpc_path](message, metadata=metadata, timeout=timeout)
+        try:
+            item = await call.read()
+        except grpc.aio.AioRpcError as error:
+            app[CALLER_LIMIT].answered(caller, error.code())
+            request[forwarding.RESPONSE_METADATA] = forwarding.response_headers(
+                error.initial_metadata(), error.trailing_metadata()
+            )
+            if error.code() == grpc.StatusCode.CANCELLED:
+                # Not the caller (still here): the server dropped a call it never took
+                # (a flood of new streams). A retry helps, as after 503; an EventSource
+                # would give up for good on 499.
+                raise GatewayError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the server dropped the stream before it started; retry with backoff",
+                ) from None
+            raise
+        request[forwarding.RESPONSE_METADATA] = forwarding.response_headers(
+            await call.initial_metadata(), None
+        )
+        response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+        response.content_type = stream_framing.SSE if sse else stream_framing.NDJSON
+        await response.prepare(request)
+        try:
+            while item is not grpc.aio.EOF:
+                text = response_json(route, item)
+                if sse:
+                    sequence = getattr(item, "sequence", None)
+                    await response.write(stream_framing.event(text, sequence))
+                else:
+                    await response.write(stream_framing.ndjson_line("result", text))
+                item = await _next_or_keepalive(call, request, response, keepalive, sse=sse)
+        except grpc.aio.AioRpcError as error:
+            status = json.loads(rpc_error_response(error).text or "{}")
+            end = (
+                stream_framing.error_event(status)
+                if sse
+                else stream_framing.ndjson_line("error", status)
+            )
+            await response.write(end)
+        except (ConnectionError, _CallerGone):
+            pass  # the caller went away: the gRPC call is cancelled below
+        finally:
+            call.cancel()
+        return response
+
+    handle.__name__ = f"{route.method.name}_stream_handler"
+    return handle
+
+
+class _CallerGone(Exception):
+    pass
+
+
+async def _next_or_keepalive(
+    call: Any, request: web.Request, response: web.StreamResponse, keepalive: float, *, sse: bool
+) -> Any:
+    """The call's next message; meanwhile, every `keepalive` seconds, an SSE comment, and a
+    check that the caller is still there (else _CallerGone)."""
+    reading = asyncio.ensure_future(call.read())
+    try:
+        while True:
+            done, _ = await asyncio.wait({reading}, timeout=keepalive)
+            if done:
+                return reading.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise _CallerGone
+            if sse:
+                await response.write(stream_framing.KEEPALIVE)
+    finally:
+        if not reading.done():
+            reading.cancel()
+
+
 async def _openapi(request: web.Request) -> web.Response:
     return web.Response(text=request.app[OPENAPI_JSON], content_type="application/json")
 
@@ -145,7 +259,9 @@ def _lifecycle(
             )
         )
         app[CALLS] = {
-            route.grpc_path: channel.unary_unary(
+            route.grpc_path: (
+                channel.unary_stream if route.server_streaming else channel.unary_unary
+            )(
                 route.grpc_path,
                 request_serializer=route.request_class.SerializeToString,
                 response_deserializer=route.response_class.FromString,
@@ -207,6 +323,7 @@ def create_gateway_app(
     gateway_token: str | None = None,
     auth_throttle: FailureThrottle | None = None,
     open_server_probe_wait: float | None = None,
+    stream_keepalive: float = 15.0,
 ) -> web.Application:
     """Routes from the services' `google.api.http` annotations (default: JackpotService).
 
@@ -244,7 +361,11 @@ def create_gateway_app(
     for path in dict.fromkeys(r.router_path for r in routes):
         for route in (r for r in routes if r.router_path == path):
             traced = tracer_provider is not None
-            handler = _handler(route, call_timeout, body_timeout, traced=traced)
+            handler: Callable[[web.Request], Awaitable[web.StreamResponse]] = (
+                _stream_handler(route, stream_keepalive, traced=traced)
+                if route.server_streaming
+                else _handler(route, call_timeout, body_timeout, traced=traced)
+            )
             app.router.add_route(route.http_method, path, handler)
     app.router.add_get("/metrics", metrics_proxy.metrics, allow_head=False)
     app.router.add_get("/metrics/gateway", _gateway_metrics, allow_head=False)

@@ -307,6 +307,9 @@ def _operation(components: _Components, route: Route, operation_id: str) -> Sche
             },
         },
     }
+    if route.server_streaming:
+        _as_stream(operation, response)
+        parameters.append(_LAST_EVENT_ID)
     if parameters:
         operation["parameters"] = parameters
     if route.body:
@@ -317,6 +320,40 @@ def _operation(components: _Components, route: Route, operation_id: str) -> Sche
         )
         operation["requestBody"] = {"required": True, "content": _json_content(body)}
     return operation
+
+
+_LAST_EVENT_ID: Schema = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Server-Sent Events only: the last `id` a client saw (an EventSource sends it when it"
+        " reconnects). The new stream starts from the current state and numbers on from it."
+    ),
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+
+
+def _as_stream(operation: Schema, message: Schema) -> None:
+    """A server-streaming rpc's 200: newline-delimited JSON (one `{"result": message}` a
+    line, an error as the last `{"error": Status}`), or Server-Sent Events when asked for
+    with `Accept: text/event-stream` (`id:` the message's sequence, `data:` its JSON)."""
+    line: Schema = {
+        "type": "object",
+        "properties": {"result": message, "error": {"$ref": REF + STATUS_SCHEMA}},
+    }
+    operation["responses"]["200"] = {
+        "description": (
+            'A stream: one JSON object a line (`{"result": ...}`; an error after the start'
+            ' ends it as `{"error": ...}`), or, with `Accept: text/event-stream`, Server-Sent'
+            " Events whose `id` is the message's sequence and whose `data` is its JSON (an"
+            " error: `event: error`). Idle SSE streams get `: keepalive` comments."
+        ),
+        "content": {
+            "application/x-ndjson": {"schema": line},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    }
 
 
 def openapi_document(

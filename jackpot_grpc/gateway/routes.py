@@ -1,7 +1,8 @@
 """The route table: a function of service descriptors and their `google.api.http` annotations.
 
-Nothing here names a jackpot rpc. An annotated rpc gets its route; an unannotated or
-streaming one gets none. Path templates follow google/api/http.proto:
+Nothing here names a jackpot rpc. An annotated unary or server-streaming rpc gets its
+route (a streaming one is answered as Server-Sent Events or newline-delimited JSON); an
+unannotated or client-streaming one gets none. Path templates follow google/api/http.proto:
 `/v1/{name=shelves/*}/books/{book_id}:verb`.
 """
 
@@ -47,6 +48,10 @@ class Route:
     body: str  # "" (no body), "*" (the whole request) or a top-level field name
     response_body: str  # "" (the whole response) or a top-level field name
     method: MethodDescriptor
+
+    @property
+    def server_streaming(self) -> bool:
+        return bool(self.method.server_streaming)
 
     @property
     def grpc_path(self) -> str:
@@ -169,8 +174,8 @@ def _check_top_level(method: MethodDescriptor, what: str, name: str) -> None:
 
 
 def routes_for_method(method: MethodDescriptor) -> list[Route]:
-    if method.client_streaming or method.server_streaming:
-        return []  # a JSON request/response gateway serves unary calls only
+    if method.client_streaming:
+        return []  # one HTTP request is one request message
     options = method.GetOptions()
     if not options.HasExtension(HTTP_RULE):
         return []
@@ -200,7 +205,8 @@ def routes_for_method(method: MethodDescriptor) -> list[Route]:
 
 
 def build_routes(services: Iterable[ServiceDescriptor]) -> list[Route]:
-    """Every annotated unary rpc of the given ServiceDescriptors; ValueError on a clash."""
+    """Every annotated unary or server-streaming rpc of the given ServiceDescriptors;
+    ValueError on a clash."""
     routes: list[Route] = []
     seen: dict[tuple[str, str], str] = {}
     for service in services:

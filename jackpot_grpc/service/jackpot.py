@@ -123,6 +123,7 @@ class JackpotService:
         self.metrics = metrics
         self.snapshot = PoolSnapshot(snapshot_ttl)
         self._refresh = asyncio.Lock()
+        self.wins_committed: list[Callable[[], None]] = []  # told after each win's commit
 
     async def contribute_many(
         self, commands: Sequence[ContributeCommand], *, validate_only: bool = False
@@ -187,6 +188,8 @@ class JackpotService:
         if validate_only:  # rolled back: nothing was paid, the snapshot stays
             return WinResult(0, outcome, after, created_at, replayed=False)
         self.snapshot.update([after])
+        for committed in self.wins_committed:  # WatchPools: hits are read from the ledger
+            committed()
         result = WinResult(win_id, outcome, after, created_at, replayed=False)
         if self.metrics is not None:
             self.metrics.win_paid(result)

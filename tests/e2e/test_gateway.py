@@ -564,7 +564,10 @@ async def test_openapi_lists_every_route(http: aiohttp.ClientSession, offline: s
         (STATISTICS, "get"),
         (CONFIG, "get"),
         (CONFIG, "put"),
+        (POOLS + ":watch", "get"),
     }
+    watch = doc["paths"][POOLS + ":watch"]["get"]["responses"]["200"]["content"]
+    assert set(watch) == {"application/x-ndjson", "text/event-stream"}
     schemas = doc["components"]["schemas"]
     request = schemas["jackpot.v1.ContributeRequest"]["properties"]
     assert request["wagerAmount"] == {"type": "string", "format": "int64", "pattern": "^-?[0-9]+$"}

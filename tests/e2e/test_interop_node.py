@@ -1,4 +1,5 @@
-"""A client generated from the proto by another language (Node.js) calls every RPC."""
+"""A client generated from the proto by another language (Node.js) calls every RPC, and
+reads WatchPools' stream around them."""
 
 from __future__ import annotations
 
@@ -73,3 +74,10 @@ async def test_node_client_calls_every_rpc(node_client: Path, server: RunningSer
     assert len(r["config"]["pools"]) == 3
     assert r["updateConfig"]["config"]["contribution_rate"]["value"] == "0.0025000000"
     assert r["invalid"]["error"]["code"] == 3  # INVALID_ARGUMENT
+
+    watched = r["watch"]  # grpc-js reading the server stream
+    assert [m["sequence"] for m in watched] == [str(n) for n in range(1, len(watched) + 1)]
+    assert len(watched[0]["pools"]) == 3
+    hits = [m["hit"] for m in watched if m["hit"] is not None]
+    assert [h["win_id"] for h in hits] == [r["win"]["win_id"]]  # the one win, once
+    assert hits[0]["amount"] == "250"

@@ -31,7 +31,7 @@ TABLES = {
     "ledger_audits",
     "ledger_chain_starts",
 }
-HEAD = "0008"
+HEAD = "0009"
 
 
 def revision(url: str) -> list[str]:

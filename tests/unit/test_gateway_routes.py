@@ -177,6 +177,12 @@ def _echo_handlers(service: ServiceDescriptor) -> grpc.GenericRpcHandler:
         status = status_pb2.Status(code=request.code, message=request.message, details=details)
         await context.abort_with_status(rpc_status.to_status(status))
 
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if request.text == "dropped":  # as gRPC core does with a call it never handed over
+            await context.abort(grpc.StatusCode.CANCELLED, "dropped")
+        for n in range(request.count):
+            yield echo_reply(text=f"{request.text} {n}")
+
     def unary(fn: Callable[..., Any], request: Any, reply: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
             fn, request_deserializer=request.FromString, response_serializer=reply.SerializeToString
@@ -189,6 +195,11 @@ def _echo_handlers(service: ServiceDescriptor) -> grpc.GenericRpcHandler:
             "GetBook": unary(get, get_book, book),
             "UpdateBook": unary(update, update_book, book),
             "Fail": unary(failing, fail, echo_reply),
+            "Stream": grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=echo_request.FromString,
+                response_serializer=echo_reply.SerializeToString,
+            ),
         },
     )
 
@@ -248,6 +259,7 @@ def test_jackpot_routes_come_from_the_annotations() -> None:
         ("POST", "/api/jackpot/contribute:batch"): ("ContributeBatch", "*"),
         ("POST", "/api/jackpot/win"): ("Win", "*"),
         ("GET", "/api/jackpot/pools"): ("GetPools", ""),
+        ("GET", "/api/jackpot/pools:watch"): ("WatchPools", ""),
         ("GET", "/api/jackpot/statistics"): ("GetStatistics", ""),
         ("GET", "/api/jackpot/config"): ("GetConfig", ""),
         ("PUT", "/api/jackpot/config"): ("UpdateConfig", "*"),
@@ -264,7 +276,8 @@ def test_a_test_only_proto_gets_its_routes(echo_service: ServiceDescriptor) -> N
         ("GET", "/v1/{name=shelves/*/books/*}"): "GetBook",
         ("PATCH", "/v1/books/{book.id}"): "UpdateBook",
         ("POST", "/v1/fail"): "Fail",
-    }  # Hidden has no annotation; Stream is streaming: neither is routed
+        ("GET", "/v1/stream"): "Stream",  # server streaming: SSE or NDJSON
+    }  # Hidden has no annotation: not routed
     echo = next(r for r in routes if r.method.name == "Echo")
     assert echo.request_class.DESCRIPTOR.full_name == "gatewaytest.v1.EchoRequest"
     assert echo.grpc_path == "/gatewaytest.v1.EchoService/Echo"
@@ -508,6 +521,7 @@ def test_openapi_from_a_test_only_proto(echo_service: ServiceDescriptor) -> None
         "/v1/{name}",
         "/v1/books/{book.id}",
         "/v1/fail",
+        "/v1/stream",
     }
     get_echo = doc["paths"]["/v1/echo/{text}"]["get"]
     params = {(p["name"], p["in"]) for p in get_echo["parameters"]}
@@ -540,3 +554,28 @@ def test_openapi_from_a_test_only_proto(echo_service: ServiceDescriptor) -> None
         "type": "string",
         "enum": ["COLOR_UNSPECIFIED", "COLOR_RED"],
     }
+
+
+# --- server streaming ------------------------------------------------------------------------
+
+
+async def test_a_streaming_rpc_is_one_json_result_a_line_until_it_ends(
+    http: aiohttp.ClientSession, base: str
+) -> None:
+    async with http.get(base + "/v1/stream?text=hi&count=2") as response:
+        assert response.status == 200
+        assert response.content_type == "application/x-ndjson"
+        lines = [json.loads(line) async for line in response.content]
+    assert [line["result"]["text"] for line in lines] == ["hi 0", "hi 1"]
+
+
+async def test_a_stream_dropped_before_its_first_message_is_503(
+    http: aiohttp.ClientSession, base: str
+) -> None:
+    """CANCELLED although the HTTP caller is still there: the server dropped the call (a
+    flood of new streams), so the caller should retry, as after 503; an EventSource gives
+    up for good on any other status."""
+    async with http.get(base + "/v1/stream?text=dropped") as response:
+        assert response.status == 503
+        body = await response.json()
+    assert body["code"] == grpc.StatusCode.UNAVAILABLE.value[0]

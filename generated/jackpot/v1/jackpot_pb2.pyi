@@ -731,3 +731,105 @@ class UpdateConfigResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateConfigResponse: _TypeAlias = UpdateConfigResponse  # noqa: Y015
+
+@_typing.final
+class WatchPoolsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    RESUME_AFTER_FIELD_NUMBER: _builtins.int
+    resume_after: _builtins.int
+    """The last sequence a client saw on an earlier stream (SSE: Last-Event-ID): this stream
+    numbers its messages from the next one, and starts with the current state.
+    """
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[Global___JackpotGroup.ValueType]:
+        """Only these pools (and their hits); empty: every pool."""
+
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___JackpotGroup.ValueType] | None = ...,
+        resume_after: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "resume_after", b"resume_after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchPoolsRequest: _TypeAlias = WatchPoolsRequest  # noqa: Y015
+
+@_typing.final
+class PoolHit(_message.Message):
+    """A win, as it was paid: its pool, amount and time, and where it stands in the ledger."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    WON_AT_FIELD_NUMBER: _builtins.int
+    WIN_ID_FIELD_NUMBER: _builtins.int
+    LEDGER_SEQ_FIELD_NUMBER: _builtins.int
+    group: Global___JackpotGroup.ValueType
+    amount: _builtins.int
+    win_id: _builtins.int
+    """The win's ledger row (WinResponse.win_id)."""
+    ledger_seq: _builtins.int
+    """Its place in the ledger's sequence (0: a row from before the ledger was sequenced)."""
+    @_builtins.property
+    def won_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        group: Global___JackpotGroup.ValueType = ...,
+        amount: _builtins.int = ...,
+        won_at: _timestamp_pb2.Timestamp | None = ...,
+        win_id: _builtins.int = ...,
+        ledger_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["won_at", b"won_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "group", b"group", "ledger_seq", b"ledger_seq", "win_id", b"win_id", "won_at", b"won_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PoolHit: _TypeAlias = PoolHit  # noqa: Y015
+
+@_typing.final
+class WatchPoolsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
+    HIT_FIELD_NUMBER: _builtins.int
+    SKIPPED_UPDATES_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """One more than the stream's previous message (the first: resume_after + 1): no gaps."""
+    skipped_updates: _builtins.int
+    """Pool updates this stream did not send because its reader fell behind: the pools above
+    are the newest state, the ones in between were skipped (0: nothing was skipped).
+    """
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pool]:
+        """The watched pools as they stand now (set on the first message and on every change)."""
+
+    @_builtins.property
+    def hit(self) -> Global___PoolHit:
+        """A win, sent as soon as it is known (pools is then empty)."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        pools: _abc.Iterable[Global___Pool] | None = ...,
+        hit: Global___PoolHit | None = ...,
+        skipped_updates: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hit", b"hit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hit", b"hit", "pools", b"pools", "sequence", b"sequence", "skipped_updates", b"skipped_updates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchPoolsResponse: _TypeAlias = WatchPoolsResponse  # noqa: Y015

@@ -69,6 +69,11 @@ class JackpotServiceStub:
                 request_serializer=jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigRequest.SerializeToString,
                 response_deserializer=jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigResponse.FromString,
                 _registered_method=True)
+        self.WatchPools = channel.unary_stream(
+                '/jackpot.v1.JackpotService/WatchPools',
+                request_serializer=jackpot_dot_v1_dot_jackpot__pb2.WatchPoolsRequest.SerializeToString,
+                response_deserializer=jackpot_dot_v1_dot_jackpot__pb2.WatchPoolsResponse.FromString,
+                _registered_method=True)
 
 
 class JackpotServiceServicer:
@@ -121,6 +126,16 @@ class JackpotServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchPools(self, request, context):
+        """Live pools: the first message carries every pool (or the `groups` asked for), then a
+        message whenever they change, at most one per JACKPOT_WATCH_INTERVAL (default 100 ms);
+        each win is sent at once as a hit. REST: Server-Sent Events with
+        `Accept: text/event-stream`, else one JSON object a line ({"result": ...}).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JackpotServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +173,11 @@ def add_JackpotServiceServicer_to_server(servicer, server):
                     servicer.UpdateConfig,
                     request_deserializer=jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigRequest.FromString,
                     response_serializer=jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigResponse.SerializeToString,
+            ),
+            'WatchPools': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPools,
+                    request_deserializer=jackpot_dot_v1_dot_jackpot__pb2.WatchPoolsRequest.FromString,
+                    response_serializer=jackpot_dot_v1_dot_jackpot__pb2.WatchPoolsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -349,6 +369,33 @@ class JackpotService:
             '/jackpot.v1.JackpotService/UpdateConfig',
             jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigRequest.SerializeToString,
             jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jackpot.v1.JackpotService/WatchPools',
+            jackpot_dot_v1_dot_jackpot__pb2.WatchPoolsRequest.SerializeToString,
+            jackpot_dot_v1_dot_jackpot__pb2.WatchPoolsResponse.FromString,
             options,
             channel_credentials,
             insecure,

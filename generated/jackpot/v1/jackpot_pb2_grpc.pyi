@@ -46,6 +46,12 @@ class JackpotServiceStub:
     GetConfig: _grpc.UnaryUnaryMultiCallable[_jackpot_pb2.GetConfigRequest, _jackpot_pb2.GetConfigResponse]
     UpdateConfig: _grpc.UnaryUnaryMultiCallable[_jackpot_pb2.UpdateConfigRequest, _jackpot_pb2.UpdateConfigResponse]
     """Admin: changes one pool's rate, seed or cap. Audited; bumps the pool's version."""
+    WatchPools: _grpc.UnaryStreamMultiCallable[_jackpot_pb2.WatchPoolsRequest, _jackpot_pb2.WatchPoolsResponse]
+    """Live pools: the first message carries every pool (or the `groups` asked for), then a
+    message whenever they change, at most one per JACKPOT_WATCH_INTERVAL (default 100 ms);
+    each win is sent at once as a hit. REST: Server-Sent Events with
+    `Accept: text/event-stream`, else one JSON object a line ({"result": ...}).
+    """
 
 @_typing.type_check_only
 class JackpotServiceAsyncStub(JackpotServiceStub):
@@ -63,6 +69,12 @@ class JackpotServiceAsyncStub(JackpotServiceStub):
     GetConfig: _aio.UnaryUnaryMultiCallable[_jackpot_pb2.GetConfigRequest, _jackpot_pb2.GetConfigResponse]  # type: ignore[assignment]
     UpdateConfig: _aio.UnaryUnaryMultiCallable[_jackpot_pb2.UpdateConfigRequest, _jackpot_pb2.UpdateConfigResponse]  # type: ignore[assignment]
     """Admin: changes one pool's rate, seed or cap. Audited; bumps the pool's version."""
+    WatchPools: _aio.UnaryStreamMultiCallable[_jackpot_pb2.WatchPoolsRequest, _jackpot_pb2.WatchPoolsResponse]  # type: ignore[assignment]
+    """Live pools: the first message carries every pool (or the `groups` asked for), then a
+    message whenever they change, at most one per JACKPOT_WATCH_INTERVAL (default 100 ms);
+    each win is sent at once as a hit. REST: Server-Sent Events with
+    `Accept: text/event-stream`, else one JSON object a line ({"result": ...}).
+    """
 
 class JackpotServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -119,5 +131,17 @@ class JackpotServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jackpot_pb2.UpdateConfigResponse, _abc.Awaitable[_jackpot_pb2.UpdateConfigResponse]]:
         """Admin: changes one pool's rate, seed or cap. Audited; bumps the pool's version."""
+
+    @_abc_1.abstractmethod
+    def WatchPools(
+        self,
+        request: _jackpot_pb2.WatchPoolsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jackpot_pb2.WatchPoolsResponse], _abc.AsyncIterator[_jackpot_pb2.WatchPoolsResponse]]:
+        """Live pools: the first message carries every pool (or the `groups` asked for), then a
+        message whenever they change, at most one per JACKPOT_WATCH_INTERVAL (default 100 ms);
+        each win is sent at once as a hit. REST: Server-Sent Events with
+        `Accept: text/event-stream`, else one JSON object a line ({"result": ...}).
+        """
 
 def add_JackpotServiceServicer_to_server(servicer: JackpotServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,74 @@
+"""One LISTEN connection per server process: the database's change notifications.
+
+Migration 0009 makes every committed change of the pools NOTIFY `jackpot_changes` (payload
+`pools` or `wins`). This connection hands each payload to `on_change`, and `connected`
+after every (re)connection, when notifications may have been missed and everything must be
+read again. A lost connection is reopened with backoff; stop() ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from jackpot_grpc.adapters.database import connection_kwargs
+from jackpot_grpc.config import Settings
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "jackpot_changes"
+APPLICATION_NAME = "jackpot-listener"
+CONNECTED = "connected"  # the payload on_change gets after each (re)connection
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
+
+
+class ChangeListener:
+    def __init__(
+        self, settings: Settings, database_url: str, on_change: Callable[[str], None]
+    ) -> None:
+        self._url = database_url
+        self._kwargs = connection_kwargs(settings, database_url, application_name=APPLICATION_NAME)
+        self._on_change = on_change
+        self._task: asyncio.Task[None] | None = None
+        self.connected = False
+        self.notifications = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="change-listener")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=2.0)
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_FIRST
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: reconnect with backoff
+                log.warning("change listener lost its connection (%s); reconnecting", exc)
+            else:
+                backoff = BACKOFF_FIRST
+            self.connected = False
+            await asyncio.sleep(backoff)
+            backoff = min(BACKOFF_MAX, backoff * 2)
+
+    async def _listen(self) -> None:
+        conn: AsyncConnection[Any] = await AsyncConnection.connect(
+            self._url, autocommit=True, **self._kwargs
+        )
+        async with conn:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            self.connected = True
+            self._on_change(CONNECTED)
+            async for notify in conn.notifies():
+                self.notifications += 1
+                self._on_change(notify.payload)
