@@ -145,7 +145,7 @@ test-post-deploy: $(STAMP)
 
 # The runbook's `npm run test:load -- --target=green`: TARGET (as above), REST_URL
 # (optional gateway), DURATION (s), RATE (calls/s; empty: closed loop), KIND (default
-# get_pools: reads only), LOAD_ARGS (e.g. --validate-only, --allow-writes).
+# get_pools: reads only), LOAD_ARGS (e.g. KIND=contribute LOAD_ARGS=--validate-only, --allow-writes).
 DURATION ?= 30
 RATE ?=
 KIND ?= get_pools
