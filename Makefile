@@ -145,7 +145,7 @@ test-post-deploy: $(STAMP)
 
 # The runbook's `npm run test:load -- --target=green`: TARGET (as above), REST_URL
 # (optional gateway), DURATION (s), RATE (calls/s; empty: closed loop), KIND (default
-# get_pools: reads only), LOAD_ARGS (e.g. --validate-only, --allow-writes).
+# get_pools: reads only), LOAD_ARGS (e.g. KIND=contribute LOAD_ARGS=--validate-only, --allow-writes).
 DURATION ?= 30
 RATE ?=
 KIND ?= get_pools
@@ -155,9 +155,10 @@ test-load: $(STAMP)
 		$(LOAD_ARGS)
 
 # The runbook's `npm run security:audit`: known vulnerabilities of the installed (pinned)
-# dependencies; the project itself is not on PyPI, so it is skipped.
+# dependencies; the project itself is not on PyPI, so it is skipped. --strict: a dependency
+# that could not be audited (no network, say) fails the target instead of passing unaudited.
 security-audit: $(STAMP)
-	$(BIN)/pip-audit --skip-editable
+	$(BIN)/pip-audit --skip-editable --strict
 
 db-health-check: $(STAMP)
 	$(BIN)/jackpot db check

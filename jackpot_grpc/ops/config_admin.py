@@ -61,10 +61,14 @@ def from_proto(message: pb.PoolConfig) -> PoolConfig:
     )
 
 
-async def show_grpc(settings: Settings, target: str, rpc_timeout: float = 5.0) -> list[PoolConfig]:
+async def show_grpc(
+    settings: Settings, target: str, rpc_timeout: float = 5.0, token: str | None = None
+) -> list[PoolConfig]:
+    """GetConfig with `token` (else the channel's JACKPOT_TOKEN, if any)."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     async with channel(settings, target) as chan:
         stub = jackpot_pb2_grpc.JackpotServiceStub(chan)
-        reply = await stub.GetConfig(pb.GetConfigRequest(), timeout=rpc_timeout)
+        reply = await stub.GetConfig(pb.GetConfigRequest(), timeout=rpc_timeout, metadata=metadata)
     return [from_proto(p) for p in reply.pools]
 
 

@@ -31,6 +31,7 @@ from jackpot_grpc.tls import open_channel
 from testkit.certs_ca import authority
 from testkit.identity import Metadata, bearer, secured
 from testkit.ledger import table_counts
+from testkit.ops_commands import ops_json
 from testkit.random_refs import random_key, random_user
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
@@ -161,6 +162,25 @@ async def test_admin_token_is_the_admin_client(
                 "SELECT client FROM config_audit WHERE id = %s", (reply.audit_id,)
             ).fetchone()
         assert row == ("admin",)
+    finally:
+        await running.stop(grace=1.0)
+
+
+async def test_config_update_dry_run_reads_with_the_admin_token(
+    settings: Settings, database_url: str
+) -> None:
+    """`jackpot config update --dry-run` on a server host whose environment holds only
+    JACKPOT_ADMIN_TOKEN reads GetConfig as that admin, as the real update sends with it."""
+    admin_only = dataclasses.replace(settings, admin_token="a-long-admin-secret-0123456789abcdef")
+    running = await start_server(admin_only, database_url, port=0)
+    try:
+        update = ("config", "update", "--grpc-target", f"127.0.0.1:{running.port}")
+        code, data = await ops_json(
+            admin_only, *update, "--group", "minor", "--rate", "0.006", "--dry-run"
+        )
+        assert code == 0 and data["after"]["contribution_rate"] == "0.0060000000"
+        code, data = await ops_json(admin_only, *update, "--group", "minor", "--rate", "0.006")
+        assert code == 0 and data["audit_id"] > 0
     finally:
         await running.stop(grace=1.0)
 

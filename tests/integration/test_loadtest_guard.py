@@ -102,3 +102,13 @@ async def test_a_target_that_cannot_say_is_refused_for_writes(settings: Settings
     )
     assert code == 1
     assert "cannot tell whether the ledger" in json.loads(out)["error"]
+
+
+async def test_validate_only_on_a_read_load_is_refused_not_ignored(
+    server: RunningServer, settings: Settings
+) -> None:
+    """`make test-load LOAD_ARGS=--validate-only` keeps KIND=get_pools: the operator meant
+    the write path, and a read load would pass without ever touching it."""
+    code, data = await loadtest(settings, server, "--kind", "get_pools", "--validate-only")
+    assert code == 1
+    assert "--validate-only" in data["error"] and "--kind contribute" in data["error"]

@@ -93,13 +93,23 @@ def _update_request(args: argparse.Namespace) -> pb.UpdateConfigRequest:
     )
 
 
+def _admin_token(settings: Settings) -> str | None:
+    """An admin client's token: JACKPOT_TOKEN (sent by every command, so None here), else
+    JACKPOT_ADMIN_TOKEN."""
+    token = None if settings.client_token else settings.admin_token
+    require_long_token("JACKPOT_ADMIN_TOKEN", token)  # the server would refuse it anyway
+    return token
+
+
 def _dry_run(
     settings: Settings, args: argparse.Namespace, target: str, request: pb.UpdateConfigRequest
 ) -> int:
     """Check the change against the service's current configuration; send nothing."""
     from jackpot_grpc.ops import config_admin
 
-    configs = asyncio.run(config_admin.show_grpc(settings, target, args.timeout))
+    # Read as the update would send: a host with only JACKPOT_ADMIN_TOKEN can dry-run too.
+    token = _admin_token(settings)
+    configs = asyncio.run(config_admin.show_grpc(settings, target, args.timeout, token))
     before = {c.group.value: c for c in configs}[args.group]
     try:
         after = config_admin.preview_change(before, request)
@@ -130,9 +140,7 @@ def _apply(
 ) -> int:
     from jackpot_grpc.ops import config_admin
 
-    # An admin client's token: JACKPOT_TOKEN (sent by every command), else JACKPOT_ADMIN_TOKEN.
-    token = None if settings.client_token else settings.admin_token
-    require_long_token("JACKPOT_ADMIN_TOKEN", token)  # the server would refuse it anyway
+    token = _admin_token(settings)
     config, audit_id = asyncio.run(
         config_admin.update_grpc(settings, target, token, request, args.timeout)
     )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ops.cli.options import Subparsers, common, positive_int, positive_seconds
 from jackpot_grpc.ops.cli.shared import emit, failing_cleanly, grpc_target
+from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.output import Section, progress
 
 if TYPE_CHECKING:
@@ -83,6 +84,12 @@ def _guard_writes(settings: Settings, args: argparse.Namespace, specs: list[Load
     from jackpot_grpc.ops.loadtest import WRITE_KINDS
 
     target = grpc_target(settings, args)
+    if args.validate_only and not any(s.kind in WRITE_KINDS for s in specs):
+        # Ignored, it would let a read load pass for a check of the write path.
+        raise OpsError(
+            f"--validate-only applies to writes, and --kind {args.kind} only reads: use"
+            " --kind contribute (or contribute_batch, or --rest-url) to test the write path"
+        )
     if any(s.kind in WRITE_KINDS and s.validate_only for s in specs):
         asyncio.run(_require_validate_only(settings, target, args.timeout))
     if not any(s.kind in WRITE_KINDS and not s.validate_only for s in specs):
