@@ -185,6 +185,11 @@ class Settings:
     http_max_connections: int
     http_keepalive_timeout: float
     http_body_timeout: float
+    # The tamper-evident ledger (docs/LEDGER.md): the checkpoint signing key, the file the
+    # signed checkpoints are appended to, and how often the server signs one.
+    ledger_key_file: Path | None = None
+    checkpoint_log: Path | None = None
+    checkpoint_interval: float = 10.0
 
     @property
     def open_mode(self) -> bool:
@@ -295,4 +300,7 @@ class Settings:
             gateway_token=env.get("JACKPOT_GATEWAY_TOKEN") or None,
             log_format=log_format_from_env(env),
             gateway_max_timeout=_float(env, "JACKPOT_GATEWAY_MAX_TIMEOUT", 30.0),
+            ledger_key_file=_path(env, "JACKPOT_LEDGER_KEY_FILE"),
+            checkpoint_log=_path(env, "JACKPOT_CHECKPOINT_LOG"),
+            checkpoint_interval=_float(env, "JACKPOT_CHECKPOINT_INTERVAL", 10.0),
         )

@@ -77,10 +77,11 @@ _CONFIG = tuple(
     f
     for side in ("before", "after")
     for f in (
-        _f(f"{side}_contribution_rate", RATE),
-        _f(f"{side}_seed_amount", INT),
+        # Absent when the change's before/after document does not record it.
+        _f(f"{side}_contribution_rate", RATE, True),
+        _f(f"{side}_seed_amount", INT, True),
         _f(f"{side}_max_amount", INT, True),
-        _f(f"{side}_version", INT),
+        _f(f"{side}_version", INT, True),
     )
 )
 

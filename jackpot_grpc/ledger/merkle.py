@@ -144,3 +144,30 @@ def verify_consistency(
         raise ProofError("consistency proof is too short")
     if fr != old_root or sr != new_root:
         raise ProofError(f"the tree of {new_size} does not extend the tree of {old_size}")
+
+
+class Frontier:
+    """The tree built leaf by leaf: the roots of its perfect subtrees, largest first, so
+    the tree hash at every size costs O(log n) space (RFC 9162's split at the largest power
+    of two below n is exactly these subtrees joined right to left)."""
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, bytes]] = []  # (leaves under it, hash)
+        self.size = 0
+
+    def append(self, leaf: bytes) -> None:
+        """Add a leaf hash."""
+        count, node = 1, leaf
+        while self._stack and self._stack[-1][0] == count:
+            left_count, left = self._stack.pop()
+            count, node = left_count + count, node_hash(left, node)
+        self._stack.append((count, node))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        node = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            node = node_hash(left, node)
+        return node

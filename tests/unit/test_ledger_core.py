@@ -213,3 +213,11 @@ def test_leaf_encoding_refuses_what_has_no_canonical_text() -> None:
     for broken in (leaf + b"\x00", leaf[:-1], b"\x02" + leaf[1:], leaf[:1] + b"\x09" + leaf[2:]):
         with pytest.raises(LeafEncodingError):
             decode_leaf(broken)
+
+
+def test_the_frontier_gives_every_prefix_root() -> None:
+    frontier = merkle.Frontier()
+    assert frontier.root() == merkle.EMPTY_ROOT
+    for size, leaf in enumerate(HASHES, 1):
+        frontier.append(leaf)
+        assert (frontier.size, frontier.root()) == (size, ROOTS[size - 1])

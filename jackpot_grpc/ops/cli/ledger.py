@@ -1,0 +1,94 @@
+"""`jackpot ledger …`: the tamper-evident ledger's keys and checkpoints (docs/LEDGER.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from jackpot_grpc.config import Settings
+from jackpot_grpc.ops.cli.options import Subparsers
+from jackpot_grpc.ops.cli.shared import database, failing_cleanly
+from jackpot_grpc.ops.errors import OpsError
+
+DEFAULT_KEY_NAME = "jackpot-ledger"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Created 0600 from the start: the key is never readable by others, not even briefly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text + "\n")
+
+
+def cmd_keygen(settings: Settings, args: argparse.Namespace) -> int:
+    from jackpot_grpc.ledger.note import NoteError, Signer
+
+    out = Path(args.out)
+    public = Path(f"{out}.pub")
+    for path in (out, public):
+        if path.exists():
+            raise OpsError(f"{path} exists: a ledger key is never overwritten")
+    try:
+        signer = Signer.generate(args.name)
+    except NoteError as exc:
+        raise OpsError(str(exc)) from exc
+    write_private(out, signer.text())
+    public.write_text(signer.verifier.text() + "\n")
+    if args.json:
+        print(json.dumps({"key": str(out), "verifier_key": signer.verifier.text()}))
+    else:
+        print(f"private key: {out} (0600)\nverifier key: {public}\n{signer.verifier.text()}")
+    return 0
+
+
+def _key_and_log(settings: Settings) -> tuple[Path, Path]:
+    if settings.ledger_key_file is None or settings.checkpoint_log is None:
+        raise OpsError("set JACKPOT_LEDGER_KEY_FILE and JACKPOT_CHECKPOINT_LOG")
+    return settings.ledger_key_file, settings.checkpoint_log
+
+
+def cmd_checkpoint(settings: Settings, args: argparse.Namespace) -> int:
+    from jackpot_grpc.service.ledger_books import LedgerBooksError, read_signer, sign_checkpoint
+
+    key, log = _key_and_log(settings)
+    try:
+        signer = read_signer(key)
+        with database(settings, migrate=False) as url:
+            signed = sign_checkpoint(url, signer, log)
+    except LedgerBooksError as exc:
+        raise OpsError(str(exc)) from exc
+    assert signed is not None  # waited for the lock, and signs even when nothing is new
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    "tree_size": signed.checkpoint.size,
+                    "new_leaves": signed.new_leaves,
+                    "checkpoint": signed.note,
+                    "log": str(log),
+                }
+            )
+        )
+    else:
+        print(signed.note, end="")
+        print(f"\nappended to {log} ({signed.new_leaves} new leaves)")
+    return 0
+
+
+def register(subparsers: Subparsers) -> None:
+    ledger = subparsers.add_parser("ledger", help="the tamper-evident ledger: keys, checkpoints")
+    commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    keygen = commands.add_parser("keygen", help="write a checkpoint signing key and FILE.pub")
+    keygen.add_argument("--out", required=True, help="the private key file (written 0600)")
+    keygen.add_argument("--name", default=DEFAULT_KEY_NAME, help="the key's (log's) name")
+    keygen.add_argument("--json", action="store_true")
+    keygen.set_defaults(func=failing_cleanly(cmd_keygen))
+    checkpoint = commands.add_parser(
+        "checkpoint", help="give new rows leaves, sign a checkpoint, append it to the log"
+    )
+    checkpoint.add_argument("--json", action="store_true")
+    checkpoint.set_defaults(func=failing_cleanly(cmd_checkpoint))

@@ -1,0 +1,321 @@
+"""`jackpot audit --checkpoints … --public-key …` on copies of a real ledger after a
+checkpoint: an insider's edit of any kind (triggers bypassed, as a superuser can) fails
+the audit naming the first bad row; the untouched copy passes; an edited checkpoint file
+fails too."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from jackpot_grpc.cli import main
+from testkit.random_refs import random_game_id
+from tests.integration.test_audit_proofs import contribute, real_traffic
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    """main() configures logging for the process; put the test runner's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@dataclass
+class Sealed:
+    url: str
+    key: Path
+    public_key: Path
+    log: Path
+
+
+def run(monkeypatch: pytest.MonkeyPatch, sealed: Sealed, *argv: str) -> int:
+    monkeypatch.setenv("DATABASE_URL", sealed.url)
+    monkeypatch.setenv("JACKPOT_LEDGER_KEY_FILE", str(sealed.key))
+    monkeypatch.setenv("JACKPOT_CHECKPOINT_LOG", str(sealed.log))
+    return main(list(argv))
+
+
+def audit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], sealed: Sealed
+) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    code = run(
+        monkeypatch,
+        sealed,
+        "audit",
+        "--json",
+        "--checkpoints",
+        str(sealed.log),
+        "--public-key",
+        str(sealed.public_key),
+    )
+    report = json.loads(capsys.readouterr().out)
+    return code, report["checkpoints"]
+
+
+def insider(url: str, statement: str) -> Any:
+    """One statement past the append-only triggers (a superuser can); its first value."""
+    with psycopg.connect(url) as conn:
+        conn.execute("SET session_replication_role = replica")
+        cur = conn.execute(statement)
+        while cur.nextset():  # several statements: the last one's answer
+            pass
+        row = cur.fetchone() if cur.description else None
+        return row[0] if row else None
+
+
+@pytest.fixture
+async def sealed(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Sealed:
+    """Real traffic, a checkpoint, more traffic, a second checkpoint, then a little more
+    traffic that no checkpoint covers yet."""
+    from jackpot_grpc.service.jackpot import JackpotService
+
+    sealed = Sealed(
+        database_url, tmp_path / "ledger.key", tmp_path / "ledger.key.pub", tmp_path / "log"
+    )
+    assert run(monkeypatch, sealed, "ledger", "keygen", "--out", str(sealed.key)) == 0
+    await real_traffic(database_url)
+    assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
+    await real_traffic(database_url)
+    assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
+    from psycopg_pool import AsyncConnectionPool
+
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=1, open=False) as pool:
+        await pool.open(wait=True, timeout=10)
+        await JackpotService(pool).contribute_many([contribute(random_game_id(), 4321)])
+    capsys.readouterr()
+    return sealed
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert stat.S_IMODE(sealed.key.stat().st_mode) == 0o600
+    assert sealed.key.read_text().startswith("PRIVATE+KEY+jackpot-ledger+")
+    assert sealed.public_key.read_text().startswith("jackpot-ledger+")
+    # Never overwritten.
+    assert run(monkeypatch, sealed, "ledger", "keygen", "--out", str(sealed.key)) == 1
+    assert "exists" in capsys.readouterr().err
+
+
+def test_the_untouched_ledger_passes(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert report["findings"] == [] and report["ok"] is True
+    assert report["checkpoints"] == 2 and report["pending"] == 1
+    assert report["leaves"] == report["latest_checkpoint_size"] > 30
+    assert code == 0
+
+
+def test_every_ledger_row_has_a_gap_free_leaf_in_commit_order(sealed: Sealed) -> None:
+    with psycopg.connect(sealed.url) as conn:
+        indexes = [r[0] for r in conn.execute("SELECT leaf_index FROM ledger_leaves ORDER BY 1")]
+        seqs = [
+            r[0]
+            for r in conn.execute("SELECT ledger_seq FROM ledger_leaves ORDER BY leaf_index")
+            if r[0] is not None
+        ]
+        tables = {r[0] for r in conn.execute("SELECT DISTINCT ledger_table FROM ledger_leaves")}
+    assert indexes == list(range(len(indexes)))
+    assert seqs == sorted(seqs)
+    assert tables == {"contributions", "wins", "seed_fundings", "config_audit"}
+
+
+def test_the_database_refuses_updates_and_deletes_of_the_ledger(sealed: Sealed) -> None:
+    for statement in (
+        "UPDATE contributions SET client = 'x'",
+        "DELETE FROM wins",
+        "UPDATE config_audit SET actor = 'x'",
+        "DELETE FROM ledger_leaves",
+        "TRUNCATE seed_fundings CASCADE",
+    ):
+        with (
+            psycopg.connect(sealed.url) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"),
+        ):
+            conn.execute(statement)
+
+
+def first(table: str) -> str:
+    return f"(SELECT min(id) FROM {table})"
+
+
+# Each edit: the SQL (returning the id of the row the audit must name) and its table.
+EDITS: dict[str, tuple[str, str]] = {
+    "contribution re-attributed to another client": (
+        "UPDATE contributions SET client = 'other'"
+        f" WHERE id = {first('contributions')} RETURNING id",
+        "contributions",
+    ),
+    "contribution's game changed": (
+        "UPDATE contributions SET game_id = 'other'"
+        f" WHERE id = {first('contributions')} + 3 RETURNING id",
+        "contributions",
+    ),
+    "win's payee changed": (
+        f"UPDATE wins SET user_id = gen_random_uuid() WHERE id = {first('wins')} RETURNING id",
+        "wins",
+    ),
+    "row's time moved": (
+        "UPDATE seed_fundings SET created_at = created_at - interval '1 day'"
+        " WHERE id = (SELECT max(id) FROM seed_fundings) RETURNING id",
+        "seed_fundings",
+    ),
+    "config change's actor rewritten": (
+        f"UPDATE config_audit SET actor = 'nobody' WHERE id = {first('config_audit')} RETURNING id",
+        "config_audit",
+    ),
+    "config change's rates rewritten": (
+        "UPDATE config_audit SET after = jsonb_set(after, '{contribution_rate}', '\"0.0001\"')"
+        f" WHERE id = {first('config_audit')} RETURNING id",
+        "config_audit",
+    ),
+    "config change deleted": (
+        f"DELETE FROM config_audit WHERE id = {first('config_audit')} RETURNING id",
+        "config_audit",
+    ),
+    "wager changed with its shares and afters": (
+        "UPDATE contributions SET wager_amount = wager_amount * 2,"
+        " minor_amount = minor_amount * 2, minor_after = minor_after + minor_amount"
+        f" WHERE id = {first('contributions')} + 1 RETURNING id",
+        "contributions",
+    ),
+    "rates and shares zeroed (skimming)": (
+        "WITH z AS (UPDATE contributions SET minor_rate = 0, minor_amount = 0"
+        " WHERE id >= (SELECT min(id) + 2 FROM contributions) RETURNING id)"
+        " SELECT min(id) FROM z",
+        "contributions",
+    ),
+    "rows deleted from the middle": (
+        "WITH d AS (DELETE FROM contributions WHERE id IN"
+        " (SELECT id FROM contributions ORDER BY id OFFSET 5 LIMIT 3) RETURNING id)"
+        " SELECT min(id) FROM d",
+        "contributions",
+    ),
+    "a win deleted with its top-up": (
+        "WITH w AS (SELECT min(id) AS id FROM wins WHERE seed_top_up > 0),"
+        " s AS (DELETE FROM seed_fundings WHERE win_id = (SELECT id FROM w)),"
+        " d AS (DELETE FROM wins WHERE id = (SELECT id FROM w) RETURNING id)"
+        " SELECT id FROM d",
+        "wins",
+    ),
+    "a whole-pool win paying less": (
+        "UPDATE wins SET amount = amount - 1, pool_after = pool_after + 1"
+        " WHERE id = (SELECT min(id) FROM wins WHERE requested_amount IS NULL) RETURNING id",
+        "wins",
+    ),
+    "a top-up larger than the seed needs": (
+        "UPDATE seed_fundings SET amount = amount + 100"
+        " WHERE id = (SELECT min(id) FROM seed_fundings WHERE win_id IS NOT NULL) RETURNING id",
+        "seed_fundings",
+    ),
+    "two rows' contents swapped (reordered)": (
+        "WITH a AS (SELECT * FROM contributions ORDER BY id LIMIT 1),"
+        " b AS (SELECT * FROM contributions ORDER BY id OFFSET 1 LIMIT 1),"
+        " u AS (UPDATE contributions c SET wager_amount = CASE WHEN c.id = a.id"
+        " THEN b.wager_amount ELSE a.wager_amount END FROM a, b WHERE c.id IN (a.id, b.id)"
+        " RETURNING c.id) SELECT min(id) FROM u",
+        "contributions",
+    ),
+    "two leaves' places swapped (reordered)": (
+        # The first two contribution leaves trade rows (and recorded hashes); the unique
+        # (table, row) constraint is dodged through a negative id.
+        "UPDATE ledger_leaves SET row_id = -row_id WHERE ledger_table = 'contributions'"
+        " AND row_id IN (SELECT min(id) FROM contributions);"
+        " UPDATE ledger_leaves SET row_id = row_id - 1 WHERE ledger_table = 'contributions'"
+        " AND row_id = (SELECT min(id) + 1 FROM contributions);"
+        " UPDATE ledger_leaves SET row_id = -row_id + 1 WHERE ledger_table = 'contributions'"
+        " AND row_id < 0 RETURNING row_id",
+        "contributions",
+    ),
+    "a row inserted without a sequence": (
+        "INSERT INTO wins (client, jackpot_group, game_id, user_id, amount, pool_before,"
+        " seed_top_up, pool_after, ledger_seq) VALUES ('game-a', 'mega', 'g',"
+        " gen_random_uuid(), 1, 2, 0, 1, NULL) RETURNING id",
+        "wins",
+    ),
+    "a row inserted with an old sequence number": (
+        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq)"
+        " VALUES ('minor', 5, 'gift', 0) RETURNING id",
+        "seed_fundings",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_an_edit_before_a_checkpoint_fails_the_audit_naming_the_row(
+    edit: str,
+    sealed: Sealed,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    statement, table = EDITS[edit]
+    row_id = insider(sealed.url, statement)
+    assert row_id is not None
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert report["ok"] is False
+    assert (report["first_bad"]["table"], report["first_bad"]["id"]) == (table, row_id)
+    assert code == 1
+
+
+def test_a_pool_moved_without_a_row_fails_naming_the_pool(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    insider(sealed.url, "UPDATE jackpots SET current_amount = current_amount + 1"
+            " WHERE jackpot_group = 'mega'")  # fmt: skip
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert (report["first_bad"]["table"], report["first_bad"]["id"]) == ("jackpots", "mega")
+    assert code == 1
+
+
+def test_leaves_cut_from_the_end_fail_naming_the_checkpoint(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    insider(sealed.url, "DELETE FROM ledger_leaves WHERE leaf_index >="
+            " (SELECT max(leaf_index) - 2 FROM ledger_leaves)")  # fmt: skip
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert report["ok"] is False
+    assert {f["table"] for f in report["findings"]} >= {"checkpoints"}
+    assert code == 1
+
+
+def test_an_edited_checkpoint_file_fails(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = sealed.log.read_text()
+    first_mega = text.index("pool mega ")
+    end = text.index("\n", first_mega)
+    amount = int(text[first_mega + len("pool mega ") : end])
+    sealed.log.write_text(text[:first_mega] + f"pool mega {amount + 1}" + text[end:])
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert report["first_bad"]["table"] == "checkpoints" and report["first_bad"]["id"] == 1
+    assert "does not verify" in report["first_bad"]["problem"]
+    assert code == 1
+
+
+def test_a_checkpoint_is_not_signed_over_changed_books(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    insider(sealed.url, "UPDATE ledger_leaves SET leaf_hash = sha256(leaf_hash)"
+            " WHERE leaf_index = 3")  # fmt: skip
+    before = sealed.log.read_text()
+    assert run(monkeypatch, sealed, "ledger", "checkpoint") == 1
+    assert "no longer matches" in capsys.readouterr().err
+    assert sealed.log.read_text() == before
