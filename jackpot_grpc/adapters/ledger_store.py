@@ -120,15 +120,19 @@ def pool_order(conn: psycopg.Connection[Any]) -> list[str]:
     return [g for (g,) in conn.execute("SELECT jackpot_group FROM jackpots ORDER BY lock_order")]
 
 
-def leaf_hashes(conn: psycopg.Connection[Any]) -> list[bytes]:
-    return [
-        bytes(h) for (h,) in conn.execute("SELECT leaf_hash FROM ledger_leaves ORDER BY leaf_index")
-    ]
+def leaf_hashes(conn: psycopg.Connection[Any], start: int = 0) -> list[bytes]:
+    """The recorded leaf hashes from index `start` on."""
+    rows = conn.execute(
+        "SELECT leaf_hash FROM ledger_leaves WHERE leaf_index >= %s ORDER BY leaf_index",
+        (start,),
+    )
+    return [bytes(h) for (h,) in rows]
 
 
 @dataclass(frozen=True)
 class LedgerSnapshot:
-    """What a checkpoint signs: the tree's leaf hashes (as recorded) and the pools."""
+    """What a checkpoint signs: the tree's leaf hashes (as recorded) from the index asked
+    for on, and the pools."""
 
     leaf_hashes: list[bytes]
     pools: dict[str, int]
@@ -153,7 +157,9 @@ def _session_lock(conn: psycopg.Connection[Any], wait: bool) -> Iterator[bool]:
 
 
 @contextmanager
-def checkpoint_snapshot(url: str, wait: bool = True) -> Iterator[LedgerSnapshot | None]:
+def checkpoint_snapshot(
+    url: str, wait: bool = True, since: int = 0
+) -> Iterator[LedgerSnapshot | None]:
     """Under the signer's lock: give new rows their leaves, and yield the leaf hashes and
     pool amounts of one snapshot (None: another process is signing). The leaves commit
     when the block ends without error (so a checkpoint is written after its leaves exist)."""
@@ -164,7 +170,7 @@ def checkpoint_snapshot(url: str, wait: bool = True) -> Iterator[LedgerSnapshot 
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
             assigned = assign_leaves(conn)
-            yield LedgerSnapshot(leaf_hashes(conn), pool_amounts(conn), assigned)
+            yield LedgerSnapshot(leaf_hashes(conn, since), pool_amounts(conn), assigned)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from jackpot_grpc.contract import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor
+from jackpot_grpc.entrypoints.checkpointer import Checkpointer
 from jackpot_grpc.entrypoints.core_calls import CallIntake, listening_servers
 from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
@@ -68,6 +69,7 @@ class ServerParts:
     sampler: MetricsSampler
     auditor: AuditMonitor
     health_http: HealthHttp
+    checkpointer: Checkpointer | None = None  # with JACKPOT_LEDGER_KEY_FILE and _CHECKPOINT_LOG
 
 
 @dataclass(kw_only=True)
@@ -94,6 +96,8 @@ class RunningServer(ServerParts):
         await self.server.stop(max(0.1, deadline - time.monotonic()))
         await self.contributor.close()
         await self.auditor.stop()
+        if self.checkpointer is not None:
+            await self.checkpointer.stop()
         await self.sampler.stop()  # writes the last minute while the pool is open
         await self.pool.close()
         await self.side_pool.close()
@@ -216,6 +220,16 @@ def build_server(
         settings.audit_interval,
         min_interval=settings.on_demand_interval,
     )
+    checkpointer = (
+        Checkpointer(
+            database_url,
+            settings.ledger_key_file,
+            settings.checkpoint_log,
+            settings.checkpoint_interval,
+        )
+        if settings.ledger_key_file is not None and settings.checkpoint_log is not None
+        else None
+    )
     health_http = HealthHttp(
         service,
         probe,
@@ -236,6 +250,7 @@ def build_server(
         intake=intake,
         limits=HttpLimits.from_settings(settings),
         on_demand_interval=settings.on_demand_interval,
+        checkpoint=(lambda: checkpointer.latest) if checkpointer is not None else None,
     )
     return ServerParts(
         settings=settings,
@@ -255,6 +270,7 @@ def build_server(
         sampler=sampler,
         auditor=auditor,
         health_http=health_http,
+        checkpointer=checkpointer,
     )
 
 
@@ -296,6 +312,8 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
     parts.probe.start()
     parts.sampler.start()
     parts.auditor.start()
+    if parts.checkpointer is not None:
+        parts.checkpointer.start()
     if not parts.probe.healthy:
         log.error(
             "started without the database (%s): NOT_SERVING until it answers; retrying",

@@ -164,6 +164,11 @@ class Frontier:
         self._stack.append((count, node))
         self.size += 1
 
+    def copy(self) -> Frontier:
+        twin = Frontier()
+        twin._stack, twin.size = list(self._stack), self.size
+        return twin
+
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT

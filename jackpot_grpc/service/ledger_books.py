@@ -45,13 +45,6 @@ def _last_checkpoint(log: Path, signer: Signer) -> Checkpoint | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def _root_at(hashes: list[bytes], size: int) -> bytes:
-    frontier = merkle.Frontier()
-    for leaf in hashes[:size]:
-        frontier.append(leaf)
-    return frontier.root()
-
-
 def append_to_log(log: Path, note: str) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as out:
@@ -60,31 +53,75 @@ def append_to_log(log: Path, note: str) -> None:
         os.fsync(out.fileno())
 
 
-def sign_checkpoint(
-    url: str, signer: Signer, log: Path, *, wait: bool = True, only_if_new: bool = False
-) -> Signed | None:
-    """Give new rows leaves, sign a checkpoint of the whole tree, append it to the log.
-    None: another process holds the signer's lock (wait=False), or nothing is new."""
-    last = _last_checkpoint(log, signer)
-    with ledger_store.checkpoint_snapshot(url, wait=wait) as snapshot:
-        if snapshot is None:
-            return None
-        hashes = snapshot.leaf_hashes
+class CheckpointSigner:
+    """Signs checkpoints of the tree, keeping it in memory (its frontier) so each signing
+    reads only the leaves since the last. The first signing reads them all and checks the
+    tree against the last checkpoint in the log: a signer never blesses books that
+    changed under an earlier checkpoint."""
+
+    def __init__(self, signer: Signer, log: Path) -> None:
+        self.signer = signer
+        self.log = log
+        self._frontier: merkle.Frontier | None = None
+        self._signed_size: int | None = None  # the tree size of the last checkpoint known
+        self.latest: str | None = None  # the last signed note this process knows
+
+    def _extend(
+        self, base: merkle.Frontier, hashes: list[bytes], last: Checkpoint | None
+    ) -> merkle.Frontier:
+        """The frontier with the new hashes, checked against `last` on the way."""
+        frontier = base.copy()
+        for leaf in hashes:
+            if last is not None and frontier.size == last.size:
+                self._check(last, frontier)
+            frontier.append(leaf)
+        if last is not None and frontier.size == last.size:
+            self._check(last, frontier)
+        elif last is not None and frontier.size < last.size:
+            raise LedgerBooksError(
+                f"the log's last checkpoint covers {last.size} leaves; the ledger has"
+                f" {frontier.size}: run jackpot audit --checkpoints"
+            )
+        return frontier
+
+    def _check(self, last: Checkpoint, frontier: merkle.Frontier) -> None:
+        if frontier.root() != last.root_hash:
+            raise LedgerBooksError(
+                f"the ledger no longer matches the checkpoint of size {last.size} in"
+                f" {self.log}: run jackpot audit --checkpoints"
+            )
+
+    def sign(self, url: str, *, wait: bool = True, only_if_new: bool = False) -> Signed | None:
+        """Give new rows leaves, sign a checkpoint of the whole tree, append it to the log.
+        None: another process holds the signer's lock (wait=False), or nothing is new."""
+        last = _last_checkpoint(self.log, self.signer) if self._frontier is None else None
         if last is not None:
-            if last.size > len(hashes) or _root_at(hashes, last.size) != last.root_hash:
-                raise LedgerBooksError(
-                    f"the ledger no longer matches the checkpoint of size {last.size} in {log}:"
-                    " run jackpot audit --checkpoints"
-                )
-            if only_if_new and last.size == len(hashes):
+            self._signed_size = last.size
+        base = self._frontier or merkle.Frontier()
+        with ledger_store.checkpoint_snapshot(url, wait=wait, since=base.size) as snapshot:
+            if snapshot is None:
                 return None
-        checkpoint = Checkpoint(
-            signer.name, len(hashes), _root_at(hashes, len(hashes)), tuple(snapshot.pools.items())
-        )
-        assigned = snapshot.assigned
-    note = checkpoint.sign(signer)
-    append_to_log(log, note)
-    return Signed(checkpoint, note, assigned)
+            frontier = self._extend(base, snapshot.leaf_hashes, last)
+            if only_if_new and frontier.size == self._signed_size:
+                self._frontier = frontier  # nothing was given a leaf: this is committed
+                return None
+            checkpoint = Checkpoint(
+                self.signer.name, frontier.size, frontier.root(), tuple(snapshot.pools.items())
+            )
+            assigned = snapshot.assigned
+        # The leaves committed; the frontier is theirs now.
+        self._frontier, self._signed_size = frontier, frontier.size
+        note = checkpoint.sign(self.signer)
+        append_to_log(self.log, note)
+        self.latest = note
+        return Signed(checkpoint, note, assigned)
+
+
+def sign_checkpoint(url: str, signer: Signer, log: Path) -> Signed:
+    """One checkpoint now (waiting for another signer to finish)."""
+    signed = CheckpointSigner(signer, log).sign(url)
+    assert signed is not None  # waits for the lock; signs even when nothing is new
+    return signed
 
 
 def audit_against_checkpoints(
