@@ -189,3 +189,9 @@ def audit_snapshot(url: str) -> AuditSnapshot:
             return AuditSnapshot(
                 list(leaves(conn)), {t: rows_of(conn, t) for t in TABLES}, pool_amounts(conn)
             )
+
+
+def recorded_hashes(url: str) -> list[bytes]:
+    """Every leaf's recorded hash, in index order."""
+    with psycopg.connect(url) as conn:
+        return leaf_hashes(conn)

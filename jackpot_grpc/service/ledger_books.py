@@ -13,8 +13,10 @@ from pathlib import Path
 
 from jackpot_grpc.adapters import ledger_store
 from jackpot_grpc.ledger import merkle
-from jackpot_grpc.ledger.checkpoint import Checkpoint, log_entry
-from jackpot_grpc.ledger.note import Signer
+from jackpot_grpc.ledger.checkpoint import Checkpoint, log_entry, open_checkpoint
+from jackpot_grpc.ledger.leaf import EventType, canonical_fields, encode_texts
+from jackpot_grpc.ledger.note import Signer, Verifier
+from jackpot_grpc.ledger.rows import EVENT_OF_TABLE, leaf_values
 from jackpot_grpc.ledger.verify import CheckpointAudit, LeafRecord, audit, read_checkpoints
 
 
@@ -128,8 +130,6 @@ def audit_against_checkpoints(
     url: str, log_text: str, signer_verifier_text: str
 ) -> CheckpointAudit:
     """The full rebuild: every checkpoint in the log verified, every row re-encoded."""
-    from jackpot_grpc.ledger.note import Verifier
-
     verifier = Verifier.from_text(signer_verifier_text)
     checkpoints, problems = read_checkpoints(log_text, verifier)
     snapshot = ledger_store.audit_snapshot(url)
@@ -140,3 +140,75 @@ def audit_against_checkpoints(
     result = audit(checkpoints, records, snapshot.rows, snapshot.pools)
     result.findings[:0] = problems
     return result
+
+
+@dataclass(frozen=True)
+class ExportedLeaf:
+    index: int
+    table: str
+    row_id: int
+    event_type: int
+    fields: dict[str, str | None]
+    leaf: bytes
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "event_type": self.event_type,
+            "event": EventType(self.event_type).name.lower(),
+            "table": self.table,
+            "id": self.row_id,
+            "fields": self.fields,
+            "leaf": self.leaf.hex(),
+        }
+
+
+def export_leaves(url: str) -> list[ExportedLeaf]:
+    """Every leaf as its row encodes it now (a leaf whose row is gone is left out: the
+    audit names it)."""
+    snapshot = ledger_store.audit_snapshot(url)
+    out = []
+    for leaf in snapshot.leaves:
+        row = snapshot.rows[leaf.table].get(leaf.row_id)
+        if row is None:
+            continue
+        event = EVENT_OF_TABLE[leaf.table]
+        fields = canonical_fields(event, leaf_values(leaf.table, row, leaf.index))
+        out.append(
+            ExportedLeaf(
+                leaf.index, leaf.table, leaf.row_id, int(event), fields, encode_texts(event, fields)
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class LeafProof:
+    leaf: ExportedLeaf
+    tree_size: int
+    proof: list[bytes]
+    checkpoint: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            **self.leaf.as_json(),
+            "leaf_hash": merkle.leaf_hash(self.leaf.leaf).hex(),
+            "tree_size": self.tree_size,
+            "inclusion_proof": [p.hex() for p in self.proof],
+            "checkpoint": self.checkpoint,
+        }
+
+
+def prove(url: str, index: int, notes: list[str], verifier: Verifier) -> LeafProof:
+    """Leaf `index` and its inclusion proof against the newest checkpoint that covers it."""
+    checkpoints = [(note, open_checkpoint(note, verifier)) for note in notes]
+    covering = [(note, c) for note, c in checkpoints if c.size > index]
+    if not covering:
+        raise LedgerBooksError(f"no checkpoint covers leaf {index} yet")
+    note, checkpoint = covering[-1]
+    leaves = {leaf.index: leaf for leaf in export_leaves(url)}
+    hashes = ledger_store.recorded_hashes(url)
+    if index not in leaves or len(hashes) < checkpoint.size:
+        raise LedgerBooksError(f"leaf {index} is not in the ledger (jackpot audit names why)")
+    proof = merkle.inclusion_proof(index, hashes[: checkpoint.size])
+    return LeafProof(leaves[index], checkpoint.size, proof, note)

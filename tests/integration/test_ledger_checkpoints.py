@@ -5,20 +5,14 @@ fails too."""
 
 from __future__ import annotations
 
-import json
 import logging
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
-from jackpot_grpc.cli import main
-from testkit.random_refs import random_game_id
-from tests.integration.test_audit_proofs import contribute, real_traffic
+from testkit.ledger_tamper import Sealed, audit, insider, run
 
 
 @pytest.fixture(autouse=True)
@@ -29,78 +23,6 @@ def keep_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-@dataclass
-class Sealed:
-    url: str
-    key: Path
-    public_key: Path
-    log: Path
-
-
-def run(monkeypatch: pytest.MonkeyPatch, sealed: Sealed, *argv: str) -> int:
-    monkeypatch.setenv("DATABASE_URL", sealed.url)
-    monkeypatch.setenv("JACKPOT_LEDGER_KEY_FILE", str(sealed.key))
-    monkeypatch.setenv("JACKPOT_CHECKPOINT_LOG", str(sealed.log))
-    return main(list(argv))
-
-
-def audit(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], sealed: Sealed
-) -> tuple[int, dict[str, Any]]:
-    capsys.readouterr()
-    code = run(
-        monkeypatch,
-        sealed,
-        "audit",
-        "--json",
-        "--checkpoints",
-        str(sealed.log),
-        "--public-key",
-        str(sealed.public_key),
-    )
-    report = json.loads(capsys.readouterr().out)
-    return code, report["checkpoints"]
-
-
-def insider(url: str, statement: str) -> Any:
-    """One statement past the append-only triggers (a superuser can); its first value."""
-    with psycopg.connect(url) as conn:
-        conn.execute("SET session_replication_role = replica")
-        cur = conn.execute(statement)
-        while cur.nextset():  # several statements: the last one's answer
-            pass
-        row = cur.fetchone() if cur.description else None
-        return row[0] if row else None
-
-
-@pytest.fixture
-async def sealed(
-    database_url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Sealed:
-    """Real traffic, a checkpoint, more traffic, a second checkpoint, then a little more
-    traffic that no checkpoint covers yet."""
-    from jackpot_grpc.service.jackpot import JackpotService
-
-    sealed = Sealed(
-        database_url, tmp_path / "ledger.key", tmp_path / "ledger.key.pub", tmp_path / "log"
-    )
-    assert run(monkeypatch, sealed, "ledger", "keygen", "--out", str(sealed.key)) == 0
-    await real_traffic(database_url)
-    assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
-    await real_traffic(database_url)
-    assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
-    from psycopg_pool import AsyncConnectionPool
-
-    async with AsyncConnectionPool(database_url, min_size=1, max_size=1, open=False) as pool:
-        await pool.open(wait=True, timeout=10)
-        await JackpotService(pool).contribute_many([contribute(random_game_id(), 4321)])
-    capsys.readouterr()
-    return sealed
 
 
 def test_keygen_writes_a_private_key_only_its_owner_reads(

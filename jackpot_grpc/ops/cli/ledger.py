@@ -79,6 +79,68 @@ def cmd_checkpoint(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _verifier_text(settings: Settings, args: argparse.Namespace) -> str | None:
+    """--public-key, else the verifier of JACKPOT_LEDGER_KEY_FILE, else None."""
+    from jackpot_grpc.service.ledger_books import read_signer
+
+    if args.public_key:
+        return Path(args.public_key).read_text(encoding="utf-8").strip()
+    if settings.ledger_key_file is not None:
+        return read_signer(settings.ledger_key_file).verifier.text()
+    return None
+
+
+def _log_path(settings: Settings, args: argparse.Namespace) -> Path:
+    path = Path(args.checkpoints) if args.checkpoints else settings.checkpoint_log
+    if path is None:
+        raise OpsError("give --checkpoints FILE or set JACKPOT_CHECKPOINT_LOG")
+    return path
+
+
+def cmd_prove(settings: Settings, args: argparse.Namespace) -> int:
+    from jackpot_grpc.ledger.checkpoint import CheckpointError, split_log
+    from jackpot_grpc.ledger.note import NoteError, Verifier
+    from jackpot_grpc.service.ledger_books import LedgerBooksError, prove
+
+    try:
+        key = _verifier_text(settings, args)
+        if key is None:
+            raise OpsError("give --public-key FILE or set JACKPOT_LEDGER_KEY_FILE")
+        notes = list(split_log(_log_path(settings, args).read_text(encoding="utf-8")))
+        with database(settings, migrate=False) as url:
+            proof = prove(url, args.index, notes, Verifier.from_text(key))
+    except (LedgerBooksError, CheckpointError, NoteError) as exc:
+        raise OpsError(str(exc)) from exc
+    print(json.dumps(proof.as_json(), indent=2))
+    return 0
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    """DIR/leaves.jsonl, DIR/checkpoints.log and DIR/verifier.key (when known)."""
+    from jackpot_grpc.service.ledger_books import LedgerBooksError, export_leaves
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        key = _verifier_text(settings, args)
+        log = _log_path(settings, args)
+        with database(settings, migrate=False) as url:
+            leaves = export_leaves(url)
+    except LedgerBooksError as exc:
+        raise OpsError(str(exc)) from exc
+    with (out / "leaves.jsonl").open("w", encoding="utf-8") as lines:
+        for leaf in leaves:
+            lines.write(json.dumps(leaf.as_json()) + "\n")
+    (out / "checkpoints.log").write_text(
+        log.read_text(encoding="utf-8") if log.exists() else "", encoding="utf-8"
+    )
+    if key is not None:
+        (out / "verifier.key").write_text(key + "\n", encoding="utf-8")
+    summary = {"ok": True, "leaves": len(leaves), "out": str(out)}
+    print(json.dumps(summary) if args.json else f"{len(leaves)} leaves exported to {out}")
+    return 0
+
+
 def register(subparsers: Subparsers) -> None:
     ledger = subparsers.add_parser("ledger", help="the tamper-evident ledger: keys, checkpoints")
     commands = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -92,3 +154,27 @@ def register(subparsers: Subparsers) -> None:
     )
     checkpoint.add_argument("--json", action="store_true")
     checkpoint.set_defaults(func=failing_cleanly(cmd_checkpoint))
+    sources = argparse.ArgumentParser(add_help=False)
+    sources.add_argument(
+        "--checkpoints", metavar="FILE", help="checkpoint log (default: JACKPOT_CHECKPOINT_LOG)"
+    )
+    sources.add_argument(
+        "--public-key",
+        metavar="FILE",
+        help="verifier key (default: that of JACKPOT_LEDGER_KEY_FILE)",
+    )
+    sources.add_argument("--json", action="store_true")
+    prove = commands.add_parser(
+        "prove",
+        parents=[sources],
+        help="a leaf and its inclusion proof against the newest checkpoint covering it (JSON)",
+    )
+    prove.add_argument("index", type=int, help="the leaf index")
+    prove.set_defaults(func=failing_cleanly(cmd_prove))
+    export = commands.add_parser(
+        "export",
+        parents=[sources],
+        help="write the leaves (JSON lines), the checkpoints and the verifier key to a directory",
+    )
+    export.add_argument("--out", required=True, metavar="DIR")
+    export.set_defaults(func=failing_cleanly(cmd_export))
