@@ -619,9 +619,25 @@ counts AS (
     LEFT JOIN (SELECT jackpot_group, count(*) AS n FROM wins GROUP BY jackpot_group) wc
         ON wc.jackpot_group = j.jackpot_group
     WHERE j.contribution_count <> cc.n OR j.win_count <> coalesce(wc.n, 0)),
+win_amounts AS (  -- a win pays what was asked, or (asking nothing) the whole pool
+    SELECT 'wins' AS tbl, id, jackpot_group AS grp,
+        CASE WHEN requested_amount IS NOT NULL
+             THEN format('pays %%s, but %%s was asked', amount, requested_amount)
+             ELSE format('a whole-pool win pays %%s of a pool of %%s', amount, pool_before)
+        END AS problem
+    FROM wins WHERE amount <> coalesce(requested_amount, pool_before)),
+unsequenced AS (  -- every row since the log began has a sequence or is a leaf (0009)
+    SELECT t.tbl, t.id, t.grp, 'no ledger_seq and no leaf: written past the ledger' AS problem
+    FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, ledger_seq FROM contributions
+          UNION ALL SELECT 'wins', id, jackpot_group, ledger_seq FROM wins
+          UNION ALL SELECT 'seed_fundings', id, jackpot_group, ledger_seq FROM seed_fundings
+          UNION ALL SELECT 'config_audit', id, jackpot_group, ledger_seq FROM config_audit) t
+    WHERE t.ledger_seq IS NULL AND NOT EXISTS (
+        SELECT 1 FROM ledger_leaves l WHERE l.ledger_table = t.tbl AND l.row_id = t.id)),
 problems AS (
     SELECT * FROM shares UNION ALL SELECT * FROM chain UNION ALL SELECT * FROM top_ups
-    UNION ALL SELECT * FROM counts)
+    UNION ALL SELECT * FROM counts UNION ALL SELECT * FROM win_amounts
+    UNION ALL SELECT * FROM unsequenced)
 SELECT tbl, id, grp, problem, count(*) OVER () AS total
 FROM problems ORDER BY tbl, id NULLS FIRST, grp LIMIT %(limit)s"""
 

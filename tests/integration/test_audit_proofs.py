@@ -143,6 +143,24 @@ TAMPERED = {
         "contributions",
         "mega",
     ),
+    "partial win asking another amount": (
+        "UPDATE wins SET requested_amount = requested_amount + 1"
+        " WHERE id = (SELECT min(id) FROM wins WHERE requested_amount IS NOT NULL) RETURNING id",
+        "wins",
+        "minor",
+    ),
+    "whole-pool win paying less than the pool": (
+        "UPDATE wins SET requested_amount = NULL"
+        " WHERE id = (SELECT min(id) FROM wins WHERE requested_amount IS NOT NULL) RETURNING id",
+        "wins",
+        "minor",
+    ),
+    "row inserted without a sequence": (
+        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq)"
+        " VALUES ('mega', 5, 'gift', NULL) RETURNING id",
+        "seed_fundings",
+        "mega",
+    ),
     "top-up without funding row": (
         "DELETE FROM seed_fundings WHERE win_id = (SELECT min(id) FROM wins"
         " WHERE seed_top_up > 0) RETURNING win_id",
