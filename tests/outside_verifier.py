@@ -96,3 +96,18 @@ def encode_leaf(version: int, event_type: int, texts: list[str | None]) -> bytes
             data = text.encode()
             out += len(data).to_bytes(4, "big") + data
     return out
+
+
+def decode_leaf(leaf: bytes) -> tuple[int, int, list[str | None]]:
+    """(version, event type, field texts in order) of leaf bytes."""
+    texts: list[str | None] = []
+    at = 2
+    while at < len(leaf):
+        length = int.from_bytes(leaf[at : at + 4], "big")
+        at += 4
+        if length == 0xFFFFFFFF:
+            texts.append(None)
+            continue
+        texts.append(leaf[at : at + length].decode())
+        at += length
+    return leaf[0], leaf[1], texts

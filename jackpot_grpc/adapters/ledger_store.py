@@ -195,3 +195,54 @@ def recorded_hashes(url: str) -> list[bytes]:
     """Every leaf's recorded hash, in index order."""
     with psycopg.connect(url) as conn:
         return leaf_hashes(conn)
+
+
+@dataclass(frozen=True)
+class ProofMaterial:
+    """One leaf's row and the recorded hashes of the tree it is proved in."""
+
+    leaf: Leaf
+    row: dict[str, Any]
+    hashes: list[bytes]
+
+
+def proof_material(
+    url: str, size: int, *, leaf_index: int | None = None, row: tuple[str, int] | None = None
+) -> ProofMaterial | None:
+    """The leaf (by index, or by table and row id), its row and the first `size` recorded
+    leaf hashes; None when it is no leaf (or its row is gone)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            columns = "leaf_index, ledger_table, row_id, ledger_seq, leaf_hash"
+            if row is not None:
+                found = conn.execute(
+                    f"SELECT {columns} FROM ledger_leaves"  # noqa: S608 (constants)
+                    " WHERE ledger_table = %s AND row_id = %s",
+                    row,
+                ).fetchone()
+            else:
+                found = conn.execute(
+                    f"SELECT {columns} FROM ledger_leaves WHERE leaf_index = %s",  # noqa: S608
+                    (leaf_index,),
+                ).fetchone()
+            if found is None:
+                return None
+            leaf = Leaf(found[0], found[1], found[2], found[3], bytes(found[4]))
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    f"SELECT * FROM {leaf.table} WHERE id = %s",  # noqa: S608 (a TABLES name)
+                    (leaf.row_id,),
+                )
+                record = cur.fetchone()
+            if record is None:
+                return None
+            hashes = [
+                bytes(h)
+                for (h,) in conn.execute(
+                    "SELECT leaf_hash FROM ledger_leaves WHERE leaf_index < %s ORDER BY leaf_index",
+                    (size,),
+                )
+            ]
+            return ProofMaterial(leaf, record, hashes)

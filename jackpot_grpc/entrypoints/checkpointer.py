@@ -16,7 +16,12 @@ from pathlib import Path
 
 from jackpot_grpc.entrypoints.periodic import Periodic
 from jackpot_grpc.ledger.checkpoint import CheckpointError, split_log
-from jackpot_grpc.service.ledger_books import CheckpointSigner, LedgerBooksError, read_signer
+from jackpot_grpc.service.ledger_books import (
+    CheckpointSigner,
+    LedgerBooksError,
+    LedgerProofs,
+    read_signer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,10 @@ class Checkpointer:
     def latest(self) -> str | None:
         """The newest checkpoint this process signed, else the newest in its log."""
         return self._signer.latest or self._latest
+
+    def proofs(self) -> LedgerProofs:
+        """GetLedgerProof's prover: against the newest checkpoint this process knows."""
+        return LedgerProofs(self._url, lambda: self.latest, self._signer.signer.verifier)
 
     async def run_once(self) -> None:
         try:

@@ -38,6 +38,7 @@ from jackpot_grpc.secret_rules import check_server_secrets
 from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
+from jackpot_grpc.service.ledger_books import LedgerProofs
 from jackpot_grpc.service.shared_audit import SharedAudit
 from jackpot_grpc.tls import server_credentials
 
@@ -114,13 +115,16 @@ def _grpc_server(
     *,
     reuse_port: bool,
     health: HealthServicer,
+    ledger_proofs: LedgerProofs | None = None,
 ) -> grpc.aio.Server:
     """The gRPC server with the jackpot, health and reflection services (not yet bound)."""
     server = grpc.aio.server(
         interceptors=interceptors, options=server_options(settings, reuse_port=reuse_port)
     )
     jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
-        JackpotServicer(service, contributor, max_wager=settings.max_wager),
+        JackpotServicer(
+            service, contributor, max_wager=settings.max_wager, ledger_proofs=ledger_proofs
+        ),
         server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -203,8 +207,24 @@ def build_server(
         auth,  # before admission
         admission,
     ]
+    checkpointer = (
+        Checkpointer(
+            database_url,
+            settings.ledger_key_file,
+            settings.checkpoint_log,
+            settings.checkpoint_interval,
+        )
+        if settings.ledger_key_file is not None and settings.checkpoint_log is not None
+        else None
+    )
     server = _grpc_server(
-        settings, service, contributor, interceptors, reuse_port=reuse_port, health=health
+        settings,
+        service,
+        contributor,
+        interceptors,
+        reuse_port=reuse_port,
+        health=health,
+        ledger_proofs=checkpointer.proofs() if checkpointer is not None else None,
     )
     if telemetry is not None:
         telemetry.metrics.observe_pools(service.snapshot.latest)
@@ -219,16 +239,6 @@ def build_server(
         SharedAudit(side_pool, settings.audit_interval),
         settings.audit_interval,
         min_interval=settings.on_demand_interval,
-    )
-    checkpointer = (
-        Checkpointer(
-            database_url,
-            settings.ledger_key_file,
-            settings.checkpoint_log,
-            settings.checkpoint_interval,
-        )
-        if settings.ledger_key_file is not None and settings.checkpoint_log is not None
-        else None
     )
     health_http = HealthHttp(
         service,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -17,6 +18,7 @@ from jackpot_grpc.domain.errors import (
     DomainError,
     FieldViolation,
     InvalidArgument,
+    NoLedgerCheckpoint,
 )
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
 from jackpot_grpc.entrypoints import convert
@@ -24,6 +26,7 @@ from jackpot_grpc.entrypoints.errors import error_kind, to_status
 from jackpot_grpc.entrypoints.identity import current_client_name
 from jackpot_grpc.service.batcher import Contributor
 from jackpot_grpc.service.jackpot import JackpotService
+from jackpot_grpc.service.ledger_books import LedgerProofs
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -55,8 +58,10 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         contributor: Contributor,
         *,
         max_wager: int = validation.MAX_WAGER_AMOUNT,
+        ledger_proofs: LedgerProofs | None = None,
     ) -> None:
         self._service = service
+        self._ledger_proofs = ledger_proofs  # None: this server signs no checkpoints
         self._contributor = contributor
         self._max_wager = max_wager
         self._pools_reply: tuple[tuple[int, ...], pb.GetPoolsResponse] | None = None
@@ -172,6 +177,27 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         return pb.GetConfigResponse(pools=[convert.pool_config(c) for c in configs])
 
     @translating_errors
+    async def GetLedgerProof(
+        self, request: pb.GetLedgerProofRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetLedgerProofResponse:
+        row = _proof_row(request)
+        if self._ledger_proofs is None:
+            raise NoLedgerCheckpoint("this server signs no ledger checkpoints")
+        # Off the event loop: the proof reads the tree's hashes on its own connection.
+        proof = await asyncio.to_thread(
+            self._ledger_proofs.prove, leaf_index=request.leaf_index, row=row
+        )
+        return pb.GetLedgerProofResponse(
+            leaf_index=proof.leaf.index,
+            table=proof.leaf.table,
+            row_id=proof.leaf.row_id,
+            leaf=proof.leaf.leaf,
+            tree_size=proof.tree_size,
+            inclusion_proof=proof.proof,
+            checkpoint=proof.checkpoint,
+        )
+
+    @translating_errors
     async def UpdateConfig(
         self, request: pb.UpdateConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateConfigResponse:
@@ -217,3 +243,17 @@ def _item_error(exc: DomainError) -> pb.ItemError:
         field=violation.field if violation else "",
         reason=reason,
     )
+
+
+def _proof_row(request: pb.GetLedgerProofRequest) -> tuple[str, int] | None:
+    """The row GetLedgerProof names by id, if any; refuses what names nothing sensible."""
+    for name in ("leaf_index", "contribution_id", "win_id"):
+        if getattr(request, name) < 0:
+            raise InvalidArgument.of(name, "must not be negative")
+    if request.contribution_id and request.win_id:
+        raise InvalidArgument.of("win_id", "give contribution_id or win_id, not both")
+    if request.contribution_id:
+        return ("contributions", request.contribution_id)
+    if request.win_id:
+        return ("wins", request.win_id)
+    return None

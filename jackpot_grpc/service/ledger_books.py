@@ -8,10 +8,12 @@ and is appended to the log file (flushed to disk) after the leaves it covers com
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from jackpot_grpc.adapters import ledger_store
+from jackpot_grpc.domain.errors import LeafNotInCheckpoint
 from jackpot_grpc.ledger import merkle
 from jackpot_grpc.ledger.checkpoint import Checkpoint, log_entry, open_checkpoint
 from jackpot_grpc.ledger.leaf import EventType, canonical_fields, encode_texts
@@ -212,3 +214,36 @@ def prove(url: str, index: int, notes: list[str], verifier: Verifier) -> LeafPro
         raise LedgerBooksError(f"leaf {index} is not in the ledger (jackpot audit names why)")
     proof = merkle.inclusion_proof(index, hashes[: checkpoint.size])
     return LeafProof(leaves[index], checkpoint.size, proof, note)
+
+
+class LedgerProofs:
+    """GetLedgerProof: one leaf proved against the newest checkpoint this server knows."""
+
+    def __init__(self, url: str, latest: Callable[[], str | None], verifier: Verifier) -> None:
+        self._url = url
+        self._latest = latest
+        self._verifier = verifier
+
+    def prove(
+        self, *, leaf_index: int | None = None, row: tuple[str, int] | None = None
+    ) -> LeafProof:
+        note = self._latest()
+        if note is None:
+            raise LeafNotInCheckpoint("no ledger checkpoint is signed yet")
+        checkpoint = open_checkpoint(note, self._verifier)
+        material = ledger_store.proof_material(
+            self._url, checkpoint.size, leaf_index=leaf_index, row=row
+        )
+        if material is None or material.leaf.index >= checkpoint.size:
+            what = f"leaf {leaf_index}" if row is None else f"{row[0]} #{row[1]}"
+            raise LeafNotInCheckpoint(
+                f"{what} is in no signed checkpoint yet (the newest covers {checkpoint.size})"
+            )
+        leaf = material.leaf
+        event = EVENT_OF_TABLE[leaf.table]
+        fields = canonical_fields(event, leaf_values(leaf.table, material.row, leaf.index))
+        exported = ExportedLeaf(
+            leaf.index, leaf.table, leaf.row_id, int(event), fields, encode_texts(event, fields)
+        )
+        proof = merkle.inclusion_proof(leaf.index, material.hashes)
+        return LeafProof(exported, checkpoint.size, proof, note)

@@ -6,6 +6,7 @@ cryptography, from docs/LEDGER.md)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import threading
 import time
@@ -131,3 +132,100 @@ def test_signers_on_one_database_take_turns(
         indexes = [i for (i,) in conn.execute("SELECT leaf_index FROM ledger_leaves ORDER BY 1")]
     assert indexes == list(range(33))
     assert signed[0] + signed[1] >= 2
+
+
+async def test_a_contributes_receipt_proves_it_is_in_the_books(
+    settings: Settings, database_url: str, ledger_key: Path, tmp_path: Path
+) -> None:
+    """Contribute answers a contribution_id; GetLedgerProof by that id (gRPC) and by the
+    leaf index it names (REST) prove the leaf against a signed checkpoint, checked with the
+    outside verifier and docs/LEDGER.md's field table only."""
+    from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
+    from tests.integration.test_ledger_export import field_orders
+
+    signing = dataclasses.replace(
+        settings,
+        ledger_key_file=ledger_key,
+        checkpoint_log=tmp_path / "log",
+        checkpoint_interval=0.2,
+    )
+    key = outside.read_verifier_key(read(Path(f"{ledger_key}.pub")))
+    running = await start_server(signing, database_url, port=0)
+    gateway = None
+    try:
+        gateway = await start_gateway(
+            create_gateway_app(
+                f"127.0.0.1:{running.port}",
+                max_body_bytes=1 << 20,
+                metrics_url=f"http://127.0.0.1:{running.health_port}/metrics",
+                call_timeout=5.0,
+            ),
+            "127.0.0.1",
+            0,
+            shutdown_timeout=1.0,
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+            reply = await stub.Contribute(
+                pb.ContributeRequest(game_id="roulette", wager_amount=2000, idempotency_key="r")
+            )
+            request = pb.GetLedgerProofRequest(contribution_id=reply.contribution_id)
+
+            async def proved() -> bool:
+                try:
+                    await stub.GetLedgerProof(request)
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.OUT_OF_RANGE  # not yet covered
+                    return False
+                return True
+
+            await eventually(proved, within=10)
+            proof = await stub.GetLedgerProof(request)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetLedgerProof(pb.GetLedgerProofRequest(leaf_index=-1))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        size, root, _ = outside.open_checkpoint(proof.checkpoint, key)
+        assert proof.tree_size == size and (proof.table, proof.row_id) == (
+            "contributions",
+            reply.contribution_id,
+        )
+        outside.verify_inclusion(
+            proof.leaf_index, size, outside.leaf_hash(proof.leaf), list(proof.inclusion_proof), root
+        )
+        version, event, texts = outside.decode_leaf(proof.leaf)
+        fields = dict(zip(field_orders()[event], texts, strict=True))
+        assert (version, event) == (1, 1)
+        assert fields["game_id"] == "roulette" and fields["wager_amount"] == "2000"
+        assert fields["id"] == str(reply.contribution_id)
+        assert fields["leaf_index"] == str(proof.leaf_index)
+
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"http://127.0.0.1:{gateway.port}/api/jackpot/ledger/{proof.leaf_index}/proof"
+            ) as answer,
+        ):
+            assert answer.status == 200, await answer.text()
+            body = await answer.json()
+        assert body["checkpoint"] == proof.checkpoint
+        assert [base64.b64decode(p) for p in body["inclusionProof"]] == list(proof.inclusion_proof)
+        assert base64.b64decode(body["leaf"]) == proof.leaf
+    finally:
+        if gateway is not None:
+            await gateway.stop()
+        await running.stop(grace=1.0)
+
+
+async def test_a_server_without_a_ledger_key_refuses_proofs(
+    settings: Settings, database_url: str
+) -> None:
+    running = await start_server(settings, database_url, port=0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetLedgerProof(pb.GetLedgerProofRequest(leaf_index=0))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        await running.stop(grace=1.0)
