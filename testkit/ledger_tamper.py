@@ -30,8 +30,13 @@ def run(monkeypatch: pytest.MonkeyPatch, sealed: Sealed, *argv: str) -> int:
 
 
 def audit(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], sealed: Sealed
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    sealed: Sealed,
+    *options: str,
 ) -> tuple[int, dict[str, Any]]:
+    """`jackpot audit --json --checkpoints … --public-key …` (and `options`): the exit code
+    and the report's checkpoints part."""
     capsys.readouterr()
     code = run(
         monkeypatch,
@@ -42,6 +47,7 @@ def audit(
         str(sealed.log),
         "--public-key",
         str(sealed.public_key),
+        *options,
     )
     report = json.loads(capsys.readouterr().out)
     return code, report["checkpoints"]

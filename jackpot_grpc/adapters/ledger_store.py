@@ -90,24 +90,35 @@ def assign_leaves(conn: psycopg.Connection[Any]) -> int:
     return len(rows)
 
 
-def leaves(conn: psycopg.Connection[Any]) -> Iterator[Leaf]:
-    """Every leaf, in index order, as recorded (the hash is a hint: audits recompute it)."""
+def leaves(conn: psycopg.Connection[Any], since: int = 0) -> Iterator[Leaf]:
+    """The leaves from index `since` on, in index order, as recorded (the hash is a hint:
+    audits recompute it)."""
     with conn.cursor(name="ledger_leaves") as cur:
         cur.itersize = 10000
         cur.execute(
             "SELECT leaf_index, ledger_table, row_id, ledger_seq, leaf_hash"
-            " FROM ledger_leaves ORDER BY leaf_index"
+            " FROM ledger_leaves WHERE leaf_index >= %s ORDER BY leaf_index",
+            (since,),
         )
         for index, table, row_id, seq, leaf_hash in cur:
             yield Leaf(index, table, row_id, seq, bytes(leaf_hash))
 
 
-def rows_of(conn: psycopg.Connection[Any], table: str) -> dict[int, dict[str, Any]]:
-    """Every row of a ledger table by id."""
+def rows_of(conn: psycopg.Connection[Any], table: str, since: int = 0) -> dict[int, dict[str, Any]]:
+    """The rows of a ledger table by id: every row, or (since > 0) those of the leaves from
+    `since` on and those that are no leaf."""
     if table not in TABLES:
         raise ValueError(table)
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT * FROM {table}")  # noqa: S608 (checked above)
+        if since == 0:
+            cur.execute(f"SELECT * FROM {table}")  # noqa: S608 (checked above)
+        else:
+            cur.execute(
+                f"SELECT t.* FROM {table} t LEFT JOIN ledger_leaves l"  # noqa: S608
+                " ON l.ledger_table = %s AND l.row_id = t.id"
+                " WHERE l.leaf_index IS NULL OR l.leaf_index >= %s",
+                (table, since),
+            )
         return {row["id"]: row for row in cur}
 
 
@@ -180,14 +191,16 @@ class AuditSnapshot:
     pools: dict[str, int]
 
 
-def audit_snapshot(url: str) -> AuditSnapshot:
-    """Leaves, every ledger row and the pools, in one read-only snapshot."""
+def audit_snapshot(url: str, since: int = 0) -> AuditSnapshot:
+    """The leaves from index `since` on, their rows and every row that is no leaf, and the
+    pools, in one read-only snapshot."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():
+            found = list(leaves(conn, since))
             return AuditSnapshot(
-                list(leaves(conn)), {t: rows_of(conn, t) for t in TABLES}, pool_amounts(conn)
+                found, {t: rows_of(conn, t, since) for t in TABLES}, pool_amounts(conn)
             )
 
 

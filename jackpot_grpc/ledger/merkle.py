@@ -164,6 +164,21 @@ class Frontier:
         self._stack.append((count, node))
         self.size += 1
 
+    def nodes(self) -> list[tuple[int, bytes]]:
+        """Its perfect subtrees (leaf count, hash), largest first: all it needs to go on."""
+        return list(self._stack)
+
+    @classmethod
+    def from_nodes(cls, nodes: list[tuple[int, bytes]]) -> Frontier:
+        counts = [count for count, _ in nodes]
+        if any(c & (c - 1) or c <= 0 for c in counts) or counts != sorted(counts, reverse=True):
+            raise ProofError("not a frontier: subtree sizes must be falling powers of two")
+        if len(set(counts)) != len(counts):
+            raise ProofError("not a frontier: two subtrees of one size")
+        frontier = cls()
+        frontier._stack, frontier.size = list(nodes), sum(counts)
+        return frontier
+
     def copy(self) -> Frontier:
         twin = Frontier()
         twin._stack, twin.size = list(self._stack), self.size

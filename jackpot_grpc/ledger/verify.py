@@ -63,6 +63,11 @@ class CheckpointAudit:
     pending: int = 0
     latest_size: int | None = None
     findings: list[Finding] = field(default_factory=list)
+    # The tree at the latest checkpoint, as rebuilt (and its top ledger_seq): what the next
+    # incremental audit may start from, if this one found nothing.
+    verified_frontier: merkle.Frontier | None = None
+    verified_seq: int = 0
+    started_at: int = 0  # the leaves an incremental audit took as proved
 
     @property
     def ok(self) -> bool:
@@ -98,17 +103,28 @@ def audit(
     leaves: Iterable[LeafRecord],
     rows: Mapping[str, dict[int, dict[str, Any]]],
     pools: Mapping[str, int],
+    trusted: merkle.Frontier | None = None,
+    trusted_seq: int = 0,
 ) -> CheckpointAudit:
-    """`rows` by table and id: every row is consumed by its leaf or judged pending/inserted."""
+    """`rows` by table and id: every row is consumed by its leaf or judged pending/inserted.
+
+    Incremental: from `trusted` (the tree of an earlier audit's checkpoint, its rows proved
+    then; `trusted_seq` the highest ledger_seq among them), only the leaves after it are
+    read and rebuilt, and only the checkpoints from it on are compared."""
     result = CheckpointAudit(checkpoints=len(checkpoints))
+    result.started_at = trusted.size if trusted is not None else 0
+    result.verified_seq = trusted_seq
     unclaimed = {table: dict(by_id) for table, by_id in rows.items()}
     by_size: dict[int, list[tuple[int, Checkpoint]]] = {}
     for number, checkpoint in enumerate(checkpoints, 1):
         by_size.setdefault(checkpoint.size, []).append((number, checkpoint))
     latest = checkpoints[-1] if checkpoints else None
     after_latest: dict[str, int] = {}
-    frontier = merkle.Frontier()
-    top_seq = 0
+    frontier = trusted.copy() if trusted is not None else merkle.Frontier()
+    for size in [size for size in by_size if size < frontier.size]:
+        del by_size[size]  # proved by the audit that trusted them
+    result.verified_frontier = frontier.copy() if latest and latest.size == frontier.size else None
+    top_seq = trusted_seq
     pending_first_bad: list[Finding] = []
 
     def check_roots() -> None:
@@ -155,6 +171,8 @@ def audit(
         top_seq = max(top_seq, leaf.ledger_seq or 0)
         frontier.append(recomputed)
         check_roots()
+        if latest is not None and frontier.size == latest.size:
+            result.verified_frontier, result.verified_seq = frontier.copy(), top_seq
     result.leaves = frontier.size
     for sizes in by_size.values():
         for number, checkpoint in sizes:

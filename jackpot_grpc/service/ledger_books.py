@@ -7,6 +7,7 @@ and is appended to the log file (flushed to disk) after the leaves it covers com
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,20 +129,71 @@ def sign_checkpoint(url: str, signer: Signer, log: Path) -> Signed:
     return signed
 
 
+@dataclass(frozen=True)
+class AuditState:
+    """Where an audit found the rows proved: the tree at a checkpoint (its frontier) and
+    the highest ledger_seq under it. Kept by the auditor, outside the database."""
+
+    size: int
+    root: bytes
+    seq: int
+    frontier: merkle.Frontier
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "size": self.size,
+                "root": self.root.hex(),
+                "ledger_seq": self.seq,
+                "frontier": [[count, node.hex()] for count, node in self.frontier.nodes()],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> AuditState:
+        data = json.loads(text)
+        frontier = merkle.Frontier.from_nodes(
+            [(int(count), bytes.fromhex(node)) for count, node in data["frontier"]]
+        )
+        state = cls(int(data["size"]), bytes.fromhex(data["root"]), int(data["ledger_seq"]),
+                    frontier)  # fmt: skip
+        if frontier.size != state.size or frontier.root() != state.root:
+            raise ValueError("the frontier does not give the recorded tree")
+        return state
+
+
 def audit_against_checkpoints(
-    url: str, log_text: str, signer_verifier_text: str
-) -> CheckpointAudit:
-    """The full rebuild: every checkpoint in the log verified, every row re-encoded."""
-    verifier = Verifier.from_text(signer_verifier_text)
+    url: str, log_text: str, verifier_text: str, state: AuditState | None = None
+) -> tuple[CheckpointAudit, AuditState | None]:
+    """Every checkpoint in the log verified; the rows rebuilt from `state` (an earlier
+    audit's, used only if a signed checkpoint in the log has its size and root), else all
+    of them. Returns the findings and the state the next audit may start from."""
+    verifier = Verifier.from_text(verifier_text)
     checkpoints, problems = read_checkpoints(log_text, verifier)
-    snapshot = ledger_store.audit_snapshot(url)
+    if state is not None and not any(
+        c.size == state.size and c.root_hash == state.root for c in checkpoints
+    ):
+        state = None  # no signed checkpoint vouches for it: rebuild everything
+    since = state.size if state is not None else 0
+    snapshot = ledger_store.audit_snapshot(url, since)
     records = (
         LeafRecord(leaf.index, leaf.table, leaf.row_id, leaf.ledger_seq, leaf.leaf_hash)
         for leaf in snapshot.leaves
     )
-    result = audit(checkpoints, records, snapshot.rows, snapshot.pools)
+    result = audit(
+        checkpoints,
+        records,
+        snapshot.rows,
+        snapshot.pools,
+        trusted=state.frontier if state is not None else None,
+        trusted_seq=state.seq if state is not None else 0,
+    )
     result.findings[:0] = problems
-    return result
+    after = None
+    if result.ok and result.verified_frontier is not None:
+        frontier = result.verified_frontier
+        after = AuditState(frontier.size, frontier.root(), result.verified_seq, frontier)
+    return result, after
 
 
 @dataclass(frozen=True)

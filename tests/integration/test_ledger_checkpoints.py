@@ -5,13 +5,16 @@ fails too."""
 
 from __future__ import annotations
 
+import json
 import logging
 import stat
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from jackpot_grpc.ledger.merkle import Frontier
 from testkit.ledger_tamper import Sealed, audit, insider, run
 
 
@@ -241,3 +244,65 @@ def test_a_checkpoint_is_not_signed_over_changed_books(
     assert run(monkeypatch, sealed, "ledger", "checkpoint") == 1
     assert "no longer matches" in capsys.readouterr().err
     assert sealed.log.read_text() == before
+
+
+def test_an_incremental_audit_rebuilds_only_the_leaves_after_the_checkpoint_it_trusts(
+    sealed: Sealed,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = tmp_path / "audited.json"
+    code, first = audit(monkeypatch, capsys, sealed, "--state", str(state))
+    assert code == 0 and first["rebuilt_from"] == 0
+    proved = json.loads(state.read_text())["size"]
+    assert proved == first["latest_checkpoint_size"]
+    at_second = tmp_path / "at-second.json"
+    at_second.write_text(state.read_text())
+
+    # The pending contribution becomes leaf `proved`, under a third checkpoint.
+    assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
+    code, second = audit(monkeypatch, capsys, sealed, "--state", str(state))
+    assert (second["rebuilt_from"], second["leaves"]) == (proved, proved + 1)
+    assert code == 0 and json.loads(state.read_text())["size"] == proved + 1
+
+    # From the second checkpoint, an edit of the leaf after it is found; an edit before it
+    # is left to the full rebuild (the incremental audit took those rows as proved).
+    newest = insider(
+        sealed.url,
+        "UPDATE contributions SET game_id = 'x' WHERE id = (SELECT max(id) FROM contributions)"
+        " RETURNING id",
+    )
+    oldest = insider(sealed.url, "UPDATE wins SET game_id = 'x' WHERE id = 1 RETURNING id")
+    code, third = audit(monkeypatch, capsys, sealed, "--state", str(at_second))
+    assert third["rebuilt_from"] == proved
+    assert {(f["table"], f["id"]) for f in third["findings"] if f["leaf_index"] is not None} == {
+        ("contributions", newest)
+    }
+    assert code == 1
+    _, full = audit(monkeypatch, capsys, sealed, "--state", str(at_second), "--full")
+    assert full["rebuilt_from"] == 0
+    assert {("wins", oldest), ("contributions", newest)} <= {
+        (f["table"], f["id"]) for f in full["findings"]
+    }
+
+
+def test_a_state_no_signed_checkpoint_vouches_for_is_not_trusted(
+    sealed: Sealed,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = tmp_path / "audited.json"
+    assert audit(monkeypatch, capsys, sealed, "--state", str(state))[0] == 0
+    forged = json.loads(state.read_text())
+    # A consistent state of another tree: its last subtree swapped, its root recomputed.
+    nodes = [(count, bytes.fromhex(node)) for count, node in forged["frontier"]]
+    nodes[-1] = (nodes[-1][0], b"\x11" * 32)
+    forged["frontier"] = [[count, node.hex()] for count, node in nodes]
+    forged["root"] = Frontier.from_nodes(nodes).root().hex()
+    state.write_text(json.dumps(forged))
+    insider(sealed.url, "UPDATE wins SET game_id = 'x' WHERE id = 1")
+    code, report = audit(monkeypatch, capsys, sealed, "--state", str(state))
+    assert code == 1 and report["rebuilt_from"] == 0
+    assert ("wins", 1) in {(f["table"], f["id"]) for f in report["findings"]}

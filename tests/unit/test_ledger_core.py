@@ -221,3 +221,17 @@ def test_the_frontier_gives_every_prefix_root() -> None:
     for size, leaf in enumerate(HASHES, 1):
         frontier.append(leaf)
         assert (frontier.size, frontier.root()) == (size, ROOTS[size - 1])
+
+
+def test_a_frontier_goes_on_from_its_nodes_and_refuses_what_is_none() -> None:
+    frontier = merkle.Frontier()
+    for leaf in HASHES[:6]:
+        frontier.append(leaf)
+    resumed = merkle.Frontier.from_nodes(frontier.nodes())
+    assert [count for count, _ in frontier.nodes()] == [4, 2]
+    for leaf in HASHES[6:]:
+        resumed.append(leaf)
+    assert (resumed.size, resumed.root()) == (8, ROOTS[7])
+    for bad in ([(3, ROOTS[0])], [(2, ROOTS[0]), (4, ROOTS[1])], [(2, ROOTS[0])] * 2):
+        with pytest.raises(merkle.ProofError):
+            merkle.Frontier.from_nodes(bad)

@@ -48,6 +48,7 @@ def checkpoint_report(result: CheckpointAudit) -> dict[str, Any]:
         "ok": result.ok,
         "checkpoints": result.checkpoints,
         "leaves": result.leaves,
+        "rebuilt_from": result.started_at,
         "pending": result.pending,
         "latest_checkpoint_size": result.latest_size,
         "first_bad": None if first is None else finding_report(first),
@@ -76,15 +77,22 @@ def print_checkpoints(result: CheckpointAudit) -> None:
 
 def _checkpoint_audit(url: str, args: argparse.Namespace) -> CheckpointAudit:
     from jackpot_grpc.ledger.note import NoteError
-    from jackpot_grpc.service.ledger_books import audit_against_checkpoints
+    from jackpot_grpc.service.ledger_books import AuditState, audit_against_checkpoints
 
     if not args.public_key:
         raise OpsError("--checkpoints needs --public-key (the verifier key file)")
+    state_file = Path(args.state) if args.state else None
     try:
         log_text = Path(args.checkpoints).read_text(encoding="utf-8")
         key_text = Path(args.public_key).read_text(encoding="utf-8")
-        return audit_against_checkpoints(url, log_text, key_text)
-    except (OSError, NoteError) as exc:
+        state = None
+        if state_file is not None and state_file.exists() and not args.full:
+            state = AuditState.from_json(state_file.read_text(encoding="utf-8"))
+        result, after = audit_against_checkpoints(url, log_text, key_text, state)
+        if state_file is not None and after is not None:
+            state_file.write_text(after.to_json() + "\n", encoding="utf-8")
+        return result
+    except (OSError, NoteError, ValueError, KeyError) as exc:
         raise OpsError(str(exc)) from exc
 
 
@@ -118,5 +126,14 @@ def register(subparsers: Subparsers) -> None:
     )
     audit.add_argument(
         "--public-key", metavar="FILE", help="the verifier key of the checkpoints (KEY.pub)"
+    )
+    audit.add_argument(
+        "--state",
+        metavar="FILE",
+        help="incremental: start from the checkpoint this file records as proved (when a"
+        " signed checkpoint in the log vouches for it), and record the newest one proved",
+    )
+    audit.add_argument(
+        "--full", action="store_true", help="rebuild the whole tree even with --state"
     )
     audit.set_defaults(func=failing_cleanly(cmd_audit))
