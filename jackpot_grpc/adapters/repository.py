@@ -626,6 +626,24 @@ win_amounts AS (  -- a win pays what was asked, or (asking nothing) the whole po
              ELSE format('a whole-pool win pays %%s of a pool of %%s', amount, pool_before)
         END AS problem
     FROM wins WHERE amount <> coalesce(requested_amount, pool_before)),
+seeds_in_force AS (  -- a win's pool's seed when it won, by the config history
+    SELECT w.id, w.jackpot_group, w.seed_top_up, w.pool_before - w.amount AS left_over,
+        coalesce(
+            (SELECT (a.after ->> 'seed_amount')::bigint FROM config_audit a
+             WHERE a.jackpot_group = w.jackpot_group AND CASE
+                 WHEN a.ledger_seq IS NOT NULL AND w.ledger_seq IS NOT NULL
+                 THEN a.ledger_seq < w.ledger_seq ELSE a.changed_at <= w.created_at END
+             ORDER BY a.id DESC LIMIT 1),
+            (SELECT (a.before ->> 'seed_amount')::bigint FROM config_audit a
+             WHERE a.jackpot_group = w.jackpot_group ORDER BY a.id LIMIT 1),
+            (SELECT j.seed_amount FROM jackpots j WHERE j.jackpot_group = w.jackpot_group))
+            AS seed
+    FROM wins w),
+seed_top_ups AS (  -- a top-up is exactly what brings the pool back to that seed
+    SELECT 'wins' AS tbl, id, jackpot_group AS grp,
+        format('seed top-up %%s, but the seed in force (%%s) needs %%s', seed_top_up, seed,
+               greatest(0, seed - left_over)) AS problem
+    FROM seeds_in_force WHERE seed_top_up <> greatest(0, seed - left_over)),
 unsequenced AS (  -- every row since the log began has a sequence or is a leaf (0009)
     SELECT t.tbl, t.id, t.grp, 'no ledger_seq and no leaf: written past the ledger' AS problem
     FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, ledger_seq FROM contributions
@@ -637,7 +655,7 @@ unsequenced AS (  -- every row since the log began has a sequence or is a leaf (
 problems AS (
     SELECT * FROM shares UNION ALL SELECT * FROM chain UNION ALL SELECT * FROM top_ups
     UNION ALL SELECT * FROM counts UNION ALL SELECT * FROM win_amounts
-    UNION ALL SELECT * FROM unsequenced)
+    UNION ALL SELECT * FROM seed_top_ups UNION ALL SELECT * FROM unsequenced)
 SELECT tbl, id, grp, problem, count(*) OVER () AS total
 FROM problems ORDER BY tbl, id NULLS FIRST, grp LIMIT %(limit)s"""
 

@@ -422,10 +422,11 @@ def write_books_beyond_int64(url: str) -> tuple[int, int]:
                 ),
             )
             conn.execute(
-                """INSERT INTO wins (client, jackpot_group, game_id, user_id, amount,
-                       pool_before, seed_top_up, pool_after)
-                   VALUES ('test', %s, 'slots', %s, %s, %s, 0, %s)""",
-                (group, uuid.uuid4(), share, after[group], current[group]),
+                # A win of the share asked for (a whole-pool win would pay all of it).
+                """INSERT INTO wins (client, jackpot_group, game_id, user_id, requested_amount,
+                       amount, pool_before, seed_top_up, pool_after)
+                   VALUES ('test', %s, 'slots', %s, %s, %s, %s, 0, %s)""",
+                (group, uuid.uuid4(), share, share, after[group], current[group]),
             )
         conn.execute(
             """UPDATE jackpots SET total_contributions = %s, total_wins = %s,

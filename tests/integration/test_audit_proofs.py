@@ -190,6 +190,30 @@ def test_a_tampered_row_is_named(
     assert f"MISMATCH: {table} #{row_id} [{group}]: " in capsys.readouterr().out
 
 
+def test_a_top_up_larger_than_the_seed_needs_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    """Re-sealed: the win's top-up, its funding row, its after and the pool all moved by
+    100, so every sum and link still holds; only the seed in force says it is too much."""
+    win_id = sql(
+        traffic_url,
+        "WITH w AS (UPDATE wins SET seed_top_up = seed_top_up + 100,"
+        " pool_after = pool_after + 100 WHERE id = (SELECT min(id) FROM wins"
+        " WHERE seed_top_up > 0) RETURNING id, jackpot_group),"
+        " f AS (UPDATE seed_fundings SET amount = amount + 100"
+        " WHERE win_id = (SELECT id FROM w)),"
+        " j AS (UPDATE jackpots SET current_amount = current_amount + 100,"
+        " total_seed_funding = total_seed_funding + 100"
+        " WHERE jackpot_group = (SELECT jackpot_group FROM w))"
+        " SELECT id FROM w",
+    )
+    _, report = audit_json(monkeypatch, capsys, traffic_url)
+    problems = {
+        r["problem"] for r in report["rows"]["bad"] if (r["table"], r["id"]) == ("wins", win_id)
+    }
+    assert any("the seed in force" in p for p in problems), report["rows"]["bad"]
+
+
 def test_a_wrong_count_names_the_pool(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
 ) -> None:
