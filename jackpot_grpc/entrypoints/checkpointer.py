@@ -56,7 +56,10 @@ def _sign_in_worker(url: str) -> Signed | None:
 class Checkpointer:
     def __init__(self, database_url: str, key_file: Path, log_file: Path, interval: float):
         self._url = database_url
-        self._verifier = read_signer(key_file).verifier  # a bad key fails the start, here
+        try:
+            self._verifier = read_signer(key_file).verifier
+        except LedgerBooksError as exc:  # a bad setting: the start fails with its message
+            raise SystemExit(f"JACKPOT_LEDGER_KEY_FILE: {exc}") from exc
         self._key_file = key_file
         self._log_file = log_file
         self._worker: ProcessPoolExecutor | None = None

@@ -229,3 +229,13 @@ async def test_a_server_without_a_ledger_key_refuses_proofs(
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         await running.stop(grace=1.0)
+
+
+async def test_a_server_with_an_unreadable_ledger_key_does_not_start(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    bad = dataclasses.replace(
+        settings, ledger_key_file=tmp_path / "missing.key", checkpoint_log=tmp_path / "log"
+    )
+    with pytest.raises(SystemExit, match="JACKPOT_LEDGER_KEY_FILE"):
+        await start_server(bad, database_url, port=0)
