@@ -574,8 +574,41 @@ def _share_check_of(g: str) -> str:
 
 
 SHARE_CHECKS = "\n    UNION ALL\n    ".join(_share_check_of(g.value) for g in GROUPS)
+
+# A contribution's recorded rate of pool g against the rate in force by the config history:
+# the latest rate change before it (both rows sequenced: the sequence is commit order);
+# before any, the first change's `before`, or the pool's rate if none. Rate changes from
+# before config changes were sequenced (migration 0009) cannot be placed: rows that only
+# they could explain are not judged.
+def _rate_check_of(g: str) -> str:
+    changes = (
+        f"config_audit WHERE jackpot_group = '{g}' AND after ? 'contribution_rate'"
+        " AND (before ->> 'contribution_rate')::numeric"
+        " IS DISTINCT FROM (after ->> 'contribution_rate')::numeric"
+    )
+    return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
+        format('rate %%s, but %%s was in force', recorded, in_force) AS problem
+    FROM (SELECT id, kind, recorded, coalesce(max(rate) OVER (PARTITION BY grp_no),
+              CASE WHEN NOT EXISTS (SELECT 1 FROM {changes} AND ledger_seq IS NULL)
+                   THEN coalesce((SELECT (before ->> 'contribution_rate')::numeric
+                                  FROM {changes} ORDER BY ledger_seq LIMIT 1),
+                                 (SELECT contribution_rate FROM jackpots
+                                  WHERE jackpot_group = '{g}')) END) AS in_force
+          FROM (SELECT *, count(rate) OVER (ORDER BY seq) AS grp_no
+                FROM (SELECT 'c' AS kind, id, ledger_seq AS seq, NULL::numeric AS rate,
+                             {g}_rate AS recorded
+                      FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_rate IS NOT NULL
+                      UNION ALL
+                      SELECT 'a', id, ledger_seq, (after ->> 'contribution_rate')::numeric, NULL
+                      FROM {changes} AND ledger_seq IS NOT NULL) track) grouped) judged
+    WHERE kind = 'c' AND recorded <> in_force"""
+
+
+RATE_CHECKS = "\n    UNION ALL\n    ".join(_rate_check_of(g.value) for g in GROUPS)
 AUDIT_ROWS = f"""WITH shares AS (
     {SHARE_CHECKS}),
+rates AS (
+    {RATE_CHECKS}),
 {CHAIN_CTES},
 chain AS (
     SELECT tbl, id, grp,
@@ -655,7 +688,8 @@ unsequenced AS (  -- every row since the log began has a sequence or is a leaf (
 problems AS (
     SELECT * FROM shares UNION ALL SELECT * FROM chain UNION ALL SELECT * FROM top_ups
     UNION ALL SELECT * FROM counts UNION ALL SELECT * FROM win_amounts
-    UNION ALL SELECT * FROM seed_top_ups UNION ALL SELECT * FROM unsequenced)
+    UNION ALL SELECT * FROM seed_top_ups UNION ALL SELECT * FROM unsequenced
+    UNION ALL SELECT * FROM rates)
 SELECT tbl, id, grp, problem, count(*) OVER () AS total
 FROM problems ORDER BY tbl, id NULLS FIRST, grp LIMIT %(limit)s"""
 

@@ -214,6 +214,31 @@ def test_a_top_up_larger_than_the_seed_needs_is_named(
     assert any("the seed in force" in p for p in problems), report["rows"]["bad"]
 
 
+def test_a_rate_other_than_the_one_in_force_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    """Skimming, re-sealed: the last contribution's major rate and share zeroed, its after,
+    the pool and its totals moved to match, so the share, the chain and the sums hold; the
+    config history says which rate was in force."""
+    row_id = sql(
+        traffic_url,
+        "WITH c AS (SELECT id, major_amount AS taken FROM contributions"
+        " ORDER BY ledger_seq DESC LIMIT 1),"
+        " u AS (UPDATE contributions SET major_rate = 0, major_amount = 0,"
+        " major_after = major_after - c.taken FROM c WHERE contributions.id = c.id"
+        " RETURNING contributions.id),"
+        " j AS (UPDATE jackpots SET current_amount = current_amount - (SELECT taken FROM c),"
+        " total_contributions = total_contributions - (SELECT taken FROM c),"
+        " contribution_count = contribution_count - 1 WHERE jackpot_group = 'major')"
+        " SELECT id FROM u",
+    )
+    _, report = audit_json(monkeypatch, capsys, traffic_url)
+    named = [r for r in report["rows"]["bad"] if (r["table"], r["id"]) == ("contributions", row_id)]
+    assert [r["problem"] for r in named] == ["rate 0.0000000000, but 0.0041000000 was in force"], (
+        report["rows"]["bad"]
+    )
+
+
 def test_a_wrong_count_names_the_pool(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
 ) -> None:
