@@ -575,6 +575,7 @@ def _share_check_of(g: str) -> str:
 
 SHARE_CHECKS = "\n    UNION ALL\n    ".join(_share_check_of(g.value) for g in GROUPS)
 
+
 # A contribution's recorded rate of pool g against the rate in force by the config history:
 # the latest rate change before it (both rows sequenced: the sequence is commit order);
 # before any, the first change's `before`, or the pool's rate if none. Rate changes from
