@@ -564,6 +564,7 @@ async def test_openapi_lists_every_route(http: aiohttp.ClientSession, offline: s
         (STATISTICS, "get"),
         (CONFIG, "get"),
         (CONFIG, "put"),
+        ("/api/jackpot/ledger/{leaf_index}/proof", "get"),
     }
     schemas = doc["components"]["schemas"]
     request = schemas["jackpot.v1.ContributeRequest"]["properties"]
