@@ -60,8 +60,15 @@ lock-check: $(UV)
 
 ## run: migrate and serve gRPC (:50051), health/metrics (:3001) and the REST gateway (:3000);
 ## with no DATABASE_URL, on the embedded PostgreSQL (JACKPOT_EMBEDDED_DB, set above)
+## Signs ledger checkpoints with JACKPOT_LEDGER_KEY_FILE, else a development key it makes
+## under .data/ (checkpoints to .data/checkpoints.log unless JACKPOT_CHECKPOINT_LOG is set)
+DEV_LEDGER_KEY := $(CURDIR)/.data/ledger-dev.key
 run: $(STAMP)
-	$(BIN)/jackpot run
+	@if [ -z "$$JACKPOT_LEDGER_KEY_FILE" ] && [ ! -f "$(DEV_LEDGER_KEY)" ]; then \
+		$(BIN)/jackpot ledger keygen --out "$(DEV_LEDGER_KEY)" --name jackpot-dev-ledger; fi
+	JACKPOT_LEDGER_KEY_FILE="$${JACKPOT_LEDGER_KEY_FILE:-$(DEV_LEDGER_KEY)}" \
+	JACKPOT_CHECKPOINT_LOG="$${JACKPOT_CHECKPOINT_LOG:-$(CURDIR)/.data/checkpoints.log}" \
+		$(BIN)/jackpot run
 
 .PHONY: run-edge
 ## run-edge: `make run` behind HAProxy (make edge-tools): the edge on GRPC_PORT and REST_PORT

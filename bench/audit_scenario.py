@@ -5,19 +5,28 @@ the batch path writes them (shares of floor(wager × rate), the rates, the share
 sequence, a chain of `*_after` amounts), the pools and totals moved to match, so the audit
 does all its work and must find the books balanced. Then the audit the CLI runs is timed
 end to end (the query and the report), the best of a few runs.
+
+Then the tamper-evident ledger's costs on the same rows (docs/LEDGER.md): signing the first
+checkpoint gives every new row its leaf (encoded, hashed, appended), so it is the cost per
+million new rows; the audit against that checkpoint re-encodes and re-hashes every row, the
+cost per million rows of a full rebuild.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import LedgerAudit
+from jackpot_grpc.ledger.note import Signer
+from jackpot_grpc.service.ledger_books import audit_against_checkpoints, sign_checkpoint
 from jackpot_grpc.service.reports import run_audit
 
 WAGER = 1000
@@ -64,6 +73,28 @@ def audit_once(url: str) -> tuple[float, LedgerAudit]:
     return time.perf_counter() - started, books
 
 
+def checkpoint_costs(url: str, ledger_rows: int) -> dict[str, Any]:
+    """Seconds to give `ledger_rows` new rows their leaves and sign; then to audit them all
+    against the checkpoint (a full rebuild)."""
+    signer = Signer.generate("bench-ledger")
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "checkpoints.log"
+        started = time.perf_counter()
+        signed = sign_checkpoint(url, signer, log)
+        sign_s = time.perf_counter() - started
+        started = time.perf_counter()
+        result, _ = audit_against_checkpoints(url, log.read_text(), signer.verifier.text())
+        rebuild_s = time.perf_counter() - started
+    return {
+        "new_leaves": signed.new_leaves,
+        "checkpoint_s": round(sign_s, 3),
+        "seconds_per_million_new_rows": round(sign_s * 1_000_000 / max(signed.new_leaves, 1), 2),
+        "rebuild_s": round(rebuild_s, 3),
+        "seconds_per_million_rows_rebuilt": round(rebuild_s * 1_000_000 / ledger_rows, 2),
+        "matches_checkpoint": result.ok,
+    }
+
+
 def measure(url: str, rows: int, repeats: int = 3) -> dict[str, Any]:
     """Fill `url` (a fresh, migrated database) with `rows` contributions and time the audit."""
     started = time.perf_counter()
@@ -83,13 +114,23 @@ def measure(url: str, rows: int, repeats: int = 3) -> dict[str, Any]:
         "seconds_per_million_rows": round(best * 1_000_000 / ledger_rows, 2),
         "balanced": books.balanced,
         "problems": books.problems()[:5],
+        "ledger_proofs": checkpoint_costs(url, ledger_rows),
     }
 
 
 def summary(result: dict[str, Any]) -> str:
     verdict = "books balance" if result["balanced"] else "BOOKS DO NOT BALANCE"
-    return (
+    line = (
         f"audit of {result['ledger_rows']:,} ledger rows: {result['best_audit_s']:.2f} s"
         f" (best of {len(result['audit_s'])}), {result['seconds_per_million_rows']:.2f} s"
         f" per million rows; {verdict}"
     )
+    proofs = result.get("ledger_proofs")
+    if proofs:
+        line += (
+            f"\nledger proofs: {proofs['seconds_per_million_new_rows']:.2f} s per million new"
+            f" rows (leaves and a checkpoint), {proofs['seconds_per_million_rows_rebuilt']:.2f} s"
+            " per million rows for a full rebuild against it"
+            + ("" if proofs["matches_checkpoint"] else "; ROWS DO NOT MATCH THE CHECKPOINT")
+        )
+    return line

@@ -185,6 +185,11 @@ class Settings:
     http_max_connections: int
     http_keepalive_timeout: float
     http_body_timeout: float
+    # The tamper-evident ledger (docs/LEDGER.md): the checkpoint signing key, the file the
+    # signed checkpoints are appended to, and how often the server signs one.
+    ledger_key_file: Path | None = None
+    checkpoint_log: Path | None = None
+    checkpoint_interval: float = 10.0
 
     @property
     def open_mode(self) -> bool:
@@ -306,4 +311,7 @@ class Settings:
             watch_max_watchers=_int(env, "JACKPOT_WATCH_MAX", 10_000),
             watch_max_per_connection=_int(env, "JACKPOT_WATCH_MAX_PER_CONNECTION", 100),
             watch_max_lag=_float(env, "JACKPOT_WATCH_MAX_LAG", 10.0),
+            ledger_key_file=_path(env, "JACKPOT_LEDGER_KEY_FILE"),
+            checkpoint_log=_path(env, "JACKPOT_CHECKPOINT_LOG"),
+            checkpoint_interval=_float(env, "JACKPOT_CHECKPOINT_INTERVAL", 10.0),
         )

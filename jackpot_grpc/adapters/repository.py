@@ -574,8 +574,42 @@ def _share_check_of(g: str) -> str:
 
 
 SHARE_CHECKS = "\n    UNION ALL\n    ".join(_share_check_of(g.value) for g in GROUPS)
+
+
+# A contribution's recorded rate of pool g against the rate in force by the config history:
+# the latest rate change before it (both rows sequenced: the sequence is commit order);
+# before any, the first change's `before`, or the pool's rate if none. Rate changes from
+# before config changes were sequenced (migration 0010) cannot be placed: rows that only
+# they could explain are not judged.
+def _rate_check_of(g: str) -> str:
+    changes = (
+        f"config_audit WHERE jackpot_group = '{g}' AND after ? 'contribution_rate'"
+        " AND (before ->> 'contribution_rate')::numeric"
+        " IS DISTINCT FROM (after ->> 'contribution_rate')::numeric"
+    )
+    return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
+        format('rate %%s, but %%s was in force', recorded, in_force) AS problem
+    FROM (SELECT id, kind, recorded, coalesce(max(rate) OVER (PARTITION BY grp_no),
+              CASE WHEN NOT EXISTS (SELECT 1 FROM {changes} AND ledger_seq IS NULL)
+                   THEN coalesce((SELECT (before ->> 'contribution_rate')::numeric
+                                  FROM {changes} ORDER BY ledger_seq LIMIT 1),
+                                 (SELECT contribution_rate FROM jackpots
+                                  WHERE jackpot_group = '{g}')) END) AS in_force
+          FROM (SELECT *, count(rate) OVER (ORDER BY seq) AS grp_no
+                FROM (SELECT 'c' AS kind, id, ledger_seq AS seq, NULL::numeric AS rate,
+                             {g}_rate AS recorded
+                      FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_rate IS NOT NULL
+                      UNION ALL
+                      SELECT 'a', id, ledger_seq, (after ->> 'contribution_rate')::numeric, NULL
+                      FROM {changes} AND ledger_seq IS NOT NULL) track) grouped) judged
+    WHERE kind = 'c' AND recorded <> in_force"""
+
+
+RATE_CHECKS = "\n    UNION ALL\n    ".join(_rate_check_of(g.value) for g in GROUPS)
 AUDIT_ROWS = f"""WITH shares AS (
     {SHARE_CHECKS}),
+rates AS (
+    {RATE_CHECKS}),
 {CHAIN_CTES},
 chain AS (
     SELECT tbl, id, grp,
@@ -619,9 +653,44 @@ counts AS (
     LEFT JOIN (SELECT jackpot_group, count(*) AS n FROM wins GROUP BY jackpot_group) wc
         ON wc.jackpot_group = j.jackpot_group
     WHERE j.contribution_count <> cc.n OR j.win_count <> coalesce(wc.n, 0)),
+win_amounts AS (  -- a win pays what was asked, or (asking nothing) the whole pool
+    SELECT 'wins' AS tbl, id, jackpot_group AS grp,
+        CASE WHEN requested_amount IS NOT NULL
+             THEN format('pays %%s, but %%s was asked', amount, requested_amount)
+             ELSE format('a whole-pool win pays %%s of a pool of %%s', amount, pool_before)
+        END AS problem
+    FROM wins WHERE amount <> coalesce(requested_amount, pool_before)),
+seeds_in_force AS (  -- a win's pool's seed when it won, by the config history
+    SELECT w.id, w.jackpot_group, w.seed_top_up, w.pool_before - w.amount AS left_over,
+        coalesce(
+            (SELECT (a.after ->> 'seed_amount')::bigint FROM config_audit a
+             WHERE a.jackpot_group = w.jackpot_group AND CASE
+                 WHEN a.ledger_seq IS NOT NULL AND w.ledger_seq IS NOT NULL
+                 THEN a.ledger_seq < w.ledger_seq ELSE a.changed_at <= w.created_at END
+             ORDER BY a.id DESC LIMIT 1),
+            (SELECT (a.before ->> 'seed_amount')::bigint FROM config_audit a
+             WHERE a.jackpot_group = w.jackpot_group ORDER BY a.id LIMIT 1),
+            (SELECT j.seed_amount FROM jackpots j WHERE j.jackpot_group = w.jackpot_group))
+            AS seed
+    FROM wins w),
+seed_top_ups AS (  -- a top-up is exactly what brings the pool back to that seed
+    SELECT 'wins' AS tbl, id, jackpot_group AS grp,
+        format('seed top-up %%s, but the seed in force (%%s) needs %%s', seed_top_up, seed,
+               greatest(0, seed - left_over)) AS problem
+    FROM seeds_in_force WHERE seed_top_up <> greatest(0, seed - left_over)),
+unsequenced AS (  -- every row since the log began has a sequence or is a leaf (0010)
+    SELECT t.tbl, t.id, t.grp, 'no ledger_seq and no leaf: written past the ledger' AS problem
+    FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, ledger_seq FROM contributions
+          UNION ALL SELECT 'wins', id, jackpot_group, ledger_seq FROM wins
+          UNION ALL SELECT 'seed_fundings', id, jackpot_group, ledger_seq FROM seed_fundings
+          UNION ALL SELECT 'config_audit', id, jackpot_group, ledger_seq FROM config_audit) t
+    WHERE t.ledger_seq IS NULL AND NOT EXISTS (
+        SELECT 1 FROM ledger_leaves l WHERE l.ledger_table = t.tbl AND l.row_id = t.id)),
 problems AS (
     SELECT * FROM shares UNION ALL SELECT * FROM chain UNION ALL SELECT * FROM top_ups
-    UNION ALL SELECT * FROM counts)
+    UNION ALL SELECT * FROM counts UNION ALL SELECT * FROM win_amounts
+    UNION ALL SELECT * FROM seed_top_ups UNION ALL SELECT * FROM unsequenced
+    UNION ALL SELECT * FROM rates)
 SELECT tbl, id, grp, problem, count(*) OVER () AS total
 FROM problems ORDER BY tbl, id NULLS FIRST, grp LIMIT %(limit)s"""
 

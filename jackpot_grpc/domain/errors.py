@@ -58,6 +58,15 @@ class PoolNotFound(DomainError):
     pass
 
 
+class LeafNotInCheckpoint(DomainError):
+    """A ledger proof asked for a leaf no signed checkpoint covers yet (or a row that is
+    not a leaf yet): retry after the next checkpoint."""
+
+
+class NoLedgerCheckpoint(DomainError):
+    """Ledger proofs asked of a server that signs no checkpoints (no ledger key)."""
+
+
 class VersionConflict(DomainError):
     """Optimistic concurrency: the pool changed since the caller read it."""
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 # (`jackpot-gateway-authorization` metadata, or its mTLS certificate) and call nothing.
 GATEWAY_ROLE = "gateway"
 ROLES = ("game", "reader", "admin", GATEWAY_ROLE)
-READS = frozenset({"GetPools", "GetStatistics", "GetConfig", "WatchPools"})
+READS = frozenset({"GetPools", "GetStatistics", "GetConfig", "WatchPools", "GetLedgerProof"})
 ROLE_METHODS: dict[str, frozenset[str]] = {
     "game": READS | {"Contribute", "ContributeBatch", "Win"},
     "reader": READS,

@@ -17,7 +17,9 @@ from jackpot_grpc.domain.errors import (
     IdempotencyKeyReused,
     InsufficientPool,
     InvalidArgument,
+    LeafNotInCheckpoint,
     LockTimeout,
+    NoLedgerCheckpoint,
     OutOfRange,
     Overloaded,
     PermissionDenied,
@@ -49,6 +51,8 @@ ERRORS: dict[type[DomainError], tuple[grpc.StatusCode, str]] = {
     PoolEmpty: (grpc.StatusCode.FAILED_PRECONDITION, "POOL_EMPTY"),
     OutOfRange: (grpc.StatusCode.OUT_OF_RANGE, "AMOUNT_OUT_OF_RANGE"),
     PoolNotFound: (grpc.StatusCode.NOT_FOUND, "POOL_NOT_FOUND"),
+    LeafNotInCheckpoint: (grpc.StatusCode.OUT_OF_RANGE, "LEAF_NOT_IN_CHECKPOINT"),
+    NoLedgerCheckpoint: (grpc.StatusCode.FAILED_PRECONDITION, "NO_LEDGER_CHECKPOINT"),
     VersionConflict: (grpc.StatusCode.ABORTED, "VERSION_CONFLICT"),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
     LockTimeout: (grpc.StatusCode.UNAVAILABLE, "LOCK_TIMEOUT"),
@@ -69,6 +73,7 @@ RETRY_AFTER_SECONDS: dict[type[DomainError], float] = {
     Unavailable: 1.0,
     Overloaded: 0.1,
     RateLimited: 30.0,  # the default JACKPOT_AUTH_BLOCK_SECONDS
+    LeafNotInCheckpoint: 10.0,  # the default JACKPOT_CHECKPOINT_INTERVAL
 }
 
 

@@ -139,8 +139,10 @@ class HealthHttp:
         limits: HttpLimits | None = None,
         on_demand_interval: float = 10.0,
         clients: Callable[[], dict[str, Any]] | None = None,
+        checkpoint: Callable[[], str | None] | None = None,
     ) -> None:
         self.service = service
+        self._checkpoint = checkpoint  # the newest signed ledger checkpoint, when signing
         self._clients = clients  # the clients file's state, when the server has one
         self.auditor = auditor
         self.probe = probe
@@ -178,7 +180,15 @@ class HealthHttp:
         app.router.add_get("/health/jackpot", self.jackpot)
         app.router.add_get("/metrics", self.metrics_summary)
         app.router.add_get("/metrics/prometheus", self.prometheus)
+        app.router.add_get("/ledger/checkpoint", self.ledger_checkpoint)
         return app
+
+    async def ledger_checkpoint(self, request: web.Request) -> web.Response:
+        """The newest signed checkpoint (C2SP signed note, text/plain); 404 without one."""
+        note = self._checkpoint() if self._checkpoint is not None else None
+        if note is None:
+            return web.json_response({"error": "no_checkpoint"}, status=404)
+        return web.Response(text=note, content_type="text/plain")
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen on host:port (0: any free port); returns the bound port."""

@@ -23,6 +23,7 @@ from jackpot_grpc.contract import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor
+from jackpot_grpc.entrypoints.checkpointer import Checkpointer
 from jackpot_grpc.entrypoints.core_calls import CallIntake, listening_servers
 from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
@@ -40,6 +41,7 @@ from jackpot_grpc.secret_rules import check_server_secrets
 from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
+from jackpot_grpc.service.ledger_books import LedgerProofs
 from jackpot_grpc.service.shared_audit import SharedAudit
 from jackpot_grpc.service.watch_hub import WatchHub, WatchLimits
 from jackpot_grpc.tls import server_credentials
@@ -74,6 +76,7 @@ class ServerParts:
     health_http: HealthHttp
     watch_hub: WatchHub
     listener: ChangeListener | None  # None behind PgBouncer (transaction mode: no LISTEN)
+    checkpointer: Checkpointer | None = None  # with JACKPOT_LEDGER_KEY_FILE and _CHECKPOINT_LOG
 
 
 @dataclass(kw_only=True)
@@ -103,6 +106,8 @@ class RunningServer(ServerParts):
         await self.server.stop(max(0.1, deadline - time.monotonic()))
         await self.contributor.close()
         await self.auditor.stop()
+        if self.checkpointer is not None:
+            await self.checkpointer.stop()
         await self.sampler.stop()  # writes the last minute while the pool is open
         await self.pool.close()
         await self.side_pool.close()
@@ -121,6 +126,7 @@ def _grpc_server(
     health: HealthServicer,
     refusals: Refusals,
     watch: PoolWatch | None = None,
+    ledger_proofs: LedgerProofs | None = None,
 ) -> grpc.aio.Server:
     """The gRPC server with the jackpot, health and reflection services (not yet bound)."""
     server = grpc.aio.server(
@@ -133,6 +139,7 @@ def _grpc_server(
             max_wager=settings.max_wager,
             refusals=refusals,
             watch=watch,
+            ledger_proofs=ledger_proofs,
         ),
         server,
     )
@@ -229,6 +236,16 @@ def build_server(
     # Other processes' changes arrive by NOTIFY (migration 0009); a transaction pooler
     # cannot LISTEN, so behind one the hub reads every JACKPOT_SNAPSHOT_TTL instead.
     listener = None if settings.pgbouncer else ChangeListener(settings, database_url, hub.notified)
+    checkpointer = (
+        Checkpointer(
+            database_url,
+            settings.ledger_key_file,
+            settings.checkpoint_log,
+            settings.checkpoint_interval,
+        )
+        if settings.ledger_key_file is not None and settings.checkpoint_log is not None
+        else None
+    )
     server = _grpc_server(
         settings,
         service,
@@ -238,6 +255,7 @@ def build_server(
         health=health,
         refusals=refusals,
         watch=PoolWatch(service, hub, settings.watch_max_lag),
+        ledger_proofs=checkpointer.proofs() if checkpointer is not None else None,
     )
     if telemetry is not None:
         telemetry.metrics.observe_pools(service.snapshot.latest)
@@ -274,6 +292,7 @@ def build_server(
         intake=intake,
         limits=HttpLimits.from_settings(settings),
         on_demand_interval=settings.on_demand_interval,
+        checkpoint=(lambda: checkpointer.latest) if checkpointer is not None else None,
     )
     return ServerParts(
         settings=settings,
@@ -295,6 +314,7 @@ def build_server(
         health_http=health_http,
         watch_hub=hub,
         listener=listener,
+        checkpointer=checkpointer,
     )
 
 
@@ -339,6 +359,8 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         parts.listener.start()
     parts.sampler.start()
     parts.auditor.start()
+    if parts.checkpointer is not None:
+        parts.checkpointer.start()
     if not parts.probe.healthy:
         log.error(
             "started without the database (%s): NOT_SERVING until it answers; retrying",

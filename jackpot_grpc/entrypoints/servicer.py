@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -17,6 +18,7 @@ from jackpot_grpc.domain.errors import (
     DomainError,
     FieldViolation,
     InvalidArgument,
+    NoLedgerCheckpoint,
     Overloaded,
 )
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
@@ -27,6 +29,7 @@ from jackpot_grpc.entrypoints.watch_stream import PoolWatch
 from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.service.batcher import Contributor
 from jackpot_grpc.service.jackpot import JackpotService
+from jackpot_grpc.service.ledger_books import LedgerProofs
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -70,9 +73,11 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         max_wager: int = validation.MAX_WAGER_AMOUNT,
         refusals: Refusals | None = None,
         watch: PoolWatch | None = None,
+        ledger_proofs: LedgerProofs | None = None,
     ) -> None:
         self._watch = watch
         self._service = service
+        self._ledger_proofs = ledger_proofs  # None: this server signs no checkpoints
         self._contributor = contributor
         self._max_wager = max_wager
         self._refusals = Refusals() if refusals is None else refusals
@@ -195,6 +200,27 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         return pb.GetConfigResponse(pools=[convert.pool_config(c) for c in configs])
 
     @translating_errors
+    async def GetLedgerProof(
+        self, request: pb.GetLedgerProofRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetLedgerProofResponse:
+        row = _proof_row(request)
+        if self._ledger_proofs is None:
+            raise NoLedgerCheckpoint("this server signs no ledger checkpoints")
+        # Off the event loop: the proof reads the tree's hashes on its own connection.
+        proof = await asyncio.to_thread(
+            self._ledger_proofs.prove, leaf_index=request.leaf_index, row=row
+        )
+        return pb.GetLedgerProofResponse(
+            leaf_index=proof.leaf.index,
+            table=proof.leaf.table,
+            row_id=proof.leaf.row_id,
+            leaf=proof.leaf.leaf,
+            tree_size=proof.tree_size,
+            inclusion_proof=proof.proof,
+            checkpoint=proof.checkpoint,
+        )
+
+    @translating_errors
     async def UpdateConfig(
         self, request: pb.UpdateConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateConfigResponse:
@@ -251,3 +277,17 @@ def _item_error(exc: DomainError) -> pb.ItemError:
         field=violation.field if violation else "",
         reason=reason,
     )
+
+
+def _proof_row(request: pb.GetLedgerProofRequest) -> tuple[str, int] | None:
+    """The row GetLedgerProof names by id, if any; refuses what names nothing sensible."""
+    for name in ("leaf_index", "contribution_id", "win_id"):
+        if getattr(request, name) < 0:
+            raise InvalidArgument.of(name, "must not be negative")
+    if request.contribution_id and request.win_id:
+        raise InvalidArgument.of("win_id", "give contribution_id or win_id, not both")
+    if request.contribution_id:
+        return ("contributions", request.contribution_id)
+    if request.win_id:
+        return ("wins", request.win_id)
+    return None

@@ -565,6 +565,7 @@ async def test_openapi_lists_every_route(http: aiohttp.ClientSession, offline: s
         (CONFIG, "get"),
         (CONFIG, "put"),
         (POOLS + ":watch", "get"),
+        ("/api/jackpot/ledger/{leaf_index}/proof", "get"),
     }
     watch = doc["paths"][POOLS + ":watch"]["get"]["responses"]["200"]["content"]
     assert set(watch) == {"application/x-ndjson", "text/event-stream"}

@@ -20,6 +20,7 @@ import pytest
 from google.type import decimal_pb2
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
+from psycopg.types.json import Jsonb
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
@@ -405,10 +406,23 @@ def write_books_beyond_int64(url: str) -> tuple[int, int]:
     with psycopg.connect(url) as conn:
         conn.execute("UPDATE jackpots SET max_amount = NULL")
         current = dict(conn.execute("SELECT jackpot_group, current_amount FROM jackpots"))
+        in_force = dict(conn.execute("SELECT jackpot_group, contribution_rate FROM jackpots"))
         for group in groups:
             amounts = {g: share if g == group else 0 for g in groups}
             rates = {g: Decimal("0.5") if g == group else Decimal(0) for g in groups}
             after = {g: current[g] + amounts[g] for g in groups}
+            for g in groups:  # each rate a row records was in force: its change is recorded
+                if rates[g] != in_force[g]:
+                    conn.execute(
+                        "INSERT INTO config_audit (jackpot_group, actor, before, after)"
+                        " VALUES (%s, 'test', %s, %s)",
+                        (
+                            g,
+                            Jsonb({"contribution_rate": str(in_force[g])}),
+                            Jsonb({"contribution_rate": str(rates[g])}),
+                        ),
+                    )
+                    in_force[g] = rates[g]
             conn.execute(
                 """INSERT INTO contributions (client, game_id, wager_amount, minor_amount,
                        major_amount, mega_amount, minor_after, major_after, mega_after,
@@ -422,10 +436,11 @@ def write_books_beyond_int64(url: str) -> tuple[int, int]:
                 ),
             )
             conn.execute(
-                """INSERT INTO wins (client, jackpot_group, game_id, user_id, amount,
-                       pool_before, seed_top_up, pool_after)
-                   VALUES ('test', %s, 'slots', %s, %s, %s, 0, %s)""",
-                (group, uuid.uuid4(), share, after[group], current[group]),
+                # A win of the share asked for (a whole-pool win would pay all of it).
+                """INSERT INTO wins (client, jackpot_group, game_id, user_id, requested_amount,
+                       amount, pool_before, seed_top_up, pool_after)
+                   VALUES ('test', %s, 'slots', %s, %s, %s, %s, 0, %s)""",
+                (group, uuid.uuid4(), share, share, after[group], current[group]),
             )
         conn.execute(
             """UPDATE jackpots SET total_contributions = %s, total_wins = %s,

@@ -93,8 +93,10 @@ async def traffic_url(database_url: str) -> AsyncIterator[str]:
 
 
 def sql(url: str, statement: str) -> Any:
-    """Run one statement; its first value, if it returns rows."""
+    """Run one statement as an insider would, past the append-only triggers; its first
+    value, if it returns rows."""
     with psycopg.connect(url) as conn:
+        conn.execute("SET session_replication_role = replica")
         cur = conn.execute(statement)
         row = cur.fetchone() if cur.description else None
         return row[0] if row else None
@@ -141,6 +143,24 @@ TAMPERED = {
         "contributions",
         "mega",
     ),
+    "partial win asking another amount": (
+        "UPDATE wins SET requested_amount = requested_amount + 1"
+        " WHERE id = (SELECT min(id) FROM wins WHERE requested_amount IS NOT NULL) RETURNING id",
+        "wins",
+        "minor",
+    ),
+    "whole-pool win paying less than the pool": (
+        "UPDATE wins SET requested_amount = NULL"
+        " WHERE id = (SELECT min(id) FROM wins WHERE requested_amount IS NOT NULL) RETURNING id",
+        "wins",
+        "minor",
+    ),
+    "row inserted without a sequence": (
+        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq)"
+        " VALUES ('mega', 5, 'gift', NULL) RETURNING id",
+        "seed_fundings",
+        "mega",
+    ),
     "top-up without funding row": (
         "DELETE FROM seed_fundings WHERE win_id = (SELECT min(id) FROM wins"
         " WHERE seed_top_up > 0) RETURNING win_id",
@@ -168,6 +188,55 @@ def test_a_tampered_row_is_named(
     monkeypatch.setenv("DATABASE_URL", traffic_url)
     assert main(["audit"]) == 1
     assert f"MISMATCH: {table} #{row_id} [{group}]: " in capsys.readouterr().out
+
+
+def test_a_top_up_larger_than_the_seed_needs_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    """Re-sealed: the win's top-up, its funding row, its after and the pool all moved by
+    100, so every sum and link still holds; only the seed in force says it is too much."""
+    win_id = sql(
+        traffic_url,
+        "WITH w AS (UPDATE wins SET seed_top_up = seed_top_up + 100,"
+        " pool_after = pool_after + 100 WHERE id = (SELECT min(id) FROM wins"
+        " WHERE seed_top_up > 0) RETURNING id, jackpot_group),"
+        " f AS (UPDATE seed_fundings SET amount = amount + 100"
+        " WHERE win_id = (SELECT id FROM w)),"
+        " j AS (UPDATE jackpots SET current_amount = current_amount + 100,"
+        " total_seed_funding = total_seed_funding + 100"
+        " WHERE jackpot_group = (SELECT jackpot_group FROM w))"
+        " SELECT id FROM w",
+    )
+    _, report = audit_json(monkeypatch, capsys, traffic_url)
+    problems = {
+        r["problem"] for r in report["rows"]["bad"] if (r["table"], r["id"]) == ("wins", win_id)
+    }
+    assert any("the seed in force" in p for p in problems), report["rows"]["bad"]
+
+
+def test_a_rate_other_than_the_one_in_force_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    """Skimming, re-sealed: the last contribution's major rate and share zeroed, its after,
+    the pool and its totals moved to match, so the share, the chain and the sums hold; the
+    config history says which rate was in force."""
+    row_id = sql(
+        traffic_url,
+        "WITH c AS (SELECT id, major_amount AS taken FROM contributions"
+        " ORDER BY ledger_seq DESC LIMIT 1),"
+        " u AS (UPDATE contributions SET major_rate = 0, major_amount = 0,"
+        " major_after = major_after - c.taken FROM c WHERE contributions.id = c.id"
+        " RETURNING contributions.id),"
+        " j AS (UPDATE jackpots SET current_amount = current_amount - (SELECT taken FROM c),"
+        " total_contributions = total_contributions - (SELECT taken FROM c),"
+        " contribution_count = contribution_count - 1 WHERE jackpot_group = 'major')"
+        " SELECT id FROM u",
+    )
+    _, report = audit_json(monkeypatch, capsys, traffic_url)
+    named = [r for r in report["rows"]["bad"] if (r["table"], r["id"]) == ("contributions", row_id)]
+    assert [r["problem"] for r in named] == ["rate 0.0000000000, but 0.0041000000 was in force"], (
+        report["rows"]["bad"]
+    )
 
 
 def test_a_wrong_count_names_the_pool(
@@ -250,6 +319,7 @@ def test_migration_brings_an_existing_ledger_along(
         )
 
         with psycopg.connect(url) as conn:  # a known rate re-proves the old row
+            conn.execute("SET session_replication_role = replica")
             conn.execute("UPDATE contributions SET minor_amount = 6, minor_after = 10006")
             conn.execute(
                 "UPDATE jackpots SET current_amount = 10006, total_contributions = 6"

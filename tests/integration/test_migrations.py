@@ -30,8 +30,9 @@ TABLES = {
     "contribution_totals",
     "ledger_audits",
     "ledger_chain_starts",
+    "ledger_leaves",
 }
-HEAD = "0009"
+HEAD = "0010"
 
 
 def revision(url: str) -> list[str]:

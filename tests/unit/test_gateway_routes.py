@@ -263,6 +263,7 @@ def test_jackpot_routes_come_from_the_annotations() -> None:
         ("GET", "/api/jackpot/statistics"): ("GetStatistics", ""),
         ("GET", "/api/jackpot/config"): ("GetConfig", ""),
         ("PUT", "/api/jackpot/config"): ("UpdateConfig", "*"),
+        ("GET", "/api/jackpot/ledger/{leaf_index}/proof"): ("GetLedgerProof", ""),
     }
     assert {r.grpc_path for r in routes} >= {"/jackpot.v1.JackpotService/Contribute"}
 

@@ -833,3 +833,75 @@ class WatchPoolsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchPoolsResponse: _TypeAlias = WatchPoolsResponse  # noqa: Y015
+
+@_typing.final
+class GetLedgerProofRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_ID_FIELD_NUMBER: _builtins.int
+    WIN_ID_FIELD_NUMBER: _builtins.int
+    leaf_index: _builtins.int
+    contribution_id: _builtins.int
+    """Instead of leaf_index (then ignored): the contribution or win row, by the id its
+    answer carried. At most one of the two.
+    """
+    win_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        leaf_index: _builtins.int = ...,
+        contribution_id: _builtins.int = ...,
+        win_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_id", b"contribution_id", "leaf_index", b"leaf_index", "win_id", b"win_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLedgerProofRequest: _TypeAlias = GetLedgerProofRequest  # noqa: Y015
+
+@_typing.final
+class GetLedgerProofResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    TABLE_FIELD_NUMBER: _builtins.int
+    ROW_ID_FIELD_NUMBER: _builtins.int
+    LEAF_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    INCLUSION_PROOF_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    leaf_index: _builtins.int
+    table: _builtins.str
+    """The leaf's ledger table (contributions, wins, seed_fundings, config_audit) and row id."""
+    row_id: _builtins.int
+    leaf: _builtins.bytes
+    """The leaf's bytes (docs/LEDGER.md, "Leaves"); its hash is SHA-256(0x00 || leaf)."""
+    tree_size: _builtins.int
+    """The size of the tree the checkpoint signs."""
+    checkpoint: _builtins.str
+    """The signed checkpoint (a C2SP signed note) of the tree of tree_size leaves."""
+    @_builtins.property
+    def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 9162 PATH(leaf_index, D[tree_size]): the sibling hashes from the leaf up."""
+
+    def __init__(
+        self,
+        *,
+        leaf_index: _builtins.int = ...,
+        table: _builtins.str = ...,
+        row_id: _builtins.int = ...,
+        leaf: _builtins.bytes = ...,
+        tree_size: _builtins.int = ...,
+        inclusion_proof: _abc.Iterable[_builtins.bytes] | None = ...,
+        checkpoint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "inclusion_proof", b"inclusion_proof", "leaf", b"leaf", "leaf_index", b"leaf_index", "row_id", b"row_id", "table", b"table", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLedgerProofResponse: _TypeAlias = GetLedgerProofResponse  # noqa: Y015

@@ -64,6 +64,11 @@ class JackpotServiceStub:
                 request_serializer=jackpot_dot_v1_dot_jackpot__pb2.GetConfigRequest.SerializeToString,
                 response_deserializer=jackpot_dot_v1_dot_jackpot__pb2.GetConfigResponse.FromString,
                 _registered_method=True)
+        self.GetLedgerProof = channel.unary_unary(
+                '/jackpot.v1.JackpotService/GetLedgerProof',
+                request_serializer=jackpot_dot_v1_dot_jackpot__pb2.GetLedgerProofRequest.SerializeToString,
+                response_deserializer=jackpot_dot_v1_dot_jackpot__pb2.GetLedgerProofResponse.FromString,
+                _registered_method=True)
         self.UpdateConfig = channel.unary_unary(
                 '/jackpot.v1.JackpotService/UpdateConfig',
                 request_serializer=jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigRequest.SerializeToString,
@@ -119,6 +124,17 @@ class JackpotServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLedgerProof(self, request, context):
+        """A ledger row's leaf, its RFC 9162 inclusion proof and the signed checkpoint it proves
+        against (docs/LEDGER.md), so a game backend can show its contribution is in the books.
+        Name the leaf by its index, or the row by the contribution_id or win_id Contribute or
+        Win answered with. OUT_OF_RANGE (reason LEAF_NOT_IN_CHECKPOINT) until a checkpoint
+        covers it; FAILED_PRECONDITION (NO_LEDGER_CHECKPOINT) on a server that signs none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateConfig(self, request, context):
         """Admin: changes one pool's rate, seed or cap. Audited; bumps the pool's version.
         """
@@ -168,6 +184,11 @@ def add_JackpotServiceServicer_to_server(servicer, server):
                     servicer.GetConfig,
                     request_deserializer=jackpot_dot_v1_dot_jackpot__pb2.GetConfigRequest.FromString,
                     response_serializer=jackpot_dot_v1_dot_jackpot__pb2.GetConfigResponse.SerializeToString,
+            ),
+            'GetLedgerProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLedgerProof,
+                    request_deserializer=jackpot_dot_v1_dot_jackpot__pb2.GetLedgerProofRequest.FromString,
+                    response_serializer=jackpot_dot_v1_dot_jackpot__pb2.GetLedgerProofResponse.SerializeToString,
             ),
             'UpdateConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateConfig,
@@ -342,6 +363,33 @@ class JackpotService:
             '/jackpot.v1.JackpotService/GetConfig',
             jackpot_dot_v1_dot_jackpot__pb2.GetConfigRequest.SerializeToString,
             jackpot_dot_v1_dot_jackpot__pb2.GetConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLedgerProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jackpot.v1.JackpotService/GetLedgerProof',
+            jackpot_dot_v1_dot_jackpot__pb2.GetLedgerProofRequest.SerializeToString,
+            jackpot_dot_v1_dot_jackpot__pb2.GetLedgerProofResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,13 @@ class JackpotServiceStub:
     GetPools: _grpc.UnaryUnaryMultiCallable[_jackpot_pb2.GetPoolsRequest, _jackpot_pb2.GetPoolsResponse]
     GetStatistics: _grpc.UnaryUnaryMultiCallable[_jackpot_pb2.GetStatisticsRequest, _jackpot_pb2.GetStatisticsResponse]
     GetConfig: _grpc.UnaryUnaryMultiCallable[_jackpot_pb2.GetConfigRequest, _jackpot_pb2.GetConfigResponse]
+    GetLedgerProof: _grpc.UnaryUnaryMultiCallable[_jackpot_pb2.GetLedgerProofRequest, _jackpot_pb2.GetLedgerProofResponse]
+    """A ledger row's leaf, its RFC 9162 inclusion proof and the signed checkpoint it proves
+    against (docs/LEDGER.md), so a game backend can show its contribution is in the books.
+    Name the leaf by its index, or the row by the contribution_id or win_id Contribute or
+    Win answered with. OUT_OF_RANGE (reason LEAF_NOT_IN_CHECKPOINT) until a checkpoint
+    covers it; FAILED_PRECONDITION (NO_LEDGER_CHECKPOINT) on a server that signs none.
+    """
     UpdateConfig: _grpc.UnaryUnaryMultiCallable[_jackpot_pb2.UpdateConfigRequest, _jackpot_pb2.UpdateConfigResponse]
     """Admin: changes one pool's rate, seed or cap. Audited; bumps the pool's version."""
     WatchPools: _grpc.UnaryStreamMultiCallable[_jackpot_pb2.WatchPoolsRequest, _jackpot_pb2.WatchPoolsResponse]
@@ -67,6 +74,13 @@ class JackpotServiceAsyncStub(JackpotServiceStub):
     GetPools: _aio.UnaryUnaryMultiCallable[_jackpot_pb2.GetPoolsRequest, _jackpot_pb2.GetPoolsResponse]  # type: ignore[assignment]
     GetStatistics: _aio.UnaryUnaryMultiCallable[_jackpot_pb2.GetStatisticsRequest, _jackpot_pb2.GetStatisticsResponse]  # type: ignore[assignment]
     GetConfig: _aio.UnaryUnaryMultiCallable[_jackpot_pb2.GetConfigRequest, _jackpot_pb2.GetConfigResponse]  # type: ignore[assignment]
+    GetLedgerProof: _aio.UnaryUnaryMultiCallable[_jackpot_pb2.GetLedgerProofRequest, _jackpot_pb2.GetLedgerProofResponse]  # type: ignore[assignment]
+    """A ledger row's leaf, its RFC 9162 inclusion proof and the signed checkpoint it proves
+    against (docs/LEDGER.md), so a game backend can show its contribution is in the books.
+    Name the leaf by its index, or the row by the contribution_id or win_id Contribute or
+    Win answered with. OUT_OF_RANGE (reason LEAF_NOT_IN_CHECKPOINT) until a checkpoint
+    covers it; FAILED_PRECONDITION (NO_LEDGER_CHECKPOINT) on a server that signs none.
+    """
     UpdateConfig: _aio.UnaryUnaryMultiCallable[_jackpot_pb2.UpdateConfigRequest, _jackpot_pb2.UpdateConfigResponse]  # type: ignore[assignment]
     """Admin: changes one pool's rate, seed or cap. Audited; bumps the pool's version."""
     WatchPools: _aio.UnaryStreamMultiCallable[_jackpot_pb2.WatchPoolsRequest, _jackpot_pb2.WatchPoolsResponse]  # type: ignore[assignment]
@@ -123,6 +137,19 @@ class JackpotServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jackpot_pb2.GetConfigRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jackpot_pb2.GetConfigResponse, _abc.Awaitable[_jackpot_pb2.GetConfigResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetLedgerProof(
+        self,
+        request: _jackpot_pb2.GetLedgerProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jackpot_pb2.GetLedgerProofResponse, _abc.Awaitable[_jackpot_pb2.GetLedgerProofResponse]]:
+        """A ledger row's leaf, its RFC 9162 inclusion proof and the signed checkpoint it proves
+        against (docs/LEDGER.md), so a game backend can show its contribution is in the books.
+        Name the leaf by its index, or the row by the contribution_id or win_id Contribute or
+        Win answered with. OUT_OF_RANGE (reason LEAF_NOT_IN_CHECKPOINT) until a checkpoint
+        covers it; FAILED_PRECONDITION (NO_LEDGER_CHECKPOINT) on a server that signs none.
+        """
 
     @_abc_1.abstractmethod
     def UpdateConfig(

@@ -15,6 +15,7 @@ from jackpot_grpc.ops.cli import (
     db,
     diagnostics,
     health,
+    ledger,
     loadtest,
     migrate,
     report,
@@ -26,6 +27,7 @@ from jackpot_grpc.ops.cli.options import Subparsers
 GROUPS = (
     migrate,
     audit,
+    ledger,
     health,
     smoke,
     loadtest,

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from pathlib import Path
+from typing import Any
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import LedgerAudit
+from jackpot_grpc.ledger.verify import CheckpointAudit, Finding
 from jackpot_grpc.ops.cli.options import Subparsers
+from jackpot_grpc.ops.cli.shared import failing_cleanly
+from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.output import render_table
 from jackpot_grpc.ops.target import open_database
 
@@ -38,19 +43,98 @@ def print_books(books: LedgerAudit) -> None:
     print("books balance" if books.balanced else "BOOKS DO NOT BALANCE")
 
 
+def checkpoint_report(result: CheckpointAudit) -> dict[str, Any]:
+    first = result.first_bad()
+    return {
+        "ok": result.ok,
+        "checkpoints": result.checkpoints,
+        "leaves": result.leaves,
+        "rebuilt_from": result.started_at,
+        "pending": result.pending,
+        "latest_checkpoint_size": result.latest_size,
+        "first_bad": None if first is None else finding_report(first),
+        "findings": [finding_report(f) for f in result.findings],
+    }
+
+
+def finding_report(finding: Finding) -> dict[str, Any]:
+    return {
+        "table": finding.table,
+        "id": finding.row_id,
+        "leaf_index": finding.leaf_index,
+        "problem": finding.problem,
+    }
+
+
+def print_checkpoints(result: CheckpointAudit) -> None:
+    print(
+        f"checkpoints: {result.checkpoints} verified signatures read, {result.leaves} leaves"
+        f" rebuilt, {result.pending} rows not yet leaves"
+    )
+    for finding in result.findings:
+        print(f"TAMPERED: {finding}")
+    print("the rows match the checkpoints" if result.ok else "ROWS DO NOT MATCH THE CHECKPOINTS")
+
+
+def _checkpoint_audit(url: str, args: argparse.Namespace) -> CheckpointAudit:
+    from jackpot_grpc.ledger.note import NoteError
+    from jackpot_grpc.service.ledger_books import AuditState, audit_against_checkpoints
+
+    if not args.public_key:
+        raise OpsError("--checkpoints needs --public-key (the verifier key file)")
+    state_file = Path(args.state) if args.state else None
+    try:
+        log_text = Path(args.checkpoints).read_text(encoding="utf-8")
+        key_text = Path(args.public_key).read_text(encoding="utf-8")
+        state = None
+        if state_file is not None and state_file.exists() and not args.full:
+            state = AuditState.from_json(state_file.read_text(encoding="utf-8"))
+        result, after = audit_against_checkpoints(url, log_text, key_text, state)
+        if state_file is not None and after is not None:
+            state_file.write_text(after.to_json() + "\n", encoding="utf-8")
+        return result
+    except (OSError, NoteError, ValueError, KeyError) as exc:
+        raise OpsError(str(exc)) from exc
+
+
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.service.reports import audit_report, run_audit
 
     with open_database(settings) as db:
         books = asyncio.run(run_audit(settings, db.url))
+        proofs = _checkpoint_audit(db.url, args) if args.checkpoints else None
+    ok = books.balanced and (proofs is None or proofs.ok)
     if args.json:
-        print(json.dumps(audit_report(books), indent=2))
+        report = audit_report(books)
+        if proofs is not None:
+            report["checkpoints"] = checkpoint_report(proofs)
+            report["ok"] = ok
+        print(json.dumps(report, indent=2))
     else:
         print_books(books)
-    return 0 if books.balanced else 1
+        if proofs is not None:
+            print_checkpoints(proofs)
+    return 0 if ok else 1
 
 
 def register(subparsers: Subparsers) -> None:
     audit = subparsers.add_parser("audit", help="reconcile every pool against its ledger")
     audit.add_argument("--json", action="store_true")
-    audit.set_defaults(func=cmd_audit)
+    audit.add_argument(
+        "--checkpoints",
+        metavar="FILE",
+        help="the checkpoint log: rebuild the tree from the rows and check it against each",
+    )
+    audit.add_argument(
+        "--public-key", metavar="FILE", help="the verifier key of the checkpoints (KEY.pub)"
+    )
+    audit.add_argument(
+        "--state",
+        metavar="FILE",
+        help="incremental: start from the checkpoint this file records as proved (when a"
+        " signed checkpoint in the log vouches for it), and record the newest one proved",
+    )
+    audit.add_argument(
+        "--full", action="store_true", help="rebuild the whole tree even with --state"
+    )
+    audit.set_defaults(func=failing_cleanly(cmd_audit))

@@ -1,0 +1,261 @@
+"""The SQL of the tamper-evident ledger: leaves (`ledger_leaves`, 0010) and ledger rows.
+
+Leaves are given to rows away from the money path, by whoever signs a checkpoint (or the
+migration, for the rows already there): rows that draw `ledger_seq` under the pool locks
+commit in its order, so the rows with a sequence above the last leaf's, read in one
+snapshot, are the next leaves in commit order (the sequence may skip numbers; the leaf
+index does not). Everything here is synchronous psycopg: the CLI calls it directly, the
+migration through alembic's connection, the server from a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import psycopg
+from psycopg.rows import dict_row
+
+from jackpot_grpc.adapters import advisory_locks
+from jackpot_grpc.ledger import merkle
+from jackpot_grpc.ledger.rows import leaf_of
+
+CHECKPOINT_LOCK_KEY: Final = advisory_locks.LEDGER_CHECKPOINT
+# Ledger tables in the order rows of one instant are put, when no sequence orders them.
+TABLES: Final = ("seed_fundings", "contributions", "wins", "config_audit")
+_TIME = {"config_audit": "changed_at"}
+
+
+@dataclass(frozen=True)
+class Leaf:
+    index: int
+    table: str
+    row_id: int
+    ledger_seq: int | None
+    leaf_hash: bytes
+
+
+def _order_key(item: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
+    table, row = item
+    seq = row["ledger_seq"]
+    # Unsequenced (legacy) rows first, by time; then the sequence, which is commit order.
+    return (seq is not None, seq or 0, row[_TIME.get(table, "created_at")], TABLES.index(table))
+
+
+def last_leaf(conn: psycopg.Connection[Any]) -> tuple[int, int | None]:
+    """(number of leaves, the highest ledger_seq a leaf has)."""
+    row = conn.execute("SELECT count(*), max(ledger_seq) FROM ledger_leaves").fetchone()
+    assert row is not None
+    return int(row[0]), row[1]
+
+
+def _new_rows(
+    conn: psycopg.Connection[Any], size: int, top_seq: int | None
+) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    with conn.cursor(row_factory=dict_row) as cur:
+        for table in TABLES:
+            if size == 0:
+                cur.execute(f"SELECT * FROM {table}")  # noqa: S608 (a constant)
+            else:
+                cur.execute(
+                    f"SELECT * FROM {table} WHERE ledger_seq > %s",  # noqa: S608
+                    (top_seq or 0,),
+                )
+            found.extend((table, row) for row in cur.fetchall())
+    found.sort(key=_order_key)
+    return found
+
+
+def assign_leaves(conn: psycopg.Connection[Any]) -> int:
+    """Give the rows committed since the last leaf their leaves; the number given.
+    The caller holds the checkpoint lock, in a REPEATABLE READ transaction."""
+    size, top_seq = last_leaf(conn)
+    rows = _new_rows(conn, size, top_seq)
+    if not rows:
+        return 0
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY ledger_leaves (leaf_index, ledger_table, row_id, ledger_seq, leaf_hash)"
+            " FROM STDIN"
+        ) as copy,
+    ):
+        for offset, (table, row) in enumerate(rows):
+            index = size + offset
+            leaf = leaf_of(table, row, index)
+            copy.write_row((index, table, row["id"], row["ledger_seq"], merkle.leaf_hash(leaf)))
+    return len(rows)
+
+
+def leaves(conn: psycopg.Connection[Any], since: int = 0) -> Iterator[Leaf]:
+    """The leaves from index `since` on, in index order, as recorded (the hash is a hint:
+    audits recompute it)."""
+    with conn.cursor(name="ledger_leaves") as cur:
+        cur.itersize = 10000
+        cur.execute(
+            "SELECT leaf_index, ledger_table, row_id, ledger_seq, leaf_hash"
+            " FROM ledger_leaves WHERE leaf_index >= %s ORDER BY leaf_index",
+            (since,),
+        )
+        for index, table, row_id, seq, leaf_hash in cur:
+            yield Leaf(index, table, row_id, seq, bytes(leaf_hash))
+
+
+def rows_of(conn: psycopg.Connection[Any], table: str, since: int = 0) -> dict[int, dict[str, Any]]:
+    """The rows of a ledger table by id: every row, or (since > 0) those of the leaves from
+    `since` on and those that are no leaf."""
+    if table not in TABLES:
+        raise ValueError(table)
+    with conn.cursor(row_factory=dict_row) as cur:
+        if since == 0:
+            cur.execute(f"SELECT * FROM {table}")  # noqa: S608 (checked above)
+        else:
+            cur.execute(
+                f"SELECT t.* FROM {table} t LEFT JOIN ledger_leaves l"  # noqa: S608
+                " ON l.ledger_table = %s AND l.row_id = t.id"
+                " WHERE l.leaf_index IS NULL OR l.leaf_index >= %s",
+                (table, since),
+            )
+        return {row["id"]: row for row in cur}
+
+
+def pool_amounts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    rows = conn.execute("SELECT jackpot_group, current_amount FROM jackpots ORDER BY lock_order")
+    return {group: int(amount) for group, amount in rows}
+
+
+def pool_order(conn: psycopg.Connection[Any]) -> list[str]:
+    return [g for (g,) in conn.execute("SELECT jackpot_group FROM jackpots ORDER BY lock_order")]
+
+
+def leaf_hashes(conn: psycopg.Connection[Any], start: int = 0) -> list[bytes]:
+    """The recorded leaf hashes from index `start` on."""
+    rows = conn.execute(
+        "SELECT leaf_hash FROM ledger_leaves WHERE leaf_index >= %s ORDER BY leaf_index",
+        (start,),
+    )
+    return [bytes(h) for (h,) in rows]
+
+
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """What a checkpoint signs: the tree's leaf hashes (as recorded) from the index asked
+    for on, and the pools."""
+
+    leaf_hashes: list[bytes]
+    pools: dict[str, int]
+    assigned: int
+
+
+@contextmanager
+def _session_lock(conn: psycopg.Connection[Any], wait: bool) -> Iterator[bool]:
+    """The signer's lock, taken before the snapshot so the snapshot sees the last signer's
+    leaves; session-scoped, released on the way out."""
+    if wait:
+        conn.execute("SELECT pg_advisory_lock(%s)", (CHECKPOINT_LOCK_KEY,))
+        got = True
+    else:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (CHECKPOINT_LOCK_KEY,)).fetchone()
+        got = bool(row and row[0])
+    try:
+        yield got
+    finally:
+        if got:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (CHECKPOINT_LOCK_KEY,))
+
+
+@contextmanager
+def checkpoint_snapshot(
+    url: str, wait: bool = True, since: int = 0
+) -> Iterator[LedgerSnapshot | None]:
+    """Under the signer's lock: give new rows their leaves, and yield the leaf hashes and
+    pool amounts of one snapshot (None: another process is signing). The leaves commit
+    when the block ends without error (so a checkpoint is written after its leaves exist)."""
+    with psycopg.connect(url, autocommit=True) as conn, _session_lock(conn, wait) as got:
+        if not got:
+            yield None
+            return
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            assigned = assign_leaves(conn)
+            yield LedgerSnapshot(leaf_hashes(conn, since), pool_amounts(conn), assigned)
+
+
+@dataclass(frozen=True)
+class AuditSnapshot:
+    leaves: list[Leaf]
+    rows: dict[str, dict[int, dict[str, Any]]]
+    pools: dict[str, int]
+
+
+def audit_snapshot(url: str, since: int = 0) -> AuditSnapshot:
+    """The leaves from index `since` on, their rows and every row that is no leaf, and the
+    pools, in one read-only snapshot."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            found = list(leaves(conn, since))
+            return AuditSnapshot(
+                found, {t: rows_of(conn, t, since) for t in TABLES}, pool_amounts(conn)
+            )
+
+
+def recorded_hashes(url: str) -> list[bytes]:
+    """Every leaf's recorded hash, in index order."""
+    with psycopg.connect(url) as conn:
+        return leaf_hashes(conn)
+
+
+@dataclass(frozen=True)
+class ProofMaterial:
+    """One leaf's row and the recorded hashes of the tree it is proved in."""
+
+    leaf: Leaf
+    row: dict[str, Any]
+    hashes: list[bytes]
+
+
+def proof_material(
+    url: str, size: int, *, leaf_index: int | None = None, row: tuple[str, int] | None = None
+) -> ProofMaterial | None:
+    """The leaf (by index, or by table and row id), its row and the first `size` recorded
+    leaf hashes; None when it is no leaf (or its row is gone)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            columns = "leaf_index, ledger_table, row_id, ledger_seq, leaf_hash"
+            if row is not None:
+                found = conn.execute(
+                    f"SELECT {columns} FROM ledger_leaves"  # noqa: S608 (constants)
+                    " WHERE ledger_table = %s AND row_id = %s",
+                    row,
+                ).fetchone()
+            else:
+                found = conn.execute(
+                    f"SELECT {columns} FROM ledger_leaves WHERE leaf_index = %s",  # noqa: S608
+                    (leaf_index,),
+                ).fetchone()
+            if found is None:
+                return None
+            leaf = Leaf(found[0], found[1], found[2], found[3], bytes(found[4]))
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    f"SELECT * FROM {leaf.table} WHERE id = %s",  # noqa: S608 (a TABLES name)
+                    (leaf.row_id,),
+                )
+                record = cur.fetchone()
+            if record is None:
+                return None
+            hashes = [
+                bytes(h)
+                for (h,) in conn.execute(
+                    "SELECT leaf_hash FROM ledger_leaves WHERE leaf_index < %s ORDER BY leaf_index",
+                    (size,),
+                )
+            ]
+            return ProofMaterial(leaf, record, hashes)

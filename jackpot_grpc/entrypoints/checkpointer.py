@@ -1,0 +1,119 @@
+"""Signs a checkpoint of the ledger's tree every JACKPOT_CHECKPOINT_INTERVAL while there
+are new leaves, and appends it to JACKPOT_CHECKPOINT_LOG (docs/LEDGER.md).
+
+Off the hot path: the rows become leaves here, in a worker process of its own (spawned,
+one) on its own connection, never on the connections Contribute uses: encoding and hashing
+leaves is CPU work that, in a thread, would hold this process's GIL against the calls.
+With replicas on one database, one signs at a time (an advisory lock; a replica that finds
+it held skips that turn). A failure is logged and counted and the next turn tries again;
+the money paths never wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from jackpot_grpc.entrypoints.periodic import Periodic
+from jackpot_grpc.ledger.checkpoint import CheckpointError, split_log
+from jackpot_grpc.service.ledger_books import (
+    CheckpointSigner,
+    LedgerBooksError,
+    LedgerProofs,
+    Signed,
+    read_signer,
+)
+
+log = logging.getLogger(__name__)
+
+
+def last_note(path: Path) -> str | None:
+    """The newest signed checkpoint in a log file, if any."""
+    try:
+        notes = list(split_log(path.read_text(encoding="utf-8")))
+    except (OSError, CheckpointError):
+        return None
+    return notes[-1] if notes else None
+
+
+# The worker process's signer: it keeps the tree's frontier between turns.
+_worker_signer: CheckpointSigner | None = None
+
+
+def _start_worker(key_file: Path, log_file: Path) -> None:
+    global _worker_signer
+    _worker_signer = CheckpointSigner(read_signer(key_file), log_file)
+
+
+def _sign_in_worker(url: str) -> Signed | None:
+    assert _worker_signer is not None
+    return _worker_signer.sign(url, wait=False, only_if_new=True)
+
+
+class Checkpointer:
+    def __init__(self, database_url: str, key_file: Path, log_file: Path, interval: float):
+        self._url = database_url
+        try:
+            self._verifier = read_signer(key_file).verifier
+        except LedgerBooksError as exc:  # a bad setting: the start fails with its message
+            raise SystemExit(f"JACKPOT_LEDGER_KEY_FILE: {exc}") from exc
+        self._key_file = key_file
+        self._log_file = log_file
+        self._worker: ProcessPoolExecutor | None = None
+        self._signed_note: str | None = None
+        self._loop = Periodic("ledger-checkpoint", self.run_once, interval)
+        self.signed = 0
+        self.failures = 0
+        self.skipped = 0  # turns another replica had, or with nothing new
+        self._latest: str | None = last_note(log_file)
+
+    @property
+    def latest(self) -> str | None:
+        """The newest checkpoint this process signed, else the newest in its log."""
+        return self._signed_note or self._latest
+
+    def proofs(self) -> LedgerProofs:
+        """GetLedgerProof's prover: against the newest checkpoint this process knows."""
+        return LedgerProofs(self._url, lambda: self.latest, self._verifier)
+
+    async def run_once(self) -> None:
+        try:
+            assert self._worker is not None
+            loop = asyncio.get_running_loop()
+            signed = await loop.run_in_executor(self._worker, _sign_in_worker, self._url)
+        except (LedgerBooksError, OSError) as exc:
+            self.failures += 1
+            log.error("ledger checkpoint not signed: %s", exc)
+            return
+        except Exception as exc:  # the database away, say: the next turn tries again
+            self.failures += 1
+            log.warning("ledger checkpoint failed: %s", exc)
+            return
+        if signed is None:
+            self.skipped += 1
+            return
+        self.signed += 1
+        self._signed_note = signed.note
+        log.info(
+            "ledger checkpoint signed: %d leaves (%d new)",
+            signed.checkpoint.size,
+            signed.new_leaves,
+        )
+
+    def start(self) -> None:
+        self._worker = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),  # no fork of gRPC's threads
+            initializer=_start_worker,
+            initargs=(self._key_file, self._log_file),
+        )
+        self._loop.start()
+
+    async def stop(self) -> None:
+        await self._loop.stop()
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            await asyncio.to_thread(worker.shutdown, wait=True, cancel_futures=True)

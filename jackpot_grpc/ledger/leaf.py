@@ -1,0 +1,226 @@
+"""The canonical leaf encoding: one ledger event, every field that carries meaning, as bytes.
+
+    leaf  = version (1 byte, 0x01) || event type (1 byte) || field || field || ...
+    field = length (4 bytes, big-endian) || the value's canonical text in UTF-8
+            (length 0xFFFFFFFF and no bytes: the value is absent, SQL NULL)
+
+Fields come in a fixed order per event type (SCHEMAS), so no names are encoded and no two
+events have the same bytes. Every value is text in one canonical form (FieldKind), so a
+verifier in any language rebuilds the bytes from an export's fields. docs/LEDGER.md is the
+specification; a test keeps its worked examples equal to this code.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+VERSION = 1
+ABSENT = 0xFFFFFFFF
+RATE_PLACES = 10  # numeric(12, 10): every rate has exactly ten fractional digits
+
+
+class EventType(enum.IntEnum):
+    CONTRIBUTION = 1
+    WIN = 2
+    SEED_FUNDING = 3
+    CONFIG_CHANGE = 4
+
+
+class FieldKind(enum.Enum):
+    INT = "int"  # decimal digits, '-' if negative, no leading zeros
+    RATE = "rate"  # exactly ten fractional digits: 0.0050000000
+    TEXT = "text"  # as stored
+    TIME = "time"  # UTC, microseconds: 2026-12-06T12:45:56.123456Z
+    UUID = "uuid"  # lowercase, hyphenated
+    HEX = "hex"  # bytes as lowercase hex
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: FieldKind
+    nullable: bool = False
+
+
+def _f(name: str, kind: FieldKind, nullable: bool = False) -> Field:
+    return Field(name, kind, nullable)
+
+
+INT, RATE, TEXT, TIME, UUID, HEX = (
+    FieldKind.INT,
+    FieldKind.RATE,
+    FieldKind.TEXT,
+    FieldKind.TIME,
+    FieldKind.UUID,
+    FieldKind.HEX,
+)
+
+_HEAD = (_f("leaf_index", INT), _f("id", INT))
+_KEYED = (_f("client", TEXT), _f("idempotency_key", TEXT, True), _f("fingerprint", HEX, True))
+_POOL_SHARE = tuple(
+    f
+    for g in ("minor", "major", "mega")
+    for f in (
+        _f(f"{g}_rate", RATE, True),
+        _f(f"{g}_cap", INT, True),
+        _f(f"{g}_amount", INT),
+        _f(f"{g}_after", INT),
+    )
+)
+_CONFIG = tuple(
+    f
+    for side in ("before", "after")
+    for f in (
+        # Absent when the change's before/after document does not record it.
+        _f(f"{side}_contribution_rate", RATE, True),
+        _f(f"{side}_seed_amount", INT, True),
+        _f(f"{side}_max_amount", INT, True),
+        _f(f"{side}_version", INT, True),
+    )
+)
+
+SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
+    EventType.CONTRIBUTION: (
+        *_HEAD,
+        _f("created_at", TIME),
+        *_KEYED,
+        _f("game_id", TEXT),
+        _f("wager_amount", INT),
+        *_POOL_SHARE,
+    ),
+    EventType.WIN: (
+        *_HEAD,
+        _f("created_at", TIME),
+        *_KEYED,
+        _f("jackpot_group", TEXT),
+        _f("game_id", TEXT),
+        _f("user_id", UUID),
+        _f("requested_amount", INT, True),
+        _f("amount", INT),
+        _f("pool_before", INT),
+        _f("seed_top_up", INT),
+        _f("pool_after", INT),
+    ),
+    EventType.SEED_FUNDING: (
+        *_HEAD,
+        _f("created_at", TIME),
+        _f("jackpot_group", TEXT),
+        _f("amount", INT),
+        _f("reason", TEXT),
+        _f("win_id", INT, True),
+    ),
+    EventType.CONFIG_CHANGE: (
+        *_HEAD,
+        _f("changed_at", TIME),
+        _f("client", TEXT, True),
+        _f("actor", TEXT),
+        _f("reason", TEXT),
+        _f("jackpot_group", TEXT),
+        *_CONFIG,
+    ),
+}
+
+# The table each event type's rows live in.
+TABLES: Mapping[EventType, str] = {
+    EventType.CONTRIBUTION: "contributions",
+    EventType.WIN: "wins",
+    EventType.SEED_FUNDING: "seed_fundings",
+    EventType.CONFIG_CHANGE: "config_audit",
+}
+
+
+class LeafEncodingError(ValueError):
+    """A value that has no canonical text for its field (wrong type, missing, malformed)."""
+
+
+def canonical_text(kind: FieldKind, value: object) -> str:
+    """The one text a value has for its kind."""
+    if kind is FieldKind.INT and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if kind is FieldKind.RATE and isinstance(value, Decimal | str):
+        rate = Decimal(value)
+        quantized = rate.quantize(Decimal(1).scaleb(-RATE_PLACES))
+        if quantized != rate or not rate.is_finite():
+            raise LeafEncodingError(f"rate {value} has more than {RATE_PLACES} places")
+        return f"{quantized:.{RATE_PLACES}f}"
+    if kind is FieldKind.TEXT and isinstance(value, str):
+        return value
+    if kind is FieldKind.TIME and isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise LeafEncodingError("a time without a zone is ambiguous")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if kind is FieldKind.UUID and isinstance(value, uuid.UUID | str):
+        return str(uuid.UUID(str(value)))
+    if kind is FieldKind.HEX and isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    raise LeafEncodingError(f"{type(value).__name__} is not a {kind.value}")
+
+
+def canonical_fields(event: EventType, values: Mapping[str, object]) -> dict[str, str | None]:
+    """Each field of the event's schema as its canonical text (None: absent)."""
+    out: dict[str, str | None] = {}
+    for field in SCHEMAS[event]:
+        if field.name not in values:
+            raise LeafEncodingError(f"{TABLES[event]}: field {field.name} is missing")
+        value = values[field.name]
+        if value is None:
+            if not field.nullable:
+                raise LeafEncodingError(f"{TABLES[event]}: field {field.name} may not be absent")
+            out[field.name] = None
+        else:
+            try:
+                out[field.name] = canonical_text(field.kind, value)
+            except (LeafEncodingError, ValueError, ArithmeticError) as exc:
+                raise LeafEncodingError(f"{TABLES[event]}: field {field.name}: {exc}") from exc
+    return out
+
+
+def encode_texts(event: EventType, texts: Mapping[str, str | None]) -> bytes:
+    """The leaf bytes from canonical texts (as canonical_fields gives, or an export holds)."""
+    parts = [bytes((VERSION, int(event)))]
+    for field in SCHEMAS[event]:
+        text = texts[field.name]
+        if text is None:
+            parts.append(struct.pack(">I", ABSENT))
+        else:
+            data = text.encode("utf-8")
+            parts.append(struct.pack(">I", len(data)) + data)
+    return b"".join(parts)
+
+
+def encode_leaf(event: EventType, values: Mapping[str, object]) -> bytes:
+    """The leaf bytes of one ledger event from its row's values."""
+    return encode_texts(event, canonical_fields(event, values))
+
+
+def decode_leaf(leaf: bytes) -> tuple[EventType, dict[str, str | None]]:
+    """The event type and canonical texts a leaf holds; refuses anything not canonical."""
+    if len(leaf) < 2 or leaf[0] != VERSION:
+        raise LeafEncodingError("not a version 1 leaf")
+    try:
+        event = EventType(leaf[1])
+    except ValueError as exc:
+        raise LeafEncodingError(f"unknown event type {leaf[1]}") from exc
+    texts: dict[str, str | None] = {}
+    at = 2
+    for field in SCHEMAS[event]:
+        if at + 4 > len(leaf):
+            raise LeafEncodingError(f"leaf ends before field {field.name}")
+        (length,) = struct.unpack_from(">I", leaf, at)
+        at += 4
+        if length == ABSENT:
+            texts[field.name] = None
+            continue
+        if at + length > len(leaf):
+            raise LeafEncodingError(f"field {field.name} runs past the leaf's end")
+        texts[field.name] = leaf[at : at + length].decode("utf-8")
+        at += length
+    if at != len(leaf):
+        raise LeafEncodingError("bytes after the last field")
+    return event, texts

@@ -1,0 +1,47 @@
+"""Ledger rows (as the database returns them: column name to value) to leaves and to the
+change each makes to the pools."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from jackpot_grpc.ledger.leaf import TABLES, EventType, encode_leaf
+
+EVENT_OF_TABLE: Mapping[str, EventType] = {table: event for event, table in TABLES.items()}
+GROUPS = ("minor", "major", "mega")
+CONFIG_KEYS = ("contribution_rate", "seed_amount", "max_amount", "version")
+
+
+def _config_side(side: str, config: Mapping[str, Any]) -> dict[str, object]:
+    out: dict[str, object] = {f"{side}_{key}": config.get(key) for key in CONFIG_KEYS}
+    rate = out[f"{side}_contribution_rate"]
+    if rate is not None and not isinstance(rate, Decimal):
+        # jsonb holds the rate as text (or, if ever written as a number, its shortest form).
+        out[f"{side}_contribution_rate"] = Decimal(str(rate))
+    return out
+
+
+def leaf_values(table: str, row: Mapping[str, Any], leaf_index: int) -> dict[str, object]:
+    """The values the leaf encodes: the row's own columns, its leaf index, and for a config
+    change the fields of its before and after documents."""
+    values: dict[str, object] = {**row, "leaf_index": leaf_index}
+    if table == "config_audit":
+        values |= _config_side("before", row["before"]) | _config_side("after", row["after"])
+    return values
+
+
+def leaf_of(table: str, row: Mapping[str, Any], leaf_index: int) -> bytes:
+    return encode_leaf(EVENT_OF_TABLE[table], leaf_values(table, row, leaf_index))
+
+
+def pool_deltas(table: str, row: Mapping[str, Any]) -> dict[str, int]:
+    """What the row adds to each pool (a win's top-up is its own seed funding row)."""
+    if table == "contributions":
+        return {g: int(row[f"{g}_amount"]) for g in GROUPS}
+    if table == "wins":
+        return {str(row["jackpot_group"]): -int(row["amount"])}
+    if table == "seed_fundings":
+        return {str(row["jackpot_group"]): int(row["amount"])}
+    return {}

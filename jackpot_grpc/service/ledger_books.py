@@ -1,0 +1,301 @@
+"""Signing checkpoints of the ledger's tree and auditing the rows against them.
+
+A checkpoint is signed only if the tree still has the root of the last checkpoint in the
+log at its size (a signer never blesses books that changed under an earlier checkpoint),
+and is appended to the log file (flushed to disk) after the leaves it covers committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from jackpot_grpc.adapters import ledger_store
+from jackpot_grpc.domain.errors import LeafNotInCheckpoint
+from jackpot_grpc.ledger import merkle
+from jackpot_grpc.ledger.checkpoint import Checkpoint, log_entry, open_checkpoint
+from jackpot_grpc.ledger.leaf import EventType, canonical_fields, encode_texts
+from jackpot_grpc.ledger.note import Signer, Verifier
+from jackpot_grpc.ledger.rows import EVENT_OF_TABLE, leaf_values
+from jackpot_grpc.ledger.verify import CheckpointAudit, LeafRecord, audit, read_checkpoints
+
+
+class LedgerBooksError(Exception):
+    """A checkpoint that must not be signed, or a key or log that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Signed:
+    checkpoint: Checkpoint
+    note: str
+    new_leaves: int
+
+
+def read_signer(path: Path) -> Signer:
+    try:
+        return Signer.from_text(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LedgerBooksError(f"ledger key {path}: {exc}") from exc
+
+
+def _last_checkpoint(log: Path, signer: Signer) -> Checkpoint | None:
+    if not log.exists():
+        return None
+    checkpoints, problems = read_checkpoints(log.read_text(), signer.verifier)
+    if problems:
+        raise LedgerBooksError(f"checkpoint log {log}: {problems[0]}")
+    return checkpoints[-1] if checkpoints else None
+
+
+def append_to_log(log: Path, note: str) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as out:
+        out.write(log_entry(note))
+        out.flush()
+        os.fsync(out.fileno())
+
+
+class CheckpointSigner:
+    """Signs checkpoints of the tree, keeping it in memory (its frontier) so each signing
+    reads only the leaves since the last. The first signing reads them all and checks the
+    tree against the last checkpoint in the log: a signer never blesses books that
+    changed under an earlier checkpoint."""
+
+    def __init__(self, signer: Signer, log: Path) -> None:
+        self.signer = signer
+        self.log = log
+        self._frontier: merkle.Frontier | None = None
+        self._signed_size: int | None = None  # the tree size of the last checkpoint known
+        self.latest: str | None = None  # the last signed note this process knows
+
+    def _extend(
+        self, base: merkle.Frontier, hashes: list[bytes], last: Checkpoint | None
+    ) -> merkle.Frontier:
+        """The frontier with the new hashes, checked against `last` on the way."""
+        frontier = base.copy()
+        for leaf in hashes:
+            if last is not None and frontier.size == last.size:
+                self._check(last, frontier)
+            frontier.append(leaf)
+        if last is not None and frontier.size == last.size:
+            self._check(last, frontier)
+        elif last is not None and frontier.size < last.size:
+            raise LedgerBooksError(
+                f"the log's last checkpoint covers {last.size} leaves; the ledger has"
+                f" {frontier.size}: run jackpot audit --checkpoints"
+            )
+        return frontier
+
+    def _check(self, last: Checkpoint, frontier: merkle.Frontier) -> None:
+        if frontier.root() != last.root_hash:
+            raise LedgerBooksError(
+                f"the ledger no longer matches the checkpoint of size {last.size} in"
+                f" {self.log}: run jackpot audit --checkpoints"
+            )
+
+    def sign(self, url: str, *, wait: bool = True, only_if_new: bool = False) -> Signed | None:
+        """Give new rows leaves, sign a checkpoint of the whole tree, append it to the log.
+        None: another process holds the signer's lock (wait=False), or nothing is new."""
+        last = _last_checkpoint(self.log, self.signer) if self._frontier is None else None
+        if last is not None:
+            self._signed_size = last.size
+        base = self._frontier or merkle.Frontier()
+        with ledger_store.checkpoint_snapshot(url, wait=wait, since=base.size) as snapshot:
+            if snapshot is None:
+                return None
+            frontier = self._extend(base, snapshot.leaf_hashes, last)
+            if only_if_new and frontier.size == self._signed_size:
+                self._frontier = frontier  # nothing was given a leaf: this is committed
+                return None
+            checkpoint = Checkpoint(
+                self.signer.name, frontier.size, frontier.root(), tuple(snapshot.pools.items())
+            )
+            assigned = snapshot.assigned
+        # The leaves committed; the frontier is theirs now.
+        self._frontier, self._signed_size = frontier, frontier.size
+        note = checkpoint.sign(self.signer)
+        append_to_log(self.log, note)
+        self.latest = note
+        return Signed(checkpoint, note, assigned)
+
+
+def sign_checkpoint(url: str, signer: Signer, log: Path) -> Signed:
+    """One checkpoint now (waiting for another signer to finish)."""
+    signed = CheckpointSigner(signer, log).sign(url)
+    assert signed is not None  # waits for the lock; signs even when nothing is new
+    return signed
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """Where an audit found the rows proved: the tree at a checkpoint (its frontier) and
+    the highest ledger_seq under it. Kept by the auditor, outside the database."""
+
+    size: int
+    root: bytes
+    seq: int
+    frontier: merkle.Frontier
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "size": self.size,
+                "root": self.root.hex(),
+                "ledger_seq": self.seq,
+                "frontier": [[count, node.hex()] for count, node in self.frontier.nodes()],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> AuditState:
+        data = json.loads(text)
+        frontier = merkle.Frontier.from_nodes(
+            [(int(count), bytes.fromhex(node)) for count, node in data["frontier"]]
+        )
+        state = cls(int(data["size"]), bytes.fromhex(data["root"]), int(data["ledger_seq"]),
+                    frontier)  # fmt: skip
+        if frontier.size != state.size or frontier.root() != state.root:
+            raise ValueError("the frontier does not give the recorded tree")
+        return state
+
+
+def audit_against_checkpoints(
+    url: str, log_text: str, verifier_text: str, state: AuditState | None = None
+) -> tuple[CheckpointAudit, AuditState | None]:
+    """Every checkpoint in the log verified; the rows rebuilt from `state` (an earlier
+    audit's, used only if a signed checkpoint in the log has its size and root), else all
+    of them. Returns the findings and the state the next audit may start from."""
+    verifier = Verifier.from_text(verifier_text)
+    checkpoints, problems = read_checkpoints(log_text, verifier)
+    if state is not None and not any(
+        c.size == state.size and c.root_hash == state.root for c in checkpoints
+    ):
+        state = None  # no signed checkpoint vouches for it: rebuild everything
+    since = state.size if state is not None else 0
+    snapshot = ledger_store.audit_snapshot(url, since)
+    records = (
+        LeafRecord(leaf.index, leaf.table, leaf.row_id, leaf.ledger_seq, leaf.leaf_hash)
+        for leaf in snapshot.leaves
+    )
+    result = audit(
+        checkpoints,
+        records,
+        snapshot.rows,
+        snapshot.pools,
+        trusted=state.frontier if state is not None else None,
+        trusted_seq=state.seq if state is not None else 0,
+    )
+    result.findings[:0] = problems
+    after = None
+    if result.ok and result.verified_frontier is not None:
+        frontier = result.verified_frontier
+        after = AuditState(frontier.size, frontier.root(), result.verified_seq, frontier)
+    return result, after
+
+
+@dataclass(frozen=True)
+class ExportedLeaf:
+    index: int
+    table: str
+    row_id: int
+    event_type: int
+    fields: dict[str, str | None]
+    leaf: bytes
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "event_type": self.event_type,
+            "event": EventType(self.event_type).name.lower(),
+            "table": self.table,
+            "id": self.row_id,
+            "fields": self.fields,
+            "leaf": self.leaf.hex(),
+        }
+
+
+def export_leaves(url: str) -> list[ExportedLeaf]:
+    """Every leaf as its row encodes it now (a leaf whose row is gone is left out: the
+    audit names it)."""
+    snapshot = ledger_store.audit_snapshot(url)
+    out = []
+    for leaf in snapshot.leaves:
+        row = snapshot.rows[leaf.table].get(leaf.row_id)
+        if row is None:
+            continue
+        event = EVENT_OF_TABLE[leaf.table]
+        fields = canonical_fields(event, leaf_values(leaf.table, row, leaf.index))
+        out.append(
+            ExportedLeaf(
+                leaf.index, leaf.table, leaf.row_id, int(event), fields, encode_texts(event, fields)
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class LeafProof:
+    leaf: ExportedLeaf
+    tree_size: int
+    proof: list[bytes]
+    checkpoint: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            **self.leaf.as_json(),
+            "leaf_hash": merkle.leaf_hash(self.leaf.leaf).hex(),
+            "tree_size": self.tree_size,
+            "inclusion_proof": [p.hex() for p in self.proof],
+            "checkpoint": self.checkpoint,
+        }
+
+
+def prove(url: str, index: int, notes: list[str], verifier: Verifier) -> LeafProof:
+    """Leaf `index` and its inclusion proof against the newest checkpoint that covers it."""
+    checkpoints = [(note, open_checkpoint(note, verifier)) for note in notes]
+    covering = [(note, c) for note, c in checkpoints if c.size > index]
+    if not covering:
+        raise LedgerBooksError(f"no checkpoint covers leaf {index} yet")
+    note, checkpoint = covering[-1]
+    leaves = {leaf.index: leaf for leaf in export_leaves(url)}
+    hashes = ledger_store.recorded_hashes(url)
+    if index not in leaves or len(hashes) < checkpoint.size:
+        raise LedgerBooksError(f"leaf {index} is not in the ledger (jackpot audit names why)")
+    proof = merkle.inclusion_proof(index, hashes[: checkpoint.size])
+    return LeafProof(leaves[index], checkpoint.size, proof, note)
+
+
+class LedgerProofs:
+    """GetLedgerProof: one leaf proved against the newest checkpoint this server knows."""
+
+    def __init__(self, url: str, latest: Callable[[], str | None], verifier: Verifier) -> None:
+        self._url = url
+        self._latest = latest
+        self._verifier = verifier
+
+    def prove(
+        self, *, leaf_index: int | None = None, row: tuple[str, int] | None = None
+    ) -> LeafProof:
+        note = self._latest()
+        if note is None:
+            raise LeafNotInCheckpoint("no ledger checkpoint is signed yet")
+        checkpoint = open_checkpoint(note, self._verifier)
+        material = ledger_store.proof_material(
+            self._url, checkpoint.size, leaf_index=leaf_index, row=row
+        )
+        if material is None or material.leaf.index >= checkpoint.size:
+            what = f"leaf {leaf_index}" if row is None else f"{row[0]} #{row[1]}"
+            raise LeafNotInCheckpoint(
+                f"{what} is in no signed checkpoint yet (the newest covers {checkpoint.size})"
+            )
+        leaf = material.leaf
+        event = EVENT_OF_TABLE[leaf.table]
+        fields = canonical_fields(event, leaf_values(leaf.table, material.row, leaf.index))
+        exported = ExportedLeaf(
+            leaf.index, leaf.table, leaf.row_id, int(event), fields, encode_texts(event, fields)
+        )
+        proof = merkle.inclusion_proof(leaf.index, material.hashes)
+        return LeafProof(exported, checkpoint.size, proof, note)

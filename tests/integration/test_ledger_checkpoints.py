@@ -1,0 +1,308 @@
+"""`jackpot audit --checkpoints … --public-key …` on copies of a real ledger after a
+checkpoint: an insider's edit of any kind (triggers bypassed, as a superuser can) fails
+the audit naming the first bad row; the untouched copy passes; an edited checkpoint file
+fails too."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from jackpot_grpc.ledger.merkle import Frontier
+from testkit.ledger_tamper import Sealed, audit, insider, run
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    """main() configures logging for the process; put the test runner's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert stat.S_IMODE(sealed.key.stat().st_mode) == 0o600
+    assert sealed.key.read_text().startswith("PRIVATE+KEY+jackpot-ledger+")
+    assert sealed.public_key.read_text().startswith("jackpot-ledger+")
+    # Never overwritten.
+    assert run(monkeypatch, sealed, "ledger", "keygen", "--out", str(sealed.key)) == 1
+    assert "exists" in capsys.readouterr().err
+
+
+def test_the_untouched_ledger_passes(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert report["findings"] == [] and report["ok"] is True
+    assert report["checkpoints"] == 2 and report["pending"] == 1
+    assert report["leaves"] == report["latest_checkpoint_size"] > 30
+    assert code == 0
+
+
+def test_every_ledger_row_has_a_gap_free_leaf_in_commit_order(sealed: Sealed) -> None:
+    with psycopg.connect(sealed.url) as conn:
+        indexes = [r[0] for r in conn.execute("SELECT leaf_index FROM ledger_leaves ORDER BY 1")]
+        seqs = [
+            r[0]
+            for r in conn.execute("SELECT ledger_seq FROM ledger_leaves ORDER BY leaf_index")
+            if r[0] is not None
+        ]
+        tables = {r[0] for r in conn.execute("SELECT DISTINCT ledger_table FROM ledger_leaves")}
+    assert indexes == list(range(len(indexes)))
+    assert seqs == sorted(seqs)
+    assert tables == {"contributions", "wins", "seed_fundings", "config_audit"}
+
+
+def test_the_database_refuses_updates_and_deletes_of_the_ledger(sealed: Sealed) -> None:
+    for statement in (
+        "UPDATE contributions SET client = 'x'",
+        "DELETE FROM wins",
+        "UPDATE config_audit SET actor = 'x'",
+        "DELETE FROM ledger_leaves",
+        "TRUNCATE seed_fundings CASCADE",
+    ):
+        with (
+            psycopg.connect(sealed.url) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"),
+        ):
+            conn.execute(statement)
+
+
+def first(table: str) -> str:
+    return f"(SELECT min(id) FROM {table})"
+
+
+# Each edit: the SQL (returning the id of the row the audit must name) and its table.
+EDITS: dict[str, tuple[str, str]] = {
+    "contribution re-attributed to another client": (
+        "UPDATE contributions SET client = 'other'"
+        f" WHERE id = {first('contributions')} RETURNING id",
+        "contributions",
+    ),
+    "contribution's game changed": (
+        "UPDATE contributions SET game_id = 'other'"
+        f" WHERE id = {first('contributions')} + 3 RETURNING id",
+        "contributions",
+    ),
+    "win's payee changed": (
+        f"UPDATE wins SET user_id = gen_random_uuid() WHERE id = {first('wins')} RETURNING id",
+        "wins",
+    ),
+    "row's time moved": (
+        "UPDATE seed_fundings SET created_at = created_at - interval '1 day'"
+        " WHERE id = (SELECT max(id) FROM seed_fundings) RETURNING id",
+        "seed_fundings",
+    ),
+    "config change's actor rewritten": (
+        f"UPDATE config_audit SET actor = 'nobody' WHERE id = {first('config_audit')} RETURNING id",
+        "config_audit",
+    ),
+    "config change's rates rewritten": (
+        "UPDATE config_audit SET after = jsonb_set(after, '{contribution_rate}', '\"0.0001\"')"
+        f" WHERE id = {first('config_audit')} RETURNING id",
+        "config_audit",
+    ),
+    "config change deleted": (
+        f"DELETE FROM config_audit WHERE id = {first('config_audit')} RETURNING id",
+        "config_audit",
+    ),
+    "wager changed with its shares and afters": (
+        "UPDATE contributions SET wager_amount = wager_amount * 2,"
+        " minor_amount = minor_amount * 2, minor_after = minor_after + minor_amount"
+        f" WHERE id = {first('contributions')} + 1 RETURNING id",
+        "contributions",
+    ),
+    "rates and shares zeroed (skimming)": (
+        "WITH z AS (UPDATE contributions SET minor_rate = 0, minor_amount = 0"
+        " WHERE id >= (SELECT min(id) + 2 FROM contributions) RETURNING id)"
+        " SELECT min(id) FROM z",
+        "contributions",
+    ),
+    "rows deleted from the middle": (
+        "WITH d AS (DELETE FROM contributions WHERE id IN"
+        " (SELECT id FROM contributions ORDER BY id OFFSET 5 LIMIT 3) RETURNING id)"
+        " SELECT min(id) FROM d",
+        "contributions",
+    ),
+    "a win deleted with its top-up": (
+        "WITH w AS (SELECT min(id) AS id FROM wins WHERE seed_top_up > 0),"
+        " s AS (DELETE FROM seed_fundings WHERE win_id = (SELECT id FROM w)),"
+        " d AS (DELETE FROM wins WHERE id = (SELECT id FROM w) RETURNING id)"
+        " SELECT id FROM d",
+        "wins",
+    ),
+    "a whole-pool win paying less": (
+        "UPDATE wins SET amount = amount - 1, pool_after = pool_after + 1"
+        " WHERE id = (SELECT min(id) FROM wins WHERE requested_amount IS NULL) RETURNING id",
+        "wins",
+    ),
+    "a top-up larger than the seed needs": (
+        "UPDATE seed_fundings SET amount = amount + 100"
+        " WHERE id = (SELECT min(id) FROM seed_fundings WHERE win_id IS NOT NULL) RETURNING id",
+        "seed_fundings",
+    ),
+    "two rows' contents swapped (reordered)": (
+        "WITH a AS (SELECT * FROM contributions ORDER BY id LIMIT 1),"
+        " b AS (SELECT * FROM contributions ORDER BY id OFFSET 1 LIMIT 1),"
+        " u AS (UPDATE contributions c SET wager_amount = CASE WHEN c.id = a.id"
+        " THEN b.wager_amount ELSE a.wager_amount END FROM a, b WHERE c.id IN (a.id, b.id)"
+        " RETURNING c.id) SELECT min(id) FROM u",
+        "contributions",
+    ),
+    "two leaves' places swapped (reordered)": (
+        # The first two contribution leaves trade rows (and recorded hashes); the unique
+        # (table, row) constraint is dodged through a negative id.
+        "UPDATE ledger_leaves SET row_id = -row_id WHERE ledger_table = 'contributions'"
+        " AND row_id IN (SELECT min(id) FROM contributions);"
+        " UPDATE ledger_leaves SET row_id = row_id - 1 WHERE ledger_table = 'contributions'"
+        " AND row_id = (SELECT min(id) + 1 FROM contributions);"
+        " UPDATE ledger_leaves SET row_id = -row_id + 1 WHERE ledger_table = 'contributions'"
+        " AND row_id < 0 RETURNING row_id",
+        "contributions",
+    ),
+    "a row inserted without a sequence": (
+        "INSERT INTO wins (client, jackpot_group, game_id, user_id, amount, pool_before,"
+        " seed_top_up, pool_after, ledger_seq) VALUES ('game-a', 'mega', 'g',"
+        " gen_random_uuid(), 1, 2, 0, 1, NULL) RETURNING id",
+        "wins",
+    ),
+    "a row inserted with an old sequence number": (
+        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq)"
+        " VALUES ('minor', 5, 'gift', 0) RETURNING id",
+        "seed_fundings",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_an_edit_before_a_checkpoint_fails_the_audit_naming_the_row(
+    edit: str,
+    sealed: Sealed,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    statement, table = EDITS[edit]
+    row_id = insider(sealed.url, statement)
+    assert row_id is not None
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert report["ok"] is False
+    assert (report["first_bad"]["table"], report["first_bad"]["id"]) == (table, row_id)
+    assert code == 1
+
+
+def test_a_pool_moved_without_a_row_fails_naming_the_pool(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    insider(sealed.url, "UPDATE jackpots SET current_amount = current_amount + 1"
+            " WHERE jackpot_group = 'mega'")  # fmt: skip
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert (report["first_bad"]["table"], report["first_bad"]["id"]) == ("jackpots", "mega")
+    assert code == 1
+
+
+def test_leaves_cut_from_the_end_fail_naming_the_checkpoint(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    insider(sealed.url, "DELETE FROM ledger_leaves WHERE leaf_index >="
+            " (SELECT max(leaf_index) - 2 FROM ledger_leaves)")  # fmt: skip
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert report["ok"] is False
+    assert {f["table"] for f in report["findings"]} >= {"checkpoints"}
+    assert code == 1
+
+
+def test_an_edited_checkpoint_file_fails(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = sealed.log.read_text()
+    first_mega = text.index("pool mega ")
+    end = text.index("\n", first_mega)
+    amount = int(text[first_mega + len("pool mega ") : end])
+    sealed.log.write_text(text[:first_mega] + f"pool mega {amount + 1}" + text[end:])
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert report["first_bad"]["table"] == "checkpoints" and report["first_bad"]["id"] == 1
+    assert "does not verify" in report["first_bad"]["problem"]
+    assert code == 1
+
+
+def test_a_checkpoint_is_not_signed_over_changed_books(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    insider(sealed.url, "UPDATE ledger_leaves SET leaf_hash = sha256(leaf_hash)"
+            " WHERE leaf_index = 3")  # fmt: skip
+    before = sealed.log.read_text()
+    assert run(monkeypatch, sealed, "ledger", "checkpoint") == 1
+    assert "no longer matches" in capsys.readouterr().err
+    assert sealed.log.read_text() == before
+
+
+def test_an_incremental_audit_rebuilds_only_the_leaves_after_the_checkpoint_it_trusts(
+    sealed: Sealed,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = tmp_path / "audited.json"
+    code, first = audit(monkeypatch, capsys, sealed, "--state", str(state))
+    assert code == 0 and first["rebuilt_from"] == 0
+    proved = json.loads(state.read_text())["size"]
+    assert proved == first["latest_checkpoint_size"]
+    at_second = tmp_path / "at-second.json"
+    at_second.write_text(state.read_text())
+
+    # The pending contribution becomes leaf `proved`, under a third checkpoint.
+    assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
+    code, second = audit(monkeypatch, capsys, sealed, "--state", str(state))
+    assert (second["rebuilt_from"], second["leaves"]) == (proved, proved + 1)
+    assert code == 0 and json.loads(state.read_text())["size"] == proved + 1
+
+    # From the second checkpoint, an edit of the leaf after it is found; an edit before it
+    # is left to the full rebuild (the incremental audit took those rows as proved).
+    newest = insider(
+        sealed.url,
+        "UPDATE contributions SET game_id = 'x' WHERE id = (SELECT max(id) FROM contributions)"
+        " RETURNING id",
+    )
+    oldest = insider(sealed.url, "UPDATE wins SET game_id = 'x' WHERE id = 1 RETURNING id")
+    code, third = audit(monkeypatch, capsys, sealed, "--state", str(at_second))
+    assert third["rebuilt_from"] == proved
+    assert {(f["table"], f["id"]) for f in third["findings"] if f["leaf_index"] is not None} == {
+        ("contributions", newest)
+    }
+    assert code == 1
+    _, full = audit(monkeypatch, capsys, sealed, "--state", str(at_second), "--full")
+    assert full["rebuilt_from"] == 0
+    assert {("wins", oldest), ("contributions", newest)} <= {
+        (f["table"], f["id"]) for f in full["findings"]
+    }
+
+
+def test_a_state_no_signed_checkpoint_vouches_for_is_not_trusted(
+    sealed: Sealed,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = tmp_path / "audited.json"
+    assert audit(monkeypatch, capsys, sealed, "--state", str(state))[0] == 0
+    forged = json.loads(state.read_text())
+    # A consistent state of another tree: its last subtree swapped, its root recomputed.
+    nodes = [(count, bytes.fromhex(node)) for count, node in forged["frontier"]]
+    nodes[-1] = (nodes[-1][0], b"\x11" * 32)
+    forged["frontier"] = [[count, node.hex()] for count, node in nodes]
+    forged["root"] = Frontier.from_nodes(nodes).root().hex()
+    state.write_text(json.dumps(forged))
+    insider(sealed.url, "UPDATE wins SET game_id = 'x' WHERE id = 1")
+    code, report = audit(monkeypatch, capsys, sealed, "--state", str(state))
+    assert code == 1 and report["rebuilt_from"] == 0
+    assert ("wins", 1) in {(f["table"], f["id"]) for f in report["findings"]}
