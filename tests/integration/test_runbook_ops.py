@@ -114,7 +114,9 @@ def test_migrate_to_a_revision_moves_down_and_back_up(admin_url: str) -> None:
         assert down.returncode == 0, down.stderr
         report = json.loads(down.stdout)
         assert report["direction"] == "down" and report["current"] == "0006"
-        assert [r["revision"] for r in report["applied"]] == ["0008", "0007"]  # newest first
+        # Every revision above 0006, newest first.
+        above = [f"{n:04d}" for n in range(int(head), 6, -1)]
+        assert [r["revision"] for r in report["applied"]] == above
         assert "Running downgrade 0008 -> 0007" in down.stderr
         assert migrations.current_revision(url) == "0006"
         assert "ledger_audits" not in public_tables(url)
