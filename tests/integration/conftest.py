@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,8 +11,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.service.jackpot import JackpotService
 from testkit.ledger_tamper import Sealed, run
+from testkit.ledger_traffic import contribute, real_traffic
 from testkit.random_refs import random_game_id
-from tests.integration.test_audit_proofs import contribute, real_traffic
+
+
+@pytest.fixture
+def keep_logging() -> Iterator[None]:
+    """main() configures logging for the process; put the test runner's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

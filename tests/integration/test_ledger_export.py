@@ -12,7 +12,8 @@ import pytest
 
 from testkit.ledger_tamper import Sealed, insider, run
 from tests import outside_verifier as outside
-from tests.integration.test_ledger_checkpoints import keep_logging  # noqa: F401 (autouse)
+
+pytestmark = pytest.mark.usefixtures("keep_logging")
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "LEDGER.md"
 
