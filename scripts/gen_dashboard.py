@@ -4,7 +4,7 @@ The dashboard shows the runbook's views: pools over time, contributions and wins
 latency percentiles per method, error rate by code, batch sizes, database connections and
 the ledger's balance. Heavy queries read the recording rules of
 deploy/prometheus/jackpot-recording.yml. Every query is plain PromQL (no Grafana macros),
-so tests/e2e/test_prometheus.py runs each against a real Prometheus and requires data, and
+so tests/prometheus/test_prometheus.py runs each against a real Prometheus and requires data, and
 tests/unit/test_dashboard.py requires the committed file to equal this script's output.
 
 Run `make dashboard` after changing a panel; import the JSON in Grafana (Dashboards → New →

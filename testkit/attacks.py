@@ -34,6 +34,7 @@ import grpc
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
+from jackpot_grpc.config import PROJECT_ROOT
 from testkit.figures import latency_ms
 
 
@@ -177,6 +178,31 @@ async def kill_probe(database_url: str, seconds: float) -> dict[str, Any]:
             killed += row[0] if row else 0
             await asyncio.sleep(0.3)
     return {"probe_connections_killed": killed}
+
+
+async def run_attack(*args: object, budget: float, token: str | None = None) -> dict[str, Any]:
+    """Run `python -m testkit.attacks ARGS` to its end (killed past `budget`), as the client
+    holding `token` if given (ATTACK_TOKEN); its JSON."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "testkit.attacks",
+        *map(str, args),
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **({"ATTACK_TOKEN": token} if token else {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(budget):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
 def main(argv: list[str]) -> None:

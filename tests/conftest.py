@@ -12,6 +12,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import grpc
 import hypothesis
 import pytest
@@ -97,6 +98,13 @@ async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> jackpot_pb2_grpc.JackpotServiceStub:
     return jackpot_pb2_grpc.JackpotServiceStub(channel)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session; modules that want a tighter timeout define their own."""
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @pytest.fixture

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "LEDGER.md"
 
 
 class Invalid(Exception):
@@ -111,3 +115,12 @@ def decode_leaf(leaf: bytes) -> tuple[int, int, list[str | None]]:
         texts.append(leaf[at : at + length].decode())
         at += length
     return leaf[0], leaf[1], texts
+
+
+def field_orders() -> dict[int, list[str]]:
+    """Each event type's fields, in order, as docs/LEDGER.md's tables list them."""
+    orders: dict[int, list[str]] = {}
+    for block in re.split(r"(?=^Event type \d+:)", DOC.read_text(), flags=re.MULTILINE)[1:]:
+        event = int(re.match(r"Event type (\d+):", block)[1])  # type: ignore[index]
+        orders[event] = re.findall(r"^\| \d+ \| `(\w+)` \|", block, flags=re.MULTILINE)
+    return orders

@@ -127,10 +127,6 @@ def pool_amounts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return {group: int(amount) for group, amount in rows}
 
 
-def pool_order(conn: psycopg.Connection[Any]) -> list[str]:
-    return [g for (g,) in conn.execute("SELECT jackpot_group FROM jackpots ORDER BY lock_order")]
-
-
 def leaf_hashes(conn: psycopg.Connection[Any], start: int = 0) -> list[bytes]:
     """The recorded leaf hashes from index `start` on."""
     rows = conn.execute(

@@ -29,7 +29,7 @@ from jackpot_grpc.gateway.routes import Route, build_routes
 from jackpot_grpc.gateway.transcode import build_request, forwarded_metadata, response_json
 from jackpot_grpc.http_site import HttpLimits, body_guard, close_if_unread, start_site
 from jackpot_grpc.open_mode import is_loopback
-from jackpot_grpc.peer_address import LOOPBACK_PROXIES, TrustedProxies
+from jackpot_grpc.peer_address import LOOPBACK_PROXIES, Caller, TrustedProxies
 from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.secret_rules import require_long_token
 from jackpot_grpc.signals import wait_for_signal
@@ -61,18 +61,42 @@ def jackpot_services() -> list[ServiceDescriptor]:
     return [jackpot_pb2.DESCRIPTOR.services_by_name["JackpotService"]]
 
 
+async def _admit(request: web.Request) -> tuple[Caller, web.Response | None]:
+    """Who is calling, and the 429 when that caller is blocked for failing authentication;
+    otherwise waits for the open-server guard (when there is one) to let the call go."""
+    app = request.app
+    caller = forwarding.http_caller(request.headers, request.remote, app[TRUSTED_PROXIES])
+    refusal = app[CALLER_LIMIT].refusal(caller)
+    if refusal is None:
+        guard = app.get(OPEN_GUARD)
+        if guard is not None:
+            await guard.admit()
+    return caller, refusal
+
+
+def _call_metadata(
+    request: web.Request, caller: Caller, *, traced: bool
+) -> tuple[tuple[str, str | bytes], ...]:
+    """What the gRPC call carries: the caller's metadata (less what only the gateway may
+    say), whom it calls for, and the gateway's own credentials."""
+    return (
+        # Traced, the gRPC client instrumentation sends the gateway span's context.
+        *forwarding.without_gateway_keys(
+            forwarded_metadata(request.headers, trace_context=not traced)
+        ),
+        *forwarding.forwarded_for(request.headers, request.host, caller),
+        *request.app[GATEWAY_CREDENTIALS],
+    )
+
+
 def _handler(
     route: Route, max_timeout: float | None, body_timeout: float, *, traced: bool
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         app = request.app
-        caller = forwarding.http_caller(request.headers, request.remote, app[TRUSTED_PROXIES])
-        refusal = app[CALLER_LIMIT].refusal(caller)
+        caller, refusal = await _admit(request)
         if refusal is not None:
             return refusal
-        guard = app.get(OPEN_GUARD)
-        if guard is not None:
-            await guard.admit()
         body = b""
         if route.body:
             try:
@@ -89,14 +113,7 @@ def _handler(
             headers=request.headers,
         )
         timeout = forwarding.call_timeout(request.headers, max_timeout)
-        metadata = (
-            # Traced, the gRPC client instrumentation sends the gateway span's context.
-            *forwarding.without_gateway_keys(
-                forwarded_metadata(request.headers, trace_context=not traced)
-            ),
-            *forwarding.forwarded_for(request.headers, request.host, caller),
-            *app[GATEWAY_CREDENTIALS],
-        )
+        metadata = _call_metadata(request, caller, traced=traced)
         call = app[CALLS][route.grpc_path](message, metadata=metadata, timeout=timeout)
         try:
             reply = await call
@@ -126,13 +143,9 @@ def _stream_handler(
 
     async def handle(request: web.Request) -> web.StreamResponse:
         app = request.app
-        caller = forwarding.http_caller(request.headers, request.remote, app[TRUSTED_PROXIES])
-        refusal = app[CALLER_LIMIT].refusal(caller)
+        caller, refusal = await _admit(request)
         if refusal is not None:
             return refusal
-        guard = app.get(OPEN_GUARD)
-        if guard is not None:
-            await guard.admit()
         message = build_request(
             route,
             body=b"",
@@ -144,13 +157,7 @@ def _stream_handler(
         resume = stream_framing.resume_after(request.headers) if sse else None
         if resume is not None and stream_framing.RESUME_FIELD in message.DESCRIPTOR.fields_by_name:
             setattr(message, stream_framing.RESUME_FIELD, resume)
-        metadata = (
-            *forwarding.without_gateway_keys(
-                forwarded_metadata(request.headers, trace_context=not traced)
-            ),
-            *forwarding.forwarded_for(request.headers, request.host, caller),
-            *app[GATEWAY_CREDENTIALS],
-        )
+        metadata = _call_metadata(request, caller, traced=traced)
         # No deadline unless the caller sends Grpc-Timeout: a stream lasts.
         timeout = forwarding.call_timeout(request.headers, None)
         call = app[CALLS][route.grpc_path](message, metadata=metadata, timeout=timeout)

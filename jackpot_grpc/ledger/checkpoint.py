@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from jackpot_grpc.ledger.merkle import HASH_SIZE
 from jackpot_grpc.ledger.note import NoteError, Signer, Verifier, open_note, sign_note
 
 _SIZE = re.compile(r"0|[1-9][0-9]*")
@@ -59,7 +60,7 @@ def parse_checkpoint(text: str) -> Checkpoint:
         root_hash = base64.b64decode(root_b64, validate=True)
     except binascii.Error as exc:
         raise CheckpointError("root hash is not base64") from exc
-    if len(root_hash) != 32 or base64.b64encode(root_hash).decode() != root_b64:
+    if len(root_hash) != HASH_SIZE or base64.b64encode(root_hash).decode() != root_b64:
         raise CheckpointError("root hash is not 32 bytes in canonical base64")
     pools = []
     for line in extensions:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -107,10 +108,25 @@ async def http_check(url: str, rpc_timeout: float = 3.0) -> Check:
     )
 
 
+def _health_page(base: str, path: str) -> str:
+    """`http://host:3001[/anything]` → `http://host:3001{path}`."""
+    parts = urlsplit(base if "://" in base else f"http://{base}")
+    return urlunsplit(parts._replace(path=path, query=""))
+
+
+async def _get_json(url: str, rpc_timeout: float) -> tuple[int, Any]:
+    """A health-port page's HTTP status and JSON (raises aiohttp.ClientError, TimeoutError,
+    ValueError)."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=rpc_timeout)) as session,
+        session.get(url, headers={"Accept": "application/json"}) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
 def books_url(base: str) -> str:
     """`http://host:3001[/anything]` → `http://host:3001/health/jackpot`."""
-    parts = urlsplit(base if "://" in base else f"http://{base}")
-    return urlunsplit(parts._replace(path="/health/jackpot", query=""))
+    return _health_page(base, "/health/jackpot")
 
 
 async def books_check(base: str, rpc_timeout: float = 3.0) -> Check:
@@ -119,17 +135,13 @@ async def books_check(base: str, rpc_timeout: float = 3.0) -> Check:
     url = books_url(base)
     started = time.perf_counter()
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=rpc_timeout)) as session,
-            session.get(url, headers={"Accept": "application/json"}) as response,
-        ):
-            body = await response.json(content_type=None)
+        status, body = await _get_json(url, rpc_timeout)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         detail = "timed out" if isinstance(exc, TimeoutError) else first_line(str(exc))
         return Check("books", url, False, "UNREACHABLE", _elapsed(started), detail[:200])
     ledger = body.get("ledger") if isinstance(body, dict) else None
     if not isinstance(ledger, dict):
-        return Check("books", url, False, f"HTTP {response.status}", _elapsed(started), "no ledger")
+        return Check("books", url, False, f"HTTP {status}", _elapsed(started), "no ledger")
     if ledger.get("balanced") is False:
         problems = "; ".join(str(p) for p in ledger.get("problems") or [])
         return Check("books", url, False, "UNBALANCED", _elapsed(started), problems[:200])
@@ -174,8 +186,7 @@ def default_http_base(health_port: int) -> str:
 
 def database_url_of(base: str) -> str:
     """`http://host:3001[/anything]` → `http://host:3001/health/database`."""
-    parts = urlsplit(base if "://" in base else f"http://{base}")
-    return urlunsplit(parts._replace(path="/health/database", query=""))
+    return _health_page(base, "/health/database")
 
 
 async def service_pool(base: str, rpc_timeout: float = 3.0) -> dict[str, object]:
@@ -183,15 +194,11 @@ async def service_pool(base: str, rpc_timeout: float = 3.0) -> dict[str, object]
     use, waiting, utilisation), as the server sees it; `error` when it cannot be read."""
     url = database_url_of(base)
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=rpc_timeout)) as session,
-            session.get(url, headers={"Accept": "application/json"}) as response,
-        ):
-            body = await response.json(content_type=None)
+        status, body = await _get_json(url, rpc_timeout)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         detail = "timed out" if isinstance(exc, TimeoutError) else first_line(str(exc))
         return {"url": url, "error": detail or type(exc).__name__}
     pool = body.get("pool") if isinstance(body, dict) else None
     if not isinstance(pool, dict):
-        return {"url": url, "error": f"HTTP {response.status}: no pool figures"}
+        return {"url": url, "error": f"HTTP {status}: no pool figures"}
     return {"url": url, **pool}

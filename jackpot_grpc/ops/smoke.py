@@ -81,6 +81,18 @@ class SmokeResult:
         return bool(self.steps) and all(s.ok for s in self.steps)
 
 
+def _checked_shares(reply: pb.ContributeResponse) -> dict[str, int]:
+    """A contribution's share per pool, which must be three that add up to its total."""
+    shares = {_name(c.group): c.amount for c in reply.contributions}
+    if (
+        len(shares) != 3
+        or sum(shares.values()) != reply.total_contribution
+        or min(shares.values()) < 0
+    ):
+        raise StepFailed(f"shares {shares} do not add up to {reply.total_contribution}")
+    return shares
+
+
 def _name(group: int) -> str:
     found = group_from_proto(group)
     return found.value if found else str(group)
@@ -185,15 +197,9 @@ async def run_smoke(
                 game_id=GAME_ID, wager_amount=wager, idempotency_key=f"smoke-contribute-{run}"
             )
             reply = await stub.Contribute(request, timeout=rpc_timeout)
-            shares = {_name(c.group): c.amount for c in reply.contributions}
             if reply.replayed:
                 raise StepFailed("a fresh idempotency key was answered as a replay")
-            if (
-                len(shares) != 3
-                or sum(shares.values()) != reply.total_contribution
-                or min(shares.values()) < 0
-            ):
-                raise StepFailed(f"shares {shares} do not add up to {reply.total_contribution}")
+            shares = _checked_shares(reply)
             state["request"], state["reply"], state["shares"] = request, reply, shares
             return f"id {reply.contribution_id}, total {reply.total_contribution} {shares}"
 
@@ -278,15 +284,9 @@ async def run_smoke(
                 validate_only=True,
             )
             reply = await stub.Contribute(request, timeout=rpc_timeout)
-            shares = {_name(c.group): c.amount for c in reply.contributions}
             if reply.replayed or reply.contribution_id:
                 raise StepFailed("a dry run with a fresh key was answered as recorded")
-            if (
-                len(shares) != 3
-                or sum(shares.values()) != reply.total_contribution
-                or min(shares.values()) < 0
-            ):
-                raise StepFailed(f"shares {shares} do not add up to {reply.total_contribution}")
+            shares = _checked_shares(reply)
             state["request"] = request
             after = ", ".join(f"{_name(p.group)}={p.amount}" for p in reply.pool_amounts)
             return f"would contribute {reply.total_contribution} {shares}; pools after: {after}"

@@ -67,12 +67,6 @@ async def _gateway(target: str, metrics_url: str) -> RunningGateway:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def base(server: RunningServer, metrics_upstream: str) -> AsyncIterator[str]:
     running = await _gateway(f"127.0.0.1:{server.port}", metrics_upstream)
     yield f"http://127.0.0.1:{running.port}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +51,10 @@ class Recorder(jackpot_pb2_grpc.JackpotServiceServicer):
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no config now")
 
 
-@pytest.fixture
-async def recorder() -> AsyncIterator[tuple[Recorder, str]]:
+@asynccontextmanager
+async def recording_gateway(**options: Any) -> AsyncIterator[tuple[Recorder, str]]:
+    """A Recorder behind a real gRPC server, and a gateway (with `options`) in front of it:
+    the recorder and the gateway's base URL."""
     recorder = Recorder()
     server = grpc.aio.server()
     jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(recorder, server)
@@ -61,12 +64,20 @@ async def recorder() -> AsyncIterator[tuple[Recorder, str]]:
         f"127.0.0.1:{port}",
         max_body_bytes=4096,
         metrics_url="http://127.0.0.1:9/metrics",
-        call_timeout=MAX_TIMEOUT,
+        **options,
     )
     gateway = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
-    yield recorder, f"http://127.0.0.1:{gateway.port}"
-    await gateway.stop()
-    await server.stop(None)
+    try:
+        yield recorder, f"http://127.0.0.1:{gateway.port}"
+    finally:
+        await gateway.stop()
+        await server.stop(None)
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[tuple[Recorder, str]]:
+    async with recording_gateway(call_timeout=MAX_TIMEOUT) as running:
+        yield running
 
 
 async def get(url: str, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
@@ -133,21 +144,9 @@ async def test_response_metadata_comes_back_as_headers(recorder: tuple[Recorder,
 async def test_the_gateway_alone_speaks_for_itself_and_always_names_the_caller() -> None:
     """Its own token goes as jackpot-gateway-authorization, whatever a caller smuggles in
     Grpc-Metadata-*; a garbage X-Forwarded-For still leaves the caller's address."""
-    service = Recorder()
-    server = grpc.aio.server()
-    jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    app = create_gateway_app(
-        f"127.0.0.1:{port}",
-        max_body_bytes=4096,
-        metrics_url="http://127.0.0.1:9/metrics",
-        gateway_token="jpk_the-gateways-own",
-        trusted_proxies=TrustedProxies.parse("none"),
-    )
-    gateway = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
-    base = f"http://127.0.0.1:{gateway.port}"
-    try:
+    async with recording_gateway(
+        gateway_token="jpk_the-gateways-own", trusted_proxies=TrustedProxies.parse("none")
+    ) as (service, base):
         await get(
             f"{base}/api/jackpot/pools",
             headers={
@@ -160,9 +159,6 @@ async def test_the_gateway_alone_speaks_for_itself_and_always_names_the_caller()
         assert seen["jackpot-gateway-authorization"] == "Bearer jpk_the-gateways-own"
         # Not a trusted proxy (the list is empty): the caller is its TCP address.
         assert seen["x-forwarded-for"] == "127.0.0.1"
-    finally:
-        await gateway.stop()
-        await server.stop(None)
 
 
 async def test_a_garbage_forwarded_for_still_names_the_caller(

@@ -141,7 +141,7 @@ async def test_a_contributes_receipt_proves_it_is_in_the_books(
     leaf index it names (REST) prove the leaf against a signed checkpoint, checked with the
     outside verifier and docs/LEDGER.md's field table only."""
     from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
-    from tests.integration.test_ledger_export import field_orders
+    from tests.outside_verifier import field_orders
 
     signing = dataclasses.replace(
         settings,

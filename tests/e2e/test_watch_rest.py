@@ -45,12 +45,6 @@ async def base(server: RunningServer) -> AsyncIterator[str]:
     await running.stop()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def next_event(response: aiohttp.ClientResponse) -> tuple[list[str], dict[str, str]]:
     """The comment lines before the next event, and the event's fields."""
     comments: list[str] = []

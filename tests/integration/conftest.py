@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from jackpot_grpc.config import Settings
 from jackpot_grpc.service.jackpot import JackpotService
 from testkit.ledger_tamper import Sealed, run
+from testkit.ledger_traffic import contribute, real_traffic
 from testkit.random_refs import random_game_id
-from tests.integration.test_audit_proofs import contribute, real_traffic
+
+
+@pytest.fixture
+def ops_settings(settings: Settings, database_url: str) -> Settings:
+    """The test server's settings, pointed at the test database (what the CLI reads)."""
+    return dataclasses.replace(settings, database_url=database_url)
+
+
+@pytest.fixture
+def keep_logging() -> Iterator[None]:
+    """main() configures logging for the process; put the test runner's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

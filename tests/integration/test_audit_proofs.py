@@ -4,31 +4,20 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.cli import main
-from jackpot_grpc.domain.model import ConfigChange, ContributeCommand, Group, WinCommand
-from jackpot_grpc.service.jackpot import JackpotService
 from testkit.database import create_database, drop_database, unique_name
-from testkit.random_refs import random_game_id, random_key, random_user_id
+from testkit.ledger_tamper import insider
+from testkit.ledger_traffic import real_traffic
 
-
-@pytest.fixture(autouse=True)
-def keep_logging() -> Iterator[None]:
-    """main() configures logging for the process; put the test runner's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("keep_logging")
 
 
 def audit_json(
@@ -39,67 +28,10 @@ def audit_json(
     return code, json.loads(capsys.readouterr().out)
 
 
-def contribute(game: str, wager: int) -> ContributeCommand:
-    return ContributeCommand(
-        game_id=game, wager_amount=wager, idempotency_key=random_key(), client="game-a"
-    )
-
-
-def change(group: Group, **values: Any) -> ConfigChange:
-    fields: dict[str, Any] = {
-        "contribution_rate": None,
-        "seed_amount": None,
-        "max_amount": None,
-        "clear_max_amount": False,
-        "expected_version": None,
-        "actor": "test",
-        "reason": "audit proofs",
-    }
-    return ConfigChange(group=group, **(fields | values))
-
-
-async def real_traffic(url: str) -> None:
-    """Batches and single wagers, a rate change, a lowered cap (shares cut, some to 0),
-    wins with and without a seed top-up: every kind of ledger row."""
-    async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
-        await pool.open(wait=True, timeout=10)
-        service = JackpotService(pool)
-        game = random_game_id()
-        await service.contribute_many([contribute(game, w) for w in (1000, 250, 7, 99_999)])
-        await service.update_config(
-            change(Group.MAJOR, contribution_rate=Decimal("0.0041")), client="test"
-        )
-        await service.contribute_many([contribute(game, 12_345)])
-        # minor holds ~10 500 under a cap of 100 000: a wager of 20 000 000 fills it.
-        await service.contribute_many([contribute(game, 20_000_000), contribute(game, 5_000)])
-        await service.win(
-            WinCommand(Group.MINOR, game, random_user_id(), 95_000, random_key(), "game-a")
-        )
-        await service.win(
-            WinCommand(Group.MEGA, game, random_user_id(), 100, random_key(), "game-a")
-        )
-        await service.update_config(change(Group.MAJOR, max_amount=100_500), client="test")
-        await service.contribute_many([contribute(game, 3_000_000), contribute(game, 10)])
-        await service.win(
-            WinCommand(Group.MAJOR, game, random_user_id(), None, random_key(), "game-a")
-        )
-        await service.contribute_many([contribute(game, 777)])
-
-
 @pytest.fixture
 async def traffic_url(database_url: str) -> AsyncIterator[str]:
     await real_traffic(database_url)
     yield database_url
-
-
-def sql(url: str, statement: str) -> Any:
-    """Run one statement as an insider would, past the append-only triggers; its first
-    value, if it returns rows."""
-    with psycopg.connect(url) as conn:
-        conn.execute("SET session_replication_role = replica")
-        cur = conn.execute(statement)
-        row = cur.fetchone() if cur.description else None
-        return row[0] if row else None
 
 
 def bad_rows(report: dict[str, Any]) -> set[tuple[str, int | None, str]]:
@@ -109,9 +41,13 @@ def bad_rows(report: dict[str, Any]) -> set[tuple[str, int | None, str]]:
 def test_an_untouched_ledger_after_real_traffic_passes(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
 ) -> None:
-    assert sql(traffic_url, "SELECT count(*) FROM contributions WHERE minor_cap IS NOT NULL") >= 2
-    assert sql(traffic_url, "SELECT count(*) FROM contributions WHERE major_cap IS NOT NULL") >= 1
-    assert sql(traffic_url, "SELECT count(*) FROM seed_fundings WHERE win_id IS NOT NULL") >= 2
+    assert (
+        insider(traffic_url, "SELECT count(*) FROM contributions WHERE minor_cap IS NOT NULL") >= 2
+    )
+    assert (
+        insider(traffic_url, "SELECT count(*) FROM contributions WHERE major_cap IS NOT NULL") >= 1
+    )
+    assert insider(traffic_url, "SELECT count(*) FROM seed_fundings WHERE win_id IS NOT NULL") >= 2
     code, report = audit_json(monkeypatch, capsys, traffic_url)
     assert report["rows"] == {
         "bad_count": 0,
@@ -178,7 +114,7 @@ def test_a_tampered_row_is_named(
     tampering: str,
 ) -> None:
     statement, table, group = TAMPERED[tampering]
-    row_id = sql(traffic_url, statement)
+    row_id = insider(traffic_url, statement)
     assert row_id is not None
 
     code, report = audit_json(monkeypatch, capsys, traffic_url)
@@ -195,7 +131,7 @@ def test_a_top_up_larger_than_the_seed_needs_is_named(
 ) -> None:
     """Re-sealed: the win's top-up, its funding row, its after and the pool all moved by
     100, so every sum and link still holds; only the seed in force says it is too much."""
-    win_id = sql(
+    win_id = insider(
         traffic_url,
         "WITH w AS (UPDATE wins SET seed_top_up = seed_top_up + 100,"
         " pool_after = pool_after + 100 WHERE id = (SELECT min(id) FROM wins"
@@ -220,7 +156,7 @@ def test_a_rate_other_than_the_one_in_force_is_named(
     """Skimming, re-sealed: the last contribution's major rate and share zeroed, its after,
     the pool and its totals moved to match, so the share, the chain and the sums hold; the
     config history says which rate was in force."""
-    row_id = sql(
+    row_id = insider(
         traffic_url,
         "WITH c AS (SELECT id, major_amount AS taken FROM contributions"
         " ORDER BY ledger_seq DESC LIMIT 1),"
@@ -242,7 +178,9 @@ def test_a_rate_other_than_the_one_in_force_is_named(
 def test_a_wrong_count_names_the_pool(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
 ) -> None:
-    sql(traffic_url, "UPDATE jackpots SET win_count = win_count + 1 WHERE jackpot_group = 'mega'")
+    insider(
+        traffic_url, "UPDATE jackpots SET win_count = win_count + 1 WHERE jackpot_group = 'mega'"
+    )
     code, report = audit_json(monkeypatch, capsys, traffic_url)
     assert code == 1
     assert bad_rows(report) == {("jackpots", None, "mega")}
@@ -256,7 +194,7 @@ def test_a_changed_share_is_named_once_by_the_chain(
 ) -> None:
     """A share moved by 1 with its after left alone: the share and the link are wrong at
     that row only; every later row still follows the one before it."""
-    row_id = sql(
+    row_id = insider(
         traffic_url,
         "UPDATE contributions SET mega_amount = mega_amount + 1"
         " WHERE id = (SELECT min(id) FROM contributions) RETURNING id",

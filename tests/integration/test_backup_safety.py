@@ -31,11 +31,6 @@ UNDER_UMASK_022 = ("sh", "-c", 'umask 022 && exec "$@"', "sh")
 
 
 @pytest.fixture
-def ops_settings(settings: Settings, database_url: str) -> Settings:
-    return dataclasses.replace(settings, database_url=database_url)
-
-
-@pytest.fixture
 def older_database(admin_url: str) -> Iterator[str]:
     with scratch_database(admin_url, "jackpot_old") as url:
         migrations.upgrade(url, OLDER_REVISION)

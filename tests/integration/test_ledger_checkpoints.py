@@ -6,9 +6,7 @@ fails too."""
 from __future__ import annotations
 
 import json
-import logging
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -17,15 +15,7 @@ import pytest
 from jackpot_grpc.ledger.merkle import Frontier
 from testkit.ledger_tamper import Sealed, audit, insider, run
 
-
-@pytest.fixture(autouse=True)
-def keep_logging() -> Iterator[None]:
-    """main() configures logging for the process; put the test runner's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("keep_logging")
 
 
 def test_keygen_writes_a_private_key_only_its_owner_reads(

@@ -12,18 +12,8 @@ import pytest
 
 from testkit.ledger_tamper import Sealed, insider, run
 from tests import outside_verifier as outside
-from tests.integration.test_ledger_checkpoints import keep_logging  # noqa: F401 (autouse)
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "LEDGER.md"
-
-
-def field_orders() -> dict[int, list[str]]:
-    """Each event type's fields, in order, as docs/LEDGER.md's tables list them."""
-    orders: dict[int, list[str]] = {}
-    for block in re.split(r"(?=^Event type \d+:)", DOC.read_text(), flags=re.MULTILINE)[1:]:
-        event = int(re.match(r"Event type (\d+):", block)[1])  # type: ignore[index]
-        orders[event] = re.findall(r"^\| \d+ \| `(\w+)` \|", block, flags=re.MULTILINE)
-    return orders
+pytestmark = pytest.mark.usefixtures("keep_logging")
 
 
 def test_an_export_verifies_against_the_checkpoints_with_only_the_doc(
@@ -34,7 +24,7 @@ def test_an_export_verifies_against_the_checkpoints_with_only_the_doc(
 ) -> None:
     out = tmp_path / "export"
     assert run(monkeypatch, sealed, "ledger", "export", "--out", str(out)) == 0
-    orders = field_orders()
+    orders = outside.field_orders()
     assert sorted(orders) == [1, 2, 3, 4]
     key = outside.read_verifier_key((out / "verifier.key").read_text())
     assert key[0] == "jackpot-ledger"

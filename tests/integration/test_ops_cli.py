@@ -44,11 +44,6 @@ Stub = jackpot_pb2_grpc.JackpotServiceStub
 GROUPS = ["minor", "major", "mega"]
 
 
-@pytest.fixture
-def ops_settings(settings: Settings, database_url: str) -> Settings:
-    return dataclasses.replace(settings, database_url=database_url)
-
-
 def grpc_target(server: RunningServer) -> str:
     return f"127.0.0.1:{server.port}"
 

@@ -32,11 +32,6 @@ from testkit.ports import free_port
 from testkit.processes import serve_process
 
 
-@pytest.fixture
-def ops_settings(settings: Settings, database_url: str) -> Settings:
-    return dataclasses.replace(settings, database_url=database_url)
-
-
 def jackpot(
     *argv: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

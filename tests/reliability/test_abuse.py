@@ -11,9 +11,7 @@ percentiles go to the report (testkit.figures), not into an assertion.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ import aiohttp
 import pytest
 
 from jackpot_grpc.config import PROJECT_ROOT, Settings
+from testkit.attacks import run_attack
 from testkit.canary import CanaryResult, canary
 from testkit.database import scratch_database
 from testkit.figures import report
@@ -71,25 +70,7 @@ def stack(admin_url: str, template_database: str, tmp_path_factory: Any) -> Iter
 
 async def attack(*args: object, budget: float = SECONDS + 60) -> dict[str, Any]:
     """Run `python -m testkit.attacks ARGS` to its end (killed past `budget`); its JSON."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "testkit.attacks",
-        *map(str, args),
-        cwd=PROJECT_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(budget):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
-    result: dict[str, Any] = json.loads(out)
-    return result
+    return await run_attack(*args, budget=budget)
 
 
 async def under(stack: Stack, *attacks: tuple[object, ...]) -> tuple[CanaryResult, list[Any]]:

@@ -13,9 +13,7 @@ attacker's own CPU sets the canary's p99.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ import pytest
 
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.config import PROJECT_ROOT
+from testkit.attacks import run_attack
 from testkit.canary import CanaryResult, canary
 from testkit.database import scratch_database
 from testkit.edge import Edge, running_edge
@@ -69,26 +68,7 @@ def stack(admin_url: str, template_database: str, tmp_path_factory: Any) -> Iter
 
 async def attack(*args: object, token: str | None = None) -> dict[str, Any]:
     """`python -m testkit.attacks ARGS` (as the client holding `token`); its JSON."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "testkit.attacks",
-        *map(str, args),
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **({"ATTACK_TOKEN": token} if token else {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(SECONDS + 60):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
-    result: dict[str, Any] = json.loads(out)
-    return result
+    return await run_attack(*args, budget=SECONDS + 60, token=token)
 
 
 async def server_refusals(stack: Stack) -> int:

@@ -234,12 +234,6 @@ async def base(echo_service: ServiceDescriptor, echo_target: str) -> AsyncIterat
     await running.stop()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def _call(
     http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
 ) -> tuple[int, Any, aiohttp.ClientResponse]:
