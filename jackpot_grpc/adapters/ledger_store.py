@@ -216,10 +216,16 @@ class ProofMaterial:
 
 
 def proof_material(
-    url: str, size: int, *, leaf_index: int | None = None, row: tuple[str, int] | None = None
+    url: str,
+    size: int,
+    *,
+    leaf_index: int | None = None,
+    row: tuple[str, int] | None = None,
+    hashes_from: int = 0,
 ) -> ProofMaterial | None:
-    """The leaf (by index, or by table and row id), its row and the first `size` recorded
-    leaf hashes; None when it is no leaf (or its row is gone)."""
+    """The leaf (by index, or by table and row id), its row and the recorded leaf hashes
+    from `hashes_from` up to `size` (a caller that kept the earlier ones asks only for the
+    rest: leaves never change); None when it is no leaf (or its row is gone)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
@@ -250,8 +256,9 @@ def proof_material(
             hashes = [
                 bytes(h)
                 for (h,) in conn.execute(
-                    "SELECT leaf_hash FROM ledger_leaves WHERE leaf_index < %s ORDER BY leaf_index",
-                    (size,),
+                    "SELECT leaf_hash FROM ledger_leaves"
+                    " WHERE leaf_index >= %s AND leaf_index < %s ORDER BY leaf_index",
+                    (hashes_from, size),
                 )
             ]
             return ProofMaterial(leaf, record, hashes)

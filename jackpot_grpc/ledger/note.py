@@ -55,6 +55,19 @@ def _public_bytes(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def _key_parts(text: str, kind: str, layout: str) -> tuple[str, str, bytes]:
+    """A key's name, key-hash hex and 32 key bytes, from `name+hash+base64(alg || key)`."""
+    parts = text.split("+", 2)
+    if len(parts) != 3:
+        raise NoteError(f"a {kind} key is {layout}")
+    name, hash_hex, encoded = parts
+    _check_name(name)
+    raw = _b64decode(encoded)
+    if len(raw) != 33 or raw[0] != ALG_ED25519:
+        raise NoteError(f"not an Ed25519 {kind} key")
+    return name, hash_hex, raw[1:]
+
+
 @dataclass(frozen=True)
 class Verifier:
     name: str
@@ -70,15 +83,8 @@ class Verifier:
 
     @classmethod
     def from_text(cls, text: str) -> Verifier:
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3:
-            raise NoteError("a verifier key is name+hash+key")
-        name, hash_hex, encoded = parts
-        _check_name(name)
-        raw = _b64decode(encoded)
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise NoteError("not an Ed25519 verifier key")
-        verifier = cls(name, raw[1:])
+        name, hash_hex, key = _key_parts(text.strip(), "verifier", "name+hash+key")
+        verifier = cls(name, key)
         if verifier.key_hash.hex() != hash_hex:
             raise NoteError("the verifier key's hash does not match its key")
         return verifier
@@ -110,15 +116,10 @@ class Signer:
         text = text.strip()
         if not text.startswith(PRIVATE_PREFIX):
             raise NoteError("a signer key starts with PRIVATE+KEY+")
-        parts = text[len(PRIVATE_PREFIX) :].split("+", 2)
-        if len(parts) != 3:
-            raise NoteError("a signer key is PRIVATE+KEY+name+hash+key")
-        name, hash_hex, encoded = parts
-        _check_name(name)
-        raw = _b64decode(encoded)
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise NoteError("not an Ed25519 signer key")
-        signer = cls(name, raw[1:])
+        name, hash_hex, key = _key_parts(
+            text[len(PRIVATE_PREFIX) :], "signer", "PRIVATE+KEY+name+hash+key"
+        )
+        signer = cls(name, key)
         if signer.verifier.key_hash.hex() != hash_hex:
             raise NoteError("the signer key's hash does not match its key")
         return signer

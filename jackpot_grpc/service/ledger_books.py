@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,6 +276,10 @@ class LedgerProofs:
         self._url = url
         self._latest = latest
         self._verifier = verifier
+        # The leaf hashes read so far, in index order: leaves are append-only, so each
+        # proof reads only the hashes added since the last one, not the whole log again.
+        self._hashes: list[bytes] = []
+        self._hashes_lock = threading.Lock()  # proofs run on worker threads
 
     def prove(
         self, *, leaf_index: int | None = None, row: tuple[str, int] | None = None
@@ -283,8 +288,9 @@ class LedgerProofs:
         if note is None:
             raise LeafNotInCheckpoint("no ledger checkpoint is signed yet")
         checkpoint = open_checkpoint(note, self._verifier)
+        known = min(len(self._hashes), checkpoint.size)
         material = ledger_store.proof_material(
-            self._url, checkpoint.size, leaf_index=leaf_index, row=row
+            self._url, checkpoint.size, leaf_index=leaf_index, row=row, hashes_from=known
         )
         if material is None or material.leaf.index >= checkpoint.size:
             what = f"leaf {leaf_index}" if row is None else f"{row[0]} #{row[1]}"
@@ -297,5 +303,9 @@ class LedgerProofs:
         exported = ExportedLeaf(
             leaf.index, leaf.table, leaf.row_id, int(event), fields, encode_texts(event, fields)
         )
-        proof = merkle.inclusion_proof(leaf.index, material.hashes)
+        with self._hashes_lock:
+            hashes = self._hashes[:known] + material.hashes
+            if len(hashes) > len(self._hashes):
+                self._hashes = hashes
+        proof = merkle.inclusion_proof(leaf.index, hashes)
         return LeafProof(exported, checkpoint.size, proof, note)

@@ -239,3 +239,52 @@ async def test_a_server_with_an_unreadable_ledger_key_does_not_start(
     )
     with pytest.raises(SystemExit, match="JACKPOT_LEDGER_KEY_FILE"):
         await start_server(bad, database_url, port=0)
+
+
+async def test_proofs_stay_true_as_the_tree_grows(
+    settings: Settings, database_url: str, ledger_key: Path, tmp_path: Path
+) -> None:
+    """The server keeps the leaf hashes it has read and reads only newer ones for the next
+    proof: each contribution's proof, asked for after the tree grew, verifies against its
+    own (larger) checkpoint with the outside verifier."""
+    signing = dataclasses.replace(
+        settings,
+        ledger_key_file=ledger_key,
+        checkpoint_log=tmp_path / "log",
+        checkpoint_interval=0.2,
+    )
+    key = outside.read_verifier_key(read(Path(f"{ledger_key}.pub")))
+    running = await start_server(signing, database_url, port=0)
+    sizes: list[int] = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+            for n in range(3):
+                reply = await stub.Contribute(
+                    pb.ContributeRequest(game_id="dice", wager_amount=1000, idempotency_key=f"g{n}")
+                )
+                request = pb.GetLedgerProofRequest(contribution_id=reply.contribution_id)
+
+                async def proved(request: pb.GetLedgerProofRequest = request) -> bool:
+                    try:
+                        await stub.GetLedgerProof(request)
+                    except grpc.aio.AioRpcError as exc:
+                        assert exc.code() == grpc.StatusCode.OUT_OF_RANGE  # not yet covered
+                        return False
+                    return True
+
+                await eventually(proved, within=10)
+                proof = await stub.GetLedgerProof(request)
+                size, root, _ = outside.open_checkpoint(proof.checkpoint, key)
+                outside.verify_inclusion(
+                    proof.leaf_index,
+                    size,
+                    outside.leaf_hash(proof.leaf),
+                    list(proof.inclusion_proof),
+                    root,
+                )
+                assert proof.row_id == reply.contribution_id
+                sizes.append(size)
+    finally:
+        await running.stop(grace=1.0)
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # the tree grew between proofs
