@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from jackpot_grpc.ledger import merkle
 from jackpot_grpc.ledger.checkpoint import Checkpoint
-from jackpot_grpc.ledger.leaf import SCHEMAS, TABLES, EventType, encode_leaf
+from jackpot_grpc.ledger.leaf import SCHEMAS, TABLES, EventType, Field, encode_leaf
 from jackpot_grpc.ledger.note import Signer
 
 # An example key only: its private half is printed in the doc.
@@ -45,8 +45,12 @@ def _hex_lines(data: bytes, width: int = 32) -> str:
     return "\n".join(data[i : i + width].hex(" ") for i in range(0, len(data), width))
 
 
+def _absent(field: Field) -> str:
+    return "extension" if field.extension else "yes" if field.nullable else "no"
+
+
 def schema_table(event: EventType) -> str:
-    rows = [f"| {i} | `{f.name}` | {f.kind.value} | {'yes' if f.nullable else 'no'} |"
+    rows = [f"| {i} | `{f.name}` | {f.kind.value} | {_absent(f)} |"
             for i, f in enumerate(SCHEMAS[event], 1)]  # fmt: skip
     head = [
         f"Event type {int(event)}: {event.name.lower().replace('_', ' ')} (`{TABLES[event]}`)",

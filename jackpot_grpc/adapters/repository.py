@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from jackpot_grpc.domain.model import (
     ContributionShares,
     Group,
     LedgerAudit,
+    OverflowPolicy,
     PoolAudit,
     PoolConfig,
     PoolState,
@@ -46,7 +47,9 @@ SyncConn = Connection[Any]
 
 POOL_COLUMNS = """jackpot_group, current_amount, seed_amount, max_amount, contribution_rate,
     total_contributions, total_wins, total_seed_funding, contribution_count, win_count,
-    last_won_amount, last_won_at, last_won_by_user_id, version, config_version, updated_at"""
+    last_won_amount, last_won_at, last_won_by_user_id, version, config_version, updated_at,
+    reserve_rate, overflow_policy, overflow_target, reserve_amount, overflow_amount,
+    total_contributed, total_diverted_in, total_diverted_out, seed_from_reserve"""
 
 
 def _pool(row: dict[str, Any]) -> PoolState:
@@ -67,6 +70,15 @@ def _pool(row: dict[str, Any]) -> PoolState:
         version=row["version"],
         config_version=row["config_version"],
         updated_at=row["updated_at"],
+        reserve_rate=row["reserve_rate"],
+        overflow_policy=OverflowPolicy(row["overflow_policy"]),
+        overflow_target=Group(row["overflow_target"]) if row["overflow_target"] else None,
+        reserve_amount=row["reserve_amount"],
+        overflow_amount=row["overflow_amount"],
+        total_contributed=row["total_contributed"],
+        total_diverted_in=row["total_diverted_in"],
+        total_diverted_out=row["total_diverted_out"],
+        seed_from_reserve=row["seed_from_reserve"],
     )
 
 
@@ -153,10 +165,20 @@ async def lock_pools_and_find_contributions(
 # the ceiling a share was cut to when the whole share did not fit (NULL when it fitted).
 # Every row of a batch splits against the same locked pools, so rate and ceiling are one
 # value per pool; the share is cut exactly when it is below floor(wager × rate).
-PROOF_COLUMNS = ", ".join(f"{g.value}_rate, {g.value}_cap" for g in GROUPS)
+# and (migration 0011) the reserve rate, where each pool's overflow went (its own name: its
+# overflow meter; another pool: diverted there). Every row of a batch splits against the
+# same locked pools, so these are one value per pool; the reserve share is
+# floor(wager × reserve rate), computed here; a share was cut exactly when it overflowed.
+PROOF_COLUMNS = ", ".join(
+    f"{g.value}_rate, {g.value}_cap, {g.value}_reserve_rate, {g.value}_reserve,"
+    f" {g.value}_overflow_to"
+    for g in GROUPS
+)
 PROOF_VALUES = ", ".join(
-    f"%({g.value}_rate)s::numeric, CASE WHEN u.{g.value}_amount"
-    f" < floor(u.wager * %({g.value}_rate)s::numeric) THEN %({g.value}_limit)s::bigint END"
+    f"%({g.value}_rate)s::numeric, CASE WHEN u.{g.value}_overflow > 0"
+    f" THEN %({g.value}_limit)s::bigint END, %({g.value}_reserve_rate)s::numeric,"
+    f" floor(u.wager * %({g.value}_reserve_rate)s::numeric)::bigint,"
+    f" %({g.value}_overflow_to)s::text"
     for g in GROUPS
 )
 
@@ -164,45 +186,59 @@ PROOF_VALUES = ", ".join(
 def _proof_params(pools: Mapping[Group, PoolState]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for g in GROUPS:
-        params[f"{g.value}_rate"] = pools[g].contribution_rate
-        params[f"{g.value}_limit"] = rules.ceiling(pools[g])
+        pool = pools[g]
+        params[f"{g.value}_rate"] = pool.contribution_rate
+        params[f"{g.value}_limit"] = rules.ceiling(pool)
+        params[f"{g.value}_reserve_rate"] = pool.reserve_rate
+        params[f"{g.value}_overflow_to"] = (pool.overflow_target or g).value
     return params
 
 
-# One statement per batch: the runbook's batched CASE update moves all three pools, the
-# ledger gets every row (one insert from arrays), and the contribution totals move by the
-# batch's count and wager sum. Its caller holds the pool locks. Every result row is a pool
-# after the move, carrying the new ledger ids (in input order: the sequence hands them out
-# in unnest order) and their created_at, which defaults to now(), the transaction's
-# timestamp, so every row of the batch has the same.
+# Each pool's move, one row per pool (joined to its jackpots row).
+_MOVES = ", ".join(
+    f"('{g.value}', %({g.value})s::bigint, %({g.value}_n)s::bigint, %({g.value}_r)s::bigint,"
+    f" %({g.value}_kept)s::bigint, %({g.value}_out)s::bigint, %({g.value}_in)s::bigint,"
+    f" %({g.value}_given)s::bigint)"
+    for g in GROUPS
+)
+_SHARE_ARRAYS = ", ".join(f"%({g.value}_amount)b::bigint[]" for g in GROUPS)
+_AFTER_ARRAYS = ", ".join(f"%({g.value}_after)b::bigint[]" for g in GROUPS)
+_OVERFLOW_ARRAYS = ", ".join(f"%({g.value}_overflow)b::bigint[]" for g in GROUPS)
+
+# One statement per batch: the runbook's batched update moves all three pools (display,
+# reserve, overflow and the meters), the ledger gets every row (one insert from arrays),
+# and the contribution totals move by the batch's count and wager sum. Its caller holds the
+# pool locks. Every result row is a pool after the move, carrying the new ledger ids (in
+# input order: the sequence hands them out in unnest order) and their created_at, which
+# defaults to now(), the transaction's timestamp, so every row of the batch has the same.
 # %b: the arrays go in binary, which psycopg dumps in C; as text every string element is
 # run through a quoting regex in Python.
 RECORD_CONTRIBUTIONS = f"""WITH moved AS (
     UPDATE jackpots SET
-        current_amount = current_amount + CASE jackpot_group
-            WHEN 'minor' THEN %(minor)s::bigint WHEN 'major' THEN %(major)s::bigint
-            WHEN 'mega' THEN %(mega)s::bigint END,
-        total_contributions = total_contributions + CASE jackpot_group
-            WHEN 'minor' THEN %(minor)s::bigint WHEN 'major' THEN %(major)s::bigint
-            WHEN 'mega' THEN %(mega)s::bigint END,
-        contribution_count = contribution_count + CASE jackpot_group
-            WHEN 'minor' THEN %(minor_n)s::bigint WHEN 'major' THEN %(major_n)s::bigint
-            WHEN 'mega' THEN %(mega_n)s::bigint END,
+        current_amount = current_amount + m.display,
+        total_contributions = total_contributions + m.display,
+        contribution_count = contribution_count + m.n,
+        reserve_amount = reserve_amount + m.reserved,
+        overflow_amount = overflow_amount + m.kept,
+        total_diverted_out = total_diverted_out + m.sent,
+        total_diverted_in = total_diverted_in + m.received,
+        total_contributed = total_contributed + m.given,
         version = version + 1,
         updated_at = now()
-    WHERE jackpot_group IN ('minor', 'major', 'mega')
-    RETURNING {POOL_COLUMNS}),
+    FROM (VALUES {_MOVES}) AS m(grp, display, n, reserved, kept, sent, received, given)
+    WHERE jackpot_group = m.grp
+    RETURNING {", ".join("jackpots." + c.strip() for c in POOL_COLUMNS.split(","))}),
 inserted AS (
     INSERT INTO contributions (idempotency_key, fingerprint, client, game_id, wager_amount,
         minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after,
-        {PROOF_COLUMNS})
+        minor_overflow, major_overflow, mega_overflow, {PROOF_COLUMNS})
     SELECT u.*, {PROOF_VALUES}
     FROM unnest(%(keys)b::text[], %(fingerprints)b::bytea[], %(clients)b::text[],
-        %(games)b::text[], %(wagers)b::bigint[],
-        %(minor_amount)b::bigint[], %(major_amount)b::bigint[], %(mega_amount)b::bigint[],
-        %(minor_after)b::bigint[], %(major_after)b::bigint[], %(mega_after)b::bigint[])
+        %(games)b::text[], %(wagers)b::bigint[], {_SHARE_ARRAYS}, {_AFTER_ARRAYS},
+        {_OVERFLOW_ARRAYS})
         AS u(key, fingerprint, client, game, wager, minor_amount, major_amount, mega_amount,
-             minor_after, major_after, mega_after)
+             minor_after, major_after, mega_after, minor_overflow, major_overflow,
+             mega_overflow)
     RETURNING id, created_at),
 counted AS (
     UPDATE contribution_totals SET
@@ -232,11 +268,38 @@ def _record_params(
         "count": len(wagers),
         "wagered": sum(wagers),
     }
+    overflowed = any(s.overflows is not None for s in shares)
+    none_overflowed = [0] * len(shares)
     for g in GROUPS:
         params[g.value] = sums[g]
         params[f"{g.value}_n"] = counts[g]
         params[f"{g.value}_amount"] = [s.amounts[g] for s in shares]
         params[f"{g.value}_after"] = [s.pools_after[g] for s in shares]
+        params[f"{g.value}_overflow"] = (
+            [s.overflows[g] if s.overflows is not None else 0 for s in shares]
+            if overflowed
+            else none_overflowed
+        )
+    return params
+
+
+def _meter_params(
+    write: BatchWrite, sums: Mapping[Group, int], pools: Mapping[Group, PoolState]
+) -> dict[str, Any]:
+    """Each pool's reserve and overflow meters' moves."""
+    params: dict[str, Any] = {}
+    for g in GROUPS:
+        reserved = write.reserves.get(g, 0)
+        over = write.overflows.get(g, 0)
+        received = write.diverted_in.get(g, 0)
+        diverts = pools[g].overflow_target is not None
+        params[f"{g.value}_r"] = reserved
+        params[f"{g.value}_kept"] = 0 if diverts else over
+        params[f"{g.value}_out"] = over if diverts else 0
+        params[f"{g.value}_in"] = received
+        # What wagers gave the pool: its own display share (less what was diverted in),
+        # its reserve share and its overflow.
+        params[f"{g.value}_given"] = sums[g] - received + over + reserved
     return params
 
 
@@ -252,8 +315,25 @@ async def record_contributions(
     it), write a ledger row per command with its shares and their proof (the rates and
     ceilings of `pools`, the locked pools the shares were split against). Returns the
     pools after, in lock order, and (id, created_at) per ledger row, in command order."""
-    params = _record_params(sums, counts, commands, shares) | _proof_params(pools)
-    return _recorded(await _rows(conn, RECORD_CONTRIBUTIONS, params))
+    write = BatchWrite(sums, counts, commands, shares, *_meters_of(shares, pools))
+    return _recorded(await _rows(conn, RECORD_CONTRIBUTIONS, _write_params(write, pools)))
+
+
+def _meters_of(
+    shares: Sequence[ContributionShares], pools: Mapping[Group, PoolState]
+) -> tuple[dict[Group, int], dict[Group, int], dict[Group, int]]:
+    """The reserve, overflow and diverted-in sums of `shares` (BatchWrite's last three)."""
+    reserves, overflows = dict.fromkeys(GROUPS, 0), dict.fromkeys(GROUPS, 0)
+    for share in shares:
+        for g in GROUPS:
+            reserves[g] += share.reserves[g] if share.reserves is not None else 0
+            overflows[g] += share.overflows[g] if share.overflows is not None else 0
+    diverted_in = dict.fromkeys(GROUPS, 0)
+    for g in GROUPS:
+        target = pools[g].overflow_target
+        if target is not None:
+            diverted_in[target] += overflows[g]
+    return reserves, overflows, diverted_in
 
 
 def _recorded(
@@ -275,6 +355,9 @@ class BatchWrite:
     counts: dict[Group, int]
     commands: Sequence[ContributeCommand]
     shares: Sequence[ContributionShares]
+    reserves: Mapping[Group, int] = field(default_factory=dict)
+    overflows: Mapping[Group, int] = field(default_factory=dict)
+    diverted_in: Mapping[Group, int] = field(default_factory=dict)
 
 
 # Given the locked pools and the earlier contributions with the batch's keys: what to write
@@ -339,7 +422,7 @@ def contribute_in_two_flights_sync(
 
 def _write_params(write: BatchWrite, pools: Mapping[Group, PoolState]) -> dict[str, Any]:
     params = _record_params(write.sums, write.counts, write.commands, write.shares)
-    return params | _proof_params(pools)
+    return params | _proof_params(pools) | _meter_params(write, write.sums, pools)
 
 
 # --- wins --------------------------------------------------------------------------------
@@ -350,7 +433,7 @@ async def find_win(conn: Conn, client: str, key: str) -> RecordedWin | None:
     rows = await _rows(
         conn,
         """SELECT id, jackpot_group, fingerprint, amount, pool_before, seed_top_up,
-                  pool_after, created_at
+                  pool_after, created_at, coalesce(reserve_top_up, 0) AS reserve_top_up
            FROM wins WHERE client = %s AND idempotency_key = %s""",
         (client, key),
     )
@@ -366,9 +449,16 @@ async def find_win(conn: Conn, client: str, key: str) -> RecordedWin | None:
             pool_before=row["pool_before"],
             seed_top_up=row["seed_top_up"],
             pool_after=row["pool_after"],
+            reserve_top_up=row["reserve_top_up"],
         ),
         created_at=row["created_at"],
     )
+
+
+RESET_REASONS = {
+    "reserve": "reset to seed after win, from the reserve",
+    "operator": "reset to seed after win",
+}
 
 
 async def record_win(
@@ -381,6 +471,8 @@ async def record_win(
                current_amount = %(after)s,
                total_wins = total_wins + %(amount)s,
                total_seed_funding = total_seed_funding + %(top_up)s,
+               reserve_amount = reserve_amount - %(from_reserve)s,
+               seed_from_reserve = seed_from_reserve + %(from_reserve)s,
                win_count = win_count + 1,
                last_won_amount = %(amount)s,
                last_won_at = now(),
@@ -393,6 +485,7 @@ async def record_win(
             "after": outcome.pool_after,
             "amount": outcome.amount,
             "top_up": outcome.seed_top_up,
+            "from_reserve": outcome.reserve_top_up,
             "user_id": command.user_id,
             "group": command.group.value,
         },
@@ -401,8 +494,8 @@ async def record_win(
         conn,
         """INSERT INTO wins (idempotency_key, fingerprint, client, jackpot_group, game_id,
                              user_id, requested_amount, amount, pool_before, seed_top_up,
-                             pool_after)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                             pool_after, reserve_top_up)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
            RETURNING id, created_at""",
         (
             command.idempotency_key,
@@ -416,15 +509,21 @@ async def record_win(
             outcome.pool_before,
             outcome.seed_top_up,
             outcome.pool_after,
+            outcome.reserve_top_up,
         ),
     )
     win_id, created_at = wins[0]["id"], wins[0]["created_at"]
-    if outcome.seed_top_up:
-        await conn.execute(
-            """INSERT INTO seed_fundings (jackpot_group, amount, reason, win_id)
-               VALUES (%s, %s, 'reset to seed after win', %s)""",
-            (command.group.value, outcome.seed_top_up, win_id),
-        )
+    # The reset, one seed-funding row per source: the reserve first, then the operator.
+    for source, amount in (
+        ("reserve", outcome.reserve_top_up),
+        ("operator", outcome.operator_top_up),
+    ):
+        if amount:
+            await conn.execute(
+                """INSERT INTO seed_fundings (jackpot_group, amount, reason, win_id, source)
+                   VALUES (%s, %s, %s, %s, %s)""",
+                (command.group.value, amount, RESET_REASONS[source], win_id, source),
+            )
     return win_id, created_at, _pool(pools[0])
 
 
@@ -438,6 +537,9 @@ def config_of(pool: PoolState) -> PoolConfig:
         seed_amount=pool.seed_amount,
         max_amount=pool.max_amount,
         version=pool.config_version,
+        reserve_rate=pool.reserve_rate,
+        overflow_policy=pool.overflow_policy,
+        overflow_target=pool.overflow_target,
     )
 
 
@@ -448,6 +550,9 @@ def _config_json(config: PoolConfig) -> str:
             "seed_amount": config.seed_amount,
             "max_amount": config.max_amount,
             "version": config.version,
+            "reserve_rate": rate_text(config.reserve_rate),
+            "overflow_policy": config.overflow_policy.value,
+            "overflow_target": config.overflow_target.value if config.overflow_target else None,
         }
     )
 
@@ -461,13 +566,17 @@ async def save_config(
     """
     await conn.execute(
         """UPDATE jackpots SET contribution_rate = %s, seed_amount = %s, max_amount = %s,
-               config_version = %s, version = version + 1, updated_at = now()
+               config_version = %s, reserve_rate = %s, overflow_policy = %s,
+               overflow_target = %s, version = version + 1, updated_at = now()
            WHERE jackpot_group = %s""",
         (
             after.contribution_rate,
             after.seed_amount,
             after.max_amount,
             after.version,
+            after.reserve_rate,
+            after.overflow_policy.value,
+            after.overflow_target.value if after.overflow_target else None,
             after.group.value,
         ),
     )
@@ -559,18 +668,42 @@ CHAIN_CTES = ",\n".join(_chain_of(g.value) for g in GROUPS) + (
 
 
 # A contribution's share of pool g against floor(wager × rate), or what fitted under its
-# ceiling when it records one.
+# ceiling when it records one. From 0011 a row also records each pool's overflow: the share
+# offered is floor(wager × rate) plus what other pools diverted into it (their overflow
+# with this pool as its `_overflow_to`); what fits goes to the display, the rest overflows
+# (and only past the ceiling); the reserve share is floor(wager × reserve rate).
 def _share_check_of(g: str) -> str:
+    into = " + ".join(
+        f"CASE WHEN {p.value}_overflow_to = '{g}' THEN {p.value}_overflow ELSE 0 END"
+        for p in GROUPS
+        if p.value != g
+    )
     return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
         format('share %%s, but floor(%%s × %%s) = %%s%%s', {g}_amount, wager_amount, {g}_rate,
                floor(wager_amount * {g}_rate),
                CASE WHEN {g}_cap IS NOT NULL THEN format(' capped at %%s', {g}_cap) ELSE '' END)
             AS problem
     FROM contributions
-    WHERE {g}_rate IS NOT NULL AND CASE WHEN {g}_cap IS NULL
+    WHERE {g}_rate IS NOT NULL AND {g}_overflow IS NULL AND CASE WHEN {g}_cap IS NULL
         THEN {g}_amount <> floor(wager_amount * {g}_rate)
         ELSE {g}_amount >= floor(wager_amount * {g}_rate) OR {g}_amount <> greatest(0,
-             least(floor(wager_amount * {g}_rate), {g}_cap - ({g}_after - {g}_amount))) END"""
+             least(floor(wager_amount * {g}_rate), {g}_cap - ({g}_after - {g}_amount))) END
+    UNION ALL
+    SELECT 'contributions', id, '{g}',
+        format('share %%s and overflow %%s, but %%s was offered (floor(%%s × %%s) and %%s'
+               ' diverted in)%%s; reserve %%s, but floor(%%s × %%s) = %%s',
+               {g}_amount, {g}_overflow, offered, wager_amount, {g}_rate, offered - own,
+               CASE WHEN {g}_cap IS NOT NULL THEN format(', capped at %%s', {g}_cap) ELSE '' END,
+               {g}_reserve, wager_amount, {g}_reserve_rate,
+               floor(wager_amount * {g}_reserve_rate))
+    FROM (SELECT *, floor(wager_amount * {g}_rate) AS own,
+                 floor(wager_amount * {g}_rate) + {into} AS offered
+          FROM contributions WHERE {g}_overflow IS NOT NULL) c
+    WHERE {g}_amount + {g}_overflow <> offered
+       OR {g}_reserve IS DISTINCT FROM floor(wager_amount * {g}_reserve_rate)
+       OR CASE WHEN {g}_cap IS NULL THEN {g}_overflow <> 0
+          ELSE {g}_overflow = 0 OR {g}_amount <> greatest(0,
+               least(offered, {g}_cap - ({g}_after - {g}_amount))) END"""
 
 
 SHARE_CHECKS = "\n    UNION ALL\n    ".join(_share_check_of(g.value) for g in GROUPS)
@@ -606,18 +739,43 @@ def _rate_check_of(g: str) -> str:
 
 
 RATE_CHECKS = "\n    UNION ALL\n    ".join(_rate_check_of(g.value) for g in GROUPS)
+
+
+# A reset is paid from the reserve first: each win's reserve top-up is the least of what
+# the reset needed and what pool g's reserve held just before it (its reserve shares and
+# reserve top-ups in ledger order; rows from before 0011 hold no reserve).
+def _reserve_first_of(g: str) -> str:
+    return f"""SELECT 'wins' AS tbl, id, '{g}' AS grp,
+        format('reserve top-up %%s, but the reserve held %%s and the reset needed %%s',
+               reserve_top_up, held, seed_top_up) AS problem
+    FROM (SELECT *, sum(delta) OVER (ORDER BY ledger_seq) - delta AS held
+          FROM (SELECT ledger_seq, 'c' AS kind, id, {g}_reserve AS delta,
+                       NULL::bigint AS seed_top_up, NULL::bigint AS reserve_top_up
+                FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_reserve > 0
+                UNION ALL
+                SELECT ledger_seq, 'w', id, -coalesce(reserve_top_up, 0), seed_top_up,
+                       reserve_top_up
+                FROM wins WHERE ledger_seq IS NOT NULL AND jackpot_group = '{g}') moves) chain
+    WHERE kind = 'w' AND reserve_top_up IS NOT NULL
+      AND reserve_top_up <> least(held, seed_top_up)"""
+
+
+RESERVE_CHECKS = "\n    UNION ALL\n    ".join(_reserve_first_of(g.value) for g in GROUPS)
 AUDIT_ROWS = f"""WITH shares AS (
     {SHARE_CHECKS}),
 rates AS (
     {RATE_CHECKS}),
+reserve_first AS (
+    {RESERVE_CHECKS}),
 {CHAIN_CTES},
 chain AS (
     SELECT tbl, id, grp,
         format('after %%s, but the amount before it was %%s and it moves %%s', after,
                expected + prev_drift - delta, delta) AS problem
     FROM drifts WHERE drift <> prev_drift),
-funding AS (
-    SELECT win_id, count(*) AS n, sum(amount) AS funded
+funding AS (  -- a reset's rows: one per source (the reserve, the operator)
+    SELECT win_id, count(*) AS n, count(DISTINCT coalesce(source, 'operator')) AS sources,
+        sum(amount) AS funded, sum(amount) FILTER (WHERE source = 'reserve') AS from_reserve
     FROM seed_fundings WHERE win_id IS NOT NULL GROUP BY win_id),
 top_ups AS (
     SELECT 'wins' AS tbl, w.id, w.jackpot_group AS grp,
@@ -626,7 +784,13 @@ top_ups AS (
                     ELSE format('%%s seed-funding row(s) of %%s', f.n, f.funded) END)
             AS problem
     FROM wins w LEFT JOIN funding f ON f.win_id = w.id
-    WHERE w.seed_top_up <> coalesce(f.funded, 0) OR f.n > 1
+    WHERE w.seed_top_up <> coalesce(f.funded, 0) OR f.n > f.sources
+    UNION ALL
+    SELECT 'wins', w.id, w.jackpot_group,
+        format('reserve top-up %%s, but %%s of its seed funding came from the reserve',
+               w.reserve_top_up, coalesce(f.from_reserve, 0))
+    FROM wins w LEFT JOIN funding f ON f.win_id = w.id
+    WHERE coalesce(w.reserve_top_up, 0) <> coalesce(f.from_reserve, 0)
     UNION ALL
     SELECT 'seed_fundings', s.id, s.jackpot_group,
         format('funds win %%s, a %%s win', s.win_id, w.jackpot_group)
@@ -690,7 +854,7 @@ problems AS (
     SELECT * FROM shares UNION ALL SELECT * FROM chain UNION ALL SELECT * FROM top_ups
     UNION ALL SELECT * FROM counts UNION ALL SELECT * FROM win_amounts
     UNION ALL SELECT * FROM seed_top_ups UNION ALL SELECT * FROM unsequenced
-    UNION ALL SELECT * FROM rates)
+    UNION ALL SELECT * FROM rates UNION ALL SELECT * FROM reserve_first)
 SELECT tbl, id, grp, problem, count(*) OVER () AS total
 FROM problems ORDER BY tbl, id NULLS FIRST, grp LIMIT %(limit)s"""
 
@@ -736,40 +900,67 @@ async def audit_rows(conn: Conn, limit: int = BAD_ROWS_NAMED) -> RowAudit:
     )
 
 
+# Each pool's ledger sums of the contributions: display moves, reserve shares, overflow kept
+# on its own meter, diverted out, diverted in (what other pools' rows sent it).
+def _pool_sums(g: str) -> str:
+    into = " + ".join(
+        f"coalesce(sum({p.value}_overflow) FILTER (WHERE {p.value}_overflow_to = '{g}'), 0)"
+        for p in GROUPS
+        if p.value != g
+    )
+    return f"""coalesce(sum({g}_amount), 0) AS {g}, coalesce(sum({g}_reserve), 0) AS {g}_reserve,
+        coalesce(sum({g}_overflow) FILTER (WHERE {g}_overflow_to = '{g}'), 0) AS {g}_kept,
+        coalesce(sum({g}_overflow) FILTER (WHERE {g}_overflow_to <> '{g}'), 0) AS {g}_out,
+        {into} AS {g}_in"""
+
+
+AUDIT_CONTRIBUTION_SUMS = (
+    "SELECT " + ",\n    ".join(_pool_sums(g.value) for g in GROUPS) + " FROM contributions"
+)
+
+
 async def audit_pools(conn: Conn) -> list[PoolAudit]:
     """Every pool reconciled against its ledger, in one consistent snapshot."""
+    (sums,) = await _rows(conn, AUDIT_CONTRIBUTION_SUMS)
     rows = await _rows(
         conn,
-        """WITH c AS (
-               SELECT coalesce(sum(minor_amount), 0) AS minor,
-                      coalesce(sum(major_amount), 0) AS major,
-                      coalesce(sum(mega_amount), 0) AS mega
-               FROM contributions),
-           w AS (SELECT jackpot_group, sum(amount) AS won FROM wins GROUP BY jackpot_group),
-           s AS (SELECT jackpot_group, sum(amount) AS funded FROM seed_fundings
-                 GROUP BY jackpot_group)
-           SELECT j.jackpot_group, j.current_amount, j.total_contributions, j.total_wins,
-                  j.total_seed_funding,
-                  CASE j.jackpot_group WHEN 'minor' THEN c.minor WHEN 'major' THEN c.major
-                       ELSE c.mega END AS contributed,
-                  coalesce(w.won, 0) AS won, coalesce(s.funded, 0) AS funded
-           FROM jackpots j CROSS JOIN c
+        f"""WITH w AS (SELECT jackpot_group, sum(amount) AS won FROM wins GROUP BY jackpot_group),
+           s AS (SELECT jackpot_group, sum(amount) AS funded,
+                        coalesce(sum(amount) FILTER (WHERE source = 'reserve'), 0) AS reserved
+                 FROM seed_fundings GROUP BY jackpot_group)
+           SELECT {POOL_COLUMNS}, coalesce(w.won, 0) AS won, coalesce(s.funded, 0) AS funded,
+                  coalesce(s.reserved, 0) AS from_reserve
+           FROM jackpots j
            LEFT JOIN w USING (jackpot_group) LEFT JOIN s USING (jackpot_group)
            ORDER BY j.lock_order""",
     )
-    return [
-        PoolAudit(
-            group=Group(r["jackpot_group"]),
-            current_amount=r["current_amount"],
-            seed_funding=int(r["funded"]),
-            contributions=int(r["contributed"]),
-            wins=int(r["won"]),
-            recorded_total_contributions=r["total_contributions"],
-            recorded_total_wins=r["total_wins"],
-            recorded_total_seed_funding=r["total_seed_funding"],
+    audits = []
+    for r in rows:
+        pool, g = _pool(r), r["jackpot_group"]
+        audits.append(
+            PoolAudit(
+                group=pool.group,
+                current_amount=pool.current_amount,
+                seed_funding=int(r["funded"]),
+                contributions=int(sums[g]),
+                wins=int(r["won"]),
+                recorded_total_contributions=pool.total_contributions,
+                recorded_total_wins=pool.total_wins,
+                recorded_total_seed_funding=pool.total_seed_funding,
+                reserve_amount=pool.reserve_amount,
+                overflow_amount=pool.overflow_amount,
+                recorded_total_contributed=pool.total_contributed,
+                recorded_total_diverted_in=pool.total_diverted_in,
+                recorded_total_diverted_out=pool.total_diverted_out,
+                recorded_seed_from_reserve=pool.seed_from_reserve,
+                reserve_in=int(sums[f"{g}_reserve"]),
+                reserve_seeded=int(r["from_reserve"]),
+                overflow_kept=int(sums[f"{g}_kept"]),
+                diverted_in=int(sums[f"{g}_in"]),
+                diverted_out=int(sums[f"{g}_out"]),
+            )
         )
-        for r in rows
-    ]
+    return audits
 
 
 async def ping(conn: Conn) -> None:

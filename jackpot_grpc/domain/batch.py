@@ -30,6 +30,9 @@ class ContributionPlan:
     conflicts: dict[int, IdempotencyKeyReused] = field(default_factory=dict)
     sums: dict[Group, int] = field(default_factory=dict)  # each pool's total move
     counts: dict[Group, int] = field(default_factory=dict)  # contributions moving each pool
+    reserves: dict[Group, int] = field(default_factory=dict)  # each reserve's move
+    overflows: dict[Group, int] = field(default_factory=dict)  # what overflowed each pool
+    diverted_in: dict[Group, int] = field(default_factory=dict)  # overflow others sent here
 
 
 def key_reused(key: str, what: str) -> IdempotencyKeyReused:
@@ -48,7 +51,13 @@ def plan_contributions(
     reached by one limits the next). A key in `known` or earlier in the batch replays when
     the request is the same (same fingerprint), and is refused when it is not. Keys are
     scoped per client: the same key from two clients names two requests."""
-    plan = ContributionPlan(sums=dict.fromkeys(GROUPS, 0), counts=dict.fromkeys(GROUPS, 0))
+    plan = ContributionPlan(
+        sums=dict.fromkeys(GROUPS, 0),
+        counts=dict.fromkeys(GROUPS, 0),
+        reserves=dict.fromkeys(GROUPS, 0),
+        overflows=dict.fromkeys(GROUPS, 0),
+        diverted_in=dict.fromkeys(GROUPS, 0),
+    )
     current = {g: pools[g].current_amount for g in GROUPS}
     splitter = rules.Splitter(pools)
     first_in_batch: dict[ScopedKey, int] = {}
@@ -76,4 +85,14 @@ def plan_contributions(
             if shares.amounts[g]:
                 plan.sums[g] += shares.amounts[g]
                 plan.counts[g] += 1
+        if shares.reserves is not None:
+            for g in GROUPS:
+                plan.reserves[g] += shares.reserves[g]
+        if shares.overflows is not None:
+            for g in GROUPS:
+                plan.overflows[g] += shares.overflows[g]
+    for g in GROUPS:
+        target = pools[g].overflow_target
+        if target is not None:
+            plan.diverted_in[target] += plan.overflows[g]
     return plan

@@ -44,34 +44,79 @@ def ceiling(pool: PoolState) -> int:
     return headroom if pool.max_amount is None else min(pool.max_amount, headroom)
 
 
+def divert_order(pools: Mapping[Group, PoolState]) -> list[Group]:
+    """The pools in the order a wager is split: a pool before the pool it diverts its
+    overflow to (the targets form no cycle: domain.validation), else in lock order."""
+
+    def hops(group: Group) -> int:  # how many diverts follow this pool's
+        seen: list[Group] = []
+        target = pools[group].overflow_target
+        while target is not None and target not in seen and target is not group:
+            seen.append(target)
+            target = pools[target].overflow_target
+        return len(seen)
+
+    return sorted(GROUPS, key=lambda g: (-hops(g), g.lock_order))
+
+
 class Splitter:
-    """Splits wagers against running pool amounts, with each pool's rate and ceiling
-    worked out once: a batch splits thousands of wagers against the same pools.
+    """Splits wagers against running pool amounts, with each pool's rates, ceiling and
+    overflow target worked out once: a batch splits thousands of wagers against the same
+    pools.
 
     A batch applies its contributions in arrival order, so a cap reached by one
-    contribution limits the next.
+    contribution limits the next. Per pool: the display share is floor(wager × rate) plus
+    what other pools diverted into it; what of it fits under the ceiling goes to the
+    display, the rest overflows (onto the pool's overflow meter, or into its target, which
+    splits it the same way). The reserve share is floor(wager × reserve_rate), on its own:
+    each share is floored separately, never capped.
     """
 
     def __init__(self, pools: Mapping[Group, PoolState]) -> None:
-        self._terms = [(g, *_ratio(pools[g].contribution_rate), ceiling(pools[g])) for g in GROUPS]
+        self._terms = [
+            (g, *_ratio(pools[g].contribution_rate), ceiling(pools[g]), pools[g].overflow_target)
+            for g in divert_order(pools)
+        ]
+        self._reserve_terms = (
+            [(g, *_ratio(pools[g].reserve_rate)) for g in GROUPS]
+            if any(pools[g].reserve_rate for g in GROUPS)
+            else None
+        )
 
     def split(self, wager: int, current: dict[Group, int]) -> ContributionShares:
-        """`wager`'s share for each pool (share_of, then capped); advances `current`."""
+        """`wager`'s shares for each pool; advances `current`."""
         amounts: dict[Group, int] = {}
-        for group, numerator, denominator, limit in self._terms:
+        overflows: dict[Group, int] | None = None
+        incoming: dict[Group, int] | None = None
+        for group, numerator, denominator, limit, target in self._terms:
             share = wager * numerator // denominator
+            if incoming is not None:
+                share += incoming.get(group, 0)
             before = current[group]
             # capped(share, before, limit), inline: it runs per wager and pool.
-            amount = share if before + share <= limit else max(0, limit - before)
+            if before + share <= limit:
+                amount = share
+            else:
+                amount = max(0, limit - before)
+                if overflows is None:
+                    overflows = dict.fromkeys(GROUPS, 0)
+                overflows[group] = share - amount
+                if target is not None:
+                    incoming = incoming or {}
+                    incoming[target] = incoming.get(target, 0) + share - amount
             amounts[group] = amount
             current[group] = before + amount
-        return ContributionShares(amounts=amounts, pools_after=dict(current))
+        reserves = None
+        if self._reserve_terms is not None:
+            reserves = {g: wager * n // d for g, n, d in self._reserve_terms}
+        return ContributionShares(amounts, dict(current), reserves, overflows)
 
 
-def pay_win(current: int, seed: int, win_amount: int | None) -> WinOutcome:
-    """Pay `win_amount` (or the whole pool) and refill the pool to its seed if it fell below.
+def pay_win(current: int, seed: int, win_amount: int | None, reserve: int = 0) -> WinOutcome:
+    """Pay `win_amount` (or the whole pool) and refill the pool to its seed if it fell below:
+    from the pool's `reserve` first, the rest by the operator.
 
-    The refill is new seed money, recorded in the ledger, so the books still balance.
+    The refill is seed money, recorded in the ledger by source, so the books still balance.
     """
     amount = current if win_amount is None else win_amount
     if amount > current:
@@ -81,5 +126,9 @@ def pay_win(current: int, seed: int, win_amount: int | None) -> WinOutcome:
     left = current - amount
     top_up = max(0, seed - left)
     return WinOutcome(
-        amount=amount, pool_before=current, seed_top_up=top_up, pool_after=left + top_up
+        amount=amount,
+        pool_before=current,
+        seed_top_up=top_up,
+        pool_after=left + top_up,
+        reserve_top_up=min(reserve, top_up),
     )

@@ -4,6 +4,9 @@
     field = length (4 bytes, big-endian) || the value's canonical text in UTF-8
             (length 0xFFFFFFFF and no bytes: the value is absent, SQL NULL)
 
+An event type's extension fields (added later) follow its first fields, all of them when any
+is present and none when every one is absent (EXTENSION_FROM).
+
 Fields come in a fixed order per event type (SCHEMAS), so no names are encoded and no two
 events have the same bytes. Every value is text in one canonical form (FieldKind), so a
 verifier in any language rebuilds the bytes from an export's fields. docs/LEDGER.md is the
@@ -46,10 +49,17 @@ class Field:
     name: str
     kind: FieldKind
     nullable: bool = False
+    # An extension field (added after the event type's first fields): the extension is
+    # encoded only when one of its fields is present (EXTENSION_FROM).
+    extension: bool = False
 
 
 def _f(name: str, kind: FieldKind, nullable: bool = False) -> Field:
     return Field(name, kind, nullable)
+
+
+def _x(name: str, kind: FieldKind) -> Field:
+    return Field(name, kind, nullable=True, extension=True)
 
 
 INT, RATE, TEXT, TIME, UUID, HEX = (
@@ -85,6 +95,27 @@ _CONFIG = tuple(
     )
 )
 
+# The reserve and overflow (migration 0011): absent on rows written before it.
+_POOL_METERS = tuple(
+    f
+    for g in ("minor", "major", "mega")
+    for f in (
+        _x(f"{g}_reserve_rate", RATE),
+        _x(f"{g}_reserve", INT),
+        _x(f"{g}_overflow", INT),
+        _x(f"{g}_overflow_to", TEXT),
+    )
+)
+_CONFIG_METERS = tuple(
+    f
+    for side in ("before", "after")
+    for f in (
+        _x(f"{side}_reserve_rate", RATE),
+        _x(f"{side}_overflow_policy", TEXT),
+        _x(f"{side}_overflow_target", TEXT),
+    )
+)
+
 SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
     EventType.CONTRIBUTION: (
         *_HEAD,
@@ -93,6 +124,7 @@ SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
         _f("game_id", TEXT),
         _f("wager_amount", INT),
         *_POOL_SHARE,
+        *_POOL_METERS,
     ),
     EventType.WIN: (
         *_HEAD,
@@ -106,6 +138,7 @@ SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
         _f("pool_before", INT),
         _f("seed_top_up", INT),
         _f("pool_after", INT),
+        _x("reserve_top_up", INT),
     ),
     EventType.SEED_FUNDING: (
         *_HEAD,
@@ -114,6 +147,7 @@ SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
         _f("amount", INT),
         _f("reason", TEXT),
         _f("win_id", INT, True),
+        _x("source", TEXT),
     ),
     EventType.CONFIG_CHANGE: (
         *_HEAD,
@@ -123,7 +157,15 @@ SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
         _f("reason", TEXT),
         _f("jackpot_group", TEXT),
         *_CONFIG,
+        *_CONFIG_METERS,
     ),
+}
+
+# Where each event type's extension begins (its number of first fields). The extension is
+# encoded whole when any of its fields is present, and not at all when none is: a row
+# written before the extension keeps the bytes it had.
+EXTENSION_FROM: Mapping[EventType, int] = {
+    event: sum(1 for f in fields if not f.extension) for event, fields in SCHEMAS.items()
 }
 
 # The table each event type's rows live in.
@@ -166,9 +208,9 @@ def canonical_fields(event: EventType, values: Mapping[str, object]) -> dict[str
     """Each field of the event's schema as its canonical text (None: absent)."""
     out: dict[str, str | None] = {}
     for field in SCHEMAS[event]:
-        if field.name not in values:
+        if field.name not in values and not field.extension:
             raise LeafEncodingError(f"{TABLES[event]}: field {field.name} is missing")
-        value = values[field.name]
+        value = values.get(field.name)
         if value is None:
             if not field.nullable:
                 raise LeafEncodingError(f"{TABLES[event]}: field {field.name} may not be absent")
@@ -184,7 +226,10 @@ def canonical_fields(event: EventType, values: Mapping[str, object]) -> dict[str
 def encode_texts(event: EventType, texts: Mapping[str, str | None]) -> bytes:
     """The leaf bytes from canonical texts (as canonical_fields gives, or an export holds)."""
     parts = [bytes((VERSION, int(event)))]
-    for field in SCHEMAS[event]:
+    fields = SCHEMAS[event]
+    if all(texts.get(f.name) is None for f in fields[EXTENSION_FROM[event] :]):
+        fields = fields[: EXTENSION_FROM[event]]
+    for field in fields:
         text = texts[field.name]
         if text is None:
             parts.append(struct.pack(">I", ABSENT))
@@ -209,7 +254,13 @@ def decode_leaf(leaf: bytes) -> tuple[EventType, dict[str, str | None]]:
         raise LeafEncodingError(f"unknown event type {leaf[1]}") from exc
     texts: dict[str, str | None] = {}
     at = 2
-    for field in SCHEMAS[event]:
+    extended = False
+    for number, field in enumerate(SCHEMAS[event]):
+        if number == EXTENSION_FROM[event]:
+            if at == len(leaf):  # no extension
+                texts |= {f.name: None for f in SCHEMAS[event][number:]}
+                break
+            extended = True
         if at + 4 > len(leaf):
             raise LeafEncodingError(f"leaf ends before field {field.name}")
         (length,) = struct.unpack_from(">I", leaf, at)
@@ -223,4 +274,7 @@ def decode_leaf(leaf: bytes) -> tuple[EventType, dict[str, str | None]]:
         at += length
     if at != len(leaf):
         raise LeafEncodingError("bytes after the last field")
+    extension = SCHEMAS[event][EXTENSION_FROM[event] :]
+    if extended and all(texts[f.name] is None for f in extension):
+        raise LeafEncodingError("an extension whose fields are all absent is not canonical")
     return event, texts

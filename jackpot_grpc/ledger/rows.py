@@ -11,15 +11,25 @@ from jackpot_grpc.ledger.leaf import TABLES, EventType, encode_leaf
 
 EVENT_OF_TABLE: Mapping[str, EventType] = {table: event for event, table in TABLES.items()}
 GROUPS = ("minor", "major", "mega")
-CONFIG_KEYS = ("contribution_rate", "seed_amount", "max_amount", "version")
+CONFIG_KEYS = (
+    "contribution_rate",
+    "seed_amount",
+    "max_amount",
+    "version",
+    # 0011: absent from the documents of earlier changes.
+    "reserve_rate",
+    "overflow_policy",
+    "overflow_target",
+)
 
 
 def _config_side(side: str, config: Mapping[str, Any]) -> dict[str, object]:
     out: dict[str, object] = {f"{side}_{key}": config.get(key) for key in CONFIG_KEYS}
-    rate = out[f"{side}_contribution_rate"]
-    if rate is not None and not isinstance(rate, Decimal):
-        # jsonb holds the rate as text (or, if ever written as a number, its shortest form).
-        out[f"{side}_contribution_rate"] = Decimal(str(rate))
+    for key in ("contribution_rate", "reserve_rate"):
+        rate = out[f"{side}_{key}"]
+        if rate is not None and not isinstance(rate, Decimal):
+            # jsonb holds a rate as text (or, if ever written as a number, its shortest form).
+            out[f"{side}_{key}"] = Decimal(str(rate))
     return out
 
 

@@ -33,7 +33,12 @@ from jackpot_grpc.domain.model import (
     WinCommand,
     WinResult,
 )
-from jackpot_grpc.domain.validation import MAX_RATE_SUM, apply_config_change, check_rate_sum
+from jackpot_grpc.domain.validation import (
+    MAX_RATE_SUM,
+    apply_config_change,
+    check_divert_cycle,
+    check_rate_sum,
+)
 from jackpot_grpc.service.ports import ServiceMetrics
 from jackpot_grpc.service.snapshot import PoolSnapshot
 
@@ -79,7 +84,15 @@ class BatchPlanner:
         if not plan.fresh:
             return None
         fresh = [self.commands[p] for p in plan.fresh]
-        return repo.BatchWrite(plan.sums, plan.counts, fresh, plan.shares)
+        return repo.BatchWrite(
+            plan.sums,
+            plan.counts,
+            fresh,
+            plan.shares,
+            plan.reserves,
+            plan.overflows,
+            plan.diverted_in,
+        )
 
     def outcome(self, recorded: repo.Recorded) -> AppliedBatch:
         plan, known = self._plan, self._known
@@ -183,7 +196,9 @@ class JackpotService:
                         replayed=True,
                     )
             pool = pools[command.group]
-            outcome = rules.pay_win(pool.current_amount, pool.seed_amount, command.win_amount)
+            outcome = rules.pay_win(
+                pool.current_amount, pool.seed_amount, command.win_amount, pool.reserve_amount
+            )
             win_id, created_at, after = await repo.record_win(conn, command, outcome)
         if validate_only:  # rolled back: nothing was paid, the snapshot stays
             return WinResult(0, outcome, after, created_at, replayed=False)
@@ -232,10 +247,26 @@ class JackpotService:
                     f" not {change.expected_version}"
                 )
             after = apply_config_change(before, change)
-            if after.contribution_rate > before.contribution_rate:
+            raised = (
+                "contribution_rate"
+                if after.contribution_rate > before.contribution_rate
+                else "reserve_rate"
+                if after.reserve_rate > before.reserve_rate
+                else None
+            )
+            if raised is not None:
                 # Under the locks of all three pools: no concurrent change can slip past.
-                others = (p.contribution_rate for g, p in pools.items() if g != change.group)
-                check_rate_sum([after.contribution_rate, *others], self.max_rate_sum)
+                # Display and reserve rates together: both are taken from each wager.
+                others = (
+                    p.contribution_rate + p.reserve_rate
+                    for g, p in pools.items()
+                    if g != change.group
+                )
+                mine = after.contribution_rate + after.reserve_rate
+                check_rate_sum([mine, *others], self.max_rate_sum, raised)
+            if after.overflow_target is not None:
+                targets = {g: p.overflow_target for g, p in pools.items()}
+                check_divert_cycle(change.group, targets | {change.group: after.overflow_target})
             audit_id = await repo.save_config(
                 conn, before, after, change.actor, change.reason, client
             )

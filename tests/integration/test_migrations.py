@@ -32,7 +32,7 @@ TABLES = {
     "ledger_chain_starts",
     "ledger_leaves",
 }
-HEAD = "0010"
+HEAD = "0011"
 
 
 def revision(url: str) -> list[str]:
