@@ -33,6 +33,19 @@ CONTRIBUTION: dict[str, object] = {
     "major_rate": Decimal("0.003"), "major_cap": None, "major_amount": 3, "major_after": 100003,
     "mega_rate": Decimal("0.002"), "mega_cap": None, "mega_amount": 2, "mega_after": 1000002,
 }  # fmt: skip
+# The same contribution a reserve and a cap later (migration 0011's extension fields): a
+# minor cap of 10002 leaves 3 of the 5 over it, diverted to major; reserve rate 0.001.
+CONTRIBUTION_EXTENDED: dict[str, object] = {
+    **CONTRIBUTION, "leaf_index": 3, "id": 2,
+    "minor_cap": 10002, "minor_amount": 2, "minor_after": 10002,
+    "major_amount": 6, "major_after": 100006,
+    "minor_reserve_rate": Decimal("0.001"), "minor_reserve": 1, "minor_overflow": 3,
+    "minor_overflow_to": "major",
+    "major_reserve_rate": Decimal(0), "major_reserve": 0, "major_overflow": 0,
+    "major_overflow_to": "major",
+    "mega_reserve_rate": Decimal(0), "mega_reserve": 0, "mega_overflow": 0,
+    "mega_overflow_to": "mega",
+}  # fmt: skip
 WIN: dict[str, object] = {
     "leaf_index": 2, "id": 1, "created_at": AT, "client": "game-a", "idempotency_key": None,
     "fingerprint": None, "jackpot_group": "minor", "game_id": "slots",
@@ -78,6 +91,12 @@ def examples() -> dict[str, str]:
     out = {f"schema-{event.name.lower()}": schema_table(event) for event in EventType}
     out["contribution-leaf"] = _hex_lines(leaves[1])
     out["contribution-leaf-hash"] = hashes[1].hex()
+    extended = encode_leaf(EventType.CONTRIBUTION, CONTRIBUTION_EXTENDED)
+    extension = {f.name for f in SCHEMAS[EventType.CONTRIBUTION] if f.extension}
+    first = {k: v for k, v in CONTRIBUTION_EXTENDED.items() if k not in extension}
+    out["contribution-extension"] = _hex_lines(
+        extended[len(encode_leaf(EventType.CONTRIBUTION, first)) :]
+    )
     out["three-leaf-root"] = "\n".join(
         [
             f"leaf hash 0 (seed funding)  {hashes[0].hex()}",
