@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jackpot_grpc.domain import rules
-from jackpot_grpc.domain.errors import IdempotencyKeyReused
+from jackpot_grpc.domain.errors import DomainError, IdempotencyKeyReused, OutOfRange
 from jackpot_grpc.domain.model import (
     GROUPS,
     ContributeCommand,
@@ -27,7 +27,8 @@ class ContributionPlan:
     fresh: list[int] = field(default_factory=list)  # positions applied now, in order
     shares: list[ContributionShares] = field(default_factory=list)  # theirs, same order
     replays: dict[int, int] = field(default_factory=dict)  # position -> first with its key
-    conflicts: dict[int, IdempotencyKeyReused] = field(default_factory=dict)
+    # Refused: a key reused for another request, or a wager past the ledger's range.
+    conflicts: dict[int, DomainError] = field(default_factory=dict)
     sums: dict[Group, int] = field(default_factory=dict)  # each pool's total move
     counts: dict[Group, int] = field(default_factory=dict)  # contributions moving each pool
     reserves: dict[Group, int] = field(default_factory=dict)  # each reserve's move
@@ -60,6 +61,7 @@ def plan_contributions(
     )
     current = {g: pools[g].current_amount for g in GROUPS}
     splitter = rules.Splitter(pools)
+    room = rules.MeterRoom(pools)
     first_in_batch: dict[ScopedKey, int] = {}
     for position, command in enumerate(commands):
         key = command.idempotency_key
@@ -79,6 +81,15 @@ def plan_contributions(
                 continue
             first_in_batch[scoped] = position
         shares = splitter.split(command.wager_amount, current)
+        if not room.surely_fits(command.wager_amount) and not _fits(plan, shares, pools):
+            for g in GROUPS:  # not applied: the pools stand where they were
+                current[g] -= shares.amounts[g]
+            plan.conflicts[position] = OutOfRange(
+                "this contribution would take a pool's meters past the ledger's int64 range"
+            )
+            if key is not None:  # nothing written: a repeat of the key is judged afresh
+                first_in_batch.pop((command.client, key), None)
+            continue
         plan.fresh.append(position)
         plan.shares.append(shares)
         for g in GROUPS:
@@ -96,3 +107,13 @@ def plan_contributions(
         if target is not None:
             plan.diverted_in[target] += plan.overflows[g]
     return plan
+
+
+def _fits(
+    plan: ContributionPlan, shares: ContributionShares, pools: Mapping[Group, PoolState]
+) -> bool:
+    """Whether the meters stay within int64 with `shares` added to the plan so far."""
+    sums = {g: plan.sums[g] + shares.amounts[g] for g in GROUPS}
+    reserves = {g: plan.reserves[g] + (shares.reserves or {}).get(g, 0) for g in GROUPS}
+    overflows = {g: plan.overflows[g] + (shares.overflows or {}).get(g, 0) for g in GROUPS}
+    return rules.meters_fit(pools, sums, reserves, overflows)

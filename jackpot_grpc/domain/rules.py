@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from jackpot_grpc.domain.errors import InsufficientPool, PoolEmpty
 from jackpot_grpc.domain.model import GROUPS, ContributionShares, Group, PoolState, WinOutcome
@@ -110,6 +110,56 @@ class Splitter:
         if self._reserve_terms is not None:
             reserves = {g: wager * n // d for g, n, d in self._reserve_terms}
         return ContributionShares(amounts, dict(current), reserves, overflows)
+
+
+class MeterRoom:
+    """Keeps every meter of every pool within int64 (the ledger's range). A wager adds at
+    most `wager × (sum of all rates)` to any one meter, so while a batch's wagers times that
+    reach stay under the room the largest meter leaves, nothing needs checking (always,
+    in practice); past it, `fits` checks the meters exactly."""
+
+    def __init__(self, pools: Mapping[Group, PoolState]) -> None:
+        largest = max(
+            max(p.total_contributed, p.reserve_amount, p.overflow_amount)
+            + max(p.total_diverted_in, p.total_diverted_out)
+            for p in pools.values()
+        )
+        self._room = INT64_MAX - largest
+        rates = sum((p.contribution_rate + p.reserve_rate for p in pools.values()), Decimal(0))
+        self._reach = int(rates.to_integral_value(rounding=ROUND_CEILING))
+        self._spent = 0
+
+    def surely_fits(self, wager: int) -> bool:
+        self._spent += wager * self._reach
+        return self._spent <= self._room
+
+
+def meters_fit(
+    pools: Mapping[Group, PoolState],
+    sums: Mapping[Group, int],
+    reserves: Mapping[Group, int],
+    overflows: Mapping[Group, int],
+) -> bool:
+    """Whether every meter stays within int64 once a batch's sums are applied."""
+    received = dict.fromkeys(GROUPS, 0)
+    for g in GROUPS:
+        target = pools[g].overflow_target
+        if target is not None:
+            received[target] += overflows[g]
+    for g in GROUPS:
+        pool, over = pools[g], overflows[g]
+        kept, sent = (0, over) if pool.overflow_target is not None else (over, 0)
+        given = sums[g] - received[g] + over + reserves[g]
+        meters = (
+            pool.total_contributed + given,
+            pool.reserve_amount + reserves[g],
+            pool.overflow_amount + kept,
+            pool.total_diverted_out + sent,
+            pool.total_diverted_in + received[g],
+        )
+        if max(meters) > INT64_MAX:
+            return False
+    return True
 
 
 def pay_win(current: int, seed: int, win_amount: int | None, reserve: int = 0) -> WinOutcome:

@@ -18,7 +18,7 @@ from jackpot_grpc.adapters.unit_of_work import (
 )
 from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.batch import ContributionPlan, key_reused, plan_contributions
-from jackpot_grpc.domain.errors import IdempotencyKeyReused, VersionConflict
+from jackpot_grpc.domain.errors import DomainError, VersionConflict
 from jackpot_grpc.domain.model import (
     ConfigChange,
     ContributeCommand,
@@ -60,7 +60,7 @@ class AppliedBatch:
     """A committed contribution batch: one result per command, the pools after (empty
     when nothing was written) and the results of the rows written."""
 
-    results: list[ContributionResult | IdempotencyKeyReused]
+    results: list[ContributionResult | DomainError]
     pools_after: list[PoolState]
     written: list[ContributionResult]
 
@@ -104,7 +104,7 @@ class BatchPlanner:
                 plan.fresh, plan.shares, ids, strict=True
             )
         }
-        results: list[ContributionResult | IdempotencyKeyReused] = []
+        results: list[ContributionResult | DomainError] = []
         for position, command in enumerate(self.commands):
             if position in stored:
                 results.append(stored[position])
@@ -140,7 +140,7 @@ class JackpotService:
 
     async def contribute_many(
         self, commands: Sequence[ContributeCommand], *, validate_only: bool = False
-    ) -> list[ContributionResult | IdempotencyKeyReused]:
+    ) -> list[ContributionResult | DomainError]:
         """Apply contributions in order, in one transaction; one result per command.
 
         Keys are scoped per client (each command's own: a batch may mix clients). A key
@@ -154,7 +154,7 @@ class JackpotService:
 
     async def _contribute_many(
         self, commands: Sequence[ContributeCommand], validate_only: bool
-    ) -> list[ContributionResult | IdempotencyKeyReused]:
+    ) -> list[ContributionResult | DomainError]:
         planner = BatchPlanner(commands)
         end = repo.VALIDATE_ONLY_END if validate_only else repo.COMMIT
         async with pipelined_transaction(self.pool) as conn:
@@ -164,7 +164,7 @@ class JackpotService:
             return planner.outcome((pools_after, [(0, at) for _, at in rows])).results
         return self.committed(planner.outcome(recorded))
 
-    def committed(self, batch: AppliedBatch) -> list[ContributionResult | IdempotencyKeyReused]:
+    def committed(self, batch: AppliedBatch) -> list[ContributionResult | DomainError]:
         """After a batch's commit (on the event loop): the snapshot follows the pools, the
         metrics count the rows written; the callers' results."""
         if batch.pools_after:
