@@ -52,6 +52,9 @@ POOL_COLUMNS = """jackpot_group, current_amount, seed_amount, max_amount, contri
     total_contributed, total_diverted_in, total_diverted_out, seed_from_reserve"""
 
 
+_POLICIES = {p.value: p for p in OverflowPolicy}  # a dict look-up: Enum() is slow
+
+
 def _pool(row: dict[str, Any]) -> PoolState:
     return PoolState(
         group=Group(row["jackpot_group"]),
@@ -71,7 +74,7 @@ def _pool(row: dict[str, Any]) -> PoolState:
         config_version=row["config_version"],
         updated_at=row["updated_at"],
         reserve_rate=row["reserve_rate"],
-        overflow_policy=OverflowPolicy(row["overflow_policy"]),
+        overflow_policy=_POLICIES[row["overflow_policy"]],
         overflow_target=Group(row["overflow_target"]) if row["overflow_target"] else None,
         reserve_amount=row["reserve_amount"],
         overflow_amount=row["overflow_amount"],
@@ -194,13 +197,9 @@ def _proof_params(pools: Mapping[Group, PoolState]) -> dict[str, Any]:
     return params
 
 
-# Each pool's move, one row per pool (joined to its jackpots row).
-_MOVES = ", ".join(
-    f"('{g.value}', %({g.value})s::bigint, %({g.value}_n)s::bigint, %({g.value}_r)s::bigint,"
-    f" %({g.value}_kept)s::bigint, %({g.value}_out)s::bigint, %({g.value}_in)s::bigint,"
-    f" %({g.value}_given)s::bigint)"
-    for g in GROUPS
-)
+# Each pool's move, one row per pool (joined to its jackpots row): one bigint array per
+# pool, [display, contributions, reserve, overflow kept, diverted out, diverted in].
+_MOVES = ", ".join(f"('{g.value}', %({g.value}_moves)b::bigint[])" for g in GROUPS)
 _SHARE_ARRAYS = ", ".join(f"%({g.value}_amount)b::bigint[]" for g in GROUPS)
 _AFTER_ARRAYS = ", ".join(f"%({g.value}_after)b::bigint[]" for g in GROUPS)
 _OVERFLOW_ARRAYS = ", ".join(f"%({g.value}_overflow)b::bigint[]" for g in GROUPS)
@@ -215,17 +214,18 @@ _OVERFLOW_ARRAYS = ", ".join(f"%({g.value}_overflow)b::bigint[]" for g in GROUPS
 # run through a quoting regex in Python.
 RECORD_CONTRIBUTIONS = f"""WITH moved AS (
     UPDATE jackpots SET
-        current_amount = current_amount + m.display,
-        total_contributions = total_contributions + m.display,
-        contribution_count = contribution_count + m.n,
-        reserve_amount = reserve_amount + m.reserved,
-        overflow_amount = overflow_amount + m.kept,
-        total_diverted_out = total_diverted_out + m.sent,
-        total_diverted_in = total_diverted_in + m.received,
-        total_contributed = total_contributed + m.given,
+        current_amount = current_amount + m.v[1],
+        total_contributions = total_contributions + m.v[1],
+        contribution_count = contribution_count + m.v[2],
+        reserve_amount = reserve_amount + m.v[3],
+        overflow_amount = overflow_amount + m.v[4],
+        total_diverted_out = total_diverted_out + m.v[5],
+        total_diverted_in = total_diverted_in + m.v[6],
+        -- what wagers gave: display shares less diverted-in, overflow, reserve shares
+        total_contributed = total_contributed + m.v[1] - m.v[6] + m.v[4] + m.v[5] + m.v[3],
         version = version + 1,
         updated_at = now()
-    FROM (VALUES {_MOVES}) AS m(grp, display, n, reserved, kept, sent, received, given)
+    FROM (VALUES {_MOVES}) AS m(grp, v)
     WHERE jackpot_group = m.grp
     RETURNING {", ".join("jackpots." + c.strip() for c in POOL_COLUMNS.split(","))}),
 inserted AS (
@@ -251,8 +251,6 @@ FROM moved"""
 
 
 def _record_params(
-    sums: dict[Group, int],
-    counts: dict[Group, int],
     commands: Sequence[ContributeCommand],
     shares: Sequence[ContributionShares],
 ) -> dict[str, Any]:
@@ -271,8 +269,6 @@ def _record_params(
     overflowed = any(s.overflows is not None for s in shares)
     none_overflowed = [0] * len(shares)
     for g in GROUPS:
-        params[g.value] = sums[g]
-        params[f"{g.value}_n"] = counts[g]
         params[f"{g.value}_amount"] = [s.amounts[g] for s in shares]
         params[f"{g.value}_after"] = [s.pools_after[g] for s in shares]
         params[f"{g.value}_overflow"] = (
@@ -286,20 +282,20 @@ def _record_params(
 def _meter_params(
     write: BatchWrite, sums: Mapping[Group, int], pools: Mapping[Group, PoolState]
 ) -> dict[str, Any]:
-    """Each pool's reserve and overflow meters' moves."""
+    """Each pool's move (_MOVES): display, contributions, and the reserve and overflow
+    meters'. Its overflow is kept, or diverted out when the pool has a target."""
     params: dict[str, Any] = {}
     for g in GROUPS:
-        reserved = write.reserves.get(g, 0)
         over = write.overflows.get(g, 0)
-        received = write.diverted_in.get(g, 0)
         diverts = pools[g].overflow_target is not None
-        params[f"{g.value}_r"] = reserved
-        params[f"{g.value}_kept"] = 0 if diverts else over
-        params[f"{g.value}_out"] = over if diverts else 0
-        params[f"{g.value}_in"] = received
-        # What wagers gave the pool: its own display share (less what was diverted in),
-        # its reserve share and its overflow.
-        params[f"{g.value}_given"] = sums[g] - received + over + reserved
+        params[f"{g.value}_moves"] = [
+            sums[g],
+            write.counts[g],
+            write.reserves.get(g, 0),
+            0 if diverts else over,
+            over if diverts else 0,
+            write.diverted_in.get(g, 0),
+        ]
     return params
 
 
@@ -421,7 +417,7 @@ def contribute_in_two_flights_sync(
 
 
 def _write_params(write: BatchWrite, pools: Mapping[Group, PoolState]) -> dict[str, Any]:
-    params = _record_params(write.sums, write.counts, write.commands, write.shares)
+    params = _record_params(write.commands, write.shares)
     return params | _proof_params(pools) | _meter_params(write, write.sums, pools)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 from jackpot_grpc.domain.errors import InsufficientPool, PoolEmpty
 from jackpot_grpc.domain.model import GROUPS, ContributionShares, Group, PoolState, WinOutcome
@@ -47,6 +47,9 @@ def ceiling(pool: PoolState) -> int:
 def divert_order(pools: Mapping[Group, PoolState]) -> list[Group]:
     """The pools in the order a wager is split: a pool before the pool it diverts its
     overflow to (the targets form no cycle: domain.validation), else in lock order."""
+
+    if all(pools[g].overflow_target is None for g in GROUPS):
+        return list(GROUPS)  # no divert: lock order (every batch but a diverting one's)
 
     def hops(group: Group) -> int:  # how many diverts follow this pool's
         seen: list[Group] = []
@@ -112,25 +115,33 @@ class Splitter:
         return ContributionShares(amounts, dict(current), reserves, overflows)
 
 
+# Six rates (three display, three reserve), each at most 1 (the schema's CHECKs): a wager
+# adds at most six times itself to any one meter.
+METER_REACH = 6
+
+
 class MeterRoom:
-    """Keeps every meter of every pool within int64 (the ledger's range). A wager adds at
-    most `wager × (sum of all rates)` to any one meter, so while a batch's wagers times that
-    reach stay under the room the largest meter leaves, nothing needs checking (always,
-    in practice); past it, `fits` checks the meters exactly."""
+    """Keeps every meter of every pool within int64 (the ledger's range). While a batch's
+    wagers times METER_REACH stay under the room the largest meter leaves, nothing needs
+    checking (always, in practice: one multiply-add per wager); past it, `meters_fit`
+    checks the meters exactly."""
 
     def __init__(self, pools: Mapping[Group, PoolState]) -> None:
-        largest = max(
-            max(p.total_contributed, p.reserve_amount, p.overflow_amount)
-            + max(p.total_diverted_in, p.total_diverted_out)
-            for p in pools.values()
-        )
-        self._room = INT64_MAX - largest
-        rates = sum((p.contribution_rate + p.reserve_rate for p in pools.values()), Decimal(0))
-        self._reach = int(rates.to_integral_value(rounding=ROUND_CEILING))
+        largest = 0
+        for p in pools.values():
+            largest = max(
+                largest,
+                p.total_contributed,
+                p.reserve_amount,
+                p.overflow_amount,
+                p.total_diverted_in,
+                p.total_diverted_out,
+            )
+        self._room = (INT64_MAX - largest) // METER_REACH
         self._spent = 0
 
     def surely_fits(self, wager: int) -> bool:
-        self._spent += wager * self._reach
+        self._spent += wager
         return self._spent <= self._room
 
 

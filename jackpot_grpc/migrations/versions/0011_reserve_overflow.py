@@ -14,6 +14,8 @@
   there). NULL on rows written before this revision.
 - `wins.reserve_top_up`: the part of `seed_top_up` paid from the reserve (NULL before).
 - `seed_fundings.source`: `operator` or `reserve` (NULL before: the operator).
+- The deferred rate-sum trigger of 0004 sums display and reserve rates together, and fires
+  when either is raised.
 
 The ledger columns are added without defaults, so no existing row changes (the leaves of
 existing rows keep their bytes: docs/LEDGER.md, "Extension fields").
@@ -71,9 +73,46 @@ def upgrade() -> None:
         "ALTER TABLE seed_fundings ADD COLUMN source text"
         " CHECK (source IN ('operator', 'reserve'))"
     )
+    # The rate-sum trigger (0004) counts display and reserve rates together.
+    op.execute(RATES_SUM.format(total="contribution_rate + reserve_rate", raised=RAISED_0011))
+    op.execute("DROP TRIGGER jackpots_rates_sum_at_most_one ON jackpots")
+    op.execute(TRIGGER.format(columns="contribution_rate, reserve_rate"))
+
+
+RATES_SUM = """
+    CREATE OR REPLACE FUNCTION jackpot_rates_sum_at_most_one() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        total numeric;
+    BEGIN
+        -- A lower rate is always allowed: books set wrong before this revision can
+        -- be brought back under the bound one pool at a time.
+        IF TG_OP = 'UPDATE' AND NOT ({raised}) THEN
+            RETURN NULL;
+        END IF;
+        SELECT sum({total}) INTO total FROM jackpots;
+        IF total > 1 THEN
+            RAISE EXCEPTION 'contribution rates sum to %, above 1', total
+                USING ERRCODE = 'check_violation';
+        END IF;
+        RETURN NULL;
+    END
+    $$
+"""
+RAISED_0004 = "NEW.contribution_rate > OLD.contribution_rate"
+RAISED_0011 = RAISED_0004 + " OR NEW.reserve_rate > OLD.reserve_rate"
+TRIGGER = """
+    CREATE CONSTRAINT TRIGGER jackpots_rates_sum_at_most_one
+    AFTER INSERT OR UPDATE OF {columns} ON jackpots
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION jackpot_rates_sum_at_most_one()
+"""
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER jackpots_rates_sum_at_most_one ON jackpots")
+    op.execute(RATES_SUM.format(total="contribution_rate", raised=RAISED_0004))
+    op.execute(TRIGGER.format(columns="contribution_rate"))
     op.execute("ALTER TABLE seed_fundings DROP COLUMN source")
     op.execute("ALTER TABLE wins DROP COLUMN reserve_top_up")
     columns = ", ".join(
