@@ -189,7 +189,9 @@ def test_0011_keeps_old_rows_leaves_and_behaviour_and_bounds_reserve_rates(
             assert [c for *_, c in pools] == [5, 0, 0]
             # 0.005 + 0.003 + 0.002 + 0.991 > 1: refused at commit, whoever writes.
             with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
-                conn.execute("UPDATE jackpots SET reserve_rate = 0.991 WHERE jackpot_group = 'mega'")
+                conn.execute(
+                    "UPDATE jackpots SET reserve_rate = 0.991 WHERE jackpot_group = 'mega'"
+                )
             conn.execute("UPDATE jackpots SET reserve_rate = 0.99 WHERE jackpot_group = 'mega'")
             with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
                 conn.execute(
