@@ -185,6 +185,16 @@ async def test_overflow_accumulates_and_a_whole_pool_win_resets_from_the_reserve
     assert today["closing_display"] == today["recorded_display"] == 10_000
     assert (today["reserve_in"], today["seed_reserve"], today["overflow_in"]) == (2_000, 2_000, 700)
     assert today["contributed"] == 3_000 and today["paid"] == 10_300 and today["hits"] == 1
+    start, end = around_today()
+    args = ("report", "reconciliation", "--from", start, "--to", end, "--csv")
+    assert await asyncio.to_thread(cli, monkeypatch, database_url, *args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("day,group,opening_display,") and len(lines) == 1 + 9
+    assert lines[0].endswith(",identity_gap,identity_holds")
+    assert all(line.endswith(",0,True") for line in lines[1:])
+    backwards = ("report", "reconciliation", "--from", end, "--to", start)
+    assert await asyncio.to_thread(cli, monkeypatch, database_url, *backwards) != 0
+    assert "--to must not be before --from" in capsys.readouterr().err
 
 
 async def test_the_audit_and_the_reconciliation_name_a_meter_that_moved_without_a_row(
