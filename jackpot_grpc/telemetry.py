@@ -50,7 +50,7 @@ from prometheus_client import CollectorRegistry
 
 from jackpot_grpc.contract import JACKPOT_SERVICE
 from jackpot_grpc.domain.model import GROUPS, ContributionResult, Group, PoolState, WinResult
-from jackpot_grpc.version import package_version
+from jackpot_grpc.runtime.version import package_version
 
 # OpenTelemetry service.name when OTEL_SERVICE_NAME does not set one.
 DEFAULT_OTEL_SERVICE_NAME = "jackpot-service"

@@ -31,9 +31,9 @@ from jackpot_grpc.http_site import HttpLimits, body_guard, close_if_unread, star
 from jackpot_grpc.open_mode import is_loopback
 from jackpot_grpc.peer_address import LOOPBACK_PROXIES, Caller, TrustedProxies
 from jackpot_grpc.refusals import Refusals
+from jackpot_grpc.runtime.signals import wait_for_signal
+from jackpot_grpc.runtime.startup_gc import freeze_startup_objects
 from jackpot_grpc.secret_rules import require_long_token
-from jackpot_grpc.signals import wait_for_signal
-from jackpot_grpc.startup_gc import freeze_startup_objects
 from jackpot_grpc.telemetry import GATEWAY_OTEL_SERVICE_NAME, Telemetry, setup_telemetry
 from jackpot_grpc.tls import channel_credentials
 

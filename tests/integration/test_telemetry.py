@@ -182,8 +182,8 @@ async def test_one_trace_runs_from_rest_through_grpc_to_sql(
 def test_the_resource_honours_otel_variables_and_adds_version_and_instance(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from jackpot_grpc.runtime.version import package_version
     from jackpot_grpc.telemetry import DEFAULT_OTEL_SERVICE_NAME
-    from jackpot_grpc.version import package_version
 
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
