@@ -48,7 +48,7 @@ from jackpot_grpc.entrypoints.interceptors import (
     method_name,
 )
 from jackpot_grpc.failure_throttle import FailureThrottle
-from jackpot_grpc.metrics import RequestMetrics
+from jackpot_grpc.observability.metrics import RequestMetrics
 from jackpot_grpc.peer_address import (
     LOOPBACK_PROXIES,
     Caller,

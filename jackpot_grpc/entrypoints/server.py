@@ -34,9 +34,9 @@ from jackpot_grpc.entrypoints.watch_metrics import WatchCollector
 from jackpot_grpc.entrypoints.watch_stream import PoolWatch
 from jackpot_grpc.history.sampler import MetricsSampler, sampler_config
 from jackpot_grpc.http_site import HttpLimits
-from jackpot_grpc.metrics import RequestMetrics
+from jackpot_grpc.observability.metrics import RequestMetrics
+from jackpot_grpc.observability.refusals import Refusals
 from jackpot_grpc.open_mode import check_server
-from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.secret_rules import check_server_secrets
 from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
@@ -47,7 +47,7 @@ from jackpot_grpc.service.watch_hub import WatchHub, WatchLimits
 from jackpot_grpc.tls import server_credentials
 
 if TYPE_CHECKING:
-    from jackpot_grpc.telemetry import Telemetry
+    from jackpot_grpc.observability.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,17 @@ from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import Route, build_routes
 from jackpot_grpc.gateway.transcode import build_request, forwarded_metadata, response_json
 from jackpot_grpc.http_site import HttpLimits, body_guard, close_if_unread, start_site
+from jackpot_grpc.observability.refusals import Refusals
+from jackpot_grpc.observability.telemetry import (
+    GATEWAY_OTEL_SERVICE_NAME,
+    Telemetry,
+    setup_telemetry,
+)
 from jackpot_grpc.open_mode import is_loopback
 from jackpot_grpc.peer_address import LOOPBACK_PROXIES, Caller, TrustedProxies
-from jackpot_grpc.refusals import Refusals
 from jackpot_grpc.runtime.signals import wait_for_signal
 from jackpot_grpc.runtime.startup_gc import freeze_startup_objects
 from jackpot_grpc.secret_rules import require_long_token
-from jackpot_grpc.telemetry import GATEWAY_OTEL_SERVICE_NAME, Telemetry, setup_telemetry
 from jackpot_grpc.tls import channel_credentials
 
 if TYPE_CHECKING:

@@ -24,10 +24,10 @@ from jackpot_grpc.adapters import history_store as store
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.history.records import Batch, Rollup, SystemSample
 from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig
 from jackpot_grpc.history.trend import load_trend, render_trend
-from jackpot_grpc.metrics import RELATIVE_ERROR, RequestMetrics, Stats, bucket_of
+from jackpot_grpc.observability.history_records import Batch, Rollup, SystemSample
+from jackpot_grpc.observability.metrics import RELATIVE_ERROR, RequestMetrics, Stats, bucket_of
 from testkit.database import create_database, drop_database, public_tables, unique_name
 from testkit.outage import database_outage
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from jackpot_grpc.metrics import Stats
+from jackpot_grpc.observability.metrics import Stats
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ passed in by a test), so an unconfigured service pays nothing for it. Metrics al
 a Prometheus registry served by the health port's /metrics/prometheus, and also to OTLP
 when a metrics endpoint is configured. RPC latency is recorded in OpenTelemetry
 (`rpc.server.call.duration`, seconds) only when metrics leave the process that way:
-Prometheus already has it from jackpot_grpc.metrics, and the record costs ~7 us per call.
+Prometheus already has it from jackpot_grpc.observability.metrics, and the record costs ~7 us per call.
 """
 
 from __future__ import annotations
