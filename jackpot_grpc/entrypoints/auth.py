@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 import grpc
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.contract.metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 from jackpot_grpc.domain.errors import (
     DomainError,
     PermissionDenied,
@@ -57,7 +58,6 @@ from jackpot_grpc.peer_address import (
     grpc_peer,
     real_caller,
 )
-from jackpot_grpc.peer_metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 
 log = logging.getLogger(__name__)
 

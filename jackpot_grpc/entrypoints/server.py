@@ -19,7 +19,7 @@ from jackpot_grpc.adapters.change_listener import ChangeListener
 from jackpot_grpc.adapters.database import Pool, create_pool, create_side_pool
 from jackpot_grpc.adapters.probe_connection import ProbeConnection
 from jackpot_grpc.config import Settings
-from jackpot_grpc.contract import JACKPOT_SERVICE
+from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor

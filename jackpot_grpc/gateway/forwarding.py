@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from jackpot_grpc.contract.metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 from jackpot_grpc.gateway.errors import bad_request
 from jackpot_grpc.peer_address import (
     Caller,
@@ -37,7 +38,6 @@ from jackpot_grpc.peer_address import (
     http_peer,
     real_caller,
 )
-from jackpot_grpc.peer_metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 
 GRPC_TIMEOUT = "Grpc-Timeout"
 X_FORWARDED_FOR = "X-Forwarded-For"

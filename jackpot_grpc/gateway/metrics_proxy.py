@@ -46,7 +46,8 @@ IN_FLIGHT = web.AppKey("metrics_in_flight", dict)
 _FORWARDED_REQUEST_HEADERS = ("traceparent", "tracestate")
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 QUERY_PARAMETERS = ("period",)
-# The summary's own keys (jackpot_grpc.observability.metrics.summarize) and each figure's (describe).
+# The summary's own keys (jackpot_grpc.observability.metrics.summarize) and each figure's
+# (describe).
 PUBLIC_KEYS = frozenset(
     {"period", "source", "window_seconds", "uptime_seconds", "methods", "units"}
     | set(describe(Stats(), 1.0))
