@@ -9,7 +9,11 @@ from pathlib import Path
 
 from jackpot_grpc.domain.rules import INT64_MAX
 from jackpot_grpc.domain.validation import MAX_RATE_SUM, MAX_WAGER_AMOUNT
-from jackpot_grpc.peer_address import DEFAULT_TRUSTED_PROXIES, LOOPBACK_PROXIES, TrustedProxies
+from jackpot_grpc.transport.peer_address import (
+    DEFAULT_TRUSTED_PROXIES,
+    LOOPBACK_PROXIES,
+    TrustedProxies,
+)
 
 # The source checkout, for tests and developer tools only. Nothing the service runs reads
 # it: an installed wheel has no checkout, so run-time paths come from the settings below.

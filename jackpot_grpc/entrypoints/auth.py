@@ -50,7 +50,7 @@ from jackpot_grpc.entrypoints.interceptors import (
 )
 from jackpot_grpc.failure_throttle import FailureThrottle
 from jackpot_grpc.observability.metrics import RequestMetrics
-from jackpot_grpc.peer_address import (
+from jackpot_grpc.transport.peer_address import (
     LOOPBACK_PROXIES,
     Caller,
     TrustedProxies,

@@ -33,7 +33,6 @@ from jackpot_grpc.entrypoints.servicer import JackpotServicer
 from jackpot_grpc.entrypoints.watch_metrics import WatchCollector
 from jackpot_grpc.entrypoints.watch_stream import PoolWatch
 from jackpot_grpc.history.sampler import MetricsSampler, sampler_config
-from jackpot_grpc.http_site import HttpLimits
 from jackpot_grpc.observability.metrics import RequestMetrics
 from jackpot_grpc.observability.refusals import Refusals
 from jackpot_grpc.open_mode import check_server
@@ -44,7 +43,8 @@ from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.ledger_books import LedgerProofs
 from jackpot_grpc.service.shared_audit import SharedAudit
 from jackpot_grpc.service.watch_hub import WatchHub, WatchLimits
-from jackpot_grpc.tls import server_credentials
+from jackpot_grpc.transport.http_site import HttpLimits
+from jackpot_grpc.transport.tls import server_credentials
 
 if TYPE_CHECKING:
     from jackpot_grpc.observability.telemetry import Telemetry

@@ -31,7 +31,7 @@ from multidict import CIMultiDictProxy
 
 from jackpot_grpc.contract.metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 from jackpot_grpc.gateway.errors import bad_request
-from jackpot_grpc.peer_address import (
+from jackpot_grpc.transport.peer_address import (
     Caller,
     TrustedProxies,
     forwarded_entries,

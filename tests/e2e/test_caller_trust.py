@@ -27,8 +27,8 @@ from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
-from jackpot_grpc.peer_address import TrustedProxies
-from jackpot_grpc.tls import channel_credentials
+from jackpot_grpc.transport.peer_address import TrustedProxies
+from jackpot_grpc.transport.tls import channel_credentials
 from testkit.certs_ca import authority
 from testkit.identity import bearer, secured
 

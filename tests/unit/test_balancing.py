@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from jackpot_grpc.balancing import balanced_channel_options, channel_target
 from jackpot_grpc.gateway.app import create_gateway_app
+from jackpot_grpc.transport.balancing import balanced_channel_options, channel_target
 
 WHO = "/test.Who/Name"
 

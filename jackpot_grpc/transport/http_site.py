@@ -203,7 +203,7 @@ async def start_site(
         web.AppRunner(
             app,
             shutdown_timeout=shutdown_timeout,
-            access_log_class=RedactingAccessLogger,  # never a query string (access_log.py)
+            access_log_class=RedactingAccessLogger,  # no query string (observability.access_log)
             **handler_args,
         )
         if access_log
