@@ -9,7 +9,7 @@ nothing is checked.
 
 Answers: no or unknown credentials → UNAUTHENTICATED; a known client without the role →
 PERMISSION_DENIED; a caller that keeps failing → RESOURCE_EXHAUSTED for a while
-(jackpot_grpc.failure_throttle). Nothing reaches the handler, so nothing is written. Each
+(jackpot_grpc.security.failure_throttle). Nothing reaches the handler, so nothing is written. Each
 failure is logged at WARNING (caller, method, reason; never the token) and counted by reason.
 
 The caller is the transport peer, or the address in `x-forwarded-for` when the peer is a
@@ -48,8 +48,8 @@ from jackpot_grpc.entrypoints.interceptors import (
     WrappedUnaryHandlers,
     method_name,
 )
-from jackpot_grpc.failure_throttle import FailureThrottle
 from jackpot_grpc.observability.metrics import RequestMetrics
+from jackpot_grpc.security.failure_throttle import FailureThrottle
 from jackpot_grpc.transport.peer_address import (
     LOOPBACK_PROXIES,
     Caller,

@@ -35,8 +35,8 @@ from jackpot_grpc.entrypoints.watch_stream import PoolWatch
 from jackpot_grpc.history.sampler import MetricsSampler, sampler_config
 from jackpot_grpc.observability.metrics import RequestMetrics
 from jackpot_grpc.observability.refusals import Refusals
-from jackpot_grpc.open_mode import check_server
-from jackpot_grpc.secret_rules import check_server_secrets
+from jackpot_grpc.security.open_mode import check_server
+from jackpot_grpc.security.secret_rules import check_server_secrets
 from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
@@ -166,7 +166,7 @@ def build_server(
     """Build and wire every part of the server. No I/O: the pool is created closed,
     nothing is bound and no task starts; a bad setting fails here, before any of that."""
     history_config = sampler_config(settings)
-    check_server(settings)  # no clients configured: loopback only (open_mode.py)
+    check_server(settings)  # no clients configured: loopback only (security/open_mode.py)
     check_server_secrets(settings)  # short tokens, key files others may read
     pool = create_pool(settings, database_url)
     service = JackpotService(

@@ -17,7 +17,6 @@ from google.protobuf.descriptor import ServiceDescriptor
 from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.failure_throttle import FailureThrottle
 from jackpot_grpc.gateway import forwarding, metrics_proxy, stream_framing
 from jackpot_grpc.gateway.caller_limit import CallerFailureLimit
 from jackpot_grpc.gateway.errors import GatewayError, rpc_error_response
@@ -32,10 +31,11 @@ from jackpot_grpc.observability.telemetry import (
     Telemetry,
     setup_telemetry,
 )
-from jackpot_grpc.open_mode import is_loopback
 from jackpot_grpc.runtime.signals import wait_for_signal
 from jackpot_grpc.runtime.startup_gc import freeze_startup_objects
-from jackpot_grpc.secret_rules import require_long_token
+from jackpot_grpc.security.failure_throttle import FailureThrottle
+from jackpot_grpc.security.open_mode import is_loopback
+from jackpot_grpc.security.secret_rules import require_long_token
 from jackpot_grpc.transport.balancing import balanced_channel_options, channel_target
 from jackpot_grpc.transport.http_site import HttpLimits, body_guard, close_if_unread, start_site
 from jackpot_grpc.transport.peer_address import LOOPBACK_PROXIES, Caller, TrustedProxies

@@ -15,9 +15,9 @@ import logging
 import grpc
 from aiohttp import web
 
-from jackpot_grpc.failure_throttle import FailureThrottle
 from jackpot_grpc.gateway.errors import rate_limited_response
 from jackpot_grpc.observability.refusals import Refusals
+from jackpot_grpc.security.failure_throttle import FailureThrottle
 from jackpot_grpc.transport.peer_address import Caller
 
 log = logging.getLogger(__name__)
