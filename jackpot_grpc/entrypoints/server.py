@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from jackpot.v1 import jackpot_pb2_grpc
 
@@ -65,7 +65,7 @@ class ServerParts:
     contributor: Contributor
     batcher: ContributionBatcher | ThreadedBatcher | None  # the contributor, when batching
     metrics: RequestMetrics
-    health: HealthServicer
+    health: health_aio.HealthServicer
     probe: DatabaseHealthProbe
     admission: AdmissionInterceptor
     intake: CallIntake
@@ -123,7 +123,7 @@ def _grpc_server(
     interceptors: list[Any],
     *,
     reuse_port: bool,
-    health: HealthServicer,
+    health: health_aio.HealthServicer,
     refusals: Refusals,
     watch: PoolWatch | None = None,
     ledger_proofs: LedgerProofs | None = None,
@@ -196,7 +196,7 @@ def build_server(
 
     metrics = RequestMetrics()
     refusals = Refusals()
-    health = HealthServicer()
+    health = health_aio.HealthServicer()
     probe_connection = ProbeConnection(settings, database_url)
     probe = DatabaseHealthProbe(
         health,
