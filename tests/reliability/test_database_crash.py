@@ -40,8 +40,6 @@ from testkit.figures import env_int, latency_ms, report, scaled
 from testkit.grpc_health import NOT_SERVING, SERVING, health_status_async
 from testkit.ledger import check_books, check_contributions
 
-pytestmark = pytest.mark.slow
-
 IN_FLIGHT = env_int("JACKPOT_CRASH_IN_FLIGHT", 32)
 CRASH_AFTER = scaled(600, minimum=50)  # acknowledged contributions before the crash
 # Longer than two pool timeouts (a caller's batch may queue behind one already waiting for
