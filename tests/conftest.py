@@ -21,7 +21,6 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
 from testkit.database import scratch_database, unique_name
 from testkit.scratch import admin_server, create_database, drop_database
 
@@ -106,17 +105,3 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     test instead of stalling the run."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield session
-
-
-@pytest.fixture
-async def rest_url(server: RunningServer) -> AsyncIterator[str]:
-    """A real REST gateway in front of `server`: its base URL."""
-    app = create_gateway_app(
-        f"127.0.0.1:{server.port}",
-        max_body_bytes=4096,
-        metrics_url=f"http://127.0.0.1:{server.health_port}/metrics",
-        call_timeout=5.0,
-    )
-    running = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
-    yield f"http://127.0.0.1:{running.port}"
-    await running.stop()

@@ -9,5 +9,5 @@ import pytest
 
 @pytest.fixture(scope="session")
 def admin_url() -> str:
-    """Every database fixture (database_url, server, stub, rest_url...) starts here."""
+    """Every database fixture (database_url, server, channel, stub...) starts here."""
     pytest.fail("unit tests use no database: move this test to tests/integration or tests/e2e")
