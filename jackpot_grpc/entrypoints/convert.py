@@ -1,4 +1,7 @@
-"""Translation between protobuf messages and domain values. No rules here."""
+"""Translation between protobuf messages and domain values. No rules here.
+
+The group enum's mapping lives in jackpot_grpc.contract.groups (the operator's commands use
+it too); it is re-exported here for the handlers."""
 
 from __future__ import annotations
 
@@ -8,10 +11,12 @@ from google.protobuf import timestamp_pb2
 from google.type import decimal_pb2
 from jackpot.v1 import jackpot_pb2 as pb
 
+from jackpot_grpc.contract.groups import GROUP_TO_PROTO as _TO_PROTO
+from jackpot_grpc.contract.groups import group_from_proto as group_from_proto
+from jackpot_grpc.contract.groups import group_to_proto as group_to_proto
 from jackpot_grpc.domain.model import (
     GROUPS,
     ContributionResult,
-    Group,
     PoolConfig,
     PoolState,
     Statistics,
@@ -19,21 +24,6 @@ from jackpot_grpc.domain.model import (
 )
 from jackpot_grpc.domain.rules import INT64_MAX
 from jackpot_grpc.domain.validation import rate_text
-
-_TO_PROTO: dict[Group, pb.JackpotGroup.ValueType] = {
-    Group.MINOR: pb.JACKPOT_GROUP_MINOR,
-    Group.MAJOR: pb.JACKPOT_GROUP_MAJOR,
-    Group.MEGA: pb.JACKPOT_GROUP_MEGA,
-}
-_FROM_PROTO = {v: k for k, v in _TO_PROTO.items()}
-
-
-def group_from_proto(value: int) -> Group | None:
-    return _FROM_PROTO.get(value)  # type: ignore[call-overload, no-any-return]
-
-
-def group_to_proto(group: Group) -> pb.JackpotGroup.ValueType:
-    return _TO_PROTO[group]
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:

@@ -19,9 +19,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from grpc_health.v1 import health_pb2
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 
-from jackpot_grpc.contract import JACKPOT_SERVICE
+from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class DatabaseHealthProbe:
 
     def __init__(
         self,
-        health: HealthServicer,
+        health: health_aio.HealthServicer,
         ping: Callable[[], Awaitable[None]],
         interval: float,
         timeout: float = 1.0,

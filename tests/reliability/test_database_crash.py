@@ -32,15 +32,13 @@ import pytest
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import migrations
-from jackpot_grpc.adapters.scratch import database_conninfo
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import start_server
 from testkit.calls import Call, contribute_once, status_codes
 from testkit.figures import env_int, latency_ms, report, scaled
 from testkit.grpc_health import NOT_SERVING, SERVING, health_status_async
 from testkit.ledger import check_books, check_contributions
-
-pytestmark = pytest.mark.slow
+from testkit.scratch import database_conninfo
 
 IN_FLIGHT = env_int("JACKPOT_CRASH_IN_FLIGHT", 32)
 CRASH_AFTER = scaled(600, minimum=50)  # acknowledged contributions before the crash
