@@ -418,6 +418,16 @@ DATABASE_TIMEOUTS = Counter(
     registry=None,
 )
 
+# Commits whose outcome is unknown (adapters.commit_bound), by why: "timeout"
+# (JACKPOT_COMMIT_TIMEOUT), "sync_rep_cancelled" (the server's warning that the wait for a
+# synchronous standby was cancelled), "connection_lost" (the connection ended mid-commit).
+COMMIT_OUTCOME_UNKNOWN = Counter(
+    "jackpot_commit_outcome_unknown",
+    "Commits never acknowledged because their outcome is unknown, by reason.",
+    ("reason",),
+    registry=None,
+)
+
 
 class RequestMetrics:
     """Records every RPC; answers summaries over a period. Runs on the event loop only."""
@@ -432,6 +442,7 @@ class RequestMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.registry.register(DATABASE_TIMEOUTS)
+        self.registry.register(COMMIT_OUTCOME_UNKNOWN)
         self._started = Counter(
             "grpc_server_started",
             "Total number of RPCs started on the server.",

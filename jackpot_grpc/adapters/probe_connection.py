@@ -42,7 +42,7 @@ class ProbeConnection:
                     self._conn = await AsyncConnection.connect(
                         self._url,
                         autocommit=True,
-                        **{**self._kwargs, "connect_timeout": max(1, round(self._timeout))},
+                        **self._kwargs,
                     )
                 await repo.ping(self._conn)
             except BaseException:

@@ -289,15 +289,25 @@ COMMIT = ("COMMIT",)
 VALIDATE_ONLY_END = ("SET CONSTRAINTS ALL IMMEDIATE", "ROLLBACK")
 
 
+def _no_bound() -> None:
+    return None
+
+
 async def contribute_in_two_flights(
-    conn: Conn, keys: Sequence[ScopedKey], plan: Planner, *, end: Sequence[str] = COMMIT
+    conn: Conn,
+    keys: Sequence[ScopedKey],
+    plan: Planner,
+    *,
+    end: Sequence[str] = COMMIT,
+    committing: Callable[[], None] = _no_bound,
 ) -> Recorded:
     """A whole contribution batch on an autocommit connection in two round trips: BEGIN,
     the pool locks and the key lookup in one pipeline flight; the write and COMMIT in the
     second (sent as the pipeline closes). Returns after the COMMIT's answer: the pools after
     and (id, created_at) per written row, or ([], []) when nothing was written. With
     `end=VALIDATE_ONLY_END` the same rows are written and rolled back: the answer is what
-    would have been written (ids the rolled-back sequence handed out, never recorded)."""
+    would have been written (ids the rolled-back sequence handed out, never recorded).
+    `committing` is called as the second flight is sent (the commit's bound starts)."""
     async with conn.pipeline() as flight:
         await conn.execute("BEGIN")
         locked = conn.cursor(row_factory=dict_row)
@@ -311,13 +321,17 @@ async def contribute_in_two_flights(
         written = conn.cursor(row_factory=dict_row)
         if write is not None:
             await written.execute(RECORD_CONTRIBUTIONS, _write_params(write, pools))
+        committing()
         for statement in end:
             await conn.execute(statement)
     return _recorded(await written.fetchall()) if write is not None else ([], [])
 
 
 def contribute_in_two_flights_sync(
-    conn: SyncConn, keys: Sequence[ScopedKey], plan: Planner
+    conn: SyncConn,
+    keys: Sequence[ScopedKey],
+    plan: Planner,
+    committing: Callable[[], None] = _no_bound,
 ) -> Recorded:
     """contribute_in_two_flights on a blocking connection (the batch thread's)."""
     with conn.pipeline() as flight:
@@ -333,6 +347,7 @@ def contribute_in_two_flights_sync(
         written = conn.cursor(row_factory=dict_row)
         if write is not None:
             written.execute(RECORD_CONTRIBUTIONS, _write_params(write, pools))
+        committing()
         conn.execute("COMMIT")
     return _recorded(written.fetchall()) if write is not None else ([], [])
 

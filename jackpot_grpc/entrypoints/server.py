@@ -174,6 +174,7 @@ def build_server(
         settings.snapshot_ttl,
         telemetry.metrics if telemetry else None,
         max_rate_sum=settings.max_rate_sum,
+        commit_timeout=settings.commit_timeout,
     )
     batcher: ContributionBatcher | ThreadedBatcher | None = None
     contributor: Contributor
