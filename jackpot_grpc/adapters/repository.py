@@ -796,3 +796,17 @@ async def ping(conn: Conn) -> None:
     row = await cursor.fetchone()
     if row is None or row[0]:
         raise Unavailable("database answers but cannot take writes (read-only or in recovery)")
+
+
+# The readiness probe's write (migration 0011): this process's heartbeat row, and the rows
+# of processes silent for a day pruned on the way. It commits like any write, so it waits
+# wherever a synchronous standby holds commits.
+HEARTBEAT = """WITH pruned AS (
+    DELETE FROM write_heartbeat WHERE beat_at < now() - interval '1 day' AND process <> %(p)s)
+INSERT INTO write_heartbeat (process) VALUES (%(p)s)
+ON CONFLICT (process) DO UPDATE SET beat_at = now()"""
+
+
+async def heartbeat(conn: Conn, process: str) -> None:
+    """One write, committed (the connection is in autocommit)."""
+    await conn.execute(HEARTBEAT, {"p": process})

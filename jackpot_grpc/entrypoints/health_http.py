@@ -228,6 +228,7 @@ class HealthHttp:
         stale = age is None or age > max(5 * self._probe_interval, 5.0)
         up = probe.healthy is True and not stale
         latency = probe.last_latency_ms
+        wrote = probe.last_write_ok
         return {
             "status": "up" if up else "down",
             "latency_ms": None if latency is None else round(latency, 3),
@@ -235,6 +236,12 @@ class HealthHttp:
             "last_checked": iso_time(probe.last_checked),
             "age_seconds": None if age is None else round(age, 3),
             "source": "probe",
+            # Readiness covers writes: the last commit (a call's or the probe's heartbeat),
+            # and a contribution batch in flight past JACKPOT_BATCH_AGE_LIMIT, if any.
+            "last_write_age_seconds": None if wrote is None else round(time.monotonic() - wrote, 3),
+            "stuck_batch_seconds": None
+            if probe.stuck_batch_seconds is None
+            else round(probe.stuck_batch_seconds, 3),
         }
 
     async def _database_result(self) -> dict[str, Any]:

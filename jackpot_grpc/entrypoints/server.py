@@ -205,7 +205,11 @@ def build_server(
         settings.health_probe_interval,
         settings.health_probe_timeout,
         settings.health_failure_threshold,
+        write=probe_connection.write,
+        batch_age=batcher.in_flight_age if batcher is not None else None,
+        batch_age_limit=settings.batch_age_limit,
     )
+    service.write_committed.append(probe.write_succeeded)
     admission = AdmissionInterceptor(
         [JACKPOT_SERVICE],
         lambda: probe.healthy,

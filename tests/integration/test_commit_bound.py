@@ -27,6 +27,7 @@ from jackpot_grpc.adapters.scratch import database_conninfo
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from testkit.calls import error_reason
+from testkit.grpc_health import NOT_SERVING, SERVING, health_status_async
 from testkit.postgres_cluster import CrashablePostgres
 
 pytestmark = pytest.mark.slow
@@ -108,10 +109,16 @@ async def test_a_commit_waiting_for_a_standby_fails_within_the_bound(
         first = await stub.Contribute(_request("before-freeze"), timeout=10)
         assert not first.replayed
 
+        assert await health_status_async(channel) == SERVING
+
         cluster.set_system("synchronous_standby_names", "ghost")
+        frozen_at = time.monotonic()
         reason, took = await _refused(stub, "frozen-1")
         assert reason == "COMMIT_OUTCOME_UNKNOWN"
         assert COMMIT_TIMEOUT * 0.9 <= took <= COMMIT_TIMEOUT + MARGIN, took
+        # Readiness covers writes: the heartbeat cannot commit either.
+        assert await _health_becomes(channel, NOT_SERVING, within=10.0)
+        assert time.monotonic() - frozen_at < 10.0
 
         # The stuck transaction still holds the pool rows' locks (PostgreSQL releases them
         # after the standby's answer): the next writers fail fast too, UNAVAILABLE.
@@ -121,6 +128,7 @@ async def test_a_commit_waiting_for_a_standby_fails_within_the_bound(
         cluster.set_system("synchronous_standby_names", None)
         # The process serves again without a restart; each key settles exactly once: the
         # frozen commit had landed locally, so its retry replays it.
+        assert await _health_becomes(channel, SERVING, within=10.0)
         retried = await _retry_until_ok(stub, "frozen-1")
         assert retried.replayed
         fresh = await _retry_until_ok(stub, "after-freeze")
@@ -163,6 +171,15 @@ async def test_a_win_waiting_for_a_standby_fails_within_the_bound(
     with psycopg.connect(frozen_url) as conn:
         row = conn.execute("SELECT count(*) FROM wins WHERE idempotency_key = 'win-frozen'")
         assert row.fetchone() == (1,)
+
+
+async def _health_becomes(channel: grpc.aio.Channel, status: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await health_status_async(channel) == status:
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 async def _retry_until_ok(
