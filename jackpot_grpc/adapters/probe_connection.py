@@ -25,10 +25,6 @@ from jackpot_grpc.adapters.database import connection_kwargs
 from jackpot_grpc.config import Settings
 
 APPLICATION_NAME = "jackpot-health-probe"
-# The write's bound, as a share of the probe's timeout: it fires (shutting the socket)
-# before the probe's own timeout would cancel the call (a cancel that could report the
-# waiting commit as done).
-WRITE_SHARE = 0.8
 
 
 class ProbeConnection:
@@ -61,12 +57,12 @@ class ProbeConnection:
                 raise
 
     async def write(self) -> None:
-        """Commit the heartbeat row within WRITE_SHARE of the probe's timeout; raises on
-        any failure (CommitOutcomeUnknown when the commit did not answer in time)."""
+        """Commit the heartbeat row within the probe's timeout; raises on any failure
+        (CommitOutcomeUnknown when the commit did not answer in time)."""
         async with self._lock:
             try:
                 conn = await self._connected()
-                async with bounded_commit(conn, self._timeout * WRITE_SHARE) as committing:
+                async with bounded_commit(conn, self._timeout) as committing:
                     committing()
                     await repo.heartbeat(conn, self.process)
             except BaseException:

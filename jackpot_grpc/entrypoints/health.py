@@ -103,9 +103,12 @@ class DatabaseHealthProbe:
     async def _probe(self) -> None:
         async with asyncio.timeout(self._timeout):
             await self._ping()
-            if self._write is not None and not self._wrote_recently():
+        if self._write is not None and not self._wrote_recently():
+            # The write bounds its own commit (closing, never cancelling, a commit that
+            # does not answer); this timeout is only the backstop.
+            async with asyncio.timeout(2 * self._timeout):
                 await self._write()
-                self.last_write_ok = time.monotonic()
+            self.last_write_ok = time.monotonic()
 
     async def check(self) -> bool:
         """One probe; returns whether readiness is SERVING afterwards."""

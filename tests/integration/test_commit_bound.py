@@ -232,3 +232,61 @@ def _cancel_the_sync_rep_wait(url: str, within: float = 5.0) -> int:
                 return int(row[0])
             time.sleep(0.05)
     return 0
+
+
+async def test_an_idle_server_turns_not_serving_when_writes_cannot_commit(
+    settings: Settings, cluster: CrashablePostgres, frozen_url: str
+) -> None:
+    """No call in flight: the probe's heartbeat write is what sees the freeze."""
+    tuned = dataclasses.replace(
+        settings, health_probe_interval=0.2, health_probe_timeout=0.5, health_failure_threshold=2
+    )
+    server = await start_server(tuned, frozen_url, port=0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            assert await _health_becomes(channel, SERVING, within=5.0)
+            cluster.set_system("synchronous_standby_names", "ghost")
+            assert await _health_becomes(channel, NOT_SERVING, within=5.0)
+            assert "CommitOutcomeUnknown" in (server.probe.last_error or "")
+            cluster.set_system("synchronous_standby_names", None)
+            assert await _health_becomes(channel, SERVING, within=5.0)
+    finally:
+        cluster.set_system("synchronous_standby_names", None)
+        await server.stop(grace=1.0)
+
+
+async def test_a_committed_write_turns_readiness_back_before_the_next_probe(
+    settings: Settings, cluster: CrashablePostgres, frozen_url: str
+) -> None:
+    """A batch stuck past JACKPOT_BATCH_AGE_LIMIT turns readiness NOT_SERVING; its commit,
+    once the standby requirement is lifted, turns it SERVING at once, although the next
+    probe is seconds away."""
+    interval = 5.0
+    tuned = dataclasses.replace(
+        settings,
+        health_probe_interval=interval,
+        health_failure_threshold=1,
+        batch_age_limit=0.5,
+        commit_timeout=60.0,
+    )
+    server = await start_server(tuned, frozen_url, port=0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+            cluster.set_system("synchronous_standby_names", "ghost")
+            stuck = asyncio.ensure_future(stub.Contribute(_request("stuck-1"), timeout=60))
+            assert await _health_becomes(channel, NOT_SERVING, within=interval + 3)
+            assert "in flight" in (server.probe.last_error or "")
+            assert server.probe.stuck_batch_seconds is not None
+            flipped = server.probe.last_checked
+            cluster.set_system("synchronous_standby_names", None)
+            lifted = time.monotonic()
+            answer = await asyncio.wait_for(stuck, 10)
+            assert not answer.replayed
+            assert await _health_becomes(channel, SERVING, within=1.5)
+            assert time.monotonic() - lifted < 1.5
+            assert server.probe.last_checked == flipped  # no probe ran meanwhile
+    finally:
+        cluster.set_system("synchronous_standby_names", None)
+        await server.stop(grace=1.0)
+    assert _rows_with_key(frozen_url, "stuck-1") == 1
