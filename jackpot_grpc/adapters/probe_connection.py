@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -40,10 +41,19 @@ class ProbeConnection:
         self._conn: AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()  # one round trip at a time on the one connection
         self.process = f"{socket.gethostname()}:{os.getpid()}"
+        # Told which cluster and timeline each new connection reached (failover_watch).
+        self.on_connect: Callable[[repo.ClusterIdentity], None] | None = None
 
     async def _connected(self) -> AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = await AsyncConnection.connect(self._url, autocommit=True, **self._kwargs)
+            conn = await AsyncConnection.connect(self._url, autocommit=True, **self._kwargs)
+            try:
+                if self.on_connect is not None:
+                    self.on_connect(await repo.cluster_identity(conn))
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
         return self._conn
 
     async def ping(self) -> None:

@@ -810,3 +810,31 @@ ON CONFLICT (process) DO UPDATE SET beat_at = now()"""
 async def heartbeat(conn: Conn, process: str) -> None:
     """One write, committed (the connection is in autocommit)."""
     await conn.execute(HEARTBEAT, {"p": process})
+
+
+@dataclass(frozen=True)
+class ClusterIdentity:
+    """Which database history a connection reached: the cluster's system identifier
+    (initdb's; a streaming standby shares its primary's) and the timeline (a promotion
+    starts a new one). A change after a reconnect is a failover (or a restore)."""
+
+    system_identifier: int
+    timeline: int
+
+
+# pg_control_system() and pg_control_checkpoint() are executable by any role (no
+# superuser, no pg_monitor). The checkpoint's timeline lags a promotion until the first
+# checkpoint after it; the current WAL file's name carries the timeline at once (its first
+# 8 hex digits), on a primary.
+IDENTITY = """SELECT s.system_identifier, c.timeline_id,
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END
+FROM pg_control_system() s, pg_control_checkpoint() c"""
+
+
+async def cluster_identity(conn: Conn) -> ClusterIdentity:
+    cursor = await conn.execute(IDENTITY)
+    row = await cursor.fetchone()
+    assert row is not None
+    system_identifier, checkpoint_timeline, wal_file = row
+    timeline = int(wal_file[:8], 16) if wal_file else int(checkpoint_timeline)
+    return ClusterIdentity(int(system_identifier), timeline)
