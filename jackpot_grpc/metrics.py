@@ -427,6 +427,9 @@ COMMIT_OUTCOME_UNKNOWN = Counter(
     ("reason",),
     registry=None,
 )
+COMMIT_UNKNOWN_REASONS = ("timeout", "sync_rep_cancelled", "connection_lost")
+for _reason in COMMIT_UNKNOWN_REASONS:  # exported at 0 from the start: alerts can read them
+    COMMIT_OUTCOME_UNKNOWN.labels(_reason)
 
 
 class RequestMetrics:

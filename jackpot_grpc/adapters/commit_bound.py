@@ -33,7 +33,7 @@ import psycopg
 from psycopg.errors import Diagnostic
 
 from jackpot_grpc.domain.errors import CommitOutcomeUnknown
-from jackpot_grpc.metrics import COMMIT_OUTCOME_UNKNOWN
+from jackpot_grpc.metrics import COMMIT_OUTCOME_UNKNOWN, COMMIT_UNKNOWN_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 SYNC_REP_WORDS = ("synchronous replication", "committed locally")
 
 # Why a commit's outcome is unknown (the counter's label).
-TIMEOUT, SYNC_REP_CANCELLED, CONNECTION_LOST = "timeout", "sync_rep_cancelled", "connection_lost"
+TIMEOUT, SYNC_REP_CANCELLED, CONNECTION_LOST = COMMIT_UNKNOWN_REASONS
 
 
 def is_sync_rep_warning(diag: Diagnostic) -> bool:
