@@ -16,11 +16,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from testkit.calls import FAST_RECONNECT, Call, answer, contribute_once
 from testkit.grpc_health import health_status_async
 
+GAME = "reliability"
 # What a caller may see while the database fails over: refused (UNAVAILABLE, retry with
 # the same key) or out of time (DEADLINE_EXCEEDED, same). Anything else is a defect.
 RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
@@ -40,6 +44,7 @@ class KeyedLoad:
     health: list[tuple[float, int | None]] = field(default_factory=list)
     acknowledged: int = 0
     gave_up: list[str] = field(default_factory=list)
+    reasons: dict[int, str] = field(default_factory=dict)  # id(Call) -> ErrorInfo reason
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _progress: asyncio.Event = field(default_factory=asyncio.Event)  # set at each ack
     _hard_stop: float = float("inf")
@@ -70,7 +75,7 @@ class KeyedLoad:
                 return
             key = f"{self.prefix}-{i}"
             while True:
-                call = await contribute_once(stub, key, 100 + i, deadline_s=self.call_deadline)
+                call = await self._attempt(stub, key, 100 + i)
                 self.calls.append(call)
                 if call.ok:
                     self.acknowledged += 1
@@ -80,6 +85,25 @@ class KeyedLoad:
                     self.gave_up.append(key)
                     return
                 await asyncio.sleep(self.retry_pause)
+
+    async def _attempt(
+        self, stub: jackpot_pb2_grpc.JackpotServiceStub, key: str, wager: int
+    ) -> Call:
+        """One Contribute call (as testkit.calls.contribute_once); a refusal's ErrorInfo
+        reason goes to `reasons`, by the Call's id."""
+        started = time.monotonic()
+        request = pb.ContributeRequest(game_id=GAME, wager_amount=wager, idempotency_key=key)
+        try:
+            response = await stub.Contribute(request, timeout=self.call_deadline)
+        except grpc.aio.AioRpcError as exc:
+            call = Call(key, wager, started, time.monotonic(), exc.code().name, None, exc.details())
+            self.reasons[id(call)] = refusal_reason(exc)
+            return call
+        return Call(key, wager, started, time.monotonic(), "OK", response)
+
+    def reason(self, call: Call) -> str:
+        """The ErrorInfo reason of a failed call ("" when it carried none)."""
+        return self.reasons.get(id(call), "")
 
     async def _watch_health(self, channel: grpc.aio.Channel) -> None:
         while True:
@@ -129,6 +153,16 @@ async def resend(target: str, first: Iterable[Call], deadline_s: float = 10.0) -
                 return await contribute_once(stub, call.key, call.wager, deadline_s=deadline_s)
 
         return list(await asyncio.gather(*(again(c) for c in calls)))
+
+
+def refusal_reason(error: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason a refused call carries, "" when none (a client-side deadline)."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return ""
 
 
 def replay_problems(first: dict[str, Call], again: Iterable[Call]) -> list[str]:

@@ -273,11 +273,18 @@ async def test_writes_frozen(
     slowest = max((c.ended - max(c.started, frozen_at) for c in during), default=0.0)
     answered_frozen = [c for c in during if frozen_at + 0.5 < c.ended < thawed_at]
     frozen_codes = status_codes(c.code for c in answered_frozen)
+    # The calls whose batch was committing when WAL stopped flowing: told the outcome is
+    # unknown (their retry with the same key is safe either way), never OK.
+    caught = [c for c in during if c.started < frozen_at and c.ended > frozen_at + 0.5]
+    caught_reasons = status_codes(load.reason(c) or c.code for c in caught)
+    frozen_reasons = status_codes(load.reason(c) for c in answered_frozen)
     not_serving = [t for t, s in load.health if frozen_at <= t < thawed_at and s == NOT_SERVING]
     seen = {
         "health": health_changes(load, frozen_at),
         "slowest_answer_s": round(slowest, 2),
         "answered_while_frozen": frozen_codes,
+        "reasons_while_frozen": frozen_reasons,
+        "in_flight_at_freeze": caught_reasons,
     }
     assert not_serving, f"readiness never NOT_SERVING while writes were frozen: {seen}"
     not_serving_after = not_serving[0] - frozen_at
@@ -285,6 +292,7 @@ async def test_writes_frozen(
     assert slowest <= FAIL_WITHIN, seen
     assert answered_frozen, f"no call was answered while writes were frozen: {seen}"
     assert set(frozen_codes) == {"UNAVAILABLE"}, seen
+    assert caught_reasons.get("COMMIT_OUTCOME_UNKNOWN"), seen
 
     figures = await check_after(load, service, database_dsn, frozen_at, ledger_calls)
     figures.update(
@@ -295,6 +303,8 @@ async def test_writes_frozen(
         slowest_answer_while_frozen_s=round(slowest, 2),
         answered_while_frozen=len(answered_frozen),
         codes_while_frozen=frozen_codes,
+        reasons_while_frozen=frozen_reasons,
+        in_flight_at_freeze=caught_reasons,
         time_to_first_success_after_thaw_s=round(marks["first_ok"] - thawed_at, 2),
         health_after_freeze=health_changes(load, frozen_at),
     )
