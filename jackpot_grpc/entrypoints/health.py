@@ -65,6 +65,7 @@ class DatabaseHealthProbe:
         self.last_write_ok: float | None = None  # monotonic time of the last write committed
         self.stuck_batch_seconds: float | None = None  # the in-flight batch past its limit
         self._flip: asyncio.Task[None] | None = None
+        self._reads_ok = False  # the last probe's read answered (only a write failed)
         self._timeout = timeout
         self._failures_to_flip = max(1, failures_to_flip)
         self._interval = interval
@@ -101,8 +102,10 @@ class DatabaseHealthProbe:
         return last is not None and time.monotonic() - last <= max(self._interval, 0.1)
 
     async def _probe(self) -> None:
+        self._reads_ok = False
         async with asyncio.timeout(self._timeout):
             await self._ping()
+        self._reads_ok = True
         if self._write is not None and not self._wrote_recently():
             # The write bounds its own commit (closing, never cancelling, a commit that
             # does not answer); this timeout is only the backstop.
@@ -154,7 +157,9 @@ class DatabaseHealthProbe:
     def next_delay(self) -> float:
         """The interval while SERVING (a failure must flip readiness promptly); while
         NOT_SERVING, doubled per failure up to MAX_BACKOFF."""
-        if self.healthy is not False:
+        if self.healthy is not False or self._reads_ok:
+            # A database that answers but cannot commit (a synchronous standby gone) is
+            # probed every interval: its writes come back the moment the standby does.
             return self._interval
         doublings = min(self.consecutive_failures - 1, 16)
         backoff: float = self._interval * 2.0**doublings

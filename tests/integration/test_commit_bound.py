@@ -27,6 +27,7 @@ from jackpot_grpc.adapters.scratch import database_conninfo
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from testkit.calls import error_reason
+from testkit.figures import report
 from testkit.grpc_health import NOT_SERVING, SERVING, health_status_async
 from testkit.postgres_cluster import CrashablePostgres
 
@@ -118,23 +119,37 @@ async def test_a_commit_waiting_for_a_standby_fails_within_the_bound(
         assert COMMIT_TIMEOUT * 0.9 <= took <= COMMIT_TIMEOUT + MARGIN, took
         # Readiness covers writes: the heartbeat cannot commit either.
         assert await _health_becomes(channel, NOT_SERVING, within=10.0)
-        assert time.monotonic() - frozen_at < 10.0
+        not_serving_after = time.monotonic() - frozen_at
+        assert not_serving_after < 10.0
 
         # The stuck transaction still holds the pool rows' locks (PostgreSQL releases them
         # after the standby's answer): the next writers fail fast too, UNAVAILABLE.
-        _, took = await _refused(stub, "frozen-2")
-        assert took <= COMMIT_TIMEOUT + 2.0 + MARGIN, took  # DB_LOCK_TIMEOUT is 2 s
+        reason_2, took_2 = await _refused(stub, "frozen-2")
+        assert took_2 <= COMMIT_TIMEOUT + 2.0 + MARGIN, took_2  # DB_LOCK_TIMEOUT is 2 s
 
         cluster.set_system("synchronous_standby_names", None)
         # The process serves again without a restart; each key settles exactly once: the
         # frozen commit had landed locally, so its retry replays it.
+        lifted = time.monotonic()
         assert await _health_becomes(channel, SERVING, within=10.0)
+        serving_after = time.monotonic() - lifted
         retried = await _retry_until_ok(stub, "frozen-1")
         assert retried.replayed
         fresh = await _retry_until_ok(stub, "after-freeze")
         assert not fresh.replayed
     assert _rows_with_key(frozen_url, "frozen-1") == 1
     assert _rows_with_key(frozen_url, "after-freeze") == 1
+    report(
+        f"commit_bound_{running.settings.batch_executor}",
+        {
+            "commit_timeout_s": COMMIT_TIMEOUT,
+            "first_call_answered_s": round(took, 3),
+            "next_call": reason_2,
+            "next_call_answered_s": round(took_2, 3),
+            "not_serving_after_s": round(not_serving_after, 3),
+            "serving_after_lift_s": round(serving_after, 3),
+        },
+    )
 
 
 async def test_a_win_waiting_for_a_standby_fails_within_the_bound(
@@ -220,13 +235,15 @@ async def test_a_cancelled_standby_wait_is_a_failure_not_a_success(
 
 
 def _cancel_the_sync_rep_wait(url: str, within: float = 5.0) -> int:
-    """pg_cancel_backend on every backend of this database waiting in SyncRep."""
+    """pg_cancel_backend on the backends of this database whose COMMIT waits in SyncRep
+    (not the health probe's heartbeat, which waits there too)."""
     deadline = time.monotonic() + within
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < deadline:
             row = conn.execute(
                 "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND wait_event = 'SyncRep'"
+                " AND query = 'COMMIT' AND application_name <> 'jackpot-health-probe'"
             ).fetchone()
             if row is not None and row[0]:
                 return int(row[0])
