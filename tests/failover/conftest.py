@@ -103,9 +103,24 @@ def service(
 ) -> Iterator[ServiceProcess]:
     """One `jackpot serve` for the whole suite: no scenario may need to restart it."""
     log_dir = tmp_path_factory.mktemp("failover-service")
+    # Signed ledger checkpoints every second: after a failover the service compares the
+    # newest one with the new leader (none of its leaves may be missing).
+    key = log_dir / "ledger.key"
+    subprocess.run(
+        [*jackpot_executable(), "ledger", "keygen", "--out", str(key), "--name", "failover"],
+        env=clean_env(),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    checkpoints = {
+        "JACKPOT_LEDGER_KEY_FILE": str(key),
+        "JACKPOT_CHECKPOINT_LOG": str(log_dir / "checkpoints.log"),
+        "JACKPOT_CHECKPOINT_INTERVAL": "1",
+    }
     process = ServiceProcess(
         ["serve"],
-        service_env(database_dsn, log_dir, DB_POOL_TIMEOUT="2", **SERVICE_BOUNDS),
+        service_env(database_dsn, log_dir, DB_POOL_TIMEOUT="2", **SERVICE_BOUNDS, **checkpoints),
         log_dir,
         name="serve",
         new_session=True,

@@ -23,8 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import signal
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import psutil
@@ -53,6 +56,37 @@ FREEZE_S = 16.0  # longer than FAIL_WITHIN: a call that hangs would be seen hang
 def ledger_calls() -> list[Call]:
     """Every call of every scenario so far: they share one ledger."""
     return []
+
+
+def failover_report(service: ServiceProcess) -> dict[str, Any]:
+    """/health's `failover` check: the database's identity, timeline changes seen, and the
+    newest checkpoint compared with the database after the last change."""
+    url = f"http://127.0.0.1:{service.health_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 503: unhealthy, the body says why
+        body = json.loads(exc.read())
+    report: dict[str, Any] = body["checks"]["failover"]
+    return report
+
+
+def wait_failover_seen(service: ServiceProcess, changes_before: int) -> dict[str, Any]:
+    """The service's failover check once it has seen a new timeline and compared the
+    newest checkpoint with the new leader (bounded)."""
+    deadline = time.monotonic() + 15
+    while True:
+        seen = failover_report(service)
+        compared = seen["checkpoint_comparison"] or {}
+        if seen["timeline_changes"] > changes_before and compared:
+            return seen
+        assert time.monotonic() < deadline, f"failover not seen by the service: {seen}"
+        time.sleep(0.2)
+
+
+def leader_timeline(cluster: PatroniCluster, leader: Any) -> int:
+    member = next(m for m in cluster.members() if m["name"] == leader.name)
+    return int(member["timeline"])
 
 
 def settled(cluster: PatroniCluster, timeout: float = 60.0) -> None:
@@ -158,10 +192,17 @@ async def test_leader_killed(
     old_leader = cluster.leader()
     assert old_leader is not None
     load = KeyedLoad(service.target, "kill", CALLERS)
+    changes_before = failover_report(service)["timeline_changes"]
 
     marks = await run_fault(load, lambda: cluster.kill_node(old_leader))
 
     new_leader = cluster.wait_leader(not_=old_leader)
+    # The service saw the new timeline, and the new leader has every leaf of the newest
+    # signed checkpoint: synchronous replication lost nothing.
+    seen = wait_failover_seen(service, changes_before)
+    assert seen["timeline"] == leader_timeline(cluster, new_leader), seen
+    assert seen["checkpoint_comparison"]["leaves_missing"] == 0, seen
+    assert seen["checkpoint_comparison"]["root_matches"] is not False, seen
     figures = await check_after(load, service, database_dsn, marks["fault_done"], ledger_calls)
 
     # The killed node comes back as a replica of the new leader (pg_rewind if needed).
@@ -180,6 +221,7 @@ async def test_leader_killed(
         ),
         health_after_kill=health_changes(load, marks["fault_done"]),
         killed_node_rejoined_s=round(time.monotonic() - rejoin_started, 1),
+        service_saw=seen,
     )
     failover_results["A_leader_killed"] = figures
     report("failover_leader_killed", figures)
@@ -197,10 +239,15 @@ async def test_switchover(
     old_leader, candidate = cluster.leader(), cluster.sync_standby()
     assert old_leader is not None and candidate is not None
     load = KeyedLoad(service.target, "switchover", CALLERS)
+    changes_before = failover_report(service)["timeline_changes"]
 
     marks = await run_fault(load, lambda: cluster.switchover(candidate))
 
     assert cluster.wait_leader(not_=old_leader) is candidate
+    seen = wait_failover_seen(service, changes_before)
+    assert seen["timeline"] == leader_timeline(cluster, candidate), seen
+    assert seen["checkpoint_comparison"]["leaves_missing"] == 0, seen
+    assert seen["checkpoint_comparison"]["root_matches"] is not False, seen
     figures = await check_after(load, service, database_dsn, marks["fault_started"], ledger_calls)
     settled(cluster)
     figures.update(
@@ -213,6 +260,7 @@ async def test_switchover(
             load.max_ack_gap(marks["fault_started"], marks["load_stopped"]), 2
         ),
         health_after_switchover=health_changes(load, marks["fault_started"]),
+        service_saw=seen,
     )
     failover_results["B_switchover"] = figures
     report("failover_switchover", figures)
@@ -244,6 +292,7 @@ async def test_writes_frozen(
     leader = cluster.leader()
     assert leader is not None
     load = KeyedLoad(service.target, "freeze", CALLERS // 2, call_deadline=30.0)
+    changes_before = failover_report(service)["timeline_changes"]
     stopped: list[psutil.Process] = []
 
     def freeze() -> None:
@@ -273,8 +322,7 @@ async def test_writes_frozen(
     slowest = max((c.ended - max(c.started, frozen_at) for c in during), default=0.0)
     answered_frozen = [c for c in during if frozen_at + 0.5 < c.ended < thawed_at]
     frozen_codes = status_codes(c.code for c in answered_frozen)
-    # The calls whose batch was committing when WAL stopped flowing: told the outcome is
-    # unknown (their retry with the same key is safe either way), never OK.
+    # The calls in flight when WAL stopped flowing, and why they were refused.
     caught = [c for c in during if c.started < frozen_at and c.ended > frozen_at + 0.5]
     caught_reasons = status_codes(load.reason(c) or c.code for c in caught)
     frozen_reasons = status_codes(load.reason(c) for c in answered_frozen)
@@ -292,9 +340,12 @@ async def test_writes_frozen(
     assert slowest <= FAIL_WITHIN, seen
     assert answered_frozen, f"no call was answered while writes were frozen: {seen}"
     assert set(frozen_codes) == {"UNAVAILABLE"}, seen
-    assert caught_reasons.get("COMMIT_OUTCOME_UNKNOWN"), seen
+    # The batch committing when WAL stopped flowing hung in COMMIT: its callers are told
+    # the outcome is unknown (a retry with the same key is safe either way), never OK.
+    assert frozen_reasons.get("COMMIT_OUTCOME_UNKNOWN"), seen
 
     figures = await check_after(load, service, database_dsn, frozen_at, ledger_calls)
+    assert failover_report(service)["timeline_changes"] == changes_before  # no failover
     figures.update(
         scenario="writes frozen (every standby's walreceiver stopped)",
         leader=leader.name,
