@@ -28,7 +28,7 @@ from testkit.tools import require
 HERE = Path(__file__).parent
 DATABASE = "jackpot"
 # The service's bounds on a commit that does not return and on the oldest batch in flight
-# (settings of the service side of the failover work; an older service ignores them).
+# (their defaults, spelled out: scenario C's figures depend on them).
 SERVICE_BOUNDS = {"JACKPOT_COMMIT_TIMEOUT": "5", "JACKPOT_BATCH_AGE_LIMIT": "3"}
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import signal
 import time
@@ -33,7 +32,6 @@ from typing import Any
 import psutil
 import pytest
 
-from jackpot_grpc.config import Settings
 from testkit.calls import Call, status_codes
 from testkit.figures import latency_ms, report
 from testkit.grpc_health import NOT_SERVING, SERVING, health_status
@@ -266,20 +264,6 @@ async def test_switchover(
     report("failover_switchover", figures)
 
 
-def _service_bounds_commits() -> bool:
-    """Whether this service bounds a commit that does not return (JACKPOT_COMMIT_TIMEOUT)
-    and counts writes in readiness: the service side of the failover work."""
-    names = {f.name for f in dataclasses.fields(Settings)}
-    return {"commit_timeout", "batch_age_limit"} <= names
-
-
-@pytest.mark.xfail(
-    not _service_bounds_commits(),
-    reason="the service has no bound on a commit that does not return"
-    " (JACKPOT_COMMIT_TIMEOUT) and readiness probes reads only: calls hang in COMMIT"
-    " (IPC/SyncRep) while health says SERVING",
-    strict=True,
-)
 async def test_writes_frozen(
     cluster: PatroniCluster,
     service: ServiceProcess,
