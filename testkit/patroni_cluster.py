@@ -169,7 +169,6 @@ class PatroniCluster:
             Node(f"node{i}", free_port(), free_port(), self.base / f"node{i}") for i in range(nodes)
         ]
         self.run_as = "postgres" if os.geteuid() == 0 else None
-        self.events: list[tuple[float, str]] = []
 
     # -- addresses --------------------------------------------------------------------
 
@@ -186,11 +185,6 @@ class PatroniCluster:
             target_session_attrs="read-write",
             connect_timeout=connect_timeout,
             **extra,
-        )
-
-    def node_dsn(self, node: Node, dbname: str = "postgres") -> str:
-        return make_conninfo(
-            "", host="127.0.0.1", port=node.pg_port, dbname=dbname, user="postgres"
         )
 
     # -- start ------------------------------------------------------------------------
@@ -334,12 +328,8 @@ class PatroniCluster:
                 cwd=node.directory,
                 start_new_session=True,
             )
-        self.event(f"start {node.name}")
 
     # -- state ------------------------------------------------------------------------
-
-    def event(self, what: str) -> None:
-        self.events.append((time.monotonic(), what))
 
     def members(self) -> list[dict[str, Any]]:
         """Patroni's /cluster view from any live node (empty if none answers)."""
@@ -429,7 +419,6 @@ class PatroniCluster:
             if time.monotonic() > deadline:
                 raise ClusterError(f"{node.name}: postmaster {pid} survived SIGKILL")
             time.sleep(0.02)
-        self.event(f"kill -9 {node.name}")
 
     def patronictl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """`patronictl -c <a live node's config> <args>`; raises with its output on failure."""
@@ -450,7 +439,6 @@ class PatroniCluster:
         synchronous mode), scheduled now, without prompting."""
         leader = self.leader()
         assert leader is not None
-        self.event(f"switchover {leader.name} -> {candidate.name}")
         self.patronictl(
             "switchover",
             "--leader",
