@@ -32,8 +32,8 @@ from jackpot_grpc.ledger.note import Signer
 from jackpot_grpc.service.ledger_books import sign_checkpoint
 from testkit.calls import error_reason
 from testkit.figures import report
-from testkit.ledger_traffic import real_traffic
 from testkit.grpc_health import NOT_SERVING, SERVING, health_status_async
+from testkit.ledger_traffic import real_traffic
 from testkit.postgres_cluster import CrashablePostgres
 
 pytestmark = pytest.mark.slow
