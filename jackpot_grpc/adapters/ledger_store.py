@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from jackpot_grpc.adapters import advisory_locks
+from jackpot_grpc.adapters.commit_bound import SYNC_REP_CANCELLED, commit_warnings, unknown
 from jackpot_grpc.ledger import merkle
 from jackpot_grpc.ledger.rows import leaf_of
 
@@ -169,15 +170,21 @@ def checkpoint_snapshot(
 ) -> Iterator[LedgerSnapshot | None]:
     """Under the signer's lock: give new rows their leaves, and yield the leaf hashes and
     pool amounts of one snapshot (None: another process is signing). The leaves commit
-    when the block ends without error (so a checkpoint is written after its leaves exist)."""
+    when the block ends without error (so a checkpoint is written after its leaves exist);
+    a commit answered with a synchronous-replication warning (its wait for the standby was
+    cancelled) raises CommitOutcomeUnknown: no checkpoint covers leaves a failover may lose."""
     with psycopg.connect(url, autocommit=True) as conn, _session_lock(conn, wait) as got:
         if not got:
             yield None
             return
+        warnings = commit_warnings(conn)
+        warnings.clear()
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
             assigned = assign_leaves(conn)
             yield LedgerSnapshot(leaf_hashes(conn, since), pool_amounts(conn), assigned)
+        if warnings:
+            raise unknown(SYNC_REP_CANCELLED)
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,21 @@ a COMMIT held by a synchronous standby that is gone fails the probe instead of h
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 
 from jackpot_grpc.adapters import repository as repo
 from jackpot_grpc.adapters.commit_bound import bounded_commit
 from jackpot_grpc.adapters.database import connection_kwargs
 from jackpot_grpc.config import Settings
+
+log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "jackpot-health-probe"
 
@@ -43,16 +47,23 @@ class ProbeConnection:
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         # Told which cluster and timeline each new connection reached (failover_watch).
         self.on_connect: Callable[[repo.ClusterIdentity], None] | None = None
+        self._identity_unreadable = False
 
     async def _connected(self) -> AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             conn = await AsyncConnection.connect(self._url, autocommit=True, **self._kwargs)
-            try:
-                if self.on_connect is not None:
-                    self.on_connect(await repo.cluster_identity(conn))
-            except BaseException:
-                await conn.close()
-                raise
+            if self.on_connect is not None:
+                try:
+                    identity = await repo.cluster_identity(conn)
+                except psycopg.Error as exc:  # a server that hides pg_control_*: not fatal
+                    if not self._identity_unreadable:
+                        log.warning("database identity unreadable, failovers not tracked: %s", exc)
+                    self._identity_unreadable = True
+                except BaseException:
+                    await conn.close()
+                    raise
+                else:
+                    self.on_connect(identity)
             self._conn = conn
         return self._conn
 

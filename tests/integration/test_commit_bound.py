@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -25,10 +26,14 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.adapters.scratch import database_conninfo
 from jackpot_grpc.config import Settings
+from jackpot_grpc.domain.errors import CommitOutcomeUnknown
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
+from jackpot_grpc.ledger.note import Signer
+from jackpot_grpc.service.ledger_books import sign_checkpoint
 from testkit.calls import error_reason
 from testkit.figures import report
 from testkit.grpc_health import NOT_SERVING, SERVING, health_status_async
+from testkit.ledger_traffic import real_traffic
 from testkit.postgres_cluster import CrashablePostgres
 
 pytestmark = pytest.mark.slow
@@ -307,3 +312,22 @@ async def test_a_committed_write_turns_readiness_back_before_the_next_probe(
         cluster.set_system("synchronous_standby_names", None)
         await server.stop(grace=1.0)
     assert _rows_with_key(frozen_url, "stuck-1") == 1
+
+
+async def test_no_checkpoint_covers_leaves_whose_standby_wait_was_cancelled(
+    cluster: CrashablePostgres, frozen_url: str, tmp_path: Path
+) -> None:
+    """The signer's leaves commit like any write: a cancelled standby wait means the
+    leaves may not survive a failover, so no checkpoint is signed over them."""
+    await real_traffic(frozen_url)  # rows that are no leaves yet
+    log = tmp_path / "checkpoints"
+    signer = Signer.generate("commit-bound")
+    cluster.set_system("synchronous_standby_names", "ghost")
+    signing = asyncio.ensure_future(asyncio.to_thread(sign_checkpoint, frozen_url, signer, log))
+    assert await asyncio.to_thread(_cancel_the_sync_rep_wait, frozen_url) == 1
+    with pytest.raises(CommitOutcomeUnknown):
+        await asyncio.wait_for(signing, 10)
+    assert not log.exists()
+    cluster.set_system("synchronous_standby_names", None)
+    signed = await asyncio.to_thread(sign_checkpoint, frozen_url, signer, log)
+    assert signed.checkpoint.size > 3 and log.exists()  # the leaves committed: signed now
