@@ -24,7 +24,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import migrations
-from jackpot_grpc.adapters.scratch import database_conninfo
+from testkit.scratch import database_conninfo
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import CommitOutcomeUnknown
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
