@@ -289,15 +289,25 @@ COMMIT = ("COMMIT",)
 VALIDATE_ONLY_END = ("SET CONSTRAINTS ALL IMMEDIATE", "ROLLBACK")
 
 
+def _no_bound() -> None:
+    return None
+
+
 async def contribute_in_two_flights(
-    conn: Conn, keys: Sequence[ScopedKey], plan: Planner, *, end: Sequence[str] = COMMIT
+    conn: Conn,
+    keys: Sequence[ScopedKey],
+    plan: Planner,
+    *,
+    end: Sequence[str] = COMMIT,
+    committing: Callable[[], None] = _no_bound,
 ) -> Recorded:
     """A whole contribution batch on an autocommit connection in two round trips: BEGIN,
     the pool locks and the key lookup in one pipeline flight; the write and COMMIT in the
     second (sent as the pipeline closes). Returns after the COMMIT's answer: the pools after
     and (id, created_at) per written row, or ([], []) when nothing was written. With
     `end=VALIDATE_ONLY_END` the same rows are written and rolled back: the answer is what
-    would have been written (ids the rolled-back sequence handed out, never recorded)."""
+    would have been written (ids the rolled-back sequence handed out, never recorded).
+    `committing` is called as the second flight is sent (the commit's bound starts)."""
     async with conn.pipeline() as flight:
         await conn.execute("BEGIN")
         locked = conn.cursor(row_factory=dict_row)
@@ -311,13 +321,17 @@ async def contribute_in_two_flights(
         written = conn.cursor(row_factory=dict_row)
         if write is not None:
             await written.execute(RECORD_CONTRIBUTIONS, _write_params(write, pools))
+        committing()
         for statement in end:
             await conn.execute(statement)
     return _recorded(await written.fetchall()) if write is not None else ([], [])
 
 
 def contribute_in_two_flights_sync(
-    conn: SyncConn, keys: Sequence[ScopedKey], plan: Planner
+    conn: SyncConn,
+    keys: Sequence[ScopedKey],
+    plan: Planner,
+    committing: Callable[[], None] = _no_bound,
 ) -> Recorded:
     """contribute_in_two_flights on a blocking connection (the batch thread's)."""
     with conn.pipeline() as flight:
@@ -333,6 +347,7 @@ def contribute_in_two_flights_sync(
         written = conn.cursor(row_factory=dict_row)
         if write is not None:
             written.execute(RECORD_CONTRIBUTIONS, _write_params(write, pools))
+        committing()
         conn.execute("COMMIT")
     return _recorded(written.fetchall()) if write is not None else ([], [])
 
@@ -781,3 +796,45 @@ async def ping(conn: Conn) -> None:
     row = await cursor.fetchone()
     if row is None or row[0]:
         raise Unavailable("database answers but cannot take writes (read-only or in recovery)")
+
+
+# The readiness probe's write (migration 0011): this process's heartbeat row, and the rows
+# of processes silent for a day pruned on the way. It commits like any write, so it waits
+# wherever a synchronous standby holds commits.
+HEARTBEAT = """WITH pruned AS (
+    DELETE FROM write_heartbeat WHERE beat_at < now() - interval '1 day' AND process <> %(p)s)
+INSERT INTO write_heartbeat (process) VALUES (%(p)s)
+ON CONFLICT (process) DO UPDATE SET beat_at = now()"""
+
+
+async def heartbeat(conn: Conn, process: str) -> None:
+    """One write, committed (the connection is in autocommit)."""
+    await conn.execute(HEARTBEAT, {"p": process})
+
+
+@dataclass(frozen=True)
+class ClusterIdentity:
+    """Which database history a connection reached: the cluster's system identifier
+    (initdb's; a streaming standby shares its primary's) and the timeline (a promotion
+    starts a new one). A change after a reconnect is a failover (or a restore)."""
+
+    system_identifier: int
+    timeline: int
+
+
+# pg_control_system() and pg_control_checkpoint() are executable by any role (no
+# superuser, no pg_monitor). The checkpoint's timeline lags a promotion until the first
+# checkpoint after it; the current WAL file's name carries the timeline at once (its first
+# 8 hex digits), on a primary.
+IDENTITY = """SELECT s.system_identifier, c.timeline_id,
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END
+FROM pg_control_system() s, pg_control_checkpoint() c"""
+
+
+async def cluster_identity(conn: Conn) -> ClusterIdentity:
+    cursor = await conn.execute(IDENTITY)
+    row = await cursor.fetchone()
+    assert row is not None
+    system_identifier, checkpoint_timeline, wal_file = row
+    timeline = int(wal_file[:8], 16) if wal_file else int(checkpoint_timeline)
+    return ClusterIdentity(int(system_identifier), timeline)

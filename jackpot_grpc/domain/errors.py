@@ -79,6 +79,13 @@ class ShuttingDown(Unavailable):
     """The service is stopping; another instance (or this one, restarted) can answer."""
 
 
+class CommitOutcomeUnknown(Unavailable):
+    """A COMMIT was sent and its answer never came (JACKPOT_COMMIT_TIMEOUT), or came with
+    the server's warning that the synchronous-replication wait was cancelled: the rows may
+    or may not be committed (and replicated). Never acknowledged; the same call with the
+    same idempotency key settles it (replays the row, or applies it once)."""
+
+
 class LockTimeout(Unavailable):
     """A statement waited past the lock or statement timeout; nothing was written, and
     the same call (same idempotency key) may be retried."""

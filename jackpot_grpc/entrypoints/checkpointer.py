@@ -18,7 +18,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from jackpot_grpc.entrypoints.periodic import Periodic
-from jackpot_grpc.ledger.checkpoint import CheckpointError, split_log
+from jackpot_grpc.ledger.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    open_checkpoint,
+    split_log,
+)
 from jackpot_grpc.service.ledger_books import (
     CheckpointSigner,
     LedgerBooksError,
@@ -69,17 +74,40 @@ class Checkpointer:
         self.failures = 0
         self.skipped = 0  # turns another replica had, or with nothing new
         self._latest: str | None = last_note(log_file)
+        # Why signing stopped (failover_watch: the database lost checkpointed leaves).
+        self.halted: str | None = None
 
     @property
     def latest(self) -> str | None:
         """The newest checkpoint this process signed, else the newest in its log."""
         return self._signed_note or self._latest
 
+    def newest(self) -> Checkpoint | None:
+        """The newest checkpoint, opened (None: none yet, or it does not verify)."""
+        note = self.latest
+        if note is None:
+            return None
+        try:
+            return open_checkpoint(note, self._verifier)
+        except CheckpointError:
+            return None
+
+    def halt(self, reason: str) -> None:
+        """Sign no more: the database no longer holds what an earlier checkpoint covers,
+        and a new checkpoint must not bless that history (an operator restarts signing
+        after the runbook's checks, by restarting the server)."""
+        if self.halted is None:
+            log.error("ledger checkpoint signing halted: %s", reason)
+        self.halted = reason
+
     def proofs(self) -> LedgerProofs:
         """GetLedgerProof's prover: against the newest checkpoint this process knows."""
         return LedgerProofs(self._url, lambda: self.latest, self._verifier)
 
     async def run_once(self) -> None:
+        if self.halted is not None:
+            self.skipped += 1
+            return
         try:
             assert self._worker is not None
             loop = asyncio.get_running_loop()

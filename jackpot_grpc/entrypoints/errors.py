@@ -12,6 +12,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from jackpot_grpc.domain.errors import (
+    CommitOutcomeUnknown,
     DeadlineTooShort,
     DomainError,
     IdempotencyKeyReused,
@@ -56,6 +57,7 @@ ERRORS: dict[type[DomainError], tuple[grpc.StatusCode, str]] = {
     VersionConflict: (grpc.StatusCode.ABORTED, "VERSION_CONFLICT"),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
     LockTimeout: (grpc.StatusCode.UNAVAILABLE, "LOCK_TIMEOUT"),
+    CommitOutcomeUnknown: (grpc.StatusCode.UNAVAILABLE, "COMMIT_OUTCOME_UNKNOWN"),
     ShuttingDown: (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
     Overloaded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"),
     DeadlineTooShort: (grpc.StatusCode.RESOURCE_EXHAUSTED, "DEADLINE_TOO_SHORT"),

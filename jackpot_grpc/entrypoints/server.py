@@ -25,6 +25,7 @@ from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor
 from jackpot_grpc.entrypoints.checkpointer import Checkpointer
 from jackpot_grpc.entrypoints.core_calls import CallIntake, listening_servers
+from jackpot_grpc.entrypoints.failover_watch import FailoverWatch
 from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
@@ -77,6 +78,7 @@ class ServerParts:
     watch_hub: WatchHub
     listener: ChangeListener | None  # None behind PgBouncer (transaction mode: no LISTEN)
     checkpointer: Checkpointer | None = None  # with JACKPOT_LEDGER_KEY_FILE and _CHECKPOINT_LOG
+    failover: FailoverWatch | None = None  # the database's identity, and what a failover lost
 
 
 @dataclass(kw_only=True)
@@ -112,6 +114,8 @@ class RunningServer(ServerParts):
         await self.pool.close()
         await self.side_pool.close()
         await self.probe_connection.close()
+        if self.failover is not None:
+            await self.failover.stop()
         await self.health_http.close()
         log.info("gRPC server stopped")
 
@@ -174,6 +178,7 @@ def build_server(
         settings.snapshot_ttl,
         telemetry.metrics if telemetry else None,
         max_rate_sum=settings.max_rate_sum,
+        commit_timeout=settings.commit_timeout,
     )
     batcher: ContributionBatcher | ThreadedBatcher | None = None
     contributor: Contributor
@@ -204,7 +209,11 @@ def build_server(
         settings.health_probe_interval,
         settings.health_probe_timeout,
         settings.health_failure_threshold,
+        write=probe_connection.write,
+        batch_age=batcher.in_flight_age if batcher is not None else None,
+        batch_age_limit=settings.batch_age_limit,
     )
+    service.write_committed.append(probe.write_succeeded)
     admission = AdmissionInterceptor(
         [JACKPOT_SERVICE],
         lambda: probe.healthy,
@@ -246,6 +255,12 @@ def build_server(
         if settings.ledger_key_file is not None and settings.checkpoint_log is not None
         else None
     )
+    failover = FailoverWatch(
+        database_url,
+        checkpoint=checkpointer.newest if checkpointer is not None else None,
+        on_loss=checkpointer.halt if checkpointer is not None else None,
+    )
+    probe_connection.on_connect = failover.connected
     server = _grpc_server(
         settings,
         service,
@@ -281,6 +296,7 @@ def build_server(
             auditor,
             intake,
             WatchCollector(hub),
+            failover,
             auth.registry.prometheus,
             *([telemetry.prometheus] if telemetry else []),
         ],
@@ -293,6 +309,7 @@ def build_server(
         limits=HttpLimits.from_settings(settings),
         on_demand_interval=settings.on_demand_interval,
         checkpoint=(lambda: checkpointer.latest) if checkpointer is not None else None,
+        failover=failover,
     )
     return ServerParts(
         settings=settings,
@@ -315,6 +332,7 @@ def build_server(
         watch_hub=hub,
         listener=listener,
         checkpointer=checkpointer,
+        failover=failover,
     )
 
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters.commit_bound import bounded_commit
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.adapters.unit_of_work import (
     Isolation,
@@ -116,8 +117,14 @@ class JackpotService:
         metrics: ServiceMetrics | None = None,
         *,
         max_rate_sum: Decimal = MAX_RATE_SUM,
+        commit_timeout: float = 0.0,
     ) -> None:
         self.pool = pool
+        # JACKPOT_COMMIT_TIMEOUT: the longest wait for a write's COMMIT (adapters.commit_bound).
+        self.commit_timeout = commit_timeout
+        # Told after each write this process committed: the database takes writes (the
+        # readiness probe counts it as a success, entrypoints.health).
+        self.write_committed: list[Callable[[], None]] = []
         self.max_rate_sum = max_rate_sum
         # Recorded once per transaction, after its commit: never per call on the hot path.
         self.metrics = metrics
@@ -144,8 +151,13 @@ class JackpotService:
     ) -> list[ContributionResult | IdempotencyKeyReused]:
         planner = BatchPlanner(commands)
         end = repo.VALIDATE_ONLY_END if validate_only else repo.COMMIT
-        async with pipelined_transaction(self.pool) as conn:
-            recorded = await repo.contribute_in_two_flights(conn, planner.keys, planner, end=end)
+        async with (
+            pipelined_transaction(self.pool) as conn,
+            bounded_commit(conn, self.commit_timeout) as committing,
+        ):
+            recorded = await repo.contribute_in_two_flights(
+                conn, planner.keys, planner, end=end, committing=committing
+            )
         if validate_only:  # rolled back: no id was recorded; the snapshot and metrics stay
             pools_after, rows = recorded
             return planner.outcome((pools_after, [(0, at) for _, at in rows])).results
@@ -154,11 +166,16 @@ class JackpotService:
     def committed(self, batch: AppliedBatch) -> list[ContributionResult | IdempotencyKeyReused]:
         """After a batch's commit (on the event loop): the snapshot follows the pools, the
         metrics count the rows written; the callers' results."""
-        if batch.pools_after:
+        if batch.pools_after:  # written (a batch of replays commits no write)
+            self.committed_write()
             self.snapshot.update(batch.pools_after)
         if self.metrics is not None and batch.written:
             self.metrics.contributions_applied(batch.written)
         return batch.results
+
+    def committed_write(self) -> None:
+        for told in self.write_committed:
+            told()
 
     async def win(self, command: WinCommand, *, validate_only: bool = False) -> WinResult:
         """Pay a win. A key the same client already used replays its win when the request
@@ -168,7 +185,9 @@ class JackpotService:
         return await _settling_key_races(lambda: self._win(command, validate_only))
 
     async def _win(self, command: WinCommand, validate_only: bool) -> WinResult:
-        async with transaction(self.pool, validate_only=validate_only) as conn:
+        async with transaction(
+            self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
+        ) as conn:
             pools = await repo.lock_pools(conn)
             if command.idempotency_key:
                 earlier = await repo.find_win(conn, command.client, command.idempotency_key)
@@ -187,6 +206,7 @@ class JackpotService:
             win_id, created_at, after = await repo.record_win(conn, command, outcome)
         if validate_only:  # rolled back: nothing was paid, the snapshot stays
             return WinResult(0, outcome, after, created_at, replayed=False)
+        self.committed_write()
         self.snapshot.update([after])
         for committed in self.wins_committed:  # WatchPools: hits are read from the ledger
             committed()
@@ -223,7 +243,9 @@ class JackpotService:
     ) -> tuple[PoolConfig, int]:
         """Apply `change` for the authenticated `client` (recorded in the audit row). With
         `validate_only` it is applied and rolled back: the config it would give, audit id 0."""
-        async with transaction(self.pool, validate_only=validate_only) as conn:
+        async with transaction(
+            self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
+        ) as conn:
             pools = await repo.lock_pools(conn)
             before = repo.config_of(pools[change.group])
             if change.expected_version is not None and change.expected_version != before.version:
