@@ -25,6 +25,7 @@ TABLES = {
     "wins",
     "seed_fundings",
     "config_audit",
+    "pool_lifecycle",
     "system_metrics",
     "request_rollups",
     "contribution_totals",
@@ -32,7 +33,7 @@ TABLES = {
     "ledger_chain_starts",
     "ledger_leaves",
 }
-HEAD = "0010"
+HEAD = "0011"
 
 
 def revision(url: str) -> list[str]:
