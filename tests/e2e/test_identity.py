@@ -48,6 +48,9 @@ EXPECTED = {
     "GetStatistics": READ,
     "GetConfig": READ,
     "UpdateConfig": ADMIN,
+    "ListWins": READ,
+    "SuspendPool": ADMIN,
+    "ResumePool": ADMIN,
 }
 
 
@@ -69,6 +72,9 @@ def requests() -> dict[str, Any]:
         "UpdateConfig": pb.UpdateConfigRequest(
             group=pb.JACKPOT_GROUP_MINOR, seed_amount=12000, actor="pat", reason="test"
         ),
+        "ListWins": pb.ListWinsRequest(page_size=5),
+        "SuspendPool": pb.SuspendPoolRequest(group=pb.JACKPOT_GROUP_MEGA, reason="test"),
+        "ResumePool": pb.ResumePoolRequest(group=pb.JACKPOT_GROUP_MEGA),
     }
 
 
