@@ -1176,7 +1176,9 @@ class GetLedgerProofResponse(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     leaf_index: _builtins.int
     table: _builtins.str
-    """The leaf's ledger table (contributions, wins, seed_fundings, config_audit) and row id."""
+    """The leaf's ledger table (contributions, wins, seed_fundings, config_audit,
+    pool_lifecycle) and row id.
+    """
     row_id: _builtins.int
     leaf: _builtins.bytes
     """The leaf's bytes (docs/LEDGER.md, "Leaves"); its hash is SHA-256(0x00 || leaf)."""
