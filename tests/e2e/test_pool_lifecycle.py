@@ -159,9 +159,7 @@ async def test_list_wins_refuses_bad_paging_naming_the_field(stub: Stub) -> None
     ]
 
 
-async def test_list_wins_over_rest(
-    stub: Stub, http: aiohttp.ClientSession, rest_url: str
-) -> None:
+async def test_list_wins_over_rest(stub: Stub, http: aiohttp.ClientSession, rest_url: str) -> None:
     paid = [await win(stub, g, 7) for g in (MINOR, MINOR, MAJOR)]
     url = rest_url + "/api/jackpot/wins"
     async with http.get(url, params={"group": "minor", "pageSize": "1"}) as response:
@@ -306,9 +304,14 @@ async def test_a_rate_scheduled_for_the_next_win_applies_exactly_at_that_win(
     before = await stub.Contribute(pb.ContributeRequest(game_id="g", wager_amount=100_000))
     assert by_group(before.contributions)[MINOR] == 500  # the old rate, until the win
     await win(stub, MAJOR, 10)  # another pool's win does not apply it
-    assert by_group(
-        (await stub.Contribute(pb.ContributeRequest(game_id="g", wager_amount=100_000))).contributions
-    )[MINOR] == 500
+    assert (
+        by_group(
+            (
+                await stub.Contribute(pb.ContributeRequest(game_id="g", wager_amount=100_000))
+            ).contributions
+        )[MINOR]
+        == 500
+    )
 
     paid = await win(stub, MINOR)  # the whole pool: 11000
     assert paid.actual_win_amount == 11_000
