@@ -211,9 +211,10 @@ class JackpotService:
                     )
             pool = pools[command.group]
             if pool.suspended:
+                why = pool.suspended_reason or "no reason given"
                 raise PoolSuspended(
-                    f"the {pool.group.value} pool is suspended ({pool.suspended_reason or 'no'}"
-                    " reason given): resume it before paying a win"
+                    f"the {pool.group.value} pool is suspended ({why}): resume it before"
+                    " paying a win"
                 )
             seed = pool.seed_amount
             if pool.pending is not None:
