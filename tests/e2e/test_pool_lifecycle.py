@@ -29,6 +29,7 @@ from jackpot_grpc.ledger.note import Signer
 from jackpot_grpc.ledger.rows import leaf_of
 from jackpot_grpc.service.ledger_books import audit_against_checkpoints, sign_checkpoint
 from jackpot_grpc.service.reports import run_audit
+from testkit.ledger_state import ledger_state
 from testkit.random_refs import random_game_id, random_user
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
@@ -339,6 +340,20 @@ async def test_a_rate_scheduled_for_the_next_win_applies_exactly_at_that_win(
         )
     ]
     await books_balance(settings, database_url)
+
+
+async def test_a_dry_run_schedule_answers_the_pending_change_and_writes_nothing(
+    stub: Stub, database_url: str
+) -> None:
+    before = ledger_state(database_url)
+    request = pb.UpdateConfigRequest(
+        group=MEGA, seed_amount=2_000_000, apply_at_next_win=True, validate_only=True
+    )
+    reply = await stub.UpdateConfig(request, metadata=ADMIN)
+    assert reply.audit_id == 0 and reply.config.pending_config.seed_amount == 2_000_000
+    assert ledger_state(database_url) == before
+    pools = {p.group: p for p in (await stub.GetPools(pb.GetPoolsRequest())).pools}
+    assert not pools[MEGA].HasField("pending_config")
 
 
 async def test_scheduling_checks_the_rate_sum_and_versions(stub: Stub) -> None:
