@@ -19,6 +19,7 @@ from jackpot_grpc.domain.errors import PoolSuspended
 from jackpot_grpc.domain.model import ConfigChange, ContributeCommand, Group, WinCommand
 from jackpot_grpc.service.batcher import ContributionBatcher
 from jackpot_grpc.service.jackpot import JackpotService
+from testkit.ledger import cli_audit
 from testkit.random_refs import random_game_id, random_user_id
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
@@ -87,6 +88,8 @@ async def test_a_suspend_racing_contributions_ends_with_a_clean_audit(
     assert done >= CONTRIBUTORS and refused == 3
     books = await service.audit()
     assert books.balanced, books.problems()
+    code, report = await asyncio.to_thread(cli_audit, database_url)  # `jackpot audit --json`
+    assert code == 0 and report["balanced"] is True, report
     rates = dict(
         await fetch(
             database_url,
@@ -140,6 +143,8 @@ async def test_a_change_scheduled_racing_wins_applies_at_a_win_with_a_clean_audi
     assert scheduled == 8
     books = await service.audit()
     assert books.balanced, books.problems()
+    code, report = await asyncio.to_thread(cli_audit, database_url)  # `jackpot audit --json`
+    assert code == 0 and report["balanced"] is True, report
     applied = await fetch(
         database_url,
         "SELECT ledger_seq FROM config_audit WHERE reason LIKE 'applied at the next win%'",
