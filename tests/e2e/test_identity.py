@@ -27,7 +27,7 @@ from jackpot_grpc import cli
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.client_registry import POLL_SECONDS
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.tls import open_channel
+from jackpot_grpc.transport.tls import open_channel
 from testkit.certs_ca import authority
 from testkit.identity import Metadata, bearer, secured
 from testkit.ledger_state import ledger_state

@@ -33,7 +33,7 @@ TABLES = {
     "ledger_chain_starts",
     "ledger_leaves",
 }
-HEAD = "0011"
+HEAD = "0012"
 
 
 def revision(url: str) -> list[str]:

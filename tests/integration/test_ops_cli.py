@@ -780,7 +780,7 @@ async def test_alert_rules_read_metrics_the_service_exposes(server: RunningServe
         WinOutcome,
         WinResult,
     )
-    from jackpot_grpc.telemetry import setup_telemetry
+    from jackpot_grpc.observability.telemetry import setup_telemetry
 
     assert server.auditor is not None
     await server.auditor.run_once()  # the audit gauges exist once an audit has run

@@ -15,7 +15,7 @@ from jackpot_grpc.domain.model import GROUP_NAMES, Group, PoolConfig
 from jackpot_grpc.ops.cli.options import Subparsers, common
 from jackpot_grpc.ops.cli.shared import emit, failing_cleanly, grpc_target
 from jackpot_grpc.ops.output import Section, emit_json, emit_sections
-from jackpot_grpc.secret_rules import require_long_token
+from jackpot_grpc.security.secret_rules import require_long_token
 
 if TYPE_CHECKING:
     from jackpot.v1 import jackpot_pb2 as pb

@@ -10,15 +10,15 @@
 - `wins_newest`, `wins_group_newest`: ListWins pages newest first, by keyset
   (created_at, id) descending, over every pool or one.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
