@@ -86,12 +86,16 @@ gateway: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+## lint: ruff, mypy, import-linter, the test-assertion check, and the proto against the
+## previous release's (scripts/proto_breaking.py: no field, rpc or enum value removed,
+## renumbered or retyped; needs the previous release's commit in the clone's history)
 lint: $(STAMP)
 	$(BIN)/ruff check jackpot_grpc tests testkit bench scripts
 	$(BIN)/ruff format --check jackpot_grpc tests testkit bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python scripts/check_test_assertions.py
+	$(BIN)/python scripts/proto_breaking.py
 
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

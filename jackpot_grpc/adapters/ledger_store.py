@@ -10,7 +10,7 @@ migration through alembic's connection, the server from a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -25,8 +25,8 @@ from jackpot_grpc.ledger.rows import leaf_of
 
 CHECKPOINT_LOCK_KEY: Final = advisory_locks.LEDGER_CHECKPOINT
 # Ledger tables in the order rows of one instant are put, when no sequence orders them.
-TABLES: Final = ("seed_fundings", "contributions", "wins", "config_audit")
-_TIME = {"config_audit": "changed_at"}
+TABLES: Final = ("seed_fundings", "contributions", "wins", "config_audit", "pool_lifecycle")
+_TIME = {"config_audit": "changed_at", "pool_lifecycle": "changed_at"}
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,11 @@ def last_leaf(conn: psycopg.Connection[Any]) -> tuple[int, int | None]:
 
 
 def _new_rows(
-    conn: psycopg.Connection[Any], size: int, top_seq: int | None
+    conn: psycopg.Connection[Any], size: int, top_seq: int | None, tables: Sequence[str]
 ) -> list[tuple[str, dict[str, Any]]]:
     found: list[tuple[str, dict[str, Any]]] = []
     with conn.cursor(row_factory=dict_row) as cur:
-        for table in TABLES:
+        for table in tables:
             if size == 0:
                 cur.execute(f"SELECT * FROM {table}")  # noqa: S608 (a constant)
             else:
@@ -70,11 +70,12 @@ def _new_rows(
     return found
 
 
-def assign_leaves(conn: psycopg.Connection[Any]) -> int:
+def assign_leaves(conn: psycopg.Connection[Any], tables: Sequence[str] = TABLES) -> int:
     """Give the rows committed since the last leaf their leaves; the number given.
-    The caller holds the checkpoint lock, in a REPEATABLE READ transaction."""
+    The caller holds the checkpoint lock, in a REPEATABLE READ transaction. `tables`: the
+    ledger tables of the schema at hand (a migration passes those it knows)."""
     size, top_seq = last_leaf(conn)
-    rows = _new_rows(conn, size, top_seq)
+    rows = _new_rows(conn, size, top_seq, tables)
     if not rows:
         return 0
     with (

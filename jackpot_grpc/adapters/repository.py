@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from psycopg import AsyncConnection, Connection
@@ -24,11 +25,14 @@ from jackpot_grpc.domain.errors import Unavailable
 from jackpot_grpc.domain.model import (
     GROUPS,
     BadRow,
+    ConfigChange,
     ContributeCommand,
     ContributionResult,
     ContributionShares,
     Group,
     LedgerAudit,
+    LifecycleAction,
+    PendingConfig,
     PoolAudit,
     PoolConfig,
     PoolState,
@@ -38,6 +42,7 @@ from jackpot_grpc.domain.model import (
     StoredContribution,
     WinCommand,
     WinOutcome,
+    WinRecord,
 )
 from jackpot_grpc.domain.validation import rate_text
 
@@ -46,7 +51,8 @@ SyncConn = Connection[Any]
 
 POOL_COLUMNS = """jackpot_group, current_amount, seed_amount, max_amount, contribution_rate,
     total_contributions, total_wins, total_seed_funding, contribution_count, win_count,
-    last_won_amount, last_won_at, last_won_by_user_id, version, config_version, updated_at"""
+    last_won_amount, last_won_at, last_won_by_user_id, version, config_version, updated_at,
+    suspended, suspended_reason, pending_config"""
 
 
 def _pool(row: dict[str, Any]) -> PoolState:
@@ -67,6 +73,25 @@ def _pool(row: dict[str, Any]) -> PoolState:
         version=row["version"],
         config_version=row["config_version"],
         updated_at=row["updated_at"],
+        suspended=row["suspended"],
+        suspended_reason=row["suspended_reason"],
+        pending=None if row["pending_config"] is None else _pending(row["pending_config"]),
+    )
+
+
+def _pending(doc: dict[str, Any]) -> PendingConfig:
+    """jackpots.pending_config (schedule_config's document) as a domain value."""
+    rate = doc.get("contribution_rate")
+    return PendingConfig(
+        contribution_rate=None if rate is None else Decimal(rate),
+        seed_amount=doc.get("seed_amount"),
+        max_amount=doc.get("max_amount"),
+        clear_max_amount=bool(doc.get("clear_max_amount")),
+        actor=doc["actor"],
+        reason=doc["reason"],
+        client=doc["client"],
+        scheduled_at=datetime.fromisoformat(doc["scheduled_at"]),
+        schedule_id=doc["schedule_id"],
     )
 
 
@@ -92,7 +117,8 @@ async def lock_pools(conn: Conn) -> dict[Group, PoolState]:
 # --- contributions ---------------------------------------------------------------------
 
 CONTRIBUTION_COLUMNS = """id, client, idempotency_key, fingerprint, minor_amount,
-    major_amount, mega_amount, minor_after, major_after, mega_after, created_at"""
+    major_amount, mega_amount, minor_after, major_after, mega_after, created_at,
+    minor_rate, major_rate, mega_rate"""
 LOCK_POOLS = f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE"
 # Keys are scoped per client: look up (client, key) pairs, on their unique index.
 FIND_CONTRIBUTIONS = f"""SELECT {CONTRIBUTION_COLUMNS} FROM contributions
@@ -106,6 +132,10 @@ def _stored(row: dict[str, Any]) -> StoredContribution:
         shares=ContributionShares(
             amounts={g: row[f"{g.value}_amount"] for g in GROUPS},
             pools_after={g: row[f"{g.value}_after"] for g in GROUPS},
+            # A rate of 0 recorded: suspended (or configured 0); none recorded: legacy row.
+            sharing=tuple(
+                g for g in GROUPS if row[f"{g.value}_rate"] is None or row[f"{g.value}_rate"] > 0
+            ),
         ),
         created_at=row["created_at"],
         replayed=True,
@@ -164,7 +194,7 @@ PROOF_VALUES = ", ".join(
 def _proof_params(pools: Mapping[Group, PoolState]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for g in GROUPS:
-        params[f"{g.value}_rate"] = pools[g].contribution_rate
+        params[f"{g.value}_rate"] = rules.effective_rate(pools[g])
         params[f"{g.value}_limit"] = rules.ceiling(pools[g])
     return params
 
@@ -453,6 +483,7 @@ def config_of(pool: PoolState) -> PoolConfig:
         seed_amount=pool.seed_amount,
         max_amount=pool.max_amount,
         version=pool.config_version,
+        pending=pool.pending,
     )
 
 
@@ -468,21 +499,31 @@ def _config_json(config: PoolConfig) -> str:
 
 
 async def save_config(
-    conn: Conn, before: PoolConfig, after: PoolConfig, actor: str, reason: str, client: str
+    conn: Conn,
+    before: PoolConfig,
+    after: PoolConfig,
+    actor: str,
+    reason: str,
+    client: str,
+    *,
+    clear_pending: bool = False,
 ) -> int:
     """Write the new config and its audit row (who, when, before, after); the audit id.
 
     `client` is the authenticated caller; `actor` is the free text the request carried.
+    `clear_pending`: this is the pool's pending change, applied (at its next win).
     """
     await conn.execute(
         """UPDATE jackpots SET contribution_rate = %s, seed_amount = %s, max_amount = %s,
-               config_version = %s, version = version + 1, updated_at = now()
+               config_version = %s, version = version + 1, updated_at = now(),
+               pending_config = CASE WHEN %s THEN NULL ELSE pending_config END
            WHERE jackpot_group = %s""",
         (
             after.contribution_rate,
             after.seed_amount,
             after.max_amount,
             after.version,
+            clear_pending,
             after.group.value,
         ),
     )
@@ -494,6 +535,139 @@ async def save_config(
     )
     audit_id: int = rows[0]["id"]
     return audit_id
+
+
+# --- pool lifecycle ----------------------------------------------------------------------
+
+LIFECYCLE_INSERT = """INSERT INTO pool_lifecycle (jackpot_group, action, client, actor, reason,
+        pending)
+    VALUES (%s, %s, %s, %s, %s, %s::jsonb) RETURNING id, changed_at"""
+
+
+def _pending_change_json(change: ConfigChange) -> str | None:
+    """A scheduled change as pool_lifecycle.pending records it: only what it sets."""
+    doc: dict[str, Any] = {}
+    if change.contribution_rate is not None:
+        doc["contribution_rate"] = rate_text(change.contribution_rate)
+    if change.seed_amount is not None:
+        doc["seed_amount"] = change.seed_amount
+    if change.max_amount is not None:
+        doc["max_amount"] = change.max_amount
+    doc["clear_max_amount"] = change.clear_max_amount
+    return json.dumps(doc)
+
+
+async def set_suspended(
+    conn: Conn, group: Group, suspended: bool, actor: str, reason: str, client: str
+) -> tuple[int, PoolState]:
+    """Take a pool out of play (or back in) and ledger it; the lifecycle row's id and the
+    pool after. The caller holds the pool locks (the row draws ledger_seq under them)."""
+    action = LifecycleAction.SUSPEND if suspended else LifecycleAction.RESUME
+    rows = await _rows(
+        conn, LIFECYCLE_INSERT, (group.value, action.value, client, actor, reason, None)
+    )
+    pools = await _rows(
+        conn,
+        f"""UPDATE jackpots SET suspended = %s, suspended_reason = %s, version = version + 1,
+               updated_at = now()
+           WHERE jackpot_group = %s RETURNING {POOL_COLUMNS}""",
+        (suspended, reason if suspended else "", group.value),
+    )
+    return rows[0]["id"], _pool(pools[0])
+
+
+async def schedule_config(conn: Conn, change: ConfigChange, client: str) -> tuple[int, PoolState]:
+    """Record `change` as the pool's pending config (replacing any pending one) and ledger
+    it; the lifecycle row's id and the pool after. The caller holds the pool locks."""
+    rows = await _rows(
+        conn,
+        LIFECYCLE_INSERT,
+        (
+            change.group.value,
+            LifecycleAction.SCHEDULE_CONFIG.value,
+            client,
+            change.actor,
+            change.reason,
+            _pending_change_json(change),
+        ),
+    )
+    schedule_id, at = rows[0]["id"], rows[0]["changed_at"]
+    doc = json.loads(_pending_change_json(change) or "{}") | {
+        "actor": change.actor,
+        "reason": change.reason,
+        "client": client,
+        "scheduled_at": at.isoformat(),
+        "schedule_id": schedule_id,
+    }
+    pools = await _rows(
+        conn,
+        f"""UPDATE jackpots SET pending_config = %s::jsonb, version = version + 1,
+               updated_at = now()
+           WHERE jackpot_group = %s RETURNING {POOL_COLUMNS}""",
+        (json.dumps(doc), change.group.value),
+    )
+    return schedule_id, _pool(pools[0])
+
+
+# --- hit history -------------------------------------------------------------------------
+
+# Newest first by (created_at, id), on wins_newest / wins_group_newest (0011): a page is
+# an index range scan from the cursor, whatever the depth. Only the filters asked for are
+# in the statement (constants below), so each shape gets a plan using its index.
+WIN_HISTORY = """SELECT w.id, w.jackpot_group, w.amount, w.requested_amount, w.game_id,
+        w.user_id, w.client, w.created_at, w.pool_before, w.pool_after, w.seed_top_up,
+        w.ledger_seq, l.leaf_index
+    FROM wins w LEFT JOIN ledger_leaves l ON l.ledger_table = 'wins' AND l.row_id = w.id
+    WHERE {where}
+    ORDER BY w.created_at DESC, w.id DESC
+    LIMIT %(limit)s"""
+
+
+async def list_wins(
+    conn: Conn,
+    *,
+    group: Group | None,
+    start: datetime | None,
+    end: datetime | None,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[WinRecord]:
+    """Up to `limit` wins newest first: of one pool or all, created in [start, end), and
+    (paging) older than the cursor `after` (created_at, id)."""
+    where = ["true"]
+    params: dict[str, Any] = {"limit": limit}
+    if group is not None:
+        where.append("w.jackpot_group = %(group)s")
+        params["group"] = group.value
+    if start is not None:
+        where.append("w.created_at >= %(start)s")
+        params["start"] = start
+    if end is not None:
+        where.append("w.created_at < %(end)s")
+        params["end"] = end
+    if after is not None:
+        where.append("(w.created_at, w.id) < (%(at)s, %(id)s)")
+        params["at"], params["id"] = after
+    rows = await _rows(conn, WIN_HISTORY.format(where=" AND ".join(where)), params)
+    return [
+        WinRecord(
+            win_id=r["id"],
+            group=Group(r["jackpot_group"]),
+            amount=r["amount"],
+            requested_amount=r["requested_amount"],
+            game_id=r["game_id"],
+            user_id=r["user_id"],
+            client=r["client"],
+            created_at=r["created_at"],
+            pool_before=r["pool_before"],
+            pool_after=r["pool_after"],
+            seed_funded_by_operator=r["seed_top_up"],
+            seed_funded_from_reserve=0,
+            ledger_seq=r["ledger_seq"],
+            ledger_index=r["leaf_index"],
+        )
+        for r in rows
+    ]
 
 
 # --- reports -----------------------------------------------------------------------------
@@ -593,7 +767,8 @@ SHARE_CHECKS = "\n    UNION ALL\n    ".join(_share_check_of(g.value) for g in GR
 
 # A contribution's recorded rate of pool g against the rate in force by the config history:
 # the latest rate change before it (both rows sequenced: the sequence is commit order);
-# before any, the first change's `before`, or the pool's rate if none. Rate changes from
+# before any, the first change's `before`, or the pool's rate if none; 0 while the pool is
+# suspended (pool_lifecycle: from a suspend to the next resume). Rate changes from
 # before config changes were sequenced (migration 0010) cannot be placed: rows that only
 # they could explain are not judged.
 def _rate_check_of(g: str) -> str:
@@ -604,19 +779,26 @@ def _rate_check_of(g: str) -> str:
     )
     return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
         format('rate %%s, but %%s was in force', recorded, in_force) AS problem
-    FROM (SELECT id, kind, recorded, coalesce(max(rate) OVER (PARTITION BY grp_no),
+    FROM (SELECT id, kind, recorded, CASE WHEN bool_or(off) OVER (PARTITION BY off_no)
+              THEN 0 ELSE coalesce(max(rate) OVER (PARTITION BY grp_no),
               CASE WHEN NOT EXISTS (SELECT 1 FROM {changes} AND ledger_seq IS NULL)
                    THEN coalesce((SELECT (before ->> 'contribution_rate')::numeric
                                   FROM {changes} ORDER BY ledger_seq LIMIT 1),
                                  (SELECT contribution_rate FROM jackpots
-                                  WHERE jackpot_group = '{g}')) END) AS in_force
-          FROM (SELECT *, count(rate) OVER (ORDER BY seq) AS grp_no
+                                  WHERE jackpot_group = '{g}')) END) END AS in_force
+          FROM (SELECT *, count(rate) OVER (ORDER BY seq) AS grp_no,
+                       count(off) OVER (ORDER BY seq) AS off_no
                 FROM (SELECT 'c' AS kind, id, ledger_seq AS seq, NULL::numeric AS rate,
-                             {g}_rate AS recorded
+                             {g}_rate AS recorded, NULL::boolean AS off
                       FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_rate IS NOT NULL
                       UNION ALL
-                      SELECT 'a', id, ledger_seq, (after ->> 'contribution_rate')::numeric, NULL
-                      FROM {changes} AND ledger_seq IS NOT NULL) track) grouped) judged
+                      SELECT 'a', id, ledger_seq, (after ->> 'contribution_rate')::numeric,
+                             NULL, NULL
+                      FROM {changes} AND ledger_seq IS NOT NULL
+                      UNION ALL  -- a suspended pool's rate is 0 until it is resumed
+                      SELECT 's', id, ledger_seq, NULL, NULL, action = 'suspend'
+                      FROM pool_lifecycle WHERE jackpot_group = '{g}'
+                          AND action IN ('suspend', 'resume')) track) grouped) judged
     WHERE kind = 'c' AND recorded <> in_force"""
 
 
@@ -698,7 +880,9 @@ unsequenced AS (  -- every row since the log began has a sequence or is a leaf (
     FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, ledger_seq FROM contributions
           UNION ALL SELECT 'wins', id, jackpot_group, ledger_seq FROM wins
           UNION ALL SELECT 'seed_fundings', id, jackpot_group, ledger_seq FROM seed_fundings
-          UNION ALL SELECT 'config_audit', id, jackpot_group, ledger_seq FROM config_audit) t
+          UNION ALL SELECT 'config_audit', id, jackpot_group, ledger_seq FROM config_audit
+          UNION ALL SELECT 'pool_lifecycle', id, jackpot_group, ledger_seq FROM pool_lifecycle
+         ) t
     WHERE t.ledger_seq IS NULL AND NOT EXISTS (
         SELECT 1 FROM ledger_leaves l WHERE l.ledger_table = t.tbl AND l.row_id = t.id)),
 problems AS (

@@ -50,6 +50,10 @@ class PoolEmpty(InsufficientPool):
     """A whole-pool win on a pool with nothing to pay."""
 
 
+class PoolSuspended(DomainError):
+    """A win on a pool taken out of play (SuspendPool); resume it first."""
+
+
 class OutOfRange(DomainError):
     """An amount would leave the range the ledger can hold (int64)."""
 

@@ -221,9 +221,14 @@ def update_request(
     expected_version: int | None,
     actor: str,
     reason: str,
+    at_next_win: bool = False,
 ) -> pb.UpdateConfigRequest:
     request = pb.UpdateConfigRequest(
-        group=group_to_proto(group), clear_max_amount=clear_cap, actor=actor, reason=reason
+        group=group_to_proto(group),
+        clear_max_amount=clear_cap,
+        actor=actor,
+        reason=reason,
+        apply_at_next_win=at_next_win,
     )
     if rate is not None:
         request.contribution_rate.CopyFrom(decimal_pb2.Decimal(value=rate))

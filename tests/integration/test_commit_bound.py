@@ -24,7 +24,6 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import migrations
-from testkit.scratch import database_conninfo
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import CommitOutcomeUnknown
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
@@ -35,6 +34,7 @@ from testkit.figures import report
 from testkit.grpc_health import NOT_SERVING, SERVING, health_status_async
 from testkit.ledger_traffic import real_traffic
 from testkit.postgres_cluster import CrashablePostgres
+from testkit.scratch import database_conninfo
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,6 @@ from jackpot.v1 import jackpot_pb2_grpc
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jackpot_grpc.adapters import ledger_store, migrations
-from testkit.scratch import create_database, drop_database
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
@@ -38,6 +37,7 @@ from jackpot_grpc.service.ledger_books import sign_checkpoint
 from testkit.database import unique_name
 from testkit.ledger_traffic import real_traffic
 from testkit.postgres_cluster import CrashablePostgres
+from testkit.scratch import create_database, drop_database
 
 pytestmark = pytest.mark.slow
 

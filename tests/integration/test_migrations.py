@@ -25,6 +25,7 @@ TABLES = {
     "wins",
     "seed_fundings",
     "config_audit",
+    "pool_lifecycle",
     "system_metrics",
     "request_rollups",
     "contribution_totals",
@@ -33,7 +34,7 @@ TABLES = {
     "ledger_leaves",
     "write_heartbeat",
 }
-HEAD = "0011"
+HEAD = "0012"
 
 
 def revision(url: str) -> list[str]:

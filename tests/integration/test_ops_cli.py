@@ -734,6 +734,12 @@ async def test_config_show_validate_and_update(
     code, text = await ops(ops_settings, *update, "--rate", "2")
     assert code == 1  # the service names the field
 
+    code, data = await ops_json(ops_settings, *update, "--rate", "0.007", "--at-next-win")
+    assert code == 0 and data["scheduled"] is True and data["schedule_id"] > 0
+    assert data["config"]["contribution_rate"] == "0.0060000000"  # in force until the win
+    code, shown = await ops_json(ops_settings, "config", "show", "--from-db")
+    assert shown["pools"][0]["version"] == 2
+
 
 async def test_config_update_rejects_a_bad_rate_with_the_field(
     server: RunningServer, ops_settings: Settings, capsys: pytest.CaptureFixture[str]
