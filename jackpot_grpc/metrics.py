@@ -53,7 +53,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
-from jackpot_grpc.contract import JACKPOT_SERVICE
+from jackpot_grpc.contract.names import JACKPOT_SERVICE
 
 RELATIVE_ERROR = 0.05
 MIN_MS = 0.01

@@ -33,7 +33,7 @@ import psycopg
 from psycopg.errors import Diagnostic
 
 from jackpot_grpc.domain.errors import CommitOutcomeUnknown
-from jackpot_grpc.metrics import COMMIT_OUTCOME_UNKNOWN, COMMIT_UNKNOWN_REASONS
+from jackpot_grpc.observability.metrics import COMMIT_OUTCOME_UNKNOWN, COMMIT_UNKNOWN_REASONS
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from jackpot_grpc.domain.errors import (
     ShuttingDown,
     Unavailable,
 )
-from jackpot_grpc.metrics import DATABASE_TIMEOUTS
+from jackpot_grpc.observability.metrics import DATABASE_TIMEOUTS
 
 log = logging.getLogger(__name__)
 

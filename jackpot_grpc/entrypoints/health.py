@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
-from jackpot_grpc.contract import JACKPOT_SERVICE
+from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.periodic import Periodic
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ import psycopg
 import pytest
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
+from testkit.scratch import database_conninfo
 
 from jackpot_grpc.adapters import migrations
-from jackpot_grpc.adapters.scratch import database_conninfo
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import CommitOutcomeUnknown

@@ -31,9 +31,9 @@ import pytest
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from testkit.scratch import create_database, drop_database
 
 from jackpot_grpc.adapters import ledger_store, migrations
-from jackpot_grpc.adapters.scratch import create_database, drop_database
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server

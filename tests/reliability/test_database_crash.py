@@ -26,9 +26,9 @@ import grpc
 import psycopg
 import pytest
 from jackpot.v1 import jackpot_pb2_grpc
+from testkit.scratch import database_conninfo
 
 from jackpot_grpc.adapters import migrations
-from jackpot_grpc.adapters.scratch import database_conninfo
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
 from testkit.calls import Call, contribute_once, status_codes
