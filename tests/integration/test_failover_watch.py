@@ -9,6 +9,10 @@
   crashed: every connection moves to the other cluster (another system identifier), the
   change is logged at ERROR, counted, exported, shown in /health, the signed checkpoint's
   leaves are found missing there by index, and checkpoint signing stops.
+- The issue's asynchronous failover: a standby copied with pg_basebackup misses what the
+  primary acknowledged afterwards; the primary is crashed and the copy promoted (same
+  system identifier, timeline 2). The new timeline is detected, the lost leaves are named
+  by index, and the lost keys re-sent apply again while the kept ones replay.
 """
 
 from __future__ import annotations
@@ -209,3 +213,106 @@ async def test_a_move_to_another_cluster_is_detected_and_its_losses_named(
             await running.stop(grace=1.0)
     finally:
         drop_database(admin_url, name)
+
+
+async def _contribute(stub: jackpot_pb2_grpc.JackpotServiceStub, key: str) -> pb.ContributeResponse:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            response: pb.ContributeResponse = await stub.Contribute(
+                pb.ContributeRequest(game_id="failover", wager_amount=1000, idempotency_key=key),
+                timeout=10,
+            )
+            return response
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+            assert time.monotonic() < deadline, exc
+            await asyncio.sleep(0.2)
+
+
+async def test_an_asynchronous_standby_promoted_loses_named_leaves(
+    settings: Settings, ledger_key: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's asynchronous run on real PostgreSQL: a standby copied from the primary
+    (pg_basebackup) misses what the primary acknowledged afterwards; the primary dies, the
+    copy is promoted (same system identifier, timeline 2). The server follows it through
+    its multi-host DSN, reports the new timeline, and names the lost leaves by index; the
+    lost keys, re-sent, apply again (`replayed: false`), the kept ones replay."""
+    primary = CrashablePostgres("tl-primary")
+    standby: CrashablePostgres | None = None
+    standby_dir = primary.data_dir.parent / f"tl-standby-{unique_name('x')[-8:]}"
+    try:
+        with psycopg.connect(primary.admin_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE jackpot_tl")
+        migrations.upgrade(make_conninfo(primary.admin_url, dbname="jackpot_tl"))
+        url = make_conninfo(
+            host=f"{primary.data_dir},{standby_dir}",
+            user="postgres",
+            dbname="jackpot_tl",
+            target_session_attrs="read-write",
+        )
+        signing = dataclasses.replace(
+            settings,
+            ledger_key_file=ledger_key,
+            checkpoint_log=tmp_path / "checkpoints",
+            checkpoint_interval=0.2,
+            health_probe_interval=0.2,
+            health_failure_threshold=1,
+        )
+        running = await start_server(signing, url, port=0)
+        watch, checkpointer = running.failover, running.checkpointer
+        assert watch is not None and checkpointer is not None and watch.first is not None
+        before = watch.first
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+
+                async def signed(keys: list[str]) -> int:
+                    for key in keys:
+                        assert not (await _contribute(stub, key)).replayed
+                    with psycopg.connect(
+                        make_conninfo(primary.admin_url, dbname="jackpot_tl")
+                    ) as c:
+                        row = c.execute("SELECT count(*) FROM contributions").fetchone()
+                    assert row is not None
+                    rows = int(row[0])
+
+                    def covered() -> bool:
+                        newest = checkpointer.newest()
+                        return newest is not None and newest.size >= rows + 3  # + seeds
+
+                    await eventually(covered, within=15)
+                    newest = checkpointer.newest()
+                    assert newest is not None
+                    return newest.size
+
+                kept = [f"kept-{i}" for i in range(5)]
+                lost = [f"lost-{i}" for i in range(5)]
+                size_kept = await signed(kept)
+                standby = await asyncio.to_thread(primary.standby_copy, standby_dir)
+                size_lost = await signed(lost)  # acknowledged, checkpointed, never copied
+                assert size_lost == size_kept + 5
+
+                with caplog.at_level(logging.ERROR):
+                    await asyncio.to_thread(primary.crash)
+                    await asyncio.to_thread(standby.restart)  # promoted: timeline 2
+                    await eventually(lambda: watch.comparison is not None and watch.changes, 30)
+                assert watch.current is not None
+                assert watch.current.system_identifier == before.system_identifier
+                assert (before.timeline, watch.current.timeline) == (1, 2)
+                assert watch.comparison is not None
+                assert watch.comparison.missing == [(size_kept, size_lost - 1)]
+                assert checkpointer.halted is not None
+                errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+                assert any("a new timeline (a standby was promoted)" in e for e in errors)
+                assert any(f"leaf indices {size_kept}-{size_lost - 1}" in e for e in errors)
+
+                # The runbook's re-check: every acknowledged key re-sent.
+                assert all([(await _contribute(stub, k)).replayed for k in kept])
+                assert not any([(await _contribute(stub, k)).replayed for k in lost])
+        finally:
+            await running.stop(grace=1.0)
+    finally:
+        if standby is not None:
+            standby.close()
+        primary.close()
