@@ -27,7 +27,6 @@ from bench.console import log
 from bench.loadgen import LoadSpec
 from bench.scenarios import Scenario
 from jackpot_grpc.adapters import clients_file, migrations
-from jackpot_grpc.adapters.scratch import admin_server
 from jackpot_grpc.config import Settings
 from jackpot_grpc.service.reports import audit_report, run_audit
 from testkit.database import scratch_database
@@ -35,6 +34,7 @@ from testkit.edge import haproxy_in_front
 from testkit.ledger import table_counts
 from testkit.ports import free_port
 from testkit.processes import ServiceProcess, http_ok, local_service_env
+from testkit.scratch import admin_server
 from testkit.tools import find_tool
 
 ROOT = Path(__file__).resolve().parent.parent

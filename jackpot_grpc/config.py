@@ -9,7 +9,11 @@ from pathlib import Path
 
 from jackpot_grpc.domain.rules import INT64_MAX
 from jackpot_grpc.domain.validation import MAX_RATE_SUM, MAX_WAGER_AMOUNT
-from jackpot_grpc.peer_address import DEFAULT_TRUSTED_PROXIES, LOOPBACK_PROXIES, TrustedProxies
+from jackpot_grpc.transport.peer_address import (
+    DEFAULT_TRUSTED_PROXIES,
+    LOOPBACK_PROXIES,
+    TrustedProxies,
+)
 
 # The source checkout, for tests and developer tools only. Nothing the service runs reads
 # it: an installed wheel has no checkout, so run-time paths come from the settings below.
@@ -211,6 +215,14 @@ class Settings:
     watch_max_per_connection: int = 100
     # A stream whose reader takes no message for this long is cut off (WATCHER_TOO_SLOW).
     watch_max_lag: float = 10.0
+    # Database failover (docs/DEPLOY.md, "Replication and failover"): the longest wait for
+    # a COMMIT's answer before the connection is closed and the callers told
+    # COMMIT_OUTCOME_UNKNOWN (0: no bound); the age past which a batch still in flight turns
+    # readiness NOT_SERVING; libpq's connect_timeout, which applies per host of a multi-host
+    # DSN (a connect_timeout in DATABASE_URL wins).
+    commit_timeout: float = 5.0
+    batch_age_limit: float = 3.0
+    db_connect_timeout: float = 2.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -219,7 +231,7 @@ class Settings:
         clients_file = _path(env, "JACKPOT_CLIENTS_FILE")
         # With no clients configured the service runs open, so by default it listens on
         # this machine only; listening elsewhere while open is refused at start
-        # (jackpot_grpc.open_mode) unless JACKPOT_ALLOW_OPEN=1.
+        # (jackpot_grpc.security.open_mode) unless JACKPOT_ALLOW_OPEN=1.
         closed = admin_token is not None or clients_file is not None
         streams = _int(env, "GRPC_MAX_STREAMS_PER_CONNECTION", 1024)
         everywhere_v6, everywhere_v4 = ("[::]", "0.0.0.0") if closed else (LOOPBACK, LOOPBACK)
@@ -314,4 +326,7 @@ class Settings:
             ledger_key_file=_path(env, "JACKPOT_LEDGER_KEY_FILE"),
             checkpoint_log=_path(env, "JACKPOT_CHECKPOINT_LOG"),
             checkpoint_interval=_float(env, "JACKPOT_CHECKPOINT_INTERVAL", 10.0),
+            commit_timeout=_float(env, "JACKPOT_COMMIT_TIMEOUT", 5.0),
+            batch_age_limit=_float(env, "JACKPOT_BATCH_AGE_LIMIT", 3.0),
+            db_connect_timeout=_float(env, "DB_CONNECT_TIMEOUT", 2.0),
         )

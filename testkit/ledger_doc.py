@@ -33,7 +33,7 @@ CONTRIBUTION: dict[str, object] = {
     "major_rate": Decimal("0.003"), "major_cap": None, "major_amount": 3, "major_after": 100003,
     "mega_rate": Decimal("0.002"), "mega_cap": None, "mega_amount": 2, "mega_after": 1000002,
 }  # fmt: skip
-# The same contribution a reserve and a cap later (migration 0011's extension fields): a
+# The same contribution a reserve and a cap later (migration 0013's extension fields): a
 # minor cap of 10002 leaves 3 of the 5 over it, diverted to major; reserve rate 0.001.
 CONTRIBUTION_EXTENDED: dict[str, object] = {
     **CONTRIBUTION, "leaf_index": 3, "id": 2,
@@ -51,6 +51,19 @@ WIN: dict[str, object] = {
     "fingerprint": None, "jackpot_group": "minor", "game_id": "slots",
     "user_id": uuid.UUID("00000000-0000-4000-8000-000000000001"), "requested_amount": None,
     "amount": 10005, "pool_before": 10005, "seed_top_up": 10000, "pool_after": 10000,
+}  # fmt: skip
+
+SUSPEND: dict[str, object] = {
+    "leaf_index": 3, "id": 1, "changed_at": AT, "client": "ops-console", "actor": "pat",
+    "reason": "maintenance", "jackpot_group": "minor", "action": "suspend",
+    "pending_contribution_rate": None, "pending_seed_amount": None, "pending_max_amount": None,
+    "pending_clear_max_amount": None,
+}  # fmt: skip
+SCHEDULE: dict[str, object] = {
+    "leaf_index": 4, "id": 2, "changed_at": AT, "client": "ops-console", "actor": "pat",
+    "reason": "", "jackpot_group": "major", "action": "schedule_config",
+    "pending_contribution_rate": Decimal("0.004"), "pending_seed_amount": 150000,
+    "pending_max_amount": None, "pending_clear_max_amount": 0,
 }  # fmt: skip
 
 
@@ -97,6 +110,8 @@ def examples() -> dict[str, str]:
     out["contribution-extension"] = _hex_lines(
         extended[len(encode_leaf(EventType.CONTRIBUTION, first)) :]
     )
+    out["suspend-leaf"] = _hex_lines(encode_leaf(EventType.POOL_LIFECYCLE, SUSPEND))
+    out["schedule-leaf"] = _hex_lines(encode_leaf(EventType.POOL_LIFECYCLE, SCHEDULE))
     out["three-leaf-root"] = "\n".join(
         [
             f"leaf hash 0 (seed funding)  {hashes[0].hex()}",

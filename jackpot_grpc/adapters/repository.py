@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from psycopg import AsyncConnection, Connection
@@ -24,12 +25,15 @@ from jackpot_grpc.domain.errors import Unavailable
 from jackpot_grpc.domain.model import (
     GROUPS,
     BadRow,
+    ConfigChange,
     ContributeCommand,
     ContributionResult,
     ContributionShares,
     Group,
     LedgerAudit,
+    LifecycleAction,
     OverflowPolicy,
+    PendingConfig,
     PoolAudit,
     PoolConfig,
     PoolState,
@@ -39,6 +43,7 @@ from jackpot_grpc.domain.model import (
     StoredContribution,
     WinCommand,
     WinOutcome,
+    WinRecord,
 )
 from jackpot_grpc.domain.validation import rate_text
 
@@ -49,7 +54,8 @@ POOL_COLUMNS = """jackpot_group, current_amount, seed_amount, max_amount, contri
     total_contributions, total_wins, total_seed_funding, contribution_count, win_count,
     last_won_amount, last_won_at, last_won_by_user_id, version, config_version, updated_at,
     reserve_rate, overflow_policy, overflow_target, reserve_amount, overflow_amount,
-    total_contributed, total_diverted_in, total_diverted_out, seed_from_reserve"""
+    total_contributed, total_diverted_in, total_diverted_out, seed_from_reserve,
+    suspended, suspended_reason, pending_config"""
 
 
 _POLICIES = {p.value: p for p in OverflowPolicy}  # a dict look-up: Enum() is slow
@@ -82,6 +88,31 @@ def _pool(row: dict[str, Any]) -> PoolState:
         total_diverted_in=row["total_diverted_in"],
         total_diverted_out=row["total_diverted_out"],
         seed_from_reserve=row["seed_from_reserve"],
+        suspended=row["suspended"],
+        suspended_reason=row["suspended_reason"],
+        pending=None if row["pending_config"] is None else _pending(row["pending_config"]),
+    )
+
+
+def _pending(doc: dict[str, Any]) -> PendingConfig:
+    """jackpots.pending_config (schedule_config's document) as a domain value."""
+    rate = doc.get("contribution_rate")
+    reserve_rate = doc.get("reserve_rate")
+    policy = doc.get("overflow_policy")
+    target = doc.get("overflow_target")
+    return PendingConfig(
+        contribution_rate=None if rate is None else Decimal(rate),
+        seed_amount=doc.get("seed_amount"),
+        max_amount=doc.get("max_amount"),
+        clear_max_amount=bool(doc.get("clear_max_amount")),
+        actor=doc["actor"],
+        reason=doc["reason"],
+        client=doc["client"],
+        scheduled_at=datetime.fromisoformat(doc["scheduled_at"]),
+        schedule_id=doc["schedule_id"],
+        reserve_rate=None if reserve_rate is None else Decimal(reserve_rate),
+        overflow_policy=None if policy is None else _POLICIES[policy],
+        overflow_target=None if target is None else Group(target),
     )
 
 
@@ -107,12 +138,19 @@ async def lock_pools(conn: Conn) -> dict[Group, PoolState]:
 # --- contributions ---------------------------------------------------------------------
 
 CONTRIBUTION_COLUMNS = """id, client, idempotency_key, fingerprint, minor_amount,
-    major_amount, mega_amount, minor_after, major_after, mega_after, created_at"""
+    major_amount, mega_amount, minor_after, major_after, mega_after, created_at,
+    minor_rate, major_rate, mega_rate, minor_reserve_rate, major_reserve_rate,
+    mega_reserve_rate"""
 LOCK_POOLS = f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE"
 # Keys are scoped per client: look up (client, key) pairs, on their unique index.
 FIND_CONTRIBUTIONS = f"""SELECT {CONTRIBUTION_COLUMNS} FROM contributions
     WHERE idempotency_key IS NOT NULL
       AND (client, idempotency_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"""
+
+
+def _shared(row: dict[str, Any], g: str) -> bool:
+    rate, reserve_rate = row[f"{g}_rate"], row[f"{g}_reserve_rate"]
+    return rate is None or rate > 0 or (reserve_rate is not None and reserve_rate > 0)
 
 
 def _stored(row: dict[str, Any]) -> StoredContribution:
@@ -121,6 +159,8 @@ def _stored(row: dict[str, Any]) -> StoredContribution:
         shares=ContributionShares(
             amounts={g: row[f"{g.value}_amount"] for g in GROUPS},
             pools_after={g: row[f"{g.value}_after"] for g in GROUPS},
+            # Rates of 0 recorded: suspended (or configured 0); none recorded: legacy row.
+            sharing=tuple(g for g in GROUPS if _shared(row, g.value)),
         ),
         created_at=row["created_at"],
         replayed=True,
@@ -168,7 +208,7 @@ async def lock_pools_and_find_contributions(
 # the ceiling a share was cut to when the whole share did not fit (NULL when it fitted).
 # Every row of a batch splits against the same locked pools, so rate and ceiling are one
 # value per pool; the share is cut exactly when it is below floor(wager × rate).
-# and (migration 0011) the reserve rate, where each pool's overflow went (its own name: its
+# and (migration 0013) the reserve rate, where each pool's overflow went (its own name: its
 # overflow meter; another pool: diverted there). Every row of a batch splits against the
 # same locked pools, so these are one value per pool; the reserve share is
 # floor(wager × reserve rate), computed here; a share was cut exactly when it overflowed.
@@ -190,9 +230,9 @@ def _proof_params(pools: Mapping[Group, PoolState]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for g in GROUPS:
         pool = pools[g]
-        params[f"{g.value}_rate"] = pool.contribution_rate
+        params[f"{g.value}_rate"] = rules.effective_rate(pool)
         params[f"{g.value}_limit"] = rules.ceiling(pool)
-        params[f"{g.value}_reserve_rate"] = pool.reserve_rate
+        params[f"{g.value}_reserve_rate"] = rules.effective_reserve_rate(pool)
         params[f"{g.value}_overflow_to"] = (pool.overflow_target or g).value
     return params
 
@@ -311,7 +351,7 @@ async def record_contributions(
     it), write a ledger row per command with its shares and their proof (the rates and
     ceilings of `pools`, the locked pools the shares were split against). Returns the
     pools after, in lock order, and (id, created_at) per ledger row, in command order."""
-    write = BatchWrite(sums, counts, commands, shares, *_meters_of(shares, pools))
+    write = BatchWrite(sums, counts, commands, shares, *_meters_of(shares, rules.in_play(pools)))
     return _recorded(await _rows(conn, RECORD_CONTRIBUTIONS, _write_params(write, pools)))
 
 
@@ -368,15 +408,25 @@ COMMIT = ("COMMIT",)
 VALIDATE_ONLY_END = ("SET CONSTRAINTS ALL IMMEDIATE", "ROLLBACK")
 
 
+def _no_bound() -> None:
+    return None
+
+
 async def contribute_in_two_flights(
-    conn: Conn, keys: Sequence[ScopedKey], plan: Planner, *, end: Sequence[str] = COMMIT
+    conn: Conn,
+    keys: Sequence[ScopedKey],
+    plan: Planner,
+    *,
+    end: Sequence[str] = COMMIT,
+    committing: Callable[[], None] = _no_bound,
 ) -> Recorded:
     """A whole contribution batch on an autocommit connection in two round trips: BEGIN,
     the pool locks and the key lookup in one pipeline flight; the write and COMMIT in the
     second (sent as the pipeline closes). Returns after the COMMIT's answer: the pools after
     and (id, created_at) per written row, or ([], []) when nothing was written. With
     `end=VALIDATE_ONLY_END` the same rows are written and rolled back: the answer is what
-    would have been written (ids the rolled-back sequence handed out, never recorded)."""
+    would have been written (ids the rolled-back sequence handed out, never recorded).
+    `committing` is called as the second flight is sent (the commit's bound starts)."""
     async with conn.pipeline() as flight:
         await conn.execute("BEGIN")
         locked = conn.cursor(row_factory=dict_row)
@@ -390,13 +440,17 @@ async def contribute_in_two_flights(
         written = conn.cursor(row_factory=dict_row)
         if write is not None:
             await written.execute(RECORD_CONTRIBUTIONS, _write_params(write, pools))
+        committing()
         for statement in end:
             await conn.execute(statement)
     return _recorded(await written.fetchall()) if write is not None else ([], [])
 
 
 def contribute_in_two_flights_sync(
-    conn: SyncConn, keys: Sequence[ScopedKey], plan: Planner
+    conn: SyncConn,
+    keys: Sequence[ScopedKey],
+    plan: Planner,
+    committing: Callable[[], None] = _no_bound,
 ) -> Recorded:
     """contribute_in_two_flights on a blocking connection (the batch thread's)."""
     with conn.pipeline() as flight:
@@ -412,11 +466,13 @@ def contribute_in_two_flights_sync(
         written = conn.cursor(row_factory=dict_row)
         if write is not None:
             written.execute(RECORD_CONTRIBUTIONS, _write_params(write, pools))
+        committing()
         conn.execute("COMMIT")
     return _recorded(written.fetchall()) if write is not None else ([], [])
 
 
 def _write_params(write: BatchWrite, pools: Mapping[Group, PoolState]) -> dict[str, Any]:
+    pools = rules.in_play(pools)  # what the planner split against (domain.batch)
     params = _record_params(write.commands, write.shares)
     return params | _proof_params(pools) | _meter_params(write, write.sums, pools)
 
@@ -536,6 +592,7 @@ def config_of(pool: PoolState) -> PoolConfig:
         reserve_rate=pool.reserve_rate,
         overflow_policy=pool.overflow_policy,
         overflow_target=pool.overflow_target,
+        pending=pool.pending,
     )
 
 
@@ -554,16 +611,25 @@ def _config_json(config: PoolConfig) -> str:
 
 
 async def save_config(
-    conn: Conn, before: PoolConfig, after: PoolConfig, actor: str, reason: str, client: str
+    conn: Conn,
+    before: PoolConfig,
+    after: PoolConfig,
+    actor: str,
+    reason: str,
+    client: str,
+    *,
+    clear_pending: bool = False,
 ) -> int:
     """Write the new config and its audit row (who, when, before, after); the audit id.
 
     `client` is the authenticated caller; `actor` is the free text the request carried.
+    `clear_pending`: this is the pool's pending change, applied (at its next win).
     """
     await conn.execute(
         """UPDATE jackpots SET contribution_rate = %s, seed_amount = %s, max_amount = %s,
                config_version = %s, reserve_rate = %s, overflow_policy = %s,
-               overflow_target = %s, version = version + 1, updated_at = now()
+               overflow_target = %s, version = version + 1, updated_at = now(),
+               pending_config = CASE WHEN %s THEN NULL ELSE pending_config END
            WHERE jackpot_group = %s""",
         (
             after.contribution_rate,
@@ -573,6 +639,7 @@ async def save_config(
             after.reserve_rate,
             after.overflow_policy.value,
             after.overflow_target.value if after.overflow_target else None,
+            clear_pending,
             after.group.value,
         ),
     )
@@ -584,6 +651,147 @@ async def save_config(
     )
     audit_id: int = rows[0]["id"]
     return audit_id
+
+
+# --- pool lifecycle ----------------------------------------------------------------------
+
+LIFECYCLE_INSERT = """INSERT INTO pool_lifecycle (jackpot_group, action, client, actor, reason,
+        pending)
+    VALUES (%s, %s, %s, %s, %s, %s::jsonb) RETURNING id, changed_at"""
+
+
+def _pending_change_json(change: ConfigChange) -> str | None:
+    """A scheduled change as pool_lifecycle.pending records it: only what it sets."""
+    doc: dict[str, Any] = {}
+    if change.contribution_rate is not None:
+        doc["contribution_rate"] = rate_text(change.contribution_rate)
+    if change.seed_amount is not None:
+        doc["seed_amount"] = change.seed_amount
+    if change.max_amount is not None:
+        doc["max_amount"] = change.max_amount
+    doc["clear_max_amount"] = change.clear_max_amount
+    if change.reserve_rate is not None:
+        doc["reserve_rate"] = rate_text(change.reserve_rate)
+    if change.overflow_policy is not None:
+        doc["overflow_policy"] = change.overflow_policy.value
+    if change.overflow_target is not None:
+        doc["overflow_target"] = change.overflow_target.value
+    return json.dumps(doc)
+
+
+async def set_suspended(
+    conn: Conn, group: Group, suspended: bool, actor: str, reason: str, client: str
+) -> tuple[int, PoolState]:
+    """Take a pool out of play (or back in) and ledger it; the lifecycle row's id and the
+    pool after. The caller holds the pool locks (the row draws ledger_seq under them)."""
+    action = LifecycleAction.SUSPEND if suspended else LifecycleAction.RESUME
+    rows = await _rows(
+        conn, LIFECYCLE_INSERT, (group.value, action.value, client, actor, reason, None)
+    )
+    pools = await _rows(
+        conn,
+        f"""UPDATE jackpots SET suspended = %s, suspended_reason = %s, version = version + 1,
+               updated_at = now()
+           WHERE jackpot_group = %s RETURNING {POOL_COLUMNS}""",
+        (suspended, reason if suspended else "", group.value),
+    )
+    return rows[0]["id"], _pool(pools[0])
+
+
+async def schedule_config(conn: Conn, change: ConfigChange, client: str) -> tuple[int, PoolState]:
+    """Record `change` as the pool's pending config (replacing any pending one) and ledger
+    it; the lifecycle row's id and the pool after. The caller holds the pool locks."""
+    rows = await _rows(
+        conn,
+        LIFECYCLE_INSERT,
+        (
+            change.group.value,
+            LifecycleAction.SCHEDULE_CONFIG.value,
+            client,
+            change.actor,
+            change.reason,
+            _pending_change_json(change),
+        ),
+    )
+    schedule_id, at = rows[0]["id"], rows[0]["changed_at"]
+    doc = json.loads(_pending_change_json(change) or "{}") | {
+        "actor": change.actor,
+        "reason": change.reason,
+        "client": client,
+        "scheduled_at": at.isoformat(),
+        "schedule_id": schedule_id,
+    }
+    pools = await _rows(
+        conn,
+        f"""UPDATE jackpots SET pending_config = %s::jsonb, version = version + 1,
+               updated_at = now()
+           WHERE jackpot_group = %s RETURNING {POOL_COLUMNS}""",
+        (json.dumps(doc), change.group.value),
+    )
+    return schedule_id, _pool(pools[0])
+
+
+# --- hit history -------------------------------------------------------------------------
+
+# Newest first by (created_at, id), on wins_newest / wins_group_newest (0012): a page is
+# an index range scan from the cursor, whatever the depth. Only the filters asked for are
+# in the statement (constants below), so each shape gets a plan using its index.
+WIN_HISTORY = """SELECT w.id, w.jackpot_group, w.amount, w.requested_amount, w.game_id,
+        w.user_id, w.client, w.created_at, w.pool_before, w.pool_after, w.seed_top_up,
+        coalesce(w.reserve_top_up, 0) AS reserve_top_up, w.ledger_seq, l.leaf_index
+    FROM wins w LEFT JOIN ledger_leaves l ON l.ledger_table = 'wins' AND l.row_id = w.id
+    WHERE {where}
+    ORDER BY w.created_at DESC, w.id DESC
+    LIMIT %(limit)s"""
+
+
+async def list_wins(
+    conn: Conn,
+    *,
+    group: Group | None,
+    start: datetime | None,
+    end: datetime | None,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[WinRecord]:
+    """Up to `limit` wins newest first: of one pool or all, created in [start, end), and
+    (paging) older than the cursor `after` (created_at, id)."""
+    where = ["true"]
+    params: dict[str, Any] = {"limit": limit}
+    if group is not None:
+        where.append("w.jackpot_group = %(group)s")
+        params["group"] = group.value
+    if start is not None:
+        where.append("w.created_at >= %(start)s")
+        params["start"] = start
+    if end is not None:
+        where.append("w.created_at < %(end)s")
+        params["end"] = end
+    if after is not None:
+        where.append("(w.created_at, w.id) < (%(at)s, %(id)s)")
+        params["at"], params["id"] = after
+    rows = await _rows(conn, WIN_HISTORY.format(where=" AND ".join(where)), params)
+    return [
+        WinRecord(
+            win_id=r["id"],
+            group=Group(r["jackpot_group"]),
+            amount=r["amount"],
+            requested_amount=r["requested_amount"],
+            game_id=r["game_id"],
+            user_id=r["user_id"],
+            client=r["client"],
+            created_at=r["created_at"],
+            pool_before=r["pool_before"],
+            pool_after=r["pool_after"],
+            # By source: the win's reset paid from the reserve first (its seed-funding row
+            # with source `reserve`), the rest by the operator (NULL before the reserve: 0).
+            seed_funded_by_operator=r["seed_top_up"] - r["reserve_top_up"],
+            seed_funded_from_reserve=r["reserve_top_up"],
+            ledger_seq=r["ledger_seq"],
+            ledger_index=r["leaf_index"],
+        )
+        for r in rows
+    ]
 
 
 # --- reports -----------------------------------------------------------------------------
@@ -664,7 +872,7 @@ CHAIN_CTES = ",\n".join(_chain_of(g.value) for g in GROUPS) + (
 
 
 # A contribution's share of pool g against floor(wager × rate), or what fitted under its
-# ceiling when it records one. From 0011 a row also records each pool's overflow: the share
+# ceiling when it records one. From 0013 a row also records each pool's overflow: the share
 # offered is floor(wager × rate) plus what other pools diverted into it (their overflow
 # with this pool as its `_overflow_to`); what fits goes to the display, the rest overflows
 # (and only past the ceiling); the reserve share is floor(wager × reserve rate).
@@ -707,39 +915,52 @@ SHARE_CHECKS = "\n    UNION ALL\n    ".join(_share_check_of(g.value) for g in GR
 
 # A contribution's recorded rate of pool g against the rate in force by the config history:
 # the latest rate change before it (both rows sequenced: the sequence is commit order);
-# before any, the first change's `before`, or the pool's rate if none. Rate changes from
+# before any, the first change's `before`, or the pool's rate if none; 0 while the pool is
+# suspended (pool_lifecycle: from a suspend to the next resume). Rate changes from
 # before config changes were sequenced (migration 0010) cannot be placed: rows that only
-# they could explain are not judged.
-def _rate_check_of(g: str) -> str:
+# they could explain are not judged. The same for the reserve rate (`key` reserve_rate, the
+# row's `{g}_reserve_rate`, from migration 0013): a suspended pool's is 0 too.
+def _rate_check_of(g: str, key: str = "contribution_rate") -> str:
+    column = f"{g}_rate" if key == "contribution_rate" else f"{g}_{key}"
+    what = "rate" if key == "contribution_rate" else "reserve rate"
     changes = (
-        f"config_audit WHERE jackpot_group = '{g}' AND after ? 'contribution_rate'"
-        " AND (before ->> 'contribution_rate')::numeric"
-        " IS DISTINCT FROM (after ->> 'contribution_rate')::numeric"
+        f"config_audit WHERE jackpot_group = '{g}' AND after ? '{key}'"
+        f" AND (before ->> '{key}')::numeric"
+        f" IS DISTINCT FROM (after ->> '{key}')::numeric"
     )
     return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
-        format('rate %%s, but %%s was in force', recorded, in_force) AS problem
-    FROM (SELECT id, kind, recorded, coalesce(max(rate) OVER (PARTITION BY grp_no),
+        format('{what} %%s, but %%s was in force', recorded, in_force) AS problem
+    FROM (SELECT id, kind, recorded, CASE WHEN bool_or(off) OVER (PARTITION BY off_no)
+              THEN 0 ELSE coalesce(max(rate) OVER (PARTITION BY grp_no),
               CASE WHEN NOT EXISTS (SELECT 1 FROM {changes} AND ledger_seq IS NULL)
-                   THEN coalesce((SELECT (before ->> 'contribution_rate')::numeric
+                   THEN coalesce((SELECT (before ->> '{key}')::numeric
                                   FROM {changes} ORDER BY ledger_seq LIMIT 1),
-                                 (SELECT contribution_rate FROM jackpots
-                                  WHERE jackpot_group = '{g}')) END) AS in_force
-          FROM (SELECT *, count(rate) OVER (ORDER BY seq) AS grp_no
+                                 (SELECT {key} FROM jackpots
+                                  WHERE jackpot_group = '{g}')) END) END AS in_force
+          FROM (SELECT *, count(rate) OVER (ORDER BY seq) AS grp_no,
+                       count(off) OVER (ORDER BY seq) AS off_no
                 FROM (SELECT 'c' AS kind, id, ledger_seq AS seq, NULL::numeric AS rate,
-                             {g}_rate AS recorded
-                      FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_rate IS NOT NULL
+                             {column} AS recorded, NULL::boolean AS off
+                      FROM contributions WHERE ledger_seq IS NOT NULL AND {column} IS NOT NULL
                       UNION ALL
-                      SELECT 'a', id, ledger_seq, (after ->> 'contribution_rate')::numeric, NULL
-                      FROM {changes} AND ledger_seq IS NOT NULL) track) grouped) judged
+                      SELECT 'a', id, ledger_seq, (after ->> '{key}')::numeric,
+                             NULL, NULL
+                      FROM {changes} AND ledger_seq IS NOT NULL
+                      UNION ALL  -- a suspended pool's rate is 0 until it is resumed
+                      SELECT 's', id, ledger_seq, NULL, NULL, action = 'suspend'
+                      FROM pool_lifecycle WHERE jackpot_group = '{g}'
+                          AND action IN ('suspend', 'resume')) track) grouped) judged
     WHERE kind = 'c' AND recorded <> in_force"""
 
 
-RATE_CHECKS = "\n    UNION ALL\n    ".join(_rate_check_of(g.value) for g in GROUPS)
+RATE_CHECKS = "\n    UNION ALL\n    ".join(
+    _rate_check_of(g.value, key) for key in ("contribution_rate", "reserve_rate") for g in GROUPS
+)
 
 
 # A reset is paid from the reserve first: each win's reserve top-up is the least of what
 # the reset needed and what pool g's reserve held just before it (its reserve shares and
-# reserve top-ups in ledger order; rows from before 0011 hold no reserve).
+# reserve top-ups in ledger order; rows from before 0013 hold no reserve).
 def _reserve_first_of(g: str) -> str:
     return f"""SELECT 'wins' AS tbl, id, '{g}' AS grp,
         format('reserve top-up %%s, but the reserve held %%s and the reset needed %%s',
@@ -843,7 +1064,9 @@ unsequenced AS (  -- every row since the log began has a sequence or is a leaf (
     FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, ledger_seq FROM contributions
           UNION ALL SELECT 'wins', id, jackpot_group, ledger_seq FROM wins
           UNION ALL SELECT 'seed_fundings', id, jackpot_group, ledger_seq FROM seed_fundings
-          UNION ALL SELECT 'config_audit', id, jackpot_group, ledger_seq FROM config_audit) t
+          UNION ALL SELECT 'config_audit', id, jackpot_group, ledger_seq FROM config_audit
+          UNION ALL SELECT 'pool_lifecycle', id, jackpot_group, ledger_seq FROM pool_lifecycle
+         ) t
     WHERE t.ledger_seq IS NULL AND NOT EXISTS (
         SELECT 1 FROM ledger_leaves l WHERE l.ledger_table = t.tbl AND l.row_id = t.id)),
 problems AS (
@@ -968,3 +1191,45 @@ async def ping(conn: Conn) -> None:
     row = await cursor.fetchone()
     if row is None or row[0]:
         raise Unavailable("database answers but cannot take writes (read-only or in recovery)")
+
+
+# The readiness probe's write (migration 0011): this process's heartbeat row, and the rows
+# of processes silent for a day pruned on the way. It commits like any write, so it waits
+# wherever a synchronous standby holds commits.
+HEARTBEAT = """WITH pruned AS (
+    DELETE FROM write_heartbeat WHERE beat_at < now() - interval '1 day' AND process <> %(p)s)
+INSERT INTO write_heartbeat (process) VALUES (%(p)s)
+ON CONFLICT (process) DO UPDATE SET beat_at = now()"""
+
+
+async def heartbeat(conn: Conn, process: str) -> None:
+    """One write, committed (the connection is in autocommit)."""
+    await conn.execute(HEARTBEAT, {"p": process})
+
+
+@dataclass(frozen=True)
+class ClusterIdentity:
+    """Which database history a connection reached: the cluster's system identifier
+    (initdb's; a streaming standby shares its primary's) and the timeline (a promotion
+    starts a new one). A change after a reconnect is a failover (or a restore)."""
+
+    system_identifier: int
+    timeline: int
+
+
+# pg_control_system() and pg_control_checkpoint() are executable by any role (no
+# superuser, no pg_monitor). The checkpoint's timeline lags a promotion until the first
+# checkpoint after it; the current WAL file's name carries the timeline at once (its first
+# 8 hex digits), on a primary.
+IDENTITY = """SELECT s.system_identifier, c.timeline_id,
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END
+FROM pg_control_system() s, pg_control_checkpoint() c"""
+
+
+async def cluster_identity(conn: Conn) -> ClusterIdentity:
+    cursor = await conn.execute(IDENTITY)
+    row = await cursor.fetchone()
+    assert row is not None
+    system_identifier, checkpoint_timeline, wal_file = row
+    timeline = int(wal_file[:8], 16) if wal_file else int(checkpoint_timeline)
+    return ClusterIdentity(int(system_identifier), timeline)

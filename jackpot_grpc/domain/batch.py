@@ -51,7 +51,9 @@ def plan_contributions(
     """Split each fresh command in arrival order against the pools as they stand (a cap
     reached by one limits the next). A key in `known` or earlier in the batch replays when
     the request is the same (same fingerprint), and is refused when it is not. Keys are
-    scoped per client: the same key from two clients names two requests."""
+    scoped per client: the same key from two clients names two requests. A suspended pool
+    takes no share and receives no overflow (rules.in_play)."""
+    pools = rules.in_play(pools)
     plan = ContributionPlan(
         sums=dict.fromkeys(GROUPS, 0),
         counts=dict.fromkeys(GROUPS, 0),

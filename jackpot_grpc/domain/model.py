@@ -69,6 +69,11 @@ class PoolState:
     total_diverted_in: int = 0
     total_diverted_out: int = 0
     seed_from_reserve: int = 0
+    # Out of play (SuspendPool): keeps its amount, takes no share, refuses wins.
+    suspended: bool = False
+    suspended_reason: str = ""
+    # A config change waiting for the pool's next win (UpdateConfig apply_at_next_win).
+    pending: PendingConfig | None = None
 
     @property
     def seed_from_operator(self) -> int:
@@ -81,6 +86,72 @@ class PoolState:
         held = self.current_amount + self.reserve_amount + self.overflow_amount
         left = held + self.total_wins + self.total_diverted_out
         return left - (self.total_contributed + self.total_diverted_in + self.seed_from_operator)
+
+
+@dataclass(frozen=True)
+class PendingConfig:
+    """A config change scheduled for a pool's next win: each None keeps the value in force
+    then. Recorded by a `pool_lifecycle` row (`schedule_id`)."""
+
+    contribution_rate: Decimal | None
+    seed_amount: int | None
+    max_amount: int | None
+    clear_max_amount: bool
+    actor: str
+    reason: str
+    client: str
+    scheduled_at: datetime
+    schedule_id: int
+    reserve_rate: Decimal | None = None
+    overflow_policy: OverflowPolicy | None = None
+    overflow_target: Group | None = None
+
+    def change(self, group: Group) -> ConfigChange:
+        """The change to apply at the win (its version check was made when scheduled)."""
+        return ConfigChange(
+            group=group,
+            contribution_rate=self.contribution_rate,
+            seed_amount=self.seed_amount,
+            max_amount=self.max_amount,
+            clear_max_amount=self.clear_max_amount,
+            expected_version=None,
+            actor=self.actor,
+            reason=self.reason,
+            reserve_rate=self.reserve_rate,
+            overflow_policy=self.overflow_policy,
+            overflow_target=self.overflow_target,
+        )
+
+
+class LifecycleAction(enum.Enum):
+    """A `pool_lifecycle` row's action (the value is stored)."""
+
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    SCHEDULE_CONFIG = "schedule_config"
+
+
+@dataclass(frozen=True)
+class WinRecord:
+    """One win of the hit history (ListWins), as its ledger row records it. Seed funding
+    by source: by the operator (the seed-funding row of the reset) and from the pool's
+    reserve (the win's `reserve_top_up`). `ledger_index` is its leaf of the tamper-evident log,
+    None until the row has become a leaf."""
+
+    win_id: int
+    group: Group
+    amount: int
+    requested_amount: int | None
+    game_id: str
+    user_id: uuid.UUID
+    client: str
+    created_at: datetime
+    pool_before: int
+    pool_after: int
+    seed_funded_by_operator: int
+    seed_funded_from_reserve: int
+    ledger_seq: int | None
+    ledger_index: int | None
 
 
 # An idempotency key is unique per client: (client, key) names one request.
@@ -109,6 +180,8 @@ class ContributionShares:
     pools_after: dict[Group, int]
     reserves: dict[Group, int] | None = None
     overflows: dict[Group, int] | None = None
+    # The pools the wager was shared with: in play (not suspended) with a rate above 0.
+    sharing: tuple[Group, ...] = GROUPS
 
     @property
     def total(self) -> int:
@@ -193,6 +266,7 @@ class PoolConfig:
     reserve_rate: Decimal = Decimal(0)
     overflow_policy: OverflowPolicy = OverflowPolicy.ACCUMULATE
     overflow_target: Group | None = None
+    pending: PendingConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +281,8 @@ class ConfigChange:
     expected_version: int | None
     actor: str
     reason: str
+    # Recorded as pending and applied in the transaction of the pool's next win.
+    apply_at_next_win: bool = False
     reserve_rate: Decimal | None = None
     overflow_policy: OverflowPolicy | None = None
     overflow_target: Group | None = None
@@ -247,7 +323,7 @@ class PoolAudit:
     recorded_total_contributions: int
     recorded_total_wins: int
     recorded_total_seed_funding: int
-    # The reserve and overflow meters (0011): the pool row's, and the ledger's sums.
+    # The reserve and overflow meters (0013): the pool row's, and the ledger's sums.
     reserve_amount: int = 0
     overflow_amount: int = 0
     recorded_total_contributed: int = 0

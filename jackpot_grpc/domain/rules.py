@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal
 
 from jackpot_grpc.domain.errors import InsufficientPool, PoolEmpty
@@ -62,6 +63,39 @@ def divert_order(pools: Mapping[Group, PoolState]) -> list[Group]:
     return sorted(GROUPS, key=lambda g: (-hops(g), g.lock_order))
 
 
+def effective_rate(pool: PoolState) -> Decimal:
+    """The rate a pool takes of a wager: its rate, or 0 while it is suspended (a suspended
+    pool takes no share; the ledger row records the 0 it applied)."""
+    return _ZERO if pool.suspended else pool.contribution_rate
+
+
+def effective_reserve_rate(pool: PoolState) -> Decimal:
+    """The reserve rate a pool takes of a wager: 0 while it is suspended, like its rate."""
+    return _ZERO if pool.suspended else pool.reserve_rate
+
+
+_ZERO = Decimal("0.0000000000")
+
+
+def in_play(pools: Mapping[Group, PoolState]) -> Mapping[Group, PoolState]:
+    """The pools as a wager is split against them. A suspended pool takes no share: its
+    rate and reserve rate are 0 (and recorded so), and it receives no overflow either: a
+    pool diverting into it keeps its overflow on its own overflow meter (recorded as its
+    own name) until the target is resumed. The same pools when none is suspended."""
+    if not any(pools[g].suspended for g in GROUPS):
+        return pools
+    played: dict[Group, PoolState] = {}
+    for g in GROUPS:
+        pool = pools[g]
+        target = pool.overflow_target
+        if pool.suspended:
+            pool = replace(pool, contribution_rate=_ZERO, reserve_rate=_ZERO, overflow_target=None)
+        elif target is not None and pools[target].suspended:
+            pool = replace(pool, overflow_target=None)
+        played[g] = pool
+    return played
+
+
 class Splitter:
     """Splits wagers against running pool amounts, with each pool's rates, ceiling and
     overflow target worked out once: a batch splits thousands of wagers against the same
@@ -76,6 +110,7 @@ class Splitter:
     """
 
     def __init__(self, pools: Mapping[Group, PoolState]) -> None:
+        pools = in_play(pools)
         self._terms = [
             (g, *_ratio(pools[g].contribution_rate), ceiling(pools[g]), pools[g].overflow_target)
             for g in divert_order(pools)
@@ -84,6 +119,10 @@ class Splitter:
             [(g, *_ratio(pools[g].reserve_rate)) for g in GROUPS]
             if any(pools[g].reserve_rate for g in GROUPS)
             else None
+        )
+        # The pools a wager is shared with: in play, with a rate or a reserve rate above 0.
+        self._sharing = tuple(
+            g for g in GROUPS if pools[g].contribution_rate > 0 or pools[g].reserve_rate > 0
         )
 
     def split(self, wager: int, current: dict[Group, int]) -> ContributionShares:
@@ -112,7 +151,7 @@ class Splitter:
         reserves = None
         if self._reserve_terms is not None:
             reserves = {g: wager * n // d for g, n, d in self._reserve_terms}
-        return ContributionShares(amounts, dict(current), reserves, overflows)
+        return ContributionShares(amounts, dict(current), reserves, overflows, self._sharing)
 
 
 # Six rates (three display, three reserve), each at most 1 (the schema's CHECKs): a wager

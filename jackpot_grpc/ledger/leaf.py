@@ -33,6 +33,7 @@ class EventType(enum.IntEnum):
     WIN = 2
     SEED_FUNDING = 3
     CONFIG_CHANGE = 4
+    POOL_LIFECYCLE = 5
 
 
 class FieldKind(enum.Enum):
@@ -95,7 +96,7 @@ _CONFIG = tuple(
     )
 )
 
-# The reserve and overflow (migration 0011): absent on rows written before it.
+# The reserve and overflow (migration 0013): absent on rows written before it.
 _POOL_METERS = tuple(
     f
     for g in ("minor", "major", "mega")
@@ -114,6 +115,26 @@ _CONFIG_METERS = tuple(
         _x(f"{side}_overflow_policy", TEXT),
         _x(f"{side}_overflow_target", TEXT),
     )
+)
+
+# A pool lifecycle change: suspend, resume, or a config change scheduled for the next win
+# (its `pending_*` fields: absent on suspend and resume, and where the change keeps a value).
+_LIFECYCLE = (
+    *_HEAD,
+    _f("changed_at", TIME),
+    _f("client", TEXT),
+    _f("actor", TEXT),
+    _f("reason", TEXT),
+    _f("jackpot_group", TEXT),
+    _f("action", TEXT),
+    _f("pending_contribution_rate", RATE, True),
+    _f("pending_seed_amount", INT, True),
+    _f("pending_max_amount", INT, True),
+    _f("pending_clear_max_amount", INT, True),
+    # The reserve and overflow (migration 0013), where the scheduled change sets them.
+    _x("pending_reserve_rate", RATE),
+    _x("pending_overflow_policy", TEXT),
+    _x("pending_overflow_target", TEXT),
 )
 
 SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
@@ -159,6 +180,7 @@ SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
         *_CONFIG,
         *_CONFIG_METERS,
     ),
+    EventType.POOL_LIFECYCLE: _LIFECYCLE,
 }
 
 # Where each event type's extension begins (its number of first fields). The extension is
@@ -174,6 +196,7 @@ TABLES: Mapping[EventType, str] = {
     EventType.WIN: "wins",
     EventType.SEED_FUNDING: "seed_fundings",
     EventType.CONFIG_CHANGE: "config_audit",
+    EventType.POOL_LIFECYCLE: "pool_lifecycle",
 }
 
 

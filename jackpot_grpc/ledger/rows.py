@@ -16,7 +16,16 @@ CONFIG_KEYS = (
     "seed_amount",
     "max_amount",
     "version",
-    # 0011: absent from the documents of earlier changes.
+    # 0013: absent from the documents of earlier changes.
+    "reserve_rate",
+    "overflow_policy",
+    "overflow_target",
+)
+PENDING_KEYS = (
+    "contribution_rate",
+    "seed_amount",
+    "max_amount",
+    # 0013: absent from the documents of earlier schedules, and where a change keeps them.
     "reserve_rate",
     "overflow_policy",
     "overflow_target",
@@ -39,7 +48,23 @@ def leaf_values(table: str, row: Mapping[str, Any], leaf_index: int) -> dict[str
     values: dict[str, object] = {**row, "leaf_index": leaf_index}
     if table == "config_audit":
         values |= _config_side("before", row["before"]) | _config_side("after", row["after"])
+    if table == "pool_lifecycle":
+        values |= _pending_fields(row["pending"])
     return values
+
+
+def _pending_fields(pending: Mapping[str, Any] | None) -> dict[str, object]:
+    """A scheduled change's fields (all absent on suspend and resume): each value it sets,
+    and 1 when it removes the cap (0 when it does not)."""
+    if pending is None:
+        return {f"pending_{key}": None for key in (*PENDING_KEYS, "clear_max_amount")}
+    out: dict[str, object] = {f"pending_{key}": pending.get(key) for key in PENDING_KEYS}
+    for key in ("pending_contribution_rate", "pending_reserve_rate"):
+        rate = out[key]
+        if rate is not None and not isinstance(rate, Decimal):
+            out[key] = Decimal(str(rate))
+    out["pending_clear_max_amount"] = 1 if pending.get("clear_max_amount") else 0
+    return out
 
 
 def leaf_of(table: str, row: Mapping[str, Any], leaf_index: int) -> bytes:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
 from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters.commit_bound import bounded_commit
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.adapters.unit_of_work import (
     Isolation,
@@ -18,19 +22,26 @@ from jackpot_grpc.adapters.unit_of_work import (
 )
 from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.batch import ContributionPlan, key_reused, plan_contributions
-from jackpot_grpc.domain.errors import DomainError, VersionConflict
+from jackpot_grpc.domain.errors import (
+    DomainError,
+    InvalidArgument,
+    PoolSuspended,
+    VersionConflict,
+)
 from jackpot_grpc.domain.model import (
     ConfigChange,
     ContributeCommand,
     ContributionResult,
     Group,
     LedgerAudit,
+    PendingConfig,
     PoolConfig,
     PoolState,
     ScopedKey,
     Statistics,
     StoredContribution,
     WinCommand,
+    WinRecord,
     WinResult,
 )
 from jackpot_grpc.domain.validation import (
@@ -63,6 +74,57 @@ class AppliedBatch:
     results: list[ContributionResult | DomainError]
     pools_after: list[PoolState]
     written: list[ContributionResult]
+
+
+def _applied_reason(reason: str, schedule_id: int) -> str:
+    """The audit row's reason for a pending change applied at a win: its own, and which
+    schedule (pool_lifecycle row) it was."""
+    return f"applied at the next win (scheduled #{schedule_id}){': ' + reason if reason else ''}"
+
+
+def _check_pending_still_applies(after: PoolConfig, pool: PoolState) -> None:
+    """An immediate change must leave the pool's pending change applicable at the win."""
+    assert pool.pending is not None
+    try:
+        apply_config_change(after, pool.pending.change(pool.group))
+    except InvalidArgument as exc:
+        violation = exc.violations[0]
+        raise InvalidArgument.of(
+            violation.field,
+            f"the change scheduled for the next win could then not apply"
+            f" ({violation.description}): schedule a new change first",
+        ) from None
+
+
+def _larger_rates(rate: Decimal, reserve: Decimal, pending: PendingConfig | None) -> Decimal:
+    """A pool's display and reserve rates together, or those its pending change would give
+    (a rate it leaves unset stays), whichever is larger."""
+    now = rate + reserve
+    if pending is None:
+        return now
+    later_rate = rate if pending.contribution_rate is None else pending.contribution_rate
+    later_reserve = reserve if pending.reserve_rate is None else pending.reserve_rate
+    return max(now, later_rate + later_reserve)
+
+
+def _check_diverts(pools: Mapping[Group, PoolState], group: Group, target: Group | None) -> None:
+    """No cycle of overflow diverts, whichever of the other pools' pending changes have
+    applied by then: each other pool with its target in force and, if its pending change
+    sets another, with that one too."""
+    if target is None:
+        return
+    choices: list[list[tuple[Group, Group | None]]] = []
+    for g, p in pools.items():
+        if g == group:
+            continue
+        targets = {p.overflow_target}
+        if p.pending is not None:
+            with contextlib.suppress(InvalidArgument):  # it would not apply: no target then
+                later = apply_config_change(repo.config_of(p), p.pending.change(g))
+                targets.add(later.overflow_target)
+        choices.append([(g, t) for t in targets])
+    for combination in itertools.product(*choices):
+        check_divert_cycle(group, dict(combination) | {group: target})
 
 
 class BatchPlanner:
@@ -129,8 +191,14 @@ class JackpotService:
         metrics: ServiceMetrics | None = None,
         *,
         max_rate_sum: Decimal = MAX_RATE_SUM,
+        commit_timeout: float = 0.0,
     ) -> None:
         self.pool = pool
+        # JACKPOT_COMMIT_TIMEOUT: the longest wait for a write's COMMIT (adapters.commit_bound).
+        self.commit_timeout = commit_timeout
+        # Told after each write this process committed: the database takes writes (the
+        # readiness probe counts it as a success, entrypoints.health).
+        self.write_committed: list[Callable[[], None]] = []
         self.max_rate_sum = max_rate_sum
         # Recorded once per transaction, after its commit: never per call on the hot path.
         self.metrics = metrics
@@ -157,8 +225,13 @@ class JackpotService:
     ) -> list[ContributionResult | DomainError]:
         planner = BatchPlanner(commands)
         end = repo.VALIDATE_ONLY_END if validate_only else repo.COMMIT
-        async with pipelined_transaction(self.pool) as conn:
-            recorded = await repo.contribute_in_two_flights(conn, planner.keys, planner, end=end)
+        async with (
+            pipelined_transaction(self.pool) as conn,
+            bounded_commit(conn, self.commit_timeout) as committing,
+        ):
+            recorded = await repo.contribute_in_two_flights(
+                conn, planner.keys, planner, end=end, committing=committing
+            )
         if validate_only:  # rolled back: no id was recorded; the snapshot and metrics stay
             pools_after, rows = recorded
             return planner.outcome((pools_after, [(0, at) for _, at in rows])).results
@@ -167,11 +240,16 @@ class JackpotService:
     def committed(self, batch: AppliedBatch) -> list[ContributionResult | DomainError]:
         """After a batch's commit (on the event loop): the snapshot follows the pools, the
         metrics count the rows written; the callers' results."""
-        if batch.pools_after:
+        if batch.pools_after:  # written (a batch of replays commits no write)
+            self.committed_write()
             self.snapshot.update(batch.pools_after)
         if self.metrics is not None and batch.written:
             self.metrics.contributions_applied(batch.written)
         return batch.results
+
+    def committed_write(self) -> None:
+        for told in self.write_committed:
+            told()
 
     async def win(self, command: WinCommand, *, validate_only: bool = False) -> WinResult:
         """Pay a win. A key the same client already used replays its win when the request
@@ -181,7 +259,9 @@ class JackpotService:
         return await _settling_key_races(lambda: self._win(command, validate_only))
 
     async def _win(self, command: WinCommand, validate_only: bool) -> WinResult:
-        async with transaction(self.pool, validate_only=validate_only) as conn:
+        async with transaction(
+            self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
+        ) as conn:
             pools = await repo.lock_pools(conn)
             if command.idempotency_key:
                 earlier = await repo.find_win(conn, command.client, command.idempotency_key)
@@ -196,12 +276,35 @@ class JackpotService:
                         replayed=True,
                     )
             pool = pools[command.group]
+            if pool.suspended:
+                why = pool.suspended_reason or "no reason given"
+                raise PoolSuspended(
+                    f"the {pool.group.value} pool is suspended ({why}): resume it before"
+                    " paying a win"
+                )
+            seed = pool.seed_amount
+            if pool.pending is not None:
+                # The change scheduled for this win: in force from this win on (its reset
+                # is to the new seed), in the win's own transaction.
+                before = repo.config_of(pool)
+                after_config = apply_config_change(before, pool.pending.change(pool.group))
+                await repo.save_config(
+                    conn,
+                    before,
+                    after_config,
+                    pool.pending.actor,
+                    _applied_reason(pool.pending.reason, pool.pending.schedule_id),
+                    pool.pending.client,
+                    clear_pending=True,
+                )
+                seed = after_config.seed_amount
             outcome = rules.pay_win(
-                pool.current_amount, pool.seed_amount, command.win_amount, pool.reserve_amount
+                pool.current_amount, seed, command.win_amount, pool.reserve_amount
             )
             win_id, created_at, after = await repo.record_win(conn, command, outcome)
         if validate_only:  # rolled back: nothing was paid, the snapshot stays
             return WinResult(0, outcome, after, created_at, replayed=False)
+        self.committed_write()
         self.snapshot.update([after])
         for committed in self.wins_committed:  # WatchPools: hits are read from the ledger
             committed()
@@ -237,46 +340,112 @@ class JackpotService:
         self, change: ConfigChange, client: str, *, validate_only: bool = False
     ) -> tuple[PoolConfig, int]:
         """Apply `change` for the authenticated `client` (recorded in the audit row). With
-        `validate_only` it is applied and rolled back: the config it would give, audit id 0."""
-        async with transaction(self.pool, validate_only=validate_only) as conn:
+        `validate_only` it is applied and rolled back: the config it would give, audit id 0.
+        With `change.apply_at_next_win` it is checked now and recorded as the pool's pending
+        change (the answer is the config in force, the id the pool_lifecycle row's)."""
+        async with transaction(
+            self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
+        ) as conn:
             pools = await repo.lock_pools(conn)
-            before = repo.config_of(pools[change.group])
+            pool = pools[change.group]
+            before = repo.config_of(pool)
             if change.expected_version is not None and change.expected_version != before.version:
                 raise VersionConflict(
                     f"{change.group.value} config is at version {before.version},"
                     f" not {change.expected_version}"
                 )
             after = apply_config_change(before, change)
-            raised = (
-                "contribution_rate"
-                if after.contribution_rate > before.contribution_rate
-                else "reserve_rate"
-                if after.reserve_rate > before.reserve_rate
-                else None
+            # The bound names the rate the change raises (display or reserve).
+            field = (
+                "reserve_rate"
+                if after.contribution_rate <= before.contribution_rate
+                and after.reserve_rate > before.reserve_rate
+                else "contribution_rate"
             )
-            if raised is not None:
-                # Under the locks of all three pools: no concurrent change can slip past.
-                # Display and reserve rates together: both are taken from each wager.
-                others = (
-                    p.contribution_rate + p.reserve_rate
-                    for g, p in pools.items()
-                    if g != change.group
+            if change.apply_at_next_win:
+                self._check_rates(pools, change.group, field, pending=after)
+                _check_diverts(pools, change.group, after.overflow_target)
+                audit_id, _ = await repo.schedule_config(conn, change, client)
+            else:
+                if pool.pending is not None:
+                    _check_pending_still_applies(after, pool)
+                self._check_rates(pools, change.group, field, current=after)
+                _check_diverts(pools, change.group, after.overflow_target)
+                audit_id = await repo.save_config(
+                    conn, before, after, change.actor, change.reason, client
                 )
-                mine = after.contribution_rate + after.reserve_rate
-                check_rate_sum([mine, *others], self.max_rate_sum, raised)
-            if after.overflow_target is not None:
-                targets = {g: p.overflow_target for g, p in pools.items()}
-                check_divert_cycle(change.group, targets | {change.group: after.overflow_target})
-            audit_id = await repo.save_config(
-                conn, before, after, change.actor, change.reason, client
-            )
             pools_after = await repo.read_pools(conn)
+        # The config as it stands after (with any pending change), read in the transaction.
+        answer = next(repo.config_of(p) for p in pools_after if p.group == change.group)
         if validate_only:
-            return after, 0
+            return answer, 0
         self.snapshot.update(pools_after)
         if self.metrics is not None:
             self.metrics.config_changed(change.group)
-        return after, audit_id
+        return answer, audit_id
+
+    def _check_rates(
+        self,
+        pools: dict[Group, PoolState],
+        group: Group,
+        field: str,
+        *,
+        current: PoolConfig | None = None,
+        pending: PoolConfig | None = None,
+    ) -> None:
+        """The rate sum bound (display and reserve rates together), with every pending
+        change counted: each pool at the larger of its rates' sum and its pending rates'
+        sum, so applying a pending change at a win can never break it. Checked only when
+        `group`'s larger sum goes up (under all three locks). `current`: the group's new
+        config (its pending change kept); `pending`: its new pending change, as the config
+        it would give."""
+        mine = pools[group]
+        was = _larger_rates(mine.contribution_rate, mine.reserve_rate, mine.pending)
+        if pending is not None:
+            now = max(
+                mine.contribution_rate + mine.reserve_rate,
+                pending.contribution_rate + pending.reserve_rate,
+            )
+        else:
+            assert current is not None
+            now = _larger_rates(current.contribution_rate, current.reserve_rate, mine.pending)
+        if now > was:
+            others = (
+                _larger_rates(p.contribution_rate, p.reserve_rate, p.pending)
+                for g, p in pools.items()
+                if g != group
+            )
+            check_rate_sum([now, *others], self.max_rate_sum, field)
+
+    async def set_suspended(
+        self, group: Group, suspended: bool, actor: str, reason: str, client: str
+    ) -> tuple[PoolState, int]:
+        """SuspendPool / ResumePool: the pool after and the lifecycle row's id (0: the pool
+        was already so, nothing written)."""
+        async with transaction(self.pool, commit_timeout=self.commit_timeout) as conn:
+            pools = await repo.lock_pools(conn)
+            if pools[group].suspended == suspended:
+                return pools[group], 0
+            event_id, after = await repo.set_suspended(
+                conn, group, suspended, actor, reason, client
+            )
+        self.snapshot.update([after])
+        return after, event_id
+
+    async def wins(
+        self,
+        *,
+        group: Group | None,
+        start: datetime | None,
+        end: datetime | None,
+        after: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[WinRecord]:
+        """The hit history, newest first (repository.list_wins)."""
+        async with transaction(self.pool) as conn:
+            return await repo.list_wins(
+                conn, group=group, start=start, end=end, after=after, limit=limit
+            )
 
     async def audit(self) -> LedgerAudit:
         # Several reads of the ledger that must agree: one snapshot.

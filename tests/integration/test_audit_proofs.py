@@ -175,6 +175,25 @@ def test_a_rate_other_than_the_one_in_force_is_named(
     )
 
 
+def test_a_rate_recorded_while_the_pool_was_suspended_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    """The contribution made while mega was suspended records rate 0; claiming mega's usual
+    rate for it contradicts the pool_lifecycle history (suspended from then to its resume)."""
+    row_id = insider(
+        traffic_url,
+        "UPDATE contributions SET mega_rate = 0.002 WHERE mega_rate = 0 RETURNING id",
+    )
+    _, report = audit_json(monkeypatch, capsys, traffic_url)
+    named = [r for r in report["rows"]["bad"] if (r["table"], r["id"]) == ("contributions", row_id)]
+    assert sorted(r["problem"] for r in named) == [
+        "rate 0.0020000000, but 0 was in force",
+        # A row with the reserve's columns: its share is proved with its overflow.
+        "share 0 and overflow 0, but 40 was offered (floor(20000 × 0.0020000000) and 0"
+        " diverted in); reserve 0, but floor(20000 × 0.0000000000) = 0",
+    ], report["rows"]["bad"]
+
+
 def test_a_wrong_count_names_the_pool(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
 ) -> None:
@@ -185,7 +204,7 @@ def test_a_wrong_count_names_the_pool(
     assert code == 1
     assert bad_rows(report) == {("jackpots", None, "mega")}
     (bad,) = report["rows"]["bad"]
-    assert bad["problem"] == "records 7 contributions and 2 wins; the ledger has 7 and 1"
+    assert bad["problem"] == "records 9 contributions and 2 wins; the ledger has 9 and 1"
     assert all(p["balanced"] for p in report["pools"])  # the sums still balance
 
 

@@ -50,7 +50,7 @@ def test_every_ledger_row_has_a_gap_free_leaf_in_commit_order(sealed: Sealed) ->
         tables = {r[0] for r in conn.execute("SELECT DISTINCT ledger_table FROM ledger_leaves")}
     assert indexes == list(range(len(indexes)))
     assert seqs == sorted(seqs)
-    assert tables == {"contributions", "wins", "seed_fundings", "config_audit"}
+    assert tables == {"contributions", "wins", "seed_fundings", "config_audit", "pool_lifecycle"}
 
 
 def test_the_database_refuses_updates_and_deletes_of_the_ledger(sealed: Sealed) -> None:

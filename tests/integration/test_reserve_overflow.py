@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,9 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.service.reports import run_audit
+from testkit.gateways import gateway_to
 from testkit.ledger_tamper import insider
 from testkit.random_refs import random_game_id, random_user
 
@@ -35,6 +38,13 @@ Stub = jackpot_pb2_grpc.JackpotServiceStub
 ADMIN = (("authorization", "Bearer test-admin-token"),)
 REST_ADMIN = {"Authorization": "Bearer test-admin-token"}
 MINOR, MAJOR, MEGA = pb.JACKPOT_GROUP_MINOR, pb.JACKPOT_GROUP_MAJOR, pb.JACKPOT_GROUP_MEGA
+
+
+@pytest.fixture
+async def rest_url(server: RunningServer) -> AsyncIterator[str]:
+    """A real REST gateway in front of `server` (as tests/e2e/conftest.py's)."""
+    async with gateway_to(f"127.0.0.1:{server.port}") as url:
+        yield url
 
 
 def by_group(items: Any) -> dict[int, int]:
@@ -419,3 +429,71 @@ async def test_wins_racing_contributions_end_with_a_clean_audit_and_reconciliati
     assert books.balanced, books.problems()
     code, days = await asyncio.to_thread(reconciled, monkeypatch, capsys, database_url)
     assert code == 0 and all(d["identity_holds"] for d in days)
+
+
+# --- with the pool lifecycle: a suspended pool's rates are 0, reserve included -----------
+
+
+async def test_a_suspended_pool_takes_no_reserve_and_a_divert_into_it_is_kept(
+    stub: Stub, settings: Settings, database_url: str
+) -> None:
+    """Minor has a reserve rate and diverts its overflow to major; major has a reserve too.
+    While major is suspended it takes neither share, and minor's overflow stays on minor's
+    own overflow meter (recorded as minor's); rows record the 0 rates; the audit balances,
+    and names a row recording the configured reserve rate while suspended."""
+    for group, reserve, extra in (
+        (MAJOR, "0.002", {}),
+        (MINOR, "0.01", {"max_amount": 10_300, "overflow_target": MAJOR}),
+    ):
+        update = pb.UpdateConfigRequest(
+            group=group,
+            reserve_rate=decimal_pb2.Decimal(value=reserve),
+            actor="test",
+            reason="reserve",
+            **extra,
+        )
+        await stub.UpdateConfig(update, metadata=ADMIN)
+    suspended = await stub.SuspendPool(
+        pb.SuspendPoolRequest(group=MAJOR, reason="maintenance"), metadata=ADMIN
+    )
+    assert suspended.pool.suspended
+
+    reply = await contribute(stub, 100_000)  # minor's 500: 300 fits, 200 overflows
+    assert by_group(reply.contributions) == {MINOR: 300, MAJOR: 0, MEGA: 200}
+    assert list(reply.sharing_groups) == [MINOR, MEGA]
+    found = await pool_meters(stub)
+    assert (found[MINOR]["overflow"], found[MINOR]["diverted_out"]) == (200, 0)
+    assert (found[MAJOR]["reserve"], found[MAJOR]["diverted_in"]) == (0, 0)
+    assert found[MINOR]["reserve"] == 1000
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT major_rate, major_reserve_rate, major_reserve, minor_overflow,"
+            " minor_overflow_to FROM contributions ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    assert (float(row[0]), float(row[1]), row[2], row[3], row[4]) == (0, 0, 0, 200, "minor")
+
+    await stub.ResumePool(pb.ResumePoolRequest(group=MAJOR), metadata=ADMIN)
+    again = await contribute(stub, 100_000)  # resumed: the divert and major's reserve again
+    assert by_group(again.contributions) == {MINOR: 0, MAJOR: 300 + 500, MEGA: 200}
+    found = await pool_meters(stub)
+    assert (found[MINOR]["diverted_out"], found[MAJOR]["diverted_in"]) == (500, 500)
+    assert found[MAJOR]["reserve"] == 200
+    for m in found.values():
+        assert identity_gap(m) == 0, m
+    books = await run_audit(settings, database_url)
+    assert books.balanced, books.problems()
+
+    # The suspended row claims the configured reserve rate (its share 0 kept): named.
+    insider(
+        database_url,
+        f"UPDATE contributions SET major_reserve_rate = 0.002, major_reserve = 0"
+        f" WHERE id = {reply.contribution_id}",
+    )
+    books = await run_audit(settings, database_url)
+    problems = books.problems()
+    assert any(
+        f"contributions #{reply.contribution_id} [major]: reserve rate 0.0020000000, but 0 was"
+        " in force" in p
+        for p in problems
+    ), problems

@@ -6,7 +6,10 @@ The model is written here on purpose, apart from jackpot_grpc.domain: shares are
 floor(wager × rate) in exact Decimal, caps apply in arrival order and what passes a cap
 overflows (kept on the pool's overflow meter, or diverted into another pool), the reserve
 takes floor(wager × reserve rate), a win pays and tops the pool back up to its seed from
-the reserve first. Every meter and the identity tying them are checked after each step.
+the reserve first. A suspended pool takes no share (display or reserve), receives no
+overflow and refuses wins; a change scheduled for the next win (rates, reserve rate, seed,
+cap) applies at that win, before the payout. Every meter and the identity tying them are
+checked after each step.
 If the service and the model disagree, one of them is wrong.
 """
 
@@ -71,6 +74,16 @@ def floor_share(wager: int, rate: Decimal) -> int:
         return int((Decimal(wager) * rate).to_integral_value(rounding=ROUND_FLOOR))
 
 
+@dataclass(frozen=True)
+class Scheduled:
+    """A change waiting for the pool's next win (None keeps the value then in force)."""
+
+    rate: Decimal | None
+    seed: int | None
+    clear_cap: bool
+    reserve: Decimal | None = None
+
+
 @dataclass
 class ModelPool:
     amount: int
@@ -82,6 +95,17 @@ class ModelPool:
     target: str | None = None  # DIVERT's target; None: ACCUMULATE
     # The meters (GetStatistics' PoolMeters), besides `amount` (the display).
     meters: dict[str, int] = field(default_factory=dict)
+
+    suspended: bool = False
+    pending: Scheduled | None = None
+
+    def after(self, change: Scheduled) -> tuple[Decimal, int, int | None]:
+        """(rate, seed, cap) once `change` applies."""
+        return (
+            self.rate if change.rate is None else change.rate,
+            self.seed if change.seed is None else change.seed,
+            None if change.clear_cap else self.cap,
+        )
 
 
 METERS = (
@@ -140,12 +164,18 @@ class Model:
     contributions: dict[str, Contribution] = field(default_factory=dict)
     wins: dict[str, WinPaid] = field(default_factory=dict)
 
+    def target_in_play(self, name: str) -> str | None:
+        """Where the pool's overflow goes: its target, unless that pool is suspended (a
+        suspended pool takes nothing: the overflow stays on the pool's own meter)."""
+        target = self.pools[name].target
+        return None if target is None or self.pools[target].suspended else target
+
     def split_order(self) -> list[str]:
         """A pool before the pool it diverts to (the targets never form a cycle)."""
         order: list[str] = []
         while len(order) < len(GROUPS):
             for name in GROUPS:
-                sources = [g for g in GROUPS if self.pools[g].target == name]
+                sources = [g for g in GROUPS if self.target_in_play(g) == name]
                 if name not in order and all(g in order for g in sources):
                     order.append(name)
                     break
@@ -160,19 +190,21 @@ class Model:
         incoming = dict.fromkeys(GROUPS, 0)
         for name in self.split_order():
             pool = self.pools[name]
-            own = floor_share(wager, pool.rate)
+            # A suspended pool takes no share (display or reserve).
+            own = 0 if pool.suspended else floor_share(wager, pool.rate)
             offered = own + incoming[name]
             share = offered
             if pool.cap is not None and pool.amount + share > pool.cap:
                 share = max(0, pool.cap - pool.amount)
             over = offered - share
-            if pool.target is None:
+            target = self.target_in_play(name)
+            if target is None:
                 pool.meters["overflow"] += over
             else:
                 pool.meters["diverted_out"] += over
-                incoming[pool.target] += over
-                self.pools[pool.target].meters["diverted_in"] += over
-            reserve = floor_share(wager, pool.reserve_rate)
+                incoming[target] += over
+                self.pools[target].meters["diverted_in"] += over
+            reserve = 0 if pool.suspended else floor_share(wager, pool.reserve_rate)
             pool.meters["reserve"] += reserve
             pool.meters["contributed"] += own + reserve
             pool.amount += share
@@ -180,13 +212,29 @@ class Model:
         after = tuple(self.pools[g].amount for g in GROUPS)
         return (shares["minor"], shares["major"], shares["mega"]), (after[0], after[1], after[2])
 
+    def sharing(self) -> list[str]:
+        """The pools a wager is shared with: in play, with a rate or reserve rate above 0."""
+        pools = self.pools
+        return [
+            g
+            for g in GROUPS
+            if not pools[g].suspended and (pools[g].rate > 0 or pools[g].reserve_rate > 0)
+        ]
+
     def win(self, name: str, requested: int | None) -> tuple[int, int, int] | None:
-        """(paid, top-up, remaining), or None when the win is larger than the pool. The
-        top-up comes from the reserve first, then from the operator."""
+        """(paid, top-up, remaining), or None when the win is larger than the pool. A
+        pending change applies first (its seed is the one the pool is reset to); the top-up
+        comes from the reserve first, then from the operator."""
         pool = self.pools[name]
         paid = pool.amount if requested is None else requested
         if paid > pool.amount:
             return None
+        if pool.pending is not None:
+            pool.rate, pool.seed, pool.cap = pool.after(pool.pending)
+            if pool.pending.reserve is not None:
+                pool.reserve_rate = pool.pending.reserve
+            pool.pending = None
+            pool.version += 1
         left = pool.amount - paid
         top_up = max(0, pool.seed - left)
         from_reserve = min(pool.meters["reserve"], top_up)
@@ -282,6 +330,8 @@ class ServiceModel(RuleBasedStateMachine):
         stats = self.stub.GetStatistics(pb.GetStatisticsRequest(), timeout=RPC_TIMEOUT)
         amounts = {GROUP_OF[p.group]: p.current_amount for p in stats.pools}
         meters = {GROUP_OF[p.group]: read_meters(p.meters) for p in stats.pools}
+        pools = self.stub.GetPools(pb.GetPoolsRequest(), timeout=RPC_TIMEOUT)
+        suspended = {GROUP_OF[p.group]: p.suspended for p in pools.pools}
         for c in config.pools:
             name = GROUP_OF[c.group]
             self.model.pools[name] = ModelPool(
@@ -293,6 +343,21 @@ class ServiceModel(RuleBasedStateMachine):
                 reserve_rate=Decimal(c.reserve_rate.value or "0"),
                 target=GROUP_OF.get(c.overflow_target),
                 meters=meters[name],
+                suspended=suspended[name],
+                pending=None
+                if not c.HasField("pending_config")
+                else Scheduled(
+                    Decimal(c.pending_config.contribution_rate.value)
+                    if c.pending_config.HasField("contribution_rate")
+                    else None,
+                    c.pending_config.seed_amount
+                    if c.pending_config.HasField("seed_amount")
+                    else None,
+                    c.pending_config.clear_max_amount,
+                    Decimal(c.pending_config.reserve_rate.value)
+                    if c.pending_config.HasField("reserve_rate")
+                    else None,
+                ),
             )
 
     # -- contributions --
@@ -302,6 +367,7 @@ class ServiceModel(RuleBasedStateMachine):
         assert by_group(reply.contributions) == shares, (wager, reply)
         assert reply.total_contribution == sum(shares)
         assert by_group(reply.pool_amounts) == after
+        assert [GROUP_OF[g] for g in reply.sharing_groups] == self.model.sharing()
         assert not reply.replayed
         return Contribution("", wager, reply.contribution_id, shares, after)
 
@@ -362,6 +428,12 @@ class ServiceModel(RuleBasedStateMachine):
         )
         if requested is not None:
             request.win_amount = requested
+        if self.model.pools[group].suspended:
+            with pytest.raises(grpc.RpcError) as refused:
+                self.stub.Win(request, timeout=RPC_TIMEOUT)
+            info = error_info(refused.value)
+            assert info is not None and info.reason == "POOL_SUSPENDED"
+            return key  # nothing was written
         expected = self.model.win(group, requested)
         if expected is None:
             with pytest.raises(grpc.RpcError) as raised:
@@ -440,6 +512,19 @@ class ServiceModel(RuleBasedStateMachine):
             new_cap = pool.seed + cap  # a cap must be above the seed
             request.max_amount = new_cap
         request.expected_version = pool.version + 1 if stale else pool.version
+        pending_breaks = False
+        if pool.pending is not None and not stale:
+            # The change scheduled for the next win must still apply on top of this one.
+            after_cap = new_cap
+            _, seed_then, cap_then = ModelPool(
+                pool.amount, pool.seed, after_cap, pool.rate, pool.version
+            ).after(pool.pending)
+            pending_breaks = cap_then is not None and cap_then <= seed_then
+        if pending_breaks:
+            with pytest.raises(grpc.RpcError) as refused:
+                self.stub.UpdateConfig(request, metadata=ADMIN, timeout=RPC_TIMEOUT)
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            return
         if stale:
             with pytest.raises(grpc.RpcError) as raised:
                 self.stub.UpdateConfig(request, metadata=ADMIN, timeout=RPC_TIMEOUT)
@@ -461,6 +546,74 @@ class ServiceModel(RuleBasedStateMachine):
             reply.config.max_amount if reply.config.HasField("max_amount") else None
         ) == pool.cap
 
+    # -- lifecycle: suspend, resume, changes at the next win --
+
+    @rule(group=st.sampled_from(GROUPS), suspend=st.booleans())
+    def suspend_or_resume(self, group: str, suspend: bool) -> None:
+        pool = self.model.pools[group]
+        if suspend:
+            reply = self.stub.SuspendPool(
+                pb.SuspendPoolRequest(group=PB_GROUP[group], reason="model"),
+                metadata=ADMIN,
+                timeout=RPC_TIMEOUT,
+            )
+        else:
+            reply = self.stub.ResumePool(
+                pb.ResumePoolRequest(group=PB_GROUP[group]), metadata=ADMIN, timeout=RPC_TIMEOUT
+            )
+        changed = pool.suspended != suspend
+        pool.suspended = suspend
+        assert (reply.event_id > 0) == changed
+        assert reply.pool.suspended == suspend
+        assert reply.pool.current_amount == pool.amount  # it keeps its amount
+
+    @rule(
+        group=st.sampled_from(GROUPS),
+        rate=st.one_of(st.none(), rates),
+        seed=st.one_of(st.none(), st.integers(1, 3_000_000)),
+        clear_cap=st.booleans(),
+        reserve=st.one_of(st.none(), reserve_rates),
+    )
+    def schedule_config(
+        self,
+        group: str,
+        rate: Decimal | None,
+        seed: int | None,
+        clear_cap: bool,
+        reserve: Decimal | None,
+    ) -> None:
+        pool = self.model.pools[group]
+        change = Scheduled(rate, seed, clear_cap, reserve)
+        request = pb.UpdateConfigRequest(
+            group=PB_GROUP[group],
+            apply_at_next_win=True,
+            clear_max_amount=clear_cap,
+            expected_version=pool.version,
+            reason="model schedule",
+        )
+        if rate is not None:
+            request.contribution_rate.CopyFrom(decimal_pb2.Decimal(value=str(rate)))
+        if seed is not None:
+            request.seed_amount = seed
+        if reserve is not None:
+            request.reserve_rate.CopyFrom(decimal_pb2.Decimal(value=str(reserve)))
+        _, seed_then, cap_then = pool.after(change)
+        if cap_then is not None and cap_then <= seed_then:
+            with pytest.raises(grpc.RpcError) as refused:
+                self.stub.UpdateConfig(request, metadata=ADMIN, timeout=RPC_TIMEOUT)
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            return
+        reply = self.stub.UpdateConfig(request, metadata=ADMIN, timeout=RPC_TIMEOUT)
+        pool.pending = change
+        assert reply.config.version == pool.version  # nothing changes until the win
+        assert Decimal(reply.config.contribution_rate.value) == pool.rate
+        shown = reply.config.pending_config
+        assert shown.schedule_id == reply.audit_id > 0
+        assert (Decimal(shown.contribution_rate.value) if rate is not None else None) == rate
+        assert (shown.seed_amount if shown.HasField("seed_amount") else None) == seed
+        has_reserve = shown.HasField("reserve_rate")
+        assert (Decimal(shown.reserve_rate.value) if has_reserve else None) == reserve
+
     # -- the pools, always --
 
     @invariant()
@@ -476,6 +629,17 @@ class ServiceModel(RuleBasedStateMachine):
         for name, m in meters.items():  # the identity (docs/ARCHITECTURE.md)
             held = actual[name] + m["reserve"] + m["overflow"] + m["paid"] + m["diverted_out"]
             assert held == m["contributed"] + m["diverted_in"] + m["seed_operator"], name
+        config = self.stub.GetConfig(pb.GetConfigRequest(), timeout=RPC_TIMEOUT)
+        for c in config.pools:
+            pool = self.model.pools[GROUP_OF[c.group]]
+            assert (Decimal(c.contribution_rate.value), c.seed_amount, c.version) == (
+                pool.rate,
+                pool.seed,
+                pool.version,
+            )
+            assert Decimal(c.reserve_rate.value or "0") == pool.reserve_rate
+            assert (c.max_amount if c.HasField("max_amount") else None) == pool.cap
+            assert c.HasField("pending_config") == (pool.pending is not None)
 
 
 class ServiceModelPerContract(ServiceModel):
