@@ -497,3 +497,71 @@ async def test_a_suspended_pool_takes_no_reserve_and_a_divert_into_it_is_kept(
         " in force" in p
         for p in problems
     ), problems
+
+
+def reason_and_fields(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            detail.Unpack(bad)
+    return info.reason, [v.field for v in bad.field_violations]
+
+
+async def test_pending_reserve_rates_and_targets_count_before_they_apply_at_the_win(
+    stub: Stub, settings: Settings, database_url: str
+) -> None:
+    """A reserve rate scheduled for the next win counts in the rate sum at once (each pool
+    at the larger of its rates' sum now and after its pending change), a divert target
+    scheduled for the next win counts in the cycle check, and both apply at that win."""
+    # 0.005 + 0.003 + 0.002 now: a pending reserve of 0.991 on minor would pass 1.
+    too_high = pb.UpdateConfigRequest(
+        group=MINOR, reserve_rate=decimal_pb2.Decimal(value="0.991"), apply_at_next_win=True
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.UpdateConfig(too_high, metadata=ADMIN)
+    assert reason_and_fields(refused.value) == ("RATE_SUM_EXCEEDED", ["reserve_rate"])
+    scheduled = pb.UpdateConfigRequest(
+        group=MINOR,
+        reserve_rate=decimal_pb2.Decimal(value="0.5"),
+        overflow_target=MAJOR,
+        apply_at_next_win=True,
+        reason="at the next win",
+    )
+    reply = await stub.UpdateConfig(scheduled, metadata=ADMIN)
+    assert reply.config.reserve_rate.value == "0.0000000000"  # nothing changes until the win
+    shown = reply.config.pending_config
+    assert (shown.reserve_rate.value, shown.overflow_target) == ("0.5000000000", MAJOR)
+    # An immediate reserve on major counts minor's pending 0.5: 0.505 + 0.494 + 0.002 > 1.
+    raise_major = pb.UpdateConfigRequest(
+        group=MAJOR, reserve_rate=decimal_pb2.Decimal(value="0.491")
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.UpdateConfig(raise_major, metadata=ADMIN)
+    assert reason_and_fields(refused.value) == ("RATE_SUM_EXCEEDED", ["reserve_rate"])
+    # major -> minor now would close minor's pending minor -> major: a cycle, refused.
+    back = pb.UpdateConfigRequest(group=MAJOR, overflow_target=MINOR)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.UpdateConfig(back, metadata=ADMIN)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_and_fields(refused.value)[1] == ["overflow_target"]
+
+    before = await contribute(stub, 10_000)  # before the win: no reserve share yet
+    assert (await pool_meters(stub))[MINOR]["reserve"] == 0
+    assert list(before.sharing_groups) == [MINOR, MAJOR, MEGA]
+    win = await stub.Win(pb.WinRequest(group=MINOR, game_id="g", user_id=random_user()))
+    assert win.pool.reserve_rate.value == "0.5000000000"
+    assert win.pool.overflow_target == MAJOR and not win.pool.HasField("pending_config")
+    await contribute(stub, 10_000)  # after it: half of each wager to minor's reserve
+    assert (await pool_meters(stub))[MINOR]["reserve"] == 5_000
+    books = await run_audit(settings, database_url)
+    assert books.balanced, books.problems()
+    with psycopg.connect(database_url) as conn:
+        (pending,) = conn.execute(
+            "SELECT pending FROM pool_lifecycle WHERE action = 'schedule_config'"
+        ).fetchone() or (None,)
+    assert pending == {"reserve_rate": "0.5000000000", "overflow_target": "major",
+                       "clear_max_amount": False}  # fmt: skip
