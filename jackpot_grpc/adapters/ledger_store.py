@@ -1,11 +1,12 @@
 """The SQL of the tamper-evident ledger: leaves (`ledger_leaves`, 0010) and ledger rows.
 
-Leaves are given to rows away from the money path, by whoever signs a checkpoint (or the
-migration, for the rows already there): rows that draw `ledger_seq` under the pool locks
-commit in its order, so the rows with a sequence above the last leaf's, read in one
-snapshot, are the next leaves in commit order (the sequence may skip numbers; the leaf
-index does not). Everything here is synchronous psycopg: the CLI calls it directly, the
-migration through alembic's connection, the server from a worker thread.
+Every ledger row takes its leaf index in the transaction that writes it (`leaf_index`,
+claimed from `ledger_head`, migration 0011: see `claim_leaves`), so a write answers with
+its index. The leaf hashes are computed away from the money path, by whoever signs a
+checkpoint: the rows whose index is at or above the log's size, read in one snapshot, are
+the next leaves (commits are serialised by the head row's lock, so a snapshot sees a
+gap-free prefix of the indexes). Everything here is synchronous psycopg: the CLI calls it
+directly, the migration through alembic's connection, the server from a worker thread.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ def _order_key(item: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
 
 
 def last_leaf(conn: psycopg.Connection[Any]) -> tuple[int, int | None]:
-    """(number of leaves, the highest ledger_seq a leaf has)."""
-    row = conn.execute("SELECT count(*), max(ledger_seq) FROM ledger_leaves").fetchone()
+    """(number of leaves, the highest ledger_seq a leaf has), from the indexes."""
+    row = conn.execute(
+        "SELECT (SELECT coalesce(max(leaf_index) + 1, 0) FROM ledger_leaves),"
+        " (SELECT max(ledger_seq) FROM ledger_leaves)"
+    ).fetchone()
     assert row is not None
     return int(row[0]), row[1]
 
@@ -69,11 +73,44 @@ def _new_rows(
     return found
 
 
-def assign_leaves(conn: psycopg.Connection[Any]) -> int:
-    """Give the rows committed since the last leaf their leaves; the number given.
-    The caller holds the checkpoint lock, in a REPEATABLE READ transaction."""
+def assign_leaves_by_sequence(conn: psycopg.Connection[Any]) -> int:
+    """Migration 0010's rule, from before rows carried their leaf index: the rows with a
+    ledger_seq above the last leaf's (every row, when there is no leaf), in sequence order,
+    become the next leaves; the number given."""
     size, top_seq = last_leaf(conn)
     rows = _new_rows(conn, size, top_seq)
+    return _append_leaves(conn, size, rows)
+
+
+def _claimed_rows(conn: psycopg.Connection[Any], size: int) -> list[tuple[str, dict[str, Any]]]:
+    """The rows whose claimed index is `size` or above, in index order, up to the first
+    gap (a gap is a row deleted before it became a leaf: the audit names it)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    with conn.cursor(row_factory=dict_row) as cur:
+        for table in TABLES:
+            cur.execute(
+                f"SELECT * FROM {table} WHERE leaf_index >= %s",  # noqa: S608 (a constant)
+                (size,),
+            )
+            found.extend((table, row) for row in cur.fetchall())
+    found.sort(key=lambda item: int(item[1]["leaf_index"]))
+    for offset, (_, row) in enumerate(found):
+        if row["leaf_index"] != size + offset:
+            return found[:offset]
+    return found
+
+
+def assign_leaves(conn: psycopg.Connection[Any]) -> int:
+    """Hash the rows committed since the last leaf into leaves, at the indexes they
+    claimed when written; the number given. The caller holds the checkpoint lock, in a
+    REPEATABLE READ transaction."""
+    size, _ = last_leaf(conn)
+    return _append_leaves(conn, size, _claimed_rows(conn, size))
+
+
+def _append_leaves(
+    conn: psycopg.Connection[Any], size: int, rows: list[tuple[str, dict[str, Any]]]
+) -> int:
     if not rows:
         return 0
     with (

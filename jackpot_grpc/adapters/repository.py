@@ -49,6 +49,18 @@ POOL_COLUMNS = """jackpot_group, current_amount, seed_amount, max_amount, contri
     last_won_amount, last_won_at, last_won_by_user_id, version, config_version, updated_at"""
 
 
+# The ledger's receipts (migration 0011): every ledger writer, in its own transaction and
+# after the pool locks (lock order: the pools in lock_order, then the head), moves the
+# ledger head past its rows and gives them the indexes it moved past, in the order it
+# writes them: `first_leaf` to `first_leaf + n - 1`. The head row's lock orders the
+# writers' commits, so the indexes are gap-free and in commit order across processes (a
+# rollback returns its indexes). Used as a CTE of the statement that inserts the rows;
+# a new ledger table's writer does the same (docs/LEDGER.md, "Adding an event type").
+def claim_leaves(n: str) -> str:
+    """The head moved past `n` rows (an SQL expression: a placeholder or a number)."""
+    return f"UPDATE ledger_head SET size = size + {n} RETURNING size - {n} AS first_leaf"
+
+
 def _pool(row: dict[str, Any]) -> PoolState:
     return PoolState(
         group=Group(row["jackpot_group"]),
@@ -91,13 +103,34 @@ async def lock_pools(conn: Conn) -> dict[Group, PoolState]:
 
 # --- contributions ---------------------------------------------------------------------
 
-CONTRIBUTION_COLUMNS = """id, client, idempotency_key, fingerprint, minor_amount,
-    major_amount, mega_amount, minor_after, major_after, mega_after, created_at"""
+# A row's leaf index: its own (migration 0011 on), or its leaf's (rows from before).
+def receipt_of(table: str) -> str:
+    return (
+        f"coalesce({table}.leaf_index, (SELECT l.leaf_index FROM ledger_leaves l"
+        f" WHERE l.ledger_table = '{table}' AND l.row_id = {table}.id)) AS receipt"
+    )
+
+
+CONTRIBUTION_COLUMNS = f"""id, client, idempotency_key, fingerprint, minor_amount,
+    major_amount, mega_amount, minor_after, major_after, mega_after, created_at,
+    {receipt_of("contributions")}"""
 LOCK_POOLS = f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE"
 # Keys are scoped per client: look up (client, key) pairs, on their unique index.
 FIND_CONTRIBUTIONS = f"""SELECT {CONTRIBUTION_COLUMNS} FROM contributions
     WHERE idempotency_key IS NOT NULL
       AND (client, idempotency_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"""
+
+
+@dataclass(frozen=True)
+class RecordedRow:
+    """A ledger row just written: its id, created_at and leaf index (its receipt)."""
+
+    row_id: int
+    created_at: datetime
+    leaf_index: int
+
+
+Recorded = tuple[list[PoolState], list[RecordedRow]]
 
 
 def _stored(row: dict[str, Any]) -> StoredContribution:
@@ -109,6 +142,7 @@ def _stored(row: dict[str, Any]) -> StoredContribution:
         ),
         created_at=row["created_at"],
         replayed=True,
+        leaf_index=row["receipt"],
     )
     return StoredContribution(result, bytes(row["fingerprint"]))
 
@@ -173,8 +207,9 @@ def _proof_params(pools: Mapping[Group, PoolState]) -> dict[str, Any]:
 # ledger gets every row (one insert from arrays), and the contribution totals move by the
 # batch's count and wager sum. Its caller holds the pool locks. Every result row is a pool
 # after the move, carrying the new ledger ids (in input order: the sequence hands them out
-# in unnest order) and their created_at, which defaults to now(), the transaction's
-# timestamp, so every row of the batch has the same.
+# in unnest order), their leaf indexes (claimed from the ledger head in this transaction,
+# in the same order: the receipts) and their created_at, which defaults to now(), the
+# transaction's timestamp, so every row of the batch has the same.
 # %b: the arrays go in binary, which psycopg dumps in C; as text every string element is
 # run through a quoting regex in Python.
 RECORD_CONTRIBUTIONS = f"""WITH moved AS (
@@ -192,24 +227,31 @@ RECORD_CONTRIBUTIONS = f"""WITH moved AS (
         updated_at = now()
     WHERE jackpot_group IN ('minor', 'major', 'mega')
     RETURNING {POOL_COLUMNS}),
+claimed AS ({claim_leaves("%(count)s::bigint")}),
 inserted AS (
     INSERT INTO contributions (idempotency_key, fingerprint, client, game_id, wager_amount,
         minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after,
-        {PROOF_COLUMNS})
-    SELECT u.*, {PROOF_VALUES}
+        {PROOF_COLUMNS}, leaf_index)
+    SELECT u.key, u.fingerprint, u.client, u.game, u.wager, u.minor_amount, u.major_amount,
+        u.mega_amount, u.minor_after, u.major_after, u.mega_after, {PROOF_VALUES},
+        claimed.first_leaf + u.n - 1
     FROM unnest(%(keys)b::text[], %(fingerprints)b::bytea[], %(clients)b::text[],
         %(games)b::text[], %(wagers)b::bigint[],
         %(minor_amount)b::bigint[], %(major_amount)b::bigint[], %(mega_amount)b::bigint[],
         %(minor_after)b::bigint[], %(major_after)b::bigint[], %(mega_after)b::bigint[])
+        WITH ORDINALITY
         AS u(key, fingerprint, client, game, wager, minor_amount, major_amount, mega_amount,
-             minor_after, major_after, mega_after)
-    RETURNING id, created_at),
+             minor_after, major_after, mega_after, n)
+    CROSS JOIN claimed
+    ORDER BY u.n
+    RETURNING id, created_at, leaf_index),
 counted AS (
     UPDATE contribution_totals SET
         contribution_count = contribution_count + %(count)s::bigint,
         total_wagered = total_wagered + %(wagered)s::numeric)
 SELECT moved.*,
     (SELECT array_agg(id ORDER BY id) FROM inserted) AS ledger_ids,
+    (SELECT array_agg(leaf_index ORDER BY id) FROM inserted) AS ledger_leaves,
     (SELECT min(created_at) FROM inserted) AS ledger_created_at
 FROM moved"""
 
@@ -247,21 +289,24 @@ async def record_contributions(
     commands: Sequence[ContributeCommand],
     shares: Sequence[ContributionShares],
     pools: Mapping[Group, PoolState],
-) -> tuple[list[PoolState], list[tuple[int, datetime]]]:
+) -> Recorded:
     """Apply a planned batch: move each pool by its sum (`counts[g]` contributions moved
     it), write a ledger row per command with its shares and their proof (the rates and
     ceilings of `pools`, the locked pools the shares were split against). Returns the
-    pools after, in lock order, and (id, created_at) per ledger row, in command order."""
+    pools after, in lock order, and (id, created_at, leaf index) per ledger row, in
+    command order."""
     params = _record_params(sums, counts, commands, shares) | _proof_params(pools)
     return _recorded(await _rows(conn, RECORD_CONTRIBUTIONS, params))
 
 
-def _recorded(
-    rows: list[dict[str, Any]],
-) -> tuple[list[PoolState], list[tuple[int, datetime]]]:
+def _recorded(rows: list[dict[str, Any]]) -> Recorded:
     updated = sorted(map(_pool, rows), key=lambda p: p.group.lock_order)
     created_at = rows[0]["ledger_created_at"]
-    return updated, [(row_id, created_at) for row_id in rows[0]["ledger_ids"] or ()]
+    ids = rows[0]["ledger_ids"] or ()
+    leaves = rows[0]["ledger_leaves"] or ()
+    return updated, [
+        RecordedRow(row_id, created_at, leaf) for row_id, leaf in zip(ids, leaves, strict=True)
+    ]
 
 
 # --- a contribution batch in two round trips ----------------------------------------------
@@ -280,7 +325,6 @@ class BatchWrite:
 # Given the locked pools and the earlier contributions with the batch's keys: what to write
 # (None: nothing, every command is a replay or a refusal).
 Planner = Callable[[dict[Group, PoolState], dict[ScopedKey, StoredContribution]], BatchWrite | None]
-Recorded = tuple[list[PoolState], list[tuple[int, datetime]]]
 
 
 # How a batch's transaction ends: COMMIT, or (validate_only) the checks COMMIT would run
@@ -349,9 +393,9 @@ async def find_win(conn: Conn, client: str, key: str) -> RecordedWin | None:
     """The win `client` recorded with this idempotency key, if any (keys are per client)."""
     rows = await _rows(
         conn,
-        """SELECT id, jackpot_group, fingerprint, amount, pool_before, seed_top_up,
-                  pool_after, created_at
-           FROM wins WHERE client = %s AND idempotency_key = %s""",
+        f"""SELECT id, jackpot_group, fingerprint, amount, pool_before, seed_top_up,
+                   pool_after, created_at, {receipt_of("wins")}
+            FROM wins WHERE client = %s AND idempotency_key = %s""",
         (client, key),
     )
     if not rows:
@@ -368,13 +412,16 @@ async def find_win(conn: Conn, client: str, key: str) -> RecordedWin | None:
             pool_after=row["pool_after"],
         ),
         created_at=row["created_at"],
+        leaf_index=row["receipt"],
     )
 
 
 async def record_win(
     conn: Conn, command: WinCommand, outcome: WinOutcome
-) -> tuple[int, datetime, PoolState]:
-    """Move the pool, write the win and (if any) its seed top-up; return the new pool."""
+) -> tuple[int, datetime, int, PoolState]:
+    """Move the pool, write the win and (if any) its seed top-up, the top-up's leaf right
+    after the win's; return the win's id, time and leaf index, and the new pool. The
+    caller holds the pool locks."""
     pools = await _rows(
         conn,
         f"""UPDATE jackpots SET
@@ -397,13 +444,17 @@ async def record_win(
             "group": command.group.value,
         },
     )
+    leaves = 2 if outcome.seed_top_up else 1
     wins = await _rows(
         conn,
-        """INSERT INTO wins (idempotency_key, fingerprint, client, jackpot_group, game_id,
-                             user_id, requested_amount, amount, pool_before, seed_top_up,
-                             pool_after)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-           RETURNING id, created_at""",
+        f"""WITH claimed AS ({claim_leaves(str(leaves))})
+            INSERT INTO wins (idempotency_key, fingerprint, client, jackpot_group, game_id,
+                              user_id, requested_amount, amount, pool_before, seed_top_up,
+                              pool_after, leaf_index)
+            SELECT %s, %s, %s, %s, %s, %s::uuid, %s::bigint, %s::bigint, %s::bigint,
+                   %s::bigint, %s::bigint, first_leaf
+            FROM claimed
+            RETURNING id, created_at, leaf_index""",
         (
             command.idempotency_key,
             command.fingerprint if command.idempotency_key else None,
@@ -418,14 +469,14 @@ async def record_win(
             outcome.pool_after,
         ),
     )
-    win_id, created_at = wins[0]["id"], wins[0]["created_at"]
+    win_id, created_at, leaf_index = wins[0]["id"], wins[0]["created_at"], wins[0]["leaf_index"]
     if outcome.seed_top_up:
         await conn.execute(
-            """INSERT INTO seed_fundings (jackpot_group, amount, reason, win_id)
-               VALUES (%s, %s, 'reset to seed after win', %s)""",
-            (command.group.value, outcome.seed_top_up, win_id),
+            """INSERT INTO seed_fundings (jackpot_group, amount, reason, win_id, leaf_index)
+               VALUES (%s, %s, 'reset to seed after win', %s, %s)""",
+            (command.group.value, outcome.seed_top_up, win_id, leaf_index + 1),
         )
-    return win_id, created_at, _pool(pools[0])
+    return win_id, created_at, leaf_index, _pool(pools[0])
 
 
 # --- config ------------------------------------------------------------------------------
@@ -473,8 +524,11 @@ async def save_config(
     )
     rows = await _rows(
         conn,
-        """INSERT INTO config_audit (jackpot_group, actor, reason, before, after, client)
-           VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s) RETURNING id""",
+        f"""WITH claimed AS ({claim_leaves("1")})
+            INSERT INTO config_audit (jackpot_group, actor, reason, before, after, client,
+                                      leaf_index)
+            SELECT %s, %s, %s, %s::jsonb, %s::jsonb, %s, first_leaf FROM claimed
+            RETURNING id""",
         (after.group.value, actor, reason, _config_json(before), _config_json(after), client),
     )
     audit_id: int = rows[0]["id"]

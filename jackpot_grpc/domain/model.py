@@ -89,6 +89,8 @@ class ContributionResult:
     shares: ContributionShares
     created_at: datetime
     replayed: bool
+    # The row's leaf index in the ledger's log (its receipt, docs/LEDGER.md); 0 on a dry run.
+    leaf_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class RecordedWin:
     fingerprint: bytes | None
     outcome: WinOutcome
     created_at: datetime
+    leaf_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class WinResult:
     pool: PoolState
     created_at: datetime
     replayed: bool
+    # The win's leaf index (its top-up, if any, is the next leaf); 0 on a dry run.
+    leaf_index: int = 0
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,9 @@ TABLES = {
     "ledger_audits",
     "ledger_chain_starts",
     "ledger_leaves",
+    "ledger_head",
 }
-HEAD = "0010"
+HEAD = "0011"
 
 
 def revision(url: str) -> list[str]:

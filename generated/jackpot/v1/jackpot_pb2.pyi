@@ -183,10 +183,16 @@ class ContributeResponse(_message.Message):
     CONTRIBUTION_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
     total_contribution: _builtins.int
     contribution_id: _builtins.int
     replayed: _builtins.bool
     """True when this answer replays an earlier call with the same idempotency key."""
+    leaf_index: _builtins.int
+    """The contribution's leaf index in the ledger's log (docs/LEDGER.md), its receipt: given
+    in the transaction that wrote it, gap-free in commit order, the same on a replay. Ask
+    GetLedgerProof with it once a checkpoint covers it. 0 on a dry run.
+    """
     @_builtins.property
     def contributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupAmount]:
         """What went into each group, in group order (minor, major, mega)."""
@@ -206,10 +212,11 @@ class ContributeResponse(_message.Message):
         contribution_id: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         replayed: _builtins.bool = ...,
+        leaf_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_id", b"contribution_id", "contributions", b"contributions", "created_at", b"created_at", "pool_amounts", b"pool_amounts", "replayed", b"replayed", "total_contribution", b"total_contribution"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_id", b"contribution_id", "contributions", b"contributions", "created_at", b"created_at", "leaf_index", b"leaf_index", "pool_amounts", b"pool_amounts", "replayed", b"replayed", "total_contribution", b"total_contribution"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -388,6 +395,7 @@ class WinResponse(_message.Message):
     WIN_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
     actual_win_amount: _builtins.int
     remaining_amount: _builtins.int
     """The pool's amount after the win (after any reset to its seed)."""
@@ -395,6 +403,10 @@ class WinResponse(_message.Message):
     """Seed money added to bring the pool back to its seed (ledgered as seed funding)."""
     win_id: _builtins.int
     replayed: _builtins.bool
+    leaf_index: _builtins.int
+    """The win's leaf index in the ledger's log (see ContributeResponse.leaf_index); a seed
+    top-up is the next leaf. 0 on a dry run.
+    """
     @_builtins.property
     def pool(self) -> Global___Pool: ...
     @_builtins.property
@@ -409,10 +421,11 @@ class WinResponse(_message.Message):
         win_id: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         replayed: _builtins.bool = ...,
+        leaf_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "pool", b"pool"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_win_amount", b"actual_win_amount", "created_at", b"created_at", "pool", b"pool", "remaining_amount", b"remaining_amount", "replayed", b"replayed", "seed_top_up", b"seed_top_up", "win_id", b"win_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_win_amount", b"actual_win_amount", "created_at", b"created_at", "leaf_index", b"leaf_index", "pool", b"pool", "remaining_amount", b"remaining_amount", "replayed", b"replayed", "seed_top_up", b"seed_top_up", "win_id", b"win_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -69,9 +69,9 @@ def upgrade() -> None:
             " FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only()"
         )
     if not context.is_offline_mode():
-        from jackpot_grpc.adapters.ledger_store import assign_leaves
+        from jackpot_grpc.adapters.ledger_store import assign_leaves_by_sequence
 
-        assign_leaves(op.get_bind().connection.driver_connection)
+        assign_leaves_by_sequence(op.get_bind().connection.driver_connection)
 
 
 def downgrade() -> None:
