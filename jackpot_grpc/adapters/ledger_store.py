@@ -142,8 +142,10 @@ def leaves(conn: psycopg.Connection[Any], since: int = 0) -> Iterator[Leaf]:
 
 
 def rows_of(conn: psycopg.Connection[Any], table: str, since: int = 0) -> dict[int, dict[str, Any]]:
-    """The rows of a ledger table by id: every row, or (since > 0) those of the leaves from
-    `since` on and those that are no leaf."""
+    """The rows of a ledger table by id: every row, or (since > 0) those whose index is
+    `since` or above, and those without one (older than receipts, 0011) whose leaf is from
+    `since` on or that are no leaf: index range scans, so the cost grows with the rows
+    since `since` (and the rows from before receipts)."""
     if table not in TABLES:
         raise ValueError(table)
     with conn.cursor(row_factory=dict_row) as cur:
@@ -151,12 +153,26 @@ def rows_of(conn: psycopg.Connection[Any], table: str, since: int = 0) -> dict[i
             cur.execute(f"SELECT * FROM {table}")  # noqa: S608 (checked above)
         else:
             cur.execute(
-                f"SELECT t.* FROM {table} t LEFT JOIN ledger_leaves l"  # noqa: S608
-                " ON l.ledger_table = %s AND l.row_id = t.id"
-                " WHERE l.leaf_index IS NULL OR l.leaf_index >= %s",
-                (table, since),
+                f"SELECT * FROM {table} WHERE leaf_index >= %(since)s"  # noqa: S608
+                f" UNION ALL SELECT t.* FROM {table} t LEFT JOIN ledger_leaves l"
+                " ON l.ledger_table = %(table)s AND l.row_id = t.id"
+                " WHERE t.leaf_index IS NULL AND (l.leaf_index IS NULL OR l.leaf_index >= %(since)s)",
+                {"table": table, "since": since},
             )
         return {row["id"]: row for row in cur}
+
+
+@dataclass(frozen=True)
+class Head:
+    """ledger_head: the leaf indexes handed out, and the first that rows carry (0011)."""
+
+    size: int
+    receipts_from: int
+
+
+def head(conn: psycopg.Connection[Any]) -> Head:
+    row = conn.execute("SELECT size, receipts_from FROM ledger_head").fetchone()
+    return Head(int(row[0]), int(row[1])) if row else Head(0, 0)
 
 
 def pool_amounts(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -222,6 +238,7 @@ class AuditSnapshot:
     leaves: list[Leaf]
     rows: dict[str, dict[int, dict[str, Any]]]
     pools: dict[str, int]
+    head: Head
 
 
 def audit_snapshot(url: str, since: int = 0) -> AuditSnapshot:
@@ -233,7 +250,10 @@ def audit_snapshot(url: str, since: int = 0) -> AuditSnapshot:
         with conn.transaction():
             found = list(leaves(conn, since))
             return AuditSnapshot(
-                found, {t: rows_of(conn, t, since) for t in TABLES}, pool_amounts(conn)
+                found,
+                {t: rows_of(conn, t, since) for t in TABLES},
+                pool_amounts(conn),
+                head(conn),
             )
 
 

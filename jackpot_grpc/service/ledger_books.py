@@ -188,6 +188,7 @@ def audit_against_checkpoints(
         snapshot.pools,
         trusted=state.frontier if state is not None else None,
         trusted_seq=state.seq if state is not None else 0,
+        head=(snapshot.head.size, snapshot.head.receipts_from),
     )
     result.findings[:0] = problems
     after = None

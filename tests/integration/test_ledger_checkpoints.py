@@ -160,16 +160,35 @@ EDITS: dict[str, tuple[str, str]] = {
         " AND row_id < 0 RETURNING row_id",
         "contributions",
     ),
-    "a row inserted without a sequence": (
+    "a row inserted without a sequence or a leaf index": (
         "INSERT INTO wins (client, jackpot_group, game_id, user_id, amount, pool_before,"
-        " seed_top_up, pool_after, ledger_seq) VALUES ('game-a', 'mega', 'g',"
-        " gen_random_uuid(), 1, 2, 0, 1, NULL) RETURNING id",
+        " seed_top_up, pool_after, ledger_seq, leaf_index) VALUES ('game-a', 'mega', 'g',"
+        " gen_random_uuid(), 1, 2, 0, 1, NULL, NULL) RETURNING id",
         "wins",
     ),
-    "a row inserted with an old sequence number": (
-        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq)"
-        " VALUES ('minor', 5, 'gift', 0) RETURNING id",
+    "a row inserted with an old sequence number and an old leaf's index": (
+        # Leaf 1 is an initial seed funding, a row from before receipts (no index of its
+        # own), so the unique index on leaf_index lets it in.
+        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq, leaf_index)"
+        " VALUES ('minor', 5, 'gift', 0, 1) RETURNING id",
         "seed_fundings",
+    ),
+    "a correctly sequenced fake win slipped before the checkpoint": (
+        # The fake takes a real win's place (its index and sequence) in the log; the real
+        # one moves past the head, as if written after it. The displaced win is named.
+        "WITH moved AS (UPDATE wins SET leaf_index = leaf_index + 1000000,"
+        " ledger_seq = ledger_seq + 1000000 WHERE id = (SELECT max(id) FROM wins)"
+        " RETURNING *), fake AS (INSERT INTO wins (client, jackpot_group, game_id, user_id,"
+        " amount, pool_before, seed_top_up, pool_after, ledger_seq, leaf_index)"
+        " SELECT client, jackpot_group, game_id, gen_random_uuid(), amount, pool_before,"
+        " seed_top_up, pool_after, ledger_seq - 1000000, leaf_index - 1000000 FROM moved)"
+        " SELECT id FROM moved",
+        "wins",
+    ),
+    "a row's leaf index changed": (
+        "UPDATE contributions SET leaf_index = leaf_index + 1000000"
+        " WHERE id = (SELECT max(id) - 2 FROM contributions) RETURNING id",
+        "contributions",
     ),
 }
 
@@ -197,6 +216,17 @@ def test_a_pool_moved_without_a_row_fails_naming_the_pool(
             " WHERE jackpot_group = 'mega'")  # fmt: skip
     code, report = audit(monkeypatch, capsys, sealed)
     assert (report["first_bad"]["table"], report["first_bad"]["id"]) == ("jackpots", "mega")
+    assert code == 1
+
+
+def test_a_row_deleted_before_it_became_a_leaf_fails_naming_the_ledger_head(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pending contribution (after the last checkpoint) claimed its leaf index when it
+    was written: deleting it leaves the head past the rows."""
+    insider(sealed.url, "DELETE FROM contributions WHERE id = (SELECT max(id) FROM contributions)")
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert ("ledger_head", "size") in {(f["table"], f["id"]) for f in report["findings"]}
     assert code == 1
 
 
