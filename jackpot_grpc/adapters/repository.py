@@ -602,12 +602,27 @@ drifts_{g} AS (
     FROM running_{g} WHERE after IS NOT NULL)"""
 
 
+# Where each pool's chain ends: the last row's `after`, moved by the rows after it that
+# record none (seed fundings of their own); no row: the chain's start.
+def _chain_end_of(g: str) -> str:
+    return f"""SELECT '{g}' AS grp, coalesce(
+        (SELECT after + (SELECT coalesce(sum(delta), 0) FROM running_{g} later
+                         WHERE later.ledger_seq > last.ledger_seq)
+         FROM running_{g} last WHERE after IS NOT NULL ORDER BY ledger_seq DESC LIMIT 1),
+        (SELECT max(expected) FILTER (WHERE ledger_seq = (SELECT max(ledger_seq)
+                                                          FROM running_{g}))
+         FROM running_{g}),
+        (SELECT amount FROM ledger_chain_starts WHERE jackpot_group = '{g}')) AS chain_end"""
+
+
 # Only the broken links leave the windows.
 CHAIN_CTES = ",\n".join(_chain_of(g.value) for g in GROUPS) + (
     ",\ndrifts AS ("
     + " UNION ALL ".join(
         f"SELECT * FROM drifts_{g.value} WHERE drift <> prev_drift" for g in GROUPS
     )
+    + "),\nchain_ends AS ("
+    + " UNION ALL ".join(_chain_end_of(g.value) for g in GROUPS)
     + ")"
 )
 
@@ -660,11 +675,54 @@ def _rate_check_of(g: str) -> str:
 
 
 RATE_CHECKS = "\n    UNION ALL\n    ".join(_rate_check_of(g.value) for g in GROUPS)
+
+# A share's ceiling is the pool's max_amount, or (no max, or a total near int64's end) the
+# headroom below int64: a recorded cap below 2^62 must be the max_amount in force by the
+# config history (placed like the rates above; a change may remove the max: then none).
+INT64_HEADROOM_FLOOR = 1 << 62
+
+
+def _cap_check_of(g: str) -> str:
+    changes = (
+        f"config_audit WHERE jackpot_group = '{g}' AND after ? 'max_amount'"
+        " AND (before ->> 'max_amount')::bigint"
+        " IS DISTINCT FROM (after ->> 'max_amount')::bigint"
+    )
+    return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
+        format('cap %%s, but the max in force was %%s', recorded,
+               coalesce(in_force::text, 'none')) AS problem
+    FROM (SELECT id, kind, recorded, CASE WHEN grp_no > 0
+                THEN max(val) OVER (PARTITION BY grp_no)
+                ELSE coalesce((SELECT (before ->> 'max_amount')::bigint
+                               FROM {changes} ORDER BY ledger_seq LIMIT 1),
+                              (SELECT max_amount FROM jackpots WHERE jackpot_group = '{g}'))
+                END AS in_force
+          FROM (SELECT *, sum(is_change) OVER (ORDER BY seq) AS grp_no
+                FROM (SELECT 'c' AS kind, id, ledger_seq AS seq, 0 AS is_change,
+                             NULL::bigint AS val, {g}_cap AS recorded
+                      FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_cap IS NOT NULL
+                      UNION ALL
+                      SELECT 'a', id, ledger_seq, 1, (after ->> 'max_amount')::bigint, NULL
+                      FROM {changes} AND ledger_seq IS NOT NULL) track) grouped) judged
+    WHERE kind = 'c' AND recorded < {INT64_HEADROOM_FLOOR}
+      AND recorded IS DISTINCT FROM in_force
+      AND NOT EXISTS (SELECT 1 FROM {changes} AND ledger_seq IS NULL)"""
+
+
+CAP_CHECKS = "\n    UNION ALL\n    ".join(_cap_check_of(g.value) for g in GROUPS)
 AUDIT_ROWS = f"""WITH shares AS (
     {SHARE_CHECKS}),
 rates AS (
     {RATE_CHECKS}),
+caps AS (
+    {CAP_CHECKS}),
 {CHAIN_CTES},
+pool_ends AS (  -- each pool's current amount is where its chain ends
+    SELECT 'jackpots' AS tbl, NULL::bigint AS id, j.jackpot_group AS grp,
+        format('amount %%s, but its chain of ledger rows ends at %%s', j.current_amount,
+               e.chain_end) AS problem
+    FROM jackpots j JOIN chain_ends e ON e.grp = j.jackpot_group
+    WHERE j.current_amount <> e.chain_end),
 chain AS (
     SELECT tbl, id, grp,
         format('after %%s, but the amount before it was %%s and it moves %%s', after,
@@ -732,19 +790,20 @@ seed_top_ups AS (  -- a top-up is exactly what brings the pool back to that seed
         format('seed top-up %%s, but the seed in force (%%s) needs %%s', seed_top_up, seed,
                greatest(0, seed - left_over)) AS problem
     FROM seeds_in_force WHERE seed_top_up <> greatest(0, seed - left_over)),
-unsequenced AS (  -- every row since the log began has a sequence or is a leaf (0010)
-    SELECT t.tbl, t.id, t.grp, 'no ledger_seq and no leaf: written past the ledger' AS problem
-    FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, ledger_seq FROM contributions
-          UNION ALL SELECT 'wins', id, jackpot_group, ledger_seq FROM wins
-          UNION ALL SELECT 'seed_fundings', id, jackpot_group, ledger_seq FROM seed_fundings
-          UNION ALL SELECT 'config_audit', id, jackpot_group, ledger_seq FROM config_audit) t
-    WHERE t.ledger_seq IS NULL AND NOT EXISTS (
+unsequenced AS (  -- every row since the log began has a leaf index (0011) or is a leaf
+    SELECT t.tbl, t.id, t.grp, 'no leaf index and no leaf: written past the ledger' AS problem
+    FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, leaf_index FROM contributions
+          UNION ALL SELECT 'wins', id, jackpot_group, leaf_index FROM wins
+          UNION ALL SELECT 'seed_fundings', id, jackpot_group, leaf_index FROM seed_fundings
+          UNION ALL SELECT 'config_audit', id, jackpot_group, leaf_index FROM config_audit) t
+    WHERE t.leaf_index IS NULL AND NOT EXISTS (
         SELECT 1 FROM ledger_leaves l WHERE l.ledger_table = t.tbl AND l.row_id = t.id)),
 problems AS (
     SELECT * FROM shares UNION ALL SELECT * FROM chain UNION ALL SELECT * FROM top_ups
     UNION ALL SELECT * FROM counts UNION ALL SELECT * FROM win_amounts
     UNION ALL SELECT * FROM seed_top_ups UNION ALL SELECT * FROM unsequenced
-    UNION ALL SELECT * FROM rates)
+    UNION ALL SELECT * FROM rates UNION ALL SELECT * FROM caps
+    UNION ALL SELECT * FROM pool_ends)
 SELECT tbl, id, grp, problem, count(*) OVER () AS total
 FROM problems ORDER BY tbl, id NULLS FIRST, grp LIMIT %(limit)s"""
 

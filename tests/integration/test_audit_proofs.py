@@ -91,9 +91,9 @@ TAMPERED = {
         "wins",
         "minor",
     ),
-    "row inserted without a sequence": (
-        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq)"
-        " VALUES ('mega', 5, 'gift', NULL) RETURNING id",
+    "row inserted without a sequence or a leaf index": (
+        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq, leaf_index)"
+        " VALUES ('mega', 5, 'gift', NULL, NULL) RETURNING id",
         "seed_fundings",
         "mega",
     ),
@@ -173,6 +173,41 @@ def test_a_rate_other_than_the_one_in_force_is_named(
     assert [r["problem"] for r in named] == ["rate 0.0000000000, but 0.0041000000 was in force"], (
         report["rows"]["bad"]
     )
+
+
+def test_a_cap_other_than_the_max_in_force_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    """A share cut to 0 (the pool was at its max) records the max as its cap; lowering that
+    cap keeps the share's arithmetic (still nothing fitted), so only the config history,
+    which says which max was in force, names it."""
+    row_id = insider(
+        traffic_url,
+        "UPDATE contributions SET major_cap = major_cap - 1 WHERE id = (SELECT min(id)"
+        " FROM contributions WHERE major_amount = 0 AND major_cap IS NOT NULL) RETURNING id",
+    )
+    assert row_id is not None
+    _, report = audit_json(monkeypatch, capsys, traffic_url)
+    assert [(r["table"], r["id"], r["problem"]) for r in report["rows"]["bad"]] == [
+        ("contributions", row_id, "cap 100499, but the max in force was 100500")
+    ]
+
+
+def test_a_pool_amount_other_than_its_chain_end_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    """The pool moved with its total (so it still balances against the ledger's sums of
+    seed fundings minus wins plus total contributions recorded): its chain ends elsewhere."""
+    end = insider(traffic_url, "SELECT current_amount FROM jackpots WHERE jackpot_group = 'mega'")
+    insider(
+        traffic_url,
+        "UPDATE jackpots SET current_amount = current_amount + 3 WHERE jackpot_group = 'mega'",
+    )
+    code, report = audit_json(monkeypatch, capsys, traffic_url)
+    assert code == 1
+    assert {r["problem"] for r in report["rows"]["bad"] if r["table"] == "jackpots"} == {
+        f"amount {end + 3}, but its chain of ledger rows ends at {end}"
+    }
 
 
 def test_a_wrong_count_names_the_pool(
