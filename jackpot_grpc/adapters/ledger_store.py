@@ -156,7 +156,8 @@ def rows_of(conn: psycopg.Connection[Any], table: str, since: int = 0) -> dict[i
                 f"SELECT * FROM {table} WHERE leaf_index >= %(since)s"  # noqa: S608
                 f" UNION ALL SELECT t.* FROM {table} t LEFT JOIN ledger_leaves l"
                 " ON l.ledger_table = %(table)s AND l.row_id = t.id"
-                " WHERE t.leaf_index IS NULL AND (l.leaf_index IS NULL OR l.leaf_index >= %(since)s)",
+                " WHERE t.leaf_index IS NULL"
+                " AND (l.leaf_index IS NULL OR l.leaf_index >= %(since)s)",
                 {"table": table, "since": since},
             )
         return {row["id"]: row for row in cur}
@@ -263,59 +264,46 @@ def recorded_hashes(url: str) -> list[bytes]:
         return leaf_hashes(conn)
 
 
-@dataclass(frozen=True)
-class ProofMaterial:
-    """One leaf's row and the recorded hashes of the tree it is proved in."""
-
-    leaf: Leaf
-    row: dict[str, Any]
-    hashes: list[bytes]
-
-
-def proof_material(
-    url: str,
-    size: int,
+async def proof_leaf(
+    conn: psycopg.AsyncConnection[Any],
     *,
     leaf_index: int | None = None,
     row: tuple[str, int] | None = None,
-    hashes_from: int = 0,
-) -> ProofMaterial | None:
-    """The leaf (by index, or by table and row id), its row and the recorded leaf hashes
-    from `hashes_from` up to `size` (a caller that kept the earlier ones asks only for the
-    rest: leaves never change); None when it is no leaf (or its row is gone)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        with conn.transaction():
-            columns = "leaf_index, ledger_table, row_id, ledger_seq, leaf_hash"
-            if row is not None:
-                found = conn.execute(
-                    f"SELECT {columns} FROM ledger_leaves"  # noqa: S608 (constants)
-                    " WHERE ledger_table = %s AND row_id = %s",
-                    row,
-                ).fetchone()
-            else:
-                found = conn.execute(
-                    f"SELECT {columns} FROM ledger_leaves WHERE leaf_index = %s",  # noqa: S608
-                    (leaf_index,),
-                ).fetchone()
-            if found is None:
-                return None
-            leaf = Leaf(found[0], found[1], found[2], found[3], bytes(found[4]))
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(
-                    f"SELECT * FROM {leaf.table} WHERE id = %s",  # noqa: S608 (a TABLES name)
-                    (leaf.row_id,),
-                )
-                record = cur.fetchone()
-            if record is None:
-                return None
-            hashes = [
-                bytes(h)
-                for (h,) in conn.execute(
-                    "SELECT leaf_hash FROM ledger_leaves"
-                    " WHERE leaf_index >= %s AND leaf_index < %s ORDER BY leaf_index",
-                    (hashes_from, size),
-                )
-            ]
-            return ProofMaterial(leaf, record, hashes)
+) -> tuple[Leaf, dict[str, Any]] | None:
+    """The leaf (by index, or by its row's table and id) and its row; None when it is no
+    leaf (or its row is gone)."""
+    columns = "leaf_index, ledger_table, row_id, ledger_seq, leaf_hash"
+    if row is not None:
+        if row[0] not in TABLES:
+            raise ValueError(row[0])
+        cur = await conn.execute(
+            f"SELECT {columns} FROM ledger_leaves"  # noqa: S608 (constants)
+            " WHERE ledger_table = %s AND row_id = %s",
+            row,
+        )
+    else:
+        cur = await conn.execute(
+            f"SELECT {columns} FROM ledger_leaves WHERE leaf_index = %s",  # noqa: S608
+            (leaf_index,),
+        )
+    found = await cur.fetchone()
+    if found is None:
+        return None
+    leaf = Leaf(found[0], found[1], found[2], found[3], bytes(found[4]))
+    async with conn.cursor(row_factory=dict_row) as rows:
+        await rows.execute(
+            f"SELECT * FROM {leaf.table} WHERE id = %s",  # noqa: S608 (a TABLES name)
+            (leaf.row_id,),
+        )
+        record = await rows.fetchone()
+    return None if record is None else (leaf, record)
+
+
+async def leaf_hash_range(conn: psycopg.AsyncConnection[Any], start: int, end: int) -> list[bytes]:
+    """The recorded leaf hashes of the leaves [start, end), in index order."""
+    cur = await conn.execute(
+        "SELECT leaf_hash FROM ledger_leaves"
+        " WHERE leaf_index >= %s AND leaf_index < %s ORDER BY leaf_index",
+        (start, end),
+    )
+    return [bytes(h) for (h,) in await cur.fetchall()]

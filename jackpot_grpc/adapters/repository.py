@@ -103,6 +103,7 @@ async def lock_pools(conn: Conn) -> dict[Group, PoolState]:
 
 # --- contributions ---------------------------------------------------------------------
 
+
 # A row's leaf index: its own (migration 0011 on), or its leaf's (rows from before).
 def receipt_of(table: str) -> str:
     return (

@@ -17,6 +17,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.entrypoints.periodic import Periodic
 from jackpot_grpc.ledger.checkpoint import CheckpointError, split_log
 from jackpot_grpc.service.ledger_books import (
@@ -75,9 +76,10 @@ class Checkpointer:
         """The newest checkpoint this process signed, else the newest in its log."""
         return self._signed_note or self._latest
 
-    def proofs(self) -> LedgerProofs:
-        """GetLedgerProof's prover: against the newest checkpoint this process knows."""
-        return LedgerProofs(self._url, lambda: self.latest, self._verifier)
+    def proofs(self, pool: Pool) -> LedgerProofs:
+        """GetLedgerProof's prover: against the newest checkpoint this process knows, reading
+        over `pool` (the side pool: never the connections the calls need)."""
+        return LedgerProofs(pool, lambda: self.latest, self._verifier)
 
     async def run_once(self) -> None:
         try:

@@ -191,7 +191,9 @@ class JackpotService:
         self.snapshot.update([after])
         for committed in self.wins_committed:  # WatchPools: hits are read from the ledger
             committed()
-        result = WinResult(win_id, outcome, after, created_at, replayed=False, leaf_index=leaf_index)
+        result = WinResult(
+            win_id, outcome, after, created_at, replayed=False, leaf_index=leaf_index
+        )
         if self.metrics is not None:
             self.metrics.win_paid(result)
         return result

@@ -322,3 +322,53 @@ async def test_proofs_stay_true_as_the_tree_grows(
     finally:
         await running.stop(grace=1.0)
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # the tree grew between proofs
+
+
+async def test_proofs_across_blocks_of_the_kept_tree_verify(
+    settings: Settings, database_url: str, ledger_key: Path, tmp_path: Path
+) -> None:
+    """Past a few blocks of leaves (the server keeps whole blocks' subtree hashes and reads
+    one or two blocks per proof), every receipt of a ContributeBatch proves with the
+    outside verifier: the first, one in a middle block, and the last, in the partial one."""
+    signing = dataclasses.replace(
+        settings, ledger_key_file=ledger_key, checkpoint_log=tmp_path / "log",
+        checkpoint_interval=0.2,
+    )  # fmt: skip
+    key = outside.read_verifier_key(read(Path(f"{ledger_key}.pub")))
+    running = await start_server(signing, database_url, port=0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+            batch = await stub.ContributeBatch(
+                pb.ContributeBatchRequest(
+                    contributions=[
+                        pb.ContributeRequest(game_id="keno", wager_amount=100 + i)
+                        for i in range(700)
+                    ]
+                )
+            )
+            receipts = [item.result.leaf_index for item in batch.results]
+            assert receipts == list(range(3, 703))
+            last = pb.GetLedgerProofRequest(leaf_index=receipts[-1])
+
+            async def covered() -> bool:
+                try:
+                    await stub.GetLedgerProof(last)
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.OUT_OF_RANGE
+                    return False
+                return True
+
+            await eventually(covered, within=10)
+            for position in (0, 300, 699):
+                proof = await stub.GetLedgerProof(
+                    pb.GetLedgerProofRequest(leaf_index=receipts[position])
+                )
+                size, root, _ = outside.open_checkpoint(proof.checkpoint, key)
+                outside.verify_inclusion(
+                    proof.leaf_index, size, outside.leaf_hash(proof.leaf),
+                    list(proof.inclusion_proof), root,
+                )  # fmt: skip
+                assert proof.row_id == batch.results[position].result.contribution_id
+    finally:
+        await running.stop(grace=1.0)
