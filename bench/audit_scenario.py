@@ -32,17 +32,20 @@ from jackpot_grpc.service.reports import run_audit
 WAGER = 1000
 
 # N contributions of WAGER at the default pools' rates (migration 0001), so shares of 5, 3
-# and 2, each row's `*_after` the seed plus i shares; ledger_seq is drawn in row order.
-FILL = """INSERT INTO contributions (client, game_id, wager_amount,
+# and 2, each row's `*_after` the pool's amount plus i shares; ledger_seq is drawn in row
+# order, and the leaf indexes are claimed from the ledger head once, as the batch path does.
+FILL = """WITH claimed AS (
+        UPDATE ledger_head SET size = size + %(n)s RETURNING size - %(n)s AS first_leaf)
+    INSERT INTO contributions (client, game_id, wager_amount,
         minor_amount, minor_after, minor_rate, major_amount, major_after, major_rate,
-        mega_amount, mega_after, mega_rate)
+        mega_amount, mega_after, mega_rate, leaf_index)
     SELECT 'bench-audit', 'bench-audit', %(wager)s,
-        5, mi.seed_amount + 5 * i, 0.005, 3, ma.seed_amount + 3 * i, 0.003,
-        2, me.seed_amount + 2 * i, 0.002
-    FROM generate_series(1, %(n)s) AS i,
-        (SELECT seed_amount FROM jackpots WHERE jackpot_group = 'minor') mi,
-        (SELECT seed_amount FROM jackpots WHERE jackpot_group = 'major') ma,
-        (SELECT seed_amount FROM jackpots WHERE jackpot_group = 'mega') me
+        5, mi.current_amount + 5 * i, 0.005, 3, ma.current_amount + 3 * i, 0.003,
+        2, me.current_amount + 2 * i, 0.002, claimed.first_leaf + i - 1
+    FROM generate_series(1, %(n)s) AS i, claimed,
+        (SELECT current_amount FROM jackpots WHERE jackpot_group = 'minor') mi,
+        (SELECT current_amount FROM jackpots WHERE jackpot_group = 'major') ma,
+        (SELECT current_amount FROM jackpots WHERE jackpot_group = 'mega') me
     ORDER BY i"""
 MOVE_POOLS = """UPDATE jackpots SET
     current_amount = current_amount + %(n)s * s.share,
@@ -51,11 +54,12 @@ MOVE_POOLS = """UPDATE jackpots SET
     FROM (VALUES ('minor', 5), ('major', 3), ('mega', 2)) AS s(grp, share)
     WHERE jackpot_group = s.grp"""
 MOVE_TOTALS = """UPDATE contribution_totals
-    SET contribution_count = %(n)s::bigint, total_wagered = %(n)s::bigint * %(wager)s::bigint"""
+    SET contribution_count = contribution_count + %(n)s::bigint,
+        total_wagered = total_wagered + %(n)s::bigint * %(wager)s::bigint"""
 
 
 def fill_ledger(url: str, rows: int) -> None:
-    """`rows` valid contributions after the default pools' seeds, caps lifted so none is cut."""
+    """`rows` more valid contributions after the pools' amounts, caps lifted so none is cut."""
     params = {"n": rows, "wager": WAGER}
     with psycopg.connect(url, autocommit=True) as conn:
         with conn.transaction():

@@ -108,7 +108,7 @@ def ledger_ab(
     for round_no in range(args.ledger_ab_rounds):
         for signing in (False, True):
             extra = ledger_ab_scenario.signer_env(workdir, round_no) if signing else {}
-            label = f"ab{round_no}-{'on' if signing else 'off'}"
+            label = f"ab{round_no}_{'on' if signing else 'off'}"
             with (
                 bench_database(admin, label) as url,
                 server(args, url, workdir, batching=True, extra_env=extra) as srv,

@@ -111,6 +111,7 @@ def _report(books: LedgerAudit) -> dict[str, Any]:
             "without_rate": books.rows.without_rate,
             "unsequenced": books.rows.unsequenced,
         },
+        "rows_from": books.rows_from,  # incremental: the first leaf index re-proved
     }
 
 
@@ -134,4 +135,5 @@ def _books(report: dict[str, Any]) -> LedgerAudit:
         total_wagered=report["total_wagered"],
         recorded_total_wagered=report["recorded_total_wagered"],
         rows=_rows(report),
+        rows_from=report.get("rows_from"),
     )

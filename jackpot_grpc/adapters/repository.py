@@ -11,6 +11,7 @@ physical order and deadlocks from 4 clients up).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.errors import Unavailable
 from jackpot_grpc.domain.model import (
     GROUPS,
+    AuditBase,
     BadRow,
     ContributeCommand,
     ContributionResult,
@@ -548,24 +550,146 @@ async def contribution_totals(conn: Conn) -> tuple[int, int]:
 async def audit_ledger(conn: Conn) -> LedgerAudit:
     """The books reconciled: audit_pools, and the contribution totals against the ledger.
     Run it in a REPEATABLE READ transaction so both read one snapshot."""
-    pools = await audit_pools(conn)
+    books, _ = await audit_ledger_from(conn, None)
+    return books
+
+
+async def audit_ledger_from(
+    conn: Conn, base: AuditBase | None
+) -> tuple[LedgerAudit, AuditBase | None]:
+    """audit_ledger, incremental from `base` (where an earlier clean audit left the books):
+    only the rows from its head on are read and re-proved, from its amounts and sums, so
+    the cost grows with the rows since. Returns the audit and, when it found nothing
+    wrong, the base the next one may go on from. An edit of a row before `base` is found
+    only by a full audit (base None)."""
+    window = _Window.of(base)
+    pools = await audit_pools(conn, window)
     rows = await _rows(
         conn,
-        """SELECT t.contribution_count, t.total_wagered, c.n, c.wagered
-           FROM contribution_totals t CROSS JOIN
-                (SELECT count(*) AS n, coalesce(sum(wager_amount), 0) AS wagered
-                 FROM contributions) c""",
+        window.sql(
+            """SELECT t.contribution_count, t.total_wagered, c.n, c.wagered
+               FROM contribution_totals t CROSS JOIN
+                    (SELECT count(*) AS n, coalesce(sum(wager_amount), 0) AS wagered
+                     FROM contributions) c"""
+        ),
+        window.params,
     )
     (row,) = rows
-    proofs = await audit_rows(conn)
-    return LedgerAudit(
+    proofs = await audit_rows(conn, window=window)
+    books = LedgerAudit(
         pools=pools,
-        contribution_count=int(row["n"]),
+        contribution_count=int(row["n"]) + (base.contribution_count if base else 0),
         recorded_contribution_count=row["contribution_count"],
-        total_wagered=int(row["wagered"]),
+        total_wagered=int(row["wagered"]) + (base.total_wagered if base else 0),
         recorded_total_wagered=int(row["total_wagered"]),
         rows=proofs,
+        rows_from=base.head if base else None,
     )
+    return books, (await _next_base(conn, books, window) if books.balanced else None)
+
+
+async def _next_base(conn: Conn, books: LedgerAudit, window: _Window) -> AuditBase:
+    """The base a clean audit leaves, read in its snapshot."""
+    (found,) = await _rows(
+        conn,
+        """SELECT (SELECT size FROM ledger_head) AS head,
+                  (SELECT coalesce(max(id), 0) FROM contributions) AS contributions,
+                  (SELECT coalesce(max(id), 0) FROM wins) AS wins,
+                  (SELECT coalesce(max(id), 0) FROM seed_fundings) AS seed_fundings,
+                  (SELECT coalesce(max(id), 0) FROM config_audit) AS config_audit,
+                  (SELECT count(*) FILTER (WHERE minor_amount > 0) FROM contributions
+                   WHERE leaf_index >= %(since)s) AS c_minor,
+                  (SELECT count(*) FILTER (WHERE major_amount > 0) FROM contributions
+                   WHERE leaf_index >= %(since)s) AS c_major,
+                  (SELECT count(*) FILTER (WHERE mega_amount > 0) FROM contributions
+                   WHERE leaf_index >= %(since)s) AS c_mega""",
+        {"since": window.base.head if window.base else 0},
+    )
+    pools = {p.group: p for p in books.pools}
+    previous = window.base
+    counts: dict[Group, tuple[int, int]] = {}
+    for g in GROUPS:
+        if previous is None:  # a full audit: the pool rows' counts are the ledger's
+            counts[g] = await _full_counts(conn, g)
+        else:
+            shares, won = previous.counts[g]
+            counts[g] = (shares + int(found[f"c_{g.value}"]), won + await _wins_since(
+                conn, g, previous.head))  # fmt: skip
+    return AuditBase(
+        head=int(found["head"]),
+        pools={g: pools[g].current_amount for g in GROUPS},
+        sums={g: (pools[g].seed_funding, pools[g].contributions, pools[g].wins) for g in GROUPS},
+        counts=counts,
+        contribution_count=books.contribution_count,
+        total_wagered=books.total_wagered,
+        max_ids={t: int(found[t]) for t in LEDGER_ROW_TABLES},
+        without_rate=books.rows.without_rate,
+        unsequenced=books.rows.unsequenced,
+    )
+
+
+async def _full_counts(conn: Conn, g: Group) -> tuple[int, int]:
+    (found,) = await _rows(
+        conn,
+        f"""SELECT (SELECT count(*) FROM contributions WHERE {g.value}_amount > 0) AS shares,
+                   (SELECT count(*) FROM wins WHERE jackpot_group = %s) AS won""",
+        (g.value,),
+    )
+    return int(found["shares"]), int(found["won"])
+
+
+async def _wins_since(conn: Conn, g: Group, head: int) -> int:
+    (found,) = await _rows(
+        conn,
+        "SELECT count(*) AS n FROM wins WHERE jackpot_group = %s AND leaf_index >= %s",
+        (g.value, head),
+    )
+    return int(found["n"])
+
+
+LEDGER_ROW_TABLES = ("contributions", "wins", "seed_fundings", "config_audit")
+# `FROM contributions` (or wins, seed_fundings) with its alias, if any: what an incremental
+# audit narrows to the rows from its base's head on.
+_LEDGER_FROM = re.compile(
+    r"\b(FROM|JOIN) (contributions|wins|seed_fundings)\b"
+    r"(?: (?!WHERE\b|GROUP\b|ORDER\b|JOIN\b|LEFT\b|UNION\b|CROSS\b|ON\b|LIMIT\b)(\w+))?"
+)
+_CHAIN_START = "(SELECT amount FROM ledger_chain_starts WHERE jackpot_group = '{g}')"
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The rows an audit reads: all (base None), or those from base.head on, with the
+    base's amounts as each chain's start and its counts added."""
+
+    base: AuditBase | None
+    params: dict[str, Any]
+
+    @classmethod
+    def of(cls, base: AuditBase | None) -> _Window:
+        params: dict[str, Any] = {"since": base.head if base else 0}
+        for g in GROUPS:
+            params[f"base_c_{g.value}"] = base.counts[g][0] if base else 0
+            params[f"base_w_{g.value}"] = base.counts[g][1] if base else 0
+            params[f"start_{g.value}"] = base.pools[g] if base else 0
+        for table in LEDGER_ROW_TABLES:
+            params[f"old_{table}"] = base.max_ids[table] if base else 0
+        return cls(base, params)
+
+    def sql(self, text: str) -> str:
+        if self.base is None:
+            return text
+        narrowed = _LEDGER_FROM.sub(
+            lambda m: (
+                f"{m[1]} (SELECT * FROM {m[2]} WHERE leaf_index >= %(since)s) AS {m[3] or m[2]}"
+            ),
+            text,
+        )
+        for g in GROUPS:
+            narrowed = narrowed.replace(
+                _CHAIN_START.format(g=g.value), f"%(start_{g.value})s::bigint"
+            )
+        return narrowed
 
 
 # Every ledger row re-proved, in one statement (window functions over the three ledgers):
@@ -758,14 +882,17 @@ counted AS (
 counts AS (
     SELECT 'jackpots' AS tbl, NULL::bigint AS id, j.jackpot_group AS grp,
         format('records %%s contributions and %%s wins; the ledger has %%s and %%s',
-               j.contribution_count, j.win_count, cc.n, coalesce(wc.n, 0)) AS problem
+               j.contribution_count, j.win_count, cc.n, coalesce(wc.n, 0) + bw.n) AS problem
     FROM jackpots j
-    JOIN (SELECT 'minor' AS grp, minor AS n FROM counted UNION ALL
-          SELECT 'major', major FROM counted UNION ALL SELECT 'mega', mega FROM counted) cc
+    JOIN (SELECT 'minor' AS grp, minor + %(base_c_minor)s::bigint AS n FROM counted
+          UNION ALL SELECT 'major', major + %(base_c_major)s::bigint FROM counted
+          UNION ALL SELECT 'mega', mega + %(base_c_mega)s::bigint FROM counted) cc
         ON cc.grp = j.jackpot_group
+    JOIN (VALUES ('minor', %(base_w_minor)s::bigint), ('major', %(base_w_major)s::bigint),
+                 ('mega', %(base_w_mega)s::bigint)) bw(grp, n) ON bw.grp = j.jackpot_group
     LEFT JOIN (SELECT jackpot_group, count(*) AS n FROM wins GROUP BY jackpot_group) wc
         ON wc.jackpot_group = j.jackpot_group
-    WHERE j.contribution_count <> cc.n OR j.win_count <> coalesce(wc.n, 0)),
+    WHERE j.contribution_count <> cc.n OR j.win_count <> coalesce(wc.n, 0) + bw.n),
 win_amounts AS (  -- a win pays what was asked, or (asking nothing) the whole pool
     SELECT 'wins' AS tbl, id, jackpot_group AS grp,
         CASE WHEN requested_amount IS NOT NULL
@@ -793,10 +920,14 @@ seed_top_ups AS (  -- a top-up is exactly what brings the pool back to that seed
     FROM seeds_in_force WHERE seed_top_up <> greatest(0, seed - left_over)),
 unsequenced AS (  -- every row since the log began has a leaf index (0011) or is a leaf
     SELECT t.tbl, t.id, t.grp, 'no leaf index and no leaf: written past the ledger' AS problem
-    FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, leaf_index FROM contributions
-          UNION ALL SELECT 'wins', id, jackpot_group, leaf_index FROM wins
-          UNION ALL SELECT 'seed_fundings', id, jackpot_group, leaf_index FROM seed_fundings
-          UNION ALL SELECT 'config_audit', id, jackpot_group, leaf_index FROM config_audit) t
+    FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, leaf_index
+          FROM public.contributions WHERE id > %(old_contributions)s::bigint
+          UNION ALL SELECT 'wins', id, jackpot_group, leaf_index
+          FROM public.wins WHERE id > %(old_wins)s::bigint
+          UNION ALL SELECT 'seed_fundings', id, jackpot_group, leaf_index
+          FROM public.seed_fundings WHERE id > %(old_seed_fundings)s::bigint
+          UNION ALL SELECT 'config_audit', id, jackpot_group, leaf_index
+          FROM public.config_audit WHERE id > %(old_config_audit)s::bigint) t
     WHERE t.leaf_index IS NULL AND NOT EXISTS (
         SELECT 1 FROM ledger_leaves l WHERE l.ledger_table = t.tbl AND l.row_id = t.id)),
 problems AS (
@@ -825,15 +956,24 @@ AUDIT_STATEMENT_TIMEOUT = "120s"
 BAD_ROWS_NAMED = 1000
 
 
-async def audit_rows(conn: Conn, limit: int = BAD_ROWS_NAMED) -> RowAudit:
-    """Every ledger row re-proved (AUDIT_ROWS): the bad ones named, up to `limit`."""
+async def audit_rows(
+    conn: Conn, limit: int = BAD_ROWS_NAMED, window: _Window | None = None
+) -> RowAudit:
+    """Every ledger row re-proved (AUDIT_ROWS), or those of `window`: the bad ones named,
+    up to `limit`."""
+    window = window or _Window.of(None)
     # The chain's window sorts every row of every pool: in memory, not in temporary files.
     await conn.execute(
         f"SET LOCAL work_mem = '{AUDIT_WORK_MEM}';"
         f" SET LOCAL statement_timeout = '{AUDIT_STATEMENT_TIMEOUT}'"
     )
-    rows = await _rows(conn, AUDIT_ROWS, {"limit": limit})
-    (legacy,) = await _rows(conn, AUDIT_LEGACY)
+    rows = await _rows(conn, window.sql(AUDIT_ROWS), {"limit": limit, **window.params})
+    base = window.base
+    legacy = (
+        (await _rows(conn, AUDIT_LEGACY))[0]
+        if base is None
+        else {"without_rate": base.without_rate, "unsequenced": base.unsequenced}
+    )
     return RowAudit(
         bad=[
             BadRow(
@@ -850,11 +990,14 @@ async def audit_rows(conn: Conn, limit: int = BAD_ROWS_NAMED) -> RowAudit:
     )
 
 
-async def audit_pools(conn: Conn) -> list[PoolAudit]:
-    """Every pool reconciled against its ledger, in one consistent snapshot."""
+async def audit_pools(conn: Conn, window: _Window | None = None) -> list[PoolAudit]:
+    """Every pool reconciled against its ledger, in one consistent snapshot (incremental:
+    the sums of `window`'s rows added to its base's)."""
+    window = window or _Window.of(None)
+    base = window.base
     rows = await _rows(
         conn,
-        """WITH c AS (
+        window.sql("""WITH c AS (
                SELECT coalesce(sum(minor_amount), 0) AS minor,
                       coalesce(sum(major_amount), 0) AS major,
                       coalesce(sum(mega_amount), 0) AS mega
@@ -869,15 +1012,20 @@ async def audit_pools(conn: Conn) -> list[PoolAudit]:
                   coalesce(w.won, 0) AS won, coalesce(s.funded, 0) AS funded
            FROM jackpots j CROSS JOIN c
            LEFT JOIN w USING (jackpot_group) LEFT JOIN s USING (jackpot_group)
-           ORDER BY j.lock_order""",
+           ORDER BY j.lock_order"""),
+        window.params,
     )
+
+    def before(group: str, part: int) -> int:
+        return base.sums[Group(group)][part] if base else 0
+
     return [
         PoolAudit(
             group=Group(r["jackpot_group"]),
             current_amount=r["current_amount"],
-            seed_funding=int(r["funded"]),
-            contributions=int(r["contributed"]),
-            wins=int(r["won"]),
+            seed_funding=int(r["funded"]) + before(r["jackpot_group"], 0),
+            contributions=int(r["contributed"]) + before(r["jackpot_group"], 1),
+            wins=int(r["won"]) + before(r["jackpot_group"], 2),
             recorded_total_contributions=r["total_contributions"],
             recorded_total_wins=r["total_wins"],
             recorded_total_seed_funding=r["total_seed_funding"],

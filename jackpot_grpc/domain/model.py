@@ -276,6 +276,9 @@ class LedgerAudit:
     total_wagered: int
     recorded_total_wagered: int
     rows: RowAudit = field(default_factory=RowAudit)
+    # Incremental: the rows re-proved were those from this leaf index on (the ones before
+    # were proved by an earlier audit of this process); None: every row.
+    rows_from: int | None = None
 
     @property
     def totals_balanced(self) -> bool:
@@ -305,3 +308,23 @@ class LedgerAudit:
         if self.rows.bad_count > len(self.rows.bad):
             found.append(f"... {self.rows.bad_count - len(self.rows.bad)} more bad rows")
         return found
+
+
+@dataclass(frozen=True)
+class AuditBase:
+    """Where a clean audit left the books, for the next one to go on from (incremental):
+    the leaf indexes handed out in its snapshot (`head`: rows from it on are new) and, per
+    pool, the amount there (the next chain's start), the sums of seed fundings,
+    contributions and wins, and the counts of contributions with a share and of wins; the
+    contribution totals; each ledger table's highest id (a row below none, with no index,
+    is old); the legacy counts. Kept by the auditing process, never in the database."""
+
+    head: int
+    pools: dict[Group, int]
+    sums: dict[Group, tuple[int, int, int]]
+    counts: dict[Group, tuple[int, int]]
+    contribution_count: int
+    total_wagered: int
+    max_ids: dict[str, int]
+    without_rate: int
+    unsequenced: int

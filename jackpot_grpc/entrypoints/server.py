@@ -267,7 +267,7 @@ def build_server(
     # audit, like other expensive reads on demand, runs on its own small pool with a
     # statement timeout, over connections Contribute never needs.
     auditor = AuditMonitor(
-        SharedAudit(side_pool, settings.audit_interval),
+        SharedAudit(side_pool, settings.audit_interval, full_every=settings.audit_full_every),
         settings.audit_interval,
         min_interval=settings.on_demand_interval,
     )

@@ -10,9 +10,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import migrations
+from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters.unit_of_work import Isolation, transaction
 from jackpot_grpc.cli import main
+from jackpot_grpc.domain.model import AuditBase, LedgerAudit
+from jackpot_grpc.service.shared_audit import SharedAudit
 from testkit.database import create_database, drop_database, unique_name
 from testkit.ledger_tamper import insider
 from testkit.ledger_traffic import real_traffic
@@ -302,3 +307,69 @@ def test_migration_brings_an_existing_ledger_along(
         assert code == 1 and "contributions" in {r["table"] for r in report["rows"]["bad"]}
     finally:
         drop_database(admin_url, name)
+
+
+async def _audit(url: str, base: AuditBase | None) -> tuple[LedgerAudit, AuditBase | None]:
+    async with (
+        AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool,
+    ):
+        await pool.open(wait=True, timeout=10)
+        async with transaction(pool, isolation=Isolation.REPEATABLE_READ) as conn:
+            return await repo.audit_ledger_from(conn, base)
+
+
+async def test_an_incremental_audit_reproves_only_the_rows_since_and_agrees_with_a_full_one(
+    traffic_url: str,
+) -> None:
+    full, base = await _audit(traffic_url, None)
+    assert full.balanced and full.rows_from is None and base is not None
+    await real_traffic(traffic_url)  # every kind of row again, after the base
+    incremental, after = await _audit(traffic_url, base)
+    again, _ = await _audit(traffic_url, None)
+    assert incremental.rows_from == base.head and incremental.balanced
+    assert (incremental.pools, incremental.contribution_count, incremental.total_wagered) == (
+        again.pools,
+        again.contribution_count,
+        again.total_wagered,
+    )
+    assert (
+        after is not None
+        and after.head > base.head
+        and after.pools == {p.group: p.current_amount for p in again.pools}
+    )
+
+    # An edit after the base is found incrementally; one before it only by a full audit.
+    newer = insider(
+        traffic_url,
+        "UPDATE contributions SET minor_rate = minor_rate * 2 WHERE leaf_index ="
+        f" (SELECT min(leaf_index) FROM contributions WHERE leaf_index >= {base.head})"
+        " RETURNING id",
+    )
+    older = insider(
+        traffic_url,
+        "UPDATE contributions SET mega_rate = mega_rate * 2"
+        " WHERE id = (SELECT min(id) FROM contributions) RETURNING id",
+    )
+    found, none = await _audit(traffic_url, base)
+    assert none is None  # not clean: nothing to go on from
+    assert {(r.table, r.row_id) for r in found.rows.bad} == {("contributions", newer)}
+    found, _ = await _audit(traffic_url, None)
+    assert {("contributions", newer), ("contributions", older)} <= {
+        (r.table, r.row_id) for r in found.rows.bad
+    }
+
+
+async def test_the_background_audit_is_incremental_with_a_full_one_every_so_often(
+    traffic_url: str,
+) -> None:
+    async with AsyncConnectionPool(traffic_url, min_size=1, max_size=2, open=False) as pool:
+        await pool.open(wait=True, timeout=10)
+        audits = SharedAudit(pool, 0.0, host="a", pid=1, full_every=3)
+        froms = []
+        for _ in range(4):
+            await real_traffic(traffic_url)
+            recorded = await audits.audit_now() if not froms else (await audits.tick()).audit
+            assert recorded is not None and recorded.books.balanced
+            froms.append(recorded.books.rows_from)
+    assert froms[0] is None and froms[3] is None  # the first, then every third: full
+    assert froms[1] is not None and froms[2] is not None and froms[1] < froms[2]
