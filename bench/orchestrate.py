@@ -83,10 +83,12 @@ def only_ledger(
     started: float,
 ) -> int:
     """`--only-ledger`: the ledger's A/B and the audit scenario, nothing else."""
-    report["ledger_ab"] = ledger_ab(args, base, admin, workdir)
+    if args.ledger_ab_rounds:
+        report["ledger_ab"] = ledger_ab(args, base, admin, workdir)
     report["audit_scenario"] = audit_cost(args, admin)
     report["elapsed_s"] = round(time.monotonic() - started, 1)
-    print(ledger_ab_scenario.summary(report["ledger_ab"]))
+    if args.ledger_ab_rounds:
+        print(ledger_ab_scenario.summary(report["ledger_ab"]))
     print(audit_scenario.summary(report["audit_scenario"]))
     reporting.write(report, args.output)
     return 0 if report["audit_scenario"]["balanced"] else 1
