@@ -74,6 +74,10 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
+def _sum(a: float | None, b: float | None) -> float | None:
+    return a + b if a is not None and b is not None else None
+
+
 def _ratio(on: float | None, off: float | None) -> float | None:
     return round(on / off, 3) if on and off else None
 
@@ -92,6 +96,14 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
                 ],
                 "median_items_per_s": _median([s.result.items_per_s for s in picked]),
                 "median_cpu_us_per_item": _median([s.cpu_us_per_item for s in picked]),
+                # PostgreSQL's CPU per item too: with the signer on, it encodes and hashes.
+                "median_pg_cpu_us_per_item": _median(
+                    [
+                        1e6 * s.postgres_cpu_pct / 100 / s.result.items_per_s
+                        for s in picked
+                        if s.result.items_per_s
+                    ]
+                ),
                 "errors": sum(s.result.errors or 0 for s in picked),
             }
         out[name] = {
@@ -101,6 +113,12 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
             ),
             "cpu_per_item_ratio_on_to_off": _ratio(
                 arms["on"]["median_cpu_us_per_item"], arms["off"]["median_cpu_us_per_item"]
+            ),
+            "service_and_pg_cpu_per_item_ratio_on_to_off": _ratio(
+                _sum(arms["on"]["median_cpu_us_per_item"], arms["on"]["median_pg_cpu_us_per_item"]),
+                _sum(
+                    arms["off"]["median_cpu_us_per_item"], arms["off"]["median_pg_cpu_us_per_item"]
+                ),
             ),
         }
     out["checkpoints_signed_on"] = [r.checkpoints for r in runs if r.signing]
@@ -115,7 +133,8 @@ def summary(result: dict[str, Any]) -> str:
             f"  {title}: {part['off']['median_items_per_s'] or 0:,.0f} -> "
             f"{part['on']['median_items_per_s'] or 0:,.0f} items/s"
             f" (on/off {part['throughput_ratio_on_to_off']}), server CPU per item on/off"
-            f" {part['cpu_per_item_ratio_on_to_off']}"
+            f" {part['cpu_per_item_ratio_on_to_off']}, server and PostgreSQL CPU per item"
+            f" {part['service_and_pg_cpu_per_item_ratio_on_to_off']}"
         )
     lines.append(f"  checkpoints signed during the 'on' runs: {result['checkpoints_signed_on']}")
     return "\n".join(lines)

@@ -195,6 +195,7 @@ async def test_jackpot_health_reports_the_background_audit_and_audits_on_request
     assert status == 200 and first["ledger"]["balanced"] is True
     assert first["ledger"]["age_seconds"] >= 0 and first["ledger"]["problems"] == []
     assert first["ledger"]["contribution_totals"]["balanced"] is True
+    assert first["ledger"]["rows_from"] is None  # a process's first audit proves every row
 
     with psycopg.connect(database_url, autocommit=True) as conn:  # money from nowhere
         conn.execute("UPDATE jackpots SET current_amount = current_amount + 9 WHERE lock_order = 0")
