@@ -165,13 +165,13 @@ def assign_leaves(conn: psycopg.Connection[Any]) -> int:
     if _claimed_count(conn, size) != top - size:
         return _append_leaves(conn, size, _claimed_rows(conn, size))
     for table in TABLES:
-        conn.execute(
-            "INSERT INTO ledger_leaves (leaf_index, ledger_table, row_id, ledger_seq, leaf_hash)"
-            f" SELECT leaf_index, '{table}', id, ledger_seq,"  # noqa: S608 (constants)
-            f" pg_catalog.sha256('\\x00'::bytea || {leaf_sql(table)})"
-            f" FROM {table} WHERE leaf_index >= %(size)s AND leaf_index < %(top)s",
-            {"size": size, "top": top},
+        # The table names and the leaf expression are constants.
+        insert = (
+            f"INSERT INTO ledger_leaves SELECT leaf_index, '{table}', id,"  # noqa: S608
+            f" ledger_seq, pg_catalog.sha256('\\x00'::bytea || {leaf_sql(table)})"
+            f" FROM {table} WHERE leaf_index >= %(size)s AND leaf_index < %(top)s"
         )
+        conn.execute(insert, {"size": size, "top": top})
     return int(top - size)
 
 
