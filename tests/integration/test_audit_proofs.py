@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,7 +20,8 @@ from jackpot_grpc.cli import main
 from jackpot_grpc.domain.model import AuditBase, LedgerAudit
 from jackpot_grpc.service.shared_audit import SharedAudit
 from testkit.database import create_database, drop_database, unique_name
-from testkit.ledger_tamper import insider
+from testkit.ledger_tamper import Sealed, insider, run
+from testkit.ledger_tamper import audit as tamper_audit
 from testkit.ledger_traffic import real_traffic
 
 pytestmark = pytest.mark.usefixtures("keep_logging")
@@ -373,3 +375,44 @@ async def test_the_background_audit_is_incremental_with_a_full_one_every_so_ofte
             froms.append(recorded.books.rows_from)
     assert froms[0] is None and froms[3] is None  # the first, then every third: full
     assert froms[1] is not None and froms[2] is not None and froms[1] < froms[2]
+
+
+def test_0011_gives_the_rows_waiting_for_a_leaf_their_indexes_in_0010s_order(
+    admin_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A ledger at 0010 whose last rows are no leaf yet (no checkpoint since): 0011 gives
+    them the indexes 0010's rule would have (sequence order), the head starts after them,
+    and the first checkpoint makes them those leaves; the audit against it passes."""
+    name = unique_name("jackpot_receipts")
+    url = create_database(admin_url, name)
+    try:
+        migrations.upgrade(url, "0010")  # the three initial seeds are leaves 0 to 2
+        with psycopg.connect(url) as conn:
+            for amount in (7, 11):  # two seed fundings after them, no leaf yet
+                conn.execute(
+                    "INSERT INTO seed_fundings (jackpot_group, amount, reason)"
+                    " VALUES ('mega', %s, 'gift')",
+                    (amount,),
+                )
+            conn.execute(
+                "UPDATE jackpots SET current_amount = current_amount + 18,"
+                " total_seed_funding = total_seed_funding + 18 WHERE jackpot_group = 'mega'"
+            )
+        migrations.upgrade(url)
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT amount, leaf_index FROM seed_fundings ORDER BY ledger_seq"
+            ).fetchall()
+            head = conn.execute("SELECT size, receipts_from FROM ledger_head").fetchone()
+        assert rows[-2:] == [(7, 3), (11, 4)] and [i for _, i in rows[:3]] == [None] * 3
+        assert head == (5, 5)
+        sealed = Sealed(url, tmp_path / "k", tmp_path / "k.pub", tmp_path / "log")
+        assert run(monkeypatch, sealed, "ledger", "keygen", "--out", str(sealed.key)) == 0
+        assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
+        code, report = tamper_audit(monkeypatch, capsys, sealed)
+        assert report["findings"] == [] and report["leaves"] == 5 and code == 0
+    finally:
+        drop_database(admin_url, name)

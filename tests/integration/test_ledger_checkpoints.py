@@ -134,6 +134,11 @@ EDITS: dict[str, tuple[str, str]] = {
         " SELECT id FROM d",
         "wins",
     ),
+    "a partial win paying other than was asked": (
+        "UPDATE wins SET amount = amount - 1, pool_after = pool_after + 1"
+        " WHERE id = (SELECT min(id) FROM wins WHERE requested_amount IS NOT NULL) RETURNING id",
+        "wins",
+    ),
     "a whole-pool win paying less": (
         "UPDATE wins SET amount = amount - 1, pool_after = pool_after + 1"
         " WHERE id = (SELECT min(id) FROM wins WHERE requested_amount IS NULL) RETURNING id",
