@@ -21,6 +21,7 @@ from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.batch import ContributionPlan, key_reused, plan_contributions
 from jackpot_grpc.domain.errors import IdempotencyKeyReused, VersionConflict
 from jackpot_grpc.domain.model import (
+    AuditBase,
     ConfigChange,
     ContributeCommand,
     ContributionResult,
@@ -254,6 +255,11 @@ class JackpotService:
         # Several reads of the ledger that must agree: one snapshot.
         async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
             return await repo.audit_ledger(conn)
+
+    async def audit_from(self, base: AuditBase | None) -> tuple[LedgerAudit, AuditBase | None]:
+        """The audit, incremental from `base` (repository.audit_ledger_from)."""
+        async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
+            return await repo.audit_ledger_from(conn, base)
 
     async def ping(self) -> None:
         async with transaction(self.pool) as conn:

@@ -8,16 +8,19 @@ and is appended to the log file (flushed to disk) after the leaves it covers com
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jackpot_grpc.adapters import ledger_store
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.adapters.repository import Conn
 from jackpot_grpc.domain.errors import LeafNotInCheckpoint
+from jackpot_grpc.domain.model import AuditBase, Group
 from jackpot_grpc.ledger import merkle
 from jackpot_grpc.ledger.checkpoint import Checkpoint, log_entry, open_checkpoint
 from jackpot_grpc.ledger.leaf import EventType, canonical_fields, encode_texts
@@ -141,6 +144,9 @@ class AuditState:
     root: bytes
     seq: int
     frontier: merkle.Frontier
+    # Where the arithmetic audit (repository.audit_ledger_from) left the books clean, for
+    # the next one to go on from; None: the next one re-proves every row.
+    books: AuditBase | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -149,6 +155,7 @@ class AuditState:
                 "root": self.root.hex(),
                 "ledger_seq": self.seq,
                 "frontier": [[count, node.hex()] for count, node in self.frontier.nodes()],
+                "books": None if self.books is None else _base_json(self.books),
             }
         )
 
@@ -162,7 +169,44 @@ class AuditState:
                     frontier)  # fmt: skip
         if frontier.size != state.size or frontier.root() != state.root:
             raise ValueError("the frontier does not give the recorded tree")
-        return state
+        books = data.get("books")
+        return dataclasses.replace(state, books=None if books is None else _base_of(books))
+
+
+def _base_json(base: AuditBase) -> dict[str, Any]:
+    return {
+        "head": base.head,
+        "pools": {g.value: amount for g, amount in base.pools.items()},
+        "sums": {g.value: list(sums) for g, sums in base.sums.items()},
+        "counts": {g.value: list(counts) for g, counts in base.counts.items()},
+        "contribution_count": base.contribution_count,
+        "total_wagered": base.total_wagered,
+        "max_ids": base.max_ids,
+        "without_rate": base.without_rate,
+        "unsequenced": base.unsequenced,
+    }
+
+
+def _base_of(data: dict[str, Any]) -> AuditBase:
+    def three(value: list[int]) -> tuple[int, int, int]:
+        a, b, c = (int(v) for v in value)
+        return a, b, c
+
+    def two(value: list[int]) -> tuple[int, int]:
+        a, b = (int(v) for v in value)
+        return a, b
+
+    return AuditBase(
+        head=int(data["head"]),
+        pools={Group(g): int(v) for g, v in data["pools"].items()},
+        sums={Group(g): three(v) for g, v in data["sums"].items()},
+        counts={Group(g): two(v) for g, v in data["counts"].items()},
+        contribution_count=int(data["contribution_count"]),
+        total_wagered=int(data["total_wagered"]),
+        max_ids={str(t): int(v) for t, v in data["max_ids"].items()},
+        without_rate=int(data["without_rate"]),
+        unsequenced=int(data["unsequenced"]),
+    )
 
 
 def audit_against_checkpoints(

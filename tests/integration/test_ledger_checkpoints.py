@@ -5,9 +5,11 @@ fails too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -17,6 +19,7 @@ from jackpot_grpc.adapters import ledger_store
 from jackpot_grpc.ledger.merkle import Frontier
 from jackpot_grpc.ledger.rows import leaf_of
 from testkit.ledger_tamper import Sealed, audit, insider, run
+from testkit.ledger_traffic import real_traffic
 
 pytestmark = pytest.mark.usefixtures("keep_logging")
 
@@ -351,3 +354,41 @@ def test_postgresql_encodes_every_leaf_as_the_reference_encoder_does(sealed: Sea
                 assert leaf == leaf_of(table, row, row["leaf_index"]), (table, row["id"])
                 compared += 1
     assert compared > 30
+
+
+def test_with_state_the_books_audit_is_incremental_too(
+    sealed: Sealed,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--state also keeps where the books were found clean: the next audit re-proves only
+    the rows since (rows_from), and an edit among them is found; --full re-proves all."""
+    state = tmp_path / "audited.json"
+
+    def books(*options: str) -> tuple[int, dict[str, Any]]:
+        capsys.readouterr()
+        code = run(monkeypatch, sealed, "audit", "--json", "--checkpoints", str(sealed.log),
+                   "--public-key", str(sealed.public_key), "--state", str(state), *options)  # fmt: skip
+        return code, json.loads(capsys.readouterr().out)
+
+    code, first = books()
+    assert code == 0 and first["rows_from"] is None
+    head = json.loads(state.read_text())["books"]["head"]
+    asyncio.run(real_traffic(sealed.url))  # every kind of row, after the books' base
+    assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
+    code, second = books()
+    assert code == 0 and second["rows_from"] == head and second["balanced"] is True
+    head = json.loads(state.read_text())["books"]["head"]
+    asyncio.run(real_traffic(sealed.url))  # rows since the second audit (no checkpoint yet)
+    newer = insider(
+        sealed.url,
+        "UPDATE contributions SET minor_rate = minor_rate * 3 WHERE leaf_index ="
+        f" (SELECT max(leaf_index) FROM contributions WHERE leaf_index >= {head}) RETURNING id",
+    )
+    assert newer is not None
+    code, third = books()
+    assert code == 1 and third["rows_from"] == head
+    assert ("contributions", newer) in {(r["table"], r["id"]) for r in third["rows"]["bad"]}
+    code, full = books("--full")
+    assert code == 1 and full["rows_from"] is None
