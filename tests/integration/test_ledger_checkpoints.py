@@ -368,8 +368,9 @@ def test_with_state_the_books_audit_is_incremental_too(
 
     def books(*options: str) -> tuple[int, dict[str, Any]]:
         capsys.readouterr()
-        code = run(monkeypatch, sealed, "audit", "--json", "--checkpoints", str(sealed.log),
-                   "--public-key", str(sealed.public_key), "--state", str(state), *options)  # fmt: skip
+        argv = ["audit", "--json", "--checkpoints", str(sealed.log)]
+        argv += ["--public-key", str(sealed.public_key), "--state", str(state), *options]
+        code = run(monkeypatch, sealed, *argv)
         return code, json.loads(capsys.readouterr().out)
 
     code, first = books()
