@@ -18,6 +18,7 @@ from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.model import (
     GROUPS,
     ContributeCommand,
+    ContributionResult,
     ContributionShares,
     Group,
     PoolConfig,
@@ -433,3 +434,25 @@ async def test_audit_ledger_checks_the_contribution_totals_against_the_ledger(
     assert books.problems()[0] == (
         "contribution totals record 2 rows and 1250 wagered; the ledger has 3 and 1290"
     )
+
+
+async def test_a_replayed_win_or_contribution_answers_its_first_leaf_index(pool: Pool) -> None:
+    from jackpot_grpc.service.jackpot import JackpotService
+
+    service = JackpotService(pool)
+    key = random_key("w")
+    win = WinCommand(Group.MEGA, "g", random_user_id(), 100, key, CLIENT)
+    first = await service.win(win)
+    again = await service.win(win)
+    assert (again.replayed, again.win_id, again.leaf_index) == (
+        True,
+        first.win_id,
+        first.leaf_index,
+    )
+    assert first.leaf_index >= 3  # after the three initial seeds
+    assert first.outcome.seed_top_up > 0  # the top-up is the leaf after the win's
+    contribution = command(1000, random_key("c"))
+    (made,) = await service.contribute_many([contribution])
+    (replay,) = await service.contribute_many([contribution])
+    assert isinstance(made, ContributionResult) and isinstance(replay, ContributionResult)
+    assert replay.replayed and replay.leaf_index == made.leaf_index == first.leaf_index + 2
