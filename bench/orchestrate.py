@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from testkit.scratch import admin_server
 
 from bench import audit_scenario, scenarios, watch_scenario
 from bench import ledger_ab as ledger_ab_scenario
@@ -28,7 +29,6 @@ from bench.console import log
 from bench.loadgen import LoadSpec
 from bench.scenarios import Scenario
 from jackpot_grpc.adapters import clients_file, migrations
-from jackpot_grpc.adapters.scratch import admin_server
 from jackpot_grpc.config import Settings
 from jackpot_grpc.service.reports import audit_report, run_audit
 from testkit.database import scratch_database

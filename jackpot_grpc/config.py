@@ -9,7 +9,11 @@ from pathlib import Path
 
 from jackpot_grpc.domain.rules import INT64_MAX
 from jackpot_grpc.domain.validation import MAX_RATE_SUM, MAX_WAGER_AMOUNT
-from jackpot_grpc.peer_address import DEFAULT_TRUSTED_PROXIES, LOOPBACK_PROXIES, TrustedProxies
+from jackpot_grpc.transport.peer_address import (
+    DEFAULT_TRUSTED_PROXIES,
+    LOOPBACK_PROXIES,
+    TrustedProxies,
+)
 
 # The source checkout, for tests and developer tools only. Nothing the service runs reads
 # it: an installed wheel has no checkout, so run-time paths come from the settings below.
@@ -222,7 +226,7 @@ class Settings:
         clients_file = _path(env, "JACKPOT_CLIENTS_FILE")
         # With no clients configured the service runs open, so by default it listens on
         # this machine only; listening elsewhere while open is refused at start
-        # (jackpot_grpc.open_mode) unless JACKPOT_ALLOW_OPEN=1.
+        # (jackpot_grpc.security.open_mode) unless JACKPOT_ALLOW_OPEN=1.
         closed = admin_token is not None or clients_file is not None
         streams = _int(env, "GRPC_MAX_STREAMS_PER_CONNECTION", 1024)
         everywhere_v6, everywhere_v4 = ("[::]", "0.0.0.0") if closed else (LOOPBACK, LOOPBACK)

@@ -56,12 +56,12 @@ from jackpot_grpc.entrypoints.health_report import (
 from jackpot_grpc.entrypoints.on_demand import OnDemand, Outcome
 from jackpot_grpc.entrypoints.pacer import Pacer
 from jackpot_grpc.entrypoints.service_collector import ServiceCollector
-from jackpot_grpc.http_site import HttpLimits, body_guard, close_if_unread, start_site
-from jackpot_grpc.metrics import PERIODS, RequestMetrics, UnknownPeriod
-from jackpot_grpc.refusals import Refusals
+from jackpot_grpc.observability.metrics import PERIODS, RequestMetrics, UnknownPeriod
+from jackpot_grpc.observability.refusals import Refusals
+from jackpot_grpc.runtime.version import package_version
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.reports import totals_report
-from jackpot_grpc.version import package_version
+from jackpot_grpc.transport.http_site import HttpLimits, body_guard, close_if_unread, start_site
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from jackpot_grpc.adapters.change_listener import ChangeListener
 from jackpot_grpc.adapters.database import Pool, create_pool, create_side_pool
 from jackpot_grpc.adapters.probe_connection import ProbeConnection
 from jackpot_grpc.config import Settings
-from jackpot_grpc.contract import JACKPOT_SERVICE
+from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor
@@ -33,21 +33,21 @@ from jackpot_grpc.entrypoints.servicer import JackpotServicer
 from jackpot_grpc.entrypoints.watch_metrics import WatchCollector
 from jackpot_grpc.entrypoints.watch_stream import PoolWatch
 from jackpot_grpc.history.sampler import MetricsSampler, sampler_config
-from jackpot_grpc.http_site import HttpLimits
-from jackpot_grpc.metrics import RequestMetrics
-from jackpot_grpc.open_mode import check_server
-from jackpot_grpc.refusals import Refusals
-from jackpot_grpc.secret_rules import check_server_secrets
+from jackpot_grpc.observability.metrics import RequestMetrics
+from jackpot_grpc.observability.refusals import Refusals
+from jackpot_grpc.security.open_mode import check_server
+from jackpot_grpc.security.secret_rules import check_server_secrets
 from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.ledger_books import LedgerProofs
 from jackpot_grpc.service.shared_audit import SharedAudit
 from jackpot_grpc.service.watch_hub import WatchHub, WatchLimits
-from jackpot_grpc.tls import server_credentials
+from jackpot_grpc.transport.http_site import HttpLimits
+from jackpot_grpc.transport.tls import server_credentials
 
 if TYPE_CHECKING:
-    from jackpot_grpc.telemetry import Telemetry
+    from jackpot_grpc.observability.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

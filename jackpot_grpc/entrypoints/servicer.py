@@ -25,7 +25,7 @@ from jackpot_grpc.entrypoints import convert
 from jackpot_grpc.entrypoints.errors import error_kind, to_status
 from jackpot_grpc.entrypoints.identity import current_client_name
 from jackpot_grpc.entrypoints.watch_stream import PoolWatch
-from jackpot_grpc.refusals import Refusals
+from jackpot_grpc.observability.refusals import Refusals
 from jackpot_grpc.service.batcher import Contributor
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.ledger_books import LedgerProofs

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from jackpot_grpc.observability.metrics import RequestMetrics
 from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import audit_store
@@ -17,7 +18,6 @@ from jackpot_grpc.adapters import history_store as store
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig
-from jackpot_grpc.metrics import RequestMetrics
 from jackpot_grpc.service.shared_audit import SharedAudit
 
 INTERVAL = 300.0
