@@ -86,12 +86,16 @@ gateway: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+## lint: ruff, mypy, import-linter, the test-assertion check, and the proto against the
+## previous release's (scripts/proto_breaking.py: no field, rpc or enum value removed,
+## renumbered or retyped; needs the previous release's commit in the clone's history)
 lint: $(STAMP)
 	$(BIN)/ruff check jackpot_grpc tests testkit bench scripts
 	$(BIN)/ruff format --check jackpot_grpc tests testkit bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python scripts/check_test_assertions.py
+	$(BIN)/python scripts/proto_breaking.py
 
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
@@ -120,6 +124,24 @@ edge-tools:
 	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }
 	@PATH="$$PATH:/usr/sbin" haproxy -v | head -1
+
+.PHONY: failover-tools test-failover
+## failover-tools: Debian's Patroni and etcd, for the real-cluster failover suite
+## (tests/failover, make test-failover) on Debian's PostgreSQL 15 (apt-get, as root)
+failover-tools:
+	@command -v patroni >/dev/null && command -v patronictl >/dev/null && \
+		command -v etcd >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends patroni etcd-server; }
+	@patroni --version | head -1
+	@etcd --version | head -1
+
+## test-failover: a real cluster (one etcd, three PostgreSQL nodes under Patroni, synchronous
+## mode) on loopback; the service under keyed load while the leader is killed, switched over,
+## and while writes freeze (tests/failover, ~1.5 min; figures in .data/failover-results.json)
+## On overrun, SIGINT rather than TERM: pytest still runs the teardown that kills the cluster.
+test-failover: $(STAMP)
+	timeout -s INT 600 $(BIN)/pytest -q -m failover tests/failover $(PYTEST_ARGS)
 
 migrate db-migrate: $(STAMP)
 	$(BIN)/jackpot migrate

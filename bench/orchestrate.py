@@ -36,6 +36,7 @@ from testkit.edge import haproxy_in_front
 from testkit.ledger import table_counts
 from testkit.ports import free_port
 from testkit.processes import ServiceProcess, http_ok, local_service_env
+from testkit.scratch import admin_server
 from testkit.tools import find_tool
 
 ROOT = Path(__file__).resolve().parent.parent

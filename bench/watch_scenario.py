@@ -46,10 +46,10 @@ from jackpot.v1 import jackpot_pb2_grpc
 from bench.console import log
 from bench.loadgen import LoadSpec, percentile, run_in_subprocess
 from jackpot_grpc.adapters import clients_file, migrations
-from jackpot_grpc.adapters.scratch import admin_server
 from testkit.database import scratch_database
 from testkit.ports import free_port
 from testkit.processes import ServiceProcess, base_url, http_ok, local_service_env
+from testkit.scratch import admin_server
 
 STREAMS_PER_CHANNEL = 500
 RAMP_STEP, RAMP_PAUSE = 200, 0.5  # watchers opened at a time, and the pause between

@@ -12,10 +12,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 from jackpot_grpc.config import Settings, log_dir_from_env, log_format_from_env
-from jackpot_grpc.logging_setup import configure_logging
+from jackpot_grpc.observability.logging_setup import configure_logging
 from jackpot_grpc.ops import cli as ops_commands
 from jackpot_grpc.ops.cli.shared import database
-from jackpot_grpc.supervisor import supervise
+from jackpot_grpc.runtime.supervisor import supervise
 
 log = logging.getLogger("jackpot_grpc.cli")
 
@@ -36,9 +36,9 @@ def run_service(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.entrypoints.server import start_server
-    from jackpot_grpc.signals import wait_for_signal
-    from jackpot_grpc.startup_gc import freeze_startup_objects
-    from jackpot_grpc.telemetry import setup_telemetry
+    from jackpot_grpc.observability.telemetry import setup_telemetry
+    from jackpot_grpc.runtime.signals import wait_for_signal
+    from jackpot_grpc.runtime.startup_gc import freeze_startup_objects
 
     async def serve(url: str) -> None:
         telemetry = setup_telemetry()

@@ -218,6 +218,14 @@ class Settings:
     watch_max_per_connection: int = 100
     # A stream whose reader takes no message for this long is cut off (WATCHER_TOO_SLOW).
     watch_max_lag: float = 10.0
+    # Database failover (docs/DEPLOY.md, "Replication and failover"): the longest wait for
+    # a COMMIT's answer before the connection is closed and the callers told
+    # COMMIT_OUTCOME_UNKNOWN (0: no bound); the age past which a batch still in flight turns
+    # readiness NOT_SERVING; libpq's connect_timeout, which applies per host of a multi-host
+    # DSN (a connect_timeout in DATABASE_URL wins).
+    commit_timeout: float = 5.0
+    batch_age_limit: float = 3.0
+    db_connect_timeout: float = 2.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -322,4 +330,7 @@ class Settings:
             ledger_key_file=_path(env, "JACKPOT_LEDGER_KEY_FILE"),
             checkpoint_log=_path(env, "JACKPOT_CHECKPOINT_LOG"),
             checkpoint_interval=_float(env, "JACKPOT_CHECKPOINT_INTERVAL", 10.0),
+            commit_timeout=_float(env, "JACKPOT_COMMIT_TIMEOUT", 5.0),
+            batch_age_limit=_float(env, "JACKPOT_BATCH_AGE_LIMIT", 3.0),
+            db_connect_timeout=_float(env, "DB_CONNECT_TIMEOUT", 2.0),
         )

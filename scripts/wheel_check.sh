@@ -47,6 +47,14 @@ mkdir "$work/src"
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$work/src"
 wheel="$(ls "$work"/dist/jackpot_grpc-*.whl)"
 
+# Test-only code stays out of the wheel: tests/, testkit/ and bench/ are no packages of it,
+# and nothing in jackpot_grpc is there for tests alone (scratch databases: testkit/scratch.py).
+step "checking that the wheel holds no test-only code"
+if "$python" -m zipfile -l "$wheel" | grep -E '^(tests|testkit|bench)/|jackpot_grpc/adapters/scratch\.py'; then
+    echo "the wheel ships test-only code (listed above)" >&2
+    exit 1
+fi
+
 step "installing $(basename "$wheel") with requirements.lock into a fresh virtualenv"
 "$python" -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --require-hashes -r "$repo/requirements.lock"

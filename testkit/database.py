@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import psycopg
 
-from jackpot_grpc.adapters.scratch import create_database, drop_database
+from testkit.scratch import create_database, drop_database
 
 __all__ = ["create_database", "drop_database", "public_tables", "scratch_database", "unique_name"]
 

@@ -40,6 +40,19 @@ WIN: dict[str, object] = {
     "amount": 10005, "pool_before": 10005, "seed_top_up": 10000, "pool_after": 10000,
 }  # fmt: skip
 
+SUSPEND: dict[str, object] = {
+    "leaf_index": 3, "id": 1, "changed_at": AT, "client": "ops-console", "actor": "pat",
+    "reason": "maintenance", "jackpot_group": "minor", "action": "suspend",
+    "pending_contribution_rate": None, "pending_seed_amount": None, "pending_max_amount": None,
+    "pending_clear_max_amount": None,
+}  # fmt: skip
+SCHEDULE: dict[str, object] = {
+    "leaf_index": 4, "id": 2, "changed_at": AT, "client": "ops-console", "actor": "pat",
+    "reason": "", "jackpot_group": "major", "action": "schedule_config",
+    "pending_contribution_rate": Decimal("0.004"), "pending_seed_amount": 150000,
+    "pending_max_amount": None, "pending_clear_max_amount": 0,
+}  # fmt: skip
+
 
 def _hex_lines(data: bytes, width: int = 32) -> str:
     return "\n".join(data[i : i + width].hex(" ") for i in range(0, len(data), width))
@@ -74,6 +87,8 @@ def examples() -> dict[str, str]:
     out = {f"schema-{event.name.lower()}": schema_table(event) for event in EventType}
     out["contribution-leaf"] = _hex_lines(leaves[1])
     out["contribution-leaf-hash"] = hashes[1].hex()
+    out["suspend-leaf"] = _hex_lines(encode_leaf(EventType.POOL_LIFECYCLE, SUSPEND))
+    out["schedule-leaf"] = _hex_lines(encode_leaf(EventType.POOL_LIFECYCLE, SCHEDULE))
     out["three-leaf-root"] = "\n".join(
         [
             f"leaf hash 0 (seed funding)  {hashes[0].hex()}",

@@ -15,6 +15,7 @@ LEDGERS = {
     "wins": "amount",
     "seed_fundings": "amount",
     "config_audit": "id",
+    "pool_lifecycle": "id",
 }
 
 

@@ -34,7 +34,8 @@ def change(group: Group, **values: Any) -> ConfigChange:
 
 async def real_traffic(url: str) -> None:
     """Batches and single wagers, a rate change, a lowered cap (shares cut, some to 0),
-    wins with and without a seed top-up: every kind of ledger row."""
+    wins with and without a seed top-up, a suspended pool, a change applied at a win: every
+    kind of ledger row."""
     async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
         await pool.open(wait=True, timeout=10)
         service = JackpotService(pool)
@@ -58,3 +59,17 @@ async def real_traffic(url: str) -> None:
             WinCommand(Group.MAJOR, game, random_user_id(), None, random_key(), "game-a")
         )
         await service.contribute_many([contribute(game, 777)])
+        # The pool lifecycle: a suspension (a wager's mega share is 0), its resumption, and a
+        # change scheduled for minor's next win, applied by it.
+        await service.set_suspended(Group.MEGA, True, "test", "audit proofs", "test")
+        await service.contribute_many([contribute(game, 20_000)])
+        await service.set_suspended(Group.MEGA, False, "test", "", "test")
+        await service.update_config(
+            change(Group.MINOR, contribution_rate=Decimal("0.0049"), apply_at_next_win=True),
+            client="test",
+        )
+        await service.contribute_many([contribute(game, 20_000)])
+        await service.win(
+            WinCommand(Group.MINOR, game, random_user_id(), 10, random_key(), "game-a")
+        )
+        await service.contribute_many([contribute(game, 20_000)])

@@ -19,11 +19,10 @@ import pytest
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import migrations
-from jackpot_grpc.adapters.scratch import admin_server, create_database, drop_database
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
 from testkit.database import scratch_database, unique_name
+from testkit.scratch import admin_server, create_database, drop_database
 
 # CI=true (which .ci/run exports, so that a missing tool fails) also makes Hypothesis load
 # its "ci" profile, which derandomizes: every CI run would try the same examples. Keep
@@ -102,20 +101,7 @@ def stub(channel: grpc.aio.Channel) -> jackpot_pb2_grpc.JackpotServiceStub:
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP client session; modules that want a tighter timeout define their own."""
-    async with aiohttp.ClientSession() as session:
+    """An HTTP client session; every request is bounded (10 s), so a hung server fails the
+    test instead of stalling the run."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield session
-
-
-@pytest.fixture
-async def rest_url(server: RunningServer) -> AsyncIterator[str]:
-    """A real REST gateway in front of `server`: its base URL."""
-    app = create_gateway_app(
-        f"127.0.0.1:{server.port}",
-        max_body_bytes=4096,
-        metrics_url=f"http://127.0.0.1:{server.health_port}/metrics",
-        call_timeout=5.0,
-    )
-    running = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
-    yield f"http://127.0.0.1:{running.port}"
-    await running.stop()

@@ -6,6 +6,10 @@ callbacks. A batch is two round trips (repository.contribute_in_two_flights_sync
 each batch the connection is checked without a round trip (database.has_input); one the
 server closed is replaced first. One that dies during a batch fails that batch with
 Unavailable (the callers retry with their idempotency keys) and is replaced on the next.
+
+The COMMIT's answer is awaited at most JACKPOT_COMMIT_TIMEOUT (adapters.commit_bound): past
+it a watchdog shuts the socket (never a cancel), the batch fails COMMIT_OUTCOME_UNKNOWN and
+the next batch runs on a fresh connection, so one stuck commit never holds the thread.
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters.commit_bound import (
+    CONNECTION_LOST,
+    SYNC_REP_CANCELLED,
+    TIMEOUT,
+    CommitWatchdog,
+    commit_warnings,
+    unknown,
+)
 from jackpot_grpc.adapters.database import connection_kwargs, has_input
 from jackpot_grpc.adapters.unit_of_work import translated
 from jackpot_grpc.config import Settings
@@ -32,21 +44,51 @@ class BatchConnection:
         self._url = database_url
         self._kwargs = connection_kwargs(settings, database_url)
         self._conn: psycopg.Connection[Any] | None = None
+        self._commit_timeout = settings.commit_timeout
+        self._watchdog = CommitWatchdog()
 
     def contribute(self, keys: Sequence[ScopedKey], plan: repo.Planner) -> repo.Recorded:
         """One batch in one transaction; returns after its COMMIT was answered. Database
-        faults leave as the domain's errors (unit_of_work.translated)."""
+        faults leave as the domain's errors (unit_of_work.translated); a COMMIT that is
+        not answered in time, or answered with a synchronous-replication warning, as
+        CommitOutcomeUnknown."""
         conn = self._connected()
+        warnings = commit_warnings(conn)
+        warnings.clear()
+        sent = False
+
+        def committing() -> None:
+            nonlocal sent
+            sent = True
+            if self._commit_timeout > 0:
+                self._watchdog.arm(conn.pgconn.socket, self._commit_timeout)
+
         try:
-            return repo.contribute_in_two_flights_sync(conn, keys, plan)
+            recorded = repo.contribute_in_two_flights_sync(conn, keys, plan, committing)
         except Exception as exc:
+            fired = self._watchdog.disarm()
+            lost = conn.closed or conn.broken
+            if fired or warnings or (sent and lost):
+                self._drop()
+                reason = TIMEOUT if fired else SYNC_REP_CANCELLED if warnings else CONNECTION_LOST
+                raise unknown(reason, self._commit_timeout) from exc
             self._after_failure(conn)
             mapped = translated(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
+        fired = self._watchdog.disarm()
+        if fired or warnings:
+            self._drop()
+            raise unknown(TIMEOUT if fired else SYNC_REP_CANCELLED, self._commit_timeout)
+        return recorded
 
     def close(self) -> None:
+        """The connection and the watchdog's thread: at the end of the batcher."""
+        self._drop()
+        self._watchdog.close()
+
+    def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -55,7 +97,7 @@ class BatchConnection:
         conn = self._conn
         if conn is not None and not conn.closed and not has_input(conn):
             return conn
-        self.close()  # closed, or the server's goodbye is waiting on the socket
+        self._drop()  # closed, or the server's goodbye is waiting on the socket
         try:
             self._conn = psycopg.connect(self._url, autocommit=True, **self._kwargs)
         except psycopg.Error as exc:
@@ -65,11 +107,11 @@ class BatchConnection:
     def _after_failure(self, conn: psycopg.Connection[Any]) -> None:
         """Leave the connection idle for the next batch, or drop it."""
         if conn.closed or conn.broken:
-            self.close()
+            self._drop()
             return
         if conn.info.transaction_status != TransactionStatus.IDLE:
             try:
                 conn.execute("ROLLBACK")
             except psycopg.Error:
                 log.warning("batch connection lost while rolling back; reconnecting")
-                self.close()
+                self._drop()

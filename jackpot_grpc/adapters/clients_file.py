@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from jackpot_grpc.domain.roles import ROLES
-from jackpot_grpc.secret_rules import MIN_TOKEN_LENGTH
+from jackpot_grpc.security.secret_rules import MIN_TOKEN_LENGTH
 
 FORMAT_VERSION = 1
 TOKEN_PREFIX = "jpk_"  # recognisable in a leaked-secret scan

@@ -47,7 +47,11 @@ def connection_kwargs(
 ) -> dict[str, Any]:
     """What a connection of ours is opened with; `statement_timeout` overrides the
     setting's (the side pool's longer bound)."""
-    kwargs: dict[str, Any] = {"application_name": application_name, "connect_timeout": 3}
+    kwargs: dict[str, Any] = {"application_name": application_name}
+    if "connect_timeout" not in conninfo_to_dict(database_url):
+        # Per host of a multi-host URL (libpq tries them in turn): a primary that drops
+        # packets costs every new connection this long, so it is short (DB_CONNECT_TIMEOUT).
+        kwargs["connect_timeout"] = max(1, round(settings.db_connect_timeout))
     if settings.pgbouncer:
         # Server-side prepared statements belong to a server session, which a transaction
         # pooler hands to another client between transactions.

@@ -7,7 +7,8 @@ Every write and read sets a statement timeout for its own transaction, so a slow
 costs a bounded wait and never a stuck sampler or health endpoint.
 
 Percentiles across minutes, methods and processes: every rollup row stores the sparse
-latency histogram of its calls (bucket index of jackpot_grpc.metrics.bucket_of → count).
+latency histogram of its calls (bucket index of
+jackpot_grpc.observability.metrics.bucket_of → count).
 The queries sum the counts of each bucket over the rows they select, which is exactly the
 histogram of all those calls together, so a percentile read from it carries the same
 ±RELATIVE_ERROR (5 %) bound as one process's in-memory percentile; min and max are the
@@ -34,7 +35,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from jackpot_grpc.adapters import advisory_locks
-from jackpot_grpc.history.records import (
+from jackpot_grpc.observability.history_records import (
     Batch,
     Compaction,
     DayRequests,
@@ -42,7 +43,7 @@ from jackpot_grpc.history.records import (
     SystemSample,
     WindowRead,
 )
-from jackpot_grpc.metrics import Stats
+from jackpot_grpc.observability.metrics import Stats
 
 AsyncConn = AsyncConnection[Any]
 SyncConn = psycopg.Connection[Any]

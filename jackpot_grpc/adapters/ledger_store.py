@@ -1,7 +1,7 @@
 """The SQL of the tamper-evident ledger: leaves (`ledger_leaves`, 0010) and ledger rows.
 
 Every ledger row takes its leaf index in the transaction that writes it (`leaf_index`,
-claimed from `ledger_head`, migration 0011: see `claim_leaves`), so a write answers with
+claimed from `ledger_head`, migration 0013: see `claim_leaves`), so a write answers with
 its index. The leaf hashes are computed away from the money path, by whoever signs a
 checkpoint: the rows whose index is at or above the log's size, read in one snapshot, are
 the next leaves (commits are serialised by the head row's lock, so a snapshot sees a
@@ -11,7 +11,7 @@ directly, the migration through alembic's connection, the server from a worker t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -20,14 +20,15 @@ import psycopg
 from psycopg.rows import dict_row
 
 from jackpot_grpc.adapters import advisory_locks
+from jackpot_grpc.adapters.commit_bound import SYNC_REP_CANCELLED, commit_warnings, unknown
 from jackpot_grpc.ledger import merkle
 from jackpot_grpc.ledger.leaf import SCHEMAS, VERSION, FieldKind
 from jackpot_grpc.ledger.rows import EVENT_OF_TABLE, leaf_of
 
 CHECKPOINT_LOCK_KEY: Final = advisory_locks.LEDGER_CHECKPOINT
 # Ledger tables in the order rows of one instant are put, when no sequence orders them.
-TABLES: Final = ("seed_fundings", "contributions", "wins", "config_audit")
-_TIME = {"config_audit": "changed_at"}
+TABLES: Final = ("seed_fundings", "contributions", "wins", "config_audit", "pool_lifecycle")
+_TIME = {"config_audit": "changed_at", "pool_lifecycle": "changed_at"}
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,11 @@ def last_leaf(conn: psycopg.Connection[Any]) -> tuple[int, int | None]:
 
 
 def _new_rows(
-    conn: psycopg.Connection[Any], size: int, top_seq: int | None
+    conn: psycopg.Connection[Any], size: int, top_seq: int | None, tables: Sequence[str]
 ) -> list[tuple[str, dict[str, Any]]]:
     found: list[tuple[str, dict[str, Any]]] = []
     with conn.cursor(row_factory=dict_row) as cur:
-        for table in TABLES:
+        for table in tables:
             if size == 0:
                 cur.execute(f"SELECT * FROM {table}")  # noqa: S608 (a constant)
             else:
@@ -74,12 +75,13 @@ def _new_rows(
     return found
 
 
-def assign_leaves_by_sequence(conn: psycopg.Connection[Any]) -> int:
+def assign_leaves_by_sequence(conn: psycopg.Connection[Any], tables: Sequence[str] = TABLES) -> int:
     """Migration 0010's rule, from before rows carried their leaf index: the rows with a
     ledger_seq above the last leaf's (every row, when there is no leaf), in sequence order,
-    become the next leaves; the number given."""
+    become the next leaves; the number given. `tables`: the ledger tables of the schema at
+    hand (a migration passes those it knows)."""
     size, top_seq = last_leaf(conn)
-    rows = _new_rows(conn, size, top_seq)
+    rows = _new_rows(conn, size, top_seq, tables)
     return _append_leaves(conn, size, rows)
 
 
@@ -117,6 +119,20 @@ _FIELD_SOURCES: Final = {
         f"{side}_{key}": f"({side} ->> '{key}')"
         for side in ("before", "after")
         for key in ("contribution_rate", "seed_amount", "max_amount", "version")
+    },
+    # A scheduled change's fields (ledger/rows.py _pending_fields): absent on suspend and
+    # resume (no document); clear_max_amount is 1 when the document's value is truthy.
+    "pool_lifecycle": {
+        **{
+            f"pending_{key}": f"(pending ->> '{key}')"
+            for key in ("contribution_rate", "seed_amount", "max_amount")
+        },
+        "pending_clear_max_amount": (
+            "(CASE WHEN pending IS NULL THEN NULL"
+            " WHEN coalesce(pending -> 'clear_max_amount', 'null'::jsonb) IN ('null'::jsonb,"
+            " 'false'::jsonb, '0'::jsonb, '\"\"'::jsonb, '[]'::jsonb, '{}'::jsonb)"
+            " THEN 0 ELSE 1 END)"
+        ),
     },
 }
 
@@ -208,7 +224,7 @@ def leaves(conn: psycopg.Connection[Any], since: int = 0) -> Iterator[Leaf]:
 
 def rows_of(conn: psycopg.Connection[Any], table: str, since: int = 0) -> dict[int, dict[str, Any]]:
     """The rows of a ledger table by id: every row, or (since > 0) those whose index is
-    `since` or above, and those without one (older than receipts, 0011) whose leaf is from
+    `since` or above, and those without one (older than receipts, 0013) whose leaf is from
     `since` on or that are no leaf: index range scans, so the cost grows with the rows
     since `since` (and the rows from before receipts)."""
     if table not in TABLES:
@@ -230,7 +246,7 @@ def rows_of(conn: psycopg.Connection[Any], table: str, since: int = 0) -> dict[i
 
 @dataclass(frozen=True)
 class Head:
-    """ledger_head: the leaf indexes handed out, and the first that rows carry (0011)."""
+    """ledger_head: the leaf indexes handed out, and the first that rows carry (0013)."""
 
     size: int
     receipts_from: int
@@ -301,15 +317,21 @@ def checkpoint_snapshot(
 ) -> Iterator[LedgerSnapshot | None]:
     """Under the signer's lock: give new rows their leaves, and yield the leaf hashes and
     pool amounts of one snapshot (None: another process is signing). The leaves commit
-    when the block ends without error (so a checkpoint is written after its leaves exist)."""
+    when the block ends without error (so a checkpoint is written after its leaves exist);
+    a commit answered with a synchronous-replication warning (its wait for the standby was
+    cancelled) raises CommitOutcomeUnknown: no checkpoint covers leaves a failover may lose."""
     with psycopg.connect(url, autocommit=True) as conn, _session_lock(conn, wait) as got:
         if not got:
             yield None
             return
+        warnings = commit_warnings(conn)
+        warnings.clear()
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
             assigned = assign_leaves(conn)
             yield LedgerSnapshot(leaf_hashes(conn, since), pool_amounts(conn), assigned)
+        if warnings:
+            raise unknown(SYNC_REP_CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -385,3 +407,61 @@ async def leaf_hash_range(conn: psycopg.AsyncConnection[Any], start: int, end: i
         (start, end),
     )
     return [bytes(h) for (h,) in await cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class CheckpointComparison:
+    """A signed checkpoint's leaves against a database: which of its indices the database
+    lacks (inclusive ranges), and whether the leaves it has give the checkpoint's root
+    (None: not computed, because leaves are missing or it was not asked)."""
+
+    size: int
+    present: int
+    missing: list[tuple[int, int]]
+    root_matches: bool | None
+
+    @property
+    def missing_count(self) -> int:
+        return sum(last - first + 1 for first, last in self.missing)
+
+
+# The gaps below `size` in the leaf indices (leaf_index is the primary key): between two
+# consecutive leaves, and after the last one.
+MISSING_LEAVES = """SELECT prev + 1, leaf_index - 1 FROM (
+    SELECT leaf_index, lag(leaf_index, 1, -1::bigint) OVER (ORDER BY leaf_index) AS prev
+    FROM ledger_leaves WHERE leaf_index < %(size)s) t
+WHERE leaf_index > prev + 1
+UNION ALL
+SELECT coalesce(max(leaf_index), -1) + 1, %(size)s - 1 FROM ledger_leaves
+WHERE leaf_index < %(size)s HAVING coalesce(max(leaf_index), -1) + 1 < %(size)s
+ORDER BY 1"""
+
+
+def compare_with_checkpoint(
+    url: str, size: int, root: bytes, *, check_root: bool = True
+) -> CheckpointComparison:
+    """The leaves a checkpoint of `size` leaves and `root` covers, as this database has
+    them: after an asynchronous failover, the acknowledged rows the new primary never
+    received are the checkpoint's indices it lacks."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT count(*) FROM ledger_leaves WHERE leaf_index < %s", (size,)
+            ).fetchone()
+            present = int(row[0]) if row is not None else 0
+            missing = [
+                (int(first), int(last))
+                for first, last in conn.execute(MISSING_LEAVES, {"size": size})
+            ]
+            matches: bool | None = None
+            if check_root and not missing:
+                frontier = merkle.Frontier()
+                for (leaf_hash,) in conn.execute(
+                    "SELECT leaf_hash FROM ledger_leaves WHERE leaf_index < %s ORDER BY leaf_index",
+                    (size,),
+                ):
+                    frontier.append(bytes(leaf_hash))
+                matches = frontier.root() == root
+    return CheckpointComparison(size, present, missing, matches)

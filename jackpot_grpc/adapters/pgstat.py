@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from jackpot_grpc.adapters.ops_connection import Conn, one, rows
-from jackpot_grpc.messages import first_line
+from jackpot_grpc.text.messages import first_line
 
 # The service's tables (migrations/versions): what reports and restores look at.
 TABLES = ("jackpots", "contributions", "wins", "seed_fundings", "config_audit")

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from psycopg import AsyncConnection, Connection
@@ -26,11 +27,14 @@ from jackpot_grpc.domain.model import (
     GROUPS,
     AuditBase,
     BadRow,
+    ConfigChange,
     ContributeCommand,
     ContributionResult,
     ContributionShares,
     Group,
     LedgerAudit,
+    LifecycleAction,
+    PendingConfig,
     PoolAudit,
     PoolConfig,
     PoolState,
@@ -40,6 +44,7 @@ from jackpot_grpc.domain.model import (
     StoredContribution,
     WinCommand,
     WinOutcome,
+    WinRecord,
 )
 from jackpot_grpc.domain.validation import rate_text
 
@@ -48,10 +53,11 @@ SyncConn = Connection[Any]
 
 POOL_COLUMNS = """jackpot_group, current_amount, seed_amount, max_amount, contribution_rate,
     total_contributions, total_wins, total_seed_funding, contribution_count, win_count,
-    last_won_amount, last_won_at, last_won_by_user_id, version, config_version, updated_at"""
+    last_won_amount, last_won_at, last_won_by_user_id, version, config_version, updated_at,
+    suspended, suspended_reason, pending_config"""
 
 
-# The ledger's receipts (migration 0011): every ledger writer, in its own transaction and
+# The ledger's receipts (migration 0013): every ledger writer, in its own transaction and
 # after the pool locks (lock order: the pools in lock_order, then the head), moves the
 # ledger head past its rows and gives them the indexes it moved past, in the order it
 # writes them: `first_leaf` to `first_leaf + n - 1`. The head row's lock orders the
@@ -81,6 +87,25 @@ def _pool(row: dict[str, Any]) -> PoolState:
         version=row["version"],
         config_version=row["config_version"],
         updated_at=row["updated_at"],
+        suspended=row["suspended"],
+        suspended_reason=row["suspended_reason"],
+        pending=None if row["pending_config"] is None else _pending(row["pending_config"]),
+    )
+
+
+def _pending(doc: dict[str, Any]) -> PendingConfig:
+    """jackpots.pending_config (schedule_config's document) as a domain value."""
+    rate = doc.get("contribution_rate")
+    return PendingConfig(
+        contribution_rate=None if rate is None else Decimal(rate),
+        seed_amount=doc.get("seed_amount"),
+        max_amount=doc.get("max_amount"),
+        clear_max_amount=bool(doc.get("clear_max_amount")),
+        actor=doc["actor"],
+        reason=doc["reason"],
+        client=doc["client"],
+        scheduled_at=datetime.fromisoformat(doc["scheduled_at"]),
+        schedule_id=doc["schedule_id"],
     )
 
 
@@ -106,7 +131,7 @@ async def lock_pools(conn: Conn) -> dict[Group, PoolState]:
 # --- contributions ---------------------------------------------------------------------
 
 
-# A row's leaf index: its own (migration 0011 on), or its leaf's (rows from before).
+# A row's leaf index: its own (migration 0013 on), or its leaf's (rows from before).
 def receipt_of(table: str) -> str:
     return (
         f"coalesce({table}.leaf_index, (SELECT l.leaf_index FROM ledger_leaves l"
@@ -116,7 +141,7 @@ def receipt_of(table: str) -> str:
 
 CONTRIBUTION_COLUMNS = f"""id, client, idempotency_key, fingerprint, minor_amount,
     major_amount, mega_amount, minor_after, major_after, mega_after, created_at,
-    {receipt_of("contributions")}"""
+    minor_rate, major_rate, mega_rate, {receipt_of("contributions")}"""
 LOCK_POOLS = f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE"
 # Keys are scoped per client: look up (client, key) pairs, on their unique index.
 FIND_CONTRIBUTIONS = f"""SELECT {CONTRIBUTION_COLUMNS} FROM contributions
@@ -142,6 +167,10 @@ def _stored(row: dict[str, Any]) -> StoredContribution:
         shares=ContributionShares(
             amounts={g: row[f"{g.value}_amount"] for g in GROUPS},
             pools_after={g: row[f"{g.value}_after"] for g in GROUPS},
+            # A rate of 0 recorded: suspended (or configured 0); none recorded: legacy row.
+            sharing=tuple(
+                g for g in GROUPS if row[f"{g.value}_rate"] is None or row[f"{g.value}_rate"] > 0
+            ),
         ),
         created_at=row["created_at"],
         replayed=True,
@@ -201,7 +230,7 @@ PROOF_VALUES = ", ".join(
 def _proof_params(pools: Mapping[Group, PoolState]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for g in GROUPS:
-        params[f"{g.value}_rate"] = pools[g].contribution_rate
+        params[f"{g.value}_rate"] = rules.effective_rate(pools[g])
         params[f"{g.value}_limit"] = rules.ceiling(pools[g])
     return params
 
@@ -336,15 +365,25 @@ COMMIT = ("COMMIT",)
 VALIDATE_ONLY_END = ("SET CONSTRAINTS ALL IMMEDIATE", "ROLLBACK")
 
 
+def _no_bound() -> None:
+    return None
+
+
 async def contribute_in_two_flights(
-    conn: Conn, keys: Sequence[ScopedKey], plan: Planner, *, end: Sequence[str] = COMMIT
+    conn: Conn,
+    keys: Sequence[ScopedKey],
+    plan: Planner,
+    *,
+    end: Sequence[str] = COMMIT,
+    committing: Callable[[], None] = _no_bound,
 ) -> Recorded:
     """A whole contribution batch on an autocommit connection in two round trips: BEGIN,
     the pool locks and the key lookup in one pipeline flight; the write and COMMIT in the
     second (sent as the pipeline closes). Returns after the COMMIT's answer: the pools after
     and (id, created_at) per written row, or ([], []) when nothing was written. With
     `end=VALIDATE_ONLY_END` the same rows are written and rolled back: the answer is what
-    would have been written (ids the rolled-back sequence handed out, never recorded)."""
+    would have been written (ids the rolled-back sequence handed out, never recorded).
+    `committing` is called as the second flight is sent (the commit's bound starts)."""
     async with conn.pipeline() as flight:
         await conn.execute("BEGIN")
         locked = conn.cursor(row_factory=dict_row)
@@ -358,13 +397,17 @@ async def contribute_in_two_flights(
         written = conn.cursor(row_factory=dict_row)
         if write is not None:
             await written.execute(RECORD_CONTRIBUTIONS, _write_params(write, pools))
+        committing()
         for statement in end:
             await conn.execute(statement)
     return _recorded(await written.fetchall()) if write is not None else ([], [])
 
 
 def contribute_in_two_flights_sync(
-    conn: SyncConn, keys: Sequence[ScopedKey], plan: Planner
+    conn: SyncConn,
+    keys: Sequence[ScopedKey],
+    plan: Planner,
+    committing: Callable[[], None] = _no_bound,
 ) -> Recorded:
     """contribute_in_two_flights on a blocking connection (the batch thread's)."""
     with conn.pipeline() as flight:
@@ -380,6 +423,7 @@ def contribute_in_two_flights_sync(
         written = conn.cursor(row_factory=dict_row)
         if write is not None:
             written.execute(RECORD_CONTRIBUTIONS, _write_params(write, pools))
+        committing()
         conn.execute("COMMIT")
     return _recorded(written.fetchall()) if write is not None else ([], [])
 
@@ -492,6 +536,7 @@ def config_of(pool: PoolState) -> PoolConfig:
         seed_amount=pool.seed_amount,
         max_amount=pool.max_amount,
         version=pool.config_version,
+        pending=pool.pending,
     )
 
 
@@ -507,21 +552,31 @@ def _config_json(config: PoolConfig) -> str:
 
 
 async def save_config(
-    conn: Conn, before: PoolConfig, after: PoolConfig, actor: str, reason: str, client: str
+    conn: Conn,
+    before: PoolConfig,
+    after: PoolConfig,
+    actor: str,
+    reason: str,
+    client: str,
+    *,
+    clear_pending: bool = False,
 ) -> int:
     """Write the new config and its audit row (who, when, before, after); the audit id.
 
     `client` is the authenticated caller; `actor` is the free text the request carried.
+    `clear_pending`: this is the pool's pending change, applied (at its next win).
     """
     await conn.execute(
         """UPDATE jackpots SET contribution_rate = %s, seed_amount = %s, max_amount = %s,
-               config_version = %s, version = version + 1, updated_at = now()
+               config_version = %s, version = version + 1, updated_at = now(),
+               pending_config = CASE WHEN %s THEN NULL ELSE pending_config END
            WHERE jackpot_group = %s""",
         (
             after.contribution_rate,
             after.seed_amount,
             after.max_amount,
             after.version,
+            clear_pending,
             after.group.value,
         ),
     )
@@ -536,6 +591,145 @@ async def save_config(
     )
     audit_id: int = rows[0]["id"]
     return audit_id
+
+
+# --- pool lifecycle ----------------------------------------------------------------------
+
+# One leaf claimed under the pool locks, like every ledger writer (claim_leaves).
+LIFECYCLE_INSERT = f"""WITH claimed AS ({claim_leaves("1")})
+    INSERT INTO pool_lifecycle (jackpot_group, action, client, actor, reason, pending,
+        leaf_index)
+    SELECT %s, %s, %s, %s, %s, %s::jsonb, first_leaf FROM claimed
+    RETURNING id, changed_at, leaf_index"""
+
+
+def _pending_change_json(change: ConfigChange) -> str | None:
+    """A scheduled change as pool_lifecycle.pending records it: only what it sets."""
+    doc: dict[str, Any] = {}
+    if change.contribution_rate is not None:
+        doc["contribution_rate"] = rate_text(change.contribution_rate)
+    if change.seed_amount is not None:
+        doc["seed_amount"] = change.seed_amount
+    if change.max_amount is not None:
+        doc["max_amount"] = change.max_amount
+    doc["clear_max_amount"] = change.clear_max_amount
+    return json.dumps(doc)
+
+
+async def set_suspended(
+    conn: Conn, group: Group, suspended: bool, actor: str, reason: str, client: str
+) -> tuple[int, PoolState]:
+    """Take a pool out of play (or back in) and ledger it; the lifecycle row's id and the
+    pool after. The caller holds the pool locks (the row draws ledger_seq under them)."""
+    action = LifecycleAction.SUSPEND if suspended else LifecycleAction.RESUME
+    rows = await _rows(
+        conn, LIFECYCLE_INSERT, (group.value, action.value, client, actor, reason, None)
+    )
+    pools = await _rows(
+        conn,
+        f"""UPDATE jackpots SET suspended = %s, suspended_reason = %s, version = version + 1,
+               updated_at = now()
+           WHERE jackpot_group = %s RETURNING {POOL_COLUMNS}""",
+        (suspended, reason if suspended else "", group.value),
+    )
+    return rows[0]["id"], _pool(pools[0])
+
+
+async def schedule_config(conn: Conn, change: ConfigChange, client: str) -> tuple[int, PoolState]:
+    """Record `change` as the pool's pending config (replacing any pending one) and ledger
+    it; the lifecycle row's id and the pool after. The caller holds the pool locks."""
+    rows = await _rows(
+        conn,
+        LIFECYCLE_INSERT,
+        (
+            change.group.value,
+            LifecycleAction.SCHEDULE_CONFIG.value,
+            client,
+            change.actor,
+            change.reason,
+            _pending_change_json(change),
+        ),
+    )
+    schedule_id, at = rows[0]["id"], rows[0]["changed_at"]
+    doc = json.loads(_pending_change_json(change) or "{}") | {
+        "actor": change.actor,
+        "reason": change.reason,
+        "client": client,
+        "scheduled_at": at.isoformat(),
+        "schedule_id": schedule_id,
+    }
+    pools = await _rows(
+        conn,
+        f"""UPDATE jackpots SET pending_config = %s::jsonb, version = version + 1,
+               updated_at = now()
+           WHERE jackpot_group = %s RETURNING {POOL_COLUMNS}""",
+        (json.dumps(doc), change.group.value),
+    )
+    return schedule_id, _pool(pools[0])
+
+
+# --- hit history -------------------------------------------------------------------------
+
+# Newest first by (created_at, id), on wins_newest / wins_group_newest (0012): a page is
+# an index range scan from the cursor, whatever the depth. Only the filters asked for are
+# in the statement (constants below), so each shape gets a plan using its index. A win's
+# leaf index is its receipt (leaf_index, claimed as it was written: 0013), or for a row
+# written before receipts, its leaf's.
+WIN_HISTORY = """SELECT w.id, w.jackpot_group, w.amount, w.requested_amount, w.game_id,
+        w.user_id, w.client, w.created_at, w.pool_before, w.pool_after, w.seed_top_up,
+        w.ledger_seq, coalesce(w.leaf_index, l.leaf_index) AS leaf_index
+    FROM wins w LEFT JOIN ledger_leaves l
+        ON w.leaf_index IS NULL AND l.ledger_table = 'wins' AND l.row_id = w.id
+    WHERE {where}
+    ORDER BY w.created_at DESC, w.id DESC
+    LIMIT %(limit)s"""
+
+
+async def list_wins(
+    conn: Conn,
+    *,
+    group: Group | None,
+    start: datetime | None,
+    end: datetime | None,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[WinRecord]:
+    """Up to `limit` wins newest first: of one pool or all, created in [start, end), and
+    (paging) older than the cursor `after` (created_at, id)."""
+    where = ["true"]
+    params: dict[str, Any] = {"limit": limit}
+    if group is not None:
+        where.append("w.jackpot_group = %(group)s")
+        params["group"] = group.value
+    if start is not None:
+        where.append("w.created_at >= %(start)s")
+        params["start"] = start
+    if end is not None:
+        where.append("w.created_at < %(end)s")
+        params["end"] = end
+    if after is not None:
+        where.append("(w.created_at, w.id) < (%(at)s, %(id)s)")
+        params["at"], params["id"] = after
+    rows = await _rows(conn, WIN_HISTORY.format(where=" AND ".join(where)), params)
+    return [
+        WinRecord(
+            win_id=r["id"],
+            group=Group(r["jackpot_group"]),
+            amount=r["amount"],
+            requested_amount=r["requested_amount"],
+            game_id=r["game_id"],
+            user_id=r["user_id"],
+            client=r["client"],
+            created_at=r["created_at"],
+            pool_before=r["pool_before"],
+            pool_after=r["pool_after"],
+            seed_funded_by_operator=r["seed_top_up"],
+            seed_funded_from_reserve=0,
+            ledger_seq=r["ledger_seq"],
+            ledger_index=r["leaf_index"],
+        )
+        for r in rows
+    ]
 
 
 # --- reports -----------------------------------------------------------------------------
@@ -597,6 +791,7 @@ async def _next_base(conn: Conn, books: LedgerAudit, window: _Window) -> AuditBa
                   (SELECT coalesce(max(id), 0) FROM wins) AS wins,
                   (SELECT coalesce(max(id), 0) FROM seed_fundings) AS seed_fundings,
                   (SELECT coalesce(max(id), 0) FROM config_audit) AS config_audit,
+                  (SELECT coalesce(max(id), 0) FROM pool_lifecycle) AS pool_lifecycle,
                   (SELECT count(*) FILTER (WHERE minor_amount > 0) FROM contributions
                    WHERE leaf_index >= %(since)s) AS c_minor,
                   (SELECT count(*) FILTER (WHERE major_amount > 0) FROM contributions
@@ -647,7 +842,7 @@ async def _wins_since(conn: Conn, g: Group, head: int) -> int:
     return int(found["n"])
 
 
-LEDGER_ROW_TABLES = ("contributions", "wins", "seed_fundings", "config_audit")
+LEDGER_ROW_TABLES = ("contributions", "wins", "seed_fundings", "config_audit", "pool_lifecycle")
 # `FROM contributions` (or wins, seed_fundings) with its alias, if any: what an incremental
 # audit narrows to the rows from its base's head on.
 _LEDGER_FROM = re.compile(
@@ -673,7 +868,8 @@ class _Window:
             params[f"base_w_{g.value}"] = base.counts[g][1] if base else 0
             params[f"start_{g.value}"] = base.pools[g] if base else 0
         for table in LEDGER_ROW_TABLES:
-            params[f"old_{table}"] = base.max_ids[table] if base else 0
+            # A base recorded before pool_lifecycle was a leaf table has no id for it: all.
+            params[f"old_{table}"] = base.max_ids.get(table, 0) if base else 0
         return cls(base, params)
 
     def sql(self, text: str) -> str:
@@ -772,7 +968,8 @@ SHARE_CHECKS = "\n    UNION ALL\n    ".join(_share_check_of(g.value) for g in GR
 
 # A contribution's recorded rate of pool g against the rate in force by the config history:
 # the latest rate change before it (both rows sequenced: the sequence is commit order);
-# before any, the first change's `before`, or the pool's rate if none. Rate changes from
+# before any, the first change's `before`, or the pool's rate if none; 0 while the pool is
+# suspended (pool_lifecycle: from a suspend to the next resume). Rate changes from
 # before config changes were sequenced (migration 0010) cannot be placed: rows that only
 # they could explain are not judged.
 def _rate_check_of(g: str) -> str:
@@ -783,19 +980,26 @@ def _rate_check_of(g: str) -> str:
     )
     return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
         format('rate %%s, but %%s was in force', recorded, in_force) AS problem
-    FROM (SELECT id, kind, recorded, coalesce(max(rate) OVER (PARTITION BY grp_no),
+    FROM (SELECT id, kind, recorded, CASE WHEN bool_or(off) OVER (PARTITION BY off_no)
+              THEN 0 ELSE coalesce(max(rate) OVER (PARTITION BY grp_no),
               CASE WHEN NOT EXISTS (SELECT 1 FROM {changes} AND ledger_seq IS NULL)
                    THEN coalesce((SELECT (before ->> 'contribution_rate')::numeric
                                   FROM {changes} ORDER BY ledger_seq LIMIT 1),
                                  (SELECT contribution_rate FROM jackpots
-                                  WHERE jackpot_group = '{g}')) END) AS in_force
-          FROM (SELECT *, count(rate) OVER (ORDER BY seq) AS grp_no
+                                  WHERE jackpot_group = '{g}')) END) END AS in_force
+          FROM (SELECT *, count(rate) OVER (ORDER BY seq) AS grp_no,
+                       count(off) OVER (ORDER BY seq) AS off_no
                 FROM (SELECT 'c' AS kind, id, ledger_seq AS seq, NULL::numeric AS rate,
-                             {g}_rate AS recorded
+                             {g}_rate AS recorded, NULL::boolean AS off
                       FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_rate IS NOT NULL
                       UNION ALL
-                      SELECT 'a', id, ledger_seq, (after ->> 'contribution_rate')::numeric, NULL
-                      FROM {changes} AND ledger_seq IS NOT NULL) track) grouped) judged
+                      SELECT 'a', id, ledger_seq, (after ->> 'contribution_rate')::numeric,
+                             NULL, NULL
+                      FROM {changes} AND ledger_seq IS NOT NULL
+                      UNION ALL  -- a suspended pool's rate is 0 until it is resumed
+                      SELECT 's', id, ledger_seq, NULL, NULL, action = 'suspend'
+                      FROM pool_lifecycle WHERE jackpot_group = '{g}'
+                          AND action IN ('suspend', 'resume')) track) grouped) judged
     WHERE kind = 'c' AND recorded <> in_force"""
 
 
@@ -918,7 +1122,7 @@ seed_top_ups AS (  -- a top-up is exactly what brings the pool back to that seed
         format('seed top-up %%s, but the seed in force (%%s) needs %%s', seed_top_up, seed,
                greatest(0, seed - left_over)) AS problem
     FROM seeds_in_force WHERE seed_top_up <> greatest(0, seed - left_over)),
-unsequenced AS (  -- every row since the log began has a leaf index (0011) or is a leaf
+unsequenced AS (  -- every row since the log began has a leaf index (0013) or is a leaf
     SELECT t.tbl, t.id, t.grp, 'no leaf index and no leaf: written past the ledger' AS problem
     FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, leaf_index
           FROM public.contributions WHERE id > %(old_contributions)s::bigint
@@ -927,7 +1131,9 @@ unsequenced AS (  -- every row since the log began has a leaf index (0011) or is
           UNION ALL SELECT 'seed_fundings', id, jackpot_group, leaf_index
           FROM public.seed_fundings WHERE id > %(old_seed_fundings)s::bigint
           UNION ALL SELECT 'config_audit', id, jackpot_group, leaf_index
-          FROM public.config_audit WHERE id > %(old_config_audit)s::bigint) t
+          FROM public.config_audit WHERE id > %(old_config_audit)s::bigint
+          UNION ALL SELECT 'pool_lifecycle', id, jackpot_group, leaf_index
+          FROM public.pool_lifecycle WHERE id > %(old_pool_lifecycle)s::bigint) t
     WHERE t.leaf_index IS NULL AND NOT EXISTS (
         SELECT 1 FROM ledger_leaves l WHERE l.ledger_table = t.tbl AND l.row_id = t.id)),
 problems AS (
@@ -1043,3 +1249,45 @@ async def ping(conn: Conn) -> None:
     row = await cursor.fetchone()
     if row is None or row[0]:
         raise Unavailable("database answers but cannot take writes (read-only or in recovery)")
+
+
+# The readiness probe's write (migration 0011): this process's heartbeat row, and the rows
+# of processes silent for a day pruned on the way. It commits like any write, so it waits
+# wherever a synchronous standby holds commits.
+HEARTBEAT = """WITH pruned AS (
+    DELETE FROM write_heartbeat WHERE beat_at < now() - interval '1 day' AND process <> %(p)s)
+INSERT INTO write_heartbeat (process) VALUES (%(p)s)
+ON CONFLICT (process) DO UPDATE SET beat_at = now()"""
+
+
+async def heartbeat(conn: Conn, process: str) -> None:
+    """One write, committed (the connection is in autocommit)."""
+    await conn.execute(HEARTBEAT, {"p": process})
+
+
+@dataclass(frozen=True)
+class ClusterIdentity:
+    """Which database history a connection reached: the cluster's system identifier
+    (initdb's; a streaming standby shares its primary's) and the timeline (a promotion
+    starts a new one). A change after a reconnect is a failover (or a restore)."""
+
+    system_identifier: int
+    timeline: int
+
+
+# pg_control_system() and pg_control_checkpoint() are executable by any role (no
+# superuser, no pg_monitor). The checkpoint's timeline lags a promotion until the first
+# checkpoint after it; the current WAL file's name carries the timeline at once (its first
+# 8 hex digits), on a primary.
+IDENTITY = """SELECT s.system_identifier, c.timeline_id,
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END
+FROM pg_control_system() s, pg_control_checkpoint() c"""
+
+
+async def cluster_identity(conn: Conn) -> ClusterIdentity:
+    cursor = await conn.execute(IDENTITY)
+    row = await cursor.fetchone()
+    assert row is not None
+    system_identifier, checkpoint_timeline, wal_file = row
+    timeline = int(wal_file[:8], 16) if wal_file else int(checkpoint_timeline)
+    return ClusterIdentity(int(system_identifier), timeline)

@@ -22,6 +22,7 @@ from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
+from jackpot_grpc.adapters.commit_bound import bounded_commit
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.domain.errors import (
     LockTimeout,
@@ -30,7 +31,7 @@ from jackpot_grpc.domain.errors import (
     ShuttingDown,
     Unavailable,
 )
-from jackpot_grpc.metrics import DATABASE_TIMEOUTS
+from jackpot_grpc.observability.metrics import DATABASE_TIMEOUTS
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ async def transaction(
     *,
     isolation: Isolation = Isolation.READ_COMMITTED,
     validate_only: bool = False,
+    commit_timeout: float = 0.0,
 ) -> AsyncIterator[AsyncConnection[Any]]:
     """A connection inside a transaction; committed when the block exits cleanly.
 
@@ -66,16 +68,21 @@ async def transaction(
     durable. A commit that fails (connection lost) raises Unavailable: the outcome is then
     unknown to us, and the caller's retry with the same idempotency key settles it.
     With `validate_only`, a clean exit checks the deferred constraints and rolls back:
-    nothing the block wrote remains.
+    nothing the block wrote remains. A COMMIT unanswered after `commit_timeout` seconds
+    (0: no bound), or answered with a synchronous-replication warning, raises
+    CommitOutcomeUnknown (adapters.commit_bound): never acknowledged.
     """
     try:
-        async with pool.connection() as conn:
+        async with pool.connection() as conn, bounded_commit(conn, commit_timeout) as committing:
             if isolation.value is not None:  # the transaction's first statement
                 await conn.execute(isolation.value)
             yield conn
             if validate_only:
                 await conn.execute(CHECK_DEFERRED)
                 await conn.rollback()
+            else:
+                committing()
+                await conn.commit()
     except Exception as exc:
         mapped = translated(exc)
         if mapped is exc:

@@ -50,6 +50,10 @@ class PoolEmpty(InsufficientPool):
     """A whole-pool win on a pool with nothing to pay."""
 
 
+class PoolSuspended(DomainError):
+    """A win on a pool taken out of play (SuspendPool); resume it first."""
+
+
 class OutOfRange(DomainError):
     """An amount would leave the range the ledger can hold (int64)."""
 
@@ -77,6 +81,13 @@ class Unavailable(DomainError):
 
 class ShuttingDown(Unavailable):
     """The service is stopping; another instance (or this one, restarted) can answer."""
+
+
+class CommitOutcomeUnknown(Unavailable):
+    """A COMMIT was sent and its answer never came (JACKPOT_COMMIT_TIMEOUT), or came with
+    the server's warning that the synchronous-replication wait was cancelled: the rows may
+    or may not be committed (and replicated). Never acknowledged; the same call with the
+    same idempotency key settles it (replays the row, or applies it once)."""
 
 
 class LockTimeout(Unavailable):

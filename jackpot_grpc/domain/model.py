@@ -52,6 +52,72 @@ class PoolState:
     version: int
     config_version: int
     updated_at: datetime
+    # Out of play (SuspendPool): keeps its amount, takes no share, refuses wins.
+    suspended: bool = False
+    suspended_reason: str = ""
+    # A config change waiting for the pool's next win (UpdateConfig apply_at_next_win).
+    pending: PendingConfig | None = None
+
+
+@dataclass(frozen=True)
+class PendingConfig:
+    """A config change scheduled for a pool's next win: each None keeps the value in force
+    then. Recorded by a `pool_lifecycle` row (`schedule_id`)."""
+
+    contribution_rate: Decimal | None
+    seed_amount: int | None
+    max_amount: int | None
+    clear_max_amount: bool
+    actor: str
+    reason: str
+    client: str
+    scheduled_at: datetime
+    schedule_id: int
+
+    def change(self, group: Group) -> ConfigChange:
+        """The change to apply at the win (its version check was made when scheduled)."""
+        return ConfigChange(
+            group=group,
+            contribution_rate=self.contribution_rate,
+            seed_amount=self.seed_amount,
+            max_amount=self.max_amount,
+            clear_max_amount=self.clear_max_amount,
+            expected_version=None,
+            actor=self.actor,
+            reason=self.reason,
+        )
+
+
+class LifecycleAction(enum.Enum):
+    """A `pool_lifecycle` row's action (the value is stored)."""
+
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    SCHEDULE_CONFIG = "schedule_config"
+
+
+@dataclass(frozen=True)
+class WinRecord:
+    """One win of the hit history (ListWins), as its ledger row records it. Seed funding
+    by source: by the operator (the seed-funding row of the reset) and from the pool's
+    reserve (0 until reserves exist). `ledger_index` is its leaf index in the tamper-evident
+    log (its receipt, given as it was written; None only for a row from before receipts
+    that is no leaf yet)."""
+
+    win_id: int
+    group: Group
+    amount: int
+    requested_amount: int | None
+    game_id: str
+    user_id: uuid.UUID
+    client: str
+    created_at: datetime
+    pool_before: int
+    pool_after: int
+    seed_funded_by_operator: int
+    seed_funded_from_reserve: int
+    ledger_seq: int | None
+    ledger_index: int | None
 
 
 # An idempotency key is unique per client: (client, key) names one request.
@@ -77,6 +143,8 @@ class ContributionShares:
 
     amounts: dict[Group, int]
     pools_after: dict[Group, int]
+    # The pools the wager was shared with: in play (not suspended) with a rate above 0.
+    sharing: tuple[Group, ...] = GROUPS
 
     @property
     def total(self) -> int:
@@ -158,6 +226,7 @@ class PoolConfig:
     seed_amount: int
     max_amount: int | None
     version: int
+    pending: PendingConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +241,8 @@ class ConfigChange:
     expected_version: int | None
     actor: str
     reason: str
+    # Recorded as pending and applied in the transaction of the pool's next win.
+    apply_at_next_win: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,13 @@ from collections.abc import Iterable
 # (`jackpot-gateway-authorization` metadata, or its mTLS certificate) and call nothing.
 GATEWAY_ROLE = "gateway"
 ROLES = ("game", "reader", "admin", GATEWAY_ROLE)
-READS = frozenset({"GetPools", "GetStatistics", "GetConfig", "WatchPools", "GetLedgerProof"})
+READS = frozenset(
+    {"GetPools", "GetStatistics", "GetConfig", "WatchPools", "GetLedgerProof", "ListWins"}
+)
 ROLE_METHODS: dict[str, frozenset[str]] = {
     "game": READS | {"Contribute", "ContributeBatch", "Win"},
     "reader": READS,
-    "admin": READS | {"UpdateConfig"},
+    "admin": READS | {"UpdateConfig", "SuspendPool", "ResumePool"},
     GATEWAY_ROLE: frozenset(),
 }
 

@@ -44,6 +44,15 @@ def ceiling(pool: PoolState) -> int:
     return headroom if pool.max_amount is None else min(pool.max_amount, headroom)
 
 
+def effective_rate(pool: PoolState) -> Decimal:
+    """The rate a pool takes of a wager: its rate, or 0 while it is suspended (a suspended
+    pool takes no share; the ledger row records the 0 it applied)."""
+    return _ZERO if pool.suspended else pool.contribution_rate
+
+
+_ZERO = Decimal("0.0000000000")
+
+
 class Splitter:
     """Splits wagers against running pool amounts, with each pool's rate and ceiling
     worked out once: a batch splits thousands of wagers against the same pools.
@@ -53,7 +62,9 @@ class Splitter:
     """
 
     def __init__(self, pools: Mapping[Group, PoolState]) -> None:
-        self._terms = [(g, *_ratio(pools[g].contribution_rate), ceiling(pools[g])) for g in GROUPS]
+        rates = {g: effective_rate(pools[g]) for g in GROUPS}
+        self._terms = [(g, *_ratio(rates[g]), ceiling(pools[g])) for g in GROUPS]
+        self._sharing = tuple(g for g in GROUPS if rates[g] > 0)
 
     def split(self, wager: int, current: dict[Group, int]) -> ContributionShares:
         """`wager`'s share for each pool (share_of, then capped); advances `current`."""
@@ -65,7 +76,7 @@ class Splitter:
             amount = share if before + share <= limit else max(0, limit - before)
             amounts[group] = amount
             current[group] = before + amount
-        return ContributionShares(amounts=amounts, pools_after=dict(current))
+        return ContributionShares(amounts=amounts, pools_after=dict(current), sharing=self._sharing)
 
 
 def pay_win(current: int, seed: int, win_amount: int | None) -> WinOutcome:

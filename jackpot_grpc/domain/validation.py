@@ -197,6 +197,7 @@ def config_change(
     expected_version: int | None,
     actor: str,
     reason: str,
+    apply_at_next_win: bool = False,
 ) -> ConfigChange:
     """Checks the shape of a change; `apply_config_change` checks it against the pool."""
     problems: list[FieldViolation] = []
@@ -220,7 +221,22 @@ def config_change(
         expected_version=expected_version,
         actor=who or "unknown",
         reason=why,
+        apply_at_next_win=apply_at_next_win,
     )
+
+
+def lifecycle_change(
+    group: Group | None, actor: str, reason: str, *, reason_required: bool
+) -> tuple[Group, str, str]:
+    """SuspendPool / ResumePool: (group, actor, reason), checked like UpdateConfig's."""
+    problems: list[FieldViolation] = []
+    if group is None:
+        problems.append(FieldViolation("group", GROUP_CHOICES))
+    who, actor_problems = _text("actor", actor, MAX_ACTOR_LENGTH, required=False)
+    why, reason_problems = _text("reason", reason, MAX_REASON_LENGTH, required=reason_required)
+    _raise_if(problems + actor_problems + reason_problems)
+    assert group is not None
+    return group, who or "unknown", why
 
 
 def apply_config_change(current: PoolConfig, change: ConfigChange) -> PoolConfig:

@@ -35,7 +35,7 @@ from jackpot_grpc.entrypoints.interceptors import (
     Deserializer,
     WrappedUnaryHandlers,
 )
-from jackpot_grpc.refusals import Refusals
+from jackpot_grpc.observability.refusals import Refusals
 
 LAYER = "admission"
 REASONS = (

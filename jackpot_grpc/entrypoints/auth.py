@@ -9,7 +9,7 @@ nothing is checked.
 
 Answers: no or unknown credentials → UNAUTHENTICATED; a known client without the role →
 PERMISSION_DENIED; a caller that keeps failing → RESOURCE_EXHAUSTED for a while
-(jackpot_grpc.failure_throttle). Nothing reaches the handler, so nothing is written. Each
+(jackpot_grpc.security.failure_throttle). Nothing reaches the handler, so nothing is written. Each
 failure is logged at WARNING (caller, method, reason; never the token) and counted by reason.
 
 The caller is the transport peer, or the address in `x-forwarded-for` when the peer is a
@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 import grpc
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.contract.metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 from jackpot_grpc.domain.errors import (
     DomainError,
     PermissionDenied,
@@ -47,9 +48,9 @@ from jackpot_grpc.entrypoints.interceptors import (
     WrappedUnaryHandlers,
     method_name,
 )
-from jackpot_grpc.failure_throttle import FailureThrottle
-from jackpot_grpc.metrics import RequestMetrics
-from jackpot_grpc.peer_address import (
+from jackpot_grpc.observability.metrics import RequestMetrics
+from jackpot_grpc.security.failure_throttle import FailureThrottle
+from jackpot_grpc.transport.peer_address import (
     LOOPBACK_PROXIES,
     Caller,
     TrustedProxies,
@@ -57,7 +58,6 @@ from jackpot_grpc.peer_address import (
     grpc_peer,
     real_caller,
 )
-from jackpot_grpc.peer_metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 
 log = logging.getLogger(__name__)
 

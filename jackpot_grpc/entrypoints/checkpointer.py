@@ -12,14 +12,22 @@ the money paths never wait for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
+import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.entrypoints.periodic import Periodic
-from jackpot_grpc.ledger.checkpoint import CheckpointError, split_log
+from jackpot_grpc.ledger.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    open_checkpoint,
+    split_log,
+)
 from jackpot_grpc.service.ledger_books import (
     CheckpointSigner,
     LedgerBooksError,
@@ -64,17 +72,38 @@ class Checkpointer:
         self._key_file = key_file
         self._log_file = log_file
         self._worker: ProcessPoolExecutor | None = None
+        self._worker_pid: int | None = None
         self._signed_note: str | None = None
         self._loop = Periodic("ledger-checkpoint", self.run_once, interval)
         self.signed = 0
         self.failures = 0
         self.skipped = 0  # turns another replica had, or with nothing new
         self._latest: str | None = last_note(log_file)
+        # Why signing stopped (failover_watch: the database lost checkpointed leaves).
+        self.halted: str | None = None
 
     @property
     def latest(self) -> str | None:
         """The newest checkpoint this process signed, else the newest in its log."""
         return self._signed_note or self._latest
+
+    def newest(self) -> Checkpoint | None:
+        """The newest checkpoint, opened (None: none yet, or it does not verify)."""
+        note = self.latest
+        if note is None:
+            return None
+        try:
+            return open_checkpoint(note, self._verifier)
+        except CheckpointError:
+            return None
+
+    def halt(self, reason: str) -> None:
+        """Sign no more: the database no longer holds what an earlier checkpoint covers,
+        and a new checkpoint must not bless that history (an operator restarts signing
+        after the runbook's checks, by restarting the server)."""
+        if self.halted is None:
+            log.error("ledger checkpoint signing halted: %s", reason)
+        self.halted = reason
 
     def proofs(self, pool: Pool) -> LedgerProofs:
         """GetLedgerProof's prover: against the newest checkpoint this process knows, reading
@@ -82,7 +111,12 @@ class Checkpointer:
         return LedgerProofs(pool, lambda: self.latest, self._verifier)
 
     async def run_once(self) -> None:
+        if self.halted is not None:
+            self.skipped += 1
+            return
         try:
+            if self._worker_pid is None:
+                await self._record_worker()
             assert self._worker is not None
             loop = asyncio.get_running_loop()
             signed = await loop.run_in_executor(self._worker, _sign_in_worker, self._url)
@@ -114,8 +148,24 @@ class Checkpointer:
         )
         self._loop.start()
 
-    async def stop(self) -> None:
-        await self._loop.stop()
+    async def _record_worker(self) -> None:
+        """The worker's process id (it is spawned on first use), to end it if it hangs."""
+        assert self._worker is not None
+        self._worker_pid = await asyncio.get_running_loop().run_in_executor(self._worker, os.getpid)
+
+    async def stop(self, budget: float = 2.0) -> None:
+        """Bounded: a worker still busy after `budget` seconds (its leaves' COMMIT held by
+        a synchronous standby that is gone, say) is terminated; its transaction is the
+        database's to finish or roll back, and no checkpoint was signed over it."""
+        await self._loop.stop(budget)
         if self._worker is not None:
             worker, self._worker = self._worker, None
-            await asyncio.to_thread(worker.shutdown, wait=True, cancel_futures=True)
+            stopping = asyncio.ensure_future(
+                asyncio.to_thread(worker.shutdown, wait=True, cancel_futures=True)
+            )
+            done, _ = await asyncio.wait({stopping}, timeout=budget)
+            if not done and self._worker_pid is not None:
+                log.error("ledger checkpoint worker still busy after %.1f s: terminating", budget)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._worker_pid, signal.SIGTERM)
+                await asyncio.wait({stopping}, timeout=budget)

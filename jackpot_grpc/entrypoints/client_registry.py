@@ -31,11 +31,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.entrypoints.identity import Client
-from jackpot_grpc.secret_rules import loose_mode
+from jackpot_grpc.security.client_names import ADMIN_CLIENT as ADMIN_CLIENT
+from jackpot_grpc.security.secret_rules import loose_mode
 
 log = logging.getLogger(__name__)
 
-ADMIN_CLIENT = "admin"  # the client JACKPOT_ADMIN_TOKEN stands for
 POLL_SECONDS = 2.0
 PROBLEMS = ("invalid_entry", "not_applied")
 

@@ -1,4 +1,7 @@
-"""Translation between protobuf messages and domain values. No rules here."""
+"""Translation between protobuf messages and domain values. No rules here.
+
+The group enum's mapping lives in jackpot_grpc.contract.groups (the operator's commands use
+it too); it is re-exported here for the handlers."""
 
 from __future__ import annotations
 
@@ -8,32 +11,22 @@ from google.protobuf import timestamp_pb2
 from google.type import decimal_pb2
 from jackpot.v1 import jackpot_pb2 as pb
 
+from jackpot_grpc.contract.groups import GROUP_TO_PROTO as _TO_PROTO
+from jackpot_grpc.contract.groups import group_from_proto as group_from_proto
+from jackpot_grpc.contract.groups import group_to_proto as group_to_proto
 from jackpot_grpc.domain.model import (
     GROUPS,
     ContributionResult,
     Group,
+    PendingConfig,
     PoolConfig,
     PoolState,
     Statistics,
+    WinRecord,
     WinResult,
 )
 from jackpot_grpc.domain.rules import INT64_MAX
 from jackpot_grpc.domain.validation import rate_text
-
-_TO_PROTO: dict[Group, pb.JackpotGroup.ValueType] = {
-    Group.MINOR: pb.JACKPOT_GROUP_MINOR,
-    Group.MAJOR: pb.JACKPOT_GROUP_MAJOR,
-    Group.MEGA: pb.JACKPOT_GROUP_MEGA,
-}
-_FROM_PROTO = {v: k for k, v in _TO_PROTO.items()}
-
-
-def group_from_proto(value: int) -> Group | None:
-    return _FROM_PROTO.get(value)  # type: ignore[call-overload, no-any-return]
-
-
-def group_to_proto(group: Group) -> pb.JackpotGroup.ValueType:
-    return _TO_PROTO[group]
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -62,7 +55,62 @@ def pool(state: PoolState) -> pb.Pool:
     )
     if state.max_amount is not None:
         message.max_amount = state.max_amount
+    if state.suspended:
+        message.suspended = True
+        message.suspended_reason = state.suspended_reason
+    if state.pending is not None:
+        message.pending_config.CopyFrom(pending_config(state.pending))
     return message
+
+
+def pending_config(pending: PendingConfig) -> pb.PendingConfig:
+    message = pb.PendingConfig(
+        clear_max_amount=pending.clear_max_amount,
+        actor=pending.actor,
+        reason=pending.reason,
+        scheduled_at=timestamp(pending.scheduled_at),
+        schedule_id=pending.schedule_id,
+    )
+    if pending.contribution_rate is not None:
+        message.contribution_rate.value = rate_text(pending.contribution_rate)
+    if pending.seed_amount is not None:
+        message.seed_amount = pending.seed_amount
+    if pending.max_amount is not None:
+        message.max_amount = pending.max_amount
+    return message
+
+
+def win_record(win: WinRecord) -> pb.WinRecord:
+    message = pb.WinRecord(
+        win_id=win.win_id,
+        group=_TO_PROTO[win.group],
+        amount=win.amount,
+        game_id=win.game_id,
+        user_id=str(win.user_id),
+        client=win.client,
+        won_at=timestamp(win.created_at),
+        pool_before=win.pool_before,
+        pool_after=win.pool_after,
+        seed_funded_by_operator=win.seed_funded_by_operator,
+        seed_funded_from_reserve=win.seed_funded_from_reserve,
+        ledger_seq=win.ledger_seq or 0,
+    )
+    if win.requested_amount is not None:
+        message.requested_amount = win.requested_amount
+    if win.ledger_index is not None:
+        message.ledger_index = win.ledger_index
+    return message
+
+
+# The sharing_groups of a ContributeResponse, by the domain's tuple (a handful of values).
+_SHARING: dict[tuple[Group, ...], list[pb.JackpotGroup.ValueType]] = {}
+
+
+def _sharing(groups: tuple[Group, ...]) -> list[pb.JackpotGroup.ValueType]:
+    found = _SHARING.get(groups)
+    if found is None:
+        found = _SHARING[groups] = [_TO_PROTO[g] for g in groups]
+    return found
 
 
 def contribute_response(result: ContributionResult) -> pb.ContributeResponse:
@@ -86,6 +134,7 @@ def fill_contribute_response(
         add_contribution(group=proto_group, amount=shares.amounts[group])
         add_pool_amount(group=proto_group, amount=shares.pools_after[group])
     message.total_contribution = shares.total
+    message.sharing_groups.extend(_sharing(shares.sharing))
     message.contribution_id = result.contribution_id
     message.leaf_index = result.leaf_index
     if created_at is not None:
@@ -115,6 +164,8 @@ def pool_config(config: PoolConfig) -> pb.PoolConfig:
     )
     if config.max_amount is not None:
         message.max_amount = config.max_amount
+    if config.pending is not None:
+        message.pending_config.CopyFrom(pending_config(config.pending))
     return message
 
 

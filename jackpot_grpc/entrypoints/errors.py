@@ -12,6 +12,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from jackpot_grpc.domain.errors import (
+    CommitOutcomeUnknown,
     DeadlineTooShort,
     DomainError,
     IdempotencyKeyReused,
@@ -25,6 +26,7 @@ from jackpot_grpc.domain.errors import (
     PermissionDenied,
     PoolEmpty,
     PoolNotFound,
+    PoolSuspended,
     RateLimited,
     RateSumExceeded,
     ShuttingDown,
@@ -49,6 +51,7 @@ ERRORS: dict[type[DomainError], tuple[grpc.StatusCode, str]] = {
     IdempotencyKeyReused: (grpc.StatusCode.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED"),
     InsufficientPool: (grpc.StatusCode.FAILED_PRECONDITION, "WIN_EXCEEDS_POOL"),
     PoolEmpty: (grpc.StatusCode.FAILED_PRECONDITION, "POOL_EMPTY"),
+    PoolSuspended: (grpc.StatusCode.FAILED_PRECONDITION, "POOL_SUSPENDED"),
     OutOfRange: (grpc.StatusCode.OUT_OF_RANGE, "AMOUNT_OUT_OF_RANGE"),
     PoolNotFound: (grpc.StatusCode.NOT_FOUND, "POOL_NOT_FOUND"),
     LeafNotInCheckpoint: (grpc.StatusCode.OUT_OF_RANGE, "LEAF_NOT_IN_CHECKPOINT"),
@@ -56,6 +59,7 @@ ERRORS: dict[type[DomainError], tuple[grpc.StatusCode, str]] = {
     VersionConflict: (grpc.StatusCode.ABORTED, "VERSION_CONFLICT"),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
     LockTimeout: (grpc.StatusCode.UNAVAILABLE, "LOCK_TIMEOUT"),
+    CommitOutcomeUnknown: (grpc.StatusCode.UNAVAILABLE, "COMMIT_OUTCOME_UNKNOWN"),
     ShuttingDown: (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
     Overloaded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"),
     DeadlineTooShort: (grpc.StatusCode.RESOURCE_EXHAUSTED, "DEADLINE_TOO_SHORT"),

@@ -9,6 +9,13 @@ probe never restarts a process during a database blip, nor one started during an
 While readiness is NOT_SERVING the probe backs off: each failure doubles the wait before
 the next try, up to MAX_BACKOFF, so a long outage is not knocked on every interval and
 the database is seen back within MAX_BACKOFF of answering.
+
+Readiness covers writes too (docs/DEPLOY.md, "Replication and failover"): after the read,
+the probe commits a heartbeat row within a bound unless a write of this process committed
+within the last interval, and the oldest contribution batch in flight may be no older
+than JACKPOT_BATCH_AGE_LIMIT (past it readiness turns NOT_SERVING at once: a commit is
+stuck). Every write this process commits counts as a successful probe, so readiness comes
+back with the first commit, not at the next probe.
 """
 
 from __future__ import annotations
@@ -19,9 +26,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from grpc_health.v1 import health_pb2
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 
-from jackpot_grpc.contract import JACKPOT_SERVICE
+from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -40,14 +47,25 @@ class DatabaseHealthProbe:
 
     def __init__(
         self,
-        health: HealthServicer,
+        health: health_aio.HealthServicer,
         ping: Callable[[], Awaitable[None]],
         interval: float,
         timeout: float = 1.0,
         failures_to_flip: int = 3,
+        *,
+        write: Callable[[], Awaitable[None]] | None = None,
+        batch_age: Callable[[], float | None] | None = None,
+        batch_age_limit: float = 0.0,
     ) -> None:
         self._health = health
         self._ping = ping
+        self._write = write
+        self._batch_age = batch_age
+        self._batch_age_limit = batch_age_limit
+        self.last_write_ok: float | None = None  # monotonic time of the last write committed
+        self.stuck_batch_seconds: float | None = None  # the in-flight batch past its limit
+        self._flip: asyncio.Task[None] | None = None
+        self._reads_ok = False  # the last probe's read answered (only a write failed)
         self._timeout = timeout
         self._failures_to_flip = max(1, failures_to_flip)
         self._interval = interval
@@ -58,12 +76,54 @@ class DatabaseHealthProbe:
         self.last_error: str | None = None
         self.last_checked: float | None = None
 
+    def write_succeeded(self) -> None:
+        """A write of this process committed (on the event loop): the database takes
+        writes now, whatever the last probe found."""
+        self.last_write_ok = time.monotonic()
+        if self.healthy is False and self._stuck() is None:
+            self.consecutive_failures = 0
+            self.last_error = None
+            self.healthy = True
+            log.info("a write committed: SERVING")
+            self._flip = asyncio.get_running_loop().create_task(self._set_readiness(SERVING))
+
+    async def _set_readiness(self, status: int) -> None:
+        for service in READINESS:
+            await self._health.set(service, status)
+
+    def _stuck(self) -> float | None:
+        """The age of the batch in flight, when past its limit."""
+        age = self._batch_age() if self._batch_age is not None else None
+        limit = self._batch_age_limit
+        return age if age is not None and limit > 0 and age > limit else None
+
+    def _wrote_recently(self) -> bool:
+        last = self.last_write_ok
+        return last is not None and time.monotonic() - last <= max(self._interval, 0.1)
+
+    async def _probe(self) -> None:
+        self._reads_ok = False
+        async with asyncio.timeout(self._timeout):
+            await self._ping()
+        self._reads_ok = True
+        if self._write is not None and not self._wrote_recently():
+            # The write bounds its own commit (closing, never cancelling, a commit that
+            # does not answer); this timeout is only the backstop.
+            async with asyncio.timeout(2 * self._timeout):
+                await self._write()
+            self.last_write_ok = time.monotonic()
+
     async def check(self) -> bool:
         """One probe; returns whether readiness is SERVING afterwards."""
         started = time.perf_counter()
+        self.stuck_batch_seconds = stuck = self._stuck()
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._ping()
+            if stuck is not None:
+                raise TimeoutError(
+                    f"a contribution batch has been in flight for {stuck:.1f} s"
+                    f" (JACKPOT_BATCH_AGE_LIMIT {self._batch_age_limit:g} s)"
+                )
+            await self._probe()
         except Exception as exc:  # any failure means "not serving", and is reported
             self.last_error = f"{type(exc).__name__}: {exc}"
             ok = False
@@ -73,7 +133,8 @@ class DatabaseHealthProbe:
             ok = True
         self.last_checked = time.time()
         self.consecutive_failures = 0 if ok else self.consecutive_failures + 1
-        tolerated = self.consecutive_failures < self._failures_to_flip
+        # A stuck batch is already a failure that lasted the age limit: no grace.
+        tolerated = stuck is None and self.consecutive_failures < self._failures_to_flip
         if not ok and self.healthy and tolerated:
             log.warning(
                 "database probe failed (%d of %d before NOT_SERVING): %s",
@@ -89,16 +150,16 @@ class DatabaseHealthProbe:
                 "reachable: SERVING" if ok else "unreachable: NOT_SERVING",
                 self.last_error or "ok",
             )
-            status = SERVING if ok else NOT_SERVING
-            for service in READINESS:
-                await self._health.set(service, status)
+            await self._set_readiness(SERVING if ok else NOT_SERVING)
         self.healthy = ok
         return ok
 
     def next_delay(self) -> float:
         """The interval while SERVING (a failure must flip readiness promptly); while
         NOT_SERVING, doubled per failure up to MAX_BACKOFF."""
-        if self.healthy is not False:
+        if self.healthy is not False or self._reads_ok:
+            # A database that answers but cannot commit (a synchronous standby gone) is
+            # probed every interval: its writes come back the moment the standby does.
             return self._interval
         doublings = min(self.consecutive_failures - 1, 16)
         backoff: float = self._interval * 2.0**doublings

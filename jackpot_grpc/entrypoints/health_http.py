@@ -45,6 +45,7 @@ from prometheus_client.registry import Collector
 
 from jackpot_grpc.domain.model import LedgerAudit
 from jackpot_grpc.entrypoints.core_calls import CallIntake
+from jackpot_grpc.entrypoints.failover_watch import FailoverWatch
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_report import (
     error_text,
@@ -140,8 +141,10 @@ class HealthHttp:
         on_demand_interval: float = 10.0,
         clients: Callable[[], dict[str, Any]] | None = None,
         checkpoint: Callable[[], str | None] | None = None,
+        failover: FailoverWatch | None = None,
     ) -> None:
         self.service = service
+        self._failover = failover  # the database's identity, and what a failover lost
         self._checkpoint = checkpoint  # the newest signed ledger checkpoint, when signing
         self._clients = clients  # the clients file's state, when the server has one
         self.auditor = auditor
@@ -228,6 +231,7 @@ class HealthHttp:
         stale = age is None or age > max(5 * self._probe_interval, 5.0)
         up = probe.healthy is True and not stale
         latency = probe.last_latency_ms
+        wrote = probe.last_write_ok
         return {
             "status": "up" if up else "down",
             "latency_ms": None if latency is None else round(latency, 3),
@@ -235,6 +239,12 @@ class HealthHttp:
             "last_checked": iso_time(probe.last_checked),
             "age_seconds": None if age is None else round(age, 3),
             "source": "probe",
+            # Readiness covers writes: the last commit (a call's or the probe's heartbeat),
+            # and a contribution batch in flight past JACKPOT_BATCH_AGE_LIMIT, if any.
+            "last_write_age_seconds": None if wrote is None else round(time.monotonic() - wrote, 3),
+            "stuck_batch_seconds": None
+            if probe.stuck_batch_seconds is None
+            else round(probe.stuck_batch_seconds, 3),
         }
 
     async def _database_result(self) -> dict[str, Any]:
@@ -273,10 +283,15 @@ class HealthHttp:
         # The latest audit's verdict (never a new audit here): books that do not balance
         # make the service unhealthy for operators; not audited yet does not.
         books_ok, ledger = await self._ledger(audit_now=False)
+        failover = self._failover
+        # Checkpointed leaves the database lost (an asynchronous failover): the books are
+        # broken although they balance; unhealthy like unbalanced books.
+        intact = failover is None or not failover.lost
         if self.shutting_down:
             status = "shutting_down"
         else:
-            status = "healthy" if database["status"] == "up" and books_ok else "unhealthy"
+            healthy = database["status"] == "up" and books_ok and intact
+            status = "healthy" if healthy else "unhealthy"
         body = {
             "status": status,
             "checks": {
@@ -286,6 +301,7 @@ class HealthHttp:
                     for k in ("status", "pool_size", "in_use", "max_size", "utilization_percent")
                 },
                 "ledger": {k: ledger[k] for k in LEDGER_VERDICT if k in ledger},
+                **({"failover": failover.report()} if failover is not None else {}),
                 # Shown, not judged: the server serves its valid clients whatever this says.
                 **({"clients_file": self._clients()} if self._clients is not None else {}),
             },

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-ANONYMOUS = "anonymous"
+from jackpot_grpc.security.client_names import ANONYMOUS as ANONYMOUS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from jackpot_grpc.metrics import RequestMetrics
+from jackpot_grpc.observability.metrics import RequestMetrics
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]

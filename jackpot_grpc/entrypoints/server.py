@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from jackpot.v1 import jackpot_pb2_grpc
 
@@ -25,6 +25,7 @@ from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor
 from jackpot_grpc.entrypoints.checkpointer import Checkpointer
 from jackpot_grpc.entrypoints.core_calls import CallIntake, listening_servers
+from jackpot_grpc.entrypoints.failover_watch import FailoverWatch
 from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
@@ -65,7 +66,7 @@ class ServerParts:
     contributor: Contributor
     batcher: ContributionBatcher | ThreadedBatcher | None  # the contributor, when batching
     metrics: RequestMetrics
-    health: HealthServicer
+    health: health_aio.HealthServicer
     probe: DatabaseHealthProbe
     admission: AdmissionInterceptor
     intake: CallIntake
@@ -77,6 +78,7 @@ class ServerParts:
     watch_hub: WatchHub
     listener: ChangeListener | None  # None behind PgBouncer (transaction mode: no LISTEN)
     checkpointer: Checkpointer | None = None  # with JACKPOT_LEDGER_KEY_FILE and _CHECKPOINT_LOG
+    failover: FailoverWatch | None = None  # the database's identity, and what a failover lost
 
 
 @dataclass(kw_only=True)
@@ -112,6 +114,8 @@ class RunningServer(ServerParts):
         await self.pool.close()
         await self.side_pool.close()
         await self.probe_connection.close()
+        if self.failover is not None:
+            await self.failover.stop()
         await self.health_http.close()
         log.info("gRPC server stopped")
 
@@ -123,7 +127,7 @@ def _grpc_server(
     interceptors: list[Any],
     *,
     reuse_port: bool,
-    health: HealthServicer,
+    health: health_aio.HealthServicer,
     refusals: Refusals,
     watch: PoolWatch | None = None,
     ledger_proofs: LedgerProofs | None = None,
@@ -166,7 +170,7 @@ def build_server(
     """Build and wire every part of the server. No I/O: the pool is created closed,
     nothing is bound and no task starts; a bad setting fails here, before any of that."""
     history_config = sampler_config(settings)
-    check_server(settings)  # no clients configured: loopback only (open_mode.py)
+    check_server(settings)  # no clients configured: loopback only (security/open_mode.py)
     check_server_secrets(settings)  # short tokens, key files others may read
     pool = create_pool(settings, database_url)
     service = JackpotService(
@@ -174,6 +178,7 @@ def build_server(
         settings.snapshot_ttl,
         telemetry.metrics if telemetry else None,
         max_rate_sum=settings.max_rate_sum,
+        commit_timeout=settings.commit_timeout,
     )
     batcher: ContributionBatcher | ThreadedBatcher | None = None
     contributor: Contributor
@@ -196,7 +201,7 @@ def build_server(
 
     metrics = RequestMetrics()
     refusals = Refusals()
-    health = HealthServicer()
+    health = health_aio.HealthServicer()
     probe_connection = ProbeConnection(settings, database_url)
     probe = DatabaseHealthProbe(
         health,
@@ -204,7 +209,11 @@ def build_server(
         settings.health_probe_interval,
         settings.health_probe_timeout,
         settings.health_failure_threshold,
+        write=probe_connection.write,
+        batch_age=batcher.in_flight_age if batcher is not None else None,
+        batch_age_limit=settings.batch_age_limit,
     )
+    service.write_committed.append(probe.write_succeeded)
     admission = AdmissionInterceptor(
         [JACKPOT_SERVICE],
         lambda: probe.healthy,
@@ -247,6 +256,12 @@ def build_server(
         if settings.ledger_key_file is not None and settings.checkpoint_log is not None
         else None
     )
+    failover = FailoverWatch(
+        database_url,
+        checkpoint=checkpointer.newest if checkpointer is not None else None,
+        on_loss=checkpointer.halt if checkpointer is not None else None,
+    )
+    probe_connection.on_connect = failover.connected
     server = _grpc_server(
         settings,
         service,
@@ -281,6 +296,7 @@ def build_server(
             auditor,
             intake,
             WatchCollector(hub),
+            failover,
             auth.registry.prometheus,
             *([telemetry.prometheus] if telemetry else []),
         ],
@@ -293,6 +309,7 @@ def build_server(
         limits=HttpLimits.from_settings(settings),
         on_demand_interval=settings.on_demand_interval,
         checkpoint=(lambda: checkpointer.latest) if checkpointer is not None else None,
+        failover=failover,
     )
     return ServerParts(
         settings=settings,
@@ -315,6 +332,7 @@ def build_server(
         watch_hub=hub,
         listener=listener,
         checkpointer=checkpointer,
+        failover=failover,
     )
 
 

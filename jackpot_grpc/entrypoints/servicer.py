@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc.domain import validation
+from jackpot_grpc.domain import paging, validation
 from jackpot_grpc.domain.errors import (
     DomainError,
     FieldViolation,
@@ -231,6 +231,7 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             request.expected_version if request.HasField("expected_version") else None,
             request.actor,
             request.reason,
+            request.apply_at_next_win,
         )
         # Who is allowed is settled before the handler (entrypoints/auth.py); the audit
         # row records that client beside the request's free-text actor.
@@ -238,6 +239,59 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             change, current_client_name(), validate_only=request.validate_only
         )
         return pb.UpdateConfigResponse(config=convert.pool_config(config), audit_id=audit_id)
+
+    @translating_errors
+    async def ListWins(
+        self, request: pb.ListWinsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListWinsResponse:
+        query = paging.wins_query(
+            convert.group_from_proto(request.group),
+            request.group != pb.JACKPOT_GROUP_UNSPECIFIED,
+            request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None,
+            request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
+            request.page_size,
+            request.page_token,
+        )
+        # One more than the page: whether there is a next one, without a count.
+        found = await self._service.wins(
+            group=query.group,
+            start=query.start,
+            end=query.end,
+            after=query.after,
+            limit=query.page_size + 1,
+        )
+        page = found[: query.page_size]
+        response = pb.ListWinsResponse(wins=[convert.win_record(w) for w in page])
+        if len(found) > query.page_size:
+            last = page[-1]
+            response.next_page_token = paging.next_token(query, (last.created_at, last.win_id))
+        return response
+
+    @translating_errors
+    async def SuspendPool(
+        self, request: pb.SuspendPoolRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PoolLifecycleResponse:
+        return await self._lifecycle(request, suspended=True)
+
+    @translating_errors
+    async def ResumePool(
+        self, request: pb.ResumePoolRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PoolLifecycleResponse:
+        return await self._lifecycle(request, suspended=False)
+
+    async def _lifecycle(
+        self, request: pb.SuspendPoolRequest | pb.ResumePoolRequest, *, suspended: bool
+    ) -> pb.PoolLifecycleResponse:
+        group, actor, reason = validation.lifecycle_change(
+            convert.group_from_proto(request.group),
+            request.actor,
+            request.reason,
+            reason_required=suspended,
+        )
+        pool, event_id = await self._service.set_suspended(
+            group, suspended, actor, reason, current_client_name()
+        )
+        return pb.PoolLifecycleResponse(pool=convert.pool(pool), event_id=event_id)
 
     # Written with context.write, not as a generator: each write is awaited with a bound,
     # so a reader that stops reading is cut off (entrypoints/watch_stream.py).

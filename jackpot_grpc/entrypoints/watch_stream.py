@@ -14,11 +14,11 @@ import asyncio
 import grpc
 from jackpot.v1 import jackpot_pb2 as pb
 
+from jackpot_grpc.contract.metadata import FORWARDED_FOR
 from jackpot_grpc.domain.errors import InvalidArgument, WatcherTooSlow
 from jackpot_grpc.domain.model import Group, PoolState
 from jackpot_grpc.domain.watch import Hit
 from jackpot_grpc.entrypoints import convert
-from jackpot_grpc.peer_metadata import FORWARDED_FOR
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.watch_hub import Delivery, WatchHub
 

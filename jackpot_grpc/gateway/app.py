@@ -1,5 +1,5 @@
 """The REST gateway: an aiohttp app whose routes come from the proto, over one gRPC channel
-that balances over every server of JACKPOT_GRPC_TARGET (jackpot_grpc.balancing)."""
+that balances over every server of JACKPOT_GRPC_TARGET (jackpot_grpc.transport.balancing)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
 from jackpot.v1 import jackpot_pb2
 
-from jackpot_grpc.balancing import balanced_channel_options, channel_target
 from jackpot_grpc.config import Settings
-from jackpot_grpc.failure_throttle import FailureThrottle
 from jackpot_grpc.gateway import forwarding, metrics_proxy, stream_framing
 from jackpot_grpc.gateway.caller_limit import CallerFailureLimit
 from jackpot_grpc.gateway.errors import GatewayError, rpc_error_response
@@ -27,15 +25,21 @@ from jackpot_grpc.gateway.open_guard import OpenServerError, OpenServerGuard
 from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import Route, build_routes
 from jackpot_grpc.gateway.transcode import build_request, forwarded_metadata, response_json
-from jackpot_grpc.http_site import HttpLimits, body_guard, close_if_unread, start_site
-from jackpot_grpc.open_mode import is_loopback
-from jackpot_grpc.peer_address import LOOPBACK_PROXIES, Caller, TrustedProxies
-from jackpot_grpc.refusals import Refusals
-from jackpot_grpc.secret_rules import require_long_token
-from jackpot_grpc.signals import wait_for_signal
-from jackpot_grpc.startup_gc import freeze_startup_objects
-from jackpot_grpc.telemetry import GATEWAY_OTEL_SERVICE_NAME, Telemetry, setup_telemetry
-from jackpot_grpc.tls import channel_credentials
+from jackpot_grpc.observability.refusals import Refusals
+from jackpot_grpc.observability.telemetry import (
+    GATEWAY_OTEL_SERVICE_NAME,
+    Telemetry,
+    setup_telemetry,
+)
+from jackpot_grpc.runtime.signals import wait_for_signal
+from jackpot_grpc.runtime.startup_gc import freeze_startup_objects
+from jackpot_grpc.security.failure_throttle import FailureThrottle
+from jackpot_grpc.security.open_mode import is_loopback
+from jackpot_grpc.security.secret_rules import require_long_token
+from jackpot_grpc.transport.balancing import balanced_channel_options, channel_target
+from jackpot_grpc.transport.http_site import HttpLimits, body_guard, close_if_unread, start_site
+from jackpot_grpc.transport.peer_address import LOOPBACK_PROXIES, Caller, TrustedProxies
+from jackpot_grpc.transport.tls import channel_credentials
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider

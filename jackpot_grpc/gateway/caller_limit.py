@@ -15,10 +15,10 @@ import logging
 import grpc
 from aiohttp import web
 
-from jackpot_grpc.failure_throttle import FailureThrottle
 from jackpot_grpc.gateway.errors import rate_limited_response
-from jackpot_grpc.peer_address import Caller
-from jackpot_grpc.refusals import Refusals
+from jackpot_grpc.observability.refusals import Refusals
+from jackpot_grpc.security.failure_throttle import FailureThrottle
+from jackpot_grpc.transport.peer_address import Caller
 
 log = logging.getLogger(__name__)
 

@@ -29,15 +29,15 @@ from collections.abc import Iterable, Mapping
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from jackpot_grpc.contract.metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 from jackpot_grpc.gateway.errors import bad_request
-from jackpot_grpc.peer_address import (
+from jackpot_grpc.transport.peer_address import (
     Caller,
     TrustedProxies,
     forwarded_entries,
     http_peer,
     real_caller,
 )
-from jackpot_grpc.peer_metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 
 GRPC_TIMEOUT = "Grpc-Timeout"
 X_FORWARDED_FOR = "X-Forwarded-For"

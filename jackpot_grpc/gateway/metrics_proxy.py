@@ -34,7 +34,7 @@ from aiohttp import web
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.gateway.errors import GatewayError, bad_request
-from jackpot_grpc.metrics import PERIODS, Stats, UnknownPeriod, describe
+from jackpot_grpc.observability.metrics import PERIODS, Stats, UnknownPeriod, describe
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ IN_FLIGHT = web.AppKey("metrics_in_flight", dict)
 _FORWARDED_REQUEST_HEADERS = ("traceparent", "tracestate")
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 QUERY_PARAMETERS = ("period",)
-# The summary's own keys (jackpot_grpc.metrics.summarize) and each figure's (describe).
+# The summary's own keys (jackpot_grpc.observability.metrics.summarize) and each figure's
+# (describe).
 PUBLIC_KEYS = frozenset(
     {"period", "source", "window_seconds", "uptime_seconds", "methods", "units"}
     | set(describe(Stats(), 1.0))

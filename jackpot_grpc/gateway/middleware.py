@@ -1,7 +1,7 @@
 """Middlewares: every error leaves as JSON from one place, and unwanted bodies stop early.
 
 The body bounds themselves (413 from the headers, 415 for a Content-Encoding, never a
-byte read) are jackpot_grpc.http_site's, shared with the health port; here is only how
+byte read) are jackpot_grpc.transport.http_site's, shared with the health port; here is only how
 much body each request may carry.
 """
 

@@ -1,7 +1,7 @@
 """The gateway never opens a server in open mode to the network.
 
 A server with no clients configured lets every caller in, and therefore listens on loopback
-only (jackpot_grpc.open_mode). A gateway in front of it listening on a wider address would
+only (jackpot_grpc.security.open_mode). A gateway in front of it listening on a wider address would
 undo that, whatever the gateway's own settings say. So a gateway listening beyond loopback
 (without JACKPOT_ALLOW_OPEN=1) asks the server, at start and after each reconnect, with a
 call that needs a role and carries no caller's credentials (GetConfig, a read; with the

@@ -53,11 +53,17 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from jackpot_grpc.adapters import history_store as store
 from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.cgroup_memory import memory_limit, memory_percent
 from jackpot_grpc.config import Settings
-from jackpot_grpc.history.records import Batch, Rollup, SystemSample
-from jackpot_grpc.messages import first_line
-from jackpot_grpc.metrics import PERIODS, RequestMetrics, Stats, UnknownPeriod, summarize
+from jackpot_grpc.observability.history_records import Batch, Rollup, SystemSample
+from jackpot_grpc.observability.metrics import (
+    PERIODS,
+    RequestMetrics,
+    Stats,
+    UnknownPeriod,
+    summarize,
+)
+from jackpot_grpc.runtime.cgroup_memory import memory_limit, memory_percent
+from jackpot_grpc.text.messages import first_line
 
 log = logging.getLogger(__name__)
 

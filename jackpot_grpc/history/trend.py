@@ -20,9 +20,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from jackpot_grpc.adapters import history_store as store
-from jackpot_grpc.history.records import sum_stats
-from jackpot_grpc.metrics import RELATIVE_ERROR
-from jackpot_grpc.text_table import render_table
+from jackpot_grpc.observability.history_records import sum_stats
+from jackpot_grpc.observability.metrics import RELATIVE_ERROR
+from jackpot_grpc.text.table import render_table
 
 _PERIOD = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}

@@ -32,6 +32,7 @@ class EventType(enum.IntEnum):
     WIN = 2
     SEED_FUNDING = 3
     CONFIG_CHANGE = 4
+    POOL_LIFECYCLE = 5
 
 
 class FieldKind(enum.Enum):
@@ -87,6 +88,22 @@ _CONFIG = tuple(
     )
 )
 
+# A pool lifecycle change: suspend, resume, or a config change scheduled for the next win
+# (its `pending_*` fields: absent on suspend and resume, and where the change keeps a value).
+_LIFECYCLE = (
+    *_HEAD,
+    _f("changed_at", TIME),
+    _f("client", TEXT),
+    _f("actor", TEXT),
+    _f("reason", TEXT),
+    _f("jackpot_group", TEXT),
+    _f("action", TEXT),
+    _f("pending_contribution_rate", RATE, True),
+    _f("pending_seed_amount", INT, True),
+    _f("pending_max_amount", INT, True),
+    _f("pending_clear_max_amount", INT, True),
+)
+
 SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
     EventType.CONTRIBUTION: (
         *_HEAD,
@@ -126,7 +143,9 @@ SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
         _f("jackpot_group", TEXT),
         *_CONFIG,
     ),
+    EventType.POOL_LIFECYCLE: _LIFECYCLE,
 }
+
 
 # The table each event type's rows live in.
 TABLES: Mapping[EventType, str] = {
@@ -134,6 +153,7 @@ TABLES: Mapping[EventType, str] = {
     EventType.WIN: "wins",
     EventType.SEED_FUNDING: "seed_fundings",
     EventType.CONFIG_CHANGE: "config_audit",
+    EventType.POOL_LIFECYCLE: "pool_lifecycle",
 }
 
 

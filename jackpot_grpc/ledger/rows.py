@@ -12,6 +12,7 @@ from jackpot_grpc.ledger.leaf import TABLES, EventType, encode_leaf
 EVENT_OF_TABLE: Mapping[str, EventType] = {table: event for event, table in TABLES.items()}
 GROUPS = ("minor", "major", "mega")
 CONFIG_KEYS = ("contribution_rate", "seed_amount", "max_amount", "version")
+PENDING_KEYS = ("contribution_rate", "seed_amount", "max_amount")
 
 
 def _config_side(side: str, config: Mapping[str, Any]) -> dict[str, object]:
@@ -29,7 +30,22 @@ def leaf_values(table: str, row: Mapping[str, Any], leaf_index: int) -> dict[str
     values: dict[str, object] = {**row, "leaf_index": leaf_index}
     if table == "config_audit":
         values |= _config_side("before", row["before"]) | _config_side("after", row["after"])
+    if table == "pool_lifecycle":
+        values |= _pending_fields(row["pending"])
     return values
+
+
+def _pending_fields(pending: Mapping[str, Any] | None) -> dict[str, object]:
+    """A scheduled change's fields (all absent on suspend and resume): each value it sets,
+    and 1 when it removes the cap (0 when it does not)."""
+    if pending is None:
+        return {f"pending_{key}": None for key in (*PENDING_KEYS, "clear_max_amount")}
+    out: dict[str, object] = {f"pending_{key}": pending.get(key) for key in PENDING_KEYS}
+    rate = out["pending_contribution_rate"]
+    if rate is not None and not isinstance(rate, Decimal):
+        out["pending_contribution_rate"] = Decimal(str(rate))
+    out["pending_clear_max_amount"] = 1 if pending.get("clear_max_amount") else 0
+    return out
 
 
 def leaf_of(table: str, row: Mapping[str, Any], leaf_index: int) -> bytes:

@@ -6,7 +6,7 @@ snapshot) and hands them here. What is checked:
 - every checkpoint's signature, its origin, sizes that never shrink;
 - each leaf, in index order, gap-free: its row still exists, still encodes to the leaf hash
   recorded when it became a leaf, keeps its ledger_seq and carries its own index (rows
-  from before receipts, migration 0011, may carry none);
+  from before receipts, migration 0013, may carry none);
 - the tree rebuilt from the rows has each checkpoint's root at its size;
 - no row outside the log except those committed after the last leaf (pending), whose
   claimed indexes follow the last leaf gap-free up to the ledger head;

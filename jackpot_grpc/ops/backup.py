@@ -37,9 +37,9 @@ from jackpot_grpc.adapters.ops_connection import (
     split_password,
     with_dbname,
 )
-from jackpot_grpc.messages import first_line
 from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.output import progress
+from jackpot_grpc.text.messages import first_line
 
 HEARTBEAT_SECONDS = 2.0  # progress of a running pg_dump / pg_restore
 DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")

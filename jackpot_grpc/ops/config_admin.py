@@ -17,6 +17,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.contract.groups import group_from_proto, group_to_proto
 from jackpot_grpc.domain.errors import FieldViolation, InvalidArgument
 from jackpot_grpc.domain.model import GROUP_CHOICES, GROUPS, ConfigChange, Group, PoolConfig
 from jackpot_grpc.domain.validation import (
@@ -25,7 +26,6 @@ from jackpot_grpc.domain.validation import (
     check_rate_sum,
     parse_rate,
 )
-from jackpot_grpc.entrypoints.convert import group_from_proto, group_to_proto
 from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.grpc_client import channel
 from jackpot_grpc.service.jackpot import JackpotService
@@ -221,9 +221,14 @@ def update_request(
     expected_version: int | None,
     actor: str,
     reason: str,
+    at_next_win: bool = False,
 ) -> pb.UpdateConfigRequest:
     request = pb.UpdateConfigRequest(
-        group=group_to_proto(group), clear_max_amount=clear_cap, actor=actor, reason=reason
+        group=group_to_proto(group),
+        clear_max_amount=clear_cap,
+        actor=actor,
+        reason=reason,
+        apply_at_next_win=at_next_win,
     )
     if rate is not None:
         request.contribution_rate.CopyFrom(decimal_pb2.Decimal(value=rate))

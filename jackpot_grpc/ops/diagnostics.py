@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import psutil  # type: ignore[import-untyped]
 
-from jackpot_grpc.cgroup_memory import memory_limit, memory_percent
+from jackpot_grpc.runtime.cgroup_memory import memory_limit, memory_percent
 
 _LOG_LINE = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})(?:,\d+)? (\w+) ")
 ERROR_LEVELS = frozenset({"ERROR", "CRITICAL"})

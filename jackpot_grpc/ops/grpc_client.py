@@ -11,8 +11,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from jackpot_grpc.client.service_config import channel_options
 from jackpot_grpc.config import Settings
-from jackpot_grpc.secret_rules import require_long_token
-from jackpot_grpc.tls import open_channel
+from jackpot_grpc.security.secret_rules import require_long_token
+from jackpot_grpc.transport.tls import open_channel
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 

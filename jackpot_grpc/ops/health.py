@@ -14,9 +14,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.contract import JACKPOT_SERVICE
-from jackpot_grpc.messages import first_line
+from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from jackpot_grpc.ops.grpc_client import channel
+from jackpot_grpc.text.messages import first_line
 
 GRPC_SERVICES = ("", JACKPOT_SERVICE)
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from jackpot_grpc import text_table
+from jackpot_grpc.text import table as text_table
 
 Row = Mapping[str, Any]
 

@@ -29,8 +29,8 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.contract.groups import group_from_proto, group_to_proto
 from jackpot_grpc.domain.model import Group
-from jackpot_grpc.entrypoints.convert import group_from_proto, group_to_proto
 from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.grpc_client import channel, describe_error
 from jackpot_grpc.ops.health import health_url

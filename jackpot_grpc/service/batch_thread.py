@@ -59,6 +59,7 @@ class ThreadedBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._applying: list[Pending] = []  # the batch the thread is applying now
+        self._applying_since: float | None = None  # monotonic: when it was taken
         self._closed = False
         self.batches = 0
         self.batched = 0
@@ -67,6 +68,11 @@ class ThreadedBatcher:
     def waiting(self) -> int:
         """Calls queued for the next batch (not the one being applied)."""
         return self._queue.qsize()
+
+    def in_flight_age(self) -> float | None:
+        """Seconds the batch being applied has been in flight (None: none is)."""
+        since = self._applying_since
+        return None if since is None else time.monotonic() - since
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -125,8 +131,9 @@ class ThreadedBatcher:
                 stopping = self._grow(batch)
             live = [p for p in batch if not p.answer.done()]
             if live:
-                self._applying = live
+                self._applying, self._applying_since = live, time.monotonic()
                 outcome = self._apply([p.command for p in live])
+                self._applying_since = None
                 self._answer(live, outcome)
                 self._applying = []
 

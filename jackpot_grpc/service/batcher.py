@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
 from jackpot_grpc.domain.errors import DomainError, Overloaded, ShuttingDown, Unavailable
@@ -60,6 +61,7 @@ class ContributionBatcher:
         self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=max_queue)
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._applying_since: float | None = None
         self.batches = 0
         self.batched = 0
 
@@ -67,6 +69,11 @@ class ContributionBatcher:
     def waiting(self) -> int:
         """Calls queued for the next batch (not the one being applied)."""
         return self._queue.qsize()
+
+    def in_flight_age(self) -> float | None:
+        """Seconds the batch being applied has been in flight (None: none is)."""
+        since = self._applying_since
+        return None if since is None else time.monotonic() - since
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name="contribution-batcher")
@@ -127,6 +134,13 @@ class ContributionBatcher:
     async def _apply(self, batch: list[Pending]) -> None:
         if not batch:
             return
+        self._applying_since = time.monotonic()
+        try:
+            await self._apply_timed(batch)
+        finally:
+            self._applying_since = None
+
+    async def _apply_timed(self, batch: list[Pending]) -> None:
         try:
             results = await self._service.contribute_many([p.command for p in batch])
         except DomainError as exc:

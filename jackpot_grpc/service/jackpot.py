@@ -6,10 +6,12 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
 from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters.commit_bound import bounded_commit
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.adapters.unit_of_work import (
     Isolation,
@@ -19,7 +21,12 @@ from jackpot_grpc.adapters.unit_of_work import (
 )
 from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.batch import ContributionPlan, key_reused, plan_contributions
-from jackpot_grpc.domain.errors import IdempotencyKeyReused, VersionConflict
+from jackpot_grpc.domain.errors import (
+    IdempotencyKeyReused,
+    InvalidArgument,
+    PoolSuspended,
+    VersionConflict,
+)
 from jackpot_grpc.domain.model import (
     AuditBase,
     ConfigChange,
@@ -33,6 +40,7 @@ from jackpot_grpc.domain.model import (
     Statistics,
     StoredContribution,
     WinCommand,
+    WinRecord,
     WinResult,
 )
 from jackpot_grpc.domain.validation import MAX_RATE_SUM, apply_config_change, check_rate_sum
@@ -60,6 +68,26 @@ class AppliedBatch:
     results: list[ContributionResult | IdempotencyKeyReused]
     pools_after: list[PoolState]
     written: list[ContributionResult]
+
+
+def _applied_reason(reason: str, schedule_id: int) -> str:
+    """The audit row's reason for a pending change applied at a win: its own, and which
+    schedule (pool_lifecycle row) it was."""
+    return f"applied at the next win (scheduled #{schedule_id}){': ' + reason if reason else ''}"
+
+
+def _check_pending_still_applies(after: PoolConfig, pool: PoolState) -> None:
+    """An immediate change must leave the pool's pending change applicable at the win."""
+    assert pool.pending is not None
+    try:
+        apply_config_change(after, pool.pending.change(pool.group))
+    except InvalidArgument as exc:
+        violation = exc.violations[0]
+        raise InvalidArgument.of(
+            violation.field,
+            f"the change scheduled for the next win could then not apply"
+            f" ({violation.description}): schedule a new change first",
+        ) from None
 
 
 class BatchPlanner:
@@ -116,8 +144,14 @@ class JackpotService:
         metrics: ServiceMetrics | None = None,
         *,
         max_rate_sum: Decimal = MAX_RATE_SUM,
+        commit_timeout: float = 0.0,
     ) -> None:
         self.pool = pool
+        # JACKPOT_COMMIT_TIMEOUT: the longest wait for a write's COMMIT (adapters.commit_bound).
+        self.commit_timeout = commit_timeout
+        # Told after each write this process committed: the database takes writes (the
+        # readiness probe counts it as a success, entrypoints.health).
+        self.write_committed: list[Callable[[], None]] = []
         self.max_rate_sum = max_rate_sum
         # Recorded once per transaction, after its commit: never per call on the hot path.
         self.metrics = metrics
@@ -144,8 +178,13 @@ class JackpotService:
     ) -> list[ContributionResult | IdempotencyKeyReused]:
         planner = BatchPlanner(commands)
         end = repo.VALIDATE_ONLY_END if validate_only else repo.COMMIT
-        async with pipelined_transaction(self.pool) as conn:
-            recorded = await repo.contribute_in_two_flights(conn, planner.keys, planner, end=end)
+        async with (
+            pipelined_transaction(self.pool) as conn,
+            bounded_commit(conn, self.commit_timeout) as committing,
+        ):
+            recorded = await repo.contribute_in_two_flights(
+                conn, planner.keys, planner, end=end, committing=committing
+            )
         if validate_only:  # rolled back: no id was recorded; the snapshot and metrics stay
             pools_after, rows = recorded
             unrecorded = [repo.RecordedRow(0, row.created_at, 0) for row in rows]
@@ -155,11 +194,16 @@ class JackpotService:
     def committed(self, batch: AppliedBatch) -> list[ContributionResult | IdempotencyKeyReused]:
         """After a batch's commit (on the event loop): the snapshot follows the pools, the
         metrics count the rows written; the callers' results."""
-        if batch.pools_after:
+        if batch.pools_after:  # written (a batch of replays commits no write)
+            self.committed_write()
             self.snapshot.update(batch.pools_after)
         if self.metrics is not None and batch.written:
             self.metrics.contributions_applied(batch.written)
         return batch.results
+
+    def committed_write(self) -> None:
+        for told in self.write_committed:
+            told()
 
     async def win(self, command: WinCommand, *, validate_only: bool = False) -> WinResult:
         """Pay a win. A key the same client already used replays its win when the request
@@ -169,7 +213,9 @@ class JackpotService:
         return await _settling_key_races(lambda: self._win(command, validate_only))
 
     async def _win(self, command: WinCommand, validate_only: bool) -> WinResult:
-        async with transaction(self.pool, validate_only=validate_only) as conn:
+        async with transaction(
+            self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
+        ) as conn:
             pools = await repo.lock_pools(conn)
             if command.idempotency_key:
                 earlier = await repo.find_win(conn, command.client, command.idempotency_key)
@@ -185,10 +231,33 @@ class JackpotService:
                         leaf_index=earlier.leaf_index,
                     )
             pool = pools[command.group]
-            outcome = rules.pay_win(pool.current_amount, pool.seed_amount, command.win_amount)
+            if pool.suspended:
+                why = pool.suspended_reason or "no reason given"
+                raise PoolSuspended(
+                    f"the {pool.group.value} pool is suspended ({why}): resume it before"
+                    " paying a win"
+                )
+            seed = pool.seed_amount
+            if pool.pending is not None:
+                # The change scheduled for this win: in force from this win on (its reset
+                # is to the new seed), in the win's own transaction.
+                before = repo.config_of(pool)
+                after_config = apply_config_change(before, pool.pending.change(pool.group))
+                await repo.save_config(
+                    conn,
+                    before,
+                    after_config,
+                    pool.pending.actor,
+                    _applied_reason(pool.pending.reason, pool.pending.schedule_id),
+                    pool.pending.client,
+                    clear_pending=True,
+                )
+                seed = after_config.seed_amount
+            outcome = rules.pay_win(pool.current_amount, seed, command.win_amount)
             win_id, created_at, leaf_index, after = await repo.record_win(conn, command, outcome)
         if validate_only:  # rolled back: nothing was paid, the snapshot stays
             return WinResult(0, outcome, after, created_at, replayed=False)
+        self.committed_write()
         self.snapshot.update([after])
         for committed in self.wins_committed:  # WatchPools: hits are read from the ledger
             committed()
@@ -226,30 +295,94 @@ class JackpotService:
         self, change: ConfigChange, client: str, *, validate_only: bool = False
     ) -> tuple[PoolConfig, int]:
         """Apply `change` for the authenticated `client` (recorded in the audit row). With
-        `validate_only` it is applied and rolled back: the config it would give, audit id 0."""
-        async with transaction(self.pool, validate_only=validate_only) as conn:
+        `validate_only` it is applied and rolled back: the config it would give, audit id 0.
+        With `change.apply_at_next_win` it is checked now and recorded as the pool's pending
+        change (the answer is the config in force, the id the pool_lifecycle row's)."""
+        async with transaction(
+            self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
+        ) as conn:
             pools = await repo.lock_pools(conn)
-            before = repo.config_of(pools[change.group])
+            pool = pools[change.group]
+            before = repo.config_of(pool)
             if change.expected_version is not None and change.expected_version != before.version:
                 raise VersionConflict(
                     f"{change.group.value} config is at version {before.version},"
                     f" not {change.expected_version}"
                 )
             after = apply_config_change(before, change)
-            if after.contribution_rate > before.contribution_rate:
-                # Under the locks of all three pools: no concurrent change can slip past.
-                others = (p.contribution_rate for g, p in pools.items() if g != change.group)
-                check_rate_sum([after.contribution_rate, *others], self.max_rate_sum)
-            audit_id = await repo.save_config(
-                conn, before, after, change.actor, change.reason, client
-            )
+            if change.apply_at_next_win:
+                self._check_rates(pools, change.group, pending=after.contribution_rate)
+                audit_id, _ = await repo.schedule_config(conn, change, client)
+            else:
+                if pool.pending is not None:
+                    _check_pending_still_applies(after, pool)
+                self._check_rates(pools, change.group, current=after.contribution_rate)
+                audit_id = await repo.save_config(
+                    conn, before, after, change.actor, change.reason, client
+                )
             pools_after = await repo.read_pools(conn)
+        # The config as it stands after (with any pending change), read in the transaction.
+        answer = next(repo.config_of(p) for p in pools_after if p.group == change.group)
         if validate_only:
-            return after, 0
+            return answer, 0
         self.snapshot.update(pools_after)
         if self.metrics is not None:
             self.metrics.config_changed(change.group)
-        return after, audit_id
+        return answer, audit_id
+
+    def _check_rates(
+        self,
+        pools: dict[Group, PoolState],
+        group: Group,
+        *,
+        current: Decimal | None = None,
+        pending: Decimal | None = None,
+    ) -> None:
+        """The rate sum bound, with every pending change counted: each pool at the larger
+        of its rate and its pending rate, so applying a pending change at a win can never
+        break it. Checked only when `group`'s larger rate goes up (under all three locks)."""
+
+        def highest(p: PoolState, rate: Decimal, waiting: Decimal | None) -> Decimal:
+            if p.pending is not None and p.pending.contribution_rate is not None:
+                waiting = p.pending.contribution_rate if waiting is None else waiting
+            return rate if waiting is None else max(rate, waiting)
+
+        mine = pools[group]
+        was = highest(mine, mine.contribution_rate, None)
+        now = highest(mine, mine.contribution_rate if current is None else current, pending)
+        if now > was:
+            others = (highest(p, p.contribution_rate, None) for g, p in pools.items() if g != group)
+            check_rate_sum([now, *others], self.max_rate_sum)
+
+    async def set_suspended(
+        self, group: Group, suspended: bool, actor: str, reason: str, client: str
+    ) -> tuple[PoolState, int]:
+        """SuspendPool / ResumePool: the pool after and the lifecycle row's id (0: the pool
+        was already so, nothing written)."""
+        async with transaction(self.pool, commit_timeout=self.commit_timeout) as conn:
+            pools = await repo.lock_pools(conn)
+            if pools[group].suspended == suspended:
+                return pools[group], 0
+            event_id, after = await repo.set_suspended(
+                conn, group, suspended, actor, reason, client
+            )
+        self.snapshot.update([after])
+        return after, event_id
+
+    async def wins(
+        self,
+        *,
+        group: Group | None,
+        start: datetime | None,
+        end: datetime | None,
+        after: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[WinRecord]:
+        """The hit history, newest first (repository.list_wins)."""
+        async with transaction(self.pool) as conn:
+            return await repo.list_wins(
+                conn, group=group, start=start, end=end, after=after, limit=limit
+            )
 
     async def audit(self) -> LedgerAudit:
         # Several reads of the ledger that must agree: one snapshot.

@@ -1,6 +1,7 @@
 """What the service needs from outside it, as protocols: tests and wiring plug in their own.
 
-ServiceMetrics is implemented by jackpot_grpc.telemetry.BusinessMetrics (OpenTelemetry);
+ServiceMetrics is implemented by jackpot_grpc.observability.telemetry.BusinessMetrics
+(OpenTelemetry);
 BatchApplier by JackpotService, and by an in-memory fake in the batcher's unit tests.
 """
 

@@ -15,6 +15,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -26,9 +27,9 @@ from jackpot.v1.jackpot_pb2_grpc import JackpotServiceStub
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
-from jackpot_grpc.peer_address import TrustedProxies
-from jackpot_grpc.tls import channel_credentials
+from jackpot_grpc.transport.peer_address import TrustedProxies
+from jackpot_grpc.transport.tls import channel_credentials
+from testkit import gateways
 from testkit.certs_ca import authority
 from testkit.identity import bearer, secured
 
@@ -56,21 +57,9 @@ def has_ipv6_loopback() -> bool:
     return True
 
 
-@asynccontextmanager
-async def gateway_to(target: str, **options: object) -> AsyncIterator[str]:
+def gateway_to(target: str, **options: Any) -> AbstractAsyncContextManager[str]:
     """A gateway on 127.0.0.1 in front of `target`; its base URL."""
-    app = create_gateway_app(
-        target,
-        max_body_bytes=1 << 16,
-        metrics_url="http://127.0.0.1:9/metrics",
-        call_timeout=5.0,
-        **options,  # type: ignore[arg-type]
-    )
-    gateway = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
-    try:
-        yield f"http://127.0.0.1:{gateway.port}"
-    finally:
-        await gateway.stop()
+    return gateways.gateway_to(target, max_body_bytes=1 << 16, **options)
 
 
 async def statuses(

@@ -560,6 +560,9 @@ async def test_openapi_lists_every_route(http: aiohttp.ClientSession, offline: s
         (CONFIG, "put"),
         (POOLS + ":watch", "get"),
         ("/api/jackpot/ledger/{leaf_index}/proof", "get"),
+        ("/api/jackpot/wins", "get"),
+        (POOLS + "/{group}:suspend", "post"),
+        (POOLS + "/{group}:resume", "post"),
     }
     watch = doc["paths"][POOLS + ":watch"]["get"]["responses"]["200"]["content"]
     assert set(watch) == {"application/x-ndjson", "text/event-stream"}

@@ -20,7 +20,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
-from jackpot_grpc.peer_address import TrustedProxies
+from jackpot_grpc.transport.peer_address import TrustedProxies
 
 MAX_TIMEOUT = 2.0
 

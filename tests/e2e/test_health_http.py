@@ -7,7 +7,7 @@ import dataclasses
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -22,12 +22,6 @@ from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from testkit.outage import database_outage
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
 
 
 def url(running: RunningServer, path: str) -> str:

@@ -27,10 +27,10 @@ from jackpot_grpc import cli
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.client_registry import POLL_SECONDS
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.tls import open_channel
+from jackpot_grpc.transport.tls import open_channel
 from testkit.certs_ca import authority
 from testkit.identity import Metadata, bearer, secured
-from testkit.ledger import table_counts
+from testkit.ledger_state import ledger_state
 from testkit.ops_commands import ops_json
 from testkit.random_refs import random_key, random_user
 
@@ -48,6 +48,9 @@ EXPECTED = {
     "GetStatistics": READ,
     "GetConfig": READ,
     "UpdateConfig": ADMIN,
+    "ListWins": READ,
+    "SuspendPool": ADMIN,
+    "ResumePool": ADMIN,
 }
 
 
@@ -69,6 +72,9 @@ def requests() -> dict[str, Any]:
         "UpdateConfig": pb.UpdateConfigRequest(
             group=pb.JACKPOT_GROUP_MINOR, seed_amount=12000, actor="pat", reason="test"
         ),
+        "ListWins": pb.ListWinsRequest(page_size=5),
+        "SuspendPool": pb.SuspendPoolRequest(group=pb.JACKPOT_GROUP_MEGA, reason="test"),
+        "ResumePool": pb.ResumePoolRequest(group=pb.JACKPOT_GROUP_MEGA),
     }
 
 
@@ -111,13 +117,13 @@ async def test_each_role_gets_the_right_answer_and_refusals_write_nothing(
 ) -> None:
     _, tokens = closed
     for caller in CALLERS:
-        before = table_counts(database_url)
+        before = ledger_state(database_url)
         call = getattr(closed_stub, method)(
             requests()[method], metadata=credentials(caller, tokens), timeout=10
         )
         assert await code_of(call) == EXPECTED[method][caller], (method, caller)
         if EXPECTED[method][caller] != OK:
-            assert table_counts(database_url) == before, (method, caller)
+            assert ledger_state(database_url) == before, (method, caller)
 
 
 async def test_health_and_reflection_stay_open(

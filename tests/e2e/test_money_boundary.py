@@ -5,7 +5,6 @@ no money from nowhere, no aggregate can break a read."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import socket
 import uuid
@@ -24,9 +23,9 @@ from psycopg.types.json import Jsonb
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
 from testkit.calls import amounts
 from testkit.calls import error_reason as reason
+from testkit.gateways import gateway_to
 from testkit.ledger import table_counts
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
@@ -54,32 +53,10 @@ def ledger_rows(url: str) -> tuple[int, int, list[int]]:
     return contributions, wins, pools
 
 
-@contextlib.asynccontextmanager
-async def gateway_to(target: str) -> AsyncIterator[str]:
-    """A REST gateway in front of the gRPC `target`; yields its base URL."""
-    app = create_gateway_app(
-        target,
-        max_body_bytes=4096,
-        metrics_url="http://127.0.0.1:9/metrics",
-        call_timeout=5.0,
-    )
-    running = await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
-    try:
-        yield f"http://127.0.0.1:{running.port}"
-    finally:
-        await running.stop()
-
-
 @pytest.fixture
 async def base(server: RunningServer) -> AsyncIterator[str]:
     async with gateway_to(f"127.0.0.1:{server.port}") as url:
         yield url
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
 
 
 async def call(

@@ -12,7 +12,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
-from jackpot_grpc.tls import open_channel
+from jackpot_grpc.transport.tls import open_channel
 from testkit.certs import self_signed
 
 

@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 import grpc
@@ -18,7 +18,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
+from testkit.gateways import gateway_to
 from testkit.random_refs import random_game_id, random_key, random_user_id
 
 WATCH = "/api/jackpot/pools:watch"
@@ -27,22 +27,14 @@ WAIT = 10.0
 KEEPALIVE = 0.2
 
 
-async def gateway_for(server: RunningServer) -> Any:
-    app = create_gateway_app(
-        f"127.0.0.1:{server.port}",
-        max_body_bytes=4096,
-        metrics_url="http://127.0.0.1:9/metrics",
-        call_timeout=5.0,
-        stream_keepalive=KEEPALIVE,
-    )
-    return await start_gateway(app, "127.0.0.1", 0, shutdown_timeout=1.0)
+def gateway_for(server: RunningServer) -> AbstractAsyncContextManager[str]:
+    return gateway_to(f"127.0.0.1:{server.port}", stream_keepalive=KEEPALIVE)
 
 
 @pytest.fixture
 async def base(server: RunningServer) -> AsyncIterator[str]:
-    running = await gateway_for(server)
-    yield f"http://127.0.0.1:{running.port}"
-    await running.stop()
+    async with gateway_for(server) as url:
+        yield url
 
 
 async def next_event(response: aiohttp.ClientResponse) -> tuple[list[str], dict[str, str]]:
@@ -151,10 +143,8 @@ async def test_past_the_cap_it_is_429_and_a_stopping_server_ends_the_stream(
     running = await start_server(
         dataclasses.replace(settings, watch_max_watchers=1), database_url, port=0
     )
-    gateway = await gateway_for(running)
-    base = f"http://127.0.0.1:{gateway.port}"
     try:
-        async with http.get(base + WATCH) as first:
+        async with gateway_for(running) as base, http.get(base + WATCH) as first:
             await asyncio.wait_for(first.content.readline(), WAIT)
             async with http.get(base + WATCH) as second:
                 assert second.status == 429
@@ -167,5 +157,4 @@ async def test_past_the_cap_it_is_429_and_a_stopping_server_ends_the_stream(
             assert last["error"]["code"] == grpc.StatusCode.UNAVAILABLE.value[0]
             assert last["error"]["details"][0]["reason"] == "SHUTTING_DOWN"
     finally:
-        await gateway.stop()
         await running.stop(grace=1.0)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.service.jackpot import JackpotService
 from testkit.ledger_tamper import Sealed, run
@@ -21,6 +22,14 @@ from testkit.random_refs import random_game_id
 def ops_settings(settings: Settings, database_url: str) -> Settings:
     """The test server's settings, pointed at the test database (what the CLI reads)."""
     return dataclasses.replace(settings, database_url=database_url)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Pool]:
+    """A connection pool (psycopg_pool) on the test database, open before the test starts."""
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False) as opened:
+        await opened.open(wait=True, timeout=10)
+        yield opened
 
 
 @pytest.fixture

@@ -217,6 +217,23 @@ def test_a_pool_amount_other_than_its_chain_end_is_named(
     }
 
 
+def test_a_rate_recorded_while_the_pool_was_suspended_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    """The contribution made while mega was suspended records rate 0; claiming mega's usual
+    rate for it contradicts the pool_lifecycle history (suspended from then to its resume)."""
+    row_id = insider(
+        traffic_url,
+        "UPDATE contributions SET mega_rate = 0.002 WHERE mega_rate = 0 RETURNING id",
+    )
+    _, report = audit_json(monkeypatch, capsys, traffic_url)
+    named = [r for r in report["rows"]["bad"] if (r["table"], r["id"]) == ("contributions", row_id)]
+    assert sorted(r["problem"] for r in named) == [
+        "rate 0.0020000000, but 0 was in force",
+        "share 0, but floor(20000 × 0.0020000000) = 40",
+    ], report["rows"]["bad"]
+
+
 def test_a_wrong_count_names_the_pool(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
 ) -> None:
@@ -227,7 +244,7 @@ def test_a_wrong_count_names_the_pool(
     assert code == 1
     assert bad_rows(report) == {("jackpots", None, "mega")}
     (bad,) = report["rows"]["bad"]
-    assert bad["problem"] == "records 7 contributions and 2 wins; the ledger has 7 and 1"
+    assert bad["problem"] == "records 9 contributions and 2 wins; the ledger has 9 and 1"
     assert all(p["balanced"] for p in report["pools"])  # the sums still balance
 
 
@@ -377,15 +394,16 @@ async def test_the_background_audit_is_incremental_with_a_full_one_every_so_ofte
     assert froms[1] is not None and froms[2] is not None and froms[1] < froms[2]
 
 
-def test_0011_gives_the_rows_waiting_for_a_leaf_their_indexes_in_0010s_order(
+def test_0013_gives_the_rows_waiting_for_a_leaf_their_indexes_in_0010s_order(
     admin_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A ledger at 0010 whose last rows are no leaf yet (no checkpoint since): 0011 gives
-    them the indexes 0010's rule would have (sequence order), the head starts after them,
-    and the first checkpoint makes them those leaves; the audit against it passes."""
+    """A ledger at 0012 whose last rows are no leaf yet (no checkpoint since), pool
+    lifecycle rows (0012) among them: 0013 gives them the indexes 0010's rule would have
+    (sequence order), the head starts after them, and the first checkpoint makes them
+    those leaves; the audit against it passes."""
     name = unique_name("jackpot_receipts")
     url = create_database(admin_url, name)
     try:
@@ -397,22 +415,38 @@ def test_0011_gives_the_rows_waiting_for_a_leaf_their_indexes_in_0010s_order(
                     " VALUES ('mega', %s, 'gift')",
                     (amount,),
                 )
+        migrations.upgrade(url, "0012")
+        with psycopg.connect(url) as conn:
+            for action in ("suspend", "resume"):  # the pool lifecycle, between seed fundings
+                conn.execute(
+                    "INSERT INTO pool_lifecycle (jackpot_group, action, client)"
+                    " VALUES ('major', %s, 'ops')",
+                    (action,),
+                )
             conn.execute(
-                "UPDATE jackpots SET current_amount = current_amount + 18,"
-                " total_seed_funding = total_seed_funding + 18 WHERE jackpot_group = 'mega'"
+                "INSERT INTO seed_fundings (jackpot_group, amount, reason)"
+                " VALUES ('mega', 13, 'gift')"
+            )
+            conn.execute(
+                "UPDATE jackpots SET current_amount = current_amount + 31,"
+                " total_seed_funding = total_seed_funding + 31 WHERE jackpot_group = 'mega'"
             )
         migrations.upgrade(url)
         with psycopg.connect(url) as conn:
             rows = conn.execute(
                 "SELECT amount, leaf_index FROM seed_fundings ORDER BY ledger_seq"
             ).fetchall()
+            lifecycle = conn.execute(
+                "SELECT action, leaf_index FROM pool_lifecycle ORDER BY ledger_seq"
+            ).fetchall()
             head = conn.execute("SELECT size, receipts_from FROM ledger_head").fetchone()
-        assert rows[-2:] == [(7, 3), (11, 4)] and [i for _, i in rows[:3]] == [None] * 3
-        assert head == (5, 5)
+        assert rows[-3:] == [(7, 3), (11, 4), (13, 7)] and [i for _, i in rows[:3]] == [None] * 3
+        assert lifecycle == [("suspend", 5), ("resume", 6)]
+        assert head == (8, 8)
         sealed = Sealed(url, tmp_path / "k", tmp_path / "k.pub", tmp_path / "log")
         assert run(monkeypatch, sealed, "ledger", "keygen", "--out", str(sealed.key)) == 0
         assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
         code, report = tamper_audit(monkeypatch, capsys, sealed)
-        assert report["findings"] == [] and report["leaves"] == 5 and code == 0
+        assert report["findings"] == [] and report["leaves"] == 8 and code == 0
     finally:
         drop_database(admin_url, name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -25,14 +24,6 @@ from testkit.random_refs import random_game_id, random_key
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 DEFAULT_POOLS = {"minor": 10000, "major": 100000, "mega": 1000000}
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    opened: Pool = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False)
-    await opened.open(wait=True, timeout=10)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 
 from jackpot_grpc.entrypoints.core_calls import calls_started, listening_servers
 
@@ -13,7 +13,7 @@ async def test_each_server_counts_its_own_calls_though_both_asked_for_port_0() -
     servers, ids, ports = [], [], []
     for _ in range(2):
         server = grpc.aio.server()
-        health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)
         others = listening_servers()
         ports.append(server.add_insecure_port("127.0.0.1:0"))
         (new,) = listening_servers() - others

@@ -24,7 +24,7 @@ from psycopg.conninfo import make_conninfo
 from jackpot_grpc.adapters.database import create_pool, server_options
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
-from jackpot_grpc.metrics import DATABASE_TIMEOUTS
+from jackpot_grpc.observability.metrics import DATABASE_TIMEOUTS
 from jackpot_grpc.service.jackpot import JackpotService
 from testkit.figures import report
 from testkit.ledger import table_counts

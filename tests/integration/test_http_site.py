@@ -1,4 +1,4 @@
-"""The HTTP listener under a burst of connections (jackpot_grpc.http_site)."""
+"""The HTTP listener under a burst of connections (jackpot_grpc.transport.http_site)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import uvloop
 from aiohttp import web
 
-from jackpot_grpc.http_site import HttpLimits, start_site
+from jackpot_grpc.transport.http_site import HttpLimits, start_site
 
 BURST = 400  # well over aiohttp's default listen backlog of 128
 REQUEST = b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

@@ -8,18 +8,22 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import ledger_store
+from jackpot_grpc.domain.model import Group
 from jackpot_grpc.ledger.merkle import Frontier
 from jackpot_grpc.ledger.rows import leaf_of
+from jackpot_grpc.service.jackpot import JackpotService
 from testkit.ledger_tamper import Sealed, audit, insider, run
-from testkit.ledger_traffic import real_traffic
+from testkit.ledger_traffic import change, real_traffic
 
 pytestmark = pytest.mark.usefixtures("keep_logging")
 
@@ -56,7 +60,7 @@ def test_every_ledger_row_has_a_gap_free_leaf_in_commit_order(sealed: Sealed) ->
         tables = {r[0] for r in conn.execute("SELECT DISTINCT ledger_table FROM ledger_leaves")}
     assert indexes == list(range(len(indexes)))
     assert seqs == sorted(seqs)
-    assert tables == {"contributions", "wins", "seed_fundings", "config_audit"}
+    assert tables == {"contributions", "wins", "seed_fundings", "config_audit", "pool_lifecycle"}
 
 
 def test_the_database_refuses_updates_and_deletes_of_the_ledger(sealed: Sealed) -> None:
@@ -339,10 +343,33 @@ def test_a_state_no_signed_checkpoint_vouches_for_is_not_trusted(
     assert ("wins", 1) in {(f["table"], f["id"]) for f in report["findings"]}
 
 
+async def _every_lifecycle_shape(url: str) -> None:
+    """Scheduled changes setting every field a pool_lifecycle leaf has: a seed with the cap
+    removed, a rate with a new cap (the traffic schedules a rate alone)."""
+    async with AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool:
+        await pool.open(wait=True, timeout=10)
+        service = JackpotService(pool)
+        await service.update_config(
+            change(Group.MAJOR, seed_amount=123_456, clear_max_amount=True, apply_at_next_win=True),
+            client="test",
+        )
+        await service.update_config(
+            change(
+                Group.MEGA,
+                contribution_rate=Decimal("0.0011"),
+                max_amount=98_765_432,
+                apply_at_next_win=True,
+            ),
+            client="test",
+        )
+
+
 def test_postgresql_encodes_every_leaf_as_the_reference_encoder_does(sealed: Sealed) -> None:
     """The signer has PostgreSQL encode and hash new leaves (ledger_store.leaf_sql); every
     row of real traffic, of every event type, gives the bytes ledger/leaf.py gives."""
-    compared = 0
+    asyncio.run(_every_lifecycle_shape(sealed.url))
+    compared: dict[str, int] = {}
+    pending: set[tuple[str, ...]] = set()
     with psycopg.connect(sealed.url) as conn, conn.cursor(row_factory=dict_row) as cur:
         for table in ledger_store.TABLES:
             cur.execute(
@@ -352,8 +379,17 @@ def test_postgresql_encodes_every_leaf_as_the_reference_encoder_does(sealed: Sea
             for row in cur.fetchall():
                 leaf = bytes(row.pop("leaf_bytes"))
                 assert leaf == leaf_of(table, row, row["leaf_index"]), (table, row["id"])
-                compared += 1
-    assert compared > 30
+                compared[table] = compared.get(table, 0) + 1
+                if table == "pool_lifecycle":
+                    pending.add((row["action"], *sorted(row["pending"] or {})))
+    assert sum(compared.values()) > 30 and set(compared) == set(ledger_store.TABLES)
+    assert pending == {
+        ("suspend",),
+        ("resume",),
+        ("schedule_config", "clear_max_amount", "contribution_rate"),
+        ("schedule_config", "clear_max_amount", "seed_amount"),
+        ("schedule_config", "clear_max_amount", "contribution_rate", "max_amount"),
+    }
 
 
 def test_with_state_the_books_audit_is_incremental_too(

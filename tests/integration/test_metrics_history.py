@@ -8,7 +8,7 @@ import dataclasses
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,10 +24,10 @@ from jackpot_grpc.adapters import history_store as store
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.history.records import Batch, Rollup, SystemSample
 from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig
 from jackpot_grpc.history.trend import load_trend, render_trend
-from jackpot_grpc.metrics import RELATIVE_ERROR, RequestMetrics, Stats, bucket_of
+from jackpot_grpc.observability.history_records import Batch, Rollup, SystemSample
+from jackpot_grpc.observability.metrics import RELATIVE_ERROR, RequestMetrics, Stats, bucket_of
 from testkit.database import create_database, drop_database, public_tables, unique_name
 from testkit.outage import database_outage
 
@@ -44,12 +44,6 @@ FROM system_metrics
 WHERE stat_timestamp >= NOW() - INTERVAL '30 days'
 GROUP BY day
 ORDER BY day;"""
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
 
 
 async def get_json(
@@ -250,13 +244,6 @@ async def test_a_database_outage_keeps_the_buffer_bounded_and_writes_resume(
         assert month["history"]["writes"] == "ok"
     finally:
         await running.stop(grace=1.0)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    async with AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False) as opened:
-        await opened.open(wait=True, timeout=10)
-        yield opened
 
 
 def _sample(at: datetime, host: str = "h", pid: int = 1, cpu: float = 10.0) -> SystemSample:

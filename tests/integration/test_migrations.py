@@ -25,6 +25,7 @@ TABLES = {
     "wins",
     "seed_fundings",
     "config_audit",
+    "pool_lifecycle",
     "system_metrics",
     "request_rollups",
     "contribution_totals",
@@ -32,8 +33,9 @@ TABLES = {
     "ledger_chain_starts",
     "ledger_leaves",
     "ledger_head",
+    "write_heartbeat",
 }
-HEAD = "0011"
+HEAD = "0013"
 
 
 def revision(url: str) -> list[str]:

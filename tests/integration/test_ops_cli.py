@@ -734,6 +734,12 @@ async def test_config_show_validate_and_update(
     code, text = await ops(ops_settings, *update, "--rate", "2")
     assert code == 1  # the service names the field
 
+    code, data = await ops_json(ops_settings, *update, "--rate", "0.007", "--at-next-win")
+    assert code == 0 and data["scheduled"] is True and data["schedule_id"] > 0
+    assert data["config"]["contribution_rate"] == "0.0060000000"  # in force until the win
+    code, shown = await ops_json(ops_settings, "config", "show", "--from-db")
+    assert shown["pools"][0]["version"] == 2
+
 
 async def test_config_update_rejects_a_bad_rate_with_the_field(
     server: RunningServer, ops_settings: Settings, capsys: pytest.CaptureFixture[str]
@@ -774,7 +780,7 @@ async def test_alert_rules_read_metrics_the_service_exposes(server: RunningServe
         WinOutcome,
         WinResult,
     )
-    from jackpot_grpc.telemetry import setup_telemetry
+    from jackpot_grpc.observability.telemetry import setup_telemetry
 
     assert server.auditor is not None
     await server.auditor.run_once()  # the audit gauges exist once an audit has run

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -28,13 +27,6 @@ from jackpot_grpc.domain.model import (
 from testkit.random_refs import random_game_id, random_key, random_user_id
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    async with AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False) as opened:
-        await opened.open(wait=True, timeout=10)
-        yield opened
 
 
 async def scalar(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> Any:

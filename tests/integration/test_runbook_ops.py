@@ -20,11 +20,11 @@ import psycopg
 import pytest
 
 from jackpot_grpc.adapters import migrations
-from jackpot_grpc.cgroup_memory import memory_limit, memory_percent
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.ops import backup, diagnostics, pgstat
 from jackpot_grpc.ops.target import connect
+from jackpot_grpc.runtime.cgroup_memory import memory_limit, memory_percent
 from testkit.database import create_database, drop_database, public_tables, unique_name
 from testkit.ops_commands import ops_json_sync, run_ops
 from testkit.outage import database_outage

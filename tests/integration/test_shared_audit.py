@@ -4,30 +4,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-import pytest
-from jackpot_grpc.observability.metrics import RequestMetrics
-from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import audit_store
 from jackpot_grpc.adapters import history_store as store
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig
+from jackpot_grpc.observability.metrics import RequestMetrics
 from jackpot_grpc.service.shared_audit import SharedAudit
 
 INTERVAL = 300.0
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    async with AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False) as opened:
-        await opened.open(wait=True, timeout=10)
-        yield opened
 
 
 def _audit_rows(url: str) -> list[tuple[Any, ...]]:

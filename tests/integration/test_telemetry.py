@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.telemetry import Telemetry, setup_telemetry
+from jackpot_grpc.observability.telemetry import Telemetry, setup_telemetry
 
 
 def metric_points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
@@ -182,8 +182,8 @@ async def test_one_trace_runs_from_rest_through_grpc_to_sql(
 def test_the_resource_honours_otel_variables_and_adds_version_and_instance(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from jackpot_grpc.telemetry import DEFAULT_OTEL_SERVICE_NAME
-    from jackpot_grpc.version import package_version
+    from jackpot_grpc.observability.telemetry import DEFAULT_OTEL_SERVICE_NAME
+    from jackpot_grpc.runtime.version import package_version
 
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)

@@ -68,6 +68,15 @@ def floor_share(wager: int, rate: Decimal) -> int:
         return int((Decimal(wager) * rate).to_integral_value(rounding=ROUND_FLOOR))
 
 
+@dataclass(frozen=True)
+class Scheduled:
+    """A change waiting for the pool's next win (None keeps the value then in force)."""
+
+    rate: Decimal | None
+    seed: int | None
+    clear_cap: bool
+
+
 @dataclass
 class ModelPool:
     amount: int
@@ -75,6 +84,16 @@ class ModelPool:
     cap: int | None
     rate: Decimal
     version: int
+    suspended: bool = False
+    pending: Scheduled | None = None
+
+    def after(self, change: Scheduled) -> tuple[Decimal, int, int | None]:
+        """(rate, seed, cap) once `change` applies."""
+        return (
+            self.rate if change.rate is None else change.rate,
+            self.seed if change.seed is None else change.seed,
+            None if change.clear_cap else self.cap,
+        )
 
 
 @dataclass(frozen=True)
@@ -111,7 +130,7 @@ class Model:
         shares: list[int] = []
         for name in GROUPS:
             pool = self.pools[name]
-            share = floor_share(wager, pool.rate)
+            share = 0 if pool.suspended else floor_share(wager, pool.rate)
             if pool.cap is not None and pool.amount + share > pool.cap:
                 share = max(0, pool.cap - pool.amount)
             pool.amount += share
@@ -119,12 +138,21 @@ class Model:
         after = tuple(self.pools[g].amount for g in GROUPS)
         return (shares[0], shares[1], shares[2]), (after[0], after[1], after[2])
 
+    def sharing(self) -> list[str]:
+        """The pools a wager is shared with: in play, with a rate above 0."""
+        return [g for g in GROUPS if not self.pools[g].suspended and self.pools[g].rate > 0]
+
     def win(self, name: str, requested: int | None) -> tuple[int, int, int] | None:
-        """(paid, top-up, remaining), or None when the win is larger than the pool."""
+        """(paid, top-up, remaining), or None when the win is larger than the pool. A
+        pending change applies first (its seed is the one the pool is reset to)."""
         pool = self.pools[name]
         paid = pool.amount if requested is None else requested
         if paid > pool.amount:
             return None
+        if pool.pending is not None:
+            pool.rate, pool.seed, pool.cap = pool.after(pool.pending)
+            pool.pending = None
+            pool.version += 1
         left = pool.amount - paid
         top_up = max(0, pool.seed - left)
         pool.amount = left + top_up
@@ -203,6 +231,7 @@ class ServiceModel(RuleBasedStateMachine):
         config = self.stub.GetConfig(pb.GetConfigRequest(), timeout=RPC_TIMEOUT)
         pools = self.stub.GetPools(pb.GetPoolsRequest(), timeout=RPC_TIMEOUT)
         amounts = {GROUP_OF[p.group]: p.current_amount for p in pools.pools}
+        suspended = {GROUP_OF[p.group]: p.suspended for p in pools.pools}
         for c in config.pools:
             name = GROUP_OF[c.group]
             self.model.pools[name] = ModelPool(
@@ -211,6 +240,18 @@ class ServiceModel(RuleBasedStateMachine):
                 cap=c.max_amount if c.HasField("max_amount") else None,
                 rate=Decimal(c.contribution_rate.value),
                 version=c.version,
+                suspended=suspended[name],
+                pending=None
+                if not c.HasField("pending_config")
+                else Scheduled(
+                    Decimal(c.pending_config.contribution_rate.value)
+                    if c.pending_config.HasField("contribution_rate")
+                    else None,
+                    c.pending_config.seed_amount
+                    if c.pending_config.HasField("seed_amount")
+                    else None,
+                    c.pending_config.clear_max_amount,
+                ),
             )
 
     # -- contributions --
@@ -220,6 +261,7 @@ class ServiceModel(RuleBasedStateMachine):
         assert by_group(reply.contributions) == shares, (wager, reply)
         assert reply.total_contribution == sum(shares)
         assert by_group(reply.pool_amounts) == after
+        assert [GROUP_OF[g] for g in reply.sharing_groups] == self.model.sharing()
         assert not reply.replayed
         return Contribution("", wager, reply.contribution_id, shares, after)
 
@@ -280,6 +322,12 @@ class ServiceModel(RuleBasedStateMachine):
         )
         if requested is not None:
             request.win_amount = requested
+        if self.model.pools[group].suspended:
+            with pytest.raises(grpc.RpcError) as refused:
+                self.stub.Win(request, timeout=RPC_TIMEOUT)
+            info = error_info(refused.value)
+            assert info is not None and info.reason == "POOL_SUSPENDED"
+            return key  # nothing was written
         expected = self.model.win(group, requested)
         if expected is None:
             with pytest.raises(grpc.RpcError) as raised:
@@ -338,6 +386,19 @@ class ServiceModel(RuleBasedStateMachine):
             new_cap = pool.seed + cap  # a cap must be above the seed
             request.max_amount = new_cap
         request.expected_version = pool.version + 1 if stale else pool.version
+        pending_breaks = False
+        if pool.pending is not None and not stale:
+            # The change scheduled for the next win must still apply on top of this one.
+            after_cap = new_cap
+            _, seed_then, cap_then = ModelPool(
+                pool.amount, pool.seed, after_cap, pool.rate, pool.version
+            ).after(pool.pending)
+            pending_breaks = cap_then is not None and cap_then <= seed_then
+        if pending_breaks:
+            with pytest.raises(grpc.RpcError) as refused:
+                self.stub.UpdateConfig(request, metadata=ADMIN, timeout=RPC_TIMEOUT)
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            return
         if stale:
             with pytest.raises(grpc.RpcError) as raised:
                 self.stub.UpdateConfig(request, metadata=ADMIN, timeout=RPC_TIMEOUT)
@@ -354,6 +415,64 @@ class ServiceModel(RuleBasedStateMachine):
             reply.config.max_amount if reply.config.HasField("max_amount") else None
         ) == pool.cap
 
+    # -- lifecycle: suspend, resume, changes at the next win --
+
+    @rule(group=st.sampled_from(GROUPS), suspend=st.booleans())
+    def suspend_or_resume(self, group: str, suspend: bool) -> None:
+        pool = self.model.pools[group]
+        if suspend:
+            reply = self.stub.SuspendPool(
+                pb.SuspendPoolRequest(group=PB_GROUP[group], reason="model"),
+                metadata=ADMIN,
+                timeout=RPC_TIMEOUT,
+            )
+        else:
+            reply = self.stub.ResumePool(
+                pb.ResumePoolRequest(group=PB_GROUP[group]), metadata=ADMIN, timeout=RPC_TIMEOUT
+            )
+        changed = pool.suspended != suspend
+        pool.suspended = suspend
+        assert (reply.event_id > 0) == changed
+        assert reply.pool.suspended == suspend
+        assert reply.pool.current_amount == pool.amount  # it keeps its amount
+
+    @rule(
+        group=st.sampled_from(GROUPS),
+        rate=st.one_of(st.none(), rates),
+        seed=st.one_of(st.none(), st.integers(1, 3_000_000)),
+        clear_cap=st.booleans(),
+    )
+    def schedule_config(
+        self, group: str, rate: Decimal | None, seed: int | None, clear_cap: bool
+    ) -> None:
+        pool = self.model.pools[group]
+        change = Scheduled(rate, seed, clear_cap)
+        request = pb.UpdateConfigRequest(
+            group=PB_GROUP[group],
+            apply_at_next_win=True,
+            clear_max_amount=clear_cap,
+            expected_version=pool.version,
+            reason="model schedule",
+        )
+        if rate is not None:
+            request.contribution_rate.CopyFrom(decimal_pb2.Decimal(value=str(rate)))
+        if seed is not None:
+            request.seed_amount = seed
+        _, seed_then, cap_then = pool.after(change)
+        if cap_then is not None and cap_then <= seed_then:
+            with pytest.raises(grpc.RpcError) as refused:
+                self.stub.UpdateConfig(request, metadata=ADMIN, timeout=RPC_TIMEOUT)
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            return
+        reply = self.stub.UpdateConfig(request, metadata=ADMIN, timeout=RPC_TIMEOUT)
+        pool.pending = change
+        assert reply.config.version == pool.version  # nothing changes until the win
+        assert Decimal(reply.config.contribution_rate.value) == pool.rate
+        shown = reply.config.pending_config
+        assert shown.schedule_id == reply.audit_id > 0
+        assert (Decimal(shown.contribution_rate.value) if rate is not None else None) == rate
+        assert (shown.seed_amount if shown.HasField("seed_amount") else None) == seed
+
     # -- the pools, always --
 
     @invariant()
@@ -364,6 +483,16 @@ class ServiceModel(RuleBasedStateMachine):
         stats = self.stub.GetStatistics(pb.GetStatisticsRequest(), timeout=RPC_TIMEOUT)
         actual = {GROUP_OF[p.group]: p.current_amount for p in stats.pools}
         assert actual == {g: p.amount for g, p in self.model.pools.items()}
+        config = self.stub.GetConfig(pb.GetConfigRequest(), timeout=RPC_TIMEOUT)
+        for c in config.pools:
+            pool = self.model.pools[GROUP_OF[c.group]]
+            assert (Decimal(c.contribution_rate.value), c.seed_amount, c.version) == (
+                pool.rate,
+                pool.seed,
+                pool.version,
+            )
+            assert (c.max_amount if c.HasField("max_amount") else None) == pool.cap
+            assert c.HasField("pending_config") == (pool.pending is not None)
 
 
 class ServiceModelPerContract(ServiceModel):

@@ -27,14 +27,14 @@ import yaml
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc.adapters.scratch import create_database, drop_database
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.telemetry import setup_telemetry
+from jackpot_grpc.observability.telemetry import setup_telemetry
 from scripts import gen_dashboard
 from testkit.database import unique_name
 from testkit.identity import bearer, secured
 from testkit.promql import selectors
+from testkit.scratch import create_database, drop_database
 from testkit.tools import find_tool, require_tool
 
 RULES_DIR = PROJECT_ROOT / "deploy" / "prometheus"

@@ -29,8 +29,6 @@ from testkit.figures import report
 from testkit.ledger import check_books
 from testkit.processes import ServiceProcess, base_url, serving, start_gateway
 
-pytestmark = pytest.mark.slow
-
 SECONDS = 8.0  # each abuse runs this long
 MIN_OK = 0.99
 ABUSE_ENV = dict(item.split("=", 1) for item in os.environ.get("ABUSE_ENV", "").split() if item)

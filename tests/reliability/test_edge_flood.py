@@ -32,8 +32,6 @@ from testkit.edge import Edge, running_edge
 from testkit.figures import report
 from testkit.ledger import check_books
 
-pytestmark = pytest.mark.slow
-
 SECONDS = 8.0
 CHANNELS, LOOPS = 100, 50
 MIN_OK = 0.99

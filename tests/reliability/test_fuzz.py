@@ -44,8 +44,6 @@ from testkit.figures import env_int, report, scale
 from testkit.ledger import books_problems
 from testkit.processes import ServiceProcess, serve_process
 
-pytestmark = pytest.mark.slow
-
 
 def examples(name: str, default: int) -> int:
     # At least 100: the floor of OK answers (ACCEPTED_AT_LEAST) needs enough of them.

@@ -32,8 +32,6 @@ from testkit.figures import env_int, latency_ms, report, scaled
 from testkit.ledger import check_books, check_contributions, cli_audit, ledger_rows
 from testkit.processes import serve_process
 
-pytestmark = pytest.mark.slow
-
 IN_FLIGHT = env_int("JACKPOT_SIGTERM_IN_FLIGHT", 48)
 TERM_AFTER = scaled(1_500, minimum=100)  # calls answered before SIGTERM
 # Right before SIGTERM a burst of calls arrives at once, so that the server has calls it

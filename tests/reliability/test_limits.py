@@ -25,8 +25,6 @@ from testkit.calls import ADMIN_METADATA, FORBIDDEN_CODES, Call, contribute_once
 from testkit.figures import report
 from testkit.ledger import check_books, check_contributions, table_counts
 
-pytestmark = pytest.mark.slow
-
 BURST = 350  # concurrent Contribute calls on one connection in the int64 test
 
 

@@ -16,15 +16,12 @@ import time
 from pathlib import Path
 
 import grpc
-import pytest
 from jackpot.v1 import jackpot_pb2_grpc
 
 from testkit.calls import FAST_RECONNECT, Call, contribute_once, status_codes
 from testkit.figures import env_int, latency_ms, report, scaled
 from testkit.ledger import check_books, check_contributions, cli_audit
 from testkit.processes import serve_process
-
-pytestmark = pytest.mark.slow
 
 KEYS = scaled(3_000, minimum=200)
 IN_FLIGHT = env_int("JACKPOT_KILL_IN_FLIGHT", 48)

@@ -19,8 +19,6 @@ import pytest
 from testkit.database import scratch_database
 from testkit.processes import ServiceProcess, http_ok, service_env
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def run_env(admin_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:

@@ -25,8 +25,6 @@ from testkit.figures import report, scaled
 from testkit.ledger import check_books
 from testkit.processes import base_url, serving, start_gateway
 
-pytestmark = pytest.mark.slow
-
 EXAMPLES = scaled(1500, minimum=50)  # per generation mode; JACKPOT_STRESS_SCALE raises it
 WRITES = ("contributions", "wins", "seed_fundings", "config_audit")
 

@@ -32,8 +32,6 @@ from testkit.calls import ADMIN_METADATA, FORBIDDEN_CODES, Call, contribute_once
 from testkit.figures import env_int, latency_ms, report, scaled
 from testkit.ledger import check_books, check_contributions, table_counts
 
-pytestmark = pytest.mark.slow
-
 CONTRIBUTIONS = scaled(30_000, minimum=500)
 KEYED_GAME = "reliability"
 IN_FLIGHT = env_int("JACKPOT_STRESS_IN_FLIGHT", 64)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 
-from jackpot_grpc.balancing import balanced_channel_options, channel_target
 from jackpot_grpc.gateway.app import create_gateway_app
+from jackpot_grpc.transport.balancing import balanced_channel_options, channel_target
 
 WHO = "/test.Who/Name"
 
@@ -64,7 +64,7 @@ def test_the_gateway_refuses_a_list_of_names() -> None:
 class Replica:
     name: str
     server: grpc.aio.Server
-    health: HealthServicer
+    health: health_aio.HealthServicer
     port: int
 
 
@@ -77,7 +77,7 @@ async def _replica(name: str) -> Replica:
         "test.Who", {"Name": grpc.unary_unary_rpc_method_handler(who)}
     )
     server.add_generic_rpc_handlers((handler,))
-    health = HealthServicer()
+    health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from jackpot_grpc import logging_setup
 from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.observability import logging_setup
 from testkit.deploy_files import assert_parses, dockerfile_instructions, stages
 from testkit.tools import require_tool
 

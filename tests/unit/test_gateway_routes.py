@@ -258,6 +258,9 @@ def test_jackpot_routes_come_from_the_annotations() -> None:
         ("GET", "/api/jackpot/config"): ("GetConfig", ""),
         ("PUT", "/api/jackpot/config"): ("UpdateConfig", "*"),
         ("GET", "/api/jackpot/ledger/{leaf_index}/proof"): ("GetLedgerProof", ""),
+        ("GET", "/api/jackpot/wins"): ("ListWins", ""),
+        ("POST", "/api/jackpot/pools/{group}:suspend"): ("SuspendPool", "*"),
+        ("POST", "/api/jackpot/pools/{group}:resume"): ("ResumePool", "*"),
     }
     assert {r.grpc_path for r in routes} >= {"/jackpot.v1.JackpotService/Contribute"}
 

@@ -14,7 +14,6 @@ import grpc
 import pytest
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.history.records import Rollup
 from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig, sampler_config
 from jackpot_grpc.history.trend import (
     Trend,
@@ -24,7 +23,8 @@ from jackpot_grpc.history.trend import (
     render_trend,
     sparkline,
 )
-from jackpot_grpc.metrics import (
+from jackpot_grpc.observability.history_records import Rollup
+from jackpot_grpc.observability.metrics import (
     RELATIVE_ERROR,
     RequestMetrics,
     Stats,

@@ -13,8 +13,8 @@ from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.domain.roles import ROLE_METHODS, may_call
 from jackpot_grpc.entrypoints.auth import bearer_token, caller_of
 from jackpot_grpc.entrypoints.client_registry import ClientRegistry
-from jackpot_grpc.failure_throttle import FailureThrottle
-from jackpot_grpc.open_mode import is_loopback
+from jackpot_grpc.security.failure_throttle import FailureThrottle
+from jackpot_grpc.security.open_mode import is_loopback
 
 
 class Clock:

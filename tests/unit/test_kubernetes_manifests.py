@@ -17,7 +17,7 @@ import yaml
 
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints import health
-from jackpot_grpc.secret_rules import TOO_OPEN
+from jackpot_grpc.security.secret_rules import TOO_OPEN
 from testkit.deploy_files import assert_parses, stages
 
 MANIFESTS = PROJECT_ROOT / "deploy" / "kubernetes"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from jackpot_grpc.logging_setup import configure_logging
+from jackpot_grpc.observability.logging_setup import configure_logging
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from prometheus_client import generate_latest
 
-from jackpot_grpc.metrics import (
+from jackpot_grpc.observability.metrics import (
     HISTOGRAM_BUCKETS,
     RELATIVE_ERROR,
     WINDOWS,

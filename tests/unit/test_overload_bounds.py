@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 from grpc_health.v1 import health_pb2
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.grpc_options import server_options
@@ -61,7 +61,7 @@ async def test_a_failed_run_is_not_retried_within_the_interval() -> None:
 
 
 async def test_readiness_flips_only_after_consecutive_failures_and_liveness_never() -> None:
-    health = HealthServicer()
+    health = health_aio.HealthServicer()
     answers = iter([True, False, False, True, False, False, False])
 
     async def ping() -> None:
@@ -94,7 +94,7 @@ def test_grpc_server_options_come_from_settings() -> None:
 
 
 async def test_the_probe_backs_off_while_the_database_is_down_and_not_while_serving() -> None:
-    health = HealthServicer()
+    health = health_aio.HealthServicer()
     up = [True, True, False, False, False, False, False, False, True]
     answers = iter(up)
 

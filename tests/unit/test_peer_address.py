@@ -7,7 +7,7 @@ from ipaddress import ip_address
 import pytest
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.peer_address import (
+from jackpot_grpc.transport.peer_address import (
     LOOPBACK_PROXIES,
     TrustedProxies,
     forwarded_entries,

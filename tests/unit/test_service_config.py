@@ -20,11 +20,11 @@ def retried_methods(document: dict[str, object]) -> set[str]:
 
 
 def test_reads_always_writes_only_when_every_write_is_keyed() -> None:
-    reads = {"GetPools", "GetStatistics", "GetConfig", "Check"}
+    reads = {"GetPools", "GetStatistics", "GetConfig", "ListWins", "Check"}
     assert retried_methods(service_config(keyed_writes=False)) == reads
     assert retried_methods(service_config(keyed_writes=True)) == reads | WRITES
     assert "UpdateConfig" not in retried_methods(service_config(keyed_writes=True))
-    for method in WRITES | {"GetPools", "GetStatistics", "GetConfig"}:
+    for method in WRITES | {"GetPools", "GetStatistics", "GetConfig", "ListWins"}:
         assert method in SERVICE.methods_by_name  # names match the proto
 
 

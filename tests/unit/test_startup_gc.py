@@ -1,10 +1,10 @@
-"""Freezing start-up's objects out of garbage collection (jackpot_grpc.startup_gc)."""
+"""Freezing start-up's objects out of garbage collection (jackpot_grpc.runtime.startup_gc)."""
 
 from __future__ import annotations
 
 import gc
 
-from jackpot_grpc.startup_gc import freeze_startup_objects
+from jackpot_grpc.runtime.startup_gc import freeze_startup_objects
 
 
 def test_live_objects_are_frozen_and_garbage_is_collected_first() -> None:

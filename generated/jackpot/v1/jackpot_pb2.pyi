@@ -60,6 +60,9 @@ class Pool(_message.Message):
     TOTAL_SEED_FUNDING_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     CONFIG_VERSION_FIELD_NUMBER: _builtins.int
+    SUSPENDED_FIELD_NUMBER: _builtins.int
+    SUSPENDED_REASON_FIELD_NUMBER: _builtins.int
+    PENDING_CONFIG_FIELD_NUMBER: _builtins.int
     group: Global___JackpotGroup.ValueType
     current_amount: _builtins.int
     seed_amount: _builtins.int
@@ -76,12 +79,20 @@ class Pool(_message.Message):
     """Bumped by config changes only (UpdateConfig.expected_version compares with it);
     `version` above moves with every change of the row.
     """
+    suspended: _builtins.bool
+    """Out of play (SuspendPool): keeps its amount, takes no share, refuses Win."""
+    suspended_reason: _builtins.str
+    """The reason SuspendPool gave (empty when in play)."""
     @_builtins.property
     def contribution_rate(self) -> _decimal_pb2.Decimal: ...
     @_builtins.property
     def last_won_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def pending_config(self) -> Global___PendingConfig:
+        """A config change waiting for the pool's next win (UpdateConfig apply_at_next_win)."""
+
     def __init__(
         self,
         *,
@@ -99,16 +110,73 @@ class Pool(_message.Message):
         total_seed_funding: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         config_version: _builtins.int = ...,
+        suspended: _builtins.bool = ...,
+        suspended_reason: _builtins.str = ...,
+        pending_config: Global___PendingConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "last_won_at", b"last_won_at", "max_amount", b"max_amount", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "last_won_at", b"last_won_at", "max_amount", b"max_amount", "pending_config", b"pending_config", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "config_version", b"config_version", "contribution_rate", b"contribution_rate", "current_amount", b"current_amount", "group", b"group", "last_won_amount", b"last_won_amount", "last_won_at", b"last_won_at", "last_won_by_user_id", b"last_won_by_user_id", "max_amount", b"max_amount", "seed_amount", b"seed_amount", "total_contributions", b"total_contributions", "total_seed_funding", b"total_seed_funding", "total_wins", b"total_wins", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "config_version", b"config_version", "contribution_rate", b"contribution_rate", "current_amount", b"current_amount", "group", b"group", "last_won_amount", b"last_won_amount", "last_won_at", b"last_won_at", "last_won_by_user_id", b"last_won_by_user_id", "max_amount", b"max_amount", "pending_config", b"pending_config", "seed_amount", b"seed_amount", "suspended", b"suspended", "suspended_reason", b"suspended_reason", "total_contributions", b"total_contributions", "total_seed_funding", b"total_seed_funding", "total_wins", b"total_wins", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_amount: _TypeAlias = _typing.Literal["max_amount"]  # noqa: Y015
     _WhichOneofArgType__max_amount: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_amount) -> _WhichOneofReturnType__max_amount | None: ...
 
 Global___Pool: _TypeAlias = Pool  # noqa: Y015
+
+@_typing.final
+class PendingConfig(_message.Message):
+    """A config change scheduled for a pool's next win: applied in that win's transaction (the
+    reset after the win is to its seed). Unset fields keep the value in force then.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRIBUTION_RATE_FIELD_NUMBER: _builtins.int
+    SEED_AMOUNT_FIELD_NUMBER: _builtins.int
+    MAX_AMOUNT_FIELD_NUMBER: _builtins.int
+    CLEAR_MAX_AMOUNT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SCHEDULED_AT_FIELD_NUMBER: _builtins.int
+    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    seed_amount: _builtins.int
+    max_amount: _builtins.int
+    clear_max_amount: _builtins.bool
+    actor: _builtins.str
+    reason: _builtins.str
+    schedule_id: _builtins.int
+    """Its pool_lifecycle ledger row."""
+    @_builtins.property
+    def contribution_rate(self) -> _decimal_pb2.Decimal: ...
+    @_builtins.property
+    def scheduled_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        contribution_rate: _decimal_pb2.Decimal | None = ...,
+        seed_amount: _builtins.int | None = ...,
+        max_amount: _builtins.int | None = ...,
+        clear_max_amount: _builtins.bool = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        scheduled_at: _timestamp_pb2.Timestamp | None = ...,
+        schedule_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "contribution_rate", b"contribution_rate", "max_amount", b"max_amount", "scheduled_at", b"scheduled_at", "seed_amount", b"seed_amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "actor", b"actor", "clear_max_amount", b"clear_max_amount", "contribution_rate", b"contribution_rate", "max_amount", b"max_amount", "reason", b"reason", "schedule_id", b"schedule_id", "scheduled_at", b"scheduled_at", "seed_amount", b"seed_amount"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_amount: _TypeAlias = _typing.Literal["max_amount"]  # noqa: Y015
+    _WhichOneofArgType__max_amount: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount"]  # noqa: Y015
+    _WhichOneofReturnType__seed_amount: _TypeAlias = _typing.Literal["seed_amount"]  # noqa: Y015
+    _WhichOneofArgType__seed_amount: _TypeAlias = _typing.Literal["_seed_amount", b"_seed_amount"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_amount) -> _WhichOneofReturnType__max_amount | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed_amount) -> _WhichOneofReturnType__seed_amount | None: ...
+
+Global___PendingConfig: _TypeAlias = PendingConfig  # noqa: Y015
 
 @_typing.final
 class GroupAmount(_message.Message):
@@ -184,6 +252,7 @@ class ContributeResponse(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
     LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    SHARING_GROUPS_FIELD_NUMBER: _builtins.int
     total_contribution: _builtins.int
     contribution_id: _builtins.int
     replayed: _builtins.bool
@@ -203,6 +272,12 @@ class ContributeResponse(_message.Message):
 
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def sharing_groups(self) -> _containers.RepeatedScalarFieldContainer[Global___JackpotGroup.ValueType]:
+        """The pools this wager was shared with: every pool in play whose rate is above 0 (its
+        share may still be 0 after rounding down or at the cap). A suspended pool is left out.
+        """
+
     def __init__(
         self,
         *,
@@ -213,10 +288,11 @@ class ContributeResponse(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         replayed: _builtins.bool = ...,
         leaf_index: _builtins.int = ...,
+        sharing_groups: _abc.Iterable[Global___JackpotGroup.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_id", b"contribution_id", "contributions", b"contributions", "created_at", b"created_at", "leaf_index", b"leaf_index", "pool_amounts", b"pool_amounts", "replayed", b"replayed", "total_contribution", b"total_contribution"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_id", b"contribution_id", "contributions", b"contributions", "created_at", b"created_at", "leaf_index", b"leaf_index", "pool_amounts", b"pool_amounts", "replayed", b"replayed", "sharing_groups", b"sharing_groups", "total_contribution", b"total_contribution"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -607,6 +683,7 @@ class PoolConfig(_message.Message):
     SEED_AMOUNT_FIELD_NUMBER: _builtins.int
     MAX_AMOUNT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    PENDING_CONFIG_FIELD_NUMBER: _builtins.int
     group: Global___JackpotGroup.ValueType
     seed_amount: _builtins.int
     max_amount: _builtins.int
@@ -614,6 +691,10 @@ class PoolConfig(_message.Message):
     """The pool's config version (Pool.config_version)."""
     @_builtins.property
     def contribution_rate(self) -> _decimal_pb2.Decimal: ...
+    @_builtins.property
+    def pending_config(self) -> Global___PendingConfig:
+        """A change waiting for the pool's next win (UpdateConfig apply_at_next_win)."""
+
     def __init__(
         self,
         *,
@@ -622,10 +703,11 @@ class PoolConfig(_message.Message):
         seed_amount: _builtins.int = ...,
         max_amount: _builtins.int | None = ...,
         version: _builtins.int = ...,
+        pending_config: Global___PendingConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "max_amount", b"max_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "max_amount", b"max_amount", "pending_config", b"pending_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "group", b"group", "max_amount", b"max_amount", "seed_amount", b"seed_amount", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "group", b"group", "max_amount", b"max_amount", "pending_config", b"pending_config", "seed_amount", b"seed_amount", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_amount: _TypeAlias = _typing.Literal["max_amount"]  # noqa: Y015
     _WhichOneofArgType__max_amount: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount"]  # noqa: Y015
@@ -666,6 +748,7 @@ class UpdateConfigRequest(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    APPLY_AT_NEXT_WIN_FIELD_NUMBER: _builtins.int
     group: Global___JackpotGroup.ValueType
     seed_amount: _builtins.int
     max_amount: _builtins.int
@@ -683,6 +766,12 @@ class UpdateConfigRequest(_message.Message):
     sum, expected_version, under the same pool row locks) and the answer is the config as
     it would be (with its new version), then the transaction is rolled back: no change,
     no audit row, audit_id 0.
+    """
+    apply_at_next_win: _builtins.bool
+    """Checked now (validation, the rate sum with every pending rate, expected_version) and
+    recorded as the pool's pending change (replacing any), applied in the transaction of
+    the pool's next win. The answer's config is the one in force (its pending_config set),
+    audit_id the pool_lifecycle row's id.
     """
     @_builtins.property
     def contribution_rate(self) -> _decimal_pb2.Decimal:
@@ -702,10 +791,11 @@ class UpdateConfigRequest(_message.Message):
         actor: _builtins.str = ...,
         reason: _builtins.str = ...,
         validate_only: _builtins.bool = ...,
+        apply_at_next_win: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "contribution_rate", b"contribution_rate", "expected_version", b"expected_version", "max_amount", b"max_amount", "seed_amount", b"seed_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "actor", b"actor", "clear_max_amount", b"clear_max_amount", "contribution_rate", b"contribution_rate", "expected_version", b"expected_version", "group", b"group", "max_amount", b"max_amount", "reason", b"reason", "seed_amount", b"seed_amount", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "actor", b"actor", "apply_at_next_win", b"apply_at_next_win", "clear_max_amount", b"clear_max_amount", "contribution_rate", b"contribution_rate", "expected_version", b"expected_version", "group", b"group", "max_amount", b"max_amount", "reason", b"reason", "seed_amount", b"seed_amount", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
     _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
@@ -744,6 +834,220 @@ class UpdateConfigResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateConfigResponse: _TypeAlias = UpdateConfigResponse  # noqa: Y015
+
+@_typing.final
+class ListWinsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    group: Global___JackpotGroup.ValueType
+    """Unset: every pool."""
+    page_size: _builtins.int
+    """At most 1000 (larger asks are cut to 1000); 0: 25. Negative: INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    """The previous page's next_page_token; only valid with the same group and times."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Wins from start_time (inclusive) to end_time (exclusive); unset: unbounded."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        group: Global___JackpotGroup.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "group", b"group", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWinsRequest: _TypeAlias = ListWinsRequest  # noqa: Y015
+
+@_typing.final
+class WinRecord(_message.Message):
+    """One win of the hit history, as its ledger row records it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WIN_ID_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REQUESTED_AMOUNT_FIELD_NUMBER: _builtins.int
+    GAME_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_FIELD_NUMBER: _builtins.int
+    WON_AT_FIELD_NUMBER: _builtins.int
+    POOL_BEFORE_FIELD_NUMBER: _builtins.int
+    POOL_AFTER_FIELD_NUMBER: _builtins.int
+    SEED_FUNDED_BY_OPERATOR_FIELD_NUMBER: _builtins.int
+    SEED_FUNDED_FROM_RESERVE_FIELD_NUMBER: _builtins.int
+    LEDGER_SEQ_FIELD_NUMBER: _builtins.int
+    LEDGER_INDEX_FIELD_NUMBER: _builtins.int
+    win_id: _builtins.int
+    group: Global___JackpotGroup.ValueType
+    amount: _builtins.int
+    requested_amount: _builtins.int
+    """What was asked (unset: the whole pool)."""
+    game_id: _builtins.str
+    user_id: _builtins.str
+    client: _builtins.str
+    """The authenticated client that paid it."""
+    pool_before: _builtins.int
+    pool_after: _builtins.int
+    seed_funded_by_operator: _builtins.int
+    """The reset back to the seed after the win, by source."""
+    seed_funded_from_reserve: _builtins.int
+    ledger_seq: _builtins.int
+    """Its place in the ledger's sequence (0: a row from before the ledger was sequenced)."""
+    ledger_index: _builtins.int
+    """Its leaf index in the tamper-evident log, its receipt (WinResponse.leaf_index): given
+    as the win was written; GetLedgerProof proves it once a checkpoint covers it. Unset
+    only for a row from before receipts that is no leaf yet.
+    """
+    @_builtins.property
+    def won_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        win_id: _builtins.int = ...,
+        group: Global___JackpotGroup.ValueType = ...,
+        amount: _builtins.int = ...,
+        requested_amount: _builtins.int | None = ...,
+        game_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        client: _builtins.str = ...,
+        won_at: _timestamp_pb2.Timestamp | None = ...,
+        pool_before: _builtins.int = ...,
+        pool_after: _builtins.int = ...,
+        seed_funded_by_operator: _builtins.int = ...,
+        seed_funded_from_reserve: _builtins.int = ...,
+        ledger_seq: _builtins.int = ...,
+        ledger_index: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ledger_index", b"_ledger_index", "_requested_amount", b"_requested_amount", "ledger_index", b"ledger_index", "requested_amount", b"requested_amount", "won_at", b"won_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ledger_index", b"_ledger_index", "_requested_amount", b"_requested_amount", "amount", b"amount", "client", b"client", "game_id", b"game_id", "group", b"group", "ledger_index", b"ledger_index", "ledger_seq", b"ledger_seq", "pool_after", b"pool_after", "pool_before", b"pool_before", "requested_amount", b"requested_amount", "seed_funded_by_operator", b"seed_funded_by_operator", "seed_funded_from_reserve", b"seed_funded_from_reserve", "user_id", b"user_id", "win_id", b"win_id", "won_at", b"won_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ledger_index: _TypeAlias = _typing.Literal["ledger_index"]  # noqa: Y015
+    _WhichOneofArgType__ledger_index: _TypeAlias = _typing.Literal["_ledger_index", b"_ledger_index"]  # noqa: Y015
+    _WhichOneofReturnType__requested_amount: _TypeAlias = _typing.Literal["requested_amount"]  # noqa: Y015
+    _WhichOneofArgType__requested_amount: _TypeAlias = _typing.Literal["_requested_amount", b"_requested_amount"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ledger_index) -> _WhichOneofReturnType__ledger_index | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__requested_amount) -> _WhichOneofReturnType__requested_amount | None: ...
+
+Global___WinRecord: _TypeAlias = WinRecord  # noqa: Y015
+
+@_typing.final
+class ListWinsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def wins(self) -> _containers.RepeatedCompositeFieldContainer[Global___WinRecord]: ...
+    def __init__(
+        self,
+        *,
+        wins: _abc.Iterable[Global___WinRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "wins", b"wins"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWinsResponse: _TypeAlias = ListWinsResponse  # noqa: Y015
+
+@_typing.final
+class SuspendPoolRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    group: Global___JackpotGroup.ValueType
+    reason: _builtins.str
+    """Why (recorded in the ledger and shown in Pool.suspended_reason). Required."""
+    actor: _builtins.str
+    """Who (free text, recorded beside the authenticated client)."""
+    def __init__(
+        self,
+        *,
+        group: Global___JackpotGroup.ValueType = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "group", b"group", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspendPoolRequest: _TypeAlias = SuspendPoolRequest  # noqa: Y015
+
+@_typing.final
+class ResumePoolRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    group: Global___JackpotGroup.ValueType
+    reason: _builtins.str
+    actor: _builtins.str
+    def __init__(
+        self,
+        *,
+        group: Global___JackpotGroup.ValueType = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "group", b"group", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumePoolRequest: _TypeAlias = ResumePoolRequest  # noqa: Y015
+
+@_typing.final
+class PoolLifecycleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.int
+    """The pool_lifecycle ledger row written (0: the pool was already so; nothing written)."""
+    @_builtins.property
+    def pool(self) -> Global___Pool: ...
+    def __init__(
+        self,
+        *,
+        pool: Global___Pool | None = ...,
+        event_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "pool", b"pool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PoolLifecycleResponse: _TypeAlias = PoolLifecycleResponse  # noqa: Y015
 
 @_typing.final
 class WatchPoolsRequest(_message.Message):
@@ -888,7 +1192,9 @@ class GetLedgerProofResponse(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     leaf_index: _builtins.int
     table: _builtins.str
-    """The leaf's ledger table (contributions, wins, seed_fundings, config_audit) and row id."""
+    """The leaf's ledger table (contributions, wins, seed_fundings, config_audit,
+    pool_lifecycle) and row id.
+    """
     row_id: _builtins.int
     leaf: _builtins.bytes
     """The leaf's bytes (docs/LEDGER.md, "Leaves"); its hash is SHA-256(0x00 || leaf)."""

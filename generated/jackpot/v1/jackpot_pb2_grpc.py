@@ -74,6 +74,21 @@ class JackpotServiceStub:
                 request_serializer=jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigRequest.SerializeToString,
                 response_deserializer=jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigResponse.FromString,
                 _registered_method=True)
+        self.ListWins = channel.unary_unary(
+                '/jackpot.v1.JackpotService/ListWins',
+                request_serializer=jackpot_dot_v1_dot_jackpot__pb2.ListWinsRequest.SerializeToString,
+                response_deserializer=jackpot_dot_v1_dot_jackpot__pb2.ListWinsResponse.FromString,
+                _registered_method=True)
+        self.SuspendPool = channel.unary_unary(
+                '/jackpot.v1.JackpotService/SuspendPool',
+                request_serializer=jackpot_dot_v1_dot_jackpot__pb2.SuspendPoolRequest.SerializeToString,
+                response_deserializer=jackpot_dot_v1_dot_jackpot__pb2.PoolLifecycleResponse.FromString,
+                _registered_method=True)
+        self.ResumePool = channel.unary_unary(
+                '/jackpot.v1.JackpotService/ResumePool',
+                request_serializer=jackpot_dot_v1_dot_jackpot__pb2.ResumePoolRequest.SerializeToString,
+                response_deserializer=jackpot_dot_v1_dot_jackpot__pb2.PoolLifecycleResponse.FromString,
+                _registered_method=True)
         self.WatchPools = channel.unary_stream(
                 '/jackpot.v1.JackpotService/WatchPools',
                 request_serializer=jackpot_dot_v1_dot_jackpot__pb2.WatchPoolsRequest.SerializeToString,
@@ -142,6 +157,31 @@ class JackpotServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWins(self, request, context):
+        """Hit history (reader role and up): wins newest first, of one pool (`group`) or all, in
+        [start_time, end_time), AIP-158 paging. REST query: group, pageSize, pageToken,
+        startTime, endTime (RFC 3339).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuspendPool(self, request, context):
+        """Admin: takes a pool out of play. It keeps its amount, takes no share of any wager (the
+        other pools still take theirs) and refuses Win (FAILED_PRECONDITION, POOL_SUSPENDED)
+        until resumed. Ledgered (pool_lifecycle). Suspending a suspended pool changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumePool(self, request, context):
+        """Admin: puts a suspended pool back in play. Ledgered (pool_lifecycle).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchPools(self, request, context):
         """Live pools: the first message carries every pool (or the `groups` asked for), then a
         message whenever they change, at most one per JACKPOT_WATCH_INTERVAL (default 100 ms);
@@ -194,6 +234,21 @@ def add_JackpotServiceServicer_to_server(servicer, server):
                     servicer.UpdateConfig,
                     request_deserializer=jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigRequest.FromString,
                     response_serializer=jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigResponse.SerializeToString,
+            ),
+            'ListWins': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWins,
+                    request_deserializer=jackpot_dot_v1_dot_jackpot__pb2.ListWinsRequest.FromString,
+                    response_serializer=jackpot_dot_v1_dot_jackpot__pb2.ListWinsResponse.SerializeToString,
+            ),
+            'SuspendPool': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendPool,
+                    request_deserializer=jackpot_dot_v1_dot_jackpot__pb2.SuspendPoolRequest.FromString,
+                    response_serializer=jackpot_dot_v1_dot_jackpot__pb2.PoolLifecycleResponse.SerializeToString,
+            ),
+            'ResumePool': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumePool,
+                    request_deserializer=jackpot_dot_v1_dot_jackpot__pb2.ResumePoolRequest.FromString,
+                    response_serializer=jackpot_dot_v1_dot_jackpot__pb2.PoolLifecycleResponse.SerializeToString,
             ),
             'WatchPools': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchPools,
@@ -417,6 +472,87 @@ class JackpotService:
             '/jackpot.v1.JackpotService/UpdateConfig',
             jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigRequest.SerializeToString,
             jackpot_dot_v1_dot_jackpot__pb2.UpdateConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWins(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jackpot.v1.JackpotService/ListWins',
+            jackpot_dot_v1_dot_jackpot__pb2.ListWinsRequest.SerializeToString,
+            jackpot_dot_v1_dot_jackpot__pb2.ListWinsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendPool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jackpot.v1.JackpotService/SuspendPool',
+            jackpot_dot_v1_dot_jackpot__pb2.SuspendPoolRequest.SerializeToString,
+            jackpot_dot_v1_dot_jackpot__pb2.PoolLifecycleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jackpot.v1.JackpotService/ResumePool',
+            jackpot_dot_v1_dot_jackpot__pb2.ResumePoolRequest.SerializeToString,
+            jackpot_dot_v1_dot_jackpot__pb2.PoolLifecycleResponse.FromString,
             options,
             channel_credentials,
             insecure,

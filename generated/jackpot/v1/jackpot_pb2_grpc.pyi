@@ -53,6 +53,18 @@ class JackpotServiceStub:
     """
     UpdateConfig: _grpc.UnaryUnaryMultiCallable[_jackpot_pb2.UpdateConfigRequest, _jackpot_pb2.UpdateConfigResponse]
     """Admin: changes one pool's rate, seed or cap. Audited; bumps the pool's version."""
+    ListWins: _grpc.UnaryUnaryMultiCallable[_jackpot_pb2.ListWinsRequest, _jackpot_pb2.ListWinsResponse]
+    """Hit history (reader role and up): wins newest first, of one pool (`group`) or all, in
+    [start_time, end_time), AIP-158 paging. REST query: group, pageSize, pageToken,
+    startTime, endTime (RFC 3339).
+    """
+    SuspendPool: _grpc.UnaryUnaryMultiCallable[_jackpot_pb2.SuspendPoolRequest, _jackpot_pb2.PoolLifecycleResponse]
+    """Admin: takes a pool out of play. It keeps its amount, takes no share of any wager (the
+    other pools still take theirs) and refuses Win (FAILED_PRECONDITION, POOL_SUSPENDED)
+    until resumed. Ledgered (pool_lifecycle). Suspending a suspended pool changes nothing.
+    """
+    ResumePool: _grpc.UnaryUnaryMultiCallable[_jackpot_pb2.ResumePoolRequest, _jackpot_pb2.PoolLifecycleResponse]
+    """Admin: puts a suspended pool back in play. Ledgered (pool_lifecycle)."""
     WatchPools: _grpc.UnaryStreamMultiCallable[_jackpot_pb2.WatchPoolsRequest, _jackpot_pb2.WatchPoolsResponse]
     """Live pools: the first message carries every pool (or the `groups` asked for), then a
     message whenever they change, at most one per JACKPOT_WATCH_INTERVAL (default 100 ms);
@@ -83,6 +95,18 @@ class JackpotServiceAsyncStub(JackpotServiceStub):
     """
     UpdateConfig: _aio.UnaryUnaryMultiCallable[_jackpot_pb2.UpdateConfigRequest, _jackpot_pb2.UpdateConfigResponse]  # type: ignore[assignment]
     """Admin: changes one pool's rate, seed or cap. Audited; bumps the pool's version."""
+    ListWins: _aio.UnaryUnaryMultiCallable[_jackpot_pb2.ListWinsRequest, _jackpot_pb2.ListWinsResponse]  # type: ignore[assignment]
+    """Hit history (reader role and up): wins newest first, of one pool (`group`) or all, in
+    [start_time, end_time), AIP-158 paging. REST query: group, pageSize, pageToken,
+    startTime, endTime (RFC 3339).
+    """
+    SuspendPool: _aio.UnaryUnaryMultiCallable[_jackpot_pb2.SuspendPoolRequest, _jackpot_pb2.PoolLifecycleResponse]  # type: ignore[assignment]
+    """Admin: takes a pool out of play. It keeps its amount, takes no share of any wager (the
+    other pools still take theirs) and refuses Win (FAILED_PRECONDITION, POOL_SUSPENDED)
+    until resumed. Ledgered (pool_lifecycle). Suspending a suspended pool changes nothing.
+    """
+    ResumePool: _aio.UnaryUnaryMultiCallable[_jackpot_pb2.ResumePoolRequest, _jackpot_pb2.PoolLifecycleResponse]  # type: ignore[assignment]
+    """Admin: puts a suspended pool back in play. Ledgered (pool_lifecycle)."""
     WatchPools: _aio.UnaryStreamMultiCallable[_jackpot_pb2.WatchPoolsRequest, _jackpot_pb2.WatchPoolsResponse]  # type: ignore[assignment]
     """Live pools: the first message carries every pool (or the `groups` asked for), then a
     message whenever they change, at most one per JACKPOT_WATCH_INTERVAL (default 100 ms);
@@ -158,6 +182,36 @@ class JackpotServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jackpot_pb2.UpdateConfigResponse, _abc.Awaitable[_jackpot_pb2.UpdateConfigResponse]]:
         """Admin: changes one pool's rate, seed or cap. Audited; bumps the pool's version."""
+
+    @_abc_1.abstractmethod
+    def ListWins(
+        self,
+        request: _jackpot_pb2.ListWinsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jackpot_pb2.ListWinsResponse, _abc.Awaitable[_jackpot_pb2.ListWinsResponse]]:
+        """Hit history (reader role and up): wins newest first, of one pool (`group`) or all, in
+        [start_time, end_time), AIP-158 paging. REST query: group, pageSize, pageToken,
+        startTime, endTime (RFC 3339).
+        """
+
+    @_abc_1.abstractmethod
+    def SuspendPool(
+        self,
+        request: _jackpot_pb2.SuspendPoolRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jackpot_pb2.PoolLifecycleResponse, _abc.Awaitable[_jackpot_pb2.PoolLifecycleResponse]]:
+        """Admin: takes a pool out of play. It keeps its amount, takes no share of any wager (the
+        other pools still take theirs) and refuses Win (FAILED_PRECONDITION, POOL_SUSPENDED)
+        until resumed. Ledgered (pool_lifecycle). Suspending a suspended pool changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumePool(
+        self,
+        request: _jackpot_pb2.ResumePoolRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jackpot_pb2.PoolLifecycleResponse, _abc.Awaitable[_jackpot_pb2.PoolLifecycleResponse]]:
+        """Admin: puts a suspended pool back in play. Ledgered (pool_lifecycle)."""
 
     @_abc_1.abstractmethod
     def WatchPools(

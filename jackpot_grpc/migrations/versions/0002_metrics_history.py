@@ -3,7 +3,7 @@
 `system_metrics` is the table the runbook's monthly capacity review reads (stat_timestamp,
 cpu_usage, memory_usage, connection_count): one row per process per sampler tick.
 `request_rollups` holds, per process, sampler tick (a minute by default) and method, the
-calls' counts and latency histogram (sparse: bucket indexes of jackpot_grpc.metrics and
+calls' counts and latency histogram (sparse: bucket indexes of jackpot_grpc.observability.metrics and
 their counts), so percentiles over any span and any number of processes combine exactly by
 summing buckets. Finished hours are compacted into one row per method (`compacted`, no
 host/pid), which keeps a 30-day read to a few thousand rows. Both tables are pruned by age
@@ -65,7 +65,7 @@ def upgrade() -> None:
             sum_ms              double precision NOT NULL,
             min_ms              double precision NOT NULL,
             max_ms              double precision NOT NULL,
-            -- Sparse latency histogram: bucket indexes (jackpot_grpc.metrics.bucket_of)
+            -- Sparse latency histogram: bucket indexes (jackpot_grpc.observability.metrics.bucket_of)
             -- and the number of calls in each.
             hist_index          smallint[] NOT NULL,
             hist_count          bigint[] NOT NULL,

@@ -71,7 +71,8 @@ def upgrade() -> None:
     if not context.is_offline_mode():
         from jackpot_grpc.adapters.ledger_store import assign_leaves_by_sequence
 
-        assign_leaves_by_sequence(op.get_bind().connection.driver_connection)
+        # The ledger tables of this revision (later revisions add more).
+        assign_leaves_by_sequence(op.get_bind().connection.driver_connection, LEDGER_TABLES[:4])
 
 
 def downgrade() -> None:

@@ -16,9 +16,8 @@ from pathlib import Path
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.roles import ROLES
-from jackpot_grpc.entrypoints.client_registry import ADMIN_CLIENT
-from jackpot_grpc.entrypoints.identity import ANONYMOUS
 from jackpot_grpc.ops.output import emit_json, render_table
+from jackpot_grpc.security.client_names import ADMIN_CLIENT, ANONYMOUS
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESERVED = (ADMIN_CLIENT, ANONYMOUS)  # JACKPOT_ADMIN_TOKEN's client; open mode's caller

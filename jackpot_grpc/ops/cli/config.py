@@ -15,7 +15,7 @@ from jackpot_grpc.domain.model import GROUP_NAMES, Group, PoolConfig
 from jackpot_grpc.ops.cli.options import Subparsers, common
 from jackpot_grpc.ops.cli.shared import emit, failing_cleanly, grpc_target
 from jackpot_grpc.ops.output import Section, emit_json, emit_sections
-from jackpot_grpc.secret_rules import require_long_token
+from jackpot_grpc.security.secret_rules import require_long_token
 
 if TYPE_CHECKING:
     from jackpot.v1 import jackpot_pb2 as pb
@@ -90,6 +90,7 @@ def _update_request(args: argparse.Namespace) -> pb.UpdateConfigRequest:
         expected_version=args.expected_version,
         actor=args.actor or getpass.getuser(),
         reason=args.reason,
+        at_next_win=args.at_next_win,
     )
 
 
@@ -145,6 +146,14 @@ def _apply(
         config_admin.update_grpc(settings, target, token, request, args.timeout)
     )
     row = config_admin.config_row(config)
+    if args.at_next_win:
+        emit(
+            args,
+            {"ok": True, "scheduled": True, "schedule_id": audit_id, "config": row},
+            [Section(f"In force until the next win ({target})", CONFIG_COLUMNS, [row])],
+            f"{args.group}: change scheduled for the pool's next win (#{audit_id})",
+        )
+        return 0
     emit(
         args,
         {"ok": True, "audit_id": audit_id, "config": row},
@@ -192,4 +201,9 @@ def register(subparsers: Subparsers) -> None:
     update.add_argument("--actor", help="who makes the change (default: the login name)")
     update.add_argument("--reason", default="", help="why (kept in the audit)")
     update.add_argument("--dry-run", action="store_true", help="validate against GetConfig only")
+    update.add_argument(
+        "--at-next-win",
+        action="store_true",
+        help="record it as pending: applied in the transaction of the pool's next win",
+    )
     update.set_defaults(func=cmd_config_update)

@@ -8,7 +8,6 @@ import asyncio
 import psycopg
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.messages import first_line
 from jackpot_grpc.ops.cli.options import Subparsers, common, positive_seconds
 from jackpot_grpc.ops.cli.shared import (
     CONNECTION_STATE_COLUMNS,
@@ -21,6 +20,7 @@ from jackpot_grpc.ops.cli.shared import (
     health_base,
 )
 from jackpot_grpc.ops.output import Section, key_values, progress
+from jackpot_grpc.text.messages import first_line
 
 
 def service_part(settings: Settings, args: argparse.Namespace) -> Part:

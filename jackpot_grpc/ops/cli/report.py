@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.metrics import PERIODS
+from jackpot_grpc.observability.metrics import PERIODS
 from jackpot_grpc.ops.cli.options import Subparsers, common, positive_int
 from jackpot_grpc.ops.cli.shared import (
     CONNECTION_STATE_COLUMNS,

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from jackpot_grpc.metrics import Stats
+from jackpot_grpc.observability.metrics import Stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class SystemSample:
     shows it, so above 100 when it kept more than one core busy).
     memory_usage: the process's resident memory (rss_bytes) as a percent of its cgroup's
     memory limit (MemoryMax=, a container's limit), or of the machine's physical memory
-    when it has none (jackpot_grpc.cgroup_memory).
+    when it has none (jackpot_grpc.runtime.cgroup_memory).
     connection_count: connections open in the process's database pool.
     """
 

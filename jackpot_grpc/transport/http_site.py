@@ -19,7 +19,7 @@ Both listeners face whoever can reach them, so both get the same bounds:
   queue is not refused, its handshakes are dropped and retried 1, 3 and 7 s later, so those
   connections would be neither served, nor answered 503, nor timed out until then.
 - The access log (the gateway's; the health port keeps none) never records a query string:
-  callers put tokens there (jackpot_grpc.access_log).
+  callers put tokens there (jackpot_grpc.observability.access_log).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from jackpot_grpc.access_log import RedactingAccessLogger
 from jackpot_grpc.config import Settings
-from jackpot_grpc.refusals import Refusals
+from jackpot_grpc.observability.access_log import RedactingAccessLogger
+from jackpot_grpc.observability.refusals import Refusals
 
 HTTP_LAYER = "http"
 _REFUSED_CONNECTION = (
@@ -203,7 +203,7 @@ async def start_site(
         web.AppRunner(
             app,
             shutdown_timeout=shutdown_timeout,
-            access_log_class=RedactingAccessLogger,  # never a query string (access_log.py)
+            access_log_class=RedactingAccessLogger,  # no query string (observability.access_log)
             **handler_args,
         )
         if access_log

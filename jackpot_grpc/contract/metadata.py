@@ -1,6 +1,6 @@
 """gRPC metadata the REST gateway adds to each call for the server (grpc-gateway's names)."""
 
-# The HTTP caller's address as the gateway resolved it (jackpot_grpc.peer_address): the
+# The HTTP caller's address as the gateway resolved it (jackpot_grpc.transport.peer_address): the
 # server believes it only from a trusted proxy (JACKPOT_TRUSTED_PROXIES) or a gateway that
 # proved itself (below), and throttles callers that keep failing one by one.
 FORWARDED_FOR = "x-forwarded-for"

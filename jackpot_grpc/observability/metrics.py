@@ -53,7 +53,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
-from jackpot_grpc.contract import JACKPOT_SERVICE
+from jackpot_grpc.contract.names import JACKPOT_SERVICE
 
 RELATIVE_ERROR = 0.05
 MIN_MS = 0.01
@@ -418,6 +418,19 @@ DATABASE_TIMEOUTS = Counter(
     registry=None,
 )
 
+# Commits whose outcome is unknown (adapters.commit_bound), by why: "timeout"
+# (JACKPOT_COMMIT_TIMEOUT), "sync_rep_cancelled" (the server's warning that the wait for a
+# synchronous standby was cancelled), "connection_lost" (the connection ended mid-commit).
+COMMIT_OUTCOME_UNKNOWN = Counter(
+    "jackpot_commit_outcome_unknown",
+    "Commits never acknowledged because their outcome is unknown, by reason.",
+    ("reason",),
+    registry=None,
+)
+COMMIT_UNKNOWN_REASONS = ("timeout", "sync_rep_cancelled", "connection_lost")
+for _reason in COMMIT_UNKNOWN_REASONS:  # exported at 0 from the start: alerts can read them
+    COMMIT_OUTCOME_UNKNOWN.labels(_reason)
+
 
 class RequestMetrics:
     """Records every RPC; answers summaries over a period. Runs on the event loop only."""
@@ -432,6 +445,7 @@ class RequestMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.registry.register(DATABASE_TIMEOUTS)
+        self.registry.register(COMMIT_OUTCOME_UNKNOWN)
         self._started = Counter(
             "grpc_server_started",
             "Total number of RPCs started on the server.",

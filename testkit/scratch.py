@@ -1,4 +1,5 @@
-"""Throwaway databases on a server where we may CREATE DATABASE (tests and benchmarks).
+"""Throwaway databases on a server where we may CREATE DATABASE (tests and benchmarks;
+not shipped in the wheel).
 
 The server is the local system PostgreSQL (127.0.0.1:5432, user postgres), the embedded
 one, or any libpq URL whose user may create databases.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.peer_address import parse_address
+from jackpot_grpc.transport.peer_address import parse_address
 
 log = logging.getLogger(__name__)
 

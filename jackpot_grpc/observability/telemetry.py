@@ -21,7 +21,8 @@ passed in by a test), so an unconfigured service pays nothing for it. Metrics al
 a Prometheus registry served by the health port's /metrics/prometheus, and also to OTLP
 when a metrics endpoint is configured. RPC latency is recorded in OpenTelemetry
 (`rpc.server.call.duration`, seconds) only when metrics leave the process that way:
-Prometheus already has it from jackpot_grpc.metrics, and the record costs ~7 us per call.
+Prometheus already has it from jackpot_grpc.observability.metrics, and the record costs
+~7 us per call.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.semconv._incubating.metrics.rpc_metrics import RPC_SERVER_CALL_DURATION
 from prometheus_client import CollectorRegistry
 
-from jackpot_grpc.contract import JACKPOT_SERVICE
+from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from jackpot_grpc.domain.model import GROUPS, ContributionResult, Group, PoolState, WinResult
-from jackpot_grpc.version import package_version
+from jackpot_grpc.runtime.version import package_version
 
 # OpenTelemetry service.name when OTEL_SERVICE_NAME does not set one.
 DEFAULT_OTEL_SERVICE_NAME = "jackpot-service"

@@ -1,15 +1,17 @@
 """Ledger receipts: every ledger row takes its leaf index in the transaction that writes it.
 
 - `ledger_head`: one row, `size`, the number of leaf indexes handed out. Every ledger
-  writer (a contribution batch, a win and its top-up, a config change) adds its rows'
+  writer (a contribution batch, a win and its top-up, a config change, a pool's
+  suspension, resumption or scheduled change) adds its rows'
   count to it in its own transaction, after taking the pool locks, and gives its rows the
   indexes it moved past: the row lock orders the writers' commits, so the indexes are
   gap-free and in commit order across every process on the database (a rolled-back
   transaction returns its indexes with it). `receipts_from` is the size when this revision
   ran: every row from that leaf on carries its index.
-- `leaf_index` on contributions, wins, seed_fundings and config_audit: the row's leaf
-  index, so a write answers with it (the receipt) and an idempotent replay answers the
-  same (rows already there keep their leaves in `ledger_leaves`; theirs stays NULL). Its
+- `leaf_index` on contributions, wins, seed_fundings, config_audit and pool_lifecycle
+  (0012's suspensions, resumptions and scheduled changes): the row's leaf index, so a
+  write answers with it (the receipt) and an idempotent replay answers the same (rows
+  already there keep their leaves in `ledger_leaves`; theirs stays NULL). Its
   default, `ledger_claim_leaf()`, claims one index per row for an insert that names none
   (one statement per row: the service's batch claims a whole batch's in one). A row with
   neither an index nor a leaf is one written past the ledger: the audit names it.
@@ -20,21 +22,22 @@
 `ledger_leaves` stays the log of leaf hashes: the checkpoint signer hashes the rows whose
 index is at or above its size, off the money path.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
-TABLES = ("seed_fundings", "contributions", "wins", "config_audit")  # 0010's order of a tie
+# The order of a tie in 0010's rule (ledger_store.TABLES), pool_lifecycle (0012) last.
+TABLES = ("seed_fundings", "contributions", "wins", "config_audit", "pool_lifecycle")
 
-# The rows no leaf covers yet, ordered as 0010's assign_leaves orders them (unsequenced
+# The rows no leaf covers yet, ordered as 0010's assign_leaves_by_sequence orders them (unsequenced
 # rows first by time, then by ledger_seq; ties by table, then id), numbered from the
 # log's size.
 PENDING = """CREATE TEMPORARY TABLE pending_leaves ON COMMIT DROP AS
@@ -44,7 +47,8 @@ rows AS (
     FROM seed_fundings
     UNION ALL SELECT 'contributions', 1, id, ledger_seq, created_at FROM contributions
     UNION ALL SELECT 'wins', 2, id, ledger_seq, created_at FROM wins
-    UNION ALL SELECT 'config_audit', 3, id, ledger_seq, changed_at FROM config_audit)
+    UNION ALL SELECT 'config_audit', 3, id, ledger_seq, changed_at FROM config_audit
+    UNION ALL SELECT 'pool_lifecycle', 4, id, ledger_seq, changed_at FROM pool_lifecycle)
 SELECT r.tbl, r.id, top.size - 1 + row_number() OVER (
         ORDER BY r.ledger_seq IS NOT NULL, coalesce(r.ledger_seq, 0), r.at, r.rank, r.id)
     AS leaf_index

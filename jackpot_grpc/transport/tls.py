@@ -15,9 +15,9 @@ from typing import Any
 
 import grpc
 
-from jackpot_grpc.balancing import channel_target
 from jackpot_grpc.config import Settings
-from jackpot_grpc.secret_rules import require_private
+from jackpot_grpc.security.secret_rules import require_private
+from jackpot_grpc.transport.balancing import channel_target
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

@@ -1,0 +1,1 @@
+"""Plain text for people: one line of a message, aligned tables."""

@@ -1,0 +1,318 @@
+"""A failover is detected, and what it lost is named by leaf index.
+
+- The comparison on real PostgreSQL: a database copied before the last writes (what an
+  asynchronous standby holds when it is promoted) lacks the newest checkpoint's last
+  leaves; they are reported by index, and the copy taken after them holds every leaf and
+  gives the checkpoint's root.
+- End to end: the server's DATABASE_URL is a multi-host DSN, a private cluster first and
+  the system server second (`target_session_attrs=read-write`). The private one is
+  crashed: every connection moves to the other cluster (another system identifier), the
+  change is logged at ERROR, counted, exported, shown in /health, the signed checkpoint's
+  leaves are found missing there by index, and checkpoint signing stops.
+- The issue's asynchronous failover: a standby copied with pg_basebackup misses what the
+  primary acknowledged afterwards; the primary is crashed and the copy promoted (same
+  system identifier, timeline 2). The new timeline is detected, the lost leaves are named
+  by index, and the lost keys re-sent apply again while the kept ones replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import grpc
+import psycopg
+import pytest
+from jackpot.v1 import jackpot_pb2 as pb
+from jackpot.v1 import jackpot_pb2_grpc
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from jackpot_grpc.adapters import ledger_store, migrations
+from jackpot_grpc.cli import main
+from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.server import start_server
+from jackpot_grpc.ledger.note import Signer
+from jackpot_grpc.service.ledger_books import sign_checkpoint
+from testkit.database import unique_name
+from testkit.ledger_traffic import real_traffic
+from testkit.postgres_cluster import CrashablePostgres
+from testkit.scratch import create_database, drop_database
+
+pytestmark = pytest.mark.slow
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"not true within {within} s"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_copy_from_before_the_last_writes_lacks_their_leaves_by_index(
+    admin_url: str, database_url: str, tmp_path: Path
+) -> None:
+    signer = Signer.generate("failover-test")
+    log = tmp_path / "checkpoints"
+    await real_traffic(database_url)
+    early = sign_checkpoint(database_url, signer, log).checkpoint
+    standby = unique_name("jackpot_standby")
+    source = conninfo_to_dict(database_url)["dbname"]
+    create_database(admin_url, standby, template=str(source))  # the standby stops here
+    try:
+        await real_traffic(database_url)  # acknowledged, never received by the standby
+        late = sign_checkpoint(database_url, signer, log).checkpoint
+        assert late.size > early.size
+
+        standby_url = make_conninfo(database_url, dbname=standby)
+        lost = ledger_store.compare_with_checkpoint(standby_url, late.size, late.root_hash)
+        assert lost.missing == [(early.size, late.size - 1)]
+        assert lost.missing_count == late.size - early.size
+        assert lost.present == early.size
+        assert lost.root_matches is None
+
+        kept = ledger_store.compare_with_checkpoint(standby_url, early.size, early.root_hash)
+        assert kept.missing == [] and kept.root_matches is True
+        whole = ledger_store.compare_with_checkpoint(database_url, late.size, late.root_hash)
+        assert whole.missing == [] and whole.root_matches is True
+        # Leaves at the right indices with other contents: the root says so.
+        assert (
+            ledger_store.compare_with_checkpoint(
+                standby_url, early.size, late.root_hash
+            ).root_matches
+            is False
+        )
+    finally:
+        drop_database(admin_url, standby)
+
+
+@pytest.fixture
+def private_cluster() -> Iterator[CrashablePostgres]:
+    pg = CrashablePostgres("failover-watch")
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+@pytest.fixture
+def ledger_key(tmp_path: Path) -> Path:
+    key = tmp_path / "ledger.key"
+    assert main(["ledger", "keygen", "--out", str(key)]) == 0
+    return key
+
+
+async def test_a_move_to_another_cluster_is_detected_and_its_losses_named(
+    private_cluster: CrashablePostgres,
+    admin_url: str,
+    settings: Settings,
+    ledger_key: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = unique_name("jackpot_failover")
+    first = conninfo_to_dict(private_cluster.admin_url)
+    second = conninfo_to_dict(admin_url)
+    with psycopg.connect(private_cluster.admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    migrations.upgrade(make_conninfo(private_cluster.admin_url, dbname=name))
+    create_database(admin_url, name)
+    try:
+        migrations.upgrade(make_conninfo(admin_url, dbname=name))
+        url = make_conninfo(
+            host=f"{first['host']},{second.get('host', '127.0.0.1')}",
+            port=f"{first.get('port', 5432)},{second.get('port', 5432)}",
+            user="postgres",
+            dbname=name,
+            target_session_attrs="read-write",
+        )
+        signing = dataclasses.replace(
+            settings,
+            ledger_key_file=ledger_key,
+            checkpoint_log=tmp_path / "checkpoints",
+            checkpoint_interval=0.2,
+            health_probe_interval=0.2,
+            health_failure_threshold=1,
+        )
+        running = await start_server(signing, url, port=0)
+        health = f"http://127.0.0.1:{running.health_port}"
+        watch, checkpointer = running.failover, running.checkpointer
+        assert watch is not None and checkpointer is not None
+        try:
+            assert watch.first is not None
+            before = watch.first
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+                for i in range(5):
+                    await stub.Contribute(
+                        pb.ContributeRequest(
+                            game_id="failover", wager_amount=1000 + i, idempotency_key=f"k-{i}"
+                        ),
+                        timeout=10,
+                    )
+
+            def signed_five() -> bool:
+                newest = checkpointer.newest()
+                return newest is not None and newest.size >= 5
+
+            await eventually(signed_five, within=15)
+            newest = checkpointer.newest()
+            assert newest is not None
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{health}/health") as reply:
+                    body = await reply.json()
+                assert body["checks"]["failover"]["timeline_changes"] == 0
+                assert body["checks"]["failover"]["system_identifier"] == str(
+                    before.system_identifier
+                )
+
+                with caplog.at_level(logging.ERROR):
+                    await asyncio.to_thread(private_cluster.crash)
+                    await eventually(lambda: watch.comparison is not None and watch.changes, 20)
+                assert watch.current is not None
+                assert watch.current.system_identifier != before.system_identifier
+                assert watch.changes == 1
+                found = watch.comparison
+                assert found is not None
+                # The other cluster's database has only its migration's leaves (the seed
+                # fundings): every leaf the five contributions added is missing.
+                assert found.present < newest.size - 5 + 1
+                lost = (found.present, newest.size - 1)
+                assert found.missing == [lost]
+                assert checkpointer.halted is not None
+                errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+                assert any("database failover detected" in e for e in errors), errors
+                assert any(f"leaf indices {lost[0]}-{lost[1]}" in e for e in errors), errors
+
+                async with http.get(f"{health}/health") as reply:
+                    assert reply.status == 503
+                    body = await reply.json()
+                failover = body["checks"]["failover"]
+                assert failover["timeline_changes"] == 1
+                assert failover["last_change"]["from"]["system_identifier"] == str(
+                    before.system_identifier
+                )
+                assert failover["checkpoint_comparison"]["leaves_missing"] == found.missing_count
+                assert failover["checkpoint_comparison"]["missing_indices"] == [list(lost)]
+                async with http.get(
+                    f"{health}/metrics/prometheus", headers={"Accept": "text/plain"}
+                ) as reply:
+                    metrics = await reply.text()
+                assert "jackpot_database_timeline_changes_total 1.0" in metrics
+                assert f"jackpot_checkpoint_leaves_missing {float(found.missing_count)}" in metrics
+        finally:
+            await running.stop(grace=1.0)
+    finally:
+        drop_database(admin_url, name)
+
+
+async def _contribute(stub: jackpot_pb2_grpc.JackpotServiceStub, key: str) -> pb.ContributeResponse:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            response: pb.ContributeResponse = await stub.Contribute(
+                pb.ContributeRequest(game_id="failover", wager_amount=1000, idempotency_key=key),
+                timeout=10,
+            )
+            return response
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+            assert time.monotonic() < deadline, exc
+            await asyncio.sleep(0.2)
+
+
+async def test_an_asynchronous_standby_promoted_loses_named_leaves(
+    settings: Settings, ledger_key: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's asynchronous run on real PostgreSQL: a standby copied from the primary
+    (pg_basebackup) misses what the primary acknowledged afterwards; the primary dies, the
+    copy is promoted (same system identifier, timeline 2). The server follows it through
+    its multi-host DSN, reports the new timeline, and names the lost leaves by index; the
+    lost keys, re-sent, apply again (`replayed: false`), the kept ones replay."""
+    primary = CrashablePostgres("tl-primary")
+    standby: CrashablePostgres | None = None
+    standby_dir = primary.data_dir.parent / f"tl-standby-{unique_name('x')[-8:]}"
+    try:
+        with psycopg.connect(primary.admin_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE jackpot_tl")
+        migrations.upgrade(make_conninfo(primary.admin_url, dbname="jackpot_tl"))
+        url = make_conninfo(
+            host=f"{primary.data_dir},{standby_dir}",
+            user="postgres",
+            dbname="jackpot_tl",
+            target_session_attrs="read-write",
+        )
+        signing = dataclasses.replace(
+            settings,
+            ledger_key_file=ledger_key,
+            checkpoint_log=tmp_path / "checkpoints",
+            checkpoint_interval=0.2,
+            health_probe_interval=0.2,
+            health_failure_threshold=1,
+        )
+        running = await start_server(signing, url, port=0)
+        watch, checkpointer = running.failover, running.checkpointer
+        assert watch is not None and checkpointer is not None and watch.first is not None
+        before = watch.first
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+
+                async def signed(keys: list[str]) -> int:
+                    for key in keys:
+                        assert not (await _contribute(stub, key)).replayed
+                    with psycopg.connect(
+                        make_conninfo(primary.admin_url, dbname="jackpot_tl")
+                    ) as c:
+                        row = c.execute("SELECT count(*) FROM contributions").fetchone()
+                    assert row is not None
+                    rows = int(row[0])
+
+                    def covered() -> bool:
+                        newest = checkpointer.newest()
+                        return newest is not None and newest.size >= rows + 3  # + seeds
+
+                    await eventually(covered, within=15)
+                    newest = checkpointer.newest()
+                    assert newest is not None
+                    return newest.size
+
+                kept = [f"kept-{i}" for i in range(5)]
+                lost = [f"lost-{i}" for i in range(5)]
+                size_kept = await signed(kept)
+                standby = await asyncio.to_thread(primary.standby_copy, standby_dir)
+                size_lost = await signed(lost)  # acknowledged, checkpointed, never copied
+                assert size_lost == size_kept + 5
+
+                with caplog.at_level(logging.ERROR):
+                    await asyncio.to_thread(primary.crash)
+                    await asyncio.to_thread(standby.restart)  # promoted: timeline 2
+                    await eventually(lambda: watch.comparison is not None and watch.changes, 30)
+                assert watch.current is not None
+                assert watch.current.system_identifier == before.system_identifier
+                assert (before.timeline, watch.current.timeline) == (1, 2)
+                assert watch.comparison is not None
+                assert watch.comparison.missing == [(size_kept, size_lost - 1)]
+                assert checkpointer.halted is not None
+                errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+                assert any("a new timeline (a standby was promoted)" in e for e in errors)
+                assert any(f"leaf indices {size_kept}-{size_lost - 1}" in e for e in errors)
+
+                # The runbook's re-check: every acknowledged key re-sent.
+                assert all([(await _contribute(stub, k)).replayed for k in kept])
+                assert not any([(await _contribute(stub, k)).replayed for k in lost])
+        finally:
+            await running.stop(grace=1.0)
+    finally:
+        if standby is not None:
+            standby.close()
+        primary.close()

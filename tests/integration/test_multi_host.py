@@ -1,0 +1,71 @@
+"""A multi-host DATABASE_URL: libpq tries each host in turn, and `connect_timeout` applies
+per host, so a primary that takes connections but never answers (a hung or partitioned
+node) costs every new connection DB_CONNECT_TIMEOUT before the next host is tried."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from jackpot_grpc.adapters.database import connection_kwargs
+from jackpot_grpc.config import Settings
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that completes the handshake (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def _two_hosts(database_url: str, silent_port: int, **extra: str) -> str:
+    real = conninfo_to_dict(database_url)
+    return make_conninfo(
+        database_url,
+        host=f"127.0.0.1,{real.get('host', '127.0.0.1')}",
+        port=f"{silent_port},{real.get('port', 5432)}",
+        target_session_attrs="read-write",
+        **extra,
+    )
+
+
+def _connect_seconds(url: str, settings: Settings) -> float:
+    started = time.monotonic()
+    with psycopg.connect(url, **connection_kwargs(settings, url)) as conn:
+        assert conn.execute("SELECT NOT pg_is_in_recovery()").fetchone() == (True,)
+    return time.monotonic() - started
+
+
+def test_connect_timeout_applies_per_host(
+    settings: Settings, database_url: str, silent_port: int
+) -> None:
+    url = _two_hosts(database_url, silent_port)
+    two = dataclasses.replace(settings, db_connect_timeout=2.0)
+    assert connection_kwargs(two, url)["connect_timeout"] == 2
+    took = _connect_seconds(url, two)
+    assert 1.8 <= took < 4.0, took  # the silent host's 2 s, then the real one
+
+
+def test_a_connect_timeout_in_the_url_wins(
+    settings: Settings, database_url: str, silent_port: int
+) -> None:
+    url = _two_hosts(database_url, silent_port, connect_timeout="1")
+    slow = dataclasses.replace(settings, db_connect_timeout=10.0)
+    assert "connect_timeout" not in connection_kwargs(slow, url)
+    took = _connect_seconds(url, slow)
+    assert 0.8 <= took < 3.0, took
+
+
+def test_db_connect_timeout_is_read_from_the_environment() -> None:
+    assert Settings.from_env({}).db_connect_timeout == 2.0
+    assert Settings.from_env({"DB_CONNECT_TIMEOUT": "5"}).db_connect_timeout == 5.0
+    assert Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "0.5"}).commit_timeout == 0.5
+    assert Settings.from_env({"JACKPOT_BATCH_AGE_LIMIT": "7"}).batch_age_limit == 7.0

@@ -1,0 +1,17 @@
+"""The reliability suite: stress, crashes, floods, fuzzing, replicas. Every test in it is
+slow, so the marker is set here, once for the suite (`pytest -m "not slow"` leaves the
+whole directory out, a new module included)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SUITE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SUITE in item.path.parents:
+            item.add_marker(pytest.mark.slow)
