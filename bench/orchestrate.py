@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from testkit.scratch import admin_server
 
 from bench import audit_scenario, scenarios, watch_scenario
 from bench import ledger_ab as ledger_ab_scenario
