@@ -317,8 +317,9 @@ async def test_leaf_indexes_are_gap_free_in_commit_order_across_services(
     make_pool: Callable[[int], Awaitable[Pool]], database_url: str
 ) -> None:
     """Two services on two pools (as two server processes) write every kind of ledger row
-    at once — single and batched contributions, wins with top-ups, config changes — with
-    dry runs rolled back among them: every row's leaf index (its receipt) is the one its
+    at once — single and batched contributions, wins with top-ups, config changes, a pool
+    suspended and resumed, changes scheduled for minor's next win (applied by the winners)
+    — with dry runs rolled back among them: every row's leaf index (its receipt) is the one its
     caller was told, the indexes are 0..n-1 without a gap, and their order is the commit
     order (ledger_seq, drawn under the same locks)."""
     services = [JackpotService(await make_pool(4), snapshot_ttl=0) for _ in range(2)]
@@ -353,9 +354,25 @@ async def test_leaf_indexes_are_gap_free_in_commit_order_across_services(
             await services[1].update_config(change, client="ops")
             await asyncio.sleep(0.05)
 
+    async def lifecycler() -> None:
+        seeds = iter([10_500, 10_000] * 100)
+        while time.monotonic() < deadline:
+            for suspended in (True, False):
+                await services[0].set_suspended(Group.MEGA, suspended, "t", "r", "ops")
+            change = ConfigChange(
+                Group.MINOR, None, next(seeds), None, False, None, "t", "r", apply_at_next_win=True
+            )
+            await services[0].update_config(change, client="ops")
+            await asyncio.sleep(0.05)
+
     await asyncio.wait_for(
         asyncio.gather(
-            *(contributor(n) for n in range(12)), winner(0), winner(1), winner(2), configurer()
+            *(contributor(n) for n in range(12)),
+            winner(0),
+            winner(1),
+            winner(2),
+            configurer(),
+            lifecycler(),
         ),
         NO_DEADLOCK_SECONDS,
     )
@@ -365,7 +382,8 @@ async def test_leaf_indexes_are_gap_free_in_commit_order_across_services(
         " SELECT 'contributions' AS t, id, leaf_index, ledger_seq FROM contributions"
         " UNION ALL SELECT 'wins', id, leaf_index, ledger_seq FROM wins"
         " UNION ALL SELECT 'seed_fundings', id, leaf_index, ledger_seq FROM seed_fundings"
-        " UNION ALL SELECT 'config_audit', id, leaf_index, ledger_seq FROM config_audit) r"
+        " UNION ALL SELECT 'config_audit', id, leaf_index, ledger_seq FROM config_audit"
+        " UNION ALL SELECT 'pool_lifecycle', id, leaf_index, ledger_seq FROM pool_lifecycle) r"
         " WHERE leaf_index IS NOT NULL ORDER BY leaf_index",
     )
     ((head, receipts_from),) = await fetch(
@@ -376,5 +394,19 @@ async def test_leaf_indexes_are_gap_free_in_commit_order_across_services(
     assert [seq for *_, seq in rows] == sorted(seq for *_, seq in rows)  # commit order
     recorded = {(t, row_id): index for t, row_id, index, _ in rows}
     assert {key: recorded[key] for key in told} == told and len(told) > 50
-    assert {t for t, *_ in rows} == {"contributions", "wins", "seed_fundings", "config_audit"}
+    assert {t for t, *_ in rows} == {
+        "contributions",
+        "wins",
+        "seed_fundings",
+        "config_audit",
+        "pool_lifecycle",
+    }
+    # A change applied at a win is the leaf just before the win's.
+    applied = await fetch(
+        database_url,
+        "SELECT a.leaf_index, (SELECT min(w.leaf_index) FROM wins w"
+        " WHERE w.leaf_index > a.leaf_index) FROM config_audit a"
+        " WHERE a.reason LIKE 'applied at the next win%%'",
+    )
+    assert applied and all(win == change + 1 for change, win in applied)
     await assert_books_balance(services[0], database_url)
