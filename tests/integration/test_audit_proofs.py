@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -376,6 +377,28 @@ async def test_an_incremental_audit_reproves_only_the_rows_since_and_agrees_with
     assert {("contributions", newer), ("contributions", older)} <= {
         (r.table, r.row_id) for r in found.rows.bad
     }
+
+
+async def test_a_lifecycle_row_written_past_the_ledger_is_named(traffic_url: str) -> None:
+    """A pool_lifecycle row with neither a leaf index nor a leaf is named by the full audit
+    and by an incremental one, also from a base recorded before pool_lifecycle rows carried
+    indexes (its max ids know no pool_lifecycle: every such row is read)."""
+    _, base = await _audit(traffic_url, None)
+    assert base is not None and base.max_ids["pool_lifecycle"] > 0
+    row_id = insider(
+        traffic_url,
+        "INSERT INTO pool_lifecycle (jackpot_group, action, client, leaf_index)"
+        " VALUES ('mega', 'resume', 'ops', NULL) RETURNING id",
+    )
+    older = dataclasses.replace(
+        base, max_ids={t: i for t, i in base.max_ids.items() if t != "pool_lifecycle"}
+    )
+    for start in (None, base, older):
+        found, after = await _audit(traffic_url, start)
+        assert after is None
+        assert [(r.table, r.row_id, r.problem) for r in found.rows.bad] == [
+            ("pool_lifecycle", row_id, "no leaf index and no leaf: written past the ledger")
+        ]
 
 
 async def test_the_background_audit_is_incremental_with_a_full_one_every_so_often(

@@ -70,6 +70,7 @@ def test_the_database_refuses_updates_and_deletes_of_the_ledger(sealed: Sealed) 
         "UPDATE config_audit SET actor = 'x'",
         "DELETE FROM ledger_leaves",
         "TRUNCATE seed_fundings CASCADE",
+        "UPDATE pool_lifecycle SET reason = 'x'",
     ):
         with (
             psycopg.connect(sealed.url) as conn,
@@ -199,6 +200,27 @@ EDITS: dict[str, tuple[str, str]] = {
         " seed_top_up, pool_after, ledger_seq - 1000000, leaf_index - 1000000 FROM moved)"
         " SELECT id FROM moved",
         "wins",
+    ),
+    "a suspension's reason rewritten": (
+        "UPDATE pool_lifecycle SET reason = 'routine'"
+        " WHERE id = (SELECT min(id) FROM pool_lifecycle WHERE action = 'suspend') RETURNING id",
+        "pool_lifecycle",
+    ),
+    "a scheduled change's seed rewritten": (
+        "UPDATE pool_lifecycle SET pending = pending || '{\"seed_amount\": 1}'"
+        " WHERE id = (SELECT min(id) FROM pool_lifecycle WHERE action = 'schedule_config')"
+        " RETURNING id",
+        "pool_lifecycle",
+    ),
+    "a resumption deleted": (
+        "DELETE FROM pool_lifecycle"
+        " WHERE id = (SELECT min(id) FROM pool_lifecycle WHERE action = 'resume') RETURNING id",
+        "pool_lifecycle",
+    ),
+    "a lifecycle row inserted without a leaf index": (
+        "INSERT INTO pool_lifecycle (jackpot_group, action, client, leaf_index)"
+        " VALUES ('mega', 'suspend', 'ops', NULL) RETURNING id",
+        "pool_lifecycle",
     ),
     "a row's leaf index changed": (
         "UPDATE contributions SET leaf_index = leaf_index + 1000000"
