@@ -33,7 +33,7 @@ CONTRIBUTION: dict[str, object] = {
     "major_rate": Decimal("0.003"), "major_cap": None, "major_amount": 3, "major_after": 100003,
     "mega_rate": Decimal("0.002"), "mega_cap": None, "mega_amount": 2, "mega_after": 1000002,
 }  # fmt: skip
-# The same contribution a reserve and a cap later (migration 0013's extension fields): a
+# The same contribution a reserve and a cap later (migration 0014's extension fields): a
 # minor cap of 10002 leaves 3 of the 5 over it, diverted to major; reserve rate 0.001.
 CONTRIBUTION_EXTENDED: dict[str, object] = {
     **CONTRIBUTION, "leaf_index": 3, "id": 2,

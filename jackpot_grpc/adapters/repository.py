@@ -11,6 +11,7 @@ physical order and deadlocks from 4 clients up).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,7 @@ from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.errors import Unavailable
 from jackpot_grpc.domain.model import (
     GROUPS,
+    AuditBase,
     BadRow,
     ConfigChange,
     ContributeCommand,
@@ -59,6 +61,18 @@ POOL_COLUMNS = """jackpot_group, current_amount, seed_amount, max_amount, contri
 
 
 _POLICIES = {p.value: p for p in OverflowPolicy}  # a dict look-up: Enum() is slow
+
+
+# The ledger's receipts (migration 0013): every ledger writer, in its own transaction and
+# after the pool locks (lock order: the pools in lock_order, then the head), moves the
+# ledger head past its rows and gives them the indexes it moved past, in the order it
+# writes them: `first_leaf` to `first_leaf + n - 1`. The head row's lock orders the
+# writers' commits, so the indexes are gap-free and in commit order across processes (a
+# rollback returns its indexes). Used as a CTE of the statement that inserts the rows;
+# a new ledger table's writer does the same (docs/LEDGER.md, "Adding an event type").
+def claim_leaves(n: str) -> str:
+    """The head moved past `n` rows (an SQL expression: a placeholder or a number)."""
+    return f"UPDATE ledger_head SET size = size + {n} RETURNING size - {n} AS first_leaf"
 
 
 def _pool(row: dict[str, Any]) -> PoolState:
@@ -137,10 +151,19 @@ async def lock_pools(conn: Conn) -> dict[Group, PoolState]:
 
 # --- contributions ---------------------------------------------------------------------
 
-CONTRIBUTION_COLUMNS = """id, client, idempotency_key, fingerprint, minor_amount,
+
+# A row's leaf index: its own (migration 0013 on), or its leaf's (rows from before).
+def receipt_of(table: str) -> str:
+    return (
+        f"coalesce({table}.leaf_index, (SELECT l.leaf_index FROM ledger_leaves l"
+        f" WHERE l.ledger_table = '{table}' AND l.row_id = {table}.id)) AS receipt"
+    )
+
+
+CONTRIBUTION_COLUMNS = f"""id, client, idempotency_key, fingerprint, minor_amount,
     major_amount, mega_amount, minor_after, major_after, mega_after, created_at,
     minor_rate, major_rate, mega_rate, minor_reserve_rate, major_reserve_rate,
-    mega_reserve_rate"""
+    mega_reserve_rate, {receipt_of("contributions")}"""
 LOCK_POOLS = f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE"
 # Keys are scoped per client: look up (client, key) pairs, on their unique index.
 FIND_CONTRIBUTIONS = f"""SELECT {CONTRIBUTION_COLUMNS} FROM contributions
@@ -151,6 +174,18 @@ FIND_CONTRIBUTIONS = f"""SELECT {CONTRIBUTION_COLUMNS} FROM contributions
 def _shared(row: dict[str, Any], g: str) -> bool:
     rate, reserve_rate = row[f"{g}_rate"], row[f"{g}_reserve_rate"]
     return rate is None or rate > 0 or (reserve_rate is not None and reserve_rate > 0)
+
+
+@dataclass(frozen=True)
+class RecordedRow:
+    """A ledger row just written: its id, created_at and leaf index (its receipt)."""
+
+    row_id: int
+    created_at: datetime
+    leaf_index: int
+
+
+Recorded = tuple[list[PoolState], list[RecordedRow]]
 
 
 def _stored(row: dict[str, Any]) -> StoredContribution:
@@ -164,6 +199,7 @@ def _stored(row: dict[str, Any]) -> StoredContribution:
         ),
         created_at=row["created_at"],
         replayed=True,
+        leaf_index=row["receipt"],
     )
     return StoredContribution(result, bytes(row["fingerprint"]))
 
@@ -208,7 +244,7 @@ async def lock_pools_and_find_contributions(
 # the ceiling a share was cut to when the whole share did not fit (NULL when it fitted).
 # Every row of a batch splits against the same locked pools, so rate and ceiling are one
 # value per pool; the share is cut exactly when it is below floor(wager × rate).
-# and (migration 0013) the reserve rate, where each pool's overflow went (its own name: its
+# and (migration 0014) the reserve rate, where each pool's overflow went (its own name: its
 # overflow meter; another pool: diverted there). Every row of a batch splits against the
 # same locked pools, so these are one value per pool; the reserve share is
 # floor(wager × reserve rate), computed here; a share was cut exactly when it overflowed.
@@ -248,8 +284,10 @@ _OVERFLOW_ARRAYS = ", ".join(f"%({g.value}_overflow)b::bigint[]" for g in GROUPS
 # reserve, overflow and the meters), the ledger gets every row (one insert from arrays),
 # and the contribution totals move by the batch's count and wager sum. Its caller holds the
 # pool locks. Every result row is a pool after the move, carrying the new ledger ids (in
-# input order: the sequence hands them out in unnest order) and their created_at, which
-# defaults to now(), the transaction's timestamp, so every row of the batch has the same.
+# input order: the sequence hands them out in unnest order), their leaf indexes (claimed
+# from the ledger head in this transaction, in the same order: the receipts) and their
+# created_at, which defaults to now(), the transaction's timestamp, so every row of the
+# batch has the same.
 # %b: the arrays go in binary, which psycopg dumps in C; as text every string element is
 # run through a quoting regex in Python.
 RECORD_CONTRIBUTIONS = f"""WITH moved AS (
@@ -268,24 +306,31 @@ RECORD_CONTRIBUTIONS = f"""WITH moved AS (
     FROM (VALUES {_MOVES}) AS m(grp, v)
     WHERE jackpot_group = m.grp
     RETURNING {", ".join("jackpots." + c.strip() for c in POOL_COLUMNS.split(","))}),
+claimed AS ({claim_leaves("%(count)s::bigint")}),
 inserted AS (
     INSERT INTO contributions (idempotency_key, fingerprint, client, game_id, wager_amount,
         minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after,
-        minor_overflow, major_overflow, mega_overflow, {PROOF_COLUMNS})
-    SELECT u.*, {PROOF_VALUES}
+        minor_overflow, major_overflow, mega_overflow, {PROOF_COLUMNS}, leaf_index)
+    SELECT u.key, u.fingerprint, u.client, u.game, u.wager, u.minor_amount, u.major_amount,
+        u.mega_amount, u.minor_after, u.major_after, u.mega_after, u.minor_overflow,
+        u.major_overflow, u.mega_overflow, {PROOF_VALUES}, claimed.first_leaf + u.n - 1
     FROM unnest(%(keys)b::text[], %(fingerprints)b::bytea[], %(clients)b::text[],
         %(games)b::text[], %(wagers)b::bigint[], {_SHARE_ARRAYS}, {_AFTER_ARRAYS},
         {_OVERFLOW_ARRAYS})
+        WITH ORDINALITY
         AS u(key, fingerprint, client, game, wager, minor_amount, major_amount, mega_amount,
              minor_after, major_after, mega_after, minor_overflow, major_overflow,
-             mega_overflow)
-    RETURNING id, created_at),
+             mega_overflow, n)
+    CROSS JOIN claimed
+    ORDER BY u.n
+    RETURNING id, created_at, leaf_index),
 counted AS (
     UPDATE contribution_totals SET
         contribution_count = contribution_count + %(count)s::bigint,
         total_wagered = total_wagered + %(wagered)s::numeric)
 SELECT moved.*,
     (SELECT array_agg(id ORDER BY id) FROM inserted) AS ledger_ids,
+    (SELECT array_agg(leaf_index ORDER BY id) FROM inserted) AS ledger_leaves,
     (SELECT min(created_at) FROM inserted) AS ledger_created_at
 FROM moved"""
 
@@ -346,11 +391,12 @@ async def record_contributions(
     commands: Sequence[ContributeCommand],
     shares: Sequence[ContributionShares],
     pools: Mapping[Group, PoolState],
-) -> tuple[list[PoolState], list[tuple[int, datetime]]]:
+) -> Recorded:
     """Apply a planned batch: move each pool by its sum (`counts[g]` contributions moved
     it), write a ledger row per command with its shares and their proof (the rates and
     ceilings of `pools`, the locked pools the shares were split against). Returns the
-    pools after, in lock order, and (id, created_at) per ledger row, in command order."""
+    pools after, in lock order, and (id, created_at, leaf index) per ledger row, in
+    command order."""
     write = BatchWrite(sums, counts, commands, shares, *_meters_of(shares, rules.in_play(pools)))
     return _recorded(await _rows(conn, RECORD_CONTRIBUTIONS, _write_params(write, pools)))
 
@@ -372,12 +418,14 @@ def _meters_of(
     return reserves, overflows, diverted_in
 
 
-def _recorded(
-    rows: list[dict[str, Any]],
-) -> tuple[list[PoolState], list[tuple[int, datetime]]]:
+def _recorded(rows: list[dict[str, Any]]) -> Recorded:
     updated = sorted(map(_pool, rows), key=lambda p: p.group.lock_order)
     created_at = rows[0]["ledger_created_at"]
-    return updated, [(row_id, created_at) for row_id in rows[0]["ledger_ids"] or ()]
+    ids = rows[0]["ledger_ids"] or ()
+    leaves = rows[0]["ledger_leaves"] or ()
+    return updated, [
+        RecordedRow(row_id, created_at, leaf) for row_id, leaf in zip(ids, leaves, strict=True)
+    ]
 
 
 # --- a contribution batch in two round trips ----------------------------------------------
@@ -399,7 +447,6 @@ class BatchWrite:
 # Given the locked pools and the earlier contributions with the batch's keys: what to write
 # (None: nothing, every command is a replay or a refusal).
 Planner = Callable[[dict[Group, PoolState], dict[ScopedKey, StoredContribution]], BatchWrite | None]
-Recorded = tuple[list[PoolState], list[tuple[int, datetime]]]
 
 
 # How a batch's transaction ends: COMMIT, or (validate_only) the checks COMMIT would run
@@ -484,9 +531,10 @@ async def find_win(conn: Conn, client: str, key: str) -> RecordedWin | None:
     """The win `client` recorded with this idempotency key, if any (keys are per client)."""
     rows = await _rows(
         conn,
-        """SELECT id, jackpot_group, fingerprint, amount, pool_before, seed_top_up,
-                  pool_after, created_at, coalesce(reserve_top_up, 0) AS reserve_top_up
-           FROM wins WHERE client = %s AND idempotency_key = %s""",
+        f"""SELECT id, jackpot_group, fingerprint, amount, pool_before, seed_top_up,
+                   pool_after, created_at, coalesce(reserve_top_up, 0) AS reserve_top_up,
+                   {receipt_of("wins")}
+            FROM wins WHERE client = %s AND idempotency_key = %s""",
         (client, key),
     )
     if not rows:
@@ -504,6 +552,7 @@ async def find_win(conn: Conn, client: str, key: str) -> RecordedWin | None:
             reserve_top_up=row["reserve_top_up"],
         ),
         created_at=row["created_at"],
+        leaf_index=row["receipt"],
     )
 
 
@@ -515,8 +564,10 @@ RESET_REASONS = {
 
 async def record_win(
     conn: Conn, command: WinCommand, outcome: WinOutcome
-) -> tuple[int, datetime, PoolState]:
-    """Move the pool, write the win and (if any) its seed top-up; return the new pool."""
+) -> tuple[int, datetime, int, PoolState]:
+    """Move the pool, write the win and (if any) its seed top-up, the top-up's leaf right
+    after the win's; return the win's id, time and leaf index, and the new pool. The
+    caller holds the pool locks."""
     pools = await _rows(
         conn,
         f"""UPDATE jackpots SET
@@ -542,13 +593,17 @@ async def record_win(
             "group": command.group.value,
         },
     )
+    leaves = 1 + bool(outcome.reserve_top_up) + bool(outcome.operator_top_up)
     wins = await _rows(
         conn,
-        """INSERT INTO wins (idempotency_key, fingerprint, client, jackpot_group, game_id,
-                             user_id, requested_amount, amount, pool_before, seed_top_up,
-                             pool_after, reserve_top_up)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-           RETURNING id, created_at""",
+        f"""WITH claimed AS ({claim_leaves(str(leaves))})
+            INSERT INTO wins (idempotency_key, fingerprint, client, jackpot_group, game_id,
+                              user_id, requested_amount, amount, pool_before, seed_top_up,
+                              pool_after, reserve_top_up, leaf_index)
+            SELECT %s, %s, %s, %s, %s, %s::uuid, %s::bigint, %s::bigint, %s::bigint,
+                   %s::bigint, %s::bigint, %s::bigint, first_leaf
+            FROM claimed
+            RETURNING id, created_at, leaf_index""",
         (
             command.idempotency_key,
             command.fingerprint if command.idempotency_key else None,
@@ -564,19 +619,23 @@ async def record_win(
             outcome.reserve_top_up,
         ),
     )
-    win_id, created_at = wins[0]["id"], wins[0]["created_at"]
-    # The reset, one seed-funding row per source: the reserve first, then the operator.
+    win_id, created_at, leaf_index = wins[0]["id"], wins[0]["created_at"], wins[0]["leaf_index"]
+    # The reset, one seed-funding row per source: the reserve first, then the operator,
+    # their leaves right after the win's.
+    next_leaf = leaf_index + 1
     for source, amount in (
         ("reserve", outcome.reserve_top_up),
         ("operator", outcome.operator_top_up),
     ):
         if amount:
             await conn.execute(
-                """INSERT INTO seed_fundings (jackpot_group, amount, reason, win_id, source)
-                   VALUES (%s, %s, %s, %s, %s)""",
-                (command.group.value, amount, RESET_REASONS[source], win_id, source),
+                """INSERT INTO seed_fundings (jackpot_group, amount, reason, win_id, source,
+                                              leaf_index)
+                   VALUES (%s, %s, %s, %s, %s, %s)""",
+                (command.group.value, amount, RESET_REASONS[source], win_id, source, next_leaf),
             )
-    return win_id, created_at, _pool(pools[0])
+            next_leaf += 1
+    return win_id, created_at, leaf_index, _pool(pools[0])
 
 
 # --- config ------------------------------------------------------------------------------
@@ -645,8 +704,11 @@ async def save_config(
     )
     rows = await _rows(
         conn,
-        """INSERT INTO config_audit (jackpot_group, actor, reason, before, after, client)
-           VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s) RETURNING id""",
+        f"""WITH claimed AS ({claim_leaves("1")})
+            INSERT INTO config_audit (jackpot_group, actor, reason, before, after, client,
+                                      leaf_index)
+            SELECT %s, %s, %s, %s::jsonb, %s::jsonb, %s, first_leaf FROM claimed
+            RETURNING id""",
         (after.group.value, actor, reason, _config_json(before), _config_json(after), client),
     )
     audit_id: int = rows[0]["id"]
@@ -655,9 +717,12 @@ async def save_config(
 
 # --- pool lifecycle ----------------------------------------------------------------------
 
-LIFECYCLE_INSERT = """INSERT INTO pool_lifecycle (jackpot_group, action, client, actor, reason,
-        pending)
-    VALUES (%s, %s, %s, %s, %s, %s::jsonb) RETURNING id, changed_at"""
+# One leaf claimed under the pool locks, like every ledger writer (claim_leaves).
+LIFECYCLE_INSERT = f"""WITH claimed AS ({claim_leaves("1")})
+    INSERT INTO pool_lifecycle (jackpot_group, action, client, actor, reason, pending,
+        leaf_index)
+    SELECT %s, %s, %s, %s, %s, %s::jsonb, first_leaf FROM claimed
+    RETURNING id, changed_at, leaf_index"""
 
 
 def _pending_change_json(change: ConfigChange) -> str | None:
@@ -735,11 +800,15 @@ async def schedule_config(conn: Conn, change: ConfigChange, client: str) -> tupl
 
 # Newest first by (created_at, id), on wins_newest / wins_group_newest (0012): a page is
 # an index range scan from the cursor, whatever the depth. Only the filters asked for are
-# in the statement (constants below), so each shape gets a plan using its index.
+# in the statement (constants below), so each shape gets a plan using its index. A win's
+# leaf index is its receipt (leaf_index, claimed as it was written: 0013), or for a row
+# written before receipts, its leaf's.
 WIN_HISTORY = """SELECT w.id, w.jackpot_group, w.amount, w.requested_amount, w.game_id,
         w.user_id, w.client, w.created_at, w.pool_before, w.pool_after, w.seed_top_up,
-        coalesce(w.reserve_top_up, 0) AS reserve_top_up, w.ledger_seq, l.leaf_index
-    FROM wins w LEFT JOIN ledger_leaves l ON l.ledger_table = 'wins' AND l.row_id = w.id
+        coalesce(w.reserve_top_up, 0) AS reserve_top_up, w.ledger_seq,
+        coalesce(w.leaf_index, l.leaf_index) AS leaf_index
+    FROM wins w LEFT JOIN ledger_leaves l
+        ON w.leaf_index IS NULL AND l.ledger_table = 'wins' AND l.row_id = w.id
     WHERE {where}
     ORDER BY w.created_at DESC, w.id DESC
     LIMIT %(limit)s"""
@@ -806,24 +875,155 @@ async def contribution_totals(conn: Conn) -> tuple[int, int]:
 async def audit_ledger(conn: Conn) -> LedgerAudit:
     """The books reconciled: audit_pools, and the contribution totals against the ledger.
     Run it in a REPEATABLE READ transaction so both read one snapshot."""
-    pools = await audit_pools(conn)
+    books, _ = await audit_ledger_from(conn, None)
+    return books
+
+
+async def audit_ledger_from(
+    conn: Conn, base: AuditBase | None
+) -> tuple[LedgerAudit, AuditBase | None]:
+    """audit_ledger, incremental from `base` (where an earlier clean audit left the books):
+    only the rows from its head on are read and re-proved, from its amounts and sums, so
+    the cost grows with the rows since. Returns the audit and, when it found nothing
+    wrong, the base the next one may go on from. An edit of a row before `base` is found
+    only by a full audit (base None)."""
+    window = _Window.of(base)
+    pools = await audit_pools(conn, window)
     rows = await _rows(
         conn,
-        """SELECT t.contribution_count, t.total_wagered, c.n, c.wagered
-           FROM contribution_totals t CROSS JOIN
-                (SELECT count(*) AS n, coalesce(sum(wager_amount), 0) AS wagered
-                 FROM contributions) c""",
+        window.sql(
+            """SELECT t.contribution_count, t.total_wagered, c.n, c.wagered
+               FROM contribution_totals t CROSS JOIN
+                    (SELECT count(*) AS n, coalesce(sum(wager_amount), 0) AS wagered
+                     FROM contributions) c"""
+        ),
+        window.params,
     )
     (row,) = rows
-    proofs = await audit_rows(conn)
-    return LedgerAudit(
+    proofs = await audit_rows(conn, window=window)
+    books = LedgerAudit(
         pools=pools,
-        contribution_count=int(row["n"]),
+        contribution_count=int(row["n"]) + (base.contribution_count if base else 0),
         recorded_contribution_count=row["contribution_count"],
-        total_wagered=int(row["wagered"]),
+        total_wagered=int(row["wagered"]) + (base.total_wagered if base else 0),
         recorded_total_wagered=int(row["total_wagered"]),
         rows=proofs,
+        rows_from=base.head if base else None,
     )
+    return books, (await _next_base(conn, books, window) if books.balanced else None)
+
+
+async def _next_base(conn: Conn, books: LedgerAudit, window: _Window) -> AuditBase:
+    """The base a clean audit leaves, read in its snapshot."""
+    (found,) = await _rows(
+        conn,
+        """SELECT (SELECT size FROM ledger_head) AS head,
+                  (SELECT coalesce(max(id), 0) FROM contributions) AS contributions,
+                  (SELECT coalesce(max(id), 0) FROM wins) AS wins,
+                  (SELECT coalesce(max(id), 0) FROM seed_fundings) AS seed_fundings,
+                  (SELECT coalesce(max(id), 0) FROM config_audit) AS config_audit,
+                  (SELECT coalesce(max(id), 0) FROM pool_lifecycle) AS pool_lifecycle,
+                  (SELECT count(*) FILTER (WHERE minor_amount > 0) FROM contributions
+                   WHERE leaf_index >= %(since)s) AS c_minor,
+                  (SELECT count(*) FILTER (WHERE major_amount > 0) FROM contributions
+                   WHERE leaf_index >= %(since)s) AS c_major,
+                  (SELECT count(*) FILTER (WHERE mega_amount > 0) FROM contributions
+                   WHERE leaf_index >= %(since)s) AS c_mega""",
+        {"since": window.base.head if window.base else 0},
+    )
+    pools = {p.group: p for p in books.pools}
+    previous = window.base
+    counts: dict[Group, tuple[int, int]] = {}
+    for g in GROUPS:
+        if previous is None:  # a full audit: the pool rows' counts are the ledger's
+            counts[g] = await _full_counts(conn, g)
+        else:
+            shares, won = previous.counts[g]
+            counts[g] = (shares + int(found[f"c_{g.value}"]), won + await _wins_since(
+                conn, g, previous.head))  # fmt: skip
+    return AuditBase(
+        head=int(found["head"]),
+        pools={g: pools[g].current_amount for g in GROUPS},
+        sums={g: (pools[g].seed_funding, pools[g].contributions, pools[g].wins) for g in GROUPS},
+        counts=counts,
+        contribution_count=books.contribution_count,
+        total_wagered=books.total_wagered,
+        max_ids={t: int(found[t]) for t in LEDGER_ROW_TABLES},
+        without_rate=books.rows.without_rate,
+        unsequenced=books.rows.unsequenced,
+        meters={
+            g: (p.reserve_in, p.reserve_seeded, p.overflow_kept, p.diverted_in, p.diverted_out)
+            for g, p in pools.items()
+        },
+    )
+
+
+async def _full_counts(conn: Conn, g: Group) -> tuple[int, int]:
+    (found,) = await _rows(
+        conn,
+        f"""SELECT (SELECT count(*) FROM contributions WHERE {g.value}_amount > 0) AS shares,
+                   (SELECT count(*) FROM wins WHERE jackpot_group = %s) AS won""",
+        (g.value,),
+    )
+    return int(found["shares"]), int(found["won"])
+
+
+async def _wins_since(conn: Conn, g: Group, head: int) -> int:
+    (found,) = await _rows(
+        conn,
+        "SELECT count(*) AS n FROM wins WHERE jackpot_group = %s AND leaf_index >= %s",
+        (g.value, head),
+    )
+    return int(found["n"])
+
+
+LEDGER_ROW_TABLES = ("contributions", "wins", "seed_fundings", "config_audit", "pool_lifecycle")
+# `FROM contributions` (or wins, seed_fundings) with its alias, if any: what an incremental
+# audit narrows to the rows from its base's head on.
+_LEDGER_FROM = re.compile(
+    r"\b(FROM|JOIN) (contributions|wins|seed_fundings)\b"
+    r"(?: (?!WHERE\b|GROUP\b|ORDER\b|JOIN\b|LEFT\b|UNION\b|CROSS\b|ON\b|LIMIT\b)(\w+))?"
+)
+_CHAIN_START = "(SELECT amount FROM ledger_chain_starts WHERE jackpot_group = '{g}')"
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The rows an audit reads: all (base None), or those from base.head on, with the
+    base's amounts as each chain's start and its counts added."""
+
+    base: AuditBase | None
+    params: dict[str, Any]
+
+    @classmethod
+    def of(cls, base: AuditBase | None) -> _Window:
+        params: dict[str, Any] = {"since": base.head if base else 0}
+        for g in GROUPS:
+            params[f"base_c_{g.value}"] = base.counts[g][0] if base else 0
+            params[f"base_w_{g.value}"] = base.counts[g][1] if base else 0
+            params[f"start_{g.value}"] = base.pools[g] if base else 0
+            # What the reserve held at the window's start (its shares less its resets).
+            meters = base.meters.get(g) if base else None
+            params[f"reserve_start_{g.value}"] = meters[0] - meters[1] if meters else 0
+        for table in LEDGER_ROW_TABLES:
+            # A base recorded before pool_lifecycle was a leaf table has no id for it: all.
+            params[f"old_{table}"] = base.max_ids.get(table, 0) if base else 0
+        return cls(base, params)
+
+    def sql(self, text: str) -> str:
+        if self.base is None:
+            return text
+        narrowed = _LEDGER_FROM.sub(
+            lambda m: (
+                f"{m[1]} (SELECT * FROM {m[2]} WHERE leaf_index >= %(since)s) AS {m[3] or m[2]}"
+            ),
+            text,
+        )
+        for g in GROUPS:
+            narrowed = narrowed.replace(
+                _CHAIN_START.format(g=g.value), f"%(start_{g.value})s::bigint"
+            )
+        return narrowed
 
 
 # Every ledger row re-proved, in one statement (window functions over the three ledgers):
@@ -861,18 +1061,33 @@ drifts_{g} AS (
     FROM running_{g} WHERE after IS NOT NULL)"""
 
 
+# Where each pool's chain ends: the last row's `after`, moved by the rows after it that
+# record none (seed fundings of their own); no row: the chain's start.
+def _chain_end_of(g: str) -> str:
+    return f"""SELECT '{g}' AS grp, coalesce(
+        (SELECT after + (SELECT coalesce(sum(delta), 0) FROM running_{g} later
+                         WHERE later.ledger_seq > last.ledger_seq)
+         FROM running_{g} last WHERE after IS NOT NULL ORDER BY ledger_seq DESC LIMIT 1),
+        (SELECT max(expected) FILTER (WHERE ledger_seq = (SELECT max(ledger_seq)
+                                                          FROM running_{g}))
+         FROM running_{g}),
+        (SELECT amount FROM ledger_chain_starts WHERE jackpot_group = '{g}')) AS chain_end"""
+
+
 # Only the broken links leave the windows.
 CHAIN_CTES = ",\n".join(_chain_of(g.value) for g in GROUPS) + (
     ",\ndrifts AS ("
     + " UNION ALL ".join(
         f"SELECT * FROM drifts_{g.value} WHERE drift <> prev_drift" for g in GROUPS
     )
+    + "),\nchain_ends AS ("
+    + " UNION ALL ".join(_chain_end_of(g.value) for g in GROUPS)
     + ")"
 )
 
 
 # A contribution's share of pool g against floor(wager × rate), or what fitted under its
-# ceiling when it records one. From 0013 a row also records each pool's overflow: the share
+# ceiling when it records one. From 0014 a row also records each pool's overflow: the share
 # offered is floor(wager × rate) plus what other pools diverted into it (their overflow
 # with this pool as its `_overflow_to`); what fits goes to the display, the rest overflows
 # (and only past the ceiling); the reserve share is floor(wager × reserve rate).
@@ -919,7 +1134,7 @@ SHARE_CHECKS = "\n    UNION ALL\n    ".join(_share_check_of(g.value) for g in GR
 # suspended (pool_lifecycle: from a suspend to the next resume). Rate changes from
 # before config changes were sequenced (migration 0010) cannot be placed: rows that only
 # they could explain are not judged. The same for the reserve rate (`key` reserve_rate, the
-# row's `{g}_reserve_rate`, from migration 0013): a suspended pool's is 0 too.
+# row's `{g}_reserve_rate`, from migration 0014): a suspended pool's is 0 too.
 def _rate_check_of(g: str, key: str = "contribution_rate") -> str:
     column = f"{g}_rate" if key == "contribution_rate" else f"{g}_{key}"
     what = "rate" if key == "contribution_rate" else "reserve rate"
@@ -960,12 +1175,14 @@ RATE_CHECKS = "\n    UNION ALL\n    ".join(
 
 # A reset is paid from the reserve first: each win's reserve top-up is the least of what
 # the reset needed and what pool g's reserve held just before it (its reserve shares and
-# reserve top-ups in ledger order; rows from before 0013 hold no reserve).
+# reserve top-ups in ledger order, from what it held at the start: 0, or an incremental
+# audit's base; rows from before 0014 hold no reserve).
 def _reserve_first_of(g: str) -> str:
     return f"""SELECT 'wins' AS tbl, id, '{g}' AS grp,
         format('reserve top-up %%s, but the reserve held %%s and the reset needed %%s',
                reserve_top_up, held, seed_top_up) AS problem
-    FROM (SELECT *, sum(delta) OVER (ORDER BY ledger_seq) - delta AS held
+    FROM (SELECT *, %(reserve_start_{g})s::bigint + sum(delta) OVER (ORDER BY ledger_seq)
+                 - delta AS held
           FROM (SELECT ledger_seq, 'c' AS kind, id, {g}_reserve AS delta,
                        NULL::bigint AS seed_top_up, NULL::bigint AS reserve_top_up
                 FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_reserve > 0
@@ -978,13 +1195,57 @@ def _reserve_first_of(g: str) -> str:
 
 
 RESERVE_CHECKS = "\n    UNION ALL\n    ".join(_reserve_first_of(g.value) for g in GROUPS)
+
+
+# A share's ceiling is the pool's max_amount, or (no max, or a total near int64's end) the
+# headroom below int64: a recorded cap below 2^62 must be the max_amount in force by the
+# config history (placed like the rates above; a change may remove the max: then none).
+INT64_HEADROOM_FLOOR = 1 << 62
+
+
+def _cap_check_of(g: str) -> str:
+    changes = (
+        f"config_audit WHERE jackpot_group = '{g}' AND after ? 'max_amount'"
+        " AND (before ->> 'max_amount')::bigint"
+        " IS DISTINCT FROM (after ->> 'max_amount')::bigint"
+    )
+    return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
+        format('cap %%s, but the max in force was %%s', recorded,
+               coalesce(in_force::text, 'none')) AS problem
+    FROM (SELECT id, kind, recorded, CASE WHEN grp_no > 0
+                THEN max(val) OVER (PARTITION BY grp_no)
+                ELSE coalesce((SELECT (before ->> 'max_amount')::bigint
+                               FROM {changes} ORDER BY ledger_seq LIMIT 1),
+                              (SELECT max_amount FROM jackpots WHERE jackpot_group = '{g}'))
+                END AS in_force
+          FROM (SELECT *, sum(is_change) OVER (ORDER BY seq) AS grp_no
+                FROM (SELECT 'c' AS kind, id, ledger_seq AS seq, 0 AS is_change,
+                             NULL::bigint AS val, {g}_cap AS recorded
+                      FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_cap IS NOT NULL
+                      UNION ALL
+                      SELECT 'a', id, ledger_seq, 1, (after ->> 'max_amount')::bigint, NULL
+                      FROM {changes} AND ledger_seq IS NOT NULL) track) grouped) judged
+    WHERE kind = 'c' AND recorded < {INT64_HEADROOM_FLOOR}
+      AND recorded IS DISTINCT FROM in_force
+      AND NOT EXISTS (SELECT 1 FROM {changes} AND ledger_seq IS NULL)"""
+
+
+CAP_CHECKS = "\n    UNION ALL\n    ".join(_cap_check_of(g.value) for g in GROUPS)
 AUDIT_ROWS = f"""WITH shares AS (
     {SHARE_CHECKS}),
 rates AS (
     {RATE_CHECKS}),
 reserve_first AS (
     {RESERVE_CHECKS}),
+caps AS (
+    {CAP_CHECKS}),
 {CHAIN_CTES},
+pool_ends AS (  -- each pool's current amount is where its chain ends
+    SELECT 'jackpots' AS tbl, NULL::bigint AS id, j.jackpot_group AS grp,
+        format('amount %%s, but its chain of ledger rows ends at %%s', j.current_amount,
+               e.chain_end) AS problem
+    FROM jackpots j JOIN chain_ends e ON e.grp = j.jackpot_group
+    WHERE j.current_amount <> e.chain_end),
 chain AS (
     SELECT tbl, id, grp,
         format('after %%s, but the amount before it was %%s and it moves %%s', after,
@@ -1026,14 +1287,17 @@ counted AS (
 counts AS (
     SELECT 'jackpots' AS tbl, NULL::bigint AS id, j.jackpot_group AS grp,
         format('records %%s contributions and %%s wins; the ledger has %%s and %%s',
-               j.contribution_count, j.win_count, cc.n, coalesce(wc.n, 0)) AS problem
+               j.contribution_count, j.win_count, cc.n, coalesce(wc.n, 0) + bw.n) AS problem
     FROM jackpots j
-    JOIN (SELECT 'minor' AS grp, minor AS n FROM counted UNION ALL
-          SELECT 'major', major FROM counted UNION ALL SELECT 'mega', mega FROM counted) cc
+    JOIN (SELECT 'minor' AS grp, minor + %(base_c_minor)s::bigint AS n FROM counted
+          UNION ALL SELECT 'major', major + %(base_c_major)s::bigint FROM counted
+          UNION ALL SELECT 'mega', mega + %(base_c_mega)s::bigint FROM counted) cc
         ON cc.grp = j.jackpot_group
+    JOIN (VALUES ('minor', %(base_w_minor)s::bigint), ('major', %(base_w_major)s::bigint),
+                 ('mega', %(base_w_mega)s::bigint)) bw(grp, n) ON bw.grp = j.jackpot_group
     LEFT JOIN (SELECT jackpot_group, count(*) AS n FROM wins GROUP BY jackpot_group) wc
         ON wc.jackpot_group = j.jackpot_group
-    WHERE j.contribution_count <> cc.n OR j.win_count <> coalesce(wc.n, 0)),
+    WHERE j.contribution_count <> cc.n OR j.win_count <> coalesce(wc.n, 0) + bw.n),
 win_amounts AS (  -- a win pays what was asked, or (asking nothing) the whole pool
     SELECT 'wins' AS tbl, id, jackpot_group AS grp,
         CASE WHEN requested_amount IS NOT NULL
@@ -1059,21 +1323,26 @@ seed_top_ups AS (  -- a top-up is exactly what brings the pool back to that seed
         format('seed top-up %%s, but the seed in force (%%s) needs %%s', seed_top_up, seed,
                greatest(0, seed - left_over)) AS problem
     FROM seeds_in_force WHERE seed_top_up <> greatest(0, seed - left_over)),
-unsequenced AS (  -- every row since the log began has a sequence or is a leaf (0010)
-    SELECT t.tbl, t.id, t.grp, 'no ledger_seq and no leaf: written past the ledger' AS problem
-    FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, ledger_seq FROM contributions
-          UNION ALL SELECT 'wins', id, jackpot_group, ledger_seq FROM wins
-          UNION ALL SELECT 'seed_fundings', id, jackpot_group, ledger_seq FROM seed_fundings
-          UNION ALL SELECT 'config_audit', id, jackpot_group, ledger_seq FROM config_audit
-          UNION ALL SELECT 'pool_lifecycle', id, jackpot_group, ledger_seq FROM pool_lifecycle
-         ) t
-    WHERE t.ledger_seq IS NULL AND NOT EXISTS (
+unsequenced AS (  -- every row since the log began has a leaf index (0013) or is a leaf
+    SELECT t.tbl, t.id, t.grp, 'no leaf index and no leaf: written past the ledger' AS problem
+    FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, leaf_index
+          FROM public.contributions WHERE id > %(old_contributions)s::bigint
+          UNION ALL SELECT 'wins', id, jackpot_group, leaf_index
+          FROM public.wins WHERE id > %(old_wins)s::bigint
+          UNION ALL SELECT 'seed_fundings', id, jackpot_group, leaf_index
+          FROM public.seed_fundings WHERE id > %(old_seed_fundings)s::bigint
+          UNION ALL SELECT 'config_audit', id, jackpot_group, leaf_index
+          FROM public.config_audit WHERE id > %(old_config_audit)s::bigint
+          UNION ALL SELECT 'pool_lifecycle', id, jackpot_group, leaf_index
+          FROM public.pool_lifecycle WHERE id > %(old_pool_lifecycle)s::bigint) t
+    WHERE t.leaf_index IS NULL AND NOT EXISTS (
         SELECT 1 FROM ledger_leaves l WHERE l.ledger_table = t.tbl AND l.row_id = t.id)),
 problems AS (
     SELECT * FROM shares UNION ALL SELECT * FROM chain UNION ALL SELECT * FROM top_ups
     UNION ALL SELECT * FROM counts UNION ALL SELECT * FROM win_amounts
     UNION ALL SELECT * FROM seed_top_ups UNION ALL SELECT * FROM unsequenced
-    UNION ALL SELECT * FROM rates UNION ALL SELECT * FROM reserve_first)
+    UNION ALL SELECT * FROM rates UNION ALL SELECT * FROM reserve_first
+    UNION ALL SELECT * FROM caps UNION ALL SELECT * FROM pool_ends)
 SELECT tbl, id, grp, problem, count(*) OVER () AS total
 FROM problems ORDER BY tbl, id NULLS FIRST, grp LIMIT %(limit)s"""
 
@@ -1094,15 +1363,24 @@ AUDIT_STATEMENT_TIMEOUT = "120s"
 BAD_ROWS_NAMED = 1000
 
 
-async def audit_rows(conn: Conn, limit: int = BAD_ROWS_NAMED) -> RowAudit:
-    """Every ledger row re-proved (AUDIT_ROWS): the bad ones named, up to `limit`."""
+async def audit_rows(
+    conn: Conn, limit: int = BAD_ROWS_NAMED, window: _Window | None = None
+) -> RowAudit:
+    """Every ledger row re-proved (AUDIT_ROWS), or those of `window`: the bad ones named,
+    up to `limit`."""
+    window = window or _Window.of(None)
     # The chain's window sorts every row of every pool: in memory, not in temporary files.
     await conn.execute(
         f"SET LOCAL work_mem = '{AUDIT_WORK_MEM}';"
         f" SET LOCAL statement_timeout = '{AUDIT_STATEMENT_TIMEOUT}'"
     )
-    rows = await _rows(conn, AUDIT_ROWS, {"limit": limit})
-    (legacy,) = await _rows(conn, AUDIT_LEGACY)
+    rows = await _rows(conn, window.sql(AUDIT_ROWS), {"limit": limit, **window.params})
+    base = window.base
+    legacy = (
+        (await _rows(conn, AUDIT_LEGACY))[0]
+        if base is None
+        else {"without_rate": base.without_rate, "unsequenced": base.unsequenced}
+    )
     return RowAudit(
         bad=[
             BadRow(
@@ -1138,12 +1416,16 @@ AUDIT_CONTRIBUTION_SUMS = (
 )
 
 
-async def audit_pools(conn: Conn) -> list[PoolAudit]:
-    """Every pool reconciled against its ledger, in one consistent snapshot."""
-    (sums,) = await _rows(conn, AUDIT_CONTRIBUTION_SUMS)
+async def audit_pools(conn: Conn, window: _Window | None = None) -> list[PoolAudit]:
+    """Every pool reconciled against its ledger, in one consistent snapshot (incremental:
+    the sums of `window`'s rows added to its base's)."""
+    window = window or _Window.of(None)
+    base = window.base
+    (sums,) = await _rows(conn, window.sql(AUDIT_CONTRIBUTION_SUMS), window.params)
     rows = await _rows(
         conn,
-        f"""WITH w AS (SELECT jackpot_group, sum(amount) AS won FROM wins GROUP BY jackpot_group),
+        window.sql(f"""WITH w AS (SELECT jackpot_group, sum(amount) AS won FROM wins
+                 GROUP BY jackpot_group),
            s AS (SELECT jackpot_group, sum(amount) AS funded,
                         coalesce(sum(amount) FILTER (WHERE source = 'reserve'), 0) AS reserved
                  FROM seed_fundings GROUP BY jackpot_group)
@@ -1151,8 +1433,16 @@ async def audit_pools(conn: Conn) -> list[PoolAudit]:
                   coalesce(s.reserved, 0) AS from_reserve
            FROM jackpots j
            LEFT JOIN w USING (jackpot_group) LEFT JOIN s USING (jackpot_group)
-           ORDER BY j.lock_order""",
+           ORDER BY j.lock_order"""),
+        window.params,
     )
+
+    def before(group: Group, part: int) -> int:
+        return base.sums[group][part] if base else 0
+
+    def meter(group: Group, part: int) -> int:  # AuditBase.meters: 0 without a base
+        return base.meters[group][part] if base and group in base.meters else 0
+
     audits = []
     for r in rows:
         pool, g = _pool(r), r["jackpot_group"]
@@ -1160,9 +1450,9 @@ async def audit_pools(conn: Conn) -> list[PoolAudit]:
             PoolAudit(
                 group=pool.group,
                 current_amount=pool.current_amount,
-                seed_funding=int(r["funded"]),
-                contributions=int(sums[g]),
-                wins=int(r["won"]),
+                seed_funding=int(r["funded"]) + before(pool.group, 0),
+                contributions=int(sums[g]) + before(pool.group, 1),
+                wins=int(r["won"]) + before(pool.group, 2),
                 recorded_total_contributions=pool.total_contributions,
                 recorded_total_wins=pool.total_wins,
                 recorded_total_seed_funding=pool.total_seed_funding,
@@ -1172,11 +1462,11 @@ async def audit_pools(conn: Conn) -> list[PoolAudit]:
                 recorded_total_diverted_in=pool.total_diverted_in,
                 recorded_total_diverted_out=pool.total_diverted_out,
                 recorded_seed_from_reserve=pool.seed_from_reserve,
-                reserve_in=int(sums[f"{g}_reserve"]),
-                reserve_seeded=int(r["from_reserve"]),
-                overflow_kept=int(sums[f"{g}_kept"]),
-                diverted_in=int(sums[f"{g}_in"]),
-                diverted_out=int(sums[f"{g}_out"]),
+                reserve_in=int(sums[f"{g}_reserve"]) + meter(pool.group, 0),
+                reserve_seeded=int(r["from_reserve"]) + meter(pool.group, 1),
+                overflow_kept=int(sums[f"{g}_kept"]) + meter(pool.group, 2),
+                diverted_in=int(sums[f"{g}_in"]) + meter(pool.group, 3),
+                diverted_out=int(sums[f"{g}_out"]) + meter(pool.group, 4),
             )
         )
     return audits

@@ -16,7 +16,7 @@ CONFIG_KEYS = (
     "seed_amount",
     "max_amount",
     "version",
-    # 0013: absent from the documents of earlier changes.
+    # 0014: absent from the documents of earlier changes.
     "reserve_rate",
     "overflow_policy",
     "overflow_target",
@@ -25,7 +25,7 @@ PENDING_KEYS = (
     "contribution_rate",
     "seed_amount",
     "max_amount",
-    # 0013: absent from the documents of earlier schedules, and where a change keeps them.
+    # 0014: absent from the documents of earlier schedules, and where a change keeps them.
     "reserve_rate",
     "overflow_policy",
     "overflow_target",

@@ -32,9 +32,10 @@ TABLES = {
     "ledger_audits",
     "ledger_chain_starts",
     "ledger_leaves",
+    "ledger_head",
     "write_heartbeat",
 }
-HEAD = "0013"
+HEAD = "0014"
 
 
 def revision(url: str) -> list[str]:
@@ -143,10 +144,10 @@ def test_schema_refuses_what_the_rules_refuse(database_url: str) -> None:
         conn.execute("UPDATE jackpots SET contribution_rate = 0.5 WHERE jackpot_group = 'minor'")
 
 
-def test_0013_keeps_old_rows_leaves_and_behaviour_and_bounds_reserve_rates(
+def test_0014_keeps_old_rows_leaves_and_behaviour_and_bounds_reserve_rates(
     admin_url: str,
 ) -> None:
-    """Rows written before 0013 keep their leaf bytes (no column of theirs changes); pools
+    """Rows written before 0014 keep their leaf bytes (no column of theirs changes); pools
     start at reserve 0 and ACCUMULATE with `contributed` = their contributions; the rate-sum
     trigger counts reserve rates too."""
     from psycopg.rows import dict_row
@@ -156,7 +157,7 @@ def test_0013_keeps_old_rows_leaves_and_behaviour_and_bounds_reserve_rates(
     name = unique_name("jackpot_migrate")
     url = create_database(admin_url, name)
     try:
-        migrations.upgrade(url, "0012")
+        migrations.upgrade(url, "0013")
         with psycopg.connect(url) as conn:
             conn.execute(
                 "INSERT INTO contributions (client, game_id, wager_amount, minor_amount,"

@@ -23,9 +23,13 @@ from google.type import decimal_pb2
 from grpc_status import rpc_status
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
+from psycopg_pool import AsyncConnectionPool
 
+from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters.unit_of_work import Isolation, transaction
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
+from jackpot_grpc.domain.model import AuditBase, Group, LedgerAudit
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.service.reports import run_audit
 from testkit.gateways import gateway_to
@@ -565,3 +569,36 @@ async def test_pending_reserve_rates_and_targets_count_before_they_apply_at_the_
         ).fetchone() or (None,)
     assert pending == {"reserve_rate": "0.5000000000", "overflow_target": "major",
                        "clear_max_amount": False}  # fmt: skip
+
+
+async def _audit_from(url: str, base: AuditBase | None) -> tuple[LedgerAudit, AuditBase | None]:
+    async with AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool:
+        await pool.open(wait=True, timeout=10)
+        async with transaction(pool, isolation=Isolation.REPEATABLE_READ) as conn:
+            return await repo.audit_ledger_from(conn, base)
+
+
+async def test_an_incremental_audit_goes_on_from_the_reserve_and_overflow_before_it(
+    stub: Stub, database_url: str
+) -> None:
+    """The base of an incremental audit keeps the reserve and overflow sums: a reset paid
+    from reserve shares made before the base, and overflow kept before it, still prove."""
+    update = pb.UpdateConfigRequest(
+        group=MINOR, max_amount=10_300, reserve_rate=decimal_pb2.Decimal(value="0.01")
+    )
+    await stub.UpdateConfig(update, metadata=ADMIN)
+    await contribute(stub, 100_000)  # reserve 1000, overflow 200: before the base
+    full, base = await _audit_from(database_url, None)
+    assert full.balanced and base is not None, full.problems()
+    assert base.meters[Group.MINOR] == (1000, 0, 200, 0, 0)
+    win = await stub.Win(pb.WinRequest(group=MINOR, game_id="g", user_id=random_user()))
+    assert win.seed_top_up == 10_000  # 1000 of it from the reserve made before the base
+    await contribute(stub, 1_000)
+    incremental, after = await _audit_from(database_url, base)
+    assert incremental.rows_from == base.head
+    assert incremental.balanced, incremental.problems()
+    assert after is not None and after.meters[Group.MINOR] == (1010, 1000, 200, 0, 0)
+    again, _ = await _audit_from(database_url, None)
+    assert again.balanced and [p.reserve_in for p in again.pools] == [
+        p.reserve_in for p in incremental.pools
+    ]

@@ -20,15 +20,15 @@
 The ledger columns are added without defaults, so no existing row changes (the leaves of
 existing rows keep their bytes: docs/LEDGER.md, "Extension fields").
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-13
 """
 
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
@@ -74,7 +74,7 @@ def upgrade() -> None:
         " CHECK (source IN ('operator', 'reserve'))"
     )
     # The rate-sum trigger (0004) counts display and reserve rates together.
-    op.execute(RATES_SUM.format(total="contribution_rate + reserve_rate", raised=RAISED_0013))
+    op.execute(RATES_SUM.format(total="contribution_rate + reserve_rate", raised=RAISED_0014))
     op.execute("DROP TRIGGER jackpots_rates_sum_at_most_one ON jackpots")
     op.execute(TRIGGER.format(columns="contribution_rate, reserve_rate"))
 
@@ -100,7 +100,7 @@ RATES_SUM = """
     $$
 """
 RAISED_0004 = "NEW.contribution_rate > OLD.contribution_rate"
-RAISED_0013 = RAISED_0004 + " OR NEW.reserve_rate > OLD.reserve_rate"
+RAISED_0014 = RAISED_0004 + " OR NEW.reserve_rate > OLD.reserve_rate"
 TRIGGER = """
     CREATE CONSTRAINT TRIGGER jackpots_rates_sum_at_most_one
     AFTER INSERT OR UPDATE OF {columns} ON jackpots
