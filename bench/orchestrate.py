@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from bench import audit_scenario, scenarios, watch_scenario
+from bench import ledger_ab as ledger_ab_scenario
 from bench import report as reporting
 from bench.console import log
 from bench.loadgen import LoadSpec
@@ -55,10 +56,14 @@ def run(args: argparse.Namespace) -> int:
         base = dataclasses.replace(base, token=bench_client(workdir))
         report["machine"] = reporting.machine_info(admin, kind)
         log(f"PostgreSQL ({kind}): {report['machine']['postgresql']}")
+        if args.only_ledger:
+            return only_ledger(args, base, admin, workdir, report, started)
         report["audit_batching_off"] = batching_off(args, base, admin, workdir, found)
         rest_note, report["rss"], report["audit"] = batching_on(args, base, admin, workdir, found)
         if args.scaling_workers > args.server_workers:
             report["audit_scaling"] = scaling(args, base, admin, workdir, found)
+        if args.ledger_ab_rounds:
+            report["ledger_ab"] = ledger_ab(args, base, admin, workdir)
         report["audit_scenario"] = audit_cost(args, admin)
         if args.watchers or args.sse_watchers:
             report["watch_scenario"] = watch_cost(args, admin, workdir)
@@ -69,11 +74,49 @@ def run(args: argparse.Namespace) -> int:
     return 0 if reporting.balanced(report) else 1
 
 
+def only_ledger(
+    args: argparse.Namespace,
+    base: LoadSpec,
+    admin: str,
+    workdir: Path,
+    report: dict[str, Any],
+    started: float,
+) -> int:
+    """`--only-ledger`: the ledger's A/B and the audit scenario, nothing else."""
+    if args.ledger_ab_rounds:
+        report["ledger_ab"] = ledger_ab(args, base, admin, workdir)
+    report["audit_scenario"] = audit_cost(args, admin)
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    if args.ledger_ab_rounds:
+        print(ledger_ab_scenario.summary(report["ledger_ab"]))
+    print(audit_scenario.summary(report["audit_scenario"]))
+    reporting.write(report, args.output)
+    return 0 if report["audit_scenario"]["balanced"] else 1
+
+
 def bench_client(workdir: Path) -> str:
     """A game client in the servers' clients file: the bench runs as production does."""
     token = clients_file.add_client(workdir / "clients.json", "bench", "game")
     assert token is not None
     return token
+
+
+def ledger_ab(
+    args: argparse.Namespace, base: LoadSpec, admin: str, workdir: Path
+) -> dict[str, Any]:
+    """Contribute and ContributeBatch with the ledger's checkpoint signer on and off,
+    alternating on fresh databases (bench/ledger_ab.py)."""
+    runs: list[ledger_ab_scenario.Run] = []
+    for round_no in range(args.ledger_ab_rounds):
+        for signing in (False, True):
+            extra = ledger_ab_scenario.signer_env(workdir, round_no) if signing else {}
+            label = f"ab{round_no}_{'on' if signing else 'off'}"
+            with (
+                bench_database(admin, label) as url,
+                server(args, url, workdir, batching=True, extra_env=extra) as srv,
+            ):
+                runs.append(ledger_ab_scenario.run_once(base, srv, signing, args.batch_concurrency))
+    return ledger_ab_scenario.summarise(runs)
 
 
 def audit_cost(args: argparse.Namespace, admin: str) -> dict[str, Any]:
@@ -277,6 +320,7 @@ def server(
     *,
     batching: bool,
     workers: int | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[ServiceProcess]:
     """`jackpot serve --no-migrate [--workers N]`, SERVING (every worker listening)."""
     label = "on" if batching else "off"
@@ -285,6 +329,7 @@ def server(
         **local_service_env(url, workdir / f"logs-{label}"),
         "JACKPOT_BATCHING": label,
         "JACKPOT_CLIENTS_FILE": str(workdir / "clients.json"),  # written by bench_client
+        **(extra_env or {}),
     }
     workers = args.server_workers if workers is None else workers
     command = ["serve", "--no-migrate"]

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import psycopg
 
-from bench import audit_scenario
+from bench import audit_scenario, ledger_ab
 from bench.scenarios import ORDER, Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +79,8 @@ def print_ledgers(report: dict[str, Any], scenarios: dict[str, Scenario]) -> Non
             f"; ledger rows {a['ledger_rows']:,}, acknowledged contributions "
             f"{a['acknowledged_contributions']:,}"
         )
+    if report.get("ledger_ab"):
+        print(ledger_ab.summary(report["ledger_ab"]))
     print(audit_scenario.summary(report["audit_scenario"]))
     for key in ("contribute_nobatch", "contribute_batching"):
         extra = scenarios[key].extra

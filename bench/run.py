@@ -74,6 +74,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--audit-rows", type=int, help="contributions in the audit scenario (default 1,000,000)"
     )
     p.add_argument(
+        "--ledger-ab-rounds",
+        type=int,
+        default=2,
+        help="rounds of the ledger A/B (checkpoint signer off, then on; default 2; 0: skip)",
+    )
+    p.add_argument(
+        "--only-ledger",
+        action="store_true",
+        help="run only the ledger A/B and the audit scenario",
+    )
+    p.add_argument(
         "--watchers", type=int, help="WatchPools gRPC watchers (default 10,000; quick 1,000)"
     )
     p.add_argument(

@@ -150,6 +150,9 @@ class Settings:
     drain_delay: float
     health_probe_interval: float
     audit_interval: float
+    # Every Nth background audit re-proves every row; the others only the rows since the
+    # last clean one (JACKPOT_AUDIT_FULL_EVERY).
+    audit_full_every: int
     admin_token: str | None
     # The largest wager accepted (minor units) and the bound on the three rates' sum.
     max_wager: int
@@ -270,6 +273,7 @@ class Settings:
             drain_delay=_float(env, "JACKPOT_DRAIN_DELAY", 1.0),
             health_probe_interval=_float(env, "JACKPOT_HEALTH_INTERVAL", 0.5),
             audit_interval=_float(env, "JACKPOT_AUDIT_INTERVAL", 300.0),
+            audit_full_every=_int(env, "JACKPOT_AUDIT_FULL_EVERY", 12),
             admin_token=admin_token,
             clients_file=clients_file,
             allow_open=_flag(env, "JACKPOT_ALLOW_OPEN", False),

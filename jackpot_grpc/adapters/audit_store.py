@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from jackpot_grpc.adapters import advisory_locks
-from jackpot_grpc.domain.model import Group, LedgerAudit, PoolAudit
+from jackpot_grpc.domain.model import BadRow, Group, LedgerAudit, PoolAudit, RowAudit
 
 Conn = AsyncConnection[Any]
 
@@ -100,7 +100,31 @@ def _report(books: LedgerAudit) -> dict[str, Any]:
         "recorded_contribution_count": books.recorded_contribution_count,
         "total_wagered": books.total_wagered,
         "recorded_total_wagered": books.recorded_total_wagered,
+        # The rows the audit could not re-prove: a replica that adopts this result reports
+        # them too (without them it would call books with bad rows balanced).
+        "rows": {
+            "bad": [
+                {"table": r.table, "id": r.row_id, "group": r.group.value, "problem": r.problem}
+                for r in books.rows.bad
+            ],
+            "bad_count": books.rows.bad_count,
+            "without_rate": books.rows.without_rate,
+            "unsequenced": books.rows.unsequenced,
+        },
+        "rows_from": books.rows_from,  # incremental: the first leaf index re-proved
     }
+
+
+def _rows(report: dict[str, Any]) -> RowAudit:
+    rows = report.get("rows")  # absent from results recorded before rows were kept
+    if rows is None:
+        return RowAudit()
+    return RowAudit(
+        bad=[BadRow(r["table"], r["id"], Group(r["group"]), r["problem"]) for r in rows["bad"]],
+        bad_count=rows["bad_count"],
+        without_rate=rows["without_rate"],
+        unsequenced=rows["unsequenced"],
+    )
 
 
 def _books(report: dict[str, Any]) -> LedgerAudit:
@@ -110,4 +134,6 @@ def _books(report: dict[str, Any]) -> LedgerAudit:
         recorded_contribution_count=report["recorded_contribution_count"],
         total_wagered=report["total_wagered"],
         recorded_total_wagered=report["recorded_total_wagered"],
+        rows=_rows(report),
+        rows_from=report.get("rows_from"),
     )

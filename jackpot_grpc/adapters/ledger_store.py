@@ -1,11 +1,12 @@
 """The SQL of the tamper-evident ledger: leaves (`ledger_leaves`, 0010) and ledger rows.
 
-Leaves are given to rows away from the money path, by whoever signs a checkpoint (or the
-migration, for the rows already there): rows that draw `ledger_seq` under the pool locks
-commit in its order, so the rows with a sequence above the last leaf's, read in one
-snapshot, are the next leaves in commit order (the sequence may skip numbers; the leaf
-index does not). Everything here is synchronous psycopg: the CLI calls it directly, the
-migration through alembic's connection, the server from a worker thread.
+Every ledger row takes its leaf index in the transaction that writes it (`leaf_index`,
+claimed from `ledger_head`, migration 0013: see `claim_leaves`), so a write answers with
+its index. The leaf hashes are computed away from the money path, by whoever signs a
+checkpoint: the rows whose index is at or above the log's size, read in one snapshot, are
+the next leaves (commits are serialised by the head row's lock, so a snapshot sees a
+gap-free prefix of the indexes). Everything here is synchronous psycopg: the CLI calls it
+directly, the migration through alembic's connection, the server from a worker thread.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from psycopg.rows import dict_row
 from jackpot_grpc.adapters import advisory_locks
 from jackpot_grpc.adapters.commit_bound import SYNC_REP_CANCELLED, commit_warnings, unknown
 from jackpot_grpc.ledger import merkle
-from jackpot_grpc.ledger.rows import leaf_of
+from jackpot_grpc.ledger.leaf import SCHEMAS, VERSION, FieldKind
+from jackpot_grpc.ledger.rows import EVENT_OF_TABLE, leaf_of
 
 CHECKPOINT_LOCK_KEY: Final = advisory_locks.LEDGER_CHECKPOINT
 # Ledger tables in the order rows of one instant are put, when no sequence orders them.
@@ -46,8 +48,11 @@ def _order_key(item: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
 
 
 def last_leaf(conn: psycopg.Connection[Any]) -> tuple[int, int | None]:
-    """(number of leaves, the highest ledger_seq a leaf has)."""
-    row = conn.execute("SELECT count(*), max(ledger_seq) FROM ledger_leaves").fetchone()
+    """(number of leaves, the highest ledger_seq a leaf has), from the indexes."""
+    row = conn.execute(
+        "SELECT (SELECT coalesce(max(leaf_index) + 1, 0) FROM ledger_leaves),"
+        " (SELECT max(ledger_seq) FROM ledger_leaves)"
+    ).fetchone()
     assert row is not None
     return int(row[0]), row[1]
 
@@ -70,12 +75,123 @@ def _new_rows(
     return found
 
 
-def assign_leaves(conn: psycopg.Connection[Any], tables: Sequence[str] = TABLES) -> int:
-    """Give the rows committed since the last leaf their leaves; the number given.
-    The caller holds the checkpoint lock, in a REPEATABLE READ transaction. `tables`: the
-    ledger tables of the schema at hand (a migration passes those it knows)."""
+def assign_leaves_by_sequence(conn: psycopg.Connection[Any], tables: Sequence[str] = TABLES) -> int:
+    """Migration 0010's rule, from before rows carried their leaf index: the rows with a
+    ledger_seq above the last leaf's (every row, when there is no leaf), in sequence order,
+    become the next leaves; the number given. `tables`: the ledger tables of the schema at
+    hand (a migration passes those it knows)."""
     size, top_seq = last_leaf(conn)
     rows = _new_rows(conn, size, top_seq, tables)
+    return _append_leaves(conn, size, rows)
+
+
+def _claimed_rows(conn: psycopg.Connection[Any], size: int) -> list[tuple[str, dict[str, Any]]]:
+    """The rows whose claimed index is `size` or above, in index order, up to the first
+    gap (a gap is a row deleted before it became a leaf: the audit names it)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    with conn.cursor(row_factory=dict_row) as cur:
+        for table in TABLES:
+            cur.execute(
+                f"SELECT * FROM {table} WHERE leaf_index >= %s",  # noqa: S608 (a constant)
+                (size,),
+            )
+            found.extend((table, row) for row in cur.fetchall())
+    found.sort(key=lambda item: int(item[1]["leaf_index"]))
+    for offset, (_, row) in enumerate(found):
+        if row["leaf_index"] != size + offset:
+            return found[:offset]
+    return found
+
+
+# The canonical text of each field kind, as SQL (docs/LEDGER.md, "Leaves"; ledger/leaf.py
+# is the reference: the audit re-encodes every leaf there and compares).
+_KIND_SQL: Final = {
+    FieldKind.INT: "({})::text",
+    FieldKind.RATE: "(({})::numeric(12, 10))::text",
+    FieldKind.TEXT: "({})",
+    FieldKind.TIME: """to_char(({}) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
+    FieldKind.UUID: "(({})::uuid)::text",
+    FieldKind.HEX: "encode({}, 'hex')",
+}
+# Fields that are no column of their table (by default a field is the column of its name).
+_FIELD_SOURCES: Final = {
+    "config_audit": {
+        f"{side}_{key}": f"({side} ->> '{key}')"
+        for side in ("before", "after")
+        for key in ("contribution_rate", "seed_amount", "max_amount", "version")
+    },
+    # A scheduled change's fields (ledger/rows.py _pending_fields): absent on suspend and
+    # resume (no document); clear_max_amount is 1 when the document's value is truthy.
+    "pool_lifecycle": {
+        **{
+            f"pending_{key}": f"(pending ->> '{key}')"
+            for key in ("contribution_rate", "seed_amount", "max_amount")
+        },
+        "pending_clear_max_amount": (
+            "(CASE WHEN pending IS NULL THEN NULL"
+            " WHEN coalesce(pending -> 'clear_max_amount', 'null'::jsonb) IN ('null'::jsonb,"
+            " 'false'::jsonb, '0'::jsonb, '\"\"'::jsonb, '[]'::jsonb, '{}'::jsonb)"
+            " THEN 0 ELSE 1 END)"
+        ),
+    },
+}
+
+
+def leaf_sql(table: str) -> str:
+    """An SQL expression of a row of `table` (its own columns) giving its leaf bytes, the
+    encoding of ledger/leaf.py: PostgreSQL encodes and hashes new leaves in C, so signing
+    costs a few microseconds a row. A new event type needs nothing here unless a field is
+    no column of its own name (then _FIELD_SOURCES)."""
+    event = EVENT_OF_TABLE[table]
+    parts = [f"'\\x{VERSION:02x}{int(event):02x}'::bytea"]
+    for field in SCHEMAS[event]:
+        source = _FIELD_SOURCES.get(table, {}).get(field.name, field.name)
+        text = _KIND_SQL[field.kind].format(source)
+        parts.append(
+            f"CASE WHEN {text} IS NULL THEN '\\xffffffff'::bytea ELSE"
+            f" int4send(octet_length(convert_to({text}, 'UTF8'))) || convert_to({text}, 'UTF8')"
+            " END"
+        )
+    return " || ".join(parts)
+
+
+def _claimed_count(conn: psycopg.Connection[Any], size: int) -> int:
+    """How many rows carry an index from `size` on."""
+    counts = " + ".join(
+        f"(SELECT count(*) FROM {t} WHERE leaf_index >= %(size)s)"  # noqa: S608 (constants)
+        for t in TABLES
+    )
+    row = conn.execute(f"SELECT {counts}", {"size": size}).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def assign_leaves(conn: psycopg.Connection[Any]) -> int:
+    """Hash the rows committed since the last leaf into leaves, at the indexes they
+    claimed when written; the number given. The caller holds the checkpoint lock, in a
+    REPEATABLE READ transaction. PostgreSQL encodes and hashes them (leaf_sql); where a
+    row is missing below the head (deleted before it became a leaf) the leaves stop at
+    the gap, found in Python."""
+    size, _ = last_leaf(conn)
+    (top,) = conn.execute("SELECT size FROM ledger_head").fetchone() or (size,)
+    if top <= size:
+        return 0
+    if _claimed_count(conn, size) != top - size:
+        return _append_leaves(conn, size, _claimed_rows(conn, size))
+    for table in TABLES:
+        # The table names and the leaf expression are constants.
+        insert = (
+            f"INSERT INTO ledger_leaves SELECT leaf_index, '{table}', id,"  # noqa: S608
+            f" ledger_seq, pg_catalog.sha256('\\x00'::bytea || {leaf_sql(table)})"
+            f" FROM {table} WHERE leaf_index >= %(size)s AND leaf_index < %(top)s"
+        )
+        conn.execute(insert, {"size": size, "top": top})
+    return int(top - size)
+
+
+def _append_leaves(
+    conn: psycopg.Connection[Any], size: int, rows: list[tuple[str, dict[str, Any]]]
+) -> int:
     if not rows:
         return 0
     with (
@@ -107,8 +223,10 @@ def leaves(conn: psycopg.Connection[Any], since: int = 0) -> Iterator[Leaf]:
 
 
 def rows_of(conn: psycopg.Connection[Any], table: str, since: int = 0) -> dict[int, dict[str, Any]]:
-    """The rows of a ledger table by id: every row, or (since > 0) those of the leaves from
-    `since` on and those that are no leaf."""
+    """The rows of a ledger table by id: every row, or (since > 0) those whose index is
+    `since` or above, and those without one (older than receipts, 0013) whose leaf is from
+    `since` on or that are no leaf: index range scans, so the cost grows with the rows
+    since `since` (and the rows from before receipts)."""
     if table not in TABLES:
         raise ValueError(table)
     with conn.cursor(row_factory=dict_row) as cur:
@@ -116,12 +234,27 @@ def rows_of(conn: psycopg.Connection[Any], table: str, since: int = 0) -> dict[i
             cur.execute(f"SELECT * FROM {table}")  # noqa: S608 (checked above)
         else:
             cur.execute(
-                f"SELECT t.* FROM {table} t LEFT JOIN ledger_leaves l"  # noqa: S608
-                " ON l.ledger_table = %s AND l.row_id = t.id"
-                " WHERE l.leaf_index IS NULL OR l.leaf_index >= %s",
-                (table, since),
+                f"SELECT * FROM {table} WHERE leaf_index >= %(since)s"  # noqa: S608
+                f" UNION ALL SELECT t.* FROM {table} t LEFT JOIN ledger_leaves l"
+                " ON l.ledger_table = %(table)s AND l.row_id = t.id"
+                " WHERE t.leaf_index IS NULL"
+                " AND (l.leaf_index IS NULL OR l.leaf_index >= %(since)s)",
+                {"table": table, "since": since},
             )
         return {row["id"]: row for row in cur}
+
+
+@dataclass(frozen=True)
+class Head:
+    """ledger_head: the leaf indexes handed out, and the first that rows carry (0013)."""
+
+    size: int
+    receipts_from: int
+
+
+def head(conn: psycopg.Connection[Any]) -> Head:
+    row = conn.execute("SELECT size, receipts_from FROM ledger_head").fetchone()
+    return Head(int(row[0]), int(row[1])) if row else Head(0, 0)
 
 
 def pool_amounts(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -129,13 +262,26 @@ def pool_amounts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return {group: int(amount) for group, amount in rows}
 
 
+HASHES_PER_READ: Final = 1 << 20  # leaf hashes per statement (32 MiB)
+
+
 def leaf_hashes(conn: psycopg.Connection[Any], start: int = 0) -> list[bytes]:
-    """The recorded leaf hashes from index `start` on."""
-    rows = conn.execute(
-        "SELECT leaf_hash FROM ledger_leaves WHERE leaf_index >= %s ORDER BY leaf_index",
-        (start,),
-    )
-    return [bytes(h) for (h,) in rows]
+    """The recorded leaf hashes from index `start` on: read as one value per million (a
+    row per hash costs more in the driver than hashing it does), in index order."""
+    hashes: list[bytes] = []
+    while True:
+        row = conn.execute(
+            "SELECT string_agg(leaf_hash, ''::bytea ORDER BY leaf_index) FROM ledger_leaves"
+            " WHERE leaf_index >= %s AND leaf_index < %s",
+            (start, start + HASHES_PER_READ),
+        ).fetchone()
+        data = bytes(row[0]) if row is not None and row[0] is not None else b""
+        hashes.extend(
+            data[at : at + merkle.HASH_SIZE] for at in range(0, len(data), merkle.HASH_SIZE)
+        )
+        if len(data) < HASHES_PER_READ * merkle.HASH_SIZE:
+            return hashes
+        start += HASHES_PER_READ
 
 
 @dataclass(frozen=True)
@@ -193,6 +339,7 @@ class AuditSnapshot:
     leaves: list[Leaf]
     rows: dict[str, dict[int, dict[str, Any]]]
     pools: dict[str, int]
+    head: Head
 
 
 def audit_snapshot(url: str, since: int = 0) -> AuditSnapshot:
@@ -204,7 +351,10 @@ def audit_snapshot(url: str, since: int = 0) -> AuditSnapshot:
         with conn.transaction():
             found = list(leaves(conn, since))
             return AuditSnapshot(
-                found, {t: rows_of(conn, t, since) for t in TABLES}, pool_amounts(conn)
+                found,
+                {t: rows_of(conn, t, since) for t in TABLES},
+                pool_amounts(conn),
+                head(conn),
             )
 
 
@@ -214,62 +364,49 @@ def recorded_hashes(url: str) -> list[bytes]:
         return leaf_hashes(conn)
 
 
-@dataclass(frozen=True)
-class ProofMaterial:
-    """One leaf's row and the recorded hashes of the tree it is proved in."""
-
-    leaf: Leaf
-    row: dict[str, Any]
-    hashes: list[bytes]
-
-
-def proof_material(
-    url: str,
-    size: int,
+async def proof_leaf(
+    conn: psycopg.AsyncConnection[Any],
     *,
     leaf_index: int | None = None,
     row: tuple[str, int] | None = None,
-    hashes_from: int = 0,
-) -> ProofMaterial | None:
-    """The leaf (by index, or by table and row id), its row and the recorded leaf hashes
-    from `hashes_from` up to `size` (a caller that kept the earlier ones asks only for the
-    rest: leaves never change); None when it is no leaf (or its row is gone)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        with conn.transaction():
-            columns = "leaf_index, ledger_table, row_id, ledger_seq, leaf_hash"
-            if row is not None:
-                found = conn.execute(
-                    f"SELECT {columns} FROM ledger_leaves"  # noqa: S608 (constants)
-                    " WHERE ledger_table = %s AND row_id = %s",
-                    row,
-                ).fetchone()
-            else:
-                found = conn.execute(
-                    f"SELECT {columns} FROM ledger_leaves WHERE leaf_index = %s",  # noqa: S608
-                    (leaf_index,),
-                ).fetchone()
-            if found is None:
-                return None
-            leaf = Leaf(found[0], found[1], found[2], found[3], bytes(found[4]))
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(
-                    f"SELECT * FROM {leaf.table} WHERE id = %s",  # noqa: S608 (a TABLES name)
-                    (leaf.row_id,),
-                )
-                record = cur.fetchone()
-            if record is None:
-                return None
-            hashes = [
-                bytes(h)
-                for (h,) in conn.execute(
-                    "SELECT leaf_hash FROM ledger_leaves"
-                    " WHERE leaf_index >= %s AND leaf_index < %s ORDER BY leaf_index",
-                    (hashes_from, size),
-                )
-            ]
-            return ProofMaterial(leaf, record, hashes)
+) -> tuple[Leaf, dict[str, Any]] | None:
+    """The leaf (by index, or by its row's table and id) and its row; None when it is no
+    leaf (or its row is gone)."""
+    columns = "leaf_index, ledger_table, row_id, ledger_seq, leaf_hash"
+    if row is not None:
+        if row[0] not in TABLES:
+            raise ValueError(row[0])
+        cur = await conn.execute(
+            f"SELECT {columns} FROM ledger_leaves"  # noqa: S608 (constants)
+            " WHERE ledger_table = %s AND row_id = %s",
+            row,
+        )
+    else:
+        cur = await conn.execute(
+            f"SELECT {columns} FROM ledger_leaves WHERE leaf_index = %s",  # noqa: S608
+            (leaf_index,),
+        )
+    found = await cur.fetchone()
+    if found is None:
+        return None
+    leaf = Leaf(found[0], found[1], found[2], found[3], bytes(found[4]))
+    async with conn.cursor(row_factory=dict_row) as rows:
+        await rows.execute(
+            f"SELECT * FROM {leaf.table} WHERE id = %s",  # noqa: S608 (a TABLES name)
+            (leaf.row_id,),
+        )
+        record = await rows.fetchone()
+    return None if record is None else (leaf, record)
+
+
+async def leaf_hash_range(conn: psycopg.AsyncConnection[Any], start: int, end: int) -> list[bytes]:
+    """The recorded leaf hashes of the leaves [start, end), in index order."""
+    cur = await conn.execute(
+        "SELECT leaf_hash FROM ledger_leaves"
+        " WHERE leaf_index >= %s AND leaf_index < %s ORDER BY leaf_index",
+        (start, end),
+    )
+    return [bytes(h) for (h,) in await cur.fetchall()]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ physical order and deadlocks from 4 clients up).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,7 @@ from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.errors import Unavailable
 from jackpot_grpc.domain.model import (
     GROUPS,
+    AuditBase,
     BadRow,
     ConfigChange,
     ContributeCommand,
@@ -53,6 +55,18 @@ POOL_COLUMNS = """jackpot_group, current_amount, seed_amount, max_amount, contri
     total_contributions, total_wins, total_seed_funding, contribution_count, win_count,
     last_won_amount, last_won_at, last_won_by_user_id, version, config_version, updated_at,
     suspended, suspended_reason, pending_config"""
+
+
+# The ledger's receipts (migration 0013): every ledger writer, in its own transaction and
+# after the pool locks (lock order: the pools in lock_order, then the head), moves the
+# ledger head past its rows and gives them the indexes it moved past, in the order it
+# writes them: `first_leaf` to `first_leaf + n - 1`. The head row's lock orders the
+# writers' commits, so the indexes are gap-free and in commit order across processes (a
+# rollback returns its indexes). Used as a CTE of the statement that inserts the rows;
+# a new ledger table's writer does the same (docs/LEDGER.md, "Adding an event type").
+def claim_leaves(n: str) -> str:
+    """The head moved past `n` rows (an SQL expression: a placeholder or a number)."""
+    return f"UPDATE ledger_head SET size = size + {n} RETURNING size - {n} AS first_leaf"
 
 
 def _pool(row: dict[str, Any]) -> PoolState:
@@ -116,14 +130,35 @@ async def lock_pools(conn: Conn) -> dict[Group, PoolState]:
 
 # --- contributions ---------------------------------------------------------------------
 
-CONTRIBUTION_COLUMNS = """id, client, idempotency_key, fingerprint, minor_amount,
+
+# A row's leaf index: its own (migration 0013 on), or its leaf's (rows from before).
+def receipt_of(table: str) -> str:
+    return (
+        f"coalesce({table}.leaf_index, (SELECT l.leaf_index FROM ledger_leaves l"
+        f" WHERE l.ledger_table = '{table}' AND l.row_id = {table}.id)) AS receipt"
+    )
+
+
+CONTRIBUTION_COLUMNS = f"""id, client, idempotency_key, fingerprint, minor_amount,
     major_amount, mega_amount, minor_after, major_after, mega_after, created_at,
-    minor_rate, major_rate, mega_rate"""
+    minor_rate, major_rate, mega_rate, {receipt_of("contributions")}"""
 LOCK_POOLS = f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE"
 # Keys are scoped per client: look up (client, key) pairs, on their unique index.
 FIND_CONTRIBUTIONS = f"""SELECT {CONTRIBUTION_COLUMNS} FROM contributions
     WHERE idempotency_key IS NOT NULL
       AND (client, idempotency_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"""
+
+
+@dataclass(frozen=True)
+class RecordedRow:
+    """A ledger row just written: its id, created_at and leaf index (its receipt)."""
+
+    row_id: int
+    created_at: datetime
+    leaf_index: int
+
+
+Recorded = tuple[list[PoolState], list[RecordedRow]]
 
 
 def _stored(row: dict[str, Any]) -> StoredContribution:
@@ -139,6 +174,7 @@ def _stored(row: dict[str, Any]) -> StoredContribution:
         ),
         created_at=row["created_at"],
         replayed=True,
+        leaf_index=row["receipt"],
     )
     return StoredContribution(result, bytes(row["fingerprint"]))
 
@@ -203,8 +239,9 @@ def _proof_params(pools: Mapping[Group, PoolState]) -> dict[str, Any]:
 # ledger gets every row (one insert from arrays), and the contribution totals move by the
 # batch's count and wager sum. Its caller holds the pool locks. Every result row is a pool
 # after the move, carrying the new ledger ids (in input order: the sequence hands them out
-# in unnest order) and their created_at, which defaults to now(), the transaction's
-# timestamp, so every row of the batch has the same.
+# in unnest order), their leaf indexes (claimed from the ledger head in this transaction,
+# in the same order: the receipts) and their created_at, which defaults to now(), the
+# transaction's timestamp, so every row of the batch has the same.
 # %b: the arrays go in binary, which psycopg dumps in C; as text every string element is
 # run through a quoting regex in Python.
 RECORD_CONTRIBUTIONS = f"""WITH moved AS (
@@ -222,24 +259,31 @@ RECORD_CONTRIBUTIONS = f"""WITH moved AS (
         updated_at = now()
     WHERE jackpot_group IN ('minor', 'major', 'mega')
     RETURNING {POOL_COLUMNS}),
+claimed AS ({claim_leaves("%(count)s::bigint")}),
 inserted AS (
     INSERT INTO contributions (idempotency_key, fingerprint, client, game_id, wager_amount,
         minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after,
-        {PROOF_COLUMNS})
-    SELECT u.*, {PROOF_VALUES}
+        {PROOF_COLUMNS}, leaf_index)
+    SELECT u.key, u.fingerprint, u.client, u.game, u.wager, u.minor_amount, u.major_amount,
+        u.mega_amount, u.minor_after, u.major_after, u.mega_after, {PROOF_VALUES},
+        claimed.first_leaf + u.n - 1
     FROM unnest(%(keys)b::text[], %(fingerprints)b::bytea[], %(clients)b::text[],
         %(games)b::text[], %(wagers)b::bigint[],
         %(minor_amount)b::bigint[], %(major_amount)b::bigint[], %(mega_amount)b::bigint[],
         %(minor_after)b::bigint[], %(major_after)b::bigint[], %(mega_after)b::bigint[])
+        WITH ORDINALITY
         AS u(key, fingerprint, client, game, wager, minor_amount, major_amount, mega_amount,
-             minor_after, major_after, mega_after)
-    RETURNING id, created_at),
+             minor_after, major_after, mega_after, n)
+    CROSS JOIN claimed
+    ORDER BY u.n
+    RETURNING id, created_at, leaf_index),
 counted AS (
     UPDATE contribution_totals SET
         contribution_count = contribution_count + %(count)s::bigint,
         total_wagered = total_wagered + %(wagered)s::numeric)
 SELECT moved.*,
     (SELECT array_agg(id ORDER BY id) FROM inserted) AS ledger_ids,
+    (SELECT array_agg(leaf_index ORDER BY id) FROM inserted) AS ledger_leaves,
     (SELECT min(created_at) FROM inserted) AS ledger_created_at
 FROM moved"""
 
@@ -277,21 +321,24 @@ async def record_contributions(
     commands: Sequence[ContributeCommand],
     shares: Sequence[ContributionShares],
     pools: Mapping[Group, PoolState],
-) -> tuple[list[PoolState], list[tuple[int, datetime]]]:
+) -> Recorded:
     """Apply a planned batch: move each pool by its sum (`counts[g]` contributions moved
     it), write a ledger row per command with its shares and their proof (the rates and
     ceilings of `pools`, the locked pools the shares were split against). Returns the
-    pools after, in lock order, and (id, created_at) per ledger row, in command order."""
+    pools after, in lock order, and (id, created_at, leaf index) per ledger row, in
+    command order."""
     params = _record_params(sums, counts, commands, shares) | _proof_params(pools)
     return _recorded(await _rows(conn, RECORD_CONTRIBUTIONS, params))
 
 
-def _recorded(
-    rows: list[dict[str, Any]],
-) -> tuple[list[PoolState], list[tuple[int, datetime]]]:
+def _recorded(rows: list[dict[str, Any]]) -> Recorded:
     updated = sorted(map(_pool, rows), key=lambda p: p.group.lock_order)
     created_at = rows[0]["ledger_created_at"]
-    return updated, [(row_id, created_at) for row_id in rows[0]["ledger_ids"] or ()]
+    ids = rows[0]["ledger_ids"] or ()
+    leaves = rows[0]["ledger_leaves"] or ()
+    return updated, [
+        RecordedRow(row_id, created_at, leaf) for row_id, leaf in zip(ids, leaves, strict=True)
+    ]
 
 
 # --- a contribution batch in two round trips ----------------------------------------------
@@ -310,7 +357,6 @@ class BatchWrite:
 # Given the locked pools and the earlier contributions with the batch's keys: what to write
 # (None: nothing, every command is a replay or a refusal).
 Planner = Callable[[dict[Group, PoolState], dict[ScopedKey, StoredContribution]], BatchWrite | None]
-Recorded = tuple[list[PoolState], list[tuple[int, datetime]]]
 
 
 # How a batch's transaction ends: COMMIT, or (validate_only) the checks COMMIT would run
@@ -394,9 +440,9 @@ async def find_win(conn: Conn, client: str, key: str) -> RecordedWin | None:
     """The win `client` recorded with this idempotency key, if any (keys are per client)."""
     rows = await _rows(
         conn,
-        """SELECT id, jackpot_group, fingerprint, amount, pool_before, seed_top_up,
-                  pool_after, created_at
-           FROM wins WHERE client = %s AND idempotency_key = %s""",
+        f"""SELECT id, jackpot_group, fingerprint, amount, pool_before, seed_top_up,
+                   pool_after, created_at, {receipt_of("wins")}
+            FROM wins WHERE client = %s AND idempotency_key = %s""",
         (client, key),
     )
     if not rows:
@@ -413,13 +459,16 @@ async def find_win(conn: Conn, client: str, key: str) -> RecordedWin | None:
             pool_after=row["pool_after"],
         ),
         created_at=row["created_at"],
+        leaf_index=row["receipt"],
     )
 
 
 async def record_win(
     conn: Conn, command: WinCommand, outcome: WinOutcome
-) -> tuple[int, datetime, PoolState]:
-    """Move the pool, write the win and (if any) its seed top-up; return the new pool."""
+) -> tuple[int, datetime, int, PoolState]:
+    """Move the pool, write the win and (if any) its seed top-up, the top-up's leaf right
+    after the win's; return the win's id, time and leaf index, and the new pool. The
+    caller holds the pool locks."""
     pools = await _rows(
         conn,
         f"""UPDATE jackpots SET
@@ -442,13 +491,17 @@ async def record_win(
             "group": command.group.value,
         },
     )
+    leaves = 2 if outcome.seed_top_up else 1
     wins = await _rows(
         conn,
-        """INSERT INTO wins (idempotency_key, fingerprint, client, jackpot_group, game_id,
-                             user_id, requested_amount, amount, pool_before, seed_top_up,
-                             pool_after)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-           RETURNING id, created_at""",
+        f"""WITH claimed AS ({claim_leaves(str(leaves))})
+            INSERT INTO wins (idempotency_key, fingerprint, client, jackpot_group, game_id,
+                              user_id, requested_amount, amount, pool_before, seed_top_up,
+                              pool_after, leaf_index)
+            SELECT %s, %s, %s, %s, %s, %s::uuid, %s::bigint, %s::bigint, %s::bigint,
+                   %s::bigint, %s::bigint, first_leaf
+            FROM claimed
+            RETURNING id, created_at, leaf_index""",
         (
             command.idempotency_key,
             command.fingerprint if command.idempotency_key else None,
@@ -463,14 +516,14 @@ async def record_win(
             outcome.pool_after,
         ),
     )
-    win_id, created_at = wins[0]["id"], wins[0]["created_at"]
+    win_id, created_at, leaf_index = wins[0]["id"], wins[0]["created_at"], wins[0]["leaf_index"]
     if outcome.seed_top_up:
         await conn.execute(
-            """INSERT INTO seed_fundings (jackpot_group, amount, reason, win_id)
-               VALUES (%s, %s, 'reset to seed after win', %s)""",
-            (command.group.value, outcome.seed_top_up, win_id),
+            """INSERT INTO seed_fundings (jackpot_group, amount, reason, win_id, leaf_index)
+               VALUES (%s, %s, 'reset to seed after win', %s, %s)""",
+            (command.group.value, outcome.seed_top_up, win_id, leaf_index + 1),
         )
-    return win_id, created_at, _pool(pools[0])
+    return win_id, created_at, leaf_index, _pool(pools[0])
 
 
 # --- config ------------------------------------------------------------------------------
@@ -529,8 +582,11 @@ async def save_config(
     )
     rows = await _rows(
         conn,
-        """INSERT INTO config_audit (jackpot_group, actor, reason, before, after, client)
-           VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s) RETURNING id""",
+        f"""WITH claimed AS ({claim_leaves("1")})
+            INSERT INTO config_audit (jackpot_group, actor, reason, before, after, client,
+                                      leaf_index)
+            SELECT %s, %s, %s, %s::jsonb, %s::jsonb, %s, first_leaf FROM claimed
+            RETURNING id""",
         (after.group.value, actor, reason, _config_json(before), _config_json(after), client),
     )
     audit_id: int = rows[0]["id"]
@@ -539,9 +595,12 @@ async def save_config(
 
 # --- pool lifecycle ----------------------------------------------------------------------
 
-LIFECYCLE_INSERT = """INSERT INTO pool_lifecycle (jackpot_group, action, client, actor, reason,
-        pending)
-    VALUES (%s, %s, %s, %s, %s, %s::jsonb) RETURNING id, changed_at"""
+# One leaf claimed under the pool locks, like every ledger writer (claim_leaves).
+LIFECYCLE_INSERT = f"""WITH claimed AS ({claim_leaves("1")})
+    INSERT INTO pool_lifecycle (jackpot_group, action, client, actor, reason, pending,
+        leaf_index)
+    SELECT %s, %s, %s, %s, %s, %s::jsonb, first_leaf FROM claimed
+    RETURNING id, changed_at, leaf_index"""
 
 
 def _pending_change_json(change: ConfigChange) -> str | None:
@@ -611,13 +670,16 @@ async def schedule_config(conn: Conn, change: ConfigChange, client: str) -> tupl
 
 # --- hit history -------------------------------------------------------------------------
 
-# Newest first by (created_at, id), on wins_newest / wins_group_newest (0011): a page is
+# Newest first by (created_at, id), on wins_newest / wins_group_newest (0012): a page is
 # an index range scan from the cursor, whatever the depth. Only the filters asked for are
-# in the statement (constants below), so each shape gets a plan using its index.
+# in the statement (constants below), so each shape gets a plan using its index. A win's
+# leaf index is its receipt (leaf_index, claimed as it was written: 0013), or for a row
+# written before receipts, its leaf's.
 WIN_HISTORY = """SELECT w.id, w.jackpot_group, w.amount, w.requested_amount, w.game_id,
         w.user_id, w.client, w.created_at, w.pool_before, w.pool_after, w.seed_top_up,
-        w.ledger_seq, l.leaf_index
-    FROM wins w LEFT JOIN ledger_leaves l ON l.ledger_table = 'wins' AND l.row_id = w.id
+        w.ledger_seq, coalesce(w.leaf_index, l.leaf_index) AS leaf_index
+    FROM wins w LEFT JOIN ledger_leaves l
+        ON w.leaf_index IS NULL AND l.ledger_table = 'wins' AND l.row_id = w.id
     WHERE {where}
     ORDER BY w.created_at DESC, w.id DESC
     LIMIT %(limit)s"""
@@ -682,24 +744,148 @@ async def contribution_totals(conn: Conn) -> tuple[int, int]:
 async def audit_ledger(conn: Conn) -> LedgerAudit:
     """The books reconciled: audit_pools, and the contribution totals against the ledger.
     Run it in a REPEATABLE READ transaction so both read one snapshot."""
-    pools = await audit_pools(conn)
+    books, _ = await audit_ledger_from(conn, None)
+    return books
+
+
+async def audit_ledger_from(
+    conn: Conn, base: AuditBase | None
+) -> tuple[LedgerAudit, AuditBase | None]:
+    """audit_ledger, incremental from `base` (where an earlier clean audit left the books):
+    only the rows from its head on are read and re-proved, from its amounts and sums, so
+    the cost grows with the rows since. Returns the audit and, when it found nothing
+    wrong, the base the next one may go on from. An edit of a row before `base` is found
+    only by a full audit (base None)."""
+    window = _Window.of(base)
+    pools = await audit_pools(conn, window)
     rows = await _rows(
         conn,
-        """SELECT t.contribution_count, t.total_wagered, c.n, c.wagered
-           FROM contribution_totals t CROSS JOIN
-                (SELECT count(*) AS n, coalesce(sum(wager_amount), 0) AS wagered
-                 FROM contributions) c""",
+        window.sql(
+            """SELECT t.contribution_count, t.total_wagered, c.n, c.wagered
+               FROM contribution_totals t CROSS JOIN
+                    (SELECT count(*) AS n, coalesce(sum(wager_amount), 0) AS wagered
+                     FROM contributions) c"""
+        ),
+        window.params,
     )
     (row,) = rows
-    proofs = await audit_rows(conn)
-    return LedgerAudit(
+    proofs = await audit_rows(conn, window=window)
+    books = LedgerAudit(
         pools=pools,
-        contribution_count=int(row["n"]),
+        contribution_count=int(row["n"]) + (base.contribution_count if base else 0),
         recorded_contribution_count=row["contribution_count"],
-        total_wagered=int(row["wagered"]),
+        total_wagered=int(row["wagered"]) + (base.total_wagered if base else 0),
         recorded_total_wagered=int(row["total_wagered"]),
         rows=proofs,
+        rows_from=base.head if base else None,
     )
+    return books, (await _next_base(conn, books, window) if books.balanced else None)
+
+
+async def _next_base(conn: Conn, books: LedgerAudit, window: _Window) -> AuditBase:
+    """The base a clean audit leaves, read in its snapshot."""
+    (found,) = await _rows(
+        conn,
+        """SELECT (SELECT size FROM ledger_head) AS head,
+                  (SELECT coalesce(max(id), 0) FROM contributions) AS contributions,
+                  (SELECT coalesce(max(id), 0) FROM wins) AS wins,
+                  (SELECT coalesce(max(id), 0) FROM seed_fundings) AS seed_fundings,
+                  (SELECT coalesce(max(id), 0) FROM config_audit) AS config_audit,
+                  (SELECT coalesce(max(id), 0) FROM pool_lifecycle) AS pool_lifecycle,
+                  (SELECT count(*) FILTER (WHERE minor_amount > 0) FROM contributions
+                   WHERE leaf_index >= %(since)s) AS c_minor,
+                  (SELECT count(*) FILTER (WHERE major_amount > 0) FROM contributions
+                   WHERE leaf_index >= %(since)s) AS c_major,
+                  (SELECT count(*) FILTER (WHERE mega_amount > 0) FROM contributions
+                   WHERE leaf_index >= %(since)s) AS c_mega""",
+        {"since": window.base.head if window.base else 0},
+    )
+    pools = {p.group: p for p in books.pools}
+    previous = window.base
+    counts: dict[Group, tuple[int, int]] = {}
+    for g in GROUPS:
+        if previous is None:  # a full audit: the pool rows' counts are the ledger's
+            counts[g] = await _full_counts(conn, g)
+        else:
+            shares, won = previous.counts[g]
+            counts[g] = (shares + int(found[f"c_{g.value}"]), won + await _wins_since(
+                conn, g, previous.head))  # fmt: skip
+    return AuditBase(
+        head=int(found["head"]),
+        pools={g: pools[g].current_amount for g in GROUPS},
+        sums={g: (pools[g].seed_funding, pools[g].contributions, pools[g].wins) for g in GROUPS},
+        counts=counts,
+        contribution_count=books.contribution_count,
+        total_wagered=books.total_wagered,
+        max_ids={t: int(found[t]) for t in LEDGER_ROW_TABLES},
+        without_rate=books.rows.without_rate,
+        unsequenced=books.rows.unsequenced,
+    )
+
+
+async def _full_counts(conn: Conn, g: Group) -> tuple[int, int]:
+    (found,) = await _rows(
+        conn,
+        f"""SELECT (SELECT count(*) FROM contributions WHERE {g.value}_amount > 0) AS shares,
+                   (SELECT count(*) FROM wins WHERE jackpot_group = %s) AS won""",
+        (g.value,),
+    )
+    return int(found["shares"]), int(found["won"])
+
+
+async def _wins_since(conn: Conn, g: Group, head: int) -> int:
+    (found,) = await _rows(
+        conn,
+        "SELECT count(*) AS n FROM wins WHERE jackpot_group = %s AND leaf_index >= %s",
+        (g.value, head),
+    )
+    return int(found["n"])
+
+
+LEDGER_ROW_TABLES = ("contributions", "wins", "seed_fundings", "config_audit", "pool_lifecycle")
+# `FROM contributions` (or wins, seed_fundings) with its alias, if any: what an incremental
+# audit narrows to the rows from its base's head on.
+_LEDGER_FROM = re.compile(
+    r"\b(FROM|JOIN) (contributions|wins|seed_fundings)\b"
+    r"(?: (?!WHERE\b|GROUP\b|ORDER\b|JOIN\b|LEFT\b|UNION\b|CROSS\b|ON\b|LIMIT\b)(\w+))?"
+)
+_CHAIN_START = "(SELECT amount FROM ledger_chain_starts WHERE jackpot_group = '{g}')"
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The rows an audit reads: all (base None), or those from base.head on, with the
+    base's amounts as each chain's start and its counts added."""
+
+    base: AuditBase | None
+    params: dict[str, Any]
+
+    @classmethod
+    def of(cls, base: AuditBase | None) -> _Window:
+        params: dict[str, Any] = {"since": base.head if base else 0}
+        for g in GROUPS:
+            params[f"base_c_{g.value}"] = base.counts[g][0] if base else 0
+            params[f"base_w_{g.value}"] = base.counts[g][1] if base else 0
+            params[f"start_{g.value}"] = base.pools[g] if base else 0
+        for table in LEDGER_ROW_TABLES:
+            # A base recorded before pool_lifecycle was a leaf table has no id for it: all.
+            params[f"old_{table}"] = base.max_ids.get(table, 0) if base else 0
+        return cls(base, params)
+
+    def sql(self, text: str) -> str:
+        if self.base is None:
+            return text
+        narrowed = _LEDGER_FROM.sub(
+            lambda m: (
+                f"{m[1]} (SELECT * FROM {m[2]} WHERE leaf_index >= %(since)s) AS {m[3] or m[2]}"
+            ),
+            text,
+        )
+        for g in GROUPS:
+            narrowed = narrowed.replace(
+                _CHAIN_START.format(g=g.value), f"%(start_{g.value})s::bigint"
+            )
+        return narrowed
 
 
 # Every ledger row re-proved, in one statement (window functions over the three ledgers):
@@ -737,12 +923,27 @@ drifts_{g} AS (
     FROM running_{g} WHERE after IS NOT NULL)"""
 
 
+# Where each pool's chain ends: the last row's `after`, moved by the rows after it that
+# record none (seed fundings of their own); no row: the chain's start.
+def _chain_end_of(g: str) -> str:
+    return f"""SELECT '{g}' AS grp, coalesce(
+        (SELECT after + (SELECT coalesce(sum(delta), 0) FROM running_{g} later
+                         WHERE later.ledger_seq > last.ledger_seq)
+         FROM running_{g} last WHERE after IS NOT NULL ORDER BY ledger_seq DESC LIMIT 1),
+        (SELECT max(expected) FILTER (WHERE ledger_seq = (SELECT max(ledger_seq)
+                                                          FROM running_{g}))
+         FROM running_{g}),
+        (SELECT amount FROM ledger_chain_starts WHERE jackpot_group = '{g}')) AS chain_end"""
+
+
 # Only the broken links leave the windows.
 CHAIN_CTES = ",\n".join(_chain_of(g.value) for g in GROUPS) + (
     ",\ndrifts AS ("
     + " UNION ALL ".join(
         f"SELECT * FROM drifts_{g.value} WHERE drift <> prev_drift" for g in GROUPS
     )
+    + "),\nchain_ends AS ("
+    + " UNION ALL ".join(_chain_end_of(g.value) for g in GROUPS)
     + ")"
 )
 
@@ -803,11 +1004,54 @@ def _rate_check_of(g: str) -> str:
 
 
 RATE_CHECKS = "\n    UNION ALL\n    ".join(_rate_check_of(g.value) for g in GROUPS)
+
+# A share's ceiling is the pool's max_amount, or (no max, or a total near int64's end) the
+# headroom below int64: a recorded cap below 2^62 must be the max_amount in force by the
+# config history (placed like the rates above; a change may remove the max: then none).
+INT64_HEADROOM_FLOOR = 1 << 62
+
+
+def _cap_check_of(g: str) -> str:
+    changes = (
+        f"config_audit WHERE jackpot_group = '{g}' AND after ? 'max_amount'"
+        " AND (before ->> 'max_amount')::bigint"
+        " IS DISTINCT FROM (after ->> 'max_amount')::bigint"
+    )
+    return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
+        format('cap %%s, but the max in force was %%s', recorded,
+               coalesce(in_force::text, 'none')) AS problem
+    FROM (SELECT id, kind, recorded, CASE WHEN grp_no > 0
+                THEN max(val) OVER (PARTITION BY grp_no)
+                ELSE coalesce((SELECT (before ->> 'max_amount')::bigint
+                               FROM {changes} ORDER BY ledger_seq LIMIT 1),
+                              (SELECT max_amount FROM jackpots WHERE jackpot_group = '{g}'))
+                END AS in_force
+          FROM (SELECT *, sum(is_change) OVER (ORDER BY seq) AS grp_no
+                FROM (SELECT 'c' AS kind, id, ledger_seq AS seq, 0 AS is_change,
+                             NULL::bigint AS val, {g}_cap AS recorded
+                      FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_cap IS NOT NULL
+                      UNION ALL
+                      SELECT 'a', id, ledger_seq, 1, (after ->> 'max_amount')::bigint, NULL
+                      FROM {changes} AND ledger_seq IS NOT NULL) track) grouped) judged
+    WHERE kind = 'c' AND recorded < {INT64_HEADROOM_FLOOR}
+      AND recorded IS DISTINCT FROM in_force
+      AND NOT EXISTS (SELECT 1 FROM {changes} AND ledger_seq IS NULL)"""
+
+
+CAP_CHECKS = "\n    UNION ALL\n    ".join(_cap_check_of(g.value) for g in GROUPS)
 AUDIT_ROWS = f"""WITH shares AS (
     {SHARE_CHECKS}),
 rates AS (
     {RATE_CHECKS}),
+caps AS (
+    {CAP_CHECKS}),
 {CHAIN_CTES},
+pool_ends AS (  -- each pool's current amount is where its chain ends
+    SELECT 'jackpots' AS tbl, NULL::bigint AS id, j.jackpot_group AS grp,
+        format('amount %%s, but its chain of ledger rows ends at %%s', j.current_amount,
+               e.chain_end) AS problem
+    FROM jackpots j JOIN chain_ends e ON e.grp = j.jackpot_group
+    WHERE j.current_amount <> e.chain_end),
 chain AS (
     SELECT tbl, id, grp,
         format('after %%s, but the amount before it was %%s and it moves %%s', after,
@@ -842,14 +1086,17 @@ counted AS (
 counts AS (
     SELECT 'jackpots' AS tbl, NULL::bigint AS id, j.jackpot_group AS grp,
         format('records %%s contributions and %%s wins; the ledger has %%s and %%s',
-               j.contribution_count, j.win_count, cc.n, coalesce(wc.n, 0)) AS problem
+               j.contribution_count, j.win_count, cc.n, coalesce(wc.n, 0) + bw.n) AS problem
     FROM jackpots j
-    JOIN (SELECT 'minor' AS grp, minor AS n FROM counted UNION ALL
-          SELECT 'major', major FROM counted UNION ALL SELECT 'mega', mega FROM counted) cc
+    JOIN (SELECT 'minor' AS grp, minor + %(base_c_minor)s::bigint AS n FROM counted
+          UNION ALL SELECT 'major', major + %(base_c_major)s::bigint FROM counted
+          UNION ALL SELECT 'mega', mega + %(base_c_mega)s::bigint FROM counted) cc
         ON cc.grp = j.jackpot_group
+    JOIN (VALUES ('minor', %(base_w_minor)s::bigint), ('major', %(base_w_major)s::bigint),
+                 ('mega', %(base_w_mega)s::bigint)) bw(grp, n) ON bw.grp = j.jackpot_group
     LEFT JOIN (SELECT jackpot_group, count(*) AS n FROM wins GROUP BY jackpot_group) wc
         ON wc.jackpot_group = j.jackpot_group
-    WHERE j.contribution_count <> cc.n OR j.win_count <> coalesce(wc.n, 0)),
+    WHERE j.contribution_count <> cc.n OR j.win_count <> coalesce(wc.n, 0) + bw.n),
 win_amounts AS (  -- a win pays what was asked, or (asking nothing) the whole pool
     SELECT 'wins' AS tbl, id, jackpot_group AS grp,
         CASE WHEN requested_amount IS NOT NULL
@@ -875,21 +1122,26 @@ seed_top_ups AS (  -- a top-up is exactly what brings the pool back to that seed
         format('seed top-up %%s, but the seed in force (%%s) needs %%s', seed_top_up, seed,
                greatest(0, seed - left_over)) AS problem
     FROM seeds_in_force WHERE seed_top_up <> greatest(0, seed - left_over)),
-unsequenced AS (  -- every row since the log began has a sequence or is a leaf (0010)
-    SELECT t.tbl, t.id, t.grp, 'no ledger_seq and no leaf: written past the ledger' AS problem
-    FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, ledger_seq FROM contributions
-          UNION ALL SELECT 'wins', id, jackpot_group, ledger_seq FROM wins
-          UNION ALL SELECT 'seed_fundings', id, jackpot_group, ledger_seq FROM seed_fundings
-          UNION ALL SELECT 'config_audit', id, jackpot_group, ledger_seq FROM config_audit
-          UNION ALL SELECT 'pool_lifecycle', id, jackpot_group, ledger_seq FROM pool_lifecycle
-         ) t
-    WHERE t.ledger_seq IS NULL AND NOT EXISTS (
+unsequenced AS (  -- every row since the log began has a leaf index (0013) or is a leaf
+    SELECT t.tbl, t.id, t.grp, 'no leaf index and no leaf: written past the ledger' AS problem
+    FROM (SELECT 'contributions' AS tbl, id, 'minor' AS grp, leaf_index
+          FROM public.contributions WHERE id > %(old_contributions)s::bigint
+          UNION ALL SELECT 'wins', id, jackpot_group, leaf_index
+          FROM public.wins WHERE id > %(old_wins)s::bigint
+          UNION ALL SELECT 'seed_fundings', id, jackpot_group, leaf_index
+          FROM public.seed_fundings WHERE id > %(old_seed_fundings)s::bigint
+          UNION ALL SELECT 'config_audit', id, jackpot_group, leaf_index
+          FROM public.config_audit WHERE id > %(old_config_audit)s::bigint
+          UNION ALL SELECT 'pool_lifecycle', id, jackpot_group, leaf_index
+          FROM public.pool_lifecycle WHERE id > %(old_pool_lifecycle)s::bigint) t
+    WHERE t.leaf_index IS NULL AND NOT EXISTS (
         SELECT 1 FROM ledger_leaves l WHERE l.ledger_table = t.tbl AND l.row_id = t.id)),
 problems AS (
     SELECT * FROM shares UNION ALL SELECT * FROM chain UNION ALL SELECT * FROM top_ups
     UNION ALL SELECT * FROM counts UNION ALL SELECT * FROM win_amounts
     UNION ALL SELECT * FROM seed_top_ups UNION ALL SELECT * FROM unsequenced
-    UNION ALL SELECT * FROM rates)
+    UNION ALL SELECT * FROM rates UNION ALL SELECT * FROM caps
+    UNION ALL SELECT * FROM pool_ends)
 SELECT tbl, id, grp, problem, count(*) OVER () AS total
 FROM problems ORDER BY tbl, id NULLS FIRST, grp LIMIT %(limit)s"""
 
@@ -910,15 +1162,24 @@ AUDIT_STATEMENT_TIMEOUT = "120s"
 BAD_ROWS_NAMED = 1000
 
 
-async def audit_rows(conn: Conn, limit: int = BAD_ROWS_NAMED) -> RowAudit:
-    """Every ledger row re-proved (AUDIT_ROWS): the bad ones named, up to `limit`."""
+async def audit_rows(
+    conn: Conn, limit: int = BAD_ROWS_NAMED, window: _Window | None = None
+) -> RowAudit:
+    """Every ledger row re-proved (AUDIT_ROWS), or those of `window`: the bad ones named,
+    up to `limit`."""
+    window = window or _Window.of(None)
     # The chain's window sorts every row of every pool: in memory, not in temporary files.
     await conn.execute(
         f"SET LOCAL work_mem = '{AUDIT_WORK_MEM}';"
         f" SET LOCAL statement_timeout = '{AUDIT_STATEMENT_TIMEOUT}'"
     )
-    rows = await _rows(conn, AUDIT_ROWS, {"limit": limit})
-    (legacy,) = await _rows(conn, AUDIT_LEGACY)
+    rows = await _rows(conn, window.sql(AUDIT_ROWS), {"limit": limit, **window.params})
+    base = window.base
+    legacy = (
+        (await _rows(conn, AUDIT_LEGACY))[0]
+        if base is None
+        else {"without_rate": base.without_rate, "unsequenced": base.unsequenced}
+    )
     return RowAudit(
         bad=[
             BadRow(
@@ -935,11 +1196,14 @@ async def audit_rows(conn: Conn, limit: int = BAD_ROWS_NAMED) -> RowAudit:
     )
 
 
-async def audit_pools(conn: Conn) -> list[PoolAudit]:
-    """Every pool reconciled against its ledger, in one consistent snapshot."""
+async def audit_pools(conn: Conn, window: _Window | None = None) -> list[PoolAudit]:
+    """Every pool reconciled against its ledger, in one consistent snapshot (incremental:
+    the sums of `window`'s rows added to its base's)."""
+    window = window or _Window.of(None)
+    base = window.base
     rows = await _rows(
         conn,
-        """WITH c AS (
+        window.sql("""WITH c AS (
                SELECT coalesce(sum(minor_amount), 0) AS minor,
                       coalesce(sum(major_amount), 0) AS major,
                       coalesce(sum(mega_amount), 0) AS mega
@@ -954,15 +1218,20 @@ async def audit_pools(conn: Conn) -> list[PoolAudit]:
                   coalesce(w.won, 0) AS won, coalesce(s.funded, 0) AS funded
            FROM jackpots j CROSS JOIN c
            LEFT JOIN w USING (jackpot_group) LEFT JOIN s USING (jackpot_group)
-           ORDER BY j.lock_order""",
+           ORDER BY j.lock_order"""),
+        window.params,
     )
+
+    def before(group: str, part: int) -> int:
+        return base.sums[Group(group)][part] if base else 0
+
     return [
         PoolAudit(
             group=Group(r["jackpot_group"]),
             current_amount=r["current_amount"],
-            seed_funding=int(r["funded"]),
-            contributions=int(r["contributed"]),
-            wins=int(r["won"]),
+            seed_funding=int(r["funded"]) + before(r["jackpot_group"], 0),
+            contributions=int(r["contributed"]) + before(r["jackpot_group"], 1),
+            wins=int(r["won"]) + before(r["jackpot_group"], 2),
             recorded_total_contributions=r["total_contributions"],
             recorded_total_wins=r["total_wins"],
             recorded_total_seed_funding=r["total_seed_funding"],

@@ -100,8 +100,9 @@ class LifecycleAction(enum.Enum):
 class WinRecord:
     """One win of the hit history (ListWins), as its ledger row records it. Seed funding
     by source: by the operator (the seed-funding row of the reset) and from the pool's
-    reserve (0 until reserves exist). `ledger_index` is its leaf of the tamper-evident log,
-    None until the row has become a leaf."""
+    reserve (0 until reserves exist). `ledger_index` is its leaf index in the tamper-evident
+    log (its receipt, given as it was written; None only for a row from before receipts
+    that is no leaf yet)."""
 
     win_id: int
     group: Group
@@ -156,6 +157,8 @@ class ContributionResult:
     shares: ContributionShares
     created_at: datetime
     replayed: bool
+    # The row's leaf index in the ledger's log (its receipt, docs/LEDGER.md); 0 on a dry run.
+    leaf_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ class RecordedWin:
     fingerprint: bytes | None
     outcome: WinOutcome
     created_at: datetime
+    leaf_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,8 @@ class WinResult:
     pool: PoolState
     created_at: datetime
     replayed: bool
+    # The win's leaf index (its top-up, if any, is the next leaf); 0 on a dry run.
+    leaf_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -341,6 +347,9 @@ class LedgerAudit:
     total_wagered: int
     recorded_total_wagered: int
     rows: RowAudit = field(default_factory=RowAudit)
+    # Incremental: the rows re-proved were those from this leaf index on (the ones before
+    # were proved by an earlier audit of this process); None: every row.
+    rows_from: int | None = None
 
     @property
     def totals_balanced(self) -> bool:
@@ -370,3 +379,23 @@ class LedgerAudit:
         if self.rows.bad_count > len(self.rows.bad):
             found.append(f"... {self.rows.bad_count - len(self.rows.bad)} more bad rows")
         return found
+
+
+@dataclass(frozen=True)
+class AuditBase:
+    """Where a clean audit left the books, for the next one to go on from (incremental):
+    the leaf indexes handed out in its snapshot (`head`: rows from it on are new) and, per
+    pool, the amount there (the next chain's start), the sums of seed fundings,
+    contributions and wins, and the counts of contributions with a share and of wins; the
+    contribution totals; each ledger table's highest id (a row below none, with no index,
+    is old); the legacy counts. Kept by the auditing process, never in the database."""
+
+    head: int
+    pools: dict[Group, int]
+    sums: dict[Group, tuple[int, int, int]]
+    counts: dict[Group, tuple[int, int]]
+    contribution_count: int
+    total_wagered: int
+    max_ids: dict[str, int]
+    without_rate: int
+    unsequenced: int

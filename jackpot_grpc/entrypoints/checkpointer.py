@@ -20,6 +20,7 @@ import signal
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.entrypoints.periodic import Periodic
 from jackpot_grpc.ledger.checkpoint import (
     Checkpoint,
@@ -104,9 +105,10 @@ class Checkpointer:
             log.error("ledger checkpoint signing halted: %s", reason)
         self.halted = reason
 
-    def proofs(self) -> LedgerProofs:
-        """GetLedgerProof's prover: against the newest checkpoint this process knows."""
-        return LedgerProofs(self._url, lambda: self.latest, self._verifier)
+    def proofs(self, pool: Pool) -> LedgerProofs:
+        """GetLedgerProof's prover: against the newest checkpoint this process knows, reading
+        over `pool` (the side pool: never the connections the calls need)."""
+        return LedgerProofs(pool, lambda: self.latest, self._verifier)
 
     async def run_once(self) -> None:
         if self.halted is not None:

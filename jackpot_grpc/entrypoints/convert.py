@@ -136,6 +136,7 @@ def fill_contribute_response(
     message.total_contribution = shares.total
     message.sharing_groups.extend(_sharing(shares.sharing))
     message.contribution_id = result.contribution_id
+    message.leaf_index = result.leaf_index
     if created_at is not None:
         message.created_at.CopyFrom(created_at)
     message.replayed = result.replayed
@@ -150,6 +151,7 @@ def win_response(result: WinResult) -> pb.WinResponse:
         win_id=result.win_id,
         created_at=timestamp(result.created_at),
         replayed=result.replayed,
+        leaf_index=result.leaf_index,
     )
 
 

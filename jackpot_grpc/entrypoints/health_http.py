@@ -372,6 +372,8 @@ class HealthHttp:
             "discrepancies": [pool_audit(a) for a in books.pools if not a.balanced],
             "pools": [pool_audit(a) for a in books.pools],
             "contribution_totals": totals_report(books),
+            # Incremental: the first leaf index this audit re-proved (None: every row).
+            "rows_from": books.rows_from,
         }
 
     async def metrics_summary(self, request: web.Request) -> web.Response:

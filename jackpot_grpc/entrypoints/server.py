@@ -245,6 +245,7 @@ def build_server(
     # Other processes' changes arrive by NOTIFY (migration 0009); a transaction pooler
     # cannot LISTEN, so behind one the hub reads every JACKPOT_SNAPSHOT_TTL instead.
     listener = None if settings.pgbouncer else ChangeListener(settings, database_url, hub.notified)
+    side_pool = create_side_pool(settings, database_url)
     checkpointer = (
         Checkpointer(
             database_url,
@@ -270,19 +271,18 @@ def build_server(
         health=health,
         refusals=refusals,
         watch=PoolWatch(service, hub, settings.watch_max_lag),
-        ledger_proofs=checkpointer.proofs() if checkpointer is not None else None,
+        ledger_proofs=checkpointer.proofs(side_pool) if checkpointer is not None else None,
     )
     if telemetry is not None:
         telemetry.metrics.observe_pools(service.snapshot.latest)
         telemetry.metrics.observe_connections(pool.get_stats)
     # Started with the server (JACKPOT_SAMPLE_INTERVAL, JACKPOT_METRICS_RETENTION_DAYS).
-    side_pool = create_side_pool(settings, database_url)
     sampler = MetricsSampler(pool, metrics, history_config, read_pool=side_pool)
     # Replicas on one database take turns: one audit per interval across all of them. The
     # audit, like other expensive reads on demand, runs on its own small pool with a
     # statement timeout, over connections Contribute never needs.
     auditor = AuditMonitor(
-        SharedAudit(side_pool, settings.audit_interval),
+        SharedAudit(side_pool, settings.audit_interval, full_every=settings.audit_full_every),
         settings.audit_interval,
         min_interval=settings.on_demand_interval,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -206,10 +205,7 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         row = _proof_row(request)
         if self._ledger_proofs is None:
             raise NoLedgerCheckpoint("this server signs no ledger checkpoints")
-        # Off the event loop: the proof reads the tree's hashes on its own connection.
-        proof = await asyncio.to_thread(
-            self._ledger_proofs.prove, leaf_index=request.leaf_index, row=row
-        )
+        proof = await self._ledger_proofs.prove(leaf_index=request.leaf_index, row=row)
         return pb.GetLedgerProofResponse(
             leaf_index=proof.leaf.index,
             table=proof.leaf.table,

@@ -9,7 +9,7 @@ verification algorithms (2.1.3.2, 2.1.4.2), which share nothing with the generat
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 HASH_SIZE = 32
 # The hash of the empty tree: SHA-256 of nothing.
@@ -191,3 +191,85 @@ class Frontier:
         for _, left in reversed(self._stack[:-1]):
             node = node_hash(left, node)
         return node
+
+
+BLOCK_BITS = 8
+BLOCK = 1 << BLOCK_BITS  # leaves under the smallest subtree a ProofTree keeps
+
+
+class ProofTree:
+    """The hashes of every perfect, aligned subtree of BLOCK leaves or more, kept as the
+    leaves arrive (32 bytes per BLOCK leaves, about twice that with the levels above), so
+    an inclusion proof costs O(log n) hashes plus one or two blocks of leaf hashes: the
+    leaf's own block and the tree's last, partial block (every range RFC 9162's PATH
+    needs below BLOCK lies in one of the two; every range above is a kept subtree or
+    splits into them)."""
+
+    def __init__(self) -> None:
+        # _levels[j]: the roots of the aligned subtrees of BLOCK << j leaves, concatenated.
+        self._levels: list[bytearray] = []
+        self.size = 0  # leaves in whole blocks taken so far (a multiple of BLOCK)
+
+    def add_blocks(self, leaf_hashes: Sequence[bytes]) -> None:
+        """The leaf hashes from `size` on, whole blocks only (a multiple of BLOCK)."""
+        if len(leaf_hashes) % BLOCK:
+            raise ProofError(f"{len(leaf_hashes)} leaves is not whole blocks of {BLOCK}")
+        for start in range(0, len(leaf_hashes), BLOCK):
+            node = root(leaf_hashes[start : start + BLOCK])
+            level = 0
+            while True:
+                if len(self._levels) == level:
+                    self._levels.append(bytearray())
+                nodes = self._levels[level]
+                nodes += node
+                if (len(nodes) // HASH_SIZE) % 2:
+                    break
+                node = node_hash(bytes(nodes[-2 * HASH_SIZE : -HASH_SIZE]), node)
+                level += 1
+            self.size += BLOCK
+
+    def _kept(self, start: int, n: int) -> bytes | None:
+        """The kept root of the aligned perfect subtree D[start:start + n], if it is one."""
+        if n < BLOCK or n & (n - 1) or start % n or start + n > self.size:
+            return None
+        level = (n >> BLOCK_BITS).bit_length() - 1
+        at = (start // n) * HASH_SIZE
+        return bytes(self._levels[level][at : at + HASH_SIZE])
+
+    def _root(self, start: int, end: int, leaves: Mapping[int, Sequence[bytes]]) -> bytes:
+        kept = self._kept(start, end - start)
+        if kept is not None:
+            return kept
+        if end - start <= BLOCK:  # within one block: from its leaf hashes
+            block = start - start % BLOCK
+            return root(leaves[block][start - block : end - block])
+        k = _split(end - start)
+        return node_hash(self._root(start, start + k, leaves), self._root(start + k, end, leaves))
+
+    def blocks_for(self, index: int, size: int) -> list[tuple[int, int]]:
+        """The leaf ranges [start, end) whose hashes inclusion_proof(index, size) needs."""
+        if not 0 <= index < size:
+            raise ProofError(f"leaf {index} is not in a tree of {size}")
+        own = index - index % BLOCK
+        last = size - size % BLOCK if size % BLOCK else size - BLOCK
+        return sorted({(own, min(own + BLOCK, size)), (last, size)})
+
+    def inclusion_proof(
+        self, index: int, size: int, leaves: Mapping[int, Sequence[bytes]]
+    ) -> list[bytes]:
+        """PATH(index, D[size]) of RFC 9162 2.1.3.1; `leaves` holds, by block start, the leaf
+        hashes of the ranges blocks_for names. The whole blocks below `size` must be added."""
+        if size - size % BLOCK > self.size:
+            raise ProofError(f"the tree keeps {self.size} leaves; add the blocks up to {size}")
+        path: list[bytes] = []
+        start, end = 0, size
+        while end - start > 1:
+            k = _split(end - start)
+            if index < start + k:
+                path.append(self._root(start + k, end, leaves))
+                end = start + k
+            else:
+                path.append(self._root(start, start + k, leaves))
+                start += k
+        path.reverse()
+        return path

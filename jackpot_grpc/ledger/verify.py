@@ -5,9 +5,11 @@ snapshot) and hands them here. What is checked:
 
 - every checkpoint's signature, its origin, sizes that never shrink;
 - each leaf, in index order, gap-free: its row still exists, still encodes to the leaf hash
-  recorded when it became a leaf, and keeps its ledger_seq;
+  recorded when it became a leaf, keeps its ledger_seq and carries its own index (rows
+  from before receipts, migration 0013, may carry none);
 - the tree rebuilt from the rows has each checkpoint's root at its size;
-- no row outside the log except those committed after the last leaf (pending);
+- no row outside the log except those committed after the last leaf (pending), whose
+  claimed indexes follow the last leaf gap-free up to the ledger head;
 - each pool's amount is the latest checkpoint's plus every leaf and pending row after it.
 """
 
@@ -105,12 +107,17 @@ def audit(
     pools: Mapping[str, int],
     trusted: merkle.Frontier | None = None,
     trusted_seq: int = 0,
+    head: tuple[int, int] | None = None,
 ) -> CheckpointAudit:
     """`rows` by table and id: every row is consumed by its leaf or judged pending/inserted.
 
     Incremental: from `trusted` (the tree of an earlier audit's checkpoint, its rows proved
     then; `trusted_seq` the highest ledger_seq among them), only the leaves after it are
-    read and rebuilt, and only the checkpoints from it on are compared."""
+    read and rebuilt, and only the checkpoints from it on are compared.
+
+    `head`: the ledger head's (size, receipts_from), the indexes handed out and the first
+    one every row carries; None for a ledger from before receipts."""
+    head_size, receipts_from = head if head is not None else (None, 0)
     result = CheckpointAudit(checkpoints=len(checkpoints))
     result.started_at = trusted.size if trusted is not None else 0
     result.verified_seq = trusted_seq
@@ -165,6 +172,16 @@ def audit(
                 result.findings.append(
                     Finding(leaf.table, leaf.row_id, "its ledger_seq changed", leaf.index)
                 )
+            claimed = row.get("leaf_index")
+            if claimed != leaf.index and (claimed is not None or leaf.index >= receipts_from):
+                result.findings.append(
+                    Finding(
+                        leaf.table,
+                        leaf.row_id,
+                        f"carries leaf index {claimed}, but it is leaf {leaf.index}",
+                        leaf.index,
+                    )
+                )
             if latest is not None and leaf.index >= latest.size:
                 for group, delta in pool_deltas(leaf.table, row).items():
                     after_latest[group] = after_latest.get(group, 0) + delta
@@ -184,17 +201,54 @@ def audit(
                     " leaves were deleted",
                 )
             )
+    waiting: list[tuple[int, str, int, dict[str, Any]]] = []
     for table, by_id in unclaimed.items():
         for row_id, row in sorted(by_id.items()):
-            seq = row.get("ledger_seq")
-            if seq is not None and seq > top_seq:
-                result.pending += 1
-                for group, delta in pool_deltas(table, row).items():
-                    after_latest[group] = after_latest.get(group, 0) + delta
+            claimed = row.get("leaf_index")
+            if claimed is not None and claimed >= frontier.size:
+                waiting.append((int(claimed), table, row_id, row))
+            elif claimed is not None:
+                pending_first_bad.append(
+                    Finding(table, row_id, f"inserted: claims leaf {claimed}, another row's")
+                )
             else:
                 pending_first_bad.append(
                     Finding(table, row_id, "inserted: a row with no place in the log")
                 )
+    # Rows committed after the last leaf: their indexes follow it without a gap (a gap is
+    # a row deleted before it became a leaf), up to the head.
+    expected = frontier.size
+    for claimed, table, row_id, row in sorted(waiting, key=lambda w: w[0]):
+        if claimed != expected:
+            pending_first_bad.append(
+                Finding(
+                    table,
+                    row_id,
+                    f"claims leaf {claimed}, but leaf {expected} has no row: deleted"
+                    " before it became a leaf",
+                )
+            )
+        expected = claimed + 1
+        result.pending += 1
+        for group, delta in pool_deltas(table, row).items():
+            after_latest[group] = after_latest.get(group, 0) + delta
+    if head_size is not None and expected < head_size:
+        pending_first_bad.append(
+            Finding(
+                "ledger_head",
+                "size",
+                f"{head_size} leaf indexes were handed out; rows carry {expected}:"
+                " the last rows were deleted before they became leaves",
+            )
+        )
+    elif head_size is not None and expected > head_size:
+        pending_first_bad.append(
+            Finding(
+                "ledger_head",
+                "size",
+                f"only {head_size} leaf indexes were handed out; rows carry {expected}",
+            )
+        )
     result.findings.extend(pending_first_bad)
     if latest is not None:
         result.latest_size = latest.size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ from jackpot_grpc.domain.errors import (
     VersionConflict,
 )
 from jackpot_grpc.domain.model import (
+    AuditBase,
     ConfigChange,
     ContributeCommand,
     ContributionResult,
@@ -112,12 +114,12 @@ class BatchPlanner:
     def outcome(self, recorded: repo.Recorded) -> AppliedBatch:
         plan, known = self._plan, self._known
         assert plan is not None, "the batch was never planned"
-        updated, ids = recorded
+        updated, rows = recorded
         stored = {
-            position: ContributionResult(row_id, shares, created_at, replayed=False)
-            for position, shares, (row_id, created_at) in zip(
-                plan.fresh, plan.shares, ids, strict=True
+            position: ContributionResult(
+                row.row_id, shares, row.created_at, replayed=False, leaf_index=row.leaf_index
             )
+            for position, shares, row in zip(plan.fresh, plan.shares, rows, strict=True)
         }
         results: list[ContributionResult | IdempotencyKeyReused] = []
         for position, command in enumerate(self.commands):
@@ -127,9 +129,7 @@ class BatchPlanner:
                 results.append(plan.conflicts[position])
             elif position in plan.replays:
                 first = stored[plan.replays[position]]
-                results.append(
-                    ContributionResult(first.contribution_id, first.shares, first.created_at, True)
-                )
+                results.append(dataclasses.replace(first, replayed=True))
             else:
                 assert command.idempotency_key is not None
                 results.append(known[command.client, command.idempotency_key].result)
@@ -187,7 +187,8 @@ class JackpotService:
             )
         if validate_only:  # rolled back: no id was recorded; the snapshot and metrics stay
             pools_after, rows = recorded
-            return planner.outcome((pools_after, [(0, at) for _, at in rows])).results
+            unrecorded = [repo.RecordedRow(0, row.created_at, 0) for row in rows]
+            return planner.outcome((pools_after, unrecorded)).results
         return self.committed(planner.outcome(recorded))
 
     def committed(self, batch: AppliedBatch) -> list[ContributionResult | IdempotencyKeyReused]:
@@ -227,6 +228,7 @@ class JackpotService:
                         pool=pools[earlier.group],
                         created_at=earlier.created_at,
                         replayed=True,
+                        leaf_index=earlier.leaf_index,
                     )
             pool = pools[command.group]
             if pool.suspended:
@@ -252,14 +254,16 @@ class JackpotService:
                 )
                 seed = after_config.seed_amount
             outcome = rules.pay_win(pool.current_amount, seed, command.win_amount)
-            win_id, created_at, after = await repo.record_win(conn, command, outcome)
+            win_id, created_at, leaf_index, after = await repo.record_win(conn, command, outcome)
         if validate_only:  # rolled back: nothing was paid, the snapshot stays
             return WinResult(0, outcome, after, created_at, replayed=False)
         self.committed_write()
         self.snapshot.update([after])
         for committed in self.wins_committed:  # WatchPools: hits are read from the ledger
             committed()
-        result = WinResult(win_id, outcome, after, created_at, replayed=False)
+        result = WinResult(
+            win_id, outcome, after, created_at, replayed=False, leaf_index=leaf_index
+        )
         if self.metrics is not None:
             self.metrics.win_paid(result)
         return result
@@ -384,6 +388,11 @@ class JackpotService:
         # Several reads of the ledger that must agree: one snapshot.
         async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
             return await repo.audit_ledger(conn)
+
+    async def audit_from(self, base: AuditBase | None) -> tuple[LedgerAudit, AuditBase | None]:
+        """The audit, incremental from `base` (repository.audit_ledger_from)."""
+        async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
+            return await repo.audit_ledger_from(conn, base)
 
     async def ping(self) -> None:
         async with transaction(self.pool) as conn:

@@ -7,15 +7,20 @@ and is appended to the log file (flushed to disk) after the leaves it covers com
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jackpot_grpc.adapters import ledger_store
+from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.repository import Conn
 from jackpot_grpc.domain.errors import LeafNotInCheckpoint
+from jackpot_grpc.domain.model import AuditBase, Group
 from jackpot_grpc.ledger import merkle
 from jackpot_grpc.ledger.checkpoint import Checkpoint, log_entry, open_checkpoint
 from jackpot_grpc.ledger.leaf import EventType, canonical_fields, encode_texts
@@ -139,6 +144,9 @@ class AuditState:
     root: bytes
     seq: int
     frontier: merkle.Frontier
+    # Where the arithmetic audit (repository.audit_ledger_from) left the books clean, for
+    # the next one to go on from; None: the next one re-proves every row.
+    books: AuditBase | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -147,6 +155,7 @@ class AuditState:
                 "root": self.root.hex(),
                 "ledger_seq": self.seq,
                 "frontier": [[count, node.hex()] for count, node in self.frontier.nodes()],
+                "books": None if self.books is None else _base_json(self.books),
             }
         )
 
@@ -160,7 +169,44 @@ class AuditState:
                     frontier)  # fmt: skip
         if frontier.size != state.size or frontier.root() != state.root:
             raise ValueError("the frontier does not give the recorded tree")
-        return state
+        books = data.get("books")
+        return dataclasses.replace(state, books=None if books is None else _base_of(books))
+
+
+def _base_json(base: AuditBase) -> dict[str, Any]:
+    return {
+        "head": base.head,
+        "pools": {g.value: amount for g, amount in base.pools.items()},
+        "sums": {g.value: list(sums) for g, sums in base.sums.items()},
+        "counts": {g.value: list(counts) for g, counts in base.counts.items()},
+        "contribution_count": base.contribution_count,
+        "total_wagered": base.total_wagered,
+        "max_ids": base.max_ids,
+        "without_rate": base.without_rate,
+        "unsequenced": base.unsequenced,
+    }
+
+
+def _base_of(data: dict[str, Any]) -> AuditBase:
+    def three(value: list[int]) -> tuple[int, int, int]:
+        a, b, c = (int(v) for v in value)
+        return a, b, c
+
+    def two(value: list[int]) -> tuple[int, int]:
+        a, b = (int(v) for v in value)
+        return a, b
+
+    return AuditBase(
+        head=int(data["head"]),
+        pools={Group(g): int(v) for g, v in data["pools"].items()},
+        sums={Group(g): three(v) for g, v in data["sums"].items()},
+        counts={Group(g): two(v) for g, v in data["counts"].items()},
+        contribution_count=int(data["contribution_count"]),
+        total_wagered=int(data["total_wagered"]),
+        max_ids={str(t): int(v) for t, v in data["max_ids"].items()},
+        without_rate=int(data["without_rate"]),
+        unsequenced=int(data["unsequenced"]),
+    )
 
 
 def audit_against_checkpoints(
@@ -188,6 +234,7 @@ def audit_against_checkpoints(
         snapshot.pools,
         trusted=state.frontier if state is not None else None,
         trusted_seq=state.seq if state is not None else 0,
+        head=(snapshot.head.size, snapshot.head.receipts_from),
     )
     result.findings[:0] = problems
     after = None
@@ -270,42 +317,59 @@ def prove(url: str, index: int, notes: list[str], verifier: Verifier) -> LeafPro
 
 
 class LedgerProofs:
-    """GetLedgerProof: one leaf proved against the newest checkpoint this server knows."""
+    """GetLedgerProof: one leaf proved against the newest checkpoint this server knows.
 
-    def __init__(self, url: str, latest: Callable[[], str | None], verifier: Verifier) -> None:
-        self._url = url
+    The tree's interior (merkle.ProofTree: a hash per whole block of leaves and the levels
+    above) is kept as leaves arrive, so a proof reads the leaf, its row and at most two
+    blocks of leaf hashes over a pooled connection, and hashes O(log n) nodes; the first
+    proof (or one after many new leaves) reads the hashes it has not seen yet, once."""
+
+    CATCH_UP_CHUNK = 64 * merkle.BLOCK  # leaf hashes read (and hashed) at a time
+
+    def __init__(self, pool: Pool, latest: Callable[[], str | None], verifier: Verifier) -> None:
+        self._pool = pool
         self._latest = latest
         self._verifier = verifier
-        # The leaf hashes read so far, in index order: leaves are append-only, so each
-        # proof reads only the hashes added since the last one, not the whole log again.
-        self._hashes: list[bytes] = []
-        self._hashes_lock = threading.Lock()  # proofs run on worker threads
+        self._tree = merkle.ProofTree()
+        self._growing = asyncio.Lock()  # one catch-up at a time
 
-    def prove(
+    async def _catch_up(self, conn: Conn, size: int) -> None:
+        whole = size - size % merkle.BLOCK
+        async with self._growing:
+            while self._tree.size < whole:
+                start = self._tree.size
+                end = min(whole, start + self.CATCH_UP_CHUNK)
+                hashes = await ledger_store.leaf_hash_range(conn, start, end)
+                if len(hashes) != end - start:
+                    raise LeafNotInCheckpoint(f"the ledger lacks leaves below {end}")
+                # Hashing a chunk is CPU work: off the event loop.
+                await asyncio.to_thread(self._tree.add_blocks, hashes)
+
+    async def prove(
         self, *, leaf_index: int | None = None, row: tuple[str, int] | None = None
     ) -> LeafProof:
         note = self._latest()
         if note is None:
             raise LeafNotInCheckpoint("no ledger checkpoint is signed yet")
         checkpoint = open_checkpoint(note, self._verifier)
-        known = min(len(self._hashes), checkpoint.size)
-        material = ledger_store.proof_material(
-            self._url, checkpoint.size, leaf_index=leaf_index, row=row, hashes_from=known
-        )
-        if material is None or material.leaf.index >= checkpoint.size:
-            what = f"leaf {leaf_index}" if row is None else f"{row[0]} #{row[1]}"
-            raise LeafNotInCheckpoint(
-                f"{what} is in no signed checkpoint yet (the newest covers {checkpoint.size})"
-            )
-        leaf = material.leaf
+        size = checkpoint.size
+        async with self._pool.connection() as conn:
+            found = await ledger_store.proof_leaf(conn, leaf_index=leaf_index, row=row)
+            if found is None or found[0].index >= size:
+                what = f"leaf {leaf_index}" if row is None else f"{row[0]} #{row[1]}"
+                raise LeafNotInCheckpoint(
+                    f"{what} is in no signed checkpoint yet (the newest covers {size})"
+                )
+            leaf, record = found
+            await self._catch_up(conn, size)
+            leaves = {
+                start: await ledger_store.leaf_hash_range(conn, start, end)
+                for start, end in self._tree.blocks_for(leaf.index, size)
+            }
         event = EVENT_OF_TABLE[leaf.table]
-        fields = canonical_fields(event, leaf_values(leaf.table, material.row, leaf.index))
+        fields = canonical_fields(event, leaf_values(leaf.table, record, leaf.index))
         exported = ExportedLeaf(
             leaf.index, leaf.table, leaf.row_id, int(event), fields, encode_texts(event, fields)
         )
-        with self._hashes_lock:
-            hashes = self._hashes[:known] + material.hashes
-            if len(hashes) > len(self._hashes):
-                self._hashes = hashes
-        proof = merkle.inclusion_proof(leaf.index, hashes)
-        return LeafProof(exported, checkpoint.size, proof, note)
+        proof = self._tree.inclusion_proof(leaf.index, size, leaves)
+        return LeafProof(exported, size, proof, note)

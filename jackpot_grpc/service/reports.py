@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from jackpot_grpc.adapters.database import create_pool
 from jackpot_grpc.config import Settings
-from jackpot_grpc.domain.model import LedgerAudit
+from jackpot_grpc.domain.model import AuditBase, LedgerAudit
 from jackpot_grpc.service.jackpot import JackpotService
 
 T = TypeVar("T")
@@ -29,6 +29,13 @@ async def run_audit(settings: Settings, database_url: str) -> LedgerAudit:
     return await run_once(settings, database_url, JackpotService.audit)
 
 
+async def run_audit_from(
+    settings: Settings, database_url: str, base: AuditBase | None
+) -> tuple[LedgerAudit, AuditBase | None]:
+    """run_audit, incremental from `base` (and the base the next one may go on from)."""
+    return await run_once(settings, database_url, lambda service: service.audit_from(base))
+
+
 def audit_report(books: LedgerAudit) -> dict[str, Any]:
     """`jackpot audit --json`: every pool and the contribution totals against the ledger."""
     return {
@@ -36,6 +43,8 @@ def audit_report(books: LedgerAudit) -> dict[str, Any]:
         "problems": books.problems(),
         "contribution_totals": totals_report(books),
         "rows": rows_report(books),
+        # Incremental (--state): the first leaf index re-proved; None: every row.
+        "rows_from": books.rows_from,
         "pools": [
             {
                 "group": a.group.value,

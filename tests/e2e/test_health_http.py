@@ -189,6 +189,7 @@ async def test_jackpot_health_reports_the_background_audit_and_audits_on_request
     assert status == 200 and first["ledger"]["balanced"] is True
     assert first["ledger"]["age_seconds"] >= 0 and first["ledger"]["problems"] == []
     assert first["ledger"]["contribution_totals"]["balanced"] is True
+    assert first["ledger"]["rows_from"] is None  # a process's first audit proves every row
 
     with psycopg.connect(database_url, autocommit=True) as conn:  # money from nowhere
         conn.execute("UPDATE jackpots SET current_amount = current_amount + 9 WHERE lock_order = 0")
@@ -197,7 +198,8 @@ async def test_jackpot_health_reports_the_background_audit_and_audits_on_request
 
     status, audited = await get_json(http, server, "/health/jackpot?audit=now")
     assert (status, audited["status"]) == (503, "unhealthy")
-    assert audited["ledger"]["problems"] == ["minor off by 9"]
+    off, chain = audited["ledger"]["problems"]
+    assert off == "minor off by 9" and "its chain of ledger rows ends at" in chain
     assert [d["group"] for d in audited["ledger"]["discrepancies"]] == ["minor"]
     # The imbalance is now the latest result: every probe reports it until books balance.
     assert await status_of(http, server, "/health/jackpot") == 503
@@ -205,7 +207,7 @@ async def test_jackpot_health_reports_the_background_audit_and_audits_on_request
     status, health = await get_json(http, server, "/health")
     assert (status, health["status"]) == (503, "unhealthy")
     assert health["checks"]["ledger"]["balanced"] is False
-    assert health["checks"]["ledger"]["problems"] == ["minor off by 9"]
+    assert health["checks"]["ledger"]["problems"] == audited["ledger"]["problems"]
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("UPDATE jackpots SET current_amount = current_amount - 9 WHERE lock_order = 0")

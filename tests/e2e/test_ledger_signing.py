@@ -137,9 +137,10 @@ def test_signers_on_one_database_take_turns(
 async def test_a_contributes_receipt_proves_it_is_in_the_books(
     settings: Settings, database_url: str, ledger_key: Path, tmp_path: Path
 ) -> None:
-    """Contribute answers a contribution_id; GetLedgerProof by that id (gRPC) and by the
-    leaf index it names (REST) prove the leaf against a signed checkpoint, checked with the
-    outside verifier and docs/LEDGER.md's field table only."""
+    """Contribute answers its leaf index (the receipt); GetLedgerProof by that index (gRPC,
+    and REST) proves the leaf against a signed checkpoint, checked with the outside
+    verifier and docs/LEDGER.md's field table only. ContributeBatch items and Win answer
+    their indexes over REST too, gap-free in commit order."""
     from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
     from tests.outside_verifier import field_orders
 
@@ -166,10 +167,16 @@ async def test_a_contributes_receipt_proves_it_is_in_the_books(
         )
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
-            reply = await stub.Contribute(
-                pb.ContributeRequest(game_id="roulette", wager_amount=2000, idempotency_key="r")
+            contribute = pb.ContributeRequest(
+                game_id="roulette", wager_amount=2000, idempotency_key="r"
             )
-            request = pb.GetLedgerProofRequest(contribution_id=reply.contribution_id)
+            reply = await stub.Contribute(contribute)
+            # The receipt: the leaf index, given in the writing transaction (three initial
+            # seed fundings are leaves 0 to 2); a replay answers the same.
+            assert reply.leaf_index == 3 and not reply.replayed
+            replay = await stub.Contribute(contribute)
+            assert (replay.replayed, replay.leaf_index) == (True, 3)
+            request = pb.GetLedgerProofRequest(leaf_index=reply.leaf_index)
 
             async def proved() -> bool:
                 try:
@@ -200,17 +207,44 @@ async def test_a_contributes_receipt_proves_it_is_in_the_books(
         assert fields["id"] == str(reply.contribution_id)
         assert fields["leaf_index"] == str(proof.leaf_index)
 
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(
+        async with aiohttp.ClientSession() as http:
+            async with http.get(
                 f"http://127.0.0.1:{gateway.port}/api/jackpot/ledger/{proof.leaf_index}/proof"
-            ) as answer,
-        ):
-            assert answer.status == 200, await answer.text()
-            body = await answer.json()
-        assert body["checkpoint"] == proof.checkpoint
-        assert [base64.b64decode(p) for p in body["inclusionProof"]] == list(proof.inclusion_proof)
-        assert base64.b64decode(body["leaf"]) == proof.leaf
+            ) as answer:
+                assert answer.status == 200, await answer.text()
+                body = await answer.json()
+            assert body["checkpoint"] == proof.checkpoint
+            assert [base64.b64decode(p) for p in body["inclusionProof"]] == list(
+                proof.inclusion_proof
+            )
+            assert base64.b64decode(body["leaf"]) == proof.leaf
+
+            # REST answers the receipts too: each batch item its own index, in item order,
+            # then a win (and its seed top-up right after it).
+            base = f"http://127.0.0.1:{gateway.port}/api/jackpot"
+            items = [{"gameId": "roulette", "wagerAmount": w} for w in (100, 200)]
+            async with http.post(f"{base}/contribute:batch", json={"contributions": items}) as a:
+                assert a.status == 200, await a.text()
+                batch = await a.json()
+            assert [int(r["result"]["leafIndex"]) for r in batch["results"]] == [4, 5]
+            win = {"group": "JACKPOT_GROUP_MINOR", "gameId": "roulette",
+                   "userId": "00000000-0000-4000-8000-000000000001"}  # fmt: skip
+            async with http.post(f"{base}/win", json=win) as a:
+                assert a.status == 200, await a.text()
+                paid = await a.json()
+            assert int(paid["leafIndex"]) == 6 and int(paid["seedTopUp"]) > 0
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(
+                "SELECT 'contributions', id, leaf_index FROM contributions"
+                " UNION ALL SELECT 'wins', id, leaf_index FROM wins"
+                " UNION ALL SELECT 'seed_fundings', id, leaf_index FROM seed_fundings"
+                " WHERE win_id IS NOT NULL ORDER BY 3"
+            ).fetchall()
+        assert [(t, i) for t, _, i in rows] == [
+            ("contributions", 3), ("contributions", 4), ("contributions", 5), ("wins", 6),
+            ("seed_fundings", 7),
+        ]  # fmt: skip
+        assert rows[0][1] == reply.contribution_id and rows[3][1] == int(paid["winId"])
     finally:
         if gateway is not None:
             await gateway.stop()
@@ -288,3 +322,53 @@ async def test_proofs_stay_true_as_the_tree_grows(
     finally:
         await running.stop(grace=1.0)
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # the tree grew between proofs
+
+
+async def test_proofs_across_blocks_of_the_kept_tree_verify(
+    settings: Settings, database_url: str, ledger_key: Path, tmp_path: Path
+) -> None:
+    """Past a few blocks of leaves (the server keeps whole blocks' subtree hashes and reads
+    one or two blocks per proof), every receipt of a ContributeBatch proves with the
+    outside verifier: the first, one in a middle block, and the last, in the partial one."""
+    signing = dataclasses.replace(
+        settings, ledger_key_file=ledger_key, checkpoint_log=tmp_path / "log",
+        checkpoint_interval=0.2,
+    )  # fmt: skip
+    key = outside.read_verifier_key(read(Path(f"{ledger_key}.pub")))
+    running = await start_server(signing, database_url, port=0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
+            batch = await stub.ContributeBatch(
+                pb.ContributeBatchRequest(
+                    contributions=[
+                        pb.ContributeRequest(game_id="keno", wager_amount=100 + i)
+                        for i in range(700)
+                    ]
+                )
+            )
+            receipts = [item.result.leaf_index for item in batch.results]
+            assert receipts == list(range(3, 703))
+            last = pb.GetLedgerProofRequest(leaf_index=receipts[-1])
+
+            async def covered() -> bool:
+                try:
+                    await stub.GetLedgerProof(last)
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.OUT_OF_RANGE
+                    return False
+                return True
+
+            await eventually(covered, within=10)
+            for position in (0, 300, 699):
+                proof = await stub.GetLedgerProof(
+                    pb.GetLedgerProofRequest(leaf_index=receipts[position])
+                )
+                size, root, _ = outside.open_checkpoint(proof.checkpoint, key)
+                outside.verify_inclusion(
+                    proof.leaf_index, size, outside.leaf_hash(proof.leaf),
+                    list(proof.inclusion_proof), root,
+                )  # fmt: skip
+                assert proof.row_id == batch.results[position].result.contribution_id
+    finally:
+        await running.stop(grace=1.0)

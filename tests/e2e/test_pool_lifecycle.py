@@ -109,7 +109,8 @@ async def test_list_wins_pages_newest_first_with_every_field(
     assert newest.seed_funded_by_operator == paid[-1].seed_top_up == 104
     assert newest.seed_funded_from_reserve == 0
     assert newest.ledger_seq > 0
-    assert not newest.HasField("ledger_index")  # no checkpoint yet: not a leaf yet
+    # Its receipt, given as it was written (no checkpoint yet: not a leaf yet).
+    assert newest.ledger_index == paid[-1].leaf_index > 0
 
     minor = await stub.ListWins(pb.ListWinsRequest(group=MINOR))
     assert [w.win_id for w in minor.wins] == [paid[4].win_id, paid[2].win_id, paid[0].win_id]
@@ -425,12 +426,25 @@ async def test_lifecycle_events_become_leaves_that_verify_against_a_checkpoint(
     assert result.ok, [str(f) for f in result.findings]
     with psycopg.connect(database_url) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT l.leaf_index, p.* FROM pool_lifecycle p JOIN ledger_leaves l"
+            "SELECT l.leaf_index AS leaf, p.* FROM pool_lifecycle p JOIN ledger_leaves l"
             " ON l.ledger_table = 'pool_lifecycle' AND l.row_id = p.id ORDER BY p.id"
         )
         names = [c.name for c in cur.description or ()]
         rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        # The win applied the scheduled change first: its config change, the win, then the
+        # reset to the new seed, on consecutive leaves in the win's transaction.
+        applied = conn.execute(
+            "SELECT leaf_index FROM config_audit WHERE reason LIKE 'applied at the next win%'"
+        ).fetchall()
+        top_up = conn.execute(
+            "SELECT leaf_index FROM seed_fundings WHERE win_id = %s", (paid.win_id,)
+        ).fetchall()
     assert [r["action"] for r in rows] == ["suspend", "resume", "schedule_config"]
+    # Each lifecycle row claimed its index as it was written, one after the other.
+    assert [r["leaf"] for r in rows] == [r["leaf_index"] for r in rows]
+    assert [r["leaf_index"] - rows[0]["leaf_index"] for r in rows] == [0, 1, 2]
+    assert applied == [(rows[2]["leaf_index"] + 1,)]
+    assert paid.leaf_index == rows[2]["leaf_index"] + 2 and top_up == [(paid.leaf_index + 1,)]
     event, fields = decode_leaf(leaf_of("pool_lifecycle", rows[2], rows[2]["leaf_index"]))
     assert event is EventType.POOL_LIFECYCLE
     assert (fields["action"], fields["jackpot_group"]) == ("schedule_config", "mega")

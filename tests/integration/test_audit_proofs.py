@@ -3,18 +3,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import migrations
+from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters.unit_of_work import Isolation, transaction
 from jackpot_grpc.cli import main
+from jackpot_grpc.domain.model import AuditBase, LedgerAudit
+from jackpot_grpc.service.shared_audit import SharedAudit
 from testkit.database import create_database, drop_database, unique_name
-from testkit.ledger_tamper import insider
+from testkit.ledger_tamper import Sealed, insider, run
+from testkit.ledger_tamper import audit as tamper_audit
 from testkit.ledger_traffic import real_traffic
 
 pytestmark = pytest.mark.usefixtures("keep_logging")
@@ -91,9 +99,9 @@ TAMPERED = {
         "wins",
         "minor",
     ),
-    "row inserted without a sequence": (
-        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq)"
-        " VALUES ('mega', 5, 'gift', NULL) RETURNING id",
+    "row inserted without a sequence or a leaf index": (
+        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq, leaf_index)"
+        " VALUES ('mega', 5, 'gift', NULL, NULL) RETURNING id",
         "seed_fundings",
         "mega",
     ),
@@ -173,6 +181,41 @@ def test_a_rate_other_than_the_one_in_force_is_named(
     assert [r["problem"] for r in named] == ["rate 0.0000000000, but 0.0041000000 was in force"], (
         report["rows"]["bad"]
     )
+
+
+def test_a_cap_other_than_the_max_in_force_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    """A share cut to 0 (the pool was at its max) records the max as its cap; lowering that
+    cap keeps the share's arithmetic (still nothing fitted), so only the config history,
+    which says which max was in force, names it."""
+    row_id = insider(
+        traffic_url,
+        "UPDATE contributions SET major_cap = major_cap - 1 WHERE id = (SELECT min(id)"
+        " FROM contributions WHERE major_amount = 0 AND major_cap IS NOT NULL) RETURNING id",
+    )
+    assert row_id is not None
+    _, report = audit_json(monkeypatch, capsys, traffic_url)
+    assert [(r["table"], r["id"], r["problem"]) for r in report["rows"]["bad"]] == [
+        ("contributions", row_id, "cap 100499, but the max in force was 100500")
+    ]
+
+
+def test_a_pool_amount_other_than_its_chain_end_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], traffic_url: str
+) -> None:
+    """The pool moved with its total (so it still balances against the ledger's sums of
+    seed fundings minus wins plus total contributions recorded): its chain ends elsewhere."""
+    end = insider(traffic_url, "SELECT current_amount FROM jackpots WHERE jackpot_group = 'mega'")
+    insider(
+        traffic_url,
+        "UPDATE jackpots SET current_amount = current_amount + 3 WHERE jackpot_group = 'mega'",
+    )
+    code, report = audit_json(monkeypatch, capsys, traffic_url)
+    assert code == 1
+    assert {r["problem"] for r in report["rows"]["bad"] if r["table"] == "jackpots"} == {
+        f"amount {end + 3}, but its chain of ledger rows ends at {end}"
+    }
 
 
 def test_a_rate_recorded_while_the_pool_was_suspended_is_named(
@@ -282,5 +325,151 @@ def test_migration_brings_an_existing_ledger_along(
             )
         code, report = audit_json(monkeypatch, capsys, url)
         assert code == 1 and "contributions" in {r["table"] for r in report["rows"]["bad"]}
+    finally:
+        drop_database(admin_url, name)
+
+
+async def _audit(url: str, base: AuditBase | None) -> tuple[LedgerAudit, AuditBase | None]:
+    async with (
+        AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool,
+    ):
+        await pool.open(wait=True, timeout=10)
+        async with transaction(pool, isolation=Isolation.REPEATABLE_READ) as conn:
+            return await repo.audit_ledger_from(conn, base)
+
+
+async def test_an_incremental_audit_reproves_only_the_rows_since_and_agrees_with_a_full_one(
+    traffic_url: str,
+) -> None:
+    full, base = await _audit(traffic_url, None)
+    assert full.balanced and full.rows_from is None and base is not None
+    await real_traffic(traffic_url)  # every kind of row again, after the base
+    incremental, after = await _audit(traffic_url, base)
+    again, _ = await _audit(traffic_url, None)
+    assert incremental.rows_from == base.head and incremental.balanced
+    assert (incremental.pools, incremental.contribution_count, incremental.total_wagered) == (
+        again.pools,
+        again.contribution_count,
+        again.total_wagered,
+    )
+    assert (
+        after is not None
+        and after.head > base.head
+        and after.pools == {p.group: p.current_amount for p in again.pools}
+    )
+
+    # An edit after the base is found incrementally; one before it only by a full audit.
+    newer = insider(
+        traffic_url,
+        "UPDATE contributions SET minor_rate = minor_rate * 2 WHERE leaf_index ="
+        f" (SELECT min(leaf_index) FROM contributions WHERE leaf_index >= {base.head})"
+        " RETURNING id",
+    )
+    older = insider(
+        traffic_url,
+        "UPDATE contributions SET mega_rate = mega_rate * 2"
+        " WHERE id = (SELECT min(id) FROM contributions) RETURNING id",
+    )
+    found, none = await _audit(traffic_url, base)
+    assert none is None  # not clean: nothing to go on from
+    assert {(r.table, r.row_id) for r in found.rows.bad} == {("contributions", newer)}
+    found, _ = await _audit(traffic_url, None)
+    assert {("contributions", newer), ("contributions", older)} <= {
+        (r.table, r.row_id) for r in found.rows.bad
+    }
+
+
+async def test_a_lifecycle_row_written_past_the_ledger_is_named(traffic_url: str) -> None:
+    """A pool_lifecycle row with neither a leaf index nor a leaf is named by the full audit
+    and by an incremental one, also from a base recorded before pool_lifecycle rows carried
+    indexes (its max ids know no pool_lifecycle: every such row is read)."""
+    _, base = await _audit(traffic_url, None)
+    assert base is not None and base.max_ids["pool_lifecycle"] > 0
+    row_id = insider(
+        traffic_url,
+        "INSERT INTO pool_lifecycle (jackpot_group, action, client, leaf_index)"
+        " VALUES ('mega', 'resume', 'ops', NULL) RETURNING id",
+    )
+    older = dataclasses.replace(
+        base, max_ids={t: i for t, i in base.max_ids.items() if t != "pool_lifecycle"}
+    )
+    for start in (None, base, older):
+        found, after = await _audit(traffic_url, start)
+        assert after is None
+        assert [(r.table, r.row_id, r.problem) for r in found.rows.bad] == [
+            ("pool_lifecycle", row_id, "no leaf index and no leaf: written past the ledger")
+        ]
+
+
+async def test_the_background_audit_is_incremental_with_a_full_one_every_so_often(
+    traffic_url: str,
+) -> None:
+    async with AsyncConnectionPool(traffic_url, min_size=1, max_size=2, open=False) as pool:
+        await pool.open(wait=True, timeout=10)
+        audits = SharedAudit(pool, 0.0, host="a", pid=1, full_every=3)
+        froms = []
+        for _ in range(4):
+            await real_traffic(traffic_url)
+            recorded = await audits.audit_now() if not froms else (await audits.tick()).audit
+            assert recorded is not None and recorded.books.balanced
+            froms.append(recorded.books.rows_from)
+    assert froms[0] is None and froms[3] is None  # the first, then every third: full
+    assert froms[1] is not None and froms[2] is not None and froms[1] < froms[2]
+
+
+def test_0013_gives_the_rows_waiting_for_a_leaf_their_indexes_in_0010s_order(
+    admin_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A ledger at 0012 whose last rows are no leaf yet (no checkpoint since), pool
+    lifecycle rows (0012) among them: 0013 gives them the indexes 0010's rule would have
+    (sequence order), the head starts after them, and the first checkpoint makes them
+    those leaves; the audit against it passes."""
+    name = unique_name("jackpot_receipts")
+    url = create_database(admin_url, name)
+    try:
+        migrations.upgrade(url, "0010")  # the three initial seeds are leaves 0 to 2
+        with psycopg.connect(url) as conn:
+            for amount in (7, 11):  # two seed fundings after them, no leaf yet
+                conn.execute(
+                    "INSERT INTO seed_fundings (jackpot_group, amount, reason)"
+                    " VALUES ('mega', %s, 'gift')",
+                    (amount,),
+                )
+        migrations.upgrade(url, "0012")
+        with psycopg.connect(url) as conn:
+            for action in ("suspend", "resume"):  # the pool lifecycle, between seed fundings
+                conn.execute(
+                    "INSERT INTO pool_lifecycle (jackpot_group, action, client)"
+                    " VALUES ('major', %s, 'ops')",
+                    (action,),
+                )
+            conn.execute(
+                "INSERT INTO seed_fundings (jackpot_group, amount, reason)"
+                " VALUES ('mega', 13, 'gift')"
+            )
+            conn.execute(
+                "UPDATE jackpots SET current_amount = current_amount + 31,"
+                " total_seed_funding = total_seed_funding + 31 WHERE jackpot_group = 'mega'"
+            )
+        migrations.upgrade(url)
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT amount, leaf_index FROM seed_fundings ORDER BY ledger_seq"
+            ).fetchall()
+            lifecycle = conn.execute(
+                "SELECT action, leaf_index FROM pool_lifecycle ORDER BY ledger_seq"
+            ).fetchall()
+            head = conn.execute("SELECT size, receipts_from FROM ledger_head").fetchone()
+        assert rows[-3:] == [(7, 3), (11, 4), (13, 7)] and [i for _, i in rows[:3]] == [None] * 3
+        assert lifecycle == [("suspend", 5), ("resume", 6)]
+        assert head == (8, 8)
+        sealed = Sealed(url, tmp_path / "k", tmp_path / "k.pub", tmp_path / "log")
+        assert run(monkeypatch, sealed, "ledger", "keygen", "--out", str(sealed.key)) == 0
+        assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
+        code, report = tamper_audit(monkeypatch, capsys, sealed)
+        assert report["findings"] == [] and report["leaves"] == 8 and code == 0
     finally:
         drop_database(admin_url, name)

@@ -311,3 +311,102 @@ async def test_two_concurrent_config_updates_with_one_version_have_one_loser(
         "SELECT contribution_rate, version FROM jackpots WHERE jackpot_group = 'minor'",
     )
     assert (rate, version) == (config.contribution_rate, 2)
+
+
+async def test_leaf_indexes_are_gap_free_in_commit_order_across_services(
+    make_pool: Callable[[int], Awaitable[Pool]], database_url: str
+) -> None:
+    """Two services on two pools (as two server processes) write every kind of ledger row
+    at once — single and batched contributions, wins with top-ups, config changes, a pool
+    suspended and resumed, changes scheduled for minor's next win (applied by the winners)
+    — with dry runs rolled back among them: every row's leaf index (its receipt) is the one its
+    caller was told, the indexes are 0..n-1 without a gap, and their order is the commit
+    order (ledger_seq, drawn under the same locks)."""
+    services = [JackpotService(await make_pool(4), snapshot_ttl=0) for _ in range(2)]
+    told: dict[tuple[str, int], int] = {}
+    deadline = time.monotonic() + STRESS_SECONDS
+
+    async def contributor(n: int) -> None:
+        service = services[n % 2]
+        while time.monotonic() < deadline:
+            batch = [contribution(500 + n + i) for i in range(1 + n % 3)]
+            dry = n % 4 == 3
+            for result in await service.contribute_many(batch, validate_only=dry):
+                assert isinstance(result, ContributionResult)
+                if dry:
+                    assert result.leaf_index == 0
+                else:
+                    told["contributions", result.contribution_id] = result.leaf_index
+
+    async def winner(n: int) -> None:
+        service = services[n % 2]
+        while time.monotonic() < deadline:
+            command = WinCommand(Group.MINOR, random_game_id(), random_user_id(), None, None, "g")
+            result = await service.win(command, validate_only=n == 1)
+            if n != 1:
+                told["wins", result.win_id] = result.leaf_index
+            await asyncio.sleep(0.02)
+
+    async def configurer() -> None:
+        rates = iter([Decimal("0.006"), Decimal("0.005")] * 100)
+        while time.monotonic() < deadline:
+            change = ConfigChange(Group.MINOR, next(rates), None, None, False, None, "t", "r")
+            await services[1].update_config(change, client="ops")
+            await asyncio.sleep(0.05)
+
+    async def lifecycler() -> None:
+        seeds = iter([10_500, 10_000] * 100)
+        while time.monotonic() < deadline:
+            for suspended in (True, False):
+                await services[0].set_suspended(Group.MEGA, suspended, "t", "r", "ops")
+            change = ConfigChange(
+                Group.MINOR, None, next(seeds), None, False, None, "t", "r", apply_at_next_win=True
+            )
+            await services[0].update_config(change, client="ops")
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(
+        asyncio.gather(
+            *(contributor(n) for n in range(12)),
+            winner(0),
+            winner(1),
+            winner(2),
+            configurer(),
+            lifecycler(),
+        ),
+        NO_DEADLOCK_SECONDS,
+    )
+    rows = await fetch(
+        database_url,
+        "SELECT t, id, leaf_index, ledger_seq FROM ("
+        " SELECT 'contributions' AS t, id, leaf_index, ledger_seq FROM contributions"
+        " UNION ALL SELECT 'wins', id, leaf_index, ledger_seq FROM wins"
+        " UNION ALL SELECT 'seed_fundings', id, leaf_index, ledger_seq FROM seed_fundings"
+        " UNION ALL SELECT 'config_audit', id, leaf_index, ledger_seq FROM config_audit"
+        " UNION ALL SELECT 'pool_lifecycle', id, leaf_index, ledger_seq FROM pool_lifecycle) r"
+        " WHERE leaf_index IS NOT NULL ORDER BY leaf_index",
+    )
+    ((head, receipts_from),) = await fetch(
+        database_url, "SELECT size, receipts_from FROM ledger_head"
+    )
+    indexes = [index for _, _, index, _ in rows]
+    assert indexes == list(range(receipts_from, head))  # gap-free up to the head
+    assert [seq for *_, seq in rows] == sorted(seq for *_, seq in rows)  # commit order
+    recorded = {(t, row_id): index for t, row_id, index, _ in rows}
+    assert {key: recorded[key] for key in told} == told and len(told) > 50
+    assert {t for t, *_ in rows} == {
+        "contributions",
+        "wins",
+        "seed_fundings",
+        "config_audit",
+        "pool_lifecycle",
+    }
+    # A change applied at a win is the leaf just before the win's.
+    applied = await fetch(
+        database_url,
+        "SELECT a.leaf_index, (SELECT min(w.leaf_index) FROM wins w"
+        " WHERE w.leaf_index > a.leaf_index) FROM config_audit a"
+        " WHERE a.reason LIKE 'applied at the next win%%'",
+    )
+    assert applied and all(win == change + 1 for change, win in applied)
+    await assert_books_balance(services[0], database_url)

@@ -5,15 +5,25 @@ fails too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
+from jackpot_grpc.adapters import ledger_store
+from jackpot_grpc.domain.model import Group
 from jackpot_grpc.ledger.merkle import Frontier
+from jackpot_grpc.ledger.rows import leaf_of
+from jackpot_grpc.service.jackpot import JackpotService
 from testkit.ledger_tamper import Sealed, audit, insider, run
+from testkit.ledger_traffic import change, real_traffic
 
 pytestmark = pytest.mark.usefixtures("keep_logging")
 
@@ -60,6 +70,7 @@ def test_the_database_refuses_updates_and_deletes_of_the_ledger(sealed: Sealed) 
         "UPDATE config_audit SET actor = 'x'",
         "DELETE FROM ledger_leaves",
         "TRUNCATE seed_fundings CASCADE",
+        "UPDATE pool_lifecycle SET reason = 'x'",
     ):
         with (
             psycopg.connect(sealed.url) as conn,
@@ -131,6 +142,11 @@ EDITS: dict[str, tuple[str, str]] = {
         " SELECT id FROM d",
         "wins",
     ),
+    "a partial win paying other than was asked": (
+        "UPDATE wins SET amount = amount - 1, pool_after = pool_after + 1"
+        " WHERE id = (SELECT min(id) FROM wins WHERE requested_amount IS NOT NULL) RETURNING id",
+        "wins",
+    ),
     "a whole-pool win paying less": (
         "UPDATE wins SET amount = amount - 1, pool_after = pool_after + 1"
         " WHERE id = (SELECT min(id) FROM wins WHERE requested_amount IS NULL) RETURNING id",
@@ -160,16 +176,56 @@ EDITS: dict[str, tuple[str, str]] = {
         " AND row_id < 0 RETURNING row_id",
         "contributions",
     ),
-    "a row inserted without a sequence": (
+    "a row inserted without a sequence or a leaf index": (
         "INSERT INTO wins (client, jackpot_group, game_id, user_id, amount, pool_before,"
-        " seed_top_up, pool_after, ledger_seq) VALUES ('game-a', 'mega', 'g',"
-        " gen_random_uuid(), 1, 2, 0, 1, NULL) RETURNING id",
+        " seed_top_up, pool_after, ledger_seq, leaf_index) VALUES ('game-a', 'mega', 'g',"
+        " gen_random_uuid(), 1, 2, 0, 1, NULL, NULL) RETURNING id",
         "wins",
     ),
-    "a row inserted with an old sequence number": (
-        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq)"
-        " VALUES ('minor', 5, 'gift', 0) RETURNING id",
+    "a row inserted with an old sequence number and an old leaf's index": (
+        # Leaf 1 is an initial seed funding, a row from before receipts (no index of its
+        # own), so the unique index on leaf_index lets it in.
+        "INSERT INTO seed_fundings (jackpot_group, amount, reason, ledger_seq, leaf_index)"
+        " VALUES ('minor', 5, 'gift', 0, 1) RETURNING id",
         "seed_fundings",
+    ),
+    "a correctly sequenced fake win slipped before the checkpoint": (
+        # The fake takes a real win's place (its index and sequence) in the log; the real
+        # one moves past the head, as if written after it. The displaced win is named.
+        "WITH moved AS (UPDATE wins SET leaf_index = leaf_index + 1000000,"
+        " ledger_seq = ledger_seq + 1000000 WHERE id = (SELECT max(id) FROM wins)"
+        " RETURNING *), fake AS (INSERT INTO wins (client, jackpot_group, game_id, user_id,"
+        " amount, pool_before, seed_top_up, pool_after, ledger_seq, leaf_index)"
+        " SELECT client, jackpot_group, game_id, gen_random_uuid(), amount, pool_before,"
+        " seed_top_up, pool_after, ledger_seq - 1000000, leaf_index - 1000000 FROM moved)"
+        " SELECT id FROM moved",
+        "wins",
+    ),
+    "a suspension's reason rewritten": (
+        "UPDATE pool_lifecycle SET reason = 'routine'"
+        " WHERE id = (SELECT min(id) FROM pool_lifecycle WHERE action = 'suspend') RETURNING id",
+        "pool_lifecycle",
+    ),
+    "a scheduled change's seed rewritten": (
+        "UPDATE pool_lifecycle SET pending = pending || '{\"seed_amount\": 1}'"
+        " WHERE id = (SELECT min(id) FROM pool_lifecycle WHERE action = 'schedule_config')"
+        " RETURNING id",
+        "pool_lifecycle",
+    ),
+    "a resumption deleted": (
+        "DELETE FROM pool_lifecycle"
+        " WHERE id = (SELECT min(id) FROM pool_lifecycle WHERE action = 'resume') RETURNING id",
+        "pool_lifecycle",
+    ),
+    "a lifecycle row inserted without a leaf index": (
+        "INSERT INTO pool_lifecycle (jackpot_group, action, client, leaf_index)"
+        " VALUES ('mega', 'suspend', 'ops', NULL) RETURNING id",
+        "pool_lifecycle",
+    ),
+    "a row's leaf index changed": (
+        "UPDATE contributions SET leaf_index = leaf_index + 1000000"
+        " WHERE id = (SELECT max(id) - 2 FROM contributions) RETURNING id",
+        "contributions",
     ),
 }
 
@@ -197,6 +253,17 @@ def test_a_pool_moved_without_a_row_fails_naming_the_pool(
             " WHERE jackpot_group = 'mega'")  # fmt: skip
     code, report = audit(monkeypatch, capsys, sealed)
     assert (report["first_bad"]["table"], report["first_bad"]["id"]) == ("jackpots", "mega")
+    assert code == 1
+
+
+def test_a_row_deleted_before_it_became_a_leaf_fails_naming_the_ledger_head(
+    sealed: Sealed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pending contribution (after the last checkpoint) claimed its leaf index when it
+    was written: deleting it leaves the head past the rows."""
+    insider(sealed.url, "DELETE FROM contributions WHERE id = (SELECT max(id) FROM contributions)")
+    code, report = audit(monkeypatch, capsys, sealed)
+    assert ("ledger_head", "size") in {(f["table"], f["id"]) for f in report["findings"]}
     assert code == 1
 
 
@@ -296,3 +363,91 @@ def test_a_state_no_signed_checkpoint_vouches_for_is_not_trusted(
     code, report = audit(monkeypatch, capsys, sealed, "--state", str(state))
     assert code == 1 and report["rebuilt_from"] == 0
     assert ("wins", 1) in {(f["table"], f["id"]) for f in report["findings"]}
+
+
+async def _every_lifecycle_shape(url: str) -> None:
+    """Scheduled changes setting every field a pool_lifecycle leaf has: a seed with the cap
+    removed, a rate with a new cap (the traffic schedules a rate alone)."""
+    async with AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool:
+        await pool.open(wait=True, timeout=10)
+        service = JackpotService(pool)
+        await service.update_config(
+            change(Group.MAJOR, seed_amount=123_456, clear_max_amount=True, apply_at_next_win=True),
+            client="test",
+        )
+        await service.update_config(
+            change(
+                Group.MEGA,
+                contribution_rate=Decimal("0.0011"),
+                max_amount=98_765_432,
+                apply_at_next_win=True,
+            ),
+            client="test",
+        )
+
+
+def test_postgresql_encodes_every_leaf_as_the_reference_encoder_does(sealed: Sealed) -> None:
+    """The signer has PostgreSQL encode and hash new leaves (ledger_store.leaf_sql); every
+    row of real traffic, of every event type, gives the bytes ledger/leaf.py gives."""
+    asyncio.run(_every_lifecycle_shape(sealed.url))
+    compared: dict[str, int] = {}
+    pending: set[tuple[str, ...]] = set()
+    with psycopg.connect(sealed.url) as conn, conn.cursor(row_factory=dict_row) as cur:
+        for table in ledger_store.TABLES:
+            cur.execute(
+                f"SELECT t.*, {ledger_store.leaf_sql(table)} AS leaf_bytes"
+                f" FROM {table} t WHERE leaf_index IS NOT NULL"
+            )
+            for row in cur.fetchall():
+                leaf = bytes(row.pop("leaf_bytes"))
+                assert leaf == leaf_of(table, row, row["leaf_index"]), (table, row["id"])
+                compared[table] = compared.get(table, 0) + 1
+                if table == "pool_lifecycle":
+                    pending.add((row["action"], *sorted(row["pending"] or {})))
+    assert sum(compared.values()) > 30 and set(compared) == set(ledger_store.TABLES)
+    assert pending == {
+        ("suspend",),
+        ("resume",),
+        ("schedule_config", "clear_max_amount", "contribution_rate"),
+        ("schedule_config", "clear_max_amount", "seed_amount"),
+        ("schedule_config", "clear_max_amount", "contribution_rate", "max_amount"),
+    }
+
+
+def test_with_state_the_books_audit_is_incremental_too(
+    sealed: Sealed,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--state also keeps where the books were found clean: the next audit re-proves only
+    the rows since (rows_from), and an edit among them is found; --full re-proves all."""
+    state = tmp_path / "audited.json"
+
+    def books(*options: str) -> tuple[int, dict[str, Any]]:
+        capsys.readouterr()
+        argv = ["audit", "--json", "--checkpoints", str(sealed.log)]
+        argv += ["--public-key", str(sealed.public_key), "--state", str(state), *options]
+        code = run(monkeypatch, sealed, *argv)
+        return code, json.loads(capsys.readouterr().out)
+
+    code, first = books()
+    assert code == 0 and first["rows_from"] is None
+    head = json.loads(state.read_text())["books"]["head"]
+    asyncio.run(real_traffic(sealed.url))  # every kind of row, after the books' base
+    assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
+    code, second = books()
+    assert code == 0 and second["rows_from"] == head and second["balanced"] is True
+    head = json.loads(state.read_text())["books"]["head"]
+    asyncio.run(real_traffic(sealed.url))  # rows since the second audit (no checkpoint yet)
+    newer = insider(
+        sealed.url,
+        "UPDATE contributions SET minor_rate = minor_rate * 3 WHERE leaf_index ="
+        f" (SELECT max(leaf_index) FROM contributions WHERE leaf_index >= {head}) RETURNING id",
+    )
+    assert newer is not None
+    code, third = books()
+    assert code == 1 and third["rows_from"] == head
+    assert ("contributions", newer) in {(r["table"], r["id"]) for r in third["rows"]["bad"]}
+    code, full = books("--full")
+    assert code == 1 and full["rows_from"] is None

@@ -27,6 +27,7 @@ Pool = AsyncConnectionPool[AsyncConnection[Any]]
 CONTRIBUTORS = 16
 CALLS_EACH = 30
 STRESS_SECONDS = 3.0
+PACE_SECONDS = 0.01
 NO_DEADLOCK_SECONDS = 30
 
 
@@ -54,6 +55,9 @@ async def contributors(batcher: ContributionBatcher, deadline: float) -> int:
             command = ContributeCommand(random_game_id(), 100_000 + 37 * n + i, None, "game-a")
             await batcher.contribute(command)
             done += 1
+            # Paced so the calls span several of the toggler's turns (0.1 s apart): unpaced,
+            # all 480 could land within the first suspension, and the race not interleave.
+            await asyncio.sleep(PACE_SECONDS)
 
     await asyncio.gather(*(one(n) for n in range(CONTRIBUTORS)))
     return done

@@ -32,9 +32,10 @@ TABLES = {
     "ledger_audits",
     "ledger_chain_starts",
     "ledger_leaves",
+    "ledger_head",
     "write_heartbeat",
 }
-HEAD = "0012"
+HEAD = "0013"
 
 
 def revision(url: str) -> list[str]:

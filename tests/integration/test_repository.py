@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from decimal import Decimal
 from typing import Any
@@ -12,9 +13,11 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.model import (
     GROUPS,
     ContributeCommand,
+    ContributionResult,
     ContributionShares,
     Group,
     PoolConfig,
@@ -59,8 +62,8 @@ async def add_rows(
 ) -> list[tuple[int, Any]]:
     """Ledger rows through record_contributions, the pools left where they are."""
     pools = await repo.lock_pools(conn)
-    _, ids = await repo.record_contributions(conn, NO_MOVE, NO_MOVE, commands, rows, pools)
-    return ids
+    _, written = await repo.record_contributions(conn, NO_MOVE, NO_MOVE, commands, rows, pools)
+    return [(row.row_id, row.created_at) for row in written]
 
 
 async def test_lock_pools_returns_the_default_pools_in_lock_order(pool: Pool) -> None:
@@ -209,7 +212,42 @@ async def test_record_contributions_moves_all_three_pools_and_the_totals(pool: P
     assert [p.total_contributions for p in updated] == [7, 0, 11]
     assert [p.contribution_count for p in updated] == [2, 0, 3]
     assert [p.version for p in updated] == [2, 2, 2]
-    assert len(ids) == 3 and len({created_at for _, created_at in ids}) == 1
+    assert len(ids) == 3 and len({row.created_at for row in ids}) == 1
+
+
+async def test_written_rows_take_gap_free_leaf_indexes_from_the_ledger_head(pool: Pool) -> None:
+    """Every writer claims its rows' leaf indexes in its own transaction: a batch takes
+    consecutive indexes in row order, a win with a top-up two (the top-up right after),
+    a config change one; a rolled-back write gives its indexes back."""
+    async with pool.connection() as conn:
+        (head,) = await (await conn.execute("SELECT size FROM ledger_head")).fetchone() or (0,)
+    async with pool.connection() as conn:
+        _, written = await repo.record_contributions(
+            conn, NO_MOVE, NO_MOVE, [command(100), command(200), command(300)],
+            [shares(0, 0, 0, (1, 2, 3))] * 3, await repo.lock_pools(conn),
+        )  # fmt: skip
+    assert [r.leaf_index for r in written] == [head, head + 1, head + 2]
+    assert [r.row_id for r in written] == sorted(r.row_id for r in written)
+    with contextlib.suppress(RuntimeError):
+        async with pool.connection() as conn, conn.transaction():
+            await repo.record_contributions(
+                conn, NO_MOVE, NO_MOVE, [command(100)], [shares(0, 0, 0, (1, 2, 3))],
+                await repo.lock_pools(conn),
+            )  # fmt: skip
+            raise RuntimeError("roll it back")
+    win = WinCommand(Group.MINOR, "g", random_user_id(), None, None, CLIENT)
+    async with pool.connection() as conn:
+        pools = await repo.lock_pools(conn)
+        outcome = rules.pay_win(pools[Group.MINOR].current_amount, 10_000, None)
+        win_id, _, win_leaf, _ = await repo.record_win(conn, win, outcome)
+    assert outcome.seed_top_up > 0 and win_leaf == head + 3
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT leaf_index FROM seed_fundings WHERE win_id = %s", (win_id,)
+        )
+        assert await cur.fetchone() == (head + 4,)
+        cur = await conn.execute("SELECT size FROM ledger_head")
+        assert await cur.fetchone() == (head + 5,)
 
 
 async def test_record_win_with_top_up_writes_the_seed_funding(
@@ -219,7 +257,7 @@ async def test_record_win_with_top_up_writes_the_seed_funding(
     win = WinCommand(Group.MINOR, random_game_id(), user, None, random_key(), CLIENT)
     outcome = WinOutcome(amount=10000, pool_before=10000, seed_top_up=10000, pool_after=10000)
     async with pool.connection() as conn:
-        win_id, created_at, after = await repo.record_win(conn, win, outcome)
+        win_id, created_at, _, after = await repo.record_win(conn, win, outcome)
     assert (after.current_amount, after.total_wins, after.total_seed_funding) == (
         10000,
         10000,
@@ -262,7 +300,7 @@ async def test_record_win_without_top_up_writes_no_seed_funding(
     win = WinCommand(Group.MAJOR, random_game_id(), random_user_id(), 1, None, CLIENT)
     outcome = WinOutcome(amount=1, pool_before=100000, seed_top_up=0, pool_after=99999)
     async with pool.connection() as conn:
-        _, _, after = await repo.record_win(conn, win, outcome)
+        _, _, _, after = await repo.record_win(conn, win, outcome)
         assert await repo.find_win(conn, CLIENT, random_key()) is None
     assert (after.current_amount, after.total_wins, after.total_seed_funding) == (
         99999,
@@ -388,3 +426,25 @@ async def test_audit_ledger_checks_the_contribution_totals_against_the_ledger(
     assert books.problems()[0] == (
         "contribution totals record 2 rows and 1250 wagered; the ledger has 3 and 1290"
     )
+
+
+async def test_a_replayed_win_or_contribution_answers_its_first_leaf_index(pool: Pool) -> None:
+    from jackpot_grpc.service.jackpot import JackpotService
+
+    service = JackpotService(pool)
+    key = random_key("w")
+    win = WinCommand(Group.MEGA, "g", random_user_id(), 100, key, CLIENT)
+    first = await service.win(win)
+    again = await service.win(win)
+    assert (again.replayed, again.win_id, again.leaf_index) == (
+        True,
+        first.win_id,
+        first.leaf_index,
+    )
+    assert first.leaf_index >= 3  # after the three initial seeds
+    assert first.outcome.seed_top_up > 0  # the top-up is the leaf after the win's
+    contribution = command(1000, random_key("c"))
+    (made,) = await service.contribute_many([contribution])
+    (replay,) = await service.contribute_many([contribution])
+    assert isinstance(made, ContributionResult) and isinstance(replay, ContributionResult)
+    assert replay.replayed and replay.leaf_index == made.leaf_index == first.leaf_index + 2

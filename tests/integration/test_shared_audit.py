@@ -52,7 +52,10 @@ async def test_replicas_run_one_audit_per_interval_and_report_it(
     _money_from_nowhere(database_url, 9)
     second = await a.tick()
     assert second.ran_here and second.audit is not None
-    assert second.audit.books.problems() == ["minor off by 9"]
+    assert second.audit.books.problems() == [
+        "minor off by 9",  # the pool against the ledger's sums, and against its chain:
+        "jackpots [minor]: amount 10009, but its chain of ledger rows ends at 10000",
+    ]
     reported = await b.tick()
     assert not reported.ran_here and reported.audit == second.audit
     # b's own turn, with nothing recorded since its previous tick: b audits.
@@ -96,7 +99,10 @@ async def test_the_monitor_reports_the_adopted_verdict_with_its_age_and_author(
     await reports.run_once()
     assert (runs_here.runs, runs_here.adopted) == (1, 0)
     assert (reports.runs, reports.adopted, reports.failures) == (0, 1, 0)
-    assert reports.last is not None and reports.last.problems() == ["minor off by 5"]
+    assert reports.last is not None and reports.last.problems() == [
+        "minor off by 5",
+        "jackpots [minor]: amount 10005, but its chain of ledger rows ends at 10000",
+    ]
     assert reports.last_at == runs_here.last_at and reports.last_by == "a pid 1"
     assert reports.last_at is not None and abs(time.time() - reports.last_at) < 60
 

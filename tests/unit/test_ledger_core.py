@@ -235,3 +235,33 @@ def test_a_frontier_goes_on_from_its_nodes_and_refuses_what_is_none() -> None:
     for bad in ([(3, ROOTS[0])], [(2, ROOTS[0]), (4, ROOTS[1])], [(2, ROOTS[0])] * 2):
         with pytest.raises(merkle.ProofError):
             merkle.Frontier.from_nodes(bad)
+
+
+@given(
+    size=st.integers(min_value=1, max_value=5 * merkle.BLOCK + 3),
+    data=st.data(),
+)
+def test_the_proof_tree_gives_the_rfcs_path_from_two_blocks_of_leaves(
+    size: int, data: st.DataObject
+) -> None:
+    """A ProofTree that kept the whole blocks gives PATH(m, D[n]) from at most two blocks of
+    leaf hashes (the leaf's and the last, partial one), for trees it grew past too."""
+    hashes = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(size + 700)]
+    tree = merkle.ProofTree()
+    kept = data.draw(st.sampled_from([size, size + 700]))  # the tree grew since, or not
+    tree.add_blocks(hashes[: kept - kept % merkle.BLOCK])
+    index = data.draw(st.integers(min_value=0, max_value=size - 1))
+    ranges = tree.blocks_for(index, size)
+    assert len(ranges) <= 2 and all(end - start <= merkle.BLOCK for start, end in ranges)
+    leaves = {start: hashes[start:end] for start, end in ranges}
+    path = tree.inclusion_proof(index, size, leaves)
+    assert path == merkle.inclusion_proof(index, hashes[:size])
+    merkle.verify_inclusion(index, size, hashes[index], path, merkle.root(hashes[:size]))
+
+
+def test_the_proof_tree_takes_whole_blocks_only_and_needs_them_all() -> None:
+    tree = merkle.ProofTree()
+    with pytest.raises(merkle.ProofError, match="whole blocks"):
+        tree.add_blocks([b"\x00" * 32] * (merkle.BLOCK - 1))
+    with pytest.raises(merkle.ProofError, match="add the blocks"):
+        tree.inclusion_proof(0, merkle.BLOCK + 1, {})

@@ -251,11 +251,17 @@ class ContributeResponse(_message.Message):
     CONTRIBUTION_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
     SHARING_GROUPS_FIELD_NUMBER: _builtins.int
     total_contribution: _builtins.int
     contribution_id: _builtins.int
     replayed: _builtins.bool
     """True when this answer replays an earlier call with the same idempotency key."""
+    leaf_index: _builtins.int
+    """The contribution's leaf index in the ledger's log (docs/LEDGER.md), its receipt: given
+    in the transaction that wrote it, gap-free in commit order, the same on a replay. Ask
+    GetLedgerProof with it once a checkpoint covers it. 0 on a dry run.
+    """
     @_builtins.property
     def contributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupAmount]:
         """What went into each group, in group order (minor, major, mega)."""
@@ -281,11 +287,12 @@ class ContributeResponse(_message.Message):
         contribution_id: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         replayed: _builtins.bool = ...,
+        leaf_index: _builtins.int = ...,
         sharing_groups: _abc.Iterable[Global___JackpotGroup.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_id", b"contribution_id", "contributions", b"contributions", "created_at", b"created_at", "pool_amounts", b"pool_amounts", "replayed", b"replayed", "sharing_groups", b"sharing_groups", "total_contribution", b"total_contribution"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_id", b"contribution_id", "contributions", b"contributions", "created_at", b"created_at", "leaf_index", b"leaf_index", "pool_amounts", b"pool_amounts", "replayed", b"replayed", "sharing_groups", b"sharing_groups", "total_contribution", b"total_contribution"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -464,6 +471,7 @@ class WinResponse(_message.Message):
     WIN_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
     actual_win_amount: _builtins.int
     remaining_amount: _builtins.int
     """The pool's amount after the win (after any reset to its seed)."""
@@ -471,6 +479,10 @@ class WinResponse(_message.Message):
     """Seed money added to bring the pool back to its seed (ledgered as seed funding)."""
     win_id: _builtins.int
     replayed: _builtins.bool
+    leaf_index: _builtins.int
+    """The win's leaf index in the ledger's log (see ContributeResponse.leaf_index); a seed
+    top-up is the next leaf. 0 on a dry run.
+    """
     @_builtins.property
     def pool(self) -> Global___Pool: ...
     @_builtins.property
@@ -485,10 +497,11 @@ class WinResponse(_message.Message):
         win_id: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         replayed: _builtins.bool = ...,
+        leaf_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "pool", b"pool"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_win_amount", b"actual_win_amount", "created_at", b"created_at", "pool", b"pool", "remaining_amount", b"remaining_amount", "replayed", b"replayed", "seed_top_up", b"seed_top_up", "win_id", b"win_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_win_amount", b"actual_win_amount", "created_at", b"created_at", "leaf_index", b"leaf_index", "pool", b"pool", "remaining_amount", b"remaining_amount", "replayed", b"replayed", "seed_top_up", b"seed_top_up", "win_id", b"win_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -897,7 +910,10 @@ class WinRecord(_message.Message):
     ledger_seq: _builtins.int
     """Its place in the ledger's sequence (0: a row from before the ledger was sequenced)."""
     ledger_index: _builtins.int
-    """Its leaf of the tamper-evident log (GetLedgerProof); unset until the row is a leaf."""
+    """Its leaf index in the tamper-evident log, its receipt (WinResponse.leaf_index): given
+    as the win was written; GetLedgerProof proves it once a checkpoint covers it. Unset
+    only for a row from before receipts that is no leaf yet.
+    """
     @_builtins.property
     def won_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(

@@ -69,10 +69,10 @@ def upgrade() -> None:
             " FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only()"
         )
     if not context.is_offline_mode():
-        from jackpot_grpc.adapters.ledger_store import assign_leaves
+        from jackpot_grpc.adapters.ledger_store import assign_leaves_by_sequence
 
         # The ledger tables of this revision (later revisions add more).
-        assign_leaves(op.get_bind().connection.driver_connection, LEDGER_TABLES[:4])
+        assign_leaves_by_sequence(op.get_bind().connection.driver_connection, LEDGER_TABLES[:4])
 
 
 def downgrade() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import LedgerAudit
@@ -16,6 +17,9 @@ from jackpot_grpc.ops.cli.shared import failing_cleanly
 from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.output import render_table
 from jackpot_grpc.ops.target import open_database
+
+if TYPE_CHECKING:
+    from jackpot_grpc.service.ledger_books import AuditState
 
 COLUMNS = ("group", "current_amount", "seed_funding", "contributions", "wins")
 
@@ -76,34 +80,53 @@ def print_checkpoints(result: CheckpointAudit) -> None:
     print("the rows match the checkpoints" if result.ok else "ROWS DO NOT MATCH THE CHECKPOINTS")
 
 
-def _checkpoint_audit(url: str, args: argparse.Namespace) -> CheckpointAudit:
+def _read_state(args: argparse.Namespace) -> AuditState | None:
+    from jackpot_grpc.service.ledger_books import AuditState
+
+    state_file = Path(args.state) if args.state else None
+    if state_file is None or not state_file.exists() or args.full:
+        return None
+    try:
+        return AuditState.from_json(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError) as exc:
+        raise OpsError(f"--state {state_file}: {exc}") from exc
+
+
+def _checkpoint_audit(
+    url: str, args: argparse.Namespace, state: AuditState | None
+) -> tuple[CheckpointAudit, AuditState | None]:
     from jackpot_grpc.ledger.note import NoteError
-    from jackpot_grpc.service.ledger_books import AuditState, audit_against_checkpoints
+    from jackpot_grpc.service.ledger_books import audit_against_checkpoints
 
     if not args.public_key:
         raise OpsError("--checkpoints needs --public-key (the verifier key file)")
-    state_file = Path(args.state) if args.state else None
     try:
         log_text = Path(args.checkpoints).read_text(encoding="utf-8")
         key_text = Path(args.public_key).read_text(encoding="utf-8")
-        state = None
-        if state_file is not None and state_file.exists() and not args.full:
-            state = AuditState.from_json(state_file.read_text(encoding="utf-8"))
-        result, after = audit_against_checkpoints(url, log_text, key_text, state)
-        if state_file is not None and after is not None:
-            state_file.write_text(after.to_json() + "\n", encoding="utf-8")
-        return result
+        return audit_against_checkpoints(url, log_text, key_text, state)
     except (OSError, NoteError, ValueError, KeyError) as exc:
         raise OpsError(str(exc)) from exc
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from jackpot_grpc.service.reports import audit_report, run_audit
+    """The books; with --checkpoints the rows against the signed checkpoints too. With
+    --state both are incremental: from the checkpoint the file records as proved, and
+    from where the books were last found clean (both re-proved in full with --full)."""
+    from jackpot_grpc.service.reports import audit_report, run_audit_from
 
+    state = _read_state(args) if args.checkpoints else None
     with open_database(settings) as db:
-        books = asyncio.run(run_audit(settings, db.url))
-        proofs = _checkpoint_audit(db.url, args) if args.checkpoints else None
+        books, base = asyncio.run(
+            run_audit_from(settings, db.url, state.books if state is not None else None)
+        )
+        proofs, after = _checkpoint_audit(db.url, args, state) if args.checkpoints else (None, None)
     ok = books.balanced and (proofs is None or proofs.ok)
+    if args.state and after is not None:
+        # The books' base only when this audit found them clean (else the next is full).
+        Path(args.state).write_text(
+            dataclasses.replace(after, books=base if ok else None).to_json() + "\n",
+            encoding="utf-8",
+        )
     if args.json:
         report = audit_report(books)
         if proofs is not None:
