@@ -278,8 +278,9 @@ async def test_an_idle_server_turns_not_serving_when_writes_cannot_commit(
         await server.stop(grace=1.0)
 
 
+@pytest.mark.parametrize("executor", ["thread", "loop"])
 async def test_a_committed_write_turns_readiness_back_before_the_next_probe(
-    settings: Settings, cluster: CrashablePostgres, frozen_url: str
+    settings: Settings, cluster: CrashablePostgres, frozen_url: str, executor: str
 ) -> None:
     """A batch stuck past JACKPOT_BATCH_AGE_LIMIT turns readiness NOT_SERVING; its commit,
     once the standby requirement is lifted, turns it SERVING at once, although the next
@@ -291,6 +292,7 @@ async def test_a_committed_write_turns_readiness_back_before_the_next_probe(
         health_failure_threshold=1,
         batch_age_limit=0.5,
         commit_timeout=60.0,
+        batch_executor=executor,
     )
     server = await start_server(tuned, frozen_url, port=0)
     try:
