@@ -611,7 +611,7 @@ async def schedule_config(conn: Conn, change: ConfigChange, client: str) -> tupl
 
 # --- hit history -------------------------------------------------------------------------
 
-# Newest first by (created_at, id), on wins_newest / wins_group_newest (0011): a page is
+# Newest first by (created_at, id), on wins_newest / wins_group_newest (0012): a page is
 # an index range scan from the cursor, whatever the depth. Only the filters asked for are
 # in the statement (constants below), so each shape gets a plan using its index.
 WIN_HISTORY = """SELECT w.id, w.jackpot_group, w.amount, w.requested_amount, w.game_id,
