@@ -31,10 +31,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jackpot_grpc.adapters import ledger_store
-from jackpot_grpc.adapters.database import connection_kwargs
+from jackpot_grpc.adapters.database import bounded_conninfo
 from jackpot_grpc.adapters.repository import ClusterIdentity
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.health_report import error_text, iso_time
@@ -45,24 +44,6 @@ log = logging.getLogger(__name__)
 RANGES_SHOWN = 20  # missing index ranges named in /health and the log (all are counted)
 APPLICATION_NAME = "jackpot-failover-watch"
 STOP_WAIT = 15.0  # the longest `stop` waits for a comparison in flight (s)
-
-
-def bounded_url(settings: Settings, database_url: str) -> tuple[str, float]:
-    """The URL with the server's connection bounds written in (a bound the URL already
-    gives wins), and how long a comparison can take at most: connect_timeout per host,
-    then its three statements."""
-    kwargs = connection_kwargs(
-        settings,
-        database_url,
-        application_name=APPLICATION_NAME,
-        statement_timeout=settings.side_statement_timeout,
-    )
-    kwargs.pop("prepare_threshold", None)  # psycopg's, not libpq's
-    url = make_conninfo(database_url, **kwargs)
-    params = conninfo_to_dict(url)
-    hosts = max(1, len(str(params.get("host") or "").split(",")))
-    connect = float(params.get("connect_timeout") or settings.db_connect_timeout)
-    return url, hosts * connect + 3 * settings.side_statement_timeout + 1.0
 
 
 def _ranges_text(ranges: list[tuple[int, int]]) -> str:
@@ -80,7 +61,14 @@ class FailoverWatch:
         *,
         settings: Settings,
     ) -> None:
-        self._url, self._bound = bounded_url(settings, database_url)
+        # Its own connection, with every bound the server's connections have; the root
+        # check may read every leaf: the side pool's statement timeout.
+        self._url, self._bound = bounded_conninfo(
+            settings,
+            database_url,
+            application_name=APPLICATION_NAME,
+            statement_timeout=settings.side_statement_timeout,
+        )
         self._checkpoint = checkpoint  # the newest signed checkpoint, when the server signs
         self._on_loss = on_loss  # told when checkpointed leaves are missing (the signer halts)
         self.first: ClusterIdentity | None = None
