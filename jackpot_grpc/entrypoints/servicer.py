@@ -6,7 +6,7 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -347,7 +347,9 @@ def _proof_row(request: pb.GetLedgerProofRequest) -> tuple[str, int] | None:
     return None
 
 
-def _instant(request: pb.ListWinsRequest, field: str) -> datetime | None:
+def _instant(
+    request: pb.ListWinsRequest, field: Literal["start_time", "end_time"]
+) -> datetime | None:
     """A Timestamp field as a datetime (None: not given); one outside Timestamp's range
     (0001-01-01 to 9999-12-31, nanos below a second) is INVALID_ARGUMENT naming it."""
     if not request.HasField(field):

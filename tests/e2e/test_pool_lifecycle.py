@@ -5,9 +5,8 @@ events become leaves of the tamper-evident log that verify against a signed chec
 
 from __future__ import annotations
 
-import base64
-
 import asyncio
+import base64
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
