@@ -260,6 +260,7 @@ def build_server(
         database_url,
         checkpoint=checkpointer.newest if checkpointer is not None else None,
         on_loss=checkpointer.halt if checkpointer is not None else None,
+        settings=settings,
     )
     probe_connection.on_connect = failover.connected
     server = _grpc_server(

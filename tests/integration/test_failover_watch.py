@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -33,9 +34,12 @@ from jackpot.v1 import jackpot_pb2_grpc
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jackpot_grpc.adapters import ledger_store, migrations
+from jackpot_grpc.adapters.repository import ClusterIdentity
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.failover_watch import FailoverWatch
 from jackpot_grpc.entrypoints.server import start_server
+from jackpot_grpc.ledger.checkpoint import Checkpoint
 from jackpot_grpc.ledger.note import Signer
 from jackpot_grpc.service.ledger_books import sign_checkpoint
 from testkit.database import unique_name
@@ -316,3 +320,36 @@ async def test_an_asynchronous_standby_promoted_loses_named_leaves(
         if standby is not None:
             standby.close()
         primary.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that completes the handshake (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+async def test_the_comparison_connects_within_the_connect_timeout_and_stop_waits_for_it(
+    settings: Settings, silent_port: int
+) -> None:
+    """A database host that never answers: before, compare_with_checkpoint's connection had
+    no connect_timeout, so its thread hung for good and stop() cancelled the task while
+    the thread stayed blocked. Now the comparison fails within DB_CONNECT_TIMEOUT and stop
+    returns after it ended."""
+    bounded = dataclasses.replace(settings, db_connect_timeout=1.0)
+    checkpoint = Checkpoint("failover-watch", 3, b"\0" * 32, ())
+    watch = FailoverWatch(
+        f"postgresql://postgres@127.0.0.1:{silent_port}/jackpot",
+        checkpoint=lambda: checkpoint,
+        settings=bounded,
+    )
+    started = time.monotonic()
+    watch.connected(ClusterIdentity(system_identifier=1, timeline=1))  # starts a comparison
+    await asyncio.sleep(0.1)
+    await watch.stop()
+    took = time.monotonic() - started
+    assert watch.comparison_error is not None  # the thread came back with the failure
+    assert "timeout" in watch.comparison_error.lower(), watch.comparison_error
+    assert 0.9 <= took < 5.0, took

@@ -69,3 +69,16 @@ def test_db_connect_timeout_is_read_from_the_environment() -> None:
     assert Settings.from_env({"DB_CONNECT_TIMEOUT": "5"}).db_connect_timeout == 5.0
     assert Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "0.5"}).commit_timeout == 0.5
     assert Settings.from_env({"JACKPOT_BATCH_AGE_LIMIT": "7"}).batch_age_limit == 7.0
+
+
+def test_the_batch_age_limit_is_never_below_the_commit_timeout() -> None:
+    """A batch may legitimately wait for its COMMIT up to JACKPOT_COMMIT_TIMEOUT: an age
+    limit below it turned readiness NOT_SERVING for slow commits that then succeeded
+    (flapping). The defaults agree, and a contradiction is refused at start."""
+    defaults = Settings.from_env({})
+    assert defaults.batch_age_limit >= defaults.commit_timeout > 0
+    with pytest.raises(SystemExit, match="JACKPOT_BATCH_AGE_LIMIT"):
+        Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "5", "JACKPOT_BATCH_AGE_LIMIT": "3"})
+    # Either bound off (0): nothing to contradict.
+    assert Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "0", "JACKPOT_BATCH_AGE_LIMIT": "1"})
+    assert Settings.from_env({"JACKPOT_BATCH_AGE_LIMIT": "0"}).batch_age_limit == 0
