@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.config import Settings
@@ -61,6 +61,20 @@ def connection_kwargs(
     if options:
         kwargs["options"] = options
     return kwargs
+
+
+LEDGER_APPLICATION_NAME = "jackpot-ledger"
+
+
+def ledger_conninfo(settings: Settings, database_url: str) -> str:
+    """The URL the ledger's synchronous connections use (checkpoint signing, the failover
+    watch's checkpoint comparison): DB_CONNECT_TIMEOUT per host like every connection of
+    ours, but no statement timeout (a first checkpoint of a large ledger hashes every row
+    in one statement)."""
+    kwargs = connection_kwargs(settings, database_url, application_name=LEDGER_APPLICATION_NAME)
+    kwargs.pop("options", None)
+    kwargs.pop("prepare_threshold", None)
+    return make_conninfo(database_url, **kwargs)
 
 
 def server_options(
