@@ -83,6 +83,20 @@ def bounded_conninfo(
     return url, hosts * connect + 3 * statement_timeout + 1.0
 
 
+LEDGER_APPLICATION_NAME = "jackpot-ledger"
+
+
+def ledger_conninfo(settings: Settings, database_url: str) -> str:
+    """The URL the ledger's synchronous connections use (checkpoint signing, the failover
+    watch's checkpoint comparison): DB_CONNECT_TIMEOUT per host like every connection of
+    ours, but no statement timeout (a first checkpoint of a large ledger hashes every row
+    in one statement)."""
+    kwargs = connection_kwargs(settings, database_url, application_name=LEDGER_APPLICATION_NAME)
+    kwargs.pop("options", None)
+    kwargs.pop("prepare_threshold", None)
+    return make_conninfo(database_url, **kwargs)
+
+
 def server_options(
     settings: Settings, database_url: str, *, statement_timeout: float | None = None
 ) -> str | None:

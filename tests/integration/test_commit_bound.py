@@ -334,9 +334,17 @@ async def test_no_checkpoint_covers_leaves_whose_standby_wait_was_cancelled(
     with pytest.raises(CommitOutcomeUnknown):
         await asyncio.wait_for(signing, 10)
     assert not log.exists()
+    # The leaves are committed locally now: a second turn finds no new row, but they are
+    # still not known to be on the standby; its COMMIT waits for the standby like the
+    # first (cancelled: unknown again), and nothing is signed.
+    signing = asyncio.ensure_future(asyncio.to_thread(sign_checkpoint, frozen_url, signer, log))
+    assert await asyncio.to_thread(_cancel_the_sync_rep_wait, frozen_url) == 1
+    with pytest.raises(CommitOutcomeUnknown):
+        await asyncio.wait_for(signing, 10)
+    assert not log.exists()
     cluster.set_system("synchronous_standby_names", None)
     signed = await asyncio.to_thread(sign_checkpoint, frozen_url, signer, log)
-    assert signed.checkpoint.size > 3 and log.exists()  # the leaves committed: signed now
+    assert signed.checkpoint.size > 3 and log.exists()  # replicated: signed now
 
 
 @pytest.fixture
