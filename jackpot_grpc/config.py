@@ -223,8 +223,10 @@ class Settings:
     # COMMIT_OUTCOME_UNKNOWN (0: no bound); the age past which a batch still in flight turns
     # readiness NOT_SERVING; libpq's connect_timeout, which applies per host of a multi-host
     # DSN (a connect_timeout in DATABASE_URL wins).
+    # The age limit is never below the commit timeout (refused at start): a batch may wait
+    # for its COMMIT that long and still succeed, and must not flap readiness meanwhile.
     commit_timeout: float = 5.0
-    batch_age_limit: float = 3.0
+    batch_age_limit: float = 6.0
     db_connect_timeout: float = 2.0
 
     @classmethod
@@ -331,6 +333,16 @@ class Settings:
             checkpoint_log=_path(env, "JACKPOT_CHECKPOINT_LOG"),
             checkpoint_interval=_float(env, "JACKPOT_CHECKPOINT_INTERVAL", 10.0),
             commit_timeout=_float(env, "JACKPOT_COMMIT_TIMEOUT", 5.0),
-            batch_age_limit=_float(env, "JACKPOT_BATCH_AGE_LIMIT", 3.0),
+            batch_age_limit=_float(env, "JACKPOT_BATCH_AGE_LIMIT", 6.0),
             db_connect_timeout=_float(env, "DB_CONNECT_TIMEOUT", 2.0),
-        )
+        ).checked()
+
+    def checked(self) -> Settings:
+        """Settings that contradict each other stop the start."""
+        if 0 < self.batch_age_limit < self.commit_timeout:
+            raise SystemExit(
+                f"JACKPOT_BATCH_AGE_LIMIT ({self.batch_age_limit:g} s) must not be below"
+                f" JACKPOT_COMMIT_TIMEOUT ({self.commit_timeout:g} s): a batch may wait that"
+                " long for its commit and still succeed (0 turns the age limit off)"
+            )
+        return self

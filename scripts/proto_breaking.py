@@ -9,7 +9,8 @@ proto, on the wire or in JSON (the REST gateway's):
 
 - a message, enum, service or rpc removed;
 - a field removed, or its number given another name (JSON), type, label (cardinality),
-  message or enum type, oneof, or JSON name;
+  message or enum type, oneof, JSON name, or presence (proto3 `optional` added or
+  removed: whether an unset field is left out of JSON or written as its default);
 - an enum value removed or renumbered;
 - an rpc's request or response type, streaming, or HTTP rule (REST path) changed;
 - the package changed.
@@ -68,6 +69,7 @@ def _field_shape(message: Message, field: Field) -> dict[str, object]:
         "label": Field.Label.Name(field.label),
         "type name": field.type_name,
         "oneof": oneof,
+        "explicit presence (proto3 optional)": field.proto3_optional,
     }
 
 
@@ -167,12 +169,11 @@ def read_set(data: bytes) -> descriptor_pb2.FileDescriptorSet:
 
 
 def previous_release() -> str:
-    lines = [
-        line.strip()
-        for line in PREVIOUS_RELEASE.read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    return lines[0]
+    lines = [line.strip() for line in PREVIOUS_RELEASE.read_text().splitlines()]
+    commits = [line for line in lines if line and not line.startswith("#")]
+    if not commits:
+        raise SystemExit(f"proto-breaking: no commit in {PREVIOUS_RELEASE}")
+    return commits[0]
 
 
 def at_commit(commit: str) -> descriptor_pb2.FileDescriptorSet:

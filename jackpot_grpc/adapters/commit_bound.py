@@ -11,9 +11,14 @@ client sees the connection end, the connection is thrown away, and the batch's c
 told COMMIT_OUTCOME_UNKNOWN (retry with the same idempotency key: it replays the row if
 the commit landed, applies it once if it did not).
 
-A WARNING about the synchronous-replication wait that reaches a commit by any road (a
-cancel, a terminate, a failover manager's intervention) turns that commit into the same
-unknown outcome: see `commit_warnings`.
+Any WARNING that reaches a transaction (its statements or its COMMIT) turns that commit
+into the same unknown outcome: see `commit_warnings`. The synchronous-replication warning
+cannot be told apart more precisely: its text follows the server's lc_messages (German,
+French, ... on a localized server), and PostgreSQL gives it no SQLSTATE of its own
+(src/backend/replication/syncrep.c: the cancel's warning has the generic 01000, the
+terminate's 57P01 ADMIN_SHUTDOWN). The severity is matched by its unlocalized field
+(protocol field V); the service's own statements raise no warnings, so a false alarm costs a
+keyed retry, never a wrong acknowledgement.
 """
 
 from __future__ import annotations
@@ -37,40 +42,44 @@ from jackpot_grpc.observability.metrics import COMMIT_OUTCOME_UNKNOWN, COMMIT_UN
 
 log = logging.getLogger(__name__)
 
-# What PostgreSQL says when a synchronous-commit wait ends without the standby's answer
-# (src/backend/replication/syncrep.c): "canceling wait for synchronous replication due to
-# user request", "canceling the wait for synchronous replication and terminating
-# connection due to administrator command"; both with the detail "The transaction has
-# already committed locally, but might not have been replicated to the standby."
-SYNC_REP_WORDS = ("synchronous replication", "committed locally")
-
 # Why a commit's outcome is unknown (the counter's label).
 TIMEOUT, SYNC_REP_CANCELLED, CONNECTION_LOST = COMMIT_UNKNOWN_REASONS
 
+# Severities that are not warnings, as PostgreSQL sends them unlocalized (field V). A
+# server that sends no unlocalized severity (before 9.6) is judged by the localized one:
+# whatever it is not one of these counts as a warning.
+_NOT_WARNINGS = frozenset({"NOTICE", "INFO", "LOG", "DEBUG"})
 
-def is_sync_rep_warning(diag: Diagnostic) -> bool:
-    severity = diag.severity_nonlocalized or diag.severity or ""
-    if severity.upper() != "WARNING":
-        return False
-    text = f"{diag.message_primary or ''} {diag.message_detail or ''}".lower()
-    return any(word in text for word in SYNC_REP_WORDS)
+
+def is_commit_warning(diag: Diagnostic) -> bool:
+    """Whether a notice received during a transaction makes its commit's outcome unknown:
+    any WARNING, whatever its text or language."""
+    severity = diag.severity_nonlocalized
+    if severity is not None:
+        return severity.upper() == "WARNING"
+    return (diag.severity or "").upper() not in _NOT_WARNINGS
 
 
 _warnings: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
 
 
 def commit_warnings(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> list[str]:
-    """The synchronous-replication warnings this connection received since the list was
-    last cleared (a notice handler is added on first use: no round trip). Clear it before
-    a transaction; anything in it after the COMMIT makes the outcome unknown."""
+    """The WARNINGs this connection received since the list was last cleared (a notice
+    handler is added on first use: no round trip). Clear it before a transaction; anything
+    in it after the COMMIT makes the outcome unknown (a cancelled synchronous-replication
+    wait is one, in whatever language the server speaks)."""
     found = _warnings.get(conn)
     if found is None:
         found = _warnings[conn] = []
 
         def collect(diag: Diagnostic) -> None:
-            if is_sync_rep_warning(diag):
-                log.error("commit warning from the database: %s", diag.message_primary)
-                found.append(diag.message_primary or "synchronous replication wait cancelled")
+            if is_commit_warning(diag):
+                log.error(
+                    "warning from the database during a transaction (SQLSTATE %s): %s",
+                    diag.sqlstate,
+                    diag.message_primary,
+                )
+                found.append(diag.message_primary or f"WARNING {diag.sqlstate}")
 
         conn.add_notice_handler(collect)
     return found
@@ -97,7 +106,7 @@ def unknown(reason: str, seconds: float | None = None) -> CommitOutcomeUnknown:
     if reason == TIMEOUT:
         text = f"the database did not answer the commit within {seconds:g} s"
     elif reason == SYNC_REP_CANCELLED:
-        text = "the commit's wait for a synchronous standby was cancelled"
+        text = "the database warned during the commit (a cancelled synchronous-standby wait?)"
     else:
         text = "the connection was lost during the commit"
     log.error("commit outcome unknown (%s): %s", reason, text)
@@ -189,7 +198,7 @@ async def bounded_commit(
 ) -> AsyncIterator[Callable[[], None]]:
     """Around a transaction on the event loop; call what it yields as the COMMIT is sent.
     Past `seconds` from then the socket is shut (never a cancel) and CommitOutcomeUnknown
-    raised; a synchronous-replication warning meanwhile raises it too, and so does the
+    raised; any WARNING meanwhile (commit_warnings) raises it too, and so does the
     connection ending after the COMMIT was sent. `seconds` <= 0: no bound."""
     warnings = commit_warnings(conn)
     warnings.clear()

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.config import Settings
@@ -61,6 +61,40 @@ def connection_kwargs(
     if options:
         kwargs["options"] = options
     return kwargs
+
+
+def bounded_conninfo(
+    settings: Settings, database_url: str, *, application_name: str, statement_timeout: float
+) -> tuple[str, float]:
+    """The URL with connection_kwargs' bounds written in (a bound the URL already gives
+    wins), for code that is handed a URL and opens its own connection; and how long such a
+    connection's work of three statements can last at most (connect_timeout per host)."""
+    kwargs = connection_kwargs(
+        settings,
+        database_url,
+        application_name=application_name,
+        statement_timeout=statement_timeout,
+    )
+    kwargs.pop("prepare_threshold", None)  # psycopg's, not libpq's
+    url = make_conninfo(database_url, **kwargs)
+    params = conninfo_to_dict(url)
+    hosts = max(1, len(str(params.get("host") or "").split(",")))
+    connect = float(params.get("connect_timeout") or settings.db_connect_timeout)
+    return url, hosts * connect + 3 * statement_timeout + 1.0
+
+
+LEDGER_APPLICATION_NAME = "jackpot-ledger"
+
+
+def ledger_conninfo(settings: Settings, database_url: str) -> str:
+    """The URL the ledger's synchronous connections use (checkpoint signing, the failover
+    watch's checkpoint comparison): DB_CONNECT_TIMEOUT per host like every connection of
+    ours, but no statement timeout (a first checkpoint of a large ledger hashes every row
+    in one statement)."""
+    kwargs = connection_kwargs(settings, database_url, application_name=LEDGER_APPLICATION_NAME)
+    kwargs.pop("options", None)
+    kwargs.pop("prepare_threshold", None)
+    return make_conninfo(database_url, **kwargs)
 
 
 def server_options(

@@ -4,7 +4,11 @@
 The server's sampler writes (async, through the service's pool); /metrics reads windows
 (async); the CLI's trend report reads per-day figures (sync, an operator connection).
 Every write and read sets a statement timeout for its own transaction, so a slow database
-costs a bounded wait and never a stuck sampler or health endpoint.
+costs a bounded wait and never a stuck sampler or health endpoint. Every write's COMMIT is
+bounded like the service's (adapters.commit_bound: past `commit_timeout` the connection is
+closed, never cancelled, and CommitOutcomeUnknown raised), so a write never hangs while
+commits are frozen (a synchronous standby gone) and a cancelled standby wait is never taken
+for a success.
 
 Percentiles across minutes, methods and processes: every rollup row stores the sparse
 latency histogram of its calls (bucket index of
@@ -35,6 +39,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from jackpot_grpc.adapters import advisory_locks
+from jackpot_grpc.adapters.commit_bound import bounded_commit
 from jackpot_grpc.observability.history_records import (
     Batch,
     Compaction,
@@ -238,12 +243,12 @@ async def _set_statement_timeout(conn: AsyncConn, seconds: float) -> None:
 
 
 async def write_batches(
-    conn: AsyncConn, batches: Sequence[Batch], *, statement_timeout: float
+    conn: AsyncConn, batches: Sequence[Batch], *, statement_timeout: float, commit_timeout: float
 ) -> list[Batch]:
     """Insert the batches not stored yet, in one transaction; returns those inserted."""
     if not batches:
         return []
-    async with conn.transaction():
+    async with bounded_commit(conn, commit_timeout) as committing, conn.transaction():
         await _set_statement_timeout(conn, statement_timeout)
         by_process: dict[tuple[str, int], list[datetime]] = {}
         for batch in batches:
@@ -263,6 +268,7 @@ async def write_batches(
             rollups = [_rollup_params(b.sample, r) for b in fresh for r in b.rollups]
             if rollups:
                 await cursor.executemany(INSERT_ROLLUP, rollups)
+        committing()
     return fresh
 
 
@@ -322,25 +328,32 @@ async def read_window(conn: AsyncConn, since: datetime, *, statement_timeout: fl
 
 
 async def prune_batch(
-    conn: AsyncConn, table: str, before: datetime, limit: int, *, statement_timeout: float
+    conn: AsyncConn,
+    table: str,
+    before: datetime,
+    limit: int,
+    *,
+    statement_timeout: float,
+    commit_timeout: float,
 ) -> int | None:
     """Delete up to `limit` rows of `table` older than `before`, in one short transaction;
     None when another process holds the pruning lock (it is pruning now)."""
-    async with conn.transaction():
+    async with bounded_commit(conn, commit_timeout) as committing, conn.transaction():
         await _set_statement_timeout(conn, statement_timeout)
         if not await _try_xact_lock(conn, PRUNE_LOCK_KEY):
             return None
         cursor = await conn.execute(PRUNE[table], (before, limit))
+        committing()
         return max(cursor.rowcount, 0)
 
 
 async def compact_oldest_hour(
-    conn: AsyncConn, before: datetime, *, statement_timeout: float
+    conn: AsyncConn, before: datetime, *, statement_timeout: float, commit_timeout: float
 ) -> Compaction | None:
     """Compact the oldest hour that has uncompacted rows starting before `before` (an hour
     boundary), in one transaction; None when there is none or another process holds the
     compaction lock."""
-    async with conn.transaction():
+    async with bounded_commit(conn, commit_timeout) as committing, conn.transaction():
         await _set_statement_timeout(conn, statement_timeout)
         if not await _try_xact_lock(conn, COMPACT_LOCK_KEY):
             return None
@@ -356,6 +369,7 @@ async def compact_oldest_hour(
             COMPACT_HOUR, {"start": hour, "end": end, "seconds": COMPACT_SECONDS}
         )
         counts = await cursor.fetchone()
+        committing()
     merged, added = (0, 0) if counts is None else (int(counts[0]), int(counts[1]))
     return Compaction(hour, merged, added)
 

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from jackpot_grpc.adapters import advisory_locks
 from jackpot_grpc.adapters.commit_bound import SYNC_REP_CANCELLED, commit_warnings, unknown
+from jackpot_grpc.adapters.repository import IDENTITY, ClusterIdentity
 from jackpot_grpc.ledger import merkle
 from jackpot_grpc.ledger.leaf import EXTENSION_FROM, SCHEMAS, VERSION, Field, FieldKind
 from jackpot_grpc.ledger.rows import EVENT_OF_TABLE, leaf_of
@@ -29,6 +31,21 @@ CHECKPOINT_LOCK_KEY: Final = advisory_locks.LEDGER_CHECKPOINT
 # Ledger tables in the order rows of one instant are put, when no sequence orders them.
 TABLES: Final = ("seed_fundings", "contributions", "wins", "config_audit", "pool_lifecycle")
 _TIME = {"config_audit": "changed_at", "pool_lifecycle": "changed_at"}
+
+
+# libpq waits for an answer to a connection attempt for ever unless told otherwise: a host
+# that drops packets would hold the signer's (or an audit's) thread. The server gives its
+# own URL (DB_CONNECT_TIMEOUT, per host: database.ledger_conninfo); this applies where the
+# URL has none (the operator commands).
+CONNECT_TIMEOUT: Final = 5
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    """An autocommit connection for the ledger's work (no statement timeout: a first
+    checkpoint of a large ledger hashes every row in one statement)."""
+    if "connect_timeout" in conninfo_to_dict(url):
+        return psycopg.connect(url, autocommit=True)
+    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -316,11 +333,40 @@ def leaf_hashes(conn: psycopg.Connection[Any], start: int = 0) -> list[bytes]:
 @dataclass(frozen=True)
 class LedgerSnapshot:
     """What a checkpoint signs: the tree's leaf hashes (as recorded) from the index asked
-    for on, and the pools."""
+    for on, and the pools; and what a signer holding a tree in memory checks before it
+    extends it: which database history this is (identity) and the recorded hash of the
+    leaf just below the index asked for (None: there is none)."""
 
     leaf_hashes: list[bytes]
     pools: dict[str, int]
     assigned: int
+    identity: ClusterIdentity
+    previous: bytes | None
+
+
+def cluster_identity(conn: psycopg.Connection[Any]) -> ClusterIdentity:
+    """repository.cluster_identity, on a synchronous connection."""
+    row = conn.execute(IDENTITY).fetchone()
+    assert row is not None
+    system_identifier, checkpoint_timeline, wal_file = row
+    timeline = int(wal_file[:8], 16) if wal_file else int(checkpoint_timeline)
+    return ClusterIdentity(int(system_identifier), timeline)
+
+
+def _leaf_hash_at(conn: psycopg.Connection[Any], index: int) -> bytes | None:
+    if index < 0:
+        return None
+    row = conn.execute(
+        "SELECT leaf_hash FROM ledger_leaves WHERE leaf_index = %s", (index,)
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+# The signer's own row in the readiness probe's heartbeat table (migration 0011): written
+# in every signing transaction, so that transaction is a write whose COMMIT waits for a
+# synchronous standby even when no row became a leaf.
+SIGNER_HEARTBEAT = """INSERT INTO write_heartbeat (process) VALUES ('ledger-checkpoint-signer')
+ON CONFLICT (process) DO UPDATE SET beat_at = now()"""
 
 
 @contextmanager
@@ -348,8 +394,13 @@ def checkpoint_snapshot(
     pool amounts of one snapshot (None: another process is signing). The leaves commit
     when the block ends without error (so a checkpoint is written after its leaves exist);
     a commit answered with a synchronous-replication warning (its wait for the standby was
-    cancelled) raises CommitOutcomeUnknown: no checkpoint covers leaves a failover may lose."""
-    with psycopg.connect(url, autocommit=True) as conn, _session_lock(conn, wait) as got:
+    cancelled) raises CommitOutcomeUnknown: no checkpoint covers leaves a failover may lose.
+
+    The transaction always writes (SIGNER_HEARTBEAT), even when no row is new: leaves an
+    earlier turn committed whose standby wait was cancelled are committed locally, and
+    only a later COMMIT that waits for the standby and returns without that warning shows
+    they were replicated (a read-only transaction waits for nothing)."""
+    with connect(url) as conn, _session_lock(conn, wait) as got:
         if not got:
             yield None
             return
@@ -357,8 +408,15 @@ def checkpoint_snapshot(
         warnings.clear()
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
+            conn.execute(SIGNER_HEARTBEAT)
             assigned = assign_leaves(conn)
-            yield LedgerSnapshot(leaf_hashes(conn, since), pool_amounts(conn), assigned)
+            yield LedgerSnapshot(
+                leaf_hashes(conn, since),
+                pool_amounts(conn),
+                assigned,
+                cluster_identity(conn),
+                _leaf_hash_at(conn, since - 1),
+            )
         if warnings:
             raise unknown(SYNC_REP_CANCELLED)
 
@@ -374,7 +432,7 @@ class AuditSnapshot:
 def audit_snapshot(url: str, since: int = 0) -> AuditSnapshot:
     """The leaves from index `since` on, their rows and every row that is no leaf, and the
     pools, in one read-only snapshot."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():
@@ -389,7 +447,7 @@ def audit_snapshot(url: str, since: int = 0) -> AuditSnapshot:
 
 def recorded_hashes(url: str) -> list[bytes]:
     """Every leaf's recorded hash, in index order."""
-    with psycopg.connect(url) as conn:
+    with connect(url) as conn:
         return leaf_hashes(conn)
 
 
@@ -472,7 +530,7 @@ def compare_with_checkpoint(
     """The leaves a checkpoint of `size` leaves and `root` covers, as this database has
     them: after an asynchronous failover, the acknowledged rows the new primary never
     received are the checkpoint's indices it lacks."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():

@@ -18,7 +18,7 @@ from jackpot_grpc.adapters.ops_connection import Conn, one, rows
 from jackpot_grpc.text.messages import first_line
 
 # The service's tables (migrations/versions): what reports and restores look at.
-TABLES = ("jackpots", "contributions", "wins", "seed_fundings", "config_audit")
+TABLES = ("jackpots", "contributions", "wins", "seed_fundings", "config_audit", "pool_lifecycle")
 JACKPOT_APPLICATIONS = "%jackpot%"
 MEMORY_SETTINGS = ("shared_buffers", "work_mem", "maintenance_work_mem", "effective_cache_size")
 # pg_stat_statements rows about the service: statements touching one of its tables.

@@ -22,6 +22,7 @@ from jackpot_grpc.domain.model import GROUP_CHOICES, Group
 DEFAULT_PAGE_SIZE = 25  # the last 25 hits: what a controller must be able to show
 MAX_PAGE_SIZE = 1000  # larger asks are cut to this (AIP-158)
 _TOKEN_VERSION = 1
+_MAX_ID = 2**63 - 1  # wins.id is a bigint
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,11 @@ def _cursor(token: str, digest: str) -> tuple[datetime, int]:
         at, row_id, query = datetime.fromisoformat(doc["t"]), doc["i"], doc["q"]
         if not isinstance(row_id, int) or isinstance(row_id, bool) or at.tzinfo is None:
             raise ValueError("bad cursor")
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        if not 0 <= row_id <= _MAX_ID:
+            raise ValueError("cursor id out of range")
+    # RecursionError: a token of deeply nested JSON ("[[[[..."); ValueError covers
+    # UnicodeDecodeError and json's errors.
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
         raise InvalidArgument.of(
             "page_token", "is not a page token this service gave (send it back unchanged)"
         ) from None

@@ -30,6 +30,7 @@ from jackpot_grpc.ledger.checkpoint import (
 )
 from jackpot_grpc.service.ledger_books import (
     CheckpointSigner,
+    HistoryChanged,
     LedgerBooksError,
     LedgerProofs,
     Signed,
@@ -120,6 +121,13 @@ class Checkpointer:
             assert self._worker is not None
             loop = asyncio.get_running_loop()
             signed = await loop.run_in_executor(self._worker, _sign_in_worker, self._url)
+        except HistoryChanged as exc:  # before the failover watch may have seen it
+            # Not halted: the next turn signs only over a database that still holds the
+            # log's last checkpoint (a switchover that lost nothing); the failover watch
+            # halts signing when checkpointed leaves are missing.
+            self.failures += 1
+            log.error("ledger checkpoint not signed: %s", exc)
+            return
         except (LedgerBooksError, OSError) as exc:
             self.failures += 1
             log.error("ledger checkpoint not signed: %s", exc)

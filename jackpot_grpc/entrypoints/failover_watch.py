@@ -15,6 +15,11 @@ start, without the root check), the checkpoint's leaves are compared with the da
 index (log, /health, `jackpot_checkpoint_leaves_missing`), and the checkpointer stops
 signing: a checkpoint over the new primary's leaves would bless a history that dropped
 rows an earlier checkpoint covers.
+
+The comparison runs in a thread on a connection of its own, opened with the same bounds as
+every other connection of the server (adapters.database.connection_kwargs: the per-host
+DB_CONNECT_TIMEOUT, and the side pool's statement timeout, since it may read every leaf),
+so it always ends; `stop` waits for it to end rather than leave the thread behind.
 """
 
 from __future__ import annotations
@@ -28,13 +33,17 @@ from typing import Any
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from jackpot_grpc.adapters import ledger_store
+from jackpot_grpc.adapters.database import bounded_conninfo
 from jackpot_grpc.adapters.repository import ClusterIdentity
+from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.health_report import error_text, iso_time
 from jackpot_grpc.ledger.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
 RANGES_SHOWN = 20  # missing index ranges named in /health and the log (all are counted)
+APPLICATION_NAME = "jackpot-failover-watch"
+STOP_WAIT = 15.0  # the longest `stop` waits for a comparison in flight (s)
 
 
 def _ranges_text(ranges: list[tuple[int, int]]) -> str:
@@ -49,8 +58,17 @@ class FailoverWatch:
         database_url: str,
         checkpoint: Callable[[], Checkpoint | None] | None = None,
         on_loss: Callable[[str], None] | None = None,
+        *,
+        settings: Settings,
     ) -> None:
-        self._url = database_url
+        # Its own connection, with every bound the server's connections have; the root
+        # check may read every leaf: the side pool's statement timeout.
+        self._url, self._bound = bounded_conninfo(
+            settings,
+            database_url,
+            application_name=APPLICATION_NAME,
+            statement_timeout=settings.side_statement_timeout,
+        )
         self._checkpoint = checkpoint  # the newest signed checkpoint, when the server signs
         self._on_loss = on_loss  # told when checkpointed leaves are missing (the signer halts)
         self.first: ClusterIdentity | None = None
@@ -189,9 +207,16 @@ class FailoverWatch:
         )
 
     async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=1.0)
+        """Wait for a comparison in flight to end (its thread cannot be interrupted; its
+        connection's bounds end it, normally within the connect timeout), at most
+        STOP_WAIT; past that the task is cancelled and the thread ends by its own bound."""
+        task = self._task
+        if task is None or task.done():
+            return
+        await asyncio.wait({task}, timeout=min(self._bound, STOP_WAIT))
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
 
 
 def _identity_report(identity: ClusterIdentity) -> dict[str, Any]:

@@ -65,6 +65,7 @@ class DatabaseHealthProbe:
         self.last_write_ok: float | None = None  # monotonic time of the last write committed
         self.stuck_batch_seconds: float | None = None  # the in-flight batch past its limit
         self._flip: asyncio.Task[None] | None = None
+        self._publishing = asyncio.Lock()
         self._reads_ok = False  # the last probe's read answered (only a write failed)
         self._timeout = timeout
         self._failures_to_flip = max(1, failures_to_flip)
@@ -78,18 +79,30 @@ class DatabaseHealthProbe:
 
     def write_succeeded(self) -> None:
         """A write of this process committed (on the event loop): the database takes
-        writes now, whatever the last probe found."""
+        writes now, whatever the last probe found. Judged on the loop's next turn: a
+        contribution batch's own commit is reported from inside that batch (with
+        JACKPOT_BATCH_EXECUTOR=loop), which counts as in flight until control is back in
+        the batcher, with no await in between."""
         self.last_write_ok = time.monotonic()
+        if self.healthy is False:
+            asyncio.get_running_loop().call_soon(self._recovered_by_write)
+
+    def _recovered_by_write(self) -> None:
         if self.healthy is False and self._stuck() is None:
             self.consecutive_failures = 0
             self.last_error = None
             self.healthy = True
             log.info("a write committed: SERVING")
-            self._flip = asyncio.get_running_loop().create_task(self._set_readiness(SERVING))
+            self._flip = asyncio.get_running_loop().create_task(self._publish())
 
-    async def _set_readiness(self, status: int) -> None:
-        for service in READINESS:
-            await self._health.set(service, status)
+    async def _publish(self) -> None:
+        """Readiness as `healthy` says now. One publication at a time, each reading the
+        state when it runs: whatever changed during an earlier one is published after it,
+        so the last word is always the current state."""
+        async with self._publishing:
+            status = SERVING if self.healthy else NOT_SERVING
+            for service in READINESS:
+                await self._health.set(service, status)
 
     def _stuck(self) -> float | None:
         """The age of the batch in flight, when past its limit."""
@@ -143,16 +156,19 @@ class DatabaseHealthProbe:
                 self.last_error,
             )
             return bool(self.healthy)
-        if ok != self.healthy:
-            log.log(
-                logging.INFO if ok else logging.ERROR,
-                "database %s (%s)",
-                "reachable: SERVING" if ok else "unreachable: NOT_SERVING",
-                self.last_error or "ok",
-            )
-            await self._set_readiness(SERVING if ok else NOT_SERVING)
+        if ok == self.healthy:
+            return ok
+        log.log(
+            logging.INFO if ok else logging.ERROR,
+            "database %s (%s)",
+            "reachable: SERVING" if ok else "unreachable: NOT_SERVING",
+            self.last_error or "ok",
+        )
+        # The state first, then the publication: a write that commits while it is being
+        # published sees the flip (write_succeeded) and is published after it.
         self.healthy = ok
-        return ok
+        await self._publish()
+        return bool(self.healthy)  # a write may have turned it back meanwhile
 
     def next_delay(self) -> float:
         """The interval while SERVING (a failure must flip readiness promptly); while

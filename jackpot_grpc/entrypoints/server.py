@@ -16,7 +16,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters.batch_connection import BatchConnection
 from jackpot_grpc.adapters.change_listener import ChangeListener
-from jackpot_grpc.adapters.database import Pool, create_pool, create_side_pool
+from jackpot_grpc.adapters.database import Pool, create_pool, create_side_pool, ledger_conninfo
 from jackpot_grpc.adapters.probe_connection import ProbeConnection
 from jackpot_grpc.config import Settings
 from jackpot_grpc.contract.names import JACKPOT_SERVICE
@@ -246,9 +246,10 @@ def build_server(
     # cannot LISTEN, so behind one the hub reads every JACKPOT_SNAPSHOT_TTL instead.
     listener = None if settings.pgbouncer else ChangeListener(settings, database_url, hub.notified)
     side_pool = create_side_pool(settings, database_url)
+    ledger_url = ledger_conninfo(settings, database_url)  # connect_timeout: never hangs
     checkpointer = (
         Checkpointer(
-            database_url,
+            ledger_url,
             settings.ledger_key_file,
             settings.checkpoint_log,
             settings.checkpoint_interval,
@@ -257,9 +258,10 @@ def build_server(
         else None
     )
     failover = FailoverWatch(
-        database_url,
+        ledger_url,
         checkpoint=checkpointer.newest if checkpointer is not None else None,
         on_loss=checkpointer.halt if checkpointer is not None else None,
+        settings=settings,
     )
     probe_connection.on_connect = failover.connected
     server = _grpc_server(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -257,8 +257,8 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         query = paging.wins_query(
             convert.group_from_proto(request.group),
             request.group != pb.JACKPOT_GROUP_UNSPECIFIED,
-            request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None,
-            request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
+            _instant(request, "start_time"),
+            _instant(request, "end_time"),
             request.page_size,
             request.page_token,
         )
@@ -359,3 +359,19 @@ def _proof_row(request: pb.GetLedgerProofRequest) -> tuple[str, int] | None:
     if request.win_id:
         return ("wins", request.win_id)
     return None
+
+
+def _instant(
+    request: pb.ListWinsRequest, field: Literal["start_time", "end_time"]
+) -> datetime | None:
+    """A Timestamp field as a datetime (None: not given); one outside Timestamp's range
+    (0001-01-01 to 9999-12-31, nanos below a second) is INVALID_ARGUMENT naming it."""
+    if not request.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(request, field)
+    try:
+        return stamp.ToDatetime(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.of(
+            field, "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
+        ) from None

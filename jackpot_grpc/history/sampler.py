@@ -81,7 +81,9 @@ class SamplerConfig:
     interval: float = DEFAULT_INTERVAL  # seconds between ticks
     retention_days: float = DEFAULT_RETENTION_DAYS
     buffer_max_rows: int = 4096  # ~10 h of a 6-method service at one tick a minute
-    write_timeout: float = 2.0  # one write transaction, connection wait included
+    # One write transaction's bound: the connection wait, each statement, and the COMMIT's
+    # answer (adapters.commit_bound); the whole transaction's backstop is twice that.
+    write_timeout: float = 2.0
     read_timeout: float = 3.0  # one /metrics window read
     write_chunk_rows: int = 512  # rows per write transaction when catching up
     compact_every: float = 900.0
@@ -265,9 +267,11 @@ class MetricsSampler:
             chunk = self._chunk()
             self._idle.clear()
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(2 * timeout):
                     async with self.pool.connection(timeout=timeout) as conn:
-                        written = await store.write_batches(conn, chunk, statement_timeout=timeout)
+                        written = await store.write_batches(
+                            conn, chunk, statement_timeout=timeout, commit_timeout=timeout
+                        )
             except Exception as exc:
                 self.write_errors += 1
                 self.last_error = _error(exc)
@@ -314,9 +318,11 @@ class MetricsSampler:
         timeout = self.config.write_timeout
         hours = merged = added = 0
         while time.monotonic() < deadline and not self._stopping.is_set():
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(2 * timeout):
                 async with self.pool.connection(timeout=timeout) as conn:
-                    done = await store.compact_oldest_hour(conn, before, statement_timeout=timeout)
+                    done = await store.compact_oldest_hour(
+                        conn, before, statement_timeout=timeout, commit_timeout=timeout
+                    )
             if done is None:
                 return CompactResult(hours, merged, added, complete=True)
             hours += 1
@@ -336,10 +342,15 @@ class MetricsSampler:
             while True:
                 if time.monotonic() >= deadline or self._stopping.is_set():
                     return PruneResult(deleted, complete=False)
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(2 * timeout):
                     async with self.pool.connection(timeout=timeout) as conn:
                         n = await store.prune_batch(
-                            conn, table, cutoff, self.config.prune_batch, statement_timeout=timeout
+                            conn,
+                            table,
+                            cutoff,
+                            self.config.prune_batch,
+                            statement_timeout=timeout,
+                            commit_timeout=timeout,
                         )
                 if n is None:  # another replica is pruning: its turn
                     return PruneResult(deleted, complete=True)

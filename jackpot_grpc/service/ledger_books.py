@@ -18,7 +18,7 @@ from typing import Any
 
 from jackpot_grpc.adapters import ledger_store
 from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.adapters.repository import Conn
+from jackpot_grpc.adapters.repository import ClusterIdentity, Conn
 from jackpot_grpc.domain.errors import LeafNotInCheckpoint
 from jackpot_grpc.domain.model import AuditBase, Group
 from jackpot_grpc.ledger import merkle
@@ -31,6 +31,11 @@ from jackpot_grpc.ledger.verify import CheckpointAudit, LeafRecord, audit, read_
 
 class LedgerBooksError(Exception):
     """A checkpoint that must not be signed, or a key or log that cannot be used."""
+
+
+class HistoryChanged(LedgerBooksError):
+    """The database is no longer the history whose tree a signer holds in memory (a
+    failover, a restore, another database): it signs no more until restarted."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,9 @@ class CheckpointSigner:
         self._frontier: merkle.Frontier | None = None
         self._signed_size: int | None = None  # the tree size of the last checkpoint known
         self.latest: str | None = None  # the last signed note this process knows
+        # What the frontier was read from: the database's history, and the last leaf's hash.
+        self._identity: ClusterIdentity | None = None
+        self._last_hash: bytes | None = None
 
     def _extend(
         self, base: merkle.Frontier, hashes: list[bytes], last: Checkpoint | None
@@ -102,6 +110,27 @@ class CheckpointSigner:
                 f" {self.log}: run jackpot audit --checkpoints"
             )
 
+    def _same_history(self, snapshot: ledger_store.LedgerSnapshot) -> None:
+        """The tree in memory goes on only over the history it was read from: the same
+        cluster and timeline, and the leaf below the new ones as it was. Else the new
+        leaves would be appended to another history's tree (after a failover the signing
+        worker may reconnect before the failover watch halts it)."""
+        if self._identity is not None and snapshot.identity != self._identity:
+            was, now = self._identity, snapshot.identity
+            raise HistoryChanged(
+                f"the database changed under the signer: system identifier"
+                f" {was.system_identifier} timeline {was.timeline} -> system identifier"
+                f" {now.system_identifier} timeline {now.timeline}; the signer checks the new"
+                " primary against the log's last checkpoint before it signs again"
+            )
+        if self._frontier is not None and snapshot.previous != self._last_hash:
+            raise HistoryChanged(
+                f"leaf {self._frontier.size - 1} of the ledger is not the one the last"
+                f" checkpoint this signer made covers (of size {self._frontier.size}); the"
+                " signer checks the database against the log's last checkpoint before it"
+                " signs again"
+            )
+
     def sign(self, url: str, *, wait: bool = True, only_if_new: bool = False) -> Signed | None:
         """Give new rows leaves, sign a checkpoint of the whole tree, append it to the log.
         None: another process holds the signer's lock (wait=False), or nothing is new."""
@@ -112,9 +141,20 @@ class CheckpointSigner:
         with ledger_store.checkpoint_snapshot(url, wait=wait, since=base.size) as snapshot:
             if snapshot is None:
                 return None
+            try:
+                self._same_history(snapshot)
+            except HistoryChanged:
+                # Forget the tree read from the old history: the next turn rebuilds it from
+                # the database and signs only if it still has the log's last checkpoint
+                # (a clean switchover goes on; a fork or a loss is refused every turn).
+                self._frontier = self._identity = self._last_hash = None
+                raise
             frontier = self._extend(base, snapshot.leaf_hashes, last)
+            last_hash = snapshot.leaf_hashes[-1] if snapshot.leaf_hashes else self._last_hash
             if only_if_new and frontier.size == self._signed_size:
-                self._frontier = frontier  # nothing was given a leaf: this is committed
+                # Nothing was given a leaf: this is committed (and replicated).
+                self._frontier, self._identity = frontier, snapshot.identity
+                self._last_hash = last_hash
                 return None
             checkpoint = Checkpoint(
                 self.signer.name, frontier.size, frontier.root(), tuple(snapshot.pools.items())
@@ -122,6 +162,7 @@ class CheckpointSigner:
             assigned = snapshot.assigned
         # The leaves committed; the frontier is theirs now.
         self._frontier, self._signed_size = frontier, frontier.size
+        self._identity, self._last_hash = snapshot.identity, last_hash
         note = checkpoint.sign(self.signer)
         append_to_log(self.log, note)
         self.latest = note

@@ -6,6 +6,7 @@ events become leaves of the tamper-evident log that verify against a signed chec
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -159,6 +160,39 @@ async def test_list_wins_refuses_bad_paging_naming_the_field(stub: Stub) -> None
     assert [w.win_id for w in page.wins] + [w.win_id for w in rest.wins] == [
         w.win_id for w in huge.wins
     ]
+
+
+async def test_list_wins_refuses_hostile_tokens_and_times_naming_the_field(stub: Stub) -> None:
+    # Deeply nested JSON in a token: before, the parser's RecursionError was INTERNAL.
+    nested = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=")
+    deep = await failure(stub.ListWins(pb.ListWinsRequest(page_token=nested)))
+    assert deep.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(deep) == ["page_token"]
+    # A cursor id past bigint would only fail in the database.
+    doc = b'{"v":1,"q":"x","t":"2026-01-01T00:00:00+00:00","i":99999999999999999999}'
+    big = base64.urlsafe_b64encode(doc).decode().rstrip("=")
+    assert violated_fields(await failure(stub.ListWins(pb.ListWinsRequest(page_token=big)))) == [
+        "page_token"
+    ]
+    # Timestamps outside Timestamp's range (0001-01-01 .. 9999-12-31): before, ToDatetime's
+    # ValueError was INTERNAL.
+    for field, value in (
+        ("start_time", timestamp_pb2.Timestamp(seconds=10**12)),
+        ("end_time", timestamp_pb2.Timestamp(seconds=-(10**12))),
+        ("start_time", timestamp_pb2.Timestamp(seconds=0, nanos=2_000_000_000)),
+    ):
+        refused = await failure(stub.ListWins(pb.ListWinsRequest(**{field: value})))
+        assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT, refused
+        assert violated_fields(refused) == [field]
+
+
+async def test_list_wins_page_size_0_is_the_default_25(stub: Stub) -> None:
+    for _ in range(26):
+        await win(stub, MINOR, 1)
+    page = await stub.ListWins(pb.ListWinsRequest(group=MINOR, page_size=0))
+    assert len(page.wins) == 25 and page.next_page_token
+    rest = await stub.ListWins(pb.ListWinsRequest(group=MINOR, page_token=page.next_page_token))
+    assert len(rest.wins) == 1 and rest.next_page_token == ""
 
 
 async def test_list_wins_over_rest(stub: Stub, http: aiohttp.ClientSession, rest_url: str) -> None:

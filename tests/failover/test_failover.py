@@ -27,6 +27,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from typing import Any
 
 import psutil
@@ -71,12 +72,20 @@ def failover_report(service: ServiceProcess) -> dict[str, Any]:
 
 def wait_failover_seen(service: ServiceProcess, changes_before: int) -> dict[str, Any]:
     """The service's failover check once it has seen a new timeline and compared the
-    newest checkpoint with the new leader (bounded)."""
+    newest checkpoint with the new leader after that change (bounded): a comparison from
+    an earlier change (or from the start) does not count."""
     deadline = time.monotonic() + 15
     while True:
         seen = failover_report(service)
         compared = seen["checkpoint_comparison"] or {}
-        if seen["timeline_changes"] > changes_before and compared:
+        change = seen["last_change"] or {}
+        if (
+            seen["timeline_changes"] > changes_before
+            and compared
+            and change
+            and datetime.fromisoformat(compared["checked_at"])
+            > datetime.fromisoformat(change["at"])
+        ):
             return seen
         assert time.monotonic() < deadline, f"failover not seen by the service: {seen}"
         time.sleep(0.2)

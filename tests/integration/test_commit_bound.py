@@ -22,13 +22,16 @@ import psycopg
 import pytest
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
+from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import CommitOutcomeUnknown
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
+from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig
 from jackpot_grpc.ledger.note import Signer
+from jackpot_grpc.observability.metrics import RequestMetrics
 from jackpot_grpc.service.ledger_books import sign_checkpoint
 from testkit.calls import error_reason
 from testkit.figures import report
@@ -278,8 +281,9 @@ async def test_an_idle_server_turns_not_serving_when_writes_cannot_commit(
         await server.stop(grace=1.0)
 
 
+@pytest.mark.parametrize("executor", ["thread", "loop"])
 async def test_a_committed_write_turns_readiness_back_before_the_next_probe(
-    settings: Settings, cluster: CrashablePostgres, frozen_url: str
+    settings: Settings, cluster: CrashablePostgres, frozen_url: str, executor: str
 ) -> None:
     """A batch stuck past JACKPOT_BATCH_AGE_LIMIT turns readiness NOT_SERVING; its commit,
     once the standby requirement is lifted, turns it SERVING at once, although the next
@@ -291,6 +295,7 @@ async def test_a_committed_write_turns_readiness_back_before_the_next_probe(
         health_failure_threshold=1,
         batch_age_limit=0.5,
         commit_timeout=60.0,
+        batch_executor=executor,
     )
     server = await start_server(tuned, frozen_url, port=0)
     try:
@@ -329,9 +334,17 @@ async def test_no_checkpoint_covers_leaves_whose_standby_wait_was_cancelled(
     with pytest.raises(CommitOutcomeUnknown):
         await asyncio.wait_for(signing, 10)
     assert not log.exists()
+    # The leaves are committed locally now: a second turn finds no new row, but they are
+    # still not known to be on the standby; its COMMIT waits for the standby like the
+    # first (cancelled: unknown again), and nothing is signed.
+    signing = asyncio.ensure_future(asyncio.to_thread(sign_checkpoint, frozen_url, signer, log))
+    assert await asyncio.to_thread(_cancel_the_sync_rep_wait, frozen_url) == 1
+    with pytest.raises(CommitOutcomeUnknown):
+        await asyncio.wait_for(signing, 10)
+    assert not log.exists()
     cluster.set_system("synchronous_standby_names", None)
     signed = await asyncio.to_thread(sign_checkpoint, frozen_url, signer, log)
-    assert signed.checkpoint.size > 3 and log.exists()  # the leaves committed: signed now
+    assert signed.checkpoint.size > 3 and log.exists()  # replicated: signed now
 
 
 @pytest.fixture
@@ -376,3 +389,31 @@ async def test_the_server_stops_while_commits_are_frozen(
         cluster.set_system("synchronous_standby_names", None)
         if not stopped:
             await server.stop(grace=1.0)
+
+
+async def test_metrics_history_writes_are_bounded_while_commits_are_frozen(
+    cluster: CrashablePostgres, frozen_url: str
+) -> None:
+    """The side pool's writes (the metrics sampler's) get the commit bound too: while
+    commits wait for a standby that never comes, a flush fails COMMIT_OUTCOME_UNKNOWN
+    within its bound (before: its backstop timeout cancelled the COMMIT, which PostgreSQL
+    answers as done), keeps its rows, and writes them once when commits are back."""
+    config = SamplerConfig(write_timeout=0.5)
+    async with AsyncConnectionPool(frozen_url, min_size=1, max_size=2, open=False) as pool:
+        await pool.open(wait=True, timeout=10)
+        sampler = MetricsSampler(pool, RequestMetrics(), config)
+        sampler.take_sample()
+        cluster.set_system("synchronous_standby_names", "ghost")
+        try:
+            started = time.monotonic()
+            assert not await asyncio.wait_for(sampler.flush(), 10)
+            took = time.monotonic() - started
+            assert "CommitOutcomeUnknown" in (sampler.last_error or ""), sampler.last_error
+            assert took < 0.5 + MARGIN, took
+            assert sampler.buffered_batches == 1  # kept for the next flush
+        finally:
+            cluster.set_system("synchronous_standby_names", None)
+        assert await asyncio.wait_for(sampler.flush(), 10)
+    with psycopg.connect(frozen_url) as conn:
+        row = conn.execute("SELECT count(*) FROM system_metrics").fetchone()
+    assert row == (1,)  # the frozen commit had landed locally: not written twice

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -33,11 +34,19 @@ from jackpot.v1 import jackpot_pb2_grpc
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jackpot_grpc.adapters import ledger_store, migrations
+from jackpot_grpc.adapters.repository import ClusterIdentity
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.failover_watch import FailoverWatch
 from jackpot_grpc.entrypoints.server import start_server
+from jackpot_grpc.ledger.checkpoint import Checkpoint, split_log
 from jackpot_grpc.ledger.note import Signer
-from jackpot_grpc.service.ledger_books import sign_checkpoint
+from jackpot_grpc.service.ledger_books import (
+    CheckpointSigner,
+    HistoryChanged,
+    LedgerBooksError,
+    sign_checkpoint,
+)
 from testkit.database import unique_name
 from testkit.ledger_traffic import real_traffic
 from testkit.postgres_cluster import CrashablePostgres
@@ -312,6 +321,151 @@ async def test_an_asynchronous_standby_promoted_loses_named_leaves(
                 assert not any([(await _contribute(stub, k)).replayed for k in lost])
         finally:
             await running.stop(grace=1.0)
+    finally:
+        if standby is not None:
+            standby.close()
+        primary.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that completes the handshake (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+async def test_the_comparison_connects_within_the_connect_timeout_and_stop_waits_for_it(
+    settings: Settings, silent_port: int
+) -> None:
+    """A database host that never answers: before, compare_with_checkpoint's connection had
+    no connect_timeout, so its thread hung for good and stop() cancelled the task while
+    the thread stayed blocked. Now the comparison fails within DB_CONNECT_TIMEOUT and stop
+    returns after it ended."""
+    bounded = dataclasses.replace(settings, db_connect_timeout=1.0)
+    checkpoint = Checkpoint("failover-watch", 3, b"\0" * 32, ())
+    watch = FailoverWatch(
+        f"postgresql://postgres@127.0.0.1:{silent_port}/jackpot",
+        checkpoint=lambda: checkpoint,
+        settings=bounded,
+    )
+    started = time.monotonic()
+    watch.connected(ClusterIdentity(system_identifier=1, timeline=1))  # starts a comparison
+    await asyncio.sleep(0.1)
+    await watch.stop()
+    took = time.monotonic() - started
+    assert watch.comparison_error is not None  # the thread came back with the failure
+    assert "timeout" in watch.comparison_error.lower(), watch.comparison_error
+    assert 0.9 <= took < 5.0, took
+
+
+def _head(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return ledger_store.head(conn).size
+
+
+async def test_a_signer_never_extends_its_tree_over_another_history_of_one_cluster(
+    admin_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """A signer holding a tree in memory, pointed at a database whose history forked
+    below that tree's size (a copy taken before the last leaves, then written past that
+    size) on the same cluster and timeline: the leaf below the new ones is not the one
+    its tree has, and it refuses, signing nothing over the fork."""
+    signer = CheckpointSigner(Signer.generate("fork-test"), tmp_path / "checkpoints")
+    await real_traffic(database_url)
+    fork = unique_name("jackpot_fork")
+    source = conninfo_to_dict(database_url)["dbname"]
+    create_database(admin_url, fork, template=str(source))  # the fork leaves here
+    try:
+        await real_traffic(database_url)
+        signed = signer.sign(database_url)
+        assert signed is not None
+        fork_url = make_conninfo(database_url, dbname=fork)
+        while _head(fork_url) <= signed.checkpoint.size:
+            await real_traffic(fork_url)  # the fork's own leaves, past the signed size
+        with pytest.raises(HistoryChanged, match=f"leaf {signed.checkpoint.size - 1} "):
+            signer.sign(fork_url)
+        # The next turn rebuilds the tree from the fork: the log's checkpoint is not there.
+        with pytest.raises(LedgerBooksError, match="no longer matches the checkpoint"):
+            signer.sign(fork_url)
+        assert len(list(split_log((tmp_path / "checkpoints").read_text()))) == 1
+    finally:
+        drop_database(admin_url, fork)
+
+
+async def test_a_signer_refuses_a_new_timeline_before_the_failover_watch_reacts(
+    tmp_path: Path,
+) -> None:
+    """The signing worker reconnects on its own: after the primary dies and a standby
+    copied before the last leaves is promoted (timeline 2) and written past the signed
+    size, the same multi-host URL reaches it; the signer sees another timeline and refuses
+    (the identity is checked first: the forked leaf below would refuse it too)."""
+    primary = CrashablePostgres("fork-primary")
+    standby: CrashablePostgres | None = None
+    standby_dir = primary.data_dir.parent / f"fork-standby-{unique_name('x')[-8:]}"
+    log = tmp_path / "checkpoints"
+    try:
+        with psycopg.connect(primary.admin_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE jackpot_fork")
+        migrations.upgrade(make_conninfo(primary.admin_url, dbname="jackpot_fork"))
+        url = make_conninfo(
+            host=f"{primary.data_dir},{standby_dir}",
+            user="postgres",
+            dbname="jackpot_fork",
+            target_session_attrs="read-write",
+        )
+        signer = CheckpointSigner(Signer.generate("fork-test"), log)
+        await real_traffic(url)
+        standby = await asyncio.to_thread(primary.standby_copy, standby_dir)
+        await real_traffic(url)  # never copied
+        signed = signer.sign(url)
+        assert signed is not None
+        await asyncio.to_thread(primary.crash)
+        await asyncio.to_thread(standby.restart)  # promoted: timeline 2
+        while _head(url) <= signed.checkpoint.size:
+            await real_traffic(url)
+        with pytest.raises(HistoryChanged, match=r"timeline 1 -> system identifier \d+ timeline 2"):
+            signer.sign(url)
+        assert len(list(split_log(log.read_text()))) == 1
+    finally:
+        if standby is not None:
+            standby.close()
+        primary.close()
+
+
+async def test_a_signer_goes_on_after_a_promotion_that_lost_nothing(tmp_path: Path) -> None:
+    """A standby copied after the last checkpoint, promoted (timeline 2): the signer sees
+    the new timeline and drops its tree once (HistoryChanged); the next turn rebuilds it
+    from the new primary, finds the log's last checkpoint there, and signs again — no
+    restart. A signer that kept refusing (as before) would never sign the new leaves."""
+    primary = CrashablePostgres("promote-primary")
+    standby: CrashablePostgres | None = None
+    standby_dir = primary.data_dir.parent / f"promote-standby-{unique_name('x')[-8:]}"
+    log = tmp_path / "checkpoints"
+    try:
+        with psycopg.connect(primary.admin_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE jackpot_promote")
+        migrations.upgrade(make_conninfo(primary.admin_url, dbname="jackpot_promote"))
+        url = make_conninfo(
+            host=f"{primary.data_dir},{standby_dir}",
+            user="postgres",
+            dbname="jackpot_promote",
+            target_session_attrs="read-write",
+        )
+        signer = CheckpointSigner(Signer.generate("promote-test"), log)
+        await real_traffic(url)
+        signed = signer.sign(url)
+        assert signed is not None
+        standby = await asyncio.to_thread(primary.standby_copy, standby_dir)  # has it all
+        await asyncio.to_thread(primary.crash)
+        await asyncio.to_thread(standby.restart)  # promoted: timeline 2
+        await real_traffic(url)
+        with pytest.raises(HistoryChanged, match="timeline 2"):
+            signer.sign(url)
+        again = signer.sign(url)
+        assert again is not None and again.checkpoint.size > signed.checkpoint.size
+        assert len(list(split_log(log.read_text()))) == 2
     finally:
         if standby is not None:
             standby.close()

@@ -259,7 +259,7 @@ def _rollup(at: datetime, method: str, latencies_ms: list[float], codes: list[in
 
 async def _write(pool: AsyncConnectionPool[Any], batches: list[Batch]) -> None:
     async with pool.connection() as conn:
-        await store.write_batches(conn, batches, statement_timeout=5.0)
+        await store.write_batches(conn, batches, statement_timeout=5.0, commit_timeout=5.0)
 
 
 async def test_pruning_removes_only_rows_older_than_the_retention(

@@ -387,3 +387,59 @@ def test_upgrade_sql_from_a_revision_holds_only_what_follows() -> None:
 
 def test_schema_tables_are_read_from_the_migrations() -> None:
     assert set(migrations.schema_tables()) == TABLES | {"alembic_version"}
+
+
+# A contribution row as the previous release writes it (deploy/PREVIOUS_RELEASE: it knows
+# nothing of suspension, so every pool gets its configured rate and share).
+OLD_RELEASE_CONTRIBUTION = (
+    "INSERT INTO contributions (idempotency_key, fingerprint, client, game_id, wager_amount,"
+    " minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after,"
+    " minor_rate, minor_cap, major_rate, major_cap, mega_rate, mega_cap)"
+    " VALUES (%s, '\\x00', 'old', 'g', 1000, %s, 3, 1, 0, 0, 0, %s, NULL, 0.003, NULL,"
+    " 0.001, NULL)"
+)
+OLD_RELEASE_WIN = (
+    "INSERT INTO wins (idempotency_key, fingerprint, client, jackpot_group, game_id, user_id,"
+    " requested_amount, amount, pool_before, seed_top_up, pool_after)"
+    " VALUES (%s, '\\x00', 'old', 'minor', 'g', gen_random_uuid(), 1, 1, 1, 0, 0)"
+)
+
+
+def test_0012_guards_refuse_what_an_older_release_would_write(database_url: str) -> None:
+    """After a rollback (or beside a newer process) an older release ignores `suspended` and
+    `pending_config`: the database refuses its share for a suspended pool, its win on a
+    suspended pool, and its win that would skip a pending change. The rows this release
+    writes for the same cases (rate and share 0) go in."""
+    Refused = psycopg.errors.ObjectNotInPrerequisiteState
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(OLD_RELEASE_CONTRIBUTION, ("before", 5, 0.005))  # nothing suspended
+        conn.execute(OLD_RELEASE_WIN, ("win-before",))
+        conn.execute("UPDATE jackpots SET suspended = true WHERE jackpot_group = 'minor'")
+        with pytest.raises(Refused, match="minor pool is suspended"):
+            conn.execute(OLD_RELEASE_CONTRIBUTION, ("share", 5, 0.005))
+        with pytest.raises(Refused, match="minor pool is suspended"):
+            conn.execute(OLD_RELEASE_CONTRIBUTION, ("rate-only", 0, 0.005))
+        with pytest.raises(Refused, match="minor pool is suspended"):
+            conn.execute(OLD_RELEASE_CONTRIBUTION, ("legacy-null-rate", 0, None))
+        conn.execute(OLD_RELEASE_CONTRIBUTION, ("as-this-release", 0, 0))  # no share, rate 0
+        with pytest.raises(Refused, match="minor pool is suspended: it pays no win"):
+            conn.execute(OLD_RELEASE_WIN, ("win-suspended",))
+        conn.execute("UPDATE jackpots SET suspended = false WHERE jackpot_group = 'minor'")
+        conn.execute(OLD_RELEASE_CONTRIBUTION, ("resumed", 5, 0.005))
+        conn.execute(
+            "UPDATE jackpots SET pending_config = '{\"seed_amount\": 2}'"
+            " WHERE jackpot_group = 'minor'"
+        )
+        with pytest.raises(Refused, match="pending config change"):
+            conn.execute(OLD_RELEASE_WIN, ("win-pending",))
+        # This release clears the pending change in the win's transaction, then inserts.
+        with conn.transaction():
+            conn.execute("UPDATE jackpots SET pending_config = NULL WHERE jackpot_group = 'minor'")
+            conn.execute(OLD_RELEASE_WIN, ("win-applied",))
+        keys = conn.execute(
+            "SELECT idempotency_key FROM contributions UNION ALL"
+            " SELECT idempotency_key FROM wins ORDER BY 1"
+        ).fetchall()
+    assert [k for (k,) in keys] == sorted(
+        ["before", "as-this-release", "resumed", "win-before", "win-applied"]
+    )

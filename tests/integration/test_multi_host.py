@@ -4,17 +4,22 @@ node) costs every new connection DB_CONNECT_TIMEOUT before the next host is trie
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from jackpot_grpc.adapters.database import connection_kwargs
+from jackpot_grpc.adapters import ledger_store
+from jackpot_grpc.adapters.database import connection_kwargs, ledger_conninfo
+from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.server import start_server
 
 
 @pytest.fixture
@@ -69,3 +74,54 @@ def test_db_connect_timeout_is_read_from_the_environment() -> None:
     assert Settings.from_env({"DB_CONNECT_TIMEOUT": "5"}).db_connect_timeout == 5.0
     assert Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "0.5"}).commit_timeout == 0.5
     assert Settings.from_env({"JACKPOT_BATCH_AGE_LIMIT": "7"}).batch_age_limit == 7.0
+
+
+def test_the_batch_age_limit_is_never_below_the_commit_timeout() -> None:
+    """A batch may legitimately wait for its COMMIT up to JACKPOT_COMMIT_TIMEOUT: an age
+    limit below it turned readiness NOT_SERVING for slow commits that then succeeded
+    (flapping). The defaults agree, and a contradiction is refused at start."""
+    defaults = Settings.from_env({})
+    assert defaults.batch_age_limit >= defaults.commit_timeout > 0
+    with pytest.raises(SystemExit, match="JACKPOT_BATCH_AGE_LIMIT"):
+        Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "5", "JACKPOT_BATCH_AGE_LIMIT": "3"})
+    # Either bound off (0): nothing to contradict.
+    assert Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "0", "JACKPOT_BATCH_AGE_LIMIT": "1"})
+    assert Settings.from_env({"JACKPOT_BATCH_AGE_LIMIT": "0"}).batch_age_limit == 0
+
+
+async def test_the_ledger_signer_and_audit_move_past_a_silent_host(
+    settings: Settings, database_url: str, silent_port: int, tmp_path: Path
+) -> None:
+    """The checkpoint worker and the failover watch open their own synchronous connections:
+    they carry DB_CONNECT_TIMEOUT like the pools do, so the silent first host costs them
+    that long, not for ever. The operator commands' ledger connections (a URL without a
+    connect_timeout) give up on it after ledger_store.CONNECT_TIMEOUT."""
+    key = tmp_path / "ledger.key"
+    assert main(["ledger", "keygen", "--out", str(key)]) == 0
+    url = _two_hosts(database_url, silent_port)
+    tuned = dataclasses.replace(
+        settings,
+        db_connect_timeout=1.0,
+        pool_min_size=1,
+        ledger_key_file=key,
+        checkpoint_log=tmp_path / "checkpoints",
+        checkpoint_interval=0.2,
+    )
+    ledger = conninfo_to_dict(ledger_conninfo(tuned, url))
+    assert (ledger["connect_timeout"], ledger["application_name"]) == ("1", "jackpot-ledger")
+    assert "options" not in ledger  # no statement timeout: a first signing may be long
+    server = await start_server(tuned, url, port=0)
+    try:
+        checkpointer = server.checkpointer
+        assert checkpointer is not None
+        deadline = time.monotonic() + 15
+        while checkpointer.signed == 0:
+            assert time.monotonic() < deadline, "the checkpoint worker never connected"
+            await asyncio.sleep(0.1)
+    finally:
+        await server.stop(grace=1.0)
+    started = time.monotonic()
+    snapshot = await asyncio.to_thread(ledger_store.audit_snapshot, url)
+    took = time.monotonic() - started
+    assert ledger_store.CONNECT_TIMEOUT - 0.5 <= took < ledger_store.CONNECT_TIMEOUT + 3, took
+    assert snapshot.head.size > 0

@@ -110,3 +110,47 @@ async def test_the_probe_backs_off_while_the_database_is_down_and_not_while_serv
     # Serving (and the first failure, still tolerated): the interval. Down: doubled per
     # failure up to MAX_BACKOFF. Back: the interval again.
     assert delays == [0.5, 0.5, 0.5, 1.0, 2.0, MAX_BACKOFF, MAX_BACKOFF, MAX_BACKOFF, 0.5]
+
+
+class _SlowHealth(health_aio.HealthServicer):
+    """The real servicer, whose `set` waits for a go: lets a write commit exactly while
+    the probe publishes a flip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+        self.go.set()
+
+    async def set(self, service: str, status: int) -> None:  # type: ignore[override]
+        await self.go.wait()
+        await super().set(service, status)
+
+
+async def test_a_write_committed_while_the_probe_flips_readiness_is_not_lost() -> None:
+    health = _SlowHealth()
+    answers = iter([True, False])
+
+    async def ping() -> None:
+        if not next(answers):
+            raise TimeoutError
+
+    probe = DatabaseHealthProbe(health, ping, interval=60.0, failures_to_flip=1)
+    assert await probe.check()
+    health.go.clear()
+    flipping = asyncio.ensure_future(probe.check())  # fails: publishes NOT_SERVING
+    for _ in range(5):
+        await asyncio.sleep(0)
+    probe.write_succeeded()  # a call's commit lands meanwhile
+    health.go.set()
+    await flipping
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+    async def status(name: str) -> int:
+        request = health_pb2.HealthCheckRequest(service=name)
+        return int((await health.Check(request, None)).status)  # type: ignore[arg-type]
+
+    # Before: `healthy` was set after the await, so the write was ignored (the probe still
+    # looked healthy to it) and readiness stayed NOT_SERVING until the next probe.
+    assert probe.healthy is True
+    assert await status("") == health_pb2.HealthCheckResponse.SERVING

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pb2
@@ -75,6 +76,16 @@ def remove_message(file: descriptor_pb2.FileDescriptorProto) -> None:
     file.message_type.remove(message(file, "GroupAmount"))
 
 
+def make_optional(file: descriptor_pb2.FileDescriptorProto) -> None:
+    """`int64 wager_amount` -> `optional int64 wager_amount` (as protoc writes it: a
+    synthetic oneof of its own)."""
+    owner = message(file, "ContributeRequest")
+    owner.oneof_decl.add(name="_wager_amount")
+    target = field(file, "ContributeRequest", "wager_amount")
+    target.proto3_optional = True
+    target.oneof_index = len(owner.oneof_decl) - 1
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
@@ -90,6 +101,11 @@ def remove_message(file: descriptor_pb2.FileDescriptorProto) -> None:
         (remove_enum_value, "jackpot.v1.JackpotGroup: value JACKPOT_GROUP_MEGA removed"),
         (move_rest_path, "rpc jackpot.v1.JackpotService.GetPools: its HTTP rule"),
         (remove_message, "message jackpot.v1.GroupAmount removed"),
+        (
+            make_optional,
+            "jackpot.v1.ContributeRequest: field 2 (wager_amount) explicit presence"
+            " (proto3 optional) False became True",
+        ),
     ],
 )
 def test_a_breaking_edit_fails_naming_it(edit: Edit, expected: str) -> None:
@@ -135,3 +151,23 @@ def test_todays_proto_keeps_the_previous_releases_contract() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "no breaking change" in done.stdout
+
+
+def test_removing_optional_is_a_break_too() -> None:
+    with_optional, plain = current(), current()
+    make_optional(with_optional.file[0])
+    assert proto_breaking.breaking_changes(with_optional, plain) == [
+        "jackpot.v1.ContributeRequest: field 2 (wager_amount) explicit presence"
+        " (proto3 optional) True became False"
+    ]
+
+
+def test_the_previous_release_file_may_indent_its_comments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = "549d4a773332614d16e3e0086b0d1af38d0ec6df"
+    release = tmp_path / "PREVIOUS_RELEASE"
+    release.write_text(f"  # the release before this one\n\n   {commit}  \n# later\n")
+    monkeypatch.setattr(proto_breaking, "PREVIOUS_RELEASE", release)
+    # Before: the indented comment line was taken for the commit.
+    assert proto_breaking.previous_release() == commit
