@@ -84,11 +84,13 @@ class ServerParts:
 
 class _Deadline:
     """When the stop must be done: set as the stop begins (from its grace); a start that
-    fails unwinds with the configured grace."""
+    fails unwinds with the configured grace. `served`: the server started serving (a start
+    that failed before has no last minute of metrics to write)."""
 
     def __init__(self, grace: float) -> None:
         self.at = time.monotonic() + grace
         self.grace = grace
+        self.served = False
 
     def set(self, grace: float) -> None:
         self.at = time.monotonic() + grace
@@ -362,7 +364,7 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         await parts.pool.open(wait=False)
         stack.push_async_callback(parts.pool.close)
         parts.sampler.start()
-        stack.push_async_callback(parts.sampler.stop)
+        stack.push_async_callback(lambda: parts.sampler.stop(final_flush=deadline.served))
         if parts.checkpointer is not None:
             parts.checkpointer.start()
             stack.push_async_callback(parts.checkpointer.stop)
@@ -385,6 +387,7 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
             settings.health_host, settings.health_port, reuse_port=reuse_port
         )
         await parts.server.start()
+        deadline.served = True
         stack.push_async_callback(
             lambda: parts.server.stop(max(0.1, deadline.at - time.monotonic()))
         )
