@@ -21,9 +21,10 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /build
-COPY pyproject.toml README.md requirements.lock ./
+COPY pyproject.toml setup.py README.md requirements.lock ./
 COPY generated ./generated
 COPY jackpot_grpc ./jackpot_grpc
+COPY migrations ./migrations
 RUN pip wheel --no-deps --wheel-dir /build/dist .
 
 FROM ${PYTHON_IMAGE} AS runtime

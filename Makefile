@@ -27,7 +27,7 @@ UV_COMPILE := $(UV) pip compile --no-config --universal --python-version 3.11 \
 	db-health-check backup-create performance-report config-validate db-pool-status \
 	diagnostics audit dashboard prometheus-tools test-load security-audit
 
-$(STAMP): pyproject.toml requirements-dev.lock
+$(STAMP): pyproject.toml setup.py requirements-dev.lock
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --require-hashes -r requirements-dev.lock
@@ -90,8 +90,8 @@ test: $(STAMP)
 ## previous release's (scripts/proto_breaking.py: no field, rpc or enum value removed,
 ## renumbered or retyped; needs the previous release's commit in the clone's history)
 lint: $(STAMP)
-	$(BIN)/ruff check jackpot_grpc tests testkit bench scripts
-	$(BIN)/ruff format --check jackpot_grpc tests testkit bench scripts
+	$(BIN)/ruff check jackpot_grpc migrations tests testkit bench scripts setup.py
+	$(BIN)/ruff format --check jackpot_grpc migrations tests testkit bench scripts setup.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python scripts/check_test_assertions.py

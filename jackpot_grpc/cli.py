@@ -35,27 +35,12 @@ def run_service(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from jackpot_grpc.entrypoints.server import start_server
-    from jackpot_grpc.observability.telemetry import setup_telemetry
-    from jackpot_grpc.runtime.signals import wait_for_signal
-    from jackpot_grpc.runtime.startup_gc import freeze_startup_objects
-
-    async def serve(url: str) -> None:
-        telemetry = setup_telemetry()
-        running = await start_server(
-            settings, url, reuse_port=settings.reuse_port, telemetry=telemetry
-        )
-        freeze_startup_objects()
-        try:
-            await wait_for_signal()
-        finally:
-            await running.stop()
-            telemetry.shutdown()
+    from jackpot_grpc.entrypoints.server import serve
 
     migrate = settings.migrate_on_start if args.migrate is None else args.migrate
     with database(settings, migrate=migrate) as url:
         if args.workers <= 1:
-            run_service(settings, serve(url))
+            run_service(settings, serve(settings, url))
             return 0
         # N processes share the ports through SO_REUSEPORT; the kernel spreads connections.
         env = {**os.environ, "DATABASE_URL": url, "JACKPOT_REUSE_PORT": "on"}

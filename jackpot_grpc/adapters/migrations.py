@@ -1,8 +1,9 @@
 """Alembic, driven from code: online upgrades, the pending revisions, their SQL (dry run),
 and the tables the schema at head holds.
 
-The scripts ship inside the package (jackpot_grpc/migrations), and the configuration is
-built here rather than read from an alembic.ini, so a plain wheel install can migrate.
+The scripts live in migrations/ at the top of the repository and install inside the
+package as jackpot_grpc.migrations (setup.py maps them in); the configuration is built
+here rather than read from an alembic.ini, so a plain wheel install can migrate.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Revision:
 
 
 def script_location() -> str:
-    return str(resources.files("jackpot_grpc") / "migrations")
+    return str(resources.files("jackpot_grpc.migrations"))
 
 
 def alembic_config(database_url: str = OFFLINE_URL, output: io.StringIO | None = None) -> Config:

@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from jackpot_grpc.contract.names import JACKPOT_SERVICE
-from jackpot_grpc.entrypoints.periodic import Periodic
+from jackpot_grpc.jobs.periodic import Periodic
 
 log = logging.getLogger(__name__)
 

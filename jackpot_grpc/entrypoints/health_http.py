@@ -45,23 +45,18 @@ from prometheus_client.registry import Collector
 
 from jackpot_grpc.domain.model import LedgerAudit
 from jackpot_grpc.entrypoints.core_calls import CallIntake
-from jackpot_grpc.entrypoints.failover_watch import FailoverWatch
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
-from jackpot_grpc.entrypoints.health_report import (
-    error_text,
-    iso_time,
-    pool_audit,
-    pool_figures,
-    pool_state,
-)
-from jackpot_grpc.entrypoints.on_demand import OnDemand, Outcome
+from jackpot_grpc.entrypoints.health_report import pool_audit, pool_figures, pool_state
 from jackpot_grpc.entrypoints.pacer import Pacer
 from jackpot_grpc.entrypoints.service_collector import ServiceCollector
+from jackpot_grpc.jobs.failover_watch import FailoverWatch
+from jackpot_grpc.jobs.on_demand import OnDemand, Outcome
 from jackpot_grpc.observability.metrics import PERIODS, RequestMetrics, UnknownPeriod
 from jackpot_grpc.observability.refusals import Refusals
 from jackpot_grpc.runtime.version import package_version
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.reports import totals_report
+from jackpot_grpc.text.report_values import error_text, iso_time
 from jackpot_grpc.transport.http_site import HttpLimits, body_guard, close_if_unread, start_site
 
 T = TypeVar("T")
@@ -88,7 +83,7 @@ class MetricsHistory(Protocol):
 
 
 class LedgerAuditor(Protocol):
-    """The background audit (jackpot_grpc.entrypoints.audit_monitor.AuditMonitor)."""
+    """The background audit (jackpot_grpc.jobs.audit_monitor.AuditMonitor)."""
 
     last: LedgerAudit | None
     last_at: float | None

@@ -1,4 +1,5 @@
-"""The health endpoints' JSON: connection pool figures, pool rows and audits, times, errors.
+"""The health endpoints' JSON: connection pool figures, pool rows and audits
+(times and errors read as jackpot_grpc.text.report_values writes them).
 
 Pure shaping of values into dicts; the aiohttp handlers (entrypoints.health_http) and the
 Prometheus collector (entrypoints.service_collector) serve them.
@@ -6,25 +7,13 @@ Prometheus collector (entrypoints.service_collector) serve them.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.domain.model import PoolAudit, PoolState
+from jackpot_grpc.text.report_values import iso_time
 
 POOL_SATURATED_PERCENT = 95.0  # the runbook's warning level for connection use
-
-
-def iso_time(value: datetime | float | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, float):
-        value = datetime.fromtimestamp(value, UTC)
-    return value.isoformat()
-
-
-def error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def pool_figures(pool: Pool) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -21,11 +22,8 @@ from jackpot_grpc.adapters.probe_connection import ProbeConnection
 from jackpot_grpc.config import Settings
 from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
-from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor
-from jackpot_grpc.entrypoints.checkpointer import Checkpointer
 from jackpot_grpc.entrypoints.core_calls import CallIntake, listening_servers
-from jackpot_grpc.entrypoints.failover_watch import FailoverWatch
 from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
@@ -34,6 +32,9 @@ from jackpot_grpc.entrypoints.servicer import JackpotServicer
 from jackpot_grpc.entrypoints.watch_metrics import WatchCollector
 from jackpot_grpc.entrypoints.watch_stream import PoolWatch
 from jackpot_grpc.history.sampler import MetricsSampler, sampler_config
+from jackpot_grpc.jobs.audit_monitor import AuditMonitor
+from jackpot_grpc.jobs.checkpointer import Checkpointer
+from jackpot_grpc.jobs.failover_watch import FailoverWatch
 from jackpot_grpc.observability.metrics import RequestMetrics
 from jackpot_grpc.observability.refusals import Refusals
 from jackpot_grpc.security.open_mode import check_server
@@ -81,42 +82,38 @@ class ServerParts:
     failover: FailoverWatch | None = None  # the database's identity, and what a failover lost
 
 
+class _Deadline:
+    """When the stop must be done: set as the stop begins (from its grace); a start that
+    fails unwinds with the configured grace. `served`: the server started serving (a start
+    that failed before has no last minute of metrics to write)."""
+
+    def __init__(self, grace: float) -> None:
+        self.at = time.monotonic() + grace
+        self.grace = grace
+        self.served = False
+
+    def set(self, grace: float) -> None:
+        self.at = time.monotonic() + grace
+        self.grace = grace
+
+    def left(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+
 @dataclass(kw_only=True)
 class RunningServer(ServerParts):
-    """The parts, started: the ports they got, and how to stop them in order."""
+    """The parts, started: the ports they got, and the stack that stops them in order."""
 
     port: int
     health_port: int
+    stack: contextlib.AsyncExitStack = field(repr=False)
+    deadline: _Deadline = field(repr=False)
 
     async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING, stop accepting, let in-flight calls finish, then close the pool.
-
-        Health HTTP answers 503 "shutting_down" from the start and closes last, so
-        operators can watch the drain.
-        """
-        grace = self.settings.shutdown_grace if grace is None else grace
-        deadline = time.monotonic() + grace
-        self.health_http.shutting_down = True
-        await self.probe.stop()
-        await self.health.enter_graceful_shutdown()
-        # Load balancers need a moment to see NOT_SERVING; meanwhile calls are served.
-        await asyncio.sleep(min(self.settings.drain_delay, grace))
-        await self.watch_hub.close()  # watchers end UNAVAILABLE: they reconnect elsewhere
-        if self.listener is not None:
-            await self.listener.stop()
-        await self.admission.drain(max(0.0, deadline - time.monotonic()))
-        await self.server.stop(max(0.1, deadline - time.monotonic()))
-        await self.contributor.close()
-        await self.auditor.stop()
-        if self.checkpointer is not None:
-            await self.checkpointer.stop()
-        await self.sampler.stop()  # writes the last minute while the pool is open
-        await self.pool.close()
-        await self.side_pool.close()
-        await self.probe_connection.close()
-        if self.failover is not None:
-            await self.failover.stop()
-        await self.health_http.close()
+        """NOT_SERVING, stop accepting, let in-flight calls finish, then close the pool:
+        the start order of start_parts, unwound (see there for the declared order)."""
+        self.deadline.set(self.settings.shutdown_grace if grace is None else grace)
+        await self.stack.aclose()
         log.info("gRPC server stopped")
 
 
@@ -339,19 +336,44 @@ def build_server(
 
 
 async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> RunningServer:
-    """Open the pool, bind and start serving, then start the background tasks. On a
-    failure, whatever was opened is closed again.
+    """Open the pool, start the background work, bind and start serving. Each part is
+    pushed on one AsyncExitStack as it starts; RunningServer.stop() (or a failure on the
+    way up) unwinds the stack, so the parts stop in the reverse of this order:
+
+    health HTTP (closes last: it answers 503 "shutting_down" through the whole drain),
+    failover watch, probe connection, side pool, pool, sampler (writes the last minute
+    while the pool is open), checkpointer, auditor, contributor (the batcher's last
+    flight), gRPC server (stops with what is left of the grace), admission (in-flight calls
+    drain), change listener, watch hub (watchers end UNAVAILABLE: they reconnect
+    elsewhere), NOT_SERVING and the drain delay (balancers see it while calls are still
+    served), probe, and first of all the health HTTP's "shutting_down".
 
     The database need not answer yet: the pool connects in the background, and a server
     started during an outage stays up (liveness SERVING, readiness NOT_SERVING, calls
     UNAVAILABLE) while its probe retries with backoff, SERVING once the database answers.
     A restart during an outage must not become a crash loop."""
     settings = parts.settings
-    await parts.pool.open(wait=False)
-    await parts.side_pool.open()  # min_size 0: connects on first use
-    try:
+    deadline = _Deadline(settings.shutdown_grace)
+    async with contextlib.AsyncExitStack() as stack:
+        # Closing these before they ever started (a failed start) is a no-op.
+        stack.push_async_callback(parts.health_http.close)
+        if parts.failover is not None:
+            stack.push_async_callback(parts.failover.stop)
+        stack.push_async_callback(parts.probe_connection.close)
+        await parts.side_pool.open()  # min_size 0: connects on first use
+        stack.push_async_callback(parts.side_pool.close)
+        await parts.pool.open(wait=False)
+        stack.push_async_callback(parts.pool.close)
+        parts.sampler.start()
+        stack.push_async_callback(lambda: parts.sampler.stop(final_flush=deadline.served))
+        if parts.checkpointer is not None:
+            parts.checkpointer.start()
+            stack.push_async_callback(parts.checkpointer.stop)
+        parts.auditor.start()
+        stack.push_async_callback(parts.auditor.stop)
         if parts.batcher is not None:
             parts.batcher.start()
+        stack.push_async_callback(parts.contributor.close)
         credentials = server_credentials(settings)
         others = listening_servers()
         bound = (
@@ -366,21 +388,21 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
             settings.health_host, settings.health_port, reuse_port=reuse_port
         )
         await parts.server.start()
-    except BaseException:
-        await parts.health_http.close()
-        await parts.contributor.close()
-        await parts.pool.close()
-        await parts.side_pool.close()
-        await parts.probe_connection.close()
-        raise
-    parts.probe.start()
-    parts.watch_hub.start(poll=None if parts.listener else settings.snapshot_ttl)
-    if parts.listener is not None:
-        parts.listener.start()
-    parts.sampler.start()
-    parts.auditor.start()
-    if parts.checkpointer is not None:
-        parts.checkpointer.start()
+        deadline.served = True
+        stack.push_async_callback(
+            lambda: parts.server.stop(max(0.1, deadline.at - time.monotonic()))
+        )
+        stack.push_async_callback(lambda: parts.admission.drain(deadline.left()))
+        if parts.listener is not None:
+            parts.listener.start()
+            stack.push_async_callback(parts.listener.stop)
+        parts.watch_hub.start(poll=None if parts.listener else settings.snapshot_ttl)
+        stack.push_async_callback(parts.watch_hub.close)
+        stack.push_async_callback(_not_serving, parts, deadline)
+        parts.probe.start()
+        stack.push_async_callback(parts.probe.stop)
+        stack.callback(setattr, parts.health_http, "shutting_down", True)
+        started = stack.pop_all()  # running: from here on, stop() unwinds it
     if not parts.probe.healthy:
         log.error(
             "started without the database (%s): NOT_SERVING until it answers; retrying",
@@ -393,8 +415,17 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         "on" if settings.batching else "off",
     )
     log.info("health/metrics HTTP listening on %s:%d", settings.health_host, health_port)
-    started = {f.name: getattr(parts, f.name) for f in fields(ServerParts)}
-    return RunningServer(**started, port=bound, health_port=health_port)
+    built = {f.name: getattr(parts, f.name) for f in fields(ServerParts)}
+    return RunningServer(
+        **built, port=bound, health_port=health_port, stack=started, deadline=deadline
+    )
+
+
+async def _not_serving(parts: ServerParts, deadline: _Deadline) -> None:
+    """gRPC health says NOT_SERVING; load balancers need a moment to see it, and meanwhile
+    calls are served."""
+    await parts.health.enter_graceful_shutdown()
+    await asyncio.sleep(min(parts.settings.drain_delay, deadline.grace))
 
 
 async def start_server(
@@ -416,4 +447,30 @@ async def start_server(
     return await start_parts(parts, reuse_port=reuse_port)
 
 
-__all__ = ["RunningServer", "ServerParts", "build_server", "start_parts", "start_server"]
+async def serve(settings: Settings, database_url: str) -> None:
+    """`jackpot serve`'s process: telemetry, the server started, start-up's objects frozen
+    out of the GC, then serve until SIGTERM or SIGINT and stop in order."""
+    from jackpot_grpc.observability.telemetry import setup_telemetry
+    from jackpot_grpc.runtime.signals import wait_for_signal
+    from jackpot_grpc.runtime.startup_gc import freeze_startup_objects
+
+    telemetry = setup_telemetry()
+    running = await start_server(
+        settings, database_url, reuse_port=settings.reuse_port, telemetry=telemetry
+    )
+    freeze_startup_objects()
+    try:
+        await wait_for_signal()
+    finally:
+        await running.stop()
+        telemetry.shutdown()
+
+
+__all__ = [
+    "RunningServer",
+    "ServerParts",
+    "build_server",
+    "serve",
+    "start_parts",
+    "start_server",
+]

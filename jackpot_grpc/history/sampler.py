@@ -429,7 +429,7 @@ class MetricsSampler:
                 await asyncio.wait_for(asyncio.shield(task), self.config.write_timeout + 1.0)
             except TimeoutError:
                 task.cancel()
-                await asyncio.wait({task}, timeout=1.0)  # bounded: see entrypoints/periodic.py
+                await asyncio.wait({task}, timeout=1.0)  # bounded: see jobs/periodic.py
         if final_flush:
             self.take_sample()
             if not await self.flush():

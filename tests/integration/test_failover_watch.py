@@ -37,8 +37,8 @@ from jackpot_grpc.adapters import ledger_store, migrations
 from jackpot_grpc.adapters.repository import ClusterIdentity
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
-from jackpot_grpc.entrypoints.failover_watch import FailoverWatch
 from jackpot_grpc.entrypoints.server import start_server
+from jackpot_grpc.jobs.failover_watch import FailoverWatch
 from jackpot_grpc.ledger.checkpoint import Checkpoint, split_log
 from jackpot_grpc.ledger.note import Signer
 from jackpot_grpc.service.ledger_books import (

@@ -12,8 +12,8 @@ import psycopg
 from jackpot_grpc.adapters import audit_store
 from jackpot_grpc.adapters import history_store as store
 from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.entrypoints.audit_monitor import AuditMonitor
 from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig
+from jackpot_grpc.jobs.audit_monitor import AuditMonitor
 from jackpot_grpc.observability.metrics import RequestMetrics
 from jackpot_grpc.service.shared_audit import SharedAudit
 

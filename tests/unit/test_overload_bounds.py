@@ -12,8 +12,8 @@ from grpc_health.v1.health import aio as health_aio
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health import LIVENESS, MAX_BACKOFF, DatabaseHealthProbe
-from jackpot_grpc.entrypoints.on_demand import OnDemand
 from jackpot_grpc.entrypoints.pacer import Pacer
+from jackpot_grpc.jobs.on_demand import OnDemand
 
 
 def test_the_pacer_lets_a_burst_through_then_spaces_requests_and_refuses_past_max_wait() -> None:

@@ -36,8 +36,8 @@ from jackpot_grpc.adapters import ledger_store
 from jackpot_grpc.adapters.database import bounded_conninfo
 from jackpot_grpc.adapters.repository import ClusterIdentity
 from jackpot_grpc.config import Settings
-from jackpot_grpc.entrypoints.health_report import error_text, iso_time
 from jackpot_grpc.ledger.checkpoint import Checkpoint
+from jackpot_grpc.text.report_values import error_text, iso_time
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.entrypoints.periodic import Periodic
+from jackpot_grpc.jobs.periodic import Periodic
 from jackpot_grpc.ledger.checkpoint import (
     Checkpoint,
     CheckpointError,

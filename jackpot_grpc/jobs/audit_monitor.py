@@ -22,8 +22,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from jackpot_grpc.adapters.audit_store import RecordedAudit
 from jackpot_grpc.domain.model import LedgerAudit
-from jackpot_grpc.entrypoints.on_demand import OnDemand, Outcome
-from jackpot_grpc.entrypoints.periodic import Periodic
+from jackpot_grpc.jobs.on_demand import OnDemand, Outcome
+from jackpot_grpc.jobs.periodic import Periodic
 from jackpot_grpc.service.shared_audit import AuditTick
 
 log = logging.getLogger(__name__)
