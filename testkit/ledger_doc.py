@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from jackpot_grpc.ledger import merkle
 from jackpot_grpc.ledger.checkpoint import Checkpoint
-from jackpot_grpc.ledger.leaf import SCHEMAS, TABLES, EventType, encode_leaf
+from jackpot_grpc.ledger.leaf import SCHEMAS, TABLES, EventType, Field, encode_leaf
 from jackpot_grpc.ledger.note import Signer
 
 # An example key only: its private half is printed in the doc.
@@ -32,6 +32,19 @@ CONTRIBUTION: dict[str, object] = {
     "minor_rate": Decimal("0.005"), "minor_cap": None, "minor_amount": 5, "minor_after": 10005,
     "major_rate": Decimal("0.003"), "major_cap": None, "major_amount": 3, "major_after": 100003,
     "mega_rate": Decimal("0.002"), "mega_cap": None, "mega_amount": 2, "mega_after": 1000002,
+}  # fmt: skip
+# The same contribution a reserve and a cap later (migration 0014's extension fields): a
+# minor cap of 10002 leaves 3 of the 5 over it, diverted to major; reserve rate 0.001.
+CONTRIBUTION_EXTENDED: dict[str, object] = {
+    **CONTRIBUTION, "leaf_index": 3, "id": 2,
+    "minor_cap": 10002, "minor_amount": 2, "minor_after": 10002,
+    "major_amount": 6, "major_after": 100006,
+    "minor_reserve_rate": Decimal("0.001"), "minor_reserve": 1, "minor_overflow": 3,
+    "minor_overflow_to": "major",
+    "major_reserve_rate": Decimal(0), "major_reserve": 0, "major_overflow": 0,
+    "major_overflow_to": "major",
+    "mega_reserve_rate": Decimal(0), "mega_reserve": 0, "mega_overflow": 0,
+    "mega_overflow_to": "mega",
 }  # fmt: skip
 WIN: dict[str, object] = {
     "leaf_index": 2, "id": 1, "created_at": AT, "client": "game-a", "idempotency_key": None,
@@ -58,8 +71,12 @@ def _hex_lines(data: bytes, width: int = 32) -> str:
     return "\n".join(data[i : i + width].hex(" ") for i in range(0, len(data), width))
 
 
+def _absent(field: Field) -> str:
+    return "extension" if field.extension else "yes" if field.nullable else "no"
+
+
 def schema_table(event: EventType) -> str:
-    rows = [f"| {i} | `{f.name}` | {f.kind.value} | {'yes' if f.nullable else 'no'} |"
+    rows = [f"| {i} | `{f.name}` | {f.kind.value} | {_absent(f)} |"
             for i, f in enumerate(SCHEMAS[event], 1)]  # fmt: skip
     head = [
         f"Event type {int(event)}: {event.name.lower().replace('_', ' ')} (`{TABLES[event]}`)",
@@ -87,6 +104,12 @@ def examples() -> dict[str, str]:
     out = {f"schema-{event.name.lower()}": schema_table(event) for event in EventType}
     out["contribution-leaf"] = _hex_lines(leaves[1])
     out["contribution-leaf-hash"] = hashes[1].hex()
+    extended = encode_leaf(EventType.CONTRIBUTION, CONTRIBUTION_EXTENDED)
+    extension = {f.name for f in SCHEMAS[EventType.CONTRIBUTION] if f.extension}
+    first = {k: v for k, v in CONTRIBUTION_EXTENDED.items() if k not in extension}
+    out["contribution-extension"] = _hex_lines(
+        extended[len(encode_leaf(EventType.CONTRIBUTION, first)) :]
+    )
     out["suspend-leaf"] = _hex_lines(encode_leaf(EventType.POOL_LIFECYCLE, SUSPEND))
     out["schedule-leaf"] = _hex_lines(encode_leaf(EventType.POOL_LIFECYCLE, SCHEDULE))
     out["three-leaf-root"] = "\n".join(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from jackpot_grpc.domain.model import Group, PoolState
+from jackpot_grpc.domain.model import Group, OverflowPolicy, PoolState
 
 
 def pool(
@@ -15,6 +15,8 @@ def pool(
     rate: str,
     seed: int = 100,
     max_amount: int | None = None,
+    reserve_rate: str = "0",
+    target: Group | None = None,
 ) -> PoolState:
     return PoolState(
         group=group,
@@ -33,4 +35,7 @@ def pool(
         version=1,
         config_version=1,
         updated_at=datetime(2026, 1, 1, tzinfo=UTC),
+        reserve_rate=Decimal(reserve_rate),
+        overflow_policy=OverflowPolicy.DIVERT if target else OverflowPolicy.ACCUMULATE,
+        overflow_target=target,
     )

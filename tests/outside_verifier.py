@@ -90,8 +90,13 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], roo
         raise Invalid("leaf is not in the tree")
 
 
-def encode_leaf(version: int, event_type: int, texts: list[str | None]) -> bytes:
-    """Leaf bytes from a leaf's field texts in the doc's table order."""
+def encode_leaf(
+    version: int, event_type: int, texts: list[str | None], extension_from: int | None = None
+) -> bytes:
+    """Leaf bytes from a leaf's field texts in the doc's table order. The fields from
+    `extension_from` on (the doc's "extension" rows) are left out when all are absent."""
+    if extension_from is not None and all(t is None for t in texts[extension_from:]):
+        texts = texts[:extension_from]
     out = bytes((version, event_type))
     for text in texts:
         if text is None:
@@ -124,3 +129,13 @@ def field_orders() -> dict[int, list[str]]:
         event = int(re.match(r"Event type (\d+):", block)[1])  # type: ignore[index]
         orders[event] = re.findall(r"^\| \d+ \| `(\w+)` \|", block, flags=re.MULTILINE)
     return orders
+
+
+def extension_starts() -> dict[int, int]:
+    """Each event type's number of fields before its extension (the doc's "extension" rows)."""
+    starts: dict[int, int] = {}
+    for block in re.split(r"(?=^Event type \d+:)", DOC.read_text(), flags=re.MULTILINE)[1:]:
+        event = int(re.match(r"Event type (\d+):", block)[1])  # type: ignore[index]
+        rows = re.findall(r"^\| \d+ \| `\w+` \| \w+ \| ([\w ]+) \|", block, flags=re.MULTILINE)
+        starts[event] = sum(1 for absent in rows if absent != "extension")
+    return starts

@@ -8,7 +8,7 @@ appended (never updated), so two writers can never conflict, even in REPEATABLE 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Final
 
@@ -84,16 +84,8 @@ async def record(conn: Conn, books: LedgerAudit, host: str, pid: int) -> Recorde
 def _report(books: LedgerAudit) -> dict[str, Any]:
     return {
         "pools": [
-            {
-                "group": p.group.value,
-                "current_amount": p.current_amount,
-                "seed_funding": p.seed_funding,
-                "contributions": p.contributions,
-                "wins": p.wins,
-                "recorded_total_contributions": p.recorded_total_contributions,
-                "recorded_total_wins": p.recorded_total_wins,
-                "recorded_total_seed_funding": p.recorded_total_seed_funding,
-            }
+            # Every field (the reserve and overflow meters too); `group` by name.
+            {**{f.name: getattr(p, f.name) for f in fields(PoolAudit)}, "group": p.group.value}
             for p in books.pools
         ],
         "contribution_count": books.contribution_count,

@@ -24,7 +24,7 @@ from jackpot_grpc.adapters import advisory_locks
 from jackpot_grpc.adapters.commit_bound import SYNC_REP_CANCELLED, commit_warnings, unknown
 from jackpot_grpc.adapters.repository import IDENTITY, ClusterIdentity
 from jackpot_grpc.ledger import merkle
-from jackpot_grpc.ledger.leaf import SCHEMAS, VERSION, FieldKind
+from jackpot_grpc.ledger.leaf import EXTENSION_FROM, SCHEMAS, VERSION, Field, FieldKind
 from jackpot_grpc.ledger.rows import EVENT_OF_TABLE, leaf_of
 
 CHECKPOINT_LOCK_KEY: Final = advisory_locks.LEDGER_CHECKPOINT
@@ -135,14 +135,31 @@ _FIELD_SOURCES: Final = {
     "config_audit": {
         f"{side}_{key}": f"({side} ->> '{key}')"
         for side in ("before", "after")
-        for key in ("contribution_rate", "seed_amount", "max_amount", "version")
+        for key in (
+            "contribution_rate",
+            "seed_amount",
+            "max_amount",
+            "version",
+            # The extension (migration 0014): absent from the documents of earlier changes.
+            "reserve_rate",
+            "overflow_policy",
+            "overflow_target",
+        )
     },
     # A scheduled change's fields (ledger/rows.py _pending_fields): absent on suspend and
     # resume (no document); clear_max_amount is 1 when the document's value is truthy.
     "pool_lifecycle": {
         **{
             f"pending_{key}": f"(pending ->> '{key}')"
-            for key in ("contribution_rate", "seed_amount", "max_amount")
+            for key in (
+                "contribution_rate",
+                "seed_amount",
+                "max_amount",
+                # The extension (migration 0014): where the change sets them.
+                "reserve_rate",
+                "overflow_policy",
+                "overflow_target",
+            )
         },
         "pending_clear_max_amount": (
             "(CASE WHEN pending IS NULL THEN NULL"
@@ -158,17 +175,29 @@ def leaf_sql(table: str) -> str:
     """An SQL expression of a row of `table` (its own columns) giving its leaf bytes, the
     encoding of ledger/leaf.py: PostgreSQL encodes and hashes new leaves in C, so signing
     costs a few microseconds a row. A new event type needs nothing here unless a field is
-    no column of its own name (then _FIELD_SOURCES)."""
+    no column of its own name (then _FIELD_SOURCES). An event type's extension fields are
+    encoded whole when any of them is present, and not at all when none is (EXTENSION_FROM)."""
     event = EVENT_OF_TABLE[table]
-    parts = [f"'\\x{VERSION:02x}{int(event):02x}'::bytea"]
-    for field in SCHEMAS[event]:
-        source = _FIELD_SOURCES.get(table, {}).get(field.name, field.name)
-        text = _KIND_SQL[field.kind].format(source)
-        parts.append(
+    sources = _FIELD_SOURCES.get(table, {})
+
+    def text_of(field: Field) -> str:
+        return _KIND_SQL[field.kind].format(sources.get(field.name, field.name))
+
+    def encoded(field: Field) -> str:
+        text = text_of(field)
+        return (
             f"CASE WHEN {text} IS NULL THEN '\\xffffffff'::bytea ELSE"
             f" int4send(octet_length(convert_to({text}, 'UTF8'))) || convert_to({text}, 'UTF8')"
             " END"
         )
+
+    fields = SCHEMAS[event]
+    first, extension = fields[: EXTENSION_FROM[event]], fields[EXTENSION_FROM[event] :]
+    parts = [f"'\\x{VERSION:02x}{int(event):02x}'::bytea", *map(encoded, first)]
+    if extension:
+        present = " OR ".join(f"{text_of(f)} IS NOT NULL" for f in extension)
+        whole = " || ".join(map(encoded, extension))
+        parts.append(f"(CASE WHEN {present} THEN {whole} ELSE ''::bytea END)")
     return " || ".join(parts)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -34,6 +34,7 @@ from jackpot_grpc.domain.model import (
     Group,
     LedgerAudit,
     LifecycleAction,
+    OverflowPolicy,
     PendingConfig,
     PoolAudit,
     PoolConfig,
@@ -54,7 +55,12 @@ SyncConn = Connection[Any]
 POOL_COLUMNS = """jackpot_group, current_amount, seed_amount, max_amount, contribution_rate,
     total_contributions, total_wins, total_seed_funding, contribution_count, win_count,
     last_won_amount, last_won_at, last_won_by_user_id, version, config_version, updated_at,
+    reserve_rate, overflow_policy, overflow_target, reserve_amount, overflow_amount,
+    total_contributed, total_diverted_in, total_diverted_out, seed_from_reserve,
     suspended, suspended_reason, pending_config"""
+
+
+_POLICIES = {p.value: p for p in OverflowPolicy}  # a dict look-up: Enum() is slow
 
 
 # The ledger's receipts (migration 0013): every ledger writer, in its own transaction and
@@ -87,6 +93,15 @@ def _pool(row: dict[str, Any]) -> PoolState:
         version=row["version"],
         config_version=row["config_version"],
         updated_at=row["updated_at"],
+        reserve_rate=row["reserve_rate"],
+        overflow_policy=_POLICIES[row["overflow_policy"]],
+        overflow_target=Group(row["overflow_target"]) if row["overflow_target"] else None,
+        reserve_amount=row["reserve_amount"],
+        overflow_amount=row["overflow_amount"],
+        total_contributed=row["total_contributed"],
+        total_diverted_in=row["total_diverted_in"],
+        total_diverted_out=row["total_diverted_out"],
+        seed_from_reserve=row["seed_from_reserve"],
         suspended=row["suspended"],
         suspended_reason=row["suspended_reason"],
         pending=None if row["pending_config"] is None else _pending(row["pending_config"]),
@@ -96,6 +111,9 @@ def _pool(row: dict[str, Any]) -> PoolState:
 def _pending(doc: dict[str, Any]) -> PendingConfig:
     """jackpots.pending_config (schedule_config's document) as a domain value."""
     rate = doc.get("contribution_rate")
+    reserve_rate = doc.get("reserve_rate")
+    policy = doc.get("overflow_policy")
+    target = doc.get("overflow_target")
     return PendingConfig(
         contribution_rate=None if rate is None else Decimal(rate),
         seed_amount=doc.get("seed_amount"),
@@ -106,6 +124,9 @@ def _pending(doc: dict[str, Any]) -> PendingConfig:
         client=doc["client"],
         scheduled_at=datetime.fromisoformat(doc["scheduled_at"]),
         schedule_id=doc["schedule_id"],
+        reserve_rate=None if reserve_rate is None else Decimal(reserve_rate),
+        overflow_policy=None if policy is None else _POLICIES[policy],
+        overflow_target=None if target is None else Group(target),
     )
 
 
@@ -141,12 +162,18 @@ def receipt_of(table: str) -> str:
 
 CONTRIBUTION_COLUMNS = f"""id, client, idempotency_key, fingerprint, minor_amount,
     major_amount, mega_amount, minor_after, major_after, mega_after, created_at,
-    minor_rate, major_rate, mega_rate, {receipt_of("contributions")}"""
+    minor_rate, major_rate, mega_rate, minor_reserve_rate, major_reserve_rate,
+    mega_reserve_rate, {receipt_of("contributions")}"""
 LOCK_POOLS = f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE"
 # Keys are scoped per client: look up (client, key) pairs, on their unique index.
 FIND_CONTRIBUTIONS = f"""SELECT {CONTRIBUTION_COLUMNS} FROM contributions
     WHERE idempotency_key IS NOT NULL
       AND (client, idempotency_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"""
+
+
+def _shared(row: dict[str, Any], g: str) -> bool:
+    rate, reserve_rate = row[f"{g}_rate"], row[f"{g}_reserve_rate"]
+    return rate is None or rate > 0 or (reserve_rate is not None and reserve_rate > 0)
 
 
 @dataclass(frozen=True)
@@ -167,10 +194,8 @@ def _stored(row: dict[str, Any]) -> StoredContribution:
         shares=ContributionShares(
             amounts={g: row[f"{g.value}_amount"] for g in GROUPS},
             pools_after={g: row[f"{g.value}_after"] for g in GROUPS},
-            # A rate of 0 recorded: suspended (or configured 0); none recorded: legacy row.
-            sharing=tuple(
-                g for g in GROUPS if row[f"{g.value}_rate"] is None or row[f"{g.value}_rate"] > 0
-            ),
+            # Rates of 0 recorded: suspended (or configured 0); none recorded: legacy row.
+            sharing=tuple(g for g in GROUPS if _shared(row, g.value)),
         ),
         created_at=row["created_at"],
         replayed=True,
@@ -219,10 +244,20 @@ async def lock_pools_and_find_contributions(
 # the ceiling a share was cut to when the whole share did not fit (NULL when it fitted).
 # Every row of a batch splits against the same locked pools, so rate and ceiling are one
 # value per pool; the share is cut exactly when it is below floor(wager × rate).
-PROOF_COLUMNS = ", ".join(f"{g.value}_rate, {g.value}_cap" for g in GROUPS)
+# and (migration 0014) the reserve rate, where each pool's overflow went (its own name: its
+# overflow meter; another pool: diverted there). Every row of a batch splits against the
+# same locked pools, so these are one value per pool; the reserve share is
+# floor(wager × reserve rate), computed here; a share was cut exactly when it overflowed.
+PROOF_COLUMNS = ", ".join(
+    f"{g.value}_rate, {g.value}_cap, {g.value}_reserve_rate, {g.value}_reserve,"
+    f" {g.value}_overflow_to"
+    for g in GROUPS
+)
 PROOF_VALUES = ", ".join(
-    f"%({g.value}_rate)s::numeric, CASE WHEN u.{g.value}_amount"
-    f" < floor(u.wager * %({g.value}_rate)s::numeric) THEN %({g.value}_limit)s::bigint END"
+    f"%({g.value}_rate)s::numeric, CASE WHEN u.{g.value}_overflow > 0"
+    f" THEN %({g.value}_limit)s::bigint END, %({g.value}_reserve_rate)s::numeric,"
+    f" floor(u.wager * %({g.value}_reserve_rate)s::numeric)::bigint,"
+    f" %({g.value}_overflow_to)s::text"
     for g in GROUPS
 )
 
@@ -230,50 +265,62 @@ PROOF_VALUES = ", ".join(
 def _proof_params(pools: Mapping[Group, PoolState]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for g in GROUPS:
-        params[f"{g.value}_rate"] = rules.effective_rate(pools[g])
-        params[f"{g.value}_limit"] = rules.ceiling(pools[g])
+        pool = pools[g]
+        params[f"{g.value}_rate"] = rules.effective_rate(pool)
+        params[f"{g.value}_limit"] = rules.ceiling(pool)
+        params[f"{g.value}_reserve_rate"] = rules.effective_reserve_rate(pool)
+        params[f"{g.value}_overflow_to"] = (pool.overflow_target or g).value
     return params
 
 
-# One statement per batch: the runbook's batched CASE update moves all three pools, the
-# ledger gets every row (one insert from arrays), and the contribution totals move by the
-# batch's count and wager sum. Its caller holds the pool locks. Every result row is a pool
-# after the move, carrying the new ledger ids (in input order: the sequence hands them out
-# in unnest order), their leaf indexes (claimed from the ledger head in this transaction,
-# in the same order: the receipts) and their created_at, which defaults to now(), the
-# transaction's timestamp, so every row of the batch has the same.
+# Each pool's move, one row per pool (joined to its jackpots row): one bigint array per
+# pool, [display, contributions, reserve, overflow kept, diverted out, diverted in].
+_MOVES = ", ".join(f"('{g.value}', %({g.value}_moves)b::bigint[])" for g in GROUPS)
+_SHARE_ARRAYS = ", ".join(f"%({g.value}_amount)b::bigint[]" for g in GROUPS)
+_AFTER_ARRAYS = ", ".join(f"%({g.value}_after)b::bigint[]" for g in GROUPS)
+_OVERFLOW_ARRAYS = ", ".join(f"%({g.value}_overflow)b::bigint[]" for g in GROUPS)
+
+# One statement per batch: the runbook's batched update moves all three pools (display,
+# reserve, overflow and the meters), the ledger gets every row (one insert from arrays),
+# and the contribution totals move by the batch's count and wager sum. Its caller holds the
+# pool locks. Every result row is a pool after the move, carrying the new ledger ids (in
+# input order: the sequence hands them out in unnest order), their leaf indexes (claimed
+# from the ledger head in this transaction, in the same order: the receipts) and their
+# created_at, which defaults to now(), the transaction's timestamp, so every row of the
+# batch has the same.
 # %b: the arrays go in binary, which psycopg dumps in C; as text every string element is
 # run through a quoting regex in Python.
 RECORD_CONTRIBUTIONS = f"""WITH moved AS (
     UPDATE jackpots SET
-        current_amount = current_amount + CASE jackpot_group
-            WHEN 'minor' THEN %(minor)s::bigint WHEN 'major' THEN %(major)s::bigint
-            WHEN 'mega' THEN %(mega)s::bigint END,
-        total_contributions = total_contributions + CASE jackpot_group
-            WHEN 'minor' THEN %(minor)s::bigint WHEN 'major' THEN %(major)s::bigint
-            WHEN 'mega' THEN %(mega)s::bigint END,
-        contribution_count = contribution_count + CASE jackpot_group
-            WHEN 'minor' THEN %(minor_n)s::bigint WHEN 'major' THEN %(major_n)s::bigint
-            WHEN 'mega' THEN %(mega_n)s::bigint END,
+        current_amount = current_amount + m.v[1],
+        total_contributions = total_contributions + m.v[1],
+        contribution_count = contribution_count + m.v[2],
+        reserve_amount = reserve_amount + m.v[3],
+        overflow_amount = overflow_amount + m.v[4],
+        total_diverted_out = total_diverted_out + m.v[5],
+        total_diverted_in = total_diverted_in + m.v[6],
+        -- what wagers gave: display shares less diverted-in, overflow, reserve shares
+        total_contributed = total_contributed + m.v[1] - m.v[6] + m.v[4] + m.v[5] + m.v[3],
         version = version + 1,
         updated_at = now()
-    WHERE jackpot_group IN ('minor', 'major', 'mega')
-    RETURNING {POOL_COLUMNS}),
+    FROM (VALUES {_MOVES}) AS m(grp, v)
+    WHERE jackpot_group = m.grp
+    RETURNING {", ".join("jackpots." + c.strip() for c in POOL_COLUMNS.split(","))}),
 claimed AS ({claim_leaves("%(count)s::bigint")}),
 inserted AS (
     INSERT INTO contributions (idempotency_key, fingerprint, client, game_id, wager_amount,
         minor_amount, major_amount, mega_amount, minor_after, major_after, mega_after,
-        {PROOF_COLUMNS}, leaf_index)
+        minor_overflow, major_overflow, mega_overflow, {PROOF_COLUMNS}, leaf_index)
     SELECT u.key, u.fingerprint, u.client, u.game, u.wager, u.minor_amount, u.major_amount,
-        u.mega_amount, u.minor_after, u.major_after, u.mega_after, {PROOF_VALUES},
-        claimed.first_leaf + u.n - 1
+        u.mega_amount, u.minor_after, u.major_after, u.mega_after, u.minor_overflow,
+        u.major_overflow, u.mega_overflow, {PROOF_VALUES}, claimed.first_leaf + u.n - 1
     FROM unnest(%(keys)b::text[], %(fingerprints)b::bytea[], %(clients)b::text[],
-        %(games)b::text[], %(wagers)b::bigint[],
-        %(minor_amount)b::bigint[], %(major_amount)b::bigint[], %(mega_amount)b::bigint[],
-        %(minor_after)b::bigint[], %(major_after)b::bigint[], %(mega_after)b::bigint[])
+        %(games)b::text[], %(wagers)b::bigint[], {_SHARE_ARRAYS}, {_AFTER_ARRAYS},
+        {_OVERFLOW_ARRAYS})
         WITH ORDINALITY
         AS u(key, fingerprint, client, game, wager, minor_amount, major_amount, mega_amount,
-             minor_after, major_after, mega_after, n)
+             minor_after, major_after, mega_after, minor_overflow, major_overflow,
+             mega_overflow, n)
     CROSS JOIN claimed
     ORDER BY u.n
     RETURNING id, created_at, leaf_index),
@@ -289,8 +336,6 @@ FROM moved"""
 
 
 def _record_params(
-    sums: dict[Group, int],
-    counts: dict[Group, int],
     commands: Sequence[ContributeCommand],
     shares: Sequence[ContributionShares],
 ) -> dict[str, Any]:
@@ -306,11 +351,36 @@ def _record_params(
         "count": len(wagers),
         "wagered": sum(wagers),
     }
+    overflowed = any(s.overflows is not None for s in shares)
+    none_overflowed = [0] * len(shares)
     for g in GROUPS:
-        params[g.value] = sums[g]
-        params[f"{g.value}_n"] = counts[g]
         params[f"{g.value}_amount"] = [s.amounts[g] for s in shares]
         params[f"{g.value}_after"] = [s.pools_after[g] for s in shares]
+        params[f"{g.value}_overflow"] = (
+            [s.overflows[g] if s.overflows is not None else 0 for s in shares]
+            if overflowed
+            else none_overflowed
+        )
+    return params
+
+
+def _meter_params(
+    write: BatchWrite, sums: Mapping[Group, int], pools: Mapping[Group, PoolState]
+) -> dict[str, Any]:
+    """Each pool's move (_MOVES): display, contributions, and the reserve and overflow
+    meters'. Its overflow is kept, or diverted out when the pool has a target."""
+    params: dict[str, Any] = {}
+    for g in GROUPS:
+        over = write.overflows.get(g, 0)
+        diverts = pools[g].overflow_target is not None
+        params[f"{g.value}_moves"] = [
+            sums[g],
+            write.counts[g],
+            write.reserves.get(g, 0),
+            0 if diverts else over,
+            over if diverts else 0,
+            write.diverted_in.get(g, 0),
+        ]
     return params
 
 
@@ -327,8 +397,25 @@ async def record_contributions(
     ceilings of `pools`, the locked pools the shares were split against). Returns the
     pools after, in lock order, and (id, created_at, leaf index) per ledger row, in
     command order."""
-    params = _record_params(sums, counts, commands, shares) | _proof_params(pools)
-    return _recorded(await _rows(conn, RECORD_CONTRIBUTIONS, params))
+    write = BatchWrite(sums, counts, commands, shares, *_meters_of(shares, rules.in_play(pools)))
+    return _recorded(await _rows(conn, RECORD_CONTRIBUTIONS, _write_params(write, pools)))
+
+
+def _meters_of(
+    shares: Sequence[ContributionShares], pools: Mapping[Group, PoolState]
+) -> tuple[dict[Group, int], dict[Group, int], dict[Group, int]]:
+    """The reserve, overflow and diverted-in sums of `shares` (BatchWrite's last three)."""
+    reserves, overflows = dict.fromkeys(GROUPS, 0), dict.fromkeys(GROUPS, 0)
+    for share in shares:
+        for g in GROUPS:
+            reserves[g] += share.reserves[g] if share.reserves is not None else 0
+            overflows[g] += share.overflows[g] if share.overflows is not None else 0
+    diverted_in = dict.fromkeys(GROUPS, 0)
+    for g in GROUPS:
+        target = pools[g].overflow_target
+        if target is not None:
+            diverted_in[target] += overflows[g]
+    return reserves, overflows, diverted_in
 
 
 def _recorded(rows: list[dict[str, Any]]) -> Recorded:
@@ -352,6 +439,9 @@ class BatchWrite:
     counts: dict[Group, int]
     commands: Sequence[ContributeCommand]
     shares: Sequence[ContributionShares]
+    reserves: Mapping[Group, int] = field(default_factory=dict)
+    overflows: Mapping[Group, int] = field(default_factory=dict)
+    diverted_in: Mapping[Group, int] = field(default_factory=dict)
 
 
 # Given the locked pools and the earlier contributions with the batch's keys: what to write
@@ -429,8 +519,9 @@ def contribute_in_two_flights_sync(
 
 
 def _write_params(write: BatchWrite, pools: Mapping[Group, PoolState]) -> dict[str, Any]:
-    params = _record_params(write.sums, write.counts, write.commands, write.shares)
-    return params | _proof_params(pools)
+    pools = rules.in_play(pools)  # what the planner split against (domain.batch)
+    params = _record_params(write.commands, write.shares)
+    return params | _proof_params(pools) | _meter_params(write, write.sums, pools)
 
 
 # --- wins --------------------------------------------------------------------------------
@@ -441,7 +532,8 @@ async def find_win(conn: Conn, client: str, key: str) -> RecordedWin | None:
     rows = await _rows(
         conn,
         f"""SELECT id, jackpot_group, fingerprint, amount, pool_before, seed_top_up,
-                   pool_after, created_at, {receipt_of("wins")}
+                   pool_after, created_at, coalesce(reserve_top_up, 0) AS reserve_top_up,
+                   {receipt_of("wins")}
             FROM wins WHERE client = %s AND idempotency_key = %s""",
         (client, key),
     )
@@ -457,10 +549,17 @@ async def find_win(conn: Conn, client: str, key: str) -> RecordedWin | None:
             pool_before=row["pool_before"],
             seed_top_up=row["seed_top_up"],
             pool_after=row["pool_after"],
+            reserve_top_up=row["reserve_top_up"],
         ),
         created_at=row["created_at"],
         leaf_index=row["receipt"],
     )
+
+
+RESET_REASONS = {
+    "reserve": "reset to seed after win, from the reserve",
+    "operator": "reset to seed after win",
+}
 
 
 async def record_win(
@@ -475,6 +574,8 @@ async def record_win(
                current_amount = %(after)s,
                total_wins = total_wins + %(amount)s,
                total_seed_funding = total_seed_funding + %(top_up)s,
+               reserve_amount = reserve_amount - %(from_reserve)s,
+               seed_from_reserve = seed_from_reserve + %(from_reserve)s,
                win_count = win_count + 1,
                last_won_amount = %(amount)s,
                last_won_at = now(),
@@ -487,19 +588,20 @@ async def record_win(
             "after": outcome.pool_after,
             "amount": outcome.amount,
             "top_up": outcome.seed_top_up,
+            "from_reserve": outcome.reserve_top_up,
             "user_id": command.user_id,
             "group": command.group.value,
         },
     )
-    leaves = 2 if outcome.seed_top_up else 1
+    leaves = 1 + bool(outcome.reserve_top_up) + bool(outcome.operator_top_up)
     wins = await _rows(
         conn,
         f"""WITH claimed AS ({claim_leaves(str(leaves))})
             INSERT INTO wins (idempotency_key, fingerprint, client, jackpot_group, game_id,
                               user_id, requested_amount, amount, pool_before, seed_top_up,
-                              pool_after, leaf_index)
+                              pool_after, reserve_top_up, leaf_index)
             SELECT %s, %s, %s, %s, %s, %s::uuid, %s::bigint, %s::bigint, %s::bigint,
-                   %s::bigint, %s::bigint, first_leaf
+                   %s::bigint, %s::bigint, %s::bigint, first_leaf
             FROM claimed
             RETURNING id, created_at, leaf_index""",
         (
@@ -514,15 +616,25 @@ async def record_win(
             outcome.pool_before,
             outcome.seed_top_up,
             outcome.pool_after,
+            outcome.reserve_top_up,
         ),
     )
     win_id, created_at, leaf_index = wins[0]["id"], wins[0]["created_at"], wins[0]["leaf_index"]
-    if outcome.seed_top_up:
-        await conn.execute(
-            """INSERT INTO seed_fundings (jackpot_group, amount, reason, win_id, leaf_index)
-               VALUES (%s, %s, 'reset to seed after win', %s, %s)""",
-            (command.group.value, outcome.seed_top_up, win_id, leaf_index + 1),
-        )
+    # The reset, one seed-funding row per source: the reserve first, then the operator,
+    # their leaves right after the win's.
+    next_leaf = leaf_index + 1
+    for source, amount in (
+        ("reserve", outcome.reserve_top_up),
+        ("operator", outcome.operator_top_up),
+    ):
+        if amount:
+            await conn.execute(
+                """INSERT INTO seed_fundings (jackpot_group, amount, reason, win_id, source,
+                                              leaf_index)
+                   VALUES (%s, %s, %s, %s, %s, %s)""",
+                (command.group.value, amount, RESET_REASONS[source], win_id, source, next_leaf),
+            )
+            next_leaf += 1
     return win_id, created_at, leaf_index, _pool(pools[0])
 
 
@@ -536,6 +648,9 @@ def config_of(pool: PoolState) -> PoolConfig:
         seed_amount=pool.seed_amount,
         max_amount=pool.max_amount,
         version=pool.config_version,
+        reserve_rate=pool.reserve_rate,
+        overflow_policy=pool.overflow_policy,
+        overflow_target=pool.overflow_target,
         pending=pool.pending,
     )
 
@@ -547,6 +662,9 @@ def _config_json(config: PoolConfig) -> str:
             "seed_amount": config.seed_amount,
             "max_amount": config.max_amount,
             "version": config.version,
+            "reserve_rate": rate_text(config.reserve_rate),
+            "overflow_policy": config.overflow_policy.value,
+            "overflow_target": config.overflow_target.value if config.overflow_target else None,
         }
     )
 
@@ -568,7 +686,8 @@ async def save_config(
     """
     await conn.execute(
         """UPDATE jackpots SET contribution_rate = %s, seed_amount = %s, max_amount = %s,
-               config_version = %s, version = version + 1, updated_at = now(),
+               config_version = %s, reserve_rate = %s, overflow_policy = %s,
+               overflow_target = %s, version = version + 1, updated_at = now(),
                pending_config = CASE WHEN %s THEN NULL ELSE pending_config END
            WHERE jackpot_group = %s""",
         (
@@ -576,6 +695,9 @@ async def save_config(
             after.seed_amount,
             after.max_amount,
             after.version,
+            after.reserve_rate,
+            after.overflow_policy.value,
+            after.overflow_target.value if after.overflow_target else None,
             clear_pending,
             after.group.value,
         ),
@@ -613,6 +735,12 @@ def _pending_change_json(change: ConfigChange) -> str | None:
     if change.max_amount is not None:
         doc["max_amount"] = change.max_amount
     doc["clear_max_amount"] = change.clear_max_amount
+    if change.reserve_rate is not None:
+        doc["reserve_rate"] = rate_text(change.reserve_rate)
+    if change.overflow_policy is not None:
+        doc["overflow_policy"] = change.overflow_policy.value
+    if change.overflow_target is not None:
+        doc["overflow_target"] = change.overflow_target.value
     return json.dumps(doc)
 
 
@@ -677,7 +805,8 @@ async def schedule_config(conn: Conn, change: ConfigChange, client: str) -> tupl
 # written before receipts, its leaf's.
 WIN_HISTORY = """SELECT w.id, w.jackpot_group, w.amount, w.requested_amount, w.game_id,
         w.user_id, w.client, w.created_at, w.pool_before, w.pool_after, w.seed_top_up,
-        w.ledger_seq, coalesce(w.leaf_index, l.leaf_index) AS leaf_index
+        coalesce(w.reserve_top_up, 0) AS reserve_top_up, w.ledger_seq,
+        coalesce(w.leaf_index, l.leaf_index) AS leaf_index
     FROM wins w LEFT JOIN ledger_leaves l
         ON w.leaf_index IS NULL AND l.ledger_table = 'wins' AND l.row_id = w.id
     WHERE {where}
@@ -723,8 +852,10 @@ async def list_wins(
             created_at=r["created_at"],
             pool_before=r["pool_before"],
             pool_after=r["pool_after"],
-            seed_funded_by_operator=r["seed_top_up"],
-            seed_funded_from_reserve=0,
+            # By source: the win's reset paid from the reserve first (its seed-funding row
+            # with source `reserve`), the rest by the operator (NULL before the reserve: 0).
+            seed_funded_by_operator=r["seed_top_up"] - r["reserve_top_up"],
+            seed_funded_from_reserve=r["reserve_top_up"],
             ledger_seq=r["ledger_seq"],
             ledger_index=r["leaf_index"],
         )
@@ -820,6 +951,10 @@ async def _next_base(conn: Conn, books: LedgerAudit, window: _Window) -> AuditBa
         max_ids={t: int(found[t]) for t in LEDGER_ROW_TABLES},
         without_rate=books.rows.without_rate,
         unsequenced=books.rows.unsequenced,
+        meters={
+            g: (p.reserve_in, p.reserve_seeded, p.overflow_kept, p.diverted_in, p.diverted_out)
+            for g, p in pools.items()
+        },
     )
 
 
@@ -867,6 +1002,9 @@ class _Window:
             params[f"base_c_{g.value}"] = base.counts[g][0] if base else 0
             params[f"base_w_{g.value}"] = base.counts[g][1] if base else 0
             params[f"start_{g.value}"] = base.pools[g] if base else 0
+            # What the reserve held at the window's start (its shares less its resets).
+            meters = base.meters.get(g) if base else None
+            params[f"reserve_start_{g.value}"] = meters[0] - meters[1] if meters else 0
         for table in LEDGER_ROW_TABLES:
             # A base recorded before pool_lifecycle was a leaf table has no id for it: all.
             params[f"old_{table}"] = base.max_ids.get(table, 0) if base else 0
@@ -949,18 +1087,42 @@ CHAIN_CTES = ",\n".join(_chain_of(g.value) for g in GROUPS) + (
 
 
 # A contribution's share of pool g against floor(wager × rate), or what fitted under its
-# ceiling when it records one.
+# ceiling when it records one. From 0014 a row also records each pool's overflow: the share
+# offered is floor(wager × rate) plus what other pools diverted into it (their overflow
+# with this pool as its `_overflow_to`); what fits goes to the display, the rest overflows
+# (and only past the ceiling); the reserve share is floor(wager × reserve rate).
 def _share_check_of(g: str) -> str:
+    into = " + ".join(
+        f"CASE WHEN {p.value}_overflow_to = '{g}' THEN {p.value}_overflow ELSE 0 END"
+        for p in GROUPS
+        if p.value != g
+    )
     return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
         format('share %%s, but floor(%%s × %%s) = %%s%%s', {g}_amount, wager_amount, {g}_rate,
                floor(wager_amount * {g}_rate),
                CASE WHEN {g}_cap IS NOT NULL THEN format(' capped at %%s', {g}_cap) ELSE '' END)
             AS problem
     FROM contributions
-    WHERE {g}_rate IS NOT NULL AND CASE WHEN {g}_cap IS NULL
+    WHERE {g}_rate IS NOT NULL AND {g}_overflow IS NULL AND CASE WHEN {g}_cap IS NULL
         THEN {g}_amount <> floor(wager_amount * {g}_rate)
         ELSE {g}_amount >= floor(wager_amount * {g}_rate) OR {g}_amount <> greatest(0,
-             least(floor(wager_amount * {g}_rate), {g}_cap - ({g}_after - {g}_amount))) END"""
+             least(floor(wager_amount * {g}_rate), {g}_cap - ({g}_after - {g}_amount))) END
+    UNION ALL
+    SELECT 'contributions', id, '{g}',
+        format('share %%s and overflow %%s, but %%s was offered (floor(%%s × %%s) and %%s'
+               ' diverted in)%%s; reserve %%s, but floor(%%s × %%s) = %%s',
+               {g}_amount, {g}_overflow, offered, wager_amount, {g}_rate, offered - own,
+               CASE WHEN {g}_cap IS NOT NULL THEN format(', capped at %%s', {g}_cap) ELSE '' END,
+               {g}_reserve, wager_amount, {g}_reserve_rate,
+               floor(wager_amount * {g}_reserve_rate))
+    FROM (SELECT *, floor(wager_amount * {g}_rate) AS own,
+                 floor(wager_amount * {g}_rate) + {into} AS offered
+          FROM contributions WHERE {g}_overflow IS NOT NULL) c
+    WHERE {g}_amount + {g}_overflow <> offered
+       OR {g}_reserve IS DISTINCT FROM floor(wager_amount * {g}_reserve_rate)
+       OR CASE WHEN {g}_cap IS NULL THEN {g}_overflow <> 0
+          ELSE {g}_overflow = 0 OR {g}_amount <> greatest(0,
+               least(offered, {g}_cap - ({g}_after - {g}_amount))) END"""
 
 
 SHARE_CHECKS = "\n    UNION ALL\n    ".join(_share_check_of(g.value) for g in GROUPS)
@@ -971,29 +1133,32 @@ SHARE_CHECKS = "\n    UNION ALL\n    ".join(_share_check_of(g.value) for g in GR
 # before any, the first change's `before`, or the pool's rate if none; 0 while the pool is
 # suspended (pool_lifecycle: from a suspend to the next resume). Rate changes from
 # before config changes were sequenced (migration 0010) cannot be placed: rows that only
-# they could explain are not judged.
-def _rate_check_of(g: str) -> str:
+# they could explain are not judged. The same for the reserve rate (`key` reserve_rate, the
+# row's `{g}_reserve_rate`, from migration 0014): a suspended pool's is 0 too.
+def _rate_check_of(g: str, key: str = "contribution_rate") -> str:
+    column = f"{g}_rate" if key == "contribution_rate" else f"{g}_{key}"
+    what = "rate" if key == "contribution_rate" else "reserve rate"
     changes = (
-        f"config_audit WHERE jackpot_group = '{g}' AND after ? 'contribution_rate'"
-        " AND (before ->> 'contribution_rate')::numeric"
-        " IS DISTINCT FROM (after ->> 'contribution_rate')::numeric"
+        f"config_audit WHERE jackpot_group = '{g}' AND after ? '{key}'"
+        f" AND (before ->> '{key}')::numeric"
+        f" IS DISTINCT FROM (after ->> '{key}')::numeric"
     )
     return f"""SELECT 'contributions' AS tbl, id, '{g}' AS grp,
-        format('rate %%s, but %%s was in force', recorded, in_force) AS problem
+        format('{what} %%s, but %%s was in force', recorded, in_force) AS problem
     FROM (SELECT id, kind, recorded, CASE WHEN bool_or(off) OVER (PARTITION BY off_no)
               THEN 0 ELSE coalesce(max(rate) OVER (PARTITION BY grp_no),
               CASE WHEN NOT EXISTS (SELECT 1 FROM {changes} AND ledger_seq IS NULL)
-                   THEN coalesce((SELECT (before ->> 'contribution_rate')::numeric
+                   THEN coalesce((SELECT (before ->> '{key}')::numeric
                                   FROM {changes} ORDER BY ledger_seq LIMIT 1),
-                                 (SELECT contribution_rate FROM jackpots
+                                 (SELECT {key} FROM jackpots
                                   WHERE jackpot_group = '{g}')) END) END AS in_force
           FROM (SELECT *, count(rate) OVER (ORDER BY seq) AS grp_no,
                        count(off) OVER (ORDER BY seq) AS off_no
                 FROM (SELECT 'c' AS kind, id, ledger_seq AS seq, NULL::numeric AS rate,
-                             {g}_rate AS recorded, NULL::boolean AS off
-                      FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_rate IS NOT NULL
+                             {column} AS recorded, NULL::boolean AS off
+                      FROM contributions WHERE ledger_seq IS NOT NULL AND {column} IS NOT NULL
                       UNION ALL
-                      SELECT 'a', id, ledger_seq, (after ->> 'contribution_rate')::numeric,
+                      SELECT 'a', id, ledger_seq, (after ->> '{key}')::numeric,
                              NULL, NULL
                       FROM {changes} AND ledger_seq IS NOT NULL
                       UNION ALL  -- a suspended pool's rate is 0 until it is resumed
@@ -1003,7 +1168,34 @@ def _rate_check_of(g: str) -> str:
     WHERE kind = 'c' AND recorded <> in_force"""
 
 
-RATE_CHECKS = "\n    UNION ALL\n    ".join(_rate_check_of(g.value) for g in GROUPS)
+RATE_CHECKS = "\n    UNION ALL\n    ".join(
+    _rate_check_of(g.value, key) for key in ("contribution_rate", "reserve_rate") for g in GROUPS
+)
+
+
+# A reset is paid from the reserve first: each win's reserve top-up is the least of what
+# the reset needed and what pool g's reserve held just before it (its reserve shares and
+# reserve top-ups in ledger order, from what it held at the start: 0, or an incremental
+# audit's base; rows from before 0014 hold no reserve).
+def _reserve_first_of(g: str) -> str:
+    return f"""SELECT 'wins' AS tbl, id, '{g}' AS grp,
+        format('reserve top-up %%s, but the reserve held %%s and the reset needed %%s',
+               reserve_top_up, held, seed_top_up) AS problem
+    FROM (SELECT *, %(reserve_start_{g})s::bigint + sum(delta) OVER (ORDER BY ledger_seq)
+                 - delta AS held
+          FROM (SELECT ledger_seq, 'c' AS kind, id, {g}_reserve AS delta,
+                       NULL::bigint AS seed_top_up, NULL::bigint AS reserve_top_up
+                FROM contributions WHERE ledger_seq IS NOT NULL AND {g}_reserve > 0
+                UNION ALL
+                SELECT ledger_seq, 'w', id, -coalesce(reserve_top_up, 0), seed_top_up,
+                       reserve_top_up
+                FROM wins WHERE ledger_seq IS NOT NULL AND jackpot_group = '{g}') moves) chain
+    WHERE kind = 'w' AND reserve_top_up IS NOT NULL
+      AND reserve_top_up <> least(held, seed_top_up)"""
+
+
+RESERVE_CHECKS = "\n    UNION ALL\n    ".join(_reserve_first_of(g.value) for g in GROUPS)
+
 
 # A share's ceiling is the pool's max_amount, or (no max, or a total near int64's end) the
 # headroom below int64: a recorded cap below 2^62 must be the max_amount in force by the
@@ -1043,6 +1235,8 @@ AUDIT_ROWS = f"""WITH shares AS (
     {SHARE_CHECKS}),
 rates AS (
     {RATE_CHECKS}),
+reserve_first AS (
+    {RESERVE_CHECKS}),
 caps AS (
     {CAP_CHECKS}),
 {CHAIN_CTES},
@@ -1057,8 +1251,9 @@ chain AS (
         format('after %%s, but the amount before it was %%s and it moves %%s', after,
                expected + prev_drift - delta, delta) AS problem
     FROM drifts WHERE drift <> prev_drift),
-funding AS (
-    SELECT win_id, count(*) AS n, sum(amount) AS funded
+funding AS (  -- a reset's rows: one per source (the reserve, the operator)
+    SELECT win_id, count(*) AS n, count(DISTINCT coalesce(source, 'operator')) AS sources,
+        sum(amount) AS funded, sum(amount) FILTER (WHERE source = 'reserve') AS from_reserve
     FROM seed_fundings WHERE win_id IS NOT NULL GROUP BY win_id),
 top_ups AS (
     SELECT 'wins' AS tbl, w.id, w.jackpot_group AS grp,
@@ -1067,7 +1262,13 @@ top_ups AS (
                     ELSE format('%%s seed-funding row(s) of %%s', f.n, f.funded) END)
             AS problem
     FROM wins w LEFT JOIN funding f ON f.win_id = w.id
-    WHERE w.seed_top_up <> coalesce(f.funded, 0) OR f.n > 1
+    WHERE w.seed_top_up <> coalesce(f.funded, 0) OR f.n > f.sources
+    UNION ALL
+    SELECT 'wins', w.id, w.jackpot_group,
+        format('reserve top-up %%s, but %%s of its seed funding came from the reserve',
+               w.reserve_top_up, coalesce(f.from_reserve, 0))
+    FROM wins w LEFT JOIN funding f ON f.win_id = w.id
+    WHERE coalesce(w.reserve_top_up, 0) <> coalesce(f.from_reserve, 0)
     UNION ALL
     SELECT 'seed_fundings', s.id, s.jackpot_group,
         format('funds win %%s, a %%s win', s.win_id, w.jackpot_group)
@@ -1140,8 +1341,8 @@ problems AS (
     SELECT * FROM shares UNION ALL SELECT * FROM chain UNION ALL SELECT * FROM top_ups
     UNION ALL SELECT * FROM counts UNION ALL SELECT * FROM win_amounts
     UNION ALL SELECT * FROM seed_top_ups UNION ALL SELECT * FROM unsequenced
-    UNION ALL SELECT * FROM rates UNION ALL SELECT * FROM caps
-    UNION ALL SELECT * FROM pool_ends)
+    UNION ALL SELECT * FROM rates UNION ALL SELECT * FROM reserve_first
+    UNION ALL SELECT * FROM caps UNION ALL SELECT * FROM pool_ends)
 SELECT tbl, id, grp, problem, count(*) OVER () AS total
 FROM problems ORDER BY tbl, id NULLS FIRST, grp LIMIT %(limit)s"""
 
@@ -1196,48 +1397,79 @@ async def audit_rows(
     )
 
 
+# Each pool's ledger sums of the contributions: display moves, reserve shares, overflow kept
+# on its own meter, diverted out, diverted in (what other pools' rows sent it).
+def _pool_sums(g: str) -> str:
+    into = " + ".join(
+        f"coalesce(sum({p.value}_overflow) FILTER (WHERE {p.value}_overflow_to = '{g}'), 0)"
+        for p in GROUPS
+        if p.value != g
+    )
+    return f"""coalesce(sum({g}_amount), 0) AS {g}, coalesce(sum({g}_reserve), 0) AS {g}_reserve,
+        coalesce(sum({g}_overflow) FILTER (WHERE {g}_overflow_to = '{g}'), 0) AS {g}_kept,
+        coalesce(sum({g}_overflow) FILTER (WHERE {g}_overflow_to <> '{g}'), 0) AS {g}_out,
+        {into} AS {g}_in"""
+
+
+AUDIT_CONTRIBUTION_SUMS = (
+    "SELECT " + ",\n    ".join(_pool_sums(g.value) for g in GROUPS) + " FROM contributions"
+)
+
+
 async def audit_pools(conn: Conn, window: _Window | None = None) -> list[PoolAudit]:
     """Every pool reconciled against its ledger, in one consistent snapshot (incremental:
     the sums of `window`'s rows added to its base's)."""
     window = window or _Window.of(None)
     base = window.base
+    (sums,) = await _rows(conn, window.sql(AUDIT_CONTRIBUTION_SUMS), window.params)
     rows = await _rows(
         conn,
-        window.sql("""WITH c AS (
-               SELECT coalesce(sum(minor_amount), 0) AS minor,
-                      coalesce(sum(major_amount), 0) AS major,
-                      coalesce(sum(mega_amount), 0) AS mega
-               FROM contributions),
-           w AS (SELECT jackpot_group, sum(amount) AS won FROM wins GROUP BY jackpot_group),
-           s AS (SELECT jackpot_group, sum(amount) AS funded FROM seed_fundings
-                 GROUP BY jackpot_group)
-           SELECT j.jackpot_group, j.current_amount, j.total_contributions, j.total_wins,
-                  j.total_seed_funding,
-                  CASE j.jackpot_group WHEN 'minor' THEN c.minor WHEN 'major' THEN c.major
-                       ELSE c.mega END AS contributed,
-                  coalesce(w.won, 0) AS won, coalesce(s.funded, 0) AS funded
-           FROM jackpots j CROSS JOIN c
+        window.sql(f"""WITH w AS (SELECT jackpot_group, sum(amount) AS won FROM wins
+                 GROUP BY jackpot_group),
+           s AS (SELECT jackpot_group, sum(amount) AS funded,
+                        coalesce(sum(amount) FILTER (WHERE source = 'reserve'), 0) AS reserved
+                 FROM seed_fundings GROUP BY jackpot_group)
+           SELECT {POOL_COLUMNS}, coalesce(w.won, 0) AS won, coalesce(s.funded, 0) AS funded,
+                  coalesce(s.reserved, 0) AS from_reserve
+           FROM jackpots j
            LEFT JOIN w USING (jackpot_group) LEFT JOIN s USING (jackpot_group)
            ORDER BY j.lock_order"""),
         window.params,
     )
 
-    def before(group: str, part: int) -> int:
-        return base.sums[Group(group)][part] if base else 0
+    def before(group: Group, part: int) -> int:
+        return base.sums[group][part] if base else 0
 
-    return [
-        PoolAudit(
-            group=Group(r["jackpot_group"]),
-            current_amount=r["current_amount"],
-            seed_funding=int(r["funded"]) + before(r["jackpot_group"], 0),
-            contributions=int(r["contributed"]) + before(r["jackpot_group"], 1),
-            wins=int(r["won"]) + before(r["jackpot_group"], 2),
-            recorded_total_contributions=r["total_contributions"],
-            recorded_total_wins=r["total_wins"],
-            recorded_total_seed_funding=r["total_seed_funding"],
+    def meter(group: Group, part: int) -> int:  # AuditBase.meters: 0 without a base
+        return base.meters[group][part] if base and group in base.meters else 0
+
+    audits = []
+    for r in rows:
+        pool, g = _pool(r), r["jackpot_group"]
+        audits.append(
+            PoolAudit(
+                group=pool.group,
+                current_amount=pool.current_amount,
+                seed_funding=int(r["funded"]) + before(pool.group, 0),
+                contributions=int(sums[g]) + before(pool.group, 1),
+                wins=int(r["won"]) + before(pool.group, 2),
+                recorded_total_contributions=pool.total_contributions,
+                recorded_total_wins=pool.total_wins,
+                recorded_total_seed_funding=pool.total_seed_funding,
+                reserve_amount=pool.reserve_amount,
+                overflow_amount=pool.overflow_amount,
+                recorded_total_contributed=pool.total_contributed,
+                recorded_total_diverted_in=pool.total_diverted_in,
+                recorded_total_diverted_out=pool.total_diverted_out,
+                recorded_seed_from_reserve=pool.seed_from_reserve,
+                reserve_in=int(sums[f"{g}_reserve"]) + meter(pool.group, 0),
+                reserve_seeded=int(r["from_reserve"]) + meter(pool.group, 1),
+                overflow_kept=int(sums[f"{g}_kept"]) + meter(pool.group, 2),
+                diverted_in=int(sums[f"{g}_in"]) + meter(pool.group, 3),
+                diverted_out=int(sums[f"{g}_out"]) + meter(pool.group, 4),
+            )
         )
-        for r in rows
-    ]
+    return audits
 
 
 async def ping(conn: Conn) -> None:

@@ -34,16 +34,23 @@ GROUP_NAMES: tuple[str, ...] = tuple(g.value for g in GROUPS)
 GROUP_CHOICES = "must be one of " + ", ".join(GROUP_NAMES)
 
 
+class OverflowPolicy(enum.Enum):
+    """Where the part of a share past the pool's cap goes. The value is the database's."""
+
+    ACCUMULATE = "accumulate"  # onto the pool's own overflow meter
+    DIVERT = "divert"  # into another pool (its `overflow_target`), as a share of it
+
+
 @dataclass(frozen=True)
 class PoolState:
     group: Group
-    current_amount: int
+    current_amount: int  # the display meter
     seed_amount: int
     max_amount: int | None
     contribution_rate: Decimal
-    total_contributions: int
+    total_contributions: int  # what contributions added to the display (diverted-in too)
     total_wins: int
-    total_seed_funding: int
+    total_seed_funding: int  # every seed funding, from the operator or the reserve
     contribution_count: int
     win_count: int
     last_won_amount: int | None
@@ -52,11 +59,33 @@ class PoolState:
     version: int
     config_version: int
     updated_at: datetime
+    # The reserve and overflow (docs/ARCHITECTURE.md, "The meters and their identity").
+    reserve_rate: Decimal = Decimal(0)
+    overflow_policy: OverflowPolicy = OverflowPolicy.ACCUMULATE
+    overflow_target: Group | None = None
+    reserve_amount: int = 0
+    overflow_amount: int = 0
+    total_contributed: int = 0  # everything wagers gave: display + reserve + overflow shares
+    total_diverted_in: int = 0
+    total_diverted_out: int = 0
+    seed_from_reserve: int = 0
     # Out of play (SuspendPool): keeps its amount, takes no share, refuses wins.
     suspended: bool = False
     suspended_reason: str = ""
     # A config change waiting for the pool's next win (UpdateConfig apply_at_next_win).
     pending: PendingConfig | None = None
+
+    @property
+    def seed_from_operator(self) -> int:
+        return self.total_seed_funding - self.seed_from_reserve
+
+    @property
+    def identity_gap(self) -> int:
+        """display + reserve + overflow + paid + diverted out, less contributed + diverted
+        in + operator's seed: zero when the meters tie together."""
+        held = self.current_amount + self.reserve_amount + self.overflow_amount
+        left = held + self.total_wins + self.total_diverted_out
+        return left - (self.total_contributed + self.total_diverted_in + self.seed_from_operator)
 
 
 @dataclass(frozen=True)
@@ -73,6 +102,9 @@ class PendingConfig:
     client: str
     scheduled_at: datetime
     schedule_id: int
+    reserve_rate: Decimal | None = None
+    overflow_policy: OverflowPolicy | None = None
+    overflow_target: Group | None = None
 
     def change(self, group: Group) -> ConfigChange:
         """The change to apply at the win (its version check was made when scheduled)."""
@@ -85,6 +117,9 @@ class PendingConfig:
             expected_version=None,
             actor=self.actor,
             reason=self.reason,
+            reserve_rate=self.reserve_rate,
+            overflow_policy=self.overflow_policy,
+            overflow_target=self.overflow_target,
         )
 
 
@@ -100,9 +135,9 @@ class LifecycleAction(enum.Enum):
 class WinRecord:
     """One win of the hit history (ListWins), as its ledger row records it. Seed funding
     by source: by the operator (the seed-funding row of the reset) and from the pool's
-    reserve (0 until reserves exist). `ledger_index` is its leaf index in the tamper-evident
-    log (its receipt, given as it was written; None only for a row from before receipts
-    that is no leaf yet)."""
+    reserve (the win's `reserve_top_up`). `ledger_index` is its leaf index in the
+    tamper-evident log (its receipt, given as it was written; None only for a row from
+    before receipts that is no leaf yet)."""
 
     win_id: int
     group: Group
@@ -139,10 +174,13 @@ class ContributeCommand:
 
 @dataclass(frozen=True)
 class ContributionShares:
-    """What one wager put into each pool, and each pool's amount right after."""
+    """What one wager put into each pool, and each pool's amount right after; what it put
+    into each reserve, and what overflowed each pool (None: nothing, the common case)."""
 
     amounts: dict[Group, int]
     pools_after: dict[Group, int]
+    reserves: dict[Group, int] | None = None
+    overflows: dict[Group, int] | None = None
     # The pools the wager was shared with: in play (not suspended) with a rate above 0.
     sharing: tuple[Group, ...] = GROUPS
 
@@ -193,6 +231,11 @@ class WinOutcome:
     pool_before: int
     seed_top_up: int
     pool_after: int
+    reserve_top_up: int = 0  # the part of seed_top_up the reserve paid; the rest the operator
+
+    @property
+    def operator_top_up(self) -> int:
+        return self.seed_top_up - self.reserve_top_up
 
 
 @dataclass(frozen=True)
@@ -226,6 +269,9 @@ class PoolConfig:
     seed_amount: int
     max_amount: int | None
     version: int
+    reserve_rate: Decimal = Decimal(0)
+    overflow_policy: OverflowPolicy = OverflowPolicy.ACCUMULATE
+    overflow_target: Group | None = None
     pending: PendingConfig | None = None
 
 
@@ -243,6 +289,9 @@ class ConfigChange:
     reason: str
     # Recorded as pending and applied in the transaction of the pool's next win.
     apply_at_next_win: bool = False
+    reserve_rate: Decimal | None = None
+    overflow_policy: OverflowPolicy | None = None
+    overflow_target: Group | None = None
 
 
 @dataclass(frozen=True)
@@ -280,6 +329,18 @@ class PoolAudit:
     recorded_total_contributions: int
     recorded_total_wins: int
     recorded_total_seed_funding: int
+    # The reserve and overflow meters (0014): the pool row's, and the ledger's sums.
+    reserve_amount: int = 0
+    overflow_amount: int = 0
+    recorded_total_contributed: int = 0
+    recorded_total_diverted_in: int = 0
+    recorded_total_diverted_out: int = 0
+    recorded_seed_from_reserve: int = 0
+    reserve_in: int = 0  # reserve shares of the contributions
+    reserve_seeded: int = 0  # seed fundings paid from the reserve
+    overflow_kept: int = 0  # overflow onto the pool's own meter
+    diverted_in: int = 0
+    diverted_out: int = 0
 
     @property
     def expected_amount(self) -> int:
@@ -290,13 +351,56 @@ class PoolAudit:
         return self.current_amount - self.expected_amount
 
     @property
-    def balanced(self) -> bool:
+    def contributed(self) -> int:
+        """Everything the ledger's wagers gave the pool: its display shares (less what other
+        pools diverted into them), its reserve shares and its overflow."""
+        own_display = self.contributions - self.diverted_in
+        return own_display + self.reserve_in + self.overflow_kept + self.diverted_out
+
+    @property
+    def identity_gap(self) -> int:
+        """The identity over the pool row's meters (docs/ARCHITECTURE.md):
+        display + reserve + overflow + paid + diverted out
+            = contributed + diverted in + seed from the operator."""
+        operator = self.recorded_total_seed_funding - self.recorded_seed_from_reserve
+        left = self.current_amount + self.reserve_amount + self.overflow_amount
+        left += self.recorded_total_wins + self.recorded_total_diverted_out
+        right = self.recorded_total_contributed + self.recorded_total_diverted_in + operator
+        return left - right
+
+    def meter_problems(self) -> list[str]:
+        """Each reserve/overflow meter of the pool row against the ledger, and the identity."""
+        checks = (
+            ("reserve", self.reserve_amount, self.reserve_in - self.reserve_seeded),
+            ("overflow", self.overflow_amount, self.overflow_kept),
+            ("contributed", self.recorded_total_contributed, self.contributed),
+            ("diverted in", self.recorded_total_diverted_in, self.diverted_in),
+            ("diverted out", self.recorded_total_diverted_out, self.diverted_out),
+            ("seed from reserve", self.recorded_seed_from_reserve, self.reserve_seeded),
+        )
+        found = [
+            f"{self.group.value} {name} meter {recorded}, but the ledger gives {ledger}"
+            for name, recorded, ledger in checks
+            if recorded != ledger
+        ]
+        # A gap the other checks already explain is not named twice.
+        if self.identity_gap and not found and self.amount_balanced:
+            found.append(f"{self.group.value} meters break the identity by {self.identity_gap}")
+        return found
+
+    @property
+    def amount_balanced(self) -> bool:
+        """The display amount and its totals against the ledger."""
         return (
             self.discrepancy == 0
             and self.recorded_total_contributions == self.contributions
             and self.recorded_total_wins == self.wins
             and self.recorded_total_seed_funding == self.seed_funding
         )
+
+    @property
+    def balanced(self) -> bool:
+        return self.amount_balanced and self.identity_gap == 0 and not self.meter_problems()
 
 
 @dataclass(frozen=True)
@@ -368,7 +472,10 @@ class LedgerAudit:
 
     def problems(self) -> list[str]:
         """What does not balance, one phrase each; empty when the books balance."""
-        found = [f"{p.group.value} off by {p.discrepancy}" for p in self.pools if not p.balanced]
+        found = [
+            f"{p.group.value} off by {p.discrepancy}" for p in self.pools if not p.amount_balanced
+        ]
+        found.extend(problem for p in self.pools for problem in p.meter_problems())
         if not self.totals_balanced:
             found.append(
                 f"contribution totals record {self.recorded_contribution_count} rows and"
@@ -388,7 +495,9 @@ class AuditBase:
     pool, the amount there (the next chain's start), the sums of seed fundings,
     contributions and wins, and the counts of contributions with a share and of wins; the
     contribution totals; each ledger table's highest id (a row below none, with no index,
-    is old); the legacy counts. Kept by the auditing process, never in the database."""
+    is old); the legacy counts; per pool, the ledger's sums of the reserve and overflow
+    meters (`meters`: reserve shares, reserve paid into resets, overflow kept, diverted in,
+    diverted out). Kept by the auditing process, never in the database."""
 
     head: int
     pools: dict[Group, int]
@@ -399,3 +508,4 @@ class AuditBase:
     max_ids: dict[str, int]
     without_rate: int
     unsequenced: int
+    meters: dict[Group, tuple[int, int, int, int, int]] = field(default_factory=dict)

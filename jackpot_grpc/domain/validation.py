@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Context, Decimal, Inexact, InvalidOperation
 
 from jackpot_grpc.domain.errors import FieldViolation, InvalidArgument, RateSumExceeded
@@ -13,6 +13,7 @@ from jackpot_grpc.domain.model import (
     ConfigChange,
     ContributeCommand,
     Group,
+    OverflowPolicy,
     PoolConfig,
     WinCommand,
 )
@@ -173,16 +174,20 @@ def rate_text(rate: Decimal) -> str:
     return format(rate.quantize(_RATE_STEP, context=_EXACT), "f")
 
 
-def check_rate_sum(rates: Iterable[Decimal], bound: Decimal = MAX_RATE_SUM) -> None:
-    """The pools' rates together may not exceed `bound` (at most 1): RateSumExceeded."""
+def check_rate_sum(
+    rates: Iterable[Decimal], bound: Decimal = MAX_RATE_SUM, field: str = "contribution_rate"
+) -> None:
+    """The pools' rates together, display and reserve rates alike, may not exceed `bound`
+    (at most 1): RateSumExceeded naming `field`."""
     total = sum(rates, Decimal(0))
     if total > bound:
         raise RateSumExceeded(
             [
                 FieldViolation(
-                    "contribution_rate",
+                    field,
                     f"the three pools' rates would sum to {decimal_text(total)},"
-                    f" above the limit of {decimal_text(bound)}",
+                    f" above the limit of {decimal_text(bound)} (display and reserve"
+                    " rates together)",
                 )
             ]
         )
@@ -198,6 +203,10 @@ def config_change(
     actor: str,
     reason: str,
     apply_at_next_win: bool = False,
+    *,
+    reserve_rate: Decimal | None = None,
+    overflow_policy: OverflowPolicy | None = None,
+    overflow_target: Group | None = None,
 ) -> ConfigChange:
     """Checks the shape of a change; `apply_config_change` checks it against the pool."""
     problems: list[FieldViolation] = []
@@ -221,6 +230,9 @@ def config_change(
         expected_version=expected_version,
         actor=who or "unknown",
         reason=why,
+        reserve_rate=reserve_rate,
+        overflow_policy=overflow_policy,
+        overflow_target=overflow_target,
         apply_at_next_win=apply_at_next_win,
     )
 
@@ -258,6 +270,10 @@ def apply_config_change(current: PoolConfig, change: ConfigChange) -> PoolConfig
         problems.append(FieldViolation("seed_amount", f"must be at most {MAX_WAGER_AMOUNT}"))
     if cap is not None and cap <= seed:
         problems.append(FieldViolation("max_amount", f"must be greater than seed_amount ({seed})"))
+    reserve = current.reserve_rate if change.reserve_rate is None else change.reserve_rate
+    if not Decimal(0) <= reserve <= Decimal(1):
+        problems.append(FieldViolation("reserve_rate", "must be between 0 and 1"))
+    policy, target = _overflow(current, change, problems)
     _raise_if(problems)
     return PoolConfig(
         group=current.group,
@@ -265,4 +281,44 @@ def apply_config_change(current: PoolConfig, change: ConfigChange) -> PoolConfig
         seed_amount=seed,
         max_amount=cap,
         version=current.version + 1,
+        reserve_rate=reserve,
+        overflow_policy=policy,
+        overflow_target=target,
     )
+
+
+def _overflow(
+    current: PoolConfig, change: ConfigChange, problems: list[FieldViolation]
+) -> tuple[OverflowPolicy, Group | None]:
+    """The overflow policy and target after `change`. DIVERT needs a target other than
+    the pool itself (a target alone implies DIVERT); ACCUMULATE takes none and drops the
+    current one. Cycles through other pools are the service's check (check_divert_cycle)."""
+    policy = change.overflow_policy
+    if policy is None:
+        policy = OverflowPolicy.DIVERT if change.overflow_target else current.overflow_policy
+    if policy is OverflowPolicy.ACCUMULATE:
+        if change.overflow_target is not None:
+            problems.append(
+                FieldViolation("overflow_target", "must be unset with OVERFLOW_POLICY_ACCUMULATE")
+            )
+        return policy, None
+    target = change.overflow_target or current.overflow_target
+    if target is None:
+        problems.append(
+            FieldViolation("overflow_target", "must name a pool with OVERFLOW_POLICY_DIVERT")
+        )
+    elif target is current.group:
+        problems.append(FieldViolation("overflow_target", "must be another pool, not itself"))
+    return policy, target
+
+
+def check_divert_cycle(group: Group, targets: Mapping[Group, Group | None]) -> None:
+    """Following each pool's overflow target from `group` must end at a pool that keeps its
+    overflow, never come back: a cycle would pass an overflow around for ever."""
+    path, at = [group], targets.get(group)
+    while at is not None:
+        path.append(at)
+        if at is group or path.count(at) > 1:
+            chain = " -> ".join(g.value for g in path)
+            raise InvalidArgument.of("overflow_target", f"would divert in a cycle: {chain}")
+        at = targets.get(at)

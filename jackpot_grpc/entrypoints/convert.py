@@ -18,6 +18,7 @@ from jackpot_grpc.domain.model import (
     GROUPS,
     ContributionResult,
     Group,
+    OverflowPolicy,
     PendingConfig,
     PoolConfig,
     PoolState,
@@ -52,6 +53,10 @@ def pool(state: PoolState) -> pb.Pool:
         total_seed_funding=state.total_seed_funding,
         last_won_at=timestamp(state.last_won_at),
         updated_at=timestamp(state.updated_at),
+        meters=meters(state),
+        reserve_rate=decimal_pb2.Decimal(value=rate_text(state.reserve_rate)),
+        overflow_policy=_POLICY_TO_PROTO[state.overflow_policy],
+        overflow_target=_target(state.overflow_target),
     )
     if state.max_amount is not None:
         message.max_amount = state.max_amount
@@ -61,6 +66,37 @@ def pool(state: PoolState) -> pb.Pool:
     if state.pending is not None:
         message.pending_config.CopyFrom(pending_config(state.pending))
     return message
+
+
+_POLICY_TO_PROTO: dict[OverflowPolicy, pb.OverflowPolicy.ValueType] = {
+    OverflowPolicy.ACCUMULATE: pb.OVERFLOW_POLICY_ACCUMULATE,
+    OverflowPolicy.DIVERT: pb.OVERFLOW_POLICY_DIVERT,
+}
+_POLICY_FROM_PROTO = {v: k for k, v in _POLICY_TO_PROTO.items()}
+
+
+def policy_from_proto(value: int) -> OverflowPolicy | None:
+    """UNSPECIFIED (keep the current policy) and unknown numbers: None."""
+    return _POLICY_FROM_PROTO.get(value)  # type: ignore[call-overload, no-any-return]
+
+
+def _target(group: Group | None) -> pb.JackpotGroup.ValueType:
+    return pb.JACKPOT_GROUP_UNSPECIFIED if group is None else _TO_PROTO[group]
+
+
+def meters(state: PoolState) -> pb.PoolMeters:
+    return pb.PoolMeters(
+        current_amount=state.current_amount,
+        contributed=state.total_contributed,
+        reserve_amount=state.reserve_amount,
+        overflow_amount=state.overflow_amount,
+        hit_count=state.win_count,
+        total_paid=state.total_wins,
+        seed_funded_by_operator=state.seed_from_operator,
+        seed_funded_from_reserve=state.seed_from_reserve,
+        diverted_out=state.total_diverted_out,
+        diverted_in=state.total_diverted_in,
+    )
 
 
 def pending_config(pending: PendingConfig) -> pb.PendingConfig:
@@ -77,6 +113,12 @@ def pending_config(pending: PendingConfig) -> pb.PendingConfig:
         message.seed_amount = pending.seed_amount
     if pending.max_amount is not None:
         message.max_amount = pending.max_amount
+    if pending.reserve_rate is not None:
+        message.reserve_rate.value = rate_text(pending.reserve_rate)
+    if pending.overflow_policy is not None:
+        message.overflow_policy = _POLICY_TO_PROTO[pending.overflow_policy]
+    if pending.overflow_target is not None:
+        message.overflow_target = _TO_PROTO[pending.overflow_target]
     return message
 
 
@@ -161,6 +203,9 @@ def pool_config(config: PoolConfig) -> pb.PoolConfig:
         contribution_rate=decimal_pb2.Decimal(value=rate_text(config.contribution_rate)),
         seed_amount=config.seed_amount,
         version=config.version,
+        reserve_rate=decimal_pb2.Decimal(value=rate_text(config.reserve_rate)),
+        overflow_policy=_POLICY_TO_PROTO[config.overflow_policy],
+        overflow_target=_target(config.overflow_target),
     )
     if config.max_amount is not None:
         message.max_amount = config.max_amount
@@ -182,6 +227,7 @@ def statistics(stats: Statistics) -> pb.GetStatisticsResponse:
                 win_count=p.win_count,
                 last_won_amount=p.last_won_amount or 0,
                 last_won_at=timestamp(p.last_won_at),
+                meters=meters(p),
             )
             for p in stats.pools
         ],

@@ -32,6 +32,7 @@ from jackpot_grpc.service.ledger_books import LedgerProofs
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
+T = TypeVar("T")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 
 MAX_BATCH_ITEMS = 5000
@@ -232,6 +233,15 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             request.actor,
             request.reason,
             request.apply_at_next_win,
+            reserve_rate=validation.parse_rate("reserve_rate", request.reserve_rate.value)
+            if request.HasField("reserve_rate")
+            else None,
+            overflow_policy=_known(
+                "overflow_policy", request.overflow_policy, convert.policy_from_proto
+            ),
+            overflow_target=_known(
+                "overflow_target", request.overflow_target, convert.group_from_proto
+            ),
         )
         # Who is allowed is settled before the handler (entrypoints/auth.py); the audit
         # row records that client beside the request's free-text actor.
@@ -303,6 +313,14 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchPools is not served here")
         else:
             await self._watch.serve(request, context)
+
+
+def _known(field: str, number: int, parse: Callable[[int], T | None]) -> T | None:
+    """An optional enum: 0 (UNSPECIFIED) is unset; a number the enum lacks is refused."""
+    value = parse(number)
+    if number and value is None:
+        raise InvalidArgument.of(field, f"{number} is not a value of the enum")
+    return value
 
 
 def _refuse_half_dry_run(request: pb.ContributeBatchRequest) -> None:

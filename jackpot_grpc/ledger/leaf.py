@@ -4,6 +4,9 @@
     field = length (4 bytes, big-endian) || the value's canonical text in UTF-8
             (length 0xFFFFFFFF and no bytes: the value is absent, SQL NULL)
 
+An event type's extension fields (added later) follow its first fields, all of them when any
+is present and none when every one is absent (EXTENSION_FROM).
+
 Fields come in a fixed order per event type (SCHEMAS), so no names are encoded and no two
 events have the same bytes. Every value is text in one canonical form (FieldKind), so a
 verifier in any language rebuilds the bytes from an export's fields. docs/LEDGER.md is the
@@ -49,10 +52,17 @@ class Field:
     name: str
     kind: FieldKind
     nullable: bool = False
+    # An extension field (added after the event type's first fields): the extension is
+    # encoded only when one of its fields is present (EXTENSION_FROM).
+    extension: bool = False
 
 
 def _f(name: str, kind: FieldKind, nullable: bool = False) -> Field:
     return Field(name, kind, nullable)
+
+
+def _x(name: str, kind: FieldKind) -> Field:
+    return Field(name, kind, nullable=True, extension=True)
 
 
 INT, RATE, TEXT, TIME, UUID, HEX = (
@@ -88,6 +98,27 @@ _CONFIG = tuple(
     )
 )
 
+# The reserve and overflow (migration 0014): absent on rows written before it.
+_POOL_METERS = tuple(
+    f
+    for g in ("minor", "major", "mega")
+    for f in (
+        _x(f"{g}_reserve_rate", RATE),
+        _x(f"{g}_reserve", INT),
+        _x(f"{g}_overflow", INT),
+        _x(f"{g}_overflow_to", TEXT),
+    )
+)
+_CONFIG_METERS = tuple(
+    f
+    for side in ("before", "after")
+    for f in (
+        _x(f"{side}_reserve_rate", RATE),
+        _x(f"{side}_overflow_policy", TEXT),
+        _x(f"{side}_overflow_target", TEXT),
+    )
+)
+
 # A pool lifecycle change: suspend, resume, or a config change scheduled for the next win
 # (its `pending_*` fields: absent on suspend and resume, and where the change keeps a value).
 _LIFECYCLE = (
@@ -102,6 +133,10 @@ _LIFECYCLE = (
     _f("pending_seed_amount", INT, True),
     _f("pending_max_amount", INT, True),
     _f("pending_clear_max_amount", INT, True),
+    # The reserve and overflow (migration 0014), where the scheduled change sets them.
+    _x("pending_reserve_rate", RATE),
+    _x("pending_overflow_policy", TEXT),
+    _x("pending_overflow_target", TEXT),
 )
 
 SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
@@ -112,6 +147,7 @@ SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
         _f("game_id", TEXT),
         _f("wager_amount", INT),
         *_POOL_SHARE,
+        *_POOL_METERS,
     ),
     EventType.WIN: (
         *_HEAD,
@@ -125,6 +161,7 @@ SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
         _f("pool_before", INT),
         _f("seed_top_up", INT),
         _f("pool_after", INT),
+        _x("reserve_top_up", INT),
     ),
     EventType.SEED_FUNDING: (
         *_HEAD,
@@ -133,6 +170,7 @@ SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
         _f("amount", INT),
         _f("reason", TEXT),
         _f("win_id", INT, True),
+        _x("source", TEXT),
     ),
     EventType.CONFIG_CHANGE: (
         *_HEAD,
@@ -142,10 +180,17 @@ SCHEMAS: Mapping[EventType, tuple[Field, ...]] = {
         _f("reason", TEXT),
         _f("jackpot_group", TEXT),
         *_CONFIG,
+        *_CONFIG_METERS,
     ),
     EventType.POOL_LIFECYCLE: _LIFECYCLE,
 }
 
+# Where each event type's extension begins (its number of first fields). The extension is
+# encoded whole when any of its fields is present, and not at all when none is: a row
+# written before the extension keeps the bytes it had.
+EXTENSION_FROM: Mapping[EventType, int] = {
+    event: sum(1 for f in fields if not f.extension) for event, fields in SCHEMAS.items()
+}
 
 # The table each event type's rows live in.
 TABLES: Mapping[EventType, str] = {
@@ -188,9 +233,9 @@ def canonical_fields(event: EventType, values: Mapping[str, object]) -> dict[str
     """Each field of the event's schema as its canonical text (None: absent)."""
     out: dict[str, str | None] = {}
     for field in SCHEMAS[event]:
-        if field.name not in values:
+        if field.name not in values and not field.extension:
             raise LeafEncodingError(f"{TABLES[event]}: field {field.name} is missing")
-        value = values[field.name]
+        value = values.get(field.name)
         if value is None:
             if not field.nullable:
                 raise LeafEncodingError(f"{TABLES[event]}: field {field.name} may not be absent")
@@ -206,7 +251,10 @@ def canonical_fields(event: EventType, values: Mapping[str, object]) -> dict[str
 def encode_texts(event: EventType, texts: Mapping[str, str | None]) -> bytes:
     """The leaf bytes from canonical texts (as canonical_fields gives, or an export holds)."""
     parts = [bytes((VERSION, int(event)))]
-    for field in SCHEMAS[event]:
+    fields = SCHEMAS[event]
+    if all(texts.get(f.name) is None for f in fields[EXTENSION_FROM[event] :]):
+        fields = fields[: EXTENSION_FROM[event]]
+    for field in fields:
         text = texts[field.name]
         if text is None:
             parts.append(struct.pack(">I", ABSENT))
@@ -266,14 +314,32 @@ _FAST: Mapping[FieldKind, Callable[[Any], str]] = {
 
 def encode_leaf(event: EventType, values: Mapping[str, object]) -> bytes:
     """The leaf bytes of one ledger event from its row's values: encode_texts of
-    canonical_fields, in one pass (the audit re-encodes every row it rebuilds)."""
-    head, plan = _PLANS[event]
+    canonical_fields, in one pass (the audit re-encodes every row it rebuilds). The
+    extension fields may be missing (absent); they are encoded only when one is present."""
+    head, plan, extension = _PLANS[event]
     parts = [head]
+    _encode_fields(event, plan, values, parts, required=True)
+    if extension and any(values.get(name) is not None for name, _, _ in extension):
+        _encode_fields(event, extension, values, parts, required=False)
+    return b"".join(parts)
+
+
+_Plan = tuple[tuple[str, Callable[[Any], str], bool], ...]
+
+
+def _encode_fields(
+    event: EventType,
+    plan: _Plan,
+    values: Mapping[str, object],
+    parts: list[bytes],
+    *,
+    required: bool,
+) -> None:
     append = parts.append
     for name, text_of, nullable in plan:
-        if name not in values:
+        if name not in values and required:
             raise LeafEncodingError(f"{TABLES[event]}: field {name} is missing")
-        value = values[name]
+        value = values.get(name)
         if value is None:
             if not nullable:
                 raise LeafEncodingError(f"{TABLES[event]}: field {name} may not be absent")
@@ -285,14 +351,15 @@ def encode_leaf(event: EventType, values: Mapping[str, object]) -> bytes:
             raise LeafEncodingError(f"{TABLES[event]}: field {name}: {exc}") from exc
         append(_LENGTH(len(data)))
         append(data)
-    return b"".join(parts)
 
 
-# Per event type: its first two bytes, and (name, text function, nullable) per field.
-_PLANS: Mapping[EventType, tuple[bytes, tuple[tuple[str, Callable[[Any], str], bool], ...]]] = {
+# Per event type: its first two bytes, and (name, text function, nullable) per field: its
+# first fields, then its extension's.
+_PLANS: Mapping[EventType, tuple[bytes, _Plan, _Plan]] = {
     event: (
         bytes((VERSION, int(event))),
-        tuple((f.name, _FAST[f.kind], f.nullable) for f in fields),
+        tuple((f.name, _FAST[f.kind], f.nullable) for f in fields if not f.extension),
+        tuple((f.name, _FAST[f.kind], f.nullable) for f in fields if f.extension),
     )
     for event, fields in SCHEMAS.items()
 }
@@ -308,7 +375,13 @@ def decode_leaf(leaf: bytes) -> tuple[EventType, dict[str, str | None]]:
         raise LeafEncodingError(f"unknown event type {leaf[1]}") from exc
     texts: dict[str, str | None] = {}
     at = 2
-    for field in SCHEMAS[event]:
+    extended = False
+    for number, field in enumerate(SCHEMAS[event]):
+        if number == EXTENSION_FROM[event]:
+            if at == len(leaf):  # no extension
+                texts |= {f.name: None for f in SCHEMAS[event][number:]}
+                break
+            extended = True
         if at + 4 > len(leaf):
             raise LeafEncodingError(f"leaf ends before field {field.name}")
         (length,) = struct.unpack_from(">I", leaf, at)
@@ -322,4 +395,7 @@ def decode_leaf(leaf: bytes) -> tuple[EventType, dict[str, str | None]]:
         at += length
     if at != len(leaf):
         raise LeafEncodingError("bytes after the last field")
+    extension = SCHEMAS[event][EXTENSION_FROM[event] :]
+    if extended and all(texts[f.name] is None for f in extension):
+        raise LeafEncodingError("an extension whose fields are all absent is not canonical")
     return event, texts

@@ -11,16 +11,34 @@ from jackpot_grpc.ledger.leaf import TABLES, EventType, encode_leaf
 
 EVENT_OF_TABLE: Mapping[str, EventType] = {table: event for event, table in TABLES.items()}
 GROUPS = ("minor", "major", "mega")
-CONFIG_KEYS = ("contribution_rate", "seed_amount", "max_amount", "version")
-PENDING_KEYS = ("contribution_rate", "seed_amount", "max_amount")
+CONFIG_KEYS = (
+    "contribution_rate",
+    "seed_amount",
+    "max_amount",
+    "version",
+    # 0014: absent from the documents of earlier changes.
+    "reserve_rate",
+    "overflow_policy",
+    "overflow_target",
+)
+PENDING_KEYS = (
+    "contribution_rate",
+    "seed_amount",
+    "max_amount",
+    # 0014: absent from the documents of earlier schedules, and where a change keeps them.
+    "reserve_rate",
+    "overflow_policy",
+    "overflow_target",
+)
 
 
 def _config_side(side: str, config: Mapping[str, Any]) -> dict[str, object]:
     out: dict[str, object] = {f"{side}_{key}": config.get(key) for key in CONFIG_KEYS}
-    rate = out[f"{side}_contribution_rate"]
-    if rate is not None and not isinstance(rate, Decimal):
-        # jsonb holds the rate as text (or, if ever written as a number, its shortest form).
-        out[f"{side}_contribution_rate"] = Decimal(str(rate))
+    for key in ("contribution_rate", "reserve_rate"):
+        rate = out[f"{side}_{key}"]
+        if rate is not None and not isinstance(rate, Decimal):
+            # jsonb holds a rate as text (or, if ever written as a number, its shortest form).
+            out[f"{side}_{key}"] = Decimal(str(rate))
     return out
 
 
@@ -41,9 +59,10 @@ def _pending_fields(pending: Mapping[str, Any] | None) -> dict[str, object]:
     if pending is None:
         return {f"pending_{key}": None for key in (*PENDING_KEYS, "clear_max_amount")}
     out: dict[str, object] = {f"pending_{key}": pending.get(key) for key in PENDING_KEYS}
-    rate = out["pending_contribution_rate"]
-    if rate is not None and not isinstance(rate, Decimal):
-        out["pending_contribution_rate"] = Decimal(str(rate))
+    for key in ("pending_contribution_rate", "pending_reserve_rate"):
+        rate = out[key]
+        if rate is not None and not isinstance(rate, Decimal):
+            out[key] = Decimal(str(rate))
     out["pending_clear_max_amount"] = 1 if pending.get("clear_max_amount") else 0
     return out
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+import itertools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -22,7 +24,7 @@ from jackpot_grpc.adapters.unit_of_work import (
 from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.batch import ContributionPlan, key_reused, plan_contributions
 from jackpot_grpc.domain.errors import (
-    IdempotencyKeyReused,
+    DomainError,
     InvalidArgument,
     PoolSuspended,
     VersionConflict,
@@ -34,6 +36,7 @@ from jackpot_grpc.domain.model import (
     ContributionResult,
     Group,
     LedgerAudit,
+    PendingConfig,
     PoolConfig,
     PoolState,
     ScopedKey,
@@ -43,7 +46,12 @@ from jackpot_grpc.domain.model import (
     WinRecord,
     WinResult,
 )
-from jackpot_grpc.domain.validation import MAX_RATE_SUM, apply_config_change, check_rate_sum
+from jackpot_grpc.domain.validation import (
+    MAX_RATE_SUM,
+    apply_config_change,
+    check_divert_cycle,
+    check_rate_sum,
+)
 from jackpot_grpc.service.ports import ServiceMetrics
 from jackpot_grpc.service.snapshot import PoolSnapshot
 
@@ -65,7 +73,7 @@ class AppliedBatch:
     """A committed contribution batch: one result per command, the pools after (empty
     when nothing was written) and the results of the rows written."""
 
-    results: list[ContributionResult | IdempotencyKeyReused]
+    results: list[ContributionResult | DomainError]
     pools_after: list[PoolState]
     written: list[ContributionResult]
 
@@ -90,6 +98,37 @@ def _check_pending_still_applies(after: PoolConfig, pool: PoolState) -> None:
         ) from None
 
 
+def _larger_rates(rate: Decimal, reserve: Decimal, pending: PendingConfig | None) -> Decimal:
+    """A pool's display and reserve rates together, or those its pending change would give
+    (a rate it leaves unset stays), whichever is larger."""
+    now = rate + reserve
+    if pending is None:
+        return now
+    later_rate = rate if pending.contribution_rate is None else pending.contribution_rate
+    later_reserve = reserve if pending.reserve_rate is None else pending.reserve_rate
+    return max(now, later_rate + later_reserve)
+
+
+def _check_diverts(pools: Mapping[Group, PoolState], group: Group, target: Group | None) -> None:
+    """No cycle of overflow diverts, whichever of the other pools' pending changes have
+    applied by then: each other pool with its target in force and, if its pending change
+    sets another, with that one too."""
+    if target is None:
+        return
+    choices: list[list[tuple[Group, Group | None]]] = []
+    for g, p in pools.items():
+        if g == group:
+            continue
+        targets = {p.overflow_target}
+        if p.pending is not None:
+            with contextlib.suppress(InvalidArgument):  # it would not apply: no target then
+                later = apply_config_change(repo.config_of(p), p.pending.change(g))
+                targets.add(later.overflow_target)
+        choices.append([(g, t) for t in targets])
+    for combination in itertools.product(*choices):
+        check_divert_cycle(group, dict(combination) | {group: target})
+
+
 class BatchPlanner:
     """Plans a contribution batch against the locked pools (repository.Planner) and turns
     what was recorded into each command's result: written, replayed or refused."""
@@ -109,7 +148,15 @@ class BatchPlanner:
         if not plan.fresh:
             return None
         fresh = [self.commands[p] for p in plan.fresh]
-        return repo.BatchWrite(plan.sums, plan.counts, fresh, plan.shares)
+        return repo.BatchWrite(
+            plan.sums,
+            plan.counts,
+            fresh,
+            plan.shares,
+            plan.reserves,
+            plan.overflows,
+            plan.diverted_in,
+        )
 
     def outcome(self, recorded: repo.Recorded) -> AppliedBatch:
         plan, known = self._plan, self._known
@@ -121,7 +168,7 @@ class BatchPlanner:
             )
             for position, shares, row in zip(plan.fresh, plan.shares, rows, strict=True)
         }
-        results: list[ContributionResult | IdempotencyKeyReused] = []
+        results: list[ContributionResult | DomainError] = []
         for position, command in enumerate(self.commands):
             if position in stored:
                 results.append(stored[position])
@@ -161,7 +208,7 @@ class JackpotService:
 
     async def contribute_many(
         self, commands: Sequence[ContributeCommand], *, validate_only: bool = False
-    ) -> list[ContributionResult | IdempotencyKeyReused]:
+    ) -> list[ContributionResult | DomainError]:
         """Apply contributions in order, in one transaction; one result per command.
 
         Keys are scoped per client (each command's own: a batch may mix clients). A key
@@ -175,7 +222,7 @@ class JackpotService:
 
     async def _contribute_many(
         self, commands: Sequence[ContributeCommand], validate_only: bool
-    ) -> list[ContributionResult | IdempotencyKeyReused]:
+    ) -> list[ContributionResult | DomainError]:
         planner = BatchPlanner(commands)
         end = repo.VALIDATE_ONLY_END if validate_only else repo.COMMIT
         async with (
@@ -191,7 +238,7 @@ class JackpotService:
             return planner.outcome((pools_after, unrecorded)).results
         return self.committed(planner.outcome(recorded))
 
-    def committed(self, batch: AppliedBatch) -> list[ContributionResult | IdempotencyKeyReused]:
+    def committed(self, batch: AppliedBatch) -> list[ContributionResult | DomainError]:
         """After a batch's commit (on the event loop): the snapshot follows the pools, the
         metrics count the rows written; the callers' results."""
         if batch.pools_after:  # written (a batch of replays commits no write)
@@ -253,7 +300,9 @@ class JackpotService:
                     clear_pending=True,
                 )
                 seed = after_config.seed_amount
-            outcome = rules.pay_win(pool.current_amount, seed, command.win_amount)
+            outcome = rules.pay_win(
+                pool.current_amount, seed, command.win_amount, pool.reserve_amount
+            )
             win_id, created_at, leaf_index, after = await repo.record_win(conn, command, outcome)
         if validate_only:  # rolled back: nothing was paid, the snapshot stays
             return WinResult(0, outcome, after, created_at, replayed=False)
@@ -310,13 +359,22 @@ class JackpotService:
                     f" not {change.expected_version}"
                 )
             after = apply_config_change(before, change)
+            # The bound names the rate the change raises (display or reserve).
+            field = (
+                "reserve_rate"
+                if after.contribution_rate <= before.contribution_rate
+                and after.reserve_rate > before.reserve_rate
+                else "contribution_rate"
+            )
             if change.apply_at_next_win:
-                self._check_rates(pools, change.group, pending=after.contribution_rate)
+                self._check_rates(pools, change.group, field, pending=after)
+                _check_diverts(pools, change.group, after.overflow_target)
                 audit_id, _ = await repo.schedule_config(conn, change, client)
             else:
                 if pool.pending is not None:
                     _check_pending_still_applies(after, pool)
-                self._check_rates(pools, change.group, current=after.contribution_rate)
+                self._check_rates(pools, change.group, field, current=after)
+                _check_diverts(pools, change.group, after.overflow_target)
                 audit_id = await repo.save_config(
                     conn, before, after, change.actor, change.reason, client
                 )
@@ -334,25 +392,34 @@ class JackpotService:
         self,
         pools: dict[Group, PoolState],
         group: Group,
+        field: str,
         *,
-        current: Decimal | None = None,
-        pending: Decimal | None = None,
+        current: PoolConfig | None = None,
+        pending: PoolConfig | None = None,
     ) -> None:
-        """The rate sum bound, with every pending change counted: each pool at the larger
-        of its rate and its pending rate, so applying a pending change at a win can never
-        break it. Checked only when `group`'s larger rate goes up (under all three locks)."""
-
-        def highest(p: PoolState, rate: Decimal, waiting: Decimal | None) -> Decimal:
-            if p.pending is not None and p.pending.contribution_rate is not None:
-                waiting = p.pending.contribution_rate if waiting is None else waiting
-            return rate if waiting is None else max(rate, waiting)
-
+        """The rate sum bound (display and reserve rates together), with every pending
+        change counted: each pool at the larger of its rates' sum and its pending rates'
+        sum, so applying a pending change at a win can never break it. Checked only when
+        `group`'s larger sum goes up (under all three locks). `current`: the group's new
+        config (its pending change kept); `pending`: its new pending change, as the config
+        it would give."""
         mine = pools[group]
-        was = highest(mine, mine.contribution_rate, None)
-        now = highest(mine, mine.contribution_rate if current is None else current, pending)
+        was = _larger_rates(mine.contribution_rate, mine.reserve_rate, mine.pending)
+        if pending is not None:
+            now = max(
+                mine.contribution_rate + mine.reserve_rate,
+                pending.contribution_rate + pending.reserve_rate,
+            )
+        else:
+            assert current is not None
+            now = _larger_rates(current.contribution_rate, current.reserve_rate, mine.pending)
         if now > was:
-            others = (highest(p, p.contribution_rate, None) for g, p in pools.items() if g != group)
-            check_rate_sum([now, *others], self.max_rate_sum)
+            others = (
+                _larger_rates(p.contribution_rate, p.reserve_rate, p.pending)
+                for g, p in pools.items()
+                if g != group
+            )
+            check_rate_sum([now, *others], self.max_rate_sum, field)
 
     async def set_suspended(
         self, group: Group, suspended: bool, actor: str, reason: str, client: str

@@ -211,7 +211,9 @@ class AuditState:
         if frontier.size != state.size or frontier.root() != state.root:
             raise ValueError("the frontier does not give the recorded tree")
         books = data.get("books")
-        return dataclasses.replace(state, books=None if books is None else _base_of(books))
+        # A base without the reserve and overflow sums cannot go on: a full audit then.
+        usable = books is not None and "meters" in books
+        return dataclasses.replace(state, books=_base_of(books) if usable else None)
 
 
 def _base_json(base: AuditBase) -> dict[str, Any]:
@@ -225,6 +227,7 @@ def _base_json(base: AuditBase) -> dict[str, Any]:
         "max_ids": base.max_ids,
         "without_rate": base.without_rate,
         "unsequenced": base.unsequenced,
+        "meters": {g.value: list(meters) for g, meters in base.meters.items()},
     }
 
 
@@ -232,6 +235,10 @@ def _base_of(data: dict[str, Any]) -> AuditBase:
     def three(value: list[int]) -> tuple[int, int, int]:
         a, b, c = (int(v) for v in value)
         return a, b, c
+
+    def five(value: list[int]) -> tuple[int, int, int, int, int]:
+        a, b, c, d, e = (int(v) for v in value)
+        return a, b, c, d, e
 
     def two(value: list[int]) -> tuple[int, int]:
         a, b = (int(v) for v in value)
@@ -247,6 +254,7 @@ def _base_of(data: dict[str, Any]) -> AuditBase:
         max_ids={str(t): int(v) for t, v in data["max_ids"].items()},
         without_rate=int(data["without_rate"]),
         unsequenced=int(data["unsequenced"]),
+        meters={Group(g): five(v) for g, v in data["meters"].items()},
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from jackpot_grpc.domain.errors import IdempotencyKeyReused
+from jackpot_grpc.domain.errors import DomainError
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult, Group, WinResult
 
 
@@ -30,4 +30,4 @@ class BatchApplier(Protocol):
 
     async def contribute_many(
         self, commands: Sequence[ContributeCommand]
-    ) -> list[ContributionResult | IdempotencyKeyReused]: ...
+    ) -> list[ContributionResult | DomainError]: ...

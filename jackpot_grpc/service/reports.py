@@ -55,6 +55,19 @@ def audit_report(books: LedgerAudit) -> dict[str, Any]:
                 "expected_amount": a.expected_amount,
                 "discrepancy": a.discrepancy,
                 "balanced": a.balanced,
+                "meters": {
+                    "reserve_amount": a.reserve_amount,
+                    "overflow_amount": a.overflow_amount,
+                    "contributed": a.recorded_total_contributed,
+                    "total_paid": a.recorded_total_wins,
+                    "seed_funded_by_operator": a.recorded_total_seed_funding
+                    - a.recorded_seed_from_reserve,
+                    "seed_funded_from_reserve": a.recorded_seed_from_reserve,
+                    "diverted_in": a.recorded_total_diverted_in,
+                    "diverted_out": a.recorded_total_diverted_out,
+                },
+                "identity_gap": a.identity_gap,
+                "identity_holds": a.identity_gap == 0,
             }
             for a in books.pools
         ],

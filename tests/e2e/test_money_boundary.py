@@ -420,9 +420,9 @@ def write_books_beyond_int64(url: str) -> tuple[int, int]:
                 (group, uuid.uuid4(), share, share, after[group], current[group]),
             )
         conn.execute(
-            """UPDATE jackpots SET total_contributions = %s, total_wins = %s,
-                   contribution_count = 1, win_count = 1""",
-            (share, share),
+            """UPDATE jackpots SET total_contributions = %s, total_contributed = %s,
+                   total_wins = %s, contribution_count = 1, win_count = 1""",
+            (share, share, share),
         )
         conn.execute(
             "UPDATE contribution_totals SET contribution_count = 3, total_wagered = %s",

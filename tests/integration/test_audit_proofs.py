@@ -231,7 +231,9 @@ def test_a_rate_recorded_while_the_pool_was_suspended_is_named(
     named = [r for r in report["rows"]["bad"] if (r["table"], r["id"]) == ("contributions", row_id)]
     assert sorted(r["problem"] for r in named) == [
         "rate 0.0020000000, but 0 was in force",
-        "share 0, but floor(20000 × 0.0020000000) = 40",
+        # A row with the reserve's columns: its share is proved with its overflow.
+        "share 0 and overflow 0, but 40 was offered (floor(20000 × 0.0020000000) and 0"
+        " diverted in); reserve 0, but floor(20000 × 0.0000000000) = 0",
     ], report["rows"]["bad"]
 
 

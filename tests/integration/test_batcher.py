@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.domain.errors import (
     IdempotencyKeyReused,
+    OutOfRange,
     Overloaded,
     ShuttingDown,
     Unavailable,
@@ -174,20 +175,24 @@ async def test_a_failing_batch_leaves_no_trace(service: JackpotService, database
     assert await fetch(database_url, "SELECT count(*) FROM contributions") == [(0,)]
 
 
-async def test_a_pool_near_int64_takes_only_what_fits(
+async def test_a_contribution_past_int64_is_refused_alone_and_the_batch_goes_on(
     service: JackpotService, database_url: str
 ) -> None:
+    """What passes a pool's ceiling is kept (overflow) and counted (contributed), so a
+    share the meters cannot hold within int64 is refused, that contribution only
+    (OUT_OF_RANGE, nothing written), instead of being clipped or failing the batch."""
     async with await AsyncConnection.connect(database_url) as conn:
         await conn.execute("UPDATE jackpots SET contribution_rate = 0")  # the sum stays <= 1
         await conn.execute("UPDATE jackpots SET contribution_rate = 1 WHERE jackpot_group = 'mega'")
-    results = await service.contribute_many([contribution(2**62), contribution(2**62)])
-    first, second = (r for r in results if isinstance(r, ContributionResult))
-    int64_max = 2**63 - 1
+    results = await service.contribute_many(
+        [contribution(2**62), contribution(2**62), contribution(1000)]
+    )
+    first, second, third = results
+    assert isinstance(first, ContributionResult) and isinstance(third, ContributionResult)
+    assert isinstance(second, OutOfRange)
     assert first.shares.amounts[Group.MEGA] == 2**62
-    # The second is clipped like a cap: the pool and its total end exactly at int64's max.
-    assert second.shares.amounts[Group.MEGA] == int64_max - 2**62 - 1_000_000
-    assert second.shares.pools_after[Group.MEGA] == int64_max
-    assert (await pool_rows(database_url))["mega"][0] == int64_max
+    assert third.shares.pools_after[Group.MEGA] == 1_000_000 + 2**62 + 1000
+    assert (await pool_rows(database_url))["mega"][0] == 1_000_000 + 2**62 + 1000
     assert (await service.audit()).balanced
 
 

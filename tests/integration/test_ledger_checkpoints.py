@@ -18,12 +18,13 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import ledger_store
-from jackpot_grpc.domain.model import Group
+from jackpot_grpc.domain.model import Group, OverflowPolicy, WinCommand
 from jackpot_grpc.ledger.merkle import Frontier
 from jackpot_grpc.ledger.rows import leaf_of
 from jackpot_grpc.service.jackpot import JackpotService
 from testkit.ledger_tamper import Sealed, audit, insider, run
-from testkit.ledger_traffic import change, real_traffic
+from testkit.ledger_traffic import change, contribute, real_traffic
+from testkit.random_refs import random_game_id, random_key, random_user_id
 
 pytestmark = pytest.mark.usefixtures("keep_logging")
 
@@ -386,12 +387,57 @@ async def _every_lifecycle_shape(url: str) -> None:
         )
 
 
+async def _every_reserve_shape(url: str) -> None:
+    """Rows with the reserve and overflow extension fields set (migration 0014): a reserve
+    rate and a divert, contributions past the cap (overflow diverted, and kept while the
+    target is suspended), a reset paid from the reserve and by the operator (a seed-funding
+    row per source), and changes, immediate and scheduled, setting the reserve rate,
+    overflow policy and target."""
+    async with AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool:
+        await pool.open(wait=True, timeout=10)
+        service = JackpotService(pool)
+        minor = (await service.config())[0]
+        await service.update_config(
+            change(
+                Group.MINOR,
+                reserve_rate=Decimal("0.0123"),
+                max_amount=minor.seed_amount + 2_000,
+                overflow_target=Group.MAJOR,
+            ),
+            client="test",
+        )
+        game = random_game_id()
+        await service.contribute_many([contribute(game, w) for w in (500_000, 400_000)])
+        await service.set_suspended(Group.MAJOR, True, "test", "reserve shapes", "test")
+        await service.contribute_many([contribute(game, 300_000)])  # kept on minor's meter
+        await service.set_suspended(Group.MAJOR, False, "test", "", "test")
+        await service.win(  # a whole-pool win: reset from the reserve, the rest by the operator
+            WinCommand(Group.MINOR, game, random_user_id(), None, random_key(), "game-a")
+        )
+        await service.update_config(
+            change(
+                Group.MEGA,
+                reserve_rate=Decimal("0.0007"),
+                overflow_policy=OverflowPolicy.DIVERT,
+                overflow_target=Group.MAJOR,
+                apply_at_next_win=True,
+            ),
+            client="test",
+        )
+        await service.update_config(
+            change(Group.MINOR, overflow_policy=OverflowPolicy.ACCUMULATE), client="test"
+        )
+
+
 def test_postgresql_encodes_every_leaf_as_the_reference_encoder_does(sealed: Sealed) -> None:
     """The signer has PostgreSQL encode and hash new leaves (ledger_store.leaf_sql); every
-    row of real traffic, of every event type, gives the bytes ledger/leaf.py gives."""
+    row of real traffic, of every event type, gives the bytes ledger/leaf.py gives: rows
+    with and without the extension fields (reserve, overflow, seed source) among them."""
     asyncio.run(_every_lifecycle_shape(sealed.url))
+    asyncio.run(_every_reserve_shape(sealed.url))
     compared: dict[str, int] = {}
     pending: set[tuple[str, ...]] = set()
+    shapes: set[str] = set()
     with psycopg.connect(sealed.url) as conn, conn.cursor(row_factory=dict_row) as cur:
         for table in ledger_store.TABLES:
             cur.execute(
@@ -404,6 +450,7 @@ def test_postgresql_encodes_every_leaf_as_the_reference_encoder_does(sealed: Sea
                 compared[table] = compared.get(table, 0) + 1
                 if table == "pool_lifecycle":
                     pending.add((row["action"], *sorted(row["pending"] or {})))
+                shapes.update(_extension_shapes(table, row))
     assert sum(compared.values()) > 30 and set(compared) == set(ledger_store.TABLES)
     assert pending == {
         ("suspend",),
@@ -411,7 +458,47 @@ def test_postgresql_encodes_every_leaf_as_the_reference_encoder_does(sealed: Sea
         ("schedule_config", "clear_max_amount", "contribution_rate"),
         ("schedule_config", "clear_max_amount", "seed_amount"),
         ("schedule_config", "clear_max_amount", "contribution_rate", "max_amount"),
+        (
+            "schedule_config",
+            "clear_max_amount",
+            "overflow_policy",
+            "overflow_target",
+            "reserve_rate",
+        ),
     }
+    assert shapes == {
+        "contribution with a reserve",
+        "contribution diverting overflow",
+        "contribution keeping overflow",
+        "win reset from the reserve",
+        "seed funding by the operator",
+        "seed funding from the reserve",
+        "config change of the reserve and overflow",
+        "schedule without the extension",
+    }
+
+
+def _extension_shapes(table: str, row: dict[str, Any]) -> set[str]:
+    """Which of the extension's cases a row is (the equality test must meet each)."""
+    found: set[str] = set()
+    if table == "contributions":
+        if row["minor_reserve"]:
+            found.add("contribution with a reserve")
+        if row["minor_overflow"] and row["minor_overflow_to"] == "major":
+            found.add("contribution diverting overflow")
+        if row["minor_overflow"] and row["minor_overflow_to"] == "minor":
+            found.add("contribution keeping overflow")
+    if table == "wins" and row["reserve_top_up"]:
+        found.add("win reset from the reserve")
+    if table == "seed_fundings":
+        source = row["source"]
+        kind = "by the operator" if source == "operator" else "from the reserve"
+        found.add(f"seed funding {kind if source else 'without a source'}")
+    if table == "config_audit" and row["after"].get("overflow_target") == "major":
+        found.add("config change of the reserve and overflow")
+    if table == "pool_lifecycle" and row["pending"] and "reserve_rate" not in row["pending"]:
+        found.add("schedule without the extension")
+    return found
 
 
 def test_with_state_the_books_audit_is_incremental_too(

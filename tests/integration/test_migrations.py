@@ -35,7 +35,7 @@ TABLES = {
     "ledger_head",
     "write_heartbeat",
 }
-HEAD = "0013"
+HEAD = "0014"
 
 
 def revision(url: str) -> list[str]:
@@ -142,6 +142,68 @@ def test_schema_refuses_what_the_rules_refuse(database_url: str) -> None:
         conn.execute("UPDATE jackpots SET contribution_rate = 1")
         conn.execute("ALTER TABLE jackpots ENABLE TRIGGER jackpots_rates_sum_at_most_one")
         conn.execute("UPDATE jackpots SET contribution_rate = 0.5 WHERE jackpot_group = 'minor'")
+
+
+def test_0014_keeps_old_rows_leaves_and_behaviour_and_bounds_reserve_rates(
+    admin_url: str,
+) -> None:
+    """Rows written before 0014 keep their leaf bytes (no column of theirs changes); pools
+    start at reserve 0 and ACCUMULATE with `contributed` = their contributions; the rate-sum
+    trigger counts reserve rates too."""
+    from psycopg.rows import dict_row
+
+    from jackpot_grpc.ledger.rows import leaf_of
+
+    name = unique_name("jackpot_migrate")
+    url = create_database(admin_url, name)
+    try:
+        migrations.upgrade(url, "0013")
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                "INSERT INTO contributions (client, game_id, wager_amount, minor_amount,"
+                " major_amount, mega_amount, minor_after, major_after, mega_after, minor_rate)"
+                " VALUES ('c', 'g', 1000, 5, 3, 2, 10005, 100003, 1000002, 0.005)"
+            )
+            conn.execute(
+                "UPDATE jackpots SET total_contributions = 5, current_amount = 10005"
+                " WHERE jackpot_group = 'minor'"
+            )
+
+        def leaves() -> list[bytes]:
+            with psycopg.connect(url, row_factory=dict_row) as conn:
+                rows = [
+                    (table, row)
+                    for table in ("contributions", "seed_fundings")
+                    for row in conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+                ]
+            return [leaf_of(table, row, index) for index, (table, row) in enumerate(rows)]
+
+        before = leaves()
+        migrations.upgrade(url)
+        assert leaves() == before
+        with psycopg.connect(url, autocommit=True) as conn:  # each transaction() commits
+            pools = conn.execute(
+                "SELECT jackpot_group, reserve_rate, overflow_policy, overflow_target,"
+                " total_contributed FROM jackpots ORDER BY lock_order"
+            ).fetchall()
+            assert [(g, float(r), p, t) for g, r, p, t, _ in pools] == [
+                (g, 0.0, "accumulate", None) for g in ("minor", "major", "mega")
+            ]
+            assert [c for *_, c in pools] == [5, 0, 0]
+            # 0.005 + 0.003 + 0.002 + 0.991 > 1: refused at commit, whoever writes.
+            with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+                conn.execute(
+                    "UPDATE jackpots SET reserve_rate = 0.991 WHERE jackpot_group = 'mega'"
+                )
+            conn.execute("UPDATE jackpots SET reserve_rate = 0.99 WHERE jackpot_group = 'mega'")
+            with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+                conn.execute(
+                    "UPDATE jackpots SET overflow_policy = 'divert', overflow_target = 'minor'"
+                    " WHERE jackpot_group = 'minor'"
+                )
+        migrations.downgrade(url, "0010")
+    finally:
+        drop_database(admin_url, name)
 
 
 def test_0004_fingerprints_rows_written_before_it_as_the_code_does(admin_url: str) -> None:

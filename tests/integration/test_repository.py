@@ -335,12 +335,18 @@ async def test_save_config_writes_the_pool_and_an_audit_row(pool: Pool, database
         "seed_amount": 1000000,
         "max_amount": None,
         "version": 1,
+        "reserve_rate": "0.0000000000",
+        "overflow_policy": "accumulate",
+        "overflow_target": None,
     }
     assert audit_after == {
         "contribution_rate": "0.0035000000",
         "seed_amount": 2000000,
         "max_amount": 9000000,
         "version": 2,
+        "reserve_rate": "0.0000000000",
+        "overflow_policy": "accumulate",
+        "overflow_target": None,
     }
     assert json.loads(json.dumps(audit_after))["contribution_rate"] == "0.0035000000"
 

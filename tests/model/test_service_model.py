@@ -3,8 +3,14 @@ real server and database, every answer and the final pools compared with a small
 in-memory model of the rules, and the ledger audit passing after every run.
 
 The model is written here on purpose, apart from jackpot_grpc.domain: shares are
-floor(wager × rate) in exact Decimal, caps apply in arrival order, a win pays and tops
-the pool back up to its seed. If the service and the model disagree, one of them is wrong.
+floor(wager × rate) in exact Decimal, caps apply in arrival order and what passes a cap
+overflows (kept on the pool's overflow meter, or diverted into another pool), the reserve
+takes floor(wager × reserve rate), a win pays and tops the pool back up to its seed from
+the reserve first. A suspended pool takes no share (display or reserve), receives no
+overflow and refuses wins; a change scheduled for the next win (rates, reserve rate, seed,
+cap) applies at that win, before the payout. Every meter and the identity tying them are
+checked after each step.
+If the service and the model disagree, one of them is wrong.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ class Scheduled:
     rate: Decimal | None
     seed: int | None
     clear_cap: bool
+    reserve: Decimal | None = None
 
 
 @dataclass
@@ -84,6 +91,11 @@ class ModelPool:
     cap: int | None
     rate: Decimal
     version: int
+    reserve_rate: Decimal = Decimal(0)
+    target: str | None = None  # DIVERT's target; None: ACCUMULATE
+    # The meters (GetStatistics' PoolMeters), besides `amount` (the display).
+    meters: dict[str, int] = field(default_factory=dict)
+
     suspended: bool = False
     pending: Scheduled | None = None
 
@@ -94,6 +106,33 @@ class ModelPool:
             self.seed if change.seed is None else change.seed,
             None if change.clear_cap else self.cap,
         )
+
+
+METERS = (
+    "contributed",
+    "reserve",
+    "overflow",
+    "hits",
+    "paid",
+    "seed_operator",
+    "seed_reserve",
+    "diverted_out",
+    "diverted_in",
+)
+
+
+def read_meters(m: pb.PoolMeters) -> dict[str, int]:
+    return {
+        "contributed": m.contributed,
+        "reserve": m.reserve_amount,
+        "overflow": m.overflow_amount,
+        "hits": m.hit_count,
+        "paid": m.total_paid,
+        "seed_operator": m.seed_funded_by_operator,
+        "seed_reserve": m.seed_funded_from_reserve,
+        "diverted_out": m.diverted_out,
+        "diverted_in": m.diverted_in,
+    }
 
 
 @dataclass(frozen=True)
@@ -125,38 +164,95 @@ class Model:
     contributions: dict[str, Contribution] = field(default_factory=dict)
     wins: dict[str, WinPaid] = field(default_factory=dict)
 
+    def target_in_play(self, name: str) -> str | None:
+        """Where the pool's overflow goes: its target, unless that pool is suspended (a
+        suspended pool takes nothing: the overflow stays on the pool's own meter)."""
+        target = self.pools[name].target
+        return None if target is None or self.pools[target].suspended else target
+
+    def split_order(self) -> list[str]:
+        """A pool before the pool it diverts to (the targets never form a cycle)."""
+        order: list[str] = []
+        while len(order) < len(GROUPS):
+            for name in GROUPS:
+                sources = [g for g in GROUPS if self.target_in_play(g) == name]
+                if name not in order and all(g in order for g in sources):
+                    order.append(name)
+                    break
+        return order
+
     def contribute(self, wager: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-        """Each pool's share of `wager` and each pool's amount after, in pool order."""
-        shares: list[int] = []
-        for name in GROUPS:
+        """Each pool's share of `wager` (what went to its display) and each pool's amount
+        after, in pool order. Past the cap a share overflows: onto the pool's overflow
+        meter, or (DIVERT) into its target as part of the target's share; the reserve share
+        is floor(wager × reserve rate), never capped."""
+        shares: dict[str, int] = {}
+        incoming = dict.fromkeys(GROUPS, 0)
+        for name in self.split_order():
             pool = self.pools[name]
-            share = 0 if pool.suspended else floor_share(wager, pool.rate)
+            # A suspended pool takes no share (display or reserve).
+            own = 0 if pool.suspended else floor_share(wager, pool.rate)
+            offered = own + incoming[name]
+            share = offered
             if pool.cap is not None and pool.amount + share > pool.cap:
                 share = max(0, pool.cap - pool.amount)
+            over = offered - share
+            target = self.target_in_play(name)
+            if target is None:
+                pool.meters["overflow"] += over
+            else:
+                pool.meters["diverted_out"] += over
+                incoming[target] += over
+                self.pools[target].meters["diverted_in"] += over
+            reserve = 0 if pool.suspended else floor_share(wager, pool.reserve_rate)
+            pool.meters["reserve"] += reserve
+            pool.meters["contributed"] += own + reserve
             pool.amount += share
-            shares.append(share)
+            shares[name] = share
         after = tuple(self.pools[g].amount for g in GROUPS)
-        return (shares[0], shares[1], shares[2]), (after[0], after[1], after[2])
+        return (shares["minor"], shares["major"], shares["mega"]), (after[0], after[1], after[2])
 
     def sharing(self) -> list[str]:
-        """The pools a wager is shared with: in play, with a rate above 0."""
-        return [g for g in GROUPS if not self.pools[g].suspended and self.pools[g].rate > 0]
+        """The pools a wager is shared with: in play, with a rate or reserve rate above 0."""
+        pools = self.pools
+        return [
+            g
+            for g in GROUPS
+            if not pools[g].suspended and (pools[g].rate > 0 or pools[g].reserve_rate > 0)
+        ]
 
     def win(self, name: str, requested: int | None) -> tuple[int, int, int] | None:
         """(paid, top-up, remaining), or None when the win is larger than the pool. A
-        pending change applies first (its seed is the one the pool is reset to)."""
+        pending change applies first (its seed is the one the pool is reset to); the top-up
+        comes from the reserve first, then from the operator."""
         pool = self.pools[name]
         paid = pool.amount if requested is None else requested
         if paid > pool.amount:
             return None
         if pool.pending is not None:
             pool.rate, pool.seed, pool.cap = pool.after(pool.pending)
+            if pool.pending.reserve is not None:
+                pool.reserve_rate = pool.pending.reserve
             pool.pending = None
             pool.version += 1
         left = pool.amount - paid
         top_up = max(0, pool.seed - left)
+        from_reserve = min(pool.meters["reserve"], top_up)
+        pool.meters["reserve"] -= from_reserve
+        pool.meters["seed_reserve"] += from_reserve
+        pool.meters["seed_operator"] += top_up - from_reserve
+        pool.meters["hits"] += 1
+        pool.meters["paid"] += paid
         pool.amount = left + top_up
         return paid, top_up, pool.amount
+
+    def diverts_in_a_cycle(self, name: str, target: str) -> bool:
+        at: str | None = target
+        while at is not None:
+            if at == name:
+                return True
+            at = self.pools[at].target
+        return False
 
 
 def by_group(amounts: Any) -> tuple[int, int, int]:
@@ -208,6 +304,8 @@ wagers = st.one_of(st.integers(1, 5_000), st.integers(5_000, 50_000_000))
 contribution_keys = Bundle("contribution_keys")
 win_keys = Bundle("win_keys")
 rates = st.decimals(min_value=0, max_value=Decimal("0.3"), places=4, allow_nan=False)
+# Three rates of at most 0.3 and three reserve rates of at most 0.03: never past the sum of 1.
+reserve_rates = st.decimals(min_value=0, max_value=Decimal("0.03"), places=5, allow_nan=False)
 
 
 class ServiceModel(RuleBasedStateMachine):
@@ -229,8 +327,10 @@ class ServiceModel(RuleBasedStateMachine):
     def read_the_service(self) -> None:
         """The model starts where the database stands (earlier runs moved the pools)."""
         config = self.stub.GetConfig(pb.GetConfigRequest(), timeout=RPC_TIMEOUT)
+        stats = self.stub.GetStatistics(pb.GetStatisticsRequest(), timeout=RPC_TIMEOUT)
+        amounts = {GROUP_OF[p.group]: p.current_amount for p in stats.pools}
+        meters = {GROUP_OF[p.group]: read_meters(p.meters) for p in stats.pools}
         pools = self.stub.GetPools(pb.GetPoolsRequest(), timeout=RPC_TIMEOUT)
-        amounts = {GROUP_OF[p.group]: p.current_amount for p in pools.pools}
         suspended = {GROUP_OF[p.group]: p.suspended for p in pools.pools}
         for c in config.pools:
             name = GROUP_OF[c.group]
@@ -240,6 +340,9 @@ class ServiceModel(RuleBasedStateMachine):
                 cap=c.max_amount if c.HasField("max_amount") else None,
                 rate=Decimal(c.contribution_rate.value),
                 version=c.version,
+                reserve_rate=Decimal(c.reserve_rate.value or "0"),
+                target=GROUP_OF.get(c.overflow_target),
+                meters=meters[name],
                 suspended=suspended[name],
                 pending=None
                 if not c.HasField("pending_config")
@@ -251,6 +354,9 @@ class ServiceModel(RuleBasedStateMachine):
                     if c.pending_config.HasField("seed_amount")
                     else None,
                     c.pending_config.clear_max_amount,
+                    Decimal(c.pending_config.reserve_rate.value)
+                    if c.pending_config.HasField("reserve_rate")
+                    else None,
                 ),
             )
 
@@ -371,14 +477,34 @@ class ServiceModel(RuleBasedStateMachine):
         rate=st.one_of(st.none(), rates),
         cap=st.one_of(st.none(), st.just("clear"), st.integers(1, 5_000_000)),
         stale=st.booleans(),
+        reserve=st.one_of(st.none(), reserve_rates),
+        overflow=st.one_of(st.none(), st.just("accumulate"), st.sampled_from(GROUPS)),
     )
     def update_config(
-        self, group: str, rate: Decimal | None, cap: int | str | None, stale: bool
+        self,
+        group: str,
+        rate: Decimal | None,
+        cap: int | str | None,
+        stale: bool,
+        reserve: Decimal | None,
+        overflow: str | None,
     ) -> None:
         pool = self.model.pools[group]
         request = pb.UpdateConfigRequest(group=PB_GROUP[group], actor="model", reason="model test")
         if rate is not None:
             request.contribution_rate.CopyFrom(decimal_pb2.Decimal(value=str(rate)))
+        if reserve is not None:
+            request.reserve_rate.CopyFrom(decimal_pb2.Decimal(value=str(reserve)))
+        new_target = pool.target
+        if overflow == "accumulate":
+            request.overflow_policy, new_target = pb.OVERFLOW_POLICY_ACCUMULATE, None
+        elif overflow is not None:
+            request.overflow_target, new_target = PB_GROUP[overflow], overflow
+            if not stale and self.model.diverts_in_a_cycle(group, overflow):
+                with pytest.raises(grpc.RpcError) as refused:
+                    self.stub.UpdateConfig(request, metadata=ADMIN, timeout=RPC_TIMEOUT)
+                assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+                return  # a divert to itself or round a cycle: refused, nothing changed
         new_cap = pool.cap
         if cap == "clear":
             request.clear_max_amount, new_cap = True, None
@@ -407,8 +533,13 @@ class ServiceModel(RuleBasedStateMachine):
         reply = self.stub.UpdateConfig(request, metadata=ADMIN, timeout=RPC_TIMEOUT)
         pool.version += 1
         pool.cap = new_cap
+        pool.target = new_target
         if rate is not None:
             pool.rate = rate
+        if reserve is not None:
+            pool.reserve_rate = reserve
+        assert Decimal(reply.config.reserve_rate.value) == pool.reserve_rate
+        assert GROUP_OF.get(reply.config.overflow_target) == pool.target
         assert reply.config.version == pool.version
         assert Decimal(reply.config.contribution_rate.value) == pool.rate
         assert (
@@ -441,12 +572,18 @@ class ServiceModel(RuleBasedStateMachine):
         rate=st.one_of(st.none(), rates),
         seed=st.one_of(st.none(), st.integers(1, 3_000_000)),
         clear_cap=st.booleans(),
+        reserve=st.one_of(st.none(), reserve_rates),
     )
     def schedule_config(
-        self, group: str, rate: Decimal | None, seed: int | None, clear_cap: bool
+        self,
+        group: str,
+        rate: Decimal | None,
+        seed: int | None,
+        clear_cap: bool,
+        reserve: Decimal | None,
     ) -> None:
         pool = self.model.pools[group]
-        change = Scheduled(rate, seed, clear_cap)
+        change = Scheduled(rate, seed, clear_cap, reserve)
         request = pb.UpdateConfigRequest(
             group=PB_GROUP[group],
             apply_at_next_win=True,
@@ -458,6 +595,8 @@ class ServiceModel(RuleBasedStateMachine):
             request.contribution_rate.CopyFrom(decimal_pb2.Decimal(value=str(rate)))
         if seed is not None:
             request.seed_amount = seed
+        if reserve is not None:
+            request.reserve_rate.CopyFrom(decimal_pb2.Decimal(value=str(reserve)))
         _, seed_then, cap_then = pool.after(change)
         if cap_then is not None and cap_then <= seed_then:
             with pytest.raises(grpc.RpcError) as refused:
@@ -472,6 +611,8 @@ class ServiceModel(RuleBasedStateMachine):
         assert shown.schedule_id == reply.audit_id > 0
         assert (Decimal(shown.contribution_rate.value) if rate is not None else None) == rate
         assert (shown.seed_amount if shown.HasField("seed_amount") else None) == seed
+        has_reserve = shown.HasField("reserve_rate")
+        assert (Decimal(shown.reserve_rate.value) if has_reserve else None) == reserve
 
     # -- the pools, always --
 
@@ -483,6 +624,11 @@ class ServiceModel(RuleBasedStateMachine):
         stats = self.stub.GetStatistics(pb.GetStatisticsRequest(), timeout=RPC_TIMEOUT)
         actual = {GROUP_OF[p.group]: p.current_amount for p in stats.pools}
         assert actual == {g: p.amount for g, p in self.model.pools.items()}
+        meters = {GROUP_OF[p.group]: read_meters(p.meters) for p in stats.pools}
+        assert meters == {g: p.meters for g, p in self.model.pools.items()}
+        for name, m in meters.items():  # the identity (docs/ARCHITECTURE.md)
+            held = actual[name] + m["reserve"] + m["overflow"] + m["paid"] + m["diverted_out"]
+            assert held == m["contributed"] + m["diverted_in"] + m["seed_operator"], name
         config = self.stub.GetConfig(pb.GetConfigRequest(), timeout=RPC_TIMEOUT)
         for c in config.pools:
             pool = self.model.pools[GROUP_OF[c.group]]
@@ -491,6 +637,7 @@ class ServiceModel(RuleBasedStateMachine):
                 pool.seed,
                 pool.version,
             )
+            assert Decimal(c.reserve_rate.value or "0") == pool.reserve_rate
             assert (c.max_amount if c.HasField("max_amount") else None) == pool.cap
             assert c.HasField("pending_config") == (pool.pending is not None)
 

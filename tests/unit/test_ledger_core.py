@@ -215,6 +215,28 @@ def test_leaf_encoding_refuses_what_has_no_canonical_text() -> None:
             decode_leaf(broken)
 
 
+def test_an_extension_is_encoded_whole_when_present_and_not_at_all_when_absent() -> None:
+    seed = {
+        "leaf_index": 0, "id": 1, "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "jackpot_group": "minor", "amount": 10, "reason": "initial seed", "win_id": None,
+    }  # fmt: skip
+    before = encode_leaf(EventType.SEED_FUNDING, seed)  # a row older than the extension
+    assert encode_leaf(EventType.SEED_FUNDING, {**seed, "source": None}) == before
+    assert decode_leaf(before)[1]["source"] is None
+    funded = encode_leaf(EventType.SEED_FUNDING, {**seed, "source": "reserve"})
+    assert funded == before + b"\x00\x00\x00\x07reserve"
+    assert decode_leaf(funded)[1]["source"] == "reserve"
+    with pytest.raises(LeafEncodingError, match="not canonical"):  # an all-absent extension
+        decode_leaf(before + b"\xff\xff\xff\xff")
+    # A contribution's extension: every field once any is present, absent ones as ff ff ff ff.
+    meters = {"minor_reserve": 0, "minor_overflow": 0, "minor_overflow_to": "minor"}
+    extended = encode_leaf(EventType.CONTRIBUTION, {**CONTRIBUTION, **meters})
+    texts = decode_leaf(extended)[1]
+    assert (texts["minor_overflow_to"], texts["mega_reserve_rate"]) == ("minor", None)
+    base = encode_leaf(EventType.CONTRIBUTION, CONTRIBUTION)
+    assert extended.startswith(base) and extended.count(b"\xff\xff\xff\xff") > 9
+
+
 def test_the_frontier_gives_every_prefix_root() -> None:
     frontier = merkle.Frontier()
     assert frontier.root() == merkle.EMPTY_ROOT

@@ -236,3 +236,54 @@ def test_splitter_is_share_of_then_capped_at_the_ceiling(
         expected = rules.capped(rules.share_of(wager, rate), start, rules.ceiling(state[g]))
         assert shares.amounts[g] == expected
         assert shares.pools_after[g] == start + expected
+
+
+# --- reserve, overflow, divert, resets from the reserve ---------------------------------
+
+
+def test_overflow_is_kept_or_diverted_down_a_chain_and_the_reserve_is_floored_alone() -> None:
+    # minor diverts to major, major to mega; mega keeps its overflow.
+    state = pools(
+        minor=pool(Group.MINOR, current=95, rate="0.01", max_amount=100, reserve_rate="0.0015",
+                   target=Group.MAJOR),
+        major=pool(Group.MAJOR, current=198, rate="0.01", max_amount=200, target=Group.MEGA),
+        mega=pool(Group.MEGA, current=299, rate="0.01", max_amount=300),
+    )  # fmt: skip
+    assert rules.divert_order(state) == [Group.MINOR, Group.MAJOR, Group.MEGA]
+    current = {g: state[g].current_amount for g in GROUPS}
+    shares = rules.Splitter(state).split(1000, current)  # 10 offered to each pool
+    # minor: 5 fit, 5 go to major (15 offered): 2 fit, 13 go to mega (23): 1 fits, 22 kept.
+    assert shares.amounts == {Group.MINOR: 5, Group.MAJOR: 2, Group.MEGA: 1}
+    assert shares.overflows == {Group.MINOR: 5, Group.MAJOR: 13, Group.MEGA: 22}
+    assert shares.reserves == {Group.MINOR: 1, Group.MAJOR: 0, Group.MEGA: 0}
+    assert current == {Group.MINOR: 100, Group.MAJOR: 200, Group.MEGA: 300}
+    # Nothing past a cap, no reserve rate: nothing extra is built per wager.
+    plain = pools(**{g.value: pool(g, current=0, rate="0.01") for g in GROUPS})
+    again = rules.Splitter(plain).split(1000, dict.fromkeys(GROUPS, 0))
+    assert (again.overflows, again.reserves) == (None, None)
+
+
+def test_a_target_is_split_after_the_pool_diverting_into_it() -> None:
+    state = pools(
+        minor=pool(Group.MINOR, current=0, rate="0.01"),
+        major=pool(Group.MAJOR, current=0, rate="0.01", target=Group.MINOR),
+        mega=pool(Group.MEGA, current=0, rate="0.01", target=Group.MAJOR),
+    )
+    assert rules.divert_order(state) == [Group.MEGA, Group.MAJOR, Group.MINOR]
+
+
+@pytest.mark.parametrize(
+    ("current", "reserve", "win", "top_up", "from_reserve"),
+    [
+        (150, 30, None, 100, 30),  # the reserve pays what it holds, the operator the rest
+        (150, 500, None, 100, 100),  # the reserve covers the whole reset
+        (150, 0, None, 100, 0),  # no reserve: the operator, as before
+        (150, 500, 40, 0, 0),  # still above the seed: no reset
+    ],
+)
+def test_a_reset_comes_from_the_reserve_first(
+    current: int, reserve: int, win: int | None, top_up: int, from_reserve: int
+) -> None:
+    outcome = rules.pay_win(current, 100, win, reserve)
+    assert (outcome.seed_top_up, outcome.reserve_top_up) == (top_up, from_reserve)
+    assert outcome.operator_top_up == top_up - from_reserve

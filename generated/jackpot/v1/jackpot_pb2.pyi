@@ -42,6 +42,30 @@ JACKPOT_GROUP_MAJOR: JackpotGroup.ValueType  # 2
 JACKPOT_GROUP_MEGA: JackpotGroup.ValueType  # 3
 Global___JackpotGroup: _TypeAlias = JackpotGroup  # noqa: Y015
 
+class _OverflowPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OverflowPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OverflowPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OVERFLOW_POLICY_UNSPECIFIED: _OverflowPolicy.ValueType  # 0
+    OVERFLOW_POLICY_ACCUMULATE: _OverflowPolicy.ValueType  # 1
+    """Onto the pool's own overflow meter (the default)."""
+    OVERFLOW_POLICY_DIVERT: _OverflowPolicy.ValueType  # 2
+    """Into `overflow_target`, as a share of that pool (its own cap and policy apply)."""
+
+class OverflowPolicy(_OverflowPolicy, metaclass=_OverflowPolicyEnumTypeWrapper):
+    """Where the part of a share past the pool's max_amount goes. Never dropped: either way
+    it is a ledger row's `{pool}_overflow`.
+    """
+
+OVERFLOW_POLICY_UNSPECIFIED: OverflowPolicy.ValueType  # 0
+OVERFLOW_POLICY_ACCUMULATE: OverflowPolicy.ValueType  # 1
+"""Onto the pool's own overflow meter (the default)."""
+OVERFLOW_POLICY_DIVERT: OverflowPolicy.ValueType  # 2
+"""Into `overflow_target`, as a share of that pool (its own cap and policy apply)."""
+Global___OverflowPolicy: _TypeAlias = OverflowPolicy  # noqa: Y015
+
 @_typing.final
 class Pool(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -60,6 +84,10 @@ class Pool(_message.Message):
     TOTAL_SEED_FUNDING_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     CONFIG_VERSION_FIELD_NUMBER: _builtins.int
+    METERS_FIELD_NUMBER: _builtins.int
+    RESERVE_RATE_FIELD_NUMBER: _builtins.int
+    OVERFLOW_POLICY_FIELD_NUMBER: _builtins.int
+    OVERFLOW_TARGET_FIELD_NUMBER: _builtins.int
     SUSPENDED_FIELD_NUMBER: _builtins.int
     SUSPENDED_REASON_FIELD_NUMBER: _builtins.int
     PENDING_CONFIG_FIELD_NUMBER: _builtins.int
@@ -79,6 +107,9 @@ class Pool(_message.Message):
     """Bumped by config changes only (UpdateConfig.expected_version compares with it);
     `version` above moves with every change of the row.
     """
+    overflow_policy: Global___OverflowPolicy.ValueType
+    overflow_target: Global___JackpotGroup.ValueType
+    """The pool overflow is diverted to (DIVERT); UNSPECIFIED with ACCUMULATE."""
     suspended: _builtins.bool
     """Out of play (SuspendPool): keeps its amount, takes no share, refuses Win."""
     suspended_reason: _builtins.str
@@ -89,6 +120,15 @@ class Pool(_message.Message):
     def last_won_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def meters(self) -> Global___PoolMeters:
+        """The reserve and overflow (fields 30-49; docs/ARCHITECTURE.md, "The meters and their
+        identity"): display + reserve + overflow + paid + diverted out
+          = contributed + diverted in + seed from the operator.
+        """
+
+    @_builtins.property
+    def reserve_rate(self) -> _decimal_pb2.Decimal: ...
     @_builtins.property
     def pending_config(self) -> Global___PendingConfig:
         """A config change waiting for the pool's next win (UpdateConfig apply_at_next_win)."""
@@ -110,19 +150,75 @@ class Pool(_message.Message):
         total_seed_funding: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         config_version: _builtins.int = ...,
+        meters: Global___PoolMeters | None = ...,
+        reserve_rate: _decimal_pb2.Decimal | None = ...,
+        overflow_policy: Global___OverflowPolicy.ValueType = ...,
+        overflow_target: Global___JackpotGroup.ValueType = ...,
         suspended: _builtins.bool = ...,
         suspended_reason: _builtins.str = ...,
         pending_config: Global___PendingConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "last_won_at", b"last_won_at", "max_amount", b"max_amount", "pending_config", b"pending_config", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "last_won_at", b"last_won_at", "max_amount", b"max_amount", "meters", b"meters", "pending_config", b"pending_config", "reserve_rate", b"reserve_rate", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "config_version", b"config_version", "contribution_rate", b"contribution_rate", "current_amount", b"current_amount", "group", b"group", "last_won_amount", b"last_won_amount", "last_won_at", b"last_won_at", "last_won_by_user_id", b"last_won_by_user_id", "max_amount", b"max_amount", "pending_config", b"pending_config", "seed_amount", b"seed_amount", "suspended", b"suspended", "suspended_reason", b"suspended_reason", "total_contributions", b"total_contributions", "total_seed_funding", b"total_seed_funding", "total_wins", b"total_wins", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "config_version", b"config_version", "contribution_rate", b"contribution_rate", "current_amount", b"current_amount", "group", b"group", "last_won_amount", b"last_won_amount", "last_won_at", b"last_won_at", "last_won_by_user_id", b"last_won_by_user_id", "max_amount", b"max_amount", "meters", b"meters", "overflow_policy", b"overflow_policy", "overflow_target", b"overflow_target", "pending_config", b"pending_config", "reserve_rate", b"reserve_rate", "seed_amount", b"seed_amount", "suspended", b"suspended", "suspended_reason", b"suspended_reason", "total_contributions", b"total_contributions", "total_seed_funding", b"total_seed_funding", "total_wins", b"total_wins", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_amount: _TypeAlias = _typing.Literal["max_amount"]  # noqa: Y015
     _WhichOneofArgType__max_amount: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_amount) -> _WhichOneofReturnType__max_amount | None: ...
 
 Global___Pool: _TypeAlias = Pool  # noqa: Y015
+
+@_typing.final
+class PoolMeters(_message.Message):
+    """A pool's meters, in minor units. `current_amount` is the display meter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENT_AMOUNT_FIELD_NUMBER: _builtins.int
+    CONTRIBUTED_FIELD_NUMBER: _builtins.int
+    RESERVE_AMOUNT_FIELD_NUMBER: _builtins.int
+    OVERFLOW_AMOUNT_FIELD_NUMBER: _builtins.int
+    HIT_COUNT_FIELD_NUMBER: _builtins.int
+    TOTAL_PAID_FIELD_NUMBER: _builtins.int
+    SEED_FUNDED_BY_OPERATOR_FIELD_NUMBER: _builtins.int
+    SEED_FUNDED_FROM_RESERVE_FIELD_NUMBER: _builtins.int
+    DIVERTED_OUT_FIELD_NUMBER: _builtins.int
+    DIVERTED_IN_FIELD_NUMBER: _builtins.int
+    current_amount: _builtins.int
+    contributed: _builtins.int
+    """Everything wagers gave the pool: display share, reserve share and overflow."""
+    reserve_amount: _builtins.int
+    """Hidden: funds the next reset (PoolConfig.reserve_rate of each wager)."""
+    overflow_amount: _builtins.int
+    """What passed max_amount and was kept (OVERFLOW_POLICY_ACCUMULATE)."""
+    hit_count: _builtins.int
+    total_paid: _builtins.int
+    seed_funded_by_operator: _builtins.int
+    seed_funded_from_reserve: _builtins.int
+    diverted_out: _builtins.int
+    """Overflow this pool sent to its target, and received from pools diverting into it."""
+    diverted_in: _builtins.int
+    def __init__(
+        self,
+        *,
+        current_amount: _builtins.int = ...,
+        contributed: _builtins.int = ...,
+        reserve_amount: _builtins.int = ...,
+        overflow_amount: _builtins.int = ...,
+        hit_count: _builtins.int = ...,
+        total_paid: _builtins.int = ...,
+        seed_funded_by_operator: _builtins.int = ...,
+        seed_funded_from_reserve: _builtins.int = ...,
+        diverted_out: _builtins.int = ...,
+        diverted_in: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributed", b"contributed", "current_amount", b"current_amount", "diverted_in", b"diverted_in", "diverted_out", b"diverted_out", "hit_count", b"hit_count", "overflow_amount", b"overflow_amount", "reserve_amount", b"reserve_amount", "seed_funded_by_operator", b"seed_funded_by_operator", "seed_funded_from_reserve", b"seed_funded_from_reserve", "total_paid", b"total_paid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PoolMeters: _TypeAlias = PoolMeters  # noqa: Y015
 
 @_typing.final
 class PendingConfig(_message.Message):
@@ -140,6 +236,9 @@ class PendingConfig(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     SCHEDULED_AT_FIELD_NUMBER: _builtins.int
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    RESERVE_RATE_FIELD_NUMBER: _builtins.int
+    OVERFLOW_POLICY_FIELD_NUMBER: _builtins.int
+    OVERFLOW_TARGET_FIELD_NUMBER: _builtins.int
     seed_amount: _builtins.int
     max_amount: _builtins.int
     clear_max_amount: _builtins.bool
@@ -147,10 +246,16 @@ class PendingConfig(_message.Message):
     reason: _builtins.str
     schedule_id: _builtins.int
     """Its pool_lifecycle ledger row."""
+    overflow_policy: Global___OverflowPolicy.ValueType
+    overflow_target: Global___JackpotGroup.ValueType
     @_builtins.property
     def contribution_rate(self) -> _decimal_pb2.Decimal: ...
     @_builtins.property
     def scheduled_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reserve_rate(self) -> _decimal_pb2.Decimal:
+        """The reserve and overflow the change sets (unset: kept), as in UpdateConfigRequest."""
+
     def __init__(
         self,
         *,
@@ -162,10 +267,13 @@ class PendingConfig(_message.Message):
         reason: _builtins.str = ...,
         scheduled_at: _timestamp_pb2.Timestamp | None = ...,
         schedule_id: _builtins.int = ...,
+        reserve_rate: _decimal_pb2.Decimal | None = ...,
+        overflow_policy: Global___OverflowPolicy.ValueType = ...,
+        overflow_target: Global___JackpotGroup.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "contribution_rate", b"contribution_rate", "max_amount", b"max_amount", "scheduled_at", b"scheduled_at", "seed_amount", b"seed_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "contribution_rate", b"contribution_rate", "max_amount", b"max_amount", "reserve_rate", b"reserve_rate", "scheduled_at", b"scheduled_at", "seed_amount", b"seed_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "actor", b"actor", "clear_max_amount", b"clear_max_amount", "contribution_rate", b"contribution_rate", "max_amount", b"max_amount", "reason", b"reason", "schedule_id", b"schedule_id", "scheduled_at", b"scheduled_at", "seed_amount", b"seed_amount"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "actor", b"actor", "clear_max_amount", b"clear_max_amount", "contribution_rate", b"contribution_rate", "max_amount", b"max_amount", "overflow_policy", b"overflow_policy", "overflow_target", b"overflow_target", "reason", b"reason", "reserve_rate", b"reserve_rate", "schedule_id", b"schedule_id", "scheduled_at", b"scheduled_at", "seed_amount", b"seed_amount"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_amount: _TypeAlias = _typing.Literal["max_amount"]  # noqa: Y015
     _WhichOneofArgType__max_amount: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount"]  # noqa: Y015
@@ -274,8 +382,9 @@ class ContributeResponse(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def sharing_groups(self) -> _containers.RepeatedScalarFieldContainer[Global___JackpotGroup.ValueType]:
-        """The pools this wager was shared with: every pool in play whose rate is above 0 (its
-        share may still be 0 after rounding down or at the cap). A suspended pool is left out.
+        """The pools this wager was shared with: every pool in play whose rate or reserve rate is
+        above 0 (its share may still be 0 after rounding down or at the cap). A suspended pool
+        is left out.
         """
 
     def __init__(
@@ -570,6 +679,7 @@ class PoolStatistics(_message.Message):
     WIN_COUNT_FIELD_NUMBER: _builtins.int
     LAST_WON_AMOUNT_FIELD_NUMBER: _builtins.int
     LAST_WON_AT_FIELD_NUMBER: _builtins.int
+    METERS_FIELD_NUMBER: _builtins.int
     group: Global___JackpotGroup.ValueType
     current_amount: _builtins.int
     total_contributions: _builtins.int
@@ -580,6 +690,8 @@ class PoolStatistics(_message.Message):
     last_won_amount: _builtins.int
     @_builtins.property
     def last_won_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def meters(self) -> Global___PoolMeters: ...
     def __init__(
         self,
         *,
@@ -592,10 +704,11 @@ class PoolStatistics(_message.Message):
         win_count: _builtins.int = ...,
         last_won_amount: _builtins.int = ...,
         last_won_at: _timestamp_pb2.Timestamp | None = ...,
+        meters: Global___PoolMeters | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_won_at", b"last_won_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_won_at", b"last_won_at", "meters", b"meters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_count", b"contribution_count", "current_amount", b"current_amount", "group", b"group", "last_won_amount", b"last_won_amount", "last_won_at", b"last_won_at", "total_contributions", b"total_contributions", "total_seed_funding", b"total_seed_funding", "total_wins", b"total_wins", "win_count", b"win_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_count", b"contribution_count", "current_amount", b"current_amount", "group", b"group", "last_won_amount", b"last_won_amount", "last_won_at", b"last_won_at", "meters", b"meters", "total_contributions", b"total_contributions", "total_seed_funding", b"total_seed_funding", "total_wins", b"total_wins", "win_count", b"win_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -683,14 +796,23 @@ class PoolConfig(_message.Message):
     SEED_AMOUNT_FIELD_NUMBER: _builtins.int
     MAX_AMOUNT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    RESERVE_RATE_FIELD_NUMBER: _builtins.int
+    OVERFLOW_POLICY_FIELD_NUMBER: _builtins.int
+    OVERFLOW_TARGET_FIELD_NUMBER: _builtins.int
     PENDING_CONFIG_FIELD_NUMBER: _builtins.int
     group: Global___JackpotGroup.ValueType
     seed_amount: _builtins.int
     max_amount: _builtins.int
     version: _builtins.int
     """The pool's config version (Pool.config_version)."""
+    overflow_policy: Global___OverflowPolicy.ValueType
+    overflow_target: Global___JackpotGroup.ValueType
     @_builtins.property
     def contribution_rate(self) -> _decimal_pb2.Decimal: ...
+    @_builtins.property
+    def reserve_rate(self) -> _decimal_pb2.Decimal:
+        """The share of each wager that goes to the pool's reserve (default 0)."""
+
     @_builtins.property
     def pending_config(self) -> Global___PendingConfig:
         """A change waiting for the pool's next win (UpdateConfig apply_at_next_win)."""
@@ -703,11 +825,14 @@ class PoolConfig(_message.Message):
         seed_amount: _builtins.int = ...,
         max_amount: _builtins.int | None = ...,
         version: _builtins.int = ...,
+        reserve_rate: _decimal_pb2.Decimal | None = ...,
+        overflow_policy: Global___OverflowPolicy.ValueType = ...,
+        overflow_target: Global___JackpotGroup.ValueType = ...,
         pending_config: Global___PendingConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "max_amount", b"max_amount", "pending_config", b"pending_config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "max_amount", b"max_amount", "pending_config", b"pending_config", "reserve_rate", b"reserve_rate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "group", b"group", "max_amount", b"max_amount", "pending_config", b"pending_config", "seed_amount", b"seed_amount", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount", "contribution_rate", b"contribution_rate", "group", b"group", "max_amount", b"max_amount", "overflow_policy", b"overflow_policy", "overflow_target", b"overflow_target", "pending_config", b"pending_config", "reserve_rate", b"reserve_rate", "seed_amount", b"seed_amount", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_amount: _TypeAlias = _typing.Literal["max_amount"]  # noqa: Y015
     _WhichOneofArgType__max_amount: _TypeAlias = _typing.Literal["_max_amount", b"_max_amount"]  # noqa: Y015
@@ -748,6 +873,9 @@ class UpdateConfigRequest(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    RESERVE_RATE_FIELD_NUMBER: _builtins.int
+    OVERFLOW_POLICY_FIELD_NUMBER: _builtins.int
+    OVERFLOW_TARGET_FIELD_NUMBER: _builtins.int
     APPLY_AT_NEXT_WIN_FIELD_NUMBER: _builtins.int
     group: Global___JackpotGroup.ValueType
     seed_amount: _builtins.int
@@ -767,6 +895,11 @@ class UpdateConfigRequest(_message.Message):
     it would be (with its new version), then the transaction is rolled back: no change,
     no audit row, audit_id 0.
     """
+    overflow_policy: Global___OverflowPolicy.ValueType
+    """UNSPECIFIED keeps the policy (or, with overflow_target set, means DIVERT). ACCUMULATE
+    drops the target. DIVERT needs a target: another pool, and no cycle of diverts.
+    """
+    overflow_target: Global___JackpotGroup.ValueType
     apply_at_next_win: _builtins.bool
     """Checked now (validation, the rate sum with every pending rate, expected_version) and
     recorded as the pool's pending change (replacing any), applied in the transaction of
@@ -778,6 +911,10 @@ class UpdateConfigRequest(_message.Message):
         """Each unset field keeps its current value. The three pools' rates may never sum above
         1 (or the operator's JACKPOT_MAX_RATE_SUM): INVALID_ARGUMENT, reason RATE_SUM_EXCEEDED.
         """
+
+    @_builtins.property
+    def reserve_rate(self) -> _decimal_pb2.Decimal:
+        """The reserve share of each wager (0 to 1; counted in the rate sum with the rates)."""
 
     def __init__(
         self,
@@ -791,11 +928,14 @@ class UpdateConfigRequest(_message.Message):
         actor: _builtins.str = ...,
         reason: _builtins.str = ...,
         validate_only: _builtins.bool = ...,
+        reserve_rate: _decimal_pb2.Decimal | None = ...,
+        overflow_policy: Global___OverflowPolicy.ValueType = ...,
+        overflow_target: Global___JackpotGroup.ValueType = ...,
         apply_at_next_win: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "contribution_rate", b"contribution_rate", "expected_version", b"expected_version", "max_amount", b"max_amount", "seed_amount", b"seed_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "contribution_rate", b"contribution_rate", "expected_version", b"expected_version", "max_amount", b"max_amount", "reserve_rate", b"reserve_rate", "seed_amount", b"seed_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "actor", b"actor", "apply_at_next_win", b"apply_at_next_win", "clear_max_amount", b"clear_max_amount", "contribution_rate", b"contribution_rate", "expected_version", b"expected_version", "group", b"group", "max_amount", b"max_amount", "reason", b"reason", "seed_amount", b"seed_amount", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_max_amount", b"_max_amount", "_seed_amount", b"_seed_amount", "actor", b"actor", "apply_at_next_win", b"apply_at_next_win", "clear_max_amount", b"clear_max_amount", "contribution_rate", b"contribution_rate", "expected_version", b"expected_version", "group", b"group", "max_amount", b"max_amount", "overflow_policy", b"overflow_policy", "overflow_target", b"overflow_target", "reason", b"reason", "reserve_rate", b"reserve_rate", "seed_amount", b"seed_amount", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
     _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     from jackpot_grpc.service.ledger_books import AuditState
 
 COLUMNS = ("group", "current_amount", "seed_funding", "contributions", "wins")
+METER_COLUMNS = ("reserve", "overflow", "identity")
+# Each pool's meters tie together (docs/ARCHITECTURE.md, "The meters and their identity").
+IDENTITY = (
+    "display + reserve + overflow + paid + diverted out"
+    " = contributed + diverted in + seed from the operator"
+)
 
 
 def print_books(books: LedgerAudit) -> None:
@@ -30,11 +36,17 @@ def print_books(books: LedgerAudit) -> None:
             **{c: getattr(a, c) for c in COLUMNS[1:]},
             "group": a.group.value,
             "discrepancy": a.discrepancy,
+            "reserve": a.reserve_amount,
+            "overflow": a.overflow_amount,
+            "identity": "holds" if a.identity_gap == 0 else f"off by {a.identity_gap}",
             "status": "ok" if a.balanced else "MISMATCH",
         }
         for a in books.pools
     ]
-    print(render_table((*COLUMNS, "discrepancy", "status"), rows))
+    print(
+        render_table((*COLUMNS, "reserve", "overflow", "identity", "discrepancy", "status"), rows)
+    )
+    print(f"identity: {IDENTITY}")
     print(
         f"contribution totals: {books.recorded_contribution_count} contributions,"
         f" {books.recorded_total_wagered} wagered"

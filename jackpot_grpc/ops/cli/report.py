@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.observability.metrics import PERIODS
-from jackpot_grpc.ops.cli.options import Subparsers, common, positive_int
+from jackpot_grpc.ops.cli.options import Subparsers, common, positive_int, positive_seconds
 from jackpot_grpc.ops.cli.shared import (
     CONNECTION_STATE_COLUMNS,
     TABLE_STATS_COLUMNS,
@@ -25,6 +26,7 @@ from jackpot_grpc.ops.cli.shared import (
     failing_cleanly,
     grpc_target,
 )
+from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.output import Section, key_values, progress
 
 if TYPE_CHECKING:
@@ -217,6 +219,81 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     return emit_report(args, parts, trend)
 
 
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+@failing_cleanly
+def cmd_reconciliation(settings: Settings, args: argparse.Namespace) -> int:
+    """Per pool and UTC day: openings, movements, closings, and whether the identity holds."""
+    from jackpot_grpc.ops import reconciliation
+    from jackpot_grpc.ops.target import connect, open_database
+
+    if args.end < args.start:
+        raise OpsError("--to must not be before --from")
+    progress(f"report: reconciliation {args.start} to {args.end} from the ledger")
+    with open_database(settings) as db, connect(db.url, timeout=args.timeout) as conn:
+        days = reconciliation.reconcile(conn, args.start, args.end)
+    broken = [f"{d.group} {d.day}" for d in days if not d.holds]
+    if args.csv:
+        print(reconciliation.as_csv(days), end="")
+        return 0 if not broken else 1
+    data = {"from": args.start.isoformat(), "to": args.end.isoformat()}
+    part = Part(
+        data={"days": [d.as_dict() for d in days]},
+        sections=[
+            Section(
+                f"Reconciliation {args.start} to {args.end} (UTC days, from the ledger)",
+                RECONCILIATION_COLUMNS,
+                [_short(d.as_dict()) for d in days],
+            )
+        ],
+        problems=[f"identity does not hold: {', '.join(broken)}"] if broken else [],
+    )
+    return emit_parts(args, data, [part], passed="books reconcile", failed="RECONCILIATION FAILED")
+
+
+# The table (--json and --csv carry every column).
+RECONCILIATION_COLUMNS = (
+    "day",
+    "group",
+    "opening",
+    "contributed",
+    "paid",
+    "hits",
+    "seed_op",
+    "seed_rsv",
+    "reserve",
+    "overflow",
+    "div_in",
+    "div_out",
+    "closing",
+    "identity",
+)
+
+
+def _short(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "day": row["day"],
+        "group": row["group"],
+        "opening": row["opening_display"],
+        "contributed": row["contributed"],
+        "paid": row["paid"],
+        "hits": row["hits"],
+        "seed_op": row["seed_operator"],
+        "seed_rsv": row["seed_reserve"],
+        "reserve": f"{row['opening_reserve']}->{row['closing_reserve']}",
+        "overflow": f"{row['opening_overflow']}->{row['closing_overflow']}",
+        "div_in": row["diverted_in"],
+        "div_out": row["diverted_out"],
+        "closing": row["closing_display"],
+        "identity": "holds" if row["identity_holds"] else "BROKEN",
+    }
+
+
 def register(subparsers: Subparsers) -> None:
     report = subparsers.add_parser("report", help="performance report: metrics and database")
     common(report, grpc_target=True)
@@ -227,3 +304,15 @@ def register(subparsers: Subparsers) -> None:
     report.add_argument("--no-metrics", action="store_true", help="skip the service's metrics")
     report.add_argument("--no-db", action="store_true", help="skip the database statistics")
     report.set_defaults(func=cmd_report)
+    kinds = report.add_subparsers(dest="report_kind", metavar="{reconciliation}")
+    reconcile = kinds.add_parser(
+        "reconciliation",
+        help="per pool and day: opening, each meter's movement, closing, identity (ledger only)",
+    )
+    reconcile.add_argument("--from", dest="start", type=_day, required=True, help="YYYY-MM-DD")
+    reconcile.add_argument("--to", dest="end", type=_day, required=True, help="YYYY-MM-DD")
+    formats = reconcile.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    formats.add_argument("--csv", action="store_true", help="print CSV, one row per pool and day")
+    reconcile.add_argument("--timeout", type=positive_seconds, default=30.0, help="seconds")
+    reconcile.set_defaults(func=cmd_reconciliation)
