@@ -24,7 +24,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 from psycopg_pool import AsyncConnectionPool
 
-from jackpot_grpc.adapters import migrations
+from jackpot_grpc.adapters import database, migrations
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import CommitOutcomeUnknown
@@ -233,7 +233,10 @@ async def test_a_cancelled_standby_wait_is_a_failure_not_a_success(
         await stub.Contribute(_request("warm-up"), timeout=10)
         cluster.set_system("synchronous_standby_names", "ghost")
         call = asyncio.ensure_future(_refused(stub, "cancelled-1"))
-        cancelled = await asyncio.to_thread(_cancel_the_sync_rep_wait, frozen_url)
+        # The contribution's own COMMIT (the service's connections), not a background one.
+        cancelled = await asyncio.to_thread(
+            _cancel_the_sync_rep_wait, frozen_url, only=database.APPLICATION_NAME
+        )
         assert cancelled >= 1
         reason, _ = await asyncio.wait_for(call, 10)
         assert reason == "COMMIT_OUTCOME_UNKNOWN"
@@ -243,9 +246,10 @@ async def test_a_cancelled_standby_wait_is_a_failure_not_a_success(
     assert _rows_with_key(frozen_url, "cancelled-1") == 1
 
 
-def _cancel_the_sync_rep_wait(url: str, within: float = 5.0) -> int:
+def _cancel_the_sync_rep_wait(url: str, within: float = 5.0, *, only: str | None = None) -> int:
     """pg_cancel_backend on the backends of this database whose COMMIT waits in SyncRep
-    (not the health probe's heartbeat, which waits there too)."""
+    (not the health probe's heartbeat, which waits there too); with `only`, just those of
+    that application (the background audit's and sampler's commits wait there as well)."""
     deadline = time.monotonic() + within
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < deadline:
@@ -253,6 +257,8 @@ def _cancel_the_sync_rep_wait(url: str, within: float = 5.0) -> int:
                 "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND wait_event = 'SyncRep'"
                 " AND query = 'COMMIT' AND application_name <> 'jackpot-health-probe'"
+                " AND (%(only)s::text IS NULL OR application_name = %(only)s::text)",
+                {"only": only},
             ).fetchone()
             if row is not None and row[0]:
                 return int(row[0])
