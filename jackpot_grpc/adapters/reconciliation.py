@@ -17,7 +17,9 @@ def _contribution_events(g: str) -> str:
         f"CASE WHEN {p}_overflow_to = '{g}' THEN {p}_overflow ELSE 0 END" for p in GROUPS if p != g
     )
     return f"""SELECT '{g}' AS grp, ledger_seq AS seq, created_at AS at,
-        CASE WHEN {g}_rate IS NULL THEN {g}_amount  -- before rates were recorded: as written
+        -- Before rates were recorded, or before overflow was kept (a share past the cap
+        -- was then cut to fit and its overflow is NULL): what was taken, as written.
+        CASE WHEN {g}_rate IS NULL OR {g}_overflow IS NULL THEN {g}_amount
              ELSE floor(wager_amount * {g}_rate)
                   + coalesce(floor(wager_amount * {g}_reserve_rate), 0) END AS contributed,
         {g}_amount AS display_in, coalesce({received}, 0) AS diverted_in,
@@ -60,8 +62,14 @@ MOVEMENTS = (
 # One row per pool and day from --from to --to (UTC days), every day listed. Openings are
 # the sums of every earlier day's movements; the recorded display is the after of the
 # day's last row that records one, plus the standalone seed fundings after it that day.
+# A row's day is the latest UTC day the ledger has reached at its place in ledger order:
+# `created_at` is its transaction's start, and a transaction that began just before
+# midnight may take the pool locks after one that began just after it, so days by
+# `created_at` alone would not be ranges of the ledger and a day's last recorded amount
+# could include the next day's movements. Rows older than the sequence come first.
 RECONCILIATION = f"""WITH events AS (
-    SELECT *, (at AT TIME ZONE 'UTC')::date AS day FROM (
+    SELECT *, max((at AT TIME ZONE 'UTC')::date) OVER (
+        ORDER BY seq NULLS FIRST, at ROWS UNBOUNDED PRECEDING) AS day FROM (
     {EVENTS}) e),
 daily AS (
     SELECT grp, day, {", ".join(f"sum({m}) AS {m}" for m in MOVEMENTS)}

@@ -54,6 +54,12 @@ class PoolSuspended(DomainError):
     """A win on a pool taken out of play (SuspendPool); resume it first."""
 
 
+class OverflowTargetCycle(DomainError):
+    """The pools' overflow targets, as stored, lead back to a pool: a wager cannot be
+    split without losing what goes round (the service refuses such a config; only a
+    direct edit of the database makes one)."""
+
+
 class OutOfRange(DomainError):
     """An amount would leave the range the ledger can hold (int64)."""
 

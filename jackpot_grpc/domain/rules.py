@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
 
-from jackpot_grpc.domain.errors import InsufficientPool, PoolEmpty
+from jackpot_grpc.domain.errors import InsufficientPool, OverflowTargetCycle, PoolEmpty
 from jackpot_grpc.domain.model import GROUPS, ContributionShares, Group, PoolState, WinOutcome
 
 INT64_MAX = 2**63 - 1
@@ -53,12 +53,18 @@ def divert_order(pools: Mapping[Group, PoolState]) -> list[Group]:
         return list(GROUPS)  # no divert: lock order (every batch but a diverting one's)
 
     def hops(group: Group) -> int:  # how many diverts follow this pool's
-        seen: list[Group] = []
+        seen: list[Group] = [group]
         target = pools[group].overflow_target
-        while target is not None and target not in seen and target is not group:
+        while target is not None:
+            if target in seen:
+                raise OverflowTargetCycle(
+                    "overflow targets form a cycle: "
+                    + " -> ".join(g.value for g in [*seen, target])
+                    + "; set them right with UpdateConfig"
+                )
             seen.append(target)
             target = pools[target].overflow_target
-        return len(seen)
+        return len(seen) - 1
 
     return sorted(GROUPS, key=lambda g: (-hops(g), g.lock_order))
 

@@ -602,3 +602,66 @@ async def test_an_incremental_audit_goes_on_from_the_reserve_and_overflow_before
     assert again.balanced and [p.reserve_in for p in again.pools] == [
         p.reserve_in for p in incremental.pools
     ]
+
+
+# --- reconciliation over rows from before overflow was kept, and across midnight ---------
+
+
+async def test_the_reconciliation_takes_a_pre_overflow_capped_row_as_written(
+    stub: Stub,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before overflow was kept, a share past the cap was cut to fit and the row's overflow
+    is NULL. Before the fix the report recomputed floor(wager × rate) for it, so every day
+    holding such a row was BROKEN (gap −200 here) though nothing was wrong."""
+    await stub.UpdateConfig(
+        pb.UpdateConfigRequest(group=MINOR, max_amount=10_300, actor="test", reason="cap"),
+        metadata=ADMIN,
+    )
+    reply = await contribute(stub, 100_000)  # minor's 500: 300 fits, 200 overflows
+    assert by_group(reply.contributions)[MINOR] == 300
+    # The row as a release before 0014 wrote it (the pool's overflow meter is not read).
+    insider(
+        database_url,
+        "UPDATE contributions SET minor_overflow = NULL, minor_overflow_to = NULL,"
+        " major_overflow = NULL, major_overflow_to = NULL,"
+        " mega_overflow = NULL, mega_overflow_to = NULL",
+    )
+    code, days = await asyncio.to_thread(reconciled, monkeypatch, capsys, database_url)
+    assert code == 0, [d for d in days if not d["identity_holds"]]
+    today = [d for d in days if d["group"] == "minor" and d["contributed"]]
+    assert [(d["contributed"], d["closing_display"]) for d in today] == [(300, 10_300)]
+
+
+async def test_a_row_that_began_before_midnight_but_locked_after_is_reconciled_in_order(
+    stub: Stub,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """created_at is a transaction's start: a win that began at 23:59:59.9 may take the
+    pool locks after a contribution that began at 00:00:00.05. Before the fix the win fell
+    on the earlier day with a pool_before that held the next day's contribution, and that
+    day was BROKEN; days now follow the ledger's order."""
+    reply = await contribute(stub, 100_000)
+    win = await stub.Win(pb.WinRequest(group=MINOR, game_id="slots", user_id=random_user()))
+    assert win.actual_win_amount == 10_000 + by_group(reply.contributions)[MINOR]
+    today = datetime.now(UTC).date()
+    midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
+    insider(
+        database_url,
+        f"UPDATE contributions SET created_at = '{midnight + timedelta(milliseconds=50)}';"
+        f" UPDATE wins SET created_at = '{midnight - timedelta(milliseconds=100)}';"
+        f" UPDATE seed_fundings SET created_at = '{midnight - timedelta(milliseconds=100)}'"
+        " WHERE win_id IS NOT NULL",
+    )
+    code, days = await asyncio.to_thread(reconciled, monkeypatch, capsys, database_url)
+    assert code == 0, [
+        d for d in days if not d["identity_holds"] or d.get("display_matches") is False
+    ]
+    tomorrow = [
+        d for d in days if d["group"] == "minor" and d["day"] == midnight.date().isoformat()
+    ]
+    assert [(d["hits"], d["contributed"]) for d in tomorrow] == [(1, 500)]

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jackpot_grpc.domain import rules
-from jackpot_grpc.domain.errors import InsufficientPool
+from jackpot_grpc.domain.errors import InsufficientPool, OverflowTargetCycle
 from jackpot_grpc.domain.model import GROUPS, Group, PoolState
 from jackpot_grpc.domain.validation import MAX_WAGER_AMOUNT, RATE_DECIMAL_PLACES
 from testkit.pools import pool
@@ -287,3 +287,16 @@ def test_a_reset_comes_from_the_reserve_first(
     outcome = rules.pay_win(current, 100, win, reserve)
     assert (outcome.seed_top_up, outcome.reserve_top_up) == (top_up, from_reserve)
     assert outcome.operator_top_up == top_up - from_reserve
+
+
+def test_a_stored_divert_cycle_is_refused_not_split() -> None:
+    """A cycle the service never writes but a direct edit of the database can: before, the
+    overflow sent back round the cycle reached no meter (minor recorded 2 diverted out,
+    major 4, and the 4 sent back to minor vanished). Now no wager is split against it."""
+    state = pools(
+        minor=pool(Group.MINOR, current=99, rate="0.5", max_amount=100, target=Group.MAJOR),
+        major=pool(Group.MAJOR, current=199, rate="0.5", max_amount=200, target=Group.MINOR),
+        mega=pool(Group.MEGA, current=0, rate="0.01"),
+    )
+    with pytest.raises(OverflowTargetCycle, match="minor -> major -> minor"):
+        rules.Splitter(state).split(10, {g: state[g].current_amount for g in GROUPS})
