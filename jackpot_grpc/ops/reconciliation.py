@@ -74,8 +74,14 @@ class PoolDay:
         return self.recorded_display is None or self.recorded_display == self.closing_display
 
     @property
+    def meters_in_range(self) -> bool:
+        """No meter closes below zero: a reserve that paid out more than it held (a
+        reset labelled "reserve" that the reserve never had) would still balance."""
+        return self.closing_reserve >= 0 and self.closing_overflow >= 0
+
+    @property
     def holds(self) -> bool:
-        return self.identity_gap == 0 and self.display_matches
+        return self.identity_gap == 0 and self.display_matches and self.meters_in_range
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -665,3 +665,30 @@ async def test_a_row_that_began_before_midnight_but_locked_after_is_reconciled_i
         d for d in days if d["group"] == "minor" and d["day"] == midnight.date().isoformat()
     ]
     assert [(d["hits"], d["contributed"]) for d in tomorrow] == [(1, 500)]
+
+
+async def test_a_reset_relabelled_as_from_the_reserve_it_never_had_is_broken(
+    stub: Stub,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The operator's top-up relabelled `reserve` moves the same amount out of the reserve
+    and out of "seed from the operator": the identity still balances. Before, the day held;
+    now a reserve closing below zero is BROKEN."""
+    await contribute(stub, 100_000)
+    await stub.Win(pb.WinRequest(group=MINOR, game_id="slots", user_id=random_user()))
+    assert (await asyncio.to_thread(reconciled, monkeypatch, capsys, database_url))[0] == 0
+    insider(
+        database_url,
+        "UPDATE seed_fundings SET source = 'reserve' WHERE win_id IS NOT NULL",
+    )
+    code, days = await asyncio.to_thread(reconciled, monkeypatch, capsys, database_url)
+    assert code == 1
+    broken = [
+        (d["group"], d["identity_gap"], d["closing_reserve"] < 0)
+        for d in days
+        if not d["identity_holds"]
+    ]
+    # Today and every later day (the negative reserve carries into their openings).
+    assert broken and set(broken) == {("minor", 0, True)}

@@ -589,8 +589,8 @@ class WinResponse(_message.Message):
     win_id: _builtins.int
     replayed: _builtins.bool
     leaf_index: _builtins.int
-    """The win's leaf index in the ledger's log (see ContributeResponse.leaf_index); a seed
-    top-up is the next leaf. 0 on a dry run.
+    """The win's leaf index in the ledger's log (see ContributeResponse.leaf_index); its seed
+    fundings (from the reserve, then from the operator) are the next leaves. 0 on a dry run.
     """
     @_builtins.property
     def pool(self) -> Global___Pool: ...
