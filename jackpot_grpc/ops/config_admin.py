@@ -83,16 +83,20 @@ class ConfigFileError(OpsError):
     pass
 
 
+def _rate_text(rate: Decimal | None) -> str | None:
+    return None if rate is None else rate_text(rate)
+
+
 def pending_row(pending: PendingConfig | None) -> dict[str, Any] | None:
     """A pending change as JSON: only what it sets, and where it was recorded."""
     if pending is None:
         return None
     row: dict[str, Any] = {
-        "contribution_rate": pending.contribution_rate,
+        "contribution_rate": _rate_text(pending.contribution_rate),
         "seed_amount": pending.seed_amount,
         "max_amount": pending.max_amount,
         "clear_max_amount": pending.clear_max_amount or None,
-        "reserve_rate": pending.reserve_rate,
+        "reserve_rate": _rate_text(pending.reserve_rate),
         "overflow_policy": pending.overflow_policy.value if pending.overflow_policy else None,
         "overflow_target": pending.overflow_target.value if pending.overflow_target else None,
     }
@@ -112,7 +116,7 @@ def pending_text(pending: PendingConfig | None) -> str:
     assert row is not None
     names = {"contribution_rate": "rate", "seed_amount": "seed", "max_amount": "max"}
     parts = [
-        f"{names.get(k, k)}={rate_text(v) if isinstance(v, Decimal) else v}"
+        f"{names.get(k, k)}={v}"
         for k, v in row.items()
         if k not in ("actor", "reason", "scheduled_at", "schedule_id", "clear_max_amount")
     ]
@@ -124,11 +128,12 @@ def pending_text(pending: PendingConfig | None) -> str:
 def config_row(config: PoolConfig) -> dict[str, Any]:
     return {
         "group": config.group.value,
-        "contribution_rate": config.contribution_rate,
+        # As the API writes a rate (0.0000000000, never 0E-10).
+        "contribution_rate": rate_text(config.contribution_rate),
         "seed_amount": config.seed_amount,
         "max_amount": config.max_amount,
         "version": config.version,
-        "reserve_rate": config.reserve_rate,
+        "reserve_rate": rate_text(config.reserve_rate),
         "overflow_policy": config.overflow_policy.value,
         "overflow_target": config.overflow_target.value if config.overflow_target else None,
         "pending_config": pending_row(config.pending),
@@ -171,7 +176,7 @@ def from_proto(message: pb.PoolConfig) -> PoolConfig:
         seed_amount=message.seed_amount,
         max_amount=message.max_amount if message.HasField("max_amount") else None,
         version=message.version,
-        reserve_rate=_rate(message, "reserve_rate") or Decimal(0),
+        reserve_rate=Decimal(message.reserve_rate.value or "0"),
         overflow_policy=policy_from_proto(message.overflow_policy) or OverflowPolicy.ACCUMULATE,
         overflow_target=group_from_proto(message.overflow_target),
         pending=_pending_from_proto(message.pending_config)

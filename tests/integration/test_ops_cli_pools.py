@@ -110,6 +110,9 @@ async def test_each_new_option_changes_what_get_config_returns(
     assert row["pending_config"]["reserve_rate"] == "0.0020000000"
     assert row["pending_config"]["schedule_id"] == schedule_id
     assert shown["pools"][1]["overflow_target"] == "mega"
+    # An untouched pool's rate in the API's form, as contribution_rate is (never "0").
+    assert shown["pools"][2]["reserve_rate"] == "0.0000000000"
+    assert shown["pools"][2]["pending_config"] is None
     code, text = await ops(ops_settings, "config", "show", "--grpc-target", grpc_target(server))
     assert code == 0
     assert "overflow_policy" in text and "pending" in text
