@@ -325,5 +325,5 @@ async def test_suspend_then_resume_round_trip_refusing_wins_meanwhile(
     # A blank one reaches the service, which names the field.
     code, _ = await ops(ops_settings, "pool", "suspend", "minor", *target, "--reason", " ")
     assert code == 1
-    assert "reason: must not be empty" in capsys.readouterr().err
+    assert "reason: must not be empty (--reason)" in capsys.readouterr().err
     assert not (await pools(stub))[MINOR].suspended

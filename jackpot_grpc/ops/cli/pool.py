@@ -6,10 +6,13 @@ import argparse
 import asyncio
 import getpass
 
+import grpc
+
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import GROUP_NAMES, Group
 from jackpot_grpc.ops.cli.options import Subparsers, common
 from jackpot_grpc.ops.cli.shared import admin_token, emit, failing_cleanly, grpc_target
+from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.output import Section
 
 POOL_COLUMNS = (
@@ -27,18 +30,24 @@ def _lifecycle(settings: Settings, args: argparse.Namespace, *, suspend: bool) -
     from jackpot_grpc.ops import config_admin
 
     target = grpc_target(settings, args)
-    pool, event_id = asyncio.run(
-        config_admin.set_suspended_grpc(
-            settings,
-            target,
-            admin_token(settings),
-            Group(args.group),
-            suspend=suspend,
-            actor=args.actor or getpass.getuser(),
-            reason=args.reason,
-            rpc_timeout=args.timeout,
+    try:
+        pool, event_id = asyncio.run(
+            config_admin.set_suspended_grpc(
+                settings,
+                target,
+                admin_token(settings),
+                Group(args.group),
+                suspend=suspend,
+                actor=args.actor or getpass.getuser(),
+                reason=args.reason,
+                rpc_timeout=args.timeout,
+            )
         )
-    )
+    except grpc.aio.AioRpcError as exc:  # a refused field: name the option that set it
+        from jackpot_grpc.ops.grpc_client import describe_error
+
+        described = describe_error(exc, {"reason": "--reason", "actor": "--actor"})
+        raise OpsError(f"service call failed: {described}") from None
     row = config_admin.pool_row(pool)
     done = "suspended" if suspend else "resumed"
     if event_id:
