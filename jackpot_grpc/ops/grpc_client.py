@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -63,9 +63,18 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
     return found
 
 
-def describe_error(error: grpc.aio.AioRpcError) -> str:
+def describe_error(error: grpc.aio.AioRpcError, options: Mapping[str, str] | None = None) -> str:
+    """The status and each field violation; with `options` (field -> the command's option
+    that sets it), each violation names the option too: `reserve_rate: ... (--reserve-rate)`."""
     text = f"{error.code().name}: {error.details() or ''}".rstrip(": ")
     violations = field_violations(error)
     if violations:
-        text += " [" + "; ".join(f"{f}: {d}" for f, d in violations) + "]"
+        named = options or {}
+        text += (
+            " ["
+            + "; ".join(
+                f"{f}: {d}" + (f" ({named[f]})" if f in named else "") for f, d in violations
+            )
+            + "]"
+        )
     return text

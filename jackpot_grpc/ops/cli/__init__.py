@@ -18,6 +18,7 @@ from jackpot_grpc.ops.cli import (
     ledger,
     loadtest,
     migrate,
+    pool,
     report,
     smoke,
 )
@@ -36,6 +37,7 @@ GROUPS = (
     diagnostics,
     report,
     config,
+    pool,
     clients,
 )
 

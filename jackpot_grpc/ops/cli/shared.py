@@ -86,6 +86,16 @@ def emit(
         print(f"\n{verdict}")
 
 
+def admin_token(settings: Settings) -> str | None:
+    """An admin client's token: JACKPOT_TOKEN (sent by every command, so None here), else
+    JACKPOT_ADMIN_TOKEN."""
+    from jackpot_grpc.security.secret_rules import require_long_token
+
+    token = None if settings.client_token else settings.admin_token
+    require_long_token("JACKPOT_ADMIN_TOKEN", token)  # the server would refuse it anyway
+    return token
+
+
 def grpc_target(settings: Settings, args: argparse.Namespace) -> str:
     return str(args.grpc_target or settings.grpc_target)
 
