@@ -53,6 +53,7 @@ FILL = """WITH claimed AS (
 MOVE_POOLS = """UPDATE jackpots SET
     current_amount = current_amount + %(n)s * s.share,
     total_contributions = total_contributions + %(n)s * s.share,
+    total_contributed = total_contributed + %(n)s * s.share,
     contribution_count = contribution_count + %(n)s
     FROM (VALUES ('minor', 5), ('major', 3), ('mega', 2)) AS s(grp, share)
     WHERE jackpot_group = s.grp"""
