@@ -55,6 +55,15 @@ class AuditMonitor:
         self.adopted = 0  # ticks that reported another replica's audit
 
     def _keep(self, audit: RecordedAudit) -> LedgerAudit:
+        """Report `audit` unless a newer one is reported already: a periodic audit that
+        began before an on-demand one may finish after it, and its older snapshot must not
+        replace the newer verdict (books edited in between would read balanced again)."""
+        if (
+            self.last is not None
+            and self.last_at is not None
+            and audit.audited_at.timestamp() < self.last_at
+        ):
+            return self.last
         books = audit.books
         if not books.balanced and audit.audited_at.timestamp() != self.last_at:
             log.error(
