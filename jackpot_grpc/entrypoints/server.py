@@ -13,7 +13,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters.batch_connection import BatchConnection
 from jackpot_grpc.adapters.change_listener import ChangeListener
@@ -28,6 +27,7 @@ from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
+from jackpot_grpc.entrypoints.registration import add_jackpot_service
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
 from jackpot_grpc.entrypoints.watch_metrics import WatchCollector
 from jackpot_grpc.entrypoints.watch_stream import PoolWatch
@@ -133,7 +133,7 @@ def _grpc_server(
     server = grpc.aio.server(
         interceptors=interceptors, options=server_options(settings, reuse_port=reuse_port)
     )
-    jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
+    add_jackpot_service(
         JackpotServicer(
             service,
             contributor,
