@@ -50,6 +50,7 @@ def conclude(report: dict[str, Any], scenarios: dict[str, Scenario], rest_note: 
     """Add the scenarios, the targets and the noise notes to the report, print it all."""
     ordered = [scenarios[k] for k in ORDER if k in scenarios]
     targets = evaluate(scenarios, report["rss"]["change_pct"], rest_note)
+    targets.append(grpcjs_target(report.get("grpcjs_probe")))
     report["scenarios"] = {s.key: s.summary() for s in ordered}
     report["targets"] = [t.as_dict() for t in targets]
     noisy = {s.key: round(s.other_cpu_pct) for s in ordered if s.other_cpu_pct > NOISE_PCT}
@@ -251,6 +252,20 @@ def evaluate(s: dict[str, Scenario], rss_change: float | None, rest_note: str) -
         )
     )
     return targets
+
+
+def grpcjs_target(probe: dict[str, Any] | None) -> Target:
+    """The independent grpc-js probe's Contribute / Check (bench/grpcjs_probe.py)."""
+    if not probe or "skipped" in probe:
+        note = probe["skipped"] if probe else "skipped: not run"
+        return Target("grpc-js probe: Contribute / Check calls/s", None, ">= 0.8", None, "", note)
+    return at_least(
+        "grpc-js probe: Contribute / Check calls/s",
+        probe["contribute_over_check"],
+        0.8,
+        note=f"Check {probe['check_calls_per_s']:,} calls/s, Contribute "
+        f"{probe['contribute_calls_per_s']:,} calls/s, {probe['in_flight']} in flight",
+    )
 
 
 def p99_target(contribute: Scenario, ceiling: Scenario) -> Target:
