@@ -149,12 +149,17 @@ class Target:
     unit: str = ""
     note: str = ""
 
+    @property
+    def status(self) -> str:
+        return "skipped" if self.met is None else ("met" if self.met else "MISSED")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "value": None if self.value is None else round(self.value, 4),
             "goal": self.goal,
             "met": self.met,
+            "status": self.status,
             "unit": self.unit,
             "note": self.note,
         }
@@ -315,7 +320,7 @@ def table(scenarios: list[Scenario]) -> str:
 def target_table(targets: list[Target]) -> str:
     lines = [f"{'target':<48} {'value':>14} {'goal':>12}  status"]
     for t in targets:
-        status = "skipped" if t.met is None else ("met" if t.met else "MISSED")
+        status = t.status
         value = fmt(t.value, 0 if (t.value or 0) >= 1000 else 2) + (f" {t.unit}" if t.unit else "")
         lines.append(f"{t.name:<48} {value:>14} {t.goal:>12}  {status}")
         if t.note:

@@ -46,6 +46,7 @@ def test_the_ratios_are_met_at_their_goals() -> None:
     assert targets["Contribute(batching) p99 / health Check p99"].value == 1.5
     assert targets["Contribute(batching) p99 / health Check p99"].met is True
     assert targets["REST / gRPC Contribute throughput"].met is None  # skipped
+    assert [t.as_dict()["status"] for t in targets.values()].count("met") == 6
 
 
 def test_the_ratios_are_missed_past_their_goals() -> None:
@@ -54,6 +55,7 @@ def test_the_ratios_are_missed_past_their_goals() -> None:
     assert targets["GetPools / health ceiling, per CPU-second"].met is False
     assert targets["ContributeBatch items/s / health calls/s"].met is False
     assert targets["Contribute(batching) p99 / health Check p99"].met is False
+    assert targets["GetPools / health ceiling, per CPU-second"].as_dict()["status"] == "MISSED"
     # The calls/s ratio stays in the note: 500 against 1,000 calls/s.
     assert (
         "in calls/s: 0.50" in targets["Contribute(batching) / health ceiling, per CPU-second"].note
