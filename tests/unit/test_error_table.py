@@ -109,7 +109,7 @@ def error_info(proto: status_pb2.Status) -> error_details_pb2.ErrorInfo:
 
 def others(proto: status_pb2.Status) -> list[any_pb2.Any]:
     """The details besides the ErrorInfo every status carries."""
-    return [d for d in proto.details if not d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+    return [d for d in proto.details if not d.Unpack(error_details_pb2.ErrorInfo())]
 
 
 def test_subclass_of_a_domain_error_takes_its_parents_code() -> None:
