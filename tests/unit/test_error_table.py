@@ -26,7 +26,12 @@ from jackpot_grpc.domain.errors import (
     Unavailable,
     VersionConflict,
 )
-from jackpot_grpc.entrypoints.errors import ERRORS, INTERNAL_REASON, status_code_of, to_status
+from jackpot_grpc.entrypoints.status_mapping import (
+    ERRORS,
+    INTERNAL_REASON,
+    status_code_of,
+    to_status,
+)
 
 
 def status_proto(status: grpc.Status) -> status_pb2.Status:

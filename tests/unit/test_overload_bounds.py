@@ -10,8 +10,12 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.entrypoints.database_health_probe import (
+    LIVENESS,
+    MAX_BACKOFF,
+    DatabaseHealthProbe,
+)
 from jackpot_grpc.entrypoints.grpc_options import server_options
-from jackpot_grpc.entrypoints.health import LIVENESS, MAX_BACKOFF, DatabaseHealthProbe
 from jackpot_grpc.entrypoints.pacer import Pacer
 from jackpot_grpc.jobs.on_demand import OnDemand
 
