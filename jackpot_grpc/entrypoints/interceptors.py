@@ -35,8 +35,8 @@ from jackpot_grpc.domain.errors import DomainError
 from jackpot_grpc.entrypoints.admission import Admission, Malformed, tolerant
 from jackpot_grpc.entrypoints.auth import Authenticator
 from jackpot_grpc.entrypoints.core_calls import CallIntake
-from jackpot_grpc.entrypoints.errors import to_status
 from jackpot_grpc.entrypoints.identity import Client, act_as, acting_as, stop_acting
+from jackpot_grpc.entrypoints.status_mapping import to_status
 from jackpot_grpc.observability.metrics import RequestMetrics
 
 log = logging.getLogger(__name__)

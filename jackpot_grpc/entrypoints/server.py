@@ -23,8 +23,8 @@ from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.admission import Admission
 from jackpot_grpc.entrypoints.auth import build_authenticator
 from jackpot_grpc.entrypoints.core_calls import CallIntake, listening_servers
+from jackpot_grpc.entrypoints.database_health_probe import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.grpc_options import server_options
-from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
 from jackpot_grpc.entrypoints.interceptors import CallInterceptor
 from jackpot_grpc.entrypoints.registration import add_jackpot_service
