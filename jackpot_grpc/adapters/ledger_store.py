@@ -64,14 +64,19 @@ def _order_key(item: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
     return (seq is not None, seq or 0, row[_TIME.get(table, "created_at")], TABLES.index(table))
 
 
-def last_leaf(conn: psycopg.Connection[Any]) -> tuple[int, int | None]:
-    """(number of leaves, the highest ledger_seq a leaf has), from the indexes."""
-    row = conn.execute(
-        "SELECT (SELECT coalesce(max(leaf_index) + 1, 0) FROM ledger_leaves),"
-        " (SELECT max(ledger_seq) FROM ledger_leaves)"
-    ).fetchone()
+def leaf_count(conn: psycopg.Connection[Any]) -> int:
+    """The number of leaves, from the primary key."""
+    row = conn.execute("SELECT coalesce(max(leaf_index) + 1, 0) FROM ledger_leaves").fetchone()
     assert row is not None
-    return int(row[0]), row[1]
+    return int(row[0])
+
+
+def last_leaf(conn: psycopg.Connection[Any]) -> tuple[int, int | None]:
+    """(number of leaves, the highest ledger_seq a leaf has): 0010's rule, which ran with
+    an index on ledger_seq (0015 dropped it: the signer no longer asks)."""
+    row = conn.execute("SELECT max(ledger_seq) FROM ledger_leaves").fetchone()
+    assert row is not None
+    return leaf_count(conn), row[0]
 
 
 def _new_rows(
@@ -226,7 +231,7 @@ def assign_leaves(conn: psycopg.Connection[Any]) -> int:
     REPEATABLE READ transaction. PostgreSQL encodes and hashes them (leaf_sql); where a
     row is missing below the head (deleted before it became a leaf) the leaves stop at
     the gap, found in Python."""
-    size, _ = last_leaf(conn)
+    size = leaf_count(conn)
     (top,) = conn.execute("SELECT size FROM ledger_head").fetchone() or (size,)
     if top <= size:
         return 0
@@ -321,10 +326,11 @@ def pool_amounts(conn: psycopg.Connection[Any]) -> dict[str, int]:
 HASHES_PER_READ: Final = 1 << 20  # leaf hashes per statement (32 MiB)
 
 
-def leaf_hashes(conn: psycopg.Connection[Any], start: int = 0) -> list[bytes]:
-    """The recorded leaf hashes from index `start` on: read as one value per million (a
-    row per hash costs more in the driver than hashing it does), in index order."""
-    hashes: list[bytes] = []
+def leaf_hash_bytes(conn: psycopg.Connection[Any], start: int = 0) -> bytes:
+    """The recorded leaf hashes from index `start` on, concatenated in index order: read
+    as one value per million (a row per hash costs more in the driver than hashing it
+    does), and kept as one value (merkle.Frontier.extend takes them so)."""
+    chunks: list[bytes] = []
     while True:
         row = conn.execute(
             "SELECT string_agg(leaf_hash, ''::bytea ORDER BY leaf_index) FROM ledger_leaves"
@@ -332,22 +338,26 @@ def leaf_hashes(conn: psycopg.Connection[Any], start: int = 0) -> list[bytes]:
             (start, start + HASHES_PER_READ),
         ).fetchone()
         data = bytes(row[0]) if row is not None and row[0] is not None else b""
-        hashes.extend(
-            data[at : at + merkle.HASH_SIZE] for at in range(0, len(data), merkle.HASH_SIZE)
-        )
+        chunks.append(data)
         if len(data) < HASHES_PER_READ * merkle.HASH_SIZE:
-            return hashes
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         start += HASHES_PER_READ
+
+
+def leaf_hashes(conn: psycopg.Connection[Any], start: int = 0) -> list[bytes]:
+    """The recorded leaf hashes from index `start` on, in index order, one by one."""
+    data = leaf_hash_bytes(conn, start)
+    return [data[at : at + merkle.HASH_SIZE] for at in range(0, len(data), merkle.HASH_SIZE)]
 
 
 @dataclass(frozen=True)
 class LedgerSnapshot:
-    """What a checkpoint signs: the tree's leaf hashes (as recorded) from the index asked
-    for on, and the pools; and what a signer holding a tree in memory checks before it
-    extends it: which database history this is (identity) and the recorded hash of the
-    leaf just below the index asked for (None: there is none)."""
+    """What a checkpoint signs: the tree's leaf hashes (as recorded, concatenated) from the
+    index asked for on, and the pools; and what a signer holding a tree in memory checks
+    before it extends it: which database history this is (identity) and the recorded hash
+    of the leaf just below the index asked for (None: there is none)."""
 
-    leaf_hashes: list[bytes]
+    leaf_hashes: bytes
     pools: dict[str, int]
     assigned: int
     identity: ClusterIdentity
@@ -421,7 +431,7 @@ def checkpoint_snapshot(
             conn.execute(SIGNER_HEARTBEAT)
             assigned = assign_leaves(conn)
             yield LedgerSnapshot(
-                leaf_hashes(conn, since),
+                leaf_hash_bytes(conn, since),
                 pool_amounts(conn),
                 assigned,
                 cluster_identity(conn),
