@@ -177,7 +177,7 @@ class Frontier:
         sha256 = hashlib.sha256
         kept = dict(self._stack)  # width -> hash: one subtree per set bit of the size
         ends: list[tuple[int, bytes]] = []
-        width, level = 1, hashes
+        width, level, pair = 1, hashes, 2 * HASH_SIZE
         while level:
             left = kept.pop(width, None)
             if left is not None:
@@ -185,10 +185,8 @@ class Frontier:
             if len(level) // HASH_SIZE % 2:
                 ends.append((width, level[-HASH_SIZE:]))
                 level = level[:-HASH_SIZE]
-            pair = 2 * HASH_SIZE
-            level = b"".join(
-                [sha256(b"\x01" + level[at : at + pair]).digest() for at in range(0, len(level), pair)]
-            )
+            nodes = range(0, len(level), pair)
+            level = b"".join([sha256(b"\x01" + level[at : at + pair]).digest() for at in nodes])
             width <<= 1
         self._stack = sorted([*kept.items(), *ends], reverse=True)
         self.size += len(hashes) // HASH_SIZE
