@@ -168,8 +168,8 @@ class Frontier:
         """Add many leaf hashes, concatenated (32 bytes each): the tree append() builds one
         leaf at a time, built a level at a time instead (the frontier's subtree of each
         width joins the new nodes of that width on their left, pairs are hashed in one
-        loop, an odd last node stays as the new frontier's), about half of append()'s
-        cost per leaf: no Python call per leaf or node."""
+        loop, an odd last node stays as the new frontier's): no Python call per leaf or
+        node, 0.55 µs per leaf against append()'s 0.73 (BENCHMARKS.md)."""
         if len(hashes) % HASH_SIZE:
             raise ProofError(f"{len(hashes)} bytes are not whole {HASH_SIZE}-byte hashes")
         if not hashes:
