@@ -243,7 +243,7 @@ async def test_a_cancelled_standby_wait_is_a_failure_not_a_success(
 
 
 def _cancel_the_sync_rep_wait(url: str, within: float = 5.0, *, only: str | None = None) -> int:
-    """pg_cancel_backend on the backends of this database whose COMMIT waits in SyncRep
+    """pg_cancel_backend on the backends of this database whose commit waits in SyncRep
     (not the health probe's heartbeat, which waits there too); with `only`, just those of
     that application (the background audit's and sampler's commits wait there as well)."""
     deadline = time.monotonic() + within
@@ -252,7 +252,9 @@ def _cancel_the_sync_rep_wait(url: str, within: float = 5.0, *, only: str | None
             row = conn.execute(
                 "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND wait_event = 'SyncRep'"
-                " AND query = 'COMMIT' AND application_name <> 'jackpot-health-probe'"
+                # COMMIT, or a batch in one statement (its own commit waits under its text)
+                " AND (query = 'COMMIT' OR query LIKE 'WITH guard AS%%')"
+                " AND application_name <> 'jackpot-health-probe'"
                 " AND (%(only)s::text IS NULL OR application_name = %(only)s::text)",
                 {"only": only},
             ).fetchone()
