@@ -13,6 +13,9 @@ receipts and moves the totals. Two ways to run it on an autocommit connection:
   connection): BEGIN, the pool locks and the key lookup; then the plan, the write and
   COMMIT. Every batch the guard refused, every validate_only and ContributeBatch call.
   The two drivers only move TwoFlights' statements over their connection.
+
+Over 400 lines because most of them are the one write statement, its guard and the
+parameters they take: splitting them would put the SQL away from what binds it.
 """
 
 from __future__ import annotations
@@ -409,6 +412,33 @@ def contribute_in_two_flights_sync(
     return batch.recorded(second[0].fetchall() if second else [])
 
 
+NOTHING_TO_WRITE = "nothing to write"
+
+
+class OneStatement:
+    """The one-statement batch without its I/O: a batch planned against `pools` (as the
+    last batch left them) with no earlier key. `statement`: the guarded write, or None when
+    the plan refused every command against these pools (which may be stale);
+    `recorded(...)`, given its rows: the batch as written, or the guard's reason for
+    writing nothing ('pools moved', 'key exists')."""
+
+    def __init__(
+        self, pools: Mapping[Group, PoolState], keys: Sequence[ScopedKey], plan: Planner
+    ) -> None:
+        write = plan(dict(pools), {})
+        self.statement: Statement | None = None
+        if write is not None:
+            params = _write_params(write, pools)
+            params["expected"] = [pools[g].version for g in _IN_LOCK_ORDER]
+            params["guard_clients"], params["guard_keys"] = _find_params(keys)
+            self.statement = (GUARDED_RECORD, params)
+
+    @staticmethod
+    def recorded(rows: list[dict[str, Any]]) -> Recorded | str:
+        refused: str | None = rows[0]["refused"]
+        return refused if refused is not None else _recorded(rows)
+
+
 def contribute_in_one_statement(
     conn: Connection[Any],
     pools: Mapping[Group, PoolState],
@@ -416,22 +446,30 @@ def contribute_in_one_statement(
     plan: Planner,
     committing: Callable[[], None] = _no_bound,
 ) -> Recorded | str:
-    """A batch planned against `pools` (as the last batch left them) with no earlier key,
-    written in one guarded statement on an autocommit connection: its own transaction.
-    Returns the batch as written, or why nothing was: 'pools moved' or 'key exists' (the
-    guard's answer), 'nothing to write' (the plan refused every command against these
-    pools, which may be stale). Then the caller runs the two flights."""
-    write = plan(dict(pools), {})
-    if write is None:
-        return "nothing to write"
-    params = _write_params(write, pools)
-    params["expected"] = [pools[g].version for g in sorted(GROUPS, key=_lock_order)]
-    params["guard_clients"], params["guard_keys"] = _find_params(keys)
+    """The batch in one guarded statement on an autocommit connection (its own
+    transaction): the batch as written, or why nothing was (OneStatement, or
+    NOTHING_TO_WRITE). Then the caller runs the two flights."""
+    batch = OneStatement(pools, keys, plan)
+    if batch.statement is None:
+        return NOTHING_TO_WRITE
     committing()  # autocommit: the statement is its own commit, bounded as one
-    rows = conn.cursor(row_factory=dict_row).execute(GUARDED_RECORD, params).fetchall()
-    refused: str | None = rows[0]["refused"]
-    return refused if refused is not None else _recorded(rows)
+    return batch.recorded(conn.cursor(row_factory=dict_row).execute(*batch.statement).fetchall())
 
 
-def _lock_order(group: Group) -> int:
-    return group.lock_order
+async def contribute_in_one_statement_async(
+    conn: AsyncConnection[Any],
+    pools: Mapping[Group, PoolState],
+    keys: Sequence[ScopedKey],
+    plan: Planner,
+    committing: Callable[[], None] = _no_bound,
+) -> Recorded | str:
+    """contribute_in_one_statement on an event-loop connection: the same, with awaits."""
+    batch = OneStatement(pools, keys, plan)
+    if batch.statement is None:
+        return NOTHING_TO_WRITE
+    committing()
+    cursor = await conn.cursor(row_factory=dict_row).execute(*batch.statement)
+    return batch.recorded(await cursor.fetchall())
+
+
+_IN_LOCK_ORDER = sorted(GROUPS, key=lambda g: g.lock_order)  # the guard's version order

@@ -1,5 +1,7 @@
-"""A group-commit batch costs a fixed, small number of round trips to PostgreSQL (counted
-by a TCP proxy): the lock and key lookup in one flight, the write and COMMIT in another."""
+"""A contribution batch costs a fixed, small number of round trips to PostgreSQL (counted
+by a TCP proxy): one guarded statement when the pools are as last seen and no key exists;
+when the guard refuses, the lock and key lookup in one flight, the write and COMMIT in
+another."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
 
 from jackpot_grpc.adapters.database import create_pool
@@ -34,7 +37,7 @@ async def proxied(database_url: str) -> AsyncIterator[tuple[RoundTripProxy, str]
 
 
 @pytest.mark.system_postgres
-async def test_a_contribute_batch_costs_two_round_trips(
+async def test_a_contribute_batch_costs_one_round_trip_and_three_when_refused(
     settings: Settings, database_url: str
 ) -> None:
     async with proxied(database_url) as (proxy, url):
@@ -42,15 +45,26 @@ async def test_a_contribute_batch_costs_two_round_trips(
         await pool.open(wait=True, timeout=10)
         service = JackpotService(pool)
         try:
-            keyed = [contribute_command("g", 1000, f"k{i}", "c") for i in range(10)]
-            await service.contribute_many(keyed[:1])  # connection opened, statements known
+            keyed = [contribute_command("g", 1000, f"k{i}", "c") for i in range(20)]
+            await service.contribute_many(keyed[:1])  # connection opened, pools known
             before = proxy.round_trips
-            results = await service.contribute_many(keyed[1:])
-            trips = proxy.round_trips - before
+            results = await service.contribute_many(keyed[1:10])
+            one = proxy.round_trips - before
+            # Another writer moves a pool (not through the proxy): the guarded statement
+            # writes nothing, and the batch takes the two flights.
+            async with await AsyncConnection.connect(database_url, autocommit=True) as other:
+                await other.execute(
+                    "UPDATE jackpots SET version = version + 1 WHERE jackpot_group = 'mega'"
+                )
+            before = proxy.round_trips
+            refused = await service.contribute_many(keyed[10:])
+            three = proxy.round_trips - before
         finally:
             await pool.close()
-    assert len(results) == 9
-    assert trips == 2, trips
+    assert len(results) == 9 and len(refused) == 10
+    assert (one, three) == (1, 3)
+    assert service.one_statement == 1
+    assert service.two_flights == {"pools not known": 1, "pools moved": 1}
 
 
 async def test_a_pipelined_transaction_gives_its_connection_back_as_it_found_it(
