@@ -5,14 +5,20 @@ locked pools and the earlier contributions with its keys, and written here in on
 statement (RECORD_CONTRIBUTIONS) that moves the pools, inserts the ledger rows with their
 receipts and moves the totals. Two ways to run it on an autocommit connection:
 
-- contribute_in_one_statement: the common case, one round trip. The batch thread plans
-  against the pools as its last batch left them, assuming no key exists, and sends the
-  write guarded (GUARDED_RECORD): the database locks the pools, checks their versions and
-  the keys, and writes, or writes nothing and says why.
+- the one statement (contribute_in_one_statement): the common case on the batch thread,
+  one round trip. The thread plans against the pools as its last batch left them,
+  assuming no key exists, and sends the write guarded (GUARDED_RECORD): the database
+  locks the pools, checks their versions and the keys, and writes, or writes nothing and
+  says why. Only the batch thread takes it: it writes one batch at a time, so what it
+  last saw is usually still so; concurrent contribute_many calls would mostly be refused
+  (BENCHMARKS.md).
 - the two flights (contribute_in_two_flights, and _sync on the batch thread's blocking
   connection): BEGIN, the pool locks and the key lookup; then the plan, the write and
-  COMMIT. Every batch the guard refused, every validate_only and ContributeBatch call.
-  The two drivers only move TwoFlights' statements over their connection.
+  COMMIT (or, validate_only, ROLLBACK). Every batch the guard refused, and every
+  contribute_many call (ContributeBatch, validate_only, JACKPOT_BATCHING=off).
+
+The drivers only move an I/O-free object's statements (OneStatement, TwoFlights) over
+their connection, so the blocking and the async two flights cannot drift.
 
 Over 400 lines because most of them are the one write statement, its guard and the
 parameters they take: splitting them would put the SQL away from what binds it.
@@ -454,22 +460,6 @@ def contribute_in_one_statement(
         return NOTHING_TO_WRITE
     committing()  # autocommit: the statement is its own commit, bounded as one
     return batch.recorded(conn.cursor(row_factory=dict_row).execute(*batch.statement).fetchall())
-
-
-async def contribute_in_one_statement_async(
-    conn: AsyncConnection[Any],
-    pools: Mapping[Group, PoolState],
-    keys: Sequence[ScopedKey],
-    plan: Planner,
-    committing: Callable[[], None] = _no_bound,
-) -> Recorded | str:
-    """contribute_in_one_statement on an event-loop connection: the same, with awaits."""
-    batch = OneStatement(pools, keys, plan)
-    if batch.statement is None:
-        return NOTHING_TO_WRITE
-    committing()
-    cursor = await conn.cursor(row_factory=dict_row).execute(*batch.statement)
-    return batch.recorded(await cursor.fetchall())
 
 
 _IN_LOCK_ORDER = sorted(GROUPS, key=lambda g: g.lock_order)  # the guard's version order

@@ -32,7 +32,6 @@ from jackpot_grpc.domain.errors import (
     VersionConflict,
 )
 from jackpot_grpc.domain.model import (
-    GROUPS,
     AuditBase,
     ConfigChange,
     ContributeCommand,
@@ -208,9 +207,6 @@ class JackpotService:
         self.snapshot = PoolSnapshot(snapshot_ttl)
         self._refresh = asyncio.Lock()
         self.wins_committed: list[Callable[[], None]] = []  # told after each win's commit
-        # Batches of contribute_many written in one statement, and why the others were not.
-        self.one_statement = 0
-        self.two_flights: dict[str, int] = {}
 
     async def contribute_many(
         self, commands: Sequence[ContributeCommand], *, validate_only: bool = False
@@ -230,11 +226,6 @@ class JackpotService:
         self, commands: Sequence[ContributeCommand], validate_only: bool
     ) -> list[ContributionResult | DomainError]:
         planner = BatchPlanner(commands)
-        if not validate_only:
-            written = await self._in_one_statement(planner)
-            if not isinstance(written, str):
-                return self.committed(planner.outcome(written))
-            self.two_flights[written] = self.two_flights.get(written, 0) + 1
         end = store.VALIDATE_ONLY_END if validate_only else store.COMMIT
         async with (
             pipelined_transaction(self.pool) as conn,
@@ -248,25 +239,6 @@ class JackpotService:
             unrecorded = [store.RecordedRow(0, row.created_at, 0) for row in rows]
             return planner.outcome((pools_after, unrecorded)).results
         return self.committed(planner.outcome(recorded))
-
-    async def _in_one_statement(self, planner: BatchPlanner) -> store.Recorded | str:
-        """The batch in one guarded statement, planned against the pools as this process
-        last saw them (the snapshot: every commit of ours and every read keep it); or why
-        not, and nothing was written (the caller runs the two flights)."""
-        known = self.snapshot.latest()
-        if len(known) < len(GROUPS):
-            return "pools not known"
-        pools = {p.group: p for p in known}
-        async with (
-            pipelined_transaction(self.pool) as conn,
-            bounded_commit(conn, self.commit_timeout) as committing,
-        ):
-            written = await store.contribute_in_one_statement_async(
-                conn, pools, planner.keys, planner, committing
-            )
-        if not isinstance(written, str):
-            self.one_statement += 1
-        return written
 
     def committed(self, batch: AppliedBatch) -> list[ContributionResult | DomainError]:
         """After a batch's commit (on the event loop): the snapshot follows the pools, the
