@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -20,6 +21,7 @@ from jackpot_grpc.transport.peer_address import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 LOG_FORMATS = ("text", "json")
+log = logging.getLogger(__name__)
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -138,9 +140,6 @@ class Settings:
     db_lock_timeout: float
     db_statement_timeout: float
     batching: bool
-    # Where a group-commit batch runs: "thread" (its own thread and blocking connection)
-    # or "loop" (the event loop, on the pool).
-    batch_executor: str
     event_loop: str
     batch_max_size: int
     batch_linger: float
@@ -232,6 +231,8 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
+        if "JACKPOT_BATCH_EXECUTOR" in env:  # retired: one executor (docs/DECISIONS.md)
+            log.warning("JACKPOT_BATCH_EXECUTOR is ignored: batches always run on their thread")
         admin_token = env.get("JACKPOT_ADMIN_TOKEN") or None
         clients_file = _path(env, "JACKPOT_CLIENTS_FILE")
         # With no clients configured the service runs open, so by default it listens on
@@ -265,7 +266,6 @@ class Settings:
             db_lock_timeout=_float(env, "DB_LOCK_TIMEOUT", 2.0),
             db_statement_timeout=_float(env, "DB_STATEMENT_TIMEOUT", 5.0),
             batching=_flag(env, "JACKPOT_BATCHING", True),
-            batch_executor=_choice(env, "JACKPOT_BATCH_EXECUTOR", "thread", ("thread", "loop")),
             event_loop=_choice(env, "JACKPOT_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
             batch_max_size=_int(env, "JACKPOT_BATCH_MAX", 512),
             batch_linger=_float(env, "JACKPOT_BATCH_LINGER", 0.002),

@@ -1,8 +1,12 @@
-"""The batch thread's own blocking connection (JACKPOT_BATCH_EXECUTOR=thread).
+"""The batch thread's own blocking connection: where every group-commit batch is written.
 
 One psycopg `Connection` in autocommit mode, used only by the thread that applies the
 group-commit batches: its waits are C-level polls that release the GIL, not event-loop
-callbacks. A batch is two round trips (repository.contribute_in_two_flights_sync). Before
+callbacks. A batch is one round trip when it can be: planned against the pools as the last
+batch left them, assuming none of its keys exists, and written by one guarded statement
+(contribution_store.contribute_in_one_statement). When the guard refuses (another writer
+moved a pool, a key exists) or nothing is known yet, the batch is planned again against
+the locked pools in two round trips (contribute_in_two_flights_sync). Before
 each batch the connection is checked without a round trip (database.has_input); one the
 server closed is replaced first. One that dies during a batch fails that batch with
 Unavailable (the callers retry with their idempotency keys) and is replaced on the next.
@@ -15,13 +19,13 @@ the next batch runs on a fresh connection, so one stuck commit never holds the t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters import contribution_store as store
 from jackpot_grpc.adapters.commit_bound import (
     CONNECTION_LOST,
     SYNC_REP_CANCELLED,
@@ -34,7 +38,7 @@ from jackpot_grpc.adapters.database import connection_kwargs, has_input
 from jackpot_grpc.adapters.unit_of_work import translated
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import Unavailable
-from jackpot_grpc.domain.model import ScopedKey
+from jackpot_grpc.domain.model import Group, PoolState, ScopedKey
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +50,14 @@ class BatchConnection:
         self._conn: psycopg.Connection[Any] | None = None
         self._commit_timeout = settings.commit_timeout
         self._watchdog = CommitWatchdog()
+        # The pools as this connection's last batch left them (None: not known, or a batch
+        # failed): what the next batch is planned against first.
+        self._pools: dict[Group, PoolState] | None = None
+        # Batches written in one statement, and why the others were not (guard's answer).
+        self.one_statement = 0
+        self.two_flights: dict[str, int] = {}
 
-    def contribute(self, keys: Sequence[ScopedKey], plan: repo.Planner) -> repo.Recorded:
+    def contribute(self, keys: Sequence[ScopedKey], plan: store.Planner) -> store.Recorded:
         """One batch in one transaction; returns after its COMMIT was answered. Database
         faults leave as the domain's errors (unit_of_work.translated); a COMMIT that is
         not answered in time, or answered with a synchronous-replication warning, as
@@ -63,9 +73,20 @@ class BatchConnection:
             if self._commit_timeout > 0:
                 self._watchdog.arm(conn.pgconn.socket, self._commit_timeout)
 
+        def refused() -> None:
+            """The one statement was answered and wrote nothing: the bound starts again
+            with the two flights' commit (a sync-replication warning on the statement's
+            empty commit concerns nothing written)."""
+            nonlocal sent
+            sent = False
+            warnings.clear()
+            if self._watchdog.disarm():  # fired just after the answer: the socket is shut
+                raise Unavailable("batch connection closed by the commit bound; retry")
+
         try:
-            recorded = repo.contribute_in_two_flights_sync(conn, keys, plan, committing)
+            recorded = self._write(conn, keys, plan, committing, refused)
         except Exception as exc:
+            self._pools = None
             fired = self._watchdog.disarm()
             lost = conn.closed or conn.broken
             if fired or warnings or (sent and lost):
@@ -81,7 +102,29 @@ class BatchConnection:
         if fired or warnings:
             self._drop()
             raise unknown(TIMEOUT if fired else SYNC_REP_CANCELLED, self._commit_timeout)
+        if recorded[0]:
+            self._pools = {p.group: p for p in recorded[0]}
         return recorded
+
+    def _write(
+        self,
+        conn: psycopg.Connection[Any],
+        keys: Sequence[ScopedKey],
+        plan: store.Planner,
+        committing: Callable[[], None],
+        refused: Callable[[], None],
+    ) -> store.Recorded:
+        """One statement when the guard lets it, else the two flights."""
+        why = "pools not known"
+        if self._pools is not None:
+            written = store.contribute_in_one_statement(conn, self._pools, keys, plan, committing)
+            if not isinstance(written, str):
+                self.one_statement += 1
+                return written
+            why = written
+            refused()
+        self.two_flights[why] = self.two_flights.get(why, 0) + 1
+        return store.contribute_in_two_flights_sync(conn, keys, plan, committing=committing)
 
     def close(self) -> None:
         """The connection and the watchdog's thread: at the end of the batcher."""

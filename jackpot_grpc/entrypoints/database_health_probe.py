@@ -80,9 +80,9 @@ class DatabaseHealthProbe:
     def write_succeeded(self) -> None:
         """A write of this process committed (on the event loop): the database takes
         writes now, whatever the last probe found. Judged on the loop's next turn: a
-        contribution batch's own commit is reported from inside that batch (with
-        JACKPOT_BATCH_EXECUTOR=loop), which counts as in flight until control is back in
-        the batcher, with no await in between."""
+        contribution batch's own commit is reported from inside that batch (through
+        JackpotService.contribute_many: ContributeBatch, JACKPOT_BATCHING=off), which counts
+        as in flight until control is back with its caller, with no await in between."""
         self.last_write_ok = time.monotonic()
         if self.healthy is False:
             asyncio.get_running_loop().call_soon(self._recovered_by_write)

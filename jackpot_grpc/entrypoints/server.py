@@ -39,7 +39,6 @@ from jackpot_grpc.observability.metrics import RequestMetrics
 from jackpot_grpc.observability.refusals import Refusals
 from jackpot_grpc.security.open_mode import check_server
 from jackpot_grpc.security.secret_rules import check_server_secrets
-from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.batcher import ContributionBatcher, Contributor, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.ledger_books import LedgerProofs
@@ -65,7 +64,7 @@ class ServerParts:
     probe_connection: ProbeConnection
     service: JackpotService
     contributor: Contributor
-    batcher: ContributionBatcher | ThreadedBatcher | None  # the contributor, when batching
+    batcher: ContributionBatcher | None  # the contributor, when batching
     metrics: RequestMetrics
     health: health_aio.HealthServicer
     probe: DatabaseHealthProbe
@@ -177,20 +176,15 @@ def build_server(
         max_rate_sum=settings.max_rate_sum,
         commit_timeout=settings.commit_timeout,
     )
-    batcher: ContributionBatcher | ThreadedBatcher | None = None
+    batcher: ContributionBatcher | None = None
     contributor: Contributor
-    if settings.batching and settings.batch_executor == "thread":
-        batcher = ThreadedBatcher(
+    if settings.batching:
+        batcher = ContributionBatcher(
             service,
             BatchConnection(settings, database_url),
             settings.batch_max_size,
             settings.queue_max_size,
             settings.batch_linger,
-        )
-        contributor = batcher
-    elif settings.batching:
-        batcher = ContributionBatcher(
-            service, settings.batch_max_size, settings.queue_max_size, settings.batch_linger
         )
         contributor = batcher
     else:

@@ -1,20 +1,32 @@
-"""Group commit for Contribute: concurrent calls share one transaction.
+"""Group commit for Contribute: concurrent calls share one transaction, on its own thread.
 
-Callers queue their (already validated) command and wait. One worker takes everything
-queued (up to the batch size), applies it in one transaction, and answers each caller
-with its own result only after the commit. While a batch commits, the next one forms.
-The batch goes to a BatchApplier (JackpotService.contribute_many in the server).
+The event loop only queues each caller's (already validated) command with its future; one
+thread takes everything queued (up to the batch size), applies it in one transaction on its
+own blocking connection (adapters.batch_connection), and once per batch hands the outcome
+back to the loop with one `call_soon_threadsafe`. There the snapshot and metrics follow the
+commit and every caller's future is resolved: no caller is answered before its batch's
+COMMIT was acknowledged. While a batch commits, the next one forms in the queue.
+
+DirectContributor (JACKPOT_BATCHING=off, for comparison) applies each call on its own,
+through JackpotService.contribute_many, the path ContributeBatch and validate_only take.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import queue
+import threading
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
+from jackpot_grpc.adapters import contribution_store as store
+from jackpot_grpc.adapters.unit_of_work import KeyTaken
 from jackpot_grpc.domain.errors import DomainError, Overloaded, ShuttingDown, Unavailable
-from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
+from jackpot_grpc.domain.model import ContributeCommand, ContributionResult, ScopedKey
+from jackpot_grpc.service.jackpot import AppliedBatch, BatchPlanner, JackpotService
 from jackpot_grpc.service.pending import Pending, answer_all, fail_all
 from jackpot_grpc.service.ports import BatchApplier
 
@@ -51,17 +63,39 @@ class DirectContributor:
         return None
 
 
+class BatchExecutor(Protocol):
+    """Runs one planned batch in one transaction and returns after its commit
+    (adapters.batch_connection.BatchConnection)."""
+
+    def contribute(self, keys: Sequence[ScopedKey], plan: store.Planner) -> store.Recorded: ...
+
+    def close(self) -> None: ...
+
+
+_STOP = None  # queued by close(): the thread ends after everything queued before it
+LINGER_STEPS = 8  # the linger is waited in steps; a step that brings nothing ends it
+
+
 class ContributionBatcher:
     def __init__(
-        self, service: BatchApplier, max_batch: int, max_queue: int, linger: float = 0.0
+        self,
+        service: JackpotService,
+        executor: BatchExecutor,
+        max_batch: int,
+        max_queue: int,
+        linger: float = 0.0,
     ) -> None:
         self._service = service
+        self._executor = executor
         self._max_batch = max_batch
+        self._max_queue = max_queue
         self._linger = linger
-        self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=max_queue)
-        self._worker: asyncio.Task[None] | None = None
+        self._queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._applying: list[Pending] = []  # the batch the thread is applying now
+        self._applying_since: float | None = None  # monotonic: when it was taken
         self._closed = False
-        self._applying_since: float | None = None
         self.batches = 0
         self.batched = 0
 
@@ -76,86 +110,122 @@ class ContributionBatcher:
         return None if since is None else time.monotonic() - since
 
     def start(self) -> None:
-        self._worker = asyncio.create_task(self._run(), name="contribution-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="contribution-batcher", daemon=True)
+        self._thread.start()
 
     async def contribute(self, command: ContributeCommand) -> ContributionResult:
-        if self._closed:
+        if self._closed or self._loop is None:
             raise ShuttingDown("service is shutting down")
-        answer: asyncio.Future[ContributionResult] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(Pending(command, answer))
-        except asyncio.QueueFull:
-            raise Overloaded("contribution queue is full; retry with backoff") from None
-        # If the caller goes away (deadline, cancel), the future is cancelled with it and
-        # the worker skips the command: a call whose deadline passed is not executed.
+        if self._queue.qsize() >= self._max_queue:
+            raise Overloaded("contribution queue is full; retry with backoff")
+        answer: asyncio.Future[ContributionResult] = self._loop.create_future()
+        self._queue.put(Pending(command, answer))
+        # A caller that goes away (deadline, cancel) cancels its future; the thread skips
+        # a command whose future is done when its batch is taken.
         return await answer
 
     async def close(self, budget: float = 10.0) -> None:
-        """Stop taking calls, answer everything queued, then stop the worker.
+        """Stop taking calls, answer everything queued, then stop the thread.
 
-        Bounded: what is still queued after `budget` seconds is answered UNAVAILABLE
-        (never applied), so shutdown cannot hang on a stuck database.
+        Bounded: if the thread is still busy after `budget` seconds (a stuck database), the
+        batch it is applying is answered UNAVAILABLE (its outcome is unknown: keys settle
+        it) and whatever is queued behind it SHUTTING_DOWN (never applied).
         """
         self._closed = True
-        try:
-            await asyncio.wait_for(self._queue.join(), budget)
-        except TimeoutError:
-            log.error("contribution queue not drained in %.1f s; failing the rest", budget)
-        if self._worker is not None:
-            self._worker.cancel()
-            # Bounded too: on Python 3.11 a cancellation can be lost inside wait_for.
-            await asyncio.wait({self._worker}, timeout=1.0)
-        left = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(thread.join, budget)
+            await asyncio.sleep(0)  # the last batch's answers, scheduled by the thread
+            if thread.is_alive():
+                log.error("contribution batch not finished in %.1f s; failing the rest", budget)
+                fail_all(self._applying, Unavailable("service stopped while applying the batch"))
+            else:
+                self._executor.close()
+        left: list[Pending] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                left.append(item)
         fail_all(left, ShuttingDown("service is shutting down"))
 
-    def _take_batch(self, first: Pending) -> list[Pending]:
-        batch = [first]
-        while len(batch) < self._max_batch:
+    # --- on the thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stopping = self._take(first)
+            if self._linger and len(batch) > 1 and not stopping:
+                stopping = self._grow(batch)
+            live = [p for p in batch if not p.answer.done()]
+            if live:
+                self._applying, self._applying_since = live, time.monotonic()
+                outcome = self._apply([p.command for p in live])
+                self._applying_since = None
+                self._answer(live, outcome)
+                self._applying = []
+
+    def _grow(self, batch: list[Pending]) -> bool:
+        """Under load (others were queued with the first), wait for more in short steps
+        while each step brings more, up to the linger: a bigger batch costs less per
+        contribution, and the wait ends as soon as the queue stops filling. A lone caller
+        is never delayed. Returns whether close() was queued meanwhile."""
+        deadline = time.monotonic() + self._linger
+        step = self._linger / LINGER_STEPS
+        while len(batch) < self._max_batch and time.monotonic() < deadline:
+            time.sleep(step)
+            more, stopping = self._take(None, len(batch))
+            batch += more
+            if stopping or not more:
+                return stopping
+        return False
+
+    def _take(self, first: Pending | None, have: int = 0) -> tuple[list[Pending], bool]:
+        """Everything queued now, up to the batch size; and whether close() was queued."""
+        batch = [] if first is None else [first]
+        while have + len(batch) < self._max_batch:
             try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
+                item = self._queue.get_nowait()
+            except queue.Empty:
                 break
-        return batch
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
 
-    async def _run(self) -> None:
-        while True:
-            first = await self._queue.get()
-            # Under load (others already queued), wait a moment for more: a bigger batch
-            # costs less database work per contribution. A lone caller is served at once.
-            if self._linger and not self._queue.empty():
-                await asyncio.sleep(self._linger)
-            batch = self._take_batch(first)
+    def _apply(self, commands: list[ContributeCommand]) -> AppliedBatch | Exception:
+        try:
             try:
-                await self._apply([p for p in batch if not p.answer.done()])
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                planner = BatchPlanner(commands)
+                return planner.outcome(self._executor.contribute(planner.keys, planner))
+            except KeyTaken:  # another writer took a key first: again, to find its row
+                planner = BatchPlanner(commands)
+                return planner.outcome(self._executor.contribute(planner.keys, planner))
+        except Exception as exc:  # every caller is answered, whatever happened
+            if not isinstance(exc, (Unavailable, Overloaded)):
+                log.exception("contribution batch of %d failed", len(commands))
+            return exc
 
-    async def _apply(self, batch: list[Pending]) -> None:
-        if not batch:
-            return
-        self._applying_since = time.monotonic()
-        try:
-            await self._apply_timed(batch)
-        finally:
-            self._applying_since = None
+    def _answer(self, batch: list[Pending], outcome: AppliedBatch | Exception) -> None:
+        assert self._loop is not None
+        # RuntimeError: the loop is gone (the process is exiting), nobody waits.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._resolve, batch, outcome)
 
-    async def _apply_timed(self, batch: list[Pending]) -> None:
-        try:
-            results = await self._service.contribute_many([p.command for p in batch])
-        except DomainError as exc:
-            failure: Exception = exc
-        except asyncio.CancelledError:
-            # Stopped mid-batch (perhaps mid-commit): the outcome is unknown to us, so the
-            # callers are told to retry; their idempotency keys settle it exactly once.
-            fail_all(batch, Unavailable("service stopped while applying the contribution"))
-            raise
-        except Exception as exc:  # never leave a caller waiting on an unexpected fault
-            log.exception("contribution batch of %d failed", len(batch))
-            failure = exc
-        else:
-            self.batches += 1
-            self.batched += len(batch)
-            answer_all(batch, results)
+    # --- back on the event loop ----------------------------------------------------------
+
+    def _resolve(self, batch: list[Pending], outcome: AppliedBatch | Exception) -> None:
+        if isinstance(outcome, Exception):
+            fail_all(batch, outcome)
             return
-        fail_all(batch, failure)
+        results = self._service.committed(outcome)
+        self.batches += 1
+        self.batched += len(batch)
+        answer_all(batch, results)

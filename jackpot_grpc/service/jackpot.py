@@ -12,6 +12,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
+from jackpot_grpc.adapters import contribution_store as store
+from jackpot_grpc.adapters import pool_store
 from jackpot_grpc.adapters import repository as repo
 from jackpot_grpc.adapters.commit_bound import bounded_commit
 from jackpot_grpc.adapters.database import Pool
@@ -130,7 +132,7 @@ def _check_diverts(pools: Mapping[Group, PoolState], group: Group, target: Group
 
 
 class BatchPlanner:
-    """Plans a contribution batch against the locked pools (repository.Planner) and turns
+    """Plans a contribution batch against the locked pools (contribution_store.Planner) and turns
     what was recorded into each command's result: written, replayed or refused."""
 
     def __init__(self, commands: Sequence[ContributeCommand]) -> None:
@@ -142,13 +144,13 @@ class BatchPlanner:
 
     def __call__(
         self, pools: dict[Group, PoolState], known: dict[ScopedKey, StoredContribution]
-    ) -> repo.BatchWrite | None:
+    ) -> store.BatchWrite | None:
         plan = self._plan = plan_contributions(self.commands, known, pools)
         self._known = known
         if not plan.fresh:
             return None
         fresh = [self.commands[p] for p in plan.fresh]
-        return repo.BatchWrite(
+        return store.BatchWrite(
             plan.sums,
             plan.counts,
             fresh,
@@ -158,7 +160,7 @@ class BatchPlanner:
             plan.diverted_in,
         )
 
-    def outcome(self, recorded: repo.Recorded) -> AppliedBatch:
+    def outcome(self, recorded: store.Recorded) -> AppliedBatch:
         plan, known = self._plan, self._known
         assert plan is not None, "the batch was never planned"
         updated, rows = recorded
@@ -224,17 +226,17 @@ class JackpotService:
         self, commands: Sequence[ContributeCommand], validate_only: bool
     ) -> list[ContributionResult | DomainError]:
         planner = BatchPlanner(commands)
-        end = repo.VALIDATE_ONLY_END if validate_only else repo.COMMIT
+        end = store.VALIDATE_ONLY_END if validate_only else store.COMMIT
         async with (
             pipelined_transaction(self.pool) as conn,
             bounded_commit(conn, self.commit_timeout) as committing,
         ):
-            recorded = await repo.contribute_in_two_flights(
+            recorded = await store.contribute_in_two_flights(
                 conn, planner.keys, planner, end=end, committing=committing
             )
         if validate_only:  # rolled back: no id was recorded; the snapshot and metrics stay
             pools_after, rows = recorded
-            unrecorded = [repo.RecordedRow(0, row.created_at, 0) for row in rows]
+            unrecorded = [store.RecordedRow(0, row.created_at, 0) for row in rows]
             return planner.outcome((pools_after, unrecorded)).results
         return self.committed(planner.outcome(recorded))
 
@@ -263,7 +265,7 @@ class JackpotService:
         async with transaction(
             self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
         ) as conn:
-            pools = await repo.lock_pools(conn)
+            pools = await pool_store.lock_pools(conn)
             if command.idempotency_key:
                 earlier = await repo.find_win(conn, command.client, command.idempotency_key)
                 if earlier is not None:
@@ -326,19 +328,19 @@ class JackpotService:
             if cached is not None:
                 return cached
             async with transaction(self.pool) as conn:
-                pools = await repo.read_pools(conn)
+                pools = await pool_store.read_pools(conn)
             self.snapshot.replace(pools)
             return pools
 
     async def statistics(self) -> Statistics:
         async with transaction(self.pool) as conn:
-            pools = await repo.read_pools(conn)
+            pools = await pool_store.read_pools(conn)
             count, wagered = await repo.contribution_totals(conn)
         return Statistics(pools=pools, contribution_count=count, total_wagered=wagered)
 
     async def config(self) -> list[PoolConfig]:
         async with transaction(self.pool) as conn:
-            return [repo.config_of(p) for p in await repo.read_pools(conn)]
+            return [repo.config_of(p) for p in await pool_store.read_pools(conn)]
 
     async def update_config(
         self, change: ConfigChange, client: str, *, validate_only: bool = False
@@ -350,7 +352,7 @@ class JackpotService:
         async with transaction(
             self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
         ) as conn:
-            pools = await repo.lock_pools(conn)
+            pools = await pool_store.lock_pools(conn)
             pool = pools[change.group]
             before = repo.config_of(pool)
             if change.expected_version is not None and change.expected_version != before.version:
@@ -378,7 +380,7 @@ class JackpotService:
                 audit_id = await repo.save_config(
                     conn, before, after, change.actor, change.reason, client
                 )
-            pools_after = await repo.read_pools(conn)
+            pools_after = await pool_store.read_pools(conn)
         # The config as it stands after (with any pending change), read in the transaction.
         answer = next(repo.config_of(p) for p in pools_after if p.group == change.group)
         if validate_only:
@@ -427,7 +429,7 @@ class JackpotService:
         """SuspendPool / ResumePool: the pool after and the lifecycle row's id (0: the pool
         was already so, nothing written)."""
         async with transaction(self.pool, commit_timeout=self.commit_timeout) as conn:
-            pools = await repo.lock_pools(conn)
+            pools = await pool_store.lock_pools(conn)
             if pools[group].suspended == suspended:
                 return pools[group], 0
             event_id, after = await repo.set_suspended(

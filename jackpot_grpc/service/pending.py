@@ -1,5 +1,4 @@
-"""A queued Contribute call and how a batch answers its callers, for both batchers
-(the event-loop one, service/batcher.py, and the threaded one, service/batch_thread.py)."""
+"""A queued Contribute call and how a batch answers its callers (service/batcher.py)."""
 
 from __future__ import annotations
 

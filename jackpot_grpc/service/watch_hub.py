@@ -32,8 +32,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from jackpot_grpc.adapters import repository as repo
-from jackpot_grpc.adapters import watch_store
+from jackpot_grpc.adapters import pool_store, watch_store
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.adapters.unit_of_work import transaction
 from jackpot_grpc.domain.errors import (
@@ -355,7 +354,7 @@ class WatchHub:
         epoch = self._epoch
         last, first, hits = self._last_win_id, None, []
         async with transaction(self._pool) as conn:
-            states = await repo.read_pools(conn) if pools else None
+            states = await pool_store.read_pools(conn) if pools else None
             if wins and last is None:
                 first = await watch_store.last_win_id(conn)
             elif wins and last is not None:

@@ -25,7 +25,6 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
-from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.batcher import ContributionBatcher
 from testkit.calls import error_reason
 from testkit.identity import Metadata, bearer
@@ -206,7 +205,7 @@ async def test_the_group_commit_keeps_each_calls_client_and_key_scope(
     """Single Contribute calls from two clients, sharing a key, committed in one batch:
     one row per client, each with its client; each client's repeats replay its own row."""
     batcher = games.server.contributor
-    assert isinstance(batcher, (ContributionBatcher, ThreadedBatcher))
+    assert isinstance(batcher, ContributionBatcher)
     key = random_key()
     racing = [(A, 1000), (B, 2000)] * 3
     with (

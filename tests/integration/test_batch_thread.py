@@ -1,4 +1,4 @@
-"""Group commit on its own thread (ThreadedBatcher + BatchConnection) on a real PostgreSQL:
+"""Group commit on its own thread (ContributionBatcher + BatchConnection) on a real PostgreSQL:
 callers are answered only after their batch's COMMIT, a connection that dies mid-batch fails
 that batch with UNAVAILABLE, and callers retrying with their keys get exactly one row each."""
 
@@ -13,14 +13,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters import contribution_store as store
 from jackpot_grpc.adapters.batch_connection import BatchConnection
 from jackpot_grpc.adapters.database import APPLICATION_NAME, create_pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import ShuttingDown, Unavailable
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult, ScopedKey
-from jackpot_grpc.service import batch_thread
-from jackpot_grpc.service.batch_thread import ThreadedBatcher
+from jackpot_grpc.service import batcher as batch_thread
+from jackpot_grpc.service.batcher import ContributionBatcher
 from jackpot_grpc.service.jackpot import JackpotService
 from testkit.outage import database_name
 
@@ -57,8 +57,8 @@ class KillingMidBatch:
         self.database = database
         self.armed = True
 
-    def contribute(self, keys: Sequence[ScopedKey], plan: repo.Planner) -> repo.Recorded:
-        def killing(pools: Any, known: Any) -> repo.BatchWrite | None:
+    def contribute(self, keys: Sequence[ScopedKey], plan: store.Planner) -> store.Recorded:
+        def killing(pools: Any, known: Any) -> store.BatchWrite | None:
             if self.armed:
                 self.armed = False
                 with psycopg.connect(self.admin_url, autocommit=True) as admin:
@@ -86,7 +86,7 @@ async def service(settings: Settings, database_url: str) -> AsyncIterator[Jackpo
 async def test_callers_are_answered_only_after_the_commit(
     settings: Settings, database_url: str, service: JackpotService
 ) -> None:
-    batcher = ThreadedBatcher(service, BatchConnection(settings, database_url), 512, 1000)
+    batcher = ContributionBatcher(service, BatchConnection(settings, database_url), 512, 1000)
     batcher.start()
     seen_at_answer: list[bool] = []
 
@@ -118,7 +118,7 @@ async def test_a_connection_lost_mid_batch_fails_it_and_retries_apply_exactly_on
     executor = KillingMidBatch(
         BatchConnection(settings, database_url), admin_url, database_name(database_url)
     )
-    batcher = ThreadedBatcher(service, executor, 512, 1000)
+    batcher = ContributionBatcher(service, executor, 512, 1000)
     batcher.start()
     keys = [f"lost-{i}" for i in range(8)]
     try:
@@ -139,7 +139,7 @@ async def test_a_connection_lost_mid_batch_fails_it_and_retries_apply_exactly_on
 async def test_a_connection_closed_between_batches_is_replaced_before_use(
     settings: Settings, database_url: str, admin_url: str, service: JackpotService
 ) -> None:
-    batcher = ThreadedBatcher(service, BatchConnection(settings, database_url), 512, 1000)
+    batcher = ContributionBatcher(service, BatchConnection(settings, database_url), 512, 1000)
     batcher.start()
     try:
         await batcher.contribute(command("before"))
@@ -159,7 +159,7 @@ async def test_a_connection_closed_between_batches_is_replaced_before_use(
 async def test_closing_answers_what_was_queued_and_refuses_the_rest(
     settings: Settings, database_url: str, service: JackpotService
 ) -> None:
-    batcher = ThreadedBatcher(service, BatchConnection(settings, database_url), 4, 1000)
+    batcher = ContributionBatcher(service, BatchConnection(settings, database_url), 4, 1000)
     batcher.start()
     calls = [asyncio.ensure_future(batcher.contribute(command(f"c-{i}"))) for i in range(20)]
     await asyncio.sleep(0)  # every call queued
@@ -193,7 +193,7 @@ async def test_a_lone_caller_is_not_delayed_by_the_linger(
 ) -> None:
     clock = CountedSleeps()
     monkeypatch.setattr(batch_thread, "time", clock)
-    batcher = ThreadedBatcher(
+    batcher = ContributionBatcher(
         service, BatchConnection(settings, database_url), 512, 1000, linger=5.0
     )
     batcher.start()

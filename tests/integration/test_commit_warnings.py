@@ -5,7 +5,7 @@ and a WARNING whose text follows lc_messages ("Warten auf synchrone Replikation 
 Benutzeraufforderung abgebrochen" on a German server) and whose SQLSTATE is the generic
 01000. Here a real server sends a real WARNING with that German text at COMMIT time (a
 deferred constraint trigger raises it while the commit runs), through the real batch paths
-of both executors: the caller must get UNAVAILABLE COMMIT_OUTCOME_UNKNOWN, never OK, and
+of the batch thread: the caller must get UNAVAILABLE COMMIT_OUTCOME_UNKNOWN, never OK, and
 the key retried replays the row that did commit.
 """
 
@@ -67,11 +67,11 @@ def test_a_real_warning_in_any_language_counts_and_a_notice_does_not(database_ur
     assert seen == [("WARNING", "01000", True), ("NOTICE", "00000", False)]
 
 
-@pytest.mark.parametrize("executor", ["thread", "loop"])
+@pytest.mark.parametrize("executor", ["thread"])
 async def test_a_localized_warning_at_commit_is_never_acknowledged(
     settings: Settings, warning_url: str, executor: str
 ) -> None:
-    tuned = dataclasses.replace(settings, batch_executor=executor)
+    tuned = settings
     server = await start_server(tuned, warning_url, port=0)
     request = pb.ContributeRequest(game_id="warned", wager_amount=1000, idempotency_key="w-1")
     try:
@@ -116,7 +116,7 @@ def _cancel_the_sync_rep_wait(url: str, within: float = 5.0) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("executor", ["thread", "loop"])
+@pytest.mark.parametrize("executor", ["thread"])
 async def test_a_german_servers_cancelled_standby_wait_is_never_acknowledged(
     settings: Settings, german: GermanPostgres, executor: str
 ) -> None:
@@ -130,7 +130,7 @@ async def test_a_german_servers_cancelled_standby_wait_is_never_acknowledged(
         conn.execute(f"CREATE DATABASE {name}")
     url = database_conninfo(german.admin_url, name)
     migrations.upgrade(url)
-    tuned = dataclasses.replace(settings, batch_executor=executor, commit_timeout=0.0)
+    tuned = dataclasses.replace(settings, commit_timeout=0.0)
     server = await start_server(tuned, url, port=0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

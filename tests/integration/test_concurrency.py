@@ -15,6 +15,8 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from jackpot_grpc.adapters.batch_connection import BatchConnection
+from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import VersionConflict
 from jackpot_grpc.domain.model import (
     GROUPS,
@@ -140,10 +142,12 @@ async def test_32_direct_contributors_over_two_processes_worth_of_pools(
 
 
 async def test_32_contributors_through_the_batcher_with_wins_racing(
-    make_pool: Callable[[int], Awaitable[Pool]], database_url: str
+    make_pool: Callable[[int], Awaitable[Pool]], database_url: str, settings: Settings
 ) -> None:
     service = JackpotService(await make_pool(4), snapshot_ttl=0)
-    batcher = ContributionBatcher(service, max_batch=64, max_queue=1024)
+    batcher = ContributionBatcher(
+        service, BatchConnection(settings, database_url), max_batch=64, max_queue=1024
+    )
     batcher.start()
     wins: list[WinResult] = []
 
@@ -226,11 +230,16 @@ async def test_one_key_raced_by_20_services_contributes_once(
 
 @pytest.mark.parametrize("max_batch", [3, 64])
 async def test_one_key_raced_through_the_batcher_contributes_once(
-    make_pool: Callable[[int], Awaitable[Pool]], database_url: str, max_batch: int
+    make_pool: Callable[[int], Awaitable[Pool]],
+    database_url: str,
+    max_batch: int,
+    settings: Settings,
 ) -> None:
     """max_batch 3: the copies span several batches; 64: they share one."""
     service = JackpotService(await make_pool(2), snapshot_ttl=0)
-    batcher = ContributionBatcher(service, max_batch=max_batch, max_queue=100)
+    batcher = ContributionBatcher(
+        service, BatchConnection(settings, database_url), max_batch=max_batch, max_queue=100
+    )
     batcher.start()
     key = random_key()
     try:

@@ -15,6 +15,8 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from jackpot_grpc.adapters.batch_connection import BatchConnection
+from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import PoolSuspended
 from jackpot_grpc.domain.model import ConfigChange, ContributeCommand, Group, WinCommand
 from jackpot_grpc.service.batcher import ContributionBatcher
@@ -64,9 +66,11 @@ async def contributors(batcher: ContributionBatcher, deadline: float) -> int:
 
 
 async def test_a_suspend_racing_contributions_ends_with_a_clean_audit(
-    service: JackpotService, database_url: str
+    service: JackpotService, database_url: str, settings: Settings
 ) -> None:
-    batcher = ContributionBatcher(service, max_batch=32, max_queue=1024)
+    batcher = ContributionBatcher(
+        service, BatchConnection(settings, database_url), max_batch=32, max_queue=1024
+    )
     batcher.start()
     deadline = time.monotonic() + STRESS_SECONDS
     refused = 0
@@ -112,9 +116,11 @@ async def test_a_suspend_racing_contributions_ends_with_a_clean_audit(
 
 
 async def test_a_change_scheduled_racing_wins_applies_at_a_win_with_a_clean_audit(
-    service: JackpotService, database_url: str
+    service: JackpotService, database_url: str, settings: Settings
 ) -> None:
-    batcher = ContributionBatcher(service, max_batch=32, max_queue=1024)
+    batcher = ContributionBatcher(
+        service, BatchConnection(settings, database_url), max_batch=32, max_queue=1024
+    )
     batcher.start()
     deadline = time.monotonic() + STRESS_SECONDS
     scheduled = 0

@@ -35,7 +35,7 @@ TABLES = {
     "ledger_head",
     "write_heartbeat",
 }
-HEAD = "0015"
+HEAD = "0016"
 
 
 def revision(url: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from decimal import Decimal
 from typing import Any
@@ -12,6 +11,8 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from jackpot_grpc.adapters import contribution_store as store
+from jackpot_grpc.adapters import pool_store
 from jackpot_grpc.adapters import repository as repo
 from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.model import (
@@ -21,6 +22,8 @@ from jackpot_grpc.domain.model import (
     ContributionShares,
     Group,
     PoolConfig,
+    ScopedKey,
+    StoredContribution,
     WinCommand,
     WinOutcome,
 )
@@ -55,20 +58,48 @@ def shares(minor: int, major: int, mega: int, after: tuple[int, int, int]) -> Co
 NO_MOVE = dict.fromkeys(GROUPS, 0)
 
 
-async def add_rows(
-    conn: AsyncConnection[Any],
+async def record(
+    database_url: str,
+    sums: dict[Group, int],
+    counts: dict[Group, int],
     commands: list[ContributeCommand],
     rows: list[ContributionShares],
+    *,
+    end: tuple[str, ...] = store.COMMIT,
+) -> store.Recorded:
+    """A batch of these rows written by the service's write path (the two flights on an
+    autocommit connection), its plan given: each pool moved by `sums`, `counts` rows."""
+
+    def plan(pools: Any, known: Any) -> store.BatchWrite:
+        return store.BatchWrite(sums, counts, commands, rows)
+
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        return await store.contribute_in_two_flights(conn, [], plan, end=end)
+
+
+async def find(database_url: str, keys: list[ScopedKey]) -> dict[ScopedKey, StoredContribution]:
+    """Earlier contributions with these keys, as the write path's lookup finds them."""
+    found: dict[ScopedKey, StoredContribution] = {}
+
+    def plan(pools: Any, known: dict[ScopedKey, StoredContribution]) -> None:
+        found.update(known)
+
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await store.contribute_in_two_flights(conn, keys, plan)
+    return found
+
+
+async def add_rows(
+    database_url: str, commands: list[ContributeCommand], rows: list[ContributionShares]
 ) -> list[tuple[int, Any]]:
-    """Ledger rows through record_contributions, the pools left where they are."""
-    pools = await repo.lock_pools(conn)
-    _, written = await repo.record_contributions(conn, NO_MOVE, NO_MOVE, commands, rows, pools)
+    """Ledger rows through the write path, the pools left where they are."""
+    _, written = await record(database_url, NO_MOVE, NO_MOVE, commands, rows)
     return [(row.row_id, row.created_at) for row in written]
 
 
 async def test_lock_pools_returns_the_default_pools_in_lock_order(pool: Pool) -> None:
     async with pool.connection() as conn:
-        pools = await repo.lock_pools(conn)
+        pools = await pool_store.lock_pools(conn)
     assert list(pools) == list(GROUPS)
     minor, major, mega = (pools[g] for g in GROUPS)
     assert (minor.current_amount, minor.seed_amount, minor.max_amount) == (10000, 10000, 100000)
@@ -91,7 +122,7 @@ async def test_lock_pools_holds_the_rows_until_the_transaction_ends(
 ) -> None:
     async with await AsyncConnection.connect(database_url, autocommit=True) as other:
         async with pool.connection() as conn:
-            await repo.lock_pools(conn)
+            await pool_store.lock_pools(conn)
             for group in GROUPS:
                 with pytest.raises(psycopg.errors.LockNotAvailable):
                     await other.execute(
@@ -102,14 +133,12 @@ async def test_lock_pools_holds_the_rows_until_the_transaction_ends(
         await other.execute("SELECT 1 FROM jackpots FOR UPDATE NOWAIT")
 
 
-async def test_record_contributions_returns_ids_in_the_order_given(
-    pool: Pool, database_url: str
-) -> None:
+async def test_the_write_path_returns_ids_in_the_order_given(pool: Pool, database_url: str) -> None:
     wagers = [500, 100, 900, 300, 700, 200]
     commands = [command(w, random_key(str(i))) for i, w in enumerate(wagers)]
     rows = [shares(w // 100, 0, 0, (1, 2, 3)) for w in wagers]
-    async with pool.connection() as conn:
-        ids = await add_rows(conn, commands, rows)
+    async with pool.connection():
+        ids = await add_rows(database_url, commands, rows)
     assert len(ids) == len(wagers)
     assert [i for i, _ in ids] == sorted(i for i, _ in ids)
     async with await AsyncConnection.connect(database_url) as check:
@@ -123,11 +152,11 @@ async def test_record_contributions_returns_ids_in_the_order_given(
     ]
 
 
-async def test_find_contributions_finds_by_key_and_replays(pool: Pool) -> None:
+async def test_the_key_lookup_finds_by_key_and_replays(pool: Pool, database_url: str) -> None:
     key_a, key_b = random_key("a"), random_key("b")
-    async with pool.connection() as conn:
-        assert await repo.find_contributions(conn, []) == {}
-        assert await repo.find_contributions(conn, [(CLIENT, key_a)]) == {}
+    async with pool.connection():
+        assert await find(database_url, []) == {}
+        assert await find(database_url, [(CLIENT, key_a)]) == {}
         commands = [
             command(1000, key_a),
             command(2000, None),
@@ -135,7 +164,7 @@ async def test_find_contributions_finds_by_key_and_replays(pool: Pool) -> None:
             command(4000, key_a, client="game-b"),
         ]
         ids = await add_rows(
-            conn,
+            database_url,
             commands,
             [
                 shares(5, 3, 2, (10005, 100003, 1000002)),
@@ -144,11 +173,11 @@ async def test_find_contributions_finds_by_key_and_replays(pool: Pool) -> None:
                 shares(20, 12, 8, (10050, 100030, 1000020)),
             ],
         )
-        stored = await repo.find_contributions(
-            conn,
+        stored = await find(
+            database_url,
             [(CLIENT, key_b), (CLIENT, key_a), (CLIENT, random_key("missing")), ("x", key_b)],
         )
-        theirs = await repo.find_contributions(conn, [("game-b", key_a), ("game-b", key_b)])
+        theirs = await find(database_url, [("game-b", key_a), ("game-b", key_b)])
     a, b = (CLIENT, key_a), (CLIENT, key_b)
     assert stored[a].fingerprint == commands[0].fingerprint
     found = {key: s.result for key, s in stored.items()}
@@ -168,19 +197,23 @@ async def test_find_contributions_finds_by_key_and_replays(pool: Pool) -> None:
     assert theirs["game-b", key_a].fingerprint == commands[3].fingerprint
 
 
-async def test_a_repeated_idempotency_key_is_refused_by_the_unique_index(pool: Pool) -> None:
+async def test_a_repeated_idempotency_key_is_refused_by_the_unique_index(
+    pool: Pool, database_url: str
+) -> None:
     key = random_key()
     row = shares(1, 1, 1, (1, 1, 1))
     with pytest.raises(psycopg.errors.UniqueViolation):
-        async with pool.connection() as conn:
-            await add_rows(conn, [command(100, key), command(100, key)], [row, row])
+        async with pool.connection():
+            await add_rows(database_url, [command(100, key), command(100, key)], [row, row])
 
 
 async def test_the_unique_index_scopes_a_key_per_client(pool: Pool, database_url: str) -> None:
     key = random_key()
     row = shares(1, 1, 1, (1, 1, 1))
-    async with pool.connection() as conn:
-        await add_rows(conn, [command(100, key), command(100, key, client="game-b")], [row, row])
+    async with pool.connection():
+        await add_rows(
+            database_url, [command(100, key), command(100, key, client="game-b")], [row, row]
+        )
     clients = await scalar(
         database_url,
         "SELECT array_agg(client ORDER BY client) FROM contributions WHERE idempotency_key = %s",
@@ -189,10 +222,12 @@ async def test_the_unique_index_scopes_a_key_per_client(pool: Pool, database_url
     assert clients == [CLIENT, "game-b"]
 
 
-async def test_record_contributions_moves_all_three_pools_and_the_totals(pool: Pool) -> None:
+async def test_the_write_path_moves_all_three_pools_and_the_totals(
+    pool: Pool, database_url: str
+) -> None:
     async with pool.connection() as conn:
-        updated, ids = await repo.record_contributions(
-            conn,
+        updated, ids = await record(
+            database_url,
             {Group.MINOR: 7, Group.MAJOR: 0, Group.MEGA: 11},
             {Group.MINOR: 2, Group.MAJOR: 0, Group.MEGA: 3},
             [command(1400), command(2000), command(600)],
@@ -201,11 +236,10 @@ async def test_record_contributions_moves_all_three_pools_and_the_totals(pool: P
                 shares(0, 0, 4, (10007, 100000, 1000009)),
                 shares(0, 0, 2, (10007, 100000, 1000011)),
             ],
-            await repo.lock_pools(conn),
         )
         assert await repo.contribution_totals(conn) == (3, 4000)
     async with pool.connection() as conn:
-        read = await repo.read_pools(conn)
+        read = await pool_store.read_pools(conn)
     assert read == updated
     assert [p.group for p in updated] == list(GROUPS)
     assert [p.current_amount for p in updated] == [10007, 100000, 1000011]
@@ -215,29 +249,27 @@ async def test_record_contributions_moves_all_three_pools_and_the_totals(pool: P
     assert len(ids) == 3 and len({row.created_at for row in ids}) == 1
 
 
-async def test_written_rows_take_gap_free_leaf_indexes_from_the_ledger_head(pool: Pool) -> None:
+async def test_written_rows_take_gap_free_leaf_indexes_from_the_ledger_head(
+    pool: Pool, database_url: str
+) -> None:
     """Every writer claims its rows' leaf indexes in its own transaction: a batch takes
     consecutive indexes in row order, a win with a top-up two (the top-up right after),
     a config change one; a rolled-back write gives its indexes back."""
     async with pool.connection() as conn:
         (head,) = await (await conn.execute("SELECT size FROM ledger_head")).fetchone() or (0,)
-    async with pool.connection() as conn:
-        _, written = await repo.record_contributions(
-            conn, NO_MOVE, NO_MOVE, [command(100), command(200), command(300)],
-            [shares(0, 0, 0, (1, 2, 3))] * 3, await repo.lock_pools(conn),
-        )  # fmt: skip
+    _, written = await record(
+        database_url, NO_MOVE, NO_MOVE, [command(100), command(200), command(300)],
+        [shares(0, 0, 0, (1, 2, 3))] * 3,
+    )  # fmt: skip
     assert [r.leaf_index for r in written] == [head, head + 1, head + 2]
     assert [r.row_id for r in written] == sorted(r.row_id for r in written)
-    with contextlib.suppress(RuntimeError):
-        async with pool.connection() as conn, conn.transaction():
-            await repo.record_contributions(
-                conn, NO_MOVE, NO_MOVE, [command(100)], [shares(0, 0, 0, (1, 2, 3))],
-                await repo.lock_pools(conn),
-            )  # fmt: skip
-            raise RuntimeError("roll it back")
+    await record(  # written and rolled back (validate_only's end)
+        database_url, NO_MOVE, NO_MOVE, [command(100)], [shares(0, 0, 0, (1, 2, 3))],
+        end=store.VALIDATE_ONLY_END,
+    )  # fmt: skip
     win = WinCommand(Group.MINOR, "g", random_user_id(), None, None, CLIENT)
     async with pool.connection() as conn:
-        pools = await repo.lock_pools(conn)
+        pools = await pool_store.lock_pools(conn)
         outcome = rules.pay_win(pools[Group.MINOR].current_amount, 10_000, None)
         win_id, _, win_leaf, _ = await repo.record_win(conn, win, outcome)
     assert outcome.seed_top_up > 0 and win_leaf == head + 3
@@ -317,7 +349,7 @@ async def test_save_config_writes_the_pool_and_an_audit_row(pool: Pool, database
         audit_id = await repo.save_config(
             conn, before, after, "alice", "seasonal boost", "ops-console"
         )
-        pools = {p.group: p for p in await repo.read_pools(conn)}
+        pools = {p.group: p for p in await pool_store.read_pools(conn)}
     assert repo.config_of(pools[Group.MEGA]) == after
     async with await AsyncConnection.connect(database_url) as check:
         cur = await check.execute(
@@ -351,18 +383,18 @@ async def test_save_config_writes_the_pool_and_an_audit_row(pool: Pool, database
     assert json.loads(json.dumps(audit_after))["contribution_rate"] == "0.0035000000"
 
 
-async def test_contribution_totals_counts_and_sums_wagers(pool: Pool) -> None:
+async def test_contribution_totals_counts_and_sums_wagers(pool: Pool, database_url: str) -> None:
     async with pool.connection() as conn:
         assert await repo.contribution_totals(conn) == (0, 0)
         await add_rows(
-            conn,
+            database_url,
             [command(1000), command(2500), command(1)],
             [shares(0, 0, 0, (0, 0, 0))] * 3,
         )
         assert await repo.contribution_totals(conn) == (3, 3501)
 
 
-async def test_audit_pools_balances_and_finds_a_discrepancy(pool: Pool) -> None:
+async def test_audit_pools_balances_and_finds_a_discrepancy(pool: Pool, database_url: str) -> None:
     async with pool.connection() as conn:
         audits = await repo.audit_pools(conn)
     assert [a.group for a in audits] == list(GROUPS)
@@ -370,13 +402,12 @@ async def test_audit_pools_balances_and_finds_a_discrepancy(pool: Pool) -> None:
     assert [a.expected_amount for a in audits] == [10000, 100000, 1000000]
 
     async with pool.connection() as conn:  # a correct contribution, then a stray write
-        await repo.record_contributions(
-            conn,
+        await record(
+            database_url,
             {Group.MINOR: 5, Group.MAJOR: 3, Group.MEGA: 2},
             dict.fromkeys(GROUPS, 1),
             [command(1000)],
             [shares(5, 3, 2, (0, 0, 0))],
-            await repo.lock_pools(conn),
         )
         await conn.execute(
             "UPDATE jackpots SET current_amount = current_amount + 7 WHERE jackpot_group = 'major'"
@@ -403,16 +434,15 @@ async def test_ping_answers(pool: Pool) -> None:
 
 
 async def test_audit_ledger_checks_the_contribution_totals_against_the_ledger(
-    pool: Pool,
+    pool: Pool, database_url: str
 ) -> None:
     async with pool.connection() as conn:  # two real contributions at the default rates
-        await repo.record_contributions(
-            conn,
+        await record(
+            database_url,
             {Group.MINOR: 6, Group.MAJOR: 3, Group.MEGA: 2},
             {Group.MINOR: 2, Group.MAJOR: 1, Group.MEGA: 1},
             [command(1000), command(250)],
             [shares(5, 3, 2, (10005, 100003, 1000002)), shares(1, 0, 0, (10006, 100003, 1000002))],
-            await repo.lock_pools(conn),
         )
         books = await repo.audit_ledger(conn)
     assert books.balanced and books.problems() == []

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import pytest
 
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import build_server
-from jackpot_grpc.service.batch_thread import ThreadedBatcher
 from jackpot_grpc.service.batcher import ContributionBatcher, DirectContributor
 
 # Nothing listens on port 1: any attempt to connect would fail (and a test that waited on
@@ -38,7 +38,7 @@ async def test_build_wires_the_parts_and_starts_nothing() -> None:
     assert parts.pool.closed
     assert parts.service.pool is parts.pool
     assert parts.service.metrics is None  # no telemetry given
-    assert isinstance(parts.contributor, ThreadedBatcher)  # no thread until start()
+    assert isinstance(parts.contributor, ContributionBatcher)  # no thread until start()
     assert parts.batcher is parts.contributor
     assert parts.address == "127.0.0.1:50999"
     assert port_is_free(50999)
@@ -55,10 +55,16 @@ async def test_port_argument_overrides_the_configured_port() -> None:
     assert parts.address == "127.0.0.1:0"
 
 
-async def test_the_loop_executor_builds_the_event_loop_batcher() -> None:
-    parts = build_server(settings(JACKPOT_BATCH_EXECUTOR="loop"), UNREACHABLE)
+async def test_the_retired_executor_setting_is_ignored_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """JACKPOT_BATCH_EXECUTOR chose between two batch paths; one is left (docs/DECISIONS.md):
+    a deployment that still sets it starts, and its log says the setting does nothing."""
+    with caplog.at_level(logging.WARNING, logger="jackpot_grpc.config"):
+        parts = build_server(settings(JACKPOT_BATCH_EXECUTOR="loop"), UNREACHABLE)
     assert isinstance(parts.contributor, ContributionBatcher)
     assert parts.batcher is parts.contributor
+    assert "JACKPOT_BATCH_EXECUTOR is ignored" in caplog.text
 
 
 async def test_batching_off_builds_a_direct_contributor() -> None:
