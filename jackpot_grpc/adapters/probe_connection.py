@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters import database_liveness
 from jackpot_grpc.adapters.commit_bound import bounded_commit
 from jackpot_grpc.adapters.database import connection_kwargs
 from jackpot_grpc.config import Settings
@@ -46,7 +46,7 @@ class ProbeConnection:
         self._lock = asyncio.Lock()  # one round trip at a time on the one connection
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         # Told which cluster and timeline each new connection reached (failover_watch).
-        self.on_connect: Callable[[repo.ClusterIdentity], None] | None = None
+        self.on_connect: Callable[[database_liveness.ClusterIdentity], None] | None = None
         self._identity_unreadable = False
 
     async def _connected(self) -> AsyncConnection[Any]:
@@ -54,7 +54,7 @@ class ProbeConnection:
             conn = await AsyncConnection.connect(self._url, autocommit=True, **self._kwargs)
             if self.on_connect is not None:
                 try:
-                    identity = await repo.cluster_identity(conn)
+                    identity = await database_liveness.cluster_identity(conn)
                 except psycopg.Error as exc:  # a server that hides pg_control_*: not fatal
                     if not self._identity_unreadable:
                         log.warning("database identity unreadable, failovers not tracked: %s", exc)
@@ -68,11 +68,11 @@ class ProbeConnection:
         return self._conn
 
     async def ping(self) -> None:
-        """The database answers and takes writes (repository.ping) on the probe's
+        """The database answers and takes writes (database_liveness.ping) on the probe's
         connection; raises on any failure (and reconnects on the next call)."""
         async with self._lock:
             try:
-                await repo.ping(await self._connected())
+                await database_liveness.ping(await self._connected())
             except BaseException:
                 await self.close()
                 raise
@@ -85,7 +85,7 @@ class ProbeConnection:
                 conn = await self._connected()
                 async with bounded_commit(conn, self._timeout) as committing:
                     committing()
-                    await repo.heartbeat(conn, self.process)
+                    await database_liveness.heartbeat(conn, self.process)
             except BaseException:
                 await self.close()
                 raise

@@ -1,9 +1,9 @@
 """Which database history the server writes to, and what a failover lost.
 
 The health probe's connection reads the cluster's system identifier and timeline each time
-it connects (repository.cluster_identity). The first is recorded; a different one after a
-reconnect means the database failed over (a standby was promoted: a new timeline) or was
-replaced (a restore, another cluster: a new system identifier). That is logged at ERROR,
+it connects (database_liveness.cluster_identity). The first is recorded; a different one
+after a reconnect means the database failed over (a standby was promoted: a new timeline)
+or was replaced (a restore, another cluster: a new system identifier). That is logged at ERROR,
 counted (`jackpot_database_timeline_changes_total`, alerted) and shown in /health.
 
 A failover to a standby that had not received everything (asynchronous replication) loses
@@ -34,7 +34,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from jackpot_grpc.adapters import ledger_store
 from jackpot_grpc.adapters.database import bounded_conninfo
-from jackpot_grpc.adapters.repository import ClusterIdentity
+from jackpot_grpc.adapters.database_liveness import ClusterIdentity
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ledger.checkpoint import Checkpoint
 from jackpot_grpc.text.report_values import error_text, iso_time

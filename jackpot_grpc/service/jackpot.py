@@ -12,6 +12,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
+from jackpot_grpc.adapters import (
+    books_audit,
+    config_store,
+    database_liveness,
+    win_history,
+    win_store,
+)
 from jackpot_grpc.adapters import repository as repo
 from jackpot_grpc.adapters.commit_bound import bounded_commit
 from jackpot_grpc.adapters.database import Pool
@@ -122,7 +129,7 @@ def _check_diverts(pools: Mapping[Group, PoolState], group: Group, target: Group
         targets = {p.overflow_target}
         if p.pending is not None:
             with contextlib.suppress(InvalidArgument):  # it would not apply: no target then
-                later = apply_config_change(repo.config_of(p), p.pending.change(g))
+                later = apply_config_change(config_store.config_of(p), p.pending.change(g))
                 targets.add(later.overflow_target)
         choices.append([(g, t) for t in targets])
     for combination in itertools.product(*choices):
@@ -265,7 +272,7 @@ class JackpotService:
         ) as conn:
             pools = await repo.lock_pools(conn)
             if command.idempotency_key:
-                earlier = await repo.find_win(conn, command.client, command.idempotency_key)
+                earlier = await win_store.find_win(conn, command.client, command.idempotency_key)
                 if earlier is not None:
                     if earlier.fingerprint != command.fingerprint:
                         raise key_reused(command.idempotency_key, "win")
@@ -288,9 +295,9 @@ class JackpotService:
             if pool.pending is not None:
                 # The change scheduled for this win: in force from this win on (its reset
                 # is to the new seed), in the win's own transaction.
-                before = repo.config_of(pool)
+                before = config_store.config_of(pool)
                 after_config = apply_config_change(before, pool.pending.change(pool.group))
-                await repo.save_config(
+                await config_store.save_config(
                     conn,
                     before,
                     after_config,
@@ -303,7 +310,9 @@ class JackpotService:
             outcome = rules.pay_win(
                 pool.current_amount, seed, command.win_amount, pool.reserve_amount
             )
-            win_id, created_at, leaf_index, after = await repo.record_win(conn, command, outcome)
+            win_id, created_at, leaf_index, after = await win_store.record_win(
+                conn, command, outcome
+            )
         if validate_only:  # rolled back: nothing was paid, the snapshot stays
             return WinResult(0, outcome, after, created_at, replayed=False)
         self.committed_write()
@@ -333,12 +342,12 @@ class JackpotService:
     async def statistics(self) -> Statistics:
         async with transaction(self.pool) as conn:
             pools = await repo.read_pools(conn)
-            count, wagered = await repo.contribution_totals(conn)
+            count, wagered = await books_audit.contribution_totals(conn)
         return Statistics(pools=pools, contribution_count=count, total_wagered=wagered)
 
     async def config(self) -> list[PoolConfig]:
         async with transaction(self.pool) as conn:
-            return [repo.config_of(p) for p in await repo.read_pools(conn)]
+            return [config_store.config_of(p) for p in await repo.read_pools(conn)]
 
     async def update_config(
         self, change: ConfigChange, client: str, *, validate_only: bool = False
@@ -352,7 +361,7 @@ class JackpotService:
         ) as conn:
             pools = await repo.lock_pools(conn)
             pool = pools[change.group]
-            before = repo.config_of(pool)
+            before = config_store.config_of(pool)
             if change.expected_version is not None and change.expected_version != before.version:
                 raise VersionConflict(
                     f"{change.group.value} config is at version {before.version},"
@@ -369,18 +378,18 @@ class JackpotService:
             if change.apply_at_next_win:
                 self._check_rates(pools, change.group, field, pending=after)
                 _check_diverts(pools, change.group, after.overflow_target)
-                audit_id, _ = await repo.schedule_config(conn, change, client)
+                audit_id, _ = await config_store.schedule_config(conn, change, client)
             else:
                 if pool.pending is not None:
                     _check_pending_still_applies(after, pool)
                 self._check_rates(pools, change.group, field, current=after)
                 _check_diverts(pools, change.group, after.overflow_target)
-                audit_id = await repo.save_config(
+                audit_id = await config_store.save_config(
                     conn, before, after, change.actor, change.reason, client
                 )
             pools_after = await repo.read_pools(conn)
         # The config as it stands after (with any pending change), read in the transaction.
-        answer = next(repo.config_of(p) for p in pools_after if p.group == change.group)
+        answer = next(config_store.config_of(p) for p in pools_after if p.group == change.group)
         if validate_only:
             return answer, 0
         self.snapshot.update(pools_after)
@@ -430,7 +439,7 @@ class JackpotService:
             pools = await repo.lock_pools(conn)
             if pools[group].suspended == suspended:
                 return pools[group], 0
-            event_id, after = await repo.set_suspended(
+            event_id, after = await config_store.set_suspended(
                 conn, group, suspended, actor, reason, client
             )
         self.snapshot.update([after])
@@ -445,22 +454,22 @@ class JackpotService:
         after: tuple[datetime, int] | None,
         limit: int,
     ) -> list[WinRecord]:
-        """The hit history, newest first (repository.list_wins)."""
+        """The hit history, newest first (win_history.list_wins)."""
         async with transaction(self.pool) as conn:
-            return await repo.list_wins(
+            return await win_history.list_wins(
                 conn, group=group, start=start, end=end, after=after, limit=limit
             )
 
     async def audit(self) -> LedgerAudit:
         # Several reads of the ledger that must agree: one snapshot.
         async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
-            return await repo.audit_ledger(conn)
+            return await books_audit.audit_ledger(conn)
 
     async def audit_from(self, base: AuditBase | None) -> tuple[LedgerAudit, AuditBase | None]:
-        """The audit, incremental from `base` (repository.audit_ledger_from)."""
+        """The audit, incremental from `base` (books_audit.audit_ledger_from)."""
         async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
-            return await repo.audit_ledger_from(conn, base)
+            return await books_audit.audit_ledger_from(conn, base)
 
     async def ping(self) -> None:
         async with transaction(self.pool) as conn:
-            await repo.ping(conn)
+            await database_liveness.ping(conn)

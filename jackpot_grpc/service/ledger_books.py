@@ -18,7 +18,8 @@ from typing import Any
 
 from jackpot_grpc.adapters import ledger_store
 from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.adapters.repository import ClusterIdentity, Conn
+from jackpot_grpc.adapters.database_liveness import ClusterIdentity
+from jackpot_grpc.adapters.repository import Conn
 from jackpot_grpc.domain.errors import LeafNotInCheckpoint
 from jackpot_grpc.domain.model import AuditBase, Group
 from jackpot_grpc.ledger import merkle
@@ -185,7 +186,7 @@ class AuditState:
     root: bytes
     seq: int
     frontier: merkle.Frontier
-    # Where the arithmetic audit (repository.audit_ledger_from) left the books clean, for
+    # Where the arithmetic audit (books_audit.audit_ledger_from) left the books clean, for
     # the next one to go on from; None: the next one re-proves every row.
     books: AuditBase | None = None
 

@@ -30,7 +30,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jackpot_grpc.adapters import audit_store
+from jackpot_grpc.adapters import audit_store, books_audit
 from jackpot_grpc.adapters import repository as repo
 from jackpot_grpc.adapters.audit_store import RecordedAudit
 from jackpot_grpc.adapters.database import Pool
@@ -93,6 +93,6 @@ class SharedAudit:
         full = full or self._base is None or self._since_full + 1 >= self.full_every
         base = None if full else self._base
         self._base = None  # until this audit is known clean
-        books, self._base = await repo.audit_ledger_from(conn, base)
+        books, self._base = await books_audit.audit_ledger_from(conn, base)
         self._since_full = 0 if full else self._since_full + 1
         return await audit_store.record(conn, books, self.host, self.pid)
