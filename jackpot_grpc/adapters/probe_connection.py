@@ -24,24 +24,17 @@ from psycopg import AsyncConnection
 
 from jackpot_grpc.adapters import database_liveness
 from jackpot_grpc.adapters.commit_bound import bounded_commit
-from jackpot_grpc.adapters.database import connection_kwargs
+from jackpot_grpc.adapters.database import connect_probe
 from jackpot_grpc.config import Settings
 
 log = logging.getLogger(__name__)
 
-APPLICATION_NAME = "jackpot-health-probe"
-
 
 class ProbeConnection:
     def __init__(self, settings: Settings, database_url: str) -> None:
+        self._settings = settings
         self._url = database_url
         self._timeout = settings.health_probe_timeout
-        self._kwargs = connection_kwargs(
-            settings,
-            database_url,
-            application_name=APPLICATION_NAME,
-            statement_timeout=max(0.001, self._timeout),
-        )
         self._conn: AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()  # one round trip at a time on the one connection
         self.process = f"{socket.gethostname()}:{os.getpid()}"
@@ -51,7 +44,7 @@ class ProbeConnection:
 
     async def _connected(self) -> AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            conn = await AsyncConnection.connect(self._url, autocommit=True, **self._kwargs)
+            conn = await connect_probe(self._settings, self._url)
             if self.on_connect is not None:
                 try:
                     identity = await database_liveness.cluster_identity(conn)

@@ -17,7 +17,12 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters.batch_connection import BatchConnection
 from jackpot_grpc.adapters.change_listener import ChangeListener
-from jackpot_grpc.adapters.database import Pool, create_pool, create_side_pool, ledger_conninfo
+from jackpot_grpc.adapters.database import (
+    Pool,
+    create_db_pool,
+    create_side_db_pool,
+    ledger_conninfo,
+)
 from jackpot_grpc.adapters.probe_connection import ProbeConnection
 from jackpot_grpc.config import Settings
 from jackpot_grpc.contract.names import JACKPOT_SERVICE
@@ -169,7 +174,7 @@ def build_server(
     history_config = sampler_config(settings)
     check_server(settings)  # no clients configured: loopback only (security/open_mode.py)
     check_server_secrets(settings)  # short tokens, key files others may read
-    pool = create_pool(settings, database_url)
+    pool = create_db_pool(settings, database_url)
     service = JackpotService(
         pool,
         settings.snapshot_ttl,
@@ -242,7 +247,7 @@ def build_server(
     # Other processes' changes arrive by NOTIFY (migration 0009); a transaction pooler
     # cannot LISTEN, so behind one the hub reads every JACKPOT_SNAPSHOT_TTL instead.
     listener = None if settings.pgbouncer else ChangeListener(settings, database_url, hub.notified)
-    side_pool = create_side_pool(settings, database_url)
+    side_pool = create_side_db_pool(settings, database_url)
     ledger_url = ledger_conninfo(settings, database_url)  # connect_timeout: never hangs
     checkpointer = (
         Checkpointer(

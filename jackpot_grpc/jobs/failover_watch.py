@@ -33,7 +33,7 @@ from typing import Any
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from jackpot_grpc.adapters import ledger_store
-from jackpot_grpc.adapters.database import bounded_conninfo
+from jackpot_grpc.adapters.database import failover_watch_conninfo
 from jackpot_grpc.adapters.database_liveness import ClusterIdentity
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ledger.checkpoint import Checkpoint
@@ -42,7 +42,6 @@ from jackpot_grpc.text.report_values import error_text, iso_time
 log = logging.getLogger(__name__)
 
 RANGES_SHOWN = 20  # missing index ranges named in /health and the log (all are counted)
-APPLICATION_NAME = "jackpot-failover-watch"
 STOP_WAIT = 15.0  # the longest `stop` waits for a comparison in flight (s)
 
 
@@ -61,14 +60,8 @@ class FailoverWatch:
         *,
         settings: Settings,
     ) -> None:
-        # Its own connection, with every bound the server's connections have; the root
-        # check may read every leaf: the side pool's statement timeout.
-        self._url, self._bound = bounded_conninfo(
-            settings,
-            database_url,
-            application_name=APPLICATION_NAME,
-            statement_timeout=settings.side_statement_timeout,
-        )
+        # Its own connection, with every bound the server's connections have.
+        self._url, self._bound = failover_watch_conninfo(settings, database_url)
         self._checkpoint = checkpoint  # the newest signed checkpoint, when the server signs
         self._on_loss = on_loss  # told when checkpointed leaves are missing (the signer halts)
         self.first: ClusterIdentity | None = None
