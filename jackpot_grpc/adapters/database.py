@@ -203,7 +203,7 @@ class IdleCheck:
     """The pool's `check`: zero round trips for a live connection (see the module doc)."""
 
     def __init__(self) -> None:
-        self.pool: Pool | None = None
+        self.db_pool: Pool | None = None
 
     async def __call__(self, conn: AsyncConnection[Any]) -> None:
         if not conn.closed and not has_input(conn):
@@ -214,8 +214,8 @@ class IdleCheck:
                 return
             except psycopg.Error:
                 pass
-        if self.pool is not None:
-            await self.pool.check()  # the others died with it: replace them all now
+        if self.db_pool is not None:
+            await self.db_pool.check()  # the others died with it: replace them all now
         raise psycopg.OperationalError("the server closed the connection")
 
 
@@ -230,7 +230,7 @@ def has_input(conn: AsyncConnection[Any] | psycopg.Connection[Any]) -> bool:
 def create_db_pool(settings: Settings, database_url: str) -> Pool:
     """The service's connection pool, the one every call's transaction borrows from."""
     check = IdleCheck()
-    pool: Pool = AsyncConnectionPool(
+    db_pool: Pool = AsyncConnectionPool(
         database_url,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
@@ -248,8 +248,8 @@ def create_db_pool(settings: Settings, database_url: str) -> Pool:
         reconnect_timeout=0,
         name="jackpot",
     )
-    check.pool = pool
-    return pool
+    check.db_pool = db_pool
+    return db_pool
 
 
 def create_side_db_pool(settings: Settings, database_url: str) -> Pool:

@@ -17,7 +17,7 @@ signing: a checkpoint over the new primary's leaves would bless a history that d
 rows an earlier checkpoint covers.
 
 The comparison runs in a thread on a connection of its own, opened with the same bounds as
-every other connection of the server (adapters.database.connection_kwargs: the per-host
+every other connection of the server (adapters.database.failover_watch_conninfo: the per-host
 DB_CONNECT_TIMEOUT, and the side pool's statement timeout, since it may read every leaf),
 so it always ends; `stop` waits for it to end rather than leave the thread behind.
 """

@@ -193,14 +193,14 @@ class BatchPlanner:
 class JackpotService:
     def __init__(
         self,
-        pool: Pool,
+        db_pool: Pool,
         snapshot_ttl: float = 0.5,
         metrics: ServiceMetrics | None = None,
         *,
         max_rate_sum: Decimal = MAX_RATE_SUM,
         commit_timeout: float = 0.0,
     ) -> None:
-        self.pool = pool
+        self.db_pool = db_pool
         # JACKPOT_COMMIT_TIMEOUT: the longest wait for a write's COMMIT (adapters.commit_bound).
         self.commit_timeout = commit_timeout
         # Told after each write this process committed: the database takes writes (the
@@ -233,7 +233,7 @@ class JackpotService:
         planner = BatchPlanner(commands)
         end = repo.VALIDATE_ONLY_END if validate_only else repo.COMMIT
         async with (
-            pipelined_transaction(self.pool) as conn,
+            pipelined_transaction(self.db_pool) as conn,
             bounded_commit(conn, self.commit_timeout) as committing,
         ):
             recorded = await repo.contribute_in_two_flights(
@@ -268,7 +268,7 @@ class JackpotService:
 
     async def _win(self, command: WinCommand, validate_only: bool) -> WinResult:
         async with transaction(
-            self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
+            self.db_pool, validate_only=validate_only, commit_timeout=self.commit_timeout
         ) as conn:
             pools = await repo.lock_pools(conn)
             if command.idempotency_key:
@@ -334,19 +334,19 @@ class JackpotService:
             cached = self.snapshot.fresh()
             if cached is not None:
                 return cached
-            async with transaction(self.pool) as conn:
+            async with transaction(self.db_pool) as conn:
                 pools = await repo.read_pools(conn)
             self.snapshot.replace(pools)
             return pools
 
     async def statistics(self) -> Statistics:
-        async with transaction(self.pool) as conn:
+        async with transaction(self.db_pool) as conn:
             pools = await repo.read_pools(conn)
             count, wagered = await books_audit.contribution_totals(conn)
         return Statistics(pools=pools, contribution_count=count, total_wagered=wagered)
 
     async def config(self) -> list[PoolConfig]:
-        async with transaction(self.pool) as conn:
+        async with transaction(self.db_pool) as conn:
             return [config_store.config_of(p) for p in await repo.read_pools(conn)]
 
     async def update_config(
@@ -357,7 +357,7 @@ class JackpotService:
         With `change.apply_at_next_win` it is checked now and recorded as the pool's pending
         change (the answer is the config in force, the id the pool_lifecycle row's)."""
         async with transaction(
-            self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
+            self.db_pool, validate_only=validate_only, commit_timeout=self.commit_timeout
         ) as conn:
             pools = await repo.lock_pools(conn)
             pool = pools[change.group]
@@ -435,7 +435,7 @@ class JackpotService:
     ) -> tuple[PoolState, int]:
         """SuspendPool / ResumePool: the pool after and the lifecycle row's id (0: the pool
         was already so, nothing written)."""
-        async with transaction(self.pool, commit_timeout=self.commit_timeout) as conn:
+        async with transaction(self.db_pool, commit_timeout=self.commit_timeout) as conn:
             pools = await repo.lock_pools(conn)
             if pools[group].suspended == suspended:
                 return pools[group], 0
@@ -455,21 +455,21 @@ class JackpotService:
         limit: int,
     ) -> list[WinRecord]:
         """The hit history, newest first (win_history.list_wins)."""
-        async with transaction(self.pool) as conn:
+        async with transaction(self.db_pool) as conn:
             return await win_history.list_wins(
                 conn, group=group, start=start, end=end, after=after, limit=limit
             )
 
     async def audit(self) -> LedgerAudit:
         # Several reads of the ledger that must agree: one snapshot.
-        async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
+        async with transaction(self.db_pool, isolation=Isolation.REPEATABLE_READ) as conn:
             return await books_audit.audit_ledger(conn)
 
     async def audit_from(self, base: AuditBase | None) -> tuple[LedgerAudit, AuditBase | None]:
         """The audit, incremental from `base` (books_audit.audit_ledger_from)."""
-        async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
+        async with transaction(self.db_pool, isolation=Isolation.REPEATABLE_READ) as conn:
             return await books_audit.audit_ledger_from(conn, base)
 
     async def ping(self) -> None:
-        async with transaction(self.pool) as conn:
+        async with transaction(self.db_pool) as conn:
             await database_liveness.ping(conn)

@@ -376,8 +376,8 @@ class LedgerProofs:
 
     CATCH_UP_CHUNK = 64 * merkle.BLOCK  # leaf hashes read (and hashed) at a time
 
-    def __init__(self, pool: Pool, latest: Callable[[], str | None], verifier: Verifier) -> None:
-        self._pool = pool
+    def __init__(self, db_pool: Pool, latest: Callable[[], str | None], verifier: Verifier) -> None:
+        self._db_pool = db_pool
         self._latest = latest
         self._verifier = verifier
         self._tree = merkle.ProofTree()
@@ -403,7 +403,7 @@ class LedgerProofs:
             raise LeafNotInCheckpoint("no ledger checkpoint is signed yet")
         checkpoint = open_checkpoint(note, self._verifier)
         size = checkpoint.size
-        async with self._pool.connection() as conn:
+        async with self._db_pool.connection() as conn:
             found = await ledger_store.proof_leaf(conn, leaf_index=leaf_index, row=row)
             if found is None or found[0].index >= size:
                 what = f"leaf {leaf_index}" if row is None else f"{row[0]} #{row[1]}"

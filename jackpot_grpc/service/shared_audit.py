@@ -50,14 +50,14 @@ class AuditTick:
 class SharedAudit:
     def __init__(
         self,
-        pool: Pool,
+        db_pool: Pool,
         interval: float,
         *,
         host: str | None = None,
         pid: int | None = None,
         full_every: int = 12,
     ) -> None:
-        self.pool = pool
+        self.db_pool = db_pool
         self.full_every = max(1, full_every)
         self._base: AuditBase | None = None  # where this process's last clean audit ended
         self._since_full = 0  # incremental audits since the last full one
@@ -73,7 +73,7 @@ class SharedAudit:
             return await self._tick()
 
     async def _tick(self) -> AuditTick:
-        async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
+        async with transaction(self.db_pool, isolation=Isolation.REPEATABLE_READ) as conn:
             now = await audit_store.database_now(conn)
             since = self._previous_tick or now - self.interval
             self._previous_tick = now
@@ -86,7 +86,7 @@ class SharedAudit:
 
     async def audit_now(self) -> RecordedAudit:
         """Audit now, every row, whatever was recorded, and record the result."""
-        async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
+        async with transaction(self.db_pool, isolation=Isolation.REPEATABLE_READ) as conn:
             return await self._audit(conn, full=True)
 
     async def _audit(self, conn: repo.Conn, *, full: bool) -> RecordedAudit:

@@ -80,7 +80,7 @@ async def test_a_held_lock_fails_the_call_fast_with_lock_timeout(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
             # Every server connection runs with the timeouts.
-            async with running.pool.connection() as conn:
+            async with running.db_pool.connection() as conn:
                 cursor = await conn.execute("SHOW lock_timeout")
                 assert await cursor.fetchone() == ("300ms",)
                 cursor = await conn.execute("SHOW statement_timeout")

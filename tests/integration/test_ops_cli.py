@@ -301,7 +301,7 @@ async def test_db_pool_status_reports_the_servers_own_pool(
         assert code == 0, data
         assert data["service_pool"]["max_size"] == 2
         # Saturated: both connections taken.
-        async with running.pool.connection(), running.pool.connection():
+        async with running.db_pool.connection(), running.db_pool.connection():
             code, data = await ops_json(ops_settings, *argv)
         assert code == 1, data
         pool = data["service_pool"]
