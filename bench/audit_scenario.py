@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters import books_audit
 from jackpot_grpc.adapters.unit_of_work import Isolation, transaction
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import AuditBase, LedgerAudit
@@ -82,12 +82,12 @@ def audit_once(url: str) -> tuple[float, LedgerAudit]:
 
 
 async def _arithmetic(url: str, base: AuditBase | None) -> tuple[float, LedgerAudit, Any]:
-    """The background audit's query (repository.audit_ledger_from): full, or from `base`."""
+    """The background audit's query (books_audit.audit_ledger_from): full, or from `base`."""
     async with AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool:
         await pool.open(wait=True, timeout=30)
         started = time.perf_counter()
         async with transaction(pool, isolation=Isolation.REPEATABLE_READ) as conn:
-            books, after = await repo.audit_ledger_from(conn, base)
+            books, after = await books_audit.audit_ledger_from(conn, base)
         return time.perf_counter() - started, books, after
 
 

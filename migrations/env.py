@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-import psycopg
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
+from jackpot_grpc.adapters.database import connect_migration
 from jackpot_grpc.adapters.migrations import MIGRATION_LOCK_KEY
 
 
@@ -35,7 +35,7 @@ def run_online() -> None:
     conninfo = database_url()
     engine = create_engine(
         "postgresql+psycopg://",
-        creator=lambda: psycopg.connect(conninfo),
+        creator=lambda: connect_migration(conninfo),
         poolclass=pool.NullPool,
     )
     with engine.connect() as connection:

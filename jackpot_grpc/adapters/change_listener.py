@@ -11,17 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
-from psycopg import AsyncConnection
-
-from jackpot_grpc.adapters.database import connection_kwargs
+from jackpot_grpc.adapters.database import connect_listener
 from jackpot_grpc.config import Settings
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "jackpot_changes"
-APPLICATION_NAME = "jackpot-listener"
 CONNECTED = "connected"  # the payload on_change gets after each (re)connection
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
@@ -31,7 +27,7 @@ class ChangeListener:
         self, settings: Settings, database_url: str, on_change: Callable[[str], None]
     ) -> None:
         self._url = database_url
-        self._kwargs = connection_kwargs(settings, database_url, application_name=APPLICATION_NAME)
+        self._settings = settings
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
         self.connected = False
@@ -62,9 +58,7 @@ class ChangeListener:
             backoff = min(BACKOFF_MAX, backoff * 2)
 
     async def _listen(self) -> None:
-        conn: AsyncConnection[Any] = await AsyncConnection.connect(
-            self._url, autocommit=True, **self._kwargs
-        )
+        conn = await connect_listener(self._settings, self._url)
         async with conn:
             await conn.execute(f"LISTEN {CHANNEL}")
             self.connected = True

@@ -1,4 +1,12 @@
-"""The psycopg connection pools: created closed, opened and closed explicitly by their owner.
+"""Every database connection the package opens, one opener per kind: the service's pool
+(create_db_pool; its batch connection takes connection_kwargs), the side pool for reads
+on demand (create_side_db_pool), the health probe's connection (connect_probe), the change
+listener's (connect_listener), an operator command's (connect_ops), alembic's
+(connect_migration), and the URLs of the synchronous connections opened elsewhere: the
+ledger's (ledger_conninfo), the failover watch's (failover_watch_conninfo), an operator
+command's ledger work (ops_conninfo). Each kind's application_name (what pg_stat_activity
+shows) and connect timeout are set here and nowhere else. The pools are created closed,
+opened and closed explicitly by their owner.
 
 Every server connection carries the lock and statement timeouts (DB_LOCK_TIMEOUT,
 DB_STATEMENT_TIMEOUT) in libpq's `options`, i.e. in the startup packet: they hold from the
@@ -27,15 +35,31 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.config import Settings
 
-APPLICATION_NAME = "jackpot-service"
+# Each kind of connection by its name in pg_stat_activity. Every name contains "jackpot",
+# as the runbook's `application_name LIKE '%jackpot%'` expects.
+APPLICATION_NAME = "jackpot-service"  # the service's pool and its batch connection
 SIDE_APPLICATION_NAME = "jackpot-on-demand"
+PROBE_APPLICATION_NAME = "jackpot-health-probe"
+LISTENER_APPLICATION_NAME = "jackpot-listener"
+LEDGER_APPLICATION_NAME = "jackpot-ledger"
+FAILOVER_WATCH_APPLICATION_NAME = "jackpot-failover-watch"
+OPS_APPLICATION_NAME = "jackpot-ops"  # also the client tools' (pg_dump, pg_restore) PGAPPNAME
+MIGRATION_APPLICATION_NAME = "jackpot-migrate"
 
-# The one spelling of the pool's type, for everyone who is handed it.
+# An operator command's connection waits this long for the server unless told otherwise
+# (--timeout); the service's connections wait DB_CONNECT_TIMEOUT per host.
+OPS_CONNECT_TIMEOUT = 5.0
+
+# The one spelling of a psycopg connection pool's type, for everyone who is handed one
+# (not a jackpot pool: that is domain.model.PoolState).
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
+# An operator command's connection: synchronous, autocommit, dict rows.
+OpsConn = psycopg.Connection[dict[str, Any]]
 
 
 def connection_kwargs(
@@ -83,9 +107,6 @@ def bounded_conninfo(
     return url, hosts * connect + 3 * statement_timeout + 1.0
 
 
-LEDGER_APPLICATION_NAME = "jackpot-ledger"
-
-
 def ledger_conninfo(settings: Settings, database_url: str) -> str:
     """The URL the ledger's synchronous connections use (checkpoint signing, the failover
     watch's checkpoint comparison): DB_CONNECT_TIMEOUT per host like every connection of
@@ -95,6 +116,70 @@ def ledger_conninfo(settings: Settings, database_url: str) -> str:
     kwargs.pop("options", None)
     kwargs.pop("prepare_threshold", None)
     return make_conninfo(database_url, **kwargs)
+
+
+def failover_watch_conninfo(settings: Settings, database_url: str) -> tuple[str, float]:
+    """The URL of the failover watch's own connection (its checkpoint comparison, in a
+    thread) and how long its work can last: every bound the server's connections have, and
+    the side pool's statement timeout (the root check may read every leaf)."""
+    return bounded_conninfo(
+        settings,
+        database_url,
+        application_name=FAILOVER_WATCH_APPLICATION_NAME,
+        statement_timeout=settings.side_statement_timeout,
+    )
+
+
+async def connect_probe(settings: Settings, database_url: str) -> AsyncConnection[Any]:
+    """The health probe's own autocommit connection: apart from the pool, with the probe's
+    timeout as its statement timeout so a stuck query cannot hold it."""
+    kwargs = connection_kwargs(
+        settings,
+        database_url,
+        application_name=PROBE_APPLICATION_NAME,
+        statement_timeout=max(0.001, settings.health_probe_timeout),
+    )
+    return await AsyncConnection.connect(database_url, autocommit=True, **kwargs)
+
+
+async def connect_listener(settings: Settings, database_url: str) -> AsyncConnection[Any]:
+    """The change listener's autocommit connection (LISTEN holds a session of its own)."""
+    kwargs = connection_kwargs(settings, database_url, application_name=LISTENER_APPLICATION_NAME)
+    return await AsyncConnection.connect(database_url, autocommit=True, **kwargs)
+
+
+def connect_ops(
+    url: str, *, dbname: str | None = None, timeout: float = OPS_CONNECT_TIMEOUT
+) -> OpsConn:
+    """An operator command's connection: autocommit (each statement its own transaction),
+    dict rows, no statement timeout (maintenance may run long); `timeout` is the connect
+    timeout, in whole seconds (at least 1), over any the URL gives."""
+    conninfo = make_conninfo(url, dbname=dbname) if dbname else url
+    return psycopg.connect(
+        conninfo,
+        autocommit=True,
+        connect_timeout=max(1, round(timeout)),
+        application_name=OPS_APPLICATION_NAME,
+        row_factory=dict_row,
+    )
+
+
+def ops_conninfo(url: str) -> str:
+    """The URL an operator command hands to code that opens its own connection (the
+    ledger's: adapters.ledger_store.connect): the operator's application_name, and its
+    connect timeout unless the URL gives one."""
+    params = conninfo_to_dict(url)
+    timeout = params.get("connect_timeout") or round(OPS_CONNECT_TIMEOUT)
+    return make_conninfo(url, application_name=OPS_APPLICATION_NAME, connect_timeout=timeout)
+
+
+def connect_migration(url: str) -> psycopg.Connection[Any]:
+    """Alembic's connection (migrations/env.py): transactional, tuple rows, the operator's
+    connect timeout unless the URL gives one."""
+    kwargs: dict[str, Any] = {"application_name": MIGRATION_APPLICATION_NAME}
+    if "connect_timeout" not in conninfo_to_dict(url):
+        kwargs["connect_timeout"] = round(OPS_CONNECT_TIMEOUT)
+    return psycopg.connect(url, **kwargs)
 
 
 def server_options(
@@ -118,7 +203,7 @@ class IdleCheck:
     """The pool's `check`: zero round trips for a live connection (see the module doc)."""
 
     def __init__(self) -> None:
-        self.pool: Pool | None = None
+        self.db_pool: Pool | None = None
 
     async def __call__(self, conn: AsyncConnection[Any]) -> None:
         if not conn.closed and not has_input(conn):
@@ -129,8 +214,8 @@ class IdleCheck:
                 return
             except psycopg.Error:
                 pass
-        if self.pool is not None:
-            await self.pool.check()  # the others died with it: replace them all now
+        if self.db_pool is not None:
+            await self.db_pool.check()  # the others died with it: replace them all now
         raise psycopg.OperationalError("the server closed the connection")
 
 
@@ -142,9 +227,10 @@ def has_input(conn: AsyncConnection[Any] | psycopg.Connection[Any]) -> bool:
     return bool(readable)
 
 
-def create_pool(settings: Settings, database_url: str) -> Pool:
+def create_db_pool(settings: Settings, database_url: str) -> Pool:
+    """The service's connection pool, the one every call's transaction borrows from."""
     check = IdleCheck()
-    pool: Pool = AsyncConnectionPool(
+    db_pool: Pool = AsyncConnectionPool(
         database_url,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
@@ -162,11 +248,11 @@ def create_pool(settings: Settings, database_url: str) -> Pool:
         reconnect_timeout=0,
         name="jackpot",
     )
-    check.pool = pool
-    return pool
+    check.db_pool = db_pool
+    return db_pool
 
 
-def create_side_pool(settings: Settings, database_url: str) -> Pool:
+def create_side_db_pool(settings: Settings, database_url: str) -> Pool:
     """The small pool for expensive reads on demand (ledger audits, long metric periods):
     they can never take a connection Contribute needs, and every statement on it is cut
     off after JACKPOT_SIDE_STATEMENT_TIMEOUT. Past a few waiters, callers are refused."""

@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 
+from jackpot_grpc.adapters.database import connect_ops
+
 log = logging.getLogger(__name__)
 
 # The server comes from an optional extra: production installs do not carry it.
@@ -63,7 +65,7 @@ class EmbeddedPostgres:
         # After a crash the postmaster may still be recovering when the library returns.
         for attempt in range(attempts):
             try:
-                with psycopg.connect(url, connect_timeout=2) as conn:
+                with connect_ops(url, timeout=2) as conn:
                     conn.execute("SELECT 1")
                 return
             except psycopg.OperationalError:

@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 
 from jackpot_grpc.adapters import advisory_locks
 from jackpot_grpc.adapters.commit_bound import SYNC_REP_CANCELLED, commit_warnings, unknown
-from jackpot_grpc.adapters.repository import IDENTITY, ClusterIdentity
+from jackpot_grpc.adapters.database_liveness import IDENTITY, ClusterIdentity
 from jackpot_grpc.ledger import merkle
 from jackpot_grpc.ledger.leaf import EXTENSION_FROM, SCHEMAS, VERSION, Field, FieldKind
 from jackpot_grpc.ledger.rows import EVENT_OF_TABLE, leaf_of
@@ -365,7 +365,7 @@ class LedgerSnapshot:
 
 
 def cluster_identity(conn: psycopg.Connection[Any]) -> ClusterIdentity:
-    """repository.cluster_identity, on a synchronous connection."""
+    """database_liveness.cluster_identity, on a synchronous connection."""
     row = conn.execute(IDENTITY).fetchone()
     assert row is not None
     system_identifier, checkpoint_timeline, wal_file = row

@@ -15,12 +15,12 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from jackpot_grpc.adapters import advisory_locks
+from jackpot_grpc.adapters.database import connect_ops
 
 # Offline mode needs only a dialect (migrations/env.py), never a connection.
 OFFLINE_URL = "offline"
@@ -71,12 +71,14 @@ def downgrade(database_url: str, revision: str) -> None:
 def current_revision(database_url: str, connect_timeout: int = 5) -> str | None:
     """The database's revision (None: never migrated); raises psycopg.OperationalError when
     the database cannot be reached."""
-    with psycopg.connect(database_url, connect_timeout=connect_timeout) as conn:
-        present = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
-        if not present or not present[0]:
+    with connect_ops(database_url, timeout=connect_timeout) as conn:
+        present = conn.execute(
+            "SELECT to_regclass('alembic_version') IS NOT NULL AS present"
+        ).fetchone()
+        if not present or not present["present"]:
             return None
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    return None if row is None else str(row[0])
+    return None if row is None else str(row["version_num"])
 
 
 def pending(current: str | None, target: str = "head") -> list[Revision]:

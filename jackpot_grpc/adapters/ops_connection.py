@@ -1,7 +1,9 @@
-"""Operator connections: short-lived, synchronous, autocommit, dict rows; and conninfo edits.
+"""What operator commands do on their connections: rows, one row, a timed ping; and
+conninfo edits.
 
 The operator commands (jackpot db ..., backup, diagnostics) run one statement at a time
-against the database; the service's own pool lives in adapters.database.
+on a short-lived, synchronous, autocommit connection with dict rows, opened by
+adapters.database.connect_ops (where every kind of connection is opened).
 """
 
 from __future__ import annotations
@@ -10,45 +12,27 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
 
-# Contains "jackpot", as the runbook's `application_name LIKE '%jackpot%'` expects; the
-# queries below leave out their own connection.
-APPLICATION_NAME = "jackpot-ops"
-
-Conn = psycopg.Connection[dict[str, Any]]
-
-
-def connect(url: str, *, dbname: str | None = None, timeout: float = 5.0) -> Conn:
-    """An autocommit connection (each statement its own transaction) with dict rows."""
-    conninfo = make_conninfo(url, dbname=dbname) if dbname else url
-    return psycopg.connect(
-        conninfo,
-        autocommit=True,
-        connect_timeout=max(1, round(timeout)),
-        application_name=APPLICATION_NAME,
-        row_factory=dict_row,
-    )
+from jackpot_grpc.adapters.database import OpsConn
 
 
 def rows(
-    conn: Conn, query: Any, params: Sequence[Any] | dict[str, Any] = ()
+    conn: OpsConn, query: Any, params: Sequence[Any] | dict[str, Any] = ()
 ) -> list[dict[str, Any]]:
     with conn.cursor() as cur:
         cur.execute(query, params)
         return cur.fetchall()
 
 
-def one(conn: Conn, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any]:
+def one(conn: OpsConn, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any]:
     found = rows(conn, query, params)
     if not found:
         raise LookupError("query returned no row")
     return found[0]
 
 
-def timed_ping(conn: Conn, samples: int = 3) -> float:
+def timed_ping(conn: OpsConn, samples: int = 3) -> float:
     """The best of a few `SELECT 1` round trips, in milliseconds."""
     best = float("inf")
     for _ in range(samples):

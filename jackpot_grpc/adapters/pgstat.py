@@ -14,7 +14,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from jackpot_grpc.adapters.ops_connection import Conn, one, rows
+from jackpot_grpc.adapters.database import OpsConn
+from jackpot_grpc.adapters.ops_connection import one, rows
 from jackpot_grpc.text.messages import first_line
 
 # The service's tables (migrations/versions): what reports and restores look at.
@@ -25,7 +26,7 @@ MEMORY_SETTINGS = ("shared_buffers", "work_mem", "maintenance_work_mem", "effect
 STATEMENT_PATTERN = r"\m(" + "|".join(TABLES) + r")\M"
 
 
-def server_info(conn: Conn) -> dict[str, Any]:
+def server_info(conn: OpsConn) -> dict[str, Any]:
     return one(
         conn,
         """SELECT current_setting('server_version') AS server_version,
@@ -40,11 +41,11 @@ def server_info(conn: Conn) -> dict[str, Any]:
     )
 
 
-def server_major(conn: Conn) -> int:
+def server_major(conn: OpsConn) -> int:
     return int(one(conn, "SELECT current_setting('server_version_num')::int AS v")["v"]) // 10000
 
 
-def connections_by_state(conn: Conn, application_like: str | None) -> list[dict[str, Any]]:
+def connections_by_state(conn: OpsConn, application_like: str | None) -> list[dict[str, Any]]:
     """Client connections to this database by state (the runbook's pool query)."""
     return rows(
         conn,
@@ -61,7 +62,7 @@ def connections_by_state(conn: Conn, application_like: str | None) -> list[dict[
     )
 
 
-def connection_usage(conn: Conn) -> dict[str, Any]:
+def connection_usage(conn: OpsConn) -> dict[str, Any]:
     """Client connections on the whole server against max_connections."""
     usage = one(
         conn,
@@ -80,7 +81,7 @@ def connection_usage(conn: Conn) -> dict[str, Any]:
     return usage
 
 
-def locks(conn: Conn) -> list[dict[str, Any]]:
+def locks(conn: OpsConn) -> list[dict[str, Any]]:
     return rows(
         conn,
         """SELECT locktype, mode, granted, count(*) AS count
@@ -90,7 +91,7 @@ def locks(conn: Conn) -> list[dict[str, Any]]:
     )
 
 
-def blocked(conn: Conn) -> list[dict[str, Any]]:
+def blocked(conn: OpsConn) -> list[dict[str, Any]]:
     """Sessions waiting on a lock, and who holds it."""
     return rows(
         conn,
@@ -103,7 +104,7 @@ def blocked(conn: Conn) -> list[dict[str, Any]]:
     )
 
 
-def long_running(conn: Conn, seconds: float, *, this_database: bool) -> list[dict[str, Any]]:
+def long_running(conn: OpsConn, seconds: float, *, this_database: bool) -> list[dict[str, Any]]:
     """Statements running (or transactions open) for longer than `seconds`."""
     return rows(
         conn,
@@ -121,7 +122,7 @@ def long_running(conn: Conn, seconds: float, *, this_database: bool) -> list[dic
     )
 
 
-def terminate(conn: Conn, pids: list[int]) -> dict[int, bool]:
+def terminate(conn: OpsConn, pids: list[int]) -> dict[int, bool]:
     found = rows(
         conn,
         "SELECT pid, pg_terminate_backend(pid) AS terminated FROM unnest(%s::int[]) AS pid",
@@ -130,7 +131,7 @@ def terminate(conn: Conn, pids: list[int]) -> dict[int, bool]:
     return {r["pid"]: bool(r["terminated"]) for r in found}
 
 
-def memory_settings(conn: Conn) -> list[dict[str, Any]]:
+def memory_settings(conn: OpsConn) -> list[dict[str, Any]]:
     return rows(
         conn,
         """SELECT name, current_setting(name) AS value, setting, unit
@@ -139,7 +140,7 @@ def memory_settings(conn: Conn) -> list[dict[str, Any]]:
     )
 
 
-def current_revision(conn: Conn) -> str | None:
+def current_revision(conn: OpsConn) -> str | None:
     if one(conn, "SELECT to_regclass('alembic_version') IS NOT NULL AS present")["present"]:
         found = rows(conn, "SELECT version_num FROM alembic_version")
         return str(found[0]["version_num"]) if found else None
@@ -154,7 +155,7 @@ class StatementStats:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def statements(conn: Conn, limit: int = 10) -> StatementStats:
+def statements(conn: OpsConn, limit: int = 10) -> StatementStats:
     """Top statements on the service's tables by total time, when pg_stat_statements is there."""
     ext = rows(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'")
     if not ext:
@@ -203,7 +204,7 @@ def statements(conn: Conn, limit: int = 10) -> StatementStats:
     return StatementStats("ok", f"pg_stat_statements {ext[0]['extversion']}", top, summary)
 
 
-def index_usage(conn: Conn) -> list[dict[str, Any]]:
+def index_usage(conn: OpsConn) -> list[dict[str, Any]]:
     return rows(
         conn,
         """SELECT relname AS "table", indexrelname AS index, idx_scan, idx_tup_read,
@@ -216,7 +217,7 @@ def index_usage(conn: Conn) -> list[dict[str, Any]]:
     )
 
 
-def existing_tables(conn: Conn, names: Sequence[str]) -> list[str]:
+def existing_tables(conn: OpsConn, names: Sequence[str]) -> list[str]:
     """Those of `names` that exist in the current schema (a database at an older revision
     lacks the newer tables), in the order given."""
     found = rows(conn, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
@@ -224,7 +225,7 @@ def existing_tables(conn: Conn, names: Sequence[str]) -> list[str]:
     return [name for name in names if name in present]
 
 
-def table_stats(conn: Conn, tables: Sequence[str] = TABLES) -> list[dict[str, Any]]:
+def table_stats(conn: OpsConn, tables: Sequence[str] = TABLES) -> list[dict[str, Any]]:
     return rows(
         conn,
         """SELECT relname AS "table", n_live_tup AS live_rows, n_dead_tup AS dead_rows,
@@ -239,7 +240,7 @@ def table_stats(conn: Conn, tables: Sequence[str] = TABLES) -> list[dict[str, An
     )
 
 
-def monthly_growth(conn: Conn, months: int = 12) -> list[dict[str, Any]]:
+def monthly_growth(conn: OpsConn, months: int = 12) -> list[dict[str, Any]]:
     """Ledger activity per month (the capacity-planning review)."""
     return rows(
         conn,
@@ -263,7 +264,7 @@ def monthly_growth(conn: Conn, months: int = 12) -> list[dict[str, Any]]:
     )
 
 
-def resource_trends(conn: Conn, days: int = 30) -> list[dict[str, Any]] | None:
+def resource_trends(conn: OpsConn, days: int = 30) -> list[dict[str, Any]] | None:
     """The capacity review's daily CPU, memory and connections (None: no system_metrics)."""
     if not one(conn, "SELECT to_regclass('system_metrics') IS NOT NULL AS present")["present"]:
         return None
@@ -281,7 +282,7 @@ def resource_trends(conn: Conn, days: int = 30) -> list[dict[str, Any]] | None:
     )
 
 
-def ledger_counts(conn: Conn) -> dict[str, Any]:
+def ledger_counts(conn: OpsConn) -> dict[str, Any]:
     """What a restore must reproduce: pools by group and the size of every ledger."""
     pools = rows(
         conn,
@@ -302,7 +303,7 @@ def ledger_counts(conn: Conn) -> dict[str, Any]:
 
 
 def maintain(
-    conn: Conn,
+    conn: OpsConn,
     tables: Sequence[str],
     *,
     reindex: bool,

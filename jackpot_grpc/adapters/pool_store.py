@@ -9,6 +9,7 @@ physical order and deadlocks from 4 clients up).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -107,16 +108,24 @@ def receipt_of(table: str) -> str:
     )
 
 
-async def read_pools(conn: AsyncConnection[Any]) -> list[PoolState]:
+# The stores' connection: each store's functions run inside the caller's transaction.
+Conn = AsyncConnection[Any]
+
+
+async def fetch_dicts(
+    conn: Conn, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+) -> list[dict[str, Any]]:
+    """`sql`'s rows as dicts (the stores' one way to read a result)."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order")
-        rows = await cur.fetchall()
+        await cur.execute(sql, params)
+        return await cur.fetchall()
+
+
+async def read_pools(conn: Conn) -> list[PoolState]:
+    rows = await fetch_dicts(conn, f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order")
     return [pool_of(r) for r in rows]
 
 
-async def lock_pools(conn: AsyncConnection[Any]) -> dict[Group, PoolState]:
+async def lock_pools(conn: Conn) -> dict[Group, PoolState]:
     """Lock every pool row, in lock order, and return the pools as they stand."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(LOCK_POOLS)
-        rows = await cur.fetchall()
-    return {p.group: p for p in map(pool_of, rows)}
+    return {p.group: p for p in map(pool_of, await fetch_dicts(conn, LOCK_POOLS))}

@@ -22,39 +22,32 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters import database_liveness
 from jackpot_grpc.adapters.commit_bound import bounded_commit
-from jackpot_grpc.adapters.database import connection_kwargs
+from jackpot_grpc.adapters.database import connect_probe
 from jackpot_grpc.config import Settings
 
 log = logging.getLogger(__name__)
 
-APPLICATION_NAME = "jackpot-health-probe"
-
 
 class ProbeConnection:
     def __init__(self, settings: Settings, database_url: str) -> None:
+        self._settings = settings
         self._url = database_url
         self._timeout = settings.health_probe_timeout
-        self._kwargs = connection_kwargs(
-            settings,
-            database_url,
-            application_name=APPLICATION_NAME,
-            statement_timeout=max(0.001, self._timeout),
-        )
         self._conn: AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()  # one round trip at a time on the one connection
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         # Told which cluster and timeline each new connection reached (failover_watch).
-        self.on_connect: Callable[[repo.ClusterIdentity], None] | None = None
+        self.on_connect: Callable[[database_liveness.ClusterIdentity], None] | None = None
         self._identity_unreadable = False
 
     async def _connected(self) -> AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            conn = await AsyncConnection.connect(self._url, autocommit=True, **self._kwargs)
+            conn = await connect_probe(self._settings, self._url)
             if self.on_connect is not None:
                 try:
-                    identity = await repo.cluster_identity(conn)
+                    identity = await database_liveness.cluster_identity(conn)
                 except psycopg.Error as exc:  # a server that hides pg_control_*: not fatal
                     if not self._identity_unreadable:
                         log.warning("database identity unreadable, failovers not tracked: %s", exc)
@@ -68,11 +61,11 @@ class ProbeConnection:
         return self._conn
 
     async def ping(self) -> None:
-        """The database answers and takes writes (repository.ping) on the probe's
+        """The database answers and takes writes (database_liveness.ping) on the probe's
         connection; raises on any failure (and reconnects on the next call)."""
         async with self._lock:
             try:
-                await repo.ping(await self._connected())
+                await database_liveness.ping(await self._connected())
             except BaseException:
                 await self.close()
                 raise
@@ -85,7 +78,7 @@ class ProbeConnection:
                 conn = await self._connected()
                 async with bounded_commit(conn, self._timeout) as committing:
                     committing()
-                    await repo.heartbeat(conn, self.process)
+                    await database_liveness.heartbeat(conn, self.process)
             except BaseException:
                 await self.close()
                 raise

@@ -56,7 +56,7 @@ CHECK_DEFERRED = "SET CONSTRAINTS ALL IMMEDIATE"
 
 @asynccontextmanager
 async def transaction(
-    pool: Pool,
+    db_pool: Pool,
     *,
     isolation: Isolation = Isolation.READ_COMMITTED,
     validate_only: bool = False,
@@ -73,7 +73,7 @@ async def transaction(
     CommitOutcomeUnknown (adapters.commit_bound): never acknowledged.
     """
     try:
-        async with pool.connection() as conn, bounded_commit(conn, commit_timeout) as committing:
+        async with db_pool.connection() as conn, bounded_commit(conn, commit_timeout) as committing:
             if isolation.value is not None:  # the transaction's first statement
                 await conn.execute(isolation.value)
             yield conn
@@ -91,12 +91,12 @@ async def transaction(
 
 
 @asynccontextmanager
-async def pipelined_transaction(pool: Pool) -> AsyncIterator[AsyncConnection[Any]]:
+async def pipelined_transaction(db_pool: Pool) -> AsyncIterator[AsyncConnection[Any]]:
     """A pool connection in autocommit mode for a caller that sends BEGIN and COMMIT itself,
     each in a pipeline flight with its statements (no round trip of their own). Whatever
     the caller left open is rolled back; the connection goes back as it came."""
     try:
-        async with pool.connection() as conn:
+        async with db_pool.connection() as conn:
             await conn.set_autocommit(True)
             try:
                 yield conn

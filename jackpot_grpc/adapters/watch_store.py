@@ -1,13 +1,13 @@
 """What WatchPools reads: the wins after the last one a process has announced.
 
-Wins are written under the locks of every pool row (repository.lock_pools), so their ids
+Wins are written under the locks of every pool row (pool_store.lock_pools), so their ids
 are drawn, and committed, in order: reading `id > last` after each change notification
 finds every win exactly once.
 """
 
 from __future__ import annotations
 
-from jackpot_grpc.adapters.repository import Conn
+from jackpot_grpc.adapters.pool_store import Conn
 from jackpot_grpc.domain.model import Group
 from jackpot_grpc.domain.watch import Hit
 

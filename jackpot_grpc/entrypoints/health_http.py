@@ -46,7 +46,7 @@ from prometheus_client.registry import Collector
 from jackpot_grpc.domain.model import LedgerAudit
 from jackpot_grpc.entrypoints.core_calls import CallIntake
 from jackpot_grpc.entrypoints.database_health_probe import DatabaseHealthProbe
-from jackpot_grpc.entrypoints.health_report import pool_audit, pool_figures, pool_state
+from jackpot_grpc.entrypoints.health_report import connection_pool_figures, pool_audit, pool_state
 from jackpot_grpc.entrypoints.pacer import Pacer
 from jackpot_grpc.entrypoints.service_collector import ServiceCollector
 from jackpot_grpc.jobs.failover_watch import FailoverWatch
@@ -274,7 +274,7 @@ class HealthHttp:
 
     async def health(self, request: web.Request) -> web.Response:
         database = self._probe_result()
-        pool = pool_figures(self.service.pool)
+        connections = connection_pool_figures(self.service.db_pool)
         # The latest audit's verdict (never a new audit here): books that do not balance
         # make the service unhealthy for operators; not audited yet does not.
         books_ok, ledger = await self._ledger(audit_now=False)
@@ -292,7 +292,7 @@ class HealthHttp:
             "checks": {
                 "database": database,
                 "connection_pool": {
-                    k: pool[k]
+                    k: connections[k]
                     for k in ("status", "pool_size", "in_use", "max_size", "utilization_percent")
                 },
                 "ledger": {k: ledger[k] for k in LEDGER_VERDICT if k in ledger},
@@ -312,7 +312,7 @@ class HealthHttp:
             "status": "healthy" if healthy else "unhealthy",
             "reachable": reachable,
             **result,
-            "pool": pool_figures(self.service.pool),
+            "pool": connection_pool_figures(self.service.db_pool),
             **self._now(),
         }
         return web.json_response(body, status=200 if healthy else 503)

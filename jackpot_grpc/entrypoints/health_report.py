@@ -16,15 +16,15 @@ from jackpot_grpc.text.report_values import iso_time
 POOL_SATURATED_PERCENT = 95.0  # the runbook's warning level for connection use
 
 
-def pool_figures(pool: Pool) -> dict[str, Any]:
+def connection_pool_figures(db_pool: Pool) -> dict[str, Any]:
     """psycopg_pool's get_stats(), with sizes and the share of connections in use."""
-    stats = pool.get_stats()
+    stats = db_pool.get_stats()
     size = stats.get("pool_size", 0)
     available = stats.get("pool_available", 0)
     waiting = stats.get("requests_waiting", 0)
     in_use = max(size - available, 0)
-    utilisation = 100.0 * in_use / pool.max_size if pool.max_size else 0.0
-    if waiting and in_use >= pool.max_size:
+    utilisation = 100.0 * in_use / db_pool.max_size if db_pool.max_size else 0.0
+    if waiting and in_use >= db_pool.max_size:
         status = "exhausted"
     elif utilisation >= POOL_SATURATED_PERCENT:
         status = "saturated"
@@ -33,8 +33,8 @@ def pool_figures(pool: Pool) -> dict[str, Any]:
     measures = {"pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting"}
     return {
         "status": status,
-        "min_size": pool.min_size,
-        "max_size": pool.max_size,
+        "min_size": db_pool.min_size,
+        "max_size": db_pool.max_size,
         "pool_size": size,
         "pool_available": available,
         "in_use": in_use,

@@ -16,7 +16,12 @@ from grpc_reflection.v1alpha import reflection
 
 from jackpot_grpc.adapters.batch_connection import BatchConnection
 from jackpot_grpc.adapters.change_listener import ChangeListener
-from jackpot_grpc.adapters.database import Pool, create_pool, create_side_pool, ledger_conninfo
+from jackpot_grpc.adapters.database import (
+    Pool,
+    create_db_pool,
+    create_side_db_pool,
+    ledger_conninfo,
+)
 from jackpot_grpc.adapters.probe_connection import ProbeConnection
 from jackpot_grpc.config import Settings
 from jackpot_grpc.contract.names import JACKPOT_SERVICE
@@ -59,8 +64,8 @@ class ServerParts:
     connection, no bound port, no background task."""
 
     settings: Settings
-    pool: Pool
-    side_pool: Pool  # audits and history reads on demand: never the calls' connections
+    db_pool: Pool
+    side_db_pool: Pool  # audits and history reads on demand: never the calls' connections
     probe_connection: ProbeConnection
     service: JackpotService
     contributor: Contributor
@@ -168,9 +173,9 @@ def build_server(
     history_config = sampler_config(settings)
     check_server(settings)  # no clients configured: loopback only (security/open_mode.py)
     check_server_secrets(settings)  # short tokens, key files others may read
-    pool = create_pool(settings, database_url)
+    db_pool = create_db_pool(settings, database_url)
     service = JackpotService(
-        pool,
+        db_pool,
         settings.snapshot_ttl,
         telemetry.metrics if telemetry else None,
         max_rate_sum=settings.max_rate_sum,
@@ -228,7 +233,7 @@ def build_server(
         ),
     ]
     hub = WatchHub(
-        pool,
+        db_pool,
         service.snapshot,
         WatchLimits(
             interval=settings.watch_interval,
@@ -240,7 +245,7 @@ def build_server(
     # Other processes' changes arrive by NOTIFY (migration 0009); a transaction pooler
     # cannot LISTEN, so behind one the hub reads every JACKPOT_SNAPSHOT_TTL instead.
     listener = None if settings.pgbouncer else ChangeListener(settings, database_url, hub.notified)
-    side_pool = create_side_pool(settings, database_url)
+    side_db_pool = create_side_db_pool(settings, database_url)
     ledger_url = ledger_conninfo(settings, database_url)  # connect_timeout: never hangs
     checkpointer = (
         Checkpointer(
@@ -268,18 +273,18 @@ def build_server(
         health=health,
         refusals=refusals,
         watch=PoolWatch(service, hub, settings.watch_max_lag),
-        ledger_proofs=checkpointer.proofs(side_pool) if checkpointer is not None else None,
+        ledger_proofs=checkpointer.proofs(side_db_pool) if checkpointer is not None else None,
     )
     if telemetry is not None:
         telemetry.metrics.observe_pools(service.snapshot.latest)
-        telemetry.metrics.observe_connections(pool.get_stats)
+        telemetry.metrics.observe_connections(db_pool.get_stats)
     # Started with the server (JACKPOT_SAMPLE_INTERVAL, JACKPOT_METRICS_RETENTION_DAYS).
-    sampler = MetricsSampler(pool, metrics, history_config, read_pool=side_pool)
+    sampler = MetricsSampler(db_pool, metrics, history_config, read_db_pool=side_db_pool)
     # Replicas on one database take turns: one audit per interval across all of them. The
     # audit, like other expensive reads on demand, runs on its own small pool with a
     # statement timeout, over connections Contribute never needs.
     auditor = AuditMonitor(
-        SharedAudit(side_pool, settings.audit_interval, full_every=settings.audit_full_every),
+        SharedAudit(side_db_pool, settings.audit_interval, full_every=settings.audit_full_every),
         settings.audit_interval,
         min_interval=settings.on_demand_interval,
     )
@@ -310,8 +315,8 @@ def build_server(
     )
     return ServerParts(
         settings=settings,
-        pool=pool,
-        side_pool=side_pool,
+        db_pool=db_pool,
+        side_db_pool=side_db_pool,
         probe_connection=probe_connection,
         service=service,
         contributor=contributor,
@@ -358,10 +363,10 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         if parts.failover is not None:
             stack.push_async_callback(parts.failover.stop)
         stack.push_async_callback(parts.probe_connection.close)
-        await parts.side_pool.open()  # min_size 0: connects on first use
-        stack.push_async_callback(parts.side_pool.close)
-        await parts.pool.open(wait=False)
-        stack.push_async_callback(parts.pool.close)
+        await parts.side_db_pool.open()  # min_size 0: connects on first use
+        stack.push_async_callback(parts.side_db_pool.close)
+        await parts.db_pool.open(wait=False)
+        stack.push_async_callback(parts.db_pool.close)
         parts.sampler.start()
         stack.push_async_callback(lambda: parts.sampler.stop(final_flush=deadline.served))
         if parts.checkpointer is not None:

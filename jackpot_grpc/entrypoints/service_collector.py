@@ -13,7 +13,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from jackpot_grpc.domain.model import PoolState
 from jackpot_grpc.entrypoints.database_health_probe import DatabaseHealthProbe
-from jackpot_grpc.entrypoints.health_report import pool_figures
+from jackpot_grpc.entrypoints.health_report import connection_pool_figures
 from jackpot_grpc.service.jackpot import JackpotService
 
 SCRAPE_TIMEOUT = 1.0  # pool amounts read for a Prometheus scrape
@@ -48,7 +48,7 @@ class ServiceCollector:
                 "Latency of the last successful database probe.",
                 value=probe.last_latency_ms / 1000.0,
             )
-        figures = pool_figures(self._service.pool)
+        figures = connection_pool_figures(self._service.db_pool)
         for key, help_text in (
             ("min_size", "Configured minimum connections."),
             ("max_size", "Configured maximum connections."),

@@ -141,19 +141,19 @@ class MetricsSampler:
 
     def __init__(
         self,
-        pool: Pool,
+        db_pool: Pool,
         metrics: RequestMetrics,
         config: SamplerConfig | None = None,
         *,
         host: str | None = None,
         pid: int | None = None,
         wall_clock: Callable[[], float] = time.time,
-        read_pool: Pool | None = None,
+        read_db_pool: Pool | None = None,
     ) -> None:
-        self.pool = pool
+        self.db_pool = db_pool
         # /metrics?period= reads (whole windows of history) run here: the server passes
         # its small on-demand pool, so they never take a connection calls need.
-        self.read_pool = pool if read_pool is None else read_pool
+        self.read_db_pool = db_pool if read_db_pool is None else read_db_pool
         self.metrics = metrics
         self.config = SamplerConfig() if config is None else config
         self.host = socket.gethostname() if host is None else host
@@ -197,7 +197,7 @@ class MetricsSampler:
             cpu = float(process.cpu_percent(None))
             rss = int(process.memory_info().rss)
         memory = memory_percent(rss, memory_limit())  # of the cgroup's limit, if any
-        stats = self.pool.get_stats()
+        stats = self.db_pool.get_stats()
         return SystemSample(
             stat_timestamp=_utc(at),
             host=self.host,
@@ -207,7 +207,7 @@ class MetricsSampler:
             rss_bytes=rss,
             connection_count=int(stats.get("pool_size", 0)),
             pool_waiting=int(stats.get("requests_waiting", 0)),
-            pool_max=int(self.pool.max_size),
+            pool_max=int(self.db_pool.max_size),
         )
 
     def take_sample(self) -> Batch:
@@ -268,7 +268,7 @@ class MetricsSampler:
             self._idle.clear()
             try:
                 async with asyncio.timeout(2 * timeout):
-                    async with self.pool.connection(timeout=timeout) as conn:
+                    async with self.db_pool.connection(timeout=timeout) as conn:
                         written = await store.write_batches(
                             conn, chunk, statement_timeout=timeout, commit_timeout=timeout
                         )
@@ -319,7 +319,7 @@ class MetricsSampler:
         hours = merged = added = 0
         while time.monotonic() < deadline and not self._stopping.is_set():
             async with asyncio.timeout(2 * timeout):
-                async with self.pool.connection(timeout=timeout) as conn:
+                async with self.db_pool.connection(timeout=timeout) as conn:
                     done = await store.compact_oldest_hour(
                         conn, before, statement_timeout=timeout, commit_timeout=timeout
                     )
@@ -343,7 +343,7 @@ class MetricsSampler:
                 if time.monotonic() >= deadline or self._stopping.is_set():
                     return PruneResult(deleted, complete=False)
                 async with asyncio.timeout(2 * timeout):
-                    async with self.pool.connection(timeout=timeout) as conn:
+                    async with self.db_pool.connection(timeout=timeout) as conn:
                         n = await store.prune_batch(
                             conn,
                             table,
@@ -473,7 +473,7 @@ class MetricsSampler:
                     await self._idle.wait()  # no write in flight
                     generation = self._generation
                     local, local_earliest = self._unflushed(since)
-                    async with self.read_pool.connection(timeout=timeout) as conn:
+                    async with self.read_db_pool.connection(timeout=timeout) as conn:
                         read = await store.read_window(conn, since, statement_timeout=timeout)
                     if self._idle.is_set() and self._generation == generation:
                         break

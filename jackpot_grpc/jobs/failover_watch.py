@@ -1,9 +1,9 @@
 """Which database history the server writes to, and what a failover lost.
 
 The health probe's connection reads the cluster's system identifier and timeline each time
-it connects (repository.cluster_identity). The first is recorded; a different one after a
-reconnect means the database failed over (a standby was promoted: a new timeline) or was
-replaced (a restore, another cluster: a new system identifier). That is logged at ERROR,
+it connects (database_liveness.cluster_identity). The first is recorded; a different one
+after a reconnect means the database failed over (a standby was promoted: a new timeline)
+or was replaced (a restore, another cluster: a new system identifier). That is logged at ERROR,
 counted (`jackpot_database_timeline_changes_total`, alerted) and shown in /health.
 
 A failover to a standby that had not received everything (asynchronous replication) loses
@@ -17,7 +17,7 @@ signing: a checkpoint over the new primary's leaves would bless a history that d
 rows an earlier checkpoint covers.
 
 The comparison runs in a thread on a connection of its own, opened with the same bounds as
-every other connection of the server (adapters.database.connection_kwargs: the per-host
+every other connection of the server (adapters.database.failover_watch_conninfo: the per-host
 DB_CONNECT_TIMEOUT, and the side pool's statement timeout, since it may read every leaf),
 so it always ends; `stop` waits for it to end rather than leave the thread behind.
 """
@@ -33,8 +33,8 @@ from typing import Any
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from jackpot_grpc.adapters import ledger_store
-from jackpot_grpc.adapters.database import bounded_conninfo
-from jackpot_grpc.adapters.repository import ClusterIdentity
+from jackpot_grpc.adapters.database import failover_watch_conninfo
+from jackpot_grpc.adapters.database_liveness import ClusterIdentity
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ledger.checkpoint import Checkpoint
 from jackpot_grpc.text.report_values import error_text, iso_time
@@ -42,7 +42,6 @@ from jackpot_grpc.text.report_values import error_text, iso_time
 log = logging.getLogger(__name__)
 
 RANGES_SHOWN = 20  # missing index ranges named in /health and the log (all are counted)
-APPLICATION_NAME = "jackpot-failover-watch"
 STOP_WAIT = 15.0  # the longest `stop` waits for a comparison in flight (s)
 
 
@@ -61,14 +60,8 @@ class FailoverWatch:
         *,
         settings: Settings,
     ) -> None:
-        # Its own connection, with every bound the server's connections have; the root
-        # check may read every leaf: the side pool's statement timeout.
-        self._url, self._bound = bounded_conninfo(
-            settings,
-            database_url,
-            application_name=APPLICATION_NAME,
-            statement_timeout=settings.side_statement_timeout,
-        )
+        # Its own connection, with every bound the server's connections have.
+        self._url, self._bound = failover_watch_conninfo(settings, database_url)
         self._checkpoint = checkpoint  # the newest signed checkpoint, when the server signs
         self._on_loss = on_loss  # told when checkpointed leaves are missing (the signer halts)
         self.first: ClusterIdentity | None = None

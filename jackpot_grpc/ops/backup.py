@@ -31,9 +31,8 @@ from typing import Any
 
 from jackpot_grpc.adapters import pgstat
 from jackpot_grpc.adapters.backup_sql import create_database, database_exists, drop_database
+from jackpot_grpc.adapters.database import OPS_APPLICATION_NAME, connect_ops
 from jackpot_grpc.adapters.ops_connection import (
-    APPLICATION_NAME,
-    connect,
     split_password,
     with_dbname,
 )
@@ -148,7 +147,7 @@ def newest_tool(name: str, preferred: Sequence[Path] = ()) -> ClientTool:
 
 
 def _env(password: str | None) -> dict[str, str]:
-    env = {**os.environ, "PGAPPNAME": APPLICATION_NAME}
+    env = {**os.environ, "PGAPPNAME": OPS_APPLICATION_NAME}
     if password is not None:
         env["PGPASSWORD"] = password  # not on the command line, where `ps` shows it
     return env
@@ -420,7 +419,7 @@ def create_backup(
     first deploy, backs up too), then name it final and write its manifest. A dump that
     fails verification is kept as `<name>.unverified` and the error says where."""
     started = time.perf_counter()
-    with connect(url) as conn:
+    with connect_ops(url) as conn:
         info = pgstat.server_info(conn)
         revision = pgstat.current_revision(conn)
     major = int(info["server_version_num"]) // 10000
@@ -512,7 +511,7 @@ def restore_backup(
     if not file.is_file():
         raise BackupError(f"{file}: no such file")
     started = time.perf_counter()
-    with connect(url) as conn:
+    with connect_ops(url) as conn:
         major = pgstat.server_major(conn)
         pg_restore = find_tool("pg_restore", major, preferred_bin)
         listed = verify_backup(file, pg_restore)
@@ -538,7 +537,7 @@ def restore_backup(
     progress(f"restore: {pg_restore.path} ({pg_restore.major}) from {file}")
     try:
         _run([*command, str(file)], _env(password), verbose, label="restore")
-        with connect(target) as conn:
+        with connect_ops(target) as conn:
             counts = pgstat.ledger_counts(conn)
             revision = pgstat.current_revision(conn)
     except BaseException as exc:  # interrupted too: never leave a half-made database
@@ -565,7 +564,7 @@ def discard_database(url: str, database: str) -> str:
     """Drop a database this command created and could not finish; what is left, in words."""
     progress(f"restore: dropping the half-made database {database}")
     try:
-        with connect(url) as conn:
+        with connect_ops(url) as conn:
             drop_database(conn, database)
     except Exception as exc:
         return (

@@ -16,9 +16,6 @@ from pathlib import Path
 
 from jackpot_grpc.adapters.embedded import EmbeddedPostgres
 from jackpot_grpc.adapters.ops_connection import (
-    APPLICATION_NAME,
-    Conn,
-    connect,
     dbname_of,
     one,
     rows,
@@ -71,10 +68,7 @@ def open_database(settings: Settings, *, service: bool = False) -> Iterator[Data
 # The connection helpers live in adapters.ops_connection; re-exported for the operator
 # CLI, which imports them from here.
 __all__ = [
-    "APPLICATION_NAME",
-    "Conn",
     "DatabaseTarget",
-    "connect",
     "dbname_of",
     "one",
     "open_database",

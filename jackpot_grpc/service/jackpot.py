@@ -12,9 +12,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
+from jackpot_grpc.adapters import (
+    books_audit,
+    config_store,
+    database_liveness,
+    pool_store,
+    win_history,
+    win_store,
+)
 from jackpot_grpc.adapters import contribution_store as store
-from jackpot_grpc.adapters import pool_store
-from jackpot_grpc.adapters import repository as repo
 from jackpot_grpc.adapters.commit_bound import bounded_commit
 from jackpot_grpc.adapters.database import Pool
 from jackpot_grpc.adapters.unit_of_work import (
@@ -124,7 +130,7 @@ def _check_diverts(pools: Mapping[Group, PoolState], group: Group, target: Group
         targets = {p.overflow_target}
         if p.pending is not None:
             with contextlib.suppress(InvalidArgument):  # it would not apply: no target then
-                later = apply_config_change(repo.config_of(p), p.pending.change(g))
+                later = apply_config_change(config_store.config_of(p), p.pending.change(g))
                 targets.add(later.overflow_target)
         choices.append([(g, t) for t in targets])
     for combination in itertools.product(*choices):
@@ -188,14 +194,14 @@ class BatchPlanner:
 class JackpotService:
     def __init__(
         self,
-        pool: Pool,
+        db_pool: Pool,
         snapshot_ttl: float = 0.5,
         metrics: ServiceMetrics | None = None,
         *,
         max_rate_sum: Decimal = MAX_RATE_SUM,
         commit_timeout: float = 0.0,
     ) -> None:
-        self.pool = pool
+        self.db_pool = db_pool
         # JACKPOT_COMMIT_TIMEOUT: the longest wait for a write's COMMIT (adapters.commit_bound).
         self.commit_timeout = commit_timeout
         # Told after each write this process committed: the database takes writes (the
@@ -228,7 +234,7 @@ class JackpotService:
         planner = BatchPlanner(commands)
         end = store.VALIDATE_ONLY_END if validate_only else store.COMMIT
         async with (
-            pipelined_transaction(self.pool) as conn,
+            pipelined_transaction(self.db_pool) as conn,
             bounded_commit(conn, self.commit_timeout) as committing,
         ):
             recorded = await store.contribute_in_two_flights(
@@ -263,11 +269,11 @@ class JackpotService:
 
     async def _win(self, command: WinCommand, validate_only: bool) -> WinResult:
         async with transaction(
-            self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
+            self.db_pool, validate_only=validate_only, commit_timeout=self.commit_timeout
         ) as conn:
             pools = await pool_store.lock_pools(conn)
             if command.idempotency_key:
-                earlier = await repo.find_win(conn, command.client, command.idempotency_key)
+                earlier = await win_store.find_win(conn, command.client, command.idempotency_key)
                 if earlier is not None:
                     if earlier.fingerprint != command.fingerprint:
                         raise key_reused(command.idempotency_key, "win")
@@ -290,9 +296,9 @@ class JackpotService:
             if pool.pending is not None:
                 # The change scheduled for this win: in force from this win on (its reset
                 # is to the new seed), in the win's own transaction.
-                before = repo.config_of(pool)
+                before = config_store.config_of(pool)
                 after_config = apply_config_change(before, pool.pending.change(pool.group))
-                await repo.save_config(
+                await config_store.save_config(
                     conn,
                     before,
                     after_config,
@@ -305,7 +311,9 @@ class JackpotService:
             outcome = rules.pay_win(
                 pool.current_amount, seed, command.win_amount, pool.reserve_amount
             )
-            win_id, created_at, leaf_index, after = await repo.record_win(conn, command, outcome)
+            win_id, created_at, leaf_index, after = await win_store.record_win(
+                conn, command, outcome
+            )
         if validate_only:  # rolled back: nothing was paid, the snapshot stays
             return WinResult(0, outcome, after, created_at, replayed=False)
         self.committed_write()
@@ -327,20 +335,20 @@ class JackpotService:
             cached = self.snapshot.fresh()
             if cached is not None:
                 return cached
-            async with transaction(self.pool) as conn:
+            async with transaction(self.db_pool) as conn:
                 pools = await pool_store.read_pools(conn)
             self.snapshot.replace(pools)
             return pools
 
     async def statistics(self) -> Statistics:
-        async with transaction(self.pool) as conn:
+        async with transaction(self.db_pool) as conn:
             pools = await pool_store.read_pools(conn)
-            count, wagered = await repo.contribution_totals(conn)
+            count, wagered = await books_audit.contribution_totals(conn)
         return Statistics(pools=pools, contribution_count=count, total_wagered=wagered)
 
     async def config(self) -> list[PoolConfig]:
-        async with transaction(self.pool) as conn:
-            return [repo.config_of(p) for p in await pool_store.read_pools(conn)]
+        async with transaction(self.db_pool) as conn:
+            return [config_store.config_of(p) for p in await pool_store.read_pools(conn)]
 
     async def update_config(
         self, change: ConfigChange, client: str, *, validate_only: bool = False
@@ -350,11 +358,11 @@ class JackpotService:
         With `change.apply_at_next_win` it is checked now and recorded as the pool's pending
         change (the answer is the config in force, the id the pool_lifecycle row's)."""
         async with transaction(
-            self.pool, validate_only=validate_only, commit_timeout=self.commit_timeout
+            self.db_pool, validate_only=validate_only, commit_timeout=self.commit_timeout
         ) as conn:
             pools = await pool_store.lock_pools(conn)
             pool = pools[change.group]
-            before = repo.config_of(pool)
+            before = config_store.config_of(pool)
             if change.expected_version is not None and change.expected_version != before.version:
                 raise VersionConflict(
                     f"{change.group.value} config is at version {before.version},"
@@ -371,18 +379,18 @@ class JackpotService:
             if change.apply_at_next_win:
                 self._check_rates(pools, change.group, field, pending=after)
                 _check_diverts(pools, change.group, after.overflow_target)
-                audit_id, _ = await repo.schedule_config(conn, change, client)
+                audit_id, _ = await config_store.schedule_config(conn, change, client)
             else:
                 if pool.pending is not None:
                     _check_pending_still_applies(after, pool)
                 self._check_rates(pools, change.group, field, current=after)
                 _check_diverts(pools, change.group, after.overflow_target)
-                audit_id = await repo.save_config(
+                audit_id = await config_store.save_config(
                     conn, before, after, change.actor, change.reason, client
                 )
             pools_after = await pool_store.read_pools(conn)
         # The config as it stands after (with any pending change), read in the transaction.
-        answer = next(repo.config_of(p) for p in pools_after if p.group == change.group)
+        answer = next(config_store.config_of(p) for p in pools_after if p.group == change.group)
         if validate_only:
             return answer, 0
         self.snapshot.update(pools_after)
@@ -428,11 +436,11 @@ class JackpotService:
     ) -> tuple[PoolState, int]:
         """SuspendPool / ResumePool: the pool after and the lifecycle row's id (0: the pool
         was already so, nothing written)."""
-        async with transaction(self.pool, commit_timeout=self.commit_timeout) as conn:
+        async with transaction(self.db_pool, commit_timeout=self.commit_timeout) as conn:
             pools = await pool_store.lock_pools(conn)
             if pools[group].suspended == suspended:
                 return pools[group], 0
-            event_id, after = await repo.set_suspended(
+            event_id, after = await config_store.set_suspended(
                 conn, group, suspended, actor, reason, client
             )
         self.snapshot.update([after])
@@ -447,22 +455,22 @@ class JackpotService:
         after: tuple[datetime, int] | None,
         limit: int,
     ) -> list[WinRecord]:
-        """The hit history, newest first (repository.list_wins)."""
-        async with transaction(self.pool) as conn:
-            return await repo.list_wins(
+        """The hit history, newest first (win_history.list_wins)."""
+        async with transaction(self.db_pool) as conn:
+            return await win_history.list_wins(
                 conn, group=group, start=start, end=end, after=after, limit=limit
             )
 
     async def audit(self) -> LedgerAudit:
         # Several reads of the ledger that must agree: one snapshot.
-        async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
-            return await repo.audit_ledger(conn)
+        async with transaction(self.db_pool, isolation=Isolation.REPEATABLE_READ) as conn:
+            return await books_audit.audit_ledger(conn)
 
     async def audit_from(self, base: AuditBase | None) -> tuple[LedgerAudit, AuditBase | None]:
-        """The audit, incremental from `base` (repository.audit_ledger_from)."""
-        async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
-            return await repo.audit_ledger_from(conn, base)
+        """The audit, incremental from `base` (books_audit.audit_ledger_from)."""
+        async with transaction(self.db_pool, isolation=Isolation.REPEATABLE_READ) as conn:
+            return await books_audit.audit_ledger_from(conn, base)
 
     async def ping(self) -> None:
-        async with transaction(self.pool) as conn:
-            await repo.ping(conn)
+        async with transaction(self.db_pool) as conn:
+            await database_liveness.ping(conn)

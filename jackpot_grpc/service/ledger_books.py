@@ -18,7 +18,8 @@ from typing import Any
 
 from jackpot_grpc.adapters import ledger_store
 from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.adapters.repository import ClusterIdentity, Conn
+from jackpot_grpc.adapters.database_liveness import ClusterIdentity
+from jackpot_grpc.adapters.pool_store import Conn
 from jackpot_grpc.domain.errors import LeafNotInCheckpoint
 from jackpot_grpc.domain.model import AuditBase, Group
 from jackpot_grpc.ledger import merkle
@@ -189,7 +190,7 @@ class AuditState:
     root: bytes
     seq: int
     frontier: merkle.Frontier
-    # Where the arithmetic audit (repository.audit_ledger_from) left the books clean, for
+    # Where the arithmetic audit (books_audit.audit_ledger_from) left the books clean, for
     # the next one to go on from; None: the next one re-proves every row.
     books: AuditBase | None = None
 
@@ -379,8 +380,8 @@ class LedgerProofs:
 
     CATCH_UP_CHUNK = 64 * merkle.BLOCK  # leaf hashes read (and hashed) at a time
 
-    def __init__(self, pool: Pool, latest: Callable[[], str | None], verifier: Verifier) -> None:
-        self._pool = pool
+    def __init__(self, db_pool: Pool, latest: Callable[[], str | None], verifier: Verifier) -> None:
+        self._db_pool = db_pool
         self._latest = latest
         self._verifier = verifier
         self._tree = merkle.ProofTree()
@@ -406,7 +407,7 @@ class LedgerProofs:
             raise LeafNotInCheckpoint("no ledger checkpoint is signed yet")
         checkpoint = open_checkpoint(note, self._verifier)
         size = checkpoint.size
-        async with self._pool.connection() as conn:
+        async with self._db_pool.connection() as conn:
             found = await ledger_store.proof_leaf(conn, leaf_index=leaf_index, row=row)
             if found is None or found[0].index >= size:
                 what = f"leaf {leaf_index}" if row is None else f"{row[0]} #{row[1]}"

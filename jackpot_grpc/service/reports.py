@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from jackpot_grpc.adapters.database import create_pool
+from jackpot_grpc.adapters.database import create_db_pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import AuditBase, LedgerAudit
 from jackpot_grpc.service.jackpot import JackpotService
@@ -17,12 +17,12 @@ async def run_once(
     settings: Settings, database_url: str, use: Callable[[JackpotService], Awaitable[T]]
 ) -> T:
     """Open a pool, run `use` on a service over it, and close the pool."""
-    pool = create_pool(settings, database_url)
-    await pool.open(wait=True, timeout=10)
+    db_pool = create_db_pool(settings, database_url)
+    await db_pool.open(wait=True, timeout=10)
     try:
-        return await use(JackpotService(pool))
+        return await use(JackpotService(db_pool))
     finally:
-        await pool.close()
+        await db_pool.close()
 
 
 async def run_audit(settings: Settings, database_url: str) -> LedgerAudit:

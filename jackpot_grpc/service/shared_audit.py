@@ -15,7 +15,7 @@ them, and each reports the latest verdict with its time and who ran it. A single
 always audits (nobody else records). `audit_now` (an operator asked) always audits, in full.
 
 Incremental: a replica keeps, in memory, where its last clean audit left the books
-(repository.AuditBase) and its next periodic audit reads and re-proves only the rows
+(domain.model.AuditBase) and its next periodic audit reads and re-proves only the rows
 written since (their leaf index at or above the base's head), from that base's amounts
 and sums: its cost grows with the rows since, not with the ledger. Every `full_every`-th
 audit of a replica (the first, after a failure, and audit_now too) re-proves every row,
@@ -30,10 +30,10 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jackpot_grpc.adapters import audit_store
-from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters import audit_store, books_audit
 from jackpot_grpc.adapters.audit_store import RecordedAudit
 from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.pool_store import Conn
 from jackpot_grpc.adapters.unit_of_work import Isolation, transaction
 from jackpot_grpc.domain.model import AuditBase
 
@@ -50,14 +50,14 @@ class AuditTick:
 class SharedAudit:
     def __init__(
         self,
-        pool: Pool,
+        db_pool: Pool,
         interval: float,
         *,
         host: str | None = None,
         pid: int | None = None,
         full_every: int = 12,
     ) -> None:
-        self.pool = pool
+        self.db_pool = db_pool
         self.full_every = max(1, full_every)
         self._base: AuditBase | None = None  # where this process's last clean audit ended
         self._since_full = 0  # incremental audits since the last full one
@@ -73,7 +73,7 @@ class SharedAudit:
             return await self._tick()
 
     async def _tick(self) -> AuditTick:
-        async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
+        async with transaction(self.db_pool, isolation=Isolation.REPEATABLE_READ) as conn:
             now = await audit_store.database_now(conn)
             since = self._previous_tick or now - self.interval
             self._previous_tick = now
@@ -86,13 +86,13 @@ class SharedAudit:
 
     async def audit_now(self) -> RecordedAudit:
         """Audit now, every row, whatever was recorded, and record the result."""
-        async with transaction(self.pool, isolation=Isolation.REPEATABLE_READ) as conn:
+        async with transaction(self.db_pool, isolation=Isolation.REPEATABLE_READ) as conn:
             return await self._audit(conn, full=True)
 
-    async def _audit(self, conn: repo.Conn, *, full: bool) -> RecordedAudit:
+    async def _audit(self, conn: Conn, *, full: bool) -> RecordedAudit:
         full = full or self._base is None or self._since_full + 1 >= self.full_every
         base = None if full else self._base
         self._base = None  # until this audit is known clean
-        books, self._base = await repo.audit_ledger_from(conn, base)
+        books, self._base = await books_audit.audit_ledger_from(conn, base)
         self._since_full = 0 if full else self._since_full + 1
         return await audit_store.record(conn, books, self.host, self.pid)

@@ -150,8 +150,8 @@ class Watcher:
 
 
 class WatchHub:
-    def __init__(self, pool: Pool, snapshot: PoolSnapshot, limits: WatchLimits) -> None:
-        self._pool = pool
+    def __init__(self, db_pool: Pool, snapshot: PoolSnapshot, limits: WatchLimits) -> None:
+        self._db_pool = db_pool
         self._snapshot = snapshot
         self.limits = limits
         self.counters = WatchCounters()
@@ -353,7 +353,7 @@ class WatchHub:
         self.counters.refreshes += 1
         epoch = self._epoch
         last, first, hits = self._last_win_id, None, []
-        async with transaction(self._pool) as conn:
+        async with transaction(self._db_pool) as conn:
             states = await pool_store.read_pools(conn) if pools else None
             if wins and last is None:
                 first = await watch_store.last_win_id(conn)

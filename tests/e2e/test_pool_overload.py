@@ -69,7 +69,7 @@ async def test_calls_past_the_connection_queue_get_resource_exhausted_at_once(
             return grpc.StatusCode.OK
 
         # The only connection is taken: one caller may wait for it, the rest may not.
-        async with small_server.pool.connection():
+        async with small_server.db_pool.connection():
             calls = [asyncio.create_task(win()) for _ in range(CALLS)]
             # All but the one waiting are answered while the connection is still held: at
             # once, not after the pool timeout (a tenth of it is the wait's ceiling here).

@@ -104,7 +104,7 @@ async def test_stop_drains_the_call_in_flight_and_refuses_new_ones(
                 )
             assert after.value.code() is grpc.StatusCode.UNAVAILABLE
     finally:
-        if running.pool.closed is False:
+        if running.db_pool.closed is False:
             await running.stop(grace=0)
 
 

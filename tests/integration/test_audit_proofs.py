@@ -14,8 +14,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from jackpot_grpc.adapters import migrations
-from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters import books_audit, migrations
 from jackpot_grpc.adapters.unit_of_work import Isolation, transaction
 from jackpot_grpc.cli import main
 from jackpot_grpc.domain.model import AuditBase, LedgerAudit
@@ -337,7 +336,7 @@ async def _audit(url: str, base: AuditBase | None) -> tuple[LedgerAudit, AuditBa
     ):
         await pool.open(wait=True, timeout=10)
         async with transaction(pool, isolation=Isolation.REPEATABLE_READ) as conn:
-            return await repo.audit_ledger_from(conn, base)
+            return await books_audit.audit_ledger_from(conn, base)
 
 
 async def test_an_incremental_audit_reproves_only_the_rows_since_and_agrees_with_a_full_one(

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from jackpot_grpc.adapters import migrations
+from jackpot_grpc.adapters.database import connect_ops
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ops import backup, pgstat
 from jackpot_grpc.ops.cli import backup as backup_cli
-from jackpot_grpc.ops.target import connect
 from testkit.database import scratch_database
 from testkit.ops_commands import ops_json_sync
 
@@ -130,7 +130,7 @@ def _failing_reader(directory: Path, real: Path) -> Path:
 def test_a_backup_that_fails_verification_is_kept_marked_unverified(
     ops_settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
-    with connect(database_url) as conn:
+    with connect_ops(database_url) as conn:
         major = pgstat.server_major(conn)
     real = backup.find_tool("pg_restore", major).path
     bin_dir = _failing_reader(tmp_path / "bin", real)

@@ -13,7 +13,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from jackpot_grpc.adapters.batch_connection import BatchConnection
-from jackpot_grpc.adapters.database import create_pool
+from jackpot_grpc.adapters.database import create_db_pool
 from jackpot_grpc.adapters.unit_of_work import pipelined_transaction
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.validation import contribute_command
@@ -41,7 +41,7 @@ async def test_a_contribute_batch_costs_two_round_trips(
     settings: Settings, database_url: str
 ) -> None:
     async with proxied(database_url) as (proxy, url):
-        pool = create_pool(dataclasses.replace(settings, pool_min_size=1, pool_max_size=1), url)
+        pool = create_db_pool(dataclasses.replace(settings, pool_min_size=1, pool_max_size=1), url)
         await pool.open(wait=True, timeout=10)
         service = JackpotService(pool)
         try:
@@ -59,7 +59,7 @@ async def test_a_contribute_batch_costs_two_round_trips(
 async def test_a_pipelined_transaction_gives_its_connection_back_as_it_found_it(
     settings: Settings, database_url: str
 ) -> None:
-    pool = create_pool(
+    pool = create_db_pool(
         dataclasses.replace(settings, pool_min_size=1, pool_max_size=1), database_url
     )
     await pool.open(wait=True, timeout=10)

@@ -15,7 +15,7 @@ import pytest
 
 from jackpot_grpc.adapters import contribution_store as store
 from jackpot_grpc.adapters.batch_connection import BatchConnection
-from jackpot_grpc.adapters.database import APPLICATION_NAME, create_pool
+from jackpot_grpc.adapters.database import APPLICATION_NAME, create_db_pool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import ShuttingDown, Unavailable
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult, ScopedKey
@@ -77,7 +77,7 @@ class KillingMidBatch:
 
 @pytest.fixture
 async def service(settings: Settings, database_url: str) -> AsyncIterator[JackpotService]:
-    pool = create_pool(dataclasses.replace(settings, pool_min_size=0), database_url)
+    pool = create_db_pool(dataclasses.replace(settings, pool_min_size=0), database_url)
     await pool.open()
     yield JackpotService(pool, snapshot_ttl=0)
     await pool.close()

@@ -21,7 +21,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 from psycopg.conninfo import make_conninfo
 
-from jackpot_grpc.adapters.database import create_pool, server_options
+from jackpot_grpc.adapters.database import create_db_pool, server_options
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
 from jackpot_grpc.observability.metrics import DATABASE_TIMEOUTS
@@ -80,7 +80,7 @@ async def test_a_held_lock_fails_the_call_fast_with_lock_timeout(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
             # Every server connection runs with the timeouts.
-            async with running.pool.connection() as conn:
+            async with running.db_pool.connection() as conn:
                 cursor = await conn.execute("SHOW lock_timeout")
                 assert await cursor.fetchone() == ("300ms",)
                 cursor = await conn.execute("SHOW statement_timeout")
@@ -187,7 +187,7 @@ async def test_reconnecting_after_a_reset_costs_one_round_trip(
             sslmode="disable",  # no SSL or GSS negotiation: one round trip per connect
             gssencmode="disable",
         )
-        pool = create_pool(dataclasses.replace(settings, pool_min_size=2), url)
+        pool = create_db_pool(dataclasses.replace(settings, pool_min_size=2), url)
         await pool.open(wait=True, timeout=10)
         service = JackpotService(pool)
         try:

@@ -34,7 +34,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jackpot_grpc.adapters import ledger_store, migrations
-from jackpot_grpc.adapters.repository import ClusterIdentity
+from jackpot_grpc.adapters.database_liveness import ClusterIdentity
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server

@@ -31,10 +31,10 @@ from aiohttp import web
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
+from jackpot_grpc.adapters.database import connect_ops
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.ops import backup, pgstat
-from jackpot_grpc.ops.target import connect
 from jackpot_grpc.service.reports import run_audit
 from testkit.database import create_database, drop_database, public_tables, unique_name
 from testkit.ops_commands import ops, ops_json, ops_json_sync
@@ -162,7 +162,7 @@ async def test_smoke_write_moves_money_and_leaves_the_books_balanced(
 
     books = await run_audit(ops_settings, database_url)
     assert books.balanced, books.problems()
-    with connect(database_url) as conn:
+    with connect_ops(database_url) as conn:
         counts = pgstat.one(
             conn,
             """SELECT
@@ -198,7 +198,7 @@ def test_smoke_fails_when_the_service_is_not_there(ops_settings: Settings) -> No
 async def test_smoke_audit_fails_when_the_service_books_do_not_balance(
     server: RunningServer, ops_settings: Settings, database_url: str
 ) -> None:
-    with connect(database_url) as conn:
+    with connect_ops(database_url) as conn:
         conn.execute("UPDATE jackpots SET current_amount = current_amount + 9 WHERE lock_order = 0")
 
     code, data = await ops_json(ops_settings, *smoke_argv(server, "--write"))
@@ -218,7 +218,7 @@ async def test_smoke_audit_fails_when_the_service_books_do_not_balance(
 
     # The pool put back: its sums balance again, but the rows written while it was 9 too
     # high record that amount, and the chain names them for good.
-    with connect(database_url) as conn:
+    with connect_ops(database_url) as conn:
         conn.execute("UPDATE jackpots SET current_amount = current_amount - 9 WHERE lock_order = 0")
     code, data = await ops_json(ops_settings, *smoke_argv(server))
     assert code == 1, data
@@ -301,7 +301,7 @@ async def test_db_pool_status_reports_the_servers_own_pool(
         assert code == 0, data
         assert data["service_pool"]["max_size"] == 2
         # Saturated: both connections taken.
-        async with running.pool.connection(), running.pool.connection():
+        async with running.db_pool.connection(), running.db_pool.connection():
             code, data = await ops_json(ops_settings, *argv)
         assert code == 1, data
         pool = data["service_pool"]
@@ -331,7 +331,7 @@ def test_migrate_dry_run_prints_sql_and_changes_nothing(admin_url: str) -> None:
         assert done.returncode == 0, done.stderr
         assert "CREATE TABLE jackpots" in done.stdout
         assert "INSERT INTO alembic_version" in done.stdout
-        with connect(url) as conn:
+        with connect_ops(url) as conn:
             tables = pgstat.rows(
                 conn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             )
@@ -402,7 +402,7 @@ async def test_backup_then_restore_gives_the_same_pools_and_ledgers(
             idempotency_key=uuid.uuid4().hex,
         )
     )
-    with connect(database_url) as conn:
+    with connect_ops(database_url) as conn:
         source = pgstat.ledger_counts(conn)
 
     code, created = await ops_json(ops_settings, "backup", "create", "--dir", str(tmp_path))
@@ -432,7 +432,7 @@ async def test_backup_then_restore_gives_the_same_pools_and_ledgers(
         assert restored["revision"] == pgstat.head_revision()
         # what to point the recovery instance at, without a password
         assert "password" not in restored["database_url"]
-        with connect(restored["database_url"]) as conn:
+        with connect_ops(restored["database_url"]) as conn:
             assert pgstat.ledger_counts(conn) == source
 
         code, _ = await ops(ops_settings, "backup", "restore", str(file), "--database", target)

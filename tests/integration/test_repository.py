@@ -11,9 +11,14 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from jackpot_grpc.adapters import (
+    books_audit,
+    config_store,
+    database_liveness,
+    pool_store,
+    win_store,
+)
 from jackpot_grpc.adapters import contribution_store as store
-from jackpot_grpc.adapters import pool_store
-from jackpot_grpc.adapters import repository as repo
 from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.model import (
     GROUPS,
@@ -237,7 +242,7 @@ async def test_the_write_path_moves_all_three_pools_and_the_totals(
                 shares(0, 0, 2, (10007, 100000, 1000011)),
             ],
         )
-        assert await repo.contribution_totals(conn) == (3, 4000)
+        assert await books_audit.contribution_totals(conn) == (3, 4000)
     async with pool.connection() as conn:
         read = await pool_store.read_pools(conn)
     assert read == updated
@@ -271,7 +276,7 @@ async def test_written_rows_take_gap_free_leaf_indexes_from_the_ledger_head(
     async with pool.connection() as conn:
         pools = await pool_store.lock_pools(conn)
         outcome = rules.pay_win(pools[Group.MINOR].current_amount, 10_000, None)
-        win_id, _, win_leaf, _ = await repo.record_win(conn, win, outcome)
+        win_id, _, win_leaf, _ = await win_store.record_win(conn, win, outcome)
     assert outcome.seed_top_up > 0 and win_leaf == head + 3
     async with pool.connection() as conn:
         cur = await conn.execute(
@@ -289,7 +294,7 @@ async def test_record_win_with_top_up_writes_the_seed_funding(
     win = WinCommand(Group.MINOR, random_game_id(), user, None, random_key(), CLIENT)
     outcome = WinOutcome(amount=10000, pool_before=10000, seed_top_up=10000, pool_after=10000)
     async with pool.connection() as conn:
-        win_id, created_at, _, after = await repo.record_win(conn, win, outcome)
+        win_id, created_at, _, after = await win_store.record_win(conn, win, outcome)
     assert (after.current_amount, after.total_wins, after.total_seed_funding) == (
         10000,
         10000,
@@ -319,8 +324,8 @@ async def test_record_win_with_top_up_writes_the_seed_funding(
             10000,
         )
     async with pool.connection() as conn:
-        found = await repo.find_win(conn, CLIENT, win.idempotency_key or "")
-        assert await repo.find_win(conn, "game-b", win.idempotency_key or "") is None
+        found = await win_store.find_win(conn, CLIENT, win.idempotency_key or "")
+        assert await win_store.find_win(conn, "game-b", win.idempotency_key or "") is None
     assert found is not None
     assert found.win_id == win_id
     assert found.outcome == outcome
@@ -332,8 +337,8 @@ async def test_record_win_without_top_up_writes_no_seed_funding(
     win = WinCommand(Group.MAJOR, random_game_id(), random_user_id(), 1, None, CLIENT)
     outcome = WinOutcome(amount=1, pool_before=100000, seed_top_up=0, pool_after=99999)
     async with pool.connection() as conn:
-        _, _, _, after = await repo.record_win(conn, win, outcome)
-        assert await repo.find_win(conn, CLIENT, random_key()) is None
+        _, _, _, after = await win_store.record_win(conn, win, outcome)
+        assert await win_store.find_win(conn, CLIENT, random_key()) is None
     assert (after.current_amount, after.total_wins, after.total_seed_funding) == (
         99999,
         1,
@@ -346,11 +351,11 @@ async def test_save_config_writes_the_pool_and_an_audit_row(pool: Pool, database
     before = PoolConfig(Group.MEGA, Decimal("0.0020000000"), 1000000, None, 1)
     after = PoolConfig(Group.MEGA, Decimal("0.0035"), 2000000, 9000000, 2)
     async with pool.connection() as conn:
-        audit_id = await repo.save_config(
+        audit_id = await config_store.save_config(
             conn, before, after, "alice", "seasonal boost", "ops-console"
         )
         pools = {p.group: p for p in await pool_store.read_pools(conn)}
-    assert repo.config_of(pools[Group.MEGA]) == after
+    assert config_store.config_of(pools[Group.MEGA]) == after
     async with await AsyncConnection.connect(database_url) as check:
         cur = await check.execute(
             "SELECT jackpot_group, actor, reason, before, after, changed_at, client"
@@ -385,18 +390,18 @@ async def test_save_config_writes_the_pool_and_an_audit_row(pool: Pool, database
 
 async def test_contribution_totals_counts_and_sums_wagers(pool: Pool, database_url: str) -> None:
     async with pool.connection() as conn:
-        assert await repo.contribution_totals(conn) == (0, 0)
+        assert await books_audit.contribution_totals(conn) == (0, 0)
         await add_rows(
             database_url,
             [command(1000), command(2500), command(1)],
             [shares(0, 0, 0, (0, 0, 0))] * 3,
         )
-        assert await repo.contribution_totals(conn) == (3, 3501)
+        assert await books_audit.contribution_totals(conn) == (3, 3501)
 
 
 async def test_audit_pools_balances_and_finds_a_discrepancy(pool: Pool, database_url: str) -> None:
     async with pool.connection() as conn:
-        audits = await repo.audit_pools(conn)
+        audits = await books_audit.audit_pools(conn)
     assert [a.group for a in audits] == list(GROUPS)
     assert all(a.balanced for a in audits)
     assert [a.expected_amount for a in audits] == [10000, 100000, 1000000]
@@ -412,7 +417,7 @@ async def test_audit_pools_balances_and_finds_a_discrepancy(pool: Pool, database
         await conn.execute(
             "UPDATE jackpots SET current_amount = current_amount + 7 WHERE jackpot_group = 'major'"
         )
-        audits = await repo.audit_pools(conn)
+        audits = await books_audit.audit_pools(conn)
     minor, major, mega = audits
     assert (minor.contributions, minor.discrepancy, minor.balanced) == (5, 0, True)
     assert (major.contributions, major.discrepancy, major.balanced) == (3, 7, False)
@@ -422,14 +427,14 @@ async def test_audit_pools_balances_and_finds_a_discrepancy(pool: Pool, database
 async def test_audit_pools_catches_a_total_that_disagrees_with_the_ledger(pool: Pool) -> None:
     async with pool.connection() as conn:
         await conn.execute("UPDATE jackpots SET total_wins = 1 WHERE jackpot_group = 'minor'")
-        minor = (await repo.audit_pools(conn))[0]
+        minor = (await books_audit.audit_pools(conn))[0]
     assert minor.discrepancy == 0
     assert minor.balanced is False
 
 
 async def test_ping_answers(pool: Pool) -> None:
     async with pool.connection() as conn:
-        await repo.ping(conn)
+        await database_liveness.ping(conn)
         assert conn.info.transaction_status is psycopg.pq.TransactionStatus.INTRANS
 
 
@@ -444,7 +449,7 @@ async def test_audit_ledger_checks_the_contribution_totals_against_the_ledger(
             [command(1000), command(250)],
             [shares(5, 3, 2, (10005, 100003, 1000002)), shares(1, 0, 0, (10006, 100003, 1000002))],
         )
-        books = await repo.audit_ledger(conn)
+        books = await books_audit.audit_ledger(conn)
     assert books.balanced and books.problems() == []
     assert (books.contribution_count, books.total_wagered) == (2, 1250)
     assert (books.recorded_contribution_count, books.recorded_total_wagered) == (2, 1250)
@@ -455,7 +460,7 @@ async def test_audit_ledger_checks_the_contribution_totals_against_the_ledger(
             " major_amount, mega_amount, minor_after, major_after, mega_after)"
             " VALUES ('stray', 'stray', 40, 0, 0, 0, 0, 0, 0)"
         )
-        books = await repo.audit_ledger(conn)
+        books = await books_audit.audit_ledger(conn)
     assert all(p.balanced for p in books.pools)
     assert not books.totals_balanced and not books.balanced
     assert (books.contribution_count, books.recorded_contribution_count) == (3, 2)

@@ -25,7 +25,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 from psycopg_pool import AsyncConnectionPool
 
-from jackpot_grpc.adapters import repository as repo
+from jackpot_grpc.adapters import books_audit
 from jackpot_grpc.adapters.unit_of_work import Isolation, transaction
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
@@ -576,7 +576,7 @@ async def _audit_from(url: str, base: AuditBase | None) -> tuple[LedgerAudit, Au
     async with AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool:
         await pool.open(wait=True, timeout=10)
         async with transaction(pool, isolation=Isolation.REPEATABLE_READ) as conn:
-            return await repo.audit_ledger_from(conn, base)
+            return await books_audit.audit_ledger_from(conn, base)
 
 
 async def test_an_incremental_audit_goes_on_from_the_reserve_and_overflow_before_it(

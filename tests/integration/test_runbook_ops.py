@@ -21,10 +21,10 @@ import psycopg
 import pytest
 
 from jackpot_grpc.adapters import migrations
+from jackpot_grpc.adapters.database import connect_ops
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.ops import backup, diagnostics, pgstat
-from jackpot_grpc.ops.target import connect
 from jackpot_grpc.runtime.cgroup_memory import memory_limit, memory_percent
 from testkit.database import create_database, drop_database, public_tables, unique_name
 from testkit.ops_commands import ops_json_sync, run_ops
@@ -117,7 +117,7 @@ def test_migrate_to_a_revision_moves_down_and_back_up(admin_url: str) -> None:
         assert "Running downgrade 0008 -> 0007" in down.stderr
         assert migrations.current_revision(url) == "0006"
         assert "ledger_audits" not in public_tables(url)
-        with connect(url) as conn:
+        with connect_ops(url) as conn:
             columns = pgstat.rows(
                 conn,
                 "SELECT column_name FROM information_schema.columns"
@@ -229,7 +229,7 @@ def test_diagnostics_counts_errors_in_rotated_logs(tmp_path: Path) -> None:
 
 
 def _dump(url: str, file: Path, *extra: str) -> None:
-    with connect(url) as conn:
+    with connect_ops(url) as conn:
         major = pgstat.server_major(conn)
     tool = backup.find_tool("pg_dump", major)
     subprocess.run(
@@ -272,7 +272,7 @@ def test_a_restore_whose_books_cannot_be_audited_drops_what_it_made(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Every table's data is there, but the totals row is gone: the audit cannot run.
-    with connect(database_url) as conn:
+    with connect_ops(database_url) as conn:
         conn.execute("DELETE FROM contribution_totals")
     file = tmp_path / "no-totals.dump"
     _dump(database_url, file)
@@ -399,7 +399,7 @@ def test_smoke_refuses_a_grpc_target_without_its_health_url(
 async def test_health_is_red_when_the_books_do_not_balance(
     server: RunningServer, ops_settings: Settings, database_url: str
 ) -> None:
-    with connect(database_url) as conn:
+    with connect_ops(database_url) as conn:
         conn.execute("UPDATE jackpots SET current_amount = current_amount + 5 WHERE lock_order = 0")
     assert server.auditor is not None
     # An on-demand audit within its minimum interval of an earlier one (another test's, on
@@ -461,7 +461,7 @@ async def test_loadtest_drives_a_running_service(
     assert load["load"] == "contribute" and 20 <= load["calls"] <= 60  # ~40/s for 1 s
     assert load["p50_ms"] is not None and load["p95_ms"] >= load["p50_ms"]
     assert load["p99_ms"] >= load["p95_ms"] and data["errors"] == []
-    with connect(database_url) as conn:
+    with connect_ops(database_url) as conn:
         keyed = pgstat.one(
             conn,
             "SELECT count(*) AS n, count(DISTINCT idempotency_key) AS keys FROM contributions"

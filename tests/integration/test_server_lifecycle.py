@@ -33,8 +33,8 @@ async def test_a_start_that_fails_unwinds_every_part_it_started(
         with pytest.raises(OSError):
             await start_parts(parts)
 
-    assert parts.pool.closed
-    assert parts.side_pool.closed
+    assert parts.db_pool.closed
+    assert parts.side_db_pool.closed
     left = {t.get_name() for t in asyncio.all_tasks() - before if not t.done()}
     assert left == set(), f"tasks left running after a failed start: {sorted(left)}"
     with psycopg.connect(database_url) as conn:

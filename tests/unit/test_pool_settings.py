@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jackpot_grpc.adapters.database import connection_kwargs, create_pool
+from jackpot_grpc.adapters.database import connection_kwargs, create_db_pool
 from jackpot_grpc.config import Settings
 
 URL = "postgresql://jackpot@127.0.0.1/jackpot"
@@ -14,7 +14,7 @@ def test_pgbouncer_mode_turns_prepared_statements_off() -> None:
     settings = Settings.from_env({"DB_PGBOUNCER": "1"})
     assert settings.pgbouncer
     assert connection_kwargs(settings, URL)["prepare_threshold"] is None
-    pool = create_pool(settings, "postgresql://127.0.0.1/none")  # created closed: no I/O
+    pool = create_db_pool(settings, "postgresql://127.0.0.1/none")  # created closed: no I/O
     assert isinstance(pool.kwargs, dict)  # given as a dict, not a callable giving one
     assert pool.kwargs["prepare_threshold"] is None
 

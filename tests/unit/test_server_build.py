@@ -35,8 +35,8 @@ async def test_build_wires_the_parts_and_starts_nothing() -> None:
     tasks_before = asyncio.all_tasks()
     parts = build_server(settings(), UNREACHABLE)
     assert asyncio.all_tasks() == tasks_before  # no batcher, probe, sampler or audit task
-    assert parts.pool.closed
-    assert parts.service.pool is parts.pool
+    assert parts.db_pool.closed
+    assert parts.service.db_pool is parts.db_pool
     assert parts.service.metrics is None  # no telemetry given
     assert isinstance(parts.contributor, ContributionBatcher)  # no thread until start()
     assert parts.batcher is parts.contributor

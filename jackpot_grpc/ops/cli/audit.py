@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jackpot_grpc.adapters.database import ops_conninfo
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import LedgerAudit
 from jackpot_grpc.ledger.verify import CheckpointAudit, Finding
@@ -131,7 +132,11 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         books, base = asyncio.run(
             run_audit_from(settings, db.url, state.books if state is not None else None)
         )
-        proofs, after = _checkpoint_audit(db.url, args, state) if args.checkpoints else (None, None)
+        proofs, after = (
+            _checkpoint_audit(ops_conninfo(db.url), args, state)
+            if args.checkpoints
+            else (None, None)
+        )
     ok = books.balanced and (proofs is None or proofs.ok)
     if args.state and after is not None:
         # The books' base only when this audit found them clean (else the next is full).

@@ -35,13 +35,14 @@ def _emit_unreachable(args: argparse.Namespace, error: str) -> int:
 
 @failing_cleanly
 def cmd_db_check(settings: Settings, args: argparse.Namespace) -> int:
+    from jackpot_grpc.adapters.database import connect_ops
     from jackpot_grpc.ops import pgstat
-    from jackpot_grpc.ops.target import connect, open_database, timed_ping
+    from jackpot_grpc.ops.target import open_database, timed_ping
 
     with open_database(settings) as db:
         started = time.perf_counter()
         try:
-            conn = connect(db.url, timeout=args.timeout)
+            conn = connect_ops(db.url, timeout=args.timeout)
         except psycopg.OperationalError as exc:
             return _emit_unreachable(args, first_line(exc) or "cannot connect")
         connect_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -89,11 +90,12 @@ def _service_pool_problems(pool: dict[str, Any], fail_above: float) -> list[str]
 
 @failing_cleanly
 def cmd_db_pool_status(settings: Settings, args: argparse.Namespace) -> int:
+    from jackpot_grpc.adapters.database import connect_ops
     from jackpot_grpc.ops import pgstat
     from jackpot_grpc.ops.health_check import service_pool
-    from jackpot_grpc.ops.target import connect, open_database
+    from jackpot_grpc.ops.target import open_database
 
-    with open_database(settings) as db, connect(db.url) as conn:
+    with open_database(settings) as db, connect_ops(db.url) as conn:
         states = pgstat.connections_by_state(conn, pgstat.JACKPOT_APPLICATIONS)
         usage = pgstat.connection_usage(conn)
     # The pool as the running server has it (its DB_POOL_MAX, its load), not this
@@ -140,10 +142,11 @@ def cmd_db_pool_status(settings: Settings, args: argparse.Namespace) -> int:
 
 @failing_cleanly
 def cmd_db_maintain(settings: Settings, args: argparse.Namespace) -> int:
+    from jackpot_grpc.adapters.database import connect_ops
     from jackpot_grpc.ops import pgstat
-    from jackpot_grpc.ops.target import connect, open_database
+    from jackpot_grpc.ops.target import open_database
 
-    with open_database(settings) as db, connect(db.url) as conn:
+    with open_database(settings) as db, connect_ops(db.url) as conn:
         # Every table of the schema the database has (contribution_totals, the hottest,
         # included), not a list to keep up to date.
         names = pgstat.existing_tables(conn, pgstat.schema_tables())
@@ -164,10 +167,11 @@ def cmd_db_maintain(settings: Settings, args: argparse.Namespace) -> int:
 
 @failing_cleanly
 def cmd_db_long_queries(settings: Settings, args: argparse.Namespace) -> int:
+    from jackpot_grpc.adapters.database import connect_ops
     from jackpot_grpc.ops import pgstat
-    from jackpot_grpc.ops.target import connect, open_database
+    from jackpot_grpc.ops.target import open_database
 
-    with open_database(settings) as db, connect(db.url) as conn:
+    with open_database(settings) as db, connect_ops(db.url) as conn:
         found = pgstat.long_running(conn, args.older_than, this_database=not args.all_databases)
         terminated: dict[int, bool] = {}
         if args.terminate and found:

@@ -39,12 +39,13 @@ def service_part(settings: Settings, args: argparse.Namespace) -> Part:
 
 def database_part(settings: Settings, args: argparse.Namespace) -> Part:
     """The database's state; an unreachable database is a problem found, not a failure."""
+    from jackpot_grpc.adapters.database import connect_ops
     from jackpot_grpc.ops import pgstat
-    from jackpot_grpc.ops.target import connect, open_database
+    from jackpot_grpc.ops.target import open_database
 
     progress("diagnostics: database")
     try:
-        with open_database(settings) as db, connect(db.url, timeout=args.timeout) as conn:
+        with open_database(settings) as db, connect_ops(db.url, timeout=args.timeout) as conn:
             info = pgstat.server_info(conn)
             usage = pgstat.connection_usage(conn)
             states = pgstat.connections_by_state(conn, None)

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from jackpot_grpc.adapters.database import ops_conninfo
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ops.cli.options import Subparsers
 from jackpot_grpc.ops.cli.shared import failing_cleanly
@@ -58,7 +59,7 @@ def cmd_checkpoint(settings: Settings, args: argparse.Namespace) -> int:
     try:
         signer = read_signer(key)
         with open_database(settings) as db:
-            signed = sign_checkpoint(db.url, signer, log)
+            signed = sign_checkpoint(ops_conninfo(db.url), signer, log)
     except LedgerBooksError as exc:
         raise OpsError(str(exc)) from exc
     assert signed is not None  # waited for the lock, and signs even when nothing is new
@@ -109,7 +110,7 @@ def cmd_prove(settings: Settings, args: argparse.Namespace) -> int:
             raise OpsError("give --public-key FILE or set JACKPOT_LEDGER_KEY_FILE")
         notes = list(split_log(_log_path(settings, args).read_text(encoding="utf-8")))
         with open_database(settings) as db:
-            proof = prove(db.url, args.index, notes, Verifier.from_text(key))
+            proof = prove(ops_conninfo(db.url), args.index, notes, Verifier.from_text(key))
     except (LedgerBooksError, CheckpointError, NoteError) as exc:
         raise OpsError(str(exc)) from exc
     print(json.dumps(proof.as_json(), indent=2))
@@ -126,7 +127,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         key = _verifier_text(settings, args)
         log = _log_path(settings, args)
         with open_database(settings) as db:
-            leaves = export_leaves(db.url)
+            leaves = export_leaves(ops_conninfo(db.url))
     except LedgerBooksError as exc:
         raise OpsError(str(exc)) from exc
     with (out / "leaves.jsonl").open("w", encoding="utf-8") as lines:

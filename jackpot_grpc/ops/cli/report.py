@@ -90,12 +90,13 @@ class DatabaseStats:
 
 
 def gather_database(settings: Settings, args: argparse.Namespace) -> DatabaseStats:
+    from jackpot_grpc.adapters.database import connect_ops
     from jackpot_grpc.history.trend import load_trend
     from jackpot_grpc.ops import pgstat
-    from jackpot_grpc.ops.target import connect, open_database
+    from jackpot_grpc.ops.target import open_database
 
     progress("report: database statistics")
-    with open_database(settings) as db, connect(db.url, timeout=args.timeout) as conn:
+    with open_database(settings) as db, connect_ops(db.url, timeout=args.timeout) as conn:
         stats = pgstat.statements(conn, args.top)
         indexes = pgstat.index_usage(conn)
         tables = pgstat.table_stats(conn)
@@ -229,13 +230,14 @@ def _day(text: str) -> date:
 @failing_cleanly
 def cmd_reconciliation(settings: Settings, args: argparse.Namespace) -> int:
     """Per pool and UTC day: openings, movements, closings, and whether the identity holds."""
+    from jackpot_grpc.adapters.database import connect_ops
     from jackpot_grpc.ops import reconciliation
-    from jackpot_grpc.ops.target import connect, open_database
+    from jackpot_grpc.ops.target import open_database
 
     if args.end < args.start:
         raise OpsError("--to must not be before --from")
     progress(f"report: reconciliation {args.start} to {args.end} from the ledger")
-    with open_database(settings) as db, connect(db.url, timeout=args.timeout) as conn:
+    with open_database(settings) as db, connect_ops(db.url, timeout=args.timeout) as conn:
         days = reconciliation.reconcile(conn, args.start, args.end)
     broken = [f"{d.group} {d.day}" for d in days if not d.holds]
     if args.csv:
