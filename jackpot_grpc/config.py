@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.domain.rules import INT64_MAX
 from jackpot_grpc.domain.validation import MAX_RATE_SUM, MAX_WAGER_AMOUNT
 from jackpot_grpc.transport.peer_address import (
@@ -29,7 +30,7 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
 def _float(env: dict[str, str], name: str, default: float) -> float:
@@ -39,13 +40,13 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
 def _bounded_int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
     value = _int(env, name, default)
     if not low <= value <= high:
-        raise SystemExit(f"{name} must be between {low} and {high}, got {value}")
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
 
 
@@ -57,9 +58,9 @@ def _rate_bound(env: dict[str, str], name: str, default: Decimal) -> Decimal:
     try:
         value = Decimal(raw)
     except InvalidOperation:
-        raise SystemExit(f"{name} must be a decimal number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a decimal number, got {raw!r}") from None
     if not (value.is_finite() and 0 < value <= 1):
-        raise SystemExit(f"{name} must be a decimal above 0 and at most 1, got {raw!r}")
+        raise ConfigError(f"{name} must be a decimal above 0 and at most 1, got {raw!r}")
     return value
 
 
@@ -71,13 +72,13 @@ def _flag(env: dict[str, str], name: str, default: bool) -> bool:
         return True
     if raw in ("0", "off", "false", "no"):
         return False
-    raise SystemExit(f"{name} must be on or off, got {raw!r}")
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
 
 
 def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip().lower() or default
     if raw not in choices:
-        raise SystemExit(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return raw
 
 
@@ -86,7 +87,7 @@ def _trusted_proxies(env: dict[str, str], name: str) -> TrustedProxies:
     try:
         return TrustedProxies.parse(raw)
     except ValueError as exc:
-        raise SystemExit(
+        raise ConfigError(
             f"{name} must list addresses or CIDRs separated by commas (or none): {exc}"
         ) from None
 
@@ -340,7 +341,7 @@ class Settings:
     def checked(self) -> Settings:
         """Settings that contradict each other stop the start."""
         if 0 < self.batch_age_limit < self.commit_timeout:
-            raise SystemExit(
+            raise ConfigError(
                 f"JACKPOT_BATCH_AGE_LIMIT ({self.batch_age_limit:g} s) must not be below"
                 f" JACKPOT_COMMIT_TIMEOUT ({self.commit_timeout:g} s): a batch may wait that"
                 " long for its commit and still succeed (0 turns the age limit off)"

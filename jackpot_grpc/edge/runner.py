@@ -22,6 +22,7 @@ from types import FrameType
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.adapters.clients_file import ClientRecord, ClientsFileError
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.edge import haproxy
 from jackpot_grpc.edge.settings import (
     Backend,
@@ -53,7 +54,7 @@ class EdgePorts:
             try:
                 return int(raw) if raw else default
             except ValueError:
-                raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
         return cls(
             grpc_port=port("JACKPOT_EDGE_GRPC_PORT", settings.grpc_port + 10),
@@ -97,7 +98,7 @@ def edge_settings(settings: Settings, ports: EdgePorts, servers: int) -> EdgeSet
 def haproxy_executable() -> str:
     found = shutil.which("haproxy", path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN]))
     if found is None:
-        raise SystemExit("haproxy is not installed (make edge-tools)")
+        raise ConfigError("haproxy is not installed (make edge-tools)")
     return found
 
 

@@ -17,6 +17,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.gateway import forwarding, metrics_proxy, stream_framing
 from jackpot_grpc.gateway.caller_limit import CallerFailureLimit
 from jackpot_grpc.gateway.errors import GatewayError, rpc_error_response
@@ -468,7 +469,7 @@ async def _serve_gateway(settings: Settings, metrics_url: str | None, telemetry:
             ),
         )
     except ValueError as exc:  # a bad JACKPOT_GRPC_TARGET
-        raise SystemExit(str(exc)) from None
+        raise ConfigError(str(exc)) from None
     try:
         running = await start_gateway(
             app,
@@ -478,7 +479,7 @@ async def _serve_gateway(settings: Settings, metrics_url: str | None, telemetry:
             limits=HttpLimits.from_settings(settings),
         )
     except OpenServerError as exc:
-        raise SystemExit(str(exc)) from None
+        raise ConfigError(str(exc)) from None
     log.info(
         "REST gateway listening on %s:%d → gRPC %s",
         settings.rest_host,

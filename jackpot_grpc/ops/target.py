@@ -27,6 +27,7 @@ from jackpot_grpc.adapters.ops_connection import (
     with_dbname,
 )
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,9 @@ def open_database(settings: Settings, *, service: bool = False) -> Iterator[Data
         yield DatabaseTarget(settings.database_url)
         return
     if not service:
-        raise SystemExit(OPS_NO_DATABASE)
+        raise ConfigError(OPS_NO_DATABASE)
     if not settings.embedded_db:
-        raise SystemExit(NO_DATABASE)
+        raise ConfigError(NO_DATABASE)
     embedded = EmbeddedPostgres(settings.data_dir)
     url = embedded.start()
     try:

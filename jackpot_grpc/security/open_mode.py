@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.transport.peer_address import parse_address
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def check_listening(settings: Settings, hosts: dict[str, str]) -> None:
     exposed = {name: host for name, host in hosts.items() if not is_loopback(host)}
     if exposed and not settings.allow_open:
         listed = ", ".join(f"{name}={host!r}" for name, host in exposed.items())
-        raise SystemExit(
+        raise ConfigError(
             f"refusing to start: no clients are configured (JACKPOT_CLIENTS_FILE,"
             f" JACKPOT_ADMIN_TOKEN), so anyone could call every method, and {listed} would"
             f" listen beyond this machine. Configure clients (docs/SECURITY.md), listen on"

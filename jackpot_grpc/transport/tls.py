@@ -16,17 +16,18 @@ from typing import Any
 import grpc
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.security.secret_rules import require_private
 from jackpot_grpc.transport.balancing import channel_target
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:
-        raise SystemExit("GRPC_TLS_CLIENT_CA (mTLS) needs TLS: set GRPC_TLS_CERT and GRPC_TLS_KEY")
+        raise ConfigError("GRPC_TLS_CLIENT_CA (mTLS) needs TLS: set GRPC_TLS_CERT and GRPC_TLS_KEY")
     if settings.tls_cert_file is None and settings.tls_key_file is None:
         return None
     if settings.tls_cert_file is None or settings.tls_key_file is None:
-        raise SystemExit("TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY")
+        raise ConfigError("TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY")
     require_private(settings.tls_key_file, "GRPC_TLS_KEY")
     pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
     if settings.tls_client_ca_file is None:
@@ -43,7 +44,7 @@ def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
         return None
     cert, key = settings.tls_client_cert_file, settings.tls_client_key_file
     if (cert is None) != (key is None):
-        raise SystemExit(
+        raise ConfigError(
             "a client certificate needs both GRPC_TLS_CLIENT_CERT and GRPC_TLS_CLIENT_KEY"
         )
     if key is not None:

@@ -25,6 +25,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc import cli
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.entrypoints.client_registry import POLL_SECONDS
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.transport.tls import open_channel
@@ -282,7 +283,7 @@ async def test_open_mode_refuses_a_public_address_unless_allowed(
     settings: Settings, database_url: str
 ) -> None:
     public = dataclasses.replace(settings, grpc_host="0.0.0.0")
-    with pytest.raises(SystemExit, match="JACKPOT_ALLOW_OPEN=1"):
+    with pytest.raises(ConfigError, match="JACKPOT_ALLOW_OPEN=1"):
         await start_server(public, database_url, port=0)
     running = await start_server(dataclasses.replace(public, allow_open=True), database_url, port=0)
     await running.stop(grace=0.5)

@@ -22,6 +22,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.entrypoints.server import start_server
 from jackpot_grpc.ledger.checkpoint import split_log
 from jackpot_grpc.service.ledger_books import CheckpointSigner, read_signer
@@ -271,7 +272,7 @@ async def test_a_server_with_an_unreadable_ledger_key_does_not_start(
     bad = dataclasses.replace(
         settings, ledger_key_file=tmp_path / "missing.key", checkpoint_log=tmp_path / "log"
     )
-    with pytest.raises(SystemExit, match="JACKPOT_LEDGER_KEY_FILE"):
+    with pytest.raises(ConfigError, match="JACKPOT_LEDGER_KEY_FILE"):
         await start_server(bad, database_url, port=0)
 
 

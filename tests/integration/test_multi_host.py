@@ -19,6 +19,7 @@ from jackpot_grpc.adapters import ledger_store
 from jackpot_grpc.adapters.database import connection_kwargs, ledger_conninfo
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.entrypoints.server import start_server
 
 
@@ -82,7 +83,7 @@ def test_the_batch_age_limit_is_never_below_the_commit_timeout() -> None:
     (flapping). The defaults agree, and a contradiction is refused at start."""
     defaults = Settings.from_env({})
     assert defaults.batch_age_limit >= defaults.commit_timeout > 0
-    with pytest.raises(SystemExit, match="JACKPOT_BATCH_AGE_LIMIT"):
+    with pytest.raises(ConfigError, match="JACKPOT_BATCH_AGE_LIMIT"):
         Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "5", "JACKPOT_BATCH_AGE_LIMIT": "3"})
     # Either bound off (0): nothing to contradict.
     assert Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "0", "JACKPOT_BATCH_AGE_LIMIT": "1"})

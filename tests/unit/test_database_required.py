@@ -13,6 +13,7 @@ import pytest
 
 from jackpot_grpc import cli
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.ops.target import NO_DATABASE, OPS_NO_DATABASE, open_database
 from testkit.ops_commands import run_ops
 
@@ -22,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_open_database_refuses_without_url_or_embedded_opt_in(tmp_path: Path) -> None:
     settings = Settings.from_env({"JACKPOT_DATA_DIR": str(tmp_path / "pg")})
     assert settings.database_url is None and not settings.embedded_db
-    with pytest.raises(SystemExit) as refused, open_database(settings, service=True):
+    with pytest.raises(ConfigError) as refused, open_database(settings, service=True):
         pytest.fail("opened a database without DATABASE_URL or JACKPOT_EMBEDDED_DB")
-    assert refused.value.code == NO_DATABASE
+    assert str(refused.value) == NO_DATABASE
     assert not (tmp_path / "pg").exists(), "an embedded server was started anyway"
 
 
@@ -82,9 +83,9 @@ def test_operator_commands_never_start_the_embedded_database(
     # operator command still refuses: it would back up, audit or migrate a throwaway.
     data_dir = tmp_path / "pg"
     settings = Settings.from_env({"JACKPOT_EMBEDDED_DB": "1", "JACKPOT_DATA_DIR": str(data_dir)})
-    with pytest.raises(SystemExit) as refused:
+    with pytest.raises(ConfigError) as refused:
         run_ops(settings, *argv)
-    assert refused.value.code == OPS_NO_DATABASE
+    assert str(refused.value) == OPS_NO_DATABASE
     assert not data_dir.exists(), "an embedded server was started"
 
 

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig, sampler_config
 from jackpot_grpc.history.trend import (
     Trend,
@@ -177,7 +178,7 @@ def test_sampler_config_reads_the_environment() -> None:
     assert (config.interval, config.retention_days) == (0.5, 7.0)
     assert sampler_config(Settings.from_env({})) == SamplerConfig()
     assert SamplerConfig().interval == 60.0 and SamplerConfig().retention_days == 35.0
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError):
         Settings.from_env({"JACKPOT_SAMPLE_INTERVAL": "soon"})
     with pytest.raises(ValueError):
         sampler_config(Settings.from_env({"JACKPOT_SAMPLE_INTERVAL": "0"}))

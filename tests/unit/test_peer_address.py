@@ -7,6 +7,7 @@ from ipaddress import ip_address
 import pytest
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.transport.peer_address import (
     LOOPBACK_PROXIES,
     TrustedProxies,
@@ -63,5 +64,5 @@ def test_trusted_proxies_setting() -> None:
     listed = Settings.from_env({"JACKPOT_TRUSTED_PROXIES": "10.0.0.0/8, 2001:db8::/32"})
     assert ip_address("10.9.9.9") in listed.trusted_proxies
     assert ip_address("2001:db8::1") in listed.trusted_proxies
-    with pytest.raises(SystemExit, match=r"JACKPOT_TRUSTED_PROXIES.*'10\.0\.0\.0/33'"):
+    with pytest.raises(ConfigError, match=r"JACKPOT_TRUSTED_PROXIES.*'10\.0\.0\.0/33'"):
         Settings.from_env({"JACKPOT_TRUSTED_PROXIES": "10.0.0.0/33"})

@@ -6,6 +6,7 @@ import pytest
 
 from jackpot_grpc.adapters.database import connection_kwargs, create_pool
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 
 URL = "postgresql://jackpot@127.0.0.1/jackpot"
 
@@ -25,5 +26,5 @@ def test_direct_connections_keep_psycopg_prepared_statements() -> None:
 
 
 def test_a_bad_value_names_the_setting() -> None:
-    with pytest.raises(SystemExit, match="DB_PGBOUNCER must be on or off"):
+    with pytest.raises(ConfigError, match="DB_PGBOUNCER must be on or off"):
         Settings.from_env({"DB_PGBOUNCER": "maybe"})
