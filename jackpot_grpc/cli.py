@@ -27,7 +27,7 @@ def child_command(*args: str) -> list[str]:
 
 def run_service(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
     """Run a long-lived service process (server or gateway) on JACKPOT_EVENT_LOOP."""
-    if settings.event_loop == "uvloop":
+    if settings.process.event_loop == "uvloop":
         import uvloop
 
         uvloop.run(main)
@@ -38,7 +38,7 @@ def run_service(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.entrypoints.server import serve
 
-    migrate = settings.migrate_on_start if args.migrate is None else args.migrate
+    migrate = settings.database.migrate_on_start if args.migrate is None else args.migrate
     with database(settings, migrate=migrate) as url:
         if args.workers <= 1:
             run_service(settings, serve(settings, url))

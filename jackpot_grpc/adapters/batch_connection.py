@@ -44,7 +44,7 @@ class BatchConnection:
         self._url = database_url
         self._kwargs = connection_kwargs(settings, database_url)
         self._conn: psycopg.Connection[Any] | None = None
-        self._commit_timeout = settings.commit_timeout
+        self._commit_timeout = settings.database.commit_timeout
         self._watchdog = CommitWatchdog()
 
     def contribute(self, keys: Sequence[ScopedKey], plan: repo.Planner) -> repo.Recorded:

@@ -35,7 +35,7 @@ APPLICATION_NAME = "jackpot-health-probe"
 class ProbeConnection:
     def __init__(self, settings: Settings, database_url: str) -> None:
         self._url = database_url
-        self._timeout = settings.health_probe_timeout
+        self._timeout = settings.health.probe_timeout
         self._kwargs = connection_kwargs(
             settings,
             database_url,

@@ -16,7 +16,7 @@ def edge_children(
     settings: Settings, servers: int, command: Callable[..., list[str]]
 ) -> tuple[list[list[str]], list[dict[str, str]]]:
     """The child commands and each one's environment overrides."""
-    if settings.tls_cert_file is not None:
+    if settings.tls.cert_file is not None:
         # HAProxy would have to terminate TLS, with the certificate the server has.
         raise ConfigError("jackpot run --edge does not terminate TLS yet: unset GRPC_TLS_CERT")
     if servers < 1:
@@ -26,7 +26,7 @@ def edge_children(
         {
             "GRPC_HOST": LOOPBACK,
             "GRPC_PORT": str(ports.grpc_port + i),
-            "HEALTH_PORT": str(settings.health_port + i),
+            "HEALTH_PORT": str(settings.health.port + i),
         }
         for i in range(servers)
     ]

@@ -244,13 +244,13 @@ def build_auth_interceptor(
 ) -> AuthInterceptor:
     """The interceptor for a server built from `settings`; it reloads the clients file on
     SIGHUP (when the loop runs on the main thread, as `jackpot serve`'s does)."""
-    registry = ClientRegistry(settings.clients_file, settings.admin_token)
+    registry = ClientRegistry(settings.auth.clients_file, settings.auth.admin_token)
     throttle = FailureThrottle(
-        settings.auth_failure_limit, settings.auth_failure_window, settings.auth_block_seconds
+        settings.auth.failure_limit, settings.auth.failure_window, settings.auth.block_seconds
     )
     if not registry.open:
         with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, registry.reload)
     return AuthInterceptor(
-        registry, throttle, services, metrics.auth_failure, settings.trusted_proxies
+        registry, throttle, services, metrics.auth_failure, settings.auth.trusted_proxies
     )

@@ -105,8 +105,8 @@ class SamplerConfig:
 
 def sampler_config(settings: Settings) -> SamplerConfig:
     return SamplerConfig(
-        interval=settings.metrics_sample_interval,
-        retention_days=settings.metrics_retention_days,
+        interval=settings.history.sample_interval,
+        retention_days=settings.history.retention_days,
     )
 
 

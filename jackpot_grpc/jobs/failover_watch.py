@@ -67,7 +67,7 @@ class FailoverWatch:
             settings,
             database_url,
             application_name=APPLICATION_NAME,
-            statement_timeout=settings.side_statement_timeout,
+            statement_timeout=settings.database.side_statement_timeout,
         )
         self._checkpoint = checkpoint  # the newest signed checkpoint, when the server signs
         self._on_loss = on_loss  # told when checkpointed leaves are missing (the signer halts)

@@ -54,14 +54,14 @@ OPS_NO_DATABASE = (
 def open_database(settings: Settings, *, service: bool = False) -> Iterator[DatabaseTarget]:
     """The database of DATABASE_URL; for a service process (`service`) that asked for it
     with JACKPOT_EMBEDDED_DB, the embedded one."""
-    if settings.database_url:
-        yield DatabaseTarget(settings.database_url)
+    if settings.database.url:
+        yield DatabaseTarget(settings.database.url)
         return
     if not service:
         raise ConfigError(OPS_NO_DATABASE)
-    if not settings.embedded_db:
+    if not settings.database.embedded:
         raise ConfigError(NO_DATABASE)
-    embedded = EmbeddedPostgres(settings.data_dir)
+    embedded = EmbeddedPostgres(settings.database.data_dir)
     url = embedded.start()
     try:
         yield DatabaseTarget(url, embedded.bin_dir)

@@ -61,6 +61,6 @@ def require_private(path: Path, what: str) -> None:
 def check_server_secrets(settings: Settings) -> None:
     """At start: the admin token long enough, the TLS key private (the clients file is
     checked where it is read, client_registry.py, at start and at every reload)."""
-    require_long_token("JACKPOT_ADMIN_TOKEN", settings.admin_token)
-    if settings.tls_key_file is not None:
-        require_private(settings.tls_key_file, "GRPC_TLS_KEY")
+    require_long_token("JACKPOT_ADMIN_TOKEN", settings.auth.admin_token)
+    if settings.tls.key_file is not None:
+        require_private(settings.tls.key_file, "GRPC_TLS_KEY")

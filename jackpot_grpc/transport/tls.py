@@ -22,27 +22,27 @@ from jackpot_grpc.transport.balancing import channel_target
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:
+    if settings.tls.client_ca_file is not None and settings.tls.cert_file is None:
         raise ConfigError("GRPC_TLS_CLIENT_CA (mTLS) needs TLS: set GRPC_TLS_CERT and GRPC_TLS_KEY")
-    if settings.tls_cert_file is None and settings.tls_key_file is None:
+    if settings.tls.cert_file is None and settings.tls.key_file is None:
         return None
-    if settings.tls_cert_file is None or settings.tls_key_file is None:
+    if settings.tls.cert_file is None or settings.tls.key_file is None:
         raise ConfigError("TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY")
-    require_private(settings.tls_key_file, "GRPC_TLS_KEY")
-    pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
-    if settings.tls_client_ca_file is None:
+    require_private(settings.tls.key_file, "GRPC_TLS_KEY")
+    pair = (settings.tls.key_file.read_bytes(), settings.tls.cert_file.read_bytes())
+    if settings.tls.client_ca_file is None:
         return grpc.ssl_server_credentials([pair])
     return grpc.ssl_server_credentials(
         [pair],
-        root_certificates=settings.tls_client_ca_file.read_bytes(),
+        root_certificates=settings.tls.client_ca_file.read_bytes(),
         require_client_auth=True,
     )
 
 
 def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
-    if settings.tls_ca_file is None:
+    if settings.tls.ca_file is None:
         return None
-    cert, key = settings.tls_client_cert_file, settings.tls_client_key_file
+    cert, key = settings.tls.client_cert_file, settings.tls.client_key_file
     if (cert is None) != (key is None):
         raise ConfigError(
             "a client certificate needs both GRPC_TLS_CLIENT_CERT and GRPC_TLS_CLIENT_KEY"
@@ -50,7 +50,7 @@ def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     if key is not None:
         require_private(key, "GRPC_TLS_CLIENT_KEY")
     return grpc.ssl_channel_credentials(
-        root_certificates=settings.tls_ca_file.read_bytes(),
+        root_certificates=settings.tls.ca_file.read_bytes(),
         private_key=key.read_bytes() if key is not None else None,
         certificate_chain=cert.read_bytes() if cert is not None else None,
     )

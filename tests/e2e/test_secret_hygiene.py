@@ -31,8 +31,16 @@ async def test_a_short_admin_token_is_refused_at_start(
 ) -> None:
     for short in ("a", "change-me", LONG[:-1]):
         with pytest.raises(ConfigError, match=r"JACKPOT_ADMIN_TOKEN has \d+ characters.*32"):
-            await starts(dataclasses.replace(settings, admin_token=short), database_url)
-    await starts(dataclasses.replace(settings, admin_token=LONG), database_url)
+            await starts(
+                dataclasses.replace(
+                    settings, auth=dataclasses.replace(settings.auth, admin_token=short)
+                ),
+                database_url,
+            )
+    await starts(
+        dataclasses.replace(settings, auth=dataclasses.replace(settings.auth, admin_token=LONG)),
+        database_url,
+    )
 
 
 async def test_a_clients_file_others_may_read_or_write_is_refused_at_start(
@@ -40,7 +48,9 @@ async def test_a_clients_file_others_may_read_or_write_is_refused_at_start(
 ) -> None:
     path = tmp_path / "clients.json"
     assert clients_file.add_client(path, "g1", "game") is not None
-    with_file = dataclasses.replace(settings, clients_file=path)
+    with_file = dataclasses.replace(
+        settings, auth=dataclasses.replace(settings.auth, clients_file=path)
+    )
     for mode in (0o644, 0o660, 0o606, 0o666):
         os.chmod(path, mode)
         with pytest.raises(ConfigError, match=rf"mode {mode:04o}.*chmod 0600"):
@@ -57,14 +67,23 @@ async def test_a_clients_file_that_is_not_json_is_refused_at_start(
     path.write_text("{ half a file")
     os.chmod(path, 0o600)
     with pytest.raises(ConfigError, match=r"JACKPOT_CLIENTS_FILE cannot be used: .*not valid JSON"):
-        await starts(dataclasses.replace(settings, clients_file=path), database_url)
+        await starts(
+            dataclasses.replace(
+                settings, auth=dataclasses.replace(settings.auth, clients_file=path)
+            ),
+            database_url,
+        )
 
 
 async def test_a_tls_key_others_may_read_is_refused_at_start(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
     key, cert = authority(tmp_path / "ca").issue(tmp_path, "localhost")
-    tls = dataclasses.replace(settings, tls_cert_file=cert, tls_key_file=key, admin_token=LONG)
+    tls = dataclasses.replace(
+        settings,
+        tls=dataclasses.replace(settings.tls, cert_file=cert, key_file=key),
+        auth=dataclasses.replace(settings.auth, admin_token=LONG),
+    )
     os.chmod(key, 0o644)
     with pytest.raises(ConfigError, match=r"GRPC_TLS_KEY .* mode 0644.*chmod 0600"):
         await starts(tls, database_url)

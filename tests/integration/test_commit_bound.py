@@ -99,7 +99,11 @@ async def running(
     """The server on the private cluster; param: (batch executor, commit timeout)."""
     executor, commit_timeout = getattr(request, "param", ("thread", COMMIT_TIMEOUT))
     tuned = dataclasses.replace(
-        settings, commit_timeout=commit_timeout, batch_executor=executor, pool_min_size=1
+        settings,
+        database=dataclasses.replace(
+            settings.database, commit_timeout=commit_timeout, pool_min_size=1
+        ),
+        batch=dataclasses.replace(settings.batch, executor=executor),
     )
     server = await start_server(tuned, frozen_url, port=0)
     try:
@@ -149,7 +153,7 @@ async def test_a_commit_waiting_for_a_standby_fails_within_the_bound(
     assert _rows_with_key(frozen_url, "frozen-1") == 1
     assert _rows_with_key(frozen_url, "after-freeze") == 1
     report(
-        f"commit_bound_{running.settings.batch_executor}",
+        f"commit_bound_{running.settings.batch.executor}",
         {
             "commit_timeout_s": COMMIT_TIMEOUT,
             "first_call_answered_s": round(took, 3),
@@ -271,7 +275,10 @@ async def test_an_idle_server_turns_not_serving_when_writes_cannot_commit(
 ) -> None:
     """No call in flight: the probe's heartbeat write is what sees the freeze."""
     tuned = dataclasses.replace(
-        settings, health_probe_interval=0.2, health_probe_timeout=0.5, health_failure_threshold=2
+        settings,
+        health=dataclasses.replace(
+            settings.health, probe_interval=0.2, probe_timeout=0.5, failure_threshold=2
+        ),
     )
     server = await start_server(tuned, frozen_url, port=0)
     try:
@@ -297,11 +304,9 @@ async def test_a_committed_write_turns_readiness_back_before_the_next_probe(
     interval = 5.0
     tuned = dataclasses.replace(
         settings,
-        health_probe_interval=interval,
-        health_failure_threshold=1,
-        batch_age_limit=0.5,
-        commit_timeout=60.0,
-        batch_executor=executor,
+        health=dataclasses.replace(settings.health, probe_interval=interval, failure_threshold=1),
+        batch=dataclasses.replace(settings.batch, age_limit=0.5, executor=executor),
+        database=dataclasses.replace(settings.database, commit_timeout=60.0),
     )
     server = await start_server(tuned, frozen_url, port=0)
     try:
@@ -372,10 +377,13 @@ async def test_the_server_stops_while_commits_are_frozen(
     (before: the stop waited for the worker as long as the freeze lasted)."""
     signing = dataclasses.replace(
         settings,
-        commit_timeout=COMMIT_TIMEOUT,
-        ledger_key_file=ledger_key,
-        checkpoint_log=tmp_path / "checkpoints",
-        checkpoint_interval=0.3,
+        database=dataclasses.replace(settings.database, commit_timeout=COMMIT_TIMEOUT),
+        ledger=dataclasses.replace(
+            settings.ledger,
+            key_file=ledger_key,
+            checkpoint_log=tmp_path / "checkpoints",
+            checkpoint_interval=0.3,
+        ),
     )
     server = await start_server(signing, frozen_url, port=0)
     stopped = False

@@ -71,7 +71,9 @@ def test_a_real_warning_in_any_language_counts_and_a_notice_does_not(database_ur
 async def test_a_localized_warning_at_commit_is_never_acknowledged(
     settings: Settings, warning_url: str, executor: str
 ) -> None:
-    tuned = dataclasses.replace(settings, batch_executor=executor)
+    tuned = dataclasses.replace(
+        settings, batch=dataclasses.replace(settings.batch, executor=executor)
+    )
     server = await start_server(tuned, warning_url, port=0)
     request = pb.ContributeRequest(game_id="warned", wager_amount=1000, idempotency_key="w-1")
     try:
@@ -130,7 +132,11 @@ async def test_a_german_servers_cancelled_standby_wait_is_never_acknowledged(
         conn.execute(f"CREATE DATABASE {name}")
     url = database_conninfo(german.admin_url, name)
     migrations.upgrade(url)
-    tuned = dataclasses.replace(settings, batch_executor=executor, commit_timeout=0.0)
+    tuned = dataclasses.replace(
+        settings,
+        batch=dataclasses.replace(settings.batch, executor=executor),
+        database=dataclasses.replace(settings.database, commit_timeout=0.0),
+    )
     server = await start_server(tuned, url, port=0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

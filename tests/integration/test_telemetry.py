@@ -46,7 +46,10 @@ async def traced(
     spans, reader = exporters
     telemetry = setup_telemetry(span_exporter=spans, metric_readers=[reader], environ={})
     running = await start_server(
-        dataclasses.replace(settings, batching=False), database_url, port=0, telemetry=telemetry
+        dataclasses.replace(settings, batch=dataclasses.replace(settings.batch, enabled=False)),
+        database_url,
+        port=0,
+        telemetry=telemetry,
     )
     yield running, telemetry
     await running.stop(grace=1.0)

@@ -13,7 +13,7 @@ URL = "postgresql://jackpot@127.0.0.1/jackpot"
 
 def test_pgbouncer_mode_turns_prepared_statements_off() -> None:
     settings = Settings.from_env({"DB_PGBOUNCER": "1"})
-    assert settings.pgbouncer
+    assert settings.database.pgbouncer
     assert connection_kwargs(settings, URL)["prepare_threshold"] is None
     pool = create_pool(settings, "postgresql://127.0.0.1/none")  # created closed: no I/O
     assert pool.kwargs["prepare_threshold"] is None
@@ -21,7 +21,7 @@ def test_pgbouncer_mode_turns_prepared_statements_off() -> None:
 
 def test_direct_connections_keep_psycopg_prepared_statements() -> None:
     settings = Settings.from_env({})
-    assert not settings.pgbouncer
+    assert not settings.database.pgbouncer
     assert "prepare_threshold" not in connection_kwargs(settings, URL)
 
 
