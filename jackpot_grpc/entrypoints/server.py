@@ -166,7 +166,7 @@ def build_server(
 ) -> ServerParts:
     """Build and wire every part of the server. No I/O: the pool is created closed,
     nothing is bound and no task starts; a bad setting fails here, before any of that."""
-    history_config = sampler_config(settings)
+    history_config = sampler_config(settings.history)
     check_server(settings)  # no clients configured: loopback only (security/open_mode.py)
     check_server_secrets(settings)  # short tokens, key files others may read
     pool = create_pool(settings, database_url)
@@ -378,7 +378,7 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         if parts.batcher is not None:
             parts.batcher.start()
         stack.push_async_callback(parts.contributor.close)
-        credentials = server_credentials(settings)
+        credentials = server_credentials(settings.tls)
         others = listening_servers()
         bound = (
             parts.server.add_insecure_port(parts.address)

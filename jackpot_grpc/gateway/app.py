@@ -451,7 +451,7 @@ async def _serve_gateway(settings: Settings, metrics_url: str | None, telemetry:
             settings.grpc.target,
             max_body_bytes=settings.gateway.max_body_bytes,
             metrics_url=metrics_url or metrics_proxy.metrics_url_from_env(settings),
-            credentials=channel_credentials(settings),  # TLS when GRPC_TLS_CA is set
+            credentials=channel_credentials(settings.tls),  # TLS when GRPC_TLS_CA is set
             call_timeout=settings.gateway.max_timeout,
             body_timeout=settings.http.body_timeout,
             telemetry=telemetry,

@@ -45,7 +45,7 @@ async def channel(
     require_long_token("JACKPOT_TOKEN", token)  # could never be a valid token: say so now
     interceptors = [BearerToken(token)] if token else []
     options = channel_options(keyed_writes=keyed_writes)
-    async with open_channel(settings, target, interceptors, options) as chan:
+    async with open_channel(settings.tls, target, interceptors, options) as chan:
         yield chan
 
 

@@ -207,7 +207,7 @@ async def test_a_gateway_certificate_vouches_for_its_callers(
         running,
         tokens,
     ):
-        credentials = channel_credentials(running.settings)
+        credentials = channel_credentials(running.settings.tls)
         async with gateway_to(f"localhost:{running.port}", credentials=credentials) as base:
             assert await statuses(base + POOLS, WRONG, LIMIT, CALLER_A) == [401] * LIMIT
             assert await statuses(base + POOLS, tokens["reader"], 5, CALLER_B) == [200] * 5

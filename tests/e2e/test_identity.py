@@ -345,7 +345,7 @@ async def test_mtls_client_certificates_identify_clients(
         client = dataclasses.replace(
             mtls, tls=dataclasses.replace(mtls.tls, client_key_file=key, client_cert_file=cert)
         )
-        async with open_channel(client, f"localhost:{running.port}") as channel:
+        async with open_channel(client.tls, f"localhost:{running.port}") as channel:
             call = getattr(Stub(channel), method)(requests()[method], timeout=5)
             return await code_of(call)
 

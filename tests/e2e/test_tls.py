@@ -25,7 +25,7 @@ async def test_tls_port_serves_trusting_clients_only(
     )
     running = await start_server(tls, database_url, port=0)
     try:
-        async with open_channel(tls, f"localhost:{running.port}") as channel:
+        async with open_channel(tls.tls, f"localhost:{running.port}") as channel:
             reply = await jackpot_pb2_grpc.JackpotServiceStub(channel).GetPools(
                 pb.GetPoolsRequest(), timeout=10
             )

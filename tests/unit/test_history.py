@@ -174,14 +174,14 @@ def test_sampler_config_reads_the_environment() -> None:
     settings = Settings.from_env(
         {"JACKPOT_SAMPLE_INTERVAL": "0.5", "JACKPOT_METRICS_RETENTION_DAYS": "7"}
     )
-    config = sampler_config(settings)
+    config = sampler_config(settings.history)
     assert (config.interval, config.retention_days) == (0.5, 7.0)
-    assert sampler_config(Settings.from_env({})) == SamplerConfig()
+    assert sampler_config(Settings.from_env({}).history) == SamplerConfig()
     assert SamplerConfig().interval == 60.0 and SamplerConfig().retention_days == 35.0
     with pytest.raises(ConfigError):
         Settings.from_env({"JACKPOT_SAMPLE_INTERVAL": "soon"})
     with pytest.raises(ValueError):
-        sampler_config(Settings.from_env({"JACKPOT_SAMPLE_INTERVAL": "0"}))
+        sampler_config(Settings.from_env({"JACKPOT_SAMPLE_INTERVAL": "0"}).history)
     with pytest.raises(ValueError):
         SamplerConfig(interval=0)
     with pytest.raises(ValueError):
