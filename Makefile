@@ -86,7 +86,8 @@ gateway: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-## lint: ruff, mypy, import-linter, the test-assertion check, and the proto against the
+## lint: ruff, mypy --strict (the package, migrations, tests, testkit and bench: pyproject's
+## [tool.mypy] files), import-linter, the test-assertion check, and the proto against the
 ## previous release's (scripts/proto_breaking.py: no field, rpc or enum value removed,
 ## renumbered or retyped; needs the previous release's commit in the clone's history)
 lint: $(STAMP)

@@ -391,6 +391,11 @@ def measure(
             srv.stop()
 
 
+def _rounded(milliseconds: float | None) -> float | None:
+    """A percentile to 0.1 ms, None (no samples) kept."""
+    return None if milliseconds is None else round(milliseconds, 1)
+
+
 def _run(
     srv: ServiceProcess,
     gateway: ServiceProcess,
@@ -443,8 +448,8 @@ def _run(
         "attach_s": round(attach_s, 1),
         "memory_per_watcher_kib": round((rss_after - rss_before) / max(1, total) / 1024, 1),
         "last_watcher_ms": {
-            "p50": round(percentile(delays, 50), 1) if delays else None,
-            "p99": round(percentile(delays, 99), 1) if delays else None,
+            "p50": _rounded(percentile(delays, 50)),
+            "p99": _rounded(percentile(delays, 99)),
             "max": round(max(delays), 1) if delays else None,
             "probes": len(answers),
         },

@@ -95,8 +95,9 @@ def test_functions(module: Module) -> Iterator[tuple[str, Function]]:
                 yield f"{relative}::{node.name}", node
         elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
             for item in node.body:
-                is_function = isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
-                if is_function and item.name.startswith("test_"):
+                if isinstance(
+                    item, ast.FunctionDef | ast.AsyncFunctionDef
+                ) and item.name.startswith("test_"):
                     yield f"{relative}::{node.name}::{item.name}", item
 
 

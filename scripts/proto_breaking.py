@@ -26,9 +26,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-from google.api import annotations_pb2
+from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.extension_dict import _ExtensionFieldDescriptor
 
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTOR_SET = "generated/jackpot/v1/jackpot.binpb"
@@ -36,6 +40,13 @@ PREVIOUS_RELEASE = ROOT / "deploy" / "PREVIOUS_RELEASE"
 
 Field = descriptor_pb2.FieldDescriptorProto
 Message = descriptor_pb2.DescriptorProto
+
+# The rpc option `google.api.http` (the REST path). googleapis-common-protos' stub types the
+# extension as a plain FieldDescriptor, which the Extensions mapping does not accept.
+HTTP_RULE = cast(
+    "_ExtensionFieldDescriptor[descriptor_pb2.MethodOptions, http_pb2.HttpRule]",
+    annotations_pb2.http,
+)
 
 
 def _messages(
@@ -75,9 +86,9 @@ def _field_shape(message: Message, field: Field) -> dict[str, object]:
 
 def _http_rule(method: descriptor_pb2.MethodDescriptorProto) -> bytes:
     options = method.options
-    if not options.HasExtension(annotations_pb2.http):
+    if not options.HasExtension(HTTP_RULE):
         return b""
-    return options.Extensions[annotations_pb2.http].SerializeToString(deterministic=True)
+    return options.Extensions[HTTP_RULE].SerializeToString(deterministic=True)
 
 
 def breaking_changes(

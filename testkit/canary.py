@@ -23,7 +23,8 @@ import grpc
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from testkit.figures import latency_ms, percentile
+from jackpot_grpc.ops.loadtest import percentile
+from testkit.figures import latency_ms
 
 
 @dataclass
@@ -145,7 +146,7 @@ async def canary(
             try:
                 await stub.Contribute(request, timeout=limit, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
-                return exc.code().name
+                return str(exc.code().name)
             return "OK"
 
         def get(url: str) -> Callable[[], Awaitable[str]]:

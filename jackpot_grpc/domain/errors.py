@@ -1,4 +1,5 @@
-"""Domain errors. Entry points map each class to one status code (see entrypoints/errors.py)."""
+"""Domain errors. Entry points map each class to one status code (see
+entrypoints/status_mapping.py)."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ def grpc_errorfile(status: int, message: str) -> str:
 
 
 def rest_refusal(message: str) -> str:
-    """The gateway's JSON error shape (jackpot_grpc.gateway.errors), as one line."""
+    """The gateway's JSON error shape (jackpot_grpc.gateway.http_errors), as one line."""
     return json.dumps({"code": RESOURCE_EXHAUSTED, "message": message, "details": []})
 
 

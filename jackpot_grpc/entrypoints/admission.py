@@ -28,13 +28,13 @@ from typing import Any
 import grpc
 
 from jackpot_grpc.domain.errors import DeadlineTooShort, Overloaded, ShuttingDown, Unavailable
-from jackpot_grpc.entrypoints.errors import to_status
 from jackpot_grpc.entrypoints.interceptors import (
     Behavior,
     Continuation,
     Deserializer,
     WrappedUnaryHandlers,
 )
+from jackpot_grpc.entrypoints.status_mapping import to_status
 from jackpot_grpc.observability.refusals import Refusals
 
 LAYER = "admission"

@@ -40,7 +40,6 @@ from jackpot_grpc.domain.errors import (
 )
 from jackpot_grpc.domain.roles import GATEWAY_ROLE, may_call, roles_for
 from jackpot_grpc.entrypoints.client_registry import ClientRegistry
-from jackpot_grpc.entrypoints.errors import to_status
 from jackpot_grpc.entrypoints.identity import Client, acting_as
 from jackpot_grpc.entrypoints.interceptors import (
     Behavior,
@@ -48,6 +47,7 @@ from jackpot_grpc.entrypoints.interceptors import (
     WrappedUnaryHandlers,
     method_name,
 )
+from jackpot_grpc.entrypoints.status_mapping import to_status
 from jackpot_grpc.observability.metrics import RequestMetrics
 from jackpot_grpc.security.failure_throttle import FailureThrottle
 from jackpot_grpc.transport.peer_address import (

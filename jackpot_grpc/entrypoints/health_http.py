@@ -45,7 +45,7 @@ from prometheus_client.registry import Collector
 
 from jackpot_grpc.domain.model import LedgerAudit
 from jackpot_grpc.entrypoints.core_calls import CallIntake
-from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
+from jackpot_grpc.entrypoints.database_health_probe import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_report import pool_audit, pool_figures, pool_state
 from jackpot_grpc.entrypoints.pacer import Pacer
 from jackpot_grpc.entrypoints.service_collector import ServiceCollector

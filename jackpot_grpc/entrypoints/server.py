@@ -24,8 +24,8 @@ from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
 from jackpot_grpc.entrypoints.auth import build_auth_interceptor
 from jackpot_grpc.entrypoints.core_calls import CallIntake, listening_servers
+from jackpot_grpc.entrypoints.database_health_probe import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.grpc_options import server_options
-from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_http import HealthHttp
 from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
 from jackpot_grpc.entrypoints.servicer import JackpotServicer

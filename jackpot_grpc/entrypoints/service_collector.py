@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from jackpot_grpc.domain.model import PoolState
-from jackpot_grpc.entrypoints.health import DatabaseHealthProbe
+from jackpot_grpc.entrypoints.database_health_probe import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.health_report import pool_figures
 from jackpot_grpc.service.jackpot import JackpotService
 

@@ -22,8 +22,8 @@ from jackpot_grpc.domain.errors import (
 )
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
 from jackpot_grpc.entrypoints import convert
-from jackpot_grpc.entrypoints.errors import error_kind, to_status
 from jackpot_grpc.entrypoints.identity import current_client_name
+from jackpot_grpc.entrypoints.status_mapping import error_kind, to_status
 from jackpot_grpc.entrypoints.watch_stream import PoolWatch
 from jackpot_grpc.observability.refusals import Refusals
 from jackpot_grpc.service.batcher import Contributor

@@ -20,7 +20,7 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.gateway import forwarding, metrics_proxy, stream_framing
 from jackpot_grpc.gateway.caller_limit import CallerFailureLimit
-from jackpot_grpc.gateway.errors import GatewayError, rpc_error_response
+from jackpot_grpc.gateway.http_errors import GatewayError, rpc_error_response
 from jackpot_grpc.gateway.middleware import MAX_BODY_BYTES, body_limit_of, json_errors
 from jackpot_grpc.gateway.open_guard import OpenServerError, OpenServerGuard
 from jackpot_grpc.gateway.openapi import openapi_document

@@ -15,7 +15,7 @@ import logging
 import grpc
 from aiohttp import web
 
-from jackpot_grpc.gateway.errors import rate_limited_response
+from jackpot_grpc.gateway.http_errors import rate_limited_response
 from jackpot_grpc.observability.refusals import Refusals
 from jackpot_grpc.security.failure_throttle import FailureThrottle
 from jackpot_grpc.transport.peer_address import Caller

@@ -30,7 +30,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from jackpot_grpc.contract.metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
-from jackpot_grpc.gateway.errors import bad_request
+from jackpot_grpc.gateway.http_errors import bad_request
 from jackpot_grpc.transport.peer_address import (
     Caller,
     TrustedProxies,

@@ -33,7 +33,7 @@ import grpc
 from aiohttp import web
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.gateway.errors import GatewayError, bad_request
+from jackpot_grpc.gateway.http_errors import GatewayError, bad_request
 from jackpot_grpc.observability.metrics import PERIODS, Stats, UnknownPeriod, describe
 
 log = logging.getLogger(__name__)

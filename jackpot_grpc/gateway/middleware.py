@@ -13,7 +13,7 @@ import grpc
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from jackpot_grpc.gateway.errors import (
+from jackpot_grpc.gateway.http_errors import (
     GatewayError,
     error_response,
     gateway_error_response,

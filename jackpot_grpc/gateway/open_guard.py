@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import grpc
 from jackpot.v1 import jackpot_pb2
 
-from jackpot_grpc.gateway.errors import GatewayError
+from jackpot_grpc.gateway.http_errors import GatewayError
 
 log = logging.getLogger(__name__)
 

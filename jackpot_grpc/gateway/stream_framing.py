@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from jackpot_grpc.gateway.errors import bad_request
+from jackpot_grpc.gateway.http_errors import bad_request
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"

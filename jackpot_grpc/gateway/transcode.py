@@ -20,7 +20,7 @@ from google.protobuf import descriptor_pb2, json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from jackpot_grpc.gateway.errors import bad_request
+from jackpot_grpc.gateway.http_errors import bad_request
 from jackpot_grpc.gateway.routes import Route, message_type, resolve_field
 
 # Headers that set a request field. A route whose request lacks the field refuses the

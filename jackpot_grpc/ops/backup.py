@@ -37,7 +37,7 @@ from jackpot_grpc.adapters.ops_connection import (
     split_password,
     with_dbname,
 )
-from jackpot_grpc.ops.errors import OpsError
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.ops.output import progress
 from jackpot_grpc.text.messages import first_line
 

@@ -37,8 +37,8 @@ from jackpot_grpc.domain.validation import (
     parse_rate,
     rate_text,
 )
-from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.grpc_client import channel
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.service.jackpot import JackpotService
 from jackpot_grpc.service.reports import run_once
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from jackpot_grpc.runtime.cgroup_memory import memory_limit, memory_percent
 

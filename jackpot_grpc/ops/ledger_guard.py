@@ -14,8 +14,8 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.grpc_client import channel, describe_error
+from jackpot_grpc.ops.ops_error import OpsError
 
 WAYS_OUT = (
     "use a read-only --kind (get_pools, health), --validate-only (every check, nothing"

@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from jackpot_grpc.ops.errors import OpsError
+from jackpot_grpc.ops.ops_error import OpsError
 
 # The requests that take validate_only (jackpot/v1/jackpot.proto).
 DRY_RUN_REQUESTS = (

@@ -31,9 +31,9 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.config import Settings
 from jackpot_grpc.contract.groups import group_from_proto, group_to_proto
 from jackpot_grpc.domain.model import Group
-from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.grpc_client import channel, describe_error
-from jackpot_grpc.ops.health import health_url
+from jackpot_grpc.ops.health_check import health_url
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.ops.output import progress
 from jackpot_grpc.ops.server_features import require_validate_only
 

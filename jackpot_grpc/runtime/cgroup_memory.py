@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC = Path("/proc")

@@ -197,7 +197,7 @@ class JackpotService:
         # JACKPOT_COMMIT_TIMEOUT: the longest wait for a write's COMMIT (adapters.commit_bound).
         self.commit_timeout = commit_timeout
         # Told after each write this process committed: the database takes writes (the
-        # readiness probe counts it as a success, entrypoints.health).
+        # readiness probe counts it as a success, entrypoints.database_health_probe).
         self.write_committed: list[Callable[[], None]] = []
         self.max_rate_sum = max_rate_sum
         # Recorded once per transaction, after its commit: never per call on the hot path.

@@ -19,7 +19,7 @@ import ipaddress
 import json
 from typing import Any, Final
 
-# Readiness: "" follows the database on the server (entrypoints.health).
+# Readiness: "" follows the database on the server (entrypoints.database_health_probe).
 HEALTH_CHECK_SERVICE: Final = ""
 
 BALANCED_SERVICE_CONFIG: Final[dict[str, Any]] = {

@@ -44,7 +44,10 @@ class Games:
 
     def contribute(self, client: str, wager: int, key: str) -> Awaitable[pb.ContributeResponse]:
         request = pb.ContributeRequest(game_id="slots", wager_amount=wager, idempotency_key=key)
-        return self.stub.Contribute(request, metadata=self.auth[client], timeout=10)
+        reply: Awaitable[pb.ContributeResponse] = self.stub.Contribute(
+            request, metadata=self.auth[client], timeout=10
+        )
+        return reply
 
 
 @pytest.fixture
@@ -122,7 +125,10 @@ async def test_one_win_key_from_two_clients_pays_twice_each_row_naming_its_clien
             win_amount=7,
             idempotency_key=key,
         )
-        return games.stub.Win(request, metadata=games.auth[client], timeout=10)
+        reply: Awaitable[pb.WinResponse] = games.stub.Win(
+            request, metadata=games.auth[client], timeout=10
+        )
+        return reply
 
     paid = {client: await win(client, users[client]) for client in (A, B)}
     assert not paid[A].replayed and not paid[B].replayed
@@ -152,7 +158,10 @@ async def test_contribute_batch_scopes_its_keys_to_its_client(
                 for wager, k in items
             ]
         )
-        return games.stub.ContributeBatch(request, metadata=games.auth[client], timeout=10)
+        reply: Awaitable[pb.ContributeBatchResponse] = games.stub.ContributeBatch(
+            request, metadata=games.auth[client], timeout=10
+        )
+        return reply
 
     from_a = await batch(A, (1000, key))
     assert (from_a.applied_count, from_a.replayed_count, from_a.rejected_count) == (1, 0, 0)

@@ -21,12 +21,13 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
 from jackpot_grpc.transport.peer_address import TrustedProxies
+from testkit.partial_servicer import PartialJackpotServicer
 
 MAX_TIMEOUT = 2.0
 
 
 @dataclass
-class Recorder(jackpot_pb2_grpc.JackpotServiceServicer):
+class Recorder(PartialJackpotServicer):
     metadata: list[dict[str, str]] = field(default_factory=list)
     remaining: list[float | None] = field(default_factory=list)
 

@@ -57,7 +57,7 @@ async def applies_once(stub: Stub, request: pb.ContributeRequest | pb.WinRequest
     """A keyed request sent twice: written the first time (its key was not taken by an
     earlier refusal), replayed the second."""
     send = stub.Contribute if isinstance(request, pb.ContributeRequest) else stub.Win
-    first, again = await send(request), await send(request)  # type: ignore[arg-type]
+    first, again = await send(request), await send(request)
     assert (first.replayed, again.replayed) == (False, True)
     row_id = "contribution_id" if isinstance(request, pb.ContributeRequest) else "win_id"
     assert getattr(again, row_id) == getattr(first, row_id) > 0

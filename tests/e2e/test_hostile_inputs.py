@@ -21,7 +21,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.entrypoints.health import LIVENESS
+from jackpot_grpc.entrypoints.database_health_probe import LIVENESS
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -39,7 +39,9 @@ async def failure(call: Any) -> grpc.aio.AioRpcError:
     return exc.value
 
 
-def win(group: int = pb.JACKPOT_GROUP_MINOR, user: str = "", **fields: Any) -> pb.WinRequest:
+def win(
+    group: pb.JackpotGroup.ValueType = pb.JACKPOT_GROUP_MINOR, user: str = "", **fields: Any
+) -> pb.WinRequest:
     return pb.WinRequest(group=group, game_id="slots", user_id=user or str(uuid.uuid4()), **fields)
 
 
@@ -292,7 +294,7 @@ async def test_rest_unknown_fields_are_refused_by_name(
 
 
 async def test_rates_may_not_sum_above_one(stub: Stub, database_url: str) -> None:
-    def raise_rate(group: int, rate: str) -> Any:
+    def raise_rate(group: pb.JackpotGroup.ValueType, rate: str) -> Any:
         request = pb.UpdateConfigRequest(
             group=group, contribution_rate=decimal_pb2.Decimal(value=rate), actor="t"
         )
@@ -384,8 +386,12 @@ def write_books_beyond_int64(url: str) -> tuple[int, int]:
     groups = ("minor", "major", "mega")
     with psycopg.connect(url) as conn:
         conn.execute("UPDATE jackpots SET max_amount = NULL")
-        current = dict(conn.execute("SELECT jackpot_group, current_amount FROM jackpots"))
-        in_force = dict(conn.execute("SELECT jackpot_group, contribution_rate FROM jackpots"))
+        current: dict[str, int] = dict(
+            conn.execute("SELECT jackpot_group, current_amount FROM jackpots")
+        )
+        in_force: dict[str, Decimal] = dict(
+            conn.execute("SELECT jackpot_group, contribution_rate FROM jackpots")
+        )
         for group in groups:
             amounts = {g: share if g == group else 0 for g in groups}
             rates = {g: Decimal("0.5") if g == group else Decimal(0) for g in groups}
@@ -510,7 +516,11 @@ async def test_rates_are_normalised_before_they_are_stored(stub: Stub, database_
 async def test_rest_group_accepts_what_its_error_message_lists(
     base: str, http: aiohttp.ClientSession
 ) -> None:
-    payload = {"group": "jackpot", "gameId": "slots", "userId": str(uuid.uuid4())}
+    payload: dict[str, str | int] = {
+        "group": "jackpot",
+        "gameId": "slots",
+        "userId": str(uuid.uuid4()),
+    }
     status, body = await call(http, "POST", f"{base}/api/jackpot/win", json=payload)
     assert status == 400 and json_fields(body) == ["group"]
     assert "minor, major, mega, JACKPOT_GROUP_MINOR" in body["message"]

@@ -62,7 +62,9 @@ def violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
     return [v.field for v in bad.field_violations]
 
 
-async def win(stub: Stub, group: int, amount: int | None = None, game: str = "") -> pb.WinResponse:
+async def win(
+    stub: Stub, group: pb.JackpotGroup.ValueType, amount: int | None = None, game: str = ""
+) -> pb.WinResponse:
     request = pb.WinRequest(group=group, game_id=game or random_game_id(), user_id=random_user())
     if amount is not None:
         request.win_amount = amount
@@ -181,7 +183,9 @@ async def test_list_wins_refuses_hostile_tokens_and_times_naming_the_field(stub:
         ("end_time", timestamp_pb2.Timestamp(seconds=-(10**12))),
         ("start_time", timestamp_pb2.Timestamp(seconds=0, nanos=2_000_000_000)),
     ):
-        refused = await failure(stub.ListWins(pb.ListWinsRequest(**{field: value})))
+        request = pb.ListWinsRequest()
+        getattr(request, field).CopyFrom(value)
+        refused = await failure(stub.ListWins(request))
         assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT, refused
         assert violated_fields(refused) == [field]
 

@@ -199,7 +199,7 @@ async def test_a_win_on_one_server_reaches_a_watcher_of_another_once(
             pb.ContributeRequest(game_id=random_game_id("watch"), wager_amount=10_000)
         )
         target = [g.amount for g in contributed.pool_amounts]
-        messages = []
+        messages: list[pb.WatchPoolsResponse] = []
         while not messages or [p.current_amount for p in messages[-1].pools] != target:
             messages.append(await asyncio.wait_for(call.read(), WAIT))
         assert not any(m.HasField("hit") for m in messages)  # no win told twice

@@ -57,7 +57,7 @@ async def next_event(response: aiohttp.ClientResponse) -> tuple[list[str], dict[
 
 
 async def win(stub: jackpot_pb2_grpc.JackpotServiceStub, amount: int) -> pb.WinResponse:
-    return await stub.Win(
+    reply: pb.WinResponse = await stub.Win(
         pb.WinRequest(
             group=pb.JACKPOT_GROUP_MAJOR,
             game_id=random_game_id("rest"),
@@ -66,6 +66,7 @@ async def win(stub: jackpot_pb2_grpc.JackpotServiceStub, amount: int) -> pb.WinR
             idempotency_key=random_key("rest"),
         )
     )
+    return reply
 
 
 async def test_sse_numbers_events_by_sequence_and_tells_hits(

@@ -165,7 +165,7 @@ async def test_a_clients_file_change_reloads_the_edge_without_dropping_connectio
     setup: Setup,
 ) -> None:
     haproxy = [p for p in setup.edge.processes() if p.name() == "haproxy"]
-    master = next(p for p in haproxy if p.parent().name() != "haproxy")
+    master = next(p for p in haproxy if (up := p.parent()) is None or up.name() != "haproxy")
     async with grpc.aio.insecure_channel(setup.edge.target) as channel:
         stub = Stub(channel)
         assert await contribute(stub, setup.tokens["g2"]) == "OK"  # connected before

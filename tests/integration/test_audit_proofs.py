@@ -409,7 +409,7 @@ async def test_the_background_audit_is_incremental_with_a_full_one_every_so_ofte
     async with AsyncConnectionPool(traffic_url, min_size=1, max_size=2, open=False) as pool:
         await pool.open(wait=True, timeout=10)
         audits = SharedAudit(pool, 0.0, host="a", pid=1, full_every=3)
-        froms = []
+        froms: list[int | None] = []
         for _ in range(4):
             await real_traffic(traffic_url)
             recorded = await audits.audit_now() if not froms else (await audits.tick()).audit

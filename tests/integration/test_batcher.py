@@ -20,6 +20,7 @@ from jackpot_grpc.domain.errors import (
 from jackpot_grpc.domain.model import GROUPS, ContributeCommand, ContributionResult, Group
 from jackpot_grpc.service.batcher import ContributionBatcher, DirectContributor
 from jackpot_grpc.service.jackpot import JackpotService
+from testkit.contributions import applied
 from testkit.random_refs import random_game_id, random_key
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
@@ -66,7 +67,7 @@ async def queued(batcher: ContributionBatcher, commands: list[ContributeCommand]
 async def test_contribute_many_applies_in_order_in_one_transaction(
     service: JackpotService, database_url: str
 ) -> None:
-    results = await service.contribute_many([contribution(1000), contribution(2000)])
+    results = applied(await service.contribute_many([contribution(1000), contribution(2000)]))
     first, second = results
     assert first.shares.amounts == {Group.MINOR: 5, Group.MAJOR: 3, Group.MEGA: 2}
     assert second.shares.amounts == {Group.MINOR: 10, Group.MAJOR: 6, Group.MEGA: 4}
@@ -150,7 +151,7 @@ async def test_a_cap_reached_inside_a_batch_limits_the_rest(
 ) -> None:
     async with await AsyncConnection.connect(database_url) as conn:
         await conn.execute("UPDATE jackpots SET max_amount = 10012 WHERE jackpot_group = 'minor'")
-    results = await service.contribute_many([contribution(1000) for _ in range(4)])
+    results = applied(await service.contribute_many([contribution(1000) for _ in range(4)]))
     assert [r.shares.amounts[Group.MINOR] for r in results] == [5, 5, 2, 0]
     assert [r.shares.pools_after[Group.MINOR] for r in results] == [10005, 10010, 10012, 10012]
     assert [r.shares.amounts[Group.MAJOR] for r in results] == [3, 3, 3, 3]  # no cap reached

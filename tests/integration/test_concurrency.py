@@ -27,6 +27,7 @@ from jackpot_grpc.domain.model import (
 )
 from jackpot_grpc.service.batcher import ContributionBatcher
 from jackpot_grpc.service.jackpot import JackpotService
+from testkit.contributions import applied
 from testkit.random_refs import random_game_id, random_key, random_user_id
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
@@ -130,7 +131,7 @@ async def test_32_direct_contributors_over_two_processes_worth_of_pools(
 
     async def contribute(command: ContributeCommand) -> ContributionResult:
         service = services[next(counter) % 2]
-        (result,) = await service.contribute_many([command])
+        (result,) = applied(await service.contribute_many([command]))
         return result
 
     done = await run_contributors(contribute)
@@ -210,7 +211,7 @@ async def test_one_key_raced_by_20_services_contributes_once(
     results = await asyncio.gather(
         *(s.contribute_many([contribution(2000, key)]) for s in services)
     )
-    flat = [r for (r,) in results]
+    flat = applied([r for (r,) in results])
     assert {r.contribution_id for r in flat} == {flat[0].contribution_id}
     assert sorted(r.replayed for r in flat) == [False] + [True] * 19
     assert all(r.shares == flat[0].shares for r in flat)

@@ -25,6 +25,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 from jackpot_grpc.config import Settings
 from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from testkit.ops_commands import run_ops
+from testkit.partial_servicer import PartialJackpotServicer
 
 
 def descriptors_without_validate_only() -> descriptor_pool.DescriptorPool:
@@ -50,13 +51,16 @@ def descriptors_without_validate_only() -> descriptor_pool.DescriptorPool:
     return pool
 
 
-class OlderRelease(jackpot_pb2_grpc.JackpotServiceServicer):
+class OlderRelease(PartialJackpotServicer):
     def __init__(self) -> None:
         self.writes: list[str] = []
 
     async def GetPools(self, request: Any, context: Any) -> pb.GetPoolsResponse:
         return pb.GetPoolsResponse(
-            pools=[pb.Pool(group=g, current_amount=10_000, seed_amount=100) for g in (1, 2, 3)]
+            pools=[
+                pb.Pool(group=g, current_amount=10_000, seed_amount=100)
+                for g in (pb.JACKPOT_GROUP_MINOR, pb.JACKPOT_GROUP_MAJOR, pb.JACKPOT_GROUP_MEGA)
+            ]
         )
 
     async def Contribute(self, request: Any, context: Any) -> pb.ContributeResponse:

@@ -188,7 +188,7 @@ async def test_a_move_to_another_cluster_is_detected_and_its_losses_named(
 
                 with caplog.at_level(logging.ERROR):
                     await asyncio.to_thread(private_cluster.crash)
-                    await eventually(lambda: watch.comparison is not None and watch.changes, 20)
+                    await eventually(lambda: watch.comparison is not None and watch.changes > 0, 20)
                 assert watch.current is not None
                 assert watch.current.system_identifier != before.system_identifier
                 assert watch.changes == 1
@@ -309,7 +309,7 @@ async def test_an_asynchronous_standby_promoted_loses_named_leaves(
                 with caplog.at_level(logging.ERROR):
                     await asyncio.to_thread(primary.crash)
                     await asyncio.to_thread(standby.restart)  # promoted: timeline 2
-                    await eventually(lambda: watch.comparison is not None and watch.changes, 30)
+                    await eventually(lambda: watch.comparison is not None and watch.changes > 0, 30)
                 assert watch.current is not None
                 assert watch.current.system_identifier == before.system_identifier
                 assert (before.timeline, watch.current.timeline) == (1, 2)

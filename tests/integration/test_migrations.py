@@ -232,7 +232,9 @@ def test_0004_fingerprints_rows_written_before_it_as_the_code_does(admin_url: st
             contributions = conn.execute(
                 "SELECT idempotency_key, fingerprint FROM contributions ORDER BY id"
             ).fetchall()
-            wins = dict(conn.execute("SELECT idempotency_key, fingerprint FROM wins").fetchall())
+            wins: dict[str, bytes] = dict(
+                conn.execute("SELECT idempotency_key, fingerprint FROM wins").fetchall()
+            )
         assert contributions == [
             ("c-1", idempotency.contribute_fingerprint("slots-é", 1234)),
             (None, None),

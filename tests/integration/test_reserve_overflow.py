@@ -445,10 +445,11 @@ async def test_a_suspended_pool_takes_no_reserve_and_a_divert_into_it_is_kept(
     While major is suspended it takes neither share, and minor's overflow stays on minor's
     own overflow meter (recorded as minor's); rows record the 0 rates; the audit balances,
     and names a row recording the configured reserve rate while suspended."""
-    for group, reserve, extra in (
+    reserves: list[tuple[pb.JackpotGroup.ValueType, str, dict[str, Any]]] = [
         (MAJOR, "0.002", {}),
         (MINOR, "0.01", {"max_amount": 10_300, "overflow_target": MAJOR}),
-    ):
+    ]
+    for group, reserve, extra in reserves:
         update = pb.UpdateConfigRequest(
             group=group,
             reserve_rate=decimal_pb2.Decimal(value=reserve),

@@ -111,6 +111,7 @@ def test_migrate_to_a_revision_moves_down_and_back_up(admin_url: str) -> None:
         report = json.loads(down.stdout)
         assert report["direction"] == "down" and report["current"] == "0006"
         # Every revision above 0006, newest first.
+        assert head is not None
         above = [f"{n:04d}" for n in range(int(head), 6, -1)]
         assert [r["revision"] for r in report["applied"]] == above
         assert "Running downgrade 0008 -> 0007" in down.stderr

@@ -109,7 +109,7 @@ async def test_concurrent_clients_keep_the_totals(
 ) -> None:
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         cur = await conn.execute("SELECT jackpot_group, current_amount FROM jackpots")
-        before = dict(await cur.fetchall())
+        before: dict[str, int] = dict(await cur.fetchall())
 
     seen = Acknowledged()
     await asyncio.gather(*(client(server.port, seed, seen) for seed in range(CLIENTS)))
@@ -133,7 +133,7 @@ async def test_concurrent_clients_keep_the_totals(
             key: (row_id, g, paid, top_up) for key, row_id, g, paid, top_up in await cur.fetchall()
         }
         cur = await conn.execute("SELECT jackpot_group, current_amount FROM jackpots")
-        after = dict(await cur.fetchall())
+        after: dict[str, int] = dict(await cur.fetchall())
 
     # Every acknowledged key exactly once, as the client was told; nothing else written.
     assert ledger == seen.contributions

@@ -261,7 +261,7 @@ def by_group(amounts: Any) -> tuple[int, int, int]:
 
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -687,7 +687,7 @@ class ServiceModelPerContract(ServiceModel):
         self, earlier: list[str], batch: list[tuple[int, str]]
     ) -> None:
         items: list[pb.ContributeRequest] = []
-        expected: list[tuple[str, int, str | None]] = []  # (kind, wager, key of the first)
+        expected: list[tuple[str, int, str]] = []  # (kind, wager, key of the first)
         game = f"game-{self.run}"
         for key in earlier:  # replays of keys already in the ledger
             first = self.model.contributions[key]
@@ -718,7 +718,6 @@ class ServiceModelPerContract(ServiceModel):
         )
         written_now: dict[str, pb.ContributeResponse] = {}
         for item, (kind, wager, key) in zip(reply.results, expected, strict=True):
-            assert key is not None
             if kind == "ledger":
                 first = self.model.contributions[key]
                 assert item.result.replayed and item.result.contribution_id == first.contribution_id

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jackpot_grpc.domain.errors import Overloaded, Unavailable
+from jackpot_grpc.domain.errors import DomainError, Overloaded, Unavailable
 from jackpot_grpc.domain.model import (
     GROUPS,
     ContributeCommand,
@@ -36,7 +36,7 @@ class FakeApplier:
 
     async def contribute_many(
         self, commands: Sequence[ContributeCommand]
-    ) -> list[ContributionResult]:
+    ) -> list[ContributionResult | DomainError]:
         self.batches.append([c.wager_amount for c in commands])
         self.entered.set()
         await self.release.wait()
@@ -151,7 +151,7 @@ async def test_a_failed_batch_fails_each_of_its_callers() -> None:
     class Failing(FakeApplier):
         async def contribute_many(
             self, commands: Sequence[ContributeCommand]
-        ) -> list[ContributionResult]:
+        ) -> list[ContributionResult | DomainError]:
             raise Unavailable("database unavailable: test")
 
     batcher = ContributionBatcher(Failing(), max_batch=8, max_queue=100)

@@ -93,7 +93,9 @@ def final_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for name, rest in stages()[-1]:
         if name == "ENV":
-            env.update(word.split("=", 1) for word in shlex.split(rest))
+            for word in shlex.split(rest):
+                variable, _, value = word.partition("=")
+                env[variable] = value
     return env
 
 
@@ -385,9 +387,9 @@ def test_systemd_units_run_server_and_gateway_side_by_side() -> None:
     assert set(binds) == {"jackpot.service", "jackpot-gateway.service"}
 
     for oneshot in ("jackpot-backup.service", "jackpot-maintenance.service"):
-        service = unit(systemd / oneshot)["Service"]
+        oneshot_service = unit(systemd / oneshot)["Service"]
         for key in ("ExecStart", "ExecStartPost"):
-            assert_parses(service[key])
+            assert_parses(oneshot_service[key])
         timer = unit(systemd / oneshot.replace(".service", ".timer"))
         assert timer["Timer"]["OnCalendar"]
 

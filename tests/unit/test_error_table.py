@@ -26,7 +26,12 @@ from jackpot_grpc.domain.errors import (
     Unavailable,
     VersionConflict,
 )
-from jackpot_grpc.entrypoints.errors import ERRORS, INTERNAL_REASON, status_code_of, to_status
+from jackpot_grpc.entrypoints.status_mapping import (
+    ERRORS,
+    INTERNAL_REASON,
+    status_code_of,
+    to_status,
+)
 
 
 def status_proto(status: grpc.Status) -> status_pb2.Status:
@@ -109,7 +114,7 @@ def error_info(proto: status_pb2.Status) -> error_details_pb2.ErrorInfo:
 
 def others(proto: status_pb2.Status) -> list[any_pb2.Any]:
     """The details besides the ErrorInfo every status carries."""
-    return [d for d in proto.details if not d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+    return [d for d in proto.details if not d.Unpack(error_details_pb2.ErrorInfo())]
 
 
 def test_subclass_of_a_domain_error_takes_its_parents_code() -> None:

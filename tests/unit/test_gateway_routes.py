@@ -26,7 +26,7 @@ from grpc_tools import protoc  # type: ignore[import-untyped]
 from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
-from jackpot_grpc.gateway.errors import HTTP_STATUS
+from jackpot_grpc.gateway.http_errors import HTTP_STATUS
 from jackpot_grpc.gateway.openapi import openapi_document
 from jackpot_grpc.gateway.routes import build_routes, parse_template
 from jackpot_grpc.gateway.transcode import forwarded_metadata

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from jackpot_grpc.config import PROJECT_ROOT, Settings
-from jackpot_grpc.entrypoints import health
+from jackpot_grpc.entrypoints.database_health_probe import LIVENESS
 from jackpot_grpc.security.secret_rules import TOO_OPEN
 from testkit.deploy_files import assert_parses, stages
 
@@ -28,7 +28,7 @@ KUBERNETES_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
 # Custom resources: no schema in kubernetes-validate; parsed and checked below instead.
 CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 # The health service name that ignores the database (the server registers it).
-LIVENESS_SERVICE = getattr(health, "LIVENESS_SERVICE", "liveness")
+LIVENESS_SERVICE = LIVENESS
 # Settings read by code that is on its way (the clients file of issue 12).
 PENDING_ENV = {"JACKPOT_CLIENTS_FILE"}
 

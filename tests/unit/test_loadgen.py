@@ -8,7 +8,7 @@ import random
 import pytest
 
 from bench.loadgen import latency_summary
-from testkit.figures import percentile
+from jackpot_grpc.ops.loadtest import percentile
 
 
 def test_percentile_is_nearest_rank_on_known_samples() -> None:

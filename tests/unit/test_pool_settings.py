@@ -16,6 +16,7 @@ def test_pgbouncer_mode_turns_prepared_statements_off() -> None:
     assert settings.database.pgbouncer
     assert connection_kwargs(settings, URL)["prepare_threshold"] is None
     pool = create_pool(settings, "postgresql://127.0.0.1/none")  # created closed: no I/O
+    assert isinstance(pool.kwargs, dict)  # given as a dict, not a callable giving one
     assert pool.kwargs["prepare_threshold"] is None
 
 

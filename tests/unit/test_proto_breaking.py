@@ -66,10 +66,8 @@ def remove_enum_value(file: descriptor_pb2.FileDescriptorProto) -> None:
 
 
 def move_rest_path(file: descriptor_pb2.FileDescriptorProto) -> None:
-    from google.api import annotations_pb2
-
     (pools,) = [m for m in file.service[0].method if m.name == "GetPools"]
-    pools.options.Extensions[annotations_pb2.http].get = "/api/v2/pools"
+    pools.options.Extensions[proto_breaking.HTTP_RULE].get = "/api/v2/pools"
 
 
 def remove_message(file: descriptor_pb2.FileDescriptorProto) -> None:

@@ -9,6 +9,7 @@ import pytest
 from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.client.service_config import WRITES, channel_options, service_config
+from testkit.partial_servicer import PartialJackpotServicer
 
 SERVICE = jackpot_pb2.DESCRIPTOR.services_by_name["JackpotService"]
 
@@ -50,8 +51,10 @@ async def test_an_unavailable_read_is_retried_then_answered() -> None:
 
     attempts = 0
 
-    class Flaky(jackpot_pb2_grpc.JackpotServiceServicer):
-        async def GetPools(self, request: object, context: grpc.aio.ServicerContext) -> object:
+    class Flaky(PartialJackpotServicer):
+        async def GetPools(
+            self, request: jackpot_pb2.GetPoolsRequest, context: grpc.aio.ServicerContext
+        ) -> jackpot_pb2.GetPoolsResponse:
             nonlocal attempts
             attempts += 1
             if attempts < 3:

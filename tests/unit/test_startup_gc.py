@@ -14,7 +14,7 @@ def test_live_objects_are_frozen_and_garbage_is_collected_first() -> None:
 
     gc.unfreeze()
     try:
-        alive = [[] for _ in range(1000)]
+        alive: list[list[object]] = [[] for _ in range(1000)]
         for _ in range(1000):
             Cycle()  # unreachable cycles: collected before the freeze, not frozen
         frozen = freeze_startup_objects()

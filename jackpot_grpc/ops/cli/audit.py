@@ -14,7 +14,7 @@ from jackpot_grpc.domain.model import LedgerAudit
 from jackpot_grpc.ledger.verify import CheckpointAudit, Finding
 from jackpot_grpc.ops.cli.options import Subparsers
 from jackpot_grpc.ops.cli.shared import failing_cleanly
-from jackpot_grpc.ops.errors import OpsError
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.ops.output import render_table
 from jackpot_grpc.ops.target import open_database
 

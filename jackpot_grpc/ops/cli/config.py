@@ -16,7 +16,7 @@ from jackpot_grpc.domain.errors import InvalidArgument
 from jackpot_grpc.domain.model import GROUP_NAMES, Group, OverflowPolicy, PoolConfig
 from jackpot_grpc.ops.cli.options import Subparsers, common
 from jackpot_grpc.ops.cli.shared import admin_token, emit, failing_cleanly, grpc_target
-from jackpot_grpc.ops.errors import OpsError
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.ops.output import Section, emit_json, emit_sections
 
 if TYPE_CHECKING:

@@ -90,7 +90,7 @@ def _service_pool_problems(pool: dict[str, Any], fail_above: float) -> list[str]
 @failing_cleanly
 def cmd_db_pool_status(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.ops import pgstat
-    from jackpot_grpc.ops.health import service_pool
+    from jackpot_grpc.ops.health_check import service_pool
     from jackpot_grpc.ops.target import connect, open_database
 
     with open_database(settings) as db, connect(db.url) as conn:

@@ -24,7 +24,7 @@ from jackpot_grpc.text.messages import first_line
 
 
 def service_part(settings: Settings, args: argparse.Namespace) -> Part:
-    from jackpot_grpc.ops.health import run_checks
+    from jackpot_grpc.ops.health_check import run_checks
 
     progress("diagnostics: service health")
     checks = asyncio.run(

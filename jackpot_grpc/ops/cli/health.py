@@ -19,7 +19,7 @@ from jackpot_grpc.ops.output import Section
 
 @failing_cleanly
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
-    from jackpot_grpc.ops.health import run_checks
+    from jackpot_grpc.ops.health_check import run_checks
 
     checks = asyncio.run(
         run_checks(settings, grpc_target(settings, args), health_base(settings, args), args.timeout)

@@ -10,7 +10,7 @@ from pathlib import Path
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ops.cli.options import Subparsers
 from jackpot_grpc.ops.cli.shared import failing_cleanly
-from jackpot_grpc.ops.errors import OpsError
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.ops.target import open_database
 
 DEFAULT_KEY_NAME = "jackpot-ledger"

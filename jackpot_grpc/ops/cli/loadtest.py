@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ops.cli.options import Subparsers, common, positive_int, positive_seconds
 from jackpot_grpc.ops.cli.shared import emit, failing_cleanly, grpc_target
-from jackpot_grpc.ops.errors import OpsError
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.ops.output import Section, progress
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import sys
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ops.cli.options import Subparsers, common
 from jackpot_grpc.ops.cli.shared import emit, failing_cleanly
-from jackpot_grpc.ops.errors import OpsError
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.ops.output import Section, progress
 from jackpot_grpc.ops.target import open_database
 

@@ -12,7 +12,7 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import GROUP_NAMES, Group
 from jackpot_grpc.ops.cli.options import Subparsers, common
 from jackpot_grpc.ops.cli.shared import admin_token, emit, failing_cleanly, grpc_target
-from jackpot_grpc.ops.errors import OpsError
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.ops.output import Section
 
 POOL_COLUMNS = (

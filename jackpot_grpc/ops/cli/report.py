@@ -26,7 +26,7 @@ from jackpot_grpc.ops.cli.shared import (
     failing_cleanly,
     grpc_target,
 )
-from jackpot_grpc.ops.errors import OpsError
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.ops.output import Section, key_values, progress
 
 if TYPE_CHECKING:

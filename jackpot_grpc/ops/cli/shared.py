@@ -18,7 +18,7 @@ import grpc
 import psycopg
 
 from jackpot_grpc.config import Settings
-from jackpot_grpc.ops.errors import OpsError
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.ops.output import Section, emit_json, emit_sections, quiet_progress
 from jackpot_grpc.ops.target import open_database
 from jackpot_grpc.text.messages import first_line

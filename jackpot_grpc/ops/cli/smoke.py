@@ -10,8 +10,8 @@ import sys
 from jackpot_grpc.config import Settings
 from jackpot_grpc.ops.cli.options import Subparsers, common, health_url_option, positive_int
 from jackpot_grpc.ops.cli.shared import emit, failing_cleanly, grpc_target, health_url
-from jackpot_grpc.ops.errors import OpsError
 from jackpot_grpc.ops.instance import is_local_instance
+from jackpot_grpc.ops.ops_error import OpsError
 from jackpot_grpc.ops.output import Section, progress
 
 

@@ -45,7 +45,7 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 # A few reasons answer a more precise HTTP status than their gRPC code's (ErrorInfo.reason).
 # A key reused for another request is 422, as the IETF Idempotency-Key draft has it.
 HTTP_STATUS_BY_REASON: dict[str, int] = {"IDEMPOTENCY_KEY_REUSED": 422}
-# Shared with the service's ErrorInfo (jackpot_grpc.entrypoints.errors).
+# Shared with the service's ErrorInfo (jackpot_grpc.entrypoints.status_mapping).
 ERROR_DOMAIN = "jackpot.v1"
 INVALID_REQUEST = "INVALID_REQUEST"
 RATE_LIMITED = "RATE_LIMITED"  # the server's reason for its own auth throttle, too
