@@ -153,6 +153,13 @@ db-migrate-dry-run: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
+.PHONY: grpcjs-probe
+## grpcjs-probe: the independent grpc-js probe (bench/grpcjs; needs Node.js 20 and npm): `npm ci`
+## once, then a closed loop of 64 calls in flight, health Check then Contribute, against a
+## server it starts on a fresh database; prints calls/s of each and Contribute / Check
+grpcjs-probe: $(STAMP)
+	$(BIN)/python -m bench.grpcjs_probe $(PROBE_ARGS)
+
 audit: $(STAMP)
 	$(BIN)/jackpot audit
 

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from bench import audit_scenario, scenarios, watch_scenario
+from bench import audit_scenario, grpcjs_probe, scenarios, watch_scenario
 from bench import ledger_ab as ledger_ab_scenario
 from bench import report as reporting
 from bench.console import log
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         rest_note, report["rss"], report["audit"] = batching_on(args, base, admin, workdir, found)
         if args.scaling_workers > args.server_workers:
             report["audit_scaling"] = scaling(args, base, admin, workdir, found)
+        report["grpcjs_probe"] = grpcjs(args, admin, workdir, base)
         if args.ledger_ab_rounds:
             report["ledger_ab"] = ledger_ab(args, base, admin, workdir)
         report["audit_scenario"] = audit_cost(args, admin)
@@ -72,6 +74,23 @@ def run(args: argparse.Namespace) -> int:
     reporting.conclude(report, found, rest_note)
     reporting.write(report, args.output)
     return 0 if reporting.balanced(report) else 1
+
+
+def grpcjs(args: argparse.Namespace, admin: str, workdir: Path, base: LoadSpec) -> dict[str, Any]:
+    """The independent grpc-js probe (bench/grpcjs_probe.py), at --concurrency in flight
+    for --duration each; a note instead without node and npm or with --no-grpcjs."""
+    if args.no_grpcjs or not grpcjs_probe.node_available():
+        note = "skipped: " + ("--no-grpcjs" if args.no_grpcjs else "node or npm not installed")
+        log(f"grpc-js probe {note}")
+        return {"skipped": note}
+    try:
+        return grpcjs_probe.measure(
+            admin, workdir, base.token or "", args.duration, args.concurrency
+        )
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        note = f"skipped: {str(exc).splitlines()[0]}"
+        log(f"grpc-js probe {note}")
+        return {"skipped": note}
 
 
 def only_ledger(

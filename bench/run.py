@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-gateway", action="store_true", help="skip the REST scenario")
     p.add_argument("--no-edge", action="store_true", help="skip Contribute through HAProxy")
     p.add_argument(
+        "--no-grpcjs",
+        action="store_true",
+        help="skip the grpc-js probe (bench/grpcjs; skipped anyway without node and npm)",
+    )
+    p.add_argument(
         "--database",
         default="auto",
         help="auto (system PostgreSQL, else embedded), system, embedded, or an admin URL",

@@ -1,4 +1,5 @@
-"""Admission of every unary call, before the servicer sees it.
+"""Admission of every unary call, before the servicer sees it (the call interceptor,
+entrypoints/interceptors.py, asks the gate kept here).
 
 - Request bytes that do not parse are INVALID_ARGUMENT (grpc.aio would answer UNKNOWN).
 - While the database is known to be down (the health probe says so), jackpot calls fail
@@ -22,19 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
-import grpc
-
 from jackpot_grpc.domain.errors import DeadlineTooShort, Overloaded, ShuttingDown, Unavailable
-from jackpot_grpc.entrypoints.interceptors import (
-    Behavior,
-    Continuation,
-    Deserializer,
-    WrappedUnaryHandlers,
-)
-from jackpot_grpc.entrypoints.status_mapping import to_status
 from jackpot_grpc.observability.refusals import Refusals
 
 LAYER = "admission"
@@ -50,25 +42,32 @@ FAIR_SHARE = 8  # calls a connection may always have running, whatever the globa
 # Smoothing of each method's running time: about the last 20 calls.
 _EWMA_WEIGHT = 0.05
 
+Deserializer = Callable[[bytes], Any]
 
-class _Malformed:
+
+class Malformed:
+    """What a request that does not parse deserialises to: the call is answered
+    INVALID_ARGUMENT with `reason` before any handler sees it."""
+
     __slots__ = ("reason",)
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
 
-class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class Admission:
+    """The gate's state: calls running (in all, per connection), each method's recent
+    running time, and whether the gate is closing. The call interceptor
+    (entrypoints/interceptors.py) asks it about every jackpot call."""
+
     def __init__(
         self,
-        services: Collection[str],
         database_up: Callable[[], bool | None],
         *,
         max_in_flight: int = 512,
         per_connection: int = 64,
         refusals: Refusals | None = None,
     ) -> None:
-        self._prefixes = tuple(f"/{s}/" for s in services)
         self._database_up = database_up
         self._max_in_flight = max_in_flight
         self._per_connection = per_connection
@@ -79,51 +78,36 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._by_peer: dict[str, int] = {}
         self._seconds: dict[str, float] = {}  # method → smoothed running time
         self._last_arrival = time.monotonic()
-        # Every registered method: a malformed request of any service is INVALID_ARGUMENT.
-        self._admitted_handlers = WrappedUnaryHandlers(self._admit, _tolerant)
 
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        # Only registered methods get here: the cache stays small.
-        return self._admitted_handlers.get(details.method, handler)
+    def malformed(self) -> None:
+        """A request that did not parse was refused (any service's)."""
+        self.refusals.count(LAYER, "malformed_request")
 
-    def _admit(self, full_name: str, behavior: Behavior) -> Behavior:
-        # Only the jackpot calls are gated; the others are only checked for malformed bytes.
-        method = full_name if full_name.startswith(self._prefixes) else None
+    def admit(
+        self, method: str, peer: str, remaining: float | None, now: float
+    ) -> Exception | None:
+        """None: the call runs (`leave` must follow); else the error to answer, counted."""
+        self._last_arrival = now
+        refusal = self._refusal(method, peer, remaining)
+        if refusal is not None:
+            reason, error = refusal
+            self.refusals.count(LAYER, reason)
+            return error
+        self.in_flight += 1
+        self._by_peer[peer] = self._by_peer.get(peer, 0) + 1
+        return None
 
-        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Malformed):
-                self.refusals.count(LAYER, "malformed_request")
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
-            if method is None:
-                return await behavior(request, context)
-            started = self._last_arrival = time.monotonic()
-            peer = context.peer() or "unknown"
-            refusal = self._refusal(method, peer, context.time_remaining())
-            if refusal is not None:
-                reason, error = refusal
-                self.refusals.count(LAYER, reason)
-                await context.abort_with_status(to_status(error))
-            self.in_flight += 1
-            self._by_peer[peer] = self._by_peer.get(peer, 0) + 1
-            try:
-                return await behavior(request, context)
-            finally:
-                self.in_flight -= 1
-                left = self._by_peer[peer] - 1
-                if left:
-                    self._by_peer[peer] = left
-                else:
-                    del self._by_peer[peer]
-                seconds = time.monotonic() - started
-                before = self._seconds.get(method, seconds)
-                self._seconds[method] = before + _EWMA_WEIGHT * (seconds - before)
-
-        return admitted
+    def leave(self, method: str, peer: str, started: float) -> None:
+        """An admitted call ended: its slot is free, its running time feeds the estimate."""
+        self.in_flight -= 1
+        left = self._by_peer[peer] - 1
+        if left:
+            self._by_peer[peer] = left
+        else:
+            del self._by_peer[peer]
+        seconds = time.monotonic() - started
+        before = self._seconds.get(method, seconds)
+        self._seconds[method] = before + _EWMA_WEIGHT * (seconds - before)
 
     def _refusal(
         self, method: str, peer: str, remaining: float | None
@@ -160,13 +144,15 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return False
 
 
-def _tolerant(deserialize: Deserializer | None) -> Deserializer:
+def tolerant(deserialize: Deserializer | None) -> Deserializer:
+    """`deserialize`, answering a Malformed instead of raising on bytes that do not parse."""
+
     def parse(data: bytes) -> Any:
         if deserialize is None:
             return data
         try:
             return deserialize(data)
         except Exception as exc:  # DecodeError, invalid UTF-8 in a string field, ...
-            return _Malformed(f"request does not parse: {type(exc).__name__}")
+            return Malformed(f"request does not parse: {type(exc).__name__}")
 
     return parse

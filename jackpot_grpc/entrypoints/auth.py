@@ -1,4 +1,5 @@
-"""Authentication and authorisation of every jackpot RPC, before the handler runs.
+"""Authentication and authorisation of every jackpot RPC, before the handler runs (the call
+interceptor, entrypoints/interceptors.py, asks the Authenticator here).
 
 A caller proves who it is with a bearer token (`authorization: Bearer <token>` metadata)
 or, when GRPC_TLS_CLIENT_CA is set, with its client certificate (subject CN or a SAN,
@@ -22,10 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import signal
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -33,21 +33,13 @@ import grpc
 from jackpot_grpc.config import Settings
 from jackpot_grpc.contract.metadata import FORWARDED_FOR, GATEWAY_AUTHORIZATION
 from jackpot_grpc.domain.errors import (
-    DomainError,
     PermissionDenied,
     RateLimited,
     Unauthenticated,
 )
 from jackpot_grpc.domain.roles import GATEWAY_ROLE, may_call, roles_for
 from jackpot_grpc.entrypoints.client_registry import ClientRegistry
-from jackpot_grpc.entrypoints.identity import Client, acting_as
-from jackpot_grpc.entrypoints.interceptors import (
-    Behavior,
-    Continuation,
-    WrappedUnaryHandlers,
-    method_name,
-)
-from jackpot_grpc.entrypoints.status_mapping import to_status
+from jackpot_grpc.entrypoints.identity import Client
 from jackpot_grpc.observability.metrics import RequestMetrics
 from jackpot_grpc.security.failure_throttle import FailureThrottle
 from jackpot_grpc.transport.peer_address import (
@@ -64,13 +56,41 @@ log = logging.getLogger(__name__)
 _CERT_PROPERTIES = ("x509_common_name", "x509_subject_alternative_name")
 
 
+def _bearer(value: object) -> str | None:
+    """The token of one `Bearer <token>` value, else None."""
+    if isinstance(value, str):
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
 def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
     for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
+        if key == "authorization":
+            token = _bearer(value)
+            if token is not None:
+                return token
     return None
+
+
+def read_metadata(
+    metadata: Sequence[tuple[str, Any]] | None,
+) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """(bearer_token, gateway_token, the x-forwarded-for values) in one pass."""
+    token: str | None = None
+    gateway: str | None = None
+    forwarded: list[str] = []
+    for key, value in metadata or ():
+        if key == "authorization":
+            if token is None:
+                token = _bearer(value)
+        elif key == GATEWAY_AUTHORIZATION:
+            if gateway is None:
+                gateway = _bearer(value)
+        elif key == FORWARDED_FOR and isinstance(value, str):
+            forwarded.append(value)
+    return token, gateway, tuple(forwarded)
 
 
 def certificate_subjects(context: grpc.aio.ServicerContext) -> list[str]:
@@ -103,73 +123,61 @@ def caller_of(
     return real_caller(grpc_peer(peer), forwarded_entries(forwarded), trusted, vouched=vouched)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+# Bounds of the per-process caches below: past them a cache starts over (memory stays small
+# whatever callers send).
+_CACHE_LIMIT = 4096
+
+
+class Authenticator:
+    """Who calls a jackpot method, and whether they may: the call interceptor
+    (entrypoints/interceptors.py) asks before the handler runs.
+
+    What is the same for every call of one connection or one client is worked out once:
+    the caller behind a peer and its forwarded-for chain (parsing addresses is most of
+    this check's cost), and whether a set of roles may call a method."""
+
     def __init__(
         self,
         registry: ClientRegistry,
         throttle: FailureThrottle,
-        services: Collection[str],
         count_failure: Callable[[str], None],
         trusted_proxies: TrustedProxies = LOOPBACK_PROXIES,
+        *,
+        client_certificates: bool = True,
     ) -> None:
         self._registry = registry
         self._trusted_proxies = trusted_proxies
         self._throttle = throttle
-        self._prefixes = tuple(f"/{s}/" for s in services)
         self._count_failure = count_failure
-        self._guarded_handlers = WrappedUnaryHandlers(self._guarded)
-        self._guarded_streams = WrappedUnaryHandlers(self._guarded, streaming=True)
+        # Without GRPC_TLS_CLIENT_CA no client certificate is ever verified: no need to ask.
+        self._client_certificates = client_certificates
+        self._callers: dict[tuple[str, tuple[str, ...], bool], Caller] = {}
+        self._allowed: dict[tuple[frozenset[str], str], bool] = {}
 
     @property
     def registry(self) -> ClientRegistry:
         """The clients in use (the health port shows its state and metrics)."""
         return self._registry
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        full_name: str = handler_call_details.method
-        if handler is None or self._registry.open or not full_name.startswith(self._prefixes):
-            return handler
-        if handler.unary_stream is not None:  # WatchPools
-            return self._guarded_streams.get(full_name, handler)
-        if handler.unary_unary is None:  # no other kind streams; never let one through
-            log.error("refusing %s: only unary and server-streaming methods are guarded", full_name)
-            return None
-        return self._guarded_handlers.get(full_name, handler)
+    @property
+    def open(self) -> bool:
+        """No clients configured: nothing is checked."""
+        return self._registry.open
 
-    def _guarded(self, full_name: str, behavior: Behavior) -> Behavior:
-        method = method_name(full_name)
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                client = self.authenticate(context, method)
-            except DomainError as exc:
-                await context.abort_with_status(to_status(exc))
-                raise  # unreachable: abort_with_status raises
-            with acting_as(client):
-                response = behavior(request, context)
-                if inspect.isawaitable(response):
-                    response = await response
-                return response
-
-        return guarded
-
-    def authenticate(self, context: grpc.aio.ServicerContext, method: str) -> Client:
-        metadata = context.invocation_metadata()
+    def authenticate(self, context: grpc.aio.ServicerContext, peer: str, method: str) -> Client:
+        """The client calling `method` (its name) over `peer`; a DomainError to answer with
+        when it is unknown, refused or throttled."""
+        token, gateway, forwarded = read_metadata(context.invocation_metadata())
         self._registry.refresh()
-        proxy, proxy_refusal = self._proxy(context, metadata)
-        caller = caller_of(
-            context.peer() or "", metadata, self._trusted_proxies, vouched=proxy is not None
-        )
+        subjects = self._subjects(context)
+        proxy, proxy_refusal = self._proxy(gateway, subjects)
+        caller = self._caller(peer, forwarded, vouched=proxy is not None)
         key = caller.throttle_key
         if self._throttle.blocked(key):
             self._count_failure("throttled")  # not logged: the block itself was
             raise RateLimited("too many failed authentications from this address; retry later")
         if proxy_refusal is not None:
             self._refuse(caller, method, proxy_refusal)
-        token = bearer_token(metadata)
         if token is not None:
             client, reason = self._registry.by_token(token), "unknown_token"
         elif caller.via is not None:
@@ -177,12 +185,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # for it, so a REST caller without a token is unauthenticated.
             client, reason = None, "missing_credentials"
         else:
-            subjects = certificate_subjects(context)
             client = self._registry.by_certificate(subjects)
             reason = "unknown_certificate" if subjects else "missing_credentials"
         if client is None:
             self._refuse(caller, method, reason)
-        if not may_call(client.roles, method):
+        if not self._may_call(client.roles, method):
             self._fail(caller, method, "forbidden", client.name)
             raise PermissionDenied(
                 f"client {client.name!r} may not call {method}"
@@ -190,20 +197,43 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return client
 
-    def _proxy(
-        self, context: grpc.aio.ServicerContext, metadata: Sequence[tuple[str, Any]] | None
-    ) -> tuple[Client | None, str | None]:
+    def _subjects(self, context: grpc.aio.ServicerContext) -> list[str]:
+        return certificate_subjects(context) if self._client_certificates else []
+
+    def _caller(self, peer: str, forwarded: tuple[str, ...], *, vouched: bool) -> Caller:
+        key = (peer, forwarded, vouched)
+        caller = self._callers.get(key)
+        if caller is None:
+            if len(self._callers) >= _CACHE_LIMIT:
+                self._callers.clear()
+            caller = self._callers[key] = real_caller(
+                grpc_peer(peer),
+                forwarded_entries(forwarded),
+                self._trusted_proxies,
+                vouched=vouched,
+            )
+        return caller
+
+    def _may_call(self, roles: frozenset[str], method: str) -> bool:
+        key = (roles, method)
+        allowed = self._allowed.get(key)
+        if allowed is None:
+            if len(self._allowed) >= _CACHE_LIMIT:
+                self._allowed.clear()
+            allowed = self._allowed[key] = may_call(roles, method)
+        return allowed
+
+    def _proxy(self, gateway: str | None, subjects: list[str]) -> tuple[Client | None, str | None]:
         """The gateway-role client the peer proved to be (by its gateway token, else by its
         certificate), and why a gateway token it sent is refused, if it is."""
-        token = gateway_token(metadata)
-        if token is not None:
-            client = self._registry.by_token(token)
+        if gateway is not None:
+            client = self._registry.by_token(gateway)
             if client is None:
                 return None, "unknown_gateway_token"
             if GATEWAY_ROLE not in client.roles:
                 return None, "not_a_gateway"
             return client, None
-        client = self._registry.by_certificate(certificate_subjects(context))
+        client = self._registry.by_certificate(subjects)
         return (client if client is not None and GATEWAY_ROLE in client.roles else None), None
 
     def _refuse(self, caller: Caller, method: str, reason: str) -> NoReturn:
@@ -239,10 +269,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
 
 
-def build_auth_interceptor(
-    settings: Settings, metrics: RequestMetrics, services: Collection[str]
-) -> AuthInterceptor:
-    """The interceptor for a server built from `settings`; it reloads the clients file on
+def build_authenticator(settings: Settings, metrics: RequestMetrics) -> Authenticator:
+    """The authenticator of a server built from `settings`; it reloads the clients file on
     SIGHUP (when the loop runs on the main thread, as `jackpot serve`'s does)."""
     registry = ClientRegistry(settings.auth.clients_file, settings.auth.admin_token)
     throttle = FailureThrottle(
@@ -251,6 +279,10 @@ def build_auth_interceptor(
     if not registry.open:
         with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, registry.reload)
-    return AuthInterceptor(
-        registry, throttle, services, metrics.auth_failure, settings.auth.trusted_proxies
+    return Authenticator(
+        registry,
+        throttle,
+        metrics.auth_failure,
+        settings.auth.trusted_proxies,
+        client_certificates=settings.tls.client_ca_file is not None,
     )

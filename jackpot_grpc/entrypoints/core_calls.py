@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-import grpc
 from grpc_channelz.v1 import channelz_pb2
 from grpc_channelz.v1.channelz import ChannelzServicer
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
-
-from jackpot_grpc.entrypoints.interceptors import Continuation
 
 _PAGE_LIMIT = 100  # pages of servers to read (a process runs a handful; tests, more)
 
@@ -62,19 +59,14 @@ def calls_started(server_id: int) -> int | None:
     return int(found.server.data.calls_started)
 
 
-class CallIntake(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """The first interceptor: counts every call the application takes from gRPC core, to
-    set against the calls core started on the server's port."""
+class CallIntake:
+    """Every call the application takes from gRPC core (counted first by the call
+    interceptor, entrypoints/interceptors.py), to set against the calls core started on
+    the server's port."""
 
     def __init__(self) -> None:
         self.taken = 0
         self.server_id: int | None = None  # channelz's, set once the server is bound
-
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        self.taken += 1
-        return await continuation(details)
 
     def started(self) -> int | None:
         return None if self.server_id is None else calls_started(self.server_id)

@@ -13,7 +13,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters.batch_connection import BatchConnection
 from jackpot_grpc.adapters.change_listener import ChangeListener
@@ -21,13 +20,14 @@ from jackpot_grpc.adapters.database import Pool, create_pool, create_side_pool, 
 from jackpot_grpc.adapters.probe_connection import ProbeConnection
 from jackpot_grpc.config import Settings
 from jackpot_grpc.contract.names import JACKPOT_SERVICE
-from jackpot_grpc.entrypoints.admission import AdmissionInterceptor
-from jackpot_grpc.entrypoints.auth import build_auth_interceptor
+from jackpot_grpc.entrypoints.admission import Admission
+from jackpot_grpc.entrypoints.auth import build_authenticator
 from jackpot_grpc.entrypoints.core_calls import CallIntake, listening_servers
 from jackpot_grpc.entrypoints.database_health_probe import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health_http import HealthHttp
-from jackpot_grpc.entrypoints.interceptors import MetricsInterceptor
+from jackpot_grpc.entrypoints.interceptors import CallInterceptor
+from jackpot_grpc.entrypoints.registration import add_jackpot_service
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
 from jackpot_grpc.entrypoints.watch_metrics import WatchCollector
 from jackpot_grpc.entrypoints.watch_stream import PoolWatch
@@ -69,7 +69,7 @@ class ServerParts:
     metrics: RequestMetrics
     health: health_aio.HealthServicer
     probe: DatabaseHealthProbe
-    admission: AdmissionInterceptor
+    admission: Admission
     intake: CallIntake
     server: grpc.aio.Server
     address: str  # host:port the gRPC server binds when started
@@ -133,7 +133,7 @@ def _grpc_server(
     server = grpc.aio.server(
         interceptors=interceptors, options=server_options(settings, reuse_port=reuse_port)
     )
-    jackpot_pb2_grpc.add_JackpotServiceServicer_to_server(
+    add_jackpot_service(
         JackpotServicer(
             service,
             contributor,
@@ -211,23 +211,27 @@ def build_server(
         batch_age_limit=settings.batch.age_limit,
     )
     service.write_committed.append(probe.write_succeeded)
-    admission = AdmissionInterceptor(
-        [JACKPOT_SERVICE],
+    admission = Admission(
         lambda: probe.healthy,
         max_in_flight=settings.grpc.max_in_flight,
         per_connection=settings.grpc.max_in_flight_per_connection,
         refusals=refusals,
     )
     rpc_latency = telemetry.rpc_latency(JACKPOT_SERVICE) if telemetry else None
-    auth = build_auth_interceptor(settings, metrics, [JACKPOT_SERVICE])
+    auth = build_authenticator(settings, metrics)
     intake = CallIntake()
     interceptors: list[Any] = [
-        intake,  # first: every call the application takes, whatever the others decide
+        # Tracing, when on, spans the whole call path (it turns no call away).
         *(telemetry.server_interceptors() if telemetry else []),
-        # Before admission: refusals are counted too.
-        MetricsInterceptor(metrics, [JACKPOT_SERVICE], rpc_latency.record if rpc_latency else None),
-        auth,  # before admission
-        admission,
+        # Intake, metrics, authentication and admission in one pass, in that order.
+        CallInterceptor(
+            [JACKPOT_SERVICE],
+            metrics=metrics,
+            auth=auth,
+            admission=admission,
+            intake=intake,
+            also_record=rpc_latency.record if rpc_latency else None,
+        ),
     ]
     hub = WatchHub(
         pool,

@@ -23,6 +23,7 @@ from jackpot_grpc.domain.errors import (
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult
 from jackpot_grpc.entrypoints import convert
 from jackpot_grpc.entrypoints.identity import current_client_name
+from jackpot_grpc.entrypoints.pools_reply import PoolsReply
 from jackpot_grpc.entrypoints.status_mapping import error_kind, to_status
 from jackpot_grpc.entrypoints.watch_stream import PoolWatch
 from jackpot_grpc.observability.refusals import Refusals
@@ -83,7 +84,7 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
         self._refusals = Refusals() if refusals is None else refusals
         for layer, reason in OVERLOAD_REFUSALS.values():
             self._refusals.declare(layer, (reason,))
-        self._pools_reply: tuple[tuple[int, ...], pb.GetPoolsResponse] | None = None
+        self._pools_reply = PoolsReply()
 
     def count_refusal(self, exc: Overloaded) -> None:
         layer, reason = OVERLOAD_REFUSALS.get(exc.queue, (exc.queue, "full"))
@@ -174,17 +175,13 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             await self._service.win(command, validate_only=request.validate_only)
         )
 
+    # Answered in bytes: the handler registered for GetPools sends them as they are
+    # (entrypoints/registration.py), so the override's return type differs from the stub's.
     @translating_errors
-    async def GetPools(
+    async def GetPools(  # type: ignore[override]
         self, request: pb.GetPoolsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetPoolsResponse:
-        pools = await self._service.pools()
-        # Pools change far less often than they are read: reuse the last reply while
-        # every pool is at the same version.
-        versions = tuple(p.version for p in pools)
-        if self._pools_reply is None or self._pools_reply[0] != versions:
-            self._pools_reply = (versions, pb.GetPoolsResponse(pools=map(convert.pool, pools)))
-        return self._pools_reply[1]
+    ) -> bytes:
+        return self._pools_reply.serialised(await self._service.pools())
 
     @translating_errors
     async def GetStatistics(
