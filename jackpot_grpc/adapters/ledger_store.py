@@ -64,14 +64,19 @@ def _order_key(item: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
     return (seq is not None, seq or 0, row[_TIME.get(table, "created_at")], TABLES.index(table))
 
 
-def last_leaf(conn: psycopg.Connection[Any]) -> tuple[int, int | None]:
-    """(number of leaves, the highest ledger_seq a leaf has), from the indexes."""
-    row = conn.execute(
-        "SELECT (SELECT coalesce(max(leaf_index) + 1, 0) FROM ledger_leaves),"
-        " (SELECT max(ledger_seq) FROM ledger_leaves)"
-    ).fetchone()
+def leaf_count(conn: psycopg.Connection[Any]) -> int:
+    """The number of leaves, from the primary key."""
+    row = conn.execute("SELECT coalesce(max(leaf_index) + 1, 0) FROM ledger_leaves").fetchone()
     assert row is not None
-    return int(row[0]), row[1]
+    return int(row[0])
+
+
+def last_leaf(conn: psycopg.Connection[Any]) -> tuple[int, int | None]:
+    """(number of leaves, the highest ledger_seq a leaf has): 0010's rule, which ran with
+    an index on ledger_seq (0015 dropped it: the signer no longer asks)."""
+    row = conn.execute("SELECT max(ledger_seq) FROM ledger_leaves").fetchone()
+    assert row is not None
+    return leaf_count(conn), row[0]
 
 
 def _new_rows(
@@ -125,7 +130,7 @@ def _claimed_rows(conn: psycopg.Connection[Any], size: int) -> list[tuple[str, d
 _KIND_SQL: Final = {
     FieldKind.INT: "({})::text",
     FieldKind.RATE: "(({})::numeric(12, 10))::text",
-    FieldKind.TEXT: "({})",
+    FieldKind.TEXT: "({})::text",
     FieldKind.TIME: """to_char(({}) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
     FieldKind.UUID: "(({})::uuid)::text",
     FieldKind.HEX: "encode({}, 'hex')",
@@ -171,33 +176,41 @@ _FIELD_SOURCES: Final = {
 }
 
 
+# array_send's header of a one-dimensional array (dimensions, null flag, element type,
+# length, lower bound): 5 × 4 bytes; its elements follow.
+_ARRAY_HEADER: Final = 20
+
+
 def leaf_sql(table: str) -> str:
     """An SQL expression of a row of `table` (its own columns) giving its leaf bytes, the
     encoding of ledger/leaf.py: PostgreSQL encodes and hashes new leaves in C, so signing
     costs a few microseconds a row. A new event type needs nothing here unless a field is
     no column of its own name (then _FIELD_SOURCES). An event type's extension fields are
-    encoded whole when any of them is present, and not at all when none is (EXTENSION_FROM)."""
+    encoded whole when any of them is present, and not at all when none is (EXTENSION_FROM).
+
+    The fields are one `text[]` sent in PostgreSQL's binary array format (`array_send`):
+    after its header, each element is a 4-byte big-endian length and the text's bytes, and
+    a NULL is length -1 (0xFFFFFFFF), which is the leaf's field encoding exactly. One call
+    per row instead of a length, a conversion and a concatenation per field: a third of the
+    CPU (BENCHMARKS.md). The bytes are in the session's client encoding, so the signer sets
+    it to UTF8 (checkpoint_snapshot); on a UTF8 database (the default) they are the same."""
     event = EVENT_OF_TABLE[table]
     sources = _FIELD_SOURCES.get(table, {})
 
-    def text_of(field: Field) -> str:
-        return _KIND_SQL[field.kind].format(sources.get(field.name, field.name))
+    def source(field: Field) -> str:
+        return sources.get(field.name, field.name)
 
-    def encoded(field: Field) -> str:
-        text = text_of(field)
-        return (
-            f"CASE WHEN {text} IS NULL THEN '\\xffffffff'::bytea ELSE"
-            f" int4send(octet_length(convert_to({text}, 'UTF8'))) || convert_to({text}, 'UTF8')"
-            " END"
-        )
+    def fields_of(fields: Sequence[Field]) -> str:
+        texts = ", ".join(_KIND_SQL[f.kind].format(source(f)) for f in fields)
+        return f"substr(array_send(ARRAY[{texts}]::text[]), {_ARRAY_HEADER + 1})"
 
     fields = SCHEMAS[event]
     first, extension = fields[: EXTENSION_FROM[event]], fields[EXTENSION_FROM[event] :]
-    parts = [f"'\\x{VERSION:02x}{int(event):02x}'::bytea", *map(encoded, first)]
+    parts = [f"'\\x{VERSION:02x}{int(event):02x}'::bytea", fields_of(first)]
     if extension:
-        present = " OR ".join(f"{text_of(f)} IS NOT NULL" for f in extension)
-        whole = " || ".join(map(encoded, extension))
-        parts.append(f"(CASE WHEN {present} THEN {whole} ELSE ''::bytea END)")
+        # A field's text is absent exactly when its value is: test the values, not texts.
+        present = " OR ".join(f"({source(f)}) IS NOT NULL" for f in extension)
+        parts.append(f"(CASE WHEN {present} THEN {fields_of(extension)} ELSE ''::bytea END)")
     return " || ".join(parts)
 
 
@@ -218,12 +231,14 @@ def assign_leaves(conn: psycopg.Connection[Any]) -> int:
     REPEATABLE READ transaction. PostgreSQL encodes and hashes them (leaf_sql); where a
     row is missing below the head (deleted before it became a leaf) the leaves stop at
     the gap, found in Python."""
-    size, _ = last_leaf(conn)
+    size = leaf_count(conn)
     (top,) = conn.execute("SELECT size FROM ledger_head").fetchone() or (size,)
     if top <= size:
         return 0
     if _claimed_count(conn, size) != top - size:
         return _append_leaves(conn, size, _claimed_rows(conn, size))
+    # leaf_sql's texts are sent in the client encoding: the leaf's is UTF-8.
+    conn.execute("SET LOCAL client_encoding TO 'UTF8'")
     for table in TABLES:
         # The table names and the leaf expression are constants.
         insert = (
@@ -311,10 +326,11 @@ def pool_amounts(conn: psycopg.Connection[Any]) -> dict[str, int]:
 HASHES_PER_READ: Final = 1 << 20  # leaf hashes per statement (32 MiB)
 
 
-def leaf_hashes(conn: psycopg.Connection[Any], start: int = 0) -> list[bytes]:
-    """The recorded leaf hashes from index `start` on: read as one value per million (a
-    row per hash costs more in the driver than hashing it does), in index order."""
-    hashes: list[bytes] = []
+def leaf_hash_bytes(conn: psycopg.Connection[Any], start: int = 0) -> bytes:
+    """The recorded leaf hashes from index `start` on, concatenated in index order: read
+    as one value per million (a row per hash costs more in the driver than hashing it
+    does), and kept as one value (merkle.Frontier.extend takes them so)."""
+    chunks: list[bytes] = []
     while True:
         row = conn.execute(
             "SELECT string_agg(leaf_hash, ''::bytea ORDER BY leaf_index) FROM ledger_leaves"
@@ -322,22 +338,26 @@ def leaf_hashes(conn: psycopg.Connection[Any], start: int = 0) -> list[bytes]:
             (start, start + HASHES_PER_READ),
         ).fetchone()
         data = bytes(row[0]) if row is not None and row[0] is not None else b""
-        hashes.extend(
-            data[at : at + merkle.HASH_SIZE] for at in range(0, len(data), merkle.HASH_SIZE)
-        )
+        chunks.append(data)
         if len(data) < HASHES_PER_READ * merkle.HASH_SIZE:
-            return hashes
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         start += HASHES_PER_READ
+
+
+def leaf_hashes(conn: psycopg.Connection[Any], start: int = 0) -> list[bytes]:
+    """The recorded leaf hashes from index `start` on, in index order, one by one."""
+    data = leaf_hash_bytes(conn, start)
+    return [data[at : at + merkle.HASH_SIZE] for at in range(0, len(data), merkle.HASH_SIZE)]
 
 
 @dataclass(frozen=True)
 class LedgerSnapshot:
-    """What a checkpoint signs: the tree's leaf hashes (as recorded) from the index asked
-    for on, and the pools; and what a signer holding a tree in memory checks before it
-    extends it: which database history this is (identity) and the recorded hash of the
-    leaf just below the index asked for (None: there is none)."""
+    """What a checkpoint signs: the tree's leaf hashes (as recorded, concatenated) from the
+    index asked for on, and the pools; and what a signer holding a tree in memory checks
+    before it extends it: which database history this is (identity) and the recorded hash
+    of the leaf just below the index asked for (None: there is none)."""
 
-    leaf_hashes: list[bytes]
+    leaf_hashes: bytes
     pools: dict[str, int]
     assigned: int
     identity: ClusterIdentity
@@ -411,7 +431,7 @@ def checkpoint_snapshot(
             conn.execute(SIGNER_HEARTBEAT)
             assigned = assign_leaves(conn)
             yield LedgerSnapshot(
-                leaf_hashes(conn, since),
+                leaf_hash_bytes(conn, since),
                 pool_amounts(conn),
                 assigned,
                 cluster_identity(conn),

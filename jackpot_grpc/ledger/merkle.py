@@ -164,6 +164,33 @@ class Frontier:
         self._stack.append((count, node))
         self.size += 1
 
+    def extend(self, hashes: bytes) -> None:
+        """Add many leaf hashes, concatenated (32 bytes each): the tree append() builds one
+        leaf at a time, built a level at a time instead (the frontier's subtree of each
+        width joins the new nodes of that width on their left, pairs are hashed in one
+        loop, an odd last node stays as the new frontier's): no Python call per leaf or
+        node, 0.55 µs per leaf against append()'s 0.73 (BENCHMARKS.md)."""
+        if len(hashes) % HASH_SIZE:
+            raise ProofError(f"{len(hashes)} bytes are not whole {HASH_SIZE}-byte hashes")
+        if not hashes:
+            return
+        sha256 = hashlib.sha256
+        kept = dict(self._stack)  # width -> hash: one subtree per set bit of the size
+        ends: list[tuple[int, bytes]] = []
+        width, level, pair = 1, hashes, 2 * HASH_SIZE
+        while level:
+            left = kept.pop(width, None)
+            if left is not None:
+                level = left + level
+            if len(level) // HASH_SIZE % 2:
+                ends.append((width, level[-HASH_SIZE:]))
+                level = level[:-HASH_SIZE]
+            nodes = range(0, len(level), pair)
+            level = b"".join([sha256(b"\x01" + level[at : at + pair]).digest() for at in nodes])
+            width <<= 1
+        self._stack = sorted([*kept.items(), *ends], reverse=True)
+        self.size += len(hashes) // HASH_SIZE
+
     def nodes(self) -> list[tuple[int, bytes]]:
         """Its perfect subtrees (leaf count, hash), largest first: all it needs to go on."""
         return list(self._stack)

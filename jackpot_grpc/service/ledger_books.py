@@ -86,21 +86,24 @@ class CheckpointSigner:
         self._last_hash: bytes | None = None
 
     def _extend(
-        self, base: merkle.Frontier, hashes: list[bytes], last: Checkpoint | None
+        self, base: merkle.Frontier, hashes: bytes, last: Checkpoint | None
     ) -> merkle.Frontier:
-        """The frontier with the new hashes, checked against `last` on the way."""
+        """The frontier with the new hashes (concatenated), checked against `last` on the
+        way."""
         frontier = base.copy()
-        for leaf in hashes:
-            if last is not None and frontier.size == last.size:
+        if last is not None and frontier.size <= last.size:
+            # Up to the last checkpoint's size, check its root there, then the rest.
+            upto = (last.size - frontier.size) * merkle.HASH_SIZE
+            frontier.extend(hashes[:upto])
+            hashes = hashes[upto:]
+            if frontier.size == last.size:
                 self._check(last, frontier)
-            frontier.append(leaf)
-        if last is not None and frontier.size == last.size:
-            self._check(last, frontier)
-        elif last is not None and frontier.size < last.size:
-            raise LedgerBooksError(
-                f"the log's last checkpoint covers {last.size} leaves; the ledger has"
-                f" {frontier.size}: run jackpot audit --checkpoints"
-            )
+            else:
+                raise LedgerBooksError(
+                    f"the log's last checkpoint covers {last.size} leaves; the ledger has"
+                    f" {frontier.size}: run jackpot audit --checkpoints"
+                )
+        frontier.extend(hashes)
         return frontier
 
     def _check(self, last: Checkpoint, frontier: merkle.Frontier) -> None:
@@ -150,7 +153,8 @@ class CheckpointSigner:
                 self._frontier = self._identity = self._last_hash = None
                 raise
             frontier = self._extend(base, snapshot.leaf_hashes, last)
-            last_hash = snapshot.leaf_hashes[-1] if snapshot.leaf_hashes else self._last_hash
+            new = snapshot.leaf_hashes
+            last_hash = new[-merkle.HASH_SIZE :] if new else self._last_hash
             if only_if_new and frontier.size == self._signed_size:
                 # Nothing was given a leaf: this is committed (and replicated).
                 self._frontier, self._identity = frontier, snapshot.identity

@@ -35,7 +35,7 @@ TABLES = {
     "ledger_head",
     "write_heartbeat",
 }
-HEAD = "0014"
+HEAD = "0015"
 
 
 def revision(url: str) -> list[str]:

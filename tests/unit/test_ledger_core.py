@@ -259,6 +259,35 @@ def test_a_frontier_goes_on_from_its_nodes_and_refuses_what_is_none() -> None:
             merkle.Frontier.from_nodes(bad)
 
 
+def test_a_frontier_extended_by_many_hashes_at_once_has_every_rfc_root() -> None:
+    """extend() builds a level at a time what append() builds a leaf at a time: from every
+    prefix of the RFC tree, any run of further leaves gives the RFC's root and the nodes
+    append() would keep."""
+    for start in range(len(HASHES) + 1):
+        for end in range(start, len(HASHES) + 1):
+            frontier = merkle.Frontier()
+            frontier.extend(b"".join(HASHES[:start]))
+            frontier.extend(b"".join(HASHES[start:end]))
+            one_by_one = merkle.Frontier()
+            for leaf in HASHES[:end]:
+                one_by_one.append(leaf)
+            expected = ROOTS[end - 1] if end else merkle.EMPTY_ROOT
+            assert (frontier.size, frontier.root()) == (end, expected), (start, end)
+            assert frontier.nodes() == one_by_one.nodes(), (start, end)
+    with pytest.raises(merkle.ProofError):
+        merkle.Frontier().extend(HASHES[0][:-1])
+
+
+@given(st.lists(st.integers(min_value=0, max_value=300), max_size=6))
+def test_a_frontier_extended_in_runs_matches_the_tree_root(runs: list[int]) -> None:
+    hashes = [merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(sum(runs))]
+    frontier, at = merkle.Frontier(), 0
+    for run in runs:
+        frontier.extend(b"".join(hashes[at : at + run]))
+        at += run
+        assert (frontier.size, frontier.root()) == (at, merkle.root(hashes[:at]))
+
+
 @given(
     size=st.integers(min_value=1, max_value=5 * merkle.BLOCK + 3),
     data=st.data(),
