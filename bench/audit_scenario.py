@@ -75,7 +75,9 @@ def fill_ledger(url: str, rows: int) -> None:
 
 
 def audit_once(url: str) -> tuple[float, LedgerAudit]:
-    settings = dataclasses.replace(Settings.from_env({}), pool_min_size=1, pool_max_size=2)
+    defaults = Settings.from_env({})
+    small = dataclasses.replace(defaults.database, pool_min_size=1, pool_max_size=2)
+    settings = dataclasses.replace(defaults, database=small)
     started = time.perf_counter()
     books = asyncio.run(run_audit(settings, url))
     return time.perf_counter() - started, books

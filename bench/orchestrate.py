@@ -320,7 +320,9 @@ def bench_database(admin: str, label: str) -> Iterator[str]:
 def audited(url: str, acknowledged: int) -> dict[str, Any]:
     """`jackpot audit --json` (every pool reconciled against its ledger), the ledger's
     size, and how many contributions the load generators were told were applied."""
-    settings = dataclasses.replace(Settings.from_env({}), pool_min_size=1, pool_max_size=2)
+    defaults = Settings.from_env({})
+    small = dataclasses.replace(defaults.database, pool_min_size=1, pool_max_size=2)
+    settings = dataclasses.replace(defaults, database=small)
     return {
         **audit_report(asyncio.run(run_audit(settings, url))),
         "ledger_rows": table_counts(url)["contributions"],

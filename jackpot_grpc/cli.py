@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from jackpot_grpc.config import Settings, log_dir_from_env, log_format_from_env
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.observability.logging_setup import configure_logging
 from jackpot_grpc.ops import cli as ops_commands
 from jackpot_grpc.ops.cli.shared import database
@@ -26,7 +27,7 @@ def child_command(*args: str) -> list[str]:
 
 def run_service(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
     """Run a long-lived service process (server or gateway) on JACKPOT_EVENT_LOOP."""
-    if settings.event_loop == "uvloop":
+    if settings.process.event_loop == "uvloop":
         import uvloop
 
         uvloop.run(main)
@@ -37,7 +38,7 @@ def run_service(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from jackpot_grpc.entrypoints.server import serve
 
-    migrate = settings.migrate_on_start if args.migrate is None else args.migrate
+    migrate = settings.database.migrate_on_start if args.migrate is None else args.migrate
     with database(settings, migrate=migrate) as url:
         if args.workers <= 1:
             run_service(settings, serve(settings, url))
@@ -112,11 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command not in SERVICES:  # reports own stdout; logs go to stderr
+    try:
+        if args.command in SERVICES:
+            return run_logged(args)
+        # An operator command: reports on stdout; logs go to stderr.
         configure_logging(None, stream=sys.stderr, log_format=log_format_from_env())
         code: int = args.func(Settings.from_env(), args)
         return code
-    return run_logged(args)
+    except ConfigError as exc:
+        # The one place a bad setting becomes an exit code: its message alone on stderr,
+        # exit 1 (as an uncaught SystemExit with that message gave, scripts rely on it).
+        print(exc, file=sys.stderr)
+        return 1
 
 
 def run_logged(args: argparse.Namespace) -> int:
@@ -130,11 +138,9 @@ def run_logged(args: argparse.Namespace) -> int:
         return 1
     try:
         code: int = args.func(Settings.from_env(), args)
-    except SystemExit as exc:  # a setting Settings refused, with its message
-        if exc.code in (None, 0):
-            raise
-        log.error("jackpot %s failed to start: %s", args.command, exc.code)
-        return exc.code if isinstance(exc.code, int) else 1
+    except ConfigError as exc:  # a setting refused, with its message
+        log.error("jackpot %s failed to start: %s", args.command, exc)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

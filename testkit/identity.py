@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.config import Settings
@@ -30,10 +31,10 @@ def add_clients(path: Path, prefix: str = "test") -> dict[str, str]:
     return tokens
 
 
-def secured(
-    settings: Settings, directory: Path, **changes: object
-) -> tuple[Settings, dict[str, str]]:
-    """`settings` with a clients file (one client per role) and the tokens by role."""
+def secured(settings: Settings, directory: Path, **auth: Any) -> tuple[Settings, dict[str, str]]:
+    """`settings` with a clients file (one client per role) and the tokens by role; `auth`:
+    other fields of settings.auth to change (failure_limit=1000...)."""
     path = directory / "clients.json"
     tokens = add_clients(path)
-    return dataclasses.replace(settings, clients_file=path, **changes), tokens  # type: ignore[arg-type]
+    changed = dataclasses.replace(settings.auth, clients_file=path, **auth)
+    return dataclasses.replace(settings, auth=changed), tokens

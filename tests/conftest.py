@@ -64,20 +64,15 @@ def settings(tmp_path: Path) -> Settings:
     base = Settings.from_env({})
     return dataclasses.replace(
         base,
-        grpc_host="127.0.0.1",
-        health_host="127.0.0.1",
-        rest_host="127.0.0.1",
-        health_port=0,
-        rest_port=0,
-        pool_min_size=1,
-        pool_max_size=8,
-        health_probe_interval=0.2,
-        shutdown_grace=5.0,
-        drain_delay=0.0,
-        # Tests audit on demand back to back (concurrent requests still share one run);
-        # the abuse tests set the production interval.
-        on_demand_interval=0.0,
-        log_dir=tmp_path / "logs",
+        grpc=dataclasses.replace(base.grpc, host="127.0.0.1"),
+        health=dataclasses.replace(
+            base.health, host="127.0.0.1", port=0, probe_interval=0.2, on_demand_interval=0.0
+        ),
+        gateway=dataclasses.replace(base.gateway, host="127.0.0.1", port=0),
+        database=dataclasses.replace(base.database, pool_min_size=1, pool_max_size=8),
+        process=dataclasses.replace(
+            base.process, shutdown_grace=5.0, drain_delay=0.0, log_dir=tmp_path / "logs"
+        ),
     )
 
 

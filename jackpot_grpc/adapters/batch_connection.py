@@ -48,7 +48,7 @@ class BatchConnection:
         self._url = database_url
         self._kwargs = connection_kwargs(settings, database_url)
         self._conn: psycopg.Connection[Any] | None = None
-        self._commit_timeout = settings.commit_timeout
+        self._commit_timeout = settings.database.commit_timeout
         self._watchdog = CommitWatchdog()
         # The pools as this connection's last batch left them (None: not known, or a batch
         # failed): what the next batch is planned against first.

@@ -75,8 +75,8 @@ def connection_kwargs(
     if "connect_timeout" not in conninfo_to_dict(database_url):
         # Per host of a multi-host URL (libpq tries them in turn): a primary that drops
         # packets costs every new connection this long, so it is short (DB_CONNECT_TIMEOUT).
-        kwargs["connect_timeout"] = max(1, round(settings.db_connect_timeout))
-    if settings.pgbouncer:
+        kwargs["connect_timeout"] = max(1, round(settings.database.connect_timeout))
+    if settings.database.pgbouncer:
         # Server-side prepared statements belong to a server session, which a transaction
         # pooler hands to another client between transactions.
         kwargs["prepare_threshold"] = None
@@ -103,7 +103,7 @@ def bounded_conninfo(
     url = make_conninfo(database_url, **kwargs)
     params = conninfo_to_dict(url)
     hosts = max(1, len(str(params.get("host") or "").split(",")))
-    connect = float(params.get("connect_timeout") or settings.db_connect_timeout)
+    connect = float(params.get("connect_timeout") or settings.database.connect_timeout)
     return url, hosts * connect + 3 * statement_timeout + 1.0
 
 
@@ -126,7 +126,7 @@ def failover_watch_conninfo(settings: Settings, database_url: str) -> tuple[str,
         settings,
         database_url,
         application_name=FAILOVER_WATCH_APPLICATION_NAME,
-        statement_timeout=settings.side_statement_timeout,
+        statement_timeout=settings.database.side_statement_timeout,
     )
 
 
@@ -137,7 +137,7 @@ async def connect_probe(settings: Settings, database_url: str) -> AsyncConnectio
         settings,
         database_url,
         application_name=PROBE_APPLICATION_NAME,
-        statement_timeout=max(0.001, settings.health_probe_timeout),
+        statement_timeout=max(0.001, settings.health.probe_timeout),
     )
     return await AsyncConnection.connect(database_url, autocommit=True, **kwargs)
 
@@ -188,9 +188,11 @@ def server_options(
     """libpq `options` with the timeouts, after any the URL already gives; 0 leaves a
     timeout to the server (or the role's setting)."""
     parts = [str(conninfo_to_dict(database_url).get("options") or "").strip()]
-    statement = settings.db_statement_timeout if statement_timeout is None else statement_timeout
+    statement = (
+        settings.database.statement_timeout if statement_timeout is None else statement_timeout
+    )
     for name, seconds in (
-        ("lock_timeout", settings.db_lock_timeout),
+        ("lock_timeout", settings.database.lock_timeout),
         ("statement_timeout", statement),
     ):
         if seconds > 0:
@@ -232,12 +234,12 @@ def create_db_pool(settings: Settings, database_url: str) -> Pool:
     check = IdleCheck()
     db_pool: Pool = AsyncConnectionPool(
         database_url,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        timeout=settings.pool_timeout,
+        min_size=settings.database.pool_min_size,
+        max_size=settings.database.pool_max_size,
+        timeout=settings.database.pool_timeout,
         # Past this many callers queued for a connection, the next is refused at once
         # (RESOURCE_EXHAUSTED) instead of waiting out the timeout: overload fails fast.
-        max_waiting=settings.pool_max_waiting,
+        max_waiting=settings.database.pool_max_waiting,
         open=False,
         # A connection the server killed is detected before it is handed out.
         check=check,
@@ -259,16 +261,16 @@ def create_side_db_pool(settings: Settings, database_url: str) -> Pool:
     return AsyncConnectionPool(
         database_url,
         min_size=0,
-        max_size=max(1, settings.side_pool_max_size),
-        timeout=settings.pool_timeout,
-        max_waiting=4 * max(1, settings.side_pool_max_size),
+        max_size=max(1, settings.database.side_pool_max_size),
+        timeout=settings.database.pool_timeout,
+        max_waiting=4 * max(1, settings.database.side_pool_max_size),
         open=False,
         check=AsyncConnectionPool.check_connection,
         kwargs=connection_kwargs(
             settings,
             database_url,
             application_name=SIDE_APPLICATION_NAME,
-            statement_timeout=max(0.001, settings.side_statement_timeout),
+            statement_timeout=max(0.001, settings.database.side_statement_timeout),
         ),
         reconnect_timeout=0,
         name="jackpot-on-demand",

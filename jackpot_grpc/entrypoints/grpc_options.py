@@ -35,7 +35,7 @@ def _ms(seconds: float) -> int:
 
 
 def server_options(settings: Settings, *, reuse_port: bool) -> Options:
-    pending = settings.grpc_max_pending_calls
+    pending = settings.grpc.max_pending_calls
     return [
         *(
             []
@@ -46,11 +46,11 @@ def server_options(settings: Settings, *, reuse_port: bool) -> Options:
             ]
         ),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ("grpc.max_concurrent_streams", settings.grpc_max_streams_per_connection),
-        ("grpc.keepalive_time_ms", _ms(settings.grpc_keepalive_time)),
-        ("grpc.keepalive_timeout_ms", _ms(settings.grpc_keepalive_timeout)),
+        ("grpc.max_concurrent_streams", settings.grpc.max_streams_per_connection),
+        ("grpc.keepalive_time_ms", _ms(settings.grpc.keepalive_time)),
+        ("grpc.keepalive_timeout_ms", _ms(settings.grpc.keepalive_timeout)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", _ms(settings.grpc_min_ping_interval)),
-        ("grpc.max_connection_age_ms", _ms(settings.grpc_max_connection_age)),
-        ("grpc.max_connection_age_grace_ms", _ms(settings.grpc_max_connection_age_grace)),
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(settings.grpc.min_ping_interval)),
+        ("grpc.max_connection_age_ms", _ms(settings.grpc.max_connection_age)),
+        ("grpc.max_connection_age_grace_ms", _ms(settings.grpc.max_connection_age_grace)),
     ]

@@ -116,7 +116,7 @@ class RunningServer(ServerParts):
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, stop accepting, let in-flight calls finish, then close the pool:
         the start order of start_parts, unwound (see there for the declared order)."""
-        self.deadline.set(self.settings.shutdown_grace if grace is None else grace)
+        self.deadline.set(self.settings.process.shutdown_grace if grace is None else grace)
         await self.stack.aclose()
         log.info("gRPC server stopped")
 
@@ -141,7 +141,7 @@ def _grpc_server(
         JackpotServicer(
             service,
             contributor,
-            max_wager=settings.max_wager,
+            max_wager=settings.service.max_wager,
             refusals=refusals,
             watch=watch,
             ledger_proofs=ledger_proofs,
@@ -170,30 +170,30 @@ def build_server(
 ) -> ServerParts:
     """Build and wire every part of the server. No I/O: the pool is created closed,
     nothing is bound and no task starts; a bad setting fails here, before any of that."""
-    history_config = sampler_config(settings)
+    history_config = sampler_config(settings.history)
     check_server(settings)  # no clients configured: loopback only (security/open_mode.py)
     check_server_secrets(settings)  # short tokens, key files others may read
     db_pool = create_db_pool(settings, database_url)
     service = JackpotService(
         db_pool,
-        settings.snapshot_ttl,
+        settings.service.snapshot_ttl,
         telemetry.metrics if telemetry else None,
-        max_rate_sum=settings.max_rate_sum,
-        commit_timeout=settings.commit_timeout,
+        max_rate_sum=settings.service.max_rate_sum,
+        commit_timeout=settings.database.commit_timeout,
     )
     batcher: ContributionBatcher | None = None
     contributor: Contributor
-    if settings.batching:
+    if settings.batch.enabled:
         batcher = ContributionBatcher(
             service,
             BatchConnection(settings, database_url),
-            settings.batch_max_size,
-            settings.queue_max_size,
-            settings.batch_linger,
+            settings.batch.max_size,
+            settings.batch.queue_max_size,
+            settings.batch.linger,
         )
         contributor = batcher
     else:
-        contributor = DirectContributor(service, settings.queue_max_size)
+        contributor = DirectContributor(service, settings.batch.queue_max_size)
 
     metrics = RequestMetrics()
     refusals = Refusals()
@@ -202,18 +202,18 @@ def build_server(
     probe = DatabaseHealthProbe(
         health,
         probe_connection.ping,
-        settings.health_probe_interval,
-        settings.health_probe_timeout,
-        settings.health_failure_threshold,
+        settings.health.probe_interval,
+        settings.health.probe_timeout,
+        settings.health.failure_threshold,
         write=probe_connection.write,
         batch_age=batcher.in_flight_age if batcher is not None else None,
-        batch_age_limit=settings.batch_age_limit,
+        batch_age_limit=settings.batch.age_limit,
     )
     service.write_committed.append(probe.write_succeeded)
     admission = Admission(
         lambda: probe.healthy,
-        max_in_flight=settings.max_in_flight,
-        per_connection=settings.max_in_flight_per_connection,
+        max_in_flight=settings.grpc.max_in_flight,
+        per_connection=settings.grpc.max_in_flight_per_connection,
         refusals=refusals,
     )
     rpc_latency = telemetry.rpc_latency(JACKPOT_SERVICE) if telemetry else None
@@ -236,25 +236,29 @@ def build_server(
         db_pool,
         service.snapshot,
         WatchLimits(
-            interval=settings.watch_interval,
-            max_watchers=settings.watch_max_watchers,
-            max_per_connection=settings.watch_max_per_connection,
+            interval=settings.watch.interval,
+            max_watchers=settings.watch.max_watchers,
+            max_per_connection=settings.watch.max_per_connection,
         ),
     )
     service.wins_committed.append(hub.wins_committed)
     # Other processes' changes arrive by NOTIFY (migration 0009); a transaction pooler
     # cannot LISTEN, so behind one the hub reads every JACKPOT_SNAPSHOT_TTL instead.
-    listener = None if settings.pgbouncer else ChangeListener(settings, database_url, hub.notified)
+    listener = (
+        None
+        if settings.database.pgbouncer
+        else ChangeListener(settings, database_url, hub.notified)
+    )
     side_db_pool = create_side_db_pool(settings, database_url)
     ledger_url = ledger_conninfo(settings, database_url)  # connect_timeout: never hangs
     checkpointer = (
         Checkpointer(
             ledger_url,
-            settings.ledger_key_file,
-            settings.checkpoint_log,
-            settings.checkpoint_interval,
+            settings.ledger.key_file,
+            settings.ledger.checkpoint_log,
+            settings.ledger.checkpoint_interval,
         )
-        if settings.ledger_key_file is not None and settings.checkpoint_log is not None
+        if settings.ledger.key_file is not None and settings.ledger.checkpoint_log is not None
         else None
     )
     failover = FailoverWatch(
@@ -272,7 +276,7 @@ def build_server(
         reuse_port=reuse_port,
         health=health,
         refusals=refusals,
-        watch=PoolWatch(service, hub, settings.watch_max_lag),
+        watch=PoolWatch(service, hub, settings.watch.max_lag),
         ledger_proofs=checkpointer.proofs(side_db_pool) if checkpointer is not None else None,
     )
     if telemetry is not None:
@@ -284,15 +288,15 @@ def build_server(
     # audit, like other expensive reads on demand, runs on its own small pool with a
     # statement timeout, over connections Contribute never needs.
     auditor = AuditMonitor(
-        SharedAudit(side_db_pool, settings.audit_interval, full_every=settings.audit_full_every),
-        settings.audit_interval,
-        min_interval=settings.on_demand_interval,
+        SharedAudit(side_db_pool, settings.audit.interval, full_every=settings.audit.full_every),
+        settings.audit.interval,
+        min_interval=settings.health.on_demand_interval,
     )
     health_http = HealthHttp(
         service,
         probe,
         metrics,
-        probe_interval=settings.health_probe_interval,
+        probe_interval=settings.health.probe_interval,
         registries=[
             sampler,
             auditor,
@@ -309,7 +313,7 @@ def build_server(
         refusals=refusals,
         intake=intake,
         limits=HttpLimits.from_settings(settings),
-        on_demand_interval=settings.on_demand_interval,
+        on_demand_interval=settings.health.on_demand_interval,
         checkpoint=(lambda: checkpointer.latest) if checkpointer is not None else None,
         failover=failover,
     )
@@ -327,7 +331,7 @@ def build_server(
         admission=admission,
         intake=intake,
         server=server,
-        address=f"{settings.grpc_host}:{settings.grpc_port if port is None else port}",
+        address=f"{settings.grpc.host}:{settings.grpc.port if port is None else port}",
         sampler=sampler,
         auditor=auditor,
         health_http=health_http,
@@ -356,7 +360,7 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
     UNAVAILABLE) while its probe retries with backoff, SERVING once the database answers.
     A restart during an outage must not become a crash loop."""
     settings = parts.settings
-    deadline = _Deadline(settings.shutdown_grace)
+    deadline = _Deadline(settings.process.shutdown_grace)
     async with contextlib.AsyncExitStack() as stack:
         # Closing these before they ever started (a failed start) is a no-op.
         stack.push_async_callback(parts.health_http.close)
@@ -377,7 +381,7 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         if parts.batcher is not None:
             parts.batcher.start()
         stack.push_async_callback(parts.contributor.close)
-        credentials = server_credentials(settings)
+        credentials = server_credentials(settings.tls)
         others = listening_servers()
         bound = (
             parts.server.add_insecure_port(parts.address)
@@ -388,7 +392,7 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         await parts.probe.set_live()
         await parts.probe.check()  # health is known before the first call arrives
         health_port = await parts.health_http.start(
-            settings.health_host, settings.health_port, reuse_port=reuse_port
+            settings.health.host, settings.health.port, reuse_port=reuse_port
         )
         await parts.server.start()
         deadline.served = True
@@ -399,7 +403,7 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         if parts.listener is not None:
             parts.listener.start()
             stack.push_async_callback(parts.listener.stop)
-        parts.watch_hub.start(poll=None if parts.listener else settings.snapshot_ttl)
+        parts.watch_hub.start(poll=None if parts.listener else settings.service.snapshot_ttl)
         stack.push_async_callback(parts.watch_hub.close)
         stack.push_async_callback(_not_serving, parts, deadline)
         parts.probe.start()
@@ -413,11 +417,11 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
         )
     log.info(
         "gRPC listening on %s:%d (batching %s)",
-        settings.grpc_host,
+        settings.grpc.host,
         bound,
-        "on" if settings.batching else "off",
+        "on" if settings.batch.enabled else "off",
     )
-    log.info("health/metrics HTTP listening on %s:%d", settings.health_host, health_port)
+    log.info("health/metrics HTTP listening on %s:%d", settings.health.host, health_port)
     built = {f.name: getattr(parts, f.name) for f in fields(ServerParts)}
     return RunningServer(
         **built, port=bound, health_port=health_port, stack=started, deadline=deadline
@@ -428,7 +432,7 @@ async def _not_serving(parts: ServerParts, deadline: _Deadline) -> None:
     """gRPC health says NOT_SERVING; load balancers need a moment to see it, and meanwhile
     calls are served."""
     await parts.health.enter_graceful_shutdown()
-    await asyncio.sleep(min(parts.settings.drain_delay, deadline.grace))
+    await asyncio.sleep(min(parts.settings.process.drain_delay, deadline.grace))
 
 
 async def start_server(
@@ -441,7 +445,7 @@ async def start_server(
 ) -> RunningServer:
     """Build the server and start it on `port` (0: any).
 
-    Health/metrics HTTP listens on settings.health_host:health_port (0: any free port;
+    Health/metrics HTTP listens on settings.health.host:health_port (0: any free port;
     the bound one is RunningServer.health_port).
     """
     parts = build_server(
@@ -459,7 +463,7 @@ async def serve(settings: Settings, database_url: str) -> None:
 
     telemetry = setup_telemetry()
     running = await start_server(
-        settings, database_url, reuse_port=settings.reuse_port, telemetry=telemetry
+        settings, database_url, reuse_port=settings.grpc.reuse_port, telemetry=telemetry
     )
     freeze_startup_objects()
     try:

@@ -17,6 +17,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from jackpot.v1 import jackpot_pb2
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.gateway import forwarding, metrics_proxy, stream_framing
 from jackpot_grpc.gateway.caller_limit import CallerFailureLimit
 from jackpot_grpc.gateway.http_errors import GatewayError, rpc_error_response
@@ -428,12 +429,12 @@ async def start_gateway(
 
 async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> None:
     """Serve the gateway on REST_HOST:REST_PORT until SIGTERM/SIGINT, then drain and stop."""
-    require_long_token("JACKPOT_GATEWAY_TOKEN", settings.gateway_token)
-    if settings.allow_open and not is_loopback(settings.rest_host):
+    require_long_token("JACKPOT_GATEWAY_TOKEN", settings.gateway.token)
+    if settings.auth.allow_open and not is_loopback(settings.gateway.host):
         log.warning(
             "JACKPOT_ALLOW_OPEN=1: not checking whether the gRPC server requires credentials"
             " although REST_HOST=%s listens beyond loopback",
-            settings.rest_host,
+            settings.gateway.host,
         )
     telemetry = setup_telemetry(
         default_service_name=GATEWAY_OTEL_SERVICE_NAME, instrument_sql=False
@@ -447,43 +448,43 @@ async def run_gateway(settings: Settings, *, metrics_url: str | None = None) -> 
 async def _serve_gateway(settings: Settings, metrics_url: str | None, telemetry: Telemetry) -> None:
     try:
         app = create_gateway_app(
-            settings.grpc_target,
-            max_body_bytes=settings.max_body_bytes,
+            settings.grpc.target,
+            max_body_bytes=settings.gateway.max_body_bytes,
             metrics_url=metrics_url or metrics_proxy.metrics_url_from_env(settings),
-            credentials=channel_credentials(settings),  # TLS when GRPC_TLS_CA is set
-            call_timeout=settings.gateway_max_timeout,
-            body_timeout=settings.http_body_timeout,
+            credentials=channel_credentials(settings.tls),  # TLS when GRPC_TLS_CA is set
+            call_timeout=settings.gateway.max_timeout,
+            body_timeout=settings.http.body_timeout,
             telemetry=telemetry,
-            trusted_proxies=settings.trusted_proxies,
-            gateway_token=settings.gateway_token,
+            trusted_proxies=settings.auth.trusted_proxies,
+            gateway_token=settings.gateway.token,
             auth_throttle=FailureThrottle(
-                settings.auth_failure_limit,
-                settings.auth_failure_window,
-                settings.auth_block_seconds,
+                settings.auth.failure_limit,
+                settings.auth.failure_window,
+                settings.auth.block_seconds,
             ),
             open_server_probe_wait=(
                 None
-                if settings.allow_open or is_loopback(settings.rest_host)
+                if settings.auth.allow_open or is_loopback(settings.gateway.host)
                 else OPEN_SERVER_PROBE_WAIT
             ),
         )
     except ValueError as exc:  # a bad JACKPOT_GRPC_TARGET
-        raise SystemExit(str(exc)) from None
+        raise ConfigError(str(exc)) from None
     try:
         running = await start_gateway(
             app,
-            settings.rest_host,
-            settings.rest_port,
-            shutdown_timeout=settings.shutdown_grace,
+            settings.gateway.host,
+            settings.gateway.port,
+            shutdown_timeout=settings.process.shutdown_grace,
             limits=HttpLimits.from_settings(settings),
         )
     except OpenServerError as exc:
-        raise SystemExit(str(exc)) from None
+        raise ConfigError(str(exc)) from None
     log.info(
         "REST gateway listening on %s:%d → gRPC %s",
-        settings.rest_host,
+        settings.gateway.host,
         running.port,
-        settings.grpc_target,
+        settings.grpc.target,
     )
     freeze_startup_objects()
     try:

@@ -61,10 +61,10 @@ def metrics_url_from_env(settings: Settings, environ: Mapping[str, str] | None =
     explicit = env.get(METRICS_URL_ENV, "").strip()
     if explicit:
         return explicit
-    host = "127.0.0.1" if settings.health_host in _WILDCARD_HOSTS else settings.health_host
+    host = "127.0.0.1" if settings.health.host in _WILDCARD_HOSTS else settings.health.host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"http://{host}:{settings.health_port}/metrics"
+    return f"http://{host}:{settings.health.port}/metrics"
 
 
 def public_summary(summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from jackpot_grpc.adapters import history_store as store
 from jackpot_grpc.adapters.database import Pool
-from jackpot_grpc.config import Settings
+from jackpot_grpc.config import HistorySettings
 from jackpot_grpc.observability.history_records import Batch, Rollup, SystemSample
 from jackpot_grpc.observability.metrics import (
     PERIODS,
@@ -103,11 +103,8 @@ class SamplerConfig:
             raise ValueError("buffer_max_rows, prune_batch and write_chunk_rows must be >= 1")
 
 
-def sampler_config(settings: Settings) -> SamplerConfig:
-    return SamplerConfig(
-        interval=settings.metrics_sample_interval,
-        retention_days=settings.metrics_retention_days,
-    )
+def sampler_config(history: HistorySettings) -> SamplerConfig:
+    return SamplerConfig(interval=history.sample_interval, retention_days=history.retention_days)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.jobs.periodic import Periodic
 from jackpot_grpc.ledger.checkpoint import (
     Checkpoint,
@@ -69,7 +70,7 @@ class Checkpointer:
         try:
             self._verifier = read_signer(key_file).verifier
         except LedgerBooksError as exc:  # a bad setting: the start fails with its message
-            raise SystemExit(f"JACKPOT_LEDGER_KEY_FILE: {exc}") from exc
+            raise ConfigError(f"JACKPOT_LEDGER_KEY_FILE: {exc}") from exc
         self._key_file = key_file
         self._log_file = log_file
         self._worker: ProcessPoolExecutor | None = None

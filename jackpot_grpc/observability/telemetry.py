@@ -49,6 +49,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.semconv._incubating.metrics.rpc_metrics import RPC_SERVER_CALL_DURATION
 from prometheus_client import CollectorRegistry
 
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.contract.names import JACKPOT_SERVICE
 from jackpot_grpc.domain.model import GROUPS, ContributionResult, Group, PoolState, WinResult
 from jackpot_grpc.runtime.version import package_version
@@ -99,7 +100,7 @@ def signal_protocol(env: Mapping[str, str], signal: Signal) -> Protocol:
     for protocol in PROTOCOLS:
         if raw == protocol:
             return protocol
-    raise SystemExit(f"OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, got {raw!r}")
+    raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, got {raw!r}")
 
 
 def otel_resource(default_service_name: str = DEFAULT_OTEL_SERVICE_NAME) -> Resource:

@@ -41,11 +41,11 @@ async def channel(
     (jackpot_grpc/client/service_config.json): reads are retried on UNAVAILABLE /
     RESOURCE_EXHAUSTED, and writes too when the command says every write it sends carries
     an idempotency key (`keyed_writes`)."""
-    token = settings.client_token
+    token = settings.auth.client_token
     require_long_token("JACKPOT_TOKEN", token)  # could never be a valid token: say so now
     interceptors = [BearerToken(token)] if token else []
     options = channel_options(keyed_writes=keyed_writes)
-    async with open_channel(settings, target, interceptors, options) as chan:
+    async with open_channel(settings.tls, target, interceptors, options) as chan:
         yield chan
 
 

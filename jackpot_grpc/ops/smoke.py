@@ -175,7 +175,7 @@ async def run_smoke(
         except StepFailed as exc:
             detail, ok = str(exc), False
         except grpc.aio.AioRpcError as exc:
-            detail, ok = describe_refusal(exc, bool(settings.client_token)), False
+            detail, ok = describe_refusal(exc, bool(settings.auth.client_token)), False
         ms = round((time.perf_counter() - started) * 1000, 2)
         result.steps.append(Step(name, ok, detail, ms))
         progress(f"smoke: {name}: {'ok' if ok else 'FAILED'} ({detail})")

@@ -24,6 +24,7 @@ from jackpot_grpc.adapters.ops_connection import (
     with_dbname,
 )
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,14 @@ OPS_NO_DATABASE = (
 def open_database(settings: Settings, *, service: bool = False) -> Iterator[DatabaseTarget]:
     """The database of DATABASE_URL; for a service process (`service`) that asked for it
     with JACKPOT_EMBEDDED_DB, the embedded one."""
-    if settings.database_url:
-        yield DatabaseTarget(settings.database_url)
+    if settings.database.url:
+        yield DatabaseTarget(settings.database.url)
         return
     if not service:
-        raise SystemExit(OPS_NO_DATABASE)
-    if not settings.embedded_db:
-        raise SystemExit(NO_DATABASE)
-    embedded = EmbeddedPostgres(settings.data_dir)
+        raise ConfigError(OPS_NO_DATABASE)
+    if not settings.database.embedded:
+        raise ConfigError(NO_DATABASE)
+    embedded = EmbeddedPostgres(settings.database.data_dir)
     url = embedded.start()
     try:
         yield DatabaseTarget(url, embedded.bin_dir)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.transport.peer_address import parse_address
 
 log = logging.getLogger(__name__)
@@ -24,12 +25,12 @@ def check_listening(settings: Settings, hosts: dict[str, str]) -> None:
 
     `hosts` maps each setting's name (GRPC_HOST...) to the address it will listen on.
     """
-    if not settings.open_mode:
+    if not settings.auth.open_mode:
         return
     exposed = {name: host for name, host in hosts.items() if not is_loopback(host)}
-    if exposed and not settings.allow_open:
+    if exposed and not settings.auth.allow_open:
         listed = ", ".join(f"{name}={host!r}" for name, host in exposed.items())
-        raise SystemExit(
+        raise ConfigError(
             f"refusing to start: no clients are configured (JACKPOT_CLIENTS_FILE,"
             f" JACKPOT_ADMIN_TOKEN), so anyone could call every method, and {listed} would"
             f" listen beyond this machine. Configure clients (docs/SECURITY.md), listen on"
@@ -45,5 +46,5 @@ def check_listening(settings: Settings, hosts: dict[str, str]) -> None:
 def check_server(settings: Settings) -> None:
     """For the gRPC server process: its gRPC and health/metrics ports."""
     check_listening(
-        settings, {"GRPC_HOST": settings.grpc_host, "HEALTH_HOST": settings.health_host}
+        settings, {"GRPC_HOST": settings.grpc.host, "HEALTH_HOST": settings.health.host}
     )

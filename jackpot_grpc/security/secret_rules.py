@@ -18,6 +18,8 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jackpot_grpc.config_error import ConfigError
+
 if TYPE_CHECKING:
     from jackpot_grpc.config import Settings
 
@@ -28,7 +30,7 @@ TOO_OPEN = stat.S_IWGRP | stat.S_IRWXO  # 0o027
 def require_long_token(setting: str, token: str | None) -> None:
     """Refuse a token shorter than MIN_TOKEN_LENGTH (it is never shown)."""
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
-        raise SystemExit(
+        raise ConfigError(
             f"{setting} has {len(token)} characters: a token needs at least {MIN_TOKEN_LENGTH};"
             " make one with `openssl rand -hex 32`"
         )
@@ -53,12 +55,12 @@ def require_private(path: Path, what: str) -> None:
     """Refuse to start with a secret file others may read or write."""
     problem = loose_mode(path, what)
     if problem is not None:
-        raise SystemExit(problem)
+        raise ConfigError(problem)
 
 
 def check_server_secrets(settings: Settings) -> None:
     """At start: the admin token long enough, the TLS key private (the clients file is
     checked where it is read, client_registry.py, at start and at every reload)."""
-    require_long_token("JACKPOT_ADMIN_TOKEN", settings.admin_token)
-    if settings.tls_key_file is not None:
-        require_private(settings.tls_key_file, "GRPC_TLS_KEY")
+    require_long_token("JACKPOT_ADMIN_TOKEN", settings.auth.admin_token)
+    if settings.tls.key_file is not None:
+        require_private(settings.tls.key_file, "GRPC_TLS_KEY")

@@ -55,8 +55,8 @@ class HttpLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
         return cls(
-            max_connections=settings.http_max_connections,
-            keepalive_timeout=settings.http_keepalive_timeout,
+            max_connections=settings.http.max_connections,
+            keepalive_timeout=settings.http.keepalive_timeout,
         )
 
 

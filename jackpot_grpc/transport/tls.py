@@ -15,55 +15,56 @@ from typing import Any
 
 import grpc
 
-from jackpot_grpc.config import Settings
+from jackpot_grpc.config import TlsSettings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.security.secret_rules import require_private
 from jackpot_grpc.transport.balancing import channel_target
 
 
-def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:
-        raise SystemExit("GRPC_TLS_CLIENT_CA (mTLS) needs TLS: set GRPC_TLS_CERT and GRPC_TLS_KEY")
-    if settings.tls_cert_file is None and settings.tls_key_file is None:
+def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:
+    if tls.client_ca_file is not None and tls.cert_file is None:
+        raise ConfigError("GRPC_TLS_CLIENT_CA (mTLS) needs TLS: set GRPC_TLS_CERT and GRPC_TLS_KEY")
+    if tls.cert_file is None and tls.key_file is None:
         return None
-    if settings.tls_cert_file is None or settings.tls_key_file is None:
-        raise SystemExit("TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY")
-    require_private(settings.tls_key_file, "GRPC_TLS_KEY")
-    pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
-    if settings.tls_client_ca_file is None:
+    if tls.cert_file is None or tls.key_file is None:
+        raise ConfigError("TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY")
+    require_private(tls.key_file, "GRPC_TLS_KEY")
+    pair = (tls.key_file.read_bytes(), tls.cert_file.read_bytes())
+    if tls.client_ca_file is None:
         return grpc.ssl_server_credentials([pair])
     return grpc.ssl_server_credentials(
         [pair],
-        root_certificates=settings.tls_client_ca_file.read_bytes(),
+        root_certificates=tls.client_ca_file.read_bytes(),
         require_client_auth=True,
     )
 
 
-def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
-    if settings.tls_ca_file is None:
+def channel_credentials(tls: TlsSettings) -> grpc.ChannelCredentials | None:
+    if tls.ca_file is None:
         return None
-    cert, key = settings.tls_client_cert_file, settings.tls_client_key_file
+    cert, key = tls.client_cert_file, tls.client_key_file
     if (cert is None) != (key is None):
-        raise SystemExit(
+        raise ConfigError(
             "a client certificate needs both GRPC_TLS_CLIENT_CERT and GRPC_TLS_CLIENT_KEY"
         )
     if key is not None:
         require_private(key, "GRPC_TLS_CLIENT_KEY")
     return grpc.ssl_channel_credentials(
-        root_certificates=settings.tls_ca_file.read_bytes(),
+        root_certificates=tls.ca_file.read_bytes(),
         private_key=key.read_bytes() if key is not None else None,
         certificate_chain=cert.read_bytes() if cert is not None else None,
     )
 
 
 def open_channel(
-    settings: Settings,
+    tls: TlsSettings,
     target: str,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `target` (an address list too), with TLS when GRPC_TLS_CA is set."""
     target = channel_target(target)
-    credentials = channel_credentials(settings)
+    credentials = channel_credentials(tls)
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
     return grpc.aio.secure_channel(

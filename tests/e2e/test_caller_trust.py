@@ -25,7 +25,7 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1.jackpot_pb2_grpc import JackpotServiceStub
 
 from jackpot_grpc.adapters import clients_file
-from jackpot_grpc.config import Settings
+from jackpot_grpc.config import Settings, TlsSettings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.transport.peer_address import TrustedProxies
 from jackpot_grpc.transport.tls import channel_credentials
@@ -101,20 +101,27 @@ async def closed_on(
 
     @asynccontextmanager
     async def start(
-        host: str, gateway_subject: str | None = None, **changes: object
+        host: str,
+        gateway_subject: str | None = None,
+        trusted_proxies: TrustedProxies | None = None,
+        tls: TlsSettings | None = None,
     ) -> AsyncIterator[tuple[RunningServer, dict[str, str]]]:
-        closed, tokens = secured(settings, tmp_path, **changes)
+        trust = {} if trusted_proxies is None else {"trusted_proxies": trusted_proxies}
+        closed, tokens = secured(settings, tmp_path, **trust)
+        closed = dataclasses.replace(closed, tls=tls or closed.tls)
         if gateway_subject is not None:  # a gateway known by its certificate
-            assert closed.clients_file is not None
+            assert closed.auth.clients_file is not None
             clients_file.add_client(
-                closed.clients_file,
+                closed.auth.clients_file,
                 "rest-gateway",
                 "gateway",
                 cert_subjects=(gateway_subject,),
                 token=False,
             )
         running = await start_server(
-            dataclasses.replace(closed, grpc_host=host), database_url, port=0
+            dataclasses.replace(closed, grpc=dataclasses.replace(closed.grpc, host=host)),
+            database_url,
+            port=0,
         )
         try:
             yield running, tokens
@@ -187,20 +194,20 @@ async def test_a_gateway_certificate_vouches_for_its_callers(
     ca = authority(tmp_path / "ca")
     server_key, server_cert = ca.issue(tmp_path, "localhost")
     gateway_key, gateway_cert = ca.issue(tmp_path, "gateway.example")
-    tls = {
-        "tls_cert_file": server_cert,
-        "tls_key_file": server_key,
-        "tls_client_ca_file": ca.cert,
-        "tls_ca_file": ca.cert,
-        "tls_client_cert_file": gateway_cert,
-        "tls_client_key_file": gateway_key,
-    }
-    changes = {"trusted_proxies": TrustedProxies.parse("none"), **tls}
-    async with closed_on("127.0.0.1", gateway_subject="gateway.example", **changes) as (
+    tls = TlsSettings(
+        cert_file=server_cert,
+        key_file=server_key,
+        client_ca_file=ca.cert,
+        ca_file=ca.cert,
+        client_cert_file=gateway_cert,
+        client_key_file=gateway_key,
+    )
+    none = TrustedProxies.parse("none")
+    async with closed_on("127.0.0.1", "gateway.example", none, tls) as (
         running,
         tokens,
     ):
-        credentials = channel_credentials(running.settings)
+        credentials = channel_credentials(running.settings.tls)
         async with gateway_to(f"localhost:{running.port}", credentials=credentials) as base:
             assert await statuses(base + POOLS, WRONG, LIMIT, CALLER_A) == [401] * LIMIT
             assert await statuses(base + POOLS, tokens["reader"], 5, CALLER_B) == [200] * 5

@@ -58,7 +58,9 @@ async def games(settings: Settings, database_url: str, tmp_path: Path) -> AsyncI
         assert token is not None
         auth[name] = bearer(token)
     running = await start_server(
-        dataclasses.replace(settings, clients_file=path), database_url, port=0
+        dataclasses.replace(settings, auth=dataclasses.replace(settings.auth, clients_file=path)),
+        database_url,
+        port=0,
     )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

@@ -58,7 +58,11 @@ async def running(
     settings: Settings, database_url: str, two_games: Clients
 ) -> AsyncIterator[RunningServer]:
     server = await start_server(
-        dataclasses.replace(settings, clients_file=two_games.path), database_url, port=0
+        dataclasses.replace(
+            settings, auth=dataclasses.replace(settings.auth, clients_file=two_games.path)
+        ),
+        database_url,
+        port=0,
     )
     yield server
     await server.stop(grace=1.0)
@@ -146,7 +150,11 @@ async def test_the_server_starts_with_the_valid_entries(
     add_by_hand(two_games.path, {"name": "bad", "roles": ["game"], "token_sha256": BAD_DIGEST})
     clients_file.revoke_client(two_games.path, "g1")
     server = await start_server(
-        dataclasses.replace(settings, clients_file=two_games.path), database_url, port=0
+        dataclasses.replace(
+            settings, auth=dataclasses.replace(settings.auth, clients_file=two_games.path)
+        ),
+        database_url,
+        port=0,
     )
     try:
         assert await answer(server, two_games.tokens["g1"]) == "UNAUTHENTICATED"

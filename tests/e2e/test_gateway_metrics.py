@@ -44,8 +44,10 @@ async def _gateway(running: RunningServer, max_body_bytes: int) -> RunningGatewa
 @pytest.fixture
 def closed_settings(settings: Settings, tmp_path: Path) -> tuple[Settings, dict[str, str]]:
     """Closed (a clients file), with the production interval between history reads."""
-    closed, tokens = secured(settings, tmp_path, auth_failure_limit=1000)
-    return dataclasses.replace(closed, on_demand_interval=10.0), tokens
+    closed, tokens = secured(settings, tmp_path, failure_limit=1000)
+    return dataclasses.replace(
+        closed, health=dataclasses.replace(closed.health, on_demand_interval=10.0)
+    ), tokens
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ async def stack(
     """(the server, the gateway's base URL, the health port's base URL)."""
     settings, _ = closed_settings
     running = await start_server(settings, database_url, port=0)
-    gateway = await _gateway(running, settings.max_body_bytes)
+    gateway = await _gateway(running, settings.gateway.max_body_bytes)
     yield running, f"http://127.0.0.1:{gateway.port}", f"http://127.0.0.1:{running.health_port}"
     await gateway.stop()
     await running.stop(grace=1.0)
@@ -161,7 +163,7 @@ async def test_the_runbooks_monthly_curl_answers_the_stored_month_after_a_restar
         await first.stop(grace=1.0)  # writes the last, partial minute
 
     second = await start_server(settings, database_url, port=0)
-    gateway = await _gateway(second, settings.max_body_bytes)
+    gateway = await _gateway(second, settings.gateway.max_body_bytes)
     try:
         health = f"http://127.0.0.1:{second.health_port}/metrics?period=30d"
         status, _, text = await _get(health)

@@ -153,7 +153,11 @@ async def test_a_server_that_comes_back_open_is_not_fronted(
                 assert response.status == 200
             await running.stop(grace=0.5)
             reopened = await start_server(
-                dataclasses.replace(settings, reuse_port=False), database_url, port=port
+                dataclasses.replace(
+                    settings, grpc=dataclasses.replace(settings.grpc, reuse_port=False)
+                ),
+                database_url,
+                port=port,
             )
             deadline = time.monotonic() + 30
             statuses: list[int] = []

@@ -269,7 +269,9 @@ async def test_shutdown_reports_503_while_draining_then_closes_the_port(
     settings: Settings, database_url: str, http: aiohttp.ClientSession
 ) -> None:
     running = await start_server(
-        dataclasses.replace(settings, batching=False), database_url, port=0
+        dataclasses.replace(settings, batch=dataclasses.replace(settings.batch, enabled=False)),
+        database_url,
+        port=0,
     )
     stopping: asyncio.Task[None] | None = None
     try:
@@ -322,7 +324,9 @@ async def test_a_taken_health_port_fails_the_start_and_leaves_no_connection_open
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        busy = dataclasses.replace(settings, health_port=taken.getsockname()[1])
+        busy = dataclasses.replace(
+            settings, health=dataclasses.replace(settings.health, port=taken.getsockname()[1])
+        )
         with pytest.raises(OSError):
             await start_server(busy, database_url, port=0)
 

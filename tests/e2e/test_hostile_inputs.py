@@ -66,10 +66,9 @@ async def strict(settings: Settings, database_url: str) -> AsyncIterator[Running
     """A server with small HTTP bounds, so each is quick to reach."""
     tight = dataclasses.replace(
         settings,
-        http_keepalive_timeout=KEEPALIVE,
-        http_max_connections=4,
-        max_in_flight_per_connection=2,
-        on_demand_interval=10.0,
+        http=dataclasses.replace(settings.http, keepalive_timeout=KEEPALIVE, max_connections=4),
+        grpc=dataclasses.replace(settings.grpc, max_in_flight_per_connection=2),
+        health=dataclasses.replace(settings.health, on_demand_interval=10.0),
     )
     running = await start_server(tight, database_url, port=0)
     yield running
@@ -186,7 +185,9 @@ async def test_calls_over_the_connection_bound_are_resource_exhausted_with_retry
 async def short_queue(settings: Settings, database_url: str) -> AsyncIterator[RunningServer]:
     """A server on which at most 4 calls may wait in gRPC core to be taken."""
     running = await start_server(
-        dataclasses.replace(settings, grpc_max_pending_calls=4), database_url, port=0
+        dataclasses.replace(settings, grpc=dataclasses.replace(settings.grpc, max_pending_calls=4)),
+        database_url,
+        port=0,
     )
     yield running
     await running.stop(grace=1.0)

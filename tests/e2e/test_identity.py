@@ -25,6 +25,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc import cli
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.entrypoints.client_registry import POLL_SECONDS
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.transport.tls import open_channel
@@ -90,7 +91,7 @@ async def code_of(call: Awaitable[Any]) -> str:
 async def closed(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> AsyncIterator[tuple[RunningServer, dict[str, str]]]:
-    closed_settings, tokens = secured(settings, tmp_path, auth_failure_limit=1000)
+    closed_settings, tokens = secured(settings, tmp_path, failure_limit=1000)
     running = await start_server(closed_settings, database_url, port=0)
     yield running, tokens
     await running.stop(grace=1.0)
@@ -152,7 +153,10 @@ async def test_audit_row_records_the_authenticated_client(
 async def test_admin_token_is_the_admin_client(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
-    admin_only = dataclasses.replace(settings, admin_token="a-long-admin-secret-0123456789abcdef")
+    admin_only = dataclasses.replace(
+        settings,
+        auth=dataclasses.replace(settings.auth, admin_token="a-long-admin-secret-0123456789abcdef"),
+    )
     running = await start_server(admin_only, database_url, port=0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -177,7 +181,10 @@ async def test_config_update_dry_run_reads_with_the_admin_token(
 ) -> None:
     """`jackpot config update --dry-run` on a server host whose environment holds only
     JACKPOT_ADMIN_TOKEN reads GetConfig as that admin, as the real update sends with it."""
-    admin_only = dataclasses.replace(settings, admin_token="a-long-admin-secret-0123456789abcdef")
+    admin_only = dataclasses.replace(
+        settings,
+        auth=dataclasses.replace(settings.auth, admin_token="a-long-admin-secret-0123456789abcdef"),
+    )
     running = await start_server(admin_only, database_url, port=0)
     try:
         update = ("config", "update", "--grpc-target", f"127.0.0.1:{running.port}")
@@ -212,7 +219,7 @@ async def test_clients_added_and_revoked_through_the_cli_without_a_restart(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     running, tokens = closed
-    path = str(running.settings.clients_file)
+    path = str(running.settings.auth.clients_file)
     code, out = run_cli(
         "clients", "add", "slots-eu", "--role", "game", "--file", path, "--json", capsys=capsys
     )
@@ -249,7 +256,7 @@ async def test_a_peer_that_keeps_failing_is_refused_for_a_while(
     settings: Settings, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     throttled, tokens = secured(
-        settings, tmp_path, auth_failure_limit=3, auth_failure_window=60.0, auth_block_seconds=1.5
+        settings, tmp_path, failure_limit=3, failure_window=60.0, block_seconds=1.5
     )
     running = await start_server(throttled, database_url, port=0)
     wrong = "jpk_guess-number-one"
@@ -281,23 +288,27 @@ async def test_a_peer_that_keeps_failing_is_refused_for_a_while(
 async def test_open_mode_refuses_a_public_address_unless_allowed(
     settings: Settings, database_url: str
 ) -> None:
-    public = dataclasses.replace(settings, grpc_host="0.0.0.0")
-    with pytest.raises(SystemExit, match="JACKPOT_ALLOW_OPEN=1"):
+    public = dataclasses.replace(settings, grpc=dataclasses.replace(settings.grpc, host="0.0.0.0"))
+    with pytest.raises(ConfigError, match="JACKPOT_ALLOW_OPEN=1"):
         await start_server(public, database_url, port=0)
-    running = await start_server(dataclasses.replace(public, allow_open=True), database_url, port=0)
+    running = await start_server(
+        dataclasses.replace(public, auth=dataclasses.replace(public.auth, allow_open=True)),
+        database_url,
+        port=0,
+    )
     await running.stop(grace=0.5)
 
 
 def test_open_mode_listens_on_loopback_by_default() -> None:
     open_ = Settings.from_env({})
-    assert (open_.grpc_host, open_.rest_host, open_.health_host) == ("127.0.0.1",) * 3
+    assert (open_.grpc.host, open_.gateway.host, open_.health.host) == ("127.0.0.1",) * 3
     closed = Settings.from_env({"JACKPOT_CLIENTS_FILE": "/etc/jackpot/clients.json"})
-    assert (closed.grpc_host, closed.rest_host, closed.health_host) == (
+    assert (closed.grpc.host, closed.gateway.host, closed.health.host) == (
         "[::]",
         "0.0.0.0",
         "0.0.0.0",
     )
-    assert Settings.from_env({"JACKPOT_ADMIN_TOKEN": "t"}).grpc_host == "[::]"
+    assert Settings.from_env({"JACKPOT_ADMIN_TOKEN": "t"}).grpc.host == "[::]"
 
 
 async def test_mtls_client_certificates_identify_clients(
@@ -319,17 +330,22 @@ async def test_mtls_client_certificates_identify_clients(
         assert cli.main(["clients", "add", *argv, "--file", str(path)]) == 0
     mtls = dataclasses.replace(
         settings,
-        clients_file=path,
-        tls_cert_file=server_cert,
-        tls_key_file=server_key,
-        tls_client_ca_file=ca.cert,
-        tls_ca_file=ca.cert,
+        auth=dataclasses.replace(settings.auth, clients_file=path),
+        tls=dataclasses.replace(
+            settings.tls,
+            cert_file=server_cert,
+            key_file=server_key,
+            client_ca_file=ca.cert,
+            ca_file=ca.cert,
+        ),
     )
     running = await start_server(mtls, database_url, port=0)
 
     async def answer(key: Path | None, cert: Path | None, method: str) -> str:
-        client = dataclasses.replace(mtls, tls_client_key_file=key, tls_client_cert_file=cert)
-        async with open_channel(client, f"localhost:{running.port}") as channel:
+        client = dataclasses.replace(
+            mtls, tls=dataclasses.replace(mtls.tls, client_key_file=key, client_cert_file=cert)
+        )
+        async with open_channel(client.tls, f"localhost:{running.port}") as channel:
             call = getattr(Stub(channel), method)(requests()[method], timeout=5)
             return await code_of(call)
 

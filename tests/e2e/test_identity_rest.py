@@ -69,11 +69,11 @@ async def closed(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> AsyncIterator[tuple[str, dict[str, str]]]:
     """A gateway in front of a server with clients: (its base URL, tokens by role)."""
-    closed_settings, tokens = secured(settings, tmp_path, auth_failure_limit=1000)
+    closed_settings, tokens = secured(settings, tmp_path, failure_limit=1000)
     running: RunningServer = await start_server(closed_settings, database_url, port=0)
     app = create_gateway_app(
         f"127.0.0.1:{running.port}",
-        max_body_bytes=closed_settings.max_body_bytes,
+        max_body_bytes=closed_settings.gateway.max_body_bytes,
         metrics_url=f"http://127.0.0.1:{running.health_port}/metrics",
         call_timeout=5.0,
     )

@@ -22,6 +22,7 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.entrypoints.server import start_server
 from jackpot_grpc.ledger.checkpoint import split_log
 from jackpot_grpc.service.ledger_books import CheckpointSigner, read_signer
@@ -51,7 +52,10 @@ async def test_the_server_signs_new_leaves_and_serves_the_newest_checkpoint(
 ) -> None:
     log = tmp_path / "checkpoints"
     signing = dataclasses.replace(
-        settings, ledger_key_file=ledger_key, checkpoint_log=log, checkpoint_interval=0.2
+        settings,
+        ledger=dataclasses.replace(
+            settings.ledger, key_file=ledger_key, checkpoint_log=log, checkpoint_interval=0.2
+        ),
     )
     key = outside.read_verifier_key(read(Path(f"{ledger_key}.pub")))
     running = await start_server(signing, database_url, port=0)
@@ -146,9 +150,12 @@ async def test_a_contributes_receipt_proves_it_is_in_the_books(
 
     signing = dataclasses.replace(
         settings,
-        ledger_key_file=ledger_key,
-        checkpoint_log=tmp_path / "log",
-        checkpoint_interval=0.2,
+        ledger=dataclasses.replace(
+            settings.ledger,
+            key_file=ledger_key,
+            checkpoint_log=tmp_path / "log",
+            checkpoint_interval=0.2,
+        ),
     )
     key = outside.read_verifier_key(read(Path(f"{ledger_key}.pub")))
     running = await start_server(signing, database_url, port=0)
@@ -269,9 +276,12 @@ async def test_a_server_with_an_unreadable_ledger_key_does_not_start(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
     bad = dataclasses.replace(
-        settings, ledger_key_file=tmp_path / "missing.key", checkpoint_log=tmp_path / "log"
+        settings,
+        ledger=dataclasses.replace(
+            settings.ledger, key_file=tmp_path / "missing.key", checkpoint_log=tmp_path / "log"
+        ),
     )
-    with pytest.raises(SystemExit, match="JACKPOT_LEDGER_KEY_FILE"):
+    with pytest.raises(ConfigError, match="JACKPOT_LEDGER_KEY_FILE"):
         await start_server(bad, database_url, port=0)
 
 
@@ -283,9 +293,12 @@ async def test_proofs_stay_true_as_the_tree_grows(
     own (larger) checkpoint with the outside verifier."""
     signing = dataclasses.replace(
         settings,
-        ledger_key_file=ledger_key,
-        checkpoint_log=tmp_path / "log",
-        checkpoint_interval=0.2,
+        ledger=dataclasses.replace(
+            settings.ledger,
+            key_file=ledger_key,
+            checkpoint_log=tmp_path / "log",
+            checkpoint_interval=0.2,
+        ),
     )
     key = outside.read_verifier_key(read(Path(f"{ledger_key}.pub")))
     running = await start_server(signing, database_url, port=0)
@@ -331,9 +344,14 @@ async def test_proofs_across_blocks_of_the_kept_tree_verify(
     one or two blocks per proof), every receipt of a ContributeBatch proves with the
     outside verifier: the first, one in a middle block, and the last, in the partial one."""
     signing = dataclasses.replace(
-        settings, ledger_key_file=ledger_key, checkpoint_log=tmp_path / "log",
-        checkpoint_interval=0.2,
-    )  # fmt: skip
+        settings,
+        ledger=dataclasses.replace(
+            settings.ledger,
+            key_file=ledger_key,
+            checkpoint_log=tmp_path / "log",
+            checkpoint_interval=0.2,
+        ),
+    )
     key = outside.read_verifier_key(read(Path(f"{ledger_key}.pub")))
     running = await start_server(signing, database_url, port=0)
     try:

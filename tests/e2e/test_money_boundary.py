@@ -354,7 +354,9 @@ async def test_rates_may_not_sum_above_one(stub: Stub, database_url: str) -> Non
 
 
 async def test_an_operator_bound_lowers_the_limit(settings: Settings, database_url: str) -> None:
-    bounded = dataclasses.replace(settings, max_rate_sum=Decimal("0.02"))
+    bounded = dataclasses.replace(
+        settings, service=dataclasses.replace(settings.service, max_rate_sum=Decimal("0.02"))
+    )
     running = await start_server(bounded, database_url, port=0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

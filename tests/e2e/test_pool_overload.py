@@ -31,7 +31,14 @@ POOL_TIMEOUT = 60.0
 @pytest.fixture
 async def small_server(settings: Settings, database_url: str) -> AsyncIterator[RunningServer]:
     tight = dataclasses.replace(
-        settings, pool_min_size=1, pool_max_size=1, pool_max_waiting=1, pool_timeout=POOL_TIMEOUT
+        settings,
+        database=dataclasses.replace(
+            settings.database,
+            pool_min_size=1,
+            pool_max_size=1,
+            pool_max_waiting=1,
+            pool_timeout=POOL_TIMEOUT,
+        ),
     )
     running = await start_server(tight, database_url, port=0)
     yield running

@@ -14,6 +14,7 @@ import pytest
 from jackpot_grpc import cli
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.entrypoints.server import start_server
 from testkit.certs_ca import authority
 
@@ -29,9 +30,17 @@ async def test_a_short_admin_token_is_refused_at_start(
     settings: Settings, database_url: str
 ) -> None:
     for short in ("a", "change-me", LONG[:-1]):
-        with pytest.raises(SystemExit, match=r"JACKPOT_ADMIN_TOKEN has \d+ characters.*32"):
-            await starts(dataclasses.replace(settings, admin_token=short), database_url)
-    await starts(dataclasses.replace(settings, admin_token=LONG), database_url)
+        with pytest.raises(ConfigError, match=r"JACKPOT_ADMIN_TOKEN has \d+ characters.*32"):
+            await starts(
+                dataclasses.replace(
+                    settings, auth=dataclasses.replace(settings.auth, admin_token=short)
+                ),
+                database_url,
+            )
+    await starts(
+        dataclasses.replace(settings, auth=dataclasses.replace(settings.auth, admin_token=LONG)),
+        database_url,
+    )
 
 
 async def test_a_clients_file_others_may_read_or_write_is_refused_at_start(
@@ -39,10 +48,12 @@ async def test_a_clients_file_others_may_read_or_write_is_refused_at_start(
 ) -> None:
     path = tmp_path / "clients.json"
     assert clients_file.add_client(path, "g1", "game") is not None
-    with_file = dataclasses.replace(settings, clients_file=path)
+    with_file = dataclasses.replace(
+        settings, auth=dataclasses.replace(settings.auth, clients_file=path)
+    )
     for mode in (0o644, 0o660, 0o606, 0o666):
         os.chmod(path, mode)
-        with pytest.raises(SystemExit, match=rf"mode {mode:04o}.*chmod 0600"):
+        with pytest.raises(ConfigError, match=rf"mode {mode:04o}.*chmod 0600"):
             await starts(with_file, database_url)
     for mode in (0o600, 0o640, 0o440):
         os.chmod(path, mode)
@@ -55,27 +66,39 @@ async def test_a_clients_file_that_is_not_json_is_refused_at_start(
     path = tmp_path / "clients.json"
     path.write_text("{ half a file")
     os.chmod(path, 0o600)
-    with pytest.raises(SystemExit, match=r"JACKPOT_CLIENTS_FILE cannot be used: .*not valid JSON"):
-        await starts(dataclasses.replace(settings, clients_file=path), database_url)
+    with pytest.raises(ConfigError, match=r"JACKPOT_CLIENTS_FILE cannot be used: .*not valid JSON"):
+        await starts(
+            dataclasses.replace(
+                settings, auth=dataclasses.replace(settings.auth, clients_file=path)
+            ),
+            database_url,
+        )
 
 
 async def test_a_tls_key_others_may_read_is_refused_at_start(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
     key, cert = authority(tmp_path / "ca").issue(tmp_path, "localhost")
-    tls = dataclasses.replace(settings, tls_cert_file=cert, tls_key_file=key, admin_token=LONG)
+    tls = dataclasses.replace(
+        settings,
+        tls=dataclasses.replace(settings.tls, cert_file=cert, key_file=key),
+        auth=dataclasses.replace(settings.auth, admin_token=LONG),
+    )
     os.chmod(key, 0o644)
-    with pytest.raises(SystemExit, match=r"GRPC_TLS_KEY .* mode 0644.*chmod 0600"):
+    with pytest.raises(ConfigError, match=r"GRPC_TLS_KEY .* mode 0644.*chmod 0600"):
         await starts(tls, database_url)
     os.chmod(key, 0o600)
     await starts(tls, database_url)
 
 
-def test_a_short_jackpot_token_is_refused_by_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_short_jackpot_token_is_refused_by_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("JACKPOT_TOKEN", "change-me")
-    # Nothing listens there: the token is refused before any connection is tried.
-    with pytest.raises(SystemExit, match="JACKPOT_TOKEN has 9 characters"):
-        cli.main(["health", "--grpc-target", "127.0.0.1:9", "--timeout", "1"])
+    # Nothing listens there: the token is refused before any connection is tried; the
+    # CLI prints the ConfigError alone and exits 1.
+    assert cli.main(["health", "--grpc-target", "127.0.0.1:9", "--timeout", "1"]) == 1
+    assert capsys.readouterr().err.startswith("JACKPOT_TOKEN has 9 characters")
 
 
 def test_clients_commands_refuse_to_write_what_would_not_read_back(

@@ -20,10 +20,12 @@ async def test_tls_port_serves_trusting_clients_only(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
     key, cert = self_signed(tmp_path)
-    tls = dataclasses.replace(settings, tls_cert_file=cert, tls_key_file=key, tls_ca_file=cert)
+    tls = dataclasses.replace(
+        settings, tls=dataclasses.replace(settings.tls, cert_file=cert, key_file=key, ca_file=cert)
+    )
     running = await start_server(tls, database_url, port=0)
     try:
-        async with open_channel(tls, f"localhost:{running.port}") as channel:
+        async with open_channel(tls.tls, f"localhost:{running.port}") as channel:
             reply = await jackpot_pb2_grpc.JackpotServiceStub(channel).GetPools(
                 pb.GetPoolsRequest(), timeout=10
             )

@@ -35,10 +35,9 @@ async def bounded(settings: Settings, database_url: str) -> AsyncIterator[Runnin
     running = await start_server(
         dataclasses.replace(
             settings,
-            watch_max_watchers=3,
-            watch_max_per_connection=2,
-            watch_interval=0.01,
-            watch_max_lag=1.0,
+            watch=dataclasses.replace(
+                settings.watch, max_watchers=3, max_per_connection=2, interval=0.01, max_lag=1.0
+            ),
         ),
         database_url,
         port=0,

@@ -143,7 +143,11 @@ async def test_pool_updates_are_coalesced_and_reach_the_watcher(
 
 async def test_watchers_end_unavailable_on_shutdown(settings: Settings, database_url: str) -> None:
     running = await start_server(
-        dataclasses.replace(settings, drain_delay=0.3), database_url, port=0
+        dataclasses.replace(
+            settings, process=dataclasses.replace(settings.process, drain_delay=0.3)
+        ),
+        database_url,
+        port=0,
     )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -212,7 +216,13 @@ async def test_without_listen_a_polling_server_still_tells_another_servers_win(
     """Behind PgBouncer (transaction mode) nothing may LISTEN: the hub reads every
     JACKPOT_SNAPSHOT_TTL while anyone watches."""
     polling = await start_server(
-        dataclasses.replace(settings, pgbouncer=True, snapshot_ttl=0.2), database_url, port=0
+        dataclasses.replace(
+            settings,
+            database=dataclasses.replace(settings.database, pgbouncer=True),
+            service=dataclasses.replace(settings.service, snapshot_ttl=0.2),
+        ),
+        database_url,
+        port=0,
     )
     try:
         assert polling.listener is None

@@ -142,7 +142,9 @@ async def test_past_the_cap_it_is_429_and_a_stopping_server_ends_the_stream(
     settings: Settings, database_url: str, http: aiohttp.ClientSession
 ) -> None:
     running = await start_server(
-        dataclasses.replace(settings, watch_max_watchers=1), database_url, port=0
+        dataclasses.replace(settings, watch=dataclasses.replace(settings.watch, max_watchers=1)),
+        database_url,
+        port=0,
     )
     try:
         async with gateway_for(running) as base, http.get(base + WATCH) as first:

@@ -42,12 +42,12 @@ def test_the_units_place_server_and_gateway_where_the_edge_sends_calls(tmp_path:
     ports = EdgePorts.from_env({**edge_env, "JACKPOT_EDGE_DIR": str(tmp_path)}, public)
     edge = edge_settings(public, ports, servers=1)
     # The edge takes the public ports; the server and gateway are behind it on loopback.
-    assert (public.grpc_port, public.rest_port) == (50051, 3000)
+    assert (public.grpc.port, public.gateway.port) == (50051, 3000)
     assert edge.grpc_bind.endswith(":50051 v4v6") and edge.rest_bind == "0.0.0.0:3000"
-    assert (server.grpc_host, server.grpc_port) == ("127.0.0.1", ports.grpc_port)
-    assert (gateway.rest_host, gateway.rest_port) == ("127.0.0.1", ports.rest_port)
-    assert gateway.grpc_target == f"127.0.0.1:{server.grpc_port}"
-    assert edge.servers[0].health_port == server.health_port  # the health port stays direct
+    assert (server.grpc.host, server.grpc.port) == ("127.0.0.1", ports.grpc_port)
+    assert (gateway.gateway.host, gateway.gateway.port) == ("127.0.0.1", ports.rest_port)
+    assert gateway.grpc.target == f"127.0.0.1:{server.grpc.port}"
+    assert edge.servers[0].health_port == server.health.port  # the health port stays direct
     args = assert_parses(edge_unit.read_text().split("ExecStart=")[1].splitlines()[0])
     assert (args.command, args.servers) == ("edge", 1)
     tool = require_tool("haproxy", "make edge-tools")

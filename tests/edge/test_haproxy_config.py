@@ -11,6 +11,7 @@ import pytest
 
 from jackpot_grpc.adapters import clients_file
 from jackpot_grpc.adapters.clients_file import ClientRecord, ClientsFileError
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.edge import haproxy
 from jackpot_grpc.edge.runner import bind
 from jackpot_grpc.edge.settings import Backend, EdgeSettings, Limit, parse_limit
@@ -113,7 +114,7 @@ def test_unset_edge_limits_are_not_written(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("raw", ["10", "10/", "a/b", "0/5", "5/0", "-1/3"])
 def test_a_bad_role_limit_setting_is_refused_by_name(raw: str) -> None:
-    with pytest.raises(SystemExit, match="JACKPOT_EDGE_LIMIT_GAME must be RATE/IN_FLIGHT"):
+    with pytest.raises(ConfigError, match="JACKPOT_EDGE_LIMIT_GAME must be RATE/IN_FLIGHT"):
         parse_limit(raw, "JACKPOT_EDGE_LIMIT_GAME")
 
 

@@ -21,7 +21,9 @@ from testkit.random_refs import random_game_id
 @pytest.fixture
 def ops_settings(settings: Settings, database_url: str) -> Settings:
     """The test server's settings, pointed at the test database (what the CLI reads)."""
-    return dataclasses.replace(settings, database_url=database_url)
+    return dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, url=database_url)
+    )
 
 
 @pytest.fixture

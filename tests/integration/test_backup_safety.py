@@ -45,7 +45,7 @@ def empty_database(admin_url: str) -> Iterator[str]:
 
 def _create(settings: Settings, url: str, root: Path, *extra: str) -> tuple[int, dict[str, object]]:
     code, data = ops_json_sync(
-        dataclasses.replace(settings, database_url=url),
+        dataclasses.replace(settings, database=dataclasses.replace(settings.database, url=url)),
         "backup",
         "create",
         "--dir",

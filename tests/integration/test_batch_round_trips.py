@@ -41,7 +41,13 @@ async def test_a_contribute_batch_costs_two_round_trips(
     settings: Settings, database_url: str
 ) -> None:
     async with proxied(database_url) as (proxy, url):
-        pool = create_db_pool(dataclasses.replace(settings, pool_min_size=1, pool_max_size=1), url)
+        pool = create_db_pool(
+            dataclasses.replace(
+                settings,
+                database=dataclasses.replace(settings.database, pool_min_size=1, pool_max_size=1),
+            ),
+            url,
+        )
         await pool.open(wait=True, timeout=10)
         service = JackpotService(pool)
         try:
@@ -60,7 +66,11 @@ async def test_a_pipelined_transaction_gives_its_connection_back_as_it_found_it(
     settings: Settings, database_url: str
 ) -> None:
     pool = create_db_pool(
-        dataclasses.replace(settings, pool_min_size=1, pool_max_size=1), database_url
+        dataclasses.replace(
+            settings,
+            database=dataclasses.replace(settings.database, pool_min_size=1, pool_max_size=1),
+        ),
+        database_url,
     )
     await pool.open(wait=True, timeout=10)
     try:

@@ -77,7 +77,12 @@ class KillingMidBatch:
 
 @pytest.fixture
 async def service(settings: Settings, database_url: str) -> AsyncIterator[JackpotService]:
-    pool = create_db_pool(dataclasses.replace(settings, pool_min_size=0), database_url)
+    pool = create_db_pool(
+        dataclasses.replace(
+            settings, database=dataclasses.replace(settings.database, pool_min_size=0)
+        ),
+        database_url,
+    )
     await pool.open()
     yield JackpotService(pool, snapshot_ttl=0)
     await pool.close()

@@ -98,7 +98,12 @@ async def running(
 ) -> AsyncIterator[RunningServer]:
     """The server on the private cluster; param: (batch executor, commit timeout)."""
     _, commit_timeout = getattr(request, "param", ("thread", COMMIT_TIMEOUT))
-    tuned = dataclasses.replace(settings, commit_timeout=commit_timeout, pool_min_size=1)
+    tuned = dataclasses.replace(
+        settings,
+        database=dataclasses.replace(
+            settings.database, commit_timeout=commit_timeout, pool_min_size=1
+        ),
+    )
     server = await start_server(tuned, frozen_url, port=0)
     try:
         yield server
@@ -269,7 +274,10 @@ async def test_an_idle_server_turns_not_serving_when_writes_cannot_commit(
 ) -> None:
     """No call in flight: the probe's heartbeat write is what sees the freeze."""
     tuned = dataclasses.replace(
-        settings, health_probe_interval=0.2, health_probe_timeout=0.5, health_failure_threshold=2
+        settings,
+        health=dataclasses.replace(
+            settings.health, probe_interval=0.2, probe_timeout=0.5, failure_threshold=2
+        ),
     )
     server = await start_server(tuned, frozen_url, port=0)
     try:
@@ -295,10 +303,9 @@ async def test_a_committed_write_turns_readiness_back_before_the_next_probe(
     interval = 5.0
     tuned = dataclasses.replace(
         settings,
-        health_probe_interval=interval,
-        health_failure_threshold=1,
-        batch_age_limit=0.5,
-        commit_timeout=60.0,
+        health=dataclasses.replace(settings.health, probe_interval=interval, failure_threshold=1),
+        batch=dataclasses.replace(settings.batch, age_limit=0.5),
+        database=dataclasses.replace(settings.database, commit_timeout=60.0),
     )
     server = await start_server(tuned, frozen_url, port=0)
     try:
@@ -369,10 +376,13 @@ async def test_the_server_stops_while_commits_are_frozen(
     (before: the stop waited for the worker as long as the freeze lasted)."""
     signing = dataclasses.replace(
         settings,
-        commit_timeout=COMMIT_TIMEOUT,
-        ledger_key_file=ledger_key,
-        checkpoint_log=tmp_path / "checkpoints",
-        checkpoint_interval=0.3,
+        database=dataclasses.replace(settings.database, commit_timeout=COMMIT_TIMEOUT),
+        ledger=dataclasses.replace(
+            settings.ledger,
+            key_file=ledger_key,
+            checkpoint_log=tmp_path / "checkpoints",
+            checkpoint_interval=0.3,
+        ),
     )
     server = await start_server(signing, frozen_url, port=0)
     stopped = False

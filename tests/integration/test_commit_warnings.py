@@ -130,7 +130,9 @@ async def test_a_german_servers_cancelled_standby_wait_is_never_acknowledged(
         conn.execute(f"CREATE DATABASE {name}")
     url = database_conninfo(german.admin_url, name)
     migrations.upgrade(url)
-    tuned = dataclasses.replace(settings, commit_timeout=0.0)
+    tuned = dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, commit_timeout=0.0)
+    )
     server = await start_server(tuned, url, port=0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -110,6 +110,8 @@ KINDS: list[tuple[str, Opener, Seen]] = [
 async def test_each_kind_of_connection_names_itself_and_bounds_its_connect(
     settings: Settings, database_url: str, opener: Opener, expected: Seen
 ) -> None:
-    bounded = dataclasses.replace(settings, db_connect_timeout=3.0)
+    bounded = dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, connect_timeout=3.0)
+    )
     assert "connect_timeout" not in conninfo_to_dict(database_url)  # ours, not the URL's
     assert await opener(bounded, database_url) == expected

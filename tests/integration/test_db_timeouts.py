@@ -61,7 +61,7 @@ def terminate_service_backends(admin_url: str, name: str) -> None:
 
 def test_settings_and_options() -> None:
     settings = Settings.from_env({})
-    assert (settings.db_lock_timeout, settings.db_statement_timeout) == (2.0, 5.0)
+    assert (settings.database.lock_timeout, settings.database.statement_timeout) == (2.0, 5.0)
     url = "postgresql://u@h/db?options=-c%20search_path%3Dpublic"
     assert server_options(settings, url) == (
         "-c search_path=public -c lock_timeout=2000 -c statement_timeout=5000"
@@ -73,7 +73,11 @@ def test_settings_and_options() -> None:
 async def test_a_held_lock_fails_the_call_fast_with_lock_timeout(
     settings: Settings, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    quick = dataclasses.replace(settings, db_lock_timeout=0.3, batching=False)
+    quick = dataclasses.replace(
+        settings,
+        database=dataclasses.replace(settings.database, lock_timeout=0.3),
+        batch=dataclasses.replace(settings.batch, enabled=False),
+    )
     running = await start_server(quick, database_url, port=0)
     holder = await psycopg.AsyncConnection.connect(database_url)
     try:
@@ -187,7 +191,12 @@ async def test_reconnecting_after_a_reset_costs_one_round_trip(
             sslmode="disable",  # no SSL or GSS negotiation: one round trip per connect
             gssencmode="disable",
         )
-        pool = create_db_pool(dataclasses.replace(settings, pool_min_size=2), url)
+        pool = create_db_pool(
+            dataclasses.replace(
+                settings, database=dataclasses.replace(settings.database, pool_min_size=2)
+            ),
+            url,
+        )
         await pool.open(wait=True, timeout=10)
         service = JackpotService(pool)
         try:

@@ -113,7 +113,7 @@ async def test_loadtest_validate_only_refuses_such_a_server(
     target, servicer = older_server
     code, out = await asyncio.to_thread(
         run_ops,
-        dataclasses.replace(settings, grpc_target=target),
+        dataclasses.replace(settings, grpc=dataclasses.replace(settings.grpc, target=target)),
         "loadtest",
         "--kind",
         "contribute",

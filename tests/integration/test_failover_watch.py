@@ -146,11 +146,13 @@ async def test_a_move_to_another_cluster_is_detected_and_its_losses_named(
         )
         signing = dataclasses.replace(
             settings,
-            ledger_key_file=ledger_key,
-            checkpoint_log=tmp_path / "checkpoints",
-            checkpoint_interval=0.2,
-            health_probe_interval=0.2,
-            health_failure_threshold=1,
+            ledger=dataclasses.replace(
+                settings.ledger,
+                key_file=ledger_key,
+                checkpoint_log=tmp_path / "checkpoints",
+                checkpoint_interval=0.2,
+            ),
+            health=dataclasses.replace(settings.health, probe_interval=0.2, failure_threshold=1),
         )
         running = await start_server(signing, url, port=0)
         health = f"http://127.0.0.1:{running.health_port}"
@@ -262,11 +264,13 @@ async def test_an_asynchronous_standby_promoted_loses_named_leaves(
         )
         signing = dataclasses.replace(
             settings,
-            ledger_key_file=ledger_key,
-            checkpoint_log=tmp_path / "checkpoints",
-            checkpoint_interval=0.2,
-            health_probe_interval=0.2,
-            health_failure_threshold=1,
+            ledger=dataclasses.replace(
+                settings.ledger,
+                key_file=ledger_key,
+                checkpoint_log=tmp_path / "checkpoints",
+                checkpoint_interval=0.2,
+            ),
+            health=dataclasses.replace(settings.health, probe_interval=0.2, failure_threshold=1),
         )
         running = await start_server(signing, url, port=0)
         watch, checkpointer = running.failover, running.checkpointer
@@ -343,7 +347,9 @@ async def test_the_comparison_connects_within_the_connect_timeout_and_stop_waits
     no connect_timeout, so its thread hung for good and stop() cancelled the task while
     the thread stayed blocked. Now the comparison fails within DB_CONNECT_TIMEOUT and stop
     returns after it ended."""
-    bounded = dataclasses.replace(settings, db_connect_timeout=1.0)
+    bounded = dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, connect_timeout=1.0)
+    )
     checkpoint = Checkpoint("failover-watch", 3, b"\0" * 32, ())
     watch = FailoverWatch(
         f"postgresql://postgres@127.0.0.1:{silent_port}/jackpot",

@@ -92,7 +92,9 @@ def counts(summary: dict[str, Any]) -> dict[str, int]:
 async def test_the_runbook_capacity_query_reads_the_sampled_rows(
     settings: Settings, database_url: str
 ) -> None:
-    fast = dataclasses.replace(settings, metrics_sample_interval=0.2)
+    fast = dataclasses.replace(
+        settings, history=dataclasses.replace(settings.history, sample_interval=0.2)
+    )
     running = await start_server(fast, database_url, port=0)
     try:
         assert sampler_of(running).config.interval == 0.2
@@ -115,8 +117,8 @@ async def test_the_runbook_capacity_query_reads_the_sampled_rows(
         assert day.hour == day.minute == 0
         assert avg_cpu >= 0
         assert 0 < avg_memory < 100
-        assert 1 <= avg_connections <= settings.pool_max_size
-    assert processes == [(socket.gethostname(), os.getpid(), settings.pool_max_size)]
+        assert 1 <= avg_connections <= settings.database.pool_max_size
+    assert processes == [(socket.gethostname(), os.getpid(), settings.database.pool_max_size)]
     assert requests == (2,)
 
 

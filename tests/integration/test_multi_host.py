@@ -19,6 +19,7 @@ from jackpot_grpc.adapters import ledger_store
 from jackpot_grpc.adapters.database import connection_kwargs, ledger_conninfo
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.entrypoints.server import start_server
 
 
@@ -53,7 +54,9 @@ def test_connect_timeout_applies_per_host(
     settings: Settings, database_url: str, silent_port: int
 ) -> None:
     url = _two_hosts(database_url, silent_port)
-    two = dataclasses.replace(settings, db_connect_timeout=2.0)
+    two = dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, connect_timeout=2.0)
+    )
     assert connection_kwargs(two, url)["connect_timeout"] == 2
     took = _connect_seconds(url, two)
     assert 1.8 <= took < 4.0, took  # the silent host's 2 s, then the real one
@@ -63,17 +66,19 @@ def test_a_connect_timeout_in_the_url_wins(
     settings: Settings, database_url: str, silent_port: int
 ) -> None:
     url = _two_hosts(database_url, silent_port, connect_timeout="1")
-    slow = dataclasses.replace(settings, db_connect_timeout=10.0)
+    slow = dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, connect_timeout=10.0)
+    )
     assert "connect_timeout" not in connection_kwargs(slow, url)
     took = _connect_seconds(url, slow)
     assert 0.8 <= took < 3.0, took
 
 
 def test_db_connect_timeout_is_read_from_the_environment() -> None:
-    assert Settings.from_env({}).db_connect_timeout == 2.0
-    assert Settings.from_env({"DB_CONNECT_TIMEOUT": "5"}).db_connect_timeout == 5.0
-    assert Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "0.5"}).commit_timeout == 0.5
-    assert Settings.from_env({"JACKPOT_BATCH_AGE_LIMIT": "7"}).batch_age_limit == 7.0
+    assert Settings.from_env({}).database.connect_timeout == 2.0
+    assert Settings.from_env({"DB_CONNECT_TIMEOUT": "5"}).database.connect_timeout == 5.0
+    assert Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "0.5"}).database.commit_timeout == 0.5
+    assert Settings.from_env({"JACKPOT_BATCH_AGE_LIMIT": "7"}).batch.age_limit == 7.0
 
 
 def test_the_batch_age_limit_is_never_below_the_commit_timeout() -> None:
@@ -81,12 +86,12 @@ def test_the_batch_age_limit_is_never_below_the_commit_timeout() -> None:
     limit below it turned readiness NOT_SERVING for slow commits that then succeeded
     (flapping). The defaults agree, and a contradiction is refused at start."""
     defaults = Settings.from_env({})
-    assert defaults.batch_age_limit >= defaults.commit_timeout > 0
-    with pytest.raises(SystemExit, match="JACKPOT_BATCH_AGE_LIMIT"):
+    assert defaults.batch.age_limit >= defaults.database.commit_timeout > 0
+    with pytest.raises(ConfigError, match="JACKPOT_BATCH_AGE_LIMIT"):
         Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "5", "JACKPOT_BATCH_AGE_LIMIT": "3"})
     # Either bound off (0): nothing to contradict.
     assert Settings.from_env({"JACKPOT_COMMIT_TIMEOUT": "0", "JACKPOT_BATCH_AGE_LIMIT": "1"})
-    assert Settings.from_env({"JACKPOT_BATCH_AGE_LIMIT": "0"}).batch_age_limit == 0
+    assert Settings.from_env({"JACKPOT_BATCH_AGE_LIMIT": "0"}).batch.age_limit == 0
 
 
 async def test_the_ledger_signer_and_audit_move_past_a_silent_host(
@@ -101,11 +106,13 @@ async def test_the_ledger_signer_and_audit_move_past_a_silent_host(
     url = _two_hosts(database_url, silent_port)
     tuned = dataclasses.replace(
         settings,
-        db_connect_timeout=1.0,
-        pool_min_size=1,
-        ledger_key_file=key,
-        checkpoint_log=tmp_path / "checkpoints",
-        checkpoint_interval=0.2,
+        database=dataclasses.replace(settings.database, connect_timeout=1.0, pool_min_size=1),
+        ledger=dataclasses.replace(
+            settings.ledger,
+            key_file=key,
+            checkpoint_log=tmp_path / "checkpoints",
+            checkpoint_interval=0.2,
+        ),
     )
     ledger = conninfo_to_dict(ledger_conninfo(tuned, url))
     assert (ledger["connect_timeout"], ledger["application_name"]) == ("1", "jackpot-ledger")

@@ -142,7 +142,10 @@ async def test_smoke_write_moves_money_and_leaves_the_books_balanced(
 ) -> None:
     # The shell's own database is unreachable: the service audits the books it writes.
     elsewhere = dataclasses.replace(
-        settings, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+        settings,
+        database=dataclasses.replace(
+            settings.database, url=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+        ),
     )
     code, data = await ops_json(elsewhere, *smoke_argv(server, "--write"))
     assert code == 0, data
@@ -256,7 +259,11 @@ def test_db_check_reports_version_latency_and_revision(
     name = unique_name("jackpot_empty")
     url = create_database(admin_url, name)
     try:
-        code, data = ops_json_sync(dataclasses.replace(settings, database_url=url), "db", "check")
+        code, data = ops_json_sync(
+            dataclasses.replace(settings, database=dataclasses.replace(settings.database, url=url)),
+            "db",
+            "check",
+        )
         assert code == 1
         assert data["revision"] is None and data["up_to_date"] is False
     finally:
@@ -264,7 +271,13 @@ def test_db_check_reports_version_latency_and_revision(
 
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     code, data = ops_json_sync(
-        dataclasses.replace(settings, database_url=unreachable), "db", "check", "--timeout", "2"
+        dataclasses.replace(
+            settings, database=dataclasses.replace(settings.database, url=unreachable)
+        ),
+        "db",
+        "check",
+        "--timeout",
+        "2",
     )
     assert code == 1 and data["connected"] is False
 
@@ -277,9 +290,9 @@ async def test_db_pool_status_counts_the_service_connections(
     )
     assert code == 0, data
     # The server's pool (application_name jackpot-service) holds at least min_size open.
-    assert sum(s["connections"] for s in data["states"]) >= ops_settings.pool_min_size
+    assert sum(s["connections"] for s in data["states"]) >= ops_settings.database.pool_min_size
     assert data["usage"]["max_connections"] > 0
-    assert data["usage"]["jackpot_connections"] >= ops_settings.pool_min_size
+    assert data["usage"]["jackpot_connections"] >= ops_settings.database.pool_min_size
 
     code, text = await ops(
         ops_settings, "db", "pool-status", "--health-url", health_base(server), "--fail-above", "0"
@@ -292,10 +305,14 @@ async def test_db_pool_status_reports_the_servers_own_pool(
     settings: Settings, database_url: str
 ) -> None:
     # The server runs with DB_POOL_MAX=2; the command's own settings say 8 (the fixture's).
-    small = dataclasses.replace(settings, pool_min_size=1, pool_max_size=2)
+    small = dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, pool_min_size=1, pool_max_size=2)
+    )
     running = await start_server(small, database_url, port=0)
     try:
-        ops_settings = dataclasses.replace(settings, database_url=database_url)
+        ops_settings = dataclasses.replace(
+            settings, database=dataclasses.replace(settings.database, url=database_url)
+        )
         argv = ("db", "pool-status", "--health-url", health_base(running))
         code, data = await ops_json(ops_settings, *argv)
         assert code == 0, data
@@ -547,7 +564,10 @@ async def test_diagnostics_shows_locks_and_long_running_queries(
 
 def test_diagnostics_fails_when_the_database_is_down(settings: Settings) -> None:
     down = dataclasses.replace(
-        settings, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x"
+        settings,
+        database=dataclasses.replace(
+            settings.database, url=f"postgresql://postgres@127.0.0.1:{free_port()}/x"
+        ),
     )
     code, data = ops_json_sync(down, "diagnostics", "--no-service", "--timeout", "2")
     assert code == 1

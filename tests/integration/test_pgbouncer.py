@@ -125,16 +125,29 @@ def test_prepared_statements_collide_behind_pgbouncer_unless_disabled(
             bouncer_url,
             # No timeouts in the startup packet: PgBouncer would refuse the connection.
             dataclasses.replace(
-                settings, pgbouncer=False, db_lock_timeout=0, db_statement_timeout=0
+                settings,
+                database=dataclasses.replace(
+                    settings.database, pgbouncer=False, lock_timeout=0, statement_timeout=0
+                ),
             ),
         )
-    _alternate(bouncer_url, dataclasses.replace(settings, pgbouncer=True))
+    _alternate(
+        bouncer_url,
+        dataclasses.replace(
+            settings, database=dataclasses.replace(settings.database, pgbouncer=True)
+        ),
+    )
 
 
 async def test_the_service_works_behind_pgbouncer_in_transaction_mode(
     bouncer_url: str, database_url: str, settings: Settings
 ) -> None:
-    behind = dataclasses.replace(settings, pgbouncer=True, pool_min_size=2, pool_max_size=4)
+    behind = dataclasses.replace(
+        settings,
+        database=dataclasses.replace(
+            settings.database, pgbouncer=True, pool_min_size=2, pool_max_size=4
+        ),
+    )
     running = await start_server(behind, bouncer_url, port=0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

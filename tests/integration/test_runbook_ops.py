@@ -300,11 +300,15 @@ def test_backup_create_shows_progress_unless_json(
 
 def test_backup_dir_is_one_setting(ops_settings: Settings, tmp_path: Path) -> None:
     # Default ./backups where the command runs; units and the image set /var/backups/jackpot.
-    assert Settings.from_env({}).backup_dir == Path("backups").absolute()
+    assert Settings.from_env({}).database.backup_dir == Path("backups").absolute()
     configured = Settings.from_env({"JACKPOT_BACKUP_DIR": str(tmp_path)})
-    assert configured.backup_dir == tmp_path
+    assert configured.database.backup_dir == tmp_path
     code, data = ops_json_sync(
-        dataclasses.replace(ops_settings, backup_dir=tmp_path), "backup", "create"
+        dataclasses.replace(
+            ops_settings, database=dataclasses.replace(ops_settings.database, backup_dir=tmp_path)
+        ),
+        "backup",
+        "create",
     )
     assert code == 0 and Path(data["file"]).is_relative_to(tmp_path)
 

@@ -26,7 +26,10 @@ async def test_a_start_that_fails_unwinds_every_part_it_started(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         blocked = dataclasses.replace(
-            settings, batching=True, health_port=taken.getsockname()[1], reuse_port=False
+            settings,
+            batch=dataclasses.replace(settings.batch, enabled=True),
+            health=dataclasses.replace(settings.health, port=taken.getsockname()[1]),
+            grpc=dataclasses.replace(settings.grpc, reuse_port=False),
         )
         parts = build_server(blocked, database_url, port=0)
         before = asyncio.all_tasks()

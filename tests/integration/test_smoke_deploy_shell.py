@@ -31,16 +31,27 @@ DRY_STEPS = [
 
 
 def deploy_shell(
-    settings: Settings, server: RunningServer, database_url: str, **changes: Any
+    settings: Settings,
+    server: RunningServer,
+    database_url: str,
+    grpc_target: str | None = None,
+    client_token: str | None = None,
 ) -> Settings:
     """The settings of a shell that loaded the service's environment file."""
-    loaded: dict[str, Any] = {
-        "database_url": database_url,
-        "grpc_port": server.port,
-        "health_port": server.health_port,
-        "grpc_target": f"localhost:{server.port}",  # JACKPOT_GRPC_TARGET's default spelling
-    }
-    return dataclasses.replace(settings, **{**loaded, **changes})
+    return dataclasses.replace(
+        settings,
+        database=dataclasses.replace(settings.database, url=database_url),
+        grpc=dataclasses.replace(
+            settings.grpc,
+            port=server.port,
+            # JACKPOT_GRPC_TARGET's default spelling
+            target=grpc_target or f"localhost:{server.port}",
+        ),
+        health=dataclasses.replace(settings.health, port=server.health_port),
+        auth=settings.auth
+        if client_token is None
+        else dataclasses.replace(settings.auth, client_token=client_token),
+    )
 
 
 @pytest.mark.parametrize(

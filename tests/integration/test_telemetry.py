@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import generate_latest
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.observability.telemetry import Telemetry, setup_telemetry
 
@@ -45,7 +46,10 @@ async def traced(
     spans, reader = exporters
     telemetry = setup_telemetry(span_exporter=spans, metric_readers=[reader], environ={})
     running = await start_server(
-        dataclasses.replace(settings, batching=False), database_url, port=0, telemetry=telemetry
+        dataclasses.replace(settings, batch=dataclasses.replace(settings.batch, enabled=False)),
+        database_url,
+        port=0,
+        telemetry=telemetry,
     )
     yield running, telemetry
     await running.stop(grace=1.0)
@@ -251,5 +255,5 @@ def test_otlp_endpoints_protocols_and_the_disable_switch() -> None:
     assert disabled.server_interceptors() == [] and disabled.client_interceptors() == []
     disabled.shutdown()
 
-    with pytest.raises(SystemExit, match="grpc or http/protobuf"):
+    with pytest.raises(ConfigError, match="grpc or http/protobuf"):
         setup_telemetry(environ={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})

@@ -212,18 +212,15 @@ async def drive_load(server: RunningServer, tokens: dict[str, str]) -> None:
 @pytest.fixture(scope="module")
 async def scraped(module_database: str, workdir: Path) -> AsyncIterator[Scraped]:
     # Closed, as in production: a client per role, so the calls carry their tokens.
-    settings, tokens = secured(
-        Settings.from_env({}),
-        workdir,
-        grpc_host="127.0.0.1",
-        health_host="127.0.0.1",
-        health_port=0,
-        pool_min_size=1,
-        pool_max_size=8,
-        health_probe_interval=0.2,
-        drain_delay=0.0,
-        log_dir=workdir / "logs",
+    defaults = Settings.from_env({})
+    local = dataclasses.replace(
+        defaults,
+        grpc=dataclasses.replace(defaults.grpc, host="127.0.0.1"),
+        health=dataclasses.replace(defaults.health, host="127.0.0.1", port=0, probe_interval=0.2),
+        database=dataclasses.replace(defaults.database, pool_min_size=1, pool_max_size=8),
+        process=dataclasses.replace(defaults.process, drain_delay=0.0, log_dir=workdir / "logs"),
     )
+    settings, tokens = secured(local, workdir)
     telemetry = setup_telemetry(environ={})  # the business counters reach /metrics/prometheus
     server = await start_server(settings, module_database, port=0, telemetry=telemetry)
     assert server.auditor is not None

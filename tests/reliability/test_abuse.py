@@ -33,7 +33,7 @@ SECONDS = 8.0  # each abuse runs this long
 MIN_OK = 0.99
 ABUSE_ENV = dict(item.split("=", 1) for item in os.environ.get("ABUSE_ENV", "").split() if item)
 # How long the health port keeps an idle connection open (the idle abuse waits on it).
-KEEPALIVE = Settings.from_env(ABUSE_ENV).http_keepalive_timeout
+KEEPALIVE = Settings.from_env(ABUSE_ENV).http.keepalive_timeout
 
 
 @dataclass

@@ -64,7 +64,9 @@ async def test_database_crash_under_load(
         conn.execute("CREATE DATABASE jackpot_crash")
     url = database_conninfo(pg.admin_url, "jackpot_crash")
     migrations.upgrade(url)
-    settings = dataclasses.replace(settings, health_probe_interval=0.2)
+    settings = dataclasses.replace(
+        settings, health=dataclasses.replace(settings.health, probe_interval=0.2)
+    )
 
     running = await start_server(settings, url, port=0)
     calls: list[Call] = []

@@ -35,8 +35,11 @@ def settings(settings: Settings) -> Settings:
     abuse suite): lifted here, this module is about amounts."""
     return dataclasses.replace(
         settings,
-        max_in_flight_per_connection=2 * BURST,
-        grpc_max_streams_per_connection=2 * BURST,
+        grpc=dataclasses.replace(
+            settings.grpc,
+            max_in_flight_per_connection=2 * BURST,
+            max_streams_per_connection=2 * BURST,
+        ),
     )
 
 

@@ -245,7 +245,10 @@ def settings(settings: Settings) -> Settings:
     tested in tests/e2e); this test is about the books under load, so that bound is lifted
     (with room: a call answered by an abort reaches the client before admission counts it
     out, so the server can briefly count more than the client has in flight)."""
-    return dataclasses.replace(settings, max_in_flight_per_connection=4 * (IN_FLIGHT + 2))
+    return dataclasses.replace(
+        settings,
+        grpc=dataclasses.replace(settings.grpc, max_in_flight_per_connection=4 * (IN_FLIGHT + 2)),
+    )
 
 
 async def test_stress_contributions_wins_and_config_changes(

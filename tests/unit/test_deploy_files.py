@@ -32,7 +32,7 @@ OPERATIONS = PROJECT_ROOT / "docs" / "OPERATIONS.md"
 RUNBOOK = PROJECT_ROOT / "docs" / "runbook" / "jackpot-service-runbook.md"
 DURATION = re.compile(r"^\d+[smhdw]$")
 README = PROJECT_ROOT / "README.md"
-CONFIG = PROJECT_ROOT / "jackpot_grpc" / "config.py"
+CONFIG = PROJECT_ROOT / "jackpot_grpc" / "config"  # Settings and its groups' loaders
 ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 
 
@@ -103,12 +103,16 @@ def test_dockerfile_writes_only_to_declared_volumes() -> None:
     """Read-only root filesystem: every directory the service writes is a volume."""
     env = final_env()
     settings = Settings.from_env(env)
-    assert {str(settings.log_dir), str(settings.backup_dir), "/tmp"} <= declared_volumes()
+    assert {
+        str(settings.process.log_dir),
+        str(settings.database.backup_dir),
+        "/tmp",
+    } <= declared_volumes()
     workdirs = [r for n, r in stages()[-1] if n == "WORKDIR"]
     assert workdirs[-1] in declared_volumes(), "the working directory is not writable"
     # No throwaway database and no migration at start, whatever the image's environment.
-    assert settings.database_url is None
-    assert not settings.embedded_db and not settings.migrate_on_start
+    assert settings.database.url is None
+    assert not settings.database.embedded and not settings.database.migrate_on_start
 
 
 def test_dockerfile_runs_as_non_root_and_exposes_the_runbook_ports() -> None:
@@ -124,9 +128,9 @@ def test_dockerfile_runs_as_non_root_and_exposes_the_runbook_ports() -> None:
     env = final_env()
     defaults = Settings.from_env({})
     for var, port in (
-        ("GRPC_PORT", defaults.grpc_port),
-        ("REST_PORT", defaults.rest_port),
-        ("HEALTH_PORT", defaults.health_port),
+        ("GRPC_PORT", defaults.grpc.port),
+        ("REST_PORT", defaults.gateway.port),
+        ("HEALTH_PORT", defaults.health.port),
     ):
         assert env[var] == str(port)
     assert re.fullmatch(r"\d+:\d+", users[-1]), "numeric USER (runAsNonRoot can check it)"
@@ -453,7 +457,9 @@ def test_every_unit_can_write_where_it_logs_and_works(path: Path) -> None:
     entries = unit_entries(path)
     assert entries["ProtectSystem"] == ["strict"]
     settings = unit_settings(entries)
-    assert can_write(entries, settings.log_dir), f"{path.name}: cannot write {settings.log_dir}"
+    assert can_write(entries, settings.process.log_dir), (
+        f"{path.name}: cannot write {settings.process.log_dir}"
+    )
     assert can_write(entries, Path(entries["WorkingDirectory"][0])), path.name
     for key in ("ExecStart", "ExecStartPost"):
         for command in entries.get(key, []):
@@ -461,7 +467,7 @@ def test_every_unit_can_write_where_it_logs_and_works(path: Path) -> None:
             if args.command == "serve":
                 assert not args.migrate, "migrations are a deployment step, not a start step"
             if getattr(args, "dir", None):
-                assert Path(args.dir) == settings.backup_dir, f"{path.name}: --dir"
+                assert Path(args.dir) == settings.database.backup_dir, f"{path.name}: --dir"
                 assert can_write(entries, Path(args.dir)), f"{path.name}: cannot write --dir"
 
 
@@ -490,7 +496,7 @@ def test_logrotate_rotates_the_file_the_units_write() -> None:
     written = set()
     for path in service_units():
         entries = unit_entries(path)
-        written.add(unit_settings(entries).log_dir / logging_setup.LOG_FILE)
+        written.add(unit_settings(entries).process.log_dir / logging_setup.LOG_FILE)
         owner = [entries["User"][0], entries["Group"][0]]
     assert [Path(p) for p in paths] == sorted(written)
     assert ["su", *owner] in directives
@@ -574,14 +580,16 @@ def test_every_runbook_script_has_a_translation() -> None:
 
 
 def settings_env_names() -> set[str]:
-    """Every variable Settings.from_env reads: the names it (and the *_from_env helpers it
-    calls, read first so logging is set up early) pass to the env readers."""
-    tree = ast.parse(CONFIG.read_text())
+    """Every variable Settings.from_env reads: the names its groups' loaders (and the
+    *_from_env / *_of helpers they call, read first so logging is set up early) pass to
+    the env readers."""
+    trees = [ast.parse(path.read_text()) for path in sorted(CONFIG.glob("*.py"))]
     readers = [
         node
+        for tree in trees
         for node in ast.walk(tree)
         if isinstance(node, ast.FunctionDef)
-        and (node.name == "from_env" or node.name.endswith("_from_env"))
+        and (node.name == "from_env" or node.name.endswith(("_from_env", "_of")))
     ]
     return {
         node.value
@@ -611,7 +619,7 @@ def test_readme_starts_with_make_run_and_make_test() -> None:
 def test_every_setting_from_the_environment_is_in_the_readme_table() -> None:
     read = settings_env_names()
     assert {"DATABASE_URL", "GRPC_PORT", "JACKPOT_LOG_DIR", "JACKPOT_LOG_FORMAT"} <= read
-    assert len(read) > 50, "the reader of config.py found too little: has from_env moved?"
+    assert len(read) > 50, "the reader of config/ found too little: has from_env moved?"
     missing = sorted(read - readme_env_table())
     assert not missing, f"variables Settings.from_env reads, not in README's table: {missing}"
 

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig, sampler_config
 from jackpot_grpc.history.trend import (
     Trend,
@@ -173,14 +174,14 @@ def test_sampler_config_reads_the_environment() -> None:
     settings = Settings.from_env(
         {"JACKPOT_SAMPLE_INTERVAL": "0.5", "JACKPOT_METRICS_RETENTION_DAYS": "7"}
     )
-    config = sampler_config(settings)
+    config = sampler_config(settings.history)
     assert (config.interval, config.retention_days) == (0.5, 7.0)
-    assert sampler_config(Settings.from_env({})) == SamplerConfig()
+    assert sampler_config(Settings.from_env({}).history) == SamplerConfig()
     assert SamplerConfig().interval == 60.0 and SamplerConfig().retention_days == 35.0
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError):
         Settings.from_env({"JACKPOT_SAMPLE_INTERVAL": "soon"})
     with pytest.raises(ValueError):
-        sampler_config(Settings.from_env({"JACKPOT_SAMPLE_INTERVAL": "0"}))
+        sampler_config(Settings.from_env({"JACKPOT_SAMPLE_INTERVAL": "0"}).history)
     with pytest.raises(ValueError):
         SamplerConfig(interval=0)
     with pytest.raises(ValueError):

@@ -119,10 +119,10 @@ def test_server_ports_and_probes_agree_with_the_settings() -> None:
     server = the_container("jackpot")
     settings = container_settings(server)
     ports = port_numbers(server)
-    assert ports == {"grpc": settings.grpc_port, "health": settings.health_port}
-    assert server["readinessProbe"]["grpc"] == {"port": settings.grpc_port, "service": ""}
+    assert ports == {"grpc": settings.grpc.port, "health": settings.health.port}
+    assert server["readinessProbe"]["grpc"] == {"port": settings.grpc.port, "service": ""}
     for probe in ("livenessProbe", "startupProbe"):
-        assert server[probe]["grpc"] == {"port": settings.grpc_port, "service": LIVENESS_SERVICE}
+        assert server[probe]["grpc"] == {"port": settings.grpc.port, "service": LIVENESS_SERVICE}
     assert assert_parses(" ".join(server["args"])).command == "serve"
     assert not assert_parses(" ".join(server["args"])).migrate, "serve must not migrate"
 
@@ -130,17 +130,17 @@ def test_server_ports_and_probes_agree_with_the_settings() -> None:
 def test_gateway_ports_probes_and_target_agree_with_the_settings() -> None:
     gateway = the_container("jackpot-gateway")
     settings = container_settings(gateway)
-    assert port_numbers(gateway) == {"rest": settings.rest_port}
+    assert port_numbers(gateway) == {"rest": settings.gateway.port}
     assert gateway["readinessProbe"]["httpGet"]["port"] == "rest"
     assert assert_parses(" ".join(gateway["args"])).command == "gateway"
     server = the_container("jackpot")
-    target = settings.grpc_target.removeprefix("dns:///")
+    target = settings.grpc.target.removeprefix("dns:///")
     host, _, port = target.rpartition(":")
-    assert int(port) == container_settings(server).grpc_port
+    assert int(port) == container_settings(server).grpc.port
     service = named("Service", host)
     assert service["spec"]["clusterIP"] == "None", "one address per replica to balance over"
     metrics = plain_env(gateway)["JACKPOT_METRICS_URL"]
-    assert metrics == f"http://jackpot:{container_settings(server).health_port}/metrics"
+    assert metrics == f"http://jackpot:{container_settings(server).health.port}/metrics"
 
 
 def test_the_migration_job_runs_jackpot_migrate() -> None:
@@ -168,8 +168,8 @@ def test_pre_stop_is_sized_to_the_drain_delay() -> None:
         command = container["lifecycle"]["preStop"]["exec"]["command"]
         assert command[0] == "sleep"
         pre_stop = float(command[1])
-        assert pre_stop == settings.drain_delay, deployment
-        needed = pre_stop + settings.drain_delay + settings.shutdown_grace
+        assert pre_stop == settings.process.drain_delay, deployment
+        needed = pre_stop + settings.process.drain_delay + settings.process.shutdown_grace
         assert spec["terminationGracePeriodSeconds"] > needed, deployment
 
 
@@ -195,7 +195,7 @@ def test_pods_run_as_the_image_user_on_a_read_only_root() -> None:
             }
             writes = {"/tmp"}
             if "JACKPOT_LOG_DIR" in plain_env(container):
-                writes.add(str(container_settings(container).log_dir))
+                writes.add(str(container_settings(container).process.log_dir))
             assert writes <= set(mounts), f"{where}: no writable volume for {writes - set(mounts)}"
 
 

@@ -86,8 +86,12 @@ async def test_readiness_flips_only_after_consecutive_failures_and_liveness_neve
 
 
 def test_grpc_server_options_come_from_settings() -> None:
+    defaults = Settings.from_env({})
     settings = dataclasses.replace(
-        Settings.from_env({}), grpc_max_connection_age=60.0, grpc_max_streams_per_connection=7
+        defaults,
+        grpc=dataclasses.replace(
+            defaults.grpc, max_connection_age=60.0, max_streams_per_connection=7
+        ),
     )
     options = dict(server_options(settings, reuse_port=False))
     assert options["grpc.max_connection_age_ms"] == 60_000

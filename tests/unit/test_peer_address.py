@@ -7,6 +7,7 @@ from ipaddress import ip_address
 import pytest
 
 from jackpot_grpc.config import Settings
+from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.transport.peer_address import (
     LOOPBACK_PROXIES,
     TrustedProxies,
@@ -56,12 +57,12 @@ def test_forwarded_for_is_believed_only_while_the_hop_is_trusted() -> None:
 
 
 def test_trusted_proxies_setting() -> None:
-    assert Settings.from_env({}).trusted_proxies == LOOPBACK_PROXIES
+    assert Settings.from_env({}).auth.trusted_proxies == LOOPBACK_PROXIES
     assert ip_address("::1") in LOOPBACK_PROXIES and ip_address("127.0.0.9") in LOOPBACK_PROXIES
-    nobody = Settings.from_env({"JACKPOT_TRUSTED_PROXIES": "none"}).trusted_proxies
+    nobody = Settings.from_env({"JACKPOT_TRUSTED_PROXIES": "none"}).auth.trusted_proxies
     assert ip_address("127.0.0.1") not in nobody and str(nobody) == "none"
     listed = Settings.from_env({"JACKPOT_TRUSTED_PROXIES": "10.0.0.0/8, 2001:db8::/32"})
-    assert ip_address("10.9.9.9") in listed.trusted_proxies
-    assert ip_address("2001:db8::1") in listed.trusted_proxies
-    with pytest.raises(SystemExit, match=r"JACKPOT_TRUSTED_PROXIES.*'10\.0\.0\.0/33'"):
+    assert ip_address("10.9.9.9") in listed.auth.trusted_proxies
+    assert ip_address("2001:db8::1") in listed.auth.trusted_proxies
+    with pytest.raises(ConfigError, match=r"JACKPOT_TRUSTED_PROXIES.*'10\.0\.0\.0/33'"):
         Settings.from_env({"JACKPOT_TRUSTED_PROXIES": "10.0.0.0/33"})

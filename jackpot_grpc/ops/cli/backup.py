@@ -26,7 +26,7 @@ def _bin_dirs(args: argparse.Namespace, embedded: Path | None) -> list[Path]:
 
 
 def _backup_root(settings: Settings, args: argparse.Namespace) -> Path:
-    return Path(args.dir) if args.dir else settings.backup_dir
+    return Path(args.dir) if args.dir else settings.database.backup_dir
 
 
 def _verification_rows(v: Verification) -> list[dict[str, Any]]:

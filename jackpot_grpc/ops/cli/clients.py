@@ -24,7 +24,7 @@ RESERVED = (ADMIN_CLIENT, ANONYMOUS)  # JACKPOT_ADMIN_TOKEN's client; open mode'
 
 
 def _file(settings: Settings, args: argparse.Namespace) -> Path:
-    path: Path | None = args.file or settings.clients_file
+    path: Path | None = args.file or settings.auth.clients_file
     if path is None:
         raise clients_file.ClientsFileError("set JACKPOT_CLIENTS_FILE (or pass --file)")
     return path

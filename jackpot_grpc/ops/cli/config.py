@@ -77,11 +77,11 @@ def cmd_config_validate(settings: Settings, args: argparse.Namespace) -> int:
     if args.file:
         source = args.file
         document = config_admin.load_file(Path(args.file))
-        configs, problems = config_admin.validate_document(document, settings.max_rate_sum)
+        configs, problems = config_admin.validate_document(document, settings.service.max_rate_sum)
     else:
         configs = _database_configs(settings)
         source = "database"
-        problems = config_admin.validate_configs(configs, settings.max_rate_sum)
+        problems = config_admin.validate_configs(configs, settings.service.max_rate_sum)
     ok = not problems
     violations = [{"field": p.field, "problem": p.description} for p in problems]
     rows = [_table_row(c) for c in configs]

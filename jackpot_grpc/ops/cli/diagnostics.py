@@ -97,10 +97,12 @@ def host_part(settings: Settings) -> Part:
 
     progress("diagnostics: host")
     host = diagnostics.host_resources(
-        [settings.log_dir] if settings.database_url else [settings.log_dir, settings.data_dir]
+        [settings.process.log_dir]
+        if settings.database.url
+        else [settings.process.log_dir, settings.database.data_dir]
     )
     processes = diagnostics.jackpot_processes()
-    log = diagnostics.recent_log_errors(settings.log_dir / "application.log")
+    log = diagnostics.recent_log_errors(settings.process.log_dir / "application.log")
     log_summary = {k: v for k, v in log.items() if k != "last"}
     return Part(
         data={"host": host, "processes": processes, "log": log},

@@ -47,9 +47,9 @@ def cmd_keygen(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _key_and_log(settings: Settings) -> tuple[Path, Path]:
-    if settings.ledger_key_file is None or settings.checkpoint_log is None:
+    if settings.ledger.key_file is None or settings.ledger.checkpoint_log is None:
         raise OpsError("set JACKPOT_LEDGER_KEY_FILE and JACKPOT_CHECKPOINT_LOG")
-    return settings.ledger_key_file, settings.checkpoint_log
+    return settings.ledger.key_file, settings.ledger.checkpoint_log
 
 
 def cmd_checkpoint(settings: Settings, args: argparse.Namespace) -> int:
@@ -87,13 +87,13 @@ def _verifier_text(settings: Settings, args: argparse.Namespace) -> str | None:
 
     if args.public_key:
         return Path(args.public_key).read_text(encoding="utf-8").strip()
-    if settings.ledger_key_file is not None:
-        return read_signer(settings.ledger_key_file).verifier.text()
+    if settings.ledger.key_file is not None:
+        return read_signer(settings.ledger.key_file).verifier.text()
     return None
 
 
 def _log_path(settings: Settings, args: argparse.Namespace) -> Path:
-    path = Path(args.checkpoints) if args.checkpoints else settings.checkpoint_log
+    path = Path(args.checkpoints) if args.checkpoints else settings.ledger.checkpoint_log
     if path is None:
         raise OpsError("give --checkpoints FILE or set JACKPOT_CHECKPOINT_LOG")
     return path

@@ -45,7 +45,7 @@ def _specs(settings: Settings, args: argparse.Namespace) -> list[LoadSpec]:
         "idempotency_keys": not args.no_idempotency_keys,
         "call_timeout": args.timeout,
         "batch_items": args.batch_items,
-        "token": settings.client_token,
+        "token": settings.auth.client_token,
         "validate_only": args.validate_only,
     }
     specs = [LoadSpec(kind=args.kind, target=grpc_target(settings, args), **shared)]

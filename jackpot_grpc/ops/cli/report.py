@@ -56,7 +56,7 @@ RESOURCE_COLUMNS = ("day", "avg_cpu", "avg_memory", "avg_connections", "samples"
 def gather_metrics(settings: Settings, args: argparse.Namespace) -> MetricsFetch:
     from jackpot_grpc.ops import performance
 
-    base = args.metrics_url or f"http://localhost:{settings.health_port}/metrics"
+    base = args.metrics_url or f"http://localhost:{settings.health.port}/metrics"
     url = performance.metrics_url(base, args.period)
     progress(f"report: metrics from {url}")
     return asyncio.run(performance.fetch_metrics(url, args.timeout))

@@ -91,18 +91,18 @@ def admin_token(settings: Settings) -> str | None:
     JACKPOT_ADMIN_TOKEN."""
     from jackpot_grpc.security.secret_rules import require_long_token
 
-    token = None if settings.client_token else settings.admin_token
+    token = None if settings.auth.client_token else settings.auth.admin_token
     require_long_token("JACKPOT_ADMIN_TOKEN", token)  # the server would refuse it anyway
     return token
 
 
 def grpc_target(settings: Settings, args: argparse.Namespace) -> str:
-    return str(args.grpc_target or settings.grpc_target)
+    return str(args.grpc_target or settings.grpc.target)
 
 
 def health_url(settings: Settings, args: argparse.Namespace) -> str:
     """The service's health HTTP base URL: --health-url, else localhost:HEALTH_PORT."""
-    return str(args.health_url or f"http://localhost:{settings.health_port}")
+    return str(args.health_url or f"http://localhost:{settings.health.port}")
 
 
 def health_base(settings: Settings, args: argparse.Namespace) -> str | None:

@@ -28,10 +28,10 @@ def instance_under_test(settings: Settings, args: argparse.Namespace) -> tuple[s
     target = grpc_target(settings, args)
     if args.no_audit:
         return target, None
-    if args.health_url or is_local_instance(target, settings.grpc_port):
+    if args.health_url or is_local_instance(target, settings.grpc.port):
         return target, health_url(settings, args)
     raise OpsError(
-        f"{target} is not this host's instance (localhost:{settings.grpc_port}): name its"
+        f"{target} is not this host's instance (localhost:{settings.grpc.port}): name its"
         " health HTTP with --health-url URL (the instance audits its own books there),"
         " or --no-audit"
     )
