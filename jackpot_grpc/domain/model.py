@@ -1,4 +1,7 @@
-"""Value objects of the jackpot: groups, pool state, commands and their outcomes."""
+"""Value objects of the jackpot: groups, pool state, commands and their outcomes.
+
+(Long because it is the vocabulary every layer shares: small frozen classes, no logic.)
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 """Health and metrics over HTTP on HEALTH_PORT (3001): what operators and scrapers read.
+(One module for the port's routes: long because each answer's status rules are spelled out.)
 
     /health              overall status: 200 healthy; 503 unhealthy or shutting down
     /health/database     reachability, latency, connection pool figures (200/503)

@@ -1,5 +1,9 @@
 """The REST gateway: an aiohttp app whose routes come from the proto, over one gRPC channel
-that balances over every server of JACKPOT_GRPC_TARGET (jackpot_grpc.transport.balancing)."""
+that balances over every server of JACKPOT_GRPC_TARGET (jackpot_grpc.transport.balancing).
+
+(The app's wiring: routes, streaming, middleware order, start and stop. Long because the
+order is the point, and it reads top to bottom in one file.)
+"""
 
 from __future__ import annotations
 

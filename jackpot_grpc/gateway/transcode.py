@@ -6,6 +6,8 @@ camelCase out, unset fields emitted, int64 as strings. Unset message fields and 
 defaults, so a typo can never pass as "unset": an unknown field in the body or the query is
 400 naming it, and an enum takes its value's name (`JACKPOT_GROUP_MINOR`), that name
 without the enum's prefix in any case (`minor`), or its number.
+(Long because it is the whole mapping, both directions, in one place: a rule that differs
+between request and response parsing would be a contract bug.)
 """
 
 from __future__ import annotations

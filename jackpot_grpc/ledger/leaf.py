@@ -1,4 +1,5 @@
 """The canonical leaf encoding: one ledger event, every field that carries meaning, as bytes.
+(Long because every event type's schema is spelled out here, the one reference encoder.)
 
     leaf  = version (1 byte, 0x01) || event type (1 byte) || field || field || ...
     field = length (4 bytes, big-endian) || the value's canonical text in UTF-8

@@ -1,5 +1,7 @@
 """Pool configuration for operators: show (gRPC or database), validate (file or database),
 update (the admin UpdateConfig RPC). Every rule is the domain's own (domain.validation).
+(Three commands over one pool configuration: their long part is the readable diff and
+report each prints, kept together so show, validate and update read the same way.)
 """
 
 from __future__ import annotations

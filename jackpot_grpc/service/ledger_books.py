@@ -1,4 +1,6 @@
 """Signing checkpoints of the ledger's tree and auditing the rows against them.
+(Both sides of one trust boundary in one module: the signer's refusals and the auditor's
+checks must agree, so they are read together.)
 
 A checkpoint is signed only if the tree still has the root of the last checkpoint in the
 log at its size (a signer never blesses books that changed under an earlier checkpoint),
