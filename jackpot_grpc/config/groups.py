@@ -106,7 +106,7 @@ class BatchSettings:
 
     @classmethod
     def from_env(cls, env: Env) -> BatchSettings:
-        if "JACKPOT_BATCH_EXECUTOR" in env:  # retired: one executor (docs/DECISIONS.md)
+        if env.get("JACKPOT_BATCH_EXECUTOR", "").strip():  # retired: one executor (DECISIONS)
             log.warning("JACKPOT_BATCH_EXECUTOR is ignored: batches always run on their thread")
         return cls(
             enabled=read_flag(env, "JACKPOT_BATCHING", True),

@@ -5,6 +5,9 @@ counters say which way each batch went). Real PostgreSQL, a real second writer."
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+
 import psycopg
 
 from jackpot_grpc.adapters.batch_connection import BatchConnection
@@ -92,3 +95,72 @@ def test_a_key_already_written_sends_the_batch_the_two_flights_and_replays(
     assert again.replayed and again.contribution_id == first.contribution_id
     assert again.leaf_index == first.leaf_index
     assert fresh.shares.pools_after[Group.MINOR] == 10015 == minor_pool(database_url)
+
+
+def with_timeouts(settings: Settings, *, commit: float, lock: float) -> Settings:
+    database = dataclasses.replace(settings.database, commit_timeout=commit, lock_timeout=lock)
+    return dataclasses.replace(settings, database=database)
+
+
+def test_a_reconnected_writer_plans_against_the_database_not_its_last_batch(
+    settings: Settings, database_url: str
+) -> None:
+    """A new connection may reach another database (a failover, a restore) whose pools
+    stand at the same versions with other amounts: the first batch on it takes the two
+    flights, so its shares and `*_after` figures are the database's."""
+    writer = BatchConnection(settings, database_url)
+    try:
+        apply(writer, [command(1000)])  # minor 10005, version known to `writer`
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            # Another history at the same version: minor holds 7777 more.
+            admin.execute(
+                "UPDATE jackpots SET current_amount = current_amount + 7777"
+                " WHERE jackpot_group = 'minor'"
+            )
+        (result,) = apply(writer, [command(400)])
+    finally:
+        writer.close()
+    assert writer.one_statement == 0
+    assert writer.two_flights == {"pools not known": 2}
+    assert result.shares.pools_after[Group.MINOR] == 17784 == minor_pool(database_url)
+
+
+def test_a_wait_for_the_pool_locks_is_not_taken_for_an_unknown_commit(
+    settings: Settings, database_url: str
+) -> None:
+    """The one statement waits for the pool locks inside its commit's bound: a wait
+    longer than the commit timeout but within the lock timeout ends in a written batch,
+    not in COMMIT_OUTCOME_UNKNOWN with the write landing afterwards."""
+    writer = BatchConnection(with_timeouts(settings, commit=0.5, lock=5.0), database_url)
+    holder = psycopg.connect(database_url)
+    try:
+        apply(writer, [command(1000)])  # pools known: the next batch is one statement
+        holder.execute("SELECT 1 FROM jackpots FOR UPDATE")
+        release = threading.Timer(1.5, holder.rollback)
+        release.start()
+        (result,) = apply(writer, [command(400)])
+        release.join()
+    finally:
+        holder.close()
+        writer.close()
+    assert writer.one_statement == 1
+    assert result.shares.pools_after[Group.MINOR] == 10007 == minor_pool(database_url)
+
+
+def test_without_a_lock_timeout_the_batch_takes_the_two_flights(
+    settings: Settings, database_url: str
+) -> None:
+    """No bound on the lock wait (DB_LOCK_TIMEOUT=0, as behind PgBouncer): the one
+    statement, whose bound would have to cover it, is not used."""
+    writer = BatchConnection(with_timeouts(settings, commit=5.0, lock=0.0), database_url)
+    try:
+        apply(writer, [command(1000)])
+        apply(writer, [command(400)])
+    finally:
+        writer.close()
+    assert writer.one_statement == 0
+    assert writer.two_flights == {"no lock timeout": 2}
