@@ -298,6 +298,8 @@ def rows_of(conn: psycopg.Connection[Any], table: str, since: int = 0) -> dict[i
                 f"SELECT * FROM {table} WHERE leaf_index >= %(since)s"  # noqa: S608
                 f" UNION ALL SELECT t.* FROM {table} t LEFT JOIN ledger_leaves l"
                 " ON l.ledger_table = %(table)s AND l.row_id = t.id"
+                # Their leaves are below receipts (0013): 0017's partial index.
+                " AND l.leaf_index < ledger_receipts_from()"
                 " WHERE t.leaf_index IS NULL"
                 " AND (l.leaf_index IS NULL OR l.leaf_index >= %(since)s)",
                 {"table": table, "since": since},
@@ -483,10 +485,15 @@ async def proof_leaf(
     if row is not None:
         if row[0] not in TABLES:
             raise ValueError(row[0])
+        # The row's own leaf index (0013 on), or for a row from before receipts its leaf
+        # by (table, id) on 0017's partial index; the leaf found must be that row's.
         cur = await conn.execute(
             f"SELECT {columns} FROM ledger_leaves"  # noqa: S608 (constants)
-            " WHERE ledger_table = %s AND row_id = %s",
-            row,
+            " WHERE ledger_table = %(table)s AND row_id = %(id)s AND leaf_index = ("
+            f"SELECT coalesce(t.leaf_index, (SELECT l.leaf_index FROM ledger_leaves l"
+            " WHERE l.ledger_table = %(table)s AND l.row_id = t.id"
+            f" AND l.leaf_index < ledger_receipts_from())) FROM {row[0]} t WHERE t.id = %(id)s)",
+            {"table": row[0], "id": row[1]},
         )
     else:
         cur = await conn.execute(
