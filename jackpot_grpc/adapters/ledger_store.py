@@ -48,6 +48,63 @@ def connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
 
 
+class SignerConnection:
+    """The checkpoint signer's connection, kept from one turn to the next: a connection
+    costs PostgreSQL about 3 ms of CPU (a backend, authentication, catalog caches), more
+    than a turn's leaves at the usual rates (BENCHMARKS.md). It is dropped whenever a turn
+    fails (the database away, a failover, the history changed under the signer: the next
+    turn connects anew, and the URL, multi-host with target_session_attrs=read-write,
+    reaches whichever server is the primary then), and when a round trip before the turn
+    finds it dead (a server restarted or gone since the last turn)."""
+
+    def __init__(self) -> None:
+        self._url: str | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The kept connection's server process (None: none kept)."""
+        return None if self._conn is None or self._conn.closed else self._conn.info.backend_pid
+
+    def close(self) -> None:
+        conn, self._conn, self._url = self._conn, None, None
+        if conn is not None:
+            conn.close()
+
+    def _alive(self, url: str) -> psycopg.Connection[Any] | None:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken or self._url != url:
+            return None
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return None
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.Error:
+            return None
+        return conn
+
+    @contextmanager
+    def session(self, url: str) -> Iterator[psycopg.Connection[Any]]:
+        """The kept connection to `url` if it still answers, else a new one; closed when
+        the block raises."""
+        conn = self._alive(url)
+        if conn is None:
+            self.close()
+            conn = connect(url)
+            self._conn, self._url = conn, url
+        try:
+            yield conn
+        except BaseException:
+            self.close()
+            raise
+
+
+@contextmanager
+def _one_connection(url: str) -> Iterator[psycopg.Connection[Any]]:
+    with connect(url) as conn:
+        yield conn
+
+
 @dataclass(frozen=True)
 class Leaf:
     index: int
@@ -410,7 +467,7 @@ def _session_lock(conn: psycopg.Connection[Any], wait: bool) -> Iterator[bool]:
 
 @contextmanager
 def checkpoint_snapshot(
-    url: str, wait: bool = True, since: int = 0
+    url: str, wait: bool = True, since: int = 0, kept: SignerConnection | None = None
 ) -> Iterator[LedgerSnapshot | None]:
     """Under the signer's lock: give new rows their leaves, and yield the leaf hashes and
     pool amounts of one snapshot (None: another process is signing). The leaves commit
@@ -421,8 +478,11 @@ def checkpoint_snapshot(
     The transaction always writes (SIGNER_HEARTBEAT), even when no row is new: leaves an
     earlier turn committed whose standby wait was cancelled are committed locally, and
     only a later COMMIT that waits for the standby and returns without that warning shows
-    they were replicated (a read-only transaction waits for nothing)."""
-    with connect(url) as conn, _session_lock(conn, wait) as got:
+    they were replicated (a read-only transaction waits for nothing).
+
+    `kept`: the signer's connection across turns (else one connection for this call)."""
+    opened = kept.session(url) if kept is not None else _one_connection(url)
+    with opened as conn, _session_lock(conn, wait) as got:
         if not got:
             yield None
             return
