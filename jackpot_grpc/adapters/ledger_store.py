@@ -384,6 +384,16 @@ def pool_amounts(conn: psycopg.Connection[Any]) -> dict[str, int]:
 
 HASHES_PER_READ: Final = 1 << 20  # leaf hashes per statement (32 MiB)
 
+# Leaf hashes concatenated in index order, without sorting them: a plain aggregate takes
+# its input in the order its subquery yields it, and that subquery (ORDER BY and LIMIT: it
+# is never merged into the aggregate's query level nor split into parallel parts) reads
+# the primary key in order. `string_agg(… ORDER BY leaf_index)` sorts its input even when
+# it arrives sorted (PostgreSQL 15), and spilled to disk at a few hundred thousand hashes.
+HASHES_IN_ORDER: Final = """SELECT string_agg(leaf_hash, ''::bytea) FROM (
+    SELECT leaf_hash FROM ledger_leaves
+    WHERE leaf_index >= %(start)s AND leaf_index < %(end)s
+    ORDER BY leaf_index LIMIT %(end)s - %(start)s) in_index_order"""
+
 
 def leaf_hash_bytes(conn: psycopg.Connection[Any], start: int = 0) -> bytes:
     """The recorded leaf hashes from index `start` on, concatenated in index order: read
@@ -392,9 +402,7 @@ def leaf_hash_bytes(conn: psycopg.Connection[Any], start: int = 0) -> bytes:
     chunks: list[bytes] = []
     while True:
         row = conn.execute(
-            "SELECT string_agg(leaf_hash, ''::bytea ORDER BY leaf_index) FROM ledger_leaves"
-            " WHERE leaf_index >= %s AND leaf_index < %s",
-            (start, start + HASHES_PER_READ),
+            HASHES_IN_ORDER, {"start": start, "end": start + HASHES_PER_READ}
         ).fetchone()
         data = bytes(row[0]) if row is not None and row[0] is not None else b""
         chunks.append(data)
