@@ -536,7 +536,7 @@ def test_0017_finds_rows_from_before_receipts_by_table_and_id_and_new_ones_by_in
         assert run(monkeypatch, sealed, "ledger", "keygen", "--out", str(sealed.key)) == 0
         assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
         with psycopg.connect(url) as conn:
-            (receipts_from,) = conn.execute("SELECT receipts_from FROM ledger_head").fetchone()
+            receipts_from = ledger_store.head(conn).receipts_from
             assert conn.execute("SELECT ledger_receipts_from()").fetchone() == (receipts_from,)
             rows = conn.execute(
                 f"SELECT idempotency_key, leaf_index, {receipt_of('wins')} FROM wins ORDER BY id"
@@ -544,7 +544,7 @@ def test_0017_finds_rows_from_before_receipts_by_table_and_id_and_new_ones_by_in
             seeds = conn.execute(
                 f"SELECT id, {receipt_of('seed_fundings')} FROM seed_fundings ORDER BY id"
             ).fetchall()
-            leaves = dict(
+            leaves: dict[str, int] = dict(
                 conn.execute(
                     "SELECT (ledger_table, row_id)::text, leaf_index FROM ledger_leaves"
                 ).fetchall()
