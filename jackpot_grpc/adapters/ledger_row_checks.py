@@ -322,7 +322,8 @@ unsequenced AS (  -- every row since the log began has a leaf index (0013) or is
           UNION ALL SELECT 'pool_lifecycle', id, jackpot_group, leaf_index
           FROM public.pool_lifecycle WHERE id > %(old_pool_lifecycle)s::bigint) t
     WHERE t.leaf_index IS NULL AND NOT EXISTS (
-        SELECT 1 FROM ledger_leaves l WHERE l.ledger_table = t.tbl AND l.row_id = t.id)),
+        SELECT 1 FROM ledger_leaves l WHERE l.ledger_table = t.tbl AND l.row_id = t.id
+        AND l.leaf_index < ledger_receipts_from())),  -- rows from before receipts (0017)
 problems AS (
     SELECT * FROM shares UNION ALL SELECT * FROM chain UNION ALL SELECT * FROM top_ups
     UNION ALL SELECT * FROM counts UNION ALL SELECT * FROM win_amounts

@@ -48,6 +48,63 @@ def connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
 
 
+class SignerConnection:
+    """The checkpoint signer's connection, kept from one turn to the next: a connection
+    costs PostgreSQL about 3 ms of CPU (a backend, authentication, catalog caches), more
+    than a turn's leaves at the usual rates (BENCHMARKS.md). It is dropped whenever a turn
+    fails (the database away, a failover, the history changed under the signer: the next
+    turn connects anew, and the URL, multi-host with target_session_attrs=read-write,
+    reaches whichever server is the primary then), and when a round trip before the turn
+    finds it dead (a server restarted or gone since the last turn)."""
+
+    def __init__(self) -> None:
+        self._url: str | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The kept connection's server process (None: none kept)."""
+        return None if self._conn is None or self._conn.closed else self._conn.info.backend_pid
+
+    def close(self) -> None:
+        conn, self._conn, self._url = self._conn, None, None
+        if conn is not None:
+            conn.close()
+
+    def _alive(self, url: str) -> psycopg.Connection[Any] | None:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken or self._url != url:
+            return None
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return None
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.Error:
+            return None
+        return conn
+
+    @contextmanager
+    def session(self, url: str) -> Iterator[psycopg.Connection[Any]]:
+        """The kept connection to `url` if it still answers, else a new one; closed when
+        the block raises."""
+        conn = self._alive(url)
+        if conn is None:
+            self.close()
+            conn = connect(url)
+            self._conn, self._url = conn, url
+        try:
+            yield conn
+        except BaseException:
+            self.close()
+            raise
+
+
+@contextmanager
+def _one_connection(url: str) -> Iterator[psycopg.Connection[Any]]:
+    with connect(url) as conn:
+        yield conn
+
+
 @dataclass(frozen=True)
 class Leaf:
     index: int
@@ -298,6 +355,8 @@ def rows_of(conn: psycopg.Connection[Any], table: str, since: int = 0) -> dict[i
                 f"SELECT * FROM {table} WHERE leaf_index >= %(since)s"  # noqa: S608
                 f" UNION ALL SELECT t.* FROM {table} t LEFT JOIN ledger_leaves l"
                 " ON l.ledger_table = %(table)s AND l.row_id = t.id"
+                # Their leaves are below receipts (0013): 0017's partial index.
+                " AND l.leaf_index < ledger_receipts_from()"
                 " WHERE t.leaf_index IS NULL"
                 " AND (l.leaf_index IS NULL OR l.leaf_index >= %(since)s)",
                 {"table": table, "since": since},
@@ -325,6 +384,16 @@ def pool_amounts(conn: psycopg.Connection[Any]) -> dict[str, int]:
 
 HASHES_PER_READ: Final = 1 << 20  # leaf hashes per statement (32 MiB)
 
+# Leaf hashes concatenated in index order, without sorting them: a plain aggregate takes
+# its input in the order its subquery yields it, and that subquery (ORDER BY and LIMIT: it
+# is never merged into the aggregate's query level nor split into parallel parts) reads
+# the primary key in order. `string_agg(… ORDER BY leaf_index)` sorts its input even when
+# it arrives sorted (PostgreSQL 15), and spilled to disk at a few hundred thousand hashes.
+HASHES_IN_ORDER: Final = """SELECT string_agg(leaf_hash, ''::bytea) FROM (
+    SELECT leaf_hash FROM ledger_leaves
+    WHERE leaf_index >= %(start)s AND leaf_index < %(end)s
+    ORDER BY leaf_index LIMIT %(end)s - %(start)s) in_index_order"""
+
 
 def leaf_hash_bytes(conn: psycopg.Connection[Any], start: int = 0) -> bytes:
     """The recorded leaf hashes from index `start` on, concatenated in index order: read
@@ -333,9 +402,7 @@ def leaf_hash_bytes(conn: psycopg.Connection[Any], start: int = 0) -> bytes:
     chunks: list[bytes] = []
     while True:
         row = conn.execute(
-            "SELECT string_agg(leaf_hash, ''::bytea ORDER BY leaf_index) FROM ledger_leaves"
-            " WHERE leaf_index >= %s AND leaf_index < %s",
-            (start, start + HASHES_PER_READ),
+            HASHES_IN_ORDER, {"start": start, "end": start + HASHES_PER_READ}
         ).fetchone()
         data = bytes(row[0]) if row is not None and row[0] is not None else b""
         chunks.append(data)
@@ -408,7 +475,7 @@ def _session_lock(conn: psycopg.Connection[Any], wait: bool) -> Iterator[bool]:
 
 @contextmanager
 def checkpoint_snapshot(
-    url: str, wait: bool = True, since: int = 0
+    url: str, wait: bool = True, since: int = 0, kept: SignerConnection | None = None
 ) -> Iterator[LedgerSnapshot | None]:
     """Under the signer's lock: give new rows their leaves, and yield the leaf hashes and
     pool amounts of one snapshot (None: another process is signing). The leaves commit
@@ -419,8 +486,11 @@ def checkpoint_snapshot(
     The transaction always writes (SIGNER_HEARTBEAT), even when no row is new: leaves an
     earlier turn committed whose standby wait was cancelled are committed locally, and
     only a later COMMIT that waits for the standby and returns without that warning shows
-    they were replicated (a read-only transaction waits for nothing)."""
-    with connect(url) as conn, _session_lock(conn, wait) as got:
+    they were replicated (a read-only transaction waits for nothing).
+
+    `kept`: the signer's connection across turns (else one connection for this call)."""
+    opened = kept.session(url) if kept is not None else _one_connection(url)
+    with opened as conn, _session_lock(conn, wait) as got:
         if not got:
             yield None
             return
@@ -483,10 +553,15 @@ async def proof_leaf(
     if row is not None:
         if row[0] not in TABLES:
             raise ValueError(row[0])
+        # The row's own leaf index (0013 on), or for a row from before receipts its leaf
+        # by (table, id) on 0017's partial index; the leaf found must be that row's.
         cur = await conn.execute(
             f"SELECT {columns} FROM ledger_leaves"  # noqa: S608 (constants)
-            " WHERE ledger_table = %s AND row_id = %s",
-            row,
+            " WHERE ledger_table = %(table)s AND row_id = %(id)s AND leaf_index = ("
+            f"SELECT coalesce(t.leaf_index, (SELECT l.leaf_index FROM ledger_leaves l"
+            " WHERE l.ledger_table = %(table)s AND l.row_id = t.id"
+            f" AND l.leaf_index < ledger_receipts_from())) FROM {row[0]} t WHERE t.id = %(id)s)",
+            {"table": row[0], "id": row[1]},
         )
     else:
         cur = await conn.execute(

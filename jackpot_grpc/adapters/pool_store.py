@@ -100,11 +100,13 @@ def pending_of(doc: dict[str, Any]) -> PendingConfig:
 LOCK_POOLS = f"SELECT {POOL_COLUMNS} FROM jackpots ORDER BY lock_order FOR UPDATE"
 
 
-# A row's leaf index: its own (migration 0013 on), or its leaf's (rows from before).
+# A row's leaf index: its own (migration 0013 on), or its leaf's (rows from before, all
+# below ledger_receipts_from(): the condition lets the planner use 0017's partial index).
 def receipt_of(table: str) -> str:
     return (
         f"coalesce({table}.leaf_index, (SELECT l.leaf_index FROM ledger_leaves l"
-        f" WHERE l.ledger_table = '{table}' AND l.row_id = {table}.id)) AS receipt"
+        f" WHERE l.ledger_table = '{table}' AND l.row_id = {table}.id"
+        " AND l.leaf_index < ledger_receipts_from())) AS receipt"
     )
 
 

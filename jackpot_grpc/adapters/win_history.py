@@ -15,13 +15,14 @@ from jackpot_grpc.domain.model import (
 # an index range scan from the cursor, whatever the depth. Only the filters asked for are
 # in the statement (constants below), so each shape gets a plan using its index. A win's
 # leaf index is its receipt (leaf_index, claimed as it was written: 0013), or for a row
-# written before receipts, its leaf's.
+# written before receipts, its leaf's (below ledger_receipts_from(): 0017's partial index).
 WIN_HISTORY = """SELECT w.id, w.jackpot_group, w.amount, w.requested_amount, w.game_id,
         w.user_id, w.client, w.created_at, w.pool_before, w.pool_after, w.seed_top_up,
         coalesce(w.reserve_top_up, 0) AS reserve_top_up, w.ledger_seq,
         coalesce(w.leaf_index, l.leaf_index) AS leaf_index
     FROM wins w LEFT JOIN ledger_leaves l
         ON w.leaf_index IS NULL AND l.ledger_table = 'wins' AND l.row_id = w.id
+        AND l.leaf_index < ledger_receipts_from()
     WHERE {where}
     ORDER BY w.created_at DESC, w.id DESC
     LIMIT %(limit)s"""

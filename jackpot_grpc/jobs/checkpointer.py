@@ -50,13 +50,14 @@ def last_note(path: Path) -> str | None:
     return notes[-1] if notes else None
 
 
-# The worker process's signer: it keeps the tree's frontier between turns.
+# The worker process's signer: it keeps the tree's frontier and its connection between turns.
 _worker_signer: CheckpointSigner | None = None
 
 
 def _start_worker(key_file: Path, log_file: Path) -> None:
     global _worker_signer
-    _worker_signer = CheckpointSigner(read_signer(key_file), log_file)
+    # Its connection too: it ends with the worker process.
+    _worker_signer = CheckpointSigner(read_signer(key_file), log_file, keep_connection=True)
 
 
 def _sign_in_worker(url: str) -> Signed | None:

@@ -78,9 +78,11 @@ class CheckpointSigner:
     tree against the last checkpoint in the log: a signer never blesses books that
     changed under an earlier checkpoint."""
 
-    def __init__(self, signer: Signer, log: Path) -> None:
+    def __init__(self, signer: Signer, log: Path, *, keep_connection: bool = False) -> None:
         self.signer = signer
         self.log = log
+        # The server's signer keeps its connection between turns (close() ends it).
+        self._connection = ledger_store.SignerConnection() if keep_connection else None
         self._frontier: merkle.Frontier | None = None
         self._signed_size: int | None = None  # the tree size of the last checkpoint known
         self.latest: str | None = None  # the last signed note this process knows
@@ -144,7 +146,9 @@ class CheckpointSigner:
         if last is not None:
             self._signed_size = last.size
         base = self._frontier or merkle.Frontier()
-        with ledger_store.checkpoint_snapshot(url, wait=wait, since=base.size) as snapshot:
+        with ledger_store.checkpoint_snapshot(
+            url, wait=wait, since=base.size, kept=self._connection
+        ) as snapshot:
             if snapshot is None:
                 return None
             try:
@@ -174,6 +178,15 @@ class CheckpointSigner:
         append_to_log(self.log, note)
         self.latest = note
         return Signed(checkpoint, note, assigned)
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The kept connection's server process (None: none kept)."""
+        return None if self._connection is None else self._connection.backend_pid
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
 
 
 def sign_checkpoint(url: str, signer: Signer, log: Path) -> Signed:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -472,5 +473,110 @@ def test_0013_gives_the_rows_waiting_for_a_leaf_their_indexes_in_0010s_order(
         assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
         code, report = tamper_audit(monkeypatch, capsys, sealed)
         assert report["findings"] == [] and report["leaves"] == 8 and code == 0
+    finally:
+        drop_database(admin_url, name)
+
+
+def _plan(url: str, sql: str) -> str:
+    """`sql`'s plan where an index applies (a tiny table is read whole otherwise)."""
+    with psycopg.connect(url) as conn:
+        conn.execute("SET enable_seqscan = off")
+        return "\n".join(str(r[0]) for r in conn.execute(f"EXPLAIN {sql}"))
+
+
+async def _wins_as_readers_see_them(url: str) -> tuple[list[int | None], list[int | None]]:
+    """The hit history's leaf indexes (newest first), and each win's leaf found by its
+    row (ids 1 to 3) as GetLedgerProof finds it."""
+    from psycopg import AsyncConnection
+
+    from jackpot_grpc.adapters import ledger_store
+    from jackpot_grpc.adapters.win_history import list_wins
+
+    async with await AsyncConnection.connect(url) as conn:
+        history = await list_wins(conn, group=None, start=None, end=None, after=None, limit=9)
+        found = [await ledger_store.proof_leaf(conn, row=("wins", i)) for i in (1, 2, 3)]
+    return [w.ledger_index for w in history], [
+        None if f is None or (f[0].table, f[0].row_id) != ("wins", i) else f[0].index
+        for i, f in zip((1, 2, 3), found, strict=True)
+    ]
+
+
+def test_0017_finds_rows_from_before_receipts_by_table_and_id_and_new_ones_by_index(
+    admin_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """0017 narrows UNIQUE (ledger_table, row_id) of ledger_leaves to the leaves below
+    receipts (0013): a win and a seed funding written before 0013 still answer with their
+    leaf index (receipt, hit history, proof by row), looked up on that partial index; rows
+    written since answer with their own; a new leaf is not in the index; the audit against
+    a checkpoint passes and names a row that is neither a leaf nor carries an index."""
+    from jackpot_grpc.adapters import ledger_store
+    from jackpot_grpc.adapters.pool_store import receipt_of
+
+    name = unique_name("jackpot_receipts")
+    url = create_database(admin_url, name)
+    try:
+        migrations.upgrade(url, "0012")
+        win = (
+            "INSERT INTO wins (client, idempotency_key, fingerprint, jackpot_group, game_id,"
+            " user_id, amount, pool_before, seed_top_up, pool_after)"
+            " VALUES ('c', %s, '\\x00', 'mega', 'g', gen_random_uuid(), 1, 1000000, 0, 999999)"
+        )
+        with psycopg.connect(url) as conn:
+            conn.execute(win, ("old",))
+            # A checkpoint then (0010's rule) made it a leaf: no index of its own at 0013.
+            ledger_store.assign_leaves_by_sequence(conn, ledger_store.TABLES)
+        migrations.upgrade(url, "0016")
+        with psycopg.connect(url) as conn:  # before 0017: an index of every leaf's row
+            conn.execute(win, ("new",))
+        migrations.upgrade(url)
+        sealed = Sealed(url, tmp_path / "k", tmp_path / "k.pub", tmp_path / "log")
+        assert run(monkeypatch, sealed, "ledger", "keygen", "--out", str(sealed.key)) == 0
+        assert run(monkeypatch, sealed, "ledger", "checkpoint") == 0
+        with psycopg.connect(url) as conn:
+            receipts_from = ledger_store.head(conn).receipts_from
+            assert conn.execute("SELECT ledger_receipts_from()").fetchone() == (receipts_from,)
+            rows = conn.execute(
+                f"SELECT idempotency_key, leaf_index, {receipt_of('wins')} FROM wins ORDER BY id"
+            ).fetchall()
+            seeds = conn.execute(
+                f"SELECT id, {receipt_of('seed_fundings')} FROM seed_fundings ORDER BY id"
+            ).fetchall()
+            leaves: dict[str, int] = dict(
+                conn.execute(
+                    "SELECT (ledger_table, row_id)::text, leaf_index FROM ledger_leaves"
+                ).fetchall()
+            )
+        (_, old_own, old_receipt), (_, new_own, new_receipt) = rows
+        assert old_own is None and old_receipt == leaves["(wins,1)"] < receipts_from
+        assert new_own == new_receipt == leaves["(wins,2)"] >= receipts_from
+        assert [r for _, r in seeds] == [leaves[f"(seed_fundings,{i})"] for i, _ in seeds]
+        lookup = (
+            "SELECT leaf_index FROM ledger_leaves WHERE ledger_table = 'wins' AND row_id = 1"
+            " AND leaf_index < ledger_receipts_from()"
+        )
+        assert "ledger_leaves_row_before_receipts" in _plan(url, lookup)
+        history, by_row = asyncio.run(_wins_as_readers_see_them(url))
+        assert history == [new_receipt, old_receipt]
+        assert by_row == [old_receipt, new_receipt, None]
+        with psycopg.connect(url) as conn:  # a new leaf's row is not in the partial index
+            in_index = conn.execute(
+                "SELECT count(*) FROM ledger_leaves WHERE leaf_index < ledger_receipts_from()"
+            ).fetchone()
+            assert in_index == (receipts_from,)
+        _, report = tamper_audit(monkeypatch, capsys, sealed)  # (these wins' books: no)
+        assert report["findings"] == []
+        # A row with neither a leaf index nor a leaf below receipts: written past the ledger.
+        row_id = insider(
+            url,
+            "INSERT INTO seed_fundings (jackpot_group, amount, reason, leaf_index)"
+            " VALUES ('mega', 1, 'gift', NULL) RETURNING id",
+        )
+        code, report = audit_json(monkeypatch, capsys, url)
+        assert ("seed_fundings", row_id, "mega") in bad_rows(report) and code == 1
+        migrations.downgrade(url, "0016")
+        migrations.upgrade(url)
     finally:
         drop_database(admin_url, name)

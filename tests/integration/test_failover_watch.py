@@ -378,7 +378,9 @@ async def test_a_signer_never_extends_its_tree_over_another_history_of_one_clust
     below that tree's size (a copy taken before the last leaves, then written past that
     size) on the same cluster and timeline: the leaf below the new ones is not the one
     its tree has, and it refuses, signing nothing over the fork."""
-    signer = CheckpointSigner(Signer.generate("fork-test"), tmp_path / "checkpoints")
+    signer = CheckpointSigner(
+        Signer.generate("fork-test"), tmp_path / "checkpoints", keep_connection=True
+    )
     await real_traffic(database_url)
     fork = unique_name("jackpot_fork")
     source = conninfo_to_dict(database_url)["dbname"]
@@ -397,6 +399,7 @@ async def test_a_signer_never_extends_its_tree_over_another_history_of_one_clust
             signer.sign(fork_url)
         assert len(list(split_log((tmp_path / "checkpoints").read_text()))) == 1
     finally:
+        signer.close()
         drop_database(admin_url, fork)
 
 
@@ -409,6 +412,7 @@ async def test_a_signer_refuses_a_new_timeline_before_the_failover_watch_reacts(
     (the identity is checked first: the forked leaf below would refuse it too)."""
     primary = CrashablePostgres("fork-primary")
     standby: CrashablePostgres | None = None
+    signer: CheckpointSigner | None = None
     standby_dir = primary.data_dir.parent / f"fork-standby-{unique_name('x')[-8:]}"
     log = tmp_path / "checkpoints"
     try:
@@ -421,7 +425,8 @@ async def test_a_signer_refuses_a_new_timeline_before_the_failover_watch_reacts(
             dbname="jackpot_fork",
             target_session_attrs="read-write",
         )
-        signer = CheckpointSigner(Signer.generate("fork-test"), log)
+        # As the server's signer: its connection kept across turns (the primary's dies).
+        signer = CheckpointSigner(Signer.generate("fork-test"), log, keep_connection=True)
         await real_traffic(url)
         standby = await asyncio.to_thread(primary.standby_copy, standby_dir)
         await real_traffic(url)  # never copied
@@ -435,6 +440,8 @@ async def test_a_signer_refuses_a_new_timeline_before_the_failover_watch_reacts(
             signer.sign(url)
         assert len(list(split_log(log.read_text()))) == 1
     finally:
+        if signer is not None:
+            signer.close()
         if standby is not None:
             standby.close()
         primary.close()
@@ -447,6 +454,7 @@ async def test_a_signer_goes_on_after_a_promotion_that_lost_nothing(tmp_path: Pa
     restart. A signer that kept refusing (as before) would never sign the new leaves."""
     primary = CrashablePostgres("promote-primary")
     standby: CrashablePostgres | None = None
+    signer: CheckpointSigner | None = None
     standby_dir = primary.data_dir.parent / f"promote-standby-{unique_name('x')[-8:]}"
     log = tmp_path / "checkpoints"
     try:
@@ -459,7 +467,8 @@ async def test_a_signer_goes_on_after_a_promotion_that_lost_nothing(tmp_path: Pa
             dbname="jackpot_promote",
             target_session_attrs="read-write",
         )
-        signer = CheckpointSigner(Signer.generate("promote-test"), log)
+        # As the server's signer: its connection kept across turns (the primary's dies).
+        signer = CheckpointSigner(Signer.generate("promote-test"), log, keep_connection=True)
         await real_traffic(url)
         signed = signer.sign(url)
         assert signed is not None
@@ -473,6 +482,36 @@ async def test_a_signer_goes_on_after_a_promotion_that_lost_nothing(tmp_path: Pa
         assert again is not None and again.checkpoint.size > signed.checkpoint.size
         assert len(list(split_log(log.read_text()))) == 2
     finally:
+        if signer is not None:
+            signer.close()
         if standby is not None:
             standby.close()
         primary.close()
+
+
+async def test_the_signer_keeps_its_connection_and_replaces_a_dead_one(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The server's signer signs every turn on one connection (a new one each turn cost
+    PostgreSQL about 3 ms); when that connection dies between turns (its backend ended,
+    as a restart or failover ends it) the next turn connects anew and signs, without a
+    failed turn."""
+    signer = CheckpointSigner(
+        Signer.generate("kept-test"), tmp_path / "checkpoints", keep_connection=True
+    )
+    try:
+        await real_traffic(database_url)
+        assert signer.sign(database_url) is not None
+        first = signer.backend_pid
+        await real_traffic(database_url)
+        assert signer.sign(database_url) is not None
+        assert first is not None and signer.backend_pid == first
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+        await real_traffic(database_url)
+        assert signer.sign(database_url) is not None
+        second = signer.backend_pid
+        assert second is not None and second != first
+        assert len(list(split_log((tmp_path / "checkpoints").read_text()))) == 3
+    finally:
+        signer.close()

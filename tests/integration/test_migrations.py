@@ -35,7 +35,7 @@ TABLES = {
     "ledger_head",
     "write_heartbeat",
 }
-HEAD = "0016"
+HEAD = "0017"
 
 
 def revision(url: str) -> list[str]:
