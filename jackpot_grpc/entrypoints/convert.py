@@ -5,6 +5,7 @@ it too); it is re-exported here for the handlers."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from google.protobuf import timestamp_pb2
@@ -157,8 +158,21 @@ def _sharing(groups: tuple[Group, ...]) -> list[pb.JackpotGroup.ValueType]:
 
 def contribute_response(result: ContributionResult) -> pb.ContributeResponse:
     message = pb.ContributeResponse()
-    fill_contribute_response(message, result, timestamp(result.created_at))
+    fill_contribute_response(message, result, None)
+    seconds, nanos = _seconds_and_nanos(result.created_at)
+    message.created_at.seconds = seconds
+    message.created_at.nanos = nanos
     return message
+
+
+@functools.lru_cache(maxsize=16)
+def _seconds_and_nanos(created_at: datetime) -> tuple[int, int]:
+    """A Timestamp's fields for `created_at`, worked out once per batch: every row of a
+    group-commit batch has the same created_at, and FromDatetime (a timetuple and
+    calendar.timegm in Python) was about a tenth of building a Contribute's answer."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(created_at)
+    return stamp.seconds, stamp.nanos
 
 
 def fill_contribute_response(
