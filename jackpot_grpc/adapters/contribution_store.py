@@ -34,6 +34,7 @@ from typing import Any
 from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row
 
+from jackpot_grpc.adapters.packed_arrays import bigints
 from jackpot_grpc.adapters.pool_store import (
     LOCK_POOLS,
     POOL_COLUMNS,
@@ -238,17 +239,17 @@ def _record_params(
         # Each row's own client: the batcher batches calls from many clients together.
         "clients": [c.client for c in commands],
         "games": [c.game_id for c in commands],
-        "wagers": wagers,
+        "wagers": bigints(wagers),
         "count": len(wagers),
         "wagered": sum(wagers),
     }
     overflowed = any(s.overflows is not None for s in shares)
-    none_overflowed = [0] * len(shares)
+    none_overflowed = bigints([0] * len(shares))
     for g in GROUPS:
-        params[f"{g.value}_amount"] = [s.amounts[g] for s in shares]
-        params[f"{g.value}_after"] = [s.pools_after[g] for s in shares]
+        params[f"{g.value}_amount"] = bigints([s.amounts[g] for s in shares])
+        params[f"{g.value}_after"] = bigints([s.pools_after[g] for s in shares])
         params[f"{g.value}_overflow"] = (
-            [s.overflows[g] if s.overflows is not None else 0 for s in shares]
+            bigints([s.overflows[g] if s.overflows is not None else 0 for s in shares])
             if overflowed
             else none_overflowed
         )
