@@ -17,6 +17,7 @@ from jackpot_grpc.domain.model import (
     ContributeCommand,
     ContributionResult,
     ContributionShares,
+    Group,
 )
 from jackpot_grpc.entrypoints import convert
 
@@ -112,3 +113,31 @@ def test_an_invalid_contribution_names_its_field(
     with pytest.raises(InvalidArgument) as raised:
         validation.contribute_command(game, wager, key, "client-a", max_wager=10)
     assert [v.field for v in raised.value.violations] == [field]
+
+
+def test_answers_that_share_a_cached_part_keep_their_own_fields() -> None:
+    """Shares split in divert order (not GROUPS order), a replay of the same shares, and
+    another row: each answer has its own amounts in GROUPS order, ids and flags."""
+    created_at = datetime(2026, 12, 6, 19, 0, 0, 1, tzinfo=UTC)
+    mega_first = ContributionShares(
+        {Group.MEGA: 3, Group.MINOR: 1, Group.MAJOR: 2},
+        {Group.MEGA: 30, Group.MINOR: 10, Group.MAJOR: 20},
+        sharing=(Group.MINOR, Group.MEGA),
+    )
+    written = ContributionResult(1, mega_first, created_at, replayed=False, leaf_index=9)
+    replayed = dataclasses.replace(written, replayed=True)
+    other = ContributionResult(2, shares(), created_at, replayed=False, leaf_index=10)
+    answers = [convert.contribute_response(r) for r in (written, replayed, written, other)]
+    first, again, same, last = answers
+    assert [c.amount for c in first.contributions] == [1, 2, 3]
+    assert [c.amount for c in first.pool_amounts] == [10, 20, 30]
+    assert list(first.sharing_groups) == [
+        convert.group_to_proto(Group.MINOR),
+        convert.group_to_proto(Group.MEGA),
+    ]
+    assert first.total_contribution == 6 and not first.replayed
+    assert again.replayed and again.contribution_id == 1
+    assert same == first
+    assert last.contribution_id == 2 and last.leaf_index == 10
+    assert [c.amount for c in last.pool_amounts] == [100, 100, 100]
+    assert len(last.sharing_groups) == 3
