@@ -63,6 +63,12 @@ def _checked(field: str, text: str, max_length: int, *, required: bool) -> list[
     return []
 
 
+def _plainly_valid(text: str, max_length: int) -> bool:
+    """Whether `text` passes _exact, required: not empty, no surrounding whitespace, within
+    `max_length`, printable."""
+    return bool(text) and len(text) <= max_length and text.isprintable() and text == text.strip()
+
+
 def _key(value: str) -> tuple[str | None, list[FieldViolation]]:
     key, problems = _exact("idempotency_key", value, MAX_KEY_LENGTH, required=False)
     return (key or None), problems
@@ -89,6 +95,14 @@ def contribute_command(
     client: str,
     max_wager: int = MAX_WAGER_AMOUNT,
 ) -> ContributeCommand:
+    if (
+        0 < wager_amount <= max_wager
+        and _plainly_valid(game_id, MAX_GAME_ID_LENGTH)
+        and (not idempotency_key or _plainly_valid(idempotency_key, MAX_KEY_LENGTH))
+    ):
+        # Every check below passes (a ContributeBatch runs this a thousand times a call):
+        # the same command, without gathering the problems there are none of.
+        return ContributeCommand(game_id, wager_amount, idempotency_key or None, client)
     game, problems = _exact("game_id", game_id, MAX_GAME_ID_LENGTH, required=True)
     if wager_amount <= 0:
         problems.append(FieldViolation("wager_amount", "must be greater than 0"))

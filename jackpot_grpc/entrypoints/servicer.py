@@ -142,7 +142,6 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
             else []
         )
         response = pb.ContributeBatchResponse()
-        stamps: dict[datetime, timestamp_pb2.Timestamp | None] = {}  # a batch shares one
         for outcome in checked:
             slot = response.results.add()
             result = outcome if isinstance(outcome, InvalidArgument) else next(applied)
@@ -154,9 +153,7 @@ class JackpotServicer(jackpot_pb2_grpc.JackpotServiceServicer):
                 response.replayed_count += 1
             else:
                 response.applied_count += 1
-            if result.created_at not in stamps:
-                stamps[result.created_at] = convert.timestamp(result.created_at)
-            convert.fill_contribute_response(slot.result, result, stamps[result.created_at])
+            convert.fill_contribute_response(slot.result, result)
         return response
 
     @translating_errors

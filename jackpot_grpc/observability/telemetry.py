@@ -153,6 +153,9 @@ def otlp_exporter(env: Mapping[str, str], signal: Signal) -> SpanExporter | Metr
     return exporter
 
 
+_GROUP_ATTRIBUTES = {g: {"group": g.value} for g in GROUPS}  # made once, never changed
+
+
 class BusinessMetrics:
     """The runbook's business metrics: contributions, wins, batches, config changes, pools.
 
@@ -200,11 +203,17 @@ class BusinessMetrics:
                 if amount:
                     counts[group] += 1
                     amounts[group] += amount
-        if not batch:
+        self.contributions_counted(batch, counts, amounts)
+
+    def contributions_counted(
+        self, written: int, counts: Mapping[Group, int], amounts: Mapping[Group, int]
+    ) -> None:
+        """A batch of `written` rows, with how many moved each pool and by how much."""
+        if not written:
             return
-        self._batch_size.record(batch)
+        self._batch_size.record(written)
         for group in GROUPS:
-            attributes = {"group": group.value}
+            attributes = _GROUP_ATTRIBUTES[group]
             self._contributions.add(counts[group], attributes)
             self._contributed.add(amounts[group], attributes)
 

@@ -84,6 +84,10 @@ class AppliedBatch:
     results: list[ContributionResult | DomainError]
     pools_after: list[PoolState]
     written: list[ContributionResult]
+    # Per pool, how many of the rows written moved it and by how much in all (the plan's
+    # sums: the metrics take them rather than adding up `written` again).
+    counts: Mapping[Group, int]
+    sums: Mapping[Group, int]
 
 
 def _applied_reason(reason: str, schedule_id: int) -> str:
@@ -188,7 +192,7 @@ class BatchPlanner:
             else:
                 assert command.idempotency_key is not None
                 results.append(known[command.client, command.idempotency_key].result)
-        return AppliedBatch(results, updated, list(stored.values()))
+        return AppliedBatch(results, updated, list(stored.values()), plan.counts, plan.sums)
 
 
 class JackpotService:
@@ -253,7 +257,7 @@ class JackpotService:
             self.committed_write()
             self.snapshot.update(batch.pools_after)
         if self.metrics is not None and batch.written:
-            self.metrics.contributions_applied(batch.written)
+            self.metrics.contributions_counted(len(batch.written), batch.counts, batch.sums)
         return batch.results
 
     def committed_write(self) -> None:
