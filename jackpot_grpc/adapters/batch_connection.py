@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import psycopg
@@ -50,10 +49,6 @@ class BatchConnection:
         self._kwargs = connection_kwargs(settings, database_url)
         self._conn: psycopg.Connection[Any] | None = None
         self._commit_timeout = settings.database.commit_timeout
-        # The one statement waits for the pool locks inside its commit's bound, so it is
-        # used only when that wait has a bound of its own, added to the commit's: a lock
-        # wait must never end as an unknown outcome while the write still lands after.
-        self._lock_wait = settings.database.lock_timeout
         self._watchdog = CommitWatchdog()
         # The pools as this connection's last batch left them (None: not known, or a batch
         # failed): what the next batch is planned against first.
@@ -72,11 +67,11 @@ class BatchConnection:
         warnings.clear()
         sent = False
 
-        def committing(lock_wait: float = 0.0) -> None:
+        def committing() -> None:
             nonlocal sent
             sent = True
             if self._commit_timeout > 0:
-                self._watchdog.arm(conn.pgconn.socket, self._commit_timeout + lock_wait)
+                self._watchdog.arm(conn.pgconn.socket, self._commit_timeout)
 
         def refused() -> None:
             """The one statement was answered and wrote nothing: the bound starts again
@@ -89,8 +84,7 @@ class BatchConnection:
                 raise Unavailable("batch connection closed by the commit bound; retry")
 
         try:
-            after_locks = partial(committing, self._lock_wait)
-            recorded = self._write(conn, keys, plan, committing, after_locks, refused)
+            recorded = self._write(conn, keys, plan, committing, refused)
         except Exception as exc:
             self._pools = None
             fired = self._watchdog.disarm()
@@ -118,16 +112,12 @@ class BatchConnection:
         keys: Sequence[ScopedKey],
         plan: store.Planner,
         committing: Callable[[], None],
-        committing_after_locks: Callable[[], None],
         refused: Callable[[], None],
     ) -> store.Recorded:
-        """One statement when the guard lets it, else the two flights. The one statement's
-        bound (`committing_after_locks`) also covers its wait for the pool locks."""
-        why = "pools not known" if self._lock_wait > 0 else "no lock timeout"
-        if self._pools is not None and self._lock_wait > 0:
-            written = store.contribute_in_one_statement(
-                conn, self._pools, keys, plan, committing_after_locks
-            )
+        """One statement when the guard lets it, else the two flights."""
+        why = "pools not known"
+        if self._pools is not None:
+            written = store.contribute_in_one_statement(conn, self._pools, keys, plan, committing)
             if not isinstance(written, str):
                 self.one_statement += 1
                 return written

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection, Connection
+from psycopg.errors import LockNotAvailable
 from psycopg.rows import dict_row
 
 from jackpot_grpc.adapters.packed_arrays import bigints
@@ -429,6 +430,7 @@ def contribute_in_two_flights_sync(
 
 
 NOTHING_TO_WRITE = "nothing to write"
+POOLS_BUSY = "pools busy"  # another writer holds a pool lock (the guard takes them NOWAIT)
 
 
 class OneStatement:
@@ -464,12 +466,21 @@ def contribute_in_one_statement(
 ) -> Recorded | str:
     """The batch in one guarded statement on an autocommit connection (its own
     transaction): the batch as written, or why nothing was (OneStatement, or
-    NOTHING_TO_WRITE). Then the caller runs the two flights."""
+    NOTHING_TO_WRITE, POOLS_BUSY). Then the caller runs the two flights.
+
+    The guard takes the pool locks NOWAIT: the bound armed here is the commit's, so the
+    statement must never wait for another writer inside it (a long wait would end as an
+    unknown outcome while the write still landed after). A held lock fails the statement
+    at once, with nothing written; the two flights then wait for it outside the bound."""
     batch = OneStatement(pools, keys, plan)
     if batch.statement is None:
         return NOTHING_TO_WRITE
     committing()  # autocommit: the statement is its own commit, bounded as one
-    return batch.recorded(conn.cursor(row_factory=dict_row).execute(*batch.statement).fetchall())
+    try:
+        rows = conn.cursor(row_factory=dict_row).execute(*batch.statement).fetchall()
+    except LockNotAvailable:
+        return POOLS_BUSY
+    return batch.recorded(rows)
 
 
 _IN_LOCK_ORDER = sorted(GROUPS, key=lambda g: g.lock_order)  # the guard's version order
