@@ -57,7 +57,7 @@ OPS_CONNECT_TIMEOUT = 5.0
 
 # The one spelling of a psycopg connection pool's type, for everyone who is handed one
 # (not a jackpot pool: that is domain.model.PoolState).
-Pool = AsyncConnectionPool[AsyncConnection[Any]]
+DbPool = AsyncConnectionPool[AsyncConnection[Any]]
 # An operator command's connection: synchronous, autocommit, dict rows.
 OpsConn = psycopg.Connection[dict[str, Any]]
 
@@ -205,7 +205,7 @@ class IdleCheck:
     """The pool's `check`: zero round trips for a live connection (see the module doc)."""
 
     def __init__(self) -> None:
-        self.db_pool: Pool | None = None
+        self.db_pool: DbPool | None = None
 
     async def __call__(self, conn: AsyncConnection[Any]) -> None:
         if not conn.closed and not has_input(conn):
@@ -229,10 +229,10 @@ def has_input(conn: AsyncConnection[Any] | psycopg.Connection[Any]) -> bool:
     return bool(readable)
 
 
-def create_db_pool(settings: Settings, database_url: str) -> Pool:
+def create_db_pool(settings: Settings, database_url: str) -> DbPool:
     """The service's connection pool, the one every call's transaction borrows from."""
     check = IdleCheck()
-    db_pool: Pool = AsyncConnectionPool(
+    db_pool: DbPool = AsyncConnectionPool(
         database_url,
         min_size=settings.database.pool_min_size,
         max_size=settings.database.pool_max_size,
@@ -254,7 +254,7 @@ def create_db_pool(settings: Settings, database_url: str) -> Pool:
     return db_pool
 
 
-def create_side_db_pool(settings: Settings, database_url: str) -> Pool:
+def create_side_db_pool(settings: Settings, database_url: str) -> DbPool:
     """The small pool for expensive reads on demand (ledger audits, long metric periods):
     they can never take a connection Contribute needs, and every statement on it is cut
     off after JACKPOT_SIDE_STATEMENT_TIMEOUT. Past a few waiters, callers are refused."""

@@ -23,7 +23,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
 from jackpot_grpc.adapters.commit_bound import bounded_commit
-from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.database import DbPool
 from jackpot_grpc.domain.errors import (
     LockTimeout,
     OutOfRange,
@@ -56,7 +56,7 @@ CHECK_DEFERRED = "SET CONSTRAINTS ALL IMMEDIATE"
 
 @asynccontextmanager
 async def transaction(
-    db_pool: Pool,
+    db_pool: DbPool,
     *,
     isolation: Isolation = Isolation.READ_COMMITTED,
     validate_only: bool = False,
@@ -91,7 +91,7 @@ async def transaction(
 
 
 @asynccontextmanager
-async def pipelined_transaction(db_pool: Pool) -> AsyncIterator[AsyncConnection[Any]]:
+async def pipelined_transaction(db_pool: DbPool) -> AsyncIterator[AsyncConnection[Any]]:
     """A pool connection in autocommit mode for a caller that sends BEGIN and COMMIT itself,
     each in a pipeline flight with its statements (no round trip of their own). Whatever
     the caller left open is rolled back; the connection goes back as it came."""

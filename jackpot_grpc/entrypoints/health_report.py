@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.database import DbPool
 from jackpot_grpc.domain.model import PoolAudit, PoolState
 from jackpot_grpc.text.report_values import iso_time
 
 POOL_SATURATED_PERCENT = 95.0  # the runbook's warning level for connection use
 
 
-def connection_pool_figures(db_pool: Pool) -> dict[str, Any]:
+def connection_pool_figures(db_pool: DbPool) -> dict[str, Any]:
     """psycopg_pool's get_stats(), with sizes and the share of connections in use."""
     stats = db_pool.get_stats()
     size = stats.get("pool_size", 0)

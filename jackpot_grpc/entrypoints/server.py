@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from jackpot_grpc.adapters.batch_connection import BatchConnection
 from jackpot_grpc.adapters.change_listener import ChangeListener
 from jackpot_grpc.adapters.database import (
-    Pool,
+    DbPool,
     create_db_pool,
     create_side_db_pool,
     ledger_conninfo,
@@ -64,8 +64,8 @@ class ServerParts:
     connection, no bound port, no background task."""
 
     settings: Settings
-    db_pool: Pool
-    side_db_pool: Pool  # audits and history reads on demand: never the calls' connections
+    db_pool: DbPool
+    side_db_pool: DbPool  # audits and history reads on demand: never the calls' connections
     probe_connection: ProbeConnection
     service: JackpotService
     contributor: Contributor

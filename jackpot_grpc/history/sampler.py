@@ -52,7 +52,7 @@ import psutil
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from jackpot_grpc.adapters import history_store as store
-from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.database import DbPool
 from jackpot_grpc.config import HistorySettings
 from jackpot_grpc.observability.history_records import Batch, Rollup, SystemSample
 from jackpot_grpc.observability.metrics import (
@@ -138,14 +138,14 @@ class MetricsSampler:
 
     def __init__(
         self,
-        db_pool: Pool,
+        db_pool: DbPool,
         metrics: RequestMetrics,
         config: SamplerConfig | None = None,
         *,
         host: str | None = None,
         pid: int | None = None,
         wall_clock: Callable[[], float] = time.time,
-        read_db_pool: Pool | None = None,
+        read_db_pool: DbPool | None = None,
     ) -> None:
         self.db_pool = db_pool
         # /metrics?period= reads (whole windows of history) run here: the server passes

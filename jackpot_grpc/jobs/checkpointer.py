@@ -20,7 +20,7 @@ import signal
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.database import DbPool
 from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.jobs.periodic import Periodic
 from jackpot_grpc.ledger.checkpoint import (
@@ -108,7 +108,7 @@ class Checkpointer:
             log.error("ledger checkpoint signing halted: %s", reason)
         self.halted = reason
 
-    def proofs(self, pool: Pool) -> LedgerProofs:
+    def proofs(self, pool: DbPool) -> LedgerProofs:
         """GetLedgerProof's prover: against the newest checkpoint this process knows, reading
         over `pool` (the side pool: never the connections the calls need)."""
         return LedgerProofs(pool, lambda: self.latest, self._verifier)

@@ -22,7 +22,7 @@ from jackpot_grpc.adapters import (
 )
 from jackpot_grpc.adapters import contribution_store as store
 from jackpot_grpc.adapters.commit_bound import bounded_commit
-from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.database import DbPool
 from jackpot_grpc.adapters.unit_of_work import (
     Isolation,
     KeyTaken,
@@ -69,7 +69,7 @@ T = TypeVar("T")
 async def _settling_key_races(use_case: Callable[[], Awaitable[T]]) -> T:
     """Run a use case; if its insert lost a race for an idempotency key (the unique index
     decides), run it once more: it then finds the winner's row and replays it or refuses
-    the key. Pool locks make this rare (the key is looked up under them)."""
+    the key. DbPool locks make this rare (the key is looked up under them)."""
     try:
         return await use_case()
     except KeyTaken:
@@ -198,7 +198,7 @@ class BatchPlanner:
 class JackpotService:
     def __init__(
         self,
-        db_pool: Pool,
+        db_pool: DbPool,
         snapshot_ttl: float = 0.5,
         metrics: ServiceMetrics | None = None,
         *,

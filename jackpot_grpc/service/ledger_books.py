@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jackpot_grpc.adapters import ledger_store
-from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.database import DbPool
 from jackpot_grpc.adapters.database_liveness import ClusterIdentity
 from jackpot_grpc.adapters.pool_store import Conn
 from jackpot_grpc.domain.errors import LeafNotInCheckpoint
@@ -395,7 +395,9 @@ class LedgerProofs:
 
     CATCH_UP_CHUNK = 64 * merkle.BLOCK  # leaf hashes read (and hashed) at a time
 
-    def __init__(self, db_pool: Pool, latest: Callable[[], str | None], verifier: Verifier) -> None:
+    def __init__(
+        self, db_pool: DbPool, latest: Callable[[], str | None], verifier: Verifier
+    ) -> None:
         self._db_pool = db_pool
         self._latest = latest
         self._verifier = verifier

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 from jackpot_grpc.adapters import audit_store, books_audit
 from jackpot_grpc.adapters.audit_store import RecordedAudit
-from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.database import DbPool
 from jackpot_grpc.adapters.pool_store import Conn
 from jackpot_grpc.adapters.unit_of_work import Isolation, transaction
 from jackpot_grpc.domain.model import AuditBase
@@ -50,7 +50,7 @@ class AuditTick:
 class SharedAudit:
     def __init__(
         self,
-        db_pool: Pool,
+        db_pool: DbPool,
         interval: float,
         *,
         host: str | None = None,

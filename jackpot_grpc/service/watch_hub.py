@@ -9,7 +9,7 @@ The hub never reads the database for a watcher. It learns of changes two ways:
   what other processes and replicas commit; where no connection may LISTEN (behind
   PgBouncer), by reading every JACKPOT_SNAPSHOT_TTL while anyone watches.
 
-Pool updates are coalesced: at most one per `interval`, carrying the newest state of the
+DbPool updates are coalesced: at most one per `interval`, carrying the newest state of the
 pools that changed, and spaced so that writing them takes at most about FAN_OUT_SHARE of
 the event loop: with many watchers the updates slow down instead of starving the calls. Hits (wins)
 are read from the ledger once per process, `id > last` (adapters.watch_store: exactly
@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from jackpot_grpc.adapters import pool_store, watch_store
-from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.database import DbPool
 from jackpot_grpc.adapters.unit_of_work import transaction
 from jackpot_grpc.domain.errors import (
     DomainError,
@@ -150,7 +150,7 @@ class Watcher:
 
 
 class WatchHub:
-    def __init__(self, db_pool: Pool, snapshot: PoolSnapshot, limits: WatchLimits) -> None:
+    def __init__(self, db_pool: DbPool, snapshot: PoolSnapshot, limits: WatchLimits) -> None:
         self._db_pool = db_pool
         self._snapshot = snapshot
         self.limits = limits
@@ -330,7 +330,7 @@ class WatchHub:
             await self._wake_reader.wait()
             self._wake_reader.clear()
             if self._want_pools and not self._want_wins:
-                # Pool states are coalesced anyway: read them at most once per interval.
+                # DbPool states are coalesced anyway: read them at most once per interval.
                 wait = self._last_pools_read + self.limits.interval - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.database import DbPool
 from jackpot_grpc.config import Settings
 from jackpot_grpc.service.jackpot import JackpotService
 from testkit.ledger_tamper import Sealed, run
@@ -27,7 +27,7 @@ def ops_settings(settings: Settings, database_url: str) -> Settings:
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
+async def pool(database_url: str) -> AsyncIterator[DbPool]:
     """A connection pool (psycopg_pool) on the test database, open before the test starts."""
     async with AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False) as opened:
         await opened.open(wait=True, timeout=10)

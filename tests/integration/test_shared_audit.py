@@ -11,7 +11,7 @@ import psycopg
 
 from jackpot_grpc.adapters import audit_store
 from jackpot_grpc.adapters import history_store as store
-from jackpot_grpc.adapters.database import Pool
+from jackpot_grpc.adapters.database import DbPool
 from jackpot_grpc.history.sampler import MetricsSampler, SamplerConfig
 from jackpot_grpc.jobs.audit_monitor import AuditMonitor
 from jackpot_grpc.observability.metrics import RequestMetrics
@@ -34,7 +34,7 @@ def _money_from_nowhere(url: str, amount: int) -> None:
 
 
 async def test_replicas_run_one_audit_per_interval_and_report_it(
-    pool: Pool, database_url: str
+    pool: DbPool, database_url: str
 ) -> None:
     a = SharedAudit(pool, INTERVAL, host="a", pid=1)
     b = SharedAudit(pool, INTERVAL, host="b", pid=2)
@@ -71,7 +71,7 @@ async def test_replicas_run_one_audit_per_interval_and_report_it(
 
 
 async def test_a_replica_locked_out_reports_the_latest_recorded_audit(
-    pool: Pool, database_url: str
+    pool: DbPool, database_url: str
 ) -> None:
     a = SharedAudit(pool, INTERVAL, host="a", pid=1)
     b = SharedAudit(pool, INTERVAL, host="b", pid=2)
@@ -90,7 +90,7 @@ async def test_a_replica_locked_out_reports_the_latest_recorded_audit(
 
 
 async def test_the_monitor_reports_the_adopted_verdict_with_its_age_and_author(
-    pool: Pool, database_url: str
+    pool: DbPool, database_url: str
 ) -> None:
     runs_here = AuditMonitor(SharedAudit(pool, INTERVAL, host="a", pid=1), INTERVAL)
     reports = AuditMonitor(SharedAudit(pool, INTERVAL, host="b", pid=2), INTERVAL)
@@ -108,7 +108,7 @@ async def test_the_monitor_reports_the_adopted_verdict_with_its_age_and_author(
 
 
 async def test_one_replica_prunes_at_a_time_and_the_newest_audit_stays(
-    pool: Pool, database_url: str
+    pool: DbPool, database_url: str
 ) -> None:
     now = time.time()
     old = datetime.fromtimestamp(now, UTC) - timedelta(days=40)
