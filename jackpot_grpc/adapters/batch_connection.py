@@ -49,6 +49,12 @@ class BatchConnection:
         self._kwargs = connection_kwargs(settings, database_url)
         self._conn: psycopg.Connection[Any] | None = None
         self._commit_timeout = settings.database.commit_timeout
+        # The one statement runs inside its commit's bound. Its pool row locks are taken
+        # NOWAIT, but its table locks (held by a migration, an index build) are waited
+        # for: only a lock timeout shorter than the commit bound turns that wait into an
+        # error (nothing written) before the bound could call a landing write unknown.
+        lock = settings.database.lock_timeout
+        self._one_statement_bounded = self._commit_timeout <= 0 or 0 < lock < self._commit_timeout
         self._watchdog = CommitWatchdog()
         # The pools as this connection's last batch left them (None: not known, or a batch
         # failed): what the next batch is planned against first.
@@ -115,8 +121,8 @@ class BatchConnection:
         refused: Callable[[], None],
     ) -> store.Recorded:
         """One statement when the guard lets it, else the two flights."""
-        why = "pools not known"
-        if self._pools is not None:
+        why = "pools not known" if self._one_statement_bounded else "lock wait unbounded"
+        if self._pools is not None and self._one_statement_bounded:
             written = store.contribute_in_one_statement(conn, self._pools, keys, plan, committing)
             if not isinstance(written, str):
                 self.one_statement += 1

@@ -221,9 +221,9 @@ def _gated(statement: str, gate: str) -> str:
 RECORD_CONTRIBUTIONS = _record(guard="", gate="", result="")
 
 # The same write guarded, for an autocommit connection: one statement, its own transaction.
-# The guard (migration 0016's contribution_guard) runs first: every write below is gated
-# on its answer, so no row is locked before it holds the pool locks in lock order, and
-# nothing is written unless the pools are at the versions the batch was planned against
+# The guard (contribution_guard: migration 0016, NOWAIT since 0018) runs first: every write
+# below is gated on its answer, so no row is locked before it holds the pool locks in lock
+# order, and nothing is written unless the pools are at the versions the batch was planned against
 # and none of its keys exists. Its answer is the first column: NULL (written, one row per
 # pool as above) or why not (one row, the rest NULL).
 _GATE = "\n    WHERE (SELECT refused FROM guard) IS NULL"

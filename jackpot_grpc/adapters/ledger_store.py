@@ -21,7 +21,12 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from jackpot_grpc.adapters import advisory_locks
-from jackpot_grpc.adapters.commit_bound import SYNC_REP_CANCELLED, commit_warnings, unknown
+from jackpot_grpc.adapters.commit_bound import (
+    SYNC_REP_CANCELLED,
+    CommitWatchdog,
+    commit_warnings,
+    unknown,
+)
 from jackpot_grpc.adapters.database_liveness import IDENTITY, ClusterIdentity
 from jackpot_grpc.ledger import merkle
 from jackpot_grpc.ledger.leaf import EXTENSION_FROM, SCHEMAS, VERSION, Field, FieldKind
@@ -46,6 +51,13 @@ def connect(url: str) -> psycopg.Connection[Any]:
     if "connect_timeout" in conninfo_to_dict(url):
         return psycopg.connect(url, autocommit=True)
     return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+
+
+def liveness_bound(url: str) -> float:
+    """How long a kept connection's liveness check may take: the URL's connect timeout
+    (DB_CONNECT_TIMEOUT for the server's), else CONNECT_TIMEOUT."""
+    given = conninfo_to_dict(url).get("connect_timeout")
+    return float(given) if given and float(given) > 0 else CONNECT_TIMEOUT
 
 
 class SignerConnection:
@@ -77,11 +89,19 @@ class SignerConnection:
             return None
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             return None
+        # Bounded like a new connection would be: a host that stopped answering (a
+        # partition, a frozen machine) must cost the turn a connect timeout, not TCP's
+        # quarter of an hour, before the URL's next host is tried.
+        watchdog = CommitWatchdog()
+        watchdog.arm(conn.pgconn.socket, liveness_bound(url))
         try:
             conn.execute("SELECT 1")
         except psycopg.Error:
             return None
-        return conn
+        finally:
+            fired = watchdog.disarm()
+            watchdog.close()
+        return None if fired else conn
 
     @contextmanager
     def session(self, url: str) -> Iterator[psycopg.Connection[Any]]:

@@ -1,11 +1,8 @@
 """The contribution batch's guard: one statement instead of a transaction of four.
 
 `contribution_guard(expected, clients, keys)` locks every pool row in lock order (as
-every writer does), NOWAIT: the batch's one statement runs inside its commit's bound, so
-it must not wait for another writer there; a held lock fails the statement at once
-(lock_not_available, nothing written) and the service sends the batch the two flights,
-which wait for the lock outside the bound. It answers why a batch planned without a round
-trip must not be written, or NULL when it may:
+every writer does, so writers still queue instead of deadlocking) and answers why a batch
+planned without a round trip must not be written, or NULL when it may:
 
 - 'pools moved': a pool's `version` is not the one the batch was planned against (in
   lock order). Every writer of a pool row moves its version, so an equal version is an
@@ -39,7 +36,7 @@ DECLARE
     seen bigint[];
 BEGIN
     SELECT array_agg(locked.version ORDER BY locked.lock_order) INTO seen
-    FROM (SELECT version, lock_order FROM jackpots ORDER BY lock_order FOR UPDATE NOWAIT) AS locked;
+    FROM (SELECT version, lock_order FROM jackpots ORDER BY lock_order FOR UPDATE) AS locked;
     IF seen IS DISTINCT FROM expected THEN
         RETURN 'pools moved';
     END IF;

@@ -48,6 +48,7 @@ from jackpot_grpc.service.ledger_books import (
     sign_checkpoint,
 )
 from testkit.database import unique_name
+from testkit.freezable_proxy import FreezableProxy
 from testkit.ledger_traffic import real_traffic
 from testkit.postgres_cluster import CrashablePostgres
 from testkit.scratch import create_database, drop_database
@@ -515,3 +516,39 @@ async def test_the_signer_keeps_its_connection_and_replaces_a_dead_one(
         assert len(list(split_log((tmp_path / "checkpoints").read_text()))) == 3
     finally:
         signer.close()
+
+
+async def test_a_kept_signer_connection_to_a_host_that_stopped_answering_costs_a_connect_timeout(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A host that stops answering (a partition, a frozen machine) leaves the kept
+    connection open: its liveness check is bounded by the URL's connect timeout, so the
+    next turn moves on to the URL's next host (here the same server, directly) instead of
+    waiting for TCP to give up."""
+    direct = conninfo_to_dict(database_url)
+    host, port = str(direct.get("host") or "127.0.0.1"), int(direct.get("port") or 5432)
+    proxy = FreezableProxy(host, port)
+    url = make_conninfo(
+        database_url,
+        host=f"127.0.0.1,{host}",
+        port=f"{proxy.port},{port}",
+        connect_timeout="1",
+        target_session_attrs="read-write",
+    )
+    signer = CheckpointSigner(
+        Signer.generate("frozen-test"), tmp_path / "checkpoints", keep_connection=True
+    )
+    try:
+        await real_traffic(database_url)
+        assert signer.sign(url) is not None  # through the proxy, the URL's first host
+        through_proxy = signer.backend_pid
+        proxy.freeze()
+        await real_traffic(database_url)
+        started = time.monotonic()
+        assert signer.sign(url) is not None
+        took = time.monotonic() - started
+        assert signer.backend_pid not in (None, through_proxy)
+        assert took < 10, took  # a liveness check (1 s) and a connect attempt (1 s)
+    finally:
+        signer.close()
+        proxy.close()

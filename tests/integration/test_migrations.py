@@ -35,7 +35,7 @@ TABLES = {
     "ledger_head",
     "write_heartbeat",
 }
-HEAD = "0017"
+HEAD = "0018"
 
 
 def revision(url: str) -> list[str]:

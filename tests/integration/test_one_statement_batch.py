@@ -97,8 +97,8 @@ def test_a_key_already_written_sends_the_batch_the_two_flights_and_replays(
     assert fresh.shares.pools_after[Group.MINOR] == 10015 == minor_pool(database_url)
 
 
-def with_commit_timeout(settings: Settings, seconds: float) -> Settings:
-    database = dataclasses.replace(settings.database, commit_timeout=seconds)
+def with_timeouts(settings: Settings, *, commit: float, lock: float) -> Settings:
+    database = dataclasses.replace(settings.database, commit_timeout=commit, lock_timeout=lock)
     return dataclasses.replace(settings, database=database)
 
 
@@ -129,14 +129,13 @@ def test_a_reconnected_writer_plans_against_the_database_not_its_last_batch(
     assert result.shares.pools_after[Group.MINOR] == 17784 == minor_pool(database_url)
 
 
-def test_a_wait_for_the_pool_locks_is_not_taken_for_an_unknown_commit(
+def test_a_pool_lock_held_elsewhere_sends_the_batch_the_two_flights(
     settings: Settings, database_url: str
 ) -> None:
     """The one statement runs inside its commit's bound, so it takes the pool locks
     NOWAIT: another writer holding them sends the batch the two flights, which wait for
-    the locks outside the bound. A wait longer than the commit timeout ends in a written
-    batch, not in COMMIT_OUTCOME_UNKNOWN with the write landing afterwards."""
-    writer = BatchConnection(with_commit_timeout(settings, 0.5), database_url)
+    the locks outside the bound (a wait there is never taken for an unknown commit)."""
+    writer = BatchConnection(with_timeouts(settings, commit=0.0, lock=2.0), database_url)
     holder = psycopg.connect(database_url)
     try:
         apply(writer, [command(1000)])  # pools known: the next batch is one statement
@@ -151,3 +150,21 @@ def test_a_wait_for_the_pool_locks_is_not_taken_for_an_unknown_commit(
     assert writer.one_statement == 0
     assert writer.two_flights == {"pools not known": 1, "pools busy": 1}
     assert result.shares.pools_after[Group.MINOR] == 10007 == minor_pool(database_url)
+
+
+def test_without_a_lock_timeout_shorter_than_the_commit_bound_the_batch_takes_two_flights(
+    settings: Settings, database_url: str
+) -> None:
+    """NOWAIT covers the pool rows, not the tables: a lock on a table the statement
+    writes (a migration, an index build) is waited for, and only a lock timeout shorter
+    than the commit bound turns that wait into an error (nothing written) before the bound
+    could call a landing write unknown. Without one the one statement is not used."""
+    for lock in (0.0, 0.5, 2.0):
+        writer = BatchConnection(with_timeouts(settings, commit=0.5, lock=lock), database_url)
+        try:
+            apply(writer, [command(1000)])
+            apply(writer, [command(400)])
+        finally:
+            writer.close()
+        assert writer.one_statement == 0
+        assert writer.two_flights == {"lock wait unbounded": 2}

@@ -31,6 +31,7 @@ from aiohttp import web
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
+from jackpot_grpc.adapters import migrations
 from jackpot_grpc.adapters.database import connect_ops
 from jackpot_grpc.config import PROJECT_ROOT, Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
@@ -824,3 +825,30 @@ async def test_alert_rules_read_metrics_the_service_exposes(server: RunningServe
     exposed |= {f"{n}_{part}" for n in exposed for part in ("bucket", "sum", "count")}
     missing = _rule_metric_names() - exposed
     assert not missing, f"alert rules read metrics nobody exposes: {sorted(missing)}"
+
+
+async def test_a_backup_from_an_older_release_is_migrated_before_its_audit(
+    ops_settings: Settings, admin_url: str, tmp_path: Path
+) -> None:
+    """A backup taken before a deploy holds an older schema; the restore brings it to this
+    release's before auditing it (this release's audit reads what later migrations add),
+    instead of failing the audit and dropping the restored database."""
+    older = unique_name("jackpot_older")
+    target = unique_name("jackpot_restore")
+    older_url = create_database(admin_url, older)
+    try:
+        migrations.upgrade(older_url, "0016")
+        settings = dataclasses.replace(
+            ops_settings, database=dataclasses.replace(ops_settings.database, url=older_url)
+        )
+        code, created = await ops_json(settings, "backup", "create", "--dir", str(tmp_path))
+        assert code == 0, created
+        code, restored = await ops_json(
+            settings, "backup", "restore", created["file"], "--database", target
+        )
+        assert code == 0, restored
+        assert restored["balanced"] is True
+        assert restored["revision"] == pgstat.head_revision()
+    finally:
+        drop_database(admin_url, target)
+        drop_database(admin_url, older)
