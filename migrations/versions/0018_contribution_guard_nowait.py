@@ -43,28 +43,8 @@ END
 $$
 """
 
-WAITING_GUARD = """
-CREATE OR REPLACE FUNCTION contribution_guard(expected bigint[], clients text[], keys text[])
-RETURNS text LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    seen bigint[];
-BEGIN
-    SELECT array_agg(locked.version ORDER BY locked.lock_order) INTO seen
-    FROM (SELECT version, lock_order FROM jackpots ORDER BY lock_order FOR UPDATE) AS locked;
-    IF seen IS DISTINCT FROM expected THEN
-        RETURN 'pools moved';
-    END IF;
-    IF cardinality(keys) > 0 AND EXISTS (
-        SELECT 1 FROM contributions
-        WHERE idempotency_key IS NOT NULL
-          AND (client, idempotency_key) IN (SELECT * FROM unnest(clients, keys))
-    ) THEN
-        RETURN 'key exists';
-    END IF;
-    RETURN NULL;
-END
-$$
-"""
+# 0016's guard, as the downgrade puts it back: the same function, waiting for the locks.
+WAITING_GUARD = NOWAIT_GUARD.replace("FOR UPDATE NOWAIT", "FOR UPDATE")
 
 
 def upgrade() -> None:
