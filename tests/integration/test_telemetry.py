@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -119,12 +121,20 @@ async def test_rpc_latency_is_an_opentelemetry_histogram_per_method_and_code(
         await stub.GetPools(pb.GetPoolsRequest())
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Contribute(pb.ContributeRequest(game_id="m", wager_amount=0))
-    points = {
-        (p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p
-        for p in metric_points(exporters[1])["rpc.server.call.duration"]
-    }
     invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    assert set(points) == {("GetPools", 0), ("Contribute", invalid)}
+    expected = {("GetPools", 0), ("Contribute", invalid)}
+    # grpc.aio's abort sends the status before it raises, so the client may see the error
+    # a moment before the interceptor's `finally` records the call: wait a bounded while.
+    deadline = time.monotonic() + 5
+    while True:
+        points = {
+            (p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p
+            for p in metric_points(exporters[1])["rpc.server.call.duration"]
+        }
+        if set(points) == expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    assert set(points) == expected
     assert points[("GetPools", 0)].count == 2 and points[("Contribute", invalid)].count == 1
     assert 0 < points[("GetPools", 0)].sum < 5  # seconds
     assert points[("GetPools", 0)].attributes["rpc.service"] == "jackpot.v1.JackpotService"
