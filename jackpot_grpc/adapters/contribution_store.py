@@ -35,7 +35,7 @@ from psycopg import AsyncConnection, Connection
 from psycopg.errors import LockNotAvailable
 from psycopg.rows import dict_row
 
-from jackpot_grpc.adapters.packed_arrays import bigints
+from jackpot_grpc.adapters.packed_arrays import PackedTexts, bigints, byteas, texts
 from jackpot_grpc.adapters.pool_store import (
     LOCK_POOLS,
     POOL_COLUMNS,
@@ -62,7 +62,7 @@ CONTRIBUTION_COLUMNS = f"""id, client, idempotency_key, fingerprint, minor_amoun
 # Keys are scoped per client: look up (client, key) pairs, on their unique index.
 FIND_CONTRIBUTIONS = f"""SELECT {CONTRIBUTION_COLUMNS} FROM contributions
     WHERE idempotency_key IS NOT NULL
-      AND (client, idempotency_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"""
+      AND (client, idempotency_key) IN (SELECT * FROM unnest(%b::text[], %b::text[]))"""
 
 
 def _shared(row: dict[str, Any], g: str) -> bool:
@@ -98,8 +98,8 @@ def _stored(row: dict[str, Any]) -> StoredContribution:
     return StoredContribution(result, bytes(row["fingerprint"]))
 
 
-def _find_params(keys: Sequence[ScopedKey]) -> tuple[list[str], list[str]]:
-    return [client for client, _ in keys], [key for _, key in keys]
+def _find_params(keys: Sequence[ScopedKey]) -> tuple[PackedTexts, PackedTexts]:
+    return texts([client for client, _ in keys]), texts([key for _, key in keys])
 
 
 def _by_scoped_key(rows: list[dict[str, Any]]) -> dict[ScopedKey, StoredContribution]:
@@ -243,12 +243,12 @@ def _record_params(
 ) -> dict[str, Any]:
     wagers = [c.wager_amount for c in commands]
     params: dict[str, Any] = {
-        "keys": [c.idempotency_key for c in commands],
+        "keys": texts([c.idempotency_key for c in commands]),
         # Only keyed rows are bound to a request (and hashing the rest would be wasted).
-        "fingerprints": [c.fingerprint if c.idempotency_key else None for c in commands],
+        "fingerprints": byteas([c.fingerprint if c.idempotency_key else None for c in commands]),
         # Each row's own client: the batcher batches calls from many clients together.
-        "clients": [c.client for c in commands],
-        "games": [c.game_id for c in commands],
+        "clients": texts([c.client for c in commands]),
+        "games": texts([c.game_id for c in commands]),
         "wagers": bigints(wagers),
         "count": len(wagers),
         "wagered": sum(wagers),
@@ -275,14 +275,16 @@ def _meter_params(
     for g in GROUPS:
         over = write.overflows.get(g, 0)
         diverts = pools[g].overflow_target is not None
-        params[f"{g.value}_moves"] = [
-            sums[g],
-            write.counts[g],
-            write.reserves.get(g, 0),
-            0 if diverts else over,
-            over if diverts else 0,
-            write.diverted_in.get(g, 0),
-        ]
+        params[f"{g.value}_moves"] = bigints(
+            [
+                sums[g],
+                write.counts[g],
+                write.reserves.get(g, 0),
+                0 if diverts else over,
+                over if diverts else 0,
+                write.diverted_in.get(g, 0),
+            ]
+        )
     return params
 
 
@@ -447,7 +449,7 @@ class OneStatement:
         self.statement: Statement | None = None
         if write is not None:
             params = _write_params(write, pools)
-            params["expected"] = [pools[g].version for g in _IN_LOCK_ORDER]
+            params["expected"] = bigints([pools[g].version for g in _IN_LOCK_ORDER])
             params["guard_clients"], params["guard_keys"] = _find_params(keys)
             self.statement = (GUARDED_RECORD, params)
 

@@ -1,4 +1,4 @@
-"""bigint[] parameters packed in one struct call: a batch's per-row columns.
+"""Array parameters already in PostgreSQL's binary array format: a batch's per-row columns.
 
 psycopg dumps a Python list of ints element by element in Python (it first walks the
 list to choose the narrowest integer type, then dumps each element): about 0.33 µs an
@@ -6,6 +6,11 @@ element, and a contribution batch sends ten bigint arrays with one element per r
 about 3 µs of every ContributeBatch item (BENCHMARKS.md). `bigints(values)` packs the
 same binary array (PostgreSQL's array_send format: int8 elements, no NULLs) with one
 `struct.pack`, about 0.07 µs an element; psycopg passes the bytes through as a bigint[].
+
+The batch's text and bytea columns (keys, fingerprints, clients, games) and its small
+bigint lists went the same generic way, walked and dumped in Python: about a third of the
+batch thread's CPU per Contribute batch (BENCHMARKS.md). `texts` and `byteas` pack those
+with one join each.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from psycopg.pq import Format
 
 INT8_OID = 20
 INT8_ARRAY_OID = 1016
+BYTEA_OID, BYTEA_ARRAY_OID = 17, 1001
+TEXT_OID, TEXT_ARRAY_OID = 25, 1009
 _EMPTY = struct.pack(">iii", 0, 0, INT8_OID)  # no dimension: '{}'
+_NULL = struct.pack(">i", -1)  # an element's length -1: NULL
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +50,48 @@ def bigints(values: Sequence[int]) -> PackedBigints:
     return PackedBigints(struct.pack(f">iiiii{'iq' * count}", 1, 0, INT8_OID, count, 1, *fields))
 
 
+@dataclass(frozen=True, slots=True)
+class PackedTexts:
+    """A text[] already in PostgreSQL's binary array format."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PackedByteas:
+    """A bytea[] already in PostgreSQL's binary array format."""
+
+    data: bytes
+
+
+def texts(values: Sequence[str | None]) -> PackedTexts:
+    """`values` as one binary text[] (None: NULL), UTF-8 as every connection here is. A
+    string that cannot be encoded raises UnicodeEncodeError, as psycopg's dumping would."""
+    return PackedTexts(
+        _varlena_array([None if v is None else v.encode() for v in values], TEXT_OID)
+    )
+
+
+def byteas(values: Sequence[bytes | None]) -> PackedByteas:
+    """`values` as one binary bytea[] (None: NULL)."""
+    return PackedByteas(_varlena_array(values, BYTEA_OID))
+
+
+def _varlena_array(values: Sequence[bytes | None], oid: int) -> bytes:
+    if not values:
+        return struct.pack(">iii", 0, 0, oid)
+    has_null = None in values
+    parts = [struct.pack(">iiiii", 1, int(has_null), oid, len(values), 1)]
+    append = parts.append
+    for value in values:
+        if value is None:
+            append(_NULL)
+        else:
+            append(len(value).to_bytes(4, "big"))
+            append(value)
+    return b"".join(parts)
+
+
 class PackedBigintsDumper(Dumper):
     format = Format.BINARY
     oid = INT8_ARRAY_OID
@@ -50,6 +100,24 @@ class PackedBigintsDumper(Dumper):
         return obj.data
 
 
-# Every connection made after this import knows the type (psycopg copies the global
+class PackedTextsDumper(Dumper):
+    format = Format.BINARY
+    oid = TEXT_ARRAY_OID
+
+    def dump(self, obj: PackedTexts) -> bytes:
+        return obj.data
+
+
+class PackedByteasDumper(Dumper):
+    format = Format.BINARY
+    oid = BYTEA_ARRAY_OID
+
+    def dump(self, obj: PackedByteas) -> bytes:
+        return obj.data
+
+
+# Every connection made after this import knows the types (psycopg copies the global
 # adapters into each new connection).
 adapters.register_dumper(PackedBigints, PackedBigintsDumper)
+adapters.register_dumper(PackedTexts, PackedTextsDumper)
+adapters.register_dumper(PackedByteas, PackedByteasDumper)
