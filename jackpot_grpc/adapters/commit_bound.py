@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -117,7 +118,11 @@ def unknown(reason: str, seconds: float | None = None) -> CommitOutcomeUnknown:
 
 class CommitWatchdog:
     """One thread that shuts a blocking connection's socket when its armed deadline
-    passes (the batch thread's bound: psycopg's blocking waits take no deadline)."""
+    passes (the batch thread's bound: psycopg's blocking waits take no deadline).
+
+    Arming wakes the thread only when it would otherwise wake too late (it waits with no
+    deadline, or past the new one): under load the thread wakes about once per bound, not
+    once per batch, and each wake would take the GIL from the threads doing the work."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -126,6 +131,8 @@ class CommitWatchdog:
         self._fired = False
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._wakes_at = math.inf  # when the thread's wait ends by itself (inf: never)
+        self.wakes = 0  # how often the thread woke (tests: arming does not wake it each time)
 
     def arm(self, fd: int, seconds: float) -> None:
         with self._cond:
@@ -136,7 +143,8 @@ class CommitWatchdog:
                 self._thread.start()
             self._fd, self._fired = fd, False
             self._deadline = time.monotonic() + seconds
-            self._cond.notify()
+            if self._deadline < self._wakes_at:
+                self._cond.notify()
 
     def disarm(self) -> bool:
         """Stop watching; whether the bound fired (the connection is then dead)."""
@@ -154,16 +162,21 @@ class CommitWatchdog:
         with self._cond:
             while not self._closed:
                 if self._deadline is None:
-                    self._cond.wait()
+                    self._wait(None)
                     continue
                 left = self._deadline - time.monotonic()
                 if left > 0:
-                    self._cond.wait(left)
+                    self._wait(left)
                     continue
                 # Under the lock: disarm() cannot return (and the owner close the fd)
                 # while the socket is being shut.
                 shut_socket(self._fd)
                 self._fired, self._deadline = True, None
+
+    def _wait(self, seconds: float | None) -> None:
+        self._wakes_at = math.inf if seconds is None else time.monotonic() + seconds
+        self._cond.wait(seconds)
+        self.wakes += 1
 
 
 class _Armed:
