@@ -1,4 +1,4 @@
-"""JackpotService registered on a server, with GetPools answered from bytes.
+"""The services registered on a server: generic handlers only, GetPools answered from bytes.
 
 GetPools is read far more often than the pools change, so the servicer keeps its reply
 serialised (entrypoints/pools_reply.py) and the method's handler sends those bytes as they
@@ -6,6 +6,13 @@ are: the generated handler's response serializer is replaced by one that passes 
 through. Everything else is the generated registration: the same names, request
 deserializers and the same handlers, so interceptors, reflection and the REST gateway (a
 gRPC client) see no difference.
+
+Every service goes in as generic handlers only, never as "registered methods": grpc.aio's
+accept loop keeps one pending request per registered method and runs `asyncio.wait` over
+all of them for every call it accepts, about 17 futures here (12 JackpotService methods,
+health, reflection, the generic one): 20-28 µs of the event loop's CPU per call, Check
+included (BENCHMARKS.md). Generic handlers are looked up in a dict, once per method (the
+interceptor caches what it wraps).
 """
 
 from __future__ import annotations
@@ -27,6 +34,22 @@ def as_is(reply: Any) -> bytes:
         return reply
     serialised: bytes = reply.SerializeToString()
     return serialised
+
+
+class GenericOnly:
+    """Stands in for the server while a generated add_*_to_server runs: its generic
+    handlers reach the server, its registered methods do not (see above)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> None:
+        """The same handlers the generic ones hold: nothing more to add."""
 
 
 class _Recorder:
@@ -62,5 +85,4 @@ def add_jackpot_service(
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(recorder.service, handlers),)
     )
-    server.add_registered_method_handlers(recorder.service, handlers)
     return handlers

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from jackpot_grpc.adapters.batch_connection import BatchConnection
 from jackpot_grpc.adapters.change_listener import ChangeListener
@@ -32,7 +32,7 @@ from jackpot_grpc.entrypoints.database_health_probe import DatabaseHealthProbe
 from jackpot_grpc.entrypoints.grpc_options import server_options
 from jackpot_grpc.entrypoints.health_http import HealthHttp
 from jackpot_grpc.entrypoints.interceptors import CallInterceptor
-from jackpot_grpc.entrypoints.registration import add_jackpot_service
+from jackpot_grpc.entrypoints.registration import GenericOnly, add_jackpot_service
 from jackpot_grpc.entrypoints.servicer import JackpotServicer
 from jackpot_grpc.entrypoints.watch_metrics import WatchCollector
 from jackpot_grpc.entrypoints.watch_stream import PoolWatch
@@ -148,14 +148,18 @@ def _grpc_server(
         ),
         server,
     )
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            JACKPOT_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
+    generic_only = GenericOnly(server)  # registration.py: why no registered methods
+    health_pb2_grpc.add_HealthServicer_to_server(health, generic_only)
+    # What reflection.enable_server_reflection does for a grpc.aio server, given the stand-in.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(
+            (
+                JACKPOT_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
         ),
-        server,
+        generic_only,
     )
     return server
 

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import socket
 
+import grpc
+import grpc.aio._server
 import pytest
 
 from jackpot_grpc.config import Settings
@@ -48,6 +50,21 @@ async def test_build_wires_the_parts_and_starts_nothing() -> None:
     router = parts.health_http.app().router
     routes = {r.resource.canonical for r in router.routes() if r.resource is not None}
     assert {"/health", "/health/database", "/health/jackpot", "/metrics"} <= routes
+
+
+async def test_every_service_is_registered_as_generic_handlers_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """grpc.aio waits on one pending request per registered method for every call it
+    accepts (entrypoints/registration.py): none may be registered."""
+    registered: list[str] = []
+    monkeypatch.setattr(
+        grpc.aio._server.Server,
+        "add_registered_method_handlers",
+        lambda self, service, handlers: registered.append(service),
+    )
+    build_server(settings(), UNREACHABLE)
+    assert registered == []
 
 
 async def test_port_argument_overrides_the_configured_port() -> None:
