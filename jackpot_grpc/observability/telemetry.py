@@ -156,6 +156,15 @@ def otlp_exporter(env: Mapping[str, str], signal: Signal) -> SpanExporter | Metr
 _GROUP_ATTRIBUTES = {g: {"group": g.value} for g in GROUPS}  # made once, never changed
 
 
+def _per_group(totals: Mapping[Group, int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    """An observable counter's callback: each group's running total."""
+
+    def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(totals[g], _GROUP_ATTRIBUTES[g]) for g in GROUPS]
+
+    return observe
+
+
 class BusinessMetrics:
     """The runbook's business metrics: contributions, wins, batches, config changes, pools.
 
@@ -168,13 +177,23 @@ class BusinessMetrics:
         # jackpot_contribution_amount_minor_units_total, jackpot_wins_total,
         # jackpot_win_amount_minor_units_total, jackpot_batch_size (histogram),
         # jackpot_config_changes_total, jackpot_pool_amount_minor_units.
-        self._contributions = meter.create_counter(
+        # Contributions are counted into plain integers and read at collection time: an
+        # SDK counter's add() costs several µs (attributes, locks, aggregation), and every
+        # contribution batch would pay six of them on the event loop. Exported the same way
+        # (cumulative, monotonic sums).
+        self._counted: dict[Group, int] = dict.fromkeys(GROUPS, 0)
+        self._amounts: dict[Group, int] = dict.fromkeys(GROUPS, 0)
+        meter.create_observable_counter(
             "jackpot.contributions",
+            callbacks=[_per_group(self._counted)],
             unit="{contribution}",
             description="Contributions applied, per group",
         )
-        self._contributed = meter.create_counter(
-            "jackpot.contribution.amount", unit="minor_units", description="Money contributed"
+        meter.create_observable_counter(
+            "jackpot.contribution.amount",
+            callbacks=[_per_group(self._amounts)],
+            unit="minor_units",
+            description="Money contributed",
         )
         self._wins = meter.create_counter("jackpot.wins", unit="{win}", description="Wins paid")
         self._won = meter.create_counter(
@@ -213,9 +232,8 @@ class BusinessMetrics:
             return
         self._batch_size.record(written)
         for group in GROUPS:
-            attributes = _GROUP_ATTRIBUTES[group]
-            self._contributions.add(counts[group], attributes)
-            self._contributed.add(amounts[group], attributes)
+            self._counted[group] += counts[group]
+            self._amounts[group] += amounts[group]
 
     def win_paid(self, result: WinResult) -> None:
         if result.replayed:
