@@ -314,6 +314,11 @@ def table(scenarios: list[Scenario]) -> str:
         "over the scenario: server, PostgreSQL backends of the bench database, load generator, "
         "REST gateway, every other process on the machine (noise)"
     )
+    lines.append("server CPU us/item by thread (event loop / batch thread / grpc and other):")
+    for sc in scenarios:
+        split = sc.extra.get("server_cpu_us_per_item_by_thread")
+        if split is not None:
+            lines.append(f"    {sc.title:<38} " + " / ".join(f"{v:,.0f}" for v in split.values()))
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bench.console import log
 from bench.loadgen import LoadResult, LoadSpec, run_in_subprocess
+from jackpot_grpc.service.batcher import BATCH_THREAD_NAME
 from testkit.processes import ServiceProcess
 
 # The order scenarios run in, and are reported in.
@@ -114,6 +115,32 @@ class Scenario:
         }
 
 
+# The server's threads by what they do: the event loop is each process's main thread, the
+# batch thread names itself for the OS (jackpot_grpc.runtime.thread_names), and the rest are
+# grpc's (its poller and event engine) and the small helpers.
+THREAD_KINDS = ("event loop", "batch thread", "grpc and other threads")
+
+
+def _thread_kind(proc: psutil.Process, thread_id: int) -> str:
+    if thread_id == proc.pid:
+        return THREAD_KINDS[0]
+    try:
+        comm = Path(f"/proc/{proc.pid}/task/{thread_id}/comm").read_text().strip()
+    except OSError:
+        comm = ""
+    return THREAD_KINDS[1] if comm == BATCH_THREAD_NAME else THREAD_KINDS[2]
+
+
+def _thread_cpu_seconds(procs: list[psutil.Process]) -> dict[str, float]:
+    """The processes' CPU seconds by THREAD_KINDS (threads that ended are not counted)."""
+    seconds = dict.fromkeys(THREAD_KINDS, 0.0)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            for thread in proc.threads():
+                seconds[_thread_kind(proc, thread.id)] += thread.user_time + thread.system_time
+    return seconds
+
+
 def _cpu_seconds(procs: list[psutil.Process]) -> float:
     total = 0.0
     for proc in procs:
@@ -130,6 +157,7 @@ class _CpuMark:
     gateway: float
     postgres: dict[int, float]
     machine: float
+    threads: dict[str, float]  # the server's CPU seconds by THREAD_KINDS
 
     @classmethod
     def take(
@@ -143,6 +171,7 @@ class _CpuMark:
             _cpu_seconds(gateway),
             _postgres_cpu(database),
             busy,
+            _thread_cpu_seconds(server),
         )
 
 
@@ -179,6 +208,14 @@ def measure(
         machine_cpu_pct=100 * (after.machine - before.machine) / wall,
         gateway_cpu_pct=100 * (after.gateway - before.gateway) / wall if gateway else None,
     )
+    if result.items_per_s:
+        # Where cpu_us_per_item goes, by thread (reckoned the same way: CPU over the wall
+        # time, per item of the measured rate).
+        per_item = 1e6 / wall / result.items_per_s
+        scenario.extra["server_cpu_us_per_item_by_thread"] = {
+            kind: round(per_item * (after.threads[kind] - before.threads[kind]), 1)
+            for kind in THREAD_KINDS
+        }
     lat = result.summary()["latency_ms"]
     log(
         f"  {result.calls_per_s:,.0f} calls/s, {result.items_per_s:,.0f} items/s, "

@@ -40,6 +40,7 @@ from psycopg.errors import Diagnostic
 
 from jackpot_grpc.domain.errors import CommitOutcomeUnknown
 from jackpot_grpc.observability.metrics import COMMIT_OUTCOME_UNKNOWN, COMMIT_UNKNOWN_REASONS
+from jackpot_grpc.runtime.thread_names import name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ class CommitWatchdog:
             self._cond.notify()
 
     def _run(self) -> None:
+        name_os_thread("commit-watchdog")
         with self._cond:
             while not self._closed:
                 if self._deadline is None:

@@ -26,6 +26,7 @@ from jackpot_grpc.adapters import contribution_store as store
 from jackpot_grpc.adapters.unit_of_work import KeyTaken
 from jackpot_grpc.domain.errors import DomainError, Overloaded, ShuttingDown, Unavailable
 from jackpot_grpc.domain.model import ContributeCommand, ContributionResult, ScopedKey
+from jackpot_grpc.runtime.thread_names import name_os_thread
 from jackpot_grpc.service.jackpot import AppliedBatch, BatchPlanner, JackpotService
 from jackpot_grpc.service.pending import Pending, answer_all, fail_all
 from jackpot_grpc.service.ports import BatchApplier
@@ -72,6 +73,7 @@ class BatchExecutor(Protocol):
     def close(self) -> None: ...
 
 
+BATCH_THREAD_NAME = "jackpot-batch"  # its name for the OS (top -H, the bench's CPU per thread)
 _STOP = None  # queued by close(): the thread ends after everything queued before it
 LINGER_STEPS = 8  # the linger is waited in steps; a step that brings nothing ends it
 
@@ -156,6 +158,7 @@ class ContributionBatcher:
     # --- on the thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_os_thread(BATCH_THREAD_NAME)
         stopping = False
         while not stopping:
             first = self._queue.get()
