@@ -132,7 +132,8 @@ def _thread_kind(proc: psutil.Process, thread_id: int) -> str:
 
 
 def _thread_cpu_seconds(procs: list[psutil.Process]) -> dict[str, float]:
-    """The processes' CPU seconds by THREAD_KINDS (threads that ended are not counted)."""
+    """The processes' CPU seconds by THREAD_KINDS, of the threads alive now (the event loop
+    and the batch thread live as long as the server)."""
     seconds = dict.fromkeys(THREAD_KINDS, 0.0)
     for proc in procs:
         with contextlib.suppress(psutil.Error):
@@ -211,10 +212,14 @@ def measure(
     if result.items_per_s:
         # Where cpu_us_per_item goes, by thread (reckoned the same way: CPU over the wall
         # time, per item of the measured rate).
+        # "Other" is the process's CPU less the two named threads: a grpc thread that ended
+        # between the marks took its CPU out of the per-thread sums, not out of the process's.
         per_item = 1e6 / wall / result.items_per_s
+        loop, batch, other = THREAD_KINDS
+        split = {k: after.threads[k] - before.threads[k] for k in (loop, batch)}
+        split[other] = after.server - before.server - split[loop] - split[batch]
         scenario.extra["server_cpu_us_per_item_by_thread"] = {
-            kind: round(per_item * (after.threads[kind] - before.threads[kind]), 1)
-            for kind in THREAD_KINDS
+            kind: round(per_item * split[kind], 1) for kind in THREAD_KINDS
         }
     lat = result.summary()["latency_ms"]
     log(

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from psycopg import adapters
+from psycopg.abc import AdaptContext
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
@@ -52,8 +53,10 @@ def bigints(values: Sequence[int]) -> PackedBigints:
 
 @dataclass(frozen=True, slots=True)
 class PackedTexts:
-    """A text[] already in PostgreSQL's binary array format."""
+    """A text[] already in PostgreSQL's binary array format, its strings in UTF-8 (the
+    values are kept for a connection in another client encoding: see the dumper)."""
 
+    values: Sequence[str | None]
     data: bytes
 
 
@@ -65,11 +68,13 @@ class PackedByteas:
 
 
 def texts(values: Sequence[str | None]) -> PackedTexts:
-    """`values` as one binary text[] (None: NULL), UTF-8 as every connection here is. A
-    string that cannot be encoded raises UnicodeEncodeError, as psycopg's dumping would."""
-    return PackedTexts(
-        _varlena_array([None if v is None else v.encode() for v in values], TEXT_OID)
-    )
+    """`values` as one binary text[] (None: NULL). A string that cannot be encoded raises
+    UnicodeEncodeError, as psycopg's dumping would."""
+    return PackedTexts(values, _encoded_texts(values, "utf-8"))
+
+
+def _encoded_texts(values: Sequence[str | None], encoding: str) -> bytes:
+    return _varlena_array([None if v is None else v.encode(encoding) for v in values], TEXT_OID)
 
 
 def byteas(values: Sequence[bytes | None]) -> PackedByteas:
@@ -101,11 +106,22 @@ class PackedBigintsDumper(Dumper):
 
 
 class PackedTextsDumper(Dumper):
+    """Binary text is read in the session's client encoding: the packed UTF-8 bytes go as
+    they are on a UTF-8 connection (every one the service opens, unless PGCLIENTENCODING or
+    the URL says otherwise); on any other the strings are packed again in its encoding,
+    as psycopg's own dumping would encode them."""
+
     format = Format.BINARY
     oid = TEXT_ARRAY_OID
 
+    def __init__(self, cls: type, context: AdaptContext | None = None) -> None:
+        super().__init__(cls, context)
+        self._encoding = self.connection.info.encoding if self.connection else "utf-8"
+
     def dump(self, obj: PackedTexts) -> bytes:
-        return obj.data
+        if self._encoding == "utf-8":
+            return obj.data
+        return _encoded_texts(obj.values, self._encoding)
 
 
 class PackedByteasDumper(Dumper):

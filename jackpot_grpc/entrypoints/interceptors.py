@@ -98,7 +98,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         wrapped = self._handlers.get(key)
         if wrapped is None:
             wrapped = self._wrap(key[0], handler, guarded=key[1])
-            if wrapped is not None:  # only registered methods get here: the cache stays small
+            if wrapped is not None:  # only methods with a handler get here: the cache stays small
                 self._handlers[key] = wrapped
         return wrapped
 

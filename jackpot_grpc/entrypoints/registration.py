@@ -9,7 +9,7 @@ gRPC client) see no difference.
 
 Every service goes in as generic handlers only, never as "registered methods": grpc.aio's
 accept loop keeps one pending request per registered method and runs `asyncio.wait` over
-all of them for every call it accepts: 16 futures here (12 JackpotService methods, 2 of
+all of them for every call it accepts: 17 futures here (12 JackpotService methods, 3 of
 health, 1 of reflection and the generic one), 20-28 µs of the event loop's CPU per call,
 Check included (BENCHMARKS.md). Generic handlers are looked up in a dict, once per method (the
 interceptor caches what it wraps).

@@ -100,3 +100,22 @@ def test_a_nul_in_a_packed_string_is_refused_by_the_database_as_psycopgs_would_b
             with pytest.raises(psycopg.errors.CharacterNotInRepertoire):
                 conn.execute("SELECT %b::text[]", (value,))
             conn.rollback()
+
+
+@pytest.mark.parametrize("encoding", ["UTF8", "LATIN1"])
+def test_packed_strings_arrive_as_sent_whatever_the_client_encoding(
+    database_url: str, encoding: str
+) -> None:
+    """Binary text is read in the session's client encoding: a LATIN1 session must get
+    LATIN1 bytes, or 'café' would be stored as 'cafÃ©'."""
+    values = ["café", None, "plain"]
+    with psycopg.connect(database_url, options=f"-c client_encoding={encoding}") as conn:
+        row = conn.execute(
+            "SELECT %b::text[], convert_to((%b::text[])[1], 'UTF8'),"
+            " %b::text[] IS NOT DISTINCT FROM %b::text[]",
+            (texts(values), texts(values), texts(values), values),
+        ).fetchone()
+    assert row is not None
+    assert row[0] == values
+    assert bytes(row[1]) == "café".encode()
+    assert row[2] is True
