@@ -25,11 +25,12 @@ def burn(seconds: float) -> None:
 
 def test_cpu_is_split_between_the_event_loop_the_batch_thread_and_the_rest() -> None:
     me = [psutil.Process()]
-    named, burnt, done = threading.Event(), threading.Event(), threading.Event()
+    named, go, burnt, done = (threading.Event() for _ in range(4))
 
     def batch_thread() -> None:
         name_os_thread(BATCH_THREAD_NAME)
         named.set()
+        go.wait(10)  # burns only after the first reading
         burn(0.3)
         burnt.set()
         done.wait(10)  # alive while the second reading is taken
@@ -38,6 +39,7 @@ def test_cpu_is_split_between_the_event_loop_the_batch_thread_and_the_rest() -> 
     worker.start()
     named.wait(10)
     before = _thread_cpu_seconds(me)
+    go.set()
     burn(0.2)  # on the main thread: the "event loop"
     assert burnt.wait(30)  # the worker's 0.3 s, on a machine however busy
     after = _thread_cpu_seconds(me)
