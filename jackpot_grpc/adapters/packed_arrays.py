@@ -28,7 +28,6 @@ INT8_OID = 20
 INT8_ARRAY_OID = 1016
 BYTEA_OID, BYTEA_ARRAY_OID = 17, 1001
 TEXT_OID, TEXT_ARRAY_OID = 25, 1009
-_EMPTY = struct.pack(">iii", 0, 0, INT8_OID)  # no dimension: '{}'
 _NULL = struct.pack(">i", -1)  # an element's length -1: NULL
 
 
@@ -44,7 +43,7 @@ def bigints(values: Sequence[int]) -> PackedBigints:
     struct.error for a value outside int64, as the database would refuse it."""
     count = len(values)
     if not count:
-        return PackedBigints(_EMPTY)
+        return PackedBigints(_empty(INT8_OID))
     fields: list[int] = [8] * (2 * count)  # each element: its length (8), then its value
     fields[1::2] = values
     # ndim, has-nulls flag, element type, then the dimension's length and lower bound.
@@ -82,9 +81,14 @@ def byteas(values: Sequence[bytes | None]) -> PackedByteas:
     return PackedByteas(_varlena_array(values, BYTEA_OID))
 
 
+def _empty(oid: int) -> bytes:
+    """An array with no dimension ('{}') of elements of type `oid`."""
+    return struct.pack(">iii", 0, 0, oid)
+
+
 def _varlena_array(values: Sequence[bytes | None], oid: int) -> bytes:
     if not values:
-        return struct.pack(">iii", 0, 0, oid)
+        return _empty(oid)
     has_null = None in values
     parts = [struct.pack(">iiiii", 1, int(has_null), oid, len(values), 1)]
     append = parts.append
@@ -97,12 +101,17 @@ def _varlena_array(values: Sequence[bytes | None], oid: int) -> bytes:
     return b"".join(parts)
 
 
-class PackedBigintsDumper(Dumper):
-    format = Format.BINARY
-    oid = INT8_ARRAY_OID
+class _PackedDumper(Dumper):
+    """Sends a packed array's bytes as they are (subclasses give the array type)."""
 
-    def dump(self, obj: PackedBigints) -> bytes:
+    format = Format.BINARY
+
+    def dump(self, obj: PackedBigints | PackedByteas) -> bytes:
         return obj.data
+
+
+class PackedBigintsDumper(_PackedDumper):
+    oid = INT8_ARRAY_OID
 
 
 class PackedTextsDumper(Dumper):
@@ -124,12 +133,8 @@ class PackedTextsDumper(Dumper):
         return _encoded_texts(obj.values, self._encoding)
 
 
-class PackedByteasDumper(Dumper):
-    format = Format.BINARY
+class PackedByteasDumper(_PackedDumper):
     oid = BYTEA_ARRAY_OID
-
-    def dump(self, obj: PackedByteas) -> bytes:
-        return obj.data
 
 
 # Every connection made after this import knows the types (psycopg copies the global
