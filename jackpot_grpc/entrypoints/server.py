@@ -404,10 +404,11 @@ async def start_parts(parts: ServerParts, *, reuse_port: bool = False) -> Runnin
             lambda: parts.server.stop(max(0.1, deadline.at - time.monotonic()))
         )
         stack.push_async_callback(lambda: parts.admission.drain(deadline.left()))
-        if parts.listener is not None:
-            parts.listener.start()
+        if parts.listener is None:  # behind PgBouncer: no LISTEN, the hub reads by the TTL
+            parts.watch_hub.start(poll=settings.service.snapshot_ttl)
+        else:  # listening only while anyone watches
             stack.push_async_callback(parts.listener.stop)
-        parts.watch_hub.start(poll=None if parts.listener else settings.service.snapshot_ttl)
+            parts.watch_hub.start(listen=parts.listener.want)
         stack.push_async_callback(parts.watch_hub.close)
         stack.push_async_callback(_not_serving, parts, deadline)
         parts.probe.start()

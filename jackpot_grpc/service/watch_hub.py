@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from jackpot_grpc.adapters import pool_store, watch_store
@@ -173,16 +173,22 @@ class WatchHub:
         self._ready = asyncio.Event()  # set once _last_win_id is known
         self._epoch = 0  # moves when the watchers start again from none
         self._closed: DomainError | None = None
-        self.synced = False  # the snapshot follows the database (listener connected)
+        # Tells the change listener whether anyone watches (None: no listener).
+        self._listen: Callable[[bool], None] | None = None
         snapshot.subscribe(self.pools_changed)
 
     @property
     def watchers(self) -> int:
         return len(self._watchers)
 
-    def start(self, poll: float | None = None) -> None:
+    def start(
+        self, poll: float | None = None, listen: Callable[[bool], None] | None = None
+    ) -> None:
         """Start the reader. With `poll` (no LISTEN possible, e.g. behind PgBouncer), the
-        pools and new wins are read every `poll` seconds while anyone watches."""
+        pools and new wins are read every `poll` seconds while anyone watches. `listen`:
+        told True when the first watcher comes and False when the last one leaves (the
+        change listener, adapters.change_listener, listens only meanwhile)."""
+        self._listen = listen
         self._reader = asyncio.create_task(self._read_loop(), name="watch-hub-reader")
         if poll is not None:
             self._poller = asyncio.create_task(self._poll(poll), name="watch-hub-poller")
@@ -232,6 +238,8 @@ class WatchHub:
             self._last_win_id = None
             self._ready.clear()
             self.notified(NOTIFY_WINS)
+            if self._listen is not None:
+                self._listen(True)
         self._by_connection[connection] = mine + 1
         try:
             yield watcher
@@ -242,6 +250,8 @@ class WatchHub:
                 self._by_connection[connection] = left
             else:
                 del self._by_connection[connection]
+            if not self._watchers and self._listen is not None:
+                self._listen(False)
 
     def delivered(self, delivery: Delivery, messages: int) -> None:
         self.counters.updates_sent += messages

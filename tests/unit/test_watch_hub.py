@@ -103,3 +103,22 @@ async def test_updates_are_spaced_by_the_time_their_fan_out_takes() -> None:
         wait = handle.when() - asyncio.get_running_loop().time()
         assert 0.1 / FAN_OUT_SHARE - 0.1 - 0.05 < wait <= 0.1 / FAN_OUT_SHARE - 0.1 + 0.01
         handle.cancel()
+
+
+async def test_the_listener_is_wanted_from_the_first_watcher_to_the_last() -> None:
+    watch_hub, _ = hub()
+    told: list[bool] = []
+    watch_hub.start(listen=told.append)
+    try:
+        assert told == []  # nobody watches: no LISTEN connection
+        with watch_hub.watch([], "a"):
+            assert told == [True]
+            with watch_hub.watch([], "b"):
+                assert told == [True]  # once, for the first
+            assert told == [True]  # one still watches
+        assert told == [True, False]
+        with watch_hub.watch([], "c"):
+            assert told == [True, False, True]
+    finally:
+        await watch_hub.close()
+    assert told == [True, False, True, False]
