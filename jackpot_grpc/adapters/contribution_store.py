@@ -288,23 +288,6 @@ def _meter_params(
     return params
 
 
-def _meters_of(
-    shares: Sequence[ContributionShares], pools: Mapping[Group, PoolState]
-) -> tuple[dict[Group, int], dict[Group, int], dict[Group, int]]:
-    """The reserve, overflow and diverted-in sums of `shares` (BatchWrite's last three)."""
-    reserves, overflows = dict.fromkeys(GROUPS, 0), dict.fromkeys(GROUPS, 0)
-    for share in shares:
-        for g in GROUPS:
-            reserves[g] += share.reserves[g] if share.reserves is not None else 0
-            overflows[g] += share.overflows[g] if share.overflows is not None else 0
-    diverted_in = dict.fromkeys(GROUPS, 0)
-    for g in GROUPS:
-        target = pools[g].overflow_target
-        if target is not None:
-            diverted_in[target] += overflows[g]
-    return reserves, overflows, diverted_in
-
-
 def _recorded(rows: list[dict[str, Any]]) -> Recorded:
     updated = sorted(map(pool_of, rows), key=lambda p: p.group.lock_order)
     created_at = rows[0]["ledger_created_at"]
