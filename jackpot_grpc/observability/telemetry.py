@@ -51,7 +51,7 @@ from prometheus_client import CollectorRegistry
 
 from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.contract.names import JACKPOT_SERVICE
-from jackpot_grpc.domain.model import GROUPS, ContributionResult, Group, PoolState, WinResult
+from jackpot_grpc.domain.model import GROUPS, Group, PoolState, WinResult
 from jackpot_grpc.runtime.version import package_version
 
 # OpenTelemetry service.name when OTEL_SERVICE_NAME does not set one.
@@ -209,20 +209,6 @@ class BusinessMetrics:
             "jackpot.config.changes", unit="{change}", description="Audited config changes"
         )
         self._meter = meter
-
-    def contributions_applied(self, results: Iterable[ContributionResult]) -> None:
-        counts = dict.fromkeys(GROUPS, 0)
-        amounts = dict.fromkeys(GROUPS, 0)
-        batch = 0
-        for result in results:
-            if result.replayed:
-                continue
-            batch += 1
-            for group, amount in result.shares.amounts.items():
-                if amount:
-                    counts[group] += 1
-                    amounts[group] += amount
-        self.contributions_counted(batch, counts, amounts)
 
     def contributions_counted(
         self, written: int, counts: Mapping[Group, int], amounts: Mapping[Group, int]

@@ -795,12 +795,7 @@ async def test_alert_rules_read_metrics_the_service_exposes(server: RunningServe
     from prometheus_client import generate_latest
 
     from jackpot_grpc.domain import model
-    from jackpot_grpc.domain.model import (
-        ContributionResult,
-        ContributionShares,
-        WinOutcome,
-        WinResult,
-    )
+    from jackpot_grpc.domain.model import WinOutcome, WinResult
     from jackpot_grpc.observability.telemetry import setup_telemetry
 
     assert server.auditor is not None
@@ -813,8 +808,8 @@ async def test_alert_rules_read_metrics_the_service_exposes(server: RunningServe
     telemetry = setup_telemetry(environ={})
     try:  # the OTel business counters appear once used
         now = datetime.now(UTC)
-        shares = ContributionShares(dict.fromkeys(model.GROUPS, 1), dict.fromkeys(model.GROUPS, 2))
-        telemetry.metrics.contributions_applied([ContributionResult(1, shares, now, False)])
+        one_each = dict.fromkeys(model.GROUPS, 1)
+        telemetry.metrics.contributions_counted(1, one_each, one_each)  # one row, every pool
         pools = await server.service.pools()
         telemetry.metrics.win_paid(WinResult(1, WinOutcome(1, 2, 0, 1), pools[0], now, False))
         telemetry.metrics.config_changed(model.Group.MINOR)
