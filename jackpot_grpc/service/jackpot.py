@@ -17,6 +17,7 @@ from jackpot_grpc.adapters import (
     config_store,
     database_liveness,
     pool_store,
+    two_flights_async,
     win_history,
     win_store,
 )
@@ -241,7 +242,7 @@ class JackpotService:
             pipelined_transaction(self.db_pool) as conn,
             bounded_commit(conn, self.commit_timeout) as committing,
         ):
-            recorded = await store.contribute_in_two_flights(
+            recorded = await two_flights_async.contribute_in_two_flights(
                 conn, planner.keys, planner, end=end, committing=committing
             )
         if validate_only:  # rolled back: no id was recorded; the snapshot and metrics stay
