@@ -23,6 +23,10 @@ when a metrics endpoint is configured. RPC latency is recorded in OpenTelemetry
 (`rpc.server.call.duration`, seconds) only when metrics leave the process that way:
 Prometheus already has it from jackpot_grpc.observability.metrics, and the record costs
 ~7 us per call.
+
+About 400 lines because it is the whole of the OpenTelemetry setup: the environment above
+(resource, exporters, protocols), the tracing and the business metrics read the same
+settings and are started and shut down together (setup_telemetry, Telemetry.shutdown).
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""The jackpot's use cases. Each runs in one transaction and locks pools in lock order."""
+"""The jackpot's use cases. Each runs in one transaction and locks pools in lock order.
+
+Over 400 lines because JackpotService holds every use case: the contributions (with their
+batch planner), the wins, the configuration changes and the reads share its pool snapshot,
+its commit bound and its metrics, and each use case's checks sit beside the transaction
+that must hold them.
+"""
 
 from __future__ import annotations
 
