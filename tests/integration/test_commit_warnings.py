@@ -67,12 +67,10 @@ def test_a_real_warning_in_any_language_counts_and_a_notice_does_not(database_ur
     assert seen == [("WARNING", "01000", True), ("NOTICE", "00000", False)]
 
 
-@pytest.mark.parametrize("executor", ["thread"])
 async def test_a_localized_warning_at_commit_is_never_acknowledged(
-    settings: Settings, warning_url: str, executor: str
+    settings: Settings, warning_url: str
 ) -> None:
-    tuned = settings
-    server = await start_server(tuned, warning_url, port=0)
+    server = await start_server(settings, warning_url, port=0)
     request = pb.ContributeRequest(game_id="warned", wager_amount=1000, idempotency_key="w-1")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -116,15 +114,14 @@ def _cancel_the_sync_rep_wait(url: str, within: float = 5.0) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("executor", ["thread"])
 async def test_a_german_servers_cancelled_standby_wait_is_never_acknowledged(
-    settings: Settings, german: GermanPostgres, executor: str
+    settings: Settings, german: GermanPostgres
 ) -> None:
     """The real thing on a server whose lc_messages is German: a COMMIT waiting for a
     synchronous standby that never comes, its wait cancelled (pg_cancel_backend), answered
     by PostgreSQL as committed with "WARNUNG: storniere Warten auf synchrone Replikation".
     Before: OK (the English words were looked for). Now: COMMIT_OUTCOME_UNKNOWN."""
-    name = f"jackpot_german_{executor}"
+    name = "jackpot_german"
     with psycopg.connect(german.admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")
