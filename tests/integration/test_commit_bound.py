@@ -25,7 +25,6 @@ from jackpot.v1 import jackpot_pb2_grpc
 from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import database, migrations
-from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import CommitOutcomeUnknown
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
@@ -353,13 +352,6 @@ async def test_no_checkpoint_covers_leaves_whose_standby_wait_was_cancelled(
     cluster.set_system("synchronous_standby_names", None)
     signed = await asyncio.to_thread(sign_checkpoint, frozen_url, signer, log)
     assert signed.checkpoint.size > 3 and log.exists()  # replicated: signed now
-
-
-@pytest.fixture
-def ledger_key(tmp_path: Path) -> Path:
-    key = tmp_path / "ledger.key"
-    assert main(["ledger", "keygen", "--out", str(key)]) == 0
-    return key
 
 
 async def test_the_server_stops_while_commits_are_frozen(
