@@ -39,8 +39,6 @@ from testkit.ledger_traffic import real_traffic
 from testkit.postgres_cluster import CrashablePostgres
 from testkit.scratch import database_conninfo
 
-pytestmark = pytest.mark.slow
-
 COMMIT_TIMEOUT = 1.0
 MARGIN = 1.5  # the bound, plus a batch queued behind it and a slow machine
 

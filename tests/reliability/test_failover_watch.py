@@ -51,8 +51,6 @@ from testkit.ledger_traffic import real_traffic
 from testkit.postgres_cluster import CrashablePostgres
 from testkit.scratch import create_database, drop_database
 
-pytestmark = pytest.mark.slow
-
 
 async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float) -> None:
     deadline = time.monotonic() + within
