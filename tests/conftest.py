@@ -21,10 +21,11 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.cli import main
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from testkit.database import scratch_database, unique_name
 from testkit.gateways import gateway_to
+from testkit.paths import PROJECT_ROOT
 from testkit.scratch import admin_server, create_database, drop_database
 
 # CI=true (which .ci/run exports, so that a missing tool fails) also makes Hypothesis load

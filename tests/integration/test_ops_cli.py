@@ -33,12 +33,13 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.adapters.database import connect_ops
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.ops import backup, pgstat
 from jackpot_grpc.service.reports import run_audit
 from testkit.database import create_database, drop_database, public_tables, unique_name
 from testkit.ops_commands import ops, ops_json, ops_json_sync
+from testkit.paths import PROJECT_ROOT
 from testkit.ports import free_port
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
