@@ -87,7 +87,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 ## lint: ruff, mypy --strict (the package, migrations, tests, testkit and bench: pyproject's
-## [tool.mypy] files), import-linter, the test-assertion check, and the proto against the
+## [tool.mypy] files), import-linter, the test-assertion check, the generated blocking twins
+## (scripts/async_to_sync.py --check: two_flights_sync.py), and the proto against the
 ## previous release's (scripts/proto_breaking.py: no field, rpc or enum value removed,
 ## renumbered or retyped; needs the previous release's commit in the clone's history)
 lint: $(STAMP)
@@ -96,6 +97,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python scripts/check_test_assertions.py
+	$(BIN)/python scripts/async_to_sync.py --check
 	$(BIN)/python scripts/proto_breaking.py
 
 generate: $(STAMP)

@@ -24,7 +24,7 @@ import google.api
 
 from bench import orchestrate
 from bench.console import log
-from jackpot_grpc.config import PROJECT_ROOT
+from testkit.paths import PROJECT_ROOT
 
 PROBE = Path(__file__).resolve().parent / "grpcjs"
 # The googleapis-common-protos wheel ships google/api/*.proto and google/type/*.proto.

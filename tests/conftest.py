@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,9 +20,12 @@ import pytest
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import migrations
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.cli import main
+from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from testkit.database import scratch_database, unique_name
+from testkit.gateways import gateway_to
+from testkit.paths import PROJECT_ROOT
 from testkit.scratch import admin_server, create_database, drop_database
 
 # CI=true (which .ci/run exports, so that a missing tool fails) also makes Hypothesis load
@@ -100,3 +104,29 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     test instead of stalling the run."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield session
+
+
+@pytest.fixture
+async def rest_url(server: RunningServer) -> AsyncIterator[str]:
+    """A real REST gateway in front of `server` (its /metrics proxied from the server's
+    health port): its base URL."""
+    metrics_url = f"http://127.0.0.1:{server.health_port}/metrics"
+    async with gateway_to(f"127.0.0.1:{server.port}", metrics_url=metrics_url) as url:
+        yield url
+
+
+@pytest.fixture
+def ledger_key(tmp_path: Path) -> Path:
+    """A fresh ledger signing key (`jackpot ledger keygen`), its public half beside it."""
+    key = tmp_path / "ledger.key"
+    assert main(["ledger", "keygen", "--out", str(key)]) == 0
+    return key
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that completes the handshake (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]

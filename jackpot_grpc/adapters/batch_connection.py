@@ -6,7 +6,7 @@ callbacks. A batch is one round trip when it can be: planned against the pools a
 batch left them, assuming none of its keys exists, and written by one guarded statement
 (contribution_store.contribute_in_one_statement). When the guard refuses (another writer
 moved a pool, a key exists) or nothing is known yet, the batch is planned again against
-the locked pools in two round trips (contribute_in_two_flights_sync). Before
+the locked pools in two round trips (two_flights_sync.contribute_in_two_flights). Before
 each batch the connection is checked without a round trip (database.has_input); one the
 server closed is replaced first. One that dies during a batch fails that batch with
 Unavailable (the callers retry with their idempotency keys) and is replaced on the next.
@@ -26,6 +26,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from jackpot_grpc.adapters import contribution_store as store
+from jackpot_grpc.adapters import two_flights_sync
 from jackpot_grpc.adapters.commit_bound import (
     CONNECTION_LOST,
     SYNC_REP_CANCELLED,
@@ -130,7 +131,7 @@ class BatchConnection:
             why = written
             refused()
         self.two_flights[why] = self.two_flights.get(why, 0) + 1
-        return store.contribute_in_two_flights_sync(conn, keys, plan, committing=committing)
+        return two_flights_sync.contribute_in_two_flights(conn, keys, plan, committing=committing)
 
     def close(self) -> None:
         """The connection and the watchdog's thread: at the end of the batcher."""

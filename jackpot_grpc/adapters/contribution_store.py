@@ -12,13 +12,15 @@ receipts and moves the totals. Two ways to run it on an autocommit connection:
   says why. Only the batch thread takes it: it writes one batch at a time, so what it
   last saw is usually still so; concurrent contribute_many calls would mostly be refused
   (BENCHMARKS.md).
-- the two flights (contribute_in_two_flights, and _sync on the batch thread's blocking
-  connection): BEGIN, the pool locks and the key lookup; then the plan, the write and
-  COMMIT (or, validate_only, ROLLBACK). Every batch the guard refused, and every
-  contribute_many call (ContributeBatch, validate_only, JACKPOT_BATCHING=off).
+- the two flights (TwoFlights, driven by two_flights_async.contribute_in_two_flights and,
+  on the batch thread's blocking connection, by its generated twin in two_flights_sync):
+  BEGIN, the pool locks and the key lookup; then the plan, the write and COMMIT (or,
+  validate_only, ROLLBACK). Every batch the guard refused, and every contribute_many call
+  (ContributeBatch, validate_only, JACKPOT_BATCHING=off).
 
 The drivers only move an I/O-free object's statements (OneStatement, TwoFlights) over
-their connection, so the blocking and the async two flights cannot drift.
+their connection; the blocking two flights are generated from the async ones
+(scripts/async_to_sync.py), so the two cannot drift.
 
 Over 400 lines because most of them are the one write statement, its guard and the
 parameters they take: splitting them would put the SQL away from what binds it.
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection, Connection
+from psycopg import Connection
 from psycopg.errors import LockNotAvailable
 from psycopg.rows import dict_row
 
@@ -288,23 +290,6 @@ def _meter_params(
     return params
 
 
-def _meters_of(
-    shares: Sequence[ContributionShares], pools: Mapping[Group, PoolState]
-) -> tuple[dict[Group, int], dict[Group, int], dict[Group, int]]:
-    """The reserve, overflow and diverted-in sums of `shares` (BatchWrite's last three)."""
-    reserves, overflows = dict.fromkeys(GROUPS, 0), dict.fromkeys(GROUPS, 0)
-    for share in shares:
-        for g in GROUPS:
-            reserves[g] += share.reserves[g] if share.reserves is not None else 0
-            overflows[g] += share.overflows[g] if share.overflows is not None else 0
-    diverted_in = dict.fromkeys(GROUPS, 0)
-    for g in GROUPS:
-        target = pools[g].overflow_target
-        if target is not None:
-            diverted_in[target] += overflows[g]
-    return reserves, overflows, diverted_in
-
-
 def _recorded(rows: list[dict[str, Any]]) -> Recorded:
     updated = sorted(map(pool_of, rows), key=lambda p: p.group.lock_order)
     created_at = rows[0]["ledger_created_at"]
@@ -346,7 +331,8 @@ COMMIT = ("COMMIT",)
 VALIDATE_ONLY_END = ("SET CONSTRAINTS ALL IMMEDIATE", "ROLLBACK")
 
 
-def _no_bound() -> None:
+def no_bound() -> None:
+    """The default `committing`: no commit bound to arm."""
     return None
 
 
@@ -376,59 +362,6 @@ class TwoFlights:
 
     def recorded(self, rows: list[dict[str, Any]]) -> Recorded:
         return _recorded(rows) if self._writes else ([], [])
-
-
-async def contribute_in_two_flights(
-    conn: AsyncConnection[Any],
-    keys: Sequence[ScopedKey],
-    plan: Planner,
-    *,
-    end: Sequence[str] = COMMIT,
-    committing: Callable[[], None] = _no_bound,
-) -> Recorded:
-    """A whole contribution batch on an autocommit connection in two round trips: BEGIN,
-    the pool locks and the key lookup in one pipeline flight; the write and the end in the
-    second (sent as the pipeline closes). Returns after the end's answer: the pools after
-    and (id, created_at, leaf index) per written row, or ([], []) when nothing was written.
-    With `end=VALIDATE_ONLY_END` the same rows are written and rolled back: the answer is
-    what would have been written (ids the rolled-back sequence handed out, never recorded).
-    `committing` is called as the second flight is sent (the commit's bound starts)."""
-    batch = TwoFlights(keys, plan)
-    async with conn.pipeline() as flight:
-        await conn.execute("BEGIN")
-        first = [await conn.cursor(row_factory=dict_row).execute(*s) for s in batch.first]
-        await flight.sync()
-        answers = [await cursor.fetchall() for cursor in first]
-        second = [
-            await conn.cursor(row_factory=dict_row).execute(*s) for s in batch.second(*answers)
-        ]
-        committing()
-        for statement in end:
-            await conn.execute(statement)
-    return batch.recorded(await second[0].fetchall() if second else [])
-
-
-def contribute_in_two_flights_sync(
-    conn: Connection[Any],
-    keys: Sequence[ScopedKey],
-    plan: Planner,
-    *,
-    end: Sequence[str] = COMMIT,
-    committing: Callable[[], None] = _no_bound,
-) -> Recorded:
-    """contribute_in_two_flights on a blocking connection (the batch thread's): the same
-    statements, line for line, without the awaits."""
-    batch = TwoFlights(keys, plan)
-    with conn.pipeline() as flight:
-        conn.execute("BEGIN")
-        first = [conn.cursor(row_factory=dict_row).execute(*s) for s in batch.first]
-        flight.sync()
-        answers = [cursor.fetchall() for cursor in first]
-        second = [conn.cursor(row_factory=dict_row).execute(*s) for s in batch.second(*answers)]
-        committing()
-        for statement in end:
-            conn.execute(statement)
-    return batch.recorded(second[0].fetchall() if second else [])
 
 
 NOTHING_TO_WRITE = "nothing to write"
@@ -464,7 +397,7 @@ def contribute_in_one_statement(
     pools: Mapping[Group, PoolState],
     keys: Sequence[ScopedKey],
     plan: Planner,
-    committing: Callable[[], None] = _no_bound,
+    committing: Callable[[], None] = no_bound,
 ) -> Recorded | str:
     """The batch in one guarded statement on an autocommit connection (its own
     transaction): the batch as written, or why nothing was (OneStatement, or

@@ -5,8 +5,13 @@ claimed from `ledger_head`, migration 0013: see `claim_leaves`), so a write answ
 its index. The leaf hashes are computed away from the money path, by whoever signs a
 checkpoint: the rows whose index is at or above the log's size, read in one snapshot, are
 the next leaves (commits are serialised by the head row's lock, so a snapshot sees a
-gap-free prefix of the indexes). Everything here is synchronous psycopg: the CLI calls it
-directly, the migration through alembic's connection, the server from a worker thread.
+gap-free prefix of the indexes). Nearly everything here is synchronous psycopg: the CLI
+calls it directly, the migration through alembic's connection, the server from a worker
+thread; only the audit's proof reads (proof_leaf, leaf_hash_range) are async.
+
+Over 400 lines because it is all of the ledger's SQL in one place: the leaf claims, the
+leaf reads, the signer's connection and snapshot, and the audit's reads must agree on the
+same tables, order and leaf encoding, so they are read together rather than split apart.
 """
 
 from __future__ import annotations

@@ -32,10 +32,6 @@ from jackpot_grpc.config.groups import (
 from jackpot_grpc.config.readers import read_dir
 from jackpot_grpc.config_error import ConfigError
 
-# The source checkout, for tests and developer tools only. Nothing the service runs reads
-# it: an installed wheel has no checkout, so run-time paths come from the settings below.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-
 
 def log_dir_from_env(environ: dict[str, str] | None = None) -> Path:
     """JACKPOT_LOG_DIR: read on its own, so logging is set up before any other setting can
@@ -104,7 +100,6 @@ class Settings:
 
 __all__ = [
     "LOOPBACK",
-    "PROJECT_ROOT",
     "AuditSettings",
     "AuthSettings",
     "BatchSettings",

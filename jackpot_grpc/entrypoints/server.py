@@ -1,4 +1,9 @@
-"""Server wiring: build the pieces (no I/O), start them, and stop them in the right order."""
+"""Server wiring: build the pieces (no I/O), start them, and stop them in the right order.
+
+Over 400 lines because the build (build_server), the start order (start_parts) and the stop
+(its exit stack, unwound) are one sequence over the same parts: kept in one module, the
+order a part is started in can be read beside the order it is stopped in.
+"""
 
 from __future__ import annotations
 

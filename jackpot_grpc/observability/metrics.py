@@ -409,7 +409,7 @@ def summarize(
     }
 
 
-# Statements stopped by lock_timeout / statement_timeout (service.unit_of_work), by kind
+# Statements stopped by lock_timeout / statement_timeout (adapters.unit_of_work), by kind
 # ("lock", "statement"). One per process; every RequestMetrics registry exposes it.
 DATABASE_TIMEOUTS = Counter(
     "jackpot_db_timeouts",

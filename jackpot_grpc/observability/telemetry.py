@@ -23,6 +23,10 @@ when a metrics endpoint is configured. RPC latency is recorded in OpenTelemetry
 (`rpc.server.call.duration`, seconds) only when metrics leave the process that way:
 Prometheus already has it from jackpot_grpc.observability.metrics, and the record costs
 ~7 us per call.
+
+About 400 lines because it is the whole of the OpenTelemetry setup: the environment above
+(resource, exporters, protocols), the tracing and the business metrics read the same
+settings and are started and shut down together (setup_telemetry, Telemetry.shutdown).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from prometheus_client import CollectorRegistry
 
 from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.contract.names import JACKPOT_SERVICE
-from jackpot_grpc.domain.model import GROUPS, ContributionResult, Group, PoolState, WinResult
+from jackpot_grpc.domain.model import GROUPS, Group, PoolState, WinResult
 from jackpot_grpc.runtime.version import package_version
 
 # OpenTelemetry service.name when OTEL_SERVICE_NAME does not set one.
@@ -209,20 +213,6 @@ class BusinessMetrics:
             "jackpot.config.changes", unit="{change}", description="Audited config changes"
         )
         self._meter = meter
-
-    def contributions_applied(self, results: Iterable[ContributionResult]) -> None:
-        counts = dict.fromkeys(GROUPS, 0)
-        amounts = dict.fromkeys(GROUPS, 0)
-        batch = 0
-        for result in results:
-            if result.replayed:
-                continue
-            batch += 1
-            for group, amount in result.shares.amounts.items():
-                if amount:
-                    counts[group] += 1
-                    amounts[group] += amount
-        self.contributions_counted(batch, counts, amounts)
 
     def contributions_counted(
         self, written: int, counts: Mapping[Group, int], amounts: Mapping[Group, int]

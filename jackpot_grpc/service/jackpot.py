@@ -1,4 +1,10 @@
-"""The jackpot's use cases. Each runs in one transaction and locks pools in lock order."""
+"""The jackpot's use cases. Each runs in one transaction and locks pools in lock order.
+
+Over 400 lines because JackpotService holds every use case: the contributions (with their
+batch planner), the wins, the configuration changes and the reads share its pool snapshot,
+its commit bound and its metrics, and each use case's checks sit beside the transaction
+that must hold them.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from jackpot_grpc.adapters import (
     config_store,
     database_liveness,
     pool_store,
+    two_flights_async,
     win_history,
     win_store,
 )
@@ -241,7 +248,7 @@ class JackpotService:
             pipelined_transaction(self.db_pool) as conn,
             bounded_commit(conn, self.commit_timeout) as committing,
         ):
-            recorded = await store.contribute_in_two_flights(
+            recorded = await two_flights_async.contribute_in_two_flights(
                 conn, planner.keys, planner, end=end, committing=committing
             )
         if validate_only:  # rolled back: no id was recorded; the snapshot and metrics stay

@@ -7,7 +7,7 @@ BatchApplier by JackpotService, and by an in-memory fake in the batcher's unit t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from jackpot_grpc.domain.errors import DomainError
@@ -16,8 +16,6 @@ from jackpot_grpc.domain.model import ContributeCommand, ContributionResult, Gro
 
 class ServiceMetrics(Protocol):
     """Business metrics, recorded once per committed transaction."""
-
-    def contributions_applied(self, results: Iterable[ContributionResult]) -> None: ...
 
     def contributions_counted(
         self, written: int, counts: Mapping[Group, int], amounts: Mapping[Group, int]

@@ -1,19 +1,4 @@
-"""Fixtures of the end-to-end tests (a real server, a real channel, real HTTP) that more than
-one module uses; the server, its channel and stub are in tests/conftest.py."""
-
-from __future__ import annotations
-
-from collections.abc import AsyncIterator
-
-import pytest
-
-from jackpot_grpc.entrypoints.server import RunningServer
-from testkit.gateways import gateway_to
-
-
-@pytest.fixture
-async def rest_url(server: RunningServer) -> AsyncIterator[str]:
-    """A real REST gateway in front of `server`: its base URL."""
-    metrics_url = f"http://127.0.0.1:{server.health_port}/metrics"
-    async with gateway_to(f"127.0.0.1:{server.port}", metrics_url=metrics_url) as url:
-        yield url
+"""The end-to-end suite: a real server, a real channel and real HTTP (the REST gateway, the
+health port), driven as a client would. Its fixtures are shared with the other suites, so
+they are defined once in tests/conftest.py: the server, its channel and stub, `http`,
+`rest_url` (a gateway in front of the server) and `ledger_key`."""

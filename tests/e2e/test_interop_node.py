@@ -12,8 +12,8 @@ from typing import Any
 import google.api
 import pytest
 
-from jackpot_grpc.config import PROJECT_ROOT
 from jackpot_grpc.entrypoints.server import RunningServer
+from testkit.paths import PROJECT_ROOT
 from testkit.tools import require_tool
 
 CLIENT = Path(__file__).resolve().parent.parent / "interop" / "node"

@@ -20,7 +20,6 @@ import pytest
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.entrypoints.server import start_server
@@ -38,13 +37,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> Non
 
 def read(path: Path) -> str:
     return path.read_text()
-
-
-@pytest.fixture
-def ledger_key(tmp_path: Path) -> Path:
-    key = tmp_path / "ledger.key"
-    assert main(["ledger", "keygen", "--out", str(key)]) == 0
-    return key
 
 
 async def test_the_server_signs_new_leaves_and_serves_the_newest_checkpoint(

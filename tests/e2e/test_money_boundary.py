@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 import socket
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -53,12 +52,6 @@ def ledger_rows(url: str) -> tuple[int, int, list[int]]:
             r[0] for r in conn.execute("SELECT current_amount FROM jackpots ORDER BY lock_order")
         ]
     return contributions, wins, pools
-
-
-@pytest.fixture
-async def base(server: RunningServer) -> AsyncIterator[str]:
-    async with gateway_to(f"127.0.0.1:{server.port}") as url:
-        yield url
 
 
 async def call(
@@ -212,13 +205,13 @@ async def test_batch_key_repeated_with_another_wager_is_an_item_error(
 
 
 async def test_rest_idempotency_key_header_is_never_ignored(
-    base: str, http: aiohttp.ClientSession, database_url: str
+    rest_url: str, http: aiohttp.ClientSession, database_url: str
 ) -> None:
     async def contribute(body: dict[str, Any], key: str) -> tuple[int, Any]:
         return await call(
             http,
             "POST",
-            f"{base}/api/jackpot/contribute",
+            f"{rest_url}/api/jackpot/contribute",
             json=body,
             headers={"Idempotency-Key": key},
         )
@@ -227,7 +220,7 @@ async def test_rest_idempotency_key_header_is_never_ignored(
     status, body = await call(
         http,
         "POST",
-        f"{base}/api/jackpot/contribute:batch",
+        f"{rest_url}/api/jackpot/contribute:batch",
         json=batch,
         headers={"Idempotency-Key": "batch-1"},
     )
@@ -236,7 +229,7 @@ async def test_rest_idempotency_key_header_is_never_ignored(
     status, body = await call(
         http,
         "PUT",
-        f"{base}/api/jackpot/config",
+        f"{rest_url}/api/jackpot/config",
         json={"group": "minor", "seedAmount": "20000"},
         headers={"Idempotency-Key": "cfg-1", "Authorization": "Bearer test-admin-token"},
     )
@@ -267,23 +260,23 @@ async def test_rest_idempotency_key_header_is_never_ignored(
 
 
 async def test_rest_unknown_fields_are_refused_by_name(
-    base: str, http: aiohttp.ClientSession, database_url: str
+    rest_url: str, http: aiohttp.ClientSession, database_url: str
 ) -> None:
     before = ledger_rows(database_url)
     typo = {"group": "minor", "gameId": "slots", "userId": str(uuid.uuid4()), "amount": "5"}
-    status, body = await call(http, "POST", f"{base}/api/jackpot/win", json=typo)
+    status, body = await call(http, "POST", f"{rest_url}/api/jackpot/win", json=typo)
     assert status == 400, body
     assert json_fields(body) == ["amount"] and "amount" in body["message"]
     assert "Available Fields" not in body["message"]
     nested = {"contributions": [{"gameId": "slots", "wagerAmount": "1", "wager": "1"}]}
-    status, body = await call(http, "POST", f"{base}/api/jackpot/contribute:batch", json=nested)
+    status, body = await call(http, "POST", f"{rest_url}/api/jackpot/contribute:batch", json=nested)
     assert status == 400 and json_fields(body) == ["contributions[0].wager"]
-    status, body = await call(http, "GET", f"{base}/api/jackpot/pools?group=minor")
+    status, body = await call(http, "GET", f"{rest_url}/api/jackpot/pools?group=minor")
     assert status == 400 and json_fields(body) == ["group"]
     status, body = await call(
         http,
         "POST",
-        f"{base}/api/jackpot/contribute?dryRun=true",
+        f"{rest_url}/api/jackpot/contribute?dryRun=true",
         json={"gameId": "slots", "wagerAmount": "1"},
     )
     assert status == 400 and json_fields(body) == ["dryRun"]
@@ -443,7 +436,7 @@ async def test_reads_answer_however_large_the_lifetime_sums(
     stub: Stub,
     server: RunningServer,
     database_url: str,
-    base: str,
+    rest_url: str,
     http: aiohttp.ClientSession,
 ) -> None:
     wagered, contributed = write_books_beyond_int64(database_url)
@@ -457,7 +450,7 @@ async def test_reads_answer_however_large_the_lifetime_sums(
     assert stats.total_pool_amount_decimal.value == "1110000"
     assert [p.total_contributions for p in stats.pools] == [INT64_MAX // 2] * 3
 
-    status, body = await call(http, "GET", f"{base}/api/jackpot/statistics")
+    status, body = await call(http, "GET", f"{rest_url}/api/jackpot/statistics")
     assert status == 200 and body["totalWageredDecimal"] == {"value": str(wagered)}
     health = f"http://127.0.0.1:{server.health_port}/health/jackpot?audit=now"
     async with http.get(health) as response:
@@ -470,7 +463,7 @@ async def test_reads_answer_however_large_the_lifetime_sums(
 
 
 async def test_keys_and_user_ids_are_taken_exactly_as_sent(
-    stub: Stub, base: str, http: aiohttp.ClientSession, database_url: str
+    stub: Stub, rest_url: str, http: aiohttp.ClientSession, database_url: str
 ) -> None:
     await stub.Contribute(
         pb.ContributeRequest(game_id="slots", wager_amount=1000, idempotency_key="k-1")
@@ -488,7 +481,7 @@ async def test_keys_and_user_ids_are_taken_exactly_as_sent(
     status, body = await call(
         http,
         "POST",
-        f"{base}/api/jackpot/contribute",
+        f"{rest_url}/api/jackpot/contribute",
         json={"gameId": "slots", "wagerAmount": "1", "idempotencyKey": "k-1\t"},
     )
     assert status == 400 and json_fields(body) == ["idempotency_key"]
@@ -514,14 +507,14 @@ async def test_rates_are_normalised_before_they_are_stored(stub: Stub, database_
 
 
 async def test_rest_group_accepts_what_its_error_message_lists(
-    base: str, http: aiohttp.ClientSession
+    rest_url: str, http: aiohttp.ClientSession
 ) -> None:
     payload: dict[str, str | int] = {
         "group": "jackpot",
         "gameId": "slots",
         "userId": str(uuid.uuid4()),
     }
-    status, body = await call(http, "POST", f"{base}/api/jackpot/win", json=payload)
+    status, body = await call(http, "POST", f"{rest_url}/api/jackpot/win", json=payload)
     assert status == 400 and json_fields(body) == ["group"]
     assert "minor, major, mega, JACKPOT_GROUP_MINOR" in body["message"]
     for spelling in ("minor", "MAJOR", "JACKPOT_GROUP_MEGA", 1):
@@ -531,7 +524,7 @@ async def test_rest_group_accepts_what_its_error_message_lists(
             "userId": str(uuid.uuid4()),
             "winAmount": "1",
         }
-        status, body = await call(http, "POST", f"{base}/api/jackpot/win", json=payload)
+        status, body = await call(http, "POST", f"{rest_url}/api/jackpot/win", json=payload)
         assert status == 200, (spelling, body)
 
 

@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from jackpot_grpc.config import PROJECT_ROOT
 from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.gateway.app import create_gateway_app, start_gateway
+from testkit.paths import PROJECT_ROOT
 from testkit.tools import require_tool
 
 RUNBOOK = PROJECT_ROOT / "docs" / "runbook" / "jackpot-service-runbook.md"

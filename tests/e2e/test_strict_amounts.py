@@ -92,17 +92,12 @@ LOOSE_RATES = [
 GRAMMATICAL_RATES = [("+0.005", "0.0050000000"), (".005", "0.0050000000"), ("5E-3", "0.0050000000")]
 
 
-@pytest.fixture
-def base(rest_url: str) -> str:
-    return rest_url
-
-
-async def _send(base: str, method: str, path: str, body: str) -> tuple[int, Any]:
+async def _send(rest_url: str, method: str, path: str, body: str) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as http,
         http.request(
             method,
-            base + path,
+            rest_url + path,
             data=body.encode(),
             headers={"Content-Type": "application/json"},
         ) as response,
@@ -121,14 +116,14 @@ def _violations(body: Any) -> dict[str, str]:
 
 @pytest.mark.parametrize(("path", "method", "template", "field"), AMOUNT_FIELDS)
 async def test_loose_amounts_are_refused_naming_the_field(
-    base: str, database_url: str, path: str, method: str, template: str, field: str
+    rest_url: str, database_url: str, path: str, method: str, template: str, field: str
 ) -> None:
     before = table_counts(database_url)
     let_through: dict[str, Any] = {}
     for amount in LOOSE_AMOUNTS:
         body = template.replace("AMOUNT", amount).replace("USER", random_user())
         json.loads(body)  # the body itself is valid JSON: only the value is wrong
-        status, answer = await _send(base, method, path, body)
+        status, answer = await _send(rest_url, method, path, body)
         # INVALID_ARGUMENT naming this field, from the gateway's parse (not the service's).
         if (status, answer.get("code")) != (400, 3) or field not in _violations(answer):
             let_through[amount] = (status, answer)
@@ -136,36 +131,36 @@ async def test_loose_amounts_are_refused_naming_the_field(
     assert table_counts(database_url) == before
 
 
-async def test_exact_amounts_still_pass(base: str, database_url: str) -> None:
+async def test_exact_amounts_still_pass(rest_url: str, database_url: str) -> None:
     """JSON integers and digit strings, also beyond 2^53 (json reads integers exactly)."""
     for amount in ("1000", '"1000"', '"0001000"'):
         body = '{"gameId": "strict", "wagerAmount": AMOUNT}'.replace("AMOUNT", amount)
-        status, answer = await _send(base, "POST", CONTRIBUTE, body)
+        status, answer = await _send(rest_url, "POST", CONTRIBUTE, body)
         assert status == 200, (amount, answer)
     beyond = 2**53 + 1  # not a float: 9007199254740993 would read as ...992
     status, answer = await _send(
-        base, "PUT", CONFIG, f'{{"group": "mega", "maxAmount": {beyond}, "actor": "strict"}}'
+        rest_url, "PUT", CONFIG, f'{{"group": "mega", "maxAmount": {beyond}, "actor": "strict"}}'
     )
     assert status == 200, answer
     assert answer["config"]["maxAmount"] == str(beyond)
-    status, answer = await _send(base, "PUT", CONFIG, '{"group": "mega", "seedAmount": "-5"}')
+    status, answer = await _send(rest_url, "PUT", CONFIG, '{"group": "mega", "seedAmount": "-5"}')
     assert status == 400 and "seed_amount" in _violations(answer), answer  # the server's range
     assert table_counts(database_url)["contributions"] == 3
 
 
-async def test_loose_rates_are_refused_over_rest(base: str, database_url: str) -> None:
+async def test_loose_rates_are_refused_over_rest(rest_url: str, database_url: str) -> None:
     before = table_counts(database_url)
     let_through: dict[str, Any] = {}
     for rate in LOOSE_RATES:
         body = json.dumps({"group": "minor", "contributionRate": {"value": rate}})
-        status, answer = await _send(base, "PUT", CONFIG, body)
+        status, answer = await _send(rest_url, "PUT", CONFIG, body)
         if status != 400 or "contribution_rate" not in _violations(answer):
             let_through[rate] = (status, answer.get("config", answer))
     assert not let_through, (list(let_through), let_through)
     assert table_counts(database_url) == before
     for rate, stored in GRAMMATICAL_RATES:
         body = json.dumps({"group": "minor", "contributionRate": {"value": rate}})
-        status, answer = await _send(base, "PUT", CONFIG, body)
+        status, answer = await _send(rest_url, "PUT", CONFIG, body)
         assert status == 200, (rate, answer)
         assert answer["config"]["contributionRate"]["value"] == stored
 

@@ -7,8 +7,9 @@ import asyncio
 import threading
 from typing import Any
 
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
+from testkit.paths import PROJECT_ROOT
 
 
 class Enough(Exception):

@@ -6,10 +6,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from jackpot_grpc.edge import haproxy
 from jackpot_grpc.edge.runner import EdgePorts, edge_settings
 from testkit.deploy_files import assert_parses
+from testkit.paths import PROJECT_ROOT
 from testkit.tools import require_tool
 
 SYSTEMD = PROJECT_ROOT / "deploy" / "systemd"

@@ -25,11 +25,11 @@ from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import clients_file
-from jackpot_grpc.config import PROJECT_ROOT
 from scripts import gen_dashboard
 from testkit.database import scratch_database
 from testkit.edge import Edge, running_edge
 from testkit.identity import bearer
+from testkit.paths import PROJECT_ROOT
 from testkit.promql import selectors
 from testkit.random_refs import random_key
 from testkit.tools import require_tool

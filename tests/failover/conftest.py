@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from jackpot_grpc.config import PROJECT_ROOT
+from testkit.paths import PROJECT_ROOT
 from testkit.patroni_cluster import PatroniCluster, missing_tools, patroni_cluster
 from testkit.processes import ServiceProcess, clean_env, jackpot_executable, service_env
 from testkit.tools import require

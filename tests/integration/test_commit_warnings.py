@@ -6,14 +6,12 @@ Benutzeraufforderung abgebrochen" on a German server) and whose SQLSTATE is the 
 01000. Here a real server sends a real WARNING with that German text at COMMIT time (a
 deferred constraint trigger raises it while the commit runs), through the real batch paths
 of the batch thread: the caller must get UNAVAILABLE COMMIT_OUTCOME_UNKNOWN, never OK, and
-the key retried replays the row that did commit.
+the key retried replays the row that did commit. The real cancelled wait on a German
+server of its own is slow: tests/reliability/test_commit_warning_german.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -22,13 +20,10 @@ import pytest
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc.adapters import migrations
 from jackpot_grpc.adapters.commit_bound import is_commit_warning
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
 from testkit.calls import error_reason
-from testkit.localized_postgres import GermanPostgres, german_postgres
-from testkit.scratch import database_conninfo
 
 GERMAN = "Warten auf synchrone Replikation wird wegen Benutzeraufforderung abgebrochen"
 DETAIL = (
@@ -67,12 +62,10 @@ def test_a_real_warning_in_any_language_counts_and_a_notice_does_not(database_ur
     assert seen == [("WARNING", "01000", True), ("NOTICE", "00000", False)]
 
 
-@pytest.mark.parametrize("executor", ["thread"])
 async def test_a_localized_warning_at_commit_is_never_acknowledged(
-    settings: Settings, warning_url: str, executor: str
+    settings: Settings, warning_url: str
 ) -> None:
-    tuned = settings
-    server = await start_server(tuned, warning_url, port=0)
+    server = await start_server(settings, warning_url, port=0)
     request = pb.ContributeRequest(game_id="warned", wager_amount=1000, idempotency_key="w-1")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -90,67 +83,3 @@ async def test_a_localized_warning_at_commit_is_never_acknowledged(
     with psycopg.connect(warning_url) as conn:
         row = conn.execute("SELECT count(*) FROM contributions WHERE idempotency_key = 'w-1'")
         assert row.fetchone() == (1,)
-
-
-@pytest.fixture(scope="module")
-def german() -> Iterator[GermanPostgres]:
-    with german_postgres() as server:
-        yield server
-
-
-def _cancel_the_sync_rep_wait(url: str, within: float = 5.0) -> int:
-    """pg_cancel_backend on this database's backends whose COMMIT waits in SyncRep (not
-    the health probe's heartbeat)."""
-    deadline = time.monotonic() + within
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event = 'SyncRep'"
-                " AND query = 'COMMIT' AND application_name <> 'jackpot-health-probe'"
-            ).fetchone()
-            if row is not None and row[0]:
-                return int(row[0])
-            time.sleep(0.05)
-    return 0
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("executor", ["thread"])
-async def test_a_german_servers_cancelled_standby_wait_is_never_acknowledged(
-    settings: Settings, german: GermanPostgres, executor: str
-) -> None:
-    """The real thing on a server whose lc_messages is German: a COMMIT waiting for a
-    synchronous standby that never comes, its wait cancelled (pg_cancel_backend), answered
-    by PostgreSQL as committed with "WARNUNG: storniere Warten auf synchrone Replikation".
-    Before: OK (the English words were looked for). Now: COMMIT_OUTCOME_UNKNOWN."""
-    name = f"jackpot_german_{executor}"
-    with psycopg.connect(german.admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    url = database_conninfo(german.admin_url, name)
-    migrations.upgrade(url)
-    tuned = dataclasses.replace(
-        settings, database=dataclasses.replace(settings.database, commit_timeout=0.0)
-    )
-    server = await start_server(tuned, url, port=0)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = jackpot_pb2_grpc.JackpotServiceStub(channel)
-            request = pb.ContributeRequest(
-                game_id="german", wager_amount=1000, idempotency_key="de-1"
-            )
-            german.set_system("synchronous_standby_names", "ghost")
-            call = asyncio.ensure_future(stub.Contribute(request, timeout=20))
-            assert await asyncio.to_thread(_cancel_the_sync_rep_wait, url) >= 1
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await asyncio.wait_for(call, 10)
-            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
-            assert error_reason(caught.value) == "COMMIT_OUTCOME_UNKNOWN"
-            german.set_system("synchronous_standby_names", None)
-            replay = await stub.Contribute(request, timeout=10)
-            assert replay.replayed  # it had committed locally
-    finally:
-        german.set_system("synchronous_standby_names", None)
-        await server.stop(grace=1.0)
-    assert "storniere Warten auf synchrone Replikation" in german.log

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -17,19 +15,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jackpot_grpc.adapters import ledger_store
 from jackpot_grpc.adapters.database import connection_kwargs, ledger_conninfo
-from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.config_error import ConfigError
 from jackpot_grpc.entrypoints.server import start_server
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP port that completes the handshake (the kernel's backlog) and never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
 
 
 def _two_hosts(database_url: str, silent_port: int, **extra: str) -> str:
@@ -95,21 +83,19 @@ def test_the_batch_age_limit_is_never_below_the_commit_timeout() -> None:
 
 
 async def test_the_ledger_signer_and_audit_move_past_a_silent_host(
-    settings: Settings, database_url: str, silent_port: int, tmp_path: Path
+    settings: Settings, database_url: str, silent_port: int, ledger_key: Path, tmp_path: Path
 ) -> None:
     """The checkpoint worker and the failover watch open their own synchronous connections:
     they carry DB_CONNECT_TIMEOUT like the pools do, so the silent first host costs them
     that long, not for ever. The operator commands' ledger connections (a URL without a
     connect_timeout) give up on it after ledger_store.CONNECT_TIMEOUT."""
-    key = tmp_path / "ledger.key"
-    assert main(["ledger", "keygen", "--out", str(key)]) == 0
     url = _two_hosts(database_url, silent_port)
     tuned = dataclasses.replace(
         settings,
         database=dataclasses.replace(settings.database, connect_timeout=1.0, pool_min_size=1),
         ledger=dataclasses.replace(
             settings.ledger,
-            key_file=key,
+            key_file=ledger_key,
             checkpoint_log=tmp_path / "checkpoints",
             checkpoint_interval=0.2,
         ),

@@ -8,7 +8,7 @@ import re
 import psycopg
 import pytest
 
-from jackpot_grpc.config import PROJECT_ROOT
+from testkit.paths import PROJECT_ROOT
 from testkit.tools import require
 
 OPERATIONS = PROJECT_ROOT / "docs" / "OPERATIONS.md"

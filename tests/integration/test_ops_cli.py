@@ -33,12 +33,13 @@ from jackpot.v1 import jackpot_pb2_grpc
 
 from jackpot_grpc.adapters import migrations
 from jackpot_grpc.adapters.database import connect_ops
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.ops import backup, pgstat
 from jackpot_grpc.service.reports import run_audit
 from testkit.database import create_database, drop_database, public_tables, unique_name
 from testkit.ops_commands import ops, ops_json, ops_json_sync
+from testkit.paths import PROJECT_ROOT
 from testkit.ports import free_port
 
 Stub = jackpot_pb2_grpc.JackpotServiceStub
@@ -795,12 +796,7 @@ async def test_alert_rules_read_metrics_the_service_exposes(server: RunningServe
     from prometheus_client import generate_latest
 
     from jackpot_grpc.domain import model
-    from jackpot_grpc.domain.model import (
-        ContributionResult,
-        ContributionShares,
-        WinOutcome,
-        WinResult,
-    )
+    from jackpot_grpc.domain.model import WinOutcome, WinResult
     from jackpot_grpc.observability.telemetry import setup_telemetry
 
     assert server.auditor is not None
@@ -813,8 +809,8 @@ async def test_alert_rules_read_metrics_the_service_exposes(server: RunningServe
     telemetry = setup_telemetry(environ={})
     try:  # the OTel business counters appear once used
         now = datetime.now(UTC)
-        shares = ContributionShares(dict.fromkeys(model.GROUPS, 1), dict.fromkeys(model.GROUPS, 2))
-        telemetry.metrics.contributions_applied([ContributionResult(1, shares, now, False)])
+        one_each = dict.fromkeys(model.GROUPS, 1)
+        telemetry.metrics.contributions_counted(1, one_each, one_each)  # one row, every pool
         pools = await server.service.pools()
         telemetry.metrics.win_paid(WinResult(1, WinOutcome(1, 2, 0, 1), pools[0], now, False))
         telemetry.metrics.config_changed(model.Group.MINOR)

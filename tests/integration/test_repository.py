@@ -19,6 +19,7 @@ from jackpot_grpc.adapters import (
     win_store,
 )
 from jackpot_grpc.adapters import contribution_store as store
+from jackpot_grpc.adapters.two_flights_async import contribute_in_two_flights
 from jackpot_grpc.domain import rules
 from jackpot_grpc.domain.model import (
     GROUPS,
@@ -79,7 +80,7 @@ async def record(
         return store.BatchWrite(sums, counts, commands, rows)
 
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
-        return await store.contribute_in_two_flights(conn, [], plan, end=end)
+        return await contribute_in_two_flights(conn, [], plan, end=end)
 
 
 async def find(database_url: str, keys: list[ScopedKey]) -> dict[ScopedKey, StoredContribution]:
@@ -90,7 +91,7 @@ async def find(database_url: str, keys: list[ScopedKey]) -> dict[ScopedKey, Stor
         found.update(known)
 
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await store.contribute_in_two_flights(conn, keys, plan)
+        await contribute_in_two_flights(conn, keys, plan)
     return found
 
 

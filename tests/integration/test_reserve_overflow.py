@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,9 +29,7 @@ from jackpot_grpc.adapters.unit_of_work import Isolation, transaction
 from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.model import AuditBase, Group, LedgerAudit
-from jackpot_grpc.entrypoints.server import RunningServer
 from jackpot_grpc.service.reports import run_audit
-from testkit.gateways import gateway_to
 from testkit.ledger_tamper import insider
 from testkit.random_refs import random_game_id, random_user
 
@@ -42,13 +39,6 @@ Stub = jackpot_pb2_grpc.JackpotServiceStub
 ADMIN = (("authorization", "Bearer test-admin-token"),)
 REST_ADMIN = {"Authorization": "Bearer test-admin-token"}
 MINOR, MAJOR, MEGA = pb.JACKPOT_GROUP_MINOR, pb.JACKPOT_GROUP_MAJOR, pb.JACKPOT_GROUP_MEGA
-
-
-@pytest.fixture
-async def rest_url(server: RunningServer) -> AsyncIterator[str]:
-    """A real REST gateway in front of `server` (as tests/e2e/conftest.py's)."""
-    async with gateway_to(f"127.0.0.1:{server.port}") as url:
-        yield url
 
 
 def by_group(items: Any) -> dict[int, int]:

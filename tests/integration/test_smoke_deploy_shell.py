@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from testkit.identity import secured
 from testkit.ledger_state import ledger_state
 from testkit.ops_commands import ops_json
+from testkit.paths import PROJECT_ROOT
 from testkit.ports import free_port
 
 DRY_STEPS = [

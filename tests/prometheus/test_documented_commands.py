@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from jackpot_grpc.config import PROJECT_ROOT
+from testkit.paths import PROJECT_ROOT
 from testkit.tools import require_tool
 
 # Where the commands are documented (the rule files' own comments included).

@@ -27,12 +27,13 @@ import yaml
 from jackpot.v1 import jackpot_pb2 as pb
 from jackpot.v1 import jackpot_pb2_grpc
 
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
 from jackpot_grpc.observability.telemetry import setup_telemetry
 from scripts import gen_dashboard
 from testkit.database import unique_name
 from testkit.identity import bearer, secured
+from testkit.paths import PROJECT_ROOT
 from testkit.promql import selectors
 from testkit.scratch import create_database, drop_database
 from testkit.tools import find_tool, require_tool

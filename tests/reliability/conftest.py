@@ -1,6 +1,7 @@
-"""The reliability suite: stress, crashes, floods, fuzzing, replicas. Every test in it is
-slow, so the marker is set here, once for the suite (`pytest -m "not slow"` leaves the
-whole directory out, a new module included)."""
+"""The reliability suite: stress, crashes, floods, fuzzing, replicas, commits frozen waiting
+for a standby, failovers. Every test in it is slow, so the marker is set here, once for the
+suite (`pytest -m "not slow"` leaves the whole directory out, a new module included); no
+other suite is slow, so a slow test belongs here."""
 
 from __future__ import annotations
 

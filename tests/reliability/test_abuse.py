@@ -21,12 +21,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from testkit.attacks import run_attack
 from testkit.canary import CanaryResult, canary
 from testkit.database import scratch_database
 from testkit.figures import report
 from testkit.ledger import check_books
+from testkit.paths import PROJECT_ROOT
 from testkit.processes import ServiceProcess, base_url, serving, start_gateway
 
 SECONDS = 8.0  # each abuse runs this long

@@ -24,13 +24,13 @@ import aiohttp
 import pytest
 
 from jackpot_grpc.adapters import clients_file
-from jackpot_grpc.config import PROJECT_ROOT
 from testkit.attacks import run_attack
 from testkit.canary import CanaryResult, canary
 from testkit.database import scratch_database
 from testkit.edge import Edge, running_edge
 from testkit.figures import report
 from testkit.ledger import check_books
+from testkit.paths import PROJECT_ROOT
 
 SECONDS = 8.0
 CHANNELS, LOOPS = 100, 50

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from jackpot_grpc.observability import logging_setup
 from testkit.deploy_files import assert_parses, dockerfile_instructions, stages
+from testkit.paths import PROJECT_ROOT
 from testkit.tools import require_tool
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"

@@ -10,7 +10,6 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from jackpot_grpc.config import PROJECT_ROOT
 from jackpot_grpc.domain.errors import (
     DomainError,
     FieldViolation,
@@ -32,6 +31,7 @@ from jackpot_grpc.entrypoints.status_mapping import (
     status_code_of,
     to_status,
 )
+from testkit.paths import PROJECT_ROOT
 
 
 def status_proto(status: grpc.Status) -> status_pb2.Status:

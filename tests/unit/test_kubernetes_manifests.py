@@ -15,10 +15,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from jackpot_grpc.config import PROJECT_ROOT, Settings
+from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.database_health_probe import LIVENESS
 from jackpot_grpc.security.secret_rules import TOO_OPEN
 from testkit.deploy_files import assert_parses, stages
+from testkit.paths import PROJECT_ROOT
 
 MANIFESTS = PROJECT_ROOT / "deploy" / "kubernetes"
 PACKAGE = PROJECT_ROOT / "jackpot_grpc"

@@ -25,7 +25,6 @@ from jackpot.v1 import jackpot_pb2_grpc
 from psycopg_pool import AsyncConnectionPool
 
 from jackpot_grpc.adapters import database, migrations
-from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import CommitOutcomeUnknown
 from jackpot_grpc.entrypoints.server import RunningServer, start_server
@@ -39,8 +38,6 @@ from testkit.grpc_health import NOT_SERVING, SERVING, health_status_async
 from testkit.ledger_traffic import real_traffic
 from testkit.postgres_cluster import CrashablePostgres
 from testkit.scratch import database_conninfo
-
-pytestmark = pytest.mark.slow
 
 COMMIT_TIMEOUT = 1.0
 MARGIN = 1.5  # the bound, plus a batch queued behind it and a slow machine
@@ -96,8 +93,8 @@ def _rows_with_key(url: str, key: str) -> int:
 async def running(
     settings: Settings, frozen_url: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[RunningServer]:
-    """The server on the private cluster; param: (batch executor, commit timeout)."""
-    _, commit_timeout = getattr(request, "param", ("thread", COMMIT_TIMEOUT))
+    """The server on the private cluster; param: its commit timeout (default COMMIT_TIMEOUT)."""
+    commit_timeout = getattr(request, "param", COMMIT_TIMEOUT)
     tuned = dataclasses.replace(
         settings,
         database=dataclasses.replace(
@@ -111,7 +108,6 @@ async def running(
         await server.stop(grace=1.0)
 
 
-@pytest.mark.parametrize("running", [("thread", COMMIT_TIMEOUT)], indirect=True)
 async def test_a_commit_waiting_for_a_standby_fails_within_the_bound(
     running: RunningServer, cluster: CrashablePostgres, frozen_url: str
 ) -> None:
@@ -150,7 +146,7 @@ async def test_a_commit_waiting_for_a_standby_fails_within_the_bound(
     assert _rows_with_key(frozen_url, "frozen-1") == 1
     assert _rows_with_key(frozen_url, "after-freeze") == 1
     report(
-        "commit_bound_thread",
+        "commit_bound",
         {
             "commit_timeout_s": COMMIT_TIMEOUT,
             "first_call_answered_s": round(took, 3),
@@ -222,7 +218,7 @@ async def _retry_until_ok(
             await asyncio.sleep(0.2)
 
 
-@pytest.mark.parametrize("running", [("thread", 0.0)], indirect=True)
+@pytest.mark.parametrize("running", [0.0], indirect=True)  # no commit bound
 async def test_a_cancelled_standby_wait_is_a_failure_not_a_success(
     running: RunningServer, cluster: CrashablePostgres, frozen_url: str
 ) -> None:
@@ -293,9 +289,8 @@ async def test_an_idle_server_turns_not_serving_when_writes_cannot_commit(
         await server.stop(grace=1.0)
 
 
-@pytest.mark.parametrize("executor", ["thread"])
 async def test_a_committed_write_turns_readiness_back_before_the_next_probe(
-    settings: Settings, cluster: CrashablePostgres, frozen_url: str, executor: str
+    settings: Settings, cluster: CrashablePostgres, frozen_url: str
 ) -> None:
     """A batch stuck past JACKPOT_BATCH_AGE_LIMIT turns readiness NOT_SERVING; its commit,
     once the standby requirement is lifted, turns it SERVING at once, although the next
@@ -355,13 +350,6 @@ async def test_no_checkpoint_covers_leaves_whose_standby_wait_was_cancelled(
     cluster.set_system("synchronous_standby_names", None)
     signed = await asyncio.to_thread(sign_checkpoint, frozen_url, signer, log)
     assert signed.checkpoint.size > 3 and log.exists()  # replicated: signed now
-
-
-@pytest.fixture
-def ledger_key(tmp_path: Path) -> Path:
-    key = tmp_path / "ledger.key"
-    assert main(["ledger", "keygen", "--out", str(key)]) == 0
-    return key
 
 
 async def test_the_server_stops_while_commits_are_frozen(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -35,7 +34,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jackpot_grpc.adapters import ledger_store, migrations
 from jackpot_grpc.adapters.database_liveness import ClusterIdentity
-from jackpot_grpc.cli import main
 from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
 from jackpot_grpc.jobs.failover_watch import FailoverWatch
@@ -52,8 +50,6 @@ from testkit.freezable_proxy import FreezableProxy
 from testkit.ledger_traffic import real_traffic
 from testkit.postgres_cluster import CrashablePostgres
 from testkit.scratch import create_database, drop_database
-
-pytestmark = pytest.mark.slow
 
 
 async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float) -> None:
@@ -112,13 +108,6 @@ def private_cluster() -> Iterator[CrashablePostgres]:
         yield pg
     finally:
         pg.close()
-
-
-@pytest.fixture
-def ledger_key(tmp_path: Path) -> Path:
-    key = tmp_path / "ledger.key"
-    assert main(["ledger", "keygen", "--out", str(key)]) == 0
-    return key
 
 
 async def test_a_move_to_another_cluster_is_detected_and_its_losses_named(
@@ -330,15 +319,6 @@ async def test_an_asynchronous_standby_promoted_loses_named_leaves(
         if standby is not None:
             standby.close()
         primary.close()
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP port that completes the handshake (the kernel's backlog) and never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
 
 
 async def test_the_comparison_connects_within_the_connect_timeout_and_stop_waits_for_it(
