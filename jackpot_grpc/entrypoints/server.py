@@ -292,7 +292,7 @@ def build_server(
         telemetry.metrics.observe_pools(service.snapshot.latest)
         telemetry.metrics.observe_connections(db_pool.get_stats)
     # Started with the server (JACKPOT_SAMPLE_INTERVAL, JACKPOT_METRICS_RETENTION_DAYS).
-    sampler = MetricsSampler(db_pool, metrics, history_config, read_db_pool=side_db_pool)
+    sampler = MetricsSampler(db_pool, metrics, history_config, side_db_pool=side_db_pool)
     # Replicas on one database take turns: one audit per interval across all of them. The
     # audit, like other expensive reads on demand, runs on its own small pool with a
     # statement timeout, over connections Contribute never needs.

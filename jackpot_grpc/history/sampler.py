@@ -145,12 +145,12 @@ class MetricsSampler:
         host: str | None = None,
         pid: int | None = None,
         wall_clock: Callable[[], float] = time.time,
-        read_db_pool: DbPool | None = None,
+        side_db_pool: DbPool | None = None,
     ) -> None:
         self.db_pool = db_pool
         # /metrics?period= reads (whole windows of history) run here: the server passes
         # its small on-demand pool, so they never take a connection calls need.
-        self.read_db_pool = db_pool if read_db_pool is None else read_db_pool
+        self.side_db_pool = db_pool if side_db_pool is None else side_db_pool
         self.metrics = metrics
         self.config = SamplerConfig() if config is None else config
         self.host = socket.gethostname() if host is None else host
@@ -470,7 +470,7 @@ class MetricsSampler:
                     await self._idle.wait()  # no write in flight
                     generation = self._generation
                     local, local_earliest = self._unflushed(since)
-                    async with self.read_db_pool.connection(timeout=timeout) as conn:
+                    async with self.side_db_pool.connection(timeout=timeout) as conn:
                         read = await store.read_window(conn, since, statement_timeout=timeout)
                     if self._idle.is_set() and self._generation == generation:
                         break
