@@ -126,3 +126,26 @@ class CrashablePostgres:
         # Every backend rereads its configuration when the signal reaches it, before its
         # next command: give the signal a moment to arrive everywhere.
         time.sleep(0.3)
+
+
+def cancel_sync_rep_waits(url: str, within: float = 5.0, *, only: str | None = None) -> int:
+    """pg_cancel_backend on the backends of `url`'s database whose commit waits in SyncRep
+    (not the health probe's heartbeat, which waits there too), polling up to `within`
+    seconds until one is found; with `only`, just those of that application (the
+    background audit's and sampler's commits wait there as well). How many it cancelled."""
+    deadline = time.monotonic() + within
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event = 'SyncRep'"
+                # COMMIT, or a batch in one statement (its own commit waits under its text)
+                " AND (query = 'COMMIT' OR query LIKE 'WITH guard AS%%')"
+                " AND application_name <> 'jackpot-health-probe'"
+                " AND (%(only)s::text IS NULL OR application_name = %(only)s::text)",
+                {"only": only},
+            ).fetchone()
+            if row is not None and row[0]:
+                return int(row[0])
+            time.sleep(0.05)
+    return 0

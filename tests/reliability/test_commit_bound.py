@@ -36,7 +36,7 @@ from testkit.calls import error_reason
 from testkit.figures import report
 from testkit.grpc_health import NOT_SERVING, SERVING, health_status_async
 from testkit.ledger_traffic import real_traffic
-from testkit.postgres_cluster import CrashablePostgres
+from testkit.postgres_cluster import CrashablePostgres, cancel_sync_rep_waits
 from testkit.scratch import database_conninfo
 
 COMMIT_TIMEOUT = 1.0
@@ -232,7 +232,7 @@ async def test_a_cancelled_standby_wait_is_a_failure_not_a_success(
         call = asyncio.ensure_future(_refused(stub, "cancelled-1"))
         # The contribution's own COMMIT (the service's connections), not a background one.
         cancelled = await asyncio.to_thread(
-            _cancel_the_sync_rep_wait, frozen_url, only=database.APPLICATION_NAME
+            cancel_sync_rep_waits, frozen_url, only=database.APPLICATION_NAME
         )
         assert cancelled >= 1
         reason, _ = await asyncio.wait_for(call, 10)
@@ -241,28 +241,6 @@ async def test_a_cancelled_standby_wait_is_a_failure_not_a_success(
         retried = await _retry_until_ok(stub, "cancelled-1")
         assert retried.replayed
     assert _rows_with_key(frozen_url, "cancelled-1") == 1
-
-
-def _cancel_the_sync_rep_wait(url: str, within: float = 5.0, *, only: str | None = None) -> int:
-    """pg_cancel_backend on the backends of this database whose commit waits in SyncRep
-    (not the health probe's heartbeat, which waits there too); with `only`, just those of
-    that application (the background audit's and sampler's commits wait there as well)."""
-    deadline = time.monotonic() + within
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event = 'SyncRep'"
-                # COMMIT, or a batch in one statement (its own commit waits under its text)
-                " AND (query = 'COMMIT' OR query LIKE 'WITH guard AS%%')"
-                " AND application_name <> 'jackpot-health-probe'"
-                " AND (%(only)s::text IS NULL OR application_name = %(only)s::text)",
-                {"only": only},
-            ).fetchone()
-            if row is not None and row[0]:
-                return int(row[0])
-            time.sleep(0.05)
-    return 0
 
 
 async def test_an_idle_server_turns_not_serving_when_writes_cannot_commit(
@@ -335,7 +313,7 @@ async def test_no_checkpoint_covers_leaves_whose_standby_wait_was_cancelled(
     signer = Signer.generate("commit-bound")
     cluster.set_system("synchronous_standby_names", "ghost")
     signing = asyncio.ensure_future(asyncio.to_thread(sign_checkpoint, frozen_url, signer, log))
-    assert await asyncio.to_thread(_cancel_the_sync_rep_wait, frozen_url) == 1
+    assert await asyncio.to_thread(cancel_sync_rep_waits, frozen_url) == 1
     with pytest.raises(CommitOutcomeUnknown):
         await asyncio.wait_for(signing, 10)
     assert not log.exists()
@@ -343,7 +321,7 @@ async def test_no_checkpoint_covers_leaves_whose_standby_wait_was_cancelled(
     # still not known to be on the standby; its COMMIT waits for the standby like the
     # first (cancelled: unknown again), and nothing is signed.
     signing = asyncio.ensure_future(asyncio.to_thread(sign_checkpoint, frozen_url, signer, log))
-    assert await asyncio.to_thread(_cancel_the_sync_rep_wait, frozen_url) == 1
+    assert await asyncio.to_thread(cancel_sync_rep_waits, frozen_url) == 1
     with pytest.raises(CommitOutcomeUnknown):
         await asyncio.wait_for(signing, 10)
     assert not log.exists()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -26,6 +25,7 @@ from jackpot_grpc.config import Settings
 from jackpot_grpc.entrypoints.server import start_server
 from testkit.calls import error_reason
 from testkit.localized_postgres import GermanPostgres, german_postgres
+from testkit.postgres_cluster import cancel_sync_rep_waits
 from testkit.scratch import database_conninfo
 
 
@@ -33,23 +33,6 @@ from testkit.scratch import database_conninfo
 def german() -> Iterator[GermanPostgres]:
     with german_postgres() as server:
         yield server
-
-
-def _cancel_the_sync_rep_wait(url: str, within: float = 5.0) -> int:
-    """pg_cancel_backend on this database's backends whose COMMIT waits in SyncRep (not
-    the health probe's heartbeat)."""
-    deadline = time.monotonic() + within
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event = 'SyncRep'"
-                " AND query = 'COMMIT' AND application_name <> 'jackpot-health-probe'"
-            ).fetchone()
-            if row is not None and row[0]:
-                return int(row[0])
-            time.sleep(0.05)
-    return 0
 
 
 async def test_a_german_servers_cancelled_standby_wait_is_never_acknowledged(
@@ -77,7 +60,7 @@ async def test_a_german_servers_cancelled_standby_wait_is_never_acknowledged(
             )
             german.set_system("synchronous_standby_names", "ghost")
             call = asyncio.ensure_future(stub.Contribute(request, timeout=20))
-            assert await asyncio.to_thread(_cancel_the_sync_rep_wait, url) >= 1
+            assert await asyncio.to_thread(cancel_sync_rep_waits, url) >= 1
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await asyncio.wait_for(call, 10)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
