@@ -384,6 +384,21 @@ async def test_a_signer_never_extends_its_tree_over_another_history_of_one_clust
         drop_database(admin_url, fork)
 
 
+def _failover_pair_url(primary: CrashablePostgres, standby_dir: Path, dbname: str) -> str:
+    """A migrated database `dbname` on `primary`, and the multi-host URL that reaches
+    whichever of the primary and a standby at `standby_dir` accepts writes (the server's
+    and the signer's kind of URL)."""
+    with psycopg.connect(primary.admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {dbname}")
+    migrations.upgrade(make_conninfo(primary.admin_url, dbname=dbname))
+    return make_conninfo(
+        host=f"{primary.data_dir},{standby_dir}",
+        user="postgres",
+        dbname=dbname,
+        target_session_attrs="read-write",
+    )
+
+
 async def test_a_signer_refuses_a_new_timeline_before_the_failover_watch_reacts(
     tmp_path: Path,
 ) -> None:
@@ -397,15 +412,7 @@ async def test_a_signer_refuses_a_new_timeline_before_the_failover_watch_reacts(
     standby_dir = primary.data_dir.parent / f"fork-standby-{unique_name('x')[-8:]}"
     log = tmp_path / "checkpoints"
     try:
-        with psycopg.connect(primary.admin_url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE jackpot_fork")
-        migrations.upgrade(make_conninfo(primary.admin_url, dbname="jackpot_fork"))
-        url = make_conninfo(
-            host=f"{primary.data_dir},{standby_dir}",
-            user="postgres",
-            dbname="jackpot_fork",
-            target_session_attrs="read-write",
-        )
+        url = _failover_pair_url(primary, standby_dir, "jackpot_fork")
         # As the server's signer: its connection kept across turns (the primary's dies).
         signer = CheckpointSigner(Signer.generate("fork-test"), log, keep_connection=True)
         await real_traffic(url)
@@ -439,15 +446,7 @@ async def test_a_signer_goes_on_after_a_promotion_that_lost_nothing(tmp_path: Pa
     standby_dir = primary.data_dir.parent / f"promote-standby-{unique_name('x')[-8:]}"
     log = tmp_path / "checkpoints"
     try:
-        with psycopg.connect(primary.admin_url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE jackpot_promote")
-        migrations.upgrade(make_conninfo(primary.admin_url, dbname="jackpot_promote"))
-        url = make_conninfo(
-            host=f"{primary.data_dir},{standby_dir}",
-            user="postgres",
-            dbname="jackpot_promote",
-            target_session_attrs="read-write",
-        )
+        url = _failover_pair_url(primary, standby_dir, "jackpot_promote")
         # As the server's signer: its connection kept across turns (the primary's dies).
         signer = CheckpointSigner(Signer.generate("promote-test"), log, keep_connection=True)
         await real_traffic(url)
