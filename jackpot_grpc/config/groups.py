@@ -222,6 +222,9 @@ class GatewaySettings:
     token: str | None
     # The longest deadline the gateway gives a call; a Grpc-Timeout header asks for less.
     max_timeout: float
+    # JACKPOT_METRICS_URL: where GET /api/jackpot/metrics reads the server's figures (None:
+    # the health port of a server on this host, gateway/metrics_proxy.py).
+    metrics_url: str | None
 
     @classmethod
     def from_env(cls, env: Env, *, closed: bool) -> GatewaySettings:
@@ -231,6 +234,7 @@ class GatewaySettings:
             max_body_bytes=read_int(env, "REST_MAX_BODY_BYTES", 1 << 20),
             token=env.get("JACKPOT_GATEWAY_TOKEN") or None,
             max_timeout=read_float(env, "JACKPOT_GATEWAY_MAX_TIMEOUT", 30.0),
+            metrics_url=env.get("JACKPOT_METRICS_URL", "").strip() or None,
         )
 
 

@@ -454,7 +454,7 @@ async def _serve_gateway(settings: Settings, metrics_url: str | None, telemetry:
         app = create_gateway_app(
             settings.grpc.target,
             max_body_bytes=settings.gateway.max_body_bytes,
-            metrics_url=metrics_url or metrics_proxy.metrics_url_from_env(settings),
+            metrics_url=metrics_url or metrics_proxy.metrics_url(settings),
             credentials=channel_credentials(settings.tls),  # TLS when GRPC_TLS_CA is set
             call_timeout=settings.gateway.max_timeout,
             body_timeout=settings.http.body_timeout,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +37,6 @@ from jackpot_grpc.observability.metrics import PERIODS, Stats, UnknownPeriod, de
 
 log = logging.getLogger(__name__)
 
-METRICS_URL_ENV = "JACKPOT_METRICS_URL"
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 METRICS_URL = web.AppKey("metrics_url", str)
 # The request to the health port in flight for each period ("" for since start).
@@ -55,12 +53,10 @@ PUBLIC_KEYS = frozenset(
 HISTORY_ERROR = "the metrics history could not be read; these are one process's figures"
 
 
-def metrics_url_from_env(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
+def metrics_url(settings: Settings) -> str:
     """JACKPOT_METRICS_URL, else the health port of a server on this host."""
-    env = os.environ if environ is None else environ
-    explicit = env.get(METRICS_URL_ENV, "").strip()
-    if explicit:
-        return explicit
+    if settings.gateway.metrics_url is not None:
+        return settings.gateway.metrics_url
     host = "127.0.0.1" if settings.health.host in _WILDCARD_HOSTS else settings.health.host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
