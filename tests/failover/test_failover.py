@@ -163,15 +163,41 @@ def health_changes(load: KeyedLoad, since: float) -> list[tuple[float, str]]:
     return changes
 
 
-async def run_fault(load: KeyedLoad, fault: Any, *, wait_recovery: bool = True) -> dict[str, Any]:
+def signed_size(service: ServiceProcess) -> int:
+    """The tree size of the service's newest signed checkpoint (the health port's
+    /ledger/checkpoint, a C2SP note: origin, size, root); 0 when none is signed yet."""
+    url = f"http://127.0.0.1:{service.health_port}/ledger/checkpoint"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return int(response.read().decode().splitlines()[1])
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404, exc  # no checkpoint yet
+        return 0
+
+
+async def signed_past(service: ServiceProcess, size: int, within: float = 15.0) -> None:
+    """Until a checkpoint over more than `size` leaves is signed (bounded)."""
+    deadline = time.monotonic() + within
+    while await asyncio.to_thread(signed_size, service) <= size:
+        assert time.monotonic() < deadline, f"no checkpoint past {size} leaves in {within} s"
+        await asyncio.sleep(0.1)
+
+
+async def run_fault(
+    load: KeyedLoad, fault: Any, service: ServiceProcess, *, wait_recovery: bool = True
+) -> dict[str, Any]:
     """Start `load`, inject `fault` (a blocking function, run in a thread) once WARMUP_ACKS
-    keys are acknowledged, wait for the first success started after it, keep the load on
-    AFTER_S, stop. Returns the moments."""
+    keys are acknowledged and a checkpoint signed since covers some of them (so a failover
+    has a checkpoint to be compared with: at the suite's start the load can reach
+    WARMUP_ACKS before the signer's first turn), wait for the first success started after
+    it, keep the load on AFTER_S, stop. Returns the moments."""
+    signed_before = await asyncio.to_thread(signed_size, service)
     task = asyncio.create_task(load.run(LOAD_LIMIT_S))
     marks: dict[str, Any] = {}
     try:
         async with asyncio.timeout(30):
             await load.wait_acknowledged(WARMUP_ACKS)
+        await signed_past(service, signed_before)
         marks["fault_started"] = time.monotonic()
         await asyncio.to_thread(fault)
         marks["fault_done"] = time.monotonic()
@@ -201,7 +227,7 @@ async def test_leader_killed(
     load = KeyedLoad(service.target, "kill", CALLERS)
     changes_before = failover_report(service)["timeline_changes"]
 
-    marks = await run_fault(load, lambda: cluster.kill_node(old_leader))
+    marks = await run_fault(load, lambda: cluster.kill_node(old_leader), service)
 
     new_leader = cluster.wait_leader(not_=old_leader)
     # The service saw the new timeline, and the new leader has every leaf of the newest
@@ -248,7 +274,7 @@ async def test_switchover(
     load = KeyedLoad(service.target, "switchover", CALLERS)
     changes_before = failover_report(service)["timeline_changes"]
 
-    marks = await run_fault(load, lambda: cluster.switchover(candidate))
+    marks = await run_fault(load, lambda: cluster.switchover(candidate), service)
 
     assert cluster.wait_leader(not_=old_leader) is candidate
     seen = wait_failover_seen(service, changes_before)
