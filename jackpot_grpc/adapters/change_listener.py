@@ -47,13 +47,6 @@ class ChangeListener:
         self._task: asyncio.Task[None] | None = None
         self._closing: asyncio.TimerHandle | None = None
         self._stopped = False
-        self.connected = False
-        self.notifications = 0
-
-    @property
-    def listening(self) -> bool:
-        """Whether the connection is wanted (open, or being opened)."""
-        return self._task is not None
 
     def want(self, wanted: bool) -> None:
         """Listen (someone watches), or stop listening IDLE_CLOSE seconds from now."""
@@ -71,7 +64,6 @@ class ChangeListener:
     def _close(self) -> None:
         self._closing = None
         task, self._task = self._task, None
-        self.connected = False
         if task is not None:
             task.cancel()  # leaving `async with conn` closes the connection
 
@@ -79,10 +71,9 @@ class ChangeListener:
         self._stopped = True
         if self._closing is not None:
             self._closing.cancel()
-            self._closing = None
-        task, self._task = self._task, None
+        task = self._task
+        self._close()
         if task is not None:
-            task.cancel()
             await asyncio.wait({task}, timeout=2.0)
 
     async def _run(self) -> None:
@@ -96,7 +87,6 @@ class ChangeListener:
                 log.warning("change listener lost its connection (%s); reconnecting", exc)
             else:
                 backoff = BACKOFF_FIRST
-            self.connected = False
             await asyncio.sleep(backoff)
             backoff = min(BACKOFF_MAX, backoff * 2)
 
@@ -104,8 +94,6 @@ class ChangeListener:
         conn = await connect_listener(self._settings, self._url)
         async with conn:
             await conn.execute(f"LISTEN {CHANNEL}")
-            self.connected = True
             self._on_change(CONNECTED)
             async for notify in conn.notifies():
-                self.notifications += 1
                 self._on_change(notify.payload)

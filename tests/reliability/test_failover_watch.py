@@ -110,6 +110,33 @@ def private_cluster() -> Iterator[CrashablePostgres]:
         pg.close()
 
 
+def _failover_pair_url(primary: CrashablePostgres, standby_dir: Path, dbname: str) -> str:
+    """A migrated database `dbname` on `primary`, and the multi-host URL that reaches
+    whichever of the primary and a standby at `standby_dir` accepts writes (the server's
+    and the signer's kind of URL)."""
+    with psycopg.connect(primary.admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {dbname}")
+    migrations.upgrade(make_conninfo(primary.admin_url, dbname=dbname))
+    return make_conninfo(
+        host=f"{primary.data_dir},{standby_dir}",
+        user="postgres",
+        dbname=dbname,
+        target_session_attrs="read-write",
+    )
+
+
+def _signing(settings: Settings, ledger_key: Path, log: Path) -> Settings:
+    """`settings` with a checkpoint signer every 0.2 s (key `ledger_key`, log `log`) and a
+    health probe that sees a reconnection within 0.2 s."""
+    return dataclasses.replace(
+        settings,
+        ledger=dataclasses.replace(
+            settings.ledger, key_file=ledger_key, checkpoint_log=log, checkpoint_interval=0.2
+        ),
+        health=dataclasses.replace(settings.health, probe_interval=0.2, failure_threshold=1),
+    )
+
+
 async def test_a_move_to_another_cluster_is_detected_and_its_losses_named(
     private_cluster: CrashablePostgres,
     admin_url: str,
@@ -134,16 +161,7 @@ async def test_a_move_to_another_cluster_is_detected_and_its_losses_named(
             dbname=name,
             target_session_attrs="read-write",
         )
-        signing = dataclasses.replace(
-            settings,
-            ledger=dataclasses.replace(
-                settings.ledger,
-                key_file=ledger_key,
-                checkpoint_log=tmp_path / "checkpoints",
-                checkpoint_interval=0.2,
-            ),
-            health=dataclasses.replace(settings.health, probe_interval=0.2, failure_threshold=1),
-        )
+        signing = _signing(settings, ledger_key, tmp_path / "checkpoints")
         running = await start_server(signing, url, port=0)
         health = f"http://127.0.0.1:{running.health_port}"
         watch, checkpointer = running.failover, running.checkpointer
@@ -243,25 +261,8 @@ async def test_an_asynchronous_standby_promoted_loses_named_leaves(
     standby: CrashablePostgres | None = None
     standby_dir = primary.data_dir.parent / f"tl-standby-{unique_name('x')[-8:]}"
     try:
-        with psycopg.connect(primary.admin_url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE jackpot_tl")
-        migrations.upgrade(make_conninfo(primary.admin_url, dbname="jackpot_tl"))
-        url = make_conninfo(
-            host=f"{primary.data_dir},{standby_dir}",
-            user="postgres",
-            dbname="jackpot_tl",
-            target_session_attrs="read-write",
-        )
-        signing = dataclasses.replace(
-            settings,
-            ledger=dataclasses.replace(
-                settings.ledger,
-                key_file=ledger_key,
-                checkpoint_log=tmp_path / "checkpoints",
-                checkpoint_interval=0.2,
-            ),
-            health=dataclasses.replace(settings.health, probe_interval=0.2, failure_threshold=1),
-        )
+        url = _failover_pair_url(primary, standby_dir, "jackpot_tl")
+        signing = _signing(settings, ledger_key, tmp_path / "checkpoints")
         running = await start_server(signing, url, port=0)
         watch, checkpointer = running.failover, running.checkpointer
         assert watch is not None and checkpointer is not None and watch.first is not None
@@ -382,21 +383,6 @@ async def test_a_signer_never_extends_its_tree_over_another_history_of_one_clust
     finally:
         signer.close()
         drop_database(admin_url, fork)
-
-
-def _failover_pair_url(primary: CrashablePostgres, standby_dir: Path, dbname: str) -> str:
-    """A migrated database `dbname` on `primary`, and the multi-host URL that reaches
-    whichever of the primary and a standby at `standby_dir` accepts writes (the server's
-    and the signer's kind of URL)."""
-    with psycopg.connect(primary.admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {dbname}")
-    migrations.upgrade(make_conninfo(primary.admin_url, dbname=dbname))
-    return make_conninfo(
-        host=f"{primary.data_dir},{standby_dir}",
-        user="postgres",
-        dbname=dbname,
-        target_session_attrs="read-write",
-    )
 
 
 async def test_a_signer_refuses_a_new_timeline_before_the_failover_watch_reacts(
