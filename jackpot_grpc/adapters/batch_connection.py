@@ -35,7 +35,7 @@ from jackpot_grpc.adapters.commit_bound import (
     commit_warnings,
     unknown,
 )
-from jackpot_grpc.adapters.database import connection_kwargs, has_input
+from jackpot_grpc.adapters.database import batch_connection_kwargs, has_input
 from jackpot_grpc.adapters.unit_of_work import translated
 from jackpot_grpc.config import Settings
 from jackpot_grpc.domain.errors import Unavailable
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 class BatchConnection:
     def __init__(self, settings: Settings, database_url: str) -> None:
         self._url = database_url
-        self._kwargs = connection_kwargs(settings, database_url)
+        self._kwargs = batch_connection_kwargs(settings, database_url)
         self._conn: psycopg.Connection[Any] | None = None
         self._commit_timeout = settings.database.commit_timeout
         # The one statement runs inside its commit's bound. Its pool row locks are taken

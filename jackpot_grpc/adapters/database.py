@@ -1,5 +1,5 @@
 """Every database connection the package opens, one opener per kind: the service's pool
-(create_db_pool; its batch connection takes connection_kwargs), the side pool for reads
+(create_db_pool; its batch connection takes batch_connection_kwargs), the side pool for reads
 on demand (create_side_db_pool), the health probe's connection (connect_probe), the change
 listener's (connect_listener), an operator command's (connect_ops), alembic's
 (connect_migration), and the URLs of the synchronous connections opened elsewhere: the
@@ -84,6 +84,24 @@ def connection_kwargs(
     options = server_options(settings, database_url, statement_timeout=statement_timeout)
     if options:
         kwargs["options"] = options
+    return kwargs
+
+
+# The batch connection runs the same few statements thousands of times a second, each a
+# short batch whose plan does not depend on its parameters (arrays of the batch's values,
+# one row per pool). PostgreSQL's plan cache kept re-planning them (a custom plan each
+# time, ~0.5 ms of the server's CPU for the one-statement batch, as much as running it),
+# so this connection always takes the generic plan: planned once per session
+# (BENCHMARKS.md, "Group commit's fixed cost").
+BATCH_PLAN_OPTION = "-c plan_cache_mode=force_generic_plan"
+
+
+def batch_connection_kwargs(settings: Settings, database_url: str) -> dict[str, Any]:
+    """What the batch thread's connection is opened with: connection_kwargs and, unless
+    behind PgBouncer (no options, no prepared statements), generic plans."""
+    kwargs = connection_kwargs(settings, database_url)
+    if not settings.database.pgbouncer:
+        kwargs["options"] = " ".join(filter(None, (kwargs.get("options"), BATCH_PLAN_OPTION)))
     return kwargs
 
 

@@ -168,3 +168,24 @@ def test_without_a_lock_timeout_shorter_than_the_commit_bound_the_batch_takes_tw
             writer.close()
         assert writer.one_statement == 0
         assert writer.two_flights == {"lock wait unbounded": 2}
+
+
+def test_the_batch_connection_plans_its_statements_once(
+    settings: Settings, database_url: str
+) -> None:
+    """Generic plans (database.batch_connection_kwargs): PostgreSQL's plan cache would
+    otherwise plan the one-statement batch anew on every execution."""
+    writer = BatchConnection(settings, database_url)
+    try:
+        for _ in range(8):  # psycopg prepares a statement on its sixth execution
+            apply(writer, [command(1000)])
+        session = writer._connected()  # the connection its batches went on
+        (mode,) = session.execute("SHOW plan_cache_mode").fetchone() or ("",)
+        plans = session.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE '%contribution_guard%'"
+        ).fetchall()
+    finally:
+        writer.close()
+    assert mode == "force_generic_plan"
+    assert plans and all(custom == 0 and generic >= 1 for generic, custom in plans), plans
