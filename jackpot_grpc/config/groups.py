@@ -111,7 +111,7 @@ class BatchSettings:
         return cls(
             enabled=read_flag(env, "JACKPOT_BATCHING", True),
             max_size=read_int(env, "JACKPOT_BATCH_MAX", 512),
-            linger=read_float(env, "JACKPOT_BATCH_LINGER", 0.002),
+            linger=read_float(env, "JACKPOT_BATCH_LINGER", 0.02),
             queue_max_size=read_int(env, "JACKPOT_QUEUE_MAX", 8192),
             age_limit=read_float(env, "JACKPOT_BATCH_AGE_LIMIT", 6.0),
         )
