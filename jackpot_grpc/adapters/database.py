@@ -90,9 +90,9 @@ def connection_kwargs(
 # The batch connection runs the same few statements thousands of times a second, each a
 # short batch whose plan does not depend on its parameters (arrays of the batch's values,
 # one row per pool). PostgreSQL's plan cache kept re-planning them (a custom plan each
-# time, ~0.5 ms of the server's CPU for the one-statement batch, as much as running it),
-# so this connection always takes the generic plan: planned once per session
-# (BENCHMARKS.md, "Group commit's fixed cost").
+# time: ~0.7 ms of the database's CPU for the one-statement batch, about as long as
+# running it), so this connection always takes the generic plan, planned once a session
+# (BENCHMARKS.md, "group commit's fixed cost").
 BATCH_PLAN_OPTION = "-c plan_cache_mode=force_generic_plan"
 
 

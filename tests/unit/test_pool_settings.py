@@ -1,4 +1,5 @@
-"""DB_PGBOUNCER: the pool's connections never prepare statements behind a transaction pooler."""
+"""DB_PGBOUNCER: the pool's connections never prepare statements behind a transaction pooler;
+the batch connection takes generic plans, except there."""
 
 from __future__ import annotations
 
