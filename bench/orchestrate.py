@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from bench import audit_scenario, grpcjs_probe, scenarios, watch_scenario
+from bench import audit_scenario, grpcjs_probe, ledger_floor, scenarios, watch_scenario
 from bench import ledger_ab as ledger_ab_scenario
 from bench import report as reporting
 from bench.console import log
@@ -109,6 +109,12 @@ def only_ledger(
     if args.ledger_ab_rounds:
         print(ledger_ab_scenario.summary(report["ledger_ab"]))
     print(audit_scenario.summary(report["audit_scenario"]))
+    print(
+        ledger_floor.summary(
+            report["audit_scenario"]["ledger_floor"],
+            ledger_floor.budget_us(report.get("ledger_ab")),
+        )
+    )
     reporting.write(report, args.output)
     return 0 if report["audit_scenario"]["balanced"] else 1
 
@@ -142,7 +148,9 @@ def audit_cost(args: argparse.Namespace, admin: str) -> dict[str, Any]:
     """The audit's cost per million ledger rows (bench/audit_scenario.py)."""
     with bench_database(admin, "audit") as url:
         log(f"audit scenario: {args.audit_rows:,} contributions")
-        return audit_scenario.measure(url, args.audit_rows)
+        result = audit_scenario.measure(url, args.audit_rows)
+        result["ledger_floor"] = ledger_floor.measure(url)
+        return result
 
 
 def watch_cost(args: argparse.Namespace, admin: str, workdir: Path) -> dict[str, Any]:

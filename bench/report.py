@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import psycopg
 
-from bench import audit_scenario, ledger_ab
+from bench import audit_scenario, ledger_ab, ledger_floor
 from bench.scenarios import ORDER, Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +83,12 @@ def print_ledgers(report: dict[str, Any], scenarios: dict[str, Scenario]) -> Non
     if report.get("ledger_ab"):
         print(ledger_ab.summary(report["ledger_ab"]))
     print(audit_scenario.summary(report["audit_scenario"]))
+    print(
+        ledger_floor.summary(
+            report["audit_scenario"]["ledger_floor"],
+            ledger_floor.budget_us(report.get("ledger_ab")),
+        )
+    )
     for key in ("contribute_nobatch", "contribute_batching"):
         extra = scenarios[key].extra
         print(

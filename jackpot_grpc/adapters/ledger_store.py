@@ -16,7 +16,7 @@ same tables, order and leaf encoding, so they are read together rather than spli
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -263,6 +263,19 @@ _FIELD_SOURCES: Final = {
 _ARRAY_HEADER: Final = 20
 
 
+def _field_source(table: str) -> Callable[[Field], str]:
+    sources = _FIELD_SOURCES.get(table, {})
+    return lambda field: sources.get(field.name, field.name)
+
+
+def field_texts_sql(table: str, fields: Sequence[Field] | None = None) -> str:
+    """The canonical texts of a row's leaf fields (all of its event type's by default), as
+    a comma-separated list of SQL expressions (bench/ledger_floor.py prices them alone)."""
+    source = _field_source(table)
+    chosen = SCHEMAS[EVENT_OF_TABLE[table]] if fields is None else fields
+    return ", ".join(_KIND_SQL[f.kind].format(source(f)) for f in chosen)
+
+
 def leaf_sql(table: str) -> str:
     """An SQL expression of a row of `table` (its own columns) giving its leaf bytes, the
     encoding of ledger/leaf.py: PostgreSQL encodes and hashes new leaves in C, so signing
@@ -277,13 +290,10 @@ def leaf_sql(table: str) -> str:
     CPU (BENCHMARKS.md). The bytes are in the session's client encoding, so the signer sets
     it to UTF8 (checkpoint_snapshot); on a UTF8 database (the default) they are the same."""
     event = EVENT_OF_TABLE[table]
-    sources = _FIELD_SOURCES.get(table, {})
-
-    def source(field: Field) -> str:
-        return sources.get(field.name, field.name)
+    source = _field_source(table)
 
     def fields_of(fields: Sequence[Field]) -> str:
-        texts = ", ".join(_KIND_SQL[f.kind].format(source(f)) for f in fields)
+        texts = field_texts_sql(table, fields)
         return f"substr(array_send(ARRAY[{texts}]::text[]), {_ARRAY_HEADER + 1})"
 
     fields = SCHEMAS[event]
