@@ -8,6 +8,8 @@ them it signs nothing and hashes nothing. Both arms claim each row's leaf index 
 writing transaction (the receipt is not optional), so that cost is in both. Each round runs
 off then on, each on a fresh database, and the ratios compare the medians over rounds:
 throughput, and server CPU per item (the server's processes, the signer's worker included).
+The last round's two servers then take an RSS run each (scenarios.rss_run, up to RSS_CAP
+contributions): the server's memory, its signer's worker included, with signing on and off.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from testkit.processes import ServiceProcess
 
 INTERVAL = 1.0  # JACKPOT_CHECKPOINT_INTERVAL in the "on" arm
 KEY_NAME = "bench-ledger"
+RSS_CAP = 500_000  # contributions of the last round's RSS runs (--rss-contributions, capped)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Run:
     contribute: scenarios.Scenario
     batch: scenarios.Scenario
     checkpoints: int  # signed during the run ("on" only)
+    rss: dict[str, Any] | None = None  # scenarios.rss_run's figures (the last round only)
 
 
 def signer_env(workdir: Path, round_no: int) -> dict[str, str]:
@@ -48,7 +52,13 @@ def signer_env(workdir: Path, round_no: int) -> dict[str, str]:
     }
 
 
-def run_once(base: LoadSpec, srv: ServiceProcess, signing: bool, batch_concurrency: int) -> Run:
+def run_once(
+    base: LoadSpec,
+    srv: ServiceProcess,
+    signing: bool,
+    batch_concurrency: int,
+    rss_contributions: int = 0,
+) -> Run:
     arm = "ledger signing on" if signing else "ledger signing off"
     if signing:
         time.sleep(2 * INTERVAL)  # the signer's worker process is up (and counted)
@@ -64,9 +74,12 @@ def run_once(base: LoadSpec, srv: ServiceProcess, signing: bool, batch_concurren
         replace(base, kind="contribute_batch", target=srv.target, concurrency=batch_concurrency),
         srv,
     )
+    rss = None
+    if rss_contributions:
+        _, rss = scenarios.rss_run(base, srv, rss_contributions, batch_concurrency)
     log = srv.env.get("JACKPOT_CHECKPOINT_LOG")
     signed = len(list(split_log(Path(log).read_text()))) if log and Path(log).exists() else 0
-    return Run(signing, contribute, batch, signed)
+    return Run(signing, contribute, batch, signed, rss)
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -122,6 +135,7 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
             ),
         }
     out["checkpoints_signed_on"] = [r.checkpoints for r in runs if r.signing]
+    out["rss"] = {"on" if r.signing else "off": r.rss for r in runs if r.rss is not None}
     return out
 
 
@@ -137,4 +151,11 @@ def summary(result: dict[str, Any]) -> str:
             f" {part['service_and_pg_cpu_per_item_ratio_on_to_off']}"
         )
     lines.append(f"  checkpoints signed during the 'on' runs: {result['checkpoints_signed_on']}")
+    for arm, rss in sorted(result.get("rss", {}).items(), reverse=True):
+        lines.append(
+            f"  RSS, signing {arm}: {rss['before_bytes'] / 2**20:,.1f} ->"
+            f" {rss['after_bytes'] / 2**20:,.1f} MiB ({rss['change_pct']:+.2f} %, peak"
+            f" {rss['peak_bytes'] / 2**20:,.1f} MiB) across {rss['contributions']:,}"
+            " contributions via ContributeBatch"
+        )
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def _best_cpu(conn: psycopg.Connection[Any], sql: str) -> float:
     return best
 
 
-def _python_per_call(fn: Any, calls: int) -> float:
+def _python_per_call(fn: Callable[[], object], calls: int) -> float:
     best = float("inf")
     for _ in range(RUNS):
         start = time.process_time()
@@ -147,3 +148,8 @@ def summary(floor: dict[str, Any], budget: float | None) -> str:
     if budget is not None:
         line += f"; ContributeBatch's 5 % budget {budget:.2f} µs per item"
     return line
+
+
+def report_line(report: dict[str, Any]) -> str:
+    """The floor of a `make bench` report, against its A/B's budget when it ran one."""
+    return summary(report["audit_scenario"]["ledger_floor"], budget_us(report.get("ledger_ab")))

@@ -109,12 +109,7 @@ def only_ledger(
     if args.ledger_ab_rounds:
         print(ledger_ab_scenario.summary(report["ledger_ab"]))
     print(audit_scenario.summary(report["audit_scenario"]))
-    print(
-        ledger_floor.summary(
-            report["audit_scenario"]["ledger_floor"],
-            ledger_floor.budget_us(report.get("ledger_ab")),
-        )
-    )
+    print(ledger_floor.report_line(report))
     reporting.write(report, args.output)
     return 0 if report["audit_scenario"]["balanced"] else 1
 
@@ -140,7 +135,11 @@ def ledger_ab(
                 bench_database(admin, label) as url,
                 server(args, url, workdir, batching=True, extra_env=extra) as srv,
             ):
-                runs.append(ledger_ab_scenario.run_once(base, srv, signing, args.batch_concurrency))
+                last = round_no == args.ledger_ab_rounds - 1
+                rss = min(args.rss_contributions, ledger_ab_scenario.RSS_CAP) if last else 0
+                runs.append(
+                    ledger_ab_scenario.run_once(base, srv, signing, args.batch_concurrency, rss)
+                )
     return ledger_ab_scenario.summarise(runs)
 
 

@@ -83,12 +83,7 @@ def print_ledgers(report: dict[str, Any], scenarios: dict[str, Scenario]) -> Non
     if report.get("ledger_ab"):
         print(ledger_ab.summary(report["ledger_ab"]))
     print(audit_scenario.summary(report["audit_scenario"]))
-    print(
-        ledger_floor.summary(
-            report["audit_scenario"]["ledger_floor"],
-            ledger_floor.budget_us(report.get("ledger_ab")),
-        )
-    )
+    print(ledger_floor.report_line(report))
     for key in ("contribute_nobatch", "contribute_batching"):
         extra = scenarios[key].extra
         print(

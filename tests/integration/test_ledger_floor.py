@@ -36,3 +36,26 @@ def test_the_budget_is_five_percent_of_a_batch_item_without_signing() -> None:
     assert ledger_floor.budget_us(ab) == 0.05 * 22.0
     assert ledger_floor.budget_us(None) is None
     assert ledger_floor.budget_us({"batch": {"off": {"median_cpu_us_per_item": None}}}) is None
+
+
+def test_a_report_line_names_the_budget_only_when_the_a_b_ran() -> None:
+    floor = {
+        "rows": 10,
+        "us_per_row": {
+            "field_texts": 1.0,
+            "encode": 1.2,
+            "encode_and_leaf_hash": 2.0,
+            "leaf_hash": 0.6,
+            "python_node_hash": 0.3,
+            "python_frontier_per_leaf": 0.4,
+        },
+        "hashes_only_us": 0.9,
+        "encode_hash_tree_us": 2.4,
+    }
+    ab = {"batch": {"off": {"median_cpu_us_per_item": 10.0, "median_pg_cpu_us_per_item": 10.0}}}
+
+    with_ab = ledger_floor.report_line({"audit_scenario": {"ledger_floor": floor}, "ledger_ab": ab})
+    without = ledger_floor.report_line({"audit_scenario": {"ledger_floor": floor}})
+
+    assert "encode + hash + tree 2.4; ContributeBatch's 5 % budget 1.00 µs per item" in with_ab
+    assert "budget" not in without
