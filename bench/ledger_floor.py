@@ -4,9 +4,9 @@ the least, with nothing stored or read back (BENCHMARKS.md, docs/LEDGER.md).
 Run on the audit scenario's database (its contributions are rows as the batch path writes
 them). Each PostgreSQL probe is one aggregate over every contribution, on one backend with
 parallel query and JIT off (a parallel worker's CPU is not the backend's), priced by the
-backend's CPU from /proc less a plain scan of the same rows; the best of a few runs. The
-tree's own Python side is priced with `time.process_time`: a node hash (hashlib, as
-merkle.node_hash calls it) and merkle.Frontier.extend per leaf (what the signer runs).
+backend's CPU (psutil) less a plain scan of the same rows; the best of a few runs. The
+tree's own Python side is priced with `time.process_time`: the bare SHA-256 call of a
+node hash and merkle.Frontier.extend per leaf (what the signer runs).
 
 `make bench` compares the floor with the ledger A/B's budget: 5 % of a ContributeBatch
 item's server + PostgreSQL CPU in the run without signing.
@@ -18,21 +18,22 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 from jackpot_grpc.adapters.ledger_store import field_texts_sql, leaf_sql
 from jackpot_grpc.ledger import merkle
 
 RUNS = 3
+PYTHON_LEAVES = 100_000  # leaves (and node hashes) per timed run of the Python side
 BUDGET_SHARE = 0.05  # the issue's goal: within 5 % of the run without hashing
 
 _LEAF = leaf_sql("contributions")
 # Every probe is an aggregate over all contributions, so each reads the same rows.
+SCAN = "SELECT count(id) FROM contributions"
 PROBES: dict[str, str] = {
-    "scan": "SELECT count(id) FROM contributions",
     "field_texts": (
         f"SELECT sum(length(concat({field_texts_sql('contributions')}))) FROM contributions"  # noqa: S608
     ),
@@ -50,9 +51,9 @@ SCAN_ONLY = "SELECT sum(length(b)) FROM floor_leaves"
 
 
 def _backend_cpu(pid: int) -> float:
-    """A local backend's CPU seconds (user + system) from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """A local backend's CPU seconds (user + system)."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def _best_cpu(conn: psycopg.Connection[Any], sql: str) -> float:
@@ -72,13 +73,19 @@ def _best_cpu(conn: psycopg.Connection[Any], sql: str) -> float:
     return best
 
 
-def _python_per_call(fn: Callable[[], object], calls: int) -> float:
+def _python_cpu(fn: Callable[[], object]) -> float:
+    """The least CPU seconds of RUNS calls of `fn` in this process."""
     best = float("inf")
     for _ in range(RUNS):
         start = time.process_time()
         fn()
-        best = min(best, (time.process_time() - start) / calls)
+        best = min(best, time.process_time() - start)
     return best
+
+
+def _us(seconds: float, rows: int) -> float:
+    """Microseconds per row (never below zero: a step cheaper than the clock's tick)."""
+    return round(1e6 * max(seconds, 0.0) / rows, 3)
 
 
 def measure(url: str) -> dict[str, Any]:
@@ -91,26 +98,22 @@ def measure(url: str) -> dict[str, Any]:
         rows = int(row[0]) if row else 0
         if rows == 0:
             return {"rows": 0}
-        cpu = {name: _best_cpu(conn, sql) for name, sql in PROBES.items()}
+        scan = _best_cpu(conn, SCAN)
+        per_row = {name: _us(_best_cpu(conn, sql) - scan, rows) for name, sql in PROBES.items()}
         conn.execute(LEAF_BYTES)
-        cpu["leaf_hash"] = max(_best_cpu(conn, HASH_ONLY) - _best_cpu(conn, SCAN_ONLY), 0.0)
+        leaves_scan = _best_cpu(conn, SCAN_ONLY)
+        per_row["leaf_hash"] = _us(_best_cpu(conn, HASH_ONLY) - leaves_scan, rows)
         conn.execute("DROP TABLE floor_leaves")
-    scan = cpu.pop("scan")
-    per_row = {
-        name: round(1e6 * max(seconds - (0 if name == "leaf_hash" else scan), 0) / rows, 3)
-        for name, seconds in cpu.items()
-    }
-    hashes = os.urandom(merkle.HASH_SIZE * 100_000)
+    hashes = os.urandom(merkle.HASH_SIZE * PYTHON_LEAVES)
+    # The bare hashlib call over a node's 65 bytes: the floor, without merkle.node_hash's
+    # concatenation of its halves (which Frontier.extend's per-level loop also avoids).
     node = b"\x01" + hashes[:64]
-    per_row["python_node_hash"] = round(
-        1e6
-        * _python_per_call(
-            lambda: [hashlib.sha256(node).digest() for _ in range(100_000)], 100_000
-        ),
-        3,
+    per_row["python_node_hash"] = _us(
+        _python_cpu(lambda: [hashlib.sha256(node).digest() for _ in range(PYTHON_LEAVES)]),
+        PYTHON_LEAVES,
     )
-    per_row["python_frontier_per_leaf"] = round(
-        1e6 * _python_per_call(lambda: merkle.Frontier().extend(hashes), 100_000), 3
+    per_row["python_frontier_per_leaf"] = _us(
+        _python_cpu(lambda: merkle.Frontier().extend(hashes)), PYTHON_LEAVES
     )
     return {
         "rows": rows,
